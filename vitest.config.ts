@@ -1,0 +1,27 @@
+import { defineConfig } from 'vitest/config';
+
+// Two projects: `unit` runs in-process tests (engine, api, store, audit, MCP over loopback HTTP);
+// `cluster` runs against a real kube-apiserver + etcd started once by the control-plane harness
+// (tests/controlplane). `npm test` runs both.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['src/**/*.test.ts', 'tests/standalone/**/*.test.ts'],
+        },
+      },
+      {
+        test: {
+          name: 'cluster',
+          include: ['tests/controlplane/**/*.test.ts', 'tests/cluster/**/*.test.ts'],
+          globalSetup: ['tests/controlplane/global-setup.ts'],
+          // A cold control-plane build takes minutes; it happens in globalSetup, not here.
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});
