@@ -1,0 +1,303 @@
+/**
+ * The PolicyGuard API, `policyguard.dev/v1alpha1`: zod schemas for GuardAgent and GuardPolicy.
+ *
+ * These schemas are the single source of truth. The CRDs in `crds/` are generated from them
+ * (`npm run crds`, see ./crd.ts), the standalone store validates manifests with them, and the
+ * MCP tools build objects that must pass them. Cross-field rules are declared once with
+ * {@link crossFieldRule}, which yields both a zod refinement and the CEL
+ * `x-kubernetes-validations` entry the API server enforces.
+ */
+import { z } from 'zod';
+
+export const GROUP = 'policyguard.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+/** Trust levels, lowest first. Their order is their rank. */
+export const TRUST_LEVELS = ['low', 'medium', 'high', 'admin'] as const;
+export const TrustLevelSchema = z.enum(TRUST_LEVELS);
+export type TrustLevel = z.infer<typeof TrustLevelSchema>;
+
+/** Rank of a trust level: low=1 … admin=4 (the seed's scores). */
+export function trustRank(level: TrustLevel): number {
+  return TRUST_LEVELS.indexOf(level) + 1;
+}
+
+const CEL_TRUST_RANK = `{${TRUST_LEVELS.map((l, i) => `'${l}': ${i + 1}`).join(', ')}}`;
+
+/**
+ * A validation rule stated once: `predicate` runs in zod (standalone manifests, MCP input) and
+ * `cel` runs in the API server (kubectl apply). Keep the two saying the same thing.
+ */
+interface CrossFieldRule<T> {
+  cel: string;
+  message: string;
+  predicate: (value: T) => boolean;
+}
+
+function crossFieldRule<T>(rule: CrossFieldRule<T>): CrossFieldRule<T> {
+  return rule;
+}
+
+/** Attach cross-field rules to an object schema: zod refinements plus CEL metadata for the CRD. */
+function withRules<S extends z.ZodType>(schema: S, rules: CrossFieldRule<z.output<S>>[]) {
+  let refined = schema.meta({
+    'x-kubernetes-validations': rules.map((r) => ({ rule: r.cel, message: r.message })),
+  });
+  for (const r of rules) refined = refined.refine(r.predicate, { message: r.message }) as typeof refined;
+  return refined;
+}
+
+// Length bounds keep objects small and keep the API server's CEL cost estimate within budget.
+const NAME_MAX = 253;
+const GLOB_MAX = 253;
+const LIST_MAX = 64;
+
+const Glob = z.string().min(1).max(GLOB_MAX);
+const GlobList = z.array(Glob).max(LIST_MAX);
+const ShortText = z.string().max(1024);
+
+/** A dot path into the call's parameters, e.g. `table` or `query.options.limit`. */
+const ArgumentPath = z
+  .string()
+  .min(1)
+  .max(NAME_MAX)
+  .regex(/^[^.]+(\.[^.]+)*$/, 'path must be dot-separated keys, e.g. "query.table"');
+
+export const ARGUMENT_OPERATORS = [
+  'Equals',
+  'NotEquals',
+  'In',
+  'NotIn',
+  'Glob',
+  'Exists',
+  'DoesNotExist',
+  'GreaterThan',
+  'LessThan',
+] as const;
+export const ArgumentOperatorSchema = z.enum(ARGUMENT_OPERATORS);
+export type ArgumentOperator = z.infer<typeof ArgumentOperatorSchema>;
+
+const NUMBER_PATTERN = '^-?[0-9]+(\\.[0-9]+)?$';
+
+export const ArgumentConditionSchema = withRules(
+  z.object({
+    path: ArgumentPath.describe('Dot path into the call parameters, e.g. "table" or "options.limit".'),
+    operator: ArgumentOperatorSchema,
+    values: z
+      .array(z.string().max(1024))
+      .max(LIST_MAX)
+      .optional()
+      .describe('Compared as strings; GreaterThan/LessThan take one number.'),
+  }),
+  [
+    crossFieldRule({
+      cel: "self.operator in ['Exists', 'DoesNotExist'] ? (!has(self.values) || size(self.values) == 0) : (has(self.values) && size(self.values) > 0)",
+      message: 'values must be empty for Exists/DoesNotExist and non-empty for every other operator',
+      predicate: (a) =>
+        a.operator === 'Exists' || a.operator === 'DoesNotExist'
+          ? (a.values ?? []).length === 0
+          : (a.values ?? []).length > 0,
+    }),
+    crossFieldRule({
+      cel: `!(self.operator in ['Equals', 'NotEquals', 'GreaterThan', 'LessThan']) || (has(self.values) && size(self.values) == 1)`,
+      message: 'Equals, NotEquals, GreaterThan and LessThan take exactly one value',
+      predicate: (a) =>
+        !['Equals', 'NotEquals', 'GreaterThan', 'LessThan'].includes(a.operator) || (a.values ?? []).length === 1,
+    }),
+    crossFieldRule({
+      cel: `!(self.operator in ['GreaterThan', 'LessThan']) || (has(self.values) && size(self.values) > 0 && self.values[0].matches('${NUMBER_PATTERN}'))`,
+      message: 'GreaterThan and LessThan need a number, e.g. "100" or "2.5"',
+      predicate: (a) =>
+        !['GreaterThan', 'LessThan'].includes(a.operator) || new RegExp(NUMBER_PATTERN).test(a.values?.[0] ?? ''),
+    }),
+  ],
+);
+export type ArgumentCondition = z.infer<typeof ArgumentConditionSchema>;
+
+export const RuleMatchSchema = withRules(
+  z.object({
+    tools: GlobList.optional().describe('Globs over the target (tool name), case-insensitive.'),
+    actionTypes: GlobList.optional().describe('Globs over action_type, e.g. "tool_call".'),
+    agents: GlobList.optional().describe('Globs over agent ids.'),
+    trustLevelBelow: TrustLevelSchema.optional().describe('Matches agents whose trust is below this level.'),
+    trustLevelAtLeast: TrustLevelSchema.optional().describe('Matches agents whose trust is at least this level.'),
+    arguments: z.array(ArgumentConditionSchema).max(16).optional().describe('Conditions on the call parameters.'),
+  }),
+  [
+    crossFieldRule({
+      cel: `!has(self.trustLevelBelow) || !has(self.trustLevelAtLeast) || ${CEL_TRUST_RANK}[self.trustLevelBelow] > ${CEL_TRUST_RANK}[self.trustLevelAtLeast]`,
+      message: 'trustLevelBelow must be above trustLevelAtLeast, or no agent can match',
+      predicate: (m) =>
+        m.trustLevelBelow === undefined ||
+        m.trustLevelAtLeast === undefined ||
+        trustRank(m.trustLevelBelow) > trustRank(m.trustLevelAtLeast),
+    }),
+  ],
+);
+export type RuleMatch = z.infer<typeof RuleMatchSchema>;
+
+export const RULE_ACTIONS = ['allow', 'deny', 'require_approval'] as const;
+export const RuleActionSchema = z.enum(RULE_ACTIONS);
+export type RuleAction = z.infer<typeof RuleActionSchema>;
+
+export const RuleSchema = z.object({
+  name: z
+    .string()
+    .max(63)
+    .regex(/^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$/, 'rule name must be alphanumeric with - _ .')
+    .optional()
+    .describe('Defaults to rule-<index>.'),
+  match: RuleMatchSchema.default({}).describe('Every present condition must hold; empty matches every call.'),
+  action: RuleActionSchema,
+  message: ShortText.optional().describe('Returned as the reason when this rule decides.'),
+});
+export type Rule = z.infer<typeof RuleSchema>;
+
+export const ENFORCEMENTS = ['Enforce', 'Audit', 'Disabled'] as const;
+export const EnforcementSchema = z.enum(ENFORCEMENTS);
+export type Enforcement = z.infer<typeof EnforcementSchema>;
+
+const LabelSelectorSchema = z.object({
+  matchLabels: z.record(z.string().max(NAME_MAX), z.string().max(63)).optional(),
+  matchExpressions: z
+    .array(
+      z.object({
+        key: z.string().min(1).max(NAME_MAX),
+        operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+        values: z.array(z.string().max(63)).max(LIST_MAX).optional(),
+      }),
+    )
+    .max(16)
+    .optional(),
+});
+export type LabelSelector = z.infer<typeof LabelSelectorSchema>;
+
+export const GuardPolicySpecSchema = z.object({
+  description: ShortText.optional(),
+  enforcement: EnforcementSchema.default('Enforce').describe('Audit = dry run: matches are reported, never enforced.'),
+  priority: z.number().int().min(0).max(1_000_000).default(100).describe('Higher first; orders reasons, never overrides deny.'),
+  agentSelector: LabelSelectorSchema.optional().describe('Over GuardAgent labels; absent = every agent in scope.'),
+  rules: z.array(RuleSchema).min(1).max(256),
+});
+export type GuardPolicySpec = z.infer<typeof GuardPolicySpecSchema>;
+
+const ServiceAccountRef = z.object({
+  namespace: z.string().min(1).max(63),
+  name: z.string().min(1).max(NAME_MAX),
+});
+
+export const AgentIdentitySchema = withRules(
+  z.object({
+    serviceAccount: ServiceAccountRef.optional().describe('A Kubernetes ServiceAccount (auth mode kubernetes).'),
+    user: z.string().min(1).max(NAME_MAX).optional().describe('A subject from the static token file, e.g. "token:ci-bot".'),
+  }),
+  [
+    crossFieldRule({
+      cel: 'has(self.serviceAccount) != has(self.user)',
+      message: 'an identity names exactly one of serviceAccount or user',
+      predicate: (i) => (i.serviceAccount === undefined) !== (i.user === undefined),
+    }),
+  ],
+);
+export type AgentIdentity = z.infer<typeof AgentIdentitySchema>;
+
+/** What callers send as agent_id. Wider than a Kubernetes name: the seed allowed free-form ids. */
+export const AgentIdSchema = z
+  .string()
+  .min(1)
+  .max(NAME_MAX)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@/-]*$/, 'agent id must start alphanumeric and use only letters, digits and . _ : @ / -');
+
+export const GuardAgentSpecSchema = z.object({
+  agentId: AgentIdSchema.optional().describe('What callers send as agent_id; defaults to metadata.name.'),
+  displayName: z.string().max(NAME_MAX).optional(),
+  description: ShortText.optional(),
+  trustLevel: TrustLevelSchema.default('low'),
+  suspended: z.boolean().default(false).describe('Set by humans or GitOps; automatic suspension lives in status.'),
+  allowedTools: GlobList.default([]).describe('Empty or ["*"] = no restriction.'),
+  deniedTools: GlobList.default([]),
+  attributes: z.record(z.string().max(NAME_MAX), z.string().max(1024)).optional().describe('Free-form strings (the seed’s metadata).'),
+  identities: z.array(AgentIdentitySchema).max(16).optional().describe('Who may act as this agent.'),
+});
+export type GuardAgentSpec = z.infer<typeof GuardAgentSpecSchema>;
+
+/** metav1.Condition. */
+export const ConditionSchema = z.object({
+  type: z.string().max(316),
+  status: z.enum(['True', 'False', 'Unknown']),
+  observedGeneration: z.number().int().min(0).optional(),
+  lastTransitionTime: z.string(),
+  reason: z.string().max(1024),
+  message: z.string().max(32768),
+});
+export type Condition = z.infer<typeof ConditionSchema>;
+
+const ConditionsSchema = z
+  .array(ConditionSchema)
+  .max(8)
+  .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
+
+export const SuspensionSchema = z.object({
+  since: z.string().describe('RFC 3339; ends when annotation policyguard.dev/resume is later.'),
+  reason: ShortText,
+  incidentId: z.string().max(64).optional(),
+});
+export type Suspension = z.infer<typeof SuspensionSchema>;
+
+export const GuardAgentStatusSchema = z.object({
+  observedGeneration: z.number().int().min(0).optional(),
+  conditions: ConditionsSchema.optional(),
+  suspension: SuspensionSchema.optional(),
+});
+export type GuardAgentStatus = z.infer<typeof GuardAgentStatusSchema>;
+
+export const GuardPolicyStatusSchema = z.object({
+  observedGeneration: z.number().int().min(0).optional(),
+  conditions: ConditionsSchema.optional(),
+});
+export type GuardPolicyStatus = z.infer<typeof GuardPolicyStatusSchema>;
+
+/** DNS-1123 subdomain, as Kubernetes requires for metadata.name. */
+export const ObjectNameSchema = z
+  .string()
+  .min(1)
+  .max(NAME_MAX)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, 'metadata.name must be a lowercase DNS-1123 name');
+
+/** The part of ObjectMeta we read; everything else the API server adds is kept as is. */
+export const ObjectMetaSchema = z.looseObject({
+  name: ObjectNameSchema,
+  namespace: z.string().max(63).optional(),
+  uid: z.string().optional(),
+  generation: z.number().int().optional(),
+  resourceVersion: z.string().optional(),
+  creationTimestamp: z.string().optional(),
+  labels: z.record(z.string(), z.string()).optional(),
+  annotations: z.record(z.string(), z.string()).optional(),
+});
+export type ObjectMeta = z.infer<typeof ObjectMetaSchema>;
+
+export const GuardAgentSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal('GuardAgent'),
+  metadata: ObjectMetaSchema,
+  spec: GuardAgentSpecSchema,
+  status: GuardAgentStatusSchema.optional(),
+});
+export type GuardAgent = z.infer<typeof GuardAgentSchema>;
+
+export const GuardPolicySchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal('GuardPolicy'),
+  metadata: ObjectMetaSchema,
+  spec: GuardPolicySpecSchema,
+  status: GuardPolicyStatusSchema.optional(),
+});
+export type GuardPolicy = z.infer<typeof GuardPolicySchema>;
+
+/** Either kind; `kind` tells them apart. */
+export type GuardObject = GuardAgent | GuardPolicy;
+
+export const LABEL_AUTO_REGISTERED = `${GROUP}/auto-registered`;
+export const ANNOTATION_RESUME = `${GROUP}/resume`;

@@ -1,0 +1,189 @@
+/**
+ * Compile GuardAgents and GuardPolicies into the immutable structures the evaluator reads.
+ * Every glob and argument condition is compiled here, once; a bad one turns into an
+ * {@link ObjectProblem} for that object instead of an exception.
+ */
+import { createHash } from 'node:crypto';
+import { ANNOTATION_RESUME, trustRank } from '../api/schemas.js';
+import type { GuardAgent, GuardPolicy, LabelSelector, RuleAction, TrustLevel } from '../api/schemas.js';
+import { Reason } from '../api/conditions.js';
+import { compileArgument, type ArgumentTest } from './arguments.js';
+import { compileGlobs, PatternError, type Glob } from './glob.js';
+import type { EngineOptions, ObjectProblem } from './types.js';
+
+export interface CompiledAgent {
+  id: string;
+  /** `namespace/name` of the GuardAgent. */
+  key: string;
+  namespace: string | undefined;
+  name: string;
+  labels: Readonly<Record<string, string>>;
+  trust: TrustLevel;
+  rank: number;
+  /** Why the agent is suspended, or undefined when it is not. */
+  suspension: string | undefined;
+  /** `undefined` = no restriction (empty or `["*"]`). */
+  allowedTools: Glob[] | undefined;
+  deniedTools: Glob[];
+  source: GuardAgent;
+}
+
+export interface CompiledRule {
+  policy: string;
+  namespace: string | undefined;
+  /** Namespace whose agents this rule governs; `undefined` = every agent. */
+  scope: string | undefined;
+  selector: ((labels: Readonly<Record<string, string>>) => boolean) | undefined;
+  enforcement: 'Enforce' | 'Audit';
+  priority: number;
+  ruleIndex: number;
+  ruleName: string;
+  action: RuleAction;
+  message: string | undefined;
+  tools: Glob[] | undefined;
+  actionTypes: Glob[] | undefined;
+  agents: Glob[] | undefined;
+  /** Matches when the agent's rank is below this. */
+  trustBelow: number | undefined;
+  /** Matches when the agent's rank is at least this. */
+  trustAtLeast: number | undefined;
+  args: ArgumentTest[];
+}
+
+export type CompileResult<T> = { ok: true; value: T } | { ok: false; problem: ObjectProblem };
+
+function objectKey(meta: { namespace?: string | undefined; name: string }): string {
+  return meta.namespace ? `${meta.namespace}/${meta.name}` : meta.name;
+}
+
+function problemFrom(kind: ObjectProblem['kind'], meta: { namespace?: string | undefined; name: string }, err: unknown): ObjectProblem {
+  const isPattern = err instanceof PatternError;
+  return {
+    kind,
+    ...(meta.namespace ? { namespace: meta.namespace } : {}),
+    name: meta.name,
+    reason: isPattern ? Reason.InvalidPattern : Reason.InvalidSpec,
+    message: err instanceof Error ? err.message : String(err),
+  };
+}
+
+/** An automatic suspension is over once `policyguard.dev/resume` holds a later timestamp. */
+function activeSuspension(agent: GuardAgent): string | undefined {
+  if (agent.spec.suspended) return 'suspended by its spec';
+  const s = agent.status?.suspension;
+  if (!s) return undefined;
+  const resume = Date.parse(agent.metadata.annotations?.[ANNOTATION_RESUME] ?? '');
+  if (Number.isFinite(resume) && resume > Date.parse(s.since)) return undefined;
+  return `suspended since ${s.since}: ${s.reason}`;
+}
+
+/** The id callers send: `spec.agentId`, else `metadata.name`. */
+export function agentIdOf(agent: GuardAgent): string {
+  return agent.spec.agentId ?? agent.metadata.name;
+}
+
+export function compileAgent(agent: GuardAgent): CompileResult<CompiledAgent> {
+  try {
+    const allowed = agent.spec.allowedTools;
+    const unrestricted = allowed.length === 0 || (allowed.length === 1 && allowed[0] === '*');
+    return {
+      ok: true,
+      value: {
+        id: agentIdOf(agent),
+        key: objectKey(agent.metadata),
+        namespace: agent.metadata.namespace,
+        name: agent.metadata.name,
+        labels: agent.metadata.labels ?? {},
+        trust: agent.spec.trustLevel,
+        rank: trustRank(agent.spec.trustLevel),
+        suspension: activeSuspension(agent),
+        allowedTools: unrestricted ? undefined : compileGlobs(allowed),
+        deniedTools: compileGlobs(agent.spec.deniedTools),
+        source: agent,
+      },
+    };
+  } catch (err) {
+    return { ok: false, problem: problemFrom('GuardAgent', agent.metadata, err) };
+  }
+}
+
+function compileSelector(sel: LabelSelector | undefined): CompiledRule['selector'] {
+  if (!sel || (!sel.matchLabels && !sel.matchExpressions)) return undefined;
+  const labels = Object.entries(sel.matchLabels ?? {});
+  const exprs = sel.matchExpressions ?? [];
+  return (l) =>
+    labels.every(([k, v]) => l[k] === v) &&
+    exprs.every((e) => {
+      const has = Object.hasOwn(l, e.key);
+      switch (e.operator) {
+        case 'Exists':
+          return has;
+        case 'DoesNotExist':
+          return !has;
+        case 'In':
+          return has && (e.values ?? []).includes(l[e.key]!);
+        case 'NotIn':
+          return !has || !(e.values ?? []).includes(l[e.key]!);
+      }
+    });
+}
+
+/** Compile a policy's rules. Disabled policies compile to no rules. */
+export function compilePolicy(policy: GuardPolicy, options: EngineOptions): CompileResult<CompiledRule[]> {
+  const { metadata, spec } = policy;
+  if (spec.enforcement === 'Disabled') return { ok: true, value: [] };
+  try {
+    const ns = metadata.namespace;
+    const clusterWide = options.clusterPolicyNamespace === null || ns === options.clusterPolicyNamespace;
+    const selector = compileSelector(spec.agentSelector);
+    const names = new Set<string>();
+    const rules = spec.rules.map((rule, ruleIndex): CompiledRule => {
+      const ruleName = rule.name ?? `rule-${ruleIndex}`;
+      if (names.has(ruleName)) throw new Error(`rule name "${ruleName}" is used twice`);
+      names.add(ruleName);
+      const m = rule.match;
+      const rank = (t: TrustLevel | undefined) => (t === undefined ? undefined : trustRank(t));
+      return {
+        policy: metadata.name,
+        namespace: ns,
+        scope: clusterWide ? undefined : ns,
+        selector,
+        enforcement: spec.enforcement as 'Enforce' | 'Audit',
+        priority: spec.priority,
+        ruleIndex,
+        ruleName,
+        action: rule.action,
+        message: rule.message,
+        tools: m.tools && compileGlobs(m.tools),
+        actionTypes: m.actionTypes && compileGlobs(m.actionTypes),
+        agents: m.agents && compileGlobs(m.agents),
+        trustBelow: rank(m.trustLevelBelow),
+        trustAtLeast: rank(m.trustLevelAtLeast),
+        args: (m.arguments ?? []).map(compileArgument),
+      };
+    });
+    return { ok: true, value: rules };
+  } catch (err) {
+    return { ok: false, problem: problemFrom('GuardPolicy', metadata, err) };
+  }
+}
+
+/**
+ * Identity of an object's compiled form. With a uid (Kubernetes) a policy recompiles only when
+ * its generation changes and an agent when its resourceVersion does (labels, status and
+ * annotations matter for agents); without one (standalone) the content itself is the key.
+ */
+export function cacheKey(obj: GuardAgent | GuardPolicy): string {
+  const { uid, generation, resourceVersion } = obj.metadata;
+  const version = obj.kind === 'GuardPolicy' ? generation : resourceVersion;
+  if (uid && version !== undefined) return `${obj.kind}/${uid}/${version}`;
+  return `${obj.kind}/${JSON.stringify(obj)}`;
+}
+
+/** Short, stable id of a set of inputs: every replica that sees the same objects reports the same revision. */
+export function revisionOf(keys: string[], options: EngineOptions): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify(options));
+  for (const k of [...keys].sort()) h.update(k).update('\0');
+  return h.digest('hex').slice(0, 12);
+}

@@ -1,0 +1,300 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { guardAgent, guardPolicy } from '../api/builders.js';
+import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
+import type { GuardAgent, GuardPolicy } from '../api/schemas.js';
+import { PolicySnapshot } from './snapshot.js';
+import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type EngineOptions } from './types.js';
+
+const agents: GuardAgent[] = [
+  guardAgent({ name: 'low' }, { trustLevel: 'low' }),
+  guardAgent({ name: 'medium', labels: { team: 'data' } }, { trustLevel: 'medium' }),
+  guardAgent({ name: 'admin' }, { trustLevel: 'admin' }),
+  guardAgent({ name: 'frozen' }, { trustLevel: 'high', suspended: true }),
+  guardAgent({ name: 'restricted' }, { trustLevel: 'high', allowedTools: ['query_*', 'read_*'], deniedTools: ['read_secrets'] }),
+];
+
+const destructive = guardPolicy(
+  { name: 'destructive' },
+  {
+    priority: 200,
+    rules: [{ name: 'no-deletes', match: { tools: ['delete_*', 'DROP_*'], trustLevelBelow: 'admin' }, action: 'deny', message: 'Delete operations require admin trust level' }],
+  },
+);
+const approvals = guardPolicy(
+  { name: 'approvals' },
+  { rules: [{ name: 'deploys', match: { tools: ['deploy_*'], actionTypes: ['tool_call'] }, action: 'require_approval' }] },
+);
+const reads = guardPolicy({ name: 'reads' }, { priority: 10, rules: [{ match: { tools: ['read_*'] }, action: 'allow', message: 'Reads are fine' }] });
+const auditOnly = guardPolicy(
+  { name: 'audit-email' },
+  { enforcement: 'Audit', rules: [{ name: 'external-email', match: { tools: ['send_email'], arguments: [{ path: 'to', operator: 'Glob', values: ['*@external.com'] }] }, action: 'deny' }] },
+);
+const disabled = guardPolicy({ name: 'off' }, { enforcement: 'Disabled', rules: [{ action: 'deny' }] });
+const dataTeamOnly = guardPolicy(
+  { name: 'data-team' },
+  { agentSelector: { matchLabels: { team: 'data' } }, rules: [{ name: 'no-export', match: { tools: ['export_*'] }, action: 'deny' }] },
+);
+const policies = [destructive, approvals, reads, auditOnly, disabled, dataTeamOnly];
+
+function snapshot(opts: Partial<EngineOptions> = {}, a = agents, p = policies) {
+  return PolicySnapshot.compile({ agents: a, policies: p }, { ...DEFAULT_ENGINE_OPTIONS, ...opts });
+}
+
+const call = (agentId: string, target: string, extra: Partial<ActionRequest> = {}): ActionRequest => ({
+  agentId,
+  target,
+  actionType: 'tool_call',
+  parameters: {},
+  ...extra,
+});
+
+describe('decision semantics (DESIGN §3), step by step', () => {
+  const snap = snapshot();
+  it.each([
+    // step 1: unknown agents get unknownAgentTrust (low) and are not registered
+    ['unknown agent is low trust', call('nobody', 'delete_users'), 'deny', /admin/],
+    ['unknown agent may read', call('nobody', 'read_data'), 'allow', /Reads are fine/],
+    // step 2: suspended
+    ['suspended agent is denied', call('frozen', 'read_data'), 'deny', /frozen.*suspended/],
+    // step 3: deniedTools beats allowedTools and allow rules
+    ['deniedTools', call('restricted', 'read_secrets'), 'deny', /explicitly denied/],
+    // step 4: allowedTools restricts
+    ['outside allowedTools', call('restricted', 'send_email'), 'deny', /not in allowed list/],
+    ['inside allowedTools', call('restricted', 'query_sales'), 'allow', /default policy/],
+    // step 5: deny > require_approval > allow > default
+    ['deny rule', call('medium', 'delete_rows'), 'deny', /require admin/],
+    ['deny rule does not match admin', call('admin', 'delete_rows'), 'allow', /default policy/],
+    ['require_approval', call('admin', 'deploy_prod'), 'require_approval', /requires human approval/],
+    ['allow rule', call('low', 'read_data'), 'allow', /Reads are fine/],
+    ['default allow', call('low', 'list_things'), 'allow', /default policy/],
+    ['selector applies to labelled agent', call('medium', 'export_csv'), 'deny', /no-export/],
+    ['selector skips other agents', call('low', 'export_csv'), 'allow', /default policy/],
+    ['Disabled policy is ignored', call('low', 'anything'), 'allow', /default policy/],
+  ] as const)('%s', (_name, req, decision, reason) => {
+    const d = snap.evaluate(req);
+    expect(d.decision).toBe(decision);
+    expect(d.allowed).toBe(decision === 'allow');
+    expect(d.require_approval).toBe(decision === 'require_approval');
+    expect(d.reason).toMatch(reason);
+    expect(d.revision).toBe(snap.revision);
+  });
+
+  it('reports the agent as resolved', () => {
+    expect(snap.evaluate(call('nobody', 'x')).agent).toEqual({ id: 'nobody', trust_level: 'low', registered: false });
+    expect(snap.evaluate(call('nobody', 'x')).warnings[0]).toMatch(/not registered/);
+    expect(snap.evaluate(call('admin', 'x')).agent).toEqual({ id: 'admin', trust_level: 'admin', registered: true });
+  });
+
+  it('unknownAgentTrust and defaultDecision are options', () => {
+    const strict = snapshot({ unknownAgentTrust: 'admin', defaultDecision: 'deny' });
+    expect(strict.evaluate(call('nobody', 'delete_rows')).decision).toBe('deny'); // default deny, no allow rule
+    expect(strict.evaluate(call('nobody', 'delete_rows')).reason).toMatch(/default decision is deny/);
+    expect(strict.evaluate(call('nobody', 'read_x')).decision).toBe('allow');
+  });
+
+  it('a deny wins over a higher-priority allow, and matched explains both', () => {
+    const allowAll = guardPolicy({ name: 'allow-all' }, { priority: 1000, rules: [{ match: { tools: ['*'] }, action: 'allow' }] });
+    const d = snapshot({}, agents, [allowAll, destructive]).evaluate(call('low', 'delete_x'));
+    expect(d.decision).toBe('deny');
+    expect(d.matched.map((m) => m.policy)).toEqual(['allow-all', 'destructive']);
+    expect(d.reason).toBe('Delete operations require admin trust level');
+  });
+
+  it('among several denies the highest priority gives the reason', () => {
+    const low = guardPolicy({ name: 'a-low' }, { priority: 1, rules: [{ match: { tools: ['delete_*'] }, action: 'deny', message: 'low' }] });
+    const high = guardPolicy({ name: 'z-high' }, { priority: 9, rules: [{ match: { tools: ['delete_*'] }, action: 'deny', message: 'high' }] });
+    expect(snapshot({}, agents, [low, high]).evaluate(call('low', 'delete_x')).reason).toBe('high');
+  });
+});
+
+describe('Audit vs Enforce', () => {
+  const snap = snapshot();
+  it('an Audit match is a finding, never the decision', () => {
+    const d = snap.evaluate(call('low', 'send_email', { parameters: { to: 'Bob@External.com' } }));
+    expect(d.decision).toBe('allow');
+    expect(d.audit_findings).toEqual([expect.objectContaining({ policy: 'audit-email', rule: 'external-email', enforcement: 'Audit', action: 'deny' })]);
+    expect(d.matched).toEqual([]);
+    expect(d.warnings.join()).toMatch(/Audit-mode policy 'audit-email'/);
+  });
+  it('no finding when the Audit rule does not match', () => {
+    expect(snap.evaluate(call('low', 'send_email', { parameters: { to: 'me@internal.com' } })).audit_findings).toEqual([]);
+  });
+  it('findings are reported even when an agent check decides', () => {
+    const d = snap.evaluate(call('frozen', 'send_email', { parameters: { to: 'x@external.com' } }));
+    expect(d.decision).toBe('deny');
+    expect(d.audit_findings).toHaveLength(1);
+  });
+});
+
+describe('argument operators', () => {
+  const withArg = (operator: string, values: string[] | undefined, path = 'table') =>
+    snapshot({}, agents, [
+      guardPolicy({ name: 'p' }, { rules: [{ match: { arguments: [{ path, operator: operator as 'In', ...(values ? { values } : {}) }] }, action: 'deny' }] }),
+    ]);
+  it.each([
+    ['Equals', ['users'], { table: 'users' }, true],
+    ['Equals', ['users'], { table: 'orders' }, false],
+    ['Equals', ['5'], { table: 5 }, true],
+    ['NotEquals', ['users'], { table: 'orders' }, true],
+    ['NotEquals', ['users'], {}, true],
+    ['In', ['users', 'payments'], { table: 'payments' }, true],
+    ['In', ['users'], { table: { nested: 1 } }, false],
+    ['NotIn', ['users'], { table: 'orders' }, true],
+    ['NotIn', ['users'], { table: 'users' }, false],
+    ['Glob', ['prod_*'], { table: 'PROD_users' }, true],
+    ['Glob', ['prod_*'], { table: 'dev_users' }, false],
+    ['Exists', undefined, { table: null }, true],
+    ['Exists', undefined, {}, false],
+    ['DoesNotExist', undefined, {}, true],
+    ['GreaterThan', ['100'], { table: 101 }, true],
+    ['GreaterThan', ['100'], { table: '100' }, false],
+    ['GreaterThan', ['100'], { table: 'lots' }, false],
+    ['LessThan', ['2.5'], { table: '1' }, true],
+    ['LessThan', ['2.5'], { table: 3 }, false],
+  ] as const)('%s %j on %j → %s', (op, values, parameters, denies) => {
+    const d = withArg(op, values as string[] | undefined).evaluate(call('low', 'x', { parameters }));
+    expect(d.decision).toBe(denies ? 'deny' : 'allow');
+  });
+  it('follows dot paths through own properties only', () => {
+    const snap = withArg('Equals', ['1'], 'options.limit');
+    expect(snap.evaluate(call('low', 'x', { parameters: { options: { limit: 1 } } })).decision).toBe('deny');
+    expect(snap.evaluate(call('low', 'x', { parameters: { options: 'limit' } })).decision).toBe('allow');
+    const proto = withArg('Exists', undefined, 'constructor.name');
+    expect(proto.evaluate(call('low', 'x', { parameters: {} })).decision).toBe('allow');
+  });
+});
+
+describe('globs', () => {
+  it('match case-insensitively in tools, actionTypes and agents', () => {
+    const p = guardPolicy({ name: 'p' }, { rules: [{ match: { tools: ['Delete_*'], actionTypes: ['TOOL_*'], agents: ['LO?'] }, action: 'deny' }] });
+    const snap = snapshot({}, agents, [p]);
+    expect(snap.evaluate(call('low', 'DELETE_rows', { actionType: 'tool_call' })).decision).toBe('deny');
+    expect(snap.evaluate(call('medium', 'delete_rows')).decision).toBe('allow');
+  });
+  it('exact names, prefix globs and suffix globs all reach the index', () => {
+    const p = guardPolicy({ name: 'p' }, { rules: [{ match: { tools: ['exact_name', 'pre_*', '*_production', 'mid*dle'] }, action: 'deny' }] });
+    const snap = snapshot({}, agents, [p]);
+    for (const t of ['EXACT_NAME', 'pre_x', 'db_production', 'middle', 'mid-to-dle']) expect(snap.evaluate(call('low', t)).decision, t).toBe('deny');
+    for (const t of ['exact_name_2', 'pr_x', 'production', 'middles']) expect(snap.evaluate(call('low', t)).decision, t).toBe('allow');
+  });
+  it.each([
+    ['a{b,c}', /braces/],
+    ['+(a|b)', /extglob/],
+    ['!(x)', /extglob/],
+    ['!delete', /negation/],
+    ['*a*a*a*a*a*a*a*a*a', /9 "\*"/],
+  ])('rejects unsafe pattern %s with InvalidPattern naming it', (pattern, msg) => {
+    const bad = guardPolicy({ name: 'bad' }, { rules: [{ match: { tools: [pattern] }, action: 'deny' }] });
+    const snap = snapshot({}, agents, [bad]);
+    expect(snap.problems).toEqual([expect.objectContaining({ kind: 'GuardPolicy', name: 'bad', reason: 'InvalidPattern' })]);
+    expect(snap.problems[0]!.message).toContain(JSON.stringify(pattern));
+    expect(snap.problems[0]!.message).toMatch(msg);
+    expect(snap.counts.rules).toBe(0);
+  });
+});
+
+describe('seed rules', () => {
+  it.each([
+    [{ condition: { tool_pattern: 'delete_*', trust_level_below: 'admin' }, action: 'deny' }, { tools: ['delete_*'], trustLevelBelow: 'admin' }],
+    [{ condition: { tool_pattern: 'read_*', trust_level_at_least: 'low' }, action: 'allow' }, { tools: ['read_*'], trustLevelAtLeast: 'low' }],
+    [{ condition: { tool_pattern: 'drop_*', trust_level_at_least: 'admin' }, action: 'deny' }, { tools: ['drop_*'], trustLevelBelow: 'admin' }],
+    [{ condition: { action_type: 'data_write', trust_level_at_least: 'high' }, action: 'require_approval' }, { actionTypes: ['data_write'], trustLevelBelow: 'high' }],
+    [{ condition: { tool_pattern: 'x_*' } }, { tools: ['x_*'] }],
+  ])('%j translates to match %j', (seed, match) => {
+    expect(fromSeedRule(SeedRuleSchema.parse(seed)).match).toEqual(match);
+  });
+  it('a missing action defaults to deny, as in the seed', () => {
+    expect(fromSeedRule(SeedRuleSchema.parse({ condition: { tool_pattern: 'x' } })).action).toBe('deny');
+  });
+  it('a "requires at least admin" deny rule denies high and allows admin', () => {
+    const rule = fromSeedRule(SeedRuleSchema.parse({ condition: { tool_pattern: 'drop_*', trust_level_at_least: 'admin' }, action: 'deny' }));
+    const snap = snapshot({}, agents, [guardPolicy({ name: 'seed' }, { rules: [rule] })]);
+    expect(snap.evaluate(call('restricted', 'drop_x')).decision).toBe('deny'); // restricted has allowedTools; deny wins anyway
+    expect(snap.evaluate(call('medium', 'drop_x')).decision).toBe('deny');
+    expect(snap.evaluate(call('admin', 'drop_x')).decision).toBe('allow');
+  });
+});
+
+describe('compilation', () => {
+  it('a duplicate agentId is a Conflict and the oldest object wins, whatever the order', () => {
+    const older = guardAgent({ name: 'a', namespace: 'x', creationTimestamp: '2026-01-01T00:00:00Z' }, { agentId: 'bot', trustLevel: 'admin' });
+    const newer = guardAgent({ name: 'b', namespace: 'y', creationTimestamp: '2026-02-01T00:00:00Z' }, { agentId: 'bot', trustLevel: 'low' });
+    for (const list of [[older, newer], [newer, older]]) {
+      const snap = snapshot({}, list, []);
+      expect(snap.agent('bot')?.trust).toBe('admin');
+      expect(snap.problems).toEqual([expect.objectContaining({ name: 'b', namespace: 'y', reason: 'Conflict' })]);
+    }
+  });
+  it('duplicate rule names are an InvalidSpec problem', () => {
+    const p = guardPolicy({ name: 'dup' }, { rules: [{ name: 'r', action: 'deny' }, { name: 'r', action: 'allow' }] });
+    expect(snapshot({}, agents, [p]).problems).toEqual([expect.objectContaining({ reason: 'InvalidSpec', message: expect.stringMatching(/"r" is used twice/) })]);
+  });
+  it('keeps the last good version in force when a new one fails to compile', () => {
+    const good = guardPolicy({ name: 'p', generation: 1 }, { rules: [{ match: { tools: ['delete_*'] }, action: 'deny' }] });
+    const bad = guardPolicy({ name: 'p', generation: 2 }, { rules: [{ match: { tools: ['{a,b}'] }, action: 'allow' }] });
+    const first = snapshot({}, agents, [good]);
+    const second = PolicySnapshot.compile({ agents, policies: [bad] }, DEFAULT_ENGINE_OPTIONS, { previous: first });
+    expect(second.evaluate(call('low', 'delete_x')).decision).toBe('deny');
+    expect(second.problems[0]!.message).toMatch(/generation 1 stays in force/);
+    // without a previous good version the bad object is simply out of force
+    expect(snapshot({}, agents, [bad]).evaluate(call('low', 'delete_x')).decision).toBe('allow');
+  });
+  it('the revision changes with the inputs and only with them', () => {
+    expect(snapshot().revision).toBe(snapshot().revision);
+    expect(snapshot({}, agents, [reads]).revision).not.toBe(snapshot().revision);
+    expect(snapshot({}, [...agents].reverse(), [...policies].reverse()).revision).toBe(snapshot().revision);
+  });
+  it('scopes policies to their namespace unless they live in the cluster policy namespace', () => {
+    const opts = { clusterPolicyNamespace: 'policyguard' };
+    const a = [guardAgent({ name: 'a', namespace: 'team-a' }), guardAgent({ name: 'b', namespace: 'team-b' })];
+    const local = guardPolicy({ name: 'local', namespace: 'team-a' }, { rules: [{ match: { tools: ['x'] }, action: 'deny' }] });
+    const global = guardPolicy({ name: 'global', namespace: 'policyguard' }, { rules: [{ match: { tools: ['y'] }, action: 'deny' }] });
+    const snap = snapshot(opts, a, [local, global]);
+    expect(snap.evaluate(call('a', 'x')).decision).toBe('deny');
+    expect(snap.evaluate(call('b', 'x')).decision).toBe('allow');
+    expect(snap.evaluate(call('b', 'y')).decision).toBe('deny');
+    expect(snap.evaluate(call('unknown', 'x')).decision).toBe('allow');
+    expect(snap.evaluate(call('unknown', 'y')).decision).toBe('deny');
+  });
+});
+
+describe('order independence', () => {
+  const requests = ['delete_rows', 'deploy_prod', 'read_data', 'send_email', 'export_csv', 'query_x', 'other'].flatMap((t) =>
+    ['low', 'medium', 'admin', 'frozen', 'restricted', 'nobody'].map((a) => call(a, t, { parameters: { to: 'a@external.com' } })),
+  );
+  const many = [
+    ...policies,
+    guardPolicy({ name: 'm1' }, { priority: 100, rules: [{ match: { tools: ['*'] }, action: 'allow', message: 'm1' }, { match: { tools: ['de*'] }, action: 'require_approval', message: 'm1b' }] }),
+    guardPolicy({ name: 'm2' }, { priority: 100, rules: [{ match: { tools: ['*'] }, action: 'allow', message: 'm2' }] }),
+  ];
+  const reference = snapshot({}, agents, many);
+  const expected = requests.map((r) => reference.evaluate(r));
+
+  it('shuffling policies, rules and agents never changes a decision', () => {
+    fc.assert(
+      fc.property(fc.array(fc.nat(), { minLength: 40, maxLength: 40 }), (seeds) => {
+        let i = 0;
+        const shuffle = <T>(xs: T[]): T[] => {
+          const out = [...xs];
+          for (let k = out.length - 1; k > 0; k--) {
+            const j = seeds[i++ % seeds.length]! % (k + 1);
+            [out[k], out[j]] = [out[j]!, out[k]!];
+          }
+          return out;
+        };
+        // Shuffling the rules inside a policy renames the defaulted ones, so name them first.
+        const shuffled = shuffle(many).map((p) =>
+          guardPolicy(p.metadata, { ...p.spec, rules: shuffle(p.spec.rules.map((r, k) => ({ ...r, name: r.name ?? `rule-${k}` }))) }),
+        );
+        const snap = snapshot({}, shuffle(agents), shuffled);
+        requests.forEach((r, k) => {
+          const d = snap.evaluate(r);
+          expect(d.decision).toBe(expected[k]!.decision);
+          expect(d.reason).toBe(expected[k]!.reason);
+        });
+      }),
+      { numRuns: 30 },
+    );
+  });
+});

@@ -1,0 +1,66 @@
+/** Inputs and outputs of the policy engine. Field names of Decision follow the seed (snake_case). */
+import type { Enforcement, RuleAction, TrustLevel } from '../api/schemas.js';
+import type { Reason } from '../api/conditions.js';
+
+export interface EngineOptions {
+  /** Decision when no Enforce rule matches. */
+  defaultDecision: 'allow' | 'deny';
+  /** Trust of an agent id that no GuardAgent claims. */
+  unknownAgentTrust: TrustLevel;
+  /**
+   * Policies in this namespace apply to every agent; others only to agents in their own
+   * namespace. `null` (standalone mode): every policy applies to every agent.
+   */
+  clusterPolicyNamespace: string | null;
+}
+
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
+  defaultDecision: 'allow',
+  unknownAgentTrust: 'low',
+  clusterPolicyNamespace: null,
+};
+
+export interface ActionRequest {
+  agentId: string;
+  actionType: string;
+  target: string;
+  parameters: Readonly<Record<string, unknown>>;
+  context?: string;
+}
+
+/** One rule that matched, or the agent-level check that decided (`policy: "agent:<id>"`). */
+export interface MatchedRule {
+  policy: string;
+  namespace?: string;
+  rule: string;
+  action: RuleAction;
+  enforcement: Exclude<Enforcement, 'Disabled'>;
+  priority: number;
+  message?: string;
+}
+
+export type DecisionKind = 'allow' | 'deny' | 'require_approval';
+
+export interface Decision {
+  allowed: boolean;
+  require_approval: boolean;
+  decision: DecisionKind;
+  reason: string;
+  warnings: string[];
+  /** Enforce-mode matches, most significant first; the first one of the winning action decided. */
+  matched: MatchedRule[];
+  /** Audit-mode matches: reported, never enforced. */
+  audit_findings: MatchedRule[];
+  agent: { id: string; trust_level: TrustLevel; registered: boolean };
+  /** Engine snapshot that made the decision. */
+  revision: string;
+}
+
+/** Why an object is not (or not fully) in force; becomes its Ready=False condition. */
+export interface ObjectProblem {
+  kind: 'GuardAgent' | 'GuardPolicy';
+  namespace?: string;
+  name: string;
+  reason: Reason;
+  message: string;
+}
