@@ -1,0 +1,188 @@
+import { open } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/** One line of a JSONL file, located by byte offsets. */
+export interface JsonlLine {
+  text: string;
+  /** Byte offset of the first character. */
+  start: number;
+  /** Byte offset just past the line's `\n` (or past its last byte when unterminated). */
+  end: number;
+  /** False only for a last line without its `\n` — the signature of an interrupted write. */
+  terminated: boolean;
+}
+
+const NEWLINE = 0x0a;
+
+/**
+ * Yields the lines of a file from the last to the first, reading it in chunks from the end, so
+ * "the newest N" and "the last valid line" cost what they return, not the file size. Splits
+ * on the `\n` byte (which never occurs inside a multi-byte UTF-8 sequence) and decodes each line
+ * separately. `end` limits reading to a prefix of the file (a size captured earlier, so lines
+ * appended since are not seen); `chunkBytes` (default 1 MiB) is the read size. A missing file
+ * yields nothing. Empty lines are yielded.
+ *
+ * @example
+ * for await (const line of readLinesBackward('/data/incidents.jsonl')) {
+ *   if (line.text) console.log(line.text); // newest first
+ * }
+ */
+export async function* readLinesBackward(
+  path: string,
+  opts: { end?: number; chunkBytes?: number } = {},
+): AsyncGenerator<JsonlLine> {
+  const handle = await openIfExists(path, 'r');
+  if (!handle) return;
+  try {
+    const size = (await handle.stat()).size;
+    const chunkBytes = opts.chunkBytes ?? 1 << 20;
+    let position = Math.min(opts.end ?? size, size);
+    // Bytes before the leftmost `\n` seen so far: the end of a line whose start is not read yet.
+    let tail = Buffer.alloc(0);
+    // The rightmost line of the file has no `\n` after it; every line before it does.
+    let terminated = false;
+    while (position > 0) {
+      const length = Math.min(chunkBytes, position);
+      position -= length;
+      const chunk = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(chunk, 0, length, position);
+      if (bytesRead !== length) throw new Error(`${path} shrank while being read`);
+      const buffer = tail.length ? Buffer.concat([chunk, tail]) : chunk;
+      let textEnd = buffer.length;
+      // `i > 0` guard: Buffer#lastIndexOf treats a negative offset as counting from the end.
+      for (let i = buffer.lastIndexOf(NEWLINE, textEnd - 1); i >= 0; i = i > 0 ? buffer.lastIndexOf(NEWLINE, i - 1) : -1) {
+        // After the file's final `\n` there is nothing to yield unless a write was cut short.
+        if (terminated || i + 1 < textEnd) {
+          yield lineAt(buffer, position, i + 1, textEnd, terminated);
+        }
+        textEnd = i;
+        terminated = true;
+      }
+      tail = buffer.subarray(0, textEnd);
+    }
+    if (tail.length > 0 || terminated) yield lineAt(tail, 0, 0, tail.length, terminated);
+  } finally {
+    await handle.close();
+  }
+}
+
+function lineAt(buffer: Buffer, base: number, from: number, to: number, terminated: boolean): JsonlLine {
+  return {
+    text: buffer.toString('utf8', from, to),
+    start: base + from,
+    end: base + to + (terminated ? 1 : 0),
+    terminated,
+  };
+}
+
+async function openIfExists(path: string, flags: string) {
+  try {
+    return await open(path, flags);
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  }
+}
+
+/** True for the error `fs` raises when a path does not exist. */
+export function isNotFound(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException | null)?.code === 'ENOENT';
+}
+
+/**
+ * Makes the last line of a JSONL file whole again after a crash mid-append. Only the last line
+ * is ever looked at or changed:
+ * - a complete record that lost only its `\n` gets the `\n`;
+ * - anything else that is not a complete valid record (half a line, bytes of garbage) is cut
+ *   off: the file is truncated to the end of the line before it.
+ * `isRecord` says what a complete record is (parsed JSON in, yes/no out). Every change is
+ * reported through `log`. Returns the number of bytes removed.
+ *
+ * @example
+ * await repairTornTail('/data/incidents.jsonl', (v) => IncidentRecordSchema.safeParse(v).success, console.warn);
+ */
+export async function repairTornTail(
+  path: string,
+  isRecord: (value: unknown) => boolean,
+  log: (msg: string) => void,
+): Promise<number> {
+  let last: JsonlLine | undefined;
+  for await (const line of readLinesBackward(path)) {
+    last = line;
+    break;
+  }
+  if (!last || (last.terminated && isValidJsonRecord(last.text, isRecord))) return 0;
+  const handle = await open(path, 'r+');
+  try {
+    if (!last.terminated && isValidJsonRecord(last.text, isRecord)) {
+      await handle.write('\n', last.end);
+      await handle.datasync();
+      log(`${path}: the last record was complete but had no line end; added it`);
+      return 0;
+    }
+    const removed = last.end - last.start;
+    await handle.truncate(last.start);
+    await handle.datasync();
+    log(
+      `${path}: removed an incomplete last line (${removed} bytes at offset ${last.start}, ` +
+        `probably a write cut short by a crash): ${JSON.stringify(preview(last.text))}`,
+    );
+    return removed;
+  } finally {
+    await handle.close();
+  }
+}
+
+function isValidJsonRecord(text: string, isRecord: (value: unknown) => boolean): boolean {
+  try {
+    return isRecord(JSON.parse(text));
+  } catch {
+    return false;
+  }
+}
+
+function preview(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
+}
+
+/**
+ * Appends `data` with one write and one `fdatasync`, so a batch is durable when this resolves.
+ * If the write fails part-way the file is truncated back to where it was: a retry must not
+ * leave half a line in the middle of the file. When the file is new, its directory is synced
+ * first, or a crash could lose the file itself; nothing after the write can fail, so a
+ * rejection always means "not written" and a retry cannot duplicate lines. Returns the file's
+ * size afterwards.
+ *
+ * @example
+ * const size = await appendDurably('/data/audit/audit-000001.jsonl', lines.join('\n') + '\n');
+ */
+export async function appendDurably(path: string, data: string): Promise<number> {
+  const handle = await open(path, 'a');
+  try {
+    const before = (await handle.stat()).size;
+    if (before === 0) await syncDirectory(dirname(path));
+    try {
+      await handle.appendFile(data);
+      await handle.datasync();
+    } catch (error) {
+      await handle.truncate(before).catch((truncateError: unknown) => {
+        throw new Error(`${path}: could not undo a failed append; the file may end in a partial line`, {
+          cause: truncateError,
+        });
+      });
+      throw error;
+    }
+    return before + Buffer.byteLength(data);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

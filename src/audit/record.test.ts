@@ -1,0 +1,171 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  GENESIS_HASH,
+  canonicalJson,
+  createAuditRecord,
+  hashRecord,
+  redactSecretText,
+  redactSecrets,
+  type AuditEntryInput,
+} from './record.js';
+
+const input: AuditEntryInput = {
+  action_id: 'act_0123456789ab',
+  agent_id: 'agent-1',
+  caller: 'sa:default/agent-1',
+  action: { type: 'tool_call', target: 'db.query', parameters: { sql: 'select 1', password: 'hunter2' }, context: 'token=abc' },
+  evaluation: { allowed: true, decision: 'allow', require_approval: false, reason: 'ok', matched: [], audit_findings: [] },
+  revision: 'rev-1',
+};
+
+/** Same members, keys inserted in reverse order, at every level. */
+function reverseKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(reverseKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).reverse().map(([k, v]) => [k, reverseKeys(v)]));
+}
+
+describe('canonicalJson', () => {
+  it('sorts keys at every level and has no whitespace', () => {
+    expect(canonicalJson({ b: 1, a: { d: [true, { z: 1, y: 2 }], c: null } })).toBe(
+      '{"a":{"c":null,"d":[true,{"y":2,"z":1}]},"b":1}',
+    );
+  });
+
+  it('does not depend on key insertion order', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        expect(canonicalJson(reverseKeys(value))).toBe(canonicalJson(value));
+      }),
+    );
+  });
+
+  it('survives a JSON round trip unchanged, so a stored line re-hashes identically', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        const text = canonicalJson(value);
+        expect(canonicalJson(JSON.parse(text))).toBe(text);
+      }),
+    );
+  });
+
+  it('follows JSON.stringify for undefined, toJSON and non-finite numbers', () => {
+    expect(canonicalJson({ u: undefined, d: new Date(0), n: Number.NaN, a: [undefined] })).toBe(
+      '{"a":[null],"d":"1970-01-01T00:00:00.000Z","n":null}',
+    );
+  });
+
+  it('never throws: bigints become strings, cycles a marker', () => {
+    const cyclic: Record<string, unknown> = { n: 10n };
+    cyclic.self = cyclic;
+    expect(canonicalJson(cyclic)).toBe('{"n":"10","self":"[CIRCULAR]"}');
+  });
+});
+
+describe('redactSecrets', () => {
+  it('redacts secret-looking keys at any depth, in arrays, in any case', () => {
+    const value = {
+      user: 'bob',
+      PASSWORD: 'p1',
+      nested: { api_key: 'k1', list: [{ accessToken: 't1', note: 'keep' }, 'plain'] },
+      Authorization: { scheme: 'Bearer' },
+      db_credentials: ['c1'],
+      clientSecret: 's1',
+      pass: 'p2',
+    };
+    expect(redactSecrets(value)).toEqual({
+      user: 'bob',
+      PASSWORD: '[REDACTED]',
+      nested: { api_key: '[REDACTED]', list: [{ accessToken: '[REDACTED]', note: 'keep' }, 'plain'] },
+      Authorization: '[REDACTED]',
+      db_credentials: '[REDACTED]',
+      clientSecret: '[REDACTED]',
+      pass: '[REDACTED]',
+    });
+  });
+
+  it('leaves non-secret keys and values (even secret-looking values) untouched', () => {
+    const value = { target: 'token', count: 3, flags: [true, null], text: 'password=1' };
+    expect(redactSecrets(value)).toEqual(value);
+  });
+
+  it('does not mutate its input and returns a deep copy', () => {
+    const value = { a: { token: 't', b: [1, { c: 2 }] } };
+    const before = structuredClone(value);
+    const copy = redactSecrets(value);
+    expect(value).toEqual(before);
+    expect(copy.a).not.toBe(value.a);
+    expect(copy.a.b[1]).not.toBe(value.a.b[1]);
+  });
+
+  it('truncates nesting beyond depth 32', () => {
+    let deep: unknown = 'leaf';
+    for (let i = 0; i < 40; i++) deep = { d: deep };
+    let node = redactSecrets(deep) as { d: unknown };
+    for (let depth = 1; depth <= 32; depth++) node = node.d as { d: unknown };
+    expect(node.d).toBe('[TRUNCATED]');
+  });
+
+  it('does not throw on cycles and still copies shared (acyclic) references', () => {
+    const shared = { x: 1 };
+    const cyclic: Record<string, unknown> = { a: shared, b: shared };
+    cyclic.self = cyclic;
+    expect(redactSecrets(cyclic)).toEqual({ a: { x: 1 }, b: { x: 1 }, self: '[CIRCULAR]' });
+  });
+
+  it('keeps a JSON "__proto__" key as data instead of setting the prototype', () => {
+    const copy = redactSecrets(JSON.parse('{"__proto__":{"token":"t"}}') as object);
+    expect(Object.getPrototypeOf(copy)).toBe(Object.prototype);
+    expect(canonicalJson(copy)).toBe('{"__proto__":{"token":"[REDACTED]"}}');
+  });
+});
+
+describe('redactSecretText', () => {
+  it.each([
+    ['retry with token=abc123 please', 'retry with token=[REDACTED] please'],
+    ['{"password": "hunter 2", "user": "bob"}', '{"password": "[REDACTED]", "user": "bob"}'],
+    ['Authorization: Bearer abc.def ok', 'Authorization: [REDACTED] ok'],
+    ["api_key='x y', next=1", "api_key='[REDACTED]', next=1"],
+    ['note: use PASSWORD=hunter2; done', 'note: use PASSWORD=[REDACTED]; done'],
+    ['deploy the frontend to staging', 'deploy the frontend to staging'],
+  ])('%j → %j', (text, expected) => {
+    expect(redactSecretText(text)).toBe(expected);
+  });
+
+  it('stays linear on hostile input', () => {
+    const hostile = `${'key'.repeat(200_000)} ${'a='.repeat(200_000)}`;
+    const started = performance.now();
+    redactSecretText(hostile);
+    // Generous bound: a quadratic scan of this input takes minutes.
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('hashRecord / createAuditRecord', () => {
+  it('chains: the hash covers prev_hash and every field', () => {
+    const record = createAuditRecord(input, GENESIS_HASH);
+    const { hash, ...rest } = record;
+    expect(hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(hashRecord(GENESIS_HASH, rest)).toBe(hash);
+    expect(hashRecord('1'.repeat(64), rest)).not.toBe(hash);
+    expect(hashRecord(GENESIS_HASH, { ...rest, agent_id: 'agent-2' })).not.toBe(hash);
+  });
+
+  it('assigns ids and time, and redacts parameters and context', () => {
+    const record = createAuditRecord(input, GENESIS_HASH);
+    expect(record.entry_id).toMatch(/^aud_[0-9a-f]{12}$/);
+    expect(record.timestamp).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    expect(record.prev_hash).toBe(GENESIS_HASH);
+    expect(record.action.parameters).toEqual({ sql: 'select 1', password: '[REDACTED]' });
+    expect(record.action.context).toBe('token=[REDACTED]');
+    expect(input.action.parameters.password).toBe('hunter2');
+  });
+
+  it('returns a record detached from the input', () => {
+    const evaluation = { ...input.evaluation, matched: [{ policy: 'p' }] };
+    const record = createAuditRecord({ ...input, evaluation }, GENESIS_HASH);
+    evaluation.matched.push({ policy: 'later' });
+    expect(record.evaluation.matched).toEqual([{ policy: 'p' }]);
+  });
+});
