@@ -257,6 +257,11 @@ export class PolicySnapshot {
     return this.agentsById.values();
   }
 
+  /** Every policy in force (including Disabled ones, which compile to no rules). */
+  policies(): GuardPolicy[] {
+    return [...this.inForce.values()].filter((o): o is GuardPolicy => o.kind === 'GuardPolicy');
+  }
+
   private resolve(agentId: string): ResolvedAgent {
     const a = this.agentsById.get(agentId);
     if (a) return { id: a.id, namespace: a.namespace, labels: a.labels, trust: a.trust, rank: a.rank, registered: true, compiled: a };

@@ -1,0 +1,20 @@
+/**
+ * Offline evaluation for CI of policy repositories (like Gatekeeper's gator): load a folder of
+ * manifests, compile, evaluate one action. Any manifest error fails the check: a policy repo
+ * with a broken file should not pass CI.
+ */
+import { PolicySnapshot } from '../engine/snapshot.js';
+import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision } from '../engine/types.js';
+import { loadManifestDir } from '../store/standalone.js';
+
+export type CheckResult = { ok: true; decision: Decision } | { ok: false; errors: string[] };
+
+export async function checkAction(input: { configDir: string; request: ActionRequest }): Promise<CheckResult> {
+  const { agents, policies, errors } = await loadManifestDir(input.configDir);
+  if (errors.length > 0) return { ok: false, errors };
+  const snapshot = PolicySnapshot.compile({ agents, policies }, DEFAULT_ENGINE_OPTIONS);
+  if (snapshot.problems.length > 0) {
+    return { ok: false, errors: snapshot.problems.map((p) => `${p.kind} ${p.name}: ${p.reason}: ${p.message}`) };
+  }
+  return { ok: true, decision: snapshot.evaluate(input.request) };
+}
