@@ -156,10 +156,11 @@ function hasToJson(value: unknown): value is { toJSON(): unknown } {
  * const hash = hashRecord(GENESIS_HASH, recordWithoutHash);
  */
 export function hashRecord(prevHash: string, recordWithoutHash: Omit<AuditRecord, 'hash'>): string {
-  return createHash('sha256')
-    .update(prevHash)
-    .update(canonicalJson(recordWithoutHash))
-    .digest('hex');
+  return chainHash(prevHash, canonicalJson(recordWithoutHash));
+}
+
+function chainHash(prevHash: string, canonicalRecord: string): string {
+  return createHash('sha256').update(prevHash).update(canonicalRecord).digest('hex');
 }
 
 /**
@@ -270,8 +271,11 @@ export function createAuditRecord(input: AuditEntryInput, prevHash: string): Aud
     revision: input.revision,
     prev_hash: prevHash,
   };
-  const stored = JSON.parse(canonicalJson(draft)) as Omit<AuditRecord, 'hash'>;
-  return { ...stored, hash: hashRecord(prevHash, stored) };
+  // Serialised once: parsing the canonical text back gives `stored`, whose canonical JSON is
+  // that same text (the round trip is property-tested), so hashing the text is hashRecord(stored).
+  const text = canonicalJson(draft);
+  const stored = JSON.parse(text) as Omit<AuditRecord, 'hash'>;
+  return { ...stored, hash: chainHash(prevHash, text) };
 }
 
 /**

@@ -1,0 +1,91 @@
+import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { INCIDENT_LIST_LIMIT, openFileIncidentLog, type IncidentInput } from './incident-file.js';
+
+let dir: string;
+let path: string;
+let logs: string[];
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pg-incidents-'));
+  path = join(dir, 'data', 'incidents.jsonl');
+  logs = [];
+});
+afterEach(async () => {
+  vi.useRealTimers();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const open = () => openFileIncidentLog(path, { log: (m) => logs.push(m) });
+
+function incident(overrides: Partial<IncidentInput> = {}): IncidentInput {
+  return {
+    type: 'policy_violation',
+    severity: 'medium',
+    description: 'denied shell.exec',
+    agent_id: 'agent-1',
+    action_id: 'act_0123456789ab',
+    evidence: { target: 'shell.exec', headers: { Authorization: 'Bearer abc' } },
+    recommended_action: 'review the agent',
+    ...overrides,
+  };
+}
+
+describe('file incident log', () => {
+  it('records incidents with ids, redacted evidence and open status, and lists them newest first', async () => {
+    const log = await open();
+    const first = await log.record(incident());
+    const second = await log.record(incident({ severity: 'critical', agent_id: null }));
+    expect(first).toMatchObject({
+      incident_id: expect.stringMatching(/^inc_[0-9a-f]{12}$/),
+      status: 'open',
+      resolution: null,
+      evidence: { target: 'shell.exec', headers: { Authorization: '[REDACTED]' } },
+    });
+    expect(await readFile(path, 'utf8')).not.toContain('Bearer abc');
+    expect(await log.list()).toEqual([second, first]);
+  });
+
+  it('keeps incidents across reopen, in order even when record() calls overlap', async () => {
+    const log = await open();
+    const recorded = await Promise.all(Array.from({ length: 20 }, (_, i) => log.record(incident({ description: `#${i}` }))));
+    const reopened = await open();
+    expect((await reopened.list()).map((i) => i.description)).toEqual(recorded.map((i) => i.description).reverse());
+  });
+
+  it('lists only incidents since a time', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const log = await open();
+    vi.setSystemTime(new Date('2026-01-01T00:00:00.000Z'));
+    await log.record(incident({ description: 'old' }));
+    vi.setSystemTime(new Date('2026-01-03T00:00:00.000Z'));
+    await log.record(incident({ description: 'new' }));
+    const recent = await log.list(new Date('2026-01-02T00:00:00.000Z'));
+    expect(recent.map((i) => i.description)).toEqual(['new']);
+  });
+
+  it('repairs a torn last line on open and keeps appending after it', async () => {
+    const log = await open();
+    await log.record(incident({ description: 'kept' }));
+    await appendFile(path, '{"incident_id":"inc_');
+    const reopened = await open();
+    expect(logs.join()).toMatch(/removed an incomplete last line \(20 bytes/);
+    await reopened.record(incident({ description: 'after' }));
+    expect((await reopened.list()).map((i) => i.description)).toEqual(['after', 'kept']);
+    expect((await readFile(path, 'utf8')).split('\n')).toHaveLength(3);
+  });
+
+  it('returns at most the newest 10,000 and skips (and reports) unreadable lines', async () => {
+    const log = await open();
+    const template = await log.record(incident());
+    const lines = Array.from({ length: INCIDENT_LIST_LIMIT + 5 }, (_, i) => JSON.stringify({ ...template, description: `#${i}` }));
+    lines.splice(INCIDENT_LIST_LIMIT, 0, 'not json');
+    await writeFile(path, `${lines.join('\n')}\n`);
+    const listed = await log.list();
+    expect(listed).toHaveLength(INCIDENT_LIST_LIMIT);
+    expect(listed[0]?.description).toBe(`#${INCIDENT_LIST_LIMIT + 4}`);
+    expect(listed.at(-1)?.description).toBe('#5');
+    expect(logs.join()).toMatch(/skipped 1 unreadable line/);
+  });
+});

@@ -1,0 +1,124 @@
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { z } from 'zod';
+import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
+import { canonicalJson, newId, redactSecrets } from './record.js';
+
+/** An incident as stored in standalone mode (in kubernetes mode incidents become Events). */
+export interface IncidentRecord {
+  /** `inc_` + 12 hex. */
+  incident_id: string;
+  timestamp: string;
+  type: string;
+  severity: 'low' | 'medium' | 'high' | 'critical';
+  description: string;
+  agent_id: string | null;
+  action_id?: string | null;
+  evidence: Record<string, unknown>;
+  recommended_action: string;
+  status: 'open';
+  resolution: null;
+}
+
+export type IncidentInput = Omit<IncidentRecord, 'incident_id' | 'timestamp' | 'status' | 'resolution'>;
+
+export interface IncidentLog {
+  /** Stores an incident durably (evidence redacted) and returns it as stored. */
+  record(input: IncidentInput): Promise<IncidentRecord>;
+  /** Incidents at or after `since`, newest first, at most {@link INCIDENT_LIST_LIMIT}. */
+  list(since?: Date): Promise<IncidentRecord[]>;
+}
+
+/** `list` returns at most this many incidents, however large the file has grown. */
+export const INCIDENT_LIST_LIMIT = 10_000;
+
+/** Tells a complete incident line from a torn or foreign one; tsc fails if it drifts from the type. */
+const IncidentRecordSchema: z.ZodType<IncidentRecord> = z.object({
+  incident_id: z.string(),
+  timestamp: z.string(),
+  type: z.string(),
+  severity: z.enum(['low', 'medium', 'high', 'critical']),
+  description: z.string(),
+  agent_id: z.string().nullable(),
+  action_id: z.string().nullable().optional(),
+  evidence: z.record(z.string(), z.unknown()),
+  recommended_action: z.string(),
+  status: z.literal('open'),
+  resolution: z.null(),
+});
+
+const isIncidentRecord = (value: unknown): boolean => IncidentRecordSchema.safeParse(value).success;
+
+/**
+ * Opens (or creates) the standalone incident log: one JSON incident per line, appended with
+ * fdatasync, a last line torn by a crash repaired on open. `opts.log` receives repair and
+ * corruption reports (default stderr).
+ *
+ * @example
+ * const incidents = await openFileIncidentLog('/data/incidents.jsonl');
+ * await incidents.record({ type: 'policy_violation', severity: 'medium', description: 'denied shell.exec',
+ *   agent_id: 'agent-1', evidence: { target: 'shell.exec' }, recommended_action: 'review the agent' });
+ * const lastHour = await incidents.list(new Date(Date.now() - 3_600_000));
+ */
+export async function openFileIncidentLog(
+  path: string,
+  opts: { log?: (msg: string) => void } = {},
+): Promise<IncidentLog> {
+  const log = opts.log ?? ((msg: string) => console.error(`[incidents] ${msg}`));
+  await mkdir(dirname(path), { recursive: true });
+  await repairTornTail(path, isIncidentRecord, log);
+  // Serialises appends so lines land whole and in call order (and timestamps stay in order).
+  let writes: Promise<unknown> = Promise.resolve();
+
+  return {
+    record(input) {
+      const incident: IncidentRecord = {
+        incident_id: newId('inc_'),
+        timestamp: new Date().toISOString(),
+        type: input.type,
+        severity: input.severity,
+        description: input.description,
+        agent_id: input.agent_id,
+        ...(input.action_id === undefined ? {} : { action_id: input.action_id }),
+        evidence: redactSecrets(input.evidence),
+        recommended_action: input.recommended_action,
+        status: 'open',
+        resolution: null,
+      };
+      const line = canonicalJson(incident);
+      const write = writes.then(() => appendDurably(path, `${line}\n`));
+      writes = write.catch(() => undefined);
+      // Return what was stored: the JSON round trip drops undefined members, turns Dates into strings.
+      return write.then(() => JSON.parse(line) as IncidentRecord);
+    },
+
+    async list(since) {
+      // Incidents whose record() was called before list() are included.
+      await writes;
+      const found: IncidentRecord[] = [];
+      let unreadable = 0;
+      for await (const line of readLinesBackward(path)) {
+        const incident = parseIncidentLine(line.text);
+        if (!incident) {
+          unreadable++;
+          continue;
+        }
+        // Lines are appended in time order, so everything further back is older still.
+        if (since && Date.parse(incident.timestamp) < since.getTime()) break;
+        found.push(incident);
+        if (found.length === INCIDENT_LIST_LIMIT) break;
+      }
+      if (unreadable > 0) log(`${path}: skipped ${unreadable} unreadable line(s) while listing incidents`);
+      return found;
+    },
+  };
+}
+
+function parseIncidentLine(text: string): IncidentRecord | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return isIncidentRecord(value) ? (value as IncidentRecord) : undefined;
+  } catch {
+    return undefined;
+  }
+}
