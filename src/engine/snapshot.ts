@@ -314,9 +314,9 @@ export class PolicySnapshot {
     const decide = (decision: DecisionKind, reason: string, matched: MatchedRule[]): Decision => ({
       allowed: decision === 'allow',
       require_approval: decision === 'require_approval',
-      decision,
       reason,
       warnings,
+      decision,
       matched,
       audit_findings: audited.map(toMatched),
       agent: { id: agent.id, trust_level: agent.trust, registered: agent.registered },

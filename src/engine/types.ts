@@ -44,9 +44,9 @@ export type DecisionKind = 'allow' | 'deny' | 'require_approval';
 export interface Decision {
   allowed: boolean;
   require_approval: boolean;
-  decision: DecisionKind;
   reason: string;
   warnings: string[];
+  decision: DecisionKind;
   /** Enforce-mode matches, most significant first; the first one of the winning action decided. */
   matched: MatchedRule[];
   /** Audit-mode matches: reported, never enforced. */

@@ -1,0 +1,31 @@
+import { readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { generateCrds } from './crd.js';
+
+const repoFile = (p: string) => new URL(`../../${p}`, import.meta.url);
+
+describe('generated CRDs', () => {
+  it.each(generateCrds().map((c) => [c.fileName, c.yaml]))('crds/%s matches src/api/schemas.ts (run `npm run crds` after editing the schemas)', async (fileName, yaml) => {
+    expect(await readFile(repoFile(`crds/${fileName}`), 'utf8')).toBe(yaml);
+  });
+
+  it('are structural: every schema node has a type, and no zod-only keywords leak through', () => {
+    const walk = (node: Record<string, unknown>, path: string) => {
+      expect(node.type, path).toBeTypeOf('string');
+      for (const k of ['$schema', 'anyOf', 'oneOf', 'allOf', 'nullable', 'const', '$ref']) expect(node, path).not.toHaveProperty(k);
+      for (const [k, v] of Object.entries((node.properties as Record<string, Record<string, unknown>>) ?? {})) walk(v, `${path}.${k}`);
+      if (node.items) walk(node.items as Record<string, unknown>, `${path}[]`);
+      if (typeof node.additionalProperties === 'object') walk(node.additionalProperties as Record<string, unknown>, `${path}{}`);
+    };
+    for (const { yaml } of generateCrds()) {
+      const crd = parse(yaml);
+      walk(crd.spec.versions[0].schema.openAPIV3Schema, crd.metadata.name);
+    }
+  });
+
+  it('carry the CEL rule that trustLevelBelow must be above trustLevelAtLeast', () => {
+    const policyCrd = generateCrds().find((c) => c.fileName.startsWith('guardpolicies'))!;
+    expect(policyCrd.yaml).toContain('trustLevelBelow must be above trustLevelAtLeast');
+  });
+});

@@ -1,0 +1,127 @@
+/**
+ * The CLI as a newcomer uses it: `npm start`, `policyguard check`, `policyguard audit verify`,
+ * `policyguard crds`.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { generateCrds } from '../../src/api/crd.js';
+import { SEED_FIXTURE, SAMPLES, startTestServer } from './harness.js';
+import { runCli, startProcess } from './cli.js';
+
+const tmpRoots: string[] = [];
+afterAll(async () => {
+  for (const r of tmpRoots) await rm(r, { recursive: true, force: true });
+});
+async function tmp(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'policyguard-cli-'));
+  tmpRoots.push(d);
+  return d;
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe('npm start', () => {
+  it('serves config-samples on 127.0.0.1 and /readyz answers 200', async () => {
+    // The README's command, on a free port instead of 8000 so a running copy does not collide.
+    const port = await freePort();
+    const dataDir = await tmp();
+    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+    // Extra flags after `--` override the script's (the last value of a flag wins).
+    const { child, match } = await startProcess(npm, ['start', '--', '--port', String(port), '--data-dir', dataDir], /PolicyGuard serving .*url=(\S+)/);
+    try {
+      expect(match[1]).toBe(`http://127.0.0.1:${port}/mcp`);
+      const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
+      expect(ready.status).toBe(200);
+      const d = await fetch(`http://127.0.0.1:${port}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target: 'drop_table', agent_id: 'data-processor' } } }),
+      }).then((r) => r.json());
+      expect(d.result.structuredContent.allowed).toBe(false);
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+});
+
+describe('policyguard check', () => {
+  it('exits 0 and prints the decision when allowed', async () => {
+    const r = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'platform-admin', '--target', 'delete_rows']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ allowed: true, agent: { id: 'platform-admin', trust_level: 'admin' } });
+  });
+  it('exits 1 when denied or approval is required', async () => {
+    const denied = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'data-processor', '--target', 'drop_table']);
+    expect(denied.code).toBe(1);
+    expect(JSON.parse(denied.stdout).reason).toMatch(/explicitly denied/);
+    const approval = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'support-bot', '--target', 'issue_refund', '--parameters', '{"amount": 900}']);
+    expect(approval.code).toBe(1);
+    expect(JSON.parse(approval.stdout).decision).toBe('require_approval');
+  });
+  it('exits 2 with file:line when a manifest is broken', async () => {
+    const dir = await tmp();
+    await writeFile(join(dir, 'p.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: p}\nspec:\n  rules: []\n');
+    const r = await runCli(['check', '--config-dir', dir, '--agent-id', 'a', '--target', 't']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/p\.yaml:5: GuardPolicy spec\.rules: Too small/);
+  });
+  it('exits 2 on bad flags, naming the problem', async () => {
+    const r = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'a', '--target', 't', '--parameters', '{oops']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--parameters is not valid JSON/);
+  });
+});
+
+describe('policyguard serve', () => {
+  it('fails fast with a message that says what to fix', async () => {
+    const r = await runCli(['serve', '--standalone', '--data-dir', '/tmp/x']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--config-dir \(POLICYGUARD_CONFIG_DIR\): --standalone needs --config-dir/);
+    const missing = await runCli(['serve', '--standalone', '--config-dir', '/nonexistent', '--data-dir', await tmp(), '--port', '0']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--config-dir \/nonexistent is not a folder/);
+  });
+});
+
+describe('policyguard audit verify', () => {
+  it('accepts an intact chain and reports the first broken link of an edited one', async () => {
+    const s = await startTestServer(SEED_FIXTURE);
+    for (const t of ['read_a', 'delete_b', 'read_c']) await s.call('validate_action', { action_type: 'tool_call', target: t, agent_id: 'test-low' });
+    await s.pg.close(); // flushes the audit log
+    const dir = join(s.dataDir, 'audit');
+    const ok = await runCli(['audit', 'verify', dir]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/ok: 3 records/);
+
+    const file = join(dir, 'audit-000001.jsonl');
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    lines[1] = lines[1]!.replace('"allowed":false', '"allowed":true');
+    await writeFile(file, lines.join('\n'));
+    const broken = await runCli(['audit', 'verify', dir]);
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toMatch(/BROKEN at .*audit-000001\.jsonl:2/);
+    await s.close().catch(() => undefined);
+  });
+});
+
+describe('policyguard crds', () => {
+  it('prints the generated CRDs', async () => {
+    const r = await runCli(['crds']);
+    expect(r.code).toBe(0);
+    for (const c of generateCrds()) expect(r.stdout).toContain(c.yaml);
+  });
+  it('unknown commands exit 2 with usage', async () => {
+    const r = await runCli(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/unknown command "frobnicate"[\s\S]*Usage:/);
+  });
+});

@@ -1,0 +1,47 @@
+/** Run the real CLI (`src/cli/main.ts`) in a child process, as a user would. */
+import { spawn, type ChildProcess } from 'node:child_process';
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Node 24 (vitest runs on it) with tsx, so no build step is needed. */
+export function cliArgs(args: string[]): [string, string[]] {
+  return [process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args]];
+}
+
+export function runCli(args: string[]): Promise<CliResult> {
+  const [cmd, argv] = cliArgs(args);
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Start a long-running command and resolve once its stderr matches `ready`. */
+export function startProcess(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; match: RegExpMatchArray; output: () => string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d;
+      const m = out.match(ready);
+      if (m) resolve({ child, match: m, output: () => out });
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('error', reject);
+    child.on('close', (code) => reject(new Error(`${cmd} ${args.join(' ')} exited with ${code} before it was ready:\n${out}`)));
+  });
+}
+
+export { ROOT };

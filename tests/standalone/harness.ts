@@ -1,0 +1,80 @@
+/**
+ * Start a real PolicyGuard (standalone mode) on a free loopback port and connect the official
+ * MCP SDK client to it over Streamable HTTP.
+ */
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { parseServeConfig } from '../../src/config.js';
+import { startStandalone, type RunningPolicyGuard } from '../../src/cli/serve.js';
+import { silentLogger } from '../../src/log.js';
+
+export interface TestServer {
+  pg: RunningPolicyGuard;
+  client: Client;
+  configDir: string;
+  dataDir: string;
+  /** Call a tool and return its parsed JSON text and the raw result. */
+  call(name: string, args?: Record<string, unknown>): Promise<{ json: any; isError: boolean; structured: unknown }>;
+  /** Restart the server on the same folders (a new process would see the same). */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(fixture: string, extraFlags: string[] = []): Promise<TestServer> {
+  const root = await mkdtemp(join(tmpdir(), 'policyguard-test-'));
+  const configDir = join(root, 'config');
+  const dataDir = join(root, 'data');
+  await cp(fixture, configDir, { recursive: true });
+  const config = parseServeConfig(
+    ['--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', '0', ...extraFlags],
+    {},
+  );
+  let pg = await startStandalone(config, silentLogger);
+  let client = await connect(pg.url);
+
+  const server: TestServer = {
+    get pg() {
+      return pg;
+    },
+    get client() {
+      return client;
+    },
+    configDir,
+    dataDir,
+    async call(name, args = {}) {
+      const res = await client.callTool({ name, arguments: args });
+      const text = (res.content as Array<{ type: string; text: string }>)[0]!.text;
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch {
+        json = text;
+      }
+      return { json, isError: res.isError === true, structured: res.structuredContent };
+    },
+    async restart() {
+      await client.close();
+      await pg.close();
+      pg = await startStandalone(config, silentLogger);
+      client = await connect(pg.url);
+    },
+    async close() {
+      await client.close();
+      await pg.close();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
+
+export async function connect(url: string): Promise<Client> {
+  const client = new Client({ name: 'policyguard-tests', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+  return client;
+}
+
+export const SEED_FIXTURE = new URL('../fixtures/seed', import.meta.url).pathname;
+export const SAMPLES = new URL('../../config-samples', import.meta.url).pathname;
