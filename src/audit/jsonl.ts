@@ -84,8 +84,7 @@ async function openIfExists(path: string, flags: string) {
   }
 }
 
-/** True for the error `fs` raises when a path does not exist. */
-export function isNotFound(error: unknown): boolean {
+function isNotFound(error: unknown): boolean {
   return (error as NodeJS.ErrnoException | null)?.code === 'ENOENT';
 }
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { guardAgent, guardPolicy } from '../api/builders.js';
 import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
-import type { GuardAgent, GuardPolicy } from '../api/schemas.js';
+import type { GuardAgent } from '../api/schemas.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type EngineOptions } from './types.js';
 

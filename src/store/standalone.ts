@@ -288,7 +288,7 @@ export class StandaloneStore implements PolicyStore {
       this.status = new Map(Object.entries(JSON.parse(text) as Record<string, GuardAgentStatus>));
     } catch (err) {
       // Refuse to start rather than silently lift suspensions.
-      throw new Error(`${this.statusFile} is not valid JSON (${(err as Error).message}); fix or remove it`);
+      throw new Error(`${this.statusFile} is not valid JSON (${(err as Error).message}); fix or remove it`, { cause: err });
     }
   }
 

@@ -45,7 +45,7 @@ describe('npm start', () => {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target: 'drop_table', agent_id: 'data-processor' } } }),
-      }).then((r) => r.json());
+      }).then((r) => r.json() as Promise<any>);
       expect(d.result.structuredContent.allowed).toBe(false);
     } finally {
       child.kill('SIGTERM');

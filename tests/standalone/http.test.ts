@@ -41,18 +41,18 @@ describe('JSON-RPC edge', () => {
   it('GET /mcp is 405: the server is stateless', async () => {
     const r = await fetch(`${s.pg.url}/mcp`, { headers: { accept: 'text/event-stream' } });
     expect(r.status).toBe(405);
-    expect((await r.json()).error.message).toMatch(/stateless/);
+    expect(((await r.json()) as any).error.message).toMatch(/stateless/);
   });
   it('malformed JSON is a -32700 parse error', async () => {
     const r = await post('{"jsonrpc": "2.0", ');
     expect(r.status).toBe(400);
-    expect((await r.json()).error.code).toBe(-32700);
+    expect(((await r.json()) as any).error.code).toBe(-32700);
   });
   it('a 2 MB body is refused with 413', async () => {
     const big = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { context: 'x'.repeat(2 * 1024 * 1024) } } });
     const r = await post(big);
     expect(r.status).toBe(413);
-    expect((await r.json()).error.message).toMatch(/too large/);
+    expect(((await r.json()) as any).error.message).toMatch(/too large/);
   });
 });
 
