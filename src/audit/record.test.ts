@@ -133,12 +133,13 @@ describe('redactSecretText', () => {
     expect(redactSecretText(text)).toBe(expected);
   });
 
-  it('stays linear on hostile input', () => {
-    const hostile = `${'key'.repeat(200_000)} ${'a='.repeat(200_000)}`;
+  it('does not backtrack catastrophically on hostile context text', () => {
+    // Agents control `context`. A backtracking pattern such as /[\w.-]*(?:key)[\w.-]*[:=]/ needs
+    // ~3 s for this 4 KB input (and minutes for 10 KB); the token-anchored scan needs microseconds.
+    const hostile = `${'key'.repeat(1_000)} ${'a='.repeat(1_000)}`;
     const started = performance.now();
     redactSecretText(hostile);
-    // Generous bound: a quadratic scan of this input takes minutes.
-    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(performance.now() - started).toBeLessThan(500);
   });
 });
 
