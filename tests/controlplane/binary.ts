@@ -1,0 +1,254 @@
+// Finds (or builds, once) the binaries of the test control plane.
+//
+// Order, as envtest: TEST_ASSET_KUBE_APISERVER / TEST_ASSET_ETCD / TEST_ASSET_KUBECTL override
+// single binaries; KUBEBUILDER_ASSETS names a directory with kube-apiserver, etcd (and maybe
+// kubectl). Whatever is still missing comes from `kube-testenv`, built from the Go module in
+// ./go into a cache outside the repository, keyed by Kubernetes version and a hash of the sources.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync,
+} from 'node:fs';
+import { homedir, hostname } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** A program to run: `command` followed by `args` and then the caller's arguments. */
+export interface Program {
+  command: string;
+  args: string[];
+}
+
+export interface Binaries {
+  etcd: Program;
+  apiserver: Program;
+  /** Resolved lazily: kubectl from the assets dir, else the kube-testenv kubectl subcommand. */
+  kubectl: () => Promise<Program>;
+  /** Where the binaries came from, for logs. */
+  source: string;
+}
+
+export const GO_MODULE_DIR = fileURLToPath(new URL('./go/', import.meta.url));
+const MIN_GO = [1, 24] as const;
+/** Measured on the 2-core development machine (see docs/controlplane.md). */
+const COLD_BUILD_MINUTES = 8;
+
+const log = (msg: string) => process.stderr.write(`[controlplane] ${msg}\n`);
+
+/** The Kubernetes version the Go module pins (`k8s.io/kubernetes vX.Y.Z` in go.mod). */
+export function kubernetesVersion(): string {
+  const mod = readFileSync(join(GO_MODULE_DIR, 'go.mod'), 'utf8');
+  const m = /^\s*k8s\.io\/kubernetes\s+(v\d+\.\d+\.\d+\S*)/m.exec(mod);
+  if (!m?.[1]) throw new Error(`controlplane: cannot find the k8s.io/kubernetes version in ${GO_MODULE_DIR}go.mod`);
+  return m[1];
+}
+
+/** Short hash of go.mod, go.sum and the *.go files: any change gives a new cache entry. */
+export function sourceHash(): string {
+  const h = createHash('sha256');
+  const files = ['go.mod', 'go.sum', ...readdirSync(GO_MODULE_DIR).filter((f) => f.endsWith('.go')).sort()];
+  for (const f of files) {
+    h.update(f).update('\0').update(readFileSync(join(GO_MODULE_DIR, f))).update('\0');
+  }
+  return h.digest('hex').slice(0, 12);
+}
+
+export function cacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(base, 'policyguard', 'controlplane', `${kubernetesVersion()}-${sourceHash()}`);
+}
+
+/** Path of the cached kube-testenv binary (it may not exist yet). */
+export function cachedBinaryPath(): string {
+  return join(cacheDir(), 'kube-testenv');
+}
+
+function assetPath(envVar: string, file: string): string | undefined {
+  const explicit = process.env[envVar];
+  if (explicit) {
+    if (!existsSync(explicit)) throw new Error(`controlplane: ${envVar}=${explicit} does not exist`);
+    return explicit;
+  }
+  const dir = process.env.KUBEBUILDER_ASSETS;
+  if (dir) {
+    const p = join(dir, file);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+/** Resolves etcd and kube-apiserver, building kube-testenv if either is not provided. */
+export async function resolveBinaries(): Promise<Binaries> {
+  const apiserverPath = assetPath('TEST_ASSET_KUBE_APISERVER', 'kube-apiserver');
+  const etcdPath = assetPath('TEST_ASSET_ETCD', 'etcd');
+  const kubectlPath = assetPath('TEST_ASSET_KUBECTL', 'kubectl');
+  if (process.env.KUBEBUILDER_ASSETS && (!apiserverPath || !etcdPath)) {
+    throw new Error(
+      `controlplane: KUBEBUILDER_ASSETS=${process.env.KUBEBUILDER_ASSETS} must contain kube-apiserver and etcd ` +
+        `(found: ${[apiserverPath, etcdPath].filter(Boolean).join(', ') || 'neither'}). ` +
+        `Fill it with e.g. \`setup-envtest use -p path\`, or unset it to build kube-testenv from tests/controlplane/go.`,
+    );
+  }
+  let testenv: string | undefined;
+  const ensure = async () => (testenv ??= await ensureKubeTestenv());
+  const apiserver = apiserverPath ? { command: apiserverPath, args: [] } : { command: await ensure(), args: ['kube-apiserver'] };
+  const etcd = etcdPath ? { command: etcdPath, args: [] } : { command: await ensure(), args: ['etcd'] };
+  const kubectl = async (): Promise<Program> =>
+    kubectlPath ? { command: kubectlPath, args: [] } : { command: await ensure(), args: ['kubectl'] };
+  const source = testenv ? `kube-testenv ${kubernetesVersion()} (${testenv})` : `KUBEBUILDER_ASSETS/TEST_ASSET_* (${apiserver.command}, ${etcd.command})`;
+  return { etcd, apiserver, kubectl, source };
+}
+
+// ---- building ------------------------------------------------------------------------------
+
+const GO_HELP =
+  'Install Go >= 1.24 (e.g. `apt-get install golang-go` if your distribution ships >= 1.24, or from https://go.dev/dl/), ' +
+  'or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd binaries ' +
+  '(e.g. `export KUBEBUILDER_ASSETS=$(go run sigs.k8s.io/controller-runtime/tools/setup-envtest@latest use -p path 1.35.x)`).';
+
+/** Checks that a usable `go` is on PATH; throws an Error saying how to get one otherwise. */
+export function checkGo(): string {
+  const r = spawnSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' });
+  if (r.error) {
+    throw new Error(`controlplane: the test control plane is built from Go modules, but \`go\` was not found on PATH (${r.error.message}). ${GO_HELP}`);
+  }
+  const v = r.stdout.trim();
+  const m = /^go(\d+)\.(\d+)/.exec(v);
+  if (r.status !== 0 || !m) throw new Error(`controlplane: \`go env GOVERSION\` failed (${(r.stderr || v).trim()}). ${GO_HELP}`);
+  const [maj, min] = [Number(m[1]), Number(m[2])];
+  if (maj < MIN_GO[0] || (maj === MIN_GO[0] && min < MIN_GO[1])) {
+    throw new Error(`controlplane: found ${v}, but building the test control plane needs Go >= ${MIN_GO.join('.')}. ${GO_HELP}`);
+  }
+  return v;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Takes the build lock, or returns false when another live process holds it. Breaks stale locks. */
+function tryLock(lockPath: string): boolean {
+  try {
+    const fd = openSync(lockPath, 'wx');
+    writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString() }));
+    closeSync(fd);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  let stale = false;
+  try {
+    const info = JSON.parse(readFileSync(lockPath, 'utf8')) as { pid?: number; host?: string };
+    const ageMs = Date.now() - statSync(lockPath).mtimeMs;
+    stale = (info.host === hostname() && typeof info.pid === 'number' && !pidAlive(info.pid)) || ageMs > 60 * 60_000;
+  } catch {
+    // Half-written or vanished lock: treat as stale only if it is old.
+    try {
+      stale = Date.now() - statSync(lockPath).mtimeMs > 60_000;
+    } catch {
+      stale = true; // gone
+    }
+  }
+  if (stale) {
+    rmSync(lockPath, { force: true });
+    return tryLock(lockPath);
+  }
+  return false;
+}
+
+let inProcess: Promise<string> | undefined;
+
+/**
+ * Returns the path of the cached kube-testenv binary, building it first if needed. Concurrent
+ * callers (in this process or others) share one build via a lock file next to the cache entry.
+ */
+export function ensureKubeTestenv(): Promise<string> {
+  inProcess ??= ensureKubeTestenvUncached().finally(() => {
+    inProcess = undefined;
+  });
+  return inProcess;
+}
+
+async function ensureKubeTestenvUncached(): Promise<string> {
+  const dir = cacheDir();
+  const bin = join(dir, 'kube-testenv');
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  const lockPath = `${dir}.lock`;
+  const started = Date.now();
+  let lastNote = 0;
+  while (!tryLock(lockPath)) {
+    if (existsSync(bin)) return bin;
+    const s = Math.round((Date.now() - started) / 1000);
+    if (s - lastNote >= 30) {
+      log(`another process is building kube-testenv (lock ${lockPath}); waiting… ${s}s`);
+      lastNote = s;
+    }
+    await sleep(1000);
+  }
+  try {
+    if (existsSync(bin)) return bin; // built while we waited for the lock
+    await build(bin);
+    return bin;
+  } finally {
+    rmSync(lockPath, { force: true });
+  }
+}
+
+async function build(bin: string): Promise<void> {
+  const goVersion = checkGo();
+  const k8s = kubernetesVersion();
+  const [, major = '1', minor = '0'] = /^v(\d+)\.(\d+)/.exec(k8s) ?? [];
+  const tmp = `${bin}.tmp-${process.pid}`;
+  // Stamp the version the way upstream's hack/lib/version.sh does, so /version and kubectl
+  // report v1.x.y instead of v0.0.0-master.
+  const ldflags = ['-s', '-w'];
+  for (const pkg of ['k8s.io/component-base/version', 'k8s.io/client-go/pkg/version']) {
+    ldflags.push(
+      `-X ${pkg}.gitVersion=${k8s}`, `-X ${pkg}.gitMajor=${major}`, `-X ${pkg}.gitMinor=${minor}`,
+      `-X ${pkg}.gitTreeState=clean`, `-X ${pkg}.buildDate=1970-01-01T00:00:00Z`,
+    );
+  }
+  const args = ['build', '-trimpath', `-ldflags=${ldflags.join(' ')}`, '-o', tmp, '.'];
+  log(
+    `building kube-testenv (kube-apiserver + etcd + kubectl, Kubernetes ${k8s}) with ${goVersion} into ${bin}. ` +
+      `A cold build (empty Go module and build caches) takes about ${COLD_BUILD_MINUTES} minutes on 2 cores; later runs reuse the binary.`,
+  );
+  const started = Date.now();
+  const ticker = setInterval(() => log(`still building kube-testenv… ${Math.round((Date.now() - started) / 1000)}s`), 30_000);
+  const output: string[] = [];
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn('go', args, {
+        cwd: GO_MODULE_DIR,
+        env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: [process.env.GOFLAGS, '-mod=readonly'].filter(Boolean).join(' ') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const collect = (b: Buffer) => {
+        output.push(b.toString());
+        if (output.length > 400) output.splice(0, output.length - 400);
+      };
+      child.stdout.on('data', collect);
+      child.stderr.on('data', collect);
+      child.on('error', reject);
+      child.on('close', resolve);
+    });
+    if (code !== 0) {
+      const tail = output.join('').split('\n').slice(-40).join('\n');
+      throw new Error(`controlplane: \`go ${args.join(' ')}\` in ${GO_MODULE_DIR} failed (exit ${code}):\n${tail}`);
+    }
+    renameSync(tmp, bin); // atomic within the cache directory
+  } finally {
+    clearInterval(ticker);
+    rmSync(tmp, { force: true });
+  }
+  log(`built kube-testenv in ${Math.round((Date.now() - started) / 1000)}s: ${bin}`);
+}
