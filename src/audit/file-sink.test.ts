@@ -1,4 +1,5 @@
-import { appendFile, mkdtemp, readFile, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
+import fc from 'fast-check';
+import { appendFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -158,6 +159,28 @@ describe('file audit sink: chain and durability', () => {
     expect(await verifyAuditChain(dir)).toEqual({ ok: true, records: 3, segments: 1 });
   });
 
+  it('recovers from a crash that cut the newest segment at any byte', async () => {
+    const setup = await open();
+    for (let i = 0; i < 4; i++) setup.append(input());
+    await setup.close();
+    const segment = join(dir, 'audit-000001.jsonl');
+    const original = await readFile(segment);
+    const newlines = [...original.entries()].filter(([, byte]) => byte === 0x0a).map(([offset]) => offset);
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: original.length }), async (cut) => {
+        await writeFile(segment, original.subarray(0, cut));
+        const sink = await open();
+        sink.append(input());
+        await sink.close();
+        // A record survives when all of its JSON made it (a missing newline is put back).
+        const survivors = newlines.filter((offset) => cut >= offset).length;
+        expect(await verifyAuditChain(dir)).toEqual({ ok: true, records: survivors + 1, segments: 1 });
+      }),
+      // Always include the edges: empty file, whole file, and each record complete but without its newline.
+      { numRuns: 40, examples: [0, original.length, ...newlines].map((cut) => [cut] as [number]) },
+    );
+  });
+
   it('counts and logs overflow instead of growing without bound, and the chain stays intact', async () => {
     const sink = await open({ maxBuffered: 5 });
     const appended = Array.from({ length: 8 }, () => sink.append(input()));
@@ -243,6 +266,37 @@ describe('file audit sink: query', () => {
     const planted = createAuditRecord(input({ agent: 'planted' }), GENESIS_HASH);
     await writeFile(join(dir, 'audit-000001.jsonl'), `${canonicalJson(planted)}\n`);
     expect((await sink.query({ since, agentId: 'planted', limit: 5 })).total).toBe(0);
+  });
+
+  it('agrees with a simple model over random appends, flushes, reopens and queries', async () => {
+    const op = fc.oneof(
+      fc.record({ kind: fc.constant('append' as const), agent: fc.constantFrom('a', 'b'), allowed: fc.boolean() }),
+      fc.constantFrom({ kind: 'flush' as const }, { kind: 'reopen' as const }, { kind: 'query' as const }),
+    );
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { maxLength: 40 }), async (ops) => {
+        await rm(dir, { recursive: true, force: true });
+        let sink = await open({ segmentBytes: 1_500, maxSegments: 1_000 });
+        const model: AuditRecord[] = [];
+        for (const step of ops) {
+          if (step.kind === 'append') model.push(sink.append(input({ agent: step.agent, allowed: step.allowed })));
+          if (step.kind === 'flush') await sink.flush();
+          if (step.kind === 'reopen') {
+            await sink.close();
+            sink = await open({ segmentBytes: 1_500, maxSegments: 1_000 });
+          }
+          if (step.kind === 'query') {
+            const expected = model.filter((r) => r.agent_id === 'a' && !r.evaluation.allowed).reverse();
+            const result = await sink.query({ agentId: 'a', status: 'denied', limit: 3 });
+            expect(result.total).toBe(expected.length);
+            expect(result.entries).toEqual(expected.slice(0, 3));
+          }
+        }
+        await sink.close();
+        expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: model.length });
+      }),
+      { numRuns: 25 },
+    );
   });
 
   it('sees every record exactly once while writes and rotations happen', async () => {

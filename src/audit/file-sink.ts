@@ -67,10 +67,7 @@ const isAuditRecord = (value: unknown): boolean => AuditRecordSchema.safeParse(v
 export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<AuditSink> {
   const options = resolveOptions(opts);
   await mkdir(options.dir, { recursive: true });
-  const segments: Segment[] = [];
-  for (const file of await listSegments(options.dir)) {
-    segments.push({ ...file, size: 0 });
-  }
+  const segments: Segment[] = (await listSegments(options.dir)).map((file) => ({ ...file, size: 0 }));
   await deleteBeyondRetention(segments, options);
   const newest = segments.at(-1);
   if (newest) await repairTornTail(newest.path, isAuditRecord, options.log);
@@ -136,7 +133,7 @@ async function findChainHead(segments: Segment[], log: (msg: string) => void): P
 }
 
 class FileAuditSink implements AuditSink {
-  /** Canonical JSON lines appended but not yet handed to the disk, oldest first. */
+  /** JSON lines of records appended but not yet handed to the disk, oldest first. */
   private pending: string[] = [];
   /** Lines of the batch being written; moved out only once durable. */
   private inflight: string[] = [];

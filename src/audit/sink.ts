@@ -24,7 +24,8 @@ export interface AuditSink {
   /**
    * Redacts parameters and context, assigns entry_id, timestamp, prev_hash and hash, and
    * enqueues the record for writing. Synchronous so a decision is never delayed by the disk;
-   * never throws for a well-typed input.
+   * never throws for a well-typed input. When the sink cannot take it (buffer full, closed) the
+   * record is still returned but not stored, and counted in `stats.dropped`.
    */
   append(input: AuditEntryInput): AuditRecord;
   /** Sees every appended record, including those still buffered. */
