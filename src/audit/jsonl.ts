@@ -98,7 +98,7 @@ function isNotFound(error: unknown): boolean {
  * reported through `log`. Returns the number of bytes removed.
  *
  * @example
- * await repairTornTail('/data/incidents.jsonl', (v) => IncidentRecordSchema.safeParse(v).success, console.warn);
+ * await repairTornTail('/data/incidents.jsonl', (v) => typeof v === 'object' && v !== null, console.warn);
  */
 export async function repairTornTail(
   path: string,
