@@ -179,7 +179,7 @@ export class Tools {
   /** Fire-and-forget: the decision never waits for this write (DESIGN §3 step 1). */
   private autoRegister(agentId: string, snapshot: PolicySnapshot): void {
     const { autoRegister, autoRegisterLimit } = this.deps.options;
-    if (!autoRegister || this.pendingRegistrations.has(agentId)) return;
+    if (!autoRegister || !this.deps.store.isLeader() || this.pendingRegistrations.has(agentId)) return;
     let existing = this.pendingRegistrations.size;
     for (const a of snapshot.agents()) if (a.labels[LABEL_AUTO_REGISTERED] === 'true') existing++;
     if (existing >= autoRegisterLimit) {

@@ -140,6 +140,10 @@ export class StandaloneStore implements PolicyStore {
     return this.loaded;
   }
 
+  isLeader(): boolean {
+    return true;
+  }
+
   problems(): readonly string[] {
     return [
       ...[...this.files.values()].flatMap((f) => f.errors.map(formatManifestError)),

@@ -25,6 +25,11 @@ export interface PolicyStore {
   applyPolicy(policy: GuardPolicy): Promise<ApplyResult>;
   /** Record an automatic suspension in the agent's status. False when no GuardAgent claims the id. */
   suspendAgent(agentId: string, suspension: Suspension): Promise<boolean>;
+  /**
+   * True when this replica may make background writes (auto-registration). Always true in
+   * standalone mode; in Kubernetes mode only the Lease holder.
+   */
+  isLeader(): boolean;
   /** Where objects written through MCP go (namespace in Kubernetes mode). */
   readonly writeNamespace: string | undefined;
   close(): Promise<void>;

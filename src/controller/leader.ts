@@ -1,0 +1,143 @@
+/**
+ * Lease-based leader election (coordination.k8s.io/v1), as client-go's leaderelection does it:
+ * take the Lease when it is free or expired, renew it every `retryPeriod`, and give up
+ * leadership when a renewal has not succeeded for `renewDeadline`. Optimistic concurrency
+ * (resourceVersion on replace) makes two candidates never both win.
+ *
+ * Only the leader writes status and auto-registers agents; every replica serves decisions.
+ */
+import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import type { Logger } from '../log.js';
+import { describeKubeError, statusOf } from '../kube/client.js';
+
+export interface LeaderElectionOptions {
+  kubeConfig: KubeConfig;
+  namespace: string;
+  name: string;
+  identity: string;
+  /** How long a Lease stays valid without renewal (default 15 s). */
+  leaseDurationMs?: number;
+  /** Give up leadership when renewals have failed this long (default 10 s). */
+  renewDeadlineMs?: number;
+  /** Attempt interval (default 2 s). */
+  retryPeriodMs?: number;
+  log: Logger;
+  onChange?: (leading: boolean) => void;
+}
+
+export class LeaderElector {
+  private leading = false;
+  private stopped = false;
+  private timer: NodeJS.Timeout | undefined;
+  private lastRenew = 0;
+  private readonly api: CoordinationV1Api;
+  private readonly leaseMs: number;
+  private readonly deadlineMs: number;
+  private readonly retryMs: number;
+
+  constructor(private readonly opts: LeaderElectionOptions) {
+    this.api = opts.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.leaseMs = opts.leaseDurationMs ?? 15_000;
+    this.deadlineMs = opts.renewDeadlineMs ?? 10_000;
+    this.retryMs = opts.retryPeriodMs ?? 2_000;
+  }
+
+  isLeader(): boolean {
+    return this.leading;
+  }
+
+  start(): void {
+    void this.tick();
+  }
+
+  private schedule(): void {
+    if (!this.stopped) this.timer = setTimeout(() => void this.tick(), this.retryMs);
+  }
+
+  private setLeading(v: boolean): void {
+    if (v === this.leading) return;
+    this.leading = v;
+    this.opts.log.info(v ? 'became leader' : 'lost leadership', { lease: `${this.opts.namespace}/${this.opts.name}`, identity: this.opts.identity });
+    this.opts.onChange?.(v);
+  }
+
+  private async tick(): Promise<void> {
+    try {
+      const ok = await this.tryAcquireOrRenew();
+      if (ok) this.lastRenew = Date.now();
+      if (ok) this.setLeading(true);
+      else if (this.leading && Date.now() - this.lastRenew > this.deadlineMs) this.setLeading(false);
+      else if (!ok && !this.leading) this.setLeading(false);
+    } catch (err) {
+      this.opts.log.warn('leader election attempt failed', { error: describeKubeError(err) });
+      if (this.leading && Date.now() - this.lastRenew > this.deadlineMs) this.setLeading(false);
+    }
+    this.schedule();
+  }
+
+  private leaseBody(prev: V1Lease | undefined, now: Date): V1Lease {
+    const holder = prev?.spec?.holderIdentity;
+    const takingOver = holder !== this.opts.identity;
+    return {
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      metadata: { name: this.opts.name, namespace: this.opts.namespace, ...(prev?.metadata?.resourceVersion ? { resourceVersion: prev.metadata.resourceVersion } : {}) },
+      spec: {
+        holderIdentity: this.opts.identity,
+        leaseDurationSeconds: Math.ceil(this.leaseMs / 1000),
+        acquireTime: takingOver ? new V1MicroTime(now.getTime()) : (prev?.spec?.acquireTime ?? new V1MicroTime(now.getTime())),
+        renewTime: new V1MicroTime(now.getTime()),
+        leaseTransitions: (prev?.spec?.leaseTransitions ?? 0) + (takingOver && holder ? 1 : 0),
+      },
+    };
+  }
+
+  private async tryAcquireOrRenew(): Promise<boolean> {
+    const { namespace, name, identity } = this.opts;
+    const now = new Date();
+    let lease: V1Lease;
+    try {
+      lease = await this.api.readNamespacedLease({ name, namespace });
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
+      try {
+        await this.api.createNamespacedLease({ namespace, body: this.leaseBody(undefined, now) });
+        return true;
+      } catch (createErr) {
+        if (statusOf(createErr) === 409) return false; // someone else created it first
+        throw createErr;
+      }
+    }
+    const spec = lease.spec ?? {};
+    const renewed = spec.renewTime ? new Date(spec.renewTime as unknown as string).getTime() : 0;
+    const duration = (spec.leaseDurationSeconds ?? 15) * 1000;
+    const held = spec.holderIdentity && spec.holderIdentity !== identity && renewed + duration > now.getTime();
+    if (held) return false;
+    try {
+      await this.api.replaceNamespacedLease({ name, namespace, body: this.leaseBody(lease, now) });
+      return true;
+    } catch (err) {
+      if (statusOf(err) === 409) return false; // lost the race
+      throw err;
+    }
+  }
+
+  /** Stop campaigning; a leader releases the Lease so another replica takes over at once. */
+  async stop(release = true): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.leading && release) {
+      try {
+        const lease = await this.api.readNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace });
+        if (lease.spec?.holderIdentity === this.opts.identity) {
+          lease.spec.holderIdentity = undefined;
+          lease.spec.renewTime = undefined;
+          await this.api.replaceNamespacedLease({ name: this.opts.name, namespace: this.opts.namespace, body: lease });
+        }
+      } catch (err) {
+        this.opts.log.warn('could not release the Lease; it expires on its own', { error: describeKubeError(err) });
+      }
+    }
+    this.setLeading(false);
+  }
+}

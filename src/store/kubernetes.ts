@@ -1,0 +1,212 @@
+/**
+ * Kubernetes store: GuardAgents and GuardPolicies are custom resources, watched through
+ * {@link Reflector}s and compiled into a snapshot on every change. Writes made by MCP tools are
+ * server-side applies with field manager `policyguard`; automatic suspensions are written to
+ * the agent's status subresource, so GitOps tools that own the spec never fight them.
+ */
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { GROUP, GuardAgentSchema, GuardPolicySchema, VERSION, type GuardAgent, type GuardObject, type GuardPolicy, type Suspension } from '../api/schemas.js';
+import { Reason } from '../api/conditions.js';
+import { Reflector, refOf, type KubeObject } from '../controller/reflector.js';
+import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
+import type { EngineOptions, ObjectProblem } from '../engine/types.js';
+import { mergePatch, serverSideApply } from '../kube/client.js';
+import type { Logger } from '../log.js';
+import { formatZodError } from './manifests.js';
+import type { ApplyResult, PolicyStore } from './store.js';
+
+export const FIELD_MANAGER = 'policyguard';
+
+export const KINDS = {
+  GuardAgent: { plural: 'guardagents', schema: GuardAgentSchema },
+  GuardPolicy: { plural: 'guardpolicies', schema: GuardPolicySchema },
+} as const;
+type Kind = keyof typeof KINDS;
+
+export interface KubernetesStoreOptions {
+  kubeConfig: KubeConfig;
+  engine: EngineOptions;
+  log: Logger;
+  /** Namespaces to watch; empty = all. */
+  watchNamespaces: string[];
+  /** Where MCP-created objects go. */
+  writeNamespace: string;
+  /** Leader check for background writes (auto-registration). */
+  isLeader: () => boolean;
+  /** Called after each new snapshot (the status writer listens). */
+  onCompiled?: (snapshot: PolicySnapshot) => void;
+  /** Called after an automatic suspension was written. */
+  onSuspended?: (agent: GuardAgent, suspension: Suspension) => void;
+}
+
+/** `Kind/namespace/name`, the key problems and status use. */
+export function objectKey(kind: string, namespace: string | undefined, name: string): string {
+  return `${kind}/${namespace ?? ''}/${name}`;
+}
+
+/** Only what we own goes into an apply; the API server fills in the rest. */
+function applyBody(obj: GuardObject): Record<string, unknown> {
+  const { name, namespace, labels, annotations } = obj.metadata;
+  return {
+    apiVersion: obj.apiVersion,
+    kind: obj.kind,
+    metadata: { name, namespace, ...(labels ? { labels } : {}), ...(annotations ? { annotations } : {}) },
+    spec: obj.spec,
+  };
+}
+
+export class KubernetesStore implements PolicyStore {
+  readonly writeNamespace: string;
+  private current: PolicySnapshot;
+  private readonly cache: CompileCache = new Map();
+  private readonly reflectors: { kind: Kind; reflector: Reflector; synced: boolean }[] = [];
+  /** Last version of each object that passed the schema; kept in force when a newer one fails. */
+  private readonly valid = new Map<string, GuardObject>();
+  private readonly invalid = new Map<string, ObjectProblem>();
+  private compileScheduled = false;
+  private readonly api: CustomObjectsApi;
+
+  constructor(private readonly opts: KubernetesStoreOptions) {
+    this.writeNamespace = opts.writeNamespace;
+    this.current = PolicySnapshot.empty(opts.engine);
+    this.api = opts.kubeConfig.makeApiClient(CustomObjectsApi);
+  }
+
+  /** Start watching. Readiness follows the first full list of every watch. */
+  start(): void {
+    const namespaces = this.opts.watchNamespaces.length > 0 ? this.opts.watchNamespaces : [undefined];
+    for (const kind of Object.keys(KINDS) as Kind[]) {
+      for (const namespace of namespaces) {
+        const entry = { kind, synced: false, reflector: undefined as unknown as Reflector };
+        entry.reflector = new Reflector({
+          kubeConfig: this.opts.kubeConfig,
+          group: GROUP,
+          version: VERSION,
+          plural: KINDS[kind].plural,
+          ...(namespace ? { namespace } : {}),
+          log: this.opts.log,
+          onChange: (ref, obj) => this.onChange(kind, ref, obj),
+          onSynced: () => {
+            entry.synced = true;
+            this.scheduleCompile();
+          },
+        });
+        this.reflectors.push(entry);
+      }
+    }
+  }
+
+  private onChange(kind: Kind, ref: string, raw: KubeObject | undefined): void {
+    const key = `${kind}/${ref}`;
+    if (!raw) {
+      this.valid.delete(key);
+      this.invalid.delete(key);
+    } else {
+      const parsed = KINDS[kind].schema.safeParse(raw);
+      if (parsed.success) {
+        this.valid.set(key, parsed.data);
+        this.invalid.delete(key);
+      } else {
+        // The CRD schema should have stopped this; a version skew or a hand-edited CRD did not.
+        this.invalid.set(key, {
+          kind,
+          ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),
+          name: raw.metadata.name,
+          reason: Reason.InvalidSpec,
+          message: `${formatZodError(parsed.error)}${this.valid.has(key) ? '; the last valid generation stays in force' : ''}`,
+        });
+      }
+    }
+    this.scheduleCompile();
+  }
+
+  /** Coalesce a burst of watch events into one compile. */
+  private scheduleCompile(): void {
+    if (this.compileScheduled) return;
+    this.compileScheduled = true;
+    setImmediate(() => {
+      this.compileScheduled = false;
+      this.compile();
+    });
+  }
+
+  private compile(): void {
+    const agents: GuardAgent[] = [];
+    const policies: GuardPolicy[] = [];
+    for (const obj of this.valid.values()) {
+      if (obj.kind === 'GuardAgent') agents.push(obj);
+      else policies.push(obj);
+    }
+    const next = PolicySnapshot.compile({ agents, policies }, this.opts.engine, { cache: this.cache, previous: this.current });
+    if (next.revision !== this.current.revision) this.opts.log.debug('policy snapshot compiled', { revision: next.revision, ...next.counts });
+    this.current = next;
+    this.opts.onCompiled?.(next);
+  }
+
+  snapshot(): PolicySnapshot {
+    return this.current;
+  }
+
+  ready(): boolean {
+    return this.reflectors.length > 0 && this.reflectors.every((r) => r.synced);
+  }
+
+  isLeader(): boolean {
+    return this.opts.isLeader();
+  }
+
+  /** Every problem, by `Kind/namespace/name`: schema failures and compile failures. */
+  objectProblems(): Map<string, ObjectProblem> {
+    const out = new Map<string, ObjectProblem>(this.invalid);
+    for (const p of this.current.problems) out.set(objectKey(p.kind, p.namespace, p.name), p);
+    return out;
+  }
+
+  problems(): readonly string[] {
+    return [...this.objectProblems().values()].map((p) => `${p.kind} ${p.namespace}/${p.name}: ${p.reason}: ${p.message}`);
+  }
+
+  /** The raw objects as last seen from the API server (status included). */
+  rawObjects(): Array<{ kind: Kind; obj: KubeObject }> {
+    return this.reflectors.flatMap(({ kind, reflector }) => [...reflector.cache.values()].map((obj) => ({ kind, obj })));
+  }
+
+  private has(kind: Kind, namespace: string, name: string): boolean {
+    return this.reflectors.some((r) => r.kind === kind && r.reflector.cache.has(refOf({ metadata: { name, namespace } })));
+  }
+
+  private async apply(obj: GuardObject): Promise<ApplyResult> {
+    const kind = obj.kind;
+    const namespace = obj.metadata.namespace ?? this.writeNamespace;
+    const name = obj.metadata.name;
+    const created = !this.has(kind, namespace, name);
+    await this.api.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name, body: applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject), fieldManager: FIELD_MANAGER, force: true },
+      serverSideApply,
+    );
+    return { created, location: `${namespace}/${name}` };
+  }
+
+  applyAgent(agent: GuardAgent): Promise<ApplyResult> {
+    return this.apply(agent);
+  }
+
+  applyPolicy(policy: GuardPolicy): Promise<ApplyResult> {
+    return this.apply(policy);
+  }
+
+  async suspendAgent(agentId: string, suspension: Suspension): Promise<boolean> {
+    const agent = this.current.agent(agentId)?.source;
+    if (!agent?.metadata.namespace) return false;
+    await this.api.patchNamespacedCustomObjectStatus(
+      { group: GROUP, version: VERSION, namespace: agent.metadata.namespace, plural: KINDS.GuardAgent.plural, name: agent.metadata.name, body: { status: { suspension } }, fieldManager: FIELD_MANAGER },
+      mergePatch,
+    );
+    this.opts.onSuspended?.(agent, suspension);
+    return true;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.reflectors.map((r) => r.reflector.stop()));
+  }
+}
