@@ -144,7 +144,7 @@ function tryLock(lockPath: string): boolean {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
   }
-  let stale = false;
+  let stale: boolean;
   try {
     const info = JSON.parse(readFileSync(lockPath, 'utf8')) as { pid?: number; host?: string };
     const ageMs = Date.now() - statSync(lockPath).mtimeMs;

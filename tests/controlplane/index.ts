@@ -331,7 +331,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     opts.keep = true; // keep logs of a failed start for diagnosis
     await stop();
     opts.keep = keep;
-    throw new Error(`${(e as Error).message}\n(control plane files kept in ${dir})`, { cause: e });
+    throw new Error(`${(e as Error).message}\n(control plane files kept in ${dir})`);
   }
 }
 
@@ -382,7 +382,8 @@ export async function applyObjects(kc: KubeConfig, objects: KubernetesObject[]):
         out.push(await client.replace({ ...obj, metadata: { ...obj.metadata, resourceVersion: existing.metadata?.resourceVersion } }));
       }
     } catch (e) {
-      throw new Error(`controlplane: the API server rejected ${what}: ${apiErrorMessage(e)}`, { cause: e });
+      // No `cause`: client-node's ApiException repeats the raw body and headers at length.
+      throw new Error(`controlplane: the API server rejected ${what}: ${apiErrorMessage(e)}`);
     }
   }
   await Promise.all(objects.filter(isCrd).map((c) => waitForCrdEstablished(kc, c.metadata?.name ?? '')));
