@@ -108,13 +108,23 @@ describe('shared control plane', () => {
     const ref = { group, version: 'v1', namespace: ns, plural: 'widgets' };
 
     const events: Array<{ type: string; name: string }> = [];
+    let watchEnded: unknown = 'still open';
     const watch = new Watch(kc);
-    const controller = await watch.watch(
-      `/apis/${group}/v1/namespaces/${ns}/widgets`,
-      {},
-      (type, obj: { metadata?: { name?: string } }) => events.push({ type, name: obj.metadata?.name ?? '' }),
-      () => undefined,
-    );
+    // Right after a CRD is created its watch cache may still be initializing: the apiserver
+    // answers 429 with Retry-After (ResilientWatchCacheInitialization). Retry, as informers do.
+    let controller: AbortController | undefined;
+    for (let attempt = 0; attempt < 30 && !controller; attempt++) {
+      watchEnded = 'still open';
+      const c = await watch.watch(
+        `/apis/${group}/v1/namespaces/${ns}/widgets`,
+        {},
+        (type, obj: { metadata?: { name?: string } }) => events.push({ type, name: obj.metadata?.name ?? '' }),
+        (err: unknown) => (watchEnded = err ?? 'closed'),
+      );
+      if ((watchEnded as { statusCode?: number }).statusCode === 429) await new Promise((r) => setTimeout(r, 500));
+      else controller = c;
+    }
+    expect(watchEnded).toBe('still open');
     try {
       await custom.createNamespacedCustomObject({
         ...ref,
@@ -134,10 +144,10 @@ describe('shared control plane', () => {
         async () => events.map((e) => `${e.type} ${e.name}`),
         (s) => s.includes('DELETED w1'),
       );
-      expect(seen).toEqual(['ADDED w1', 'DELETED w1']);
+      expect({ seen, watchEnded }).toEqual({ seen: ['ADDED w1', 'DELETED w1'], watchEnded: 'still open' });
       expect(await statusOf(custom.getNamespacedCustomObject({ ...ref, name: 'w1' }))).toBe(404);
     } finally {
-      controller.abort();
+      controller?.abort();
       await core.deleteNamespace({ name: ns });
     }
   });

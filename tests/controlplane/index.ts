@@ -331,6 +331,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     opts.keep = true; // keep logs of a failed start for diagnosis
     await stop();
     opts.keep = keep;
+    // eslint-disable-next-line preserve-caught-error -- the message already carries the cause; vitest would print it twice
     throw new Error(`${(e as Error).message}\n(control plane files kept in ${dir})`);
   }
 }
@@ -383,6 +384,7 @@ export async function applyObjects(kc: KubeConfig, objects: KubernetesObject[]):
       }
     } catch (e) {
       // No `cause`: client-node's ApiException repeats the raw body and headers at length.
+      // eslint-disable-next-line preserve-caught-error -- see above
       throw new Error(`controlplane: the API server rejected ${what}: ${apiErrorMessage(e)}`);
     }
   }
