@@ -208,7 +208,7 @@ describe('file audit sink: chain and durability', () => {
     await sink.flush();
     expect(sink.stats).toMatchObject({ written: 3, buffered: 0 });
     expect(await allLines()).toHaveLength(2);
-    expect(logs.at(-1)).toBe('audit writes recovered');
+    expect(logs.at(-1)).toMatch(/^audit writes recovered/);
   });
 
   it('rejects nonsense options with a message that names the option', async () => {

@@ -1,22 +1,15 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import { BatchingAuditSink } from './batching-sink.js';
 import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
 import {
   AuditRecordSchema,
   GENESIS_HASH,
-  createAuditRecord,
   parseAuditLine,
-  type AuditEntryInput,
   type AuditRecord,
 } from './record.js';
 import { listSegments, segmentFileName } from './segments.js';
-import {
-  AuditWriteError,
-  matchesAuditQuery,
-  type AuditQuery,
-  type AuditQueryResult,
-  type AuditSink,
-} from './sink.js';
+import { matchesAuditQuery, type AuditQuery, type AuditQueryResult, type AuditSink } from './sink.js';
 
 export interface FileAuditSinkOptions {
   /** Directory of the segments; created if missing. */
@@ -132,142 +125,32 @@ async function findChainHead(segments: Segment[], log: (msg: string) => void): P
   return GENESIS_HASH;
 }
 
-class FileAuditSink implements AuditSink {
-  /** JSON lines of records appended but not yet handed to the disk, oldest first. */
-  private pending: string[] = [];
-  /** Lines of the batch being written; moved out only once durable. */
-  private inflight: string[] = [];
-  private written = 0;
-  private dropped = 0;
-  /** `dropped` when the current overflow began, or undefined when there is room. */
-  private droppedBeforeOverflow: number | undefined;
-  private failing = false;
-  private closed = false;
-  private timer: NodeJS.Timeout | undefined;
-  /** Serialises batches so records reach the disk in chain order. */
-  private writes: Promise<void> = Promise.resolve();
-  /** A batch this large is written at once rather than waiting for the timer. */
-  private readonly highWater: number;
+class FileAuditSink extends BatchingAuditSink {
+  /** The segment the last batch went to, for messages. */
+  private target: string;
 
   constructor(
     private readonly segments: Segment[],
-    private head: string,
+    head: string,
     private readonly options: ResolvedOptions,
   ) {
-    this.highWater = Math.max(1, Math.floor(options.maxBuffered / 2));
+    super(head, options);
+    this.target = segments.at(-1)?.path ?? options.dir;
   }
 
-  get stats(): { written: number; dropped: number; buffered: number } {
-    return { written: this.written, dropped: this.dropped, buffered: this.buffered };
+  protected describeTarget(): string {
+    return this.target;
   }
 
-  private get buffered(): number {
-    return this.pending.length + this.inflight.length;
-  }
-
-  append(input: AuditEntryInput): AuditRecord {
-    const record = createAuditRecord(input, this.head);
-    if (this.closed) {
-      this.drop(record, 'the audit sink is closed');
-    } else if (this.buffered >= this.options.maxBuffered) {
-      this.drop(record, `${this.buffered} records are already waiting for the disk (maxBuffered)`);
-    } else {
-      // Only a record that will be written moves the head, so drops never break the chain.
-      // The record is plain JSON already (createAuditRecord round-trips it), so JSON.stringify
-      // cannot throw and is several times cheaper than canonicalJson; verify canonicalises anyway.
-      this.pending.push(JSON.stringify(record));
-      this.head = record.hash;
-      if (this.pending.length === this.highWater) this.flushNow();
-      else this.scheduleFlush();
-    }
-    return record;
-  }
-
-  private drop(record: AuditRecord, why: string): void {
-    this.dropped++;
-    if (this.droppedBeforeOverflow !== undefined) return;
-    this.droppedBeforeOverflow = this.dropped - 1;
-    this.options.log(
-      `DROPPING audit records: ${why}. First dropped: ${record.entry_id} (agent ${record.agent_id}, ` +
-        `${record.action.type} ${record.action.target}). Further drops are counted in stats.dropped ` +
-        `and summarised once writes catch up.`,
-    );
-  }
-
-  flush(): Promise<void> {
-    const batch = this.writes.then(() => this.writePending());
-    this.writes = batch.catch(() => undefined);
-    return batch;
-  }
-
-  async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.flush();
-  }
-
-  private scheduleFlush(): void {
-    if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.flushNow();
-    }, this.options.flushIntervalMs);
-    // A pending batch must not keep the process alive; shutdown calls close() to flush.
-    this.timer.unref();
-  }
-
-  private flushNow(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    // writePending has already logged and rescheduled a failure.
-    this.flush().catch(() => undefined);
-  }
-
-  private async writePending(): Promise<void> {
-    if (this.pending.length === 0) return;
-    this.inflight = this.pending;
-    this.pending = [];
-    let segment: Segment | undefined;
-    try {
-      while (this.inflight.length > 0) {
-        segment = await this.segmentWithRoomFor(this.inflight[0] ?? '');
-        const count = this.linesThatFit(segment);
-        const data = `${this.inflight.slice(0, count).join('\n')}\n`;
-        segment.size = await appendDurably(segment.path, data);
-        // Same tick as the size update: a query sees these lines either on disk or in memory, never both.
-        this.inflight = this.inflight.slice(count);
-        this.written += count;
-      }
-    } catch (error) {
-      const kept = this.inflight.length + this.pending.length;
-      this.pending = this.inflight.concat(this.pending);
-      this.inflight = [];
-      if (!this.failing) {
-        this.failing = true;
-        this.options.log(
-          `audit write to ${segment?.path ?? this.options.dir} failed; ${kept} records kept in memory, ` +
-            `retrying every ${this.options.flushIntervalMs} ms: ${String(error)}`,
-        );
-      }
-      this.scheduleFlush();
-      throw new AuditWriteError(`could not write audit records to ${segment?.path ?? this.options.dir}`, {
-        cause: error,
-      });
-    }
-    this.noteSuccess();
-  }
-
-  private noteSuccess(): void {
-    if (this.failing) {
-      this.failing = false;
-      this.options.log('audit writes recovered');
-    }
-    if (this.droppedBeforeOverflow !== undefined && this.buffered < this.options.maxBuffered) {
-      const lost = this.dropped - this.droppedBeforeOverflow;
-      this.droppedBeforeOverflow = undefined;
-      this.options.log(`audit buffer has room again; ${lost} records were dropped while it was full`);
-    }
+  /** Appends as many of `lines` as fit in one segment, with one write + fdatasync. */
+  protected async writeSome(lines: readonly string[]): Promise<number> {
+    const segment = await this.segmentWithRoomFor(lines[0] ?? '');
+    this.target = segment.path;
+    const count = this.linesThatFit(segment, lines);
+    const data = `${lines.slice(0, count).join('\n')}\n`;
+    // The base class drops the lines from its buffer in the same tick as the size moves on.
+    segment.size = await appendDurably(segment.path, data);
+    return count;
   }
 
   /** The current segment, or a new one when `line` would push the current past segmentBytes. */
@@ -283,11 +166,11 @@ class FileAuditSink implements AuditSink {
     return next;
   }
 
-  /** How many of the in-flight lines go into `segment`: at least one, then as many as fit. */
-  private linesThatFit(segment: Segment): number {
+  /** How many of `lines` go into `segment`: at least one, then as many as fit. */
+  private linesThatFit(segment: Segment, lines: readonly string[]): number {
     let bytes = segment.size;
     let count = 0;
-    for (const line of this.inflight) {
+    for (const line of lines) {
       bytes += Buffer.byteLength(line) + 1;
       if (count > 0 && bytes > this.options.segmentBytes) break;
       count++;
@@ -298,7 +181,7 @@ class FileAuditSink implements AuditSink {
   async query(q: AuditQuery): Promise<AuditQueryResult> {
     // Snapshot in one synchronous step: durable sizes plus everything still in memory.
     const segments = this.segments.map(({ path, size }) => ({ path, size }));
-    const buffered = [...this.inflight, ...this.pending];
+    const buffered = this.bufferedLines();
     const limit = Math.max(0, Math.floor(q.limit));
     const since = q.since?.getTime();
     const entries: AuditRecord[] = [];
