@@ -1,0 +1,472 @@
+import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+import { describeKubeError, statusOf } from '../kube/client.js';
+import { BatchingAuditSink } from './batching-sink.js';
+import {
+  ANNOTATION_CHAIN_HEAD,
+  ANNOTATION_SEQUENCE,
+  LABEL_APP,
+  LABEL_AUDIT,
+  LABEL_REPLICA,
+  RECORDS_KEY,
+  listRingSegments,
+  recordLines,
+  replicaLabel,
+  ringConfigMapName,
+  toRingSegment,
+  type RingSegment,
+} from './configmap-ring.js';
+import { GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
+import { matchesAuditQuery, type AuditQuery, type AuditQueryResult, type AuditSink } from './sink.js';
+
+export interface ConfigMapAuditSinkOptions {
+  kubeConfig: KubeConfig;
+  /** Namespace of the ring (usually the operator's own). */
+  namespace: string;
+  /** This replica's name, usually the pod name; sanitised to a DNS-1123 label. */
+  replica: string;
+  /** ConfigMaps per replica; the oldest is overwritten when the ring is full (default 16). */
+  ringSize?: number;
+  /**
+   * Hard bound on a ConfigMap's data (every key + value, UTF-8 bytes), default 900 KiB. The
+   * data always stays below it: a batch that would reach it is split across ConfigMaps, and a
+   * single record too large for an empty one is dropped (counted, logged). At most 1 MiB, the
+   * API server's own limit.
+   */
+  maxBytes?: number;
+  /** Longest a record waits in memory before its batch is written (default 1000). */
+  flushIntervalMs?: number;
+  /** Records waiting for the API server beyond which new ones are dropped and counted (default 50 000). */
+  maxBuffered?: number;
+  /** Where resume, retention, write failures and drops are reported (default stderr). */
+  log?: (msg: string) => void;
+  /** Longest wait for one API request before it counts as failed (default 10 000). */
+  requestTimeoutMs?: number;
+  /** Retries back off exponentially from flushIntervalMs up to this (default 30 000). */
+  maxRetryDelayMs?: number;
+}
+
+type ResolvedOptions = Required<ConfigMapAuditSinkOptions>;
+
+const DEFAULTS = {
+  ringSize: 16,
+  maxBytes: 900 * 1024,
+  flushIntervalMs: 1000,
+  maxBuffered: 50_000,
+  log: (msg: string) => console.error(`[audit] ${msg}`),
+  requestTimeoutMs: 10_000,
+  maxRetryDelayMs: 30_000,
+} satisfies Omit<ResolvedOptions, 'kubeConfig' | 'namespace' | 'replica'>;
+
+/** The API server refuses ConfigMaps whose data exceeds 1 MiB. */
+const API_SERVER_LIMIT = 1024 * 1024;
+const RECORDS_KEY_BYTES = Buffer.byteLength(RECORDS_KEY);
+/** Conflicts (409) or vanishings (404) in a row before a batch counts as failed and backs off. */
+const MAX_CONFLICT_RETRIES = 8;
+
+/**
+ * Opens the ConfigMap audit log of one replica: a ring of `ringSize` ConfigMaps
+ * `policyguard-audit-<replica>-<index>` in `namespace`, records as JSONL in
+ * `data["records.jsonl"]`, the same records and hash chain as the file sink. Appends are
+ * buffered and written every `flushIntervalMs` (or on `flush()`) with one `replace` per
+ * ConfigMap touched, guarded by resourceVersion; on a conflict the ConfigMap is re-read and the
+ * batch appended to what is there now. When a ConfigMap is full the next one in the ring is
+ * overwritten with a new segment (sequence number + 1). On open the chain continues from the
+ * newest segment of this replica. `query()` reads the rings of all replicas.
+ *
+ * While the API server is unreachable records stay buffered (up to maxBuffered) and writes are
+ * retried with exponential backoff; rejects when the first listing fails, so a replica that
+ * cannot reach its audit log does not start.
+ *
+ * @example
+ * const sink = await openConfigMapAuditSink({ kubeConfig, namespace: 'policyguard-system', replica: process.env.POD_NAME });
+ * sink.append({ action_id, agent_id, caller, action, evaluation, revision });
+ * const { entries, total } = await sink.query({ agentId: 'etl', status: 'denied', limit: 50 });
+ * await sink.close();
+ */
+export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): Promise<AuditSink> {
+  const options = resolveOptions(opts);
+  const ring = new Ring(options);
+  const segments = await ring.call(`list the audit ConfigMaps of ${ring.label}`, () =>
+    listRingSegments(ring.core, options.namespace, ring.label),
+  );
+  const newest = segments.at(-1);
+  await ring.deleteBeyondRingSize(segments, newest);
+  const head = findChainHead(segments, ring, options.log);
+  const current = newest && ring.slotFromSegment(newest);
+  return new ConfigMapAuditSink(ring, current, head, options);
+}
+
+function resolveOptions(opts: ConfigMapAuditSinkOptions): ResolvedOptions {
+  const options: ResolvedOptions = {
+    kubeConfig: opts.kubeConfig,
+    namespace: opts.namespace,
+    replica: opts.replica,
+    ringSize: opts.ringSize ?? DEFAULTS.ringSize,
+    maxBytes: opts.maxBytes ?? DEFAULTS.maxBytes,
+    flushIntervalMs: opts.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
+    maxBuffered: opts.maxBuffered ?? DEFAULTS.maxBuffered,
+    log: opts.log ?? DEFAULTS.log,
+    requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs,
+    maxRetryDelayMs: opts.maxRetryDelayMs ?? DEFAULTS.maxRetryDelayMs,
+  };
+  for (const name of ['ringSize', 'maxBytes', 'flushIntervalMs', 'maxBuffered', 'requestTimeoutMs', 'maxRetryDelayMs'] as const) {
+    const value = options[name];
+    if (!Number.isSafeInteger(value) || value < 1) {
+      throw new RangeError(`openConfigMapAuditSink: ${name} must be a positive integer, got ${value}`);
+    }
+  }
+  if (options.maxBytes < 1024 || options.maxBytes > API_SERVER_LIMIT) {
+    throw new RangeError(
+      `openConfigMapAuditSink: maxBytes must be between 1024 and ${API_SERVER_LIMIT} (the API server's limit), got ${options.maxBytes}`,
+    );
+  }
+  if (!options.namespace) throw new RangeError('openConfigMapAuditSink: namespace is required');
+  return options;
+}
+
+/**
+ * One ConfigMap of the ring as this replica knows it. When `synced` is false the server's copy
+ * may differ (a conflict, a write whose answer was lost, a slot not yet looked at) and it is
+ * read again before the next write.
+ */
+interface Slot {
+  index: number;
+  seq: number;
+  name: string;
+  /** `records.jsonl` the next write appends to ('' when the ConfigMap is new or being overwritten). */
+  text: string;
+  /** UTF-8 bytes of `text`. */
+  bytes: number;
+  synced: boolean;
+  exists: boolean;
+  resourceVersion: string | undefined;
+  /** Labels and annotations someone else put on the ConfigMap; kept when it is replaced. */
+  foreignLabels: Record<string, string>;
+  foreignAnnotations: Record<string, string>;
+  /** Sequence number of the segment this write overwrites (ring retention), for the log. */
+  overwrites: number | undefined;
+}
+
+/** API access and naming for one replica's ring. */
+class Ring {
+  readonly core: CoreV1Api;
+  readonly label: string;
+
+  constructor(private readonly options: ResolvedOptions) {
+    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.label = replicaLabel(options.replica);
+  }
+
+  /** `request()`, failing after requestTimeoutMs; a late answer is then found by the next read. */
+  async call<T>(what: string, request: () => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`${what}: no answer from the API server within ${this.options.requestTimeoutMs} ms`)),
+        this.options.requestTimeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([request(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  newSlot(index: number, seq: number): Slot {
+    return {
+      index,
+      seq,
+      name: ringConfigMapName(this.label, index),
+      text: '',
+      bytes: 0,
+      synced: false,
+      exists: false,
+      resourceVersion: undefined,
+      foreignLabels: {},
+      foreignAnnotations: {},
+      overwrites: undefined,
+    };
+  }
+
+  slotFromSegment(segment: RingSegment): Slot {
+    const slot = this.newSlot(Math.max(0, segment.index), segment.seq);
+    this.adopt(slot, segment);
+    return slot;
+  }
+
+  /** Takes the server's copy of the slot's own segment as the base of the next append. */
+  adopt(slot: Slot, segment: RingSegment): void {
+    slot.text = segment.text;
+    slot.bytes = Buffer.byteLength(segment.text);
+    slot.exists = true;
+    slot.synced = true;
+    slot.resourceVersion = segment.resourceVersion;
+    slot.foreignLabels = withoutOwn(segment.labels, [LABEL_APP, LABEL_AUDIT, LABEL_REPLICA]);
+    slot.foreignAnnotations = withoutOwn(segment.annotations, [ANNOTATION_SEQUENCE, ANNOTATION_CHAIN_HEAD]);
+    slot.overwrites = undefined;
+  }
+
+  /** The slot after `slot` in the ring, holding the next segment. */
+  next(slot: Slot): Slot {
+    return this.newSlot((slot.index + 1) % this.options.ringSize, slot.seq + 1);
+  }
+
+  /** The ConfigMap `slot` will be once `text` is stored. */
+  body(slot: Slot, text: string, chainHead: string): V1ConfigMap {
+    return {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: {
+        name: slot.name,
+        namespace: this.options.namespace,
+        labels: { ...slot.foreignLabels, [LABEL_APP]: 'policyguard', [LABEL_AUDIT]: 'true', [LABEL_REPLICA]: this.label },
+        annotations: { ...slot.foreignAnnotations, [ANNOTATION_SEQUENCE]: String(slot.seq), [ANNOTATION_CHAIN_HEAD]: chainHead },
+        ...(slot.exists && slot.resourceVersion ? { resourceVersion: slot.resourceVersion } : {}),
+      },
+      data: { [RECORDS_KEY]: text },
+    };
+  }
+
+  /**
+   * A ring that shrank (a smaller ringSize than before) leaves ConfigMaps at indexes that will
+   * never be written again; they are deleted, except the newest, which is still being written.
+   */
+  async deleteBeyondRingSize(segments: RingSegment[], newest: RingSegment | undefined): Promise<void> {
+    for (const segment of segments) {
+      if (segment === newest || segment.index < this.options.ringSize) continue;
+      try {
+        await this.call(`delete ${segment.name}`, () =>
+          this.core.deleteNamespacedConfigMap({ name: segment.name, namespace: this.options.namespace }),
+        );
+        this.options.log(`retention: deleted ${segment.name} (segment ${segment.seq}): the ring now has ${this.options.ringSize} slots`);
+      } catch (error) {
+        // Harmless to keep; the next open tries again.
+        this.options.log(`retention: could not delete ${segment.name}: ${describeKubeError(error)}`);
+      }
+    }
+  }
+}
+
+function withoutOwn(values: Record<string, string>, own: string[]): Record<string, string> {
+  const rest = { ...values };
+  for (const key of own) delete rest[key];
+  return rest;
+}
+
+/** The hash of the newest valid record of the ring, newest segment first. */
+function findChainHead(segments: RingSegment[], ring: Ring, log: (msg: string) => void): string {
+  for (const segment of [...segments].reverse()) {
+    const last = lastRecord(segment.text);
+    if (!last) continue;
+    if (last.skipped > 0) {
+      log(`${segment.name}: ${last.skipped} unreadable line(s) after the last valid record; the chain continues from ${last.record.entry_id}`);
+    }
+    if (segment.chainHead !== undefined && segment.chainHead !== last.record.hash) {
+      log(`${segment.name}: its chain-head annotation does not match its last record; records may have been removed (verify the ring)`);
+    }
+    return last.record.hash;
+  }
+  if (segments.length > 0) log(`the audit ring of ${ring.label} holds no readable record; starting a new chain`);
+  return GENESIS_HASH;
+}
+
+/** The last line of `text` that is a valid record, and how many unreadable lines follow it. */
+function lastRecord(text: string): { record: AuditRecord; skipped: number } | undefined {
+  const lines = recordLines(text);
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const record = parseAuditLine(lines[i] ?? '');
+    if (record) return { record, skipped: lines.length - 1 - i };
+  }
+  return undefined;
+}
+
+class ConfigMapAuditSink extends BatchingAuditSink {
+  constructor(
+    private readonly ring: Ring,
+    /** The slot being appended to; undefined until the first write of a new ring. */
+    private current: Slot | undefined,
+    head: string,
+    private readonly options: ResolvedOptions,
+  ) {
+    super(head, {
+      flushIntervalMs: options.flushIntervalMs,
+      maxBuffered: options.maxBuffered,
+      log: options.log,
+      // A line and its `\n` must fit an empty ConfigMap next to the data key, below maxBytes.
+      maxLineBytes: options.maxBytes - RECORDS_KEY_BYTES - 2,
+      retryDelayMs: (failures) => {
+        const exponential = options.flushIntervalMs * 2 ** Math.min(failures - 1, 20);
+        // Jitter, so replicas cut off together do not come back in lockstep.
+        return Math.round(Math.min(exponential, options.maxRetryDelayMs) * (0.8 + Math.random() * 0.4));
+      },
+    });
+  }
+
+  protected describeTarget(): string {
+    return `ConfigMap ${this.options.namespace}/${this.current?.name ?? ringConfigMapName(this.ring.label, 0)}`;
+  }
+
+  protected override describeError(error: unknown): string {
+    return describeKubeError(error);
+  }
+
+  /**
+   * Appends as many of `lines` as fit to the current ConfigMap, moving to the next one in the
+   * ring when none fits. A 409 or 404 means someone else changed the ConfigMap since it was
+   * read: read it again and retry on top of what is there now.
+   */
+  protected async writeSome(lines: readonly string[]): Promise<number> {
+    for (let conflicts = 0; ; ) {
+      const slot = (this.current ??= this.ring.newSlot(0, 1));
+      if (!slot.synced) {
+        const stored = await this.sync(slot, lines);
+        if (stored > 0) return stored;
+      }
+      const count = this.linesThatFit(slot, lines);
+      if (count === 0) {
+        this.current = this.ring.next(slot);
+        continue;
+      }
+      try {
+        await this.store(slot, lines.slice(0, count));
+        return count;
+      } catch (error) {
+        const status = statusOf(error);
+        if ((status === 409 || status === 404) && ++conflicts < MAX_CONFLICT_RETRIES) {
+          slot.synced = false;
+          continue;
+        }
+        // Timeouts and connection errors may hide a write that happened: read before the retry.
+        if (status === undefined || status >= 500) slot.synced = false;
+        throw error;
+      }
+    }
+  }
+
+  /**
+   * Reads the slot's ConfigMap and decides what the next write builds on. An older segment
+   * there (the ring wrapped) is overwritten; this slot's own segment is appended to. Returns how
+   * many of `lines` that copy already holds — a write whose answer was lost — so they are
+   * not stored twice.
+   */
+  private async sync(slot: Slot, lines: readonly string[]): Promise<number> {
+    const { namespace } = this.options;
+    let cm: V1ConfigMap;
+    try {
+      cm = await this.ring.call(`read ${slot.name}`, () => this.ring.core.readNamespacedConfigMap({ name: slot.name, namespace }));
+    } catch (error) {
+      if (statusOf(error) !== 404) throw error;
+      if (slot.exists) this.options.log(`${namespace}/${slot.name} was deleted by someone else; writing segment ${slot.seq} anew`);
+      Object.assign(slot, this.ring.newSlot(slot.index, slot.seq), { synced: true });
+      return 0;
+    }
+    const found = toRingSegment(cm);
+    if (found.seq < slot.seq) {
+      // The ring has wrapped: this ConfigMap holds the oldest segment, which retention replaces.
+      Object.assign(slot, this.ring.newSlot(slot.index, slot.seq), {
+        synced: true,
+        exists: true,
+        resourceVersion: found.resourceVersion,
+        overwrites: found.seq,
+      });
+      return 0;
+    }
+    if (found.seq > slot.seq) {
+      this.options.log(
+        `${namespace}/${slot.name} holds segment ${found.seq}, newer than this replica's ${slot.seq}: another ` +
+          `process writes the ring of replica ${this.ring.label}; appending after its records`,
+      );
+      slot.seq = found.seq;
+    }
+    this.ring.adopt(slot, found);
+    const last = lastRecord(found.text)?.record;
+    if (!last) return 0;
+    const alreadyStored = indexOfRecord(lines, last);
+    if (alreadyStored >= 0) return alreadyStored + 1;
+    const first = JSON.parse(lines[0] ?? '{}') as Partial<AuditRecord>;
+    if (first.prev_hash !== last.hash) {
+      this.options.log(
+        `${namespace}/${slot.name} ends with ${last.entry_id}, not with the record before ${first.entry_id}: ` +
+          `it was changed by someone else; the chain will not verify at this point`,
+      );
+    }
+    return 0;
+  }
+
+  /** How many of `lines` fit into `slot` with its data staying below maxBytes. */
+  private linesThatFit(slot: Slot, lines: readonly string[]): number {
+    let bytes = RECORDS_KEY_BYTES + slot.bytes;
+    let count = 0;
+    for (const line of lines) {
+      bytes += Buffer.byteLength(line) + 1;
+      if (bytes >= this.options.maxBytes) break;
+      count++;
+    }
+    return count;
+  }
+
+  private async store(slot: Slot, chunk: readonly string[]): Promise<void> {
+    const { namespace } = this.options;
+    const added = `${chunk.join('\n')}\n`;
+    const text = slot.text + added;
+    const head = (JSON.parse(chunk.at(-1) ?? '{}') as Partial<AuditRecord>).hash ?? '';
+    const body = this.ring.body(slot, text, head);
+    const result = slot.exists
+      ? await this.ring.call(`replace ${slot.name}`, () => this.ring.core.replaceNamespacedConfigMap({ name: slot.name, namespace, body }))
+      : await this.ring.call(`create ${slot.name}`, () => this.ring.core.createNamespacedConfigMap({ namespace, body }));
+    if (slot.overwrites !== undefined) {
+      this.options.log(
+        `retention: segment ${slot.seq} overwrote ${slot.name} (segment ${slot.overwrites}); ` +
+          `each replica keeps its newest ${this.options.ringSize} segments`,
+      );
+    }
+    // The base class drops `chunk` from its buffer in this same tick.
+    Object.assign(slot, {
+      text,
+      bytes: slot.bytes + Buffer.byteLength(added),
+      exists: true,
+      synced: true,
+      resourceVersion: result.metadata?.resourceVersion,
+      overwrites: undefined,
+    });
+  }
+
+  /**
+   * Every replica's ring plus this replica's buffered records, filtered, newest first. Buffered
+   * records are snapshotted before the listing; one written meanwhile shows up in both and is
+   * counted once.
+   */
+  async query(q: AuditQuery): Promise<AuditQueryResult> {
+    const buffered = this.bufferedLines().map((line) => JSON.parse(line) as AuditRecord);
+    const bufferedIds = new Set(buffered.map((record) => record.entry_id));
+    const segments = await this.ring.call('list the audit ConfigMaps', () => listRingSegments(this.ring.core, this.options.namespace));
+    const since = q.since?.getTime();
+    // Newest first within each source, so the stable sort keeps chain order among equal timestamps.
+    const matches: AuditRecord[] = buffered.reverse().filter((record) => matchesAuditQuery(record, q));
+    for (const segment of segments.reverse()) {
+      const lines = recordLines(segment.text);
+      const newest = lastRecord(segment.text)?.record;
+      // Records are appended in time order: a segment whose newest record is too old has nothing.
+      if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;
+      for (let i = lines.length - 1; i >= 0; i--) {
+        // An unreadable line is verifyConfigMapRing's business; a query shows what can be read.
+        const record = parseAuditLine(lines[i] ?? '');
+        if (record && !bufferedIds.has(record.entry_id) && matchesAuditQuery(record, q)) matches.push(record);
+      }
+    }
+    matches.sort((a, b) => (a.timestamp < b.timestamp ? 1 : a.timestamp > b.timestamp ? -1 : 0));
+    return { entries: matches.slice(0, Math.max(0, Math.floor(q.limit))), total: matches.length };
+  }
+}
+
+/** Position in `lines` of the line that is `record` (same entry_id and hash), or -1. */
+function indexOfRecord(lines: readonly string[], record: AuditRecord): number {
+  // The id is random, and a JSON string value cannot contain an unescaped `"`: a cheap filter.
+  const marker = `"entry_id":"${record.entry_id}"`;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i] ?? '';
+    if (line.includes(marker) && parseAuditLine(line)?.hash === record.hash) return i;
+  }
+  return -1;
+}

@@ -1,0 +1,411 @@
+/**
+ * The ConfigMap audit sink against a real kube-apiserver + etcd (tests/controlplane): the chain
+ * across reopen and rotation, the size bound of every ConfigMap, 10,000 records without loss
+ * (issue 4), queries over several replicas, conflicts with other writers, and an API server
+ * that goes away and comes back.
+ */
+import { randomBytes } from 'node:crypto';
+import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openConfigMapAuditSink, type ConfigMapAuditSinkOptions } from '../../src/audit/configmap-sink.js';
+import { createAuditRecord, type AuditEntryInput, type AuditRecord } from '../../src/audit/record.js';
+import type { AuditSink } from '../../src/audit/sink.js';
+import { AuditWriteError } from '../../src/audit/sink.js';
+import { verifyConfigMapRing } from '../../src/audit/verify.js';
+import { startControlPlane, type ControlPlane } from '../controlplane/index.js';
+import { sharedKubeConfig } from '../controlplane/test-context.js';
+
+const KIB = 1024;
+const kc = sharedKubeConfig();
+const core = kc.makeApiClient(CoreV1Api);
+const namespaces: string[] = [];
+const sinks: AuditSink[] = [];
+
+afterAll(async () => {
+  await Promise.allSettled(sinks.splice(0).map((sink) => sink.close()));
+  await Promise.allSettled(namespaces.map((name) => core.deleteNamespace({ name })));
+});
+
+/** A namespace of its own for each test, so rings and listings never mix. */
+async function newNamespace(kubeConfig: KubeConfig = kc): Promise<string> {
+  const name = `pg-audit-cm-${randomBytes(3).toString('hex')}`;
+  await kubeConfig.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name } } });
+  if (kubeConfig === kc) namespaces.push(name);
+  return name;
+}
+
+interface Opened {
+  sink: AuditSink;
+  logs: string[];
+}
+
+/** A sink that writes only on flush() unless a test says otherwise. */
+async function open(opts: Partial<ConfigMapAuditSinkOptions> & { namespace: string; replica: string }): Promise<Opened> {
+  const logs: string[] = [];
+  const sink = await openConfigMapAuditSink({ kubeConfig: kc, flushIntervalMs: 3_600_000, log: (m) => logs.push(m), ...opts });
+  sinks.push(sink);
+  return { sink, logs };
+}
+
+function input(overrides: { agent?: string; type?: string; allowed?: boolean; parameters?: Record<string, unknown> } = {}): AuditEntryInput {
+  const allowed = overrides.allowed ?? true;
+  return {
+    action_id: `act_${randomBytes(6).toString('hex')}`,
+    agent_id: overrides.agent ?? 'etl',
+    caller: 'system:serviceaccount:agents:etl',
+    action: {
+      type: overrides.type ?? 'tool_call',
+      target: 'db.query',
+      parameters: overrides.parameters ?? { sql: 'SELECT id, name, created_at FROM customers WHERE region = $1 LIMIT 100', args: ['eu-west'] },
+      context: 'nightly export of the customer table for the reporting warehouse',
+    },
+    evaluation: {
+      allowed,
+      decision: allowed ? 'allow' : 'deny',
+      require_approval: false,
+      reason: allowed ? 'allowed by policy etl/readonly-db' : 'denied by policy etl/no-writes',
+      matched: [{ policy: 'etl/readonly-db', rule: 'select-only' }],
+      audit_findings: [],
+    },
+    revision: '4711',
+  };
+}
+
+async function ringOf(namespace: string, replica?: string): Promise<V1ConfigMap[]> {
+  const labelSelector = `policyguard.dev/audit=true${replica ? `,policyguard.dev/replica=${replica}` : ''}`;
+  return (await core.listNamespacedConfigMap({ namespace, labelSelector })).items;
+}
+
+const recordsOf = (cm: V1ConfigMap): AuditRecord[] =>
+  (cm.data?.['records.jsonl'] ?? '').split('\n').filter(Boolean).map((line) => JSON.parse(line) as AuditRecord);
+const seqOf = (cm: V1ConfigMap): number => Number(cm.metadata?.annotations?.['policyguard.dev/audit-sequence']);
+/** Records of a ring in chain order. */
+const chainOf = (cms: V1ConfigMap[]): AuditRecord[] => [...cms].sort((a, b) => seqOf(a) - seqOf(b)).flatMap(recordsOf);
+/** Bytes of a ConfigMap's data as the API server counts them (keys + values). */
+const dataBytes = (cm: V1ConfigMap): number =>
+  Object.entries(cm.data ?? {}).reduce((sum, [key, value]) => sum + Buffer.byteLength(key) + Buffer.byteLength(value), 0);
+
+/** Read-modify-replace by a third party, retrying its own conflicts like any well-behaved client. */
+async function meddle(namespace: string, name: string, change: (cm: V1ConfigMap) => void): Promise<void> {
+  for (;;) {
+    const cm = await core.readNamespacedConfigMap({ name, namespace });
+    change(cm);
+    try {
+      await core.replaceNamespacedConfigMap({ name, namespace, body: cm });
+      return;
+    } catch (error) {
+      if ((error as { code?: number }).code !== 409) throw error;
+    }
+  }
+}
+
+describe('ConfigMap audit sink', () => {
+  it('writes labelled, annotated ConfigMaps; a reopened sink continues the chain; the ring verifies', async () => {
+    const namespace = await newNamespace();
+    const first = await open({ namespace, replica: 'policyguard-0' });
+    const a = first.sink.append(input({ parameters: { user: 'bob', password: 'hunter2' } }));
+    const b = first.sink.append(input());
+    await first.sink.close();
+
+    const [cm, ...others] = await ringOf(namespace);
+    expect(others).toEqual([]);
+    expect(cm?.metadata).toMatchObject({
+      name: 'policyguard-audit-policyguard-0-0',
+      labels: { 'app.kubernetes.io/name': 'policyguard', 'policyguard.dev/audit': 'true', 'policyguard.dev/replica': 'policyguard-0' },
+      annotations: { 'policyguard.dev/audit-sequence': '1', 'policyguard.dev/audit-chain-head': b.hash },
+    });
+    expect(cm?.data?.['records.jsonl']).not.toContain('hunter2');
+    expect(recordsOf(cm!)).toEqual([a, b]);
+
+    const second = await open({ namespace, replica: 'policyguard-0' });
+    const c = second.sink.append(input());
+    expect(c.prev_hash).toBe(b.hash);
+    await second.sink.flush();
+    expect(second.sink.stats).toEqual({ written: 1, dropped: 0, buffered: 0 });
+    expect(await verifyConfigMapRing(kc, namespace, 'policyguard-0')).toEqual({ ok: true, records: 3, segments: 1 });
+  });
+
+  it('verification catches an edited record and records cut off the end of a segment', async () => {
+    const namespace = await newNamespace();
+    const { sink } = await open({ namespace, replica: 'pod-v' });
+    const records = Array.from({ length: 4 }, () => sink.append(input()));
+    await sink.flush();
+    const name = 'policyguard-audit-pod-v-0';
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toEqual({ ok: true, records: 4, segments: 1 });
+
+    await meddle(namespace, name, (cm) => {
+      cm.data!['records.jsonl'] = cm.data!['records.jsonl']!.replace('"allowed":true', '"allowed":false');
+    });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({
+      ok: false, records: 0, file: `configmap/${namespace}/${name}`, line: 1, entryId: records[0]!.entry_id,
+      reason: expect.stringMatching(/^hash mismatch/),
+    });
+
+    await meddle(namespace, name, (cm) => {
+      cm.data!['records.jsonl'] = records.slice(0, 3).map((r) => `${JSON.stringify(r)}\n`).join('');
+    });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({
+      ok: false, records: 3, line: 3, reason: expect.stringMatching(/^chain-head annotation .* does not match/),
+    });
+  });
+
+  it('rotates through a ring of 4 ConfigMaps of at most 20 KiB, keeps the newest records, resumes after a wrap', async () => {
+    const namespace = await newNamespace();
+    const replica = 'pod-r';
+    const maxBytes = 20 * KIB;
+    const opts = { namespace, replica, maxBytes, ringSize: 4 };
+    const first = await open(opts);
+    const appended: AuditRecord[] = [];
+    // ~1 KiB records in uneven batches, so batches split across ConfigMaps and the ring wraps several times.
+    for (let i = 0; i < 300; i++) {
+      appended.push(first.sink.append(input({ parameters: { i, blob: 'x'.repeat(400 + (i % 7) * 60) } })));
+      if (i % 37 === 0) await first.sink.flush();
+    }
+    await first.sink.close();
+    expect(first.sink.stats).toEqual({ written: 300, dropped: 0, buffered: 0 });
+
+    const check = async () => {
+      const cms = await ringOf(namespace, replica);
+      expect(cms.length).toBe(4);
+      for (const cm of cms) {
+        expect(dataBytes(cm)).toBeLessThan(maxBytes);
+        for (const value of Object.values(cm.data ?? {})) expect(Buffer.byteLength(value)).toBeLessThanOrEqual(maxBytes);
+      }
+      const seqs = cms.map(seqOf).sort((x, y) => x - y);
+      expect(seqs).toEqual([0, 1, 2, 3].map((k) => seqs[0]! + k));
+      return { cms, seqs };
+    };
+    const { cms, seqs } = await check();
+    expect(seqs[0]).toBeGreaterThan(4); // wrapped at least once
+    // The ring holds exactly the newest records, in order.
+    const kept = chainOf(cms);
+    expect(kept.length).toBeGreaterThan(40);
+    expect(kept).toEqual(appended.slice(-kept.length));
+    expect(first.logs.some((m) => /^retention: segment \d+ overwrote policyguard-audit-pod-r-\d \(segment \d+\)/.test(m))).toBe(true);
+    const verified = await verifyConfigMapRing(kc, namespace, replica);
+    expect(verified).toEqual({ ok: true, records: kept.length, segments: 4 });
+
+    // The newest segment sits somewhere in the middle of the ring now; a new sink must continue there.
+    const second = await open(opts);
+    const next = second.sink.append(input());
+    expect(next.prev_hash).toBe(appended.at(-1)!.hash);
+    await second.sink.flush();
+    // It lands in the newest segment, or in the one after it when that was full.
+    const holder = (await ringOf(namespace, replica)).find((cm) => recordsOf(cm).some((r) => r.entry_id === next.entry_id));
+    expect([seqs.at(-1), seqs.at(-1)! + 1]).toContain(seqOf(holder!));
+    expect(second.logs.filter((m) => !m.startsWith('retention:'))).toEqual([]);
+    for (let i = 0; i < 60; i++) second.sink.append(input({ parameters: { blob: 'y'.repeat(500) } }));
+    await second.sink.flush();
+    const after = await check();
+    expect(after.seqs.at(-1)).toBeGreaterThan(seqs.at(-1)!);
+    expect((await verifyConfigMapRing(kc, namespace, replica)).ok).toBe(true);
+  });
+
+  it('resumes at the segment with the highest sequence, wherever it sits in the ring', async () => {
+    const namespace = await newNamespace();
+    // A wrapped ring, laid out by hand: segments 2, 3, 4 at indexes 1, 2, 3 and the newest, 5, at index 0.
+    const chain: AuditRecord[] = [];
+    for (let i = 0; i < 8; i++) chain.push(createAuditRecord(input(), chain.at(-1)?.hash ?? 'f'.repeat(64)));
+    const layout = [{ index: 1, seq: 2 }, { index: 2, seq: 3 }, { index: 3, seq: 4 }, { index: 0, seq: 5 }];
+    for (const [k, { index, seq }] of layout.entries()) {
+      const records = chain.slice(k * 2, k * 2 + 2);
+      await core.createNamespacedConfigMap({
+        namespace,
+        body: {
+          metadata: {
+            name: `policyguard-audit-pod-w-${index}`,
+            labels: { 'app.kubernetes.io/name': 'policyguard', 'policyguard.dev/audit': 'true', 'policyguard.dev/replica': 'pod-w' },
+            annotations: { 'policyguard.dev/audit-sequence': String(seq), 'policyguard.dev/audit-chain-head': records.at(-1)!.hash },
+          },
+          data: { 'records.jsonl': records.map((r) => `${JSON.stringify(r)}\n`).join('') },
+        },
+      });
+    }
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toEqual({ ok: true, records: 8, segments: 4 });
+
+    const { sink, logs } = await open({ namespace, replica: 'pod-w', ringSize: 4 });
+    const next = sink.append(input());
+    expect(next.prev_hash).toBe(chain.at(-1)!.hash);
+    await sink.flush();
+    const newest = await core.readNamespacedConfigMap({ namespace, name: 'policyguard-audit-pod-w-0' });
+    expect(recordsOf(newest)).toEqual([...chain.slice(6), next]);
+    expect(seqOf(newest)).toBe(5);
+    expect(logs).toEqual([]);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toEqual({ ok: true, records: 9, segments: 4 });
+  });
+
+  it('drops (counts and logs) a single record larger than a ConfigMap may be, and the chain goes on', async () => {
+    const namespace = await newNamespace();
+    const { sink, logs } = await open({ namespace, replica: 'pod-big', maxBytes: 20 * KIB, ringSize: 4 });
+    const before = sink.append(input());
+    const huge = sink.append(input({ parameters: { blob: 'z'.repeat(21 * KIB) } }));
+    const after = sink.append(input());
+    await sink.flush();
+    expect(sink.stats).toEqual({ written: 2, dropped: 1, buffered: 0 });
+    expect(logs.find((m) => m.startsWith('DROPPED'))).toContain(huge.entry_id);
+    expect(after.prev_hash).toBe(before.hash);
+    const cms = await ringOf(namespace, 'pod-big');
+    expect(chainOf(cms).map((r) => r.entry_id)).toEqual([before.entry_id, after.entry_id]);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-big')).toEqual({ ok: true, records: 2, segments: 1 });
+  });
+
+  it('10,000 appends then flush with the defaults: exactly 10,000 records across the ring, none dropped, every ConfigMap < 900 KiB', async () => {
+    const namespace = await newNamespace();
+    const { sink } = await open({ namespace, replica: 'pod-10k', flushIntervalMs: undefined });
+    const ids = new Set<string>();
+    for (let i = 0; i < 10_000; i++) {
+      ids.add(sink.append(input({ agent: `agent-${i % 7}`, allowed: i % 5 !== 0, parameters: { i, sql: `SELECT * FROM t WHERE id = ${i}` } })).entry_id);
+    }
+    await sink.flush();
+    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, buffered: 0 });
+
+    const cms = await ringOf(namespace, 'pod-10k');
+    const stored = chainOf(cms);
+    const sizes = cms.map((cm) => dataBytes(cm));
+    console.log(
+      `[audit-configmap] 10,000 appends: ${stored.length} records in ${cms.length} ConfigMaps, ` +
+        `data bytes ${sizes.join(', ')} (bound ${900 * KIB}), dropped ${sink.stats.dropped}`,
+    );
+    expect(stored.length).toBe(10_000);
+    expect(new Set(stored.map((r) => r.entry_id))).toEqual(ids);
+    for (const size of sizes) expect(size).toBeLessThan(900 * KIB);
+    expect(cms.length).toBeGreaterThan(1);
+    expect(cms.length).toBeLessThanOrEqual(16);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-10k')).toEqual({ ok: true, records: 10_000, segments: cms.length });
+    const { total } = await sink.query({ limit: 0 });
+    expect(total).toBe(10_000);
+  });
+
+  it('queries the rings of all replicas plus its own buffer: filters, newest first, limit and total', async () => {
+    const namespace = await newNamespace();
+    const a = await open({ namespace, replica: 'pod-a' });
+    const b = await open({ namespace, replica: 'pod-b' });
+    const tick = () => new Promise((resolve) => setTimeout(resolve, 3)); // distinct timestamps
+    const all: AuditRecord[] = [];
+    const add = async (sink: AuditSink, overrides: Parameters<typeof input>[0]) => {
+      all.push(sink.append(input(overrides)));
+      await tick();
+    };
+    await add(a.sink, { agent: 'etl' });
+    await add(b.sink, { agent: 'etl', allowed: false });
+    await add(a.sink, { agent: 'ops', type: 'file_write' });
+    await b.sink.flush();
+    await a.sink.flush();
+    await add(b.sink, { agent: 'ops', allowed: false });
+    const since = new Date();
+    await tick();
+    await add(a.sink, { agent: 'etl', allowed: false });
+    await add(b.sink, { agent: 'etl', type: 'file_write' });
+    await b.sink.flush();
+    await add(a.sink, { agent: 'etl' }); // stays buffered in a
+    expect(a.sink.stats.buffered).toBe(2);
+
+    const expected = (keep: (r: AuditRecord) => boolean) => all.filter(keep).reverse().map((r) => r.entry_id);
+    const ids = async (q: Parameters<AuditSink['query']>[0], sink = a.sink) => {
+      const { entries, total } = await sink.query(q);
+      expect(total).toBeGreaterThanOrEqual(entries.length);
+      return { ids: entries.map((r) => r.entry_id), total };
+    };
+
+    expect(await ids({ limit: 100 })).toEqual({ ids: expected(() => true), total: 7 });
+    expect(await ids({ agentId: 'etl', limit: 100 })).toEqual({ ids: expected((r) => r.agent_id === 'etl'), total: 5 });
+    expect(await ids({ status: 'denied', limit: 100 })).toEqual({ ids: expected((r) => !r.evaluation.allowed), total: 3 });
+    expect(await ids({ actionType: 'file_write', agentId: 'etl', limit: 100 })).toEqual({
+      ids: expected((r) => r.action.type === 'file_write' && r.agent_id === 'etl'), total: 1,
+    });
+    expect(await ids({ since, limit: 100 })).toEqual({ ids: expected((r) => Date.parse(r.timestamp) >= since.getTime()), total: 3 });
+    expect(await ids({ limit: 2 })).toEqual({ ids: expected(() => true).slice(0, 2), total: 7 });
+    // Replica b sees what a has stored, not what a still buffers.
+    expect(await ids({ limit: 100 }, b.sink)).toEqual({ ids: expected((r) => r !== all.at(-1) && r !== all.at(-3)), total: 5 });
+
+    // Writing while querying: every record exactly once.
+    const racing = Array.from({ length: 5 }, () => a.sink.query({ limit: 100 }));
+    await a.sink.flush();
+    for (const { total, entries } of await Promise.all(racing)) {
+      expect(total).toBe(7);
+      expect(new Set(entries.map((r) => r.entry_id)).size).toBe(7);
+    }
+  });
+
+  it('retries on a conflict with another writer, keeps its labels and loses nothing', async () => {
+    const namespace = await newNamespace();
+    const replica = 'pod-c';
+    const name = 'policyguard-audit-pod-c-0';
+    const { sink } = await open({ namespace, replica });
+    const appended = [sink.append(input())];
+    await sink.flush();
+
+    // Someone else replaces the ConfigMap after the sink's last read: its resourceVersion is stale now.
+    await meddle(namespace, name, (cm) => {
+      cm.metadata!.labels = { ...cm.metadata!.labels, 'team.example.com/owner': 'compliance' };
+    });
+    appended.push(...Array.from({ length: 5 }, () => sink.append(input())));
+    await sink.flush();
+
+    let cm = await core.readNamespacedConfigMap({ name, namespace });
+    expect(cm.metadata?.labels?.['team.example.com/owner']).toBe('compliance');
+    expect(recordsOf(cm)).toEqual(appended);
+
+    // And while someone keeps replacing it in a loop.
+    let stop = false;
+    let meddled = 0;
+    const meddler = (async () => {
+      while (!stop) {
+        await meddle(namespace, name, (c) => {
+          c.metadata!.annotations = { ...c.metadata!.annotations, 'example.com/touched': String(++meddled) };
+        });
+      }
+    })();
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < 10; i++) appended.push(sink.append(input()));
+      await sink.flush();
+    }
+    stop = true;
+    await meddler;
+    expect(meddled).toBeGreaterThan(5);
+    cm = await core.readNamespacedConfigMap({ name, namespace });
+    expect(recordsOf(cm)).toEqual(appended);
+    expect(cm.metadata?.labels?.['team.example.com/owner']).toBe('compliance');
+    expect(sink.stats).toEqual({ written: 206, dropped: 0, buffered: 0 });
+    expect(await verifyConfigMapRing(kc, namespace, replica)).toEqual({ ok: true, records: 206, segments: 1 });
+  });
+});
+
+describe('ConfigMap audit sink while the API server is away', () => {
+  let cp: ControlPlane;
+  beforeAll(async () => {
+    cp = await startControlPlane({ crdsDir: null });
+  }, 180_000);
+  afterAll(async () => {
+    await cp?.stop();
+  });
+
+  it('buffers up to maxBuffered, counts and logs the overflow, and writes the rest once it is back', async () => {
+    const kubeConfig = cp.kubeConfig();
+    const namespace = await newNamespace(kubeConfig);
+    const logs: string[] = [];
+    const sink = await openConfigMapAuditSink({
+      kubeConfig, namespace, replica: 'pod-down', flushIntervalMs: 100, maxBuffered: 300, maxRetryDelayMs: 500,
+      requestTimeoutMs: 2_000, log: (m) => logs.push(m),
+    });
+    for (let i = 0; i < 100; i++) sink.append(input());
+    await sink.flush();
+
+    await cp.stopApiServer();
+    for (let i = 0; i < 350; i++) sink.append(input());
+    await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
+    expect(sink.stats).toEqual({ written: 100, dropped: 50, buffered: 300 });
+    expect(logs.filter((m) => m.startsWith('DROPPING'))).toHaveLength(1);
+    expect(logs.some((m) => /failed; 300 records kept in memory, retrying in \d+ ms/.test(m))).toBe(true);
+
+    await cp.startApiServer();
+    // No flush(): the backoff timer retries by itself.
+    const deadline = Date.now() + 30_000;
+    while (sink.stats.buffered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(sink.stats).toEqual({ written: 400, dropped: 50, buffered: 0 });
+    expect(logs.some((m) => m.startsWith('audit writes recovered'))).toBe(true);
+    expect(logs.at(-1)).toMatch(/room again; 50 records were dropped/);
+    expect(await verifyConfigMapRing(kubeConfig, namespace, 'pod-down')).toEqual({ ok: true, records: 400, segments: 1 });
+    await sink.close();
+  }, 120_000);
+});
