@@ -32,7 +32,7 @@ export interface Binaries {
 export const GO_MODULE_DIR = fileURLToPath(new URL('./go/', import.meta.url));
 const MIN_GO = [1, 24] as const;
 /** Measured on the 2-core development machine (see docs/controlplane.md). */
-const COLD_BUILD_MINUTES = 8;
+const COLD_BUILD_MINUTES = 12;
 
 const log = (msg: string) => process.stderr.write(`[controlplane] ${msg}\n`);
 
@@ -105,7 +105,7 @@ export async function resolveBinaries(): Promise<Binaries> {
 const GO_HELP =
   'Install Go >= 1.24 (e.g. `apt-get install golang-go` if your distribution ships >= 1.24, or from https://go.dev/dl/), ' +
   'or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd binaries ' +
-  '(e.g. `export KUBEBUILDER_ASSETS=$(go run sigs.k8s.io/controller-runtime/tools/setup-envtest@latest use -p path 1.35.x)`).';
+  '(as for envtest, e.g. `export KUBEBUILDER_ASSETS=$(setup-envtest use -p path 1.35.x)`).';
 
 /** Checks that a usable `go` is on PATH; throws an Error saying how to get one otherwise. */
 export function checkGo(): string {
@@ -184,7 +184,7 @@ async function ensureKubeTestenvUncached(): Promise<string> {
   mkdirSync(dir, { recursive: true });
   const lockPath = `${dir}.lock`;
   const started = Date.now();
-  let lastNote = 0;
+  let lastNote = -30; // say so at once, then every 30s
   while (!tryLock(lockPath)) {
     if (existsSync(bin)) return bin;
     const s = Math.round((Date.now() - started) / 1000);

@@ -306,7 +306,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       return kc;
     };
     const crdsDir = opts.crdsDir === undefined ? join(REPO_ROOT, 'crds') : opts.crdsDir;
-    if (crdsDir && existsSync(crdsDir)) await applyManifestDir(kubeConfig(), crdsDir);
+    if (crdsDir && existsSync(crdsDir)) await applyCrdDir(await binaries.kubectl(), kubeconfigPath, kubeConfig(), crdsDir);
 
     return {
       dir,
@@ -351,7 +351,22 @@ export function runKubectl(program: Program, args: string[], input?: string): Pr
 
 // ---- manifests -----------------------------------------------------------------------------
 
-/** Creates (or replaces) every object in the YAML files of `dir`, then waits for CRDs to be Established. */
+/**
+ * Applies the CRDs in `dir` with kubectl (server-side), as a user would, and waits until they
+ * are Established. Not through client-node: its typed serializer drops `default` from
+ * JSONSchemaProps (the TS field is `_default`), so structural defaults would silently vanish.
+ */
+export async function applyCrdDir(kubectl: Program, kubeconfigPath: string, kc: KubeConfig, dir: string): Promise<void> {
+  const res = await runKubectl(kubectl, ['--kubeconfig', kubeconfigPath, 'apply', '--server-side', '--field-manager', 'policyguard-tests', '-f', dir]);
+  if (res.code !== 0) throw new Error(`controlplane: kubectl apply -f ${dir} failed: ${res.stderr || res.stdout}`);
+  const names = [...res.stdout.matchAll(/customresourcedefinition\.apiextensions\.k8s\.io\/(\S+)/g)].map((m) => m[1]!);
+  await Promise.all(names.map((n) => waitForCrdEstablished(kc, n)));
+}
+
+/**
+ * Creates (or replaces) every object in the YAML files of `dir`, then waits for CRDs to be
+ * Established. For CRDs whose schemas carry `default`s use {@link applyCrdDir} (see there).
+ */
 export async function applyManifestDir(kc: KubeConfig, dir: string): Promise<KubernetesObject[]> {
   const files = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort();
   const objects: KubernetesObject[] = [];
