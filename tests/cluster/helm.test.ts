@@ -1,0 +1,163 @@
+/**
+ * The Helm chart (helm/policyguard): its CRDs match the generated ones, `helm lint` passes,
+ * `helm template` renders with defaults and with every optional feature on, bad values fail at
+ * install, and the real kube-apiserver accepts everything it renders (server-side dry run).
+ * helm comes from tests/helm/binary.ts (PATH, or built once from the Go module).
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateCrds } from '../../src/api/crd.js';
+import { sharedKubeConfig } from '../controlplane/test-context.js';
+import { ensureHelm } from '../helm/binary.js';
+import {
+  ALL_FEATURES_VALUES, CHART_DIR, FIXTURES_DIR, REPO_ROOT, VENDOR_CRDS_DIR, ensureNamespaces, findObject, helm, installCrds, parseObjects,
+  renderChart, renderError, serverDryRun,
+} from '../helm/chart.js';
+import { createNamespace } from './harness.js';
+
+const COLD_HELM_BUILD_MS = 20 * 60_000;
+
+beforeAll(async () => {
+  await ensureHelm();
+}, COLD_HELM_BUILD_MS);
+
+describe('chart CRDs', () => {
+  const chartCrds = join(CHART_DIR, 'crds');
+  it('are the generated CRDs, byte for byte (sync: npx tsx src/cli/main.ts crds --write helm/policyguard/crds)', () => {
+    const generated = generateCrds();
+    expect(readdirSync(chartCrds).sort()).toEqual(generated.map((c) => c.fileName).sort());
+    for (const c of generated) {
+      expect(readFileSync(join(chartCrds, c.fileName), 'utf8'), c.fileName).toBe(c.yaml);
+      expect(readFileSync(join(chartCrds, c.fileName), 'utf8'), `${c.fileName} vs crds/`).toBe(readFileSync(join(REPO_ROOT, 'crds', c.fileName), 'utf8'));
+    }
+  });
+});
+
+describe('helm lint and template', () => {
+  it.each([
+    ['default values', []],
+    ['every optional feature on', ['--values', ALL_FEATURES_VALUES]],
+  ])('helm lint --strict passes with %s', async (_what, args) => {
+    const r = await helm(['lint', '--strict', CHART_DIR, ...args]);
+    expect(r.stdout + r.stderr).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    expect(r.code).toBe(0);
+  });
+
+  it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
+    const objs = parseObjects(await renderChart());
+    expect(objs.map((o) => o.kind).sort()).toEqual(
+      ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'ServiceAccount'],
+    );
+    const deploy = findObject(objs, 'Deployment');
+    const pod = deploy.spec.template.spec;
+    const c = pod.containers[0];
+    expect(deploy.spec.replicas).toBe(2);
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(c.securityContext).toEqual({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+    expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+    expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(c.resources.requests).toEqual({ cpu: '100m', memory: '128Mi' });
+    expect(c.resources.limits.memory).toBe('512Mi');
+    expect(c.args).toEqual(['serve']);
+    const env = Object.fromEntries(c.env.map((e: any) => [e.name, e.value ?? e.valueFrom.fieldRef.fieldPath]));
+    expect(env).toMatchObject({
+      POLICYGUARD_NAMESPACE: 'metadata.namespace', POLICYGUARD_REPLICA_ID: 'metadata.name', POLICYGUARD_HOST: '0.0.0.0',
+      POLICYGUARD_PORT: '8000', POLICYGUARD_AUDIT_SINK: 'configmap', POLICYGUARD_CLUSTER_POLICY_NAMESPACE: 'policyguard',
+    });
+    expect(env).not.toHaveProperty('POLICYGUARD_WATCH_NAMESPACES'); // all namespaces
+    expect(env).not.toHaveProperty('POLICYGUARD_DATA_DIR'); // the configmap sink needs no volume
+    expect(pod.volumes).toEqual([{ name: 'tmp', emptyDir: { sizeLimit: '64Mi' } }]);
+    expect(findObject(objs, 'PodDisruptionBudget').spec.maxUnavailable).toBe(1);
+    expect(findObject(objs, 'Service').spec.ports[0]).toMatchObject({ port: 8000, targetPort: 'http' });
+  });
+
+  it('grants only the verbs the server uses (the list in docs/deploy.md)', async () => {
+    const objs = parseObjects(await renderChart());
+    expect(findObject(objs, 'ClusterRole').rules).toEqual([
+      { apiGroups: ['policyguard.dev'], resources: ['guardagents', 'guardpolicies'], verbs: ['list', 'watch', 'create', 'patch'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status'], verbs: ['patch'] },
+      { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+    ]);
+    expect(findObject(objs, 'Role').rules).toEqual([
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['policyguard-leader'], verbs: ['get', 'update'] },
+      { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'create', 'update', 'delete'] },
+    ]);
+    expect(findObject(objs, 'Role').metadata.namespace).toBe('policyguard');
+    expect(findObject(objs, 'ClusterRoleBinding').subjects).toEqual([{ kind: 'ServiceAccount', name: 'pg-policyguard', namespace: 'policyguard' }]);
+  });
+
+  it('renders every optional feature: PVC, ServiceMonitor, RemoteMCPServer, NetworkPolicy, per-namespace RBAC, auth delegation', async () => {
+    const objs = parseObjects(await renderChart({ valuesFiles: [ALL_FEATURES_VALUES] }));
+    const pod = findObject(objs, 'Deployment').spec.template.spec;
+    const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.value]));
+    // The release namespace (MCP writes) and the cluster policy namespace are always watched.
+    expect(env.POLICYGUARD_WATCH_NAMESPACES).toBe('policyguard,policyguard-global,team-a,team-b');
+    expect(env.POLICYGUARD_DATA_DIR).toBe('/var/lib/policyguard/$(POLICYGUARD_REPLICA_ID)');
+    expect(pod.volumes).toContainEqual({ name: 'data', persistentVolumeClaim: { claimName: 'pg-policyguard-audit' } });
+    expect(findObject(objs, 'PersistentVolumeClaim').spec).toMatchObject({ accessModes: ['ReadWriteMany'], storageClassName: 'shared-rwx' });
+    expect(findObject(objs, 'ServiceMonitor').spec.endpoints).toEqual([{ port: 'http', path: '/metrics', scheme: 'http', interval: '30s', scrapeTimeout: '10s' }]);
+    expect(findObject(objs, 'RemoteMCPServer')).toMatchObject({
+      apiVersion: 'kagent.dev/v1alpha2',
+      metadata: { name: 'pg-policyguard', namespace: 'kagent' },
+      spec: { protocol: 'STREAMABLE_HTTP', url: 'http://pg-policyguard.policyguard:8000/mcp' },
+    });
+    expect(findObject(objs, 'NetworkPolicy').spec.ingress[0].from).toHaveLength(2);
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard')).toBeUndefined(); // no cluster-wide grant
+    expect(objs.filter((o) => o.kind === 'RoleBinding' && o.metadata?.name === 'pg-policyguard').map((o) => o.metadata?.namespace).sort())
+      .toEqual(['policyguard', 'policyguard-global', 'team-a', 'team-b']);
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-auth-delegator').roleRef.name).toBe('system:auth-delegator');
+    expect(findObject(objs, 'Role').rules.map((r: any) => r.resources[0])).toEqual(['leases', 'leases']); // no ConfigMap sink
+  });
+
+  it.each([
+    ['replicaCount=0', /at '\/replicaCount': minimum/],
+    ['replicas=3', /additional properties 'replicas' not allowed/],
+    ['audit.sink=s3', /at '\/audit\/sink': value must be one of 'configmap', 'file'/],
+    ['config.auth=token', /at '\/config\/auth'/],
+    ['leaderElection.leaseDuration=15s0', /at '\/leaderElection\/leaseDuration'/],
+    ['networkPolicy.enabled=true', /at '\/networkPolicy\/from': minItems/],
+    ['image.repository=', /at '\/image\/repository'/],
+    ['leaderElection.enabled=false', /every replica would write status/],
+    ['leaderElection.renewDeadline=20s', /renewDeadline \(20s\) must be shorter than leaderElection.leaseDuration \(15s\)/],
+    ['audit.sink=file', /must include ReadWriteMany/],
+  ])('bad values fail at install: --set %s', async (set, message) => {
+    expect(await renderError({ set: [set] })).toMatch(message);
+  });
+});
+
+describe('the API server accepts everything the chart renders (kubectl apply --server-side --dry-run=server)', () => {
+  let ns: string;
+  beforeAll(async () => {
+    const kc = sharedKubeConfig();
+    ns = await createNamespace(kc, 'pg-helm');
+    // Namespaces the all-features values reference, and the CRDs of the optional objects.
+    await ensureNamespaces(kc, ['team-a', 'team-b', 'policyguard-global', 'kagent']);
+    await installCrds(kc, join(VENDOR_CRDS_DIR, 'kagent'));
+    await installCrds(kc, FIXTURES_DIR); // ServiceMonitor: a typed subset, see the fixture's header
+  }, 120_000);
+  afterAll(async () => {
+    // The namespaces are left: other files may use kagent; cluster-scoped objects were dry runs.
+  });
+
+  it.each([
+    ['default values', [] as string[]],
+    ['every optional feature on', [ALL_FEATURES_VALUES]],
+  ])('%s (CRDs included)', async (_what, valuesFiles) => {
+    const yaml = await renderChart({ release: 'dry', namespace: ns, valuesFiles, includeCrds: true });
+    const r = await serverDryRun(yaml);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // One "serverside-applied (server dry run)" line per rendered object.
+    const applied = r.stdout.split('\n').filter((l) => /serverside-applied \(server dry run\)$/.test(l));
+    expect(applied).toHaveLength(parseObjects(yaml).length);
+  });
+
+  it('the dry run is a real check: a misspelled field is rejected', async () => {
+    const yaml = (await renderChart({ release: 'dry', namespace: ns })).replace('readOnlyRootFilesystem:', 'readOnlyRootFileSystem:');
+    const r = await serverDryRun(yaml);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/readOnlyRootFileSystem: field not declared in schema/);
+  });
+});
