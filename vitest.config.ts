@@ -10,6 +10,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['src/**/*.test.ts', 'tests/standalone/**/*.test.ts'],
+          // Generous: some tests start servers and CLI processes on a busy 2-core machine.
+          testTimeout: 30_000,
         },
       },
       {

@@ -10,6 +10,16 @@ import { TrustLevelSchema } from './api/schemas.js';
 const Bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
 const Port = z.coerce.number().int().min(0).max(65535);
 const PositiveInt = z.coerce.number().int().min(0);
+/** "15s", "500ms", "2m" → milliseconds. */
+const Duration = z
+  .string()
+  .regex(/^\d+(ms|s|m)$/, 'use a duration like 500ms, 15s or 2m')
+  .transform((v) => {
+    const n = Number.parseInt(v, 10);
+    return v.endsWith('ms') ? n : v.endsWith('s') ? n * 1000 : n * 60_000;
+  });
+const List = z.string().transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean));
+const Dns1123 = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a lowercase DNS-1123 label');
 
 export const ServeConfigSchema = z
   .object({
@@ -26,17 +36,25 @@ export const ServeConfigSchema = z
     autoRegister: Bool.default(true),
     autoRegisterLimit: PositiveInt.default(1000),
     bodyLimit: z.string().regex(/^\d+(b|kb|mb)$/i, 'use a size like 512kb or 1mb').default('1mb'),
+    // kubernetes mode
+    namespace: Dns1123.optional(),
+    watchNamespaces: List.default([]),
+    clusterPolicyNamespace: Dns1123.optional(),
+    auditSink: z.enum(['file', 'configmap']).default('file'),
+    replicaId: z.string().min(1).max(63).optional(),
+    leaderElection: Bool.default(true),
+    leaseDuration: Duration.default(15_000),
+    renewDeadline: Duration.default(10_000),
+    retryPeriod: Duration.default(2_000),
   })
   .superRefine((c, ctx) => {
     if (c.standalone) {
       if (!c.configDir) ctx.addIssue({ code: 'custom', path: ['configDir'], message: '--standalone needs --config-dir, a folder of GuardAgent/GuardPolicy YAML' });
       if (!c.dataDir) ctx.addIssue({ code: 'custom', path: ['dataDir'], message: '--standalone needs --data-dir, where audit logs and written objects go' });
     } else {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['standalone'],
-        message: 'kubernetes mode is not available in this build yet; run with --standalone --config-dir DIR --data-dir DIR',
-      });
+      if (c.configDir) ctx.addIssue({ code: 'custom', path: ['configDir'], message: 'is for --standalone; in kubernetes mode the GuardAgent/GuardPolicy objects in the cluster are the source' });
+      if (c.auditSink === 'file' && !c.dataDir) ctx.addIssue({ code: 'custom', path: ['dataDir'], message: '--audit-sink file needs --data-dir (e.g. a PersistentVolume mount); or use --audit-sink configmap' });
+      if (c.renewDeadline >= c.leaseDuration) ctx.addIssue({ code: 'custom', path: ['renewDeadline'], message: 'must be shorter than --lease-duration' });
     }
   });
 export type ServeConfig = z.infer<typeof ServeConfigSchema>;
@@ -55,6 +73,15 @@ const SERVE_FLAGS = {
   'auto-register': { type: 'string' },
   'auto-register-limit': { type: 'string' },
   'body-limit': { type: 'string' },
+  namespace: { type: 'string' },
+  'watch-namespaces': { type: 'string' },
+  'cluster-policy-namespace': { type: 'string' },
+  'audit-sink': { type: 'string' },
+  'replica-id': { type: 'string' },
+  'leader-election': { type: 'string' },
+  'lease-duration': { type: 'string' },
+  'renew-deadline': { type: 'string' },
+  'retry-period': { type: 'string' },
 } as const;
 
 export class ConfigError extends Error {

@@ -78,14 +78,14 @@ export const ARGUMENT_OPERATORS = [
 export const ArgumentOperatorSchema = z.enum(ARGUMENT_OPERATORS);
 export type ArgumentOperator = z.infer<typeof ArgumentOperatorSchema>;
 
-const NUMBER_PATTERN = '^-?[0-9]+(\\.[0-9]+)?$';
+const NUMBER_PATTERN = '^-?[0-9]+([.][0-9]+)?$';
 
 export const ArgumentConditionSchema = withRules(
   z.object({
     path: ArgumentPath.describe('Dot path into the call parameters, e.g. "table" or "options.limit".'),
     operator: ArgumentOperatorSchema,
     values: z
-      .array(z.string().max(1024))
+      .array(z.string().max(256))
       .max(LIST_MAX)
       .optional()
       .describe('Compared as strings; GreaterThan/LessThan take one number.'),

@@ -6,12 +6,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { generateCrds } from '../api/crd.js';
-import { verifyAuditChain } from '../audit/verify.js';
 import { ConfigError, parseServeConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { checkAction } from './check.js';
-import { startStandalone } from './serve.js';
 
 const USAGE = `policyguard — govern what AI agents may do
 
@@ -35,7 +31,10 @@ class UsageError extends Error {}
 async function serve(argv: string[]): Promise<number> {
   const config = parseServeConfig(argv, process.env);
   const log = createLogger(config.logLevel);
-  const running = await startStandalone(config, log);
+  // Each command loads only what it needs: `check` and `crds` start fast, without the
+  // Kubernetes client or the HTTP stack.
+  const { startServer } = await import('./serve.js');
+  const running = await startServer(config, log);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -69,6 +68,7 @@ async function check(argv: string[]): Promise<number> {
     throw new UsageError(`--parameters is not valid JSON: ${(err as Error).message}`);
   }
   if (parameters === null || typeof parameters !== 'object' || Array.isArray(parameters)) throw new UsageError('--parameters must be a JSON object');
+  const { checkAction } = await import('./check.js');
   const result = await checkAction({
     configDir: values['config-dir']!,
     request: { agentId: values['agent-id']!, target: values.target!, actionType: values['action-type']!, parameters: parameters as Record<string, unknown> },
@@ -84,6 +84,7 @@ async function check(argv: string[]): Promise<number> {
 async function audit(argv: string[]): Promise<number> {
   const [sub, path, ...rest] = argv;
   if (sub !== 'verify' || !path || rest.length > 0) throw new UsageError('usage: policyguard audit verify PATH');
+  const { verifyAuditChain } = await import('../audit/verify.js');
   const result = await verifyAuditChain(path);
   if (result.ok) {
     process.stdout.write(`ok: ${result.records} records in ${result.segments} segment(s), chain intact\n`);
@@ -94,6 +95,7 @@ async function audit(argv: string[]): Promise<number> {
 }
 
 async function crds(argv: string[]): Promise<number> {
+  const { generateCrds } = await import('../api/crd.js');
   const generated = generateCrds();
   if (argv[0] !== '--write') {
     process.stdout.write(generated.map((c) => c.yaml).join('---\n'));

@@ -1,42 +1,144 @@
 /**
- * Assemble and run the server in standalone mode: store, audit sink, incident log, tools, HTTP.
- * Tests call {@link startStandalone} directly (on port 0); the CLI wraps it with signals.
+ * Assemble and run the server: a store (standalone folder or Kubernetes), an audit sink, an
+ * incident log, the tools and the HTTP edge. Tests call {@link startServer} directly (on port
+ * 0); the CLI wraps it with signal handling.
  */
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import type { GuardAgent } from '../api/schemas.js';
+import { createAuditIncidentLog } from '../audit/audit-incidents.js';
+import { openConfigMapAuditSink } from '../audit/configmap-sink.js';
 import { openFileAuditSink } from '../audit/file-sink.js';
+import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
 import { openFileIncidentLog } from '../audit/incident-file.js';
+import type { AuditSink } from '../audit/sink.js';
 import type { ServeConfig } from '../config.js';
+import { EventReason, EventRecorder, type EventTarget } from '../controller/events.js';
+import { LeaderElector } from '../controller/leader.js';
+import { StatusWriter } from '../controller/status.js';
+import type { EngineOptions } from '../engine/types.js';
+import { loadKubeConfig, podNamespace } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { createHttpApp, listen } from '../mcp/http.js';
 import { Tools } from '../mcp/tools.js';
+import { KubernetesStore } from '../store/kubernetes.js';
 import { StandaloneStore } from '../store/standalone.js';
+import type { PolicyStore } from '../store/store.js';
 
 export interface RunningPolicyGuard {
   url: string;
-  store: StandaloneStore;
+  store: PolicyStore;
   metrics: Metrics;
   /** Stop accepting requests, drain, flush the audit log, stop watching. */
   close(): Promise<void>;
 }
 
-export async function startStandalone(config: ServeConfig, log: Logger): Promise<RunningPolicyGuard> {
-  const configDir = config.configDir!;
+interface Backend {
+  store: PolicyStore;
+  audit: AuditSink;
+  incidents: IncidentLog;
+  /** Extra details for the start-up log line. */
+  describe: Record<string, string>;
+  close(): Promise<void>;
+}
+
+function engineOptions(config: ServeConfig, clusterPolicyNamespace: string | null): EngineOptions {
+  return { defaultDecision: config.defaultDecision, unknownAgentTrust: config.unknownAgentTrust, clusterPolicyNamespace };
+}
+
+async function standaloneBackend(config: ServeConfig, log: Logger, _metrics: Metrics): Promise<Backend> {
   const dataDir = config.dataDir!;
-  const store = await StandaloneStore.open({
-    configDir,
-    dataDir,
-    log,
-    engine: { defaultDecision: config.defaultDecision, unknownAgentTrust: config.unknownAgentTrust, clusterPolicyNamespace: null },
-  });
-  const metrics = new Metrics();
+  const store = await StandaloneStore.open({ configDir: config.configDir!, dataDir, log, engine: engineOptions(config, null) });
   const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), log: (msg) => log.warn(msg) });
-  const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'));
+  const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: (msg) => log.warn(msg) });
+  return {
+    store,
+    audit,
+    incidents,
+    describe: { mode: 'standalone', configDir: config.configDir!, dataDir },
+    async close() {
+      await audit.close();
+      await store.close();
+    },
+  };
+}
+
+const INCIDENT_EVENT: Record<string, EventReason> = { policy_violation: EventReason.PolicyViolation, identity_mismatch: EventReason.IdentityMismatch };
+
+function eventTarget(agent: GuardAgent): EventTarget {
+  const { name, namespace, uid } = agent.metadata;
+  return { apiVersion: agent.apiVersion, kind: agent.kind, name, namespace: namespace!, ...(uid ? { uid } : {}) };
+}
+
+async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metrics): Promise<Backend> {
+  const kubeConfig = loadKubeConfig(config.kubeconfig);
+  const namespace = config.namespace ?? podNamespace() ?? 'policyguard';
+  const replica = config.replicaId ?? hostname();
+  const elector = config.leaderElection
+    ? new LeaderElector({
+        kubeConfig,
+        namespace,
+        name: 'policyguard-leader',
+        identity: replica,
+        leaseDurationMs: config.leaseDuration,
+        renewDeadlineMs: config.renewDeadline,
+        retryPeriodMs: config.retryPeriod,
+        log,
+        onChange: (leading) => leading && statusWriter.sync(),
+      })
+    : undefined;
+  const isLeader = () => elector?.isLeader() ?? true;
+  const recorder = new EventRecorder({ kubeConfig, controller: 'policyguard.dev/controller', instance: replica, log });
+  const store = new KubernetesStore({
+    kubeConfig,
+    engine: engineOptions(config, config.clusterPolicyNamespace ?? namespace),
+    log,
+    watchNamespaces: config.watchNamespaces,
+    writeNamespace: namespace,
+    isLeader,
+    onCompiled: () => statusWriter.sync(),
+    onSuspended: (agent, s) => recorder.record(eventTarget(agent), EventReason.AgentSuspended, 'Suspend', `Agent '${agent.spec.agentId ?? agent.metadata.name}' suspended: ${s.reason}`),
+  });
+  const statusWriter = new StatusWriter({ kubeConfig, store, log, isLeader });
+  metrics.gauge('policyguard_status_writes', 'Status updates this replica wrote (only the leader writes).', () => statusWriter.writes);
+  const audit =
+    config.auditSink === 'configmap'
+      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, log: (msg) => log.warn(msg) })
+      : await openFileAuditSink({ dir: join(config.dataDir!, 'audit'), log: (msg) => log.warn(msg) });
+  // Events expire; the incidents themselves live in the audit log for compliance queries.
+  const incidents = createAuditIncidentLog(audit, (i: IncidentRecord) => {
+    const agent = i.agent_id ? store.snapshot().agent(i.agent_id)?.source : undefined;
+    if (!agent?.metadata.namespace) return; // no GuardAgent to regard (yet): the audit log has it
+    recorder.record(eventTarget(agent), INCIDENT_EVENT[i.type] ?? EventReason.IncidentReported, i.type, `${i.severity}: ${i.description}`);
+  });
+  store.start();
+  elector?.start();
+  return {
+    store,
+    audit,
+    incidents,
+    describe: { mode: 'kubernetes', namespace, replica, auditSink: config.auditSink, watch: config.watchNamespaces.join(',') || 'all namespaces' },
+    async close() {
+      statusWriter.stop();
+      await elector?.stop();
+      await recorder.close();
+      await audit.close();
+      await store.close();
+    },
+  };
+}
+
+export async function startServer(config: ServeConfig, log: Logger): Promise<RunningPolicyGuard> {
+  const metrics = new Metrics();
+  const backend = config.standalone ? await standaloneBackend(config, log, metrics) : await kubernetesBackend(config, log, metrics);
+  const { store, audit, incidents } = backend;
   metrics.gauge('policyguard_audit_buffered_records', 'Audit records waiting to be written.', () => audit.stats.buffered);
   metrics.gauge('policyguard_audit_dropped_records', 'Audit records lost because the sink could not keep up (should stay 0).', () => audit.stats.dropped);
   metrics.gauge('policyguard_policy_rules', 'Rules in force.', () => store.snapshot().counts.rules);
   metrics.gauge('policyguard_agents', 'GuardAgents in force.', () => store.snapshot().counts.agents);
   metrics.gauge('policyguard_invalid_objects', 'Objects or files not (fully) in force.', () => store.problems().length);
+  metrics.gauge('policyguard_leader', '1 when this replica holds the Lease (always 1 in standalone mode).', () => (store.isLeader() ? 1 : 0));
 
   const tools = new Tools({
     store,
@@ -48,7 +150,7 @@ export async function startStandalone(config: ServeConfig, log: Logger): Promise
   });
   const app = createHttpApp({ tools, store, metrics, log, bodyLimit: config.bodyLimit });
   const http = await listen(app, config.host, config.port);
-  log.info('PolicyGuard serving', { mode: 'standalone', url: `${http.url}/mcp`, configDir, dataDir, auth: config.auth });
+  log.info('PolicyGuard serving', { ...backend.describe, url: `${http.url}/mcp`, auth: config.auth });
   if (config.auth === 'none') log.warn('--auth none: callers are not authenticated; use this only on a trusted machine');
 
   return {
@@ -57,8 +159,7 @@ export async function startStandalone(config: ServeConfig, log: Logger): Promise
     metrics,
     async close() {
       await http.close();
-      await audit.close();
-      await store.close();
+      await backend.close();
     },
   };
 }

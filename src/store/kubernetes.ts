@@ -64,6 +64,8 @@ export class KubernetesStore implements PolicyStore {
   private readonly valid = new Map<string, GuardObject>();
   private readonly invalid = new Map<string, ObjectProblem>();
   private compileScheduled = false;
+  /** Set by the first compile after every watch has listed once. */
+  private compiledAfterSync = false;
   private readonly api: CustomObjectsApi;
 
   constructor(private readonly opts: KubernetesStoreOptions) {
@@ -140,6 +142,7 @@ export class KubernetesStore implements PolicyStore {
     const next = PolicySnapshot.compile({ agents, policies }, this.opts.engine, { cache: this.cache, previous: this.current });
     if (next.revision !== this.current.revision) this.opts.log.debug('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
+    if (this.reflectors.length > 0 && this.reflectors.every((r) => r.synced)) this.compiledAfterSync = true;
     this.opts.onCompiled?.(next);
   }
 
@@ -147,8 +150,9 @@ export class KubernetesStore implements PolicyStore {
     return this.current;
   }
 
+  /** True once the first full list of every watch has been compiled (DESIGN §4: /readyz). */
   ready(): boolean {
-    return this.reflectors.length > 0 && this.reflectors.every((r) => r.synced);
+    return this.compiledAfterSync;
   }
 
   isLeader(): boolean {

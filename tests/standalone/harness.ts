@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { parseServeConfig } from '../../src/config.js';
-import { startStandalone, type RunningPolicyGuard } from '../../src/cli/serve.js';
+import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { silentLogger } from '../../src/log.js';
 
 export interface TestServer {
@@ -32,7 +32,7 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
     ['--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', '0', ...extraFlags],
     {},
   );
-  let pg = await startStandalone(config, silentLogger);
+  let pg = await startServer(config, silentLogger);
   let client = await connect(pg.url);
 
   const server: TestServer = {
@@ -58,7 +58,7 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
     async restart() {
       await client.close();
       await pg.close();
-      pg = await startStandalone(config, silentLogger);
+      pg = await startServer(config, silentLogger);
       client = await connect(pg.url);
     },
     async close() {

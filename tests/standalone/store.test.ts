@@ -5,6 +5,7 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { objectNameFor } from '../../src/api/builders.js';
+import { eventually } from './eventually.js';
 import { SEED_FIXTURE, startTestServer, type TestServer } from './harness.js';
 
 let s: TestServer | undefined;
@@ -15,17 +16,6 @@ afterEach(async () => {
 
 const validate = (srv: TestServer, target: string, agent_id: string) =>
   srv.call('validate_action', { action_type: 'tool_call', target, agent_id }).then((r) => r.json);
-
-/** Poll (no timing assertion: only a generous upper bound so a broken watcher fails). */
-async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, what: string): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const v = await fn();
-    if (ok(v)) return v;
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}; last value ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const NEW_POLICY = `apiVersion: policyguard.dev/v1alpha1
 kind: GuardPolicy

@@ -1,0 +1,39 @@
+/**
+ * Restart the API server under a running operator: it re-lists, re-watches, and decisions
+ * reflect changes made while its watches were down. Uses its own control plane so the shared
+ * one is never disturbed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startControlPlane, type ControlPlane } from '../controlplane/index.js';
+import { applyGuard, createNamespace, eventually, startOperator, type Operator } from './harness.js';
+
+let cp: ControlPlane;
+let op: Operator;
+let ns: string;
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  ns = await createNamespace(cp.kubeConfig(), 'pg-restart');
+  await applyGuard(cp.kubeConfig(), 'GuardAgent', ns, 'bot', { trustLevel: 'low' });
+  op = await startOperator(cp.kubeconfigPath, ns);
+}, 180_000);
+afterAll(async () => {
+  await op?.close();
+  await cp?.stop();
+});
+
+describe('API server restart', () => {
+  it('re-syncs and reflects changes made while the watches were down', async () => {
+    expect((await op.validate('wipe_disk', 'bot')).allowed).toBe(true);
+    await cp.stopApiServer();
+    // Decisions keep coming from the last snapshot while the API server is away.
+    expect((await op.validate('wipe_disk', 'bot')).allowed).toBe(true);
+    await cp.startApiServer();
+    await applyGuard(cp.kubeConfig(), 'GuardPolicy', ns, 'no-wipes', { rules: [{ match: { tools: ['wipe_*'] }, action: 'deny', message: 'no wipes' }] });
+    await applyGuard(cp.kubeConfig(), 'GuardAgent', ns, 'bot', { trustLevel: 'high' });
+    const d = await eventually(() => op.validate('wipe_disk', 'bot'), (v) => v.allowed === false, 'the change made during the outage', 60_000);
+    expect(d.reason).toBe('no wipes');
+    expect(d.agent.trust_level).toBe('high');
+    expect(op.pg.store.ready()).toBe(true);
+  }, 120_000);
+});

@@ -1,0 +1,85 @@
+/**
+ * Helpers for tests of kubernetes mode against the real test control plane: a namespace per
+ * test file, an operator started in-process on a free loopback port, and an MCP client.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { GROUP, VERSION } from '../../src/api/schemas.js';
+import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
+import { parseServeConfig } from '../../src/config.js';
+import { createLogger, silentLogger } from '../../src/log.js';
+import { connect } from '../standalone/harness.js';
+
+import { eventually } from '../standalone/eventually.js';
+
+export { eventually };
+
+export async function createNamespace(kc: KubeConfig, prefix: string): Promise<string> {
+  const name = `${prefix}-${randomBytes(3).toString('hex')}`;
+  await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name } } });
+  return name;
+}
+
+export interface Operator {
+  pg: RunningPolicyGuard;
+  client: Client;
+  namespace: string;
+  call(name: string, args?: Record<string, unknown>): Promise<any>;
+  validate(target: string, agent_id: string, parameters?: Record<string, unknown>): Promise<any>;
+  close(): Promise<void>;
+}
+
+/** Start PolicyGuard in kubernetes mode in this process, watching only `namespace`. */
+export async function startOperator(kubeconfigPath: string, namespace: string, extra: string[] = []): Promise<Operator> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'policyguard-op-'));
+  const config = parseServeConfig(
+    ['--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', '0',
+      '--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms', ...extra],
+    {},
+  );
+  const log = process.env.POLICYGUARD_TEST_LOG ? createLogger('debug') : silentLogger;
+  const pg = await startServer(config, log);
+  await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
+  const client = await connect(pg.url);
+  const call = async (name: string, args: Record<string, unknown> = {}) => {
+    const res = await client.callTool({ name, arguments: args });
+    if (res.structuredContent) return res.structuredContent;
+    return (res.content as Array<{ text: string }>)[0]!.text;
+  };
+  return {
+    pg,
+    client,
+    namespace,
+    call,
+    validate: (target, agent_id, parameters = {}) => call('validate_action', { action_type: 'tool_call', target, agent_id, parameters }),
+    async close() {
+      await client.close();
+      await pg.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+const PLURAL = { GuardAgent: 'guardagents', GuardPolicy: 'guardpolicies' } as const;
+
+/** Create or replace a GuardAgent/GuardPolicy as `kubectl apply` would (server-side apply). */
+export async function applyGuard(kc: KubeConfig, kind: keyof typeof PLURAL, namespace: string, name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}): Promise<any> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const { setHeaderOptions, PatchStrategy } = await import('@kubernetes/client-node');
+  return api.patchNamespacedCustomObject(
+    { group: GROUP, version: VERSION, namespace, plural: PLURAL[kind], name, body: { apiVersion: `${GROUP}/${VERSION}`, kind, metadata: { name, namespace, ...metadata }, spec }, fieldManager: 'kubectl', force: true },
+    setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+  );
+}
+
+export async function getGuard(kc: KubeConfig, kind: keyof typeof PLURAL, namespace: string, name: string): Promise<any> {
+  return kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL[kind], name });
+}
+
+export async function deleteGuard(kc: KubeConfig, kind: keyof typeof PLURAL, namespace: string, name: string): Promise<void> {
+  await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL[kind], name });
+}
