@@ -11,7 +11,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, 
 import { request as httpsRequest } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -77,6 +77,39 @@ function installExitHook(): void {
   process.on('exit', () => {
     for (const c of live) c.kill('SIGKILL');
   });
+}
+
+const TMP_PREFIX = 'policyguard-cp-';
+const OWNER_FILE = 'owner.json';
+
+/**
+ * Removes temp dirs of control planes whose owning process died without stop() (killed test
+ * runner: its etcd and apiserver are gone too, see exitWithParent in the Go code). Only dirs
+ * with an owner.json naming a dead process on this host are touched.
+ */
+function sweepAbandonedDirs(): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(tmpdir()).filter((e) => e.startsWith(TMP_PREFIX));
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const dir = join(tmpdir(), e);
+    try {
+      const owner = JSON.parse(readFileSync(join(dir, OWNER_FILE), 'utf8')) as { pid?: number; host?: string };
+      if (owner.host !== hostname() || typeof owner.pid !== 'number' || owner.pid === process.pid) continue;
+      try {
+        process.kill(owner.pid, 0);
+        continue; // alive
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // no owner file, or a race with its owner: leave it
+    }
+  }
 }
 
 export async function freePort(): Promise<number> {
@@ -215,8 +248,10 @@ current-context: policyguard-test
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const binaries = await resolveBinaries();
   const ownDir = !opts.dir;
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'policyguard-cp-'));
+  if (ownDir) sweepAbandonedDirs();
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), TMP_PREFIX));
   mkdirSync(dir, { recursive: true });
+  if (ownDir) writeFileSync(join(dir, OWNER_FILE), JSON.stringify({ pid: process.pid, host: hostname() }));
   const pki = writePki(join(dir, 'pki'));
   const [etcdPort, peerPort, apiPort] = [await freePort(), await freePort(), await freePort()];
   const etcdUrl = `http://127.0.0.1:${etcdPort}`;
@@ -331,6 +366,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     opts.keep = true; // keep logs of a failed start for diagnosis
     await stop();
     opts.keep = keep;
+    rmSync(join(dir, OWNER_FILE), { force: true }); // and out of sweepAbandonedDirs' reach
     // eslint-disable-next-line preserve-caught-error -- the message already carries the cause; vitest would print it twice
     throw new Error(`${(e as Error).message}\n(control plane files kept in ${dir})`);
   }
