@@ -25,6 +25,15 @@ export interface BatchingOptions {
  * Invariant for queries: a line leaves the buffer in the same tick as the subclass records it
  * as stored, so a synchronous snapshot of "stored extent + buffered lines" sees every record
  * exactly once.
+ *
+ * @example
+ * class MemorySink extends BatchingAuditSink {
+ *   readonly stored: string[] = [];
+ *   constructor() { super(GENESIS_HASH, { flushIntervalMs: 100, maxBuffered: 1000, log: console.warn }); }
+ *   protected async writeSome(lines: readonly string[]) { this.stored.push(...lines); return lines.length; }
+ *   protected describeTarget() { return 'memory'; }
+ *   async query(q: AuditQuery) { … this.stored and this.bufferedLines() … }
+ * }
  */
 export abstract class BatchingAuditSink implements AuditSink {
   /** JSON lines of records appended but not yet handed to storage, oldest first. */

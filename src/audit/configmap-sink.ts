@@ -61,7 +61,7 @@ const DEFAULTS = {
 const API_SERVER_LIMIT = 1024 * 1024;
 const RECORDS_KEY_BYTES = Buffer.byteLength(RECORDS_KEY);
 /** Conflicts (409) or vanishings (404) in a row before a batch counts as failed and backs off. */
-const MAX_CONFLICT_RETRIES = 8;
+const MAX_CONFLICT_RETRIES = 16;
 
 /**
  * Opens the ConfigMap audit log of one replica: a ring of `ringSize` ConfigMaps
@@ -90,7 +90,8 @@ export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): P
     listRingSegments(ring.core, options.namespace, ring.label),
   );
   const newest = segments.at(-1);
-  await ring.deleteBeyondRingSize(segments, newest);
+  for (const segment of segments) ring.stored.set(segment.name, segment.seq);
+  if (newest) await ring.retireOlderThanRing(newest.seq);
   const head = findChainHead(segments, ring, options.log);
   const current = newest && ring.slotFromSegment(newest);
   return new ConfigMapAuditSink(ring, current, head, options);
@@ -139,6 +140,8 @@ interface Slot {
   bytes: number;
   synced: boolean;
   exists: boolean;
+  /** This segment has been stored here (or found here on open): never overwrite it. */
+  ours: boolean;
   resourceVersion: string | undefined;
   /** Labels and annotations someone else put on the ConfigMap; kept when it is replaced. */
   foreignLabels: Record<string, string>;
@@ -151,6 +154,8 @@ interface Slot {
 class Ring {
   readonly core: CoreV1Api;
   readonly label: string;
+  /** Sequence number of each ConfigMap of this replica's ring, by name, as last written or read. */
+  readonly stored = new Map<string, number>();
 
   constructor(private readonly options: ResolvedOptions) {
     this.core = options.kubeConfig.makeApiClient(CoreV1Api);
@@ -182,6 +187,7 @@ class Ring {
       bytes: 0,
       synced: false,
       exists: false,
+      ours: false,
       resourceVersion: undefined,
       foreignLabels: {},
       foreignAnnotations: {},
@@ -201,10 +207,12 @@ class Ring {
     slot.bytes = Buffer.byteLength(segment.text);
     slot.exists = true;
     slot.synced = true;
+    slot.ours = true;
     slot.resourceVersion = segment.resourceVersion;
     slot.foreignLabels = withoutOwn(segment.labels, [LABEL_APP, LABEL_AUDIT, LABEL_REPLICA]);
     slot.foreignAnnotations = withoutOwn(segment.annotations, [ANNOTATION_SEQUENCE, ANNOTATION_CHAIN_HEAD]);
     slot.overwrites = undefined;
+    this.stored.set(slot.name, slot.seq);
   }
 
   /** The slot after `slot` in the ring, holding the next segment. */
@@ -229,21 +237,25 @@ class Ring {
   }
 
   /**
-   * A ring that shrank (a smaller ringSize than before) leaves ConfigMaps at indexes that will
-   * never be written again; they are deleted, except the newest, which is still being written.
+   * Deletes every segment of this replica that is `ringSize` or more segments older than
+   * `newestSeq`. Normally there is none — a new segment overwrites the one it retires — but a
+   * ring made smaller leaves segments at indexes that are never written again, and they must go
+   * oldest first, or the chain that remains would have a gap.
    */
-  async deleteBeyondRingSize(segments: RingSegment[], newest: RingSegment | undefined): Promise<void> {
-    for (const segment of segments) {
-      if (segment === newest || segment.index < this.options.ringSize) continue;
+  async retireOlderThanRing(newestSeq: number): Promise<void> {
+    for (const [name, seq] of [...this.stored].sort((a, b) => a[1] - b[1])) {
+      if (seq > newestSeq - this.options.ringSize) return;
       try {
-        await this.call(`delete ${segment.name}`, () =>
-          this.core.deleteNamespacedConfigMap({ name: segment.name, namespace: this.options.namespace }),
-        );
-        this.options.log(`retention: deleted ${segment.name} (segment ${segment.seq}): the ring now has ${this.options.ringSize} slots`);
+        await this.call(`delete ${name}`, () => this.core.deleteNamespacedConfigMap({ name, namespace: this.options.namespace }));
       } catch (error) {
-        // Harmless to keep; the next open tries again.
-        this.options.log(`retention: could not delete ${segment.name}: ${describeKubeError(error)}`);
+        if (statusOf(error) !== 404) {
+          // Kept for the next new segment to try again; until then verification sees a gap here.
+          this.options.log(`retention: could not delete ${name} (segment ${seq}): ${describeKubeError(error)}`);
+          return;
+        }
       }
+      this.stored.delete(name);
+      this.options.log(`retention: deleted ${name} (segment ${seq}); each replica keeps its newest ${this.options.ringSize} segments`);
     }
   }
 }
@@ -335,6 +347,8 @@ class ConfigMapAuditSink extends BatchingAuditSink {
         const status = statusOf(error);
         if ((status === 409 || status === 404) && ++conflicts < MAX_CONFLICT_RETRIES) {
           slot.synced = false;
+          // A few random milliseconds, so two writers that keep colliding fall out of step.
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * conflicts));
           continue;
         }
         // Timeouts and connection errors may hide a write that happened: read before the retry.
@@ -362,7 +376,7 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       return 0;
     }
     const found = toRingSegment(cm);
-    if (found.seq < slot.seq) {
+    if (found.seq < slot.seq && !slot.ours) {
       // The ring has wrapped: this ConfigMap holds the oldest segment, which retention replaces.
       Object.assign(slot, this.ring.newSlot(slot.index, slot.seq), {
         synced: true,
@@ -372,7 +386,10 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       });
       return 0;
     }
-    if (found.seq > slot.seq) {
+    if (found.seq < slot.seq) {
+      // Only a hand edit lowers a segment number; its records stay, and the number is restored.
+      this.options.log(`${namespace}/${slot.name} says segment ${found.seq} but holds segment ${slot.seq}; appending and restoring the number`);
+    } else if (found.seq > slot.seq) {
       this.options.log(
         `${namespace}/${slot.name} holds segment ${found.seq}, newer than this replica's ${slot.seq}: another ` +
           `process writes the ring of replica ${this.ring.label}; appending after its records`,
@@ -415,21 +432,27 @@ class ConfigMapAuditSink extends BatchingAuditSink {
     const result = slot.exists
       ? await this.ring.call(`replace ${slot.name}`, () => this.ring.core.replaceNamespacedConfigMap({ name: slot.name, namespace, body }))
       : await this.ring.call(`create ${slot.name}`, () => this.ring.core.createNamespacedConfigMap({ namespace, body }));
-    if (slot.overwrites !== undefined) {
-      this.options.log(
-        `retention: segment ${slot.seq} overwrote ${slot.name} (segment ${slot.overwrites}); ` +
-          `each replica keeps its newest ${this.options.ringSize} segments`,
-      );
-    }
+    const overwrote = slot.overwrites;
+    const newSegment = !slot.ours;
     // The base class drops `chunk` from its buffer in this same tick.
     Object.assign(slot, {
       text,
       bytes: slot.bytes + Buffer.byteLength(added),
       exists: true,
       synced: true,
+      ours: true,
       resourceVersion: result.metadata?.resourceVersion,
       overwrites: undefined,
     });
+    this.ring.stored.set(slot.name, slot.seq);
+    if (overwrote !== undefined) {
+      this.options.log(
+        `retention: segment ${slot.seq} overwrote ${slot.name} (segment ${overwrote}); ` +
+          `each replica keeps its newest ${this.options.ringSize} segments`,
+      );
+    }
+    // Stored already: a failure here is logged, never thrown, so the batch is not written twice.
+    if (newSegment) await this.ring.retireOlderThanRing(slot.seq);
   }
 
   /**

@@ -99,6 +99,31 @@ async function meddle(namespace: string, name: string, change: (cm: V1ConfigMap)
   }
 }
 
+/**
+ * A KubeConfig whose CoreV1Api loses the answer to the next call of each method in `lose`: the
+ * API server applies the write, the caller sees a connection error — as when a response is cut
+ * off on its way back.
+ */
+function losingAnswers(real: KubeConfig): { kubeConfig: KubeConfig; lose: Set<string> } {
+  const lose = new Set<string>();
+  const kubeConfig = Object.create(real) as KubeConfig;
+  kubeConfig.makeApiClient = ((api: never) => {
+    const client = real.makeApiClient(api) as object;
+    return new Proxy(client, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        return async (...args: unknown[]) => {
+          const result = (await value.apply(target, args)) as unknown;
+          if (typeof prop === 'string' && lose.delete(prop)) throw new Error('socket hang up (the test lost the answer)');
+          return result;
+        };
+      },
+    });
+  }) as KubeConfig['makeApiClient'];
+  return { kubeConfig, lose };
+}
+
 describe('ConfigMap audit sink', () => {
   it('writes labelled, annotated ConfigMaps; a reopened sink continues the chain; the ring verifies', async () => {
     const namespace = await newNamespace();
@@ -232,6 +257,63 @@ describe('ConfigMap audit sink', () => {
     expect(seqOf(newest)).toBe(5);
     expect(logs).toEqual([]);
     expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toEqual({ ok: true, records: 9, segments: 4 });
+  });
+
+  it('does not store a batch twice when the answer to its write was lost', async () => {
+    const namespace = await newNamespace();
+    const { kubeConfig, lose } = losingAnswers(kc);
+    const { sink } = await open({ namespace, replica: 'pod-l', kubeConfig });
+    const appended = Array.from({ length: 3 }, () => sink.append(input()));
+    lose.add('createNamespacedConfigMap');
+    await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, buffered: 3 });
+    await sink.flush();
+    appended.push(...Array.from({ length: 3 }, () => sink.append(input())));
+    lose.add('replaceNamespacedConfigMap');
+    await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
+    await sink.flush();
+    expect(sink.stats).toEqual({ written: 6, dropped: 0, buffered: 0 });
+    expect(chainOf(await ringOf(namespace, 'pod-l'))).toEqual(appended);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-l')).toEqual({ ok: true, records: 6, segments: 1 });
+  });
+
+  it('writes a ConfigMap someone deleted anew, and verification shows the gap', async () => {
+    const namespace = await newNamespace();
+    const { sink, logs } = await open({ namespace, replica: 'pod-d' });
+    sink.append(input());
+    await sink.flush();
+    await core.deleteNamespacedConfigMap({ namespace, name: 'policyguard-audit-pod-d-0' });
+    const later = [sink.append(input()), sink.append(input())];
+    await sink.flush();
+    expect(chainOf(await ringOf(namespace, 'pod-d'))).toEqual(later);
+    expect(logs.some((m) => /policyguard-audit-pod-d-0 was deleted by someone else/.test(m))).toBe(true);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-d')).toMatchObject({
+      ok: false, line: 1, entryId: later[0]!.entry_id, reason: expect.stringMatching(/^prev_hash mismatch: expected 0{64} \(genesis/),
+    });
+  });
+
+  it('a ring made smaller keeps only its newest segments, oldest deleted first, the chain intact', async () => {
+    const namespace = await newNamespace();
+    const opts = { namespace, replica: 'pod-s', maxBytes: 20 * KIB };
+    const record = () => input({ parameters: { blob: 'x'.repeat(600) } });
+    const big = await open({ ...opts, ringSize: 4 });
+    for (let i = 0; i < 110; i++) big.sink.append(record());
+    await big.sink.close();
+    const seqs = (await ringOf(namespace, 'pod-s')).map(seqOf).sort((a, b) => a - b);
+    expect(seqs).toHaveLength(4);
+
+    const small = await open({ ...opts, ringSize: 2 });
+    expect((await ringOf(namespace, 'pod-s')).map(seqOf).sort((a, b) => a - b)).toEqual(seqs.slice(2));
+    expect(small.logs.filter((m) => m.startsWith('retention: deleted'))).toHaveLength(2);
+    expect((await verifyConfigMapRing(kc, namespace, 'pod-s')).ok).toBe(true);
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 25; i++) small.sink.append(record());
+      await small.sink.flush();
+      const now = (await ringOf(namespace, 'pod-s')).map(seqOf).sort((a, b) => a - b);
+      expect(now).toHaveLength(2);
+      expect(now[1]! - now[0]!).toBe(1);
+      expect((await verifyConfigMapRing(kc, namespace, 'pod-s')).ok).toBe(true);
+    }
   });
 
   it('drops (counts and logs) a single record larger than a ConfigMap may be, and the chain goes on', async () => {
