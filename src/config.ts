@@ -29,7 +29,19 @@ export const ServeConfigSchema = z
     kubeconfig: z.string().min(1).optional(),
     host: z.string().min(1).default('127.0.0.1'),
     port: Port.default(8000),
-    auth: z.enum(['none']).default('none'),
+    auth: z.enum(['none', 'token', 'kubernetes']).default('none'),
+    tokenFile: z.string().min(1).optional(),
+    tokenAudiences: List.default(['policyguard']),
+    acceptApiServerAudience: Bool.default(false),
+    authCacheTtl: Duration.default(10_000),
+    allowedHosts: List.optional(),
+    allowedOrigins: List.default([]),
+    rateLimit: z
+      .string()
+      .regex(/^(0|\d+\/\d+(ms|s|m|h))$/, 'use requests/window like 1000/1s or 6000/1m, or 0 for no limit')
+      .default('1000/1s'),
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
     defaultDecision: z.enum(['allow', 'deny']).default('allow'),
     unknownAgentTrust: TrustLevelSchema.default('low'),
@@ -48,6 +60,9 @@ export const ServeConfigSchema = z
     retryPeriod: Duration.default(2_000),
   })
   .superRefine((c, ctx) => {
+    if (c.auth === 'token' && !c.tokenFile) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: '--auth token needs --token-file (lines of "<sha256 of token> <subject>")' });
+    if (c.auth === 'kubernetes' && c.standalone) ctx.addIssue({ code: 'custom', path: ['auth'], message: 'kubernetes auth (TokenReview) needs kubernetes mode; use --auth token in standalone mode' });
+    if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) ctx.addIssue({ code: 'custom', path: ['tlsKey'], message: '--tls-cert and --tls-key go together' });
     if (c.standalone) {
       if (!c.configDir) ctx.addIssue({ code: 'custom', path: ['configDir'], message: '--standalone needs --config-dir, a folder of GuardAgent/GuardPolicy YAML' });
       if (!c.dataDir) ctx.addIssue({ code: 'custom', path: ['dataDir'], message: '--standalone needs --data-dir, where audit logs and written objects go' });
@@ -73,6 +88,15 @@ const SERVE_FLAGS = {
   'auto-register': { type: 'string' },
   'auto-register-limit': { type: 'string' },
   'body-limit': { type: 'string' },
+  'token-file': { type: 'string' },
+  'token-audiences': { type: 'string' },
+  'accept-api-server-audience': { type: 'string' },
+  'auth-cache-ttl': { type: 'string' },
+  'allowed-hosts': { type: 'string' },
+  'allowed-origins': { type: 'string' },
+  'rate-limit': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
   namespace: { type: 'string' },
   'watch-namespaces': { type: 'string' },
   'cluster-policy-namespace': { type: 'string' },

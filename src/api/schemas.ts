@@ -219,6 +219,13 @@ export const GuardAgentSpecSchema = z.object({
   deniedTools: GlobList.default([]),
   attributes: z.record(z.string().max(NAME_MAX), z.string().max(1024)).optional().describe('Free-form strings (the seed’s metadata).'),
   identities: z.array(AgentIdentitySchema).max(16).optional().describe('Who may act as this agent.'),
+  rateLimit: z
+    .object({
+      requests: z.number().int().min(1).max(1_000_000),
+      per: z.string().regex(/^[1-9][0-9]{0,4}(s|m|h)$/, 'per must be a duration like 1s, 1m or 1h'),
+    })
+    .optional()
+    .describe('Decisions per window (per replica); beyond it validate_action denies and raises rate_limit_exceeded.'),
 });
 export type GuardAgentSpec = z.infer<typeof GuardAgentSpecSchema>;
 

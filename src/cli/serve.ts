@@ -17,6 +17,10 @@ import { EventReason, EventRecorder, type EventTarget } from '../controller/even
 import { LeaderElector } from '../controller/leader.js';
 import { StatusWriter } from '../controller/status.js';
 import type { EngineOptions } from '../engine/types.js';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { noAuthenticator, tokenFileAuthenticator, tokenReviewAuthenticator, type Authenticator } from '../auth/authenticate.js';
+import { identityAuthorizer, openAuthorizer } from '../auth/authorize.js';
+import { parseRate, RateLimiter } from '../auth/rate-limit.js';
 import { loadKubeConfig, podNamespace } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
@@ -36,6 +40,8 @@ export interface RunningPolicyGuard {
 
 interface Backend {
   store: PolicyStore;
+  /** Kubernetes mode: for TokenReview and SubjectAccessReview. */
+  kubeConfig?: KubeConfig;
   audit: AuditSink;
   incidents: IncidentLog;
   /** Extra details for the start-up log line. */
@@ -116,6 +122,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   elector?.start();
   return {
     store,
+    kubeConfig,
     audit,
     incidents,
     describe: { mode: 'kubernetes', namespace, replica, auditSink: config.auditSink, watch: config.watchNamespaces.join(',') || 'all namespaces' },
@@ -129,6 +136,30 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   };
 }
 
+async function authenticatorFor(config: ServeConfig, backend: Backend, log: Logger): Promise<Authenticator> {
+  switch (config.auth) {
+    case 'none':
+      return noAuthenticator();
+    case 'token':
+      return tokenFileAuthenticator(config.tokenFile!, log);
+    case 'kubernetes':
+      return tokenReviewAuthenticator({
+        kubeConfig: backend.kubeConfig!,
+        audiences: config.acceptApiServerAudience ? [] : config.tokenAudiences,
+        cacheTtlMs: config.authCacheTtl,
+        log,
+      });
+  }
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+/** Bound to loopback, only loopback Host headers make sense (DNS rebinding); elsewhere any, unless set. */
+function allowedHosts(config: ServeConfig): string[] {
+  if (config.allowedHosts) return config.allowedHosts.map((h) => h.toLowerCase());
+  return LOOPBACK.has(config.host) ? ['127.0.0.1', 'localhost', '[::1]'] : [];
+}
+
 export async function startServer(config: ServeConfig, log: Logger): Promise<RunningPolicyGuard> {
   const metrics = new Metrics();
   const backend = config.standalone ? await standaloneBackend(config, log, metrics) : await kubernetesBackend(config, log, metrics);
@@ -140,18 +171,32 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   metrics.gauge('policyguard_invalid_objects', 'Objects or files not (fully) in force.', () => store.problems().length);
   metrics.gauge('policyguard_leader', '1 when this replica holds the Lease (always 1 in standalone mode).', () => (store.isLeader() ? 1 : 0));
 
+  const authenticator = await authenticatorFor(config, backend, log);
+  const authorizer = config.auth === 'none' ? openAuthorizer() : identityAuthorizer({ ...(backend.kubeConfig ? { kubeConfig: backend.kubeConfig } : {}), cacheTtlMs: config.authCacheTtl, log });
+  const rate = config.rateLimit === '0' ? undefined : parseRate(config.rateLimit)!;
   const tools = new Tools({
     store,
+    authorizer,
     audit,
     incidents,
     metrics,
     log,
     options: { autoRegister: config.autoRegister, autoRegisterLimit: config.autoRegisterLimit },
   });
-  const app = createHttpApp({ tools, store, metrics, log, bodyLimit: config.bodyLimit });
-  const http = await listen(app, config.host, config.port);
+  const app = createHttpApp({
+    tools,
+    store,
+    metrics,
+    log,
+    authenticator,
+    ...(rate ? { rateLimiter: new RateLimiter(rate.requests, rate.windowMs) } : {}),
+    allowedHosts: allowedHosts(config),
+    allowedOrigins: config.allowedOrigins.map((o) => o.toLowerCase()),
+    bodyLimit: config.bodyLimit,
+  });
+  const http = await listen(app, { host: config.host, port: config.port, ...(config.tlsCert ? { tls: { cert: config.tlsCert, key: config.tlsKey! } } : {}) });
   log.info('PolicyGuard serving', { ...backend.describe, url: `${http.url}/mcp`, auth: config.auth });
-  if (config.auth === 'none') log.warn('--auth none: callers are not authenticated; use this only on a trusted machine');
+  if (config.auth === 'none') log.warn('--auth none: callers are not authenticated and may act as any agent; use this only on a trusted machine');
 
   return {
     url: http.url,
@@ -159,6 +204,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     metrics,
     async close() {
       await http.close();
+      authenticator.close();
       await backend.close();
     },
   };

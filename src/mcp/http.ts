@@ -1,24 +1,37 @@
 /**
  * The HTTP edge: `POST /mcp` (stateless Streamable HTTP, JSON responses, so any replica can
- * answer any request), `GET /healthz`, `GET /readyz`, `GET /metrics`. Only this layer writes
- * JSON-RPC errors.
+ * answer any request), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the OAuth protected
+ * resource metadata (RFC 9728) that a 401 points to. In front of /mcp, in order: Host and
+ * Origin checks (DNS rebinding), the body limit, authentication, and a per-caller rate limit.
+ * Only this layer writes JSON-RPC errors.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { Authenticator, Principal } from '../auth/authenticate.js';
+import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { createMcpServer } from './server.js';
-import type { CallContext, Tools } from './tools.js';
+import type { Tools } from './tools.js';
 
 export interface HttpOptions {
   tools: Tools;
   store: PolicyStore;
   metrics: Metrics;
   log: Logger;
-  /** Largest accepted request body (default 1 MiB). */
+  authenticator: Authenticator;
+  /** Per-caller limit on /mcp requests; undefined = none. */
+  rateLimiter?: RateLimiter;
+  /** Accepted Host header names (without port); empty = any. */
+  allowedHosts: string[];
+  /** Accepted Origin values (scheme://host[:port]); requests without Origin are always fine. */
+  allowedOrigins: string[];
+  /** Largest accepted request body (default 1mb). */
   bodyLimit?: string;
 }
 
@@ -27,22 +40,26 @@ function jsonRpcError(res: Response, status: number, code: number, message: stri
   res.status(status).json({ jsonrpc: '2.0', error: { code, message }, id: null });
 }
 
-/** Identity of the caller. `--auth none` for now; verified identity plugs in here. */
-function callContext(_req: Request): CallContext {
-  return { caller: 'anonymous' };
+/** Host header without the port; `[::1]:8000` → `[::1]`. */
+function hostName(host: string): string {
+  return host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.split(':')[0]!;
 }
+
+const METADATA_PATH = '/.well-known/oauth-protected-resource';
 
 /**
  * Build the Express app.
  *
  * @example
- *   const app = createHttpApp({ tools, store, metrics, log });
+ *   const app = createHttpApp({ tools, store, metrics, log, authenticator: noAuthenticator(), allowedHosts: [], allowedOrigins: [] });
  *   const { url } = await listen(app, { host: '127.0.0.1', port: 8000 });
  */
 export function createHttpApp(opts: HttpOptions): express.Express {
-  const { tools, store, metrics, log } = opts;
+  const { tools, store, metrics, log, authenticator } = opts;
   const app = express();
   app.disable('x-powered-by');
+  const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.');
+  const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
 
   app.get('/healthz', (_req, res) => {
     res.type('text/plain').send('ok');
@@ -54,9 +71,54 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.get('/metrics', (_req, res) => {
     res.type('text/plain; version=0.0.4').send(metrics.render());
   });
+  // RFC 9728. Tokens come from a token file or the cluster's ServiceAccount issuer, not from an
+  // OAuth authorization server, so none is listed.
+  app.get([METADATA_PATH, `${METADATA_PATH}/mcp`], (req, res) => {
+    res.json({ resource: `${base(req)}/mcp`, bearer_methods_supported: ['header'], resource_name: 'PolicyGuard', resource_documentation: 'https://github.com/PrateekKumar1709/policyguard' });
+  });
 
-  app.post('/mcp', express.json({ limit: opts.bodyLimit ?? '1mb' }), async (req, res) => {
-    const server = createMcpServer(tools, metrics, callContext(req));
+  const guardHostAndOrigin = (req: Request, res: Response, next: NextFunction) => {
+    const host = req.get('host');
+    if (opts.allowedHosts.length > 0 && (!host || !opts.allowedHosts.includes(hostName(host).toLowerCase()))) {
+      rejected.inc({ reason: 'host' });
+      return jsonRpcError(res, 403, -32000, `Host ${JSON.stringify(host ?? '')} is not allowed (see --allowed-hosts)`);
+    }
+    const origin = req.get('origin');
+    if (origin !== undefined && !opts.allowedOrigins.includes(origin.toLowerCase())) {
+      rejected.inc({ reason: 'origin' });
+      return jsonRpcError(res, 403, -32000, `Origin ${JSON.stringify(origin)} is not allowed (see --allowed-origins)`);
+    }
+    next();
+  };
+
+  const authenticate = async (req: Request, res: Response, next: NextFunction) => {
+    const header = req.get('authorization');
+    const token = header?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
+    const result = await authenticator.authenticate(token);
+    if (result.ok) {
+      res.locals.principal = result.principal;
+      return next();
+    }
+    rejected.inc({ reason: result.error });
+    const challenge = [`Bearer realm="policyguard"`, `resource_metadata="${base(req)}${METADATA_PATH}"`];
+    if (result.error === 'invalid_token') challenge.push(`error="invalid_token"`, `error_description="${result.description.replace(/"/g, "'")}"`);
+    res.setHeader('WWW-Authenticate', challenge.join(', '));
+    jsonRpcError(res, 401, -32001, `Unauthorized: ${result.description}`);
+  };
+
+  const limit = (req: Request, res: Response, next: NextFunction) => {
+    const principal = res.locals.principal as Principal;
+    // Anonymous callers are told apart by address; everyone else by subject.
+    const key = principal.subject === 'anonymous' ? `ip:${req.socket.remoteAddress ?? ''}` : principal.subject;
+    const take = opts.rateLimiter?.take(key);
+    if (!take || take.ok) return next();
+    rejected.inc({ reason: 'rate_limit' });
+    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(take.retryAfterMs / 1000))));
+    jsonRpcError(res, 429, -32000, `Too many requests from ${principal.subject}; retry after ${Math.ceil(take.retryAfterMs / 1000)} s`);
+  };
+
+  app.post('/mcp', guardHostAndOrigin, express.json({ limit: opts.bodyLimit ?? '1mb' }), authenticate, limit, async (req, res) => {
+    const server = createMcpServer(tools, metrics, { principal: res.locals.principal as Principal });
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {
       void transport.close();
@@ -71,15 +133,20 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     }
   });
   // Stateless: there is no session stream to open (GET) or end (DELETE).
-  app.all('/mcp', (_req, res) => {
+  app.all('/mcp', guardHostAndOrigin, (_req, res) => {
     res.setHeader('Allow', 'POST');
     jsonRpcError(res, 405, -32000, 'Method not allowed: this server is stateless; use POST /mcp');
   });
 
   // Central error handler: body parser failures and anything else thrown before the MCP layer.
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {
-    if (err.type === 'entity.too.large') return jsonRpcError(res, 413, -32600, `Request body too large (limit ${opts.bodyLimit ?? '1mb'})`);
-    if (err.type === 'entity.parse.failed') return jsonRpcError(res, 400, -32700, `Parse error: ${err.message}`);
+    if (err.type === 'entity.too.large') {
+      rejected.inc({ reason: 'body_too_large' });
+      return jsonRpcError(res, 413, -32600, `Request body too large (limit ${opts.bodyLimit ?? '1mb'})`);
+    }
+    if (err.type === 'entity.parse.failed' || err.type === 'charset.unsupported' || err.type === 'encoding.unsupported') {
+      return jsonRpcError(res, 400, -32700, `Parse error: ${err.message}`);
+    }
     log.error('HTTP request failed', { error: String(err) });
     if (!res.headersSent) jsonRpcError(res, err.status ?? 500, -32603, 'Internal error');
   });
@@ -92,17 +159,24 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Listen on host:port (port 0 = any free port). */
-export async function listen(app: express.Express, host: string, port: number): Promise<RunningServer> {
-  const server = createServer(app);
+export interface ListenOptions {
+  host: string;
+  port: number;
+  /** PEM files; both or neither. */
+  tls?: { cert: string; key: string };
+}
+
+/** Listen on host:port (port 0 = any free port), over TLS when cert and key are given. */
+export async function listen(app: express.Express, opts: ListenOptions): Promise<RunningServer> {
+  const server: Server = opts.tls ? createTlsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, app) : createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => resolve());
+    server.listen(opts.port, opts.host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
   const shownHost = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return {
-    url: `http://${shownHost}:${addr.port}`,
+    url: `${opts.tls ? 'https' : 'http'}://${shownHost}:${addr.port}`,
     server,
     close: () =>
       new Promise<void>((resolve, reject) => {

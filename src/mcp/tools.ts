@@ -6,12 +6,17 @@
 import { z } from 'zod';
 import { guardAgent, guardPolicy, objectNameFor } from '../api/builders.js';
 import { isSeedRule, fromSeedRule, SeedRuleSchema } from '../api/seed.js';
-import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, TrustLevelSchema, type GuardAgent, type Rule, type TrustLevel } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type Rule, type TrustLevel } from '../api/schemas.js';
+import type { Principal } from '../auth/authenticate.js';
+import type { Authorizer } from '../auth/authorize.js';
+import { parseRate, RateLimiter } from '../auth/rate-limit.js';
 import type { AuditEntryInput, AuditEvaluation, AuditRecord } from '../audit/record.js';
 import { newId } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
+import type { CompiledAgent } from '../engine/compile.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
+import type { Decision } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { formatZodError } from '../store/manifests.js';
@@ -42,8 +47,8 @@ type Args<S extends z.ZodRawShape> = z.infer<z.ZodObject<S>>;
 export type ToolOutcome<T> = { ok: true; value: T } | { ok: false; error: string; value?: T };
 
 export interface CallContext {
-  /** Authenticated subject, or "anonymous" under `--auth none`. */
-  caller: string;
+  /** The authenticated caller ("anonymous" under `--auth none`). */
+  principal: Principal;
 }
 
 export interface ToolOptions {
@@ -55,6 +60,7 @@ export interface ToolOptions {
 
 export interface ToolDeps {
   store: PolicyStore;
+  authorizer: Authorizer;
   audit: AuditSink;
   incidents: IncidentLog;
   metrics: Metrics;
@@ -104,8 +110,23 @@ const adminEvaluation = (reason: string): AuditEvaluation => ({
   audit_findings: [],
 });
 
+/** Turn a decision into a deny by an agent-level check (identity, rate limit), keeping the rest. */
+function agentDeny(d: Decision, rule: string, reason: string): Decision {
+  return {
+    ...d,
+    allowed: false,
+    require_approval: false,
+    reason,
+    decision: 'deny',
+    matched: [{ policy: `agent:${d.agent.id}`, rule, action: 'deny', enforcement: 'Enforce', priority: Number.MAX_SAFE_INTEGER, message: reason }, ...d.matched],
+  };
+}
+
+type Identity = { ok: true; agentId: string } | { ok: false; error: string } | { ok: false; mismatch: CompiledAgent | string };
+
 export class Tools {
   private readonly pendingRegistrations = new Set<string>();
+  private readonly agentLimiters = new Map<string, RateLimiter>();
   private readonly now: () => Date;
 
   constructor(private readonly deps: ToolDeps) {
@@ -116,7 +137,7 @@ export class Tools {
     const entry: AuditEntryInput = {
       action_id: null,
       agent_id: SYSTEM_AGENT_ID,
-      caller: ctx.caller,
+      caller: ctx.principal.subject,
       action: { type, target, parameters, context: '' },
       evaluation: adminEvaluation(reason),
       revision: this.deps.store.snapshot().revision,
@@ -124,29 +145,82 @@ export class Tools {
     return this.deps.audit.append(entry);
   }
 
+  /** Where objects written for this caller go: a ServiceAccount caller's own namespace, else the store's. */
+  private namespaceFor(ctx: CallContext): string | undefined {
+    const ns = this.deps.store.writeNamespace;
+    return ns === undefined ? undefined : (ctx.principal.serviceAccount?.namespace ?? ns);
+  }
+
+  /**
+   * Which agent the caller acts as (DESIGN §5). Under `--auth none` whatever it says. Otherwise
+   * a known agent must list the caller in `spec.identities`; an unknown id is allowed (it is
+   * evaluated at the unknown-agent trust level); a caller bound to exactly one agent may omit it.
+   */
+  private resolveIdentity(agentId: string | undefined, ctx: CallContext, snapshot: PolicySnapshot): Identity {
+    const { authorizer } = this.deps;
+    if (!authorizer.enforcing) return agentId ? { ok: true, agentId } : { ok: false, error: 'agent_id is required' };
+    if (!agentId) {
+      const bound = authorizer.boundAgents(ctx.principal, snapshot);
+      if (bound.length === 1) return { ok: true, agentId: bound[0]!.id };
+      return { ok: false, error: `agent_id is required: caller '${ctx.principal.subject}' is bound to ${bound.length} agents${bound.length > 1 ? ` (${bound.map((a) => a.id).join(', ')})` : ''}` };
+    }
+    const agent = snapshot.agent(agentId);
+    if (!agent) return { ok: true, agentId };
+    return authorizer.mayActAs(ctx.principal, agent) ? { ok: true, agentId } : { ok: false, mismatch: agent };
+  }
+
+  /** GuardAgent.spec.rateLimit, per replica. Returns the reason when over the limit. */
+  private overRateLimit(agent: CompiledAgent | undefined): string | undefined {
+    const limit = agent?.source.spec.rateLimit;
+    if (!limit) return undefined;
+    const key = `${limit.requests}/${limit.per}`;
+    let limiter = this.agentLimiters.get(key);
+    if (!limiter) {
+      limiter = new RateLimiter(limit.requests, parseRate(`1/${limit.per}`)!.windowMs);
+      this.agentLimiters.set(key, limiter);
+    }
+    const take = limiter.take(agent.id, this.now().getTime());
+    return take.ok ? undefined : `Rate limit exceeded for agent '${agent.id}': ${limit.requests} requests per ${limit.per}; retry in ${Math.ceil(take.retryAfterMs / 1000)} s`;
+  }
+
   // ---- validate_action ------------------------------------------------------------------------
 
   async validateAction(args: Args<typeof ValidateActionInput>, ctx: CallContext): Promise<ToolOutcome<ValidateActionResult>> {
-    if (!args.agent_id) return fail('agent_id is required');
     if (!args.target) return fail('target is required');
     if (!args.action_type) return fail('action_type is required');
     const params = decodeJson(args.parameters, 'parameters', z.record(z.string(), z.unknown()), {});
     if (!params.ok) return fail(params.error);
 
     const snapshot = this.deps.store.snapshot();
-    const decision = snapshot.evaluate({
-      agentId: args.agent_id,
+    const identity = this.resolveIdentity(args.agent_id, ctx, snapshot);
+    if (!identity.ok && 'error' in identity) return fail(identity.error);
+    const agentId = identity.ok ? identity.agentId : args.agent_id!;
+    let decision = snapshot.evaluate({
+      agentId,
       actionType: args.action_type,
       target: args.target,
       parameters: params.value,
       context: args.context ?? '',
     });
+    let incident: { type: 'policy_violation' | 'identity_mismatch' | 'rate_limit_exceeded'; severity: 'medium' | 'high'; evidence: Record<string, unknown> } | undefined;
+    if (!identity.ok) {
+      decision = agentDeny(decision, 'identities', `Caller '${ctx.principal.subject}' is not bound to agent '${agentId}' (identity mismatch)`);
+      incident = { type: 'identity_mismatch', severity: 'high', evidence: { caller: ctx.principal.subject, claimed_agent: agentId } };
+    } else {
+      const limited = this.overRateLimit(snapshot.agent(agentId));
+      if (limited) {
+        decision = agentDeny(decision, 'rateLimit', limited);
+        incident = { type: 'rate_limit_exceeded', severity: 'medium', evidence: { limit: snapshot.agent(agentId)!.source.spec.rateLimit } };
+      } else if (decision.decision === 'deny') {
+        incident = { type: 'policy_violation', severity: 'medium', evidence: { matched: decision.matched } };
+      }
+    }
     const result: ValidateActionResult = { action_id: newId('act_'), ...decision };
 
     this.deps.audit.append({
       action_id: result.action_id,
-      agent_id: args.agent_id,
-      caller: ctx.caller,
+      agent_id: agentId,
+      caller: ctx.principal.subject,
       action: { type: args.action_type, target: args.target, parameters: params.value, context: args.context ?? '' },
       evaluation: {
         allowed: decision.allowed,
@@ -161,23 +235,23 @@ export class Tools {
     this.deps.metrics.decisions.inc({ decision: decision.decision });
     for (const f of decision.audit_findings) this.deps.metrics.auditFindings.inc({ policy: f.policy });
 
-    if (decision.decision === 'deny') {
+    if (incident) {
       await this.recordIncident({
-        type: 'policy_violation',
-        severity: 'medium',
-        description: `Agent '${args.agent_id}' attempted '${args.action_type}' on '${args.target}' - DENIED: ${decision.reason}`,
-        agent_id: args.agent_id,
+        type: incident.type,
+        severity: incident.severity,
+        description: `Agent '${agentId}' attempted '${args.action_type}' on '${args.target}' - DENIED: ${decision.reason}`,
+        agent_id: agentId,
         action_id: result.action_id,
-        evidence: { matched: decision.matched },
+        evidence: incident.evidence,
         recommended_action: '',
       });
     }
-    if (!decision.agent.registered) this.autoRegister(args.agent_id, snapshot);
+    if (!decision.agent.registered && identity.ok) this.autoRegister(agentId, snapshot, ctx);
     return { ok: true, value: result };
   }
 
   /** Fire-and-forget: the decision never waits for this write (DESIGN §3 step 1). */
-  private autoRegister(agentId: string, snapshot: PolicySnapshot): void {
+  private autoRegister(agentId: string, snapshot: PolicySnapshot, ctx: CallContext): void {
     const { autoRegister, autoRegisterLimit } = this.deps.options;
     if (!autoRegister || !this.deps.store.isLeader() || this.pendingRegistrations.has(agentId)) return;
     let existing = this.pendingRegistrations.size;
@@ -186,7 +260,9 @@ export class Tools {
       this.deps.metrics.autoRegistrations.inc({ outcome: 'limit' });
       return;
     }
-    const parsed = guardAgentFor(agentId, this.deps.store.writeNamespace, snapshot.options.unknownAgentTrust);
+    // Under auth the new agent is bound to the caller that first used the id.
+    const identities = this.deps.authorizer.enforcing ? [identityOf(ctx.principal)] : undefined;
+    const parsed = guardAgentFor(agentId, this.namespaceFor(ctx), snapshot.options.unknownAgentTrust, identities);
     if (!parsed) return; // an id no GuardAgent can carry; it stays an implicit agent
     this.pendingRegistrations.add(agentId);
     this.deps.store
@@ -221,11 +297,23 @@ export class Tools {
     if (!meta.ok) return fail(meta.error, answer(false, `Invalid input: ${meta.error}`));
 
     const snapshot = this.deps.store.snapshot();
-    const existing = snapshot.agent(args.agent_id)?.source;
+    const existingAgent = snapshot.agent(args.agent_id);
+    const existing = existingAgent?.source;
+    const namespace = existing?.metadata.namespace ?? this.namespaceFor(ctx);
+    const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: existing ? 'patch' : 'create', resource: 'guardagents', namespace });
+    if (!allowedToWrite.ok) return fail(allowedToWrite.reason, answer(false, allowedToWrite.reason));
+    if (trustRank(trust.data) > trustRank(allowedToWrite.trust)) {
+      const msg = `caller '${ctx.principal.subject}' may not grant trust level '${trust.data}', above its own '${allowedToWrite.trust}'`;
+      return fail(msg, answer(false, msg));
+    }
+    if (this.deps.authorizer.enforcing && existingAgent && allowedToWrite.via !== 'rbac' && (existing?.spec.identities ?? []).length > 0 && !this.deps.authorizer.mayActAs(ctx.principal, existingAgent)) {
+      const msg = `agent '${args.agent_id}' is bound to other identities; only they, or someone RBAC allows to edit it, may change it`;
+      return fail(msg, answer(false, msg));
+    }
     const attributes = Object.fromEntries(Object.entries(meta.value).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
     let agent: GuardAgent;
     try {
-      agent = guardAgent(existing?.metadata ?? { name: objectNameFor(args.agent_id), ...(this.deps.store.writeNamespace ? { namespace: this.deps.store.writeNamespace } : {}) }, {
+      agent = guardAgent(existing?.metadata ?? { name: objectNameFor(args.agent_id), ...(namespace ? { namespace } : {}) }, {
         ...existing?.spec,
         agentId: args.agent_id,
         displayName: args.name,
@@ -280,7 +368,9 @@ export class Tools {
 
     const snapshot = this.deps.store.snapshot();
     const name = objectNameFor(args.policy_id);
-    const namespace = this.deps.store.writeNamespace;
+    const namespace = this.namespaceFor(ctx);
+    const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'create', resource: 'guardpolicies', namespace });
+    if (!allowedToWrite.ok) return invalid(allowedToWrite.reason);
     let policy;
     try {
       policy = guardPolicy(
@@ -461,8 +551,15 @@ export class Tools {
       recommended_action: args.recommended_action ?? '',
     });
     let suspended = false;
+    let notSuspended: string | undefined;
     if (severity === 'critical' && args.agent_id) {
-      suspended = await this.deps.store.suspendAgent(args.agent_id, {
+      // An agent may always suspend itself; suspending another one is an admin action.
+      const snapshot = this.deps.store.snapshot();
+      const target = snapshot.agent(args.agent_id);
+      const self = target !== undefined && this.deps.authorizer.enforcing && this.deps.authorizer.mayActAs(ctx.principal, target);
+      const check = self ? undefined : await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'patch', resource: 'guardagents/status', namespace: target?.namespace });
+      if (check && !check.ok) notSuspended = check.reason;
+      else suspended = await this.deps.store.suspendAgent(args.agent_id, {
         since: incident.timestamp,
         reason: `critical incident ${incident.incident_id}: ${args.description}`.slice(0, 1024),
         incidentId: incident.incident_id,
@@ -471,16 +568,22 @@ export class Tools {
     this.auditAdmin('incident_report', incident.incident_id, { incident_type: type, severity, related_agent: args.agent_id ?? '', agent_suspended: suspended }, 'Incident logged for investigation', ctx);
     let message = `Incident '${incident.incident_id}' logged with severity '${severity}'`;
     if (suspended) message += ` - Agent '${args.agent_id}' has been automatically suspended`;
+    if (notSuspended) message += ` - Agent '${args.agent_id}' was not suspended: ${notSuspended}`;
     return { ok: true, value: { incident_id: incident.incident_id, success: true, message, agent_suspended: suspended, severity, type } };
   }
 }
 
+/** The `spec.identities` entry that names this caller. */
+function identityOf(p: Principal): NonNullable<GuardAgent['spec']['identities']>[number] {
+  return p.serviceAccount ? { serviceAccount: p.serviceAccount } : { user: p.subject };
+}
+
 /** A minimal GuardAgent for an unknown id, or undefined when the id cannot be one. */
-function guardAgentFor(agentId: string, namespace: string | undefined, trustLevel: TrustLevel): GuardAgent | undefined {
+function guardAgentFor(agentId: string, namespace: string | undefined, trustLevel: TrustLevel, identities: GuardAgent['spec']['identities']): GuardAgent | undefined {
   try {
     return guardAgent(
       { name: objectNameFor(agentId), ...(namespace ? { namespace } : {}), labels: { [LABEL_AUTO_REGISTERED]: 'true' } },
-      { agentId, displayName: `Auto-registered: ${agentId}`.slice(0, 253), trustLevel },
+      { agentId, displayName: `Auto-registered: ${agentId}`.slice(0, 253), trustLevel, ...(identities ? { identities } : {}) },
     );
   } catch {
     return undefined;

@@ -1,0 +1,155 @@
+/**
+ * Who is calling (DESIGN §5). Three authenticators behind one interface:
+ * - `none`: everyone is "anonymous" (local development only; logged loudly at start);
+ * - `token`: a static token file, one `<sha256-hex-of-token> <subject>` per line (what
+ *   `printf %s "$TOKEN" | sha256sum` prints, with `-` replaced by the subject), reloaded when
+ *   it changes; the subject becomes `token:<subject>`;
+ * - `kubernetes`: bearer ServiceAccount tokens checked with TokenReview, audience-bound, cached.
+ * Tokens are never logged or stored; only their sha256 is used as a cache key.
+ */
+import { createHash } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { describeKubeError } from '../kube/client.js';
+import type { Logger } from '../log.js';
+
+export interface Principal {
+  /** `anonymous`, `token:<name>` or `system:serviceaccount:<ns>:<name>`. */
+  subject: string;
+  groups: string[];
+  /** Set for ServiceAccount callers: where their objects go. */
+  serviceAccount?: { namespace: string; name: string };
+}
+
+export type AuthResult = { ok: true; principal: Principal } | { ok: false; error: 'missing_token' | 'invalid_token'; description: string };
+
+export interface Authenticator {
+  readonly mode: 'none' | 'token' | 'kubernetes';
+  /** `token` is the bearer token, undefined when the request carried none. */
+  authenticate(token: string | undefined): Promise<AuthResult>;
+  close(): void;
+}
+
+export const ANONYMOUS: Principal = { subject: 'anonymous', groups: [] };
+
+export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+const missing: AuthResult = { ok: false, error: 'missing_token', description: 'this server requires a bearer token (Authorization: Bearer …)' };
+const invalid = (description: string): AuthResult => ({ ok: false, error: 'invalid_token', description });
+
+export function noAuthenticator(): Authenticator {
+  return { mode: 'none', authenticate: async () => ({ ok: true, principal: ANONYMOUS }), close: () => {} };
+}
+
+/** Parse a token file; throws with the line number of the first bad line. */
+export function parseTokenFile(text: string, path: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [i, raw] of text.split('\n').entries()) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([0-9a-fA-F]{64})\s+([A-Za-z0-9][A-Za-z0-9._@:-]{0,200})$/.exec(line);
+    if (!m) throw new Error(`${path}:${i + 1}: expected "<sha256 hex of the token> <subject>", e.g. the output of \`printf %s "$TOKEN" | sha256sum\` with "-" replaced by a name`);
+    out.set(m[1]!.toLowerCase(), m[2]!);
+  }
+  return out;
+}
+
+/**
+ * Static token file authenticator. A file that fails to parse on reload is reported and the
+ * previous version stays in force; on start it is an error.
+ *
+ * @example const auth = await tokenFileAuthenticator('/etc/policyguard/tokens', log);
+ */
+export async function tokenFileAuthenticator(path: string, log: Logger): Promise<Authenticator> {
+  let tokens = parseTokenFile(await readFile(path, 'utf8'), path);
+  log.info('token file loaded', { path, subjects: tokens.size });
+  let timer: NodeJS.Timeout | undefined;
+  let watcher: FSWatcher | undefined;
+  const reload = async () => {
+    try {
+      tokens = parseTokenFile(await readFile(path, 'utf8'), path);
+      log.info('token file reloaded', { path, subjects: tokens.size });
+    } catch (err) {
+      log.error(`token file not reloaded, the previous version stays in force: ${(err as Error).message}`);
+    }
+  };
+  try {
+    watcher = watch(path, () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => void reload(), 100);
+    });
+  } catch (err) {
+    log.warn('cannot watch the token file; changes need a restart', { path, error: String(err) });
+  }
+  return {
+    mode: 'token',
+    async authenticate(token) {
+      if (!token) return missing;
+      const name = tokens.get(sha256(token));
+      return name ? { ok: true, principal: { subject: `token:${name}`, groups: [] } } : invalid('unknown token');
+    },
+    close() {
+      clearTimeout(timer);
+      watcher?.close();
+    },
+  };
+}
+
+export interface TokenReviewOptions {
+  kubeConfig: KubeConfig;
+  /** Accepted audiences (default ["policyguard"]); empty = the API server's own (legacy tokens). */
+  audiences: string[];
+  /** How long a review result is reused (default 10 s). Revocation takes at most this long. */
+  cacheTtlMs: number;
+  log: Logger;
+  /** At most this many cached results (default 10,000). */
+  maxCached?: number;
+}
+
+/**
+ * ServiceAccount tokens checked with the API server's TokenReview.
+ *
+ * @example const auth = tokenReviewAuthenticator({ kubeConfig, audiences: ['policyguard'], cacheTtlMs: 10_000, log });
+ */
+export function tokenReviewAuthenticator(opts: TokenReviewOptions): Authenticator {
+  const api = opts.kubeConfig.makeApiClient(AuthenticationV1Api);
+  const cache = new Map<string, { result: AuthResult; expires: number }>();
+  const max = opts.maxCached ?? 10_000;
+  return {
+    mode: 'kubernetes',
+    async authenticate(token) {
+      if (!token) return missing;
+      const key = sha256(token);
+      const now = Date.now();
+      const hit = cache.get(key);
+      if (hit && hit.expires > now) return hit.result;
+      let result: AuthResult;
+      try {
+        const review = await api.createTokenReview({
+          body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(opts.audiences.length > 0 ? { audiences: opts.audiences } : {}) } },
+        });
+        const st = review.status;
+        if (!st?.authenticated || !st.user?.username) {
+          result = invalid(st?.error ? `token rejected: ${st.error}` : 'token rejected');
+        } else if (opts.audiences.length > 0 && !(st.audiences ?? []).some((a) => opts.audiences.includes(a))) {
+          result = invalid(`token is not for this server (audience ${opts.audiences.join(', ')})`);
+        } else {
+          const subject = st.user.username;
+          const sa = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(subject);
+          result = { ok: true, principal: { subject, groups: st.user.groups ?? [], ...(sa ? { serviceAccount: { namespace: sa[1]!, name: sa[2]! } } : {}) } };
+        }
+      } catch (err) {
+        // Not cached: the next request asks again.
+        opts.log.warn('TokenReview failed', { error: describeKubeError(err) });
+        return invalid('token could not be verified right now');
+      }
+      if (cache.size >= max) cache.delete(cache.keys().next().value!);
+      cache.set(key, { result, expires: now + opts.cacheTtlMs });
+      return result;
+    },
+    close() {
+      cache.clear();
+    },
+  };
+}

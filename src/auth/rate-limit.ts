@@ -1,0 +1,55 @@
+/**
+ * Token-bucket rate limiting, keyed (per caller at the HTTP edge, per agent for
+ * `GuardAgent.spec.rateLimit`). Memory is bounded: the least recently used keys are forgotten
+ * first, which can only make a limit more lenient, never block someone wrongly.
+ */
+export type Take = { ok: true } | { ok: false; retryAfterMs: number };
+
+interface Bucket {
+  tokens: number;
+  updated: number;
+}
+
+export class RateLimiter {
+  private readonly buckets = new Map<string, Bucket>();
+
+  /**
+   * @param capacity requests allowed per window (also the burst size)
+   * @param windowMs the window, e.g. 60_000 for "per minute"
+   * @example new RateLimiter(60, 60_000).take('agent-1') // { ok: true }
+   */
+  constructor(
+    private readonly capacity: number,
+    private readonly windowMs: number,
+    private readonly maxKeys = 100_000,
+  ) {}
+
+  take(key: string, now = Date.now()): Take {
+    const rate = this.capacity / this.windowMs; // tokens per ms
+    let b = this.buckets.get(key);
+    if (b) {
+      this.buckets.delete(key); // re-insert below: Map order = recency
+      b.tokens = Math.min(this.capacity, b.tokens + (now - b.updated) * rate);
+      b.updated = now;
+    } else {
+      if (this.buckets.size >= this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
+      b = { tokens: this.capacity, updated: now };
+    }
+    this.buckets.set(key, b);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return { ok: true };
+    }
+    return { ok: false, retryAfterMs: Math.ceil((1 - b.tokens) / rate) };
+  }
+}
+
+/** "60/1m" → { requests: 60, windowMs: 60_000 }; undefined when malformed. */
+export function parseRate(spec: string): { requests: number; windowMs: number } | undefined {
+  const m = /^(\d+)\/(\d+)(ms|s|m|h)$/.exec(spec.trim());
+  if (!m) return undefined;
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[3] as 'ms' | 's' | 'm' | 'h'];
+  const requests = Number(m[1]);
+  const windowMs = Number(m[2]) * unit;
+  return requests > 0 && windowMs > 0 ? { requests, windowMs } : undefined;
+}
