@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { guardAgent, guardPolicy } from '../api/builders.js';
 import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
-import type { GuardAgent } from '../api/schemas.js';
+import { trustRank, type GuardAgent, type GuardPolicy } from '../api/schemas.js';
+import { compilePolicy } from './compile.js';
+import { anyMatch } from './glob.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type EngineOptions } from './types.js';
 
@@ -296,5 +298,75 @@ describe('order independence', () => {
       }),
       { numRuns: 30 },
     );
+  });
+});
+
+describe('rule index', () => {
+  // Brute force: every rule of every policy, matched in full, no index.
+  function bruteForce(ps: GuardPolicy[], req: ActionRequest): string[] {
+    const agent = agents.find((a) => a.metadata.name === req.agentId);
+    const rank = trustRank(agent?.spec.trustLevel ?? 'low');
+    const out: string[] = [];
+    for (const p of ps) {
+      const res = compilePolicy(p, DEFAULT_ENGINE_OPTIONS);
+      if (!res.ok) continue;
+      for (const r of res.value) {
+        if (r.selector && !r.selector(agent?.metadata.labels ?? {})) continue;
+        if (r.trustBelow !== undefined && !(rank < r.trustBelow)) continue;
+        if (r.trustAtLeast !== undefined && !(rank >= r.trustAtLeast)) continue;
+        if (r.tools && !anyMatch(r.tools, req.target.toLowerCase())) continue;
+        if (r.actionTypes && !anyMatch(r.actionTypes, req.actionType.toLowerCase())) continue;
+        if (r.agents && !anyMatch(r.agents, req.agentId.toLowerCase())) continue;
+        if (!r.args.every((t) => t(req.parameters))) continue;
+        out.push(`${r.policy}/${r.ruleName}`);
+      }
+    }
+    return out.sort();
+  }
+
+  it('finds exactly the rules a scan of every rule finds (exact, prefix, suffix, keyless globs; tools, actions, agents)', () => {
+    const piece = fc.constantFrom('a', 'b', '_', 'x', '/', 'de');
+    const glob = fc.tuple(fc.array(piece, { maxLength: 3 }), fc.constantFrom('', '*', '?', '**', '*x*'), fc.array(piece, { maxLength: 3 })).map(([l, w, r]) => `${l.join('')}${w}${r.join('')}`).filter((g) => g.length > 0);
+    const globs = fc.option(fc.array(glob, { minLength: 1, maxLength: 3 }), { nil: undefined });
+    const rule = fc.record({ tools: globs, actionTypes: globs, agents: globs, action: fc.constantFrom('allow', 'deny', 'require_approval') });
+    const value = fc.array(piece, { maxLength: 5 }).map((p) => p.join(''));
+    // Values are often a pattern of the policy set with its wildcards filled in: likely matches.
+    const req = fc.record({ target: value, actionType: value, pick: fc.nat(), fill: fc.constantFrom('', 'x', 'a/b', '_de'), agent: fc.constantFrom('low', 'medium', 'admin', 'nobody', 'LOW') });
+    fc.assert(
+      fc.property(fc.array(fc.array(rule, { minLength: 1, maxLength: 4 }), { minLength: 1, maxLength: 6 }), fc.array(req, { minLength: 1, maxLength: 10 }), (specs, reqs) => {
+        const ps = specs.map((rules, i) =>
+          guardPolicy({ name: `p${i}` }, {
+            enforcement: i % 3 === 2 ? 'Audit' : 'Enforce',
+            rules: rules.map((r, k) => ({ name: `r${k}`, action: r.action, match: { ...(r.tools && { tools: r.tools }), ...(r.actionTypes && { actionTypes: r.actionTypes }), ...(r.agents && { agents: r.agents }) } })),
+          }),
+        );
+        const snap = snapshot({}, agents, ps);
+        if (snap.problems.length > 0) return; // e.g. a pattern that minimatch cannot compile
+        const tools = specs.flat().flatMap((r) => r.tools ?? []);
+        const actions = specs.flat().flatMap((r) => r.actionTypes ?? []);
+        const fill = (patterns: string[], pick: number, filler: string, fallback: string) =>
+          pick % 3 === 0 || patterns.length === 0 ? fallback : patterns[pick % patterns.length]!.replace(/\*+|\?/g, filler);
+        for (const r of reqs) {
+          const req = call(r.agent, fill(tools, r.pick, r.fill, r.target) || 'x', { actionType: fill(actions, r.pick >> 2, r.fill, r.actionType) || 'y' });
+          const d = snap.evaluate(req);
+          const found = [...d.matched, ...d.audit_findings].map((m) => `${m.policy}/${m.rule}`).sort();
+          if (d.matched[0]?.policy.startsWith('agent:')) continue; // an agent check decided
+          expect(found).toEqual(bruteForce(ps, req));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('lists matches most significant first and shares no mutable state between decisions', () => {
+    const p1 = guardPolicy({ name: 'b' }, { priority: 5, rules: [{ name: 'x', match: { tools: ['de*'] }, action: 'allow' }, { name: 'y', match: { tools: ['*_x'] }, action: 'allow' }] });
+    const p2 = guardPolicy({ name: 'a' }, { priority: 5, rules: [{ name: 'z', match: { tools: ['de_x'] }, action: 'allow' }] });
+    const p3 = guardPolicy({ name: 'c' }, { priority: 9, rules: [{ name: 'w', match: { actionTypes: ['tool_*'] }, action: 'allow' }] });
+    const snap = snapshot({}, agents, [p1, p2, p3]);
+    const d = snap.evaluate(call('low', 'de_x'));
+    expect(d.matched.map((m) => `${m.policy}/${m.rule}`)).toEqual(['c/w', 'a/z', 'b/x', 'b/y']);
+    expect(Object.isFrozen(d.matched[0])).toBe(true);
+    d.matched.pop();
+    expect(snap.evaluate(call('low', 'de_x')).matched).toHaveLength(4);
   });
 });

@@ -15,6 +15,7 @@ import {
   type CompileResult,
 } from './compile.js';
 import { anyMatch } from './glob.js';
+import { bySignificance, RuleIndex, type IndexedRule } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS } from './types.js';
 
@@ -39,77 +40,7 @@ function objectRef(obj: GuardObject): string {
   return `${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
 }
 
-/**
- * Candidate lookup by tool name: exact names in a Map, globs grouped by their literal prefix,
- * rules without a tool condition always considered. Only candidates are matched in full.
- */
-class RuleIndex {
-  private readonly anyTool: CompiledRule[] = [];
-  private readonly exact = new Map<string, CompiledRule[]>();
-  private readonly byPrefix = new Map<string, CompiledRule[]>();
-  private readonly prefixLengths: number[];
-
-  constructor(rules: readonly CompiledRule[]) {
-    const lengths = new Set<number>();
-    const push = (map: Map<string, CompiledRule[]>, key: string, rule: CompiledRule) => {
-      const list = map.get(key);
-      if (list) {
-        if (list[list.length - 1] !== rule) list.push(rule);
-      } else map.set(key, [rule]);
-    };
-    for (const rule of rules) {
-      if (!rule.tools) {
-        this.anyTool.push(rule);
-        continue;
-      }
-      for (const g of rule.tools) {
-        if (g.exact) push(this.exact, g.prefix, rule);
-        else {
-          push(this.byPrefix, g.prefix, rule);
-          lengths.add(g.prefix.length);
-        }
-      }
-    }
-    this.prefixLengths = [...lengths].sort((a, b) => a - b);
-  }
-
-  /** Rules that may match `targetLower`; a rule can appear more than once. */
-  candidates(targetLower: string): CompiledRule[][] {
-    const out: CompiledRule[][] = [this.anyTool];
-    const e = this.exact.get(targetLower);
-    if (e) out.push(e);
-    for (const len of this.prefixLengths) {
-      if (len > targetLower.length) break;
-      const p = this.byPrefix.get(targetLower.slice(0, len));
-      if (p) out.push(p);
-    }
-    return out;
-  }
-}
-
 const ACTION_STRENGTH: Record<DecisionKind, number> = { deny: 3, require_approval: 2, allow: 1 };
-
-/** Most significant first: priority, then namespace/policy name, then rule order. Total order. */
-function compareMatches(a: CompiledRule, b: CompiledRule): number {
-  return (
-    b.priority - a.priority ||
-    (a.namespace ?? '').localeCompare(b.namespace ?? '') ||
-    a.policy.localeCompare(b.policy) ||
-    a.ruleIndex - b.ruleIndex
-  );
-}
-
-function toMatched(r: CompiledRule): MatchedRule {
-  return {
-    policy: r.policy,
-    ...(r.namespace ? { namespace: r.namespace } : {}),
-    rule: r.ruleName,
-    action: r.action,
-    enforcement: r.enforcement,
-    priority: r.priority,
-    ...(r.message !== undefined ? { message: r.message } : {}),
-  };
-}
 
 function ruleReason(r: CompiledRule): string {
   if (r.message) return r.message;
@@ -288,28 +219,21 @@ export class PolicySnapshot {
     const actionLower = req.actionType.toLowerCase();
     const agentLower = agent.id.toLowerCase();
 
-    const enforced: CompiledRule[] = [];
-    const audited: CompiledRule[] = [];
-    const seen = new Set<CompiledRule>();
-    for (const bucket of this.index.candidates(targetLower)) {
-      for (const r of bucket) {
-        if (seen.has(r)) continue;
-        seen.add(r);
-        if (this.ruleMatches(r, agent, req, actionLower, agentLower, targetLower)) {
-          (r.enforcement === 'Enforce' ? enforced : audited).push(r);
-        }
+    const enforced: IndexedRule[] = [];
+    const audited: IndexedRule[] = [];
+    for (const ir of this.index.candidates(targetLower, actionLower, agentLower)) {
+      if (this.ruleMatches(ir.rule, agent, req, actionLower, agentLower, targetLower)) {
+        (ir.rule.enforcement === 'Enforce' ? enforced : audited).push(ir);
       }
     }
-    enforced.sort(compareMatches);
-    audited.sort(compareMatches);
+    if (enforced.length > 1) enforced.sort(bySignificance);
+    if (audited.length > 1) audited.sort(bySignificance);
 
     const warnings: string[] = [];
     if (!agent.registered) {
       warnings.push(`Agent '${agent.id}' is not registered; evaluated at trust level '${agent.trust}'`);
     }
-    for (const r of audited) {
-      warnings.push(`Audit-mode policy '${r.policy}' rule '${r.ruleName}' would ${r.action === 'require_approval' ? 'require approval' : r.action}`);
-    }
+    for (const ir of audited) warnings.push(ir.warning);
 
     const decide = (decision: DecisionKind, reason: string, matched: MatchedRule[]): Decision => ({
       allowed: decision === 'allow',
@@ -318,7 +242,7 @@ export class PolicySnapshot {
       warnings,
       decision,
       matched,
-      audit_findings: audited.map(toMatched),
+      audit_findings: audited.map((ir) => ir.matched),
       agent: { id: agent.id, trust_level: agent.trust, registered: agent.registered },
       revision: this.revision,
     });
@@ -347,10 +271,10 @@ export class PolicySnapshot {
     }
 
     let winner: CompiledRule | undefined;
-    for (const r of enforced) {
-      if (!winner || ACTION_STRENGTH[r.action] > ACTION_STRENGTH[winner.action]) winner = r;
+    for (const { rule } of enforced) {
+      if (!winner || ACTION_STRENGTH[rule.action] > ACTION_STRENGTH[winner.action]) winner = rule;
     }
-    const matched = enforced.map(toMatched);
+    const matched = enforced.map((ir) => ir.matched);
     if (winner) return decide(winner.action, ruleReason(winner), matched);
     return this.options.defaultDecision === 'allow'
       ? decide('allow', 'Action permitted by default policy', matched)

@@ -1,0 +1,201 @@
+/**
+ * The rule index of a snapshot: given a request, the few rules that can match it, so a
+ * decision costs about the same at 10 rules as at 10,000.
+ *
+ * Each rule is filed under one of its conditions, the first of tools, actionTypes and agents
+ * whose globs all have a literal key: an exact name, a literal prefix (`crm_delete_*`) or a
+ * literal suffix (`*_production`), whichever is longer. A rule with no such condition (no tool,
+ * action or agent condition at all, or a glob like `*` or `*x*` in each) is looked at for every
+ * request. Candidates are then matched in full, so the index only has to return a superset of
+ * the matching rules; `literalEnds` in ./glob.ts makes the keys safe for minimatch semantics.
+ */
+import type { CompiledRule } from './compile.js';
+import type { Glob } from './glob.js';
+import type { MatchedRule } from './types.js';
+
+/** `localeCompare` with the default locale, without its per-call cost. */
+const collator = new Intl.Collator();
+
+/** Most significant first: priority, then namespace/policy name, then rule order. Total order. */
+export function compareMatches(a: CompiledRule, b: CompiledRule): number {
+  return (
+    b.priority - a.priority ||
+    collator.compare(a.namespace ?? '', b.namespace ?? '') ||
+    collator.compare(a.policy, b.policy) ||
+    a.ruleIndex - b.ruleIndex
+  );
+}
+
+function toMatched(r: CompiledRule): MatchedRule {
+  return {
+    policy: r.policy,
+    ...(r.namespace ? { namespace: r.namespace } : {}),
+    rule: r.ruleName,
+    action: r.action,
+    enforcement: r.enforcement,
+    priority: r.priority,
+    ...(r.message !== undefined ? { message: r.message } : {}),
+  };
+}
+
+/**
+ * A rule as one snapshot holds it: what a decision needs from it that does not depend on the
+ * request is computed once, when the snapshot is built.
+ */
+export interface IndexedRule {
+  readonly rule: CompiledRule;
+  /** Place in the {@link compareMatches} order of the snapshot's rules; lower is more significant. */
+  readonly order: number;
+  /** Filed under more than one key, so one lookup can meet it twice. */
+  multi: boolean;
+  /** Its `matched` / `audit_findings` entry, frozen: every decision that reports it shares it. */
+  readonly matched: MatchedRule;
+  /** The warning an Audit-mode match adds. */
+  readonly warning: string;
+}
+
+/** Sort comparator: most significant match first. */
+export const bySignificance = (a: IndexedRule, b: IndexedRule): number => a.order - b.order;
+
+type Key = { map: 'exact' | 'prefix' | 'suffix'; key: string };
+
+/** The literal key of each glob, or undefined when one of them has none. */
+function keysOf(globs: readonly Glob[]): Key[] | undefined {
+  const keys: Key[] = [];
+  for (const g of globs) {
+    if (g.exact) keys.push({ map: 'exact', key: g.prefix });
+    else if (g.prefix.length > 0 && g.prefix.length >= g.suffix.length) keys.push({ map: 'prefix', key: g.prefix });
+    else if (g.suffix.length > 0) keys.push({ map: 'suffix', key: g.suffix });
+    else return undefined;
+  }
+  return keys;
+}
+
+/** A trie over characters: literal prefixes walked forwards, literal suffixes backwards. */
+interface TrieNode {
+  next: Map<string, TrieNode> | undefined;
+  rules: IndexedRule[] | undefined;
+}
+
+const trieNode = (): TrieNode => ({ next: undefined, rules: undefined });
+
+function trieInsert(root: TrieNode, key: string, forwards: boolean): TrieNode {
+  let node = root;
+  for (let i = 0; i < key.length; i++) {
+    const ch = key[forwards ? i : key.length - 1 - i]!;
+    node.next ??= new Map();
+    let child = node.next.get(ch);
+    if (!child) node.next.set(ch, (child = trieNode()));
+    node = child;
+  }
+  return node;
+}
+
+/** Rules by a literal key of their globs over one request field (tool, action type or agent id). */
+class GlobIndex {
+  private readonly exact = new Map<string, IndexedRule[]>();
+  private readonly prefixes = trieNode();
+  private readonly suffixes = trieNode();
+  size = 0;
+
+  /** File `ir` under `keys`; returns how many distinct places it went to. */
+  add(ir: IndexedRule, keys: readonly Key[]): number {
+    let placed = 0;
+    for (const { map, key } of keys) {
+      let list: IndexedRule[] | undefined;
+      if (map === 'exact') {
+        list = this.exact.get(key);
+        if (!list) this.exact.set(key, (list = []));
+      } else {
+        const node = trieInsert(map === 'prefix' ? this.prefixes : this.suffixes, key, map === 'prefix');
+        list = node.rules ??= [];
+      }
+      if (list[list.length - 1] === ir) continue;
+      list.push(ir);
+      placed++;
+    }
+    if (placed > 0) this.size++;
+    return placed;
+  }
+
+  /** Push the rule lists filed under a key that `valueLower` has into `out` (a rule may recur). */
+  collect(valueLower: string, out: IndexedRule[][]): void {
+    if (this.size === 0) return;
+    const e = this.exact.get(valueLower);
+    if (e) out.push(e);
+    const len = valueLower.length;
+    let node: TrieNode | undefined = this.prefixes;
+    for (let i = 0; i < len && node.next; i++) {
+      node = node.next.get(valueLower[i]!);
+      if (!node) break;
+      if (node.rules) out.push(node.rules);
+    }
+    node = this.suffixes;
+    for (let i = len - 1; i >= 0 && node.next; i--) {
+      node = node.next.get(valueLower[i]!);
+      if (!node) break;
+      if (node.rules) out.push(node.rules);
+    }
+  }
+}
+
+export class RuleIndex {
+  private readonly byTool = new GlobIndex();
+  private readonly byAction = new GlobIndex();
+  private readonly byAgent = new GlobIndex();
+  /** Rules without a usable key: looked at for every request. */
+  private readonly always: IndexedRule[] = [];
+  /**
+   * Visit marks for rules filed under several keys: `stamps.get(ir) === epoch` means "already
+   * seen in this lookup". Evaluation is synchronous, so one map per snapshot is enough.
+   */
+  private readonly stamps = new Map<IndexedRule, number>();
+  private epoch = 0;
+
+  constructor(rules: readonly CompiledRule[]) {
+    const sorted = [...rules].sort(compareMatches);
+    sorted.forEach((rule, order) => {
+      const verb = rule.action === 'require_approval' ? 'require approval' : rule.action;
+      const ir: IndexedRule = {
+        rule,
+        order,
+        multi: false,
+        matched: Object.freeze(toMatched(rule)),
+        warning: `Audit-mode policy '${rule.policy}' rule '${rule.ruleName}' would ${verb}`,
+      };
+      const placed =
+        this.file(this.byTool, ir, rule.tools) ?? this.file(this.byAction, ir, rule.actionTypes) ?? this.file(this.byAgent, ir, rule.agents);
+      if (placed === undefined) this.always.push(ir);
+      else ir.multi = placed > 1;
+    });
+  }
+
+  private file(index: GlobIndex, ir: IndexedRule, globs: readonly Glob[] | undefined): number | undefined {
+    const keys = globs && keysOf(globs);
+    return keys ? index.add(ir, keys) : undefined;
+  }
+
+  /**
+   * Every rule that may match the request (values lowercased), each once, in no particular
+   * order. Read-only: do not modify the lists.
+   */
+  candidates(targetLower: string, actionLower: string, agentLower: string): IndexedRule[] {
+    const lists: IndexedRule[][] = [];
+    this.byTool.collect(targetLower, lists);
+    this.byAction.collect(actionLower, lists);
+    this.byAgent.collect(agentLower, lists);
+    if (lists.length === 0) return this.always;
+    const out = this.always.slice();
+    const epoch = ++this.epoch;
+    for (const list of lists) {
+      for (const ir of list) {
+        if (ir.multi) {
+          if (this.stamps.get(ir) === epoch) continue;
+          this.stamps.set(ir, epoch);
+        }
+        out.push(ir);
+      }
+    }
+    return out;
+  }
+}
