@@ -23,7 +23,8 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(fixture: string, extraFlags: string[] = []): Promise<TestServer> {
+/** `token`: the bearer token the harness client sends (for servers started with `--auth token`). */
+export async function startTestServer(fixture: string, extraFlags: string[] = [], opts: { token?: string } = {}): Promise<TestServer> {
   const root = await mkdtemp(join(tmpdir(), 'policyguard-test-'));
   const configDir = join(root, 'config');
   const dataDir = join(root, 'data');
@@ -33,7 +34,7 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
     {},
   );
   let pg = await startServer(config, silentLogger);
-  let client = await connect(pg.url);
+  let client = await connect(pg.url, opts.token);
 
   const server: TestServer = {
     get pg() {
@@ -59,7 +60,7 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
       await client.close();
       await pg.close();
       pg = await startServer(config, silentLogger);
-      client = await connect(pg.url);
+      client = await connect(pg.url, opts.token);
     },
     async close() {
       await client.close();
@@ -70,9 +71,10 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
   return server;
 }
 
-export async function connect(url: string): Promise<Client> {
+export async function connect(url: string, token?: string): Promise<Client> {
   const client = new Client({ name: 'policyguard-tests', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`)));
+  const requestInit = token ? { headers: { authorization: `Bearer ${token}` } } : undefined;
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), requestInit ? { requestInit } : {}));
   return client;
 }
 

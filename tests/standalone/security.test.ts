@@ -1,0 +1,193 @@
+/**
+ * Identity, authorization and the hardened HTTP edge, with `--auth token` over real HTTP.
+ */
+import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sha256 } from '../../src/auth/authenticate.js';
+import { eventually } from './eventually.js';
+import { startTestServer, type TestServer } from './harness.js';
+
+const FIXTURE = new URL('../fixtures/auth', import.meta.url).pathname;
+const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5' };
+
+let s: TestServer;
+let tokenDir: string;
+let tokenFile: string;
+
+beforeAll(async () => {
+  tokenDir = await mkdtemp(join(tmpdir(), 'policyguard-tokens-'));
+  tokenFile = join(tokenDir, 'tokens');
+  await writeFile(tokenFile, Object.entries(TOKENS).map(([name, t]) => `${sha256(t)}  ${name}`).join('\n') + '\n');
+  s = await startTestServer(FIXTURE, ['--auth', 'token', '--token-file', tokenFile, '--rate-limit', '20/1s'], { token: TOKENS.root });
+});
+afterAll(async () => {
+  await s?.close();
+  await rm(tokenDir, { recursive: true, force: true });
+});
+
+/** An official MCP client that sends `token` as a bearer token. */
+async function clientAs(token: string): Promise<Client> {
+  const client = new Client({ name: 'security-test', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${s.pg.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  return client;
+}
+
+async function callAs(token: string, name: string, args: Record<string, unknown>): Promise<{ json: any; isError: boolean }> {
+  const c = await clientAs(token);
+  try {
+    const res = await c.callTool({ name, arguments: args });
+    const text = (res.content as Array<{ text: string }>)[0]!.text;
+    let json: unknown = text;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // plain error text
+    }
+    return { json, isError: res.isError === true };
+  } finally {
+    await c.close();
+  }
+}
+
+const rawPost = (headers: Record<string, string>, body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })) =>
+  fetch(`${s.pg.url}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body });
+
+describe('authentication', () => {
+  it('no token → 401 with WWW-Authenticate pointing at the protected-resource metadata', async () => {
+    const r = await rawPost({});
+    expect(r.status).toBe(401);
+    const challenge = r.headers.get('www-authenticate')!;
+    expect(challenge).toMatch(/^Bearer realm="policyguard", resource_metadata="http:\/\/127\.0\.0\.1:\d+\/\.well-known\/oauth-protected-resource"$/);
+    const meta = (await fetch(challenge.match(/resource_metadata="([^"]+)"/)![1]!).then((x) => x.json())) as any;
+    expect(meta.resource).toBe(`${s.pg.url}/mcp`);
+  });
+  it('a wrong token → 401 invalid_token', async () => {
+    const r = await rawPost({ authorization: 'Bearer not-a-real-token' });
+    expect(r.status).toBe(401);
+    expect(r.headers.get('www-authenticate')).toMatch(/error="invalid_token"/);
+  });
+  it('a known token works with the official client', async () => {
+    const c = await clientAs(TOKENS.alice);
+    expect((await c.listTools()).tools).toHaveLength(6);
+    await c.close();
+  });
+  it('picks up a new token when the file changes', async () => {
+    await appendFile(tokenFile, `${sha256('dave-token')}  dave\n`);
+    await eventually(() => rawPost({ authorization: 'Bearer dave-token' }).then((r) => r.status), (st) => st === 200, 'the reloaded token file');
+  });
+});
+
+describe('identity binding', () => {
+  it('impersonation: with A’s token, acting as B is denied, audited with both identities, and raises identity_mismatch', async () => {
+    const { json } = await callAs(TOKENS.alice, 'validate_action', { action_type: 'tool_call', target: 'read_data', agent_id: 'agent-b' });
+    expect(json.allowed).toBe(false);
+    expect(json.reason).toBe("Caller 'token:alice' is not bound to agent 'agent-b' (identity mismatch)");
+    const audit = await callAs(TOKENS.root, 'get_audit_log', { agent_id: 'agent-b' });
+    const entry = audit.json.entries.find((e: any) => e.action_id === json.action_id);
+    expect(entry).toMatchObject({ agent_id: 'agent-b', caller: 'token:alice', evaluation: { allowed: false } });
+    const status = await callAs(TOKENS.root, 'get_compliance_status', {});
+    expect(status.json.incidents.recent.some((i: any) => i.type === 'identity_mismatch' && i.agent_id === 'agent-b' && i.evidence.caller === 'token:alice')).toBe(true);
+  });
+  it('acting as one’s own agent works; a caller bound to exactly one agent may omit agent_id', async () => {
+    expect((await callAs(TOKENS.alice, 'validate_action', { action_type: 'tool_call', target: 'read_data', agent_id: 'agent-a' })).json.allowed).toBe(true);
+    const omitted = await callAs(TOKENS.alice, 'validate_action', { action_type: 'tool_call', target: 'read_data' });
+    expect(omitted.json.agent.id).toBe('agent-a');
+  });
+  it('a caller bound to several agents must say which', async () => {
+    const r = await callAs(TOKENS.carol, 'validate_action', { action_type: 'tool_call', target: 'read_data' });
+    expect(r.isError).toBe(true);
+    expect(r.json).toMatch(/bound to 2 agents \(carol-1, carol-2\)/);
+  });
+});
+
+describe('admin tools', () => {
+  it('a non-admin registering an admin agent is refused and nothing is written', async () => {
+    const r = await callAs(TOKENS.alice, 'register_agent', { agent_id: 'sneaky', name: 'x', trust_level: 'admin' });
+    expect(r.isError).toBe(true);
+    expect(r.json.success).toBe(false);
+    expect(r.json.message).toMatch(/caller 'token:alice' may not create guardagents: its highest trust level is 'medium'/);
+    expect(await readdir(join(s.dataDir, 'manifests')).then((d) => d)).not.toContain('guardagents');
+    expect((await callAs(TOKENS.root, 'validate_action', { action_type: 'tool_call', target: 'x', agent_id: 'sneaky' })).json.agent.registered).toBe(false);
+  });
+  it('an admin can register agents and create policies', async () => {
+    expect((await callAs(TOKENS.root, 'register_agent', { agent_id: 'new-helper', name: 'Helper', trust_level: 'high' })).json.success).toBe(true);
+    expect((await callAs(TOKENS.root, 'create_policy', { policy_id: 'p1', name: 'P1', rules: [{ match: { tools: ['zap'] }, action: 'deny' }] })).json.success).toBe(true);
+  });
+  it('not even an admin may edit an agent bound to someone else', async () => {
+    const r = await callAs(TOKENS.root, 'register_agent', { agent_id: 'agent-a', name: 'hijack', trust_level: 'admin' });
+    expect(r.json.success).toBe(false);
+    expect(r.json.message).toMatch(/bound to other identities/);
+  });
+  it('non-admins cannot create policies', async () => {
+    const r = await callAs(TOKENS.bob, 'create_policy', { policy_id: 'allow-all', name: 'x', rules: [{ action: 'allow' }] });
+    expect(r.json.success).toBe(false);
+  });
+  it('a critical incident suspends the reporter’s own agent, but not someone else’s unless the reporter is admin', async () => {
+    const other = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'critical', description: 'x', agent_id: 'carol-1' });
+    expect(other.json.agent_suspended).toBe(false);
+    expect(other.json.message).toMatch(/was not suspended/);
+    const own = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'critical', description: 'I was compromised', agent_id: 'agent-b' });
+    expect(own.json.agent_suspended).toBe(true);
+  });
+});
+
+describe('GuardAgent.spec.rateLimit', () => {
+  it('beyond the limit decisions are denied with a clear reason and a rate_limit_exceeded incident', async () => {
+    const calls = [];
+    for (let i = 0; i < 4; i++) calls.push((await callAs(TOKENS.chatty, 'validate_action', { action_type: 'tool_call', target: 'read_x' })).json);
+    expect(calls.slice(0, 3).every((d) => d.allowed)).toBe(true);
+    expect(calls[3].allowed).toBe(false);
+    expect(calls[3].reason).toMatch(/^Rate limit exceeded for agent 'chatty': 3 requests per 1m/);
+    const status = await callAs(TOKENS.root, 'get_compliance_status', {});
+    expect(status.json.incidents.recent.some((i: any) => i.type === 'rate_limit_exceeded' && i.agent_id === 'chatty')).toBe(true);
+  });
+});
+
+describe('HTTP edge', () => {
+  it('an evil Origin → 403', async () => {
+    const r = await rawPost({ authorization: `Bearer ${TOKENS.alice}`, origin: 'https://evil.example' });
+    expect(r.status).toBe(403);
+    expect(((await r.json()) as any).error.message).toMatch(/Origin "https:\/\/evil\.example" is not allowed/);
+  });
+  it('a rebinding Host → 403', async () => {
+    // fetch() may not set Host; node:http may.
+    const { request } = await import('node:http');
+    const url = new URL(`${s.pg.url}/mcp`);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: url.hostname, port: url.port, path: '/mcp', method: 'POST', headers: { host: 'attacker.example:8000', authorization: `Bearer ${TOKENS.alice}`, 'content-type': 'application/json' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    expect(status).toBe(403);
+  });
+  it('a 2 MB body → 413', async () => {
+    const r = await rawPost({ authorization: `Bearer ${TOKENS.alice}` }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { pad: 'x'.repeat(2 * 1024 * 1024) } }));
+    expect(r.status).toBe(413);
+  });
+  it('a burst over the per-caller limit → 429 with Retry-After, then recovery', async () => {
+    const statuses = await Promise.all(Array.from({ length: 40 }, () => rawPost({ authorization: `Bearer ${TOKENS.bob}` }).then((r) => ({ status: r.status, retry: r.headers.get('retry-after') }))));
+    const limited = statuses.filter((x) => x.status === 429);
+    expect(limited.length).toBeGreaterThan(0);
+    expect(Number(limited[0]!.retry)).toBeGreaterThanOrEqual(1);
+    // Other callers are not affected.
+    expect((await rawPost({ authorization: `Bearer ${TOKENS.alice}` })).status).toBe(200);
+    await new Promise((r) => setTimeout(r, Number(limited[0]!.retry) * 1000));
+    expect((await rawPost({ authorization: `Bearer ${TOKENS.bob}` })).status).toBe(200);
+  });
+  it('tokens never reach the audit log', async () => {
+    await s.restart(); // closing flushes the audit log
+    const dir = join(s.dataDir, 'audit');
+    let all = '';
+    for (const f of await readdir(dir)) all += await readFile(join(dir, f), 'utf8');
+    all += await readFile(join(s.dataDir, 'incidents.jsonl'), 'utf8');
+    expect(all.length).toBeGreaterThan(0);
+    for (const t of [...Object.values(TOKENS), 'dave-token']) expect(all).not.toContain(t);
+  });
+});
