@@ -1,0 +1,236 @@
+/**
+ * The chart's RBAC is enough, and no more: the ServiceAccount, (Cluster)Roles and bindings that
+ * `helm template` renders are created in the test API server, the operator runs authenticated
+ * as that ServiceAccount (a TokenRequest token, not the admin certificate) and the controller
+ * scenarios pass; then each rule is shown to matter by removing it and watching what breaks.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  AuthorizationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubeConfig, type KubernetesObject,
+} from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GROUP, VERSION } from '../../src/api/schemas.js';
+import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
+import { parseServeConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { applyObjects } from '../controlplane/index.js';
+import { sharedKubeConfig } from '../controlplane/test-context.js';
+import { ensureHelm } from '../helm/binary.js';
+import { parseObjects, renderChart } from '../helm/chart.js';
+import { applyGuard, createNamespace, eventually, getGuard, startOperator, type Operator } from './harness.js';
+
+const RBAC_KINDS = new Set(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
+const readyOf = (obj: any) => obj?.status?.conditions?.find((c: any) => c.type === 'Ready');
+
+let admin: KubeConfig;
+let tmp: string;
+
+/**
+ * Renders the chart for a release in `ns` watching only `ns` (the operator in tests/cluster
+ * watches one namespace), creates its RBAC objects (after `mutate`), and returns a kubeconfig
+ * file authenticated as the chart's ServiceAccount.
+ */
+async function installChartRbac(ns: string, release: string, mutate: (objs: any[]) => void = () => {}): Promise<{ kubeconfigPath: string; kc: KubeConfig; objects: any[] }> {
+  const rendered = parseObjects(await renderChart({ release, namespace: ns, set: [`watchNamespaces[0]=${ns}`] }));
+  const objects: any[] = rendered.filter((o) => RBAC_KINDS.has(o.kind ?? ''));
+  mutate(objects);
+  await applyObjects(admin, objects as KubernetesObject[]);
+  const sa = objects.find((o) => o.kind === 'ServiceAccount').metadata.name as string;
+  const tr = await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({ name: sa, namespace: ns, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
+  const cluster = admin.getCurrentCluster()!;
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'test', server: cluster.server, caData: cluster.caData }],
+    users: [{ name: sa, token: tr.status!.token }],
+    contexts: [{ name: 'sa', cluster: 'test', user: sa }],
+    currentContext: 'sa',
+  });
+  const kubeconfigPath = join(tmp, `${release}.kubeconfig`);
+  await writeFile(kubeconfigPath, kc.exportConfig(), { mode: 0o600 });
+  return { kubeconfigPath, kc, objects };
+}
+
+async function can(kc: KubeConfig, verb: string, resource: string, namespace: string, group = GROUP): Promise<boolean> {
+  const r = await kc.makeApiClient(AuthorizationV1Api).createSelfSubjectAccessReview({ body: { spec: { resourceAttributes: { verb, group, resource, namespace } } } });
+  return r.status?.allowed === true;
+}
+
+function metric(pg: RunningPolicyGuard, name: string): number {
+  const m = pg.metrics.render().match(new RegExp(`^${name} (\\d+)$`, 'm'));
+  if (!m) throw new Error(`${name} not in /metrics`);
+  return Number(m[1]);
+}
+
+const policyEvents = async (ns: string, agent: string, target: string) =>
+  (await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: ns })).items.filter(
+    (e) => e.reason === 'PolicyViolation' && e.regarding?.name === agent && e.note?.includes(`'${target}'`),
+  );
+
+beforeAll(async () => {
+  admin = sharedKubeConfig();
+  tmp = await mkdtemp(join(tmpdir(), 'policyguard-rbac-'));
+  await ensureHelm();
+}, 20 * 60_000);
+afterAll(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+describe("the operator runs as the chart's ServiceAccount", () => {
+  let ns: string;
+  let sa: KubeConfig;
+  let op: Operator;
+
+  beforeAll(async () => {
+    ns = await createNamespace(admin, 'pg-rbac');
+    const installed = await installChartRbac(ns, `rbac-${ns.slice(-6)}`);
+    sa = installed.kc;
+    await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'] });
+    // The chart's default audit sink, so the ConfigMap rules are exercised too.
+    op = await startOperator(installed.kubeconfigPath, ns, ['--audit-sink', 'configmap']);
+  }, 60_000);
+  afterAll(async () => {
+    await op?.close();
+  });
+
+  it('is not admin: it cannot read Secrets, nor GuardPolicies outside its namespaces', async () => {
+    expect(await can(sa, 'list', 'guardpolicies', ns)).toBe(true);
+    expect(await can(sa, 'list', 'guardpolicies', 'default')).toBe(false);
+    expect(await can(sa, 'delete', 'guardpolicies', ns)).toBe(false);
+    expect(await can(sa, 'list', 'secrets', ns, '')).toBe(false);
+    expect(await can(sa, 'create', 'tokenreviews', '', 'authentication.k8s.io')).toBe(false); // rbac.authDelegation is off
+  });
+
+  it('list + watch: an applied GuardPolicy changes the next decision', async () => {
+    expect((await op.validate('send_email', 'etl')).allowed).toBe(true);
+    await applyGuard(admin, 'GuardPolicy', ns, 'no-email', { rules: [{ match: { tools: ['send_*'] }, action: 'deny', message: 'no email' }] });
+    const d = await eventually(() => op.validate('send_email', 'etl'), (v) => v.allowed === false, 'the policy to be in force');
+    expect(d.reason).toBe('no email');
+  });
+
+  it('leases: it takes the leader Lease', async () => {
+    const lease = await eventually(
+      () => admin.makeApiClient(CoordinationV1Api).readNamespacedLease({ name: 'policyguard-leader', namespace: ns }),
+      (l) => !!l.spec?.holderIdentity,
+      'the Lease',
+    );
+    expect(lease.spec?.holderIdentity).toBe(hostname()); // --replica-id defaults to the host name
+    expect(metric(op.pg, 'policyguard_leader')).toBe(1);
+  });
+
+  it('status patch: Ready=True with observedGeneration', async () => {
+    const obj = await eventually(() => getGuard(admin, 'GuardPolicy', ns, 'no-email'), (o) => readyOf(o)?.status === 'True', 'Ready=True');
+    expect(obj.status.observedGeneration).toBe(obj.metadata.generation);
+  });
+
+  it('events create + patch: a deny is an Event; repeats become its series', async () => {
+    for (let i = 0; i < 5; i++) expect((await op.validate('drop_table', 'etl')).allowed).toBe(false);
+    const list = await eventually(() => policyEvents(ns, 'etl', 'drop_table'), (l) => l.length === 1 && l[0]!.series?.count === 5, 'one Event with series.count 5');
+    expect(list[0]!.type).toBe('Warning');
+  });
+
+  it('create + patch: register_agent and create_policy are server-side applies of new objects', async () => {
+    expect((await op.call('register_agent', { agent_id: 'new-bot', name: 'n', trust_level: 'low' })).success).toBe(true);
+    expect((await op.call('create_policy', { policy_id: 'from-mcp', name: 'p', rules: [{ condition: { tool_pattern: 'zap_*' }, action: 'deny' }] })).success).toBe(true);
+    expect((await getGuard(admin, 'GuardPolicy', ns, 'from-mcp')).metadata.managedFields.map((f: any) => f.manager)).toContain('policyguard');
+    await eventually(() => op.validate('zap_it', 'new-bot'), (v) => v.allowed === false && v.agent.registered, 'the new objects in force');
+  });
+
+  it('agent status patch: a critical incident suspends the agent', async () => {
+    const r = await op.call('report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'exfil', agent_id: 'etl' });
+    expect(r.agent_suspended).toBe(true);
+    expect((await getGuard(admin, 'GuardAgent', ns, 'etl')).status.suspension).toMatchObject({ incidentId: r.incident_id });
+  });
+
+  it('configmaps: the audit log is written to its ConfigMap ring', async () => {
+    const cms = await eventually(
+      async () => (await admin.makeApiClient(CoreV1Api).listNamespacedConfigMap({ namespace: ns, labelSelector: 'policyguard.dev/audit' })).items,
+      (l) => l.length > 0,
+      'an audit ConfigMap',
+    );
+    expect(cms[0]!.metadata?.name).toMatch(/^policyguard-audit-/);
+    expect(metric(op.pg, 'policyguard_audit_dropped_records')).toBe(0);
+    const log = await op.call('get_audit_log', { agent_id: 'etl', time_range: '1h' });
+    expect(log.total).toBeGreaterThan(0);
+  });
+});
+
+describe('each rule matters: remove it and a scenario breaks', () => {
+  /**
+   * Runs the server as a ServiceAccount whose ClusterRole lacks the rule on `resource` (or only
+   * `verb` of it), logging to `lines`.
+   */
+  async function startWithout(resource: string, verb?: string): Promise<{ ns: string; pg: RunningPolicyGuard; lines: string[]; sa: KubeConfig; decide: (target: string) => Promise<any> }> {
+    const ns = await createNamespace(admin, 'pg-rbac-less');
+    const { kubeconfigPath, kc } = await installChartRbac(ns, `less-${ns.slice(-6)}`, (objs) => {
+      const role = objs.find((o) => o.kind === 'ClusterRole');
+      const rule = role.rules.find((r: any) => r.resources.includes(resource));
+      if (verb) rule.verbs = rule.verbs.filter((v: string) => v !== verb);
+      else role.rules = role.rules.filter((r: any) => r !== rule);
+    });
+    await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'] });
+    const lines: string[] = [];
+    const config = parseServeConfig(
+      ['--kubeconfig', kubeconfigPath, '--namespace', ns, '--watch-namespaces', ns, '--audit-sink', 'configmap', '--port', '0',
+        '--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms'],
+      {},
+    );
+    const pg = await startServer(config, createLogger('warn', (l) => lines.push(l)));
+    running.push(pg);
+    await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
+    const decide = async (target: string) => {
+      const res = await fetch(`${pg.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'etl' } } }),
+      });
+      return ((await res.json()) as any).result.structuredContent;
+    };
+    return { ns, pg, lines, sa: kc, decide };
+  }
+  const running: RunningPolicyGuard[] = [];
+  afterAll(async () => {
+    for (const pg of running) await pg.close();
+  });
+
+  it('without the status rule: decisions still change, but Ready is never written and the 403 is logged', async () => {
+    const { ns, pg, lines, sa, decide } = await startWithout('guardpolicies/status'); // the rule for both kinds' status
+    await applyGuard(admin, 'GuardPolicy', ns, 'no-email', { rules: [{ match: { tools: ['send_*'] }, action: 'deny' }] });
+    await eventually(() => decide('send_email'), (d) => d.allowed === false, 'the policy to be in force');
+    expect(metric(pg, 'policyguard_leader')).toBe(1); // it is the leader, so it tries to write
+    await eventually(async () => lines.filter((l) => /status update failed/.test(l)), (l) => l.length > 0, 'the failed status write to be logged');
+    expect(lines.find((l) => /status update failed/.test(l))).toMatch(/HTTP 403.*cannot patch resource \W*(guardagents|guardpolicies)\/status/);
+    expect(readyOf(await getGuard(admin, 'GuardPolicy', ns, 'no-email'))).toBeUndefined();
+    expect(readyOf(await getGuard(admin, 'GuardAgent', ns, 'etl'))).toBeUndefined();
+    expect(metric(pg, 'policyguard_status_writes')).toBe(0);
+    // The API server says why, for anyone checking by hand.
+    const denied = await sa.makeApiClient(CustomObjectsApi)
+      .patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardpolicies', name: 'no-email', body: { status: {} } })
+      .catch((e: { code?: number }) => e);
+    expect((denied as { code?: number }).code).toBe(403);
+  });
+
+  it('without events create/patch: denies still deny, but no Event is recorded and the 403 is logged', async () => {
+    const { ns, lines, decide } = await startWithout('events');
+    for (let i = 0; i < 3; i++) expect((await decide('drop_table')).allowed).toBe(false);
+    await eventually(async () => lines.filter((l) => /could not create Event/.test(l)), (l) => l.length > 0, 'the failed Event to be logged');
+    expect(lines.find((l) => /could not create Event/.test(l))).toMatch(/HTTP 403/);
+    expect(await policyEvents(ns, 'etl', 'drop_table')).toEqual([]);
+  });
+
+  it('without create on guardagents/guardpolicies: patching existing objects works, but server-side apply of a new one is refused', async () => {
+    const { ns, pg, sa } = await startWithout('guardagents', 'create');
+    expect(await can(sa, 'patch', 'guardagents', ns)).toBe(true);
+    // register_agent of an existing agent is a patch and goes through; of a new agent, the apply would create it.
+    const register = (agent_id: string) =>
+      fetch(`${pg.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'register_agent', arguments: { agent_id, name: agent_id, trust_level: 'low' } } }),
+      }).then(async (r) => ((await r.json()) as any).result);
+    expect((await register('etl')).structuredContent?.success).toBe(true);
+    expect(JSON.stringify(await register('brand-new'))).toMatch(/forbidden|403/i);
+    await expect(getGuard(admin, 'GuardAgent', ns, 'brand-new')).rejects.toMatchObject({ code: 404 });
+  });
+});
