@@ -110,12 +110,20 @@ export function toRingSegment(cm: V1ConfigMap): RingSegment {
  * @example
  * const ring = await listRingSegments(core, 'policyguard-system', replicaLabel('pod-0'));
  */
-export async function listRingSegments(core: CoreV1Api, namespace: string, label?: string): Promise<RingSegment[]> {
+export async function listRingSegments(
+  core: CoreV1Api,
+  namespace: string,
+  label?: string,
+  /** Wraps each page request (the sink adds its request timeout). */
+  request: <T>(send: () => Promise<T>) => Promise<T> = (send) => send(),
+): Promise<RingSegment[]> {
   const labelSelector = label === undefined ? AUDIT_RING_SELECTOR : `${AUDIT_RING_SELECTOR},${LABEL_REPLICA}=${label}`;
   const segments: RingSegment[] = [];
   let next: string | undefined;
   do {
-    const page = await core.listNamespacedConfigMap({ namespace, labelSelector, limit: 4, ...(next ? { _continue: next } : {}) });
+    const page = await request(() =>
+      core.listNamespacedConfigMap({ namespace, labelSelector, limit: 4, ...(next ? { _continue: next } : {}) }),
+    );
     segments.push(...page.items.map(toRingSegment));
     next = page.metadata?._continue || undefined;
   } while (next);

@@ -86,8 +86,8 @@ const MAX_CONFLICT_RETRIES = 16;
 export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): Promise<AuditSink> {
   const options = resolveOptions(opts);
   const ring = new Ring(options);
-  const segments = await ring.call(`list the audit ConfigMaps of ${ring.label}`, () =>
-    listRingSegments(ring.core, options.namespace, ring.label),
+  const segments = await listRingSegments(ring.core, options.namespace, ring.label, (send) =>
+    ring.call(`list the audit ConfigMaps of ${ring.label}`, send),
   );
   const newest = segments.at(-1);
   for (const segment of segments) ring.stored.set(segment.name, segment.seq);
@@ -463,7 +463,9 @@ class ConfigMapAuditSink extends BatchingAuditSink {
   async query(q: AuditQuery): Promise<AuditQueryResult> {
     const buffered = this.bufferedLines().map((line) => JSON.parse(line) as AuditRecord);
     const bufferedIds = new Set(buffered.map((record) => record.entry_id));
-    const segments = await this.ring.call('list the audit ConfigMaps', () => listRingSegments(this.ring.core, this.options.namespace));
+    const segments = await listRingSegments(this.ring.core, this.options.namespace, undefined, (send) =>
+      this.ring.call('list the audit ConfigMaps', send),
+    );
     const since = q.since?.getTime();
     // Newest first within each source, so the stable sort keeps chain order among equal timestamps.
     const matches: AuditRecord[] = buffered.reverse().filter((record) => matchesAuditQuery(record, q));
