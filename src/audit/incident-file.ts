@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
 import { canonicalJson, newId, redactSecrets } from './record.js';
 
-/** An incident as stored in standalone mode (in kubernetes mode incidents become Events). */
+/** An incident: a line of the standalone incident log, or in kubernetes mode an entry of the audit log (audit-incidents.ts) plus an Event. */
 export interface IncidentRecord {
   /** `inc_` + 12 hex. */
   incident_id: string;

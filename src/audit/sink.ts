@@ -19,7 +19,7 @@ export interface AuditQueryResult {
   total: number;
 }
 
-/** Where audit records go. Implemented by the file sink; a ConfigMap sink follows. */
+/** Where audit records go: the file sink (file-sink.ts) or the ConfigMap ring (configmap-sink.ts). */
 export interface AuditSink {
   /**
    * Redacts parameters and context, assigns entry_id, timestamp, prev_hash and hash, and
