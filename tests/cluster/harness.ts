@@ -26,6 +26,7 @@ export async function createNamespace(kc: KubeConfig, prefix: string): Promise<s
 
 export interface Operator {
   pg: RunningPolicyGuard;
+  /** An MCP client (unauthenticated; not usable with `--auth`: connect your own with a token). */
   client: Client;
   namespace: string;
   call(name: string, args?: Record<string, unknown>): Promise<any>;
@@ -44,7 +45,8 @@ export async function startOperator(kubeconfigPath: string, namespace: string, e
   const log = process.env.POLICYGUARD_TEST_LOG ? createLogger('debug') : silentLogger;
   const pg = await startServer(config, log);
   await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
-  const client = await connect(pg.url);
+  // Under --auth the harness cannot connect anonymously; tests bring their own tokens.
+  const client = extra.includes('--auth') ? (undefined as unknown as Client) : await connect(pg.url);
   const call = async (name: string, args: Record<string, unknown> = {}) => {
     const res = await client.callTool({ name, arguments: args });
     if (res.structuredContent) return res.structuredContent;
@@ -57,7 +59,7 @@ export async function startOperator(kubeconfigPath: string, namespace: string, e
     call,
     validate: (target, agent_id, parameters = {}) => call('validate_action', { action_type: 'tool_call', target, agent_id, parameters }),
     async close() {
-      await client.close();
+      await client?.close();
       await pg.close();
       await rm(dataDir, { recursive: true, force: true });
     },
