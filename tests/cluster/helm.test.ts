@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
-import { sharedKubeConfig } from '../controlplane/test-context.js';
+import { sharedKubeConfig, sharedKubectl } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import {
   ALL_FEATURES_VALUES, CHART_DIR, FIXTURES_DIR, REPO_ROOT, VENDOR_CRDS_DIR, ensureNamespaces, findObject, helm, installCrds, parseObjects,
@@ -132,6 +132,10 @@ describe('the API server accepts everything the chart renders (kubectl apply --s
   beforeAll(async () => {
     const kc = sharedKubeConfig();
     ns = await createNamespace(kc, 'pg-helm');
+    // Pod Security Admission warns about any pod template in this namespace that breaks the
+    // "restricted" standard; the dry runs below require no warnings at all.
+    const label = await sharedKubectl(['label', 'namespace', ns, 'pod-security.kubernetes.io/warn=restricted', 'pod-security.kubernetes.io/enforce=restricted']);
+    expect(label.code, label.stderr).toBe(0);
     // Namespaces the all-features values reference, and the CRDs of the optional objects.
     await ensureNamespaces(kc, ['team-a', 'team-b', 'policyguard-global', 'kagent']);
     await installCrds(kc, join(VENDOR_CRDS_DIR, 'kagent'));
@@ -152,6 +156,12 @@ describe('the API server accepts everything the chart renders (kubectl apply --s
     // One "serverside-applied (server dry run)" line per rendered object.
     const applied = r.stdout.split('\n').filter((l) => /serverside-applied \(server dry run\)$/.test(l));
     expect(applied).toHaveLength(parseObjects(yaml).length);
+  });
+
+  it('the pod meets the "restricted" Pod Security Standard: weaken it and the API server warns', async () => {
+    const yaml = await renderChart({ release: 'dry', namespace: ns, set: ['securityContext.allowPrivilegeEscalation=true'] });
+    const r = await serverDryRun(yaml);
+    expect(r.stderr).toMatch(/would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false/);
   });
 
   it('the dry run is a real check: a misspelled field is rejected', async () => {
