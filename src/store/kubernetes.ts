@@ -44,9 +44,21 @@ export function objectKey(kind: string, namespace: string | undefined, name: str
   return `${kind}/${namespace ?? ''}/${name}`;
 }
 
-/** Only what we own goes into an apply; the API server fills in the rest. */
+/** Keep only our own `policyguard.dev/…` keys: applying a key makes us its co-owner. */
+function ours(map: Record<string, string> | undefined): Record<string, string> | undefined {
+  const kept = Object.entries(map ?? {}).filter(([k]) => k.startsWith(`${GROUP}/`));
+  return kept.length > 0 ? Object.fromEntries(kept) : undefined;
+}
+
+/**
+ * What goes into a server-side apply: the spec and our own labels and annotations. Labels and
+ * annotations other managers set (kubectl, Argo CD, Flux) are left to them, so removing one
+ * there still removes it.
+ */
 function applyBody(obj: GuardObject): Record<string, unknown> {
-  const { name, namespace, labels, annotations } = obj.metadata;
+  const { name, namespace } = obj.metadata;
+  const labels = ours(obj.metadata.labels);
+  const annotations = ours(obj.metadata.annotations);
   return {
     apiVersion: obj.apiVersion,
     kind: obj.kind,

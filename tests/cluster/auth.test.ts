@@ -16,7 +16,7 @@ const core = () => kc.makeApiClient(CoreV1Api);
 
 async function tokenFor(sa: string, audience = 'policyguard'): Promise<string> {
   const r = await core().createNamespacedServiceAccountToken({ name: sa, namespace: ns, body: { spec: { audiences: [audience], expirationSeconds: 3600 } } });
-  return r.status!.token;
+  return r.status!.token!;
 }
 
 async function post(token: string | undefined, method: string, params: unknown = {}): Promise<{ status: number; body: any }> {
