@@ -434,7 +434,8 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       : await this.ring.call(`create ${slot.name}`, () => this.ring.core.createNamespacedConfigMap({ namespace, body }));
     const overwrote = slot.overwrites;
     const newSegment = !slot.ours;
-    // The base class drops `chunk` from its buffer in this same tick.
+    // The base class drops `chunk` from its buffer when this returns; a query in between sees
+    // these records both stored and buffered and counts them once (by entry_id).
     Object.assign(slot, {
       text,
       bytes: slot.bytes + Buffer.byteLength(added),
