@@ -47,7 +47,7 @@ describe('helm lint and template', () => {
   it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
     const objs = parseObjects(await renderChart());
     expect(objs.map((o) => o.kind).sort()).toEqual(
-      ['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'ServiceAccount'],
+      ['ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'ServiceAccount'],
     );
     const deploy = findObject(objs, 'Deployment');
     const pod = deploy.spec.template.spec;
@@ -64,6 +64,10 @@ describe('helm lint and template', () => {
     expect(env).toMatchObject({
       POLICYGUARD_NAMESPACE: 'metadata.namespace', POLICYGUARD_REPLICA_ID: 'metadata.name', POLICYGUARD_HOST: '0.0.0.0',
       POLICYGUARD_PORT: '8000', POLICYGUARD_AUDIT_SINK: 'configmap', POLICYGUARD_CLUSTER_POLICY_NAMESPACE: 'policyguard',
+      // Callers authenticate with ServiceAccount tokens for audience policyguard.
+      POLICYGUARD_AUTH: 'kubernetes', POLICYGUARD_TOKEN_AUDIENCES: 'policyguard', POLICYGUARD_ACCEPT_API_SERVER_AUDIENCE: 'false',
+      // DNS rebinding: only the Service's names, and loopback for kubectl port-forward.
+      POLICYGUARD_ALLOWED_HOSTS: 'pg-policyguard,pg-policyguard.policyguard,pg-policyguard.policyguard.svc,pg-policyguard.policyguard.svc.cluster.local,localhost,127.0.0.1,[::1]',
     });
     expect(env).not.toHaveProperty('POLICYGUARD_WATCH_NAMESPACES'); // all namespaces
     expect(env).not.toHaveProperty('POLICYGUARD_DATA_DIR'); // the configmap sink needs no volume
@@ -85,10 +89,12 @@ describe('helm lint and template', () => {
       { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'create', 'update', 'delete'] },
     ]);
     expect(findObject(objs, 'Role').metadata.namespace).toBe('policyguard');
-    expect(findObject(objs, 'ClusterRoleBinding').subjects).toEqual([{ kind: 'ServiceAccount', name: 'pg-policyguard', namespace: 'policyguard' }]);
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard').subjects).toEqual([{ kind: 'ServiceAccount', name: 'pg-policyguard', namespace: 'policyguard' }]);
+    // --auth kubernetes (the default): TokenReview and SubjectAccessReview, nothing else.
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-auth-delegator').roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'system:auth-delegator' });
   });
 
-  it('renders every optional feature: PVC, ServiceMonitor, RemoteMCPServer, NetworkPolicy, per-namespace RBAC, auth delegation', async () => {
+  it('renders every optional feature: PVC, ServiceMonitor, RemoteMCPServer, NetworkPolicy, per-namespace RBAC, token auth', async () => {
     const objs = parseObjects(await renderChart({ valuesFiles: [ALL_FEATURES_VALUES] }));
     const pod = findObject(objs, 'Deployment').spec.template.spec;
     const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.value]));
@@ -107,7 +113,9 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard')).toBeUndefined(); // no cluster-wide grant
     expect(objs.filter((o) => o.kind === 'RoleBinding' && o.metadata?.name === 'pg-policyguard').map((o) => o.metadata?.namespace).sort())
       .toEqual(['policyguard', 'policyguard-global', 'team-a', 'team-b']);
-    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-auth-delegator').roleRef.name).toBe('system:auth-delegator');
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-auth-delegator')).toBeUndefined(); // auth token: no TokenReview
+    expect(env).toMatchObject({ POLICYGUARD_AUTH: 'token', POLICYGUARD_TOKEN_FILE: '/etc/policyguard/tokens/tokens', POLICYGUARD_ALLOWED_HOSTS: 'policyguard.example.com,localhost' });
+    expect(pod.volumes).toContainEqual({ name: 'tokens', secret: { secretName: 'policyguard-tokens', items: [{ key: 'tokens', path: 'tokens' }] } });
     expect(findObject(objs, 'Role').rules.map((r: any) => r.resources[0])).toEqual(['leases', 'leases']); // no ConfigMap sink
   });
 
@@ -115,7 +123,8 @@ describe('helm lint and template', () => {
     ['replicaCount=0', /at '\/replicaCount': minimum/],
     ['replicas=3', /additional properties 'replicas' not allowed/],
     ['audit.sink=s3', /at '\/audit\/sink': value must be one of 'configmap', 'file'/],
-    ['config.auth=token', /at '\/config\/auth'/],
+    ['config.auth=oauth', /at '\/config\/auth'/],
+    ['config.auth=token', /at '\/config\/tokenSecret': minLength/],
     ['leaderElection.leaseDuration=15s0', /at '\/leaderElection\/leaseDuration'/],
     ['networkPolicy.enabled=true', /at '\/networkPolicy\/from': minItems/],
     ['image.repository=', /at '\/image\/repository'/],

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import {
   AuthorizationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubeConfig, type KubernetesObject,
 } from '@kubernetes/client-node';
+import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
@@ -19,6 +20,7 @@ import { applyObjects } from '../controlplane/index.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import { parseObjects, renderChart } from '../helm/chart.js';
+import { connect } from '../standalone/harness.js';
 import { applyGuard, createNamespace, eventually, getGuard, startOperator, type Operator } from './harness.js';
 
 const RBAC_KINDS = new Set(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
@@ -77,20 +79,42 @@ afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
 
-describe("the operator runs as the chart's ServiceAccount", () => {
+describe("the operator runs as the chart's ServiceAccount, with the chart's --auth kubernetes", () => {
   let ns: string;
   let sa: KubeConfig;
   let op: Operator;
+  let etl: Client; // an agent: ServiceAccount etl, bound to GuardAgent etl
+  let policyAdmin: Client; // no agent, but RBAC lets it write GuardPolicies/GuardAgents in ns
+  const tokenFor = async (name: string) =>
+    (await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({ name, namespace: ns, body: { spec: { audiences: ['policyguard'], expirationSeconds: 3600 } } })).status!.token!;
+  const call = async (client: Client, name: string, args: Record<string, unknown>): Promise<any> => {
+    const r = await client.callTool({ name, arguments: args });
+    return r.structuredContent ?? (r.content as Array<{ text: string }>)[0]!.text;
+  };
+  const validate = (target: string) => call(etl, 'validate_action', { action_type: 'tool_call', target, agent_id: 'etl' });
 
   beforeAll(async () => {
     ns = await createNamespace(admin, 'pg-rbac');
     const installed = await installChartRbac(ns, `rbac-${ns.slice(-6)}`);
     sa = installed.kc;
-    await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'] });
+    const core = admin.makeApiClient(CoreV1Api);
+    for (const name of ['etl', 'policy-admin']) await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name } } });
+    await applyObjects(admin, [
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'policy-writer', namespace: ns }, rules: [{ apiGroups: [GROUP], resources: ['guardpolicies', 'guardagents'], verbs: ['create', 'patch'] }] },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'policy-writer', namespace: ns },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'policy-writer' }, subjects: [{ kind: 'ServiceAccount', name: 'policy-admin', namespace: ns }],
+      },
+    ] as KubernetesObject[]);
+    await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'], identities: [{ serviceAccount: { namespace: ns, name: 'etl' } }] });
     // The chart's default audit sink, so the ConfigMap rules are exercised too.
-    op = await startOperator(installed.kubeconfigPath, ns, ['--audit-sink', 'configmap']);
+    op = await startOperator(installed.kubeconfigPath, ns, ['--auth', 'kubernetes', '--audit-sink', 'configmap']);
+    etl = await connect(op.pg.url, await tokenFor('etl'));
+    policyAdmin = await connect(op.pg.url, await tokenFor('policy-admin'));
   }, 60_000);
   afterAll(async () => {
+    await etl?.close();
+    await policyAdmin?.close();
     await op?.close();
   });
 
@@ -99,13 +123,23 @@ describe("the operator runs as the chart's ServiceAccount", () => {
     expect(await can(sa, 'list', 'guardpolicies', 'default')).toBe(false);
     expect(await can(sa, 'delete', 'guardpolicies', ns)).toBe(false);
     expect(await can(sa, 'list', 'secrets', ns, '')).toBe(false);
-    expect(await can(sa, 'create', 'tokenreviews', '', 'authentication.k8s.io')).toBe(false); // rbac.authDelegation is off
+    expect(await can(sa, 'create', 'tokenreviews', '', 'authentication.k8s.io')).toBe(true); // --auth kubernetes
+  });
+
+  it('tokenreviews: a ServiceAccount token authenticates; no token is refused', async () => {
+    expect((await validate('read_x')).agent).toEqual({ id: 'etl', trust_level: 'medium', registered: true });
+    const anonymous = await fetch(`${op.pg.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    expect(anonymous.status).toBe(401);
   });
 
   it('list + watch: an applied GuardPolicy changes the next decision', async () => {
-    expect((await op.validate('send_email', 'etl')).allowed).toBe(true);
+    expect((await validate('send_email')).allowed).toBe(true);
     await applyGuard(admin, 'GuardPolicy', ns, 'no-email', { rules: [{ match: { tools: ['send_*'] }, action: 'deny', message: 'no email' }] });
-    const d = await eventually(() => op.validate('send_email', 'etl'), (v) => v.allowed === false, 'the policy to be in force');
+    const d = await eventually(() => validate('send_email'), (v) => v.allowed === false, 'the policy to be in force');
     expect(d.reason).toBe('no email');
   });
 
@@ -125,20 +159,24 @@ describe("the operator runs as the chart's ServiceAccount", () => {
   });
 
   it('events create + patch: a deny is an Event; repeats become its series', async () => {
-    for (let i = 0; i < 5; i++) expect((await op.validate('drop_table', 'etl')).allowed).toBe(false);
+    for (let i = 0; i < 5; i++) expect((await validate('drop_table')).allowed).toBe(false);
     const list = await eventually(() => policyEvents(ns, 'etl', 'drop_table'), (l) => l.length === 1 && l[0]!.series?.count === 5, 'one Event with series.count 5');
     expect(list[0]!.type).toBe('Warning');
   });
 
-  it('create + patch: register_agent and create_policy are server-side applies of new objects', async () => {
-    expect((await op.call('register_agent', { agent_id: 'new-bot', name: 'n', trust_level: 'low' })).success).toBe(true);
-    expect((await op.call('create_policy', { policy_id: 'from-mcp', name: 'p', rules: [{ condition: { tool_pattern: 'zap_*' }, action: 'deny' }] })).success).toBe(true);
+  it('subjectaccessreviews + create + patch: an RBAC-allowed caller\'s register_agent and create_policy are server-side applies of new objects', async () => {
+    expect((await call(policyAdmin, 'register_agent', { agent_id: 'new-bot', name: 'n', trust_level: 'low' })).success).toBe(true);
+    expect((await call(policyAdmin, 'create_policy', { policy_id: 'from-mcp', name: 'p', rules: [{ condition: { tool_pattern: 'zap_*' }, action: 'deny' }] })).success).toBe(true);
     expect((await getGuard(admin, 'GuardPolicy', ns, 'from-mcp')).metadata.managedFields.map((f: any) => f.manager)).toContain('policyguard');
-    await eventually(() => op.validate('zap_it', 'new-bot'), (v) => v.allowed === false && v.agent.registered, 'the new objects in force');
+    expect((await getGuard(admin, 'GuardAgent', ns, 'new-bot')).spec.trustLevel).toBe('low');
+    await eventually(() => validate('zap_it'), (v) => v.allowed === false, 'the new policy in force');
+    // The agent itself has no such RBAC and no admin trust: refused, nothing written.
+    expect(JSON.stringify(await call(etl, 'create_policy', { policy_id: 'sneaky', name: 's', rules: [{ condition: { tool_pattern: '*' }, action: 'allow' }] }))).toMatch(/not allowed|forbidden|permission/i);
+    await expect(getGuard(admin, 'GuardPolicy', ns, 'sneaky')).rejects.toMatchObject({ code: 404 });
   });
 
   it('agent status patch: a critical incident suspends the agent', async () => {
-    const r = await op.call('report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'exfil', agent_id: 'etl' });
+    const r = await call(etl, 'report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'exfil', agent_id: 'etl' });
     expect(r.agent_suspended).toBe(true);
     expect((await getGuard(admin, 'GuardAgent', ns, 'etl')).status.suspension).toMatchObject({ incidentId: r.incident_id });
   });
@@ -151,29 +189,29 @@ describe("the operator runs as the chart's ServiceAccount", () => {
     );
     expect(cms[0]!.metadata?.name).toMatch(/^policyguard-audit-/);
     expect(metric(op.pg, 'policyguard_audit_dropped_records')).toBe(0);
-    const log = await op.call('get_audit_log', { agent_id: 'etl', time_range: '1h' });
+    const log = await call(etl, 'get_audit_log', { agent_id: 'etl', time_range: '1h' });
     expect(log.total).toBeGreaterThan(0);
   });
 });
 
 describe('each rule matters: remove it and a scenario breaks', () => {
-  /**
-   * Runs the server as a ServiceAccount whose ClusterRole lacks the rule on `resource` (or only
-   * `verb` of it), logging to `lines`.
-   */
-  async function startWithout(resource: string, verb?: string): Promise<{ ns: string; pg: RunningPolicyGuard; lines: string[]; sa: KubeConfig; decide: (target: string) => Promise<any> }> {
+  /** The chart's RBAC without the ClusterRole rule on `resource` (or only without `verb` of it). */
+  const withoutRule = (resource: string, verb?: string) => (objs: any[]) => {
+    const role = objs.find((o) => o.kind === 'ClusterRole');
+    const rule = role.rules.find((r: any) => r.resources.includes(resource));
+    if (verb) rule.verbs = rule.verbs.filter((v: string) => v !== verb);
+    else role.rules = role.rules.filter((r: any) => r !== rule);
+  };
+
+  /** Runs the server as the chart's ServiceAccount with its RBAC changed by `mutate`, logging to `lines`. */
+  async function startWithout(mutate: (objs: any[]) => void, flags: string[] = []): Promise<{ ns: string; pg: RunningPolicyGuard; lines: string[]; sa: KubeConfig; decide: (target: string) => Promise<any> }> {
     const ns = await createNamespace(admin, 'pg-rbac-less');
-    const { kubeconfigPath, kc } = await installChartRbac(ns, `less-${ns.slice(-6)}`, (objs) => {
-      const role = objs.find((o) => o.kind === 'ClusterRole');
-      const rule = role.rules.find((r: any) => r.resources.includes(resource));
-      if (verb) rule.verbs = rule.verbs.filter((v: string) => v !== verb);
-      else role.rules = role.rules.filter((r: any) => r !== rule);
-    });
+    const { kubeconfigPath, kc } = await installChartRbac(ns, `less-${ns.slice(-6)}`, mutate);
     await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'] });
     const lines: string[] = [];
     const config = parseServeConfig(
       ['--kubeconfig', kubeconfigPath, '--namespace', ns, '--watch-namespaces', ns, '--audit-sink', 'configmap', '--port', '0',
-        '--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms'],
+        '--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms', ...flags],
       {},
     );
     const pg = await startServer(config, createLogger('warn', (l) => lines.push(l)));
@@ -195,7 +233,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
   });
 
   it('without the status rule: decisions still change, but Ready is never written and the 403 is logged', async () => {
-    const { ns, pg, lines, sa, decide } = await startWithout('guardpolicies/status'); // the rule for both kinds' status
+    const { ns, pg, lines, sa, decide } = await startWithout(withoutRule('guardpolicies/status')); // the rule for both kinds' status
     await applyGuard(admin, 'GuardPolicy', ns, 'no-email', { rules: [{ match: { tools: ['send_*'] }, action: 'deny' }] });
     await eventually(() => decide('send_email'), (d) => d.allowed === false, 'the policy to be in force');
     expect(metric(pg, 'policyguard_leader')).toBe(1); // it is the leader, so it tries to write
@@ -212,7 +250,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
   });
 
   it('without events create/patch: denies still deny, but no Event is recorded and the 403 is logged', async () => {
-    const { ns, lines, decide } = await startWithout('events');
+    const { ns, lines, decide } = await startWithout(withoutRule('events'));
     for (let i = 0; i < 3; i++) expect((await decide('drop_table')).allowed).toBe(false);
     await eventually(async () => lines.filter((l) => /could not create Event/.test(l)), (l) => l.length > 0, 'the failed Event to be logged');
     expect(lines.find((l) => /could not create Event/.test(l))).toMatch(/HTTP 403/);
@@ -220,7 +258,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
   });
 
   it('without create on guardagents/guardpolicies: patching existing objects works, but server-side apply of a new one is refused', async () => {
-    const { ns, pg, sa } = await startWithout('guardagents', 'create');
+    const { ns, pg, sa } = await startWithout(withoutRule('guardagents', 'create'));
     expect(await can(sa, 'patch', 'guardagents', ns)).toBe(true);
     // register_agent of an existing agent is a patch and goes through; of a new agent, the apply would create it.
     const register = (agent_id: string) =>
@@ -232,5 +270,18 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     expect((await register('etl')).structuredContent?.success).toBe(true);
     expect(JSON.stringify(await register('brand-new'))).toMatch(/forbidden|403/i);
     await expect(getGuard(admin, 'GuardAgent', ns, 'brand-new')).rejects.toMatchObject({ code: 404 });
+  });
+
+  it('without the auth-delegator binding (--auth kubernetes): TokenReview is forbidden, so every caller gets 401 and the 403 is logged', async () => {
+    const { ns, pg, lines } = await startWithout((objs) => objs.splice(objs.findIndex((o) => o.metadata.name.endsWith('-auth-delegator')), 1), ['--auth', 'kubernetes']);
+    await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'caller' } } });
+    const token = (await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({ name: 'caller', namespace: ns, body: { spec: { audiences: ['policyguard'] } } })).status!.token!;
+    const res = await fetch(`${pg.url}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }),
+    });
+    expect(res.status).toBe(401);
+    expect(lines.find((l) => /TokenReview failed/.test(l))).toMatch(/HTTP 403.*tokenreviews/);
   });
 });

@@ -71,6 +71,20 @@ and the cluster policy namespace.
 {{- printf "http://%s.%s:%v/mcp" (include "policyguard.fullname" .) .Release.Namespace .Values.service.port }}
 {{- end }}
 
+{{/*
+Host headers accepted on /mcp: config.allowedHosts, or every name of the Service plus loopback
+(kubectl port-forward connects as 127.0.0.1/localhost).
+*/}}
+{{- define "policyguard.allowedHosts" -}}
+{{- if .Values.config.allowedHosts }}
+{{- join "," .Values.config.allowedHosts }}
+{{- else }}
+{{- $svc := include "policyguard.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- join "," (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) "localhost" "127.0.0.1" "[::1]") }}
+{{- end }}
+{{- end }}
+
 {{/* True when the pods need a data volume (the file audit sink). */}}
 {{- define "policyguard.fileSink" -}}
 {{- if eq .Values.audit.sink "file" }}true{{ end }}
