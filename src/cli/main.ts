@@ -12,16 +12,27 @@ import { createLogger } from '../log.js';
 const USAGE = `policyguard — govern what AI agents may do
 
 Usage:
-  policyguard serve --standalone --config-dir DIR --data-dir DIR [--host H] [--port P] [--auth none]
-        Serve the MCP tools at http://H:P/mcp (default 127.0.0.1:8000). Every flag can also be
-        set as POLICYGUARD_<FLAG>, e.g. POLICYGUARD_PORT=9000. Other flags: --log-level,
-        --default-decision allow|deny, --unknown-agent-trust, --auto-register true|false,
-        --auto-register-limit N, --body-limit 1mb.
+  policyguard serve --standalone --config-dir DIR --data-dir DIR [--host H] [--port P]
+  policyguard serve [--kubeconfig K] [--namespace NS] [--watch-namespaces a,b] [--audit-sink file|configmap]
+        Serve the MCP tools at http://H:P/mcp (default 127.0.0.1:8000), from a folder of
+        manifests (standalone) or as a Kubernetes operator. Every flag can also be set as
+        POLICYGUARD_<FLAG>, e.g. POLICYGUARD_PORT=9000.
+        Identity: --auth none|token|kubernetes, --token-file F, --token-audiences policyguard,
+          --accept-api-server-audience, --auth-cache-ttl 10s.
+        Edge: --allowed-hosts, --allowed-origins, --rate-limit 1000/1s|0, --body-limit 1mb,
+          --tls-cert, --tls-key.
+        Decisions: --default-decision allow|deny, --unknown-agent-trust low, --auto-register
+          true|false, --auto-register-limit 1000.
+        Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration
+          15s, --renew-deadline 10s, --retry-period 2s, --data-dir (file audit sink).
+        --log-level debug|info|warn|error.
   policyguard check --config-dir DIR --agent-id ID --target TOOL [--action-type T] [--parameters JSON]
         Evaluate one action offline against a folder of manifests and print the decision as
         JSON. Exit 0 allowed, 1 denied or approval required, 2 error (e.g. a broken manifest).
   policyguard audit verify PATH
-        Verify the hash chain of an audit log (a segment file or the audit folder).
+  policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K]
+        Verify the hash chain of an audit log: a segment file or the audit folder, or the
+        ConfigMap ring of one replica. Exit 0 intact, 1 with the first broken link.
   policyguard crds [--write [DIR]]
         Print the CustomResourceDefinitions, or write them to DIR (default crds/).
 `;
@@ -82,10 +93,23 @@ async function check(argv: string[]): Promise<number> {
 }
 
 async function audit(argv: string[]): Promise<number> {
-  const [sub, path, ...rest] = argv;
-  if (sub !== 'verify' || !path || rest.length > 0) throw new UsageError('usage: policyguard audit verify PATH');
-  const { verifyAuditChain } = await import('../audit/verify.js');
-  const result = await verifyAuditChain(path);
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { configmap: { type: 'boolean' }, namespace: { type: 'string' }, replica: { type: 'string' }, kubeconfig: { type: 'string' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [sub, path, ...rest] = positionals;
+  const { verifyAuditChain, verifyConfigMapRing } = await import('../audit/verify.js');
+  let result;
+  if (sub === 'verify' && values.configmap && !path && values.namespace && values.replica) {
+    const { loadKubeConfig } = await import('../kube/client.js');
+    result = await verifyConfigMapRing(loadKubeConfig(values.kubeconfig), values.namespace, values.replica);
+  } else if (sub === 'verify' && path && rest.length === 0 && !values.configmap) {
+    result = await verifyAuditChain(path);
+  } else {
+    throw new UsageError('usage: policyguard audit verify PATH | policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K]');
+  }
   if (result.ok) {
     process.stdout.write(`ok: ${result.records} records in ${result.segments} segment(s), chain intact\n`);
     return 0;
