@@ -8,7 +8,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
-import { sharedKubeConfig, sharedKubectl } from '../controlplane/test-context.js';
+import { AppsV1Api } from '@kubernetes/client-node';
+import { sharedKubeConfig, sharedKubeconfigPath, sharedKubectl } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import {
   ALL_FEATURES_VALUES, CHART_DIR, FIXTURES_DIR, REPO_ROOT, VENDOR_CRDS_DIR, ensureNamespaces, findObject, helm, installCrds, parseObjects,
@@ -178,5 +179,36 @@ describe('the API server accepts everything the chart renders (kubectl apply --s
     const r = await serverDryRun(yaml);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/readOnlyRootFileSystem: field not declared in schema/);
+  });
+});
+
+describe('helm install and uninstall against the test API server', () => {
+  it('installs (the CRDs exist already, so Helm skips them), prints NOTES that say how to reach /mcp, and uninstalls', async () => {
+    const kc = sharedKubeConfig();
+    const ns = await createNamespace(kc, 'pg-install');
+    const release = `inst-${ns.slice(-6)}`;
+    const common = ['--namespace', ns, '--kubeconfig', sharedKubeconfigPath()];
+    const installed = await helm(['install', release, CHART_DIR, ...common]);
+    expect(installed.stderr).toBe('');
+    expect(installed.code).toBe(0);
+    const notes = installed.stdout.slice(installed.stdout.indexOf('NOTES:'));
+    expect(notes).toContain(`http://${release}-policyguard.${ns}:8000/mcp`);
+    expect(notes).toContain(`kubectl -n ${ns} port-forward service/${release}-policyguard 8000:8000`);
+    expect(notes).toContain('curl -s http://127.0.0.1:8000/readyz');
+    expect(notes).toContain('--audience policyguard');
+    const deploy = await kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: `${release}-policyguard`, namespace: ns });
+    expect(deploy.spec?.replicas).toBe(2);
+    const uninstalled = await helm(['uninstall', release, ...common]);
+    expect(uninstalled.code).toBe(0);
+    await expect(kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: `${release}-policyguard`, namespace: ns })).rejects.toMatchObject({ code: 404 });
+  });
+
+  it('values.schema.json is enforced at install time, before anything is created', async () => {
+    const kc = sharedKubeConfig();
+    const ns = await createNamespace(kc, 'pg-install');
+    const r = await helm(['install', 'bad', CHART_DIR, '--namespace', ns, '--kubeconfig', sharedKubeconfigPath(), '--set', 'replicaCount=0']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/at '\/replicaCount': minimum/);
+    expect((await kc.makeApiClient(AppsV1Api).listNamespacedDeployment({ namespace: ns })).items).toEqual([]);
   });
 });
