@@ -105,7 +105,7 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
         apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'policy-writer', namespace: ns },
         roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'policy-writer' }, subjects: [{ kind: 'ServiceAccount', name: 'policy-admin', namespace: ns }],
       },
-    ] as KubernetesObject[]);
+    ] as unknown as KubernetesObject[]);
     await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'], identities: [{ serviceAccount: { namespace: ns, name: 'etl' } }] });
     // The chart's default audit sink, so the ConfigMap rules are exercised too.
     op = await startOperator(installed.kubeconfigPath, ns, ['--auth', 'kubernetes', '--audit-sink', 'configmap']);
