@@ -25,7 +25,7 @@ beforeAll(async () => {
 
 describe('chart CRDs', () => {
   const chartCrds = join(CHART_DIR, 'crds');
-  it('are the generated CRDs, byte for byte (sync: npx tsx src/cli/main.ts crds --write helm/policyguard/crds)', () => {
+  it('are the generated CRDs, byte for byte, as are crds/ (sync both: npm run crds)', () => {
     const generated = generateCrds();
     expect(readdirSync(chartCrds).sort()).toEqual(generated.map((c) => c.fileName).sort());
     for (const c of generated) {
