@@ -95,7 +95,7 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-auth-delegator').roleRef).toEqual({ apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'system:auth-delegator' });
   });
 
-  it('renders every optional feature: PVC, ServiceMonitor, RemoteMCPServer, NetworkPolicy, per-namespace RBAC, token auth', async () => {
+  it('renders every optional feature: PVC, ServiceMonitor, RemoteMCPServer, NetworkPolicy, per-namespace RBAC, token auth, TLS', async () => {
     const objs = parseObjects(await renderChart({ valuesFiles: [ALL_FEATURES_VALUES] }));
     const pod = findObject(objs, 'Deployment').spec.template.spec;
     const env = Object.fromEntries(pod.containers[0].env.map((e: any) => [e.name, e.value]));
@@ -104,11 +104,14 @@ describe('helm lint and template', () => {
     expect(env.POLICYGUARD_DATA_DIR).toBe('/var/lib/policyguard/$(POLICYGUARD_REPLICA_ID)');
     expect(pod.volumes).toContainEqual({ name: 'data', persistentVolumeClaim: { claimName: 'pg-policyguard-audit' } });
     expect(findObject(objs, 'PersistentVolumeClaim').spec).toMatchObject({ accessModes: ['ReadWriteMany'], storageClassName: 'shared-rwx' });
-    expect(findObject(objs, 'ServiceMonitor').spec.endpoints).toEqual([{ port: 'http', path: '/metrics', scheme: 'http', interval: '30s', scrapeTimeout: '10s' }]);
+    expect(findObject(objs, 'ServiceMonitor').spec.endpoints).toEqual([{
+      port: 'http', path: '/metrics', scheme: 'https', interval: '30s', scrapeTimeout: '10s',
+      tlsConfig: { ca: { secret: { name: 'policyguard-tls', key: 'ca.crt' } }, serverName: 'pg-policyguard.policyguard.svc' },
+    }]);
     expect(findObject(objs, 'RemoteMCPServer')).toMatchObject({
       apiVersion: 'kagent.dev/v1alpha2',
       metadata: { name: 'pg-policyguard', namespace: 'kagent' },
-      spec: { protocol: 'STREAMABLE_HTTP', url: 'http://pg-policyguard.policyguard:8000/mcp' },
+      spec: { protocol: 'STREAMABLE_HTTP' },
     });
     expect(findObject(objs, 'NetworkPolicy').spec.ingress[0].from).toHaveLength(2);
     expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard')).toBeUndefined(); // no cluster-wide grant
@@ -117,6 +120,12 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-auth-delegator')).toBeUndefined(); // auth token: no TokenReview
     expect(env).toMatchObject({ POLICYGUARD_AUTH: 'token', POLICYGUARD_TOKEN_FILE: '/etc/policyguard/tokens/tokens', POLICYGUARD_ALLOWED_HOSTS: 'policyguard.example.com,localhost' });
     expect(pod.volumes).toContainEqual({ name: 'tokens', secret: { secretName: 'policyguard-tokens', items: [{ key: 'tokens', path: 'tokens' }] } });
+    // TLS: the server gets the Secret's certificate; probes, Service, scrape and kagent speak HTTPS.
+    expect(env).toMatchObject({ POLICYGUARD_TLS_CERT: '/etc/policyguard/tls/tls.crt', POLICYGUARD_TLS_KEY: '/etc/policyguard/tls/tls.key' });
+    expect(pod.volumes).toContainEqual({ name: 'tls', secret: { secretName: 'policyguard-tls', items: [{ key: 'tls.crt', path: 'tls.crt' }, { key: 'tls.key', path: 'tls.key' }] } });
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) expect(pod.containers[0][probe].httpGet.scheme, probe).toBe('HTTPS');
+    expect(findObject(objs, 'Service').spec.ports[0].appProtocol).toBe('https');
+    expect(findObject(objs, 'RemoteMCPServer').spec).toMatchObject({ url: 'https://pg-policyguard.policyguard:8000/mcp', tls: { caCertSecretRef: 'policyguard-ca' } });
     expect(findObject(objs, 'Role').rules.map((r: any) => r.resources[0])).toEqual(['leases', 'leases']); // no ConfigMap sink
   });
 

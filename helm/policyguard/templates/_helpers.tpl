@@ -68,7 +68,21 @@ and the cluster policy namespace.
 
 {{/* The in-cluster URL of the MCP endpoint. */}}
 {{- define "policyguard.mcpUrl" -}}
-{{- printf "http://%s.%s:%v/mcp" (include "policyguard.fullname" .) .Release.Namespace .Values.service.port }}
+{{- printf "%s://%s.%s:%v/mcp" (include "policyguard.scheme" .) (include "policyguard.fullname" .) .Release.Namespace .Values.service.port }}
+{{- end }}
+
+{{/* http, or https when tls.secretName is set. */}}
+{{- define "policyguard.scheme" -}}
+{{- if .Values.tls.secretName }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* A probe from values, switched to HTTPS when the server serves TLS. */}}
+{{- define "policyguard.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .root.Values.tls.secretName $probe.httpGet }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}
 
 {{/*
