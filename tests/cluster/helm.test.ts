@@ -8,6 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
+import { parseServeConfig } from '../../src/config.js';
 import { AppsV1Api } from '@kubernetes/client-node';
 import { sharedKubeConfig, sharedKubeconfigPath, sharedKubectl } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
@@ -127,6 +128,26 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'Service').spec.ports[0].appProtocol).toBe('https');
     expect(findObject(objs, 'RemoteMCPServer').spec).toMatchObject({ url: 'https://pg-policyguard.policyguard:8000/mcp', tls: { caCertSecretRef: 'policyguard-ca' } });
     expect(findObject(objs, 'Role').rules.map((r: any) => r.resources[0])).toEqual(['leases', 'leases']); // no ConfigMap sink
+  });
+
+  it.each([
+    ['default values', [] as string[]],
+    ['every optional feature on', [ALL_FEATURES_VALUES]],
+  ])('with %s, every POLICYGUARD_* variable the pod gets is a server flag, and the server accepts them together', async (_what, valuesFiles) => {
+    const pod = findObject(parseObjects(await renderChart({ valuesFiles })), 'Deployment').spec.template.spec;
+    const c = pod.containers[0];
+    // What the kubelet would pass: downward API values, then $(VAR) references expanded.
+    const env: Record<string, string> = {};
+    for (const e of c.env) {
+      const raw: string = e.value ?? { 'metadata.namespace': 'policyguard', 'metadata.name': 'pg-policyguard-7d9f8-x2x4q' }[e.valueFrom.fieldRef.fieldPath as string];
+      env[e.name] = raw.replace(/\$\((\w+)\)/g, (_m: string, v: string) => env[v] ?? '');
+    }
+    const config = parseServeConfig(c.args.slice(1), env) as Record<string, unknown>;
+    for (const name of Object.keys(env).filter((n) => n.startsWith('POLICYGUARD_'))) {
+      const key = name.slice('POLICYGUARD_'.length).toLowerCase().replace(/_([a-z])/g, (_m, ch: string) => ch.toUpperCase());
+      expect(config[key], `${name} is not a flag the server knows (no config.${key})`).not.toBeUndefined();
+    }
+    expect(config).toMatchObject({ host: '0.0.0.0', namespace: 'policyguard', replicaId: 'pg-policyguard-7d9f8-x2x4q', standalone: false });
   });
 
   it.each([
