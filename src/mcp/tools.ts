@@ -122,7 +122,7 @@ function agentDeny(d: Decision, rule: string, reason: string): Decision {
   };
 }
 
-type Identity = { ok: true; agentId: string } | { ok: false; error: string } | { ok: false; mismatch: CompiledAgent | string };
+type Identity = { ok: true; agentId: string } | { ok: false; error: string } | { ok: false; mismatch: CompiledAgent };
 
 export class Tools {
   private readonly pendingRegistrations = new Set<string>();
