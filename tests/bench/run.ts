@@ -4,9 +4,10 @@
  * No argument runs all three; the controller bench runs only when the test control plane can
  * start, and prints why when it cannot.
  */
+import os from 'node:os';
 import { printHeader, printInfo } from './report.js';
 
-const SECTIONS = ['engine'] as const;
+const SECTIONS = ['engine', 'mcp', 'controller'] as const;
 type Section = (typeof SECTIONS)[number];
 
 async function main(argv: string[]): Promise<void> {
@@ -16,12 +17,17 @@ async function main(argv: string[]): Promise<void> {
     process.exit(2);
   }
   const chosen: Section[] = argv.length > 0 ? (argv as Section[]) : [...SECTIONS];
-  printInfo(`${new Date().toISOString()}  node ${process.version}  ${process.platform}/${process.arch}  ${(await import('node:os')).cpus().length} CPUs (${(await import('node:os')).cpus()[0]?.model ?? '?'})`);
+  printInfo(`${new Date().toISOString()}  node ${process.version}  ${process.platform}/${process.arch}  ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'})`);
   printHeader();
+  const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
   for (const section of chosen) {
     const started = Date.now();
+    // Other work on the machine inflates tails: say how busy it was.
+    printInfo(`${section}: load average ${load()} at start`);
     if (section === 'engine') await (await import('./engine.js')).runEngineBench();
-    printInfo(`${section}: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+    if (section === 'mcp') await (await import('./mcp.js')).runMcpBench();
+    if (section === 'controller') await (await import('./controller.js')).runControllerBench();
+    printInfo(`${section}: ${((Date.now() - started) / 1000).toFixed(0)} s, load average ${load()} at end`);
   }
 }
 

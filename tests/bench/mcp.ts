@@ -1,0 +1,257 @@
+/**
+ * MCP over HTTP: `tools/call validate_action` through POST /mcp with autocannon (50
+ * connections, 3 s warm-up, 10 s measured, load generator in its own process; 1 call in 10 is
+ * denied, which also writes a policy_violation incident), against
+ *   - ours: the real server (`startServer`, standalone mode, config-samples), also once more
+ *     with the deny replaced by an allowed call, to show what the incident write costs;
+ *   - raw: node:http answering the same JSON (the ceiling: parse the body, send the bytes);
+ *   - sdk: the MCP SDK's documented stateless pattern (new McpServer + transport per request)
+ *     serving the same tool over the same kind of store, audit log and incident log.
+ * Afterwards the audit log of "ours" is flushed and its records counted against the decisions
+ * the server made: the sink must keep up without dropping any.
+ */
+import { execFile } from 'node:child_process';
+import { cp, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import express from 'express';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { ANONYMOUS } from '../../src/auth/authenticate.js';
+import { openAuthorizer } from '../../src/auth/authorize.js';
+import { openFileAuditSink } from '../../src/audit/file-sink.js';
+import { openFileIncidentLog } from '../../src/audit/incident-file.js';
+import { startServer } from '../../src/cli/serve.js';
+import { parseServeConfig } from '../../src/config.js';
+import { silentLogger } from '../../src/log.js';
+import { Metrics } from '../../src/metrics.js';
+import { createMcpServer } from '../../src/mcp/server.js';
+import { Tools } from '../../src/mcp/tools.js';
+import { StandaloneStore } from '../../src/store/standalone.js';
+import type { LoadResult, LoadSpec } from './load.js';
+import { atLeast, atMost, printFigure, printInfo } from './report.js';
+
+const CONNECTIONS = 50;
+const WARMUP_SEC = 3;
+const DURATION_SEC = 10;
+const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
+const LOAD = fileURLToPath(new URL('./load.ts', import.meta.url));
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+
+/**
+ * What agents ask, against config-samples: mostly allowed reads and queries, small and large
+ * refunds (allow / require_approval), an Audit-mode finding, an admin's delete, and one deny in
+ * ten (which also records a policy_violation incident).
+ */
+const CALLS: Array<[agent: string, target: string, parameters: Record<string, unknown>]> = [
+  ['support-bot', 'read_customer', { customer_id: 42 }],
+  ['data-processor', 'query_sales', { table: 'orders', limit: 100 }],
+  ['support-bot', 'issue_refund', { amount: 120, order: 'o-1' }],
+  ['support-bot', 'issue_refund', { amount: 900, order: 'o-2' }],
+  ['data-processor', 'send_email', { to: 'someone@partner.org', subject: 'report' }],
+  ['platform-admin', 'delete_records', { table: 'tmp_events' }],
+  ['support-bot', 'get_ticket', { id: 'T-7' }],
+  ['data-processor', 'export_report', { format: 'csv' }],
+  ['support-bot', 'delete_records', { table: 'users' }],
+  ['data-processor', 'read_table', { table: 'events' }],
+];
+
+/** The same calls with the deny replaced by an allowed read: isolates what a deny's incident costs. */
+const ALLOW_ONLY = CALLS.map((c): (typeof CALLS)[number] => (c[0] === 'support-bot' && c[1] === 'delete_records' ? ['support-bot', 'read_orders', { customer_id: 7 }] : c));
+
+export const bodies = (mix: 'mixed' | 'allow-only' = 'mixed'): string[] =>
+  (mix === 'mixed' ? CALLS : ALLOW_ONLY).map(([agent_id, target, parameters], i) =>
+    JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id, parameters } } }),
+  );
+
+/** Run the load generator in a child process on this project's Node. */
+function load(url: string, durationSec: number, mix: 'mixed' | 'allow-only'): Promise<LoadResult> {
+  const spec: LoadSpec = { url, connections: CONNECTIONS, durationSec, headers: HEADERS, bodies: bodies(mix) };
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, ['--import', 'tsx', LOAD, JSON.stringify(spec)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) return reject(new Error(`load generator failed: ${stderr || err.message}`));
+      resolve(JSON.parse(stdout) as LoadResult);
+    });
+  });
+}
+
+async function probe(url: string): Promise<string> {
+  const res = await fetch(url, { method: 'POST', headers: HEADERS, body: bodies()[3] });
+  const text = await res.text();
+  if (res.status !== 200 || !text.includes('require_approval')) throw new Error(`probe of ${url} answered ${res.status}: ${text.slice(0, 300)}`);
+  return text;
+}
+
+interface Measured {
+  result: LoadResult;
+  warmup: LoadResult;
+}
+
+async function measure(url: string, mix: 'mixed' | 'allow-only' = 'mixed'): Promise<Measured> {
+  await probe(url);
+  const warmup = await load(url, WARMUP_SEC, mix);
+  const result = await load(url, DURATION_SEC, mix);
+  return { warmup, result };
+}
+
+/** Sum of a metric's samples in the Prometheus text, optionally only those with a label. */
+function metricSum(text: string, name: string, label?: string): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name) || (line[name.length] !== ' ' && line[name.length] !== '{')) continue;
+    if (label && !line.includes(label)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
+
+async function countAuditRecords(dir: string): Promise<number> {
+  let n = 0;
+  for (const f of await readdir(dir)) {
+    if (!f.endsWith('.jsonl')) continue;
+    const text = await readFile(join(dir, f), 'utf8');
+    for (const line of text.split('\n')) if (line.trim() !== '') n++;
+  }
+  return n;
+}
+
+/** Ours: the real server, as `policyguard serve --standalone` runs it (no per-caller rate limit). */
+async function benchOurs(root: string) {
+  const configDir = join(root, 'ours-config');
+  const dataDir = join(root, 'ours-data');
+  await cp(SAMPLES, configDir, { recursive: true });
+  const pg = await startServer(parseServeConfig(['--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', '0', '--rate-limit', '0'], {}), silentLogger);
+  const url = `${pg.url}/mcp`;
+  try {
+    const canned = await probe(url);
+    const m = await measure(url);
+    const allowOnly = (await measure(url, 'allow-only')).result;
+    // Let in-flight requests finish, then read what the server did.
+    await new Promise((r) => setTimeout(r, 500));
+    const metrics = await (await fetch(`${pg.url}/metrics`)).text();
+    await pg.close(); // drains and flushes the audit sink
+    const records = await countAuditRecords(join(dataDir, 'audit'));
+    return {
+      ...m,
+      allowOnly,
+      canned,
+      decisions: metricSum(metrics, 'policyguard_decisions_total'),
+      dropped: metricSum(metrics, 'policyguard_audit_dropped_records'),
+      fastTaken: metricSum(metrics, 'policyguard_mcp_fast_path_requests_total', 'outcome="taken"'),
+      fastWired: metrics.includes('policyguard_mcp_fast_path_requests_total'),
+      records,
+    };
+  } catch (err) {
+    await pg.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The ceiling: node:http reading and parsing the same request, answering the same bytes. */
+async function benchRaw(canned: string) {
+  const bytes = Buffer.from(canned);
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length }).end(bytes);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+  try {
+    return await measure(url);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+}
+
+/** The SDK's documented stateless pattern with the same tool, store, audit and incident log. */
+async function benchSdk(root: string) {
+  const dataDir = join(root, 'sdk-data');
+  const store = await StandaloneStore.open({ configDir: SAMPLES, dataDir, log: silentLogger, engine: { defaultDecision: 'allow', unknownAgentTrust: 'low', clusterPolicyNamespace: null } });
+  const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), log: () => {} });
+  const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: () => {} });
+  const metrics = new Metrics();
+  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: true, autoRegisterLimit: 1000 } });
+  const app = express();
+  app.disable('x-powered-by');
+  app.post('/mcp', express.json({ limit: '1mb' }), async (req, res) => {
+    const server = createMcpServer(tools, metrics, { principal: ANONYMOUS });
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => {
+      void transport.close();
+      void server.close();
+    });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, req.body);
+  });
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
+  try {
+    return await measure(url);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await incidents.list(new Date()); // waits for incident writes still queued
+    await audit.close();
+    await store.close();
+  }
+}
+
+function describe(r: LoadResult): string {
+  const bad = r.non2xx + r.errors + r.timeouts;
+  return `${r.completed.toLocaleString('en-US')} responses${bad ? `, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts` : ''}`;
+}
+
+export async function runMcpBench(): Promise<void> {
+  try {
+    await import('autocannon');
+  } catch {
+    printInfo('mcp: skipped, autocannon is not installed (a devDependency; for a quick run: npm install --no-save autocannon@8)');
+    return;
+  }
+  const root = await mkdtemp(join(tmpdir(), 'policyguard-bench-mcp-'));
+  try {
+    // Ours first: it also yields the exact JSON the raw ceiling answers with.
+    const ours = await benchOurs(root);
+    const raw = await benchRaw(ours.canned);
+    const sdk = await benchSdk(root);
+
+    const o = ours.result;
+    printFigure({ name: 'mcp.ours.req_per_s', value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'sdk', value: sdk.result.requestsPerSec }, note: `${atLeast(o.requestsPerSec, 5000, 'req/s')}; ${atLeast(o.requestsPerSec / sdk.result.requestsPerSec, 2.5, 'x sdk')}; ${describe(o)}` });
+    printFigure({ name: 'mcp.ours.req_per_s_of_ceiling', value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec } });
+    printFigure({ name: 'mcp.ours.p50', value: o.p50, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p50 } });
+    printFigure({ name: 'mcp.ours.p99', value: o.p99, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p99 }, note: atMost(o.p99, 10, 'ms') });
+    printFigure({
+      name: 'mcp.ours.allow_only.req_per_s',
+      value: ours.allowOnly.requestsPerSec,
+      unit: 'req/s',
+      baseline: { label: 'mixed', value: o.requestsPerSec },
+      note: `same calls, the deny replaced by a read (no incident write); p50 ${ours.allowOnly.p50} ms, p99 ${ours.allowOnly.p99} ms; ${describe(ours.allowOnly)}`,
+    });
+    printFigure({ name: 'mcp.raw.req_per_s', value: raw.result.requestsPerSec, unit: 'req/s', note: `ceiling: node:http, same JSON; p50 ${raw.result.p50} ms, p99 ${raw.result.p99} ms; ${describe(raw.result)}` });
+    printFigure({ name: 'mcp.sdk.req_per_s', value: sdk.result.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec }, note: `SDK stateless pattern; p50 ${sdk.result.p50} ms, p99 ${sdk.result.p99} ms; ${describe(sdk.result)}` });
+    printFigure({
+      name: 'mcp.ours.fast_path_share',
+      value: ours.fastTaken,
+      unit: 'req',
+      baseline: { label: 'decisions', value: ours.decisions, unit: 'req' },
+      note: ours.fastWired ? 'requests answered on the fast path' : 'fast path NOT wired into http.ts: "ours" is the SDK path',
+    });
+    printFigure({
+      name: 'mcp.ours.audit_records',
+      value: ours.records,
+      unit: 'rec',
+      baseline: { label: 'decisions', value: ours.decisions, unit: 'rec' },
+      note: `${ours.records === ours.decisions && ours.dropped === 0 ? 'every decision audited' : 'MISMATCH'}; dropped ${ours.dropped}; load generator saw ${(o.completed + ours.warmup.completed + ours.allowOnly.completed).toLocaleString('en-US')} measured responses (+ warm-ups and probes)`,
+    });
+  } finally {
+    await rm(root, { recursive: true, force: true, maxRetries: 5 });
+  }
+}
