@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { describeKubeError } from '../kube/client.js';
 import type { Logger } from '../log.js';
@@ -75,7 +76,9 @@ export async function tokenFileAuthenticator(path: string, log: Logger): Promise
     }
   };
   try {
-    watcher = watch(path, () => {
+    // Watch the folder, not the file: a Kubernetes Secret volume updates by swapping a symlink,
+    // which a watch on the old file never sees.
+    watcher = watch(dirname(path), () => {
       clearTimeout(timer);
       timer = setTimeout(() => void reload(), 100);
     });
