@@ -22,7 +22,8 @@ import type { AuditSink } from '../audit/sink.js';
 import { silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { StandaloneStore } from '../store/standalone.js';
-import { createFastPath, type FastPath } from './fast-path.js';
+import { toJsonSchemaCompat } from '@modelcontextprotocol/sdk/server/zod-json-schema-compat.js';
+import { createFastPath, FAST_TOOLS, type FastPath } from './fast-path.js';
 import { createMcpServer } from './server.js';
 import { Tools, type CallContext } from './tools.js';
 
@@ -215,6 +216,19 @@ describe('fast path answers exactly as the SDK path', () => {
     await post(fastUrl, va('delete_records'), HEADERS);
     await audit.flush();
     expect(audit.stats.written).toBe(written + 2);
+  });
+});
+
+describe('the fast path stays in step with server.ts', () => {
+  it('its schemas for each fast tool are the ones tools/list advertises', async () => {
+    const { body } = await post(sdkUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, HEADERS);
+    const listed = JSON.parse(body).result.tools as Array<{ name: string; inputSchema: unknown; outputSchema: unknown }>;
+    for (const [name, tool] of Object.entries(FAST_TOOLS)) {
+      const registered = listed.find((t) => t.name === name);
+      expect(registered, name).toBeDefined();
+      expect(toJsonSchemaCompat(tool!.input as never, { strictUnions: true, pipeStrategy: 'input' })).toEqual(registered!.inputSchema);
+      expect(toJsonSchemaCompat(tool!.output as never, { strictUnions: true, pipeStrategy: 'output' })).toEqual(registered!.outputSchema);
+    }
   });
 });
 
