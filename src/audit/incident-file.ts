@@ -67,8 +67,21 @@ export async function openFileIncidentLog(
   const log = opts.log ?? ((msg: string) => console.error(`[incidents] ${msg}`));
   await mkdir(dirname(path), { recursive: true });
   await repairTornTail(path, isIncidentRecord, log);
-  // Serialises appends so lines land whole and in call order (and timestamps stay in order).
+  // Group commit: incidents recorded while a write is in flight go out together in the next
+  // one (one append + fdatasync), in call order. One fsync per incident, one after the other,
+  // would cap denials at the disk's fsync rate and make each wait for all queued before it.
+  let pending: Array<{ line: string; stored: () => void; failed: (err: unknown) => void }> = [];
   let writes: Promise<unknown> = Promise.resolve();
+  const writeBatch = async (): Promise<void> => {
+    const batch = pending;
+    pending = [];
+    try {
+      await appendDurably(path, batch.map((b) => `${b.line}\n`).join(''));
+      for (const b of batch) b.stored();
+    } catch (err) {
+      for (const b of batch) b.failed(err); // appendDurably undid the partial write: none is stored
+    }
+  };
 
   return {
     record(input) {
@@ -86,10 +99,10 @@ export async function openFileIncidentLog(
         resolution: null,
       };
       const line = canonicalJson(incident);
-      const write = writes.then(() => appendDurably(path, `${line}\n`));
-      writes = write.catch(() => undefined);
+      const stored = new Promise<void>((resolve, reject) => pending.push({ line, stored: resolve, failed: reject }));
+      if (pending.length === 1) writes = writes.then(writeBatch);
       // Return what was stored: the JSON round trip drops undefined members, turns Dates into strings.
-      return write.then(() => JSON.parse(line) as IncidentRecord);
+      return stored.then(() => JSON.parse(line) as IncidentRecord);
     },
 
     async list(since) {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomFillSync } from 'node:crypto';
 import { z } from 'zod';
 
 /** What the agent asked to do, as audited (parameters and context already redacted). */
@@ -285,5 +285,17 @@ export function createAuditRecord(input: AuditEntryInput, prevHash: string): Aud
  * newId('inc_'); // 'inc_3f9a0c1b2d4e'
  */
 export function newId(prefix: string): string {
-  return prefix + randomBytes(6).toString('hex');
+  if (idOffset + ID_BYTES > idPool.length) {
+    randomFillSync(idPool);
+    idOffset = 0;
+  }
+  const id = prefix + idPool.toString('hex', idOffset, idOffset + ID_BYTES);
+  idOffset += ID_BYTES;
+  return id;
 }
+
+// Random bytes are drawn a block at a time: one randomFillSync per 1,024 ids instead of a
+// randomBytes call (~2 µs) per id; a decision takes two ids, a deny three.
+const ID_BYTES = 6;
+const idPool = Buffer.alloc(ID_BYTES * 1024);
+let idOffset = idPool.length;

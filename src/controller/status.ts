@@ -20,6 +20,9 @@ export interface StatusWriterOptions {
   isLeader: () => boolean;
 }
 
+/** Concurrent status writes. */
+const WORKERS = 8;
+
 interface Desired {
   status: 'True' | 'False';
   reason: string;
@@ -40,7 +43,7 @@ function readyOf(obj: KubeObject): { observedGeneration?: number; ready?: Condit
 export class StatusWriter {
   private readonly api: CustomObjectsApi;
   private readonly queue = new Set<string>();
-  private running = false;
+  private readonly inFlight = new Set<string>();
   private stopped = false;
   /** Status writes made (for tests: only the leader makes any). */
   writes = 0;
@@ -57,7 +60,7 @@ export class StatusWriter {
       const key = objectKey(kind, obj.metadata.namespace, obj.metadata.name);
       if (this.differs(obj, desired(problems.get(key)))) this.queue.add(key);
     }
-    void this.drain();
+    this.drain();
   }
 
   private differs(obj: KubeObject, want: Desired): boolean {
@@ -65,17 +68,20 @@ export class StatusWriter {
     return observedGeneration !== obj.metadata.generation || ready?.status !== want.status || ready.reason !== want.reason || ready.message !== want.message;
   }
 
-  private async drain(): Promise<void> {
-    if (this.running) return;
-    this.running = true;
-    try {
-      while (this.queue.size > 0 && !this.stopped && this.opts.isLeader()) {
-        const key = this.queue.values().next().value!;
-        this.queue.delete(key);
-        await this.reconcile(key);
-      }
-    } finally {
-      this.running = false;
+  /**
+   * Up to {@link WORKERS} reconciles at once (one at a time caps status writes at one API
+   * round trip each, ~50/s); never two for the same object.
+   */
+  private drain(): void {
+    for (const key of this.queue) {
+      if (this.inFlight.size >= WORKERS || this.stopped || !this.opts.isLeader()) return;
+      if (this.inFlight.has(key)) continue; // picked up again when the current write ends
+      this.queue.delete(key);
+      this.inFlight.add(key);
+      void this.reconcile(key).finally(() => {
+        this.inFlight.delete(key);
+        this.drain();
+      });
     }
   }
 

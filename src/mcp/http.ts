@@ -16,6 +16,7 @@ import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
+import { createFastPath } from './fast-path.js';
 import { createMcpServer } from './server.js';
 import type { Tools } from './tools.js';
 
@@ -117,8 +118,13 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     jsonRpcError(res, 429, -32000, `Too many requests from ${principal.subject}; retry after ${Math.ceil(take.retryAfterMs / 1000)} s`);
   };
 
+  // tools/call validate_action without building an MCP server per request; byte-identical to
+  // the SDK path, which still answers everything else (see fast-path.ts).
+  const fast = createFastPath({ tools, metrics, log });
   app.post('/mcp', guardHostAndOrigin, express.json({ limit: opts.bodyLimit ?? '1mb' }), authenticate, limit, async (req, res) => {
-    const server = createMcpServer(tools, metrics, { principal: res.locals.principal as Principal });
+    const ctx = { principal: res.locals.principal as Principal };
+    if (fast.handle(req, res, req.body, ctx)) return;
+    const server = createMcpServer(tools, metrics, ctx);
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     res.on('close', () => {
       void transport.close();
