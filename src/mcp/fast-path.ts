@@ -20,8 +20,7 @@ import type { AnySchema } from '@modelcontextprotocol/sdk/server/zod-compat.js';
 import { CallToolResultSchema, ErrorCode, McpError, SUPPORTED_PROTOCOL_VERSIONS, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import * as S from './schemas.js';
-import { toCallToolResult, type ToolName } from './server.js';
+import { toCallToolResult, TOOL_SPECS, type ToolName } from './server.js';
 import type { CallContext, ToolOutcome, Tools } from './tools.js';
 
 interface FastTool {
@@ -37,17 +36,12 @@ const objectSchema = (shape: Record<string, AnySchema>): AnySchema => {
 };
 
 /**
- * Tools answered here, with the schemas and handler binding that server.ts registers for them.
+ * Tools answered here, built from the same table server.ts registers (TOOL_SPECS).
  * validate_action is the hot path; the others do file or API writes and reads that cost far
  * more than the SDK overhead, so they stay on the SDK path.
  */
-export const FAST_TOOLS: Partial<Record<ToolName, FastTool>> = {
-  validate_action: {
-    input: objectSchema(S.ValidateActionInput),
-    output: objectSchema(S.ValidateActionOutput),
-    run: (tools, args, ctx) => tools.validateAction(args, ctx),
-  },
-};
+const fastTool = (name: ToolName): FastTool => ({ input: objectSchema(TOOL_SPECS[name].input), output: objectSchema(TOOL_SPECS[name].output), run: TOOL_SPECS[name].run });
+export const FAST_TOOLS: Partial<Record<ToolName, FastTool>> = { validate_action: fastTool('validate_action') };
 
 const REQUEST_KEYS = new Set(['jsonrpc', 'id', 'method', 'params']);
 const PARAMS_KEYS = new Set(['name', 'arguments']);

@@ -4,7 +4,8 @@
  * as `structuredContent`.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
+import type { z } from 'zod';
 import type { Metrics } from '../metrics.js';
 import * as S from './schemas.js';
 import type { CallContext, ToolOutcome, Tools } from './tools.js';
@@ -39,12 +40,75 @@ export function toCallToolResult(outcome: ToolOutcome<object>): CallToolResult {
   return { content: [{ type: 'text', text: outcome.error }], isError: true };
 }
 
+/** One tool: what MCP clients see (name, schemas, hints) and which handler answers it. */
+export interface ToolSpec {
+  title: string;
+  description: string;
+  input: z.ZodRawShape;
+  output: z.ZodRawShape;
+  annotations: ToolAnnotations;
+  run(tools: Tools, args: any, ctx: CallContext): Promise<ToolOutcome<object>>;
+}
+
+/** The six tools. The SDK path (below) and the fast path (./fast-path.ts) both read this table. */
+export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
+  validate_action: {
+    title: 'Validate an action',
+    description:
+      'Check whether an agent may perform an action BEFORE performing it. Returns allowed / require_approval / reason, the rules that matched, and an action_id for the audit log.',
+    input: S.ValidateActionInput,
+    output: S.ValidateActionOutput,
+    annotations: { readOnlyHint: true, idempotentHint: false, openWorldHint: false },
+    run: (tools, args, ctx) => tools.validateAction(args, ctx),
+  },
+  register_agent: {
+    title: 'Register an agent',
+    description: 'Create or update a GuardAgent: its trust level (low, medium, high, admin) and the tools it may or may not use.',
+    input: S.RegisterAgentInput,
+    output: S.RegisterAgentOutput,
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    run: (tools, args, ctx) => tools.registerAgent(args, ctx),
+  },
+  create_policy: {
+    title: 'Create a policy',
+    description: 'Create or update a GuardPolicy from rules (seed format or GuardPolicy format).',
+    input: S.CreatePolicyInput,
+    output: S.CreatePolicyOutput,
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    run: (tools, args, ctx) => tools.createPolicy(args, ctx),
+  },
+  get_audit_log: {
+    title: 'Read the audit log',
+    description: 'Audit entries, newest first, filtered by agent, action type, time range and status.',
+    input: S.GetAuditLogInput,
+    output: S.GetAuditLogOutput,
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: (tools, args) => tools.getAuditLog(args),
+  },
+  get_compliance_status: {
+    title: 'Compliance status',
+    description: 'Security posture over a time range: denial rate, top offenders, incidents, policies and agents, with recommendations.',
+    input: S.GetComplianceStatusInput,
+    output: S.GetComplianceStatusOutput,
+    annotations: { readOnlyHint: true, openWorldHint: false },
+    run: (tools, args) => tools.getComplianceStatus(args),
+  },
+  report_incident: {
+    title: 'Report an incident',
+    description: 'Record a security incident. Severity "critical" suspends the agent until a human resumes it.',
+    input: S.ReportIncidentInput,
+    output: S.ReportIncidentOutput,
+    annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
+    run: (tools, args, ctx) => tools.reportIncident(args, ctx),
+  },
+};
+
 /**
  * A server with the six tools bound to `tools` for one caller. Stateless: callers create one
  * per request (the SDK does not allow reusing a server across stateless requests).
  *
  * @example
- *   const server = createMcpServer(tools, metrics, { caller: 'anonymous' });
+ *   const server = createMcpServer(tools, metrics, { principal: ANONYMOUS });
  *   await server.connect(transport);
  */
 export function createMcpServer(tools: Tools, metrics: Metrics, ctx: CallContext): McpServer {
@@ -53,80 +117,17 @@ export function createMcpServer(tools: Tools, metrics: Metrics, ctx: CallContext
     instructions:
       'PolicyGuard decides whether an AI agent may perform an action. Call validate_action BEFORE any sensitive action and do not proceed unless "allowed" is true; when "require_approval" is true, ask a human first.',
   });
-  const run =
-    <A>(name: ToolName, handler: (args: A) => Promise<ToolOutcome<object>>) =>
-    async (args: A): Promise<CallToolResult> => {
-      const outcome = await handler(args);
-      metrics.toolCalls.inc({ tool: name, outcome: outcome.ok ? 'ok' : 'error' });
-      return toCallToolResult(outcome);
-    };
-
-  server.registerTool(
-    'validate_action',
-    {
-      title: 'Validate an action',
-      description:
-        'Check whether an agent may perform an action BEFORE performing it. Returns allowed / require_approval / reason, the rules that matched, and an action_id for the audit log.',
-      inputSchema: S.ValidateActionInput,
-      outputSchema: S.ValidateActionOutput,
-      annotations: { readOnlyHint: true, idempotentHint: false, openWorldHint: false },
-    },
-    run('validate_action', (a) => tools.validateAction(a, ctx)),
-  );
-  server.registerTool(
-    'register_agent',
-    {
-      title: 'Register an agent',
-      description: 'Create or update a GuardAgent: its trust level (low, medium, high, admin) and the tools it may or may not use.',
-      inputSchema: S.RegisterAgentInput,
-      outputSchema: S.RegisterAgentOutput,
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    },
-    run('register_agent', (a) => tools.registerAgent(a, ctx)),
-  );
-  server.registerTool(
-    'create_policy',
-    {
-      title: 'Create a policy',
-      description: 'Create or update a GuardPolicy from rules (seed format or GuardPolicy format).',
-      inputSchema: S.CreatePolicyInput,
-      outputSchema: S.CreatePolicyOutput,
-      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    },
-    run('create_policy', (a) => tools.createPolicy(a, ctx)),
-  );
-  server.registerTool(
-    'get_audit_log',
-    {
-      title: 'Read the audit log',
-      description: 'Audit entries, newest first, filtered by agent, action type, time range and status.',
-      inputSchema: S.GetAuditLogInput,
-      outputSchema: S.GetAuditLogOutput,
-      annotations: { readOnlyHint: true, openWorldHint: false },
-    },
-    run('get_audit_log', (a) => tools.getAuditLog(a)),
-  );
-  server.registerTool(
-    'get_compliance_status',
-    {
-      title: 'Compliance status',
-      description: 'Security posture over a time range: denial rate, top offenders, incidents, policies and agents, with recommendations.',
-      inputSchema: S.GetComplianceStatusInput,
-      outputSchema: S.GetComplianceStatusOutput,
-      annotations: { readOnlyHint: true, openWorldHint: false },
-    },
-    run('get_compliance_status', (a) => tools.getComplianceStatus(a)),
-  );
-  server.registerTool(
-    'report_incident',
-    {
-      title: 'Report an incident',
-      description: 'Record a security incident. Severity "critical" suspends the agent until a human resumes it.',
-      inputSchema: S.ReportIncidentInput,
-      outputSchema: S.ReportIncidentOutput,
-      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
-    },
-    run('report_incident', (a) => tools.reportIncident(a, ctx)),
-  );
+  for (const name of TOOL_NAMES) {
+    const spec = TOOL_SPECS[name];
+    server.registerTool(
+      name,
+      { title: spec.title, description: spec.description, inputSchema: spec.input, outputSchema: spec.output, annotations: spec.annotations },
+      (async (args: unknown): Promise<CallToolResult> => {
+        const outcome = await spec.run(tools, args, ctx);
+        metrics.toolCalls.inc({ tool: name, outcome: outcome.ok ? 'ok' : 'error' });
+        return toCallToolResult(outcome);
+      }) as never,
+    );
+  }
   return server;
 }
