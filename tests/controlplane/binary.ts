@@ -134,8 +134,8 @@ function pidAlive(pid: number): boolean {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Takes the build lock, or returns false when another live process holds it. Breaks stale locks. */
-function tryLock(lockPath: string): boolean {
+/** Takes a build lock, or returns false when another live process holds it. Breaks stale locks. */
+export function tryLock(lockPath: string): boolean {
   try {
     const fd = openSync(lockPath, 'wx');
     writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString() }));
@@ -203,6 +203,28 @@ async function ensureKubeTestenvUncached(): Promise<string> {
   }
 }
 
+/**
+ * Runs `go args`, keeping only the last lines of its output; on failure throws with them,
+ * prefixed by `who` (the tool being built). Returns the kept output.
+ */
+export async function runGo(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }, who: string): Promise<string> {
+  const output: string[] = [];
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn('go', args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const collect = (b: Buffer) => {
+      output.push(b.toString());
+      if (output.length > 400) output.splice(0, output.length - 400);
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  const text = output.join('');
+  if (code !== 0) throw new Error(`${who}: \`go ${args.join(' ')}\` in ${opts.cwd} failed (exit ${code}):\n${text.split('\n').slice(-40).join('\n')}`);
+  return text;
+}
+
 async function build(bin: string): Promise<void> {
   const goVersion = checkGo();
   const k8s = kubernetesVersion();
@@ -224,27 +246,8 @@ async function build(bin: string): Promise<void> {
   );
   const started = Date.now();
   const ticker = setInterval(() => log(`still building kube-testenv… ${Math.round((Date.now() - started) / 1000)}s`), 30_000);
-  const output: string[] = [];
   try {
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const child = spawn('go', args, {
-        cwd: GO_MODULE_DIR,
-        env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: [process.env.GOFLAGS, '-mod=readonly'].filter(Boolean).join(' ') },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      const collect = (b: Buffer) => {
-        output.push(b.toString());
-        if (output.length > 400) output.splice(0, output.length - 400);
-      };
-      child.stdout.on('data', collect);
-      child.stderr.on('data', collect);
-      child.on('error', reject);
-      child.on('close', resolve);
-    });
-    if (code !== 0) {
-      const tail = output.join('').split('\n').slice(-40).join('\n');
-      throw new Error(`controlplane: \`go ${args.join(' ')}\` in ${GO_MODULE_DIR} failed (exit ${code}):\n${tail}`);
-    }
+    await runGo(args, { cwd: GO_MODULE_DIR, env: { ...process.env, CGO_ENABLED: '0', GOFLAGS: [process.env.GOFLAGS, '-mod=readonly'].filter(Boolean).join(' ') } }, 'controlplane');
     renameSync(tmp, bin); // atomic within the cache directory
   } finally {
     clearInterval(ticker);

@@ -372,9 +372,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
   }
 }
 
-export function runKubectl(program: Program, args: string[], input?: string): Promise<ExecResult> {
+/** Runs a program to completion, feeding it `input`, collecting its output. */
+export function runProgram(program: Program, args: string[], opts: { input?: string; cwd?: string } = {}): Promise<ExecResult> {
+  const input = opts.input;
   return new Promise((resolve, reject) => {
-    const child = spawn(program.command, [...program.args, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(program.command, [...program.args, ...args], { stdio: ['pipe', 'pipe', 'pipe'], ...(opts.cwd ? { cwd: opts.cwd } : {}) });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -383,6 +385,10 @@ export function runKubectl(program: Program, args: string[], input?: string): Pr
     child.on('close', (code) => resolve({ stdout, stderr, code }));
     child.stdin.end(input ?? '');
   });
+}
+
+export function runKubectl(program: Program, args: string[], input?: string): Promise<ExecResult> {
+  return runProgram(program, args, input === undefined ? {} : { input });
 }
 
 // ---- manifests -----------------------------------------------------------------------------

@@ -6,12 +6,12 @@
 // Makefile does, so `helm version` is right and `.Capabilities.KubeVersion` defaults to the
 // Kubernetes minor Helm was built against instead of v1.20.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-import { checkGo } from '../controlplane/binary.js';
+import { checkGo, runGo, tryLock } from '../controlplane/binary.js';
 
 /** The Helm release built when none is installed (served by the Go module proxy). */
 export const HELM_VERSION = 'v3.22.0';
@@ -77,47 +77,6 @@ async function resolveHelm(): Promise<string> {
   }
 }
 
-/** Exclusive create of the lock file; a lock whose owner died (or older than 30 min) is stale. */
-function tryLock(path: string): boolean {
-  try {
-    const fd = openSync(path, 'wx');
-    writeSync(fd, String(process.pid));
-    closeSync(fd);
-    return true;
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-  }
-  let stale: boolean;
-  try {
-    const pid = Number(readFileSync(path, 'utf8'));
-    const alive = pid > 0 && spawnSync('kill', ['-0', String(pid)]).status === 0;
-    stale = !alive || Date.now() - statSync(path).mtimeMs > 30 * 60_000;
-  } catch {
-    stale = true; // vanished or unreadable: try again
-  }
-  if (stale) rmSync(path, { force: true });
-  return false;
-}
-
-/** Runs `go args` in `cwd`, keeping the last lines of output for the error message. */
-async function go(args: string[], cwd: string, env: NodeJS.ProcessEnv): Promise<string> {
-  const out: string[] = [];
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn('go', args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const collect = (b: Buffer) => {
-      out.push(b.toString());
-      if (out.length > 400) out.splice(0, out.length - 400);
-    };
-    child.stdout.on('data', collect);
-    child.stderr.on('data', collect);
-    child.on('error', reject);
-    child.on('close', resolve);
-  });
-  const text = out.join('');
-  if (code !== 0) throw new Error(`helm: \`go ${args.join(' ')}\` failed (exit ${code}):\n${text.split('\n').slice(-40).join('\n')}`);
-  return text;
-}
-
 async function build(bin: string): Promise<void> {
   const goVersion = checkGo();
   const tmp = `${bin}.tmp-${process.pid}`;
@@ -128,14 +87,14 @@ async function build(bin: string): Promise<void> {
   const ticker = setInterval(() => log(`still building helm… ${Math.round((Date.now() - started) / 1000)}s`), 30_000);
   try {
     // The Kubernetes minor Helm is built against, from its go.mod (k8s.io/client-go v0.N.x → 1.N).
-    const info = JSON.parse(await go(['mod', 'download', '-json', `${HELM_MODULE}@${HELM_VERSION}`], tmp, env)) as { GoMod?: string };
+    const info = JSON.parse(await runGo(['mod', 'download', '-json', `${HELM_MODULE}@${HELM_VERSION}`], { cwd: tmp, env }, 'helm')) as { GoMod?: string };
     const clientGo = info.GoMod ? /^\s*k8s\.io\/client-go\s+v0\.(\d+)\./m.exec(readFileSync(info.GoMod, 'utf8')) : null;
     if (!clientGo) throw new Error(`helm: cannot find the k8s.io/client-go version in the go.mod of ${HELM_MODULE}@${HELM_VERSION}`);
     const ldflags = ['-s', '-w', `-X ${HELM_MODULE}/internal/version.version=${HELM_VERSION}`, `-X ${HELM_MODULE}/internal/version.gitTreeState=clean`];
     for (const pkg of ['pkg/lint/rules', 'pkg/chartutil']) {
       ldflags.push(`-X ${HELM_MODULE}/${pkg}.k8sVersionMajor=1`, `-X ${HELM_MODULE}/${pkg}.k8sVersionMinor=${clientGo[1]}`);
     }
-    await go(['install', '-trimpath', `-ldflags=${ldflags.join(' ')}`, `${HELM_MODULE}/cmd/helm@${HELM_VERSION}`], tmp, { ...env, GOBIN: tmp });
+    await runGo(['install', '-trimpath', `-ldflags=${ldflags.join(' ')}`, `${HELM_MODULE}/cmd/helm@${HELM_VERSION}`], { cwd: tmp, env: { ...env, GOBIN: tmp } }, 'helm');
     renameSync(join(tmp, 'helm'), bin); // atomic within the cache directory
   } finally {
     clearInterval(ticker);

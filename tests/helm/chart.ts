@@ -1,14 +1,13 @@
 // Helpers for tests of the Helm chart (helm/policyguard) and the config samples against the
 // test control plane: render the chart, split YAML into objects, install third-party CRDs.
 
-import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { CoreV1Api, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 
-import { REPO_ROOT, waitForCrdEstablished, type ExecResult } from '../controlplane/index.js';
+import { REPO_ROOT, runProgram, waitForCrdEstablished, type ExecResult } from '../controlplane/index.js';
 import { sharedKubectl } from '../controlplane/test-context.js';
 import { ensureHelm } from './binary.js';
 
@@ -24,16 +23,7 @@ export const KUBE_VERSION = '1.35.4';
 
 /** Runs helm (built on first use, see ./binary.ts). */
 export async function helm(args: string[]): Promise<ExecResult> {
-  const bin = await ensureHelm();
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ stdout, stderr, code }));
-  });
+  return runProgram({ command: await ensureHelm(), args: [] }, args, { cwd: REPO_ROOT });
 }
 
 export interface RenderOptions {
