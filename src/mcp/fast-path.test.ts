@@ -13,7 +13,6 @@ import express, { type Request, type Response } from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ANONYMOUS } from '../auth/authenticate.js';
 import { openAuthorizer } from '../auth/authorize.js';
 import { openFileAuditSink } from '../audit/file-sink.js';
@@ -24,7 +23,7 @@ import { Metrics } from '../metrics.js';
 import { StandaloneStore } from '../store/standalone.js';
 import { toJsonSchemaCompat } from '@modelcontextprotocol/sdk/server/zod-json-schema-compat.js';
 import { createFastPath, FAST_TOOLS, type FastPath } from './fast-path.js';
-import { createMcpServer } from './server.js';
+import { answerWithSdk } from './http.js';
 import { Tools, type CallContext } from './tools.js';
 
 // Random ids (action_id, entry_id, incident_id) come from newId: count instead, and restart the
@@ -48,15 +47,8 @@ let sdkUrl: string;
 let fastUrl: string;
 
 /** http.ts's SDK path: a new McpServer and transport per request. */
-async function sdkAnswer(tools: Tools, req: Request, res: Response): Promise<void> {
-  const server = createMcpServer(tools, metrics, ctx);
-  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-  res.on('close', () => {
-    void transport.close();
-    void server.close();
-  });
-  await server.connect(transport);
-  await transport.handleRequest(req, res, req.body);
+function sdkAnswer(tools: Tools, req: Request, res: Response): Promise<void> {
+  return answerWithSdk(tools, metrics, ctx, req, res);
 }
 
 async function serve(app: express.Express): Promise<string> {

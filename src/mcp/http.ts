@@ -18,7 +18,7 @@ import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { createFastPath } from './fast-path.js';
 import { createMcpServer } from './server.js';
-import type { Tools } from './tools.js';
+import type { CallContext, Tools } from './tools.js';
 
 export interface HttpOptions {
   tools: Tools;
@@ -39,6 +39,22 @@ export interface HttpOptions {
 /** A JSON-RPC error reply for requests that never reach the MCP server. */
 function jsonRpcError(res: Response, status: number, code: number, message: string): void {
   res.status(status).json({ jsonrpc: '2.0', error: { code, message }, id: null });
+}
+
+/**
+ * The MCP SDK's documented stateless pattern: a new server and transport for this one request.
+ *
+ * @example app.post('/mcp', express.json(), (req, res) => answerWithSdk(tools, metrics, ctx, req, res));
+ */
+export async function answerWithSdk(tools: Tools, metrics: Metrics, ctx: CallContext, req: Request, res: Response): Promise<void> {
+  const server = createMcpServer(tools, metrics, ctx);
+  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+  res.on('close', () => {
+    void transport.close();
+    void server.close();
+  });
+  await server.connect(transport);
+  await transport.handleRequest(req, res, req.body);
 }
 
 /** Host header without the port; `[::1]:8000` → `[::1]`. */
@@ -124,15 +140,8 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.post('/mcp', guardHostAndOrigin, express.json({ limit: opts.bodyLimit ?? '1mb' }), authenticate, limit, async (req, res) => {
     const ctx = { principal: res.locals.principal as Principal };
     if (fast.handle(req, res, req.body, ctx)) return;
-    const server = createMcpServer(tools, metrics, ctx);
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    res.on('close', () => {
-      void transport.close();
-      void server.close();
-    });
     try {
-      await server.connect(transport);
-      await transport.handleRequest(req, res, req.body);
+      await answerWithSdk(tools, metrics, ctx, req, res);
     } catch (err) {
       log.error('MCP request failed', { error: String(err) });
       if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');

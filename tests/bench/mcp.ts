@@ -18,7 +18,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express from 'express';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { ANONYMOUS } from '../../src/auth/authenticate.js';
 import { openAuthorizer } from '../../src/auth/authorize.js';
 import { openFileAuditSink } from '../../src/audit/file-sink.js';
@@ -27,7 +26,7 @@ import { startServer } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { createMcpServer } from '../../src/mcp/server.js';
+import { answerWithSdk } from '../../src/mcp/http.js';
 import { Tools } from '../../src/mcp/tools.js';
 import { StandaloneStore } from '../../src/store/standalone.js';
 import type { LoadResult, LoadSpec } from './load.js';
@@ -180,16 +179,7 @@ async function benchSdk(root: string) {
   const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: true, autoRegisterLimit: 1000 } });
   const app = express();
   app.disable('x-powered-by');
-  app.post('/mcp', express.json({ limit: '1mb' }), async (req, res) => {
-    const server = createMcpServer(tools, metrics, { principal: ANONYMOUS });
-    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-    res.on('close', () => {
-      void transport.close();
-      void server.close();
-    });
-    await server.connect(transport);
-    await transport.handleRequest(req, res, req.body);
-  });
+  app.post('/mcp', express.json({ limit: '1mb' }), (req, res) => answerWithSdk(tools, metrics, { principal: ANONYMOUS }, req, res));
   const server = app.listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
