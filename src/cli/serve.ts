@@ -108,6 +108,9 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   });
   const statusWriter = new StatusWriter({ kubeConfig, store, log, isLeader });
   metrics.gauge('policyguard_status_writes', 'Status updates this replica wrote (only the leader writes).', () => statusWriter.writes);
+  metrics.gauge('policyguard_watch_events', 'List/watch activity of the controller: full lists, watch connections, failures, 410 Gone re-lists.', () =>
+    Object.entries(store.watchStats()).map(([kind, n]) => [{ kind }, n] as [Record<string, string>, number]),
+  );
   const audit =
     config.auditSink === 'configmap'
       ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, log: (msg) => log.warn(msg) })

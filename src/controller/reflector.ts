@@ -52,8 +52,8 @@ export class Reflector {
   private readonly api: CustomObjectsApi;
   private readonly watch: Watch;
   private readonly loop: Promise<void>;
-  /** How many full lists and watch restarts happened (for tests and metrics). */
-  readonly stats = { lists: 0, watches: 0, errors: 0 };
+  /** Full lists, watch connections, failures, and 410 Gone re-lists (for metrics and tests). */
+  readonly stats = { lists: 0, watches: 0, errors: 0, expired: 0 };
 
   constructor(private readonly opts: ReflectorOptions) {
     this.api = opts.kubeConfig.makeApiClient(CustomObjectsApi);
@@ -76,6 +76,7 @@ export class Reflector {
       } catch (err) {
         if (this.stopped) return;
         if (err instanceof Gone) {
+          this.stats.expired++;
           this.opts.log.info('watch expired (410 Gone); listing again', { resource: this.what });
           needList = true;
           continue;

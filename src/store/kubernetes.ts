@@ -182,6 +182,18 @@ export class KubernetesStore implements PolicyStore {
     return [...this.objectProblems().values()].map((p) => `${p.kind} ${p.namespace}/${p.name}: ${p.reason}: ${p.message}`);
   }
 
+  /** List/watch counters summed over every watch (see Reflector.stats). */
+  watchStats(): { lists: number; watches: number; errors: number; expired: number } {
+    const sum = { lists: 0, watches: 0, errors: 0, expired: 0 };
+    for (const { reflector } of this.reflectors) {
+      sum.lists += reflector.stats.lists;
+      sum.watches += reflector.stats.watches;
+      sum.errors += reflector.stats.errors;
+      sum.expired += reflector.stats.expired;
+    }
+    return sum;
+  }
+
   /** The raw objects as last seen from the API server (status included). */
   rawObjects(): Array<{ kind: Kind; obj: KubeObject }> {
     return this.reflectors.flatMap(({ kind, reflector }) => [...reflector.cache.values()].map((obj) => ({ kind, obj })));

@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControlPlane, type ControlPlane } from '../controlplane/index.js';
+import type { KubernetesStore } from '../../src/store/kubernetes.js';
 import { applyGuard, createNamespace, eventually, startOperator, type Operator } from './harness.js';
 
 let cp: ControlPlane;
@@ -25,6 +26,8 @@ afterAll(async () => {
 describe('API server restart', () => {
   it('re-syncs and reflects changes made while the watches were down', async () => {
     expect((await op.validate('wipe_disk', 'bot')).allowed).toBe(true);
+    const store = op.pg.store as KubernetesStore;
+    const before = store.watchStats();
     await cp.stopApiServer();
     // Decisions keep coming from the last snapshot while the API server is away.
     expect((await op.validate('wipe_disk', 'bot')).allowed).toBe(true);
@@ -35,5 +38,10 @@ describe('API server restart', () => {
     expect(d.reason).toBe('no wipes');
     expect(d.agent.trust_level).toBe('high');
     expect(op.pg.store.ready()).toBe(true);
+    // It re-listed after the outage (on a failed watch or a 410), rather than trusting its cache.
+    const after = store.watchStats();
+    process.stderr.write(`[restart] watch stats before ${JSON.stringify(before)} after ${JSON.stringify(after)}\n`);
+    expect(after.lists).toBeGreaterThan(before.lists);
+    expect(after.errors + after.expired).toBeGreaterThan(before.errors + before.expired);
   }, 120_000);
 });
