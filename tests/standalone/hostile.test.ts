@@ -15,8 +15,10 @@ import { DEFAULT_ENGINE_OPTIONS } from '../../src/engine/types.js';
 import { SEED_FIXTURE, startTestServer, type TestServer } from './harness.js';
 
 let s: TestServer;
+let heapAtStart = 0;
 beforeAll(async () => {
   s = await startTestServer(SEED_FIXTURE, ['--rate-limit', '0']);
+  heapAtStart = process.memoryUsage().heapUsed;
 });
 afterAll(async () => {
   await s?.close();
@@ -123,7 +125,10 @@ describe('hostile input at /mcp', () => {
     expect((await fetch(`${s.pg.url}/healthz`)).status).toBe(200);
     const ok = await post(toolCall('validate_action', { action_type: 'tool_call', target: 'read_data', agent_id: 'test-low' }));
     expect(ok.body.result.structuredContent.allowed).toBe(true);
-    expect(process.memoryUsage().heapUsed).toBeLessThan(1024 * 1024 * 1024);
+    // The server runs in this process: whatever the hostile requests left behind shows here.
+    const grownMb = (process.memoryUsage().heapUsed - heapAtStart) / 1024 / 1024;
+    process.stderr.write(`[hostile] heap grew by ${grownMb.toFixed(1)} MB over the hostile runs\n`);
+    expect(grownMb).toBeLessThan(256);
     await s.restart(); // flush
     const verdict = await verifyAuditChain(join(s.dataDir, 'audit'));
     expect(verdict).toMatchObject({ ok: true });
