@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SYSTEM_AGENT_ID, createAuditIncidentLog } from './audit-incidents.js';
 import { openFileAuditSink } from './file-sink.js';
+import { incidentInput } from './incident-fixture.js';
 import type { IncidentInput, IncidentRecord } from './incident-file.js';
 import type { AuditSink } from './sink.js';
 import { verifyAuditChain } from './verify.js';
@@ -25,18 +26,7 @@ async function openSink(): Promise<AuditSink> {
   return sink;
 }
 
-function incident(overrides: Partial<IncidentInput> = {}): IncidentInput {
-  return {
-    type: 'policy_violation',
-    severity: 'high',
-    description: 'denied shell.exec',
-    agent_id: 'agent-1',
-    action_id: 'act_0123456789ab',
-    evidence: { target: 'shell.exec', headers: { Authorization: 'Bearer abc' } },
-    recommended_action: 'review the agent',
-    ...overrides,
-  };
-}
+const incident = (overrides: Partial<IncidentInput> = {}): IncidentInput => incidentInput({ severity: 'high', ...overrides });
 
 describe('incident log in the audit log', () => {
   it('appends an audit entry of type incident and returns the incident it holds', async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { INCIDENT_LIST_LIMIT, openFileIncidentLog, type IncidentInput } from './incident-file.js';
+import { incidentInput } from './incident-fixture.js';
 
 let dir: string;
 let path: string;
@@ -19,18 +20,7 @@ afterEach(async () => {
 
 const open = () => openFileIncidentLog(path, { log: (m) => logs.push(m) });
 
-function incident(overrides: Partial<IncidentInput> = {}): IncidentInput {
-  return {
-    type: 'policy_violation',
-    severity: 'medium',
-    description: 'denied shell.exec',
-    agent_id: 'agent-1',
-    action_id: 'act_0123456789ab',
-    evidence: { target: 'shell.exec', headers: { Authorization: 'Bearer abc' } },
-    recommended_action: 'review the agent',
-    ...overrides,
-  };
-}
+const incident = (overrides: Partial<IncidentInput> = {}): IncidentInput => incidentInput(overrides);
 
 describe('file incident log', () => {
   it('records incidents with ids, redacted evidence and open status, and lists them newest first', async () => {

@@ -12,7 +12,7 @@
  */
 import { execFile } from 'node:child_process';
 import { cp, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -159,13 +159,19 @@ async function benchRaw(canned: string) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length }).end(bytes);
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return measureServer(server);
+}
+
+/** Listen on a free loopback port, measure /mcp there, then close; `cleanup` runs after. */
+async function measureServer(server: Server, cleanup: () => Promise<unknown> = async () => undefined) {
+  if (!server.listening) await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
   try {
     return await measure(url);
   } finally {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
+    await cleanup();
   }
 }
 
@@ -180,18 +186,11 @@ async function benchSdk(root: string) {
   const app = express();
   app.disable('x-powered-by');
   app.post('/mcp', express.json({ limit: '1mb' }), (req, res) => answerWithSdk(tools, metrics, { principal: ANONYMOUS }, req, res));
-  const server = app.listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
-  try {
-    return await measure(url);
-  } finally {
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
+  return measureServer(createServer(app), async () => {
     await incidents.list(new Date()); // waits for incident writes still queued
     await audit.close();
     await store.close();
-  }
+  });
 }
 
 function describe(r: LoadResult): string {
