@@ -1,10 +1,19 @@
 /**
- * Glob patterns for tool names, action types and agent ids: compiled once at load, matched
- * case-insensitively, and screened for patterns that could make matching slow.
+ * Glob patterns for tool names, action types, agent ids and argument values, with the original
+ * project's semantics (Python `fnmatch`, see docs/decisions.md): `*` matches any run of
+ * characters, `/` included, so a deny on `*prod*` also catches `svc/prod-db` and URLs.
+ * Matching is case-insensitive and over Unicode code points (`?` matches one emoji).
+ *
+ * Patterns are compiled once into segments (the text between `*`s) and matched without regular
+ * expressions and without backtracking: the first segment is anchored at the start, the last at
+ * the end, and each middle segment is taken at its leftmost occurrence. The worst case is
+ * O(value length × pattern length), whatever the input.
  */
-import { Minimatch } from 'minimatch';
 
-/** At most this many `*` in one pattern (minimatch ReDoS, CVE-2026-26996). */
+/**
+ * At most this many `*` in one pattern. Not what keeps matching fast (the matcher is linear);
+ * a sanity bound on what a policy author can mean.
+ */
 export const MAX_STARS = 8;
 
 export class PatternError extends Error {
@@ -20,11 +29,11 @@ export class PatternError extends Error {
 export interface Glob {
   readonly pattern: string;
   /**
-   * Lowercased literal text every match starts with (the text before the first wildcard, or
-   * less, see {@link literalEnds}); the whole pattern when `exact`. May be empty.
+   * Lowercased literal text every match starts with (the text before the first wildcard); the
+   * whole pattern when `exact`. May be empty.
    */
   readonly prefix: string;
-  /** Lowercased literal text every match ends with; may be empty. The whole pattern when `exact`. */
+  /** Lowercased literal text every match ends with (after the last wildcard); the whole pattern when `exact`. May be empty. */
   readonly suffix: string;
   /** True when the pattern has no wildcard, so equality (case-insensitive) decides. */
   readonly exact: boolean;
@@ -32,59 +41,206 @@ export interface Glob {
   matchLower(valueLower: string): boolean;
 }
 
-const MAGIC = /[*?[]/;
+/** `[seq]` or `[!seq]`, over code points. */
+interface CharSet {
+  readonly negated: boolean;
+  readonly singles: ReadonlySet<number>;
+  /** Inclusive ranges as flat pairs `lo, hi, lo, hi, …`; an empty range (`z-a`) matches nothing. */
+  readonly ranges: readonly number[];
+}
 
-/**
- * Literal text that every string a (lowercased, magic) pattern matches must start and end
- * with, for the rule index. Conservative, because minimatch works on `/`-separated segments:
- * `a/**` also matches `a` and `**\/b` also matches `b` (so a `/` next to the wildcard is left
- * out), `\` escapes the next character, and `.`, `..` and empty segments are normalised away
- * (`x/../y*` is `y*`), so such patterns get no literal ends at all. Property-tested in
- * glob.test.ts: a match always starts with `prefix` and ends with `suffix`.
- */
-export function literalEnds(lower: string): { prefix: string; suffix: string } {
-  if (lower.includes('/') && lower.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) return { prefix: '', suffix: '' };
-  const first = lower.search(/[*?[\\]/);
-  let last = -1;
-  for (let i = lower.length - 1; i >= 0; i--) {
-    if ('*?[]\\'.includes(lower[i]!)) {
-      last = i;
-      break;
+/** One step of a segment: literal text, or exactly one code point (any, or one of a set). */
+type Atom = { readonly text: string } | { readonly set: CharSet | undefined };
+
+/** The atoms between two runs of `*`. */
+type Segment = readonly Atom[];
+
+function inSet(set: CharSet, cp: number): boolean {
+  let hit = set.singles.has(cp);
+  for (let k = 0; !hit && k < set.ranges.length; k += 2) hit = set.ranges[k]! <= cp && cp <= set.ranges[k + 1]!;
+  return hit !== set.negated;
+}
+
+const isHigh = (unit: number) => unit >= 0xd800 && unit <= 0xdbff;
+const isLow = (unit: number) => unit >= 0xdc00 && unit <= 0xdfff;
+
+/** UTF-16 units of the code point starting at `i` (1 on the ASCII path, 2 for a surrogate pair). */
+function widthAt(v: string, i: number): number {
+  return isHigh(v.charCodeAt(i)) && isLow(v.charCodeAt(i + 1)) ? 2 : 1;
+}
+
+/** UTF-16 units of the code point ending just before `end`. */
+function widthBefore(v: string, end: number): number {
+  return end >= 2 && isLow(v.charCodeAt(end - 1)) && isHigh(v.charCodeAt(end - 2)) ? 2 : 1;
+}
+
+/** Match `seg` starting at `i`; the index just after it, or -1. */
+function matchAt(seg: Segment, v: string, i: number): number {
+  for (const atom of seg) {
+    if ('text' in atom) {
+      if (!v.startsWith(atom.text, i)) return -1;
+      i += atom.text.length;
+    } else {
+      if (i >= v.length) return -1;
+      if (atom.set && !inSet(atom.set, v.codePointAt(i)!)) return -1;
+      i += widthAt(v, i);
     }
   }
-  let prefix = first === -1 ? lower : lower.slice(0, first);
-  let suffix = last === -1 ? lower : lower.slice(last + 1);
-  if (prefix.endsWith('/')) prefix = prefix.slice(0, -1);
-  if (suffix.startsWith('/')) suffix = suffix.slice(1);
-  return { prefix, suffix };
+  return i;
+}
+
+/** Match `seg` ending exactly at `end`; the index where it starts, or -1. */
+function matchBefore(seg: Segment, v: string, end: number): number {
+  for (let k = seg.length - 1; k >= 0; k--) {
+    const atom = seg[k]!;
+    if ('text' in atom) {
+      if (!v.endsWith(atom.text, end)) return -1;
+      end -= atom.text.length;
+    } else {
+      if (end <= 0) return -1;
+      const w = widthBefore(v, end);
+      if (atom.set && !inSet(atom.set, v.codePointAt(end - w)!)) return -1;
+      end -= w;
+    }
+  }
+  return end;
 }
 
 /**
- * Compile a glob. `*` and `?` do not cross `/` (minimatch semantics); `**` does.
- * Rejected, with a {@link PatternError} naming the pattern: empty patterns, braces, extglobs,
- * negation, more than {@link MAX_STARS} `*`.
+ * The leftmost occurrence of a (non-empty) middle segment starting at or after `from` and
+ * ending at or before `limit`; the index just after it, or -1. Leftmost is always right: every
+ * atom takes one code point or fixed text, so a later start can only end later.
+ */
+function findBetween(seg: Segment, v: string, from: number, limit: number): number {
+  const only = seg.length === 1 ? seg[0]! : undefined;
+  if (only && 'text' in only) {
+    const text = only.text;
+    const i = v.indexOf(text, from);
+    return i >= 0 && i + text.length <= limit ? i + text.length : -1;
+  }
+  for (let i = from; i < limit; i += widthAt(v, i)) {
+    const end = matchAt(seg, v, i);
+    if (end >= 0) return end <= limit ? end : -1;
+  }
+  return -1;
+}
+
+function matchSegments(segments: readonly Segment[], v: string): boolean {
+  const first = segments[0]!;
+  if (segments.length === 1) return matchAt(first, v, 0) === v.length;
+  let pos = matchAt(first, v, 0);
+  if (pos < 0) return false;
+  const tail = matchBefore(segments[segments.length - 1]!, v, v.length);
+  if (tail < pos) return false;
+  for (let s = 1; s < segments.length - 1 && pos >= 0; s++) pos = findBetween(segments[s]!, v, pos, tail);
+  return pos >= 0;
+}
+
+/**
+ * Index of the `]` closing the set opened at `open`, or -1. As in fnmatch, a `]` right after
+ * `[` or `[!` is a member, not the end.
+ */
+function closingBracket(cps: readonly string[], open: number): number {
+  let j = open + 1;
+  if (cps[j] === '!') j++;
+  if (cps[j] === ']') j++;
+  while (j < cps.length && cps[j] !== ']') j++;
+  return j < cps.length ? j : -1;
+}
+
+/** The members between `[` (or `[!`) and `]`: single characters and `a-z` ranges; `-` first or last is literal. */
+function parseSet(cps: readonly string[], from: number, to: number): CharSet {
+  const negated = cps[from] === '!';
+  const singles = new Set<number>();
+  const ranges: number[] = [];
+  for (let p = negated ? from + 1 : from; p < to; ) {
+    if (p + 2 < to && cps[p + 1] === '-') {
+      ranges.push(cps[p]!.codePointAt(0)!, cps[p + 2]!.codePointAt(0)!);
+      p += 3;
+    } else {
+      singles.add(cps[p]!.codePointAt(0)!);
+      p++;
+    }
+  }
+  return { negated, singles, ranges };
+}
+
+/** Split a lowercased pattern into segments; throws a {@link PatternError} for what we refuse. */
+function parse(pattern: string, lower: string): Segment[] {
+  const cps = Array.from(lower);
+  const segments: Atom[][] = [[]];
+  let text = '';
+  let stars = 0;
+  const flush = () => {
+    if (text) segments[segments.length - 1]!.push({ text });
+    text = '';
+  };
+  for (let i = 0; i < cps.length; i++) {
+    const c = cps[i]!;
+    switch (c) {
+      case '*':
+        stars++;
+        flush();
+        if (cps[i - 1] !== '*') segments.push([]); // `**` is `*`
+        break;
+      case '?':
+        flush();
+        segments[segments.length - 1]!.push({ set: undefined });
+        break;
+      case '[': {
+        const close = closingBracket(cps, i);
+        if (close < 0) throw new PatternError(pattern, 'has an unclosed "["; write "[[]" for a literal "["');
+        const set = parseSet(cps, i + 1, close);
+        const only = set.singles.size === 1 && set.ranges.length === 0 && !set.negated ? [...set.singles][0]! : undefined;
+        if (only !== undefined) text += String.fromCodePoint(only); // `[*]` is a literal `*`
+        else {
+          flush();
+          segments[segments.length - 1]!.push({ set });
+        }
+        i = close;
+        break;
+      }
+      case '{':
+      case '}':
+        throw new PatternError(pattern, 'uses braces, which are not supported; list each alternative as its own pattern');
+      case '(':
+      case ')':
+      case '|':
+        throw new PatternError(pattern, `uses "${c}": alternation is not supported; list each alternative as its own pattern (inside [...] it is a plain character)`);
+      default:
+        text += c;
+    }
+  }
+  flush();
+  if (stars > MAX_STARS) throw new PatternError(pattern, `has ${stars} "*"; at most ${MAX_STARS} are allowed`);
+  return segments;
+}
+
+/**
+ * Compile a glob with fnmatch semantics, case-insensitive: `*` any run of characters (`/`
+ * included, `**` is the same), `?` one character, `[a-z]` / `[!a-z]` one character in / not in
+ * a set (`]` first in a set is a member; a literal `*` is `[*]`); everything else, backslash
+ * included, is literal. Rejected with a {@link PatternError} naming the pattern, so that a
+ * rule never silently matches nothing: an empty pattern, a leading `!`, braces, `(` `)` `|`
+ * outside a set, an unclosed `[`, more than {@link MAX_STARS} `*`.
  *
  * @example
- *   compileGlob('delete_*').matchLower('delete_users') // true
+ *   compileGlob('*prod*').matchLower('svc/prod-db') // true
+ *   compileGlob('delete_*').matchLower('delete_users/all') // true
  */
 export function compileGlob(pattern: string): Glob {
   if (pattern.length === 0) throw new PatternError(pattern, 'is empty');
-  if (/[{}]/.test(pattern)) throw new PatternError(pattern, 'uses braces, which are not supported');
-  if (/[+@!?*]\(/.test(pattern) || /[()|]/.test(pattern)) {
-    throw new PatternError(pattern, 'uses extglob syntax ( ) |, which is not supported');
-  }
   if (pattern.startsWith('!')) throw new PatternError(pattern, 'starts with "!"; negation is not supported');
-  const stars = pattern.split('*').length - 1;
-  if (stars > MAX_STARS) throw new PatternError(pattern, `has ${stars} "*"; at most ${MAX_STARS} are allowed`);
-
   const lower = pattern.toLowerCase();
-  if (!MAGIC.test(lower)) {
-    return { pattern, prefix: lower, suffix: lower, exact: true, matchLower: (v) => v === lower };
+  const segments = parse(pattern, lower);
+  const head = segments[0]![0];
+  const tail = segments[segments.length - 1]!.at(-1);
+  const prefix = head && 'text' in head ? head.text : '';
+  const suffix = tail && 'text' in tail ? tail.text : '';
+  if (segments.length === 1 && segments[0]!.length === 1 && head === tail && prefix) {
+    return { pattern, prefix, suffix, exact: true, matchLower: (v) => v === prefix };
   }
-  const mm = new Minimatch(lower, { nocase: true, noext: true, nobrace: true, nonegate: true, nocomment: true, dot: true });
-  const re = mm.makeRe();
-  if (re === false) throw new PatternError(pattern, 'is not a valid glob');
-  return { pattern, ...literalEnds(lower), exact: false, matchLower: (v) => re.test(v) };
+  return { pattern, prefix, suffix, exact: false, matchLower: (v) => matchSegments(segments, v) };
 }
 
 /** Compile several globs; the first bad one throws. */

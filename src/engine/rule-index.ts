@@ -7,7 +7,8 @@
  * literal suffix (`*_production`), whichever is longer. A rule with no such condition (no tool,
  * action or agent condition at all, or a glob like `*` or `*x*` in each) is looked at for every
  * request. Candidates are then matched in full, so the index only has to return a superset of
- * the matching rules; `literalEnds` in ./glob.ts makes the keys safe for minimatch semantics.
+ * the matching rules: a glob's `prefix` and `suffix` (./glob.ts) are text every match starts
+ * and ends with, which the glob tests check property by property.
  */
 import type { CompiledRule } from './compile.js';
 import type { Glob } from './glob.js';

@@ -1,30 +1,56 @@
 /**
  * The baseline the engine is measured against: what the original project did. Every call walks
- * every rule of every policy and matches each pattern with `minimatch(value, pattern)` — no
- * index, nothing compiled ahead. The decision semantics are the engine's (DESIGN §3), so the
- * benchmark can check that both give the same answers.
+ * every rule of every policy and compiles and matches each pattern on the spot (as
+ * `fnmatch(value, pattern)` did) — no index, nothing compiled ahead. The decision semantics are
+ * the engine's (docs/decisions.md), so the benchmark can check that both give the
+ * same answers.
  */
-import { minimatch } from 'minimatch';
 import { trustRank, type GuardAgent, type GuardPolicy, type TrustLevel } from '../../src/api/schemas.js';
+import { compileGlob } from '../../src/engine/glob.js';
 import type { ActionRequest, DecisionKind } from '../../src/engine/types.js';
 
-const MM = { nocase: true, noext: true, nobrace: true, nonegate: true, nocomment: true, dot: true };
-
-const glob = (value: string, pattern: string): boolean =>
-  /[*?[]/.test(pattern) ? minimatch(value, pattern, MM) : value.toLowerCase() === pattern.toLowerCase();
+const glob = (value: string, pattern: string): boolean => compileGlob(pattern).matchLower(value.toLowerCase());
 
 const anyGlob = (value: string, patterns: readonly string[] | undefined) => patterns?.find((p) => glob(value, p));
+
+/** Sentinel: the path ran through something that is not an object. */
+const BLOCKED = Symbol('blocked');
 
 function lookup(root: unknown, path: string): unknown {
   let node = root;
   for (const key of path.split('.')) {
-    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined;
+    if (node === null || typeof node !== 'object') return BLOCKED;
+    if (!Object.hasOwn(node, key)) return undefined;
     node = (node as Record<string, unknown>)[key];
   }
   return node;
 }
 
 const comparable = (v: unknown) => (typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : v === null ? 'null' : undefined);
+const numeric = (v: unknown) => (typeof v === 'number' ? v : typeof v === 'string' && /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(v.trim()) ? Number(v) : NaN);
+
+/** One argument condition: true, false, or undefined when it cannot be evaluated. */
+function argument(a: { path: string; operator: string; values?: string[] | undefined }, parameters: unknown): boolean | undefined {
+  const v = lookup(parameters, a.path);
+  if (v === BLOCKED) return undefined;
+  const values = a.values ?? [];
+  if (a.operator === 'Exists') return v !== undefined;
+  if (a.operator === 'DoesNotExist') return v === undefined;
+  if (a.operator === 'GreaterThan' || a.operator === 'LessThan') {
+    if (v === undefined) return false;
+    const n = numeric(v);
+    if (!Number.isFinite(n)) return undefined;
+    return a.operator === 'GreaterThan' ? n > Number(values[0]) : n < Number(values[0]);
+  }
+  if (v === undefined) return a.operator === 'NotEquals' || a.operator === 'NotIn';
+  const c = comparable(v);
+  if (c === undefined) return undefined;
+  return a.operator === 'Equals' ? c === values[0]
+    : a.operator === 'NotEquals' ? c !== values[0]
+    : a.operator === 'In' ? values.includes(c)
+    : a.operator === 'NotIn' ? !values.includes(c)
+    : values.some((g) => glob(c, g));
+}
 
 export interface NaiveDecision {
   decision: DecisionKind;
@@ -69,21 +95,9 @@ export function naiveEvaluator(agents: readonly GuardAgent[], policies: readonly
         if (m.tools && !anyGlob(req.target, m.tools)) return;
         if (m.actionTypes && !anyGlob(req.actionType, m.actionTypes)) return;
         if (m.agents && !anyGlob(req.agentId, m.agents)) return;
-        for (const a of m.arguments ?? []) {
-          const v = lookup(req.parameters, a.path);
-          const c = comparable(v);
-          const values = a.values ?? [];
-          const ok =
-            a.operator === 'Exists' ? v !== undefined
-            : a.operator === 'DoesNotExist' ? v === undefined
-            : a.operator === 'Equals' ? c === values[0]
-            : a.operator === 'NotEquals' ? c !== values[0]
-            : a.operator === 'In' ? c !== undefined && values.includes(c)
-            : a.operator === 'NotIn' ? c === undefined || !values.includes(c)
-            : a.operator === 'Glob' ? c !== undefined && values.some((g) => glob(c, g))
-            : Number.isFinite(Number(c)) && c !== undefined && c.trim() !== '' && (a.operator === 'GreaterThan' ? Number(c) > Number(values[0]) : Number(c) < Number(values[0]));
-          if (!ok) return;
-        }
+        // A condition that cannot be evaluated lets a deny or require_approval apply, never an allow.
+        const results = (m.arguments ?? []).map((a) => argument(a, req.parameters));
+        if (results.includes(false) || (rule.action === 'allow' && results.includes(undefined))) return;
         matched++;
         const reason =
           rule.message ||
