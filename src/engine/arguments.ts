@@ -2,23 +2,63 @@
  * Argument conditions: compare a value found at a dot path in the call's parameters.
  * Comparisons are on strings (Kubernetes label-selector style); NotEquals and NotIn also match
  * when the path is absent, as NotIn does in a label selector.
+ *
+ * A condition on a value of the wrong type or shape (`GreaterThan 500` on `"600 USD"`, `Equals`
+ * on an object, a path through a string) is neither true nor false but indeterminate, and says
+ * why; the evaluator decides what that means for the rule (docs/decisions.md): an evaluation
+ * error is an outcome, not an exception and not a quiet `false`.
  */
 import type { ArgumentCondition } from '../api/schemas.js';
 import { compileGlob, type Glob } from './glob.js';
 
-export type ArgumentTest = (parameters: Readonly<Record<string, unknown>>) => boolean;
+/** Why a condition could not be evaluated, e.g. `parameters.amount is "600 USD", not a number; GreaterThan cannot be evaluated`. */
+export interface Indeterminate {
+  readonly indeterminate: string;
+}
 
-/** Look up `a.b.c` in own properties only (no prototype walking). */
-export function lookupPath(root: unknown, path: readonly string[]): unknown {
+export type ArgumentResult = boolean | Indeterminate;
+
+export type ArgumentTest = (parameters: Readonly<Record<string, unknown>>) => ArgumentResult;
+
+/**
+ * What a path runs into when it goes through something that is not an object (`options.force`
+ * with `options: "yes"`): the thing, and how many keys were followed to reach it.
+ */
+class Blocked {
+  constructor(
+    readonly value: unknown,
+    readonly depth: number,
+  ) {}
+}
+
+/** Look up `a.b.c` in own properties only (no prototype walking); undefined when absent. */
+function lookupPath(root: unknown, path: readonly string[]): unknown {
   let node = root;
-  for (const key of path) {
-    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined;
-    node = (node as Record<string, unknown>)[key];
+  for (let i = 0; i < path.length; i++) {
+    if (node === null || typeof node !== 'object') return new Blocked(node, i);
+    if (!Object.hasOwn(node, path[i]!)) return undefined;
+    node = (node as Record<string, unknown>)[path[i]!];
   }
   return node;
 }
 
-/** Scalars compare by their string form; objects and arrays compare with nothing. */
+const PREVIEW_MAX = 64;
+
+/** A short, safe description of a value for a warning: strings quoted and cut, containers by kind. */
+function preview(value: unknown): string {
+  if (typeof value === 'string') {
+    if (value.length <= PREVIEW_MAX) return JSON.stringify(value);
+    const end = /[\uD800-\uDBFF]/.test(value[PREVIEW_MAX - 1]!) ? PREVIEW_MAX - 1 : PREVIEW_MAX; // do not split a pair
+    return `${JSON.stringify(value.slice(0, end))}…`;
+  }
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return `an array of ${value.length} item${value.length === 1 ? '' : 's'}`;
+  if (typeof value === 'object') return 'an object';
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${String(value)} (a ${typeof value})`;
+  return `a ${typeof value}`;
+}
+
+/** Scalars compare by their string form (null as "null"); anything else cannot be compared. */
 function asComparable(value: unknown): string | undefined {
   switch (typeof value) {
     case 'string':
@@ -31,58 +71,82 @@ function asComparable(value: unknown): string | undefined {
   }
 }
 
+/** A plain decimal number, as JSON or a person writes it: `600`, `-2.5`, `1e3`; not `0x10`, `600 USD` or `Infinity`. */
+const PLAIN_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
 function asNumber(value: unknown): number | undefined {
-  const n = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+  const n = typeof value === 'number' ? value : typeof value === 'string' && PLAIN_NUMBER.test(value.trim()) ? Number(value) : NaN;
   return Number.isFinite(n) ? n : undefined;
 }
 
 /**
- * Compile one condition into a test. Globs in `Glob` values are compiled here, once.
+ * Compile one condition into a test giving `true`, `false` or {@link Indeterminate}. Globs in
+ * `Glob` values are compiled here, once. An absent path is never indeterminate: Exists is false,
+ * DoesNotExist, NotEquals and NotIn are true, the others false.
  *
  * @example
  *   compileArgument({ path: 'table', operator: 'In', values: ['users'] })({ table: 'users' }) // true
+ *   compileArgument({ path: 'amount', operator: 'GreaterThan', values: ['500'] })({ amount: '600 USD' })
+ *   // { indeterminate: 'parameters.amount is "600 USD", not a number; GreaterThan cannot be evaluated' }
  */
 export function compileArgument(cond: ArgumentCondition): ArgumentTest {
   const path = cond.path.split('.');
+  const op = cond.operator;
+  const where = (n: number) => ['parameters', ...path.slice(0, n)].join('.');
+  const cannot = (what: string): Indeterminate => ({ indeterminate: `${what}; ${op} cannot be evaluated` });
+  const wrongType = (value: unknown, expected: string) => cannot(`${where(path.length)} is ${preview(value)}, not ${expected}`);
+
+  /** The test on a value that is there (not undefined); `absent` is the answer when it is not. */
+  const make = (absent: boolean, present: (value: unknown) => ArgumentResult): ArgumentTest => {
+    return (p) => {
+      const value = lookupPath(p, path);
+      if (value instanceof Blocked) {
+        return cannot(`${where(value.depth)} is ${preview(value.value)}, not an object, so ${where(path.length)} cannot be looked up`);
+      }
+      return value === undefined ? absent : present(value);
+    };
+  };
+  /** A comparison on the string form of a scalar. */
+  const scalar = (absent: boolean, test: (s: string) => boolean) =>
+    make(absent, (value) => {
+      const s = asComparable(value);
+      return s === undefined ? wrongType(value, 'a string, number, boolean or null') : test(s);
+    });
+
   const values = cond.values ?? [];
-  const get = (p: Readonly<Record<string, unknown>>) => lookupPath(p, path);
-  const set = new Set(values);
-  switch (cond.operator) {
+  switch (op) {
     case 'Exists':
-      return (p) => get(p) !== undefined;
+      return make(false, () => true);
     case 'DoesNotExist':
-      return (p) => get(p) === undefined;
+      return make(true, () => false);
     case 'Equals':
-      return (p) => asComparable(get(p)) === values[0];
+      return scalar(false, (s) => s === values[0]);
     case 'NotEquals':
-      return (p) => asComparable(get(p)) !== values[0];
-    case 'In':
-      return (p) => {
-        const v = asComparable(get(p));
-        return v !== undefined && set.has(v);
-      };
-    case 'NotIn':
-      return (p) => {
-        const v = asComparable(get(p));
-        return v === undefined || !set.has(v);
-      };
+      return scalar(true, (s) => s !== values[0]);
+    case 'In': {
+      const set = new Set(values);
+      return scalar(false, (s) => set.has(s));
+    }
+    case 'NotIn': {
+      const set = new Set(values);
+      return scalar(true, (s) => !set.has(s));
+    }
     case 'Glob': {
       const globs: Glob[] = values.map(compileGlob);
-      return (p) => {
-        const v = asComparable(get(p));
-        if (v === undefined) return false;
-        const lower = v.toLowerCase();
+      return scalar(false, (s) => {
+        const lower = s.toLowerCase();
         return globs.some((g) => g.matchLower(lower));
-      };
+      });
     }
     case 'GreaterThan':
     case 'LessThan': {
       const bound = Number(values[0]);
-      const greater = cond.operator === 'GreaterThan';
-      return (p) => {
-        const v = asNumber(get(p));
-        return v !== undefined && (greater ? v > bound : v < bound);
-      };
+      const greater = op === 'GreaterThan';
+      return make(false, (value) => {
+        const n = asNumber(value);
+        if (n === undefined) return wrongType(value, 'a number');
+        return greater ? n > bound : n < bound;
+      });
     }
   }
 }

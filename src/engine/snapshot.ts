@@ -1,6 +1,6 @@
 /**
  * The engine: an immutable snapshot of compiled agents and rules, and the evaluation of one
- * action against it (DESIGN §3). Building a new snapshot never disturbs readers of the old one;
+ * action against it (docs/decisions.md). Building a new snapshot never disturbs readers of the old one;
  * stores swap the reference atomically.
  */
 import { trustRank, type GuardAgent, type GuardPolicy, type TrustLevel } from '../api/schemas.js';
@@ -52,6 +52,22 @@ function ruleReason(r: CompiledRule): string {
     case 'allow':
       return `Allowed by policy '${r.policy}' rule '${r.ruleName}'`;
   }
+}
+
+/**
+ * A rule with a condition that cannot be evaluated (and none that is false) applies when it
+ * denies or asks for approval, and does not when it allows: an unreadable value never widens
+ * what is allowed (docs/decisions.md).
+ */
+function appliesWhenIndeterminate(r: CompiledRule): boolean {
+  return r.action !== 'allow';
+}
+
+/** `policy 'refunds' rule 'big': parameters.amount is "600 USD", not a number; GreaterThan cannot be evaluated, so this require_approval rule applies`. */
+function indeterminateWarning(r: CompiledRule, reason: string): string {
+  const outcome = appliesWhenIndeterminate(r) ? 'applies' : 'does not apply';
+  const mode = r.enforcement === 'Audit' ? ' (Audit mode)' : '';
+  return `policy '${r.policy}' rule '${r.ruleName}': ${reason}, so this ${r.action} rule${mode} ${outcome}`;
 }
 
 interface ResolvedAgent {
@@ -193,14 +209,18 @@ export class PolicySnapshot {
     return [...this.inForce.values()].filter((o): o is GuardPolicy => o.kind === 'GuardPolicy');
   }
 
-  private resolve(agentId: string): ResolvedAgent {
-    const a = this.agentsById.get(agentId);
+  private resolve(req: ActionRequest): ResolvedAgent {
+    const a = this.agentsById.get(req.agentId);
     if (a) return { id: a.id, namespace: a.namespace, labels: a.labels, trust: a.trust, rank: a.rank, registered: true, compiled: a };
     const trust = this.options.unknownAgentTrust;
-    return { id: agentId, namespace: undefined, labels: {}, trust, rank: trustRank(trust), registered: false, compiled: undefined };
+    return { id: req.agentId, namespace: req.unknownAgentNamespace, labels: {}, trust, rank: trustRank(trust), registered: false, compiled: undefined };
   }
 
-  private ruleMatches(r: CompiledRule, agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string, targetLower: string): boolean {
+  /**
+   * Whether every condition of `r` holds: `true`, `false` (one is definitely false), or the
+   * reasons of the argument conditions that could not be evaluated when none is false.
+   */
+  private conditionsHold(r: CompiledRule, agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string, targetLower: string): boolean | string[] {
     if (r.scope !== undefined && r.scope !== agent.namespace) return false;
     if (r.selector && !r.selector(agent.labels)) return false;
     if (r.trustBelow !== undefined && !(agent.rank < r.trustBelow)) return false;
@@ -208,23 +228,33 @@ export class PolicySnapshot {
     if (r.tools && !anyMatch(r.tools, targetLower)) return false;
     if (r.actionTypes && !anyMatch(r.actionTypes, actionLower)) return false;
     if (r.agents && !anyMatch(r.agents, agentLower)) return false;
-    for (const test of r.args) if (!test(req.parameters)) return false;
-    return true;
+    let unknown: string[] | undefined;
+    for (const test of r.args) {
+      const result = test(req.parameters);
+      if (result === false) return false;
+      if (result !== true) (unknown ??= []).push(result.indeterminate);
+    }
+    return unknown ?? true;
   }
 
-  /** Evaluate one action (DESIGN §3). Pure: no I/O, no clock, no randomness. */
+  /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */
   evaluate(req: ActionRequest): Decision {
-    const agent = this.resolve(req.agentId);
+    const agent = this.resolve(req);
     const targetLower = req.target.toLowerCase();
     const actionLower = req.actionType.toLowerCase();
     const agentLower = agent.id.toLowerCase();
 
     const enforced: IndexedRule[] = [];
     const audited: IndexedRule[] = [];
+    let indeterminate: { ir: IndexedRule; reasons: string[] }[] | undefined;
     for (const ir of this.index.candidates(targetLower, actionLower, agentLower)) {
-      if (this.ruleMatches(ir.rule, agent, req, actionLower, agentLower, targetLower)) {
-        (ir.rule.enforcement === 'Enforce' ? enforced : audited).push(ir);
+      const holds = this.conditionsHold(ir.rule, agent, req, actionLower, agentLower, targetLower);
+      if (holds === false) continue;
+      if (holds !== true) {
+        (indeterminate ??= []).push({ ir, reasons: holds });
+        if (!appliesWhenIndeterminate(ir.rule)) continue;
       }
+      (ir.rule.enforcement === 'Enforce' ? enforced : audited).push(ir);
     }
     if (enforced.length > 1) enforced.sort(bySignificance);
     if (audited.length > 1) audited.sort(bySignificance);
@@ -232,6 +262,10 @@ export class PolicySnapshot {
     const warnings: string[] = [];
     if (!agent.registered) {
       warnings.push(`Agent '${agent.id}' is not registered; evaluated at trust level '${agent.trust}'`);
+    }
+    if (indeterminate) {
+      indeterminate.sort((a, b) => bySignificance(a.ir, b.ir));
+      for (const { ir, reasons } of indeterminate) for (const reason of reasons) warnings.push(indeterminateWarning(ir.rule, reason));
     }
     for (const ir of audited) warnings.push(ir.warning);
 
@@ -251,7 +285,6 @@ export class PolicySnapshot {
       rule,
       action: 'deny',
       enforcement: 'Enforce',
-      priority: Number.MAX_SAFE_INTEGER,
       message,
     });
 

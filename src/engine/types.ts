@@ -26,16 +26,25 @@ export interface ActionRequest {
   target: string;
   parameters: Readonly<Record<string, unknown>>;
   context?: string;
+  /**
+   * Namespace an agent id that no GuardAgent claims is evaluated in, so that namespaced
+   * policies apply to it (e.g. the caller's namespace). Absent: no namespace, and only
+   * cluster-wide policies apply. Ignored for registered agents, which have their own.
+   */
+  unknownAgentNamespace?: string;
 }
 
-/** One rule that matched, or the agent-level check that decided (`policy: "agent:<id>"`). */
+/**
+ * One rule that matched, or the agent-level check that decided (`policy: "agent:<id>"`, which
+ * has no priority: the agent's own lists come before every policy).
+ */
 export interface MatchedRule {
   policy: string;
   namespace?: string;
   rule: string;
   action: RuleAction;
   enforcement: Exclude<Enforcement, 'Disabled'>;
-  priority: number;
+  priority?: number;
   message?: string;
 }
 
