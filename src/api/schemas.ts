@@ -3,7 +3,10 @@
  *
  * These schemas are the single source of truth. The CRDs in `crds/` are generated from them
  * (`npm run crds`, see ./crd.ts), the standalone store validates manifests with them, and the
- * MCP tools build objects that must pass them. Cross-field rules are declared once with
+ * MCP tools build objects that must pass them. Spec schemas are strict: an unknown key (a typo
+ * such as `match: {tool: …}`) is an error, never silently dropped, because a dropped condition
+ * widens a rule; `metadata` and `status` stay open to what the API server adds (and the CRDs
+ * leave pruning to the API server, see ./crd.ts). Cross-field rules are declared once with
  * {@link crossFieldRule}, which yields both a zod refinement and the CEL
  * `x-kubernetes-validations` entry the API server enforces.
  */
@@ -81,7 +84,7 @@ export type ArgumentOperator = z.infer<typeof ArgumentOperatorSchema>;
 const NUMBER_PATTERN = '^-?[0-9]+([.][0-9]+)?$';
 
 export const ArgumentConditionSchema = withRules(
-  z.object({
+  z.strictObject({
     path: ArgumentPath.describe('Dot path into the call parameters, e.g. "table" or "options.limit".'),
     operator: ArgumentOperatorSchema,
     values: z
@@ -116,7 +119,7 @@ export const ArgumentConditionSchema = withRules(
 export type ArgumentCondition = z.infer<typeof ArgumentConditionSchema>;
 
 export const RuleMatchSchema = withRules(
-  z.object({
+  z.strictObject({
     tools: GlobList.optional().describe('Globs over the target (tool name), case-insensitive.'),
     actionTypes: GlobList.optional().describe('Globs over action_type, e.g. "tool_call".'),
     agents: GlobList.optional().describe('Globs over agent ids.'),
@@ -141,7 +144,7 @@ export const RULE_ACTIONS = ['allow', 'deny', 'require_approval'] as const;
 export const RuleActionSchema = z.enum(RULE_ACTIONS);
 export type RuleAction = z.infer<typeof RuleActionSchema>;
 
-export const RuleSchema = z.object({
+export const RuleSchema = z.strictObject({
   name: z
     .string()
     .max(63)
@@ -158,11 +161,11 @@ export const ENFORCEMENTS = ['Enforce', 'Audit', 'Disabled'] as const;
 export const EnforcementSchema = z.enum(ENFORCEMENTS);
 export type Enforcement = z.infer<typeof EnforcementSchema>;
 
-const LabelSelectorSchema = z.object({
+const LabelSelectorSchema = z.strictObject({
   matchLabels: z.record(z.string().max(NAME_MAX), z.string().max(63)).optional(),
   matchExpressions: z
     .array(
-      z.object({
+      z.strictObject({
         key: z.string().min(1).max(NAME_MAX),
         operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
         values: z.array(z.string().max(63)).max(LIST_MAX).optional(),
@@ -173,7 +176,7 @@ const LabelSelectorSchema = z.object({
 });
 export type LabelSelector = z.infer<typeof LabelSelectorSchema>;
 
-export const GuardPolicySpecSchema = z.object({
+export const GuardPolicySpecSchema = z.strictObject({
   description: ShortText.optional(),
   enforcement: EnforcementSchema.default('Enforce').describe('Audit = dry run: matches are reported, never enforced.'),
   priority: z.number().int().min(0).max(1_000_000).default(100).describe('Higher first; orders reasons, never overrides deny.'),
@@ -182,13 +185,13 @@ export const GuardPolicySpecSchema = z.object({
 });
 export type GuardPolicySpec = z.infer<typeof GuardPolicySpecSchema>;
 
-const ServiceAccountRef = z.object({
+const ServiceAccountRef = z.strictObject({
   namespace: z.string().min(1).max(63),
   name: z.string().min(1).max(NAME_MAX),
 });
 
 export const AgentIdentitySchema = withRules(
-  z.object({
+  z.strictObject({
     serviceAccount: ServiceAccountRef.optional().describe('A Kubernetes ServiceAccount (auth mode kubernetes).'),
     user: z.string().min(1).max(NAME_MAX).optional().describe('A subject from the static token file, e.g. "token:ci-bot".'),
   }),
@@ -209,7 +212,7 @@ export const AgentIdSchema = z
   .max(NAME_MAX)
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:@/-]*$/, 'agent id must start alphanumeric and use only letters, digits and . _ : @ / -');
 
-export const GuardAgentSpecSchema = z.object({
+export const GuardAgentSpecSchema = z.strictObject({
   agentId: AgentIdSchema.optional().describe('What callers send as agent_id; defaults to metadata.name.'),
   displayName: z.string().max(NAME_MAX).optional(),
   description: ShortText.optional(),
@@ -220,7 +223,7 @@ export const GuardAgentSpecSchema = z.object({
   attributes: z.record(z.string().max(NAME_MAX), z.string().max(1024)).optional().describe('Free-form strings (the seed’s metadata).'),
   identities: z.array(AgentIdentitySchema).max(16).optional().describe('Who may act as this agent.'),
   rateLimit: z
-    .object({
+    .strictObject({
       requests: z.number().int().min(1).max(1_000_000),
       per: z.string().regex(/^[1-9][0-9]{0,4}(s|m|h)$/, 'per must be a duration like 1s, 1m or 1h'),
     })

@@ -1,14 +1,22 @@
 /**
  * The seed project's rule format, accepted by `create_policy` and translated on the way in
- * (DESIGN §3). Seed rules look like
+ * (docs/decisions.md). Seed rules look like
  * `{"condition": {"tool_pattern": "delete_*", "trust_level_below": "admin"}, "action": "deny", "message": "…"}`.
  */
 import { z } from 'zod';
 import { RuleActionSchema, TrustLevelSchema, type Rule } from './schemas.js';
 
+/**
+ * Unknown keys inside `condition` are errors: a misspelt condition (`tool_patern`) would
+ * otherwise be dropped and widen the rule, which for an allow rule allows by accident.
+ * Unknown keys at the top level are ignored, as the seed ignored them, so old clients that send
+ * extra fields (`id`, `name`, `enabled`, …) keep working: no top-level key can widen a rule. A
+ * misspelt `action` falls back to deny, a misspelt `message` loses only the message, and a
+ * misspelt `condition` makes the object a GuardPolicy rule, which is strict (`isSeedRule`).
+ */
 export const SeedRuleSchema = z.object({
   condition: z
-    .object({
+    .strictObject({
       tool_pattern: z.string().min(1).optional(),
       action_type: z.string().min(1).optional(),
       trust_level_below: TrustLevelSchema.optional(),

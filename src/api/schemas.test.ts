@@ -1,0 +1,99 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+import { PolicySnapshot } from '../engine/snapshot.js';
+import { DEFAULT_ENGINE_OPTIONS } from '../engine/types.js';
+import { API_VERSION, GuardAgentSchema, GuardPolicySchema, RuleSchema, type GuardAgent, type GuardPolicy } from './schemas.js';
+import { fromSeedRule, isSeedRule, SeedRuleSchema } from './seed.js';
+
+const policy = (spec: unknown, metadata: unknown = { name: 'p' }) => GuardPolicySchema.safeParse({ apiVersion: API_VERSION, kind: 'GuardPolicy', metadata, spec });
+const agent = (spec: unknown, metadata: unknown = { name: 'a' }) => GuardAgentSchema.safeParse({ apiVersion: API_VERSION, kind: 'GuardAgent', metadata, spec });
+
+/** The issues of a failed parse as `path: message`. */
+function issues(result: { success: boolean; error?: { issues: { path: PropertyKey[]; message: string }[] } }): string[] {
+  expect(result.success).toBe(false);
+  return result.error!.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+}
+
+describe('spec schemas are strict: a typo is an error naming the key, never a dropped condition', () => {
+  const rule = (r: Record<string, unknown>) => ({ rules: [{ action: 'allow', ...r }] });
+  it.each([
+    ['rule match', rule({ match: { params: [{ path: 'x', operator: 'Exists' }] } }), 'spec.rules.0.match: Unrecognized key: "params"'],
+    ['rule match', rule({ match: { tool: ['read_*'] } }), 'spec.rules.0.match: Unrecognized key: "tool"'],
+    ['rule', rule({ tools: ['read_*'] }), 'spec.rules.0: Unrecognized key: "tools"'],
+    ['rule', rule({ mesage: 'hi' }), 'spec.rules.0: Unrecognized key: "mesage"'],
+    ['argument condition', rule({ match: { arguments: [{ path: 'x', operator: 'In', value: ['a'] }] } }), 'spec.rules.0.match.arguments.0: Unrecognized key: "value"'],
+    ['policy spec', { rules: [{ action: 'deny' }], enforcment: 'Audit' }, 'spec: Unrecognized key: "enforcment"'],
+    ['label selector', { rules: [{ action: 'deny' }], agentSelector: { matchLabel: { team: 'x' } } }, 'spec.agentSelector: Unrecognized key: "matchLabel"'],
+    ['selector expression', { rules: [{ action: 'deny' }], agentSelector: { matchExpressions: [{ key: 'team', operator: 'In', value: ['x'] }] } }, 'spec.agentSelector.matchExpressions.0: Unrecognized key: "value"'],
+  ])('GuardPolicy: %s', (_where, spec, message) => {
+    expect(issues(policy(spec))).toContain(message);
+  });
+
+  it.each([
+    ['agent spec', { allowedTool: ['read_*'] }, 'spec: Unrecognized key: "allowedTool"'],
+    ['identity', { identities: [{ user: 'token:x', group: 'y' }] }, 'spec.identities.0: Unrecognized key: "group"'],
+    ['service account', { identities: [{ serviceAccount: { namespace: 'n', name: 'x', uid: '1' } }] }, 'spec.identities.0.serviceAccount: Unrecognized key: "uid"'],
+    ['rateLimit', { rateLimit: { requests: 5, per: '1m', burst: 10 } }, 'spec.rateLimit: Unrecognized key: "burst"'],
+  ])('GuardAgent: %s', (_where, spec, message) => {
+    expect(issues(agent(spec))).toContain(message);
+  });
+
+  it('metadata stays open to what the API server adds', () => {
+    const parsed = policy({ rules: [{ action: 'deny' }] }, { name: 'p', managedFields: [{ manager: 'kubectl' }], finalizers: ['x'] });
+    expect(parsed.success).toBe(true);
+    expect(parsed.data!.metadata).toMatchObject({ managedFields: [{ manager: 'kubectl' }], finalizers: ['x'] });
+  });
+});
+
+describe('seed rules', () => {
+  it('an unknown key inside condition is an error naming it (a typo must not widen an allow rule)', () => {
+    expect(issues(SeedRuleSchema.safeParse({ condition: { tool_pattern: 'read_*', trust_level_at_lest: 'high' }, action: 'allow' }))).toEqual([
+      'condition: Unrecognized key: "trust_level_at_lest"',
+    ]);
+  });
+
+  it('unknown top-level keys are ignored, as the seed ignored them', () => {
+    const parsed = SeedRuleSchema.parse({ id: 'r1', name: 'reads', enabled: true, condition: { tool_pattern: 'read_*' }, action: 'allow' });
+    expect(fromSeedRule(parsed)).toEqual({ action: 'allow', match: { tools: ['read_*'] } });
+  });
+
+  it('a misspelt action falls back to deny, never to allow', () => {
+    expect(fromSeedRule(SeedRuleSchema.parse({ condition: { tool_pattern: 'read_*' }, acton: 'allow' })).action).toBe('deny');
+  });
+
+  it('a misspelt condition is read as a GuardPolicy rule, which refuses it (it used to be an allow-everything rule)', () => {
+    const raw = { conditon: { tool_pattern: 'read_*' }, action: 'allow' };
+    expect(isSeedRule(raw)).toBe(false);
+    expect(issues(RuleSchema.safeParse(raw))).toEqual([': Unrecognized key: "conditon"']);
+  });
+});
+
+describe('starter manifests and fixtures', () => {
+  const dirs = ['config-samples', 'tests/fixtures'];
+  const repo = new URL('../../', import.meta.url);
+
+  async function yamlFiles(dir: string): Promise<string[]> {
+    const entries = await readdir(new URL(dir, repo), { recursive: true });
+    return entries.filter((f) => /\.ya?ml$/.test(f)).map((f) => `${dir}/${f}`);
+  }
+
+  it('still parse with the strict schemas and compile without problems', async () => {
+    const agents: GuardAgent[] = [];
+    const policies: GuardPolicy[] = [];
+    for (const file of (await Promise.all(dirs.map(yamlFiles))).flat()) {
+      for (const doc of parseAllDocuments(await readFile(new URL(file, repo), 'utf8'))) {
+        const value = doc.toJS() as { apiVersion?: string; kind?: string } | null;
+        if (value?.apiVersion !== API_VERSION) continue;
+        const parsed = (value.kind === 'GuardAgent' ? GuardAgentSchema : GuardPolicySchema).safeParse(value);
+        expect(parsed.success ? [] : parsed.error.issues, file).toEqual([]);
+        if (parsed.data?.kind === 'GuardAgent') agents.push(parsed.data);
+        else if (parsed.data) policies.push(parsed.data);
+      }
+    }
+    expect(policies.length).toBeGreaterThan(0);
+    const snap = PolicySnapshot.compile({ agents, policies }, { ...DEFAULT_ENGINE_OPTIONS, clusterPolicyNamespace: 'policyguard' });
+    // One agent id may be claimed in two files (a Conflict); nothing else may be wrong.
+    expect(snap.problems.filter((p) => p.reason !== 'Conflict')).toEqual([]);
+  });
+});
