@@ -2,9 +2,10 @@
  * Read GuardAgent / GuardPolicy objects from multi-document YAML, with errors that name the
  * file, the line and the field, as `kubectl apply` users expect.
  */
-import { LineCounter, parseAllDocuments, stringify, type Document } from 'yaml';
+import { LineCounter, parseAllDocuments, stringify, visit, type Document } from 'yaml';
 import { z } from 'zod';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, type GuardObject } from '../api/schemas.js';
+import type { ObjectProblem } from '../engine/types.js';
 
 export interface ManifestError {
   file: string;
@@ -89,6 +90,39 @@ export function parseManifests(text: string, file: string): ParsedManifests {
     out.objects.push(parsed.data);
   }
   return out;
+}
+
+/**
+ * The line in `text` a compile problem of an object points at: the line of the value the
+ * problem's message quotes (the offending pattern: `pattern "delete_{a,b}" uses braces`), the
+ * longest when several are quoted; else the first line of the object's document; 1 when the
+ * object is not in `text`.
+ *
+ * @example
+ *   lineOfProblem(text, { kind: 'GuardPolicy', name: 'p', reason: Reason.InvalidPattern, message: 'pattern "a{b}" uses braces, which are not supported' });
+ */
+export function lineOfProblem(text: string, problem: ObjectProblem): number {
+  const lines = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter: lines });
+  if (!Array.isArray(docs)) return 1;
+  for (const doc of docs) {
+    if (
+      doc.get('kind') !== problem.kind ||
+      doc.getIn(['metadata', 'name']) !== problem.name ||
+      (doc.getIn(['metadata', 'namespace']) ?? undefined) !== problem.namespace
+    ) {
+      continue;
+    }
+    let quoted: { value: string; offset: number } | undefined;
+    visit(doc, {
+      Scalar(_key, node) {
+        if (typeof node.value !== 'string' || !node.range || !problem.message.includes(JSON.stringify(node.value))) return;
+        if (!quoted || node.value.length > quoted.value.length) quoted = { value: node.value, offset: node.range[0] };
+      },
+    });
+    return lines.linePos(quoted?.offset ?? doc.contents?.range?.[0] ?? 0).line;
+  }
+  return 1;
 }
 
 /** Serialise one object as a YAML manifest (what the standalone store writes). */

@@ -1,22 +1,27 @@
 /**
  * Standalone store: GuardAgents and GuardPolicies from a folder of YAML manifests, no cluster.
  *
- * - `configDir` is read (recursively) and watched; it is the user's source (e.g. config-samples/).
+ * - `configDir` is read (recursively, see {@link listManifestTree}) and watched; it is the
+ *   user's source (e.g. config-samples/, or a ConfigMap volume).
  * - `dataDir/manifests/` holds what MCP tools write (register_agent, create_policy, auto-registered
  *   agents). An object there overrides one of the same kind and name in `configDir`.
  * - `dataDir/status.json` holds agent status (automatic suspensions), so a restart keeps them.
  *
- * A file that fails to parse is reported with its path and line, and the last good version of
- * that file stays in force.
+ * Every folder is watched on its own (see folder-watcher.ts), so every way of saving takes
+ * effect within the debounce; a periodic full rescan is the safety net. Each change that takes
+ * effect is logged with its file. A file that fails to parse is reported with its path and
+ * line, and the last good version of that file stays in force.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, stat } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { isAbsolute, join, relative } from 'node:path';
 import type { GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, Suspension } from '../api/schemas.js';
 import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
-import type { EngineOptions } from '../engine/types.js';
+import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import type { Logger } from '../log.js';
-import { formatManifestError, parseManifests, toManifest, type ManifestError } from './manifests.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { FolderWatcher } from './folder-watcher.js';
+import { listManifestTree } from './manifest-tree.js';
+import { formatManifestError, lineOfProblem, parseManifests, toManifest, type ManifestError } from './manifests.js';
 import type { ApplyResult, PolicyStore } from './store.js';
 
 export interface StandaloneStoreOptions {
@@ -26,47 +31,44 @@ export interface StandaloneStoreOptions {
   log: Logger;
   /** Watch both folders and reload on change (default true). */
   watch?: boolean;
-  /** Quiet period before a reload, so an editor's save-rename-chmod is one reload (default 100 ms). */
+  /** Delay from the first change to the reload, so an editor's save-rename-chmod is one reload (default 100 ms). */
   debounceMs?: number;
+  /** Re-read both folders this often in case a change was missed; 0 = never (default 10 s, `--rescan-interval`). */
+  rescanIntervalMs?: number;
 }
 
 interface LoadedFile {
   text: string;
   /** Objects of the last version of this file that parsed cleanly. */
   objects: GuardObject[];
+  /** The text those objects came from, to point problems at their lines. */
+  goodText: string;
   /** Errors of the current text; empty when it parsed cleanly. */
   errors: ManifestError[];
 }
-
-const MANIFEST_FILE = /\.(ya?ml|json)$/i;
 
 function refOf(obj: Pick<GuardObject, 'kind' | 'metadata'>): string {
   return `${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
 }
 
-async function listManifestFiles(dir: string): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
-  return entries
-    .filter((e) => e.isFile() && MANIFEST_FILE.test(e.name))
-    .map((e) => join(e.parentPath, e.name))
-    .sort();
+/** A path as users typed it: relative to the working folder when inside it. */
+function shown(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : path;
 }
 
 /**
  * Read every manifest under `dir` once (no watching): what `policyguard check` uses.
  * Errors are `file:line: message` strings; a missing folder is an error too.
+ *
+ * @example
+ *   const { agents, policies, errors } = await loadManifestDir('config-samples');
  */
 export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent[]; policies: GuardPolicy[]; errors: string[] }> {
   const out = { agents: [] as GuardAgent[], policies: [] as GuardPolicy[], errors: [] as string[] };
   if (!(await isDirectory(dir))) return { ...out, errors: [`${dir}: not a folder of manifests`] };
-  for (const path of await listManifestFiles(dir)) {
-    const parsed = parseManifests(await readFile(path, 'utf8'), relative(process.cwd(), path) || path);
+  for (const path of (await listManifestTree(dir)).files) {
+    const parsed = parseManifests(await readFile(path, 'utf8'), shown(path));
     out.errors.push(...parsed.errors.map(formatManifestError));
     for (const obj of parsed.objects) {
       if (obj.kind === 'GuardAgent') out.agents.push(obj);
@@ -84,19 +86,6 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** Write via a temporary file and rename, so readers never see half a file. */
-export async function writeFileAtomic(path: string, data: string): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
-  const fh = await open(tmp, 'w');
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-}
-
 export class StandaloneStore implements PolicyStore {
   readonly writeNamespace = undefined;
   private current: PolicySnapshot;
@@ -104,8 +93,13 @@ export class StandaloneStore implements PolicyStore {
   private readonly files = new Map<string, LoadedFile>();
   private status = new Map<string, GuardAgentStatus>();
   private loaded = false;
-  private watchers: FSWatcher[] = [];
+  private watcher: FolderWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
+  private rescan: NodeJS.Timeout | undefined;
+  /** Object problems in force, as `file:line: …` lines. */
+  private objectProblems: string[] = [];
+  /** Problem and warning lines already logged, so each is logged once, when it appears. */
+  private reported = new Set<string>();
   /** Serialises reloads and writes so they never interleave. */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -113,14 +107,16 @@ export class StandaloneStore implements PolicyStore {
     this.current = PolicySnapshot.empty(opts.engine);
   }
 
-  /** Load both folders, compile, and start watching. */
+  /** Load both folders, compile, and start watching and rescanning. */
   static async open(opts: StandaloneStoreOptions): Promise<StandaloneStore> {
     if (!(await isDirectory(opts.configDir))) throw new Error(`--config-dir ${opts.configDir} is not a folder; point it at a folder of GuardAgent/GuardPolicy YAML (e.g. config-samples)`);
     const store = new StandaloneStore(opts);
     await mkdir(store.manifestsDir, { recursive: true });
     await store.loadStatus();
+    if (opts.watch ?? true) store.watcher = new FolderWatcher({ onChange: () => store.scheduleReload(), log: opts.log });
     await store.reload();
-    if (opts.watch ?? true) store.startWatching();
+    const every = opts.rescanIntervalMs ?? 10_000;
+    if (every > 0) store.rescan = setInterval(() => void store.reloadLogged(), every).unref();
     return store;
   }
 
@@ -145,10 +141,7 @@ export class StandaloneStore implements PolicyStore {
   }
 
   problems(): readonly string[] {
-    return [
-      ...[...this.files.values()].flatMap((f) => f.errors.map(formatManifestError)),
-      ...this.current.problems.map((p) => `${p.kind} ${p.namespace ? `${p.namespace}/` : ''}${p.name}: ${p.reason}: ${p.message}`),
-    ];
+    return [...[...this.files.values()].flatMap((f) => f.errors.map(formatManifestError)), ...this.objectProblems];
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -157,91 +150,111 @@ export class StandaloneStore implements PolicyStore {
     return next;
   }
 
-  private startWatching(): void {
-    const onChange = () => {
-      clearTimeout(this.debounce);
-      this.debounce = setTimeout(() => void this.reload().catch((err) => this.opts.log.error('reload failed', { error: String(err) })), this.opts.debounceMs ?? 100);
-    };
-    for (const dir of [this.opts.configDir, this.manifestsDir]) {
-      try {
-        const w = watch(dir, { recursive: true }, onChange);
-        w.on('error', (err) => this.opts.log.warn('watch failed; changes need a restart', { dir, error: String(err) }));
-        this.watchers.push(w);
-      } catch (err) {
-        this.opts.log.warn('cannot watch folder; changes need a restart', { dir, error: String(err) });
-      }
-    }
+  /**
+   * Reload `debounceMs` after the first change of a burst. Later changes in the burst do not
+   * push it back, so a folder that keeps changing cannot starve a revocation.
+   */
+  private scheduleReload(): void {
+    if (this.debounce) return;
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined;
+      void this.reloadLogged();
+    }, this.opts.debounceMs ?? 100);
   }
 
-  /** Re-read both folders; files whose text did not change are not parsed again. */
+  private reloadLogged(): Promise<void> {
+    return this.reload().catch((err) => this.opts.log.error('reload of the manifest folders failed; what was loaded stays in force', { error: String(err) }));
+  }
+
+  /** Re-list and re-read both folders; a file whose text did not change is not parsed again. */
   reload(): Promise<void> {
     return this.serial(async () => {
-      const paths = [...(await listManifestFiles(this.opts.configDir)), ...(await listManifestFiles(this.manifestsDir))];
-      const seen = new Set(paths);
-      for (const p of [...this.files.keys()]) if (!seen.has(p)) this.files.delete(p);
-      for (const path of paths) {
-        let text: string;
+      const trees = [await listManifestTree(this.opts.configDir), await listManifestTree(this.manifestsDir)];
+      // Files may have landed in a folder between its listing and the start of its watch.
+      if (this.watcher && this.watcher.sync(trees.flatMap((t) => t.folders)) > 0) this.scheduleReload();
+      const texts = new Map<string, string>();
+      for (const path of new Set(trees.flatMap((t) => t.files))) {
         try {
-          text = await readFile(path, 'utf8');
+          texts.set(path, await readFile(path, 'utf8'));
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // deleted while listing
-          throw err;
-        }
-        const prev = this.files.get(path);
-        if (prev?.text === text) continue;
-        const shown = relative(process.cwd(), path) || path;
-        const parsed = parseManifests(text, shown);
-        if (parsed.errors.length === 0) {
-          this.files.set(path, { text, objects: parsed.objects, errors: [] });
-          if (this.loaded) this.opts.log.info('manifest loaded', { file: shown, objects: parsed.objects.length });
-        } else {
-          for (const e of parsed.errors) {
-            this.opts.log.error(`${formatManifestError(e)}${prev?.objects.length ? ' (the last good version of this file stays in force)' : ''}`);
-          }
-          // Keep the last good objects; remember the bad text so it is not re-reported until it changes.
-          this.files.set(path, { text, objects: prev?.objects ?? [], errors: parsed.errors });
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // deleted since listing: gone
         }
       }
-      this.recompile();
+      let changed = !this.loaded;
+      for (const [path, file] of this.files) {
+        if (texts.has(path)) continue;
+        this.files.delete(path);
+        changed = true;
+        this.opts.log.info('manifest removed', { file: shown(path), objects: file.objects.length });
+      }
+      for (const [path, text] of texts) changed = this.load(path, text) || changed;
+      if (changed) this.recompile();
       this.loaded = true;
     });
   }
 
+  /** Take in one file's text; true when the objects it contributes changed. */
+  private load(path: string, text: string): boolean {
+    const prev = this.files.get(path);
+    if (prev?.text === text) return false;
+    const parsed = parseManifests(text, shown(path));
+    if (parsed.errors.length === 0) {
+      this.files.set(path, { text, objects: parsed.objects, goodText: text, errors: [] });
+      if (this.loaded) this.opts.log.info('manifest loaded', { file: shown(path), objects: parsed.objects.length });
+      return true;
+    }
+    for (const e of parsed.errors) {
+      this.opts.log.error(`${formatManifestError(e)}${prev?.objects.length ? ' (the last good version of this file stays in force)' : ''}`);
+    }
+    // Keep the last good objects; remember the bad text so it is not re-reported until it changes.
+    this.files.set(path, { text, objects: prev?.objects ?? [], goodText: prev?.goodText ?? '', errors: parsed.errors });
+    return false;
+  }
+
   /** Objects in force: data dir over config dir, then first file (by path) wins. */
-  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[] } {
+  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; fileOf: Map<string, string>; duplicates: string[] } {
     const byRef = new Map<string, { obj: GuardObject; path: string }>();
-    const ordered = [...this.files.entries()].sort(([a], [b]) => {
-      const da = a.startsWith(this.manifestsDir) ? 0 : 1;
-      const db = b.startsWith(this.manifestsDir) ? 0 : 1;
-      return da - db || a.localeCompare(b);
-    });
+    const duplicates: string[] = [];
+    const inData = (path: string) => path.startsWith(this.manifestsDir);
+    const ordered = [...this.files.entries()].sort(([a], [b]) => Number(inData(b)) - Number(inData(a)) || a.localeCompare(b));
     for (const [path, file] of ordered) {
       for (const obj of file.objects) {
         const ref = refOf(obj);
         const first = byRef.get(ref);
         if (!first) byRef.set(ref, { obj, path });
-        else if (!first.path.startsWith(this.manifestsDir)) {
-          this.opts.log.warn(`${obj.kind} ${obj.metadata.name} is defined twice; using the first`, { used: first.path, ignored: path });
-        }
+        else if (!inData(first.path)) duplicates.push(`${obj.kind} ${obj.metadata.name} is defined twice; using the one in ${shown(first.path)}, ignoring ${shown(path)}`);
       }
     }
     const agents: GuardAgent[] = [];
     const policies: GuardPolicy[] = [];
-    for (const { obj } of byRef.values()) {
+    const fileOf = new Map<string, string>();
+    for (const [ref, { obj, path }] of byRef) {
+      fileOf.set(ref, path);
       if (obj.kind === 'GuardAgent') {
-        const status = this.status.get(refOf(obj));
+        const status = this.status.get(ref);
         agents.push(status ? { ...obj, status: { ...obj.status, ...status } } : obj);
       } else policies.push(obj);
     }
-    return { agents, policies };
+    return { agents, policies, fileOf, duplicates };
+  }
+
+  /** `file:line: GuardPolicy name: Reason: message`, the line pointing at the offending value. */
+  private locate(p: ObjectProblem, fileOf: Map<string, string>): string {
+    const what = `${p.kind} ${p.namespace ? `${p.namespace}/` : ''}${p.name}: ${p.reason}: ${p.message}`;
+    const path = fileOf.get(refOf({ kind: p.kind, metadata: { name: p.name, namespace: p.namespace } }));
+    const file = path === undefined ? undefined : this.files.get(path);
+    return path && file ? `${shown(path)}:${lineOfProblem(file.goodText, p)}: ${what}` : what;
   }
 
   private recompile(): void {
-    const next = PolicySnapshot.compile(this.objects(), this.opts.engine, { cache: this.cache, previous: this.current });
-    if (next.revision !== this.current.revision) {
-      for (const p of next.problems) this.opts.log.warn(`${p.kind} ${p.name} not fully in force`, { reason: p.reason, message: p.message });
-      this.opts.log.info('policy snapshot compiled', { revision: next.revision, ...next.counts });
-    }
+    const { fileOf, duplicates, ...input } = this.objects();
+    const next = PolicySnapshot.compile(input, this.opts.engine, { cache: this.cache, previous: this.current });
+    this.objectProblems = next.problems.map((p) => this.locate(p, fileOf));
+    const reported = new Set([...this.objectProblems, ...duplicates]);
+    for (const line of this.objectProblems) if (!this.reported.has(line)) this.opts.log.error(line);
+    for (const line of duplicates) if (!this.reported.has(line)) this.opts.log.warn(line);
+    this.reported = reported;
+    if (next.revision !== this.current.revision) this.opts.log.info('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
   }
 
@@ -254,7 +267,7 @@ export class StandaloneStore implements PolicyStore {
       const created = ![...this.files.values()].some((f) => f.objects.some((o) => refOf(o) === ref));
       const text = toManifest(obj);
       await writeFileAtomic(path, text);
-      this.files.set(path, { text, objects: [obj], errors: [] });
+      this.files.set(path, { text, objects: [obj], goodText: text, errors: [] });
       this.recompile();
       return { created, location: path };
     });
@@ -298,8 +311,8 @@ export class StandaloneStore implements PolicyStore {
 
   async close(): Promise<void> {
     clearTimeout(this.debounce);
-    for (const w of this.watchers) w.close();
-    this.watchers = [];
+    clearInterval(this.rescan);
+    this.watcher?.close();
     await this.queue;
   }
 }

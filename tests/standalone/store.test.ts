@@ -1,6 +1,7 @@
 /**
  * Standalone store behaviour through the real server: watching, broken files, persistence.
  */
+import { execFileSync } from 'node:child_process';
 import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -58,6 +59,29 @@ describe('standalone store', () => {
     await writeFile(file, NEW_POLICY.replace('No emails today', 'Still no emails'));
     await eventually(() => validate(s!, 'send_email', 'test-admin'), (d) => d.reason === 'Still no emails', 'the fixed file');
     expect((await s.call('get_compliance_status')).json.policies.problems).toEqual([]);
+  });
+
+  it('revoking admin trust with sed -i reaches decisions, again and again, with the periodic rescan off', async () => {
+    s = await startTestServer(SEED_FIXTURE, ['--rescan-interval', '0s']);
+    const agents = join(s.configDir, 'agents.yaml');
+    expect((await validate(s, 'delete_x', 'test-admin')).allowed).toBe(true);
+    execFileSync('sed', ['-i', '/name: test-admin/{n;s/trustLevel: admin/trustLevel: low/}', agents]);
+    await eventually(() => validate(s!, 'delete_x', 'test-admin'), (d) => d.allowed === false, 'the revocation');
+    execFileSync('sed', ['-i', '/name: test-admin/{n;s/trustLevel: low/trustLevel: admin/}', agents]);
+    await eventually(() => validate(s!, 'delete_x', 'test-admin'), (d) => d.allowed === true, 'admin again');
+    execFileSync('sed', ['-i', '/name: test-admin/{n;s/trustLevel: admin/trustLevel: low/}', agents]);
+    await eventually(() => validate(s!, 'delete_x', 'test-admin'), (d) => d.allowed === false, 'the second revocation');
+  });
+
+  it('an unsupported glob is a problem with file:line of the pattern in get_compliance_status', async () => {
+    s = await startTestServer(SEED_FIXTURE);
+    await writeFile(join(s.configDir, 'braces.yaml'), NEW_POLICY.replace('["send_email"]', '["send_email", "delete_{a,b}"]'));
+    const status = await eventually(
+      () => s!.call('get_compliance_status').then((r) => r.json),
+      (j) => (j.policies.problems as string[]).length > 0,
+      'the problem to be reported',
+    );
+    expect(status.policies.problems).toEqual([expect.stringMatching(/braces\.yaml:6: GuardPolicy no-emails: InvalidPattern: pattern "delete_\{a,b\}" uses braces/)]);
   });
 
   it('a file that never parsed contributes nothing and does not stop the others', async () => {

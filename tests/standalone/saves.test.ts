@@ -1,0 +1,216 @@
+/**
+ * Every way of saving a manifest takes effect, on real files, with the periodic rescan OFF so
+ * each test proves the folder watch did it; one test proves the rescan does it without a watch.
+ * Each waits with a generous bound and prints the latency it saw (docs/decisions.md).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { TrustLevel } from '../../src/api/schemas.js';
+import { createLogger } from '../../src/log.js';
+import { StandaloneStore } from '../../src/store/standalone.js';
+import { ConfigMapVolume } from './configmap-volume.js';
+import { eventually } from './eventually.js';
+
+const agent = (name: string, trust: TrustLevel) => `apiVersion: policyguard.dev/v1alpha1
+kind: GuardAgent
+metadata: {name: ${name}}
+spec:
+  trustLevel: ${trust}
+`;
+
+interface Fixture {
+  store: StandaloneStore;
+  configDir: string;
+  dataDir: string;
+  /** Log lines written so far. */
+  lines: string[];
+}
+
+let fixture: Fixture | undefined;
+const roots: string[] = [];
+afterEach(async () => {
+  await fixture?.store.close();
+  fixture = undefined;
+  for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
+});
+
+/** A store over a config dir holding `files`; rescan OFF unless asked for. */
+async function open(files: Record<string, string>, opts: { watch?: boolean; rescanIntervalMs?: number } = {}): Promise<Fixture> {
+  const root = await mkdtemp(join(tmpdir(), 'policyguard-saves-'));
+  roots.push(root);
+  const configDir = join(root, 'config');
+  const dataDir = join(root, 'data');
+  for (const [rel, text] of Object.entries(files)) {
+    await mkdir(join(configDir, rel, '..'), { recursive: true });
+    await writeFile(join(configDir, rel), text);
+  }
+  await mkdir(configDir, { recursive: true });
+  const lines: string[] = [];
+  const store = await StandaloneStore.open({
+    configDir,
+    dataDir,
+    engine: { defaultDecision: 'allow', unknownAgentTrust: 'low', clusterPolicyNamespace: null },
+    log: createLogger('info', (l) => lines.push(l)),
+    rescanIntervalMs: opts.rescanIntervalMs ?? 0,
+    ...(opts.watch === undefined ? {} : { watch: opts.watch }),
+  });
+  fixture = { store, configDir, dataDir, lines };
+  return fixture;
+}
+
+/** Wait until agent `id` has `trust` (undefined: no GuardAgent claims it) and print how long it took. */
+async function trustBecomes(f: Fixture, id: string, trust: TrustLevel | undefined, what: string): Promise<void> {
+  const t0 = performance.now();
+  await eventually(async () => f.store.snapshot().agent(id)?.trust, (t) => t === trust, what);
+  console.log(`${what}: took effect after ${Math.round(performance.now() - t0)} ms`);
+}
+
+const sed = (expr: string, file: string) => execFileSync('sed', ['-i', expr, file]);
+
+describe('every way of saving takes effect (periodic rescan off)', () => {
+  it('write in place', async () => {
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') });
+    expect(f.store.snapshot().agent('boss')?.trust).toBe('admin');
+    await writeFile(join(f.configDir, 'agents.yaml'), agent('boss', 'low'));
+    await trustBecomes(f, 'boss', 'low', 'write in place: admin revoked');
+    expect(f.lines.some((l) => /INFO +manifest loaded file=\S*agents\.yaml objects=1/.test(l))).toBe(true);
+  });
+
+  it('rename over (write a temporary file, rename it), then rm', async () => {
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') });
+    const file = join(f.configDir, 'agents.yaml');
+    await writeFile(`${file}.tmp`, agent('boss', 'low'));
+    await rename(`${file}.tmp`, file);
+    await trustBecomes(f, 'boss', 'low', 'rename over: admin revoked');
+    await rm(file);
+    await trustBecomes(f, 'boss', undefined, 'rm after rename: agent gone');
+    expect(f.lines.some((l) => /INFO +manifest removed file=\S*agents\.yaml objects=1/.test(l))).toBe(true);
+  });
+
+  it('sed -i again and again on the same file, then rm', async () => {
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') });
+    const file = join(f.configDir, 'agents.yaml');
+    sed('s/admin/high/', file);
+    await trustBecomes(f, 'boss', 'high', 'first sed -i');
+    sed('s/high/medium/', file);
+    await trustBecomes(f, 'boss', 'medium', 'second sed -i');
+    sed('s/medium/low/', file);
+    await trustBecomes(f, 'boss', 'low', 'third sed -i');
+    await rm(file);
+    await trustBecomes(f, 'boss', undefined, 'rm after sed -i: agent gone');
+  });
+
+  it('a new subfolder with a manifest, and files added to it later', async () => {
+    const f = await open({});
+    const team = join(f.configDir, 'team');
+    await mkdir(team);
+    await writeFile(join(team, 'a.yaml'), agent('a', 'admin'));
+    await trustBecomes(f, 'a', 'admin', 'a manifest in a new subfolder');
+    await writeFile(join(team, 'b.yaml'), agent('b', 'admin'));
+    await trustBecomes(f, 'b', 'admin', 'a file added later to the new subfolder');
+    sed('s/admin/low/', join(team, 'b.yaml'));
+    await trustBecomes(f, 'b', 'low', 'sed -i in the new subfolder');
+  });
+
+  it('a file in a subfolder', async () => {
+    const f = await open({ 'teams/data/agents.yaml': agent('boss', 'admin') });
+    const file = join(f.configDir, 'teams/data/agents.yaml');
+    sed('s/admin/low/', file);
+    await trustBecomes(f, 'boss', 'low', 'sed -i in a subfolder');
+    await rm(file);
+    await trustBecomes(f, 'boss', undefined, 'rm in a subfolder');
+  });
+
+  it("a Kubernetes ConfigMap volume's symlink swap, twice, then a key removed", async () => {
+    const f = await open({});
+    const volume = new ConfigMapVolume(join(f.configDir, 'agents-cm'));
+    await volume.write({ 'agents.yaml': agent('boss', 'admin') });
+    await trustBecomes(f, 'boss', 'admin', 'ConfigMap volume mounted');
+    await volume.write({ 'agents.yaml': agent('boss', 'low') });
+    await trustBecomes(f, 'boss', 'low', 'first ConfigMap swap');
+    // The file the user knows (a symlink) is the one read and named in the log.
+    const loaded = f.lines.filter((l) => /manifest loaded/.test(l));
+    expect(loaded).toEqual(loaded.map(() => expect.stringMatching(/manifest loaded file=\S*\/agents-cm\/agents\.yaml objects=1$/)));
+    expect(loaded).toHaveLength(2);
+    await volume.write({ 'agents.yaml': agent('boss', 'medium') });
+    await trustBecomes(f, 'boss', 'medium', 'second ConfigMap swap');
+    await volume.write({ 'other.yaml': agent('other', 'low') });
+    await trustBecomes(f, 'boss', undefined, 'key removed from the ConfigMap');
+    // The hidden ..data and ..2026_… folders are not read: no object is ever seen twice.
+    expect(f.lines.filter((l) => /defined twice|\.\.2026|\.\.data/.test(l))).toEqual([]);
+    expect(f.store.problems()).toEqual([]);
+  });
+
+  it('a symlink to a file in another folder, and edits of that file', async () => {
+    const f = await open({});
+    const elsewhere = join(f.configDir, '..', 'elsewhere');
+    await mkdir(elsewhere);
+    await writeFile(join(elsewhere, 'agents.yaml'), agent('boss', 'admin'));
+    await symlink(join(elsewhere, 'agents.yaml'), join(f.configDir, 'agents.yaml'));
+    await trustBecomes(f, 'boss', 'admin', 'a symlink to a file elsewhere');
+    sed('s/admin/low/', join(elsewhere, 'agents.yaml'));
+    await trustBecomes(f, 'boss', 'low', 'sed -i on the target of the symlink');
+  });
+
+  it("the data dir's manifests/ folder", async () => {
+    const f = await open({});
+    const file = join(f.dataDir, 'manifests', 'guardagents', 'boss.yaml');
+    await mkdir(join(file, '..'), { recursive: true });
+    await writeFile(file, agent('boss', 'admin'));
+    await trustBecomes(f, 'boss', 'admin', 'a manifest written into data/manifests');
+    sed('s/admin/low/', file);
+    await trustBecomes(f, 'boss', 'low', 'sed -i in data/manifests');
+    await rm(file);
+    await trustBecomes(f, 'boss', undefined, 'rm in data/manifests');
+  });
+});
+
+describe('safety nets and broken files', () => {
+  it('without a watch, the periodic rescan picks up the change', async () => {
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { watch: false, rescanIntervalMs: 200 });
+    sed('s/admin/low/', join(f.configDir, 'agents.yaml'));
+    await trustBecomes(f, 'boss', 'low', 'periodic rescan (200 ms), no watch');
+  });
+
+  it('a file that stops parsing keeps its last good objects, logged at ERROR with file:line', async () => {
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') });
+    const file = join(f.configDir, 'agents.yaml');
+    sed('s/admin/godlike/', file);
+    await eventually(async () => f.lines.filter((l) => /ERROR/.test(l)), (l) => l.length > 0, 'the parse error');
+    expect(f.lines.filter((l) => /ERROR/.test(l))).toEqual([
+      expect.stringMatching(/ERROR +\S*agents\.yaml:5: GuardAgent spec\.trustLevel: .* \(the last good version of this file stays in force\)$/),
+    ]);
+    expect(f.store.snapshot().agent('boss')?.trust).toBe('admin');
+    sed('s/godlike/low/', file);
+    await trustBecomes(f, 'boss', 'low', 'the fixed file');
+    expect(f.store.problems()).toEqual([]);
+  });
+
+  it('a pattern the engine rejects is one ERROR line with file:line of the pattern, not repeated on later reloads', async () => {
+    const policy = `# rules for the data team
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardPolicy
+metadata: {name: no-braces}
+spec:
+  rules:
+    - match: {tools: ["read_*"]}
+      action: allow
+    - match:
+        tools: ["drop_*", "delete_{a,b}"]
+      action: deny
+`;
+    const f = await open({ 'agents.yaml': agent('boss', 'admin'), 'policy.yaml': policy });
+    const expected = /^\S*policy\.yaml:10: GuardPolicy no-braces: InvalidPattern: pattern "delete_\{a,b\}" uses braces/;
+    expect(f.store.problems()).toEqual([expect.stringMatching(expected)]);
+    const errors = () => f.lines.filter((l) => /ERROR/.test(l));
+    expect(errors()).toEqual([expect.stringMatching(/ERROR +\S*policy\.yaml:10: GuardPolicy no-braces: InvalidPattern: pattern "delete_\{a,b\}"/)]);
+    // Another file changes: the problem is still there, and not logged again.
+    sed('s/admin/low/', join(f.configDir, 'agents.yaml'));
+    await trustBecomes(f, 'boss', 'low', 'an unrelated change');
+    expect(errors()).toHaveLength(1);
+    expect(f.store.problems()).toEqual([expect.stringMatching(expected)]);
+  });
+});
