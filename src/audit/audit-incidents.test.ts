@@ -20,8 +20,8 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function openSink(): Promise<AuditSink> {
-  const sink = await openFileAuditSink({ dir, flushIntervalMs: 3_600_000, log: () => undefined });
+async function openSink(opts: { failureMode?: 'closed' | 'open' } = {}): Promise<AuditSink> {
+  const sink = await openFileAuditSink({ dir, flushIntervalMs: 3_600_000, log: () => undefined, ...opts });
   sinks.push(sink);
   return sink;
 }
@@ -113,16 +113,19 @@ describe('incident log in the audit log', () => {
     const reopened = createAuditIncidentLog(await openSink());
     expect(await reopened.list()).toEqual([second, first]);
     expect(await reopened.list(new Date('2026-01-01T00:30:00.000Z'))).toEqual([second]);
-    expect(await verifyAuditChain(dir)).toEqual({ ok: true, records: 3, segments: 1 });
+    expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 3, segments: 1 });
   });
 
-  it('rejects when the audit sink dropped the entry, and still raises it through onIncident', async () => {
-    const audit = await openSink();
+  it.each([
+    ['closed', 'refused'],
+    ['open', 'dropped'],
+  ] as const)('rejects when the %s-mode sink %s the entry, and still raises it through onIncident', async (failureMode, what) => {
+    const audit = await openSink({ failureMode });
     const seen: IncidentRecord[] = [];
     const log = createAuditIncidentLog(audit, (i) => seen.push(i));
     await audit.close();
-    await expect(log.record(incident())).rejects.toThrow(/was not stored: the audit sink dropped/);
-    expect(audit.stats.dropped).toBe(1);
+    await expect(log.record(incident())).rejects.toThrow(new RegExp(`was not stored: the audit sink ${what} its entry aud_\\w+: the audit sink is closed`));
+    expect(audit.stats[what]).toBe(1);
     expect(seen).toHaveLength(1);
   });
 

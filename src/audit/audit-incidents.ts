@@ -40,9 +40,9 @@ const StoredIncidentSchema = z.object({
  * queries need incidents for longer, so each incident is an entry of the audit log itself —
  * in its hash chain, in whichever sink is configured — and `onIncident` turns it into the
  * short-lived Event. `record()` resolves once the entry is buffered in the sink (durable with
- * the sink's next batch, like every decision); it rejects when the sink dropped the entry
- * (`onIncident` is still called: the Event may be the only trace left), and when `onIncident`
- * throws (the incident is stored then). `action_id` reads back as `null` when
+ * the sink's next batch, like every decision); it rejects when the sink refused (closed mode)
+ * or dropped (open mode) the entry (`onIncident` is still called: the Event may be the only
+ * trace left), and when `onIncident` throws (the incident is stored then). `action_id` reads back as `null` when
  * it was not given.
  *
  * @example
@@ -55,8 +55,7 @@ export function createAuditIncidentLog(audit: AuditSink, onIncident?: (i: Incide
   return {
     async record(input: IncidentInput): Promise<IncidentRecord> {
       const incidentId = newId('inc_');
-      const droppedBefore = audit.stats.dropped;
-      const entry = audit.append({
+      const taken = audit.append({
         action_id: input.action_id ?? null,
         agent_id: input.agent_id ?? SYSTEM_AGENT_ID,
         caller: null,
@@ -78,19 +77,19 @@ export function createAuditIncidentLog(audit: AuditSink, onIncident?: (i: Incide
         evaluation: INCIDENT_EVALUATION,
         revision: '',
       });
+      const entry = taken.record;
       const incident = incidentFromAudit(entry);
       if (!incident) throw new Error(`incident ${incidentId}: its audit entry does not read back as an incident`);
-      // append() never throws; a drop shows only in the counter (and the sink's log). The Event
-      // is raised even then: it may be the only trace an operator sees.
-      const dropped = audit.stats.dropped > droppedBefore;
+      // The Event is raised even when the entry was not taken: it may be the only trace an operator sees.
+      const lost = taken.ok ? taken.dropped : taken.reason;
       let failed: { error: unknown } | undefined;
       try {
         onIncident?.(incident);
       } catch (error) {
         failed = { error };
       }
-      if (dropped) {
-        throw new AuditWriteError(`incident ${incidentId} was not stored: the audit sink dropped its entry ${entry.entry_id}`, {
+      if (lost !== undefined) {
+        throw new AuditWriteError(`incident ${incidentId} was not stored: the audit sink ${taken.ok ? 'dropped' : 'refused'} its entry ${entry.entry_id}: ${lost}`, {
           ...(failed ? { cause: failed.error } : {}),
         });
       }

@@ -1,77 +1,177 @@
+import type { KeyObject } from 'node:crypto';
+import { createAnchor, type AuditAnchorStore } from './anchor.js';
+import { readAuditKeyFile } from './key.js';
+import { queryByScan } from './query.js';
 import { createAuditRecord, type AuditEntryInput, type AuditRecord } from './record.js';
-import { AuditWriteError, type AuditQuery, type AuditQueryResult, type AuditSink } from './sink.js';
+import {
+  AuditWriteError,
+  type AuditAppendResult,
+  type AuditFailureMode,
+  type AuditFilter,
+  type AuditQuery,
+  type AuditQueryResult,
+  type AuditSink,
+  type AuditStats,
+} from './sink.js';
+
+/** Options both sinks take for failing closed, MACs and anchors (docs/decisions.md). */
+export interface AuditIntegrityOptions {
+  /** `closed` (default): refuse records the log cannot take, so their decisions are denied; `open`: drop and count them. */
+  failureMode?: AuditFailureMode;
+  /** A file of at least 32 bytes of key material (`--audit-key-file`): records and anchors then carry an HMAC. */
+  keyFile?: string;
+  /** Where the chain head is anchored (default: the sink's own; see each sink). */
+  anchor?: AuditAnchorStore;
+  /** How often the chain head is anchored while records arrive (default 30 000 ms); also on open and close. */
+  anchorIntervalMs?: number;
+}
+
+/** {@link AuditIntegrityOptions} resolved: the key read, defaults applied. */
+export interface ResolvedIntegrity {
+  failureMode: AuditFailureMode;
+  key: KeyObject | undefined;
+  anchor: { store: AuditAnchorStore; intervalMs: number };
+}
+
+/**
+ * Resolves {@link AuditIntegrityOptions}; rejects with an AuditKeyError when the key file is
+ * missing, unreadable or too short, so a sink that was told to sign does not start unsigned.
+ *
+ * @example
+ * const integrity = await resolveIntegrity(opts, () => FileAnchorStore.inDir(opts.dir));
+ */
+export async function resolveIntegrity(opts: AuditIntegrityOptions, defaultAnchor: () => AuditAnchorStore): Promise<ResolvedIntegrity> {
+  const intervalMs = opts.anchorIntervalMs ?? 30_000;
+  if (!Number.isSafeInteger(intervalMs) || intervalMs < 1) {
+    throw new RangeError(`audit sink: anchorIntervalMs must be a positive integer, got ${intervalMs}`);
+  }
+  const failureMode = opts.failureMode ?? 'closed';
+  if (failureMode !== 'closed' && failureMode !== 'open') throw new RangeError(`audit sink: failureMode must be closed or open, got ${String(failureMode)}`);
+  return {
+    failureMode,
+    key: opts.keyFile === undefined ? undefined : await readAuditKeyFile(opts.keyFile),
+    anchor: { store: opts.anchor ?? defaultAnchor(), intervalMs },
+  };
+}
 
 /** What every batching sink needs; each sink resolves its own defaults. */
 export interface BatchingOptions {
   /** Longest a record waits in memory before its batch is written. */
   flushIntervalMs: number;
-  /** Records waiting for storage beyond which new ones are dropped and counted. */
+  /** Records waiting for storage beyond which new ones are refused (closed) or dropped (open). */
   maxBuffered: number;
-  /** Where write failures, recoveries and drops are reported. */
+  /** Where write failures, recoveries, refusals and drops are reported. */
   log: (msg: string) => void;
-  /** A record whose JSON line is longer than this many UTF-8 bytes can never be stored: dropped. */
+  /** A record whose JSON line is longer than this many UTF-8 bytes can never be stored. */
   maxLineBytes?: number;
   /** Wait before the retry after the n-th consecutive failed batch (default: flushIntervalMs). */
   retryDelayMs?: (failures: number) => number;
+  /** Default `closed`. */
+  failureMode?: AuditFailureMode;
+  /** Records carry a `mac` under this key, and so do anchors. */
+  key?: KeyObject | undefined;
+  /** Where and how often the chain head is anchored; without it, never (in-memory test sinks). */
+  anchor?: { store: AuditAnchorStore; intervalMs: number } | undefined;
+}
+
+/** A stored line and where it is: what an anchor names. */
+export interface DurableLine {
+  /** The record's JSON line. */
+  text: string;
+  /** Its segment's sequence number. */
+  segment: number;
+  /** Its 1-based line within the segment. */
+  line: number;
+}
+
+/** What {@link BatchingAuditSink.writeSome} stored: `count` lines, the last of them at `segment`:`line`. */
+export interface StoredLines {
+  count: number;
+  segment: number;
+  line: number;
 }
 
 /**
  * The part of a sink that both the file and the ConfigMap sink share: the hash chain head,
  * the in-memory buffer with its bound, batching on a timer or `flush()`, serialised writes,
- * retry after a failure, and drop accounting. A subclass says how a batch reaches storage
- * (`writeSome`) and how stored records are queried (`query`, with {@link bufferedLines} for
- * what is still in memory).
+ * retry after a failure, the failure mode (refuse or drop what cannot be taken), and anchoring
+ * the last durable record. A subclass says how a batch reaches storage (`writeSome`) and how
+ * stored records are read (`scan`, with {@link bufferedLines} for what is still in memory);
+ * `query` is a scan.
  *
- * Invariant for queries: a line leaves the buffer in the same tick as the subclass records it
+ * Invariant for scans: a line leaves the buffer in the same tick as the subclass records it
  * as stored, so a synchronous snapshot of "stored extent + buffered lines" sees every record
  * exactly once.
  *
  * @example
  * class MemorySink extends BatchingAuditSink {
  *   readonly stored: string[] = [];
- *   constructor() { super(GENESIS_HASH, { flushIntervalMs: 100, maxBuffered: 1000, log: console.warn }); }
- *   protected async writeSome(lines: readonly string[]) { this.stored.push(...lines); return lines.length; }
+ *   constructor() { super(GENESIS_HASH, undefined, { flushIntervalMs: 100, maxBuffered: 1000, log: console.warn }); }
+ *   protected async writeSome(lines: readonly string[]) { this.stored.push(...lines); return { count: lines.length, segment: 1, line: this.stored.length }; }
  *   protected describeTarget() { return 'memory'; }
- *   async query(q: AuditQuery) { … this.stored and this.bufferedLines() … }
+ *   async scan(filter, visit) { … this.bufferedLines() then this.stored, newest first … }
  * }
  */
 export abstract class BatchingAuditSink implements AuditSink {
+  readonly failureMode: AuditFailureMode;
   /** JSON lines of records appended but not yet handed to storage, oldest first. */
   private pending: string[] = [];
   /** Lines of the batch being written; moved out only once stored. */
   private inflight: string[] = [];
   private written = 0;
   private dropped = 0;
-  /** `dropped` when the current overflow began, or undefined when there is room. */
-  private droppedBeforeOverflow: number | undefined;
+  private refused = 0;
+  /** The run of lost records being reported (logged once, summarised when it ends). */
+  private lossRun: { what: 'refused' | 'dropped'; before: number } | undefined;
   /** Consecutive failed batches; 0 while writes succeed. */
   private failures = 0;
+  /** The last write error, for refusal reasons. */
+  private lastError = '';
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
   /** Serialises batches so records reach storage in chain order. */
   private writes: Promise<void> = Promise.resolve();
   /** A batch this large is written at once rather than waiting for the timer. */
   private readonly highWater: number;
+  /** Text of the line the last anchor names (a new anchor is written only when this moves). */
+  private anchoredText: string | undefined;
+  private anchorTimer: NodeJS.Timeout | undefined;
+  /** Serialises anchor writes; never rejects. */
+  private anchoring: Promise<void> = Promise.resolve();
+  private anchorFailures = 0;
+  /** The log was empty on open: anchor right after the first write instead of an interval later. */
+  private anchorSoon: boolean;
 
+  /**
+   * `head`: the chain head to continue from. `durable`: the last stored record (what a new
+   * anchor names until more records are stored), undefined for an empty log.
+   */
   protected constructor(
     private head: string,
+    private durable: DurableLine | undefined,
     private readonly batching: BatchingOptions,
   ) {
     this.highWater = Math.max(1, Math.floor(batching.maxBuffered / 2));
+    this.failureMode = batching.failureMode ?? 'closed';
+    this.anchorSoon = durable === undefined;
   }
 
   /**
    * Stores a non-empty prefix of `lines` (oldest first, each one JSON record without `\n`)
-   * and returns its length, at least 1. Called again with the rest until all are stored. A
-   * rejection must mean "not stored" — or, where a store cannot tell (a lost response), the
-   * next call must find out and not store the lines twice.
+   * and says how many and where the last of them went. Called again with the rest until all
+   * are stored. A rejection must mean "not stored" — or, where a store cannot tell (a lost
+   * response), the next call must find out and not store the lines twice.
    */
-  protected abstract writeSome(lines: readonly string[]): Promise<number>;
+  protected abstract writeSome(lines: readonly string[]): Promise<StoredLines>;
 
   /** Where batches go right now, for messages (a file path, a ConfigMap name). */
   protected abstract describeTarget(): string;
 
-  abstract query(q: AuditQuery): Promise<AuditQueryResult>;
+  abstract scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void): Promise<{ scanned: number; matched: number }>;
+
+  query(q: AuditQuery): Promise<AuditQueryResult> {
+    return queryByScan(this, q);
+  }
 
   /** One-line description of a write error (default `String(error)`). */
   protected describeError(error: unknown): string {
@@ -83,55 +183,72 @@ export abstract class BatchingAuditSink implements AuditSink {
     return [...this.inflight, ...this.pending];
   }
 
-  get stats(): { written: number; dropped: number; buffered: number } {
-    return { written: this.written, dropped: this.dropped, buffered: this.buffered };
+  get stats(): AuditStats {
+    return { written: this.written, dropped: this.dropped, refused: this.refused, buffered: this.buffered };
   }
 
   private get buffered(): number {
     return this.pending.length + this.inflight.length;
   }
 
-  append(input: AuditEntryInput): AuditRecord {
-    const record = createAuditRecord(input, this.head);
-    if (this.closed) {
-      this.dropOnOverflow(record, 'the audit sink is closed');
-      return record;
+  available(): string | undefined {
+    return this.failureMode === 'closed' ? this.cannotTake() : undefined;
+  }
+
+  /** Why a record would be lost now: closed; writes failing (closed mode only); buffer full. */
+  private cannotTake(): string | undefined {
+    if (this.closed) return 'the audit sink is closed';
+    if (this.failureMode === 'closed' && this.failures > 0) {
+      return `the last write to ${this.describeTarget()} failed ${this.failures} time(s): ${this.lastError}`;
     }
     if (this.buffered >= this.batching.maxBuffered) {
-      this.dropOnOverflow(record, `${this.buffered} records are already waiting for storage (maxBuffered)`);
-      return record;
+      return `the audit buffer is full: ${this.buffered} records are waiting for ${this.describeTarget()} (maxBuffered)`;
     }
+    return undefined;
+  }
+
+  append(input: AuditEntryInput): AuditAppendResult {
+    const record = createAuditRecord(input, this.head, this.batching.key);
+    const why = this.cannotTake();
+    if (why !== undefined) return this.lose(record, why, true);
     // The record is plain JSON already (createAuditRecord round-trips it), so JSON.stringify
     // cannot throw and is several times cheaper than canonicalJson; verify canonicalises anyway.
     const line = JSON.stringify(record);
     const max = this.batching.maxLineBytes;
     // A UTF-16 unit is at most 3 UTF-8 bytes: only long lines pay for byteLength.
     if (max !== undefined && line.length * 3 > max && Buffer.byteLength(line) > max) {
-      this.dropped++;
-      this.batching.log(
-        `DROPPED audit record ${record.entry_id} (agent ${record.agent_id}, ${record.action.type} ` +
-          `${record.action.target}): ${Buffer.byteLength(line)} bytes, more than the ${max} one record may ` +
-          `take in ${this.describeTarget()}. Counted in stats.dropped; the chain continues without it.`,
-      );
-      return record;
+      const bytes = Buffer.byteLength(line);
+      return this.lose(record, `the record is too large: ${bytes} bytes, more than the ${max} one record may take in ${this.describeTarget()}`, false);
     }
-    // Only a record that will be written moves the head, so drops never break the chain.
+    // Only a record that will be written moves the head, so losses never break the chain.
     this.pending.push(line);
     this.head = record.hash;
     if (this.pending.length === this.highWater) this.flushNow();
     else this.scheduleFlush(this.batching.flushIntervalMs);
-    return record;
+    return { ok: true, record };
   }
 
-  private dropOnOverflow(record: AuditRecord, why: string): void {
-    this.dropped++;
-    if (this.droppedBeforeOverflow !== undefined) return;
-    this.droppedBeforeOverflow = this.dropped - 1;
-    this.batching.log(
-      `DROPPING audit records: ${why}. First dropped: ${record.entry_id} (agent ${record.agent_id}, ` +
-        `${record.action.type} ${record.action.target}). Further drops are counted in stats.dropped ` +
-        `and summarised once writes catch up.`,
-    );
+  /**
+   * Counts a record the log does not take: refused in closed mode, dropped in open mode.
+   * `lasting`: the cause lasts (closed, failing, full), so only the first of a run is logged and
+   * the run is summarised when it ends; otherwise (too large) each record is logged.
+   */
+  private lose(record: AuditRecord, why: string, lasting: boolean): AuditAppendResult {
+    const refuse = this.failureMode === 'closed';
+    const what = refuse ? 'refused' : 'dropped';
+    const count = refuse ? ++this.refused : ++this.dropped;
+    const about = `${record.entry_id} (agent ${record.agent_id}, ${record.action.type} ${record.action.target})`;
+    const consequence = refuse ? 'its decision is denied' : 'its decision went on';
+    if (!lasting) {
+      this.batching.log(`${what.toUpperCase()} audit record ${about}: ${why}; ${consequence}. Counted in stats.${what}; the chain continues without it.`);
+    } else if (!this.lossRun) {
+      this.lossRun = { what, before: count - 1 };
+      this.batching.log(
+        `${refuse ? 'REFUSING' : 'DROPPING'} audit records (${refuse ? 'their decisions are denied' : 'their decisions go on'}): ${why}. ` +
+          `First ${what}: ${about}. Further ones are counted in stats.${what} and summarised once the log takes records again.`,
+      );
+    }
+    return refuse ? { ok: false, record, reason: why } : { ok: true, record, dropped: why };
   }
 
   flush(): Promise<void> {
@@ -140,11 +257,71 @@ export abstract class BatchingAuditSink implements AuditSink {
     return batch;
   }
 
+  /**
+   * Writes the first anchor (naming what the log held on open) and starts anchoring every
+   * interval. Rejects when the anchor cannot be written, so a sink whose anchor store is
+   * unreachable or not writable does not start. Called once by the open function.
+   */
+  async start(): Promise<void> {
+    const anchor = this.batching.anchor;
+    if (!anchor) return;
+    try {
+      await this.writeAnchor();
+    } catch (error) {
+      throw new Error(`cannot write the audit anchor (${anchor.store.location}): ${this.describeError(error)}`, { cause: error });
+    }
+    this.anchorTimer = setInterval(() => void this.anchor(), anchor.intervalMs);
+    // Anchoring must not keep the process alive; close() writes the last anchor.
+    this.anchorTimer.unref();
+  }
+
+  /**
+   * Anchors the last durable record unless the anchor names it already. Never rejects: a
+   * failure is logged (once per run of failures) and the next interval tries again.
+   */
+  anchor(): Promise<void> {
+    const run = this.anchoring.then(() =>
+      this.writeAnchor().then(
+        () => {
+          if (this.anchorFailures > 0) this.batching.log(`audit anchoring recovered after ${this.anchorFailures} failed attempt(s)`);
+          this.anchorFailures = 0;
+        },
+        (error: unknown) => {
+          if (++this.anchorFailures === 1) {
+            this.batching.log(
+              `could not anchor the audit chain at ${this.batching.anchor?.store.location}: ${this.describeError(error)}; ` +
+                `retrying every ${this.batching.anchor?.intervalMs} ms (records after the last anchor can be cut off unnoticed meanwhile)`,
+            );
+          }
+        },
+      ),
+    );
+    this.anchoring = run;
+    return run;
+  }
+
+  private async writeAnchor(): Promise<void> {
+    const anchor = this.batching.anchor;
+    // A snapshot: the anchor names a record that is durable now, never a buffered one.
+    const durable = this.durable;
+    if (!anchor || !durable || durable.text === this.anchoredText) return;
+    const { entry_id, hash } = JSON.parse(durable.text) as AuditRecord;
+    await anchor.store.write(createAnchor({ entry_id, hash, segment: durable.segment, line: durable.line }, this.batching.key));
+    this.anchoredText = durable.text;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
-    await this.flush();
+    clearInterval(this.anchorTimer);
+    this.anchorTimer = undefined;
+    try {
+      await this.flush();
+    } finally {
+      // Whatever the flush managed to store is anchored, even when it failed part-way.
+      await this.anchor();
+    }
   }
 
   private scheduleFlush(delayMs: number): void {
@@ -170,11 +347,14 @@ export abstract class BatchingAuditSink implements AuditSink {
     this.pending = [];
     try {
       while (this.inflight.length > 0) {
-        const count = await this.writeSome(this.inflight);
+        const stored = await this.writeSome(this.inflight);
+        const { count } = stored;
         if (!Number.isSafeInteger(count) || count < 1 || count > this.inflight.length) {
           throw new Error(`writeSome stored ${count} of ${this.inflight.length} lines`);
         }
-        // Same tick as the subclass recorded them as stored: a query sees them once.
+        // Same tick as the subclass recorded them as stored: a scan sees them once, and an
+        // anchor taken from here on names the last of them.
+        this.durable = { text: this.inflight[count - 1] ?? '', segment: stored.segment, line: stored.line };
         this.inflight = this.inflight.slice(count);
         this.written += count;
       }
@@ -183,17 +363,23 @@ export abstract class BatchingAuditSink implements AuditSink {
       this.pending = this.inflight.concat(this.pending);
       this.inflight = [];
       this.failures++;
+      this.lastError = this.describeError(error);
       const retryMs = this.batching.retryDelayMs?.(this.failures) ?? this.batching.flushIntervalMs;
       if (this.failures === 1) {
         this.batching.log(
-          `audit write to ${this.describeTarget()} failed; ${kept} records kept in memory, ` +
-            `retrying in ${retryMs} ms: ${this.describeError(error)}`,
+          `audit write to ${this.describeTarget()} failed; ${kept} records kept in memory, retrying in ${retryMs} ms` +
+            `${this.failureMode === 'closed' ? ', new records refused (their decisions denied) until a write succeeds' : ''}: ${this.lastError}`,
         );
       }
       this.scheduleFlush(retryMs);
       throw new AuditWriteError(`could not write audit records to ${this.describeTarget()}`, { cause: error });
     }
     this.noteSuccess();
+    if (this.anchorSoon) {
+      // Once: so a new log has an anchor from its first batch on, not only after an interval.
+      this.anchorSoon = false;
+      await this.anchor();
+    }
   }
 
   private noteSuccess(): void {
@@ -201,10 +387,11 @@ export abstract class BatchingAuditSink implements AuditSink {
       this.batching.log(`audit writes recovered after ${this.failures} failed attempt(s)`);
       this.failures = 0;
     }
-    if (this.droppedBeforeOverflow !== undefined && this.buffered < this.batching.maxBuffered) {
-      const lost = this.dropped - this.droppedBeforeOverflow;
-      this.droppedBeforeOverflow = undefined;
-      this.batching.log(`audit buffer has room again; ${lost} records were dropped while it was full`);
+    if (this.lossRun && this.cannotTake() === undefined) {
+      const { what, before } = this.lossRun;
+      const lost = (what === 'refused' ? this.refused : this.dropped) - before;
+      this.lossRun = undefined;
+      this.batching.log(`audit log takes records again; ${lost} records were ${what} meanwhile`);
     }
   }
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { CoreV1Api, V1ConfigMap } from '@kubernetes/client-node';
+import type { AnchorSite, AuditAnchor } from './anchor.js';
 
 /**
  * The layout of the ConfigMap audit ring, shared by the sink (writes, resume, query) and by
@@ -155,4 +156,43 @@ export function configMapDataBytes(data: Record<string, string>): number {
   let bytes = 0;
   for (const [key, value] of Object.entries(data)) bytes += Buffer.byteLength(key) + Buffer.byteLength(value);
   return bytes;
+}
+
+/**
+ * `request()`, rejected after `timeoutMs` with a message naming `what`; a late answer is then
+ * found by the next read. Every API call of the ring and of the anchor goes through this, so a
+ * hung connection never stalls writes or shutdown.
+ *
+ * @example
+ * const cm = await withTimeout('read pod-0-3', 10_000, () => core.readNamespacedConfigMap({ name, namespace }));
+ */
+export async function withTimeout<T>(what: string, timeoutMs: number, request: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer from the API server within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([request(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * What one replica's ring (segments oldest first) holds where `anchor` points; used by the
+ * sink on open and by verifyConfigMapRing. `lastEntryId`: the ring's last record, for messages.
+ *
+ * @example
+ * const check = checkAnchor(anchor, ringSiteOf(anchor, segments, 'aud_0123456789ab'), key);
+ */
+export function ringSiteOf(anchor: AuditAnchor, segments: readonly RingSegment[], lastEntryId: string | undefined): AnchorSite {
+  const anchored = segments.find((segment) => segment.seq === anchor.segment);
+  const lines = anchored ? recordLines(anchored.text) : [];
+  return {
+    segments: segments.map((segment) => segment.seq),
+    lines: lines.length,
+    text: lines[anchor.line - 1],
+    lastEntryId,
+    describeSegment: (seq) => segments.find((segment) => segment.seq === seq)?.name ?? `segment ${seq}`,
+  };
 }

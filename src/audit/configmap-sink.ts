@@ -1,6 +1,15 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { describeKubeError, statusOf } from '../kube/client.js';
-import { BatchingAuditSink } from './batching-sink.js';
+import { ensureLogReachesAnchor } from './anchor.js';
+import {
+  BatchingAuditSink,
+  resolveIntegrity,
+  type AuditIntegrityOptions,
+  type DurableLine,
+  type ResolvedIntegrity,
+  type StoredLines,
+} from './batching-sink.js';
+import { ConfigMapAnchorStore } from './configmap-anchor.js';
 import {
   ANNOTATION_CHAIN_HEAD,
   ANNOTATION_SEQUENCE,
@@ -12,13 +21,17 @@ import {
   recordLines,
   replicaLabel,
   ringConfigMapName,
+  ringSiteOf,
   toRingSegment,
+  withTimeout,
   type RingSegment,
 } from './configmap-ring.js';
+import { matchesAuditQuery } from './query.js';
 import { GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
-import { matchesAuditQuery, type AuditQuery, type AuditQueryResult, type AuditSink } from './sink.js';
+import type { AuditFilter, AuditSink } from './sink.js';
 
-export interface ConfigMapAuditSinkOptions {
+/** Anchors go to the ConfigMap `policyguard-audit-anchor-<replica>` unless `anchor` says otherwise. */
+export interface ConfigMapAuditSinkOptions extends AuditIntegrityOptions {
   kubeConfig: KubeConfig;
   /** Namespace of the ring (usually the operator's own). */
   namespace: string;
@@ -29,13 +42,13 @@ export interface ConfigMapAuditSinkOptions {
   /**
    * Hard bound on a ConfigMap's data (every key + value, UTF-8 bytes), default 900 KiB. The
    * data always stays below it: a batch that would reach it is split across ConfigMaps, and a
-   * single record too large for an empty one is dropped (counted, logged). At most 1 MiB, the
+   * single record too large for an empty one is refused or dropped (counted, logged). At most 1 MiB, the
    * API server's own limit.
    */
   maxBytes?: number;
   /** Longest a record waits in memory before its batch is written (default 1000). */
   flushIntervalMs?: number;
-  /** Records waiting for the API server beyond which new ones are dropped and counted (default 50 000). */
+  /** Records waiting for the API server beyond which new ones are refused or dropped (default 50 000). */
   maxBuffered?: number;
   /** Where resume, retention, write failures and drops are reported (default stderr). */
   log?: (msg: string) => void;
@@ -45,7 +58,7 @@ export interface ConfigMapAuditSinkOptions {
   maxRetryDelayMs?: number;
 }
 
-type ResolvedOptions = Required<ConfigMapAuditSinkOptions>;
+type ResolvedOptions = Required<Omit<ConfigMapAuditSinkOptions, keyof AuditIntegrityOptions>>;
 
 const DEFAULTS = {
   ringSize: 16,
@@ -71,20 +84,27 @@ const MAX_CONFLICT_RETRIES = 16;
  * ConfigMap touched, guarded by resourceVersion; on a conflict the ConfigMap is re-read and the
  * batch appended to what is there now. When a ConfigMap is full the next one in the ring is
  * overwritten with a new segment (sequence number + 1). On open the chain continues from the
- * newest segment of this replica. `query()` reads the rings of all replicas.
+ * newest segment of this replica, after checking the ring against its anchor (an
+ * AuditAnchorError when the ring no longer holds the anchored record). `query()` and `scan()`
+ * read the rings of all replicas.
  *
  * While the API server is unreachable records stay buffered (up to maxBuffered) and writes are
- * retried with exponential backoff; rejects when the first listing fails, so a replica that
- * cannot reach its audit log does not start.
+ * retried with exponential backoff; in closed mode new records are refused meanwhile. Rejects
+ * when the first listing or the first anchor write fails, so a replica that cannot reach its
+ * audit log does not start.
  *
  * @example
  * const sink = await openConfigMapAuditSink({ kubeConfig, namespace: 'policyguard-system', replica: process.env.POD_NAME });
- * sink.append({ action_id, agent_id, caller, action, evaluation, revision });
+ * const taken = sink.append({ action_id, agent_id, caller, action, evaluation, revision });
  * const { entries, total } = await sink.query({ agentId: 'etl', status: 'denied', limit: 50 });
  * await sink.close();
  */
 export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): Promise<AuditSink> {
   const options = resolveOptions(opts);
+  const integrity = await resolveIntegrity(
+    opts,
+    () => new ConfigMapAnchorStore({ kubeConfig: options.kubeConfig, namespace: options.namespace, replica: options.replica, requestTimeoutMs: options.requestTimeoutMs }),
+  );
   const ring = new Ring(options);
   const segments = await listRingSegments(ring.core, options.namespace, ring.label, (send) =>
     ring.call(`list the audit ConfigMaps of ${ring.label}`, send),
@@ -93,8 +113,13 @@ export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): P
   for (const segment of segments) ring.stored.set(segment.name, segment.seq);
   if (newest) await ring.retireOlderThanRing(newest.seq);
   const head = findChainHead(segments, ring, options.log);
+  const kept = segments.filter((segment) => ring.stored.has(segment.name));
+  const lastEntryId = head.durable && parseAuditLine(head.durable.text)?.entry_id;
+  await ensureLogReachesAnchor(integrity.anchor.store, integrity.key, async (anchor) => ringSiteOf(anchor, kept, lastEntryId));
   const current = newest && ring.slotFromSegment(newest);
-  return new ConfigMapAuditSink(ring, current, head, options);
+  const sink = new ConfigMapAuditSink(ring, current, head, options, integrity);
+  await sink.start();
+  return sink;
 }
 
 function resolveOptions(opts: ConfigMapAuditSinkOptions): ResolvedOptions {
@@ -138,6 +163,8 @@ interface Slot {
   text: string;
   /** UTF-8 bytes of `text`. */
   bytes: number;
+  /** Lines of `text`. */
+  lines: number;
   synced: boolean;
   exists: boolean;
   /** This segment has been stored here (or found here on open): never overwrite it. */
@@ -163,19 +190,8 @@ class Ring {
   }
 
   /** `request()`, failing after requestTimeoutMs; a late answer is then found by the next read. */
-  async call<T>(what: string, request: () => Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`${what}: no answer from the API server within ${this.options.requestTimeoutMs} ms`)),
-        this.options.requestTimeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([request(), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  call<T>(what: string, request: () => Promise<T>): Promise<T> {
+    return withTimeout(what, this.options.requestTimeoutMs, request);
   }
 
   newSlot(index: number, seq: number): Slot {
@@ -185,6 +201,7 @@ class Ring {
       name: ringConfigMapName(this.label, index),
       text: '',
       bytes: 0,
+      lines: 0,
       synced: false,
       exists: false,
       ours: false,
@@ -205,6 +222,7 @@ class Ring {
   adopt(slot: Slot, segment: RingSegment): void {
     slot.text = segment.text;
     slot.bytes = Buffer.byteLength(segment.text);
+    slot.lines = recordLines(segment.text).length;
     slot.exists = true;
     slot.synced = true;
     slot.ours = true;
@@ -266,8 +284,8 @@ function withoutOwn(values: Record<string, string>, own: string[]): Record<strin
   return rest;
 }
 
-/** The hash of the newest valid record of the ring, newest segment first. */
-function findChainHead(segments: RingSegment[], ring: Ring, log: (msg: string) => void): string {
+/** The newest valid record of the ring, newest segment first: the chain head and what the first anchor names. */
+function findChainHead(segments: RingSegment[], ring: Ring, log: (msg: string) => void): { hash: string; durable: DurableLine | undefined } {
   for (const segment of [...segments].reverse()) {
     const last = lastRecord(segment.text);
     if (!last) continue;
@@ -277,18 +295,19 @@ function findChainHead(segments: RingSegment[], ring: Ring, log: (msg: string) =
     if (segment.chainHead !== undefined && segment.chainHead !== last.record.hash) {
       log(`${segment.name}: its chain-head annotation does not match its last record; records may have been removed (verify the ring)`);
     }
-    return last.record.hash;
+    return { hash: last.record.hash, durable: { text: last.text, segment: segment.seq, line: last.line } };
   }
   if (segments.length > 0) log(`the audit ring of ${ring.label} holds no readable record; starting a new chain`);
-  return GENESIS_HASH;
+  return { hash: GENESIS_HASH, durable: undefined };
 }
 
-/** The last line of `text` that is a valid record, and how many unreadable lines follow it. */
-function lastRecord(text: string): { record: AuditRecord; skipped: number } | undefined {
+/** The last line of `text` that is a valid record, its 1-based line, and how many unreadable lines follow it. */
+function lastRecord(text: string): { record: AuditRecord; text: string; line: number; skipped: number } | undefined {
   const lines = recordLines(text);
   for (let i = lines.length - 1; i >= 0; i--) {
-    const record = parseAuditLine(lines[i] ?? '');
-    if (record) return { record, skipped: lines.length - 1 - i };
+    const line = lines[i] ?? '';
+    const record = parseAuditLine(line);
+    if (record) return { record, text: line, line: i + 1, skipped: lines.length - 1 - i };
   }
   return undefined;
 }
@@ -298,10 +317,12 @@ class ConfigMapAuditSink extends BatchingAuditSink {
     private readonly ring: Ring,
     /** The slot being appended to; undefined until the first write of a new ring. */
     private current: Slot | undefined,
-    head: string,
+    head: { hash: string; durable: DurableLine | undefined },
     private readonly options: ResolvedOptions,
+    integrity: ResolvedIntegrity,
   ) {
-    super(head, {
+    super(head.hash, head.durable, {
+      ...integrity,
       flushIntervalMs: options.flushIntervalMs,
       maxBuffered: options.maxBuffered,
       log: options.log,
@@ -328,12 +349,12 @@ class ConfigMapAuditSink extends BatchingAuditSink {
    * ring when none fits. A 409 or 404 means someone else changed the ConfigMap since it was
    * read: read it again and retry on top of what is there now.
    */
-  protected async writeSome(lines: readonly string[]): Promise<number> {
+  protected async writeSome(lines: readonly string[]): Promise<StoredLines> {
     for (let conflicts = 0; ; ) {
       const slot = (this.current ??= this.ring.newSlot(0, 1));
       if (!slot.synced) {
-        const stored = await this.sync(slot, lines);
-        if (stored > 0) return stored;
+        const found = await this.sync(slot, lines);
+        if (found) return found;
       }
       const count = this.linesThatFit(slot, lines);
       if (count === 0) {
@@ -342,7 +363,7 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       }
       try {
         await this.store(slot, lines.slice(0, count));
-        return count;
+        return { count, segment: slot.seq, line: slot.lines };
       } catch (error) {
         const status = statusOf(error);
         if ((status === 409 || status === 404) && ++conflicts < MAX_CONFLICT_RETRIES) {
@@ -360,11 +381,11 @@ class ConfigMapAuditSink extends BatchingAuditSink {
 
   /**
    * Reads the slot's ConfigMap and decides what the next write builds on. An older segment
-   * there (the ring wrapped) is overwritten; this slot's own segment is appended to. Returns how
-   * many of `lines` that copy already holds — a write whose answer was lost — so they are
-   * not stored twice.
+   * there (the ring wrapped) is overwritten; this slot's own segment is appended to. When that
+   * copy already holds some of `lines` — a write whose answer was lost — says how many and
+   * where, so they are not stored twice.
    */
-  private async sync(slot: Slot, lines: readonly string[]): Promise<number> {
+  private async sync(slot: Slot, lines: readonly string[]): Promise<StoredLines | undefined> {
     const { namespace } = this.options;
     let cm: V1ConfigMap;
     try {
@@ -373,7 +394,7 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       if (statusOf(error) !== 404) throw error;
       if (slot.exists) this.options.log(`${namespace}/${slot.name} was deleted by someone else; writing segment ${slot.seq} anew`);
       Object.assign(slot, this.ring.newSlot(slot.index, slot.seq), { synced: true });
-      return 0;
+      return undefined;
     }
     const found = toRingSegment(cm);
     if (found.seq < slot.seq && !slot.ours) {
@@ -384,7 +405,7 @@ class ConfigMapAuditSink extends BatchingAuditSink {
         resourceVersion: found.resourceVersion,
         overwrites: found.seq,
       });
-      return 0;
+      return undefined;
     }
     if (found.seq < slot.seq) {
       // Only a hand edit lowers a segment number; its records stay, and the number is restored.
@@ -397,18 +418,18 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       slot.seq = found.seq;
     }
     this.ring.adopt(slot, found);
-    const last = lastRecord(found.text)?.record;
-    if (!last) return 0;
-    const alreadyStored = indexOfRecord(lines, last);
-    if (alreadyStored >= 0) return alreadyStored + 1;
+    const last = lastRecord(found.text);
+    if (!last) return undefined;
+    const alreadyStored = indexOfRecord(lines, last.record);
+    if (alreadyStored >= 0) return { count: alreadyStored + 1, segment: slot.seq, line: last.line };
     const first = JSON.parse(lines[0] ?? '{}') as Partial<AuditRecord>;
-    if (first.prev_hash !== last.hash) {
+    if (first.prev_hash !== last.record.hash) {
       this.options.log(
-        `${namespace}/${slot.name} ends with ${last.entry_id}, not with the record before ${first.entry_id}: ` +
+        `${namespace}/${slot.name} ends with ${last.record.entry_id}, not with the record before ${first.entry_id}: ` +
           `it was changed by someone else; the chain will not verify at this point`,
       );
     }
-    return 0;
+    return undefined;
   }
 
   /** How many of `lines` fit into `slot` with its data staying below maxBytes. */
@@ -439,6 +460,7 @@ class ConfigMapAuditSink extends BatchingAuditSink {
     Object.assign(slot, {
       text,
       bytes: slot.bytes + Buffer.byteLength(added),
+      lines: slot.lines + chunk.length,
       exists: true,
       synced: true,
       ours: true,
@@ -457,33 +479,84 @@ class ConfigMapAuditSink extends BatchingAuditSink {
   }
 
   /**
-   * Every replica's ring plus this replica's buffered records, filtered, newest first. Buffered
-   * records are snapshotted before the listing; one written meanwhile shows up in both and is
-   * counted once.
+   * Every replica's ring plus this replica's buffered records, filtered, newest first: the
+   * replicas' chains merged by timestamp (ties: this replica's buffer first, then the order of
+   * the listing), each chain newest first. Buffered records are snapshotted before the listing;
+   * one written meanwhile shows up in both and is visited once. The rings are read whole —
+   * bounded by ringSize × maxBytes (900 KiB by default) per replica — and records are parsed
+   * as the merge reaches them, so a scan that stops early parses little.
    */
-  async query(q: AuditQuery): Promise<AuditQueryResult> {
+  async scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void): Promise<{ scanned: number; matched: number }> {
     const buffered = this.bufferedLines().map((line) => JSON.parse(line) as AuditRecord);
     const bufferedIds = new Set(buffered.map((record) => record.entry_id));
     const segments = await listRingSegments(this.ring.core, this.options.namespace, undefined, (send) =>
       this.ring.call('list the audit ConfigMaps', send),
     );
-    const since = q.since?.getTime();
-    // Newest first within each source, so the stable sort keeps chain order among equal timestamps.
-    const matches: AuditRecord[] = buffered.reverse().filter((record) => matchesAuditQuery(record, q));
-    for (const segment of segments.reverse()) {
-      const lines = recordLines(segment.text);
-      const newest = lastRecord(segment.text)?.record;
-      // Records are appended in time order: a segment whose newest record is too old has nothing.
-      if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;
-      for (let i = lines.length - 1; i >= 0; i--) {
-        // An unreadable line is verifyConfigMapRing's business; a query shows what can be read.
-        const record = parseAuditLine(lines[i] ?? '');
-        if (record && !bufferedIds.has(record.entry_id) && matchesAuditQuery(record, q)) matches.push(record);
+    const since = filter.since?.getTime();
+    const sources = [buffered.reverse()[Symbol.iterator](), ...chainsNewestFirst(segments, since)].map(peekable);
+    const counts = { scanned: 0, matched: 0 };
+    for (;;) {
+      let newest: Peekable | undefined;
+      for (const source of sources) {
+        const head = source.peek();
+        if (head && (!newest || head.timestamp > (newest.peek()?.timestamp ?? ''))) newest = source;
       }
+      const record = newest?.take();
+      if (!record) return counts;
+      if (newest !== sources[0] && bufferedIds.has(record.entry_id)) continue;
+      counts.scanned++;
+      if (!matchesAuditQuery(record, filter)) continue;
+      counts.matched++;
+      if (visit(record) === false) return counts;
     }
-    matches.sort((a, b) => (a.timestamp < b.timestamp ? 1 : a.timestamp > b.timestamp ? -1 : 0));
-    return { entries: matches.slice(0, Math.max(0, Math.floor(q.limit))), total: matches.length };
   }
+}
+
+/**
+ * The records of each replica's ring, newest first, one iterator per replica in listing order
+ * (`segments` come sorted by replica, then sequence). A segment whose newest record is older
+ * than `since` is skipped: records are appended in time order.
+ */
+function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined): Array<Iterator<AuditRecord>> {
+  const byReplica = new Map<string, RingSegment[]>();
+  for (const segment of segments) {
+    const list = byReplica.get(segment.replica) ?? [];
+    list.push(segment);
+    byReplica.set(segment.replica, list);
+  }
+  return [...byReplica.values()].map((list) => recordsNewestFirst(list, since));
+}
+
+function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined): Generator<AuditRecord> {
+  for (const segment of [...segments].reverse()) {
+    const newest = lastRecord(segment.text)?.record;
+    if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;
+    const lines = recordLines(segment.text);
+    for (let i = lines.length - 1; i >= 0; i--) {
+      // An unreadable line is verifyConfigMapRing's business; a scan shows what can be read.
+      const record = parseAuditLine(lines[i] ?? '');
+      if (record) yield record;
+    }
+  }
+}
+
+/** An iterator whose next value can be looked at before it is taken: the merge needs that. */
+interface Peekable {
+  peek(): AuditRecord | undefined;
+  take(): AuditRecord | undefined;
+}
+
+function peekable(iterator: Iterator<AuditRecord>): Peekable {
+  let next = iterator.next();
+  return {
+    peek: () => (next.done ? undefined : next.value),
+    take() {
+      if (next.done) return undefined;
+      const value = next.value;
+      next = iterator.next();
+      return value;
+    },
+  };
 }
 
 /** Position in `lines` of the line that is `record` (same entry_id and hash), or -1. */

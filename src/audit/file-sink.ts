@@ -1,17 +1,22 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { BatchingAuditSink } from './batching-sink.js';
-import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
+import { FileAnchorStore, ensureLogReachesAnchor, type AuditAnchor, type AnchorSite } from './anchor.js';
 import {
-  AuditRecordSchema,
-  GENESIS_HASH,
-  parseAuditLine,
-  type AuditRecord,
-} from './record.js';
+  BatchingAuditSink,
+  resolveIntegrity,
+  type AuditIntegrityOptions,
+  type DurableLine,
+  type ResolvedIntegrity,
+  type StoredLines,
+} from './batching-sink.js';
+import { appendDurably, readLineAt, readLinesBackward, repairTornTail } from './jsonl.js';
+import { matchesAuditQuery } from './query.js';
+import { AuditRecordSchema, GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
 import { listSegments, segmentFileName } from './segments.js';
-import { matchesAuditQuery, type AuditQuery, type AuditQueryResult, type AuditSink } from './sink.js';
+import type { AuditFilter, AuditSink } from './sink.js';
 
-export interface FileAuditSinkOptions {
+/** Anchors go to `<dir>/anchor.json` unless `anchor` says otherwise (kubernetes mode: a ConfigMap). */
+export interface FileAuditSinkOptions extends AuditIntegrityOptions {
   /** Directory of the segments; created if missing. */
   dir: string;
   /** A segment is closed before it would grow past this (default 16 MiB). */
@@ -20,13 +25,13 @@ export interface FileAuditSinkOptions {
   maxSegments?: number;
   /** Longest a record waits in memory before its batch is written (default 100). */
   flushIntervalMs?: number;
-  /** Records waiting for the disk beyond which new ones are dropped and counted (default 50 000). */
+  /** Records waiting for the disk beyond which new ones are refused or dropped (default 50 000). */
   maxBuffered?: number;
   /** Where repairs, retention, write failures and drops are reported (default stderr). */
   log?: (msg: string) => void;
 }
 
-type ResolvedOptions = Required<FileAuditSinkOptions>;
+type ResolvedOptions = Required<Omit<FileAuditSinkOptions, keyof AuditIntegrityOptions>>;
 
 const DEFAULTS = {
   segmentBytes: 16 * 1024 * 1024,
@@ -39,8 +44,10 @@ const DEFAULTS = {
 interface Segment {
   seq: number;
   path: string;
-  /** Bytes known to be durable; queries read no further, so a write in progress is not seen twice. */
+  /** Bytes known to be durable; scans read no further, so a write in progress is not seen twice. */
   size: number;
+  /** Lines in the segment; kept for the newest one, which is appended to (0 for older ones). */
+  lines: number;
 }
 
 const isAuditRecord = (value: unknown): boolean => AuditRecordSchema.safeParse(value).success;
@@ -48,25 +55,49 @@ const isAuditRecord = (value: unknown): boolean => AuditRecordSchema.safeParse(v
 /**
  * Opens (or creates) a JSONL audit log in `opts.dir`: `audit-000001.jsonl`, `audit-000002.jsonl`, …
  * Appends are buffered and written in batches, one write + fdatasync each, every
- * `flushIntervalMs` or on `flush()`. On open, a last line torn by a crash is repaired and the
- * hash chain continues from the last valid record.
+ * `flushIntervalMs` or on `flush()`. On open, a last line torn by a crash is repaired, the hash
+ * chain continues from the last valid record, and the log is checked against its anchor: when
+ * it no longer holds the record the anchor names (cut off or rewritten while stopped), the open
+ * rejects with an AuditAnchorError. It also rejects when the key file is bad or the first
+ * anchor cannot be written.
  *
  * @example
- * const sink = await openFileAuditSink({ dir: '/data/audit', log: (m) => logger.warn(m) });
- * const record = sink.append({ action_id, agent_id, caller, action, evaluation, revision });
+ * const sink = await openFileAuditSink({ dir: '/data/audit', keyFile: '/etc/policyguard/audit.key', log: (m) => logger.warn(m) });
+ * const taken = sink.append({ action_id, agent_id, caller, action, evaluation, revision });
+ * if (!taken.ok) deny(`audit log unavailable: ${taken.reason}`);
  * const { entries, total } = await sink.query({ status: 'denied', limit: 100 });
  * await sink.close();
  */
 export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<AuditSink> {
   const options = resolveOptions(opts);
+  const integrity = await resolveIntegrity(opts, () => FileAnchorStore.inDir(options.dir));
   await mkdir(options.dir, { recursive: true });
-  const segments: Segment[] = (await listSegments(options.dir)).map((file) => ({ ...file, size: 0 }));
+  const segments: Segment[] = (await listSegments(options.dir)).map((file) => ({ ...file, size: 0, lines: 0 }));
   await deleteBeyondRetention(segments, options);
   const newest = segments.at(-1);
-  if (newest) await repairTornTail(newest.path, isAuditRecord, options.log);
+  if (newest) {
+    await repairTornTail(newest.path, isAuditRecord, options.log);
+    newest.lines = (await readLineAt(newest.path, 0)).lines;
+  }
   for (const segment of segments) segment.size = (await stat(segment.path)).size;
   const head = await findChainHead(segments, options.log);
-  return new FileAuditSink(segments, head, options);
+  await ensureLogReachesAnchor(integrity.anchor.store, integrity.key, (anchor) => siteOf(anchor, segments, head.durable));
+  const sink = new FileAuditSink(segments, head, options, integrity);
+  await sink.start();
+  return sink;
+}
+
+/** What the log holds where `anchor` points. */
+async function siteOf(anchor: AuditAnchor, segments: readonly Segment[], durable: DurableLine | undefined): Promise<AnchorSite> {
+  const anchored = segments.find((segment) => segment.seq === anchor.segment);
+  const { lines, text } = anchored ? await readLineAt(anchored.path, anchor.line) : { lines: 0, text: undefined };
+  return {
+    segments: segments.map((segment) => segment.seq),
+    lines,
+    text,
+    lastEntryId: durable && parseAuditLine(durable.text)?.entry_id,
+    describeSegment: segmentFileName,
+  };
 }
 
 function resolveOptions(opts: FileAuditSinkOptions): ResolvedOptions {
@@ -103,12 +134,12 @@ async function deleteBeyondRetention(segments: Segment[], options: ResolvedOptio
 }
 
 /**
- * The hash of the last valid record, newest segment first. Normally that is the last line of
- * the newest segment; an older segment is read only when the newest is empty (a crash right
- * after rotation), and lines that do not parse are skipped but reported — they stay in the file
- * for `verifyAuditChain` to point at.
+ * The last valid record, newest segment first: its hash continues the chain and it is what the
+ * first anchor names. Normally that is the last line of the newest segment; an older segment is
+ * read only when the newest is empty (a crash right after rotation), and lines that do not
+ * parse are skipped but reported — they stay in the file for `verifyAuditChain` to point at.
  */
-async function findChainHead(segments: Segment[], log: (msg: string) => void): Promise<string> {
+async function findChainHead(segments: Segment[], log: (msg: string) => void): Promise<{ hash: string; durable: DurableLine | undefined }> {
   for (const segment of [...segments].reverse()) {
     let skipped = 0;
     for await (const line of readLinesBackward(segment.path)) {
@@ -117,12 +148,13 @@ async function findChainHead(segments: Segment[], log: (msg: string) => void): P
         if (skipped > 0) {
           log(`${segment.path}: ${skipped} unreadable line(s) after the last valid record; the chain continues from ${record.entry_id}`);
         }
-        return record.hash;
+        const lines = segment === segments.at(-1) ? segment.lines : (await readLineAt(segment.path, 0)).lines;
+        return { hash: record.hash, durable: { text: line.text, segment: segment.seq, line: lines - skipped } };
       }
       skipped++;
     }
   }
-  return GENESIS_HASH;
+  return { hash: GENESIS_HASH, durable: undefined };
 }
 
 class FileAuditSink extends BatchingAuditSink {
@@ -131,10 +163,11 @@ class FileAuditSink extends BatchingAuditSink {
 
   constructor(
     private readonly segments: Segment[],
-    head: string,
+    head: { hash: string; durable: DurableLine | undefined },
     private readonly options: ResolvedOptions,
+    integrity: ResolvedIntegrity,
   ) {
-    super(head, options);
+    super(head.hash, head.durable, { ...options, ...integrity });
     this.target = segments.at(-1)?.path ?? options.dir;
   }
 
@@ -143,14 +176,15 @@ class FileAuditSink extends BatchingAuditSink {
   }
 
   /** Appends as many of `lines` as fit in one segment, with one write + fdatasync. */
-  protected async writeSome(lines: readonly string[]): Promise<number> {
+  protected async writeSome(lines: readonly string[]): Promise<StoredLines> {
     const segment = await this.segmentWithRoomFor(lines[0] ?? '');
     this.target = segment.path;
     const count = this.linesThatFit(segment, lines);
     const data = `${lines.slice(0, count).join('\n')}\n`;
     // The base class drops the lines from its buffer in the same tick as the size moves on.
     segment.size = await appendDurably(segment.path, data);
-    return count;
+    segment.lines += count;
+    return { count, segment: segment.seq, line: segment.lines };
   }
 
   /** The current segment, or a new one when `line` would push the current past segmentBytes. */
@@ -160,7 +194,7 @@ class FileAuditSink extends BatchingAuditSink {
       return current;
     }
     const seq = (current?.seq ?? 0) + 1;
-    const next: Segment = { seq, path: join(this.options.dir, segmentFileName(seq)), size: 0 };
+    const next: Segment = { seq, path: join(this.options.dir, segmentFileName(seq)), size: 0, lines: 0 };
     this.segments.push(next);
     await deleteBeyondRetention(this.segments, this.options);
     return next;
@@ -178,37 +212,38 @@ class FileAuditSink extends BatchingAuditSink {
     return count;
   }
 
-  async query(q: AuditQuery): Promise<AuditQueryResult> {
+  async scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void): Promise<{ scanned: number; matched: number }> {
     // Snapshot in one synchronous step: durable sizes plus everything still in memory.
     const segments = this.segments.map(({ path, size }) => ({ path, size }));
     const buffered = this.bufferedLines();
-    const limit = Math.max(0, Math.floor(q.limit));
-    const since = q.since?.getTime();
-    const entries: AuditRecord[] = [];
-    let total = 0;
-    const consider = (record: AuditRecord): void => {
-      if (!matchesAuditQuery(record, q)) return;
-      total++;
-      if (entries.length < limit) entries.push(record);
+    const since = filter.since?.getTime();
+    const counts = { scanned: 0, matched: 0 };
+    /** False once `visit` asks to stop. */
+    const consider = (record: AuditRecord): boolean => {
+      counts.scanned++;
+      if (!matchesAuditQuery(record, filter)) return true;
+      counts.matched++;
+      return visit(record) !== false;
     };
     for (let i = buffered.length - 1; i >= 0; i--) {
-      consider(JSON.parse(buffered[i] ?? '') as AuditRecord);
+      if (!consider(JSON.parse(buffered[i] ?? '') as AuditRecord)) return counts;
     }
     for (const segment of segments.reverse()) {
       let newestInSegment = true;
       // A segment deleted by retention since the snapshot reads as empty: its records aged out.
+      // Lines are read backward a chunk at a time: memory stays bounded by what `visit` keeps.
       for await (const line of readLinesBackward(segment.path, { end: segment.size })) {
-        // An unreadable line is verifyAuditChain's business; a query shows what can be read.
+        // An unreadable line is verifyAuditChain's business; a scan shows what can be read.
         const record = parseAuditLine(line.text);
         if (!record) continue;
         if (newestInSegment) {
           newestInSegment = false;
           // Records are appended in time order, so this segment and all older ones are out of range.
-          if (since !== undefined && Date.parse(record.timestamp) < since) return { entries, total };
+          if (since !== undefined && Date.parse(record.timestamp) < since) return counts;
         }
-        consider(record);
+        if (!consider(record)) return counts;
       }
     }
-    return { entries, total };
+    return counts;
   }
 }

@@ -1,5 +1,7 @@
+import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { createInterface } from 'node:readline';
 
 /** One line of a JSONL file, located by byte offsets. */
 export interface JsonlLine {
@@ -177,11 +179,46 @@ export async function appendDurably(path: string, data: string): Promise<number>
   }
 }
 
-async function syncDirectory(dir: string): Promise<void> {
+/**
+ * Makes a directory's entries (a new or renamed file) durable.
+ *
+ * @example
+ * await rename(tmp, path);
+ * await syncDirectory(dirname(path));
+ */
+export async function syncDirectory(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Reads a file front to back, counting its lines the way `audit verify` numbers them (a last
+ * line without `\n` counts), and returns the text of line `n` (1-based) when there is one. One
+ * pass at the speed of the disk; only that line is kept. A missing file has 0 lines.
+ *
+ * @example
+ * const { lines, text } = await readLineAt('/data/audit/audit-000003.jsonl', 120);
+ */
+export async function readLineAt(path: string, n: number): Promise<{ lines: number; text: string | undefined }> {
+  const input = createReadStream(path);
+  const reader = createInterface({ input, crlfDelay: Infinity });
+  let lines = 0;
+  let text: string | undefined;
+  try {
+    for await (const line of reader) {
+      lines++;
+      if (lines === n) text = line;
+    }
+  } catch (error) {
+    if (isNotFound(error)) return { lines: 0, text: undefined };
+    throw error;
+  } finally {
+    reader.close();
+    input.destroy();
+  }
+  return { lines, text };
 }

@@ -1,5 +1,6 @@
-import { createHash, randomFillSync } from 'node:crypto';
+import { createHash, randomFillSync, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
+import { macOf } from './key.js';
 
 /** What the agent asked to do, as audited (parameters and context already redacted). */
 export interface AuditAction {
@@ -37,6 +38,12 @@ export interface AuditRecord extends AuditEntryInput {
   timestamp: string;
   prev_hash: string;
   hash: string;
+  /**
+   * HMAC-SHA256 (hex) of `hash` under the audit key, present when the sink has one
+   * (`--audit-key-file`). Not part of the chain hash, so a log verifies without the key; with the
+   * key, a chain recomputed by someone who does not hold it fails (docs/decisions.md).
+   */
+  mac?: string;
 }
 
 /** `prev_hash` of the very first record of a log. */
@@ -71,6 +78,7 @@ export const AuditRecordSchema: z.ZodType<AuditRecord> = z.object({
   revision: z.string(),
   prev_hash: z.string().regex(SHA256_HEX),
   hash: z.string().regex(SHA256_HEX),
+  mac: z.string().regex(SHA256_HEX).optional(),
 });
 
 /**
@@ -148,15 +156,19 @@ function hasToJson(value: unknown): value is { toJSON(): unknown } {
   );
 }
 
+/** A record without the fields derived from it: what the chain hash covers. */
+export type HashedAuditFields = Omit<AuditRecord, 'hash' | 'mac'>;
+
 /**
  * The chain link: sha256 (hex) over `prevHash` followed by the canonical JSON of the record
- * without its `hash` field.
+ * without its `hash` and `mac` fields.
  *
  * @example
- * const hash = hashRecord(GENESIS_HASH, recordWithoutHash);
+ * const { hash, mac, ...fields } = record;
+ * hashRecord(fields.prev_hash, fields) === hash;
  */
-export function hashRecord(prevHash: string, recordWithoutHash: Omit<AuditRecord, 'hash'>): string {
-  return chainHash(prevHash, canonicalJson(recordWithoutHash));
+export function hashRecord(prevHash: string, fields: HashedAuditFields): string {
+  return chainHash(prevHash, canonicalJson(fields));
 }
 
 function chainHash(prevHash: string, canonicalRecord: string): string {
@@ -246,16 +258,16 @@ export function redactSecretText(text: string): string {
 
 /**
  * Builds the next record of a chain: redacts the action's parameters and context, assigns
- * `entry_id`, `timestamp` and `prev_hash`, and hashes. The result is exactly what a JSON round
+ * `entry_id`, `timestamp` and `prev_hash`, hashes, and with a `key` adds the `mac`. The result is exactly what a JSON round
  * trip of its canonical JSON gives back (no Dates, no `undefined`, no shared references with
  * `input`), so the stored line, the returned object and later reads all agree.
  *
  * @example
  * const record = createAuditRecord(input, GENESIS_HASH);
- * const next = createAuditRecord(other, record.hash);
+ * const next = createAuditRecord(other, record.hash, key); // key from readAuditKeyFile: carries a mac
  */
-export function createAuditRecord(input: AuditEntryInput, prevHash: string): AuditRecord {
-  const draft: Omit<AuditRecord, 'hash'> = {
+export function createAuditRecord(input: AuditEntryInput, prevHash: string, key?: KeyObject): AuditRecord {
+  const draft: HashedAuditFields = {
     entry_id: newId('aud_'),
     timestamp: new Date().toISOString(),
     action_id: input.action_id,
@@ -274,8 +286,9 @@ export function createAuditRecord(input: AuditEntryInput, prevHash: string): Aud
   // Serialised once: parsing the canonical text back gives `stored`, whose canonical JSON is
   // that same text (the round trip is property-tested), so hashing the text is hashRecord(stored).
   const text = canonicalJson(draft);
-  const stored = JSON.parse(text) as Omit<AuditRecord, 'hash'>;
-  return { ...stored, hash: chainHash(prevHash, text) };
+  const stored = JSON.parse(text) as HashedAuditFields;
+  const hash = chainHash(prevHash, text);
+  return key ? { ...stored, hash, mac: macOf(key, hash) } : { ...stored, hash };
 }
 
 /**

@@ -1,13 +1,38 @@
 import type { AuditEntryInput, AuditRecord } from './record.js';
 
-/** Filters for {@link AuditSink.query}; all given filters must match. */
-export interface AuditQuery {
+/**
+ * What a record is: a decision of `validate_action` (it has an `action_id`), an administrative
+ * change (register_agent, create_policy, report_incident: no `action_id`), or an incident of
+ * kubernetes mode (audit-incidents.ts). See {@link auditEntryKind} in query.ts.
+ */
+export type AuditEntryKind = 'decision' | 'admin' | 'incident';
+
+/** Records a caller may see: those of its agents, and those it caused itself. */
+export interface AuditScope {
+  agentIds: ReadonlySet<string>;
+  /** A record whose `caller` is this is in scope whatever its agent. */
+  caller: string;
+}
+
+/** Filters for {@link AuditSink.scan} and {@link AuditSink.query}; all given filters must match. */
+export interface AuditFilter {
   /** Only records with `timestamp >= since`. */
   since?: Date;
   agentId?: string;
   actionType?: string;
-  /** `denied` means `evaluation.allowed === false` (so it includes require_approval). */
+  /**
+   * Decisions only: `allowed` or `denied` (`evaluation.allowed === false`, so it includes
+   * require_approval). Admin and incident entries never match a status.
+   */
   status?: 'allowed' | 'denied';
+  /** Only records of these kinds. */
+  kinds?: readonly AuditEntryKind[];
+  /** Only records in this scope. */
+  scope?: AuditScope;
+}
+
+/** An {@link AuditFilter} with a bound on the entries returned. */
+export interface AuditQuery extends AuditFilter {
   /** Most entries to return; `total` still counts every match. */
   limit: number;
 }
@@ -19,41 +44,67 @@ export interface AuditQueryResult {
   total: number;
 }
 
+/**
+ * What a sink does when it cannot take a record (docs/decisions.md): `closed` refuses it, and
+ * the caller denies the decision; `open` drops it (counted, logged) and the decision goes on.
+ */
+export type AuditFailureMode = 'closed' | 'open';
+
+/**
+ * The answer of {@link AuditSink.append}. `ok` says whether the caller may act on what the
+ * record describes. `ok: false` (closed mode): the record was refused and is not stored; deny
+ * with `audit log unavailable: ${reason}`. `ok: true` with `dropped` (open mode only): the record
+ * is lost (counted in `stats.dropped`, logged) and the caller goes on regardless.
+ */
+export type AuditAppendResult =
+  | { ok: true; record: AuditRecord; dropped?: string }
+  | { ok: false; record: AuditRecord; reason: string };
+
+export interface AuditStats {
+  /** Records stored. */
+  written: number;
+  /** Open mode: records lost (buffer full, closed, too large); their decisions went on. */
+  dropped: number;
+  /** Closed mode: records refused (writes failing, buffer full, closed, too large); their decisions were denied. */
+  refused: number;
+  /** Records appended but not yet durable. */
+  buffered: number;
+}
+
 /** Where audit records go: the file sink (file-sink.ts) or the ConfigMap ring (configmap-sink.ts). */
 export interface AuditSink {
   /**
-   * Redacts parameters and context, assigns entry_id, timestamp, prev_hash and hash, and
-   * enqueues the record for writing. Synchronous so a decision is never delayed by the disk;
-   * never throws for a well-typed input. When the sink cannot take it (buffer full, closed) the
-   * record is still returned but not stored, and counted in `stats.dropped`.
+   * Redacts parameters and context, assigns entry_id, timestamp, prev_hash, hash (and mac with
+   * a key), and enqueues the record for writing. Synchronous and cheap so a decision is never
+   * delayed by the disk; never throws for a well-typed input. Whether the record was taken is
+   * in the result.
    */
-  append(input: AuditEntryInput): AuditRecord;
-  /** Sees every appended record, including those still buffered. */
+  append(input: AuditEntryInput): AuditAppendResult;
+  /**
+   * Why {@link append} would refuse a record now (closed mode: the sink is closed, its writes
+   * are failing, or its buffer is full), or undefined when it would take one. Always undefined
+   * in open mode. Cheap: meant to be asked before an administrative change is made, so a change
+   * the log cannot record is not made at all.
+   */
+  available(): string | undefined;
+  /**
+   * Visits the records that match `filter`, newest first, including those still buffered,
+   * until `visit` returns false. Memory stays bounded by what `visit` keeps (the ConfigMap sink
+   * reads its rings whole: at most ring size × 900 KiB per replica). `scanned` counts the
+   * records read, `matched` those passed to `visit`.
+   */
+  scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void): Promise<{ scanned: number; matched: number }>;
+  /** The newest `limit` matching records and how many match in all: a {@link scan}. */
   query(q: AuditQuery): Promise<AuditQueryResult>;
   /** Resolves when every record appended before the call is durable; rejects if a write failed. */
   flush(): Promise<void>;
-  /** Flush, then release timers and files. */
+  /** Flush, anchor the chain head, then release timers and files. */
   close(): Promise<void>;
-  /** `dropped` counts records lost because the buffer was full; `buffered` are not yet durable. */
-  readonly stats: { written: number; dropped: number; buffered: number };
+  readonly failureMode: AuditFailureMode;
+  readonly stats: AuditStats;
 }
 
 /** A sink could not persist records; they stay buffered and are retried. */
 export class AuditWriteError extends Error {
   override readonly name = 'AuditWriteError';
-}
-
-/**
- * Whether `record` passes the filters of `q` (everything but `limit`). Shared by the sinks so
- * they agree on what a filter means.
- *
- * @example
- * matchesAuditQuery(record, { status: 'denied', since: new Date(Date.now() - 3_600_000), limit: 100 });
- */
-export function matchesAuditQuery(record: AuditRecord, q: AuditQuery): boolean {
-  if (q.since && Date.parse(record.timestamp) < q.since.getTime()) return false;
-  if (q.agentId !== undefined && record.agent_id !== q.agentId) return false;
-  if (q.actionType !== undefined && record.action.type !== q.actionType) return false;
-  if (q.status !== undefined && record.evaluation.allowed !== (q.status === 'allowed')) return false;
-  return true;
 }

@@ -5,13 +5,20 @@
  * that goes away and comes back.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SYSTEM_AGENT_ID, createAuditIncidentLog } from '../../src/audit/audit-incidents.js';
+import { ConfigMapAnchorStore } from '../../src/audit/configmap-anchor.js';
 import { openConfigMapAuditSink, type ConfigMapAuditSinkOptions } from '../../src/audit/configmap-sink.js';
-import { createAuditRecord, type AuditEntryInput, type AuditRecord } from '../../src/audit/record.js';
+import { openFileAuditSink } from '../../src/audit/file-sink.js';
+import { incidentInput } from '../../src/audit/incident-fixture.js';
+import { createAuditRecord, hashRecord, type AuditEntryInput, type AuditRecord } from '../../src/audit/record.js';
 import type { AuditSink } from '../../src/audit/sink.js';
 import { AuditWriteError } from '../../src/audit/sink.js';
-import { verifyConfigMapRing } from '../../src/audit/verify.js';
+import { verifyAuditChain, verifyConfigMapRing } from '../../src/audit/verify.js';
 import { startControlPlane, type ControlPlane } from '../controlplane/index.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 
@@ -128,8 +135,8 @@ describe('ConfigMap audit sink', () => {
   it('writes labelled, annotated ConfigMaps; a reopened sink continues the chain; the ring verifies', async () => {
     const namespace = await newNamespace();
     const first = await open({ namespace, replica: 'policyguard-0' });
-    const a = first.sink.append(input({ parameters: { user: 'bob', password: 'hunter2' } }));
-    const b = first.sink.append(input());
+    const a = first.sink.append(input({ parameters: { user: 'bob', password: 'hunter2' } })).record;
+    const b = first.sink.append(input()).record;
     await first.sink.close();
 
     const [cm, ...others] = await ringOf(namespace);
@@ -143,20 +150,20 @@ describe('ConfigMap audit sink', () => {
     expect(recordsOf(cm!)).toEqual([a, b]);
 
     const second = await open({ namespace, replica: 'policyguard-0' });
-    const c = second.sink.append(input());
+    const c = second.sink.append(input()).record;
     expect(c.prev_hash).toBe(b.hash);
     await second.sink.flush();
-    expect(second.sink.stats).toEqual({ written: 1, dropped: 0, buffered: 0 });
-    expect(await verifyConfigMapRing(kc, namespace, 'policyguard-0')).toEqual({ ok: true, records: 3, segments: 1 });
+    expect(second.sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0 });
+    expect(await verifyConfigMapRing(kc, namespace, 'policyguard-0')).toMatchObject({ ok: true, records: 3, segments: 1 });
   });
 
   it('verification catches an edited record and records cut off the end of a segment', async () => {
     const namespace = await newNamespace();
     const { sink } = await open({ namespace, replica: 'pod-v' });
-    const records = Array.from({ length: 4 }, () => sink.append(input()));
+    const records = Array.from({ length: 4 }, () => sink.append(input()).record);
     await sink.flush();
     const name = 'policyguard-audit-pod-v-0';
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toEqual({ ok: true, records: 4, segments: 1 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({ ok: true, records: 4, segments: 1 });
 
     await meddle(namespace, name, (cm) => {
       cm.data!['records.jsonl'] = cm.data!['records.jsonl']!.replace('"allowed":true', '"allowed":false');
@@ -183,11 +190,11 @@ describe('ConfigMap audit sink', () => {
     const appended: AuditRecord[] = [];
     // ~1 KiB records in uneven batches, so batches split across ConfigMaps and the ring wraps several times.
     for (let i = 0; i < 300; i++) {
-      appended.push(first.sink.append(input({ parameters: { i, blob: 'x'.repeat(400 + (i % 7) * 60) } })));
+      appended.push(first.sink.append(input({ parameters: { i, blob: 'x'.repeat(400 + (i % 7) * 60) } })).record);
       if (i % 37 === 0) await first.sink.flush();
     }
     await first.sink.close();
-    expect(first.sink.stats).toEqual({ written: 300, dropped: 0, buffered: 0 });
+    expect(first.sink.stats).toEqual({ written: 300, dropped: 0, refused: 0, buffered: 0 });
 
     const check = async () => {
       const cms = await ringOf(namespace, replica);
@@ -208,11 +215,11 @@ describe('ConfigMap audit sink', () => {
     expect(kept).toEqual(appended.slice(-kept.length));
     expect(first.logs.some((m) => /^retention: segment \d+ overwrote policyguard-audit-pod-r-\d \(segment \d+\)/.test(m))).toBe(true);
     const verified = await verifyConfigMapRing(kc, namespace, replica);
-    expect(verified).toEqual({ ok: true, records: kept.length, segments: 4 });
+    expect(verified).toMatchObject({ ok: true, records: kept.length, segments: 4 });
 
     // The newest segment sits somewhere in the middle of the ring now; a new sink must continue there.
     const second = await open(opts);
-    const next = second.sink.append(input());
+    const next = second.sink.append(input()).record;
     expect(next.prev_hash).toBe(appended.at(-1)!.hash);
     await second.sink.flush();
     // It lands in the newest segment, or in the one after it when that was full.
@@ -246,35 +253,35 @@ describe('ConfigMap audit sink', () => {
         },
       });
     }
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toEqual({ ok: true, records: 8, segments: 4 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-w', { anchor: false })).toMatchObject({ ok: true, records: 8, segments: 4 });
 
     const { sink, logs } = await open({ namespace, replica: 'pod-w', ringSize: 4 });
-    const next = sink.append(input());
+    const next = sink.append(input()).record;
     expect(next.prev_hash).toBe(chain.at(-1)!.hash);
     await sink.flush();
     const newest = await core.readNamespacedConfigMap({ namespace, name: 'policyguard-audit-pod-w-0' });
     expect(recordsOf(newest)).toEqual([...chain.slice(6), next]);
     expect(seqOf(newest)).toBe(5);
     expect(logs).toEqual([]);
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toEqual({ ok: true, records: 9, segments: 4 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toMatchObject({ ok: true, records: 9, segments: 4 });
   });
 
   it('does not store a batch twice when the answer to its write was lost', async () => {
     const namespace = await newNamespace();
     const { kubeConfig, lose } = losingAnswers(kc);
     const { sink } = await open({ namespace, replica: 'pod-l', kubeConfig });
-    const appended = Array.from({ length: 3 }, () => sink.append(input()));
+    const appended = Array.from({ length: 3 }, () => sink.append(input()).record);
     lose.add('createNamespacedConfigMap');
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
-    expect(sink.stats).toEqual({ written: 0, dropped: 0, buffered: 3 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 3 });
     await sink.flush();
-    appended.push(...Array.from({ length: 3 }, () => sink.append(input())));
+    appended.push(...Array.from({ length: 3 }, () => sink.append(input()).record));
     lose.add('replaceNamespacedConfigMap');
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 6, dropped: 0, buffered: 0 });
+    expect(sink.stats).toEqual({ written: 6, dropped: 0, refused: 0, buffered: 0 });
     expect(chainOf(await ringOf(namespace, 'pod-l'))).toEqual(appended);
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-l')).toEqual({ ok: true, records: 6, segments: 1 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-l')).toMatchObject({ ok: true, records: 6, segments: 1 });
   });
 
   it('writes a ConfigMap someone deleted anew, and verification shows the gap', async () => {
@@ -283,7 +290,7 @@ describe('ConfigMap audit sink', () => {
     sink.append(input());
     await sink.flush();
     await core.deleteNamespacedConfigMap({ namespace, name: 'policyguard-audit-pod-d-0' });
-    const later = [sink.append(input()), sink.append(input())];
+    const later = [sink.append(input()).record, sink.append(input()).record];
     await sink.flush();
     expect(chainOf(await ringOf(namespace, 'pod-d'))).toEqual(later);
     expect(logs.some((m) => /policyguard-audit-pod-d-0 was deleted by someone else/.test(m))).toBe(true);
@@ -318,17 +325,17 @@ describe('ConfigMap audit sink', () => {
 
   it('drops (counts and logs) a single record larger than a ConfigMap may be, and the chain goes on', async () => {
     const namespace = await newNamespace();
-    const { sink, logs } = await open({ namespace, replica: 'pod-big', maxBytes: 20 * KIB, ringSize: 4 });
-    const before = sink.append(input());
-    const huge = sink.append(input({ parameters: { blob: 'z'.repeat(21 * KIB) } }));
-    const after = sink.append(input());
+    const { sink, logs } = await open({ namespace, replica: 'pod-big', maxBytes: 20 * KIB, ringSize: 4, failureMode: 'open' });
+    const before = sink.append(input()).record;
+    const huge = sink.append(input({ parameters: { blob: 'z'.repeat(21 * KIB) } })).record;
+    const after = sink.append(input()).record;
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 2, dropped: 1, buffered: 0 });
+    expect(sink.stats).toEqual({ written: 2, dropped: 1, refused: 0, buffered: 0 });
     expect(logs.find((m) => m.startsWith('DROPPED'))).toContain(huge.entry_id);
     expect(after.prev_hash).toBe(before.hash);
     const cms = await ringOf(namespace, 'pod-big');
     expect(chainOf(cms).map((r) => r.entry_id)).toEqual([before.entry_id, after.entry_id]);
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-big')).toEqual({ ok: true, records: 2, segments: 1 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-big')).toMatchObject({ ok: true, records: 2, segments: 1 });
   });
 
   it('10,000 appends then flush with the defaults: exactly 10,000 records across the ring, none dropped, every ConfigMap < 900 KiB', async () => {
@@ -336,10 +343,10 @@ describe('ConfigMap audit sink', () => {
     const { sink } = await open({ namespace, replica: 'pod-10k', flushIntervalMs: undefined });
     const ids = new Set<string>();
     for (let i = 0; i < 10_000; i++) {
-      ids.add(sink.append(input({ agent: `agent-${i % 7}`, allowed: i % 5 !== 0, parameters: { i, sql: `SELECT * FROM t WHERE id = ${i}` } })).entry_id);
+      ids.add(sink.append(input({ agent: `agent-${i % 7}`, allowed: i % 5 !== 0, parameters: { i, sql: `SELECT * FROM t WHERE id = ${i}` } })).record.entry_id);
     }
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, buffered: 0 });
+    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, refused: 0, buffered: 0 });
 
     const cms = await ringOf(namespace, 'pod-10k');
     const stored = chainOf(cms);
@@ -353,7 +360,7 @@ describe('ConfigMap audit sink', () => {
     for (const size of sizes) expect(size).toBeLessThan(900 * KIB);
     expect(cms.length).toBeGreaterThan(1);
     expect(cms.length).toBeLessThanOrEqual(16);
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-10k')).toEqual({ ok: true, records: 10_000, segments: cms.length });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-10k')).toMatchObject({ ok: true, records: 10_000, segments: cms.length });
     const { total } = await sink.query({ limit: 0 });
     expect(total).toBe(10_000);
   });
@@ -365,7 +372,7 @@ describe('ConfigMap audit sink', () => {
     const tick = () => new Promise((resolve) => setTimeout(resolve, 3)); // distinct timestamps
     const all: AuditRecord[] = [];
     const add = async (sink: AuditSink, overrides: Parameters<typeof input>[0]) => {
-      all.push(sink.append(input(overrides)));
+      all.push(sink.append(input(overrides)).record);
       await tick();
     };
     await add(a.sink, { agent: 'etl' });
@@ -414,14 +421,14 @@ describe('ConfigMap audit sink', () => {
     const replica = 'pod-c';
     const name = 'policyguard-audit-pod-c-0';
     const { sink } = await open({ namespace, replica });
-    const appended = [sink.append(input())];
+    const appended = [sink.append(input()).record];
     await sink.flush();
 
     // Someone else replaces the ConfigMap after the sink's last read: its resourceVersion is stale now.
     await meddle(namespace, name, (cm) => {
       cm.metadata!.labels = { ...cm.metadata!.labels, 'team.example.com/owner': 'compliance' };
     });
-    appended.push(...Array.from({ length: 5 }, () => sink.append(input())));
+    appended.push(...Array.from({ length: 5 }, () => sink.append(input()).record));
     await sink.flush();
 
     let cm = await core.readNamespacedConfigMap({ name, namespace });
@@ -439,7 +446,7 @@ describe('ConfigMap audit sink', () => {
       }
     })();
     for (let round = 0; round < 20; round++) {
-      for (let i = 0; i < 10; i++) appended.push(sink.append(input()));
+      for (let i = 0; i < 10; i++) appended.push(sink.append(input()).record);
       await sink.flush();
     }
     stop = true;
@@ -448,8 +455,129 @@ describe('ConfigMap audit sink', () => {
     cm = await core.readNamespacedConfigMap({ name, namespace });
     expect(recordsOf(cm)).toEqual(appended);
     expect(cm.metadata?.labels?.['team.example.com/owner']).toBe('compliance');
-    expect(sink.stats).toEqual({ written: 206, dropped: 0, buffered: 0 });
-    expect(await verifyConfigMapRing(kc, namespace, replica)).toEqual({ ok: true, records: 206, segments: 1 });
+    expect(sink.stats).toEqual({ written: 206, dropped: 0, refused: 0, buffered: 0 });
+    expect(await verifyConfigMapRing(kc, namespace, replica)).toMatchObject({ ok: true, records: 206, segments: 1 });
+  });
+});
+
+describe('ConfigMap audit sink: anchors, MACs and filters', () => {
+  const anchorOf = (namespace: string, replica: string) => core.readNamespacedConfigMap({ namespace, name: `policyguard-audit-anchor-${replica}` });
+  /** Cut the last `n` records off the newest ConfigMap, fixing its chain-head annotation as a careful intruder would. */
+  async function cutNewest(namespace: string, replica: string, n: number): Promise<AuditRecord[]> {
+    const newest = [...(await ringOf(namespace, replica))].sort((a, b) => seqOf(b) - seqOf(a))[0]!;
+    const kept = recordsOf(newest).slice(0, -n);
+    await meddle(namespace, newest.metadata!.name!, (cm) => {
+      cm.data!['records.jsonl'] = kept.map((r) => `${JSON.stringify(r)}\n`).join('');
+      cm.metadata!.annotations!['policyguard.dev/audit-chain-head'] = kept.at(-1)!.hash;
+    });
+    return kept;
+  }
+
+  it('anchors the ring in its own ConfigMap, and verification catches records cut off the end through it', async () => {
+    const namespace = await newNamespace();
+    const { sink } = await open({ namespace, replica: 'pod-t' });
+    const records = Array.from({ length: 6 }, () => sink.append(input()).record);
+    await sink.close();
+    const anchor = await anchorOf(namespace, 'pod-t');
+    expect(anchor.metadata?.labels).toMatchObject({ 'policyguard.dev/audit-anchor': 'true', 'policyguard.dev/replica': 'pod-t' });
+    expect(anchor.metadata?.labels?.['policyguard.dev/audit']).toBeUndefined();
+    expect(JSON.parse(anchor.data!['anchor.json']!)).toMatchObject({ entry_id: records[5]!.entry_id, hash: records[5]!.hash, segment: 1, line: 6 });
+    expect((await ringOf(namespace)).map((cm) => cm.metadata?.name)).toEqual(['policyguard-audit-pod-t-0']);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-t')).toMatchObject({ ok: true, records: 6 });
+
+    await cutNewest(namespace, 'pod-t', 2);
+    const result = await verifyConfigMapRing(kc, namespace, 'pod-t');
+    expect(result).toMatchObject({ ok: false, records: 4, file: `configmap/${namespace}/policyguard-audit-pod-t-0`, line: 6 });
+    expect(result.ok || result.reason).toMatch(
+      new RegExp(`^truncated: at least 2 records after ${records[3]!.entry_id} were removed \\(the anchor of \\S+ names ${records[5]!.entry_id} at policyguard-audit-pod-t-0:6\\)$`),
+    );
+    // A sink does not continue a ring cut while it was stopped, and leaves the anchor alone.
+    await expect(openConfigMapAuditSink({ kubeConfig: kc, namespace, replica: 'pod-t', log: () => undefined })).rejects.toThrow(
+      new RegExp(`does not match its anchor \\(ConfigMap ${namespace}/policyguard-audit-anchor-pod-t\\): truncated: at least 2 records.*delete it`),
+    );
+    expect((await anchorOf(namespace, 'pod-t')).data).toEqual(anchor.data);
+  });
+
+  it('a file sink in kubernetes mode anchors in the ConfigMap, and verify finds it there', async () => {
+    const namespace = await newNamespace();
+    const dir = await mkdtemp(join(tmpdir(), 'pg-audit-file-cm-'));
+    try {
+      const anchor = new ConfigMapAnchorStore({ kubeConfig: kc, namespace, replica: 'pod-f' });
+      const sink = await openFileAuditSink({ dir, anchor, log: () => undefined });
+      const records = Array.from({ length: 4 }, () => sink.append(input()).record);
+      await sink.close();
+      await expect(readFile(join(dir, 'anchor.json'))).rejects.toThrow(/ENOENT/);
+      expect(await verifyAuditChain(dir, { anchor })).toMatchObject({ ok: true, records: 4 });
+      const segment = join(dir, 'audit-000001.jsonl');
+      await writeFile(segment, records.slice(0, 1).map((r) => `${JSON.stringify(r)}\n`).join(''));
+      const result = await verifyAuditChain(dir, { anchor });
+      expect(result.ok || result.reason).toMatch(/^truncated: at least 3 records after/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('with a key, the ring records and the anchor carry MACs, and a ring recomputed without the key fails', async () => {
+    const namespace = await newNamespace();
+    const dir = await mkdtemp(join(tmpdir(), 'pg-audit-key-'));
+    try {
+      const keyFile = join(dir, 'audit.key');
+      await writeFile(keyFile, randomBytes(48).toString('base64'));
+      const { sink } = await open({ namespace, replica: 'pod-k', keyFile });
+      const records = Array.from({ length: 3 }, () => sink.append(input()).record);
+      await sink.close();
+      expect(records.every((r) => /^[0-9a-f]{64}$/.test(r.mac ?? ''))).toBe(true);
+      expect(await verifyConfigMapRing(kc, namespace, 'pod-k', { keyFile })).toMatchObject({ ok: true, records: 3 });
+
+      // Everything rewritten consistently, without the key: hashes, annotation, anchor.
+      const forged: AuditRecord[] = [];
+      for (const { hash: _hash, mac: _mac, ...fields } of records) {
+        const edited = { ...fields, agent_id: 'someone-else', prev_hash: forged.at(-1)?.hash ?? '0'.repeat(64) };
+        forged.push({ ...edited, hash: hashRecord(edited.prev_hash, edited) });
+      }
+      await meddle(namespace, 'policyguard-audit-pod-k-0', (cm) => {
+        cm.data!['records.jsonl'] = forged.map((r) => `${JSON.stringify(r)}\n`).join('');
+        cm.metadata!.annotations!['policyguard.dev/audit-chain-head'] = forged.at(-1)!.hash;
+      });
+      await meddle(namespace, 'policyguard-audit-anchor-pod-k', (cm) => {
+        const { mac: _mac, ...anchor } = JSON.parse(cm.data!['anchor.json']!) as Record<string, unknown>;
+        cm.data!['anchor.json'] = JSON.stringify({ ...anchor, entry_id: forged.at(-1)!.entry_id, hash: forged.at(-1)!.hash });
+      });
+      expect(await verifyConfigMapRing(kc, namespace, 'pod-k')).toMatchObject({ ok: true, records: 3 });
+      expect(await verifyConfigMapRing(kc, namespace, 'pod-k', { keyFile })).toMatchObject({ ok: false, line: 1, reason: expect.stringMatching(/^no mac/) });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('filters by status (decisions only), kind and scope across replicas', async () => {
+    const namespace = await newNamespace();
+    const a = await open({ namespace, replica: 'pod-qa' });
+    const b = await open({ namespace, replica: 'pod-qb' });
+    const incidents = createAuditIncidentLog(b.sink);
+    const tick = () => new Promise((resolve) => setTimeout(resolve, 3)); // distinct timestamps
+    const allowed = a.sink.append(input({ agent: 'etl' })).record;
+    await tick();
+    const denied = b.sink.append(input({ agent: 'etl', allowed: false })).record;
+    await tick();
+    const incident = await incidents.record({ ...incidentInput({ agent_id: 'etl', action_id: denied.action_id }) });
+    await tick();
+    const admin = a.sink.append({ ...input({ agent: SYSTEM_AGENT_ID }), action_id: null, caller: 'alice' }).record;
+    await b.sink.flush(); // a's records stay buffered: seen by a's scan only
+    const ids = async (q: Omit<Parameters<AuditSink['query']>[0], 'limit'>) => (await a.sink.query({ ...q, limit: 100 })).entries.map((e) => e.entry_id);
+    const incidentEntry = (await a.sink.query({ kinds: ['incident'], limit: 1 })).entries[0]!;
+    expect(incidentEntry.action.target).toBe(incident.incident_id);
+    expect(incidentEntry.evaluation.allowed).toBe(true);
+
+    expect(await ids({ status: 'allowed' })).toEqual([allowed.entry_id]);
+    expect(await ids({ status: 'denied' })).toEqual([denied.entry_id]);
+    expect(await ids({ kinds: ['admin'] })).toEqual([admin.entry_id]);
+    expect(await ids({ kinds: ['decision'] })).toEqual([denied.entry_id, allowed.entry_id]);
+    expect(await ids({ scope: { agentIds: new Set(), caller: 'alice' } })).toEqual([admin.entry_id]);
+    expect((await ids({ scope: { agentIds: new Set(['etl']), caller: 'nobody' } })).sort()).toEqual([allowed, denied, incidentEntry].map((e) => e.entry_id).sort());
+    // scan stops when asked
+    let visited = 0;
+    expect(await a.sink.scan({}, () => ++visited < 2)).toEqual({ scanned: 2, matched: 2 });
   });
 });
 
@@ -462,32 +590,51 @@ describe('ConfigMap audit sink while the API server is away', () => {
     await cp?.stop();
   });
 
-  it('buffers up to maxBuffered, counts and logs the overflow, and writes the rest once it is back', async () => {
+  it('open mode buffers up to maxBuffered and drops the overflow; closed mode refuses while writes fail; both recover', async () => {
     const kubeConfig = cp.kubeConfig();
     const namespace = await newNamespace(kubeConfig);
     const logs: string[] = [];
-    const sink = await openConfigMapAuditSink({
-      kubeConfig, namespace, replica: 'pod-down', flushIntervalMs: 100, maxBuffered: 300, maxRetryDelayMs: 500,
-      requestTimeoutMs: 2_000, log: (m) => logs.push(m),
-    });
+    const closedLogs: string[] = [];
+    const common = { kubeConfig, namespace, flushIntervalMs: 100, maxRetryDelayMs: 500, requestTimeoutMs: 2_000 };
+    const sink = await openConfigMapAuditSink({ ...common, replica: 'pod-down', maxBuffered: 300, failureMode: 'open', log: (m) => logs.push(m) });
+    const closed = await openConfigMapAuditSink({ ...common, replica: 'pod-closed', log: (m) => closedLogs.push(m) });
     for (let i = 0; i < 100; i++) sink.append(input());
     await sink.flush();
+    closed.append(input());
+    await closed.flush();
 
     await cp.stopApiServer();
     for (let i = 0; i < 350; i++) sink.append(input());
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
-    expect(sink.stats).toEqual({ written: 100, dropped: 50, buffered: 300 });
+    expect(sink.stats).toEqual({ written: 100, dropped: 50, refused: 0, buffered: 300 });
     expect(logs.filter((m) => m.startsWith('DROPPING'))).toHaveLength(1);
     expect(logs.some((m) => /failed; 300 records kept in memory, retrying in \d+ ms/.test(m))).toBe(true);
+
+    const pending = closed.append(input());
+    expect(pending.ok).toBe(true); // nothing has failed yet
+    await expect(closed.flush()).rejects.toBeInstanceOf(AuditWriteError);
+    const refused = closed.append(input());
+    expect(refused).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(new RegExp(`^the last write to ConfigMap ${namespace}/policyguard-audit-pod-closed-0 failed \\d+ time\\(s\\): `)),
+    });
+    expect(closed.available()).toMatch(/^the last write to ConfigMap/);
 
     await cp.startApiServer();
     // No flush(): the backoff timer retries by itself.
     const deadline = Date.now() + 30_000;
-    while (sink.stats.buffered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(sink.stats).toEqual({ written: 400, dropped: 50, buffered: 0 });
+    while ((sink.stats.buffered > 0 || closed.stats.buffered > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(sink.stats).toEqual({ written: 400, dropped: 50, refused: 0, buffered: 0 });
     expect(logs.some((m) => m.startsWith('audit writes recovered'))).toBe(true);
-    expect(logs.at(-1)).toMatch(/room again; 50 records were dropped/);
-    expect(await verifyConfigMapRing(kubeConfig, namespace, 'pod-down')).toEqual({ ok: true, records: 400, segments: 1 });
+    expect(logs).toContain('audit log takes records again; 50 records were dropped meanwhile');
+    expect(await verifyConfigMapRing(kubeConfig, namespace, 'pod-down')).toMatchObject({ ok: true, records: 400, segments: 1 });
+
+    expect(closed.stats).toEqual({ written: 2, dropped: 0, refused: 1, buffered: 0 });
+    expect(closed.available()).toBeUndefined();
+    expect(closed.append(input()).ok).toBe(true);
+    await closed.close();
+    expect(closedLogs.some((m) => m.startsWith('REFUSING audit records (their decisions are denied): the last write to ConfigMap'))).toBe(true);
+    expect(await verifyConfigMapRing(kubeConfig, namespace, 'pod-closed')).toMatchObject({ ok: true, records: 3 });
     await sink.close();
   }, 120_000);
 });

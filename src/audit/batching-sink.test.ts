@@ -1,0 +1,145 @@
+import { describe, expect, it } from 'vitest';
+import type { AuditAnchor, AuditAnchorStore } from './anchor.js';
+import { BatchingAuditSink, type StoredLines } from './batching-sink.js';
+import { matchesAuditQuery } from './query.js';
+import { GENESIS_HASH, parseAuditLine, type AuditEntryInput, type AuditRecord } from './record.js';
+import type { AuditFailureMode, AuditFilter } from './sink.js';
+
+/** The base class over an array: what is left to test is the buffer, the failure mode and anchoring. */
+class MemorySink extends BatchingAuditSink {
+  readonly stored: string[] = [];
+  /** While set, writes wait for it: a slow disk. */
+  gate: Promise<void> | undefined;
+  constructor(
+    failureMode: AuditFailureMode,
+    readonly logs: string[] = [],
+    extra: { maxLineBytes?: number; anchor?: AuditAnchorStore } = {},
+  ) {
+    super(GENESIS_HASH, undefined, {
+      flushIntervalMs: 3_600_000,
+      maxBuffered: 4,
+      log: (m) => logs.push(m),
+      failureMode,
+      ...(extra.maxLineBytes ? { maxLineBytes: extra.maxLineBytes } : {}),
+      ...(extra.anchor ? { anchor: { store: extra.anchor, intervalMs: 3_600_000 } } : {}),
+    });
+  }
+  protected async writeSome(lines: readonly string[]): Promise<StoredLines> {
+    await this.gate;
+    this.stored.push(...lines);
+    return { count: lines.length, segment: 1, line: this.stored.length };
+  }
+  protected describeTarget(): string {
+    return 'memory';
+  }
+  async scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void) {
+    const all = [...this.stored, ...this.bufferedLines()].reverse().map((line) => parseAuditLine(line)!);
+    const matched = all.filter((record) => matchesAuditQuery(record, filter));
+    for (const record of matched) if (visit(record) === false) break;
+    return { scanned: all.length, matched: matched.length };
+  }
+}
+
+const input = (i: number): AuditEntryInput => ({
+  action_id: `act_${String(i).padStart(12, '0')}`,
+  agent_id: 'agent-1',
+  caller: null,
+  action: { type: 'tool_call', target: 'db.query', parameters: { i }, context: '' },
+  evaluation: { allowed: true, decision: 'allow', require_approval: false, reason: 'ok', matched: [], audit_findings: [] },
+  revision: 'rev-1',
+});
+
+describe('batching sink: a full buffer', () => {
+  it('closed mode refuses with a reason while the buffer is full, and takes records again once it drains', async () => {
+    const sink = new MemorySink('closed');
+    sink.gate = new Promise(() => undefined); // the first batch never finishes: the buffer stays full
+    const taken = [1, 2, 3, 4].map((i) => sink.append(input(i)));
+    expect(taken.map((r) => r.ok)).toEqual([true, true, true, true]);
+    const refused = sink.append(input(5));
+    const why = 'the audit buffer is full: 4 records are waiting for memory (maxBuffered)';
+    expect(refused).toEqual({ ok: false, record: expect.objectContaining({ entry_id: expect.stringMatching(/^aud_/) }), reason: why });
+    expect(sink.available()).toBe(why);
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 4 });
+    expect(sink.logs).toEqual([expect.stringMatching(/^REFUSING audit records \(their decisions are denied\): the audit buffer is full/)]);
+
+    const drained = new MemorySink('closed', sink.logs);
+    [1, 2, 3, 4].forEach((i) => drained.append(input(i)));
+    expect(drained.append(input(5)).ok).toBe(false);
+    await drained.flush();
+    expect(drained.available()).toBeUndefined();
+    const next = drained.append(input(6));
+    expect(next.ok).toBe(true);
+    // The refused record never became the chain head.
+    expect(next.record.prev_hash).toBe(parseAuditLine(drained.stored.at(-1)!)!.hash);
+    expect(drained.logs.at(-1)).toBe('audit log takes records again; 1 records were refused meanwhile');
+  });
+
+  it('open mode takes records until the buffer is full, then drops and counts them while decisions go on', () => {
+    const sink = new MemorySink('open');
+    sink.gate = new Promise(() => undefined);
+    const results = [1, 2, 3, 4, 5, 6].map((i) => sink.append(input(i)));
+    expect(results.map((r) => r.ok)).toEqual([true, true, true, true, true, true]);
+    expect(results.map((r) => (r.ok ? r.dropped : r.reason))).toEqual([
+      undefined, undefined, undefined, undefined,
+      'the audit buffer is full: 4 records are waiting for memory (maxBuffered)',
+      'the audit buffer is full: 4 records are waiting for memory (maxBuffered)',
+    ]);
+    expect(sink.available()).toBeUndefined();
+    expect(sink.stats).toEqual({ written: 0, dropped: 2, refused: 0, buffered: 4 });
+  });
+
+  it.each([
+    ['closed', { ok: false, reason: expect.stringMatching(/^the record is too large: \d+ bytes, more than the 600 one record may take in memory$/) }, 'refused'],
+    ['open', { ok: true, dropped: expect.stringMatching(/^the record is too large/) }, 'dropped'],
+  ] as const)('%s mode: a record too large to store is %j, counted and logged', (mode, expected, what) => {
+    const sink = new MemorySink(mode, [], { maxLineBytes: 600 });
+    expect(sink.append({ ...input(1), action: { ...input(1).action, parameters: { blob: 'x'.repeat(1_000) } } })).toMatchObject(expected);
+    expect(sink.stats[what]).toBe(1);
+    expect(sink.logs).toEqual([expect.stringMatching(new RegExp(`^${what.toUpperCase()} audit record aud_\\w+ .*: the record is too large`))]);
+    // The sink itself is fine: the next record is taken.
+    expect(sink.append(input(2)).ok).toBe(true);
+  });
+
+  it('a closed sink refuses (closed mode) or drops (open mode)', async () => {
+    const closed = new MemorySink('closed');
+    await closed.close();
+    expect(closed.available()).toBe('the audit sink is closed');
+    expect(closed.append(input(1))).toMatchObject({ ok: false, reason: 'the audit sink is closed' });
+    const open = new MemorySink('open');
+    await open.close();
+    expect(open.append(input(1))).toMatchObject({ ok: true, dropped: 'the audit sink is closed' });
+  });
+});
+
+describe('batching sink: anchoring', () => {
+  it('an anchor only ever names a record that is durable, never a buffered one', async () => {
+    const written: AuditAnchor[] = [];
+    const sinks: MemorySink[] = [];
+    const store: AuditAnchorStore = {
+      location: 'memory',
+      discardHint: '',
+      read: async () => written.at(-1),
+      async write(anchor) {
+        // At the moment of writing, the named record must already be stored, at that line.
+        expect(parseAuditLine(sinks[0]!.stored[anchor.line - 1] ?? '')?.hash).toBe(anchor.hash);
+        written.push(anchor);
+      },
+    };
+    const sink = new MemorySink('closed', [], { anchor: store });
+    sinks.push(sink);
+    await sink.start();
+    expect(written).toEqual([]); // an empty log has nothing to anchor
+
+    const first = [1, 2].map((i) => sink.append(input(i)).record);
+    await sink.flush(); // the first batch of a new log is anchored at once
+    expect(written.map((a) => a.entry_id)).toEqual([first[1]!.entry_id]);
+
+    const buffered = sink.append(input(3)).record;
+    await sink.anchor();
+    expect(written.map((a) => a.entry_id)).toEqual([first[1]!.entry_id]); // nothing new is durable
+    expect(written.some((a) => a.entry_id === buffered.entry_id)).toBe(false);
+
+    await sink.close();
+    expect(written.at(-1)).toMatchObject({ entry_id: buffered.entry_id, hash: buffered.hash, segment: 1, line: 3 });
+  });
+});
