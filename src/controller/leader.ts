@@ -4,6 +4,12 @@
  * leadership when a renewal has not succeeded for `renewDeadline`. Optimistic concurrency
  * (resourceVersion on replace) makes two candidates never both win.
  *
+ * "Expired" is judged on this replica's own clock only: the elector remembers when it last saw
+ * the Lease record change and treats the Lease as expired once `leaseDurationSeconds` have
+ * passed since then without a change. The holder's `renewTime` is written by another machine's
+ * clock; comparing it with ours would let a replica whose clock runs ahead (or a holder whose
+ * clock runs behind) take a Lease that is still being renewed, and two leaders would write status.
+ *
  * Only the leader writes status and auto-registers agents; every replica serves decisions.
  */
 import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
@@ -23,6 +29,25 @@ export interface LeaderElectionOptions {
   retryPeriodMs?: number;
   log: Logger;
   onChange?: (leading: boolean) => void;
+  /** This replica's clock in epoch milliseconds (default `Date.now`); tests inject their own. */
+  now?: () => number;
+}
+
+/** What we last saw of the Lease, and when by our own clock. */
+interface Observation {
+  /** The record's fields that change on every acquire or renew, and its resourceVersion. */
+  record: string;
+  /** Our clock when `record` was first seen. */
+  at: number;
+  /** How long the holder promised to renew within (its `leaseDurationSeconds`). */
+  durationMs: number;
+}
+
+/** Everything a holder changes when it renews or a new holder takes over. */
+function recordOf(lease: V1Lease): string {
+  const s = lease.spec ?? {};
+  const time = (t: unknown) => (t === undefined || t === null ? '' : t instanceof Date ? t.toISOString() : String(t));
+  return JSON.stringify([s.holderIdentity ?? '', time(s.renewTime), time(s.acquireTime), s.leaseTransitions ?? 0, s.leaseDurationSeconds ?? 0, lease.metadata?.resourceVersion ?? '']);
 }
 
 export class LeaderElector {
@@ -30,6 +55,8 @@ export class LeaderElector {
   private stopped = false;
   private timer: NodeJS.Timeout | undefined;
   private lastRenew = 0;
+  private observed: Observation | undefined;
+  private readonly now: () => number;
   private readonly api: CoordinationV1Api;
   private readonly leaseMs: number;
   private readonly deadlineMs: number;
@@ -40,6 +67,7 @@ export class LeaderElector {
     this.leaseMs = opts.leaseDurationMs ?? 15_000;
     this.deadlineMs = opts.renewDeadlineMs ?? 10_000;
     this.retryMs = opts.retryPeriodMs ?? 2_000;
+    this.now = opts.now ?? Date.now;
   }
 
   isLeader(): boolean {
@@ -48,6 +76,18 @@ export class LeaderElector {
 
   start(): void {
     void this.tick();
+  }
+
+  /**
+   * One attempt to acquire or renew the Lease, as `start()` makes every retry period; resolves
+   * with whether this replica leads afterwards. Tests drive it directly with an injected clock.
+   *
+   * @example const elector = new LeaderElector({ kubeConfig, namespace: 'policyguard', name: 'policyguard-leader', identity: 'pod-a', log, now: () => t });
+   * await elector.campaign(); // false while another replica's Lease has not expired on our clock
+   */
+  async campaign(): Promise<boolean> {
+    await this.tick(false);
+    return this.leading;
   }
 
   private schedule(): void {
@@ -61,18 +101,28 @@ export class LeaderElector {
     this.opts.onChange?.(v);
   }
 
-  private async tick(): Promise<void> {
+  private async tick(reschedule = true): Promise<void> {
     try {
       const ok = await this.tryAcquireOrRenew();
-      if (ok) this.lastRenew = Date.now();
+      if (ok) this.lastRenew = this.now();
       if (ok) this.setLeading(true);
-      else if (this.leading && Date.now() - this.lastRenew > this.deadlineMs) this.setLeading(false);
+      else if (this.leading && this.now() - this.lastRenew > this.deadlineMs) this.setLeading(false);
       else if (!ok && !this.leading) this.setLeading(false);
     } catch (err) {
       this.opts.log.warn('leader election attempt failed', { error: describeKubeError(err) });
-      if (this.leading && Date.now() - this.lastRenew > this.deadlineMs) this.setLeading(false);
+      if (this.leading && this.now() - this.lastRenew > this.deadlineMs) this.setLeading(false);
     }
-    this.schedule();
+    if (reschedule) this.schedule();
+  }
+
+  /** Remember the record if it changed since we last looked; the time is ours, never the holder's. */
+  private observe(lease: V1Lease, now: number): Observation {
+    const record = recordOf(lease);
+    if (this.observed?.record !== record) {
+      const seconds = lease.spec?.leaseDurationSeconds;
+      this.observed = { record, at: now, durationMs: seconds && seconds > 0 ? seconds * 1000 : this.leaseMs };
+    }
+    return this.observed;
   }
 
   private leaseBody(prev: V1Lease | undefined, now: Date): V1Lease {
@@ -94,27 +144,25 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(): Promise<boolean> {
     const { namespace, name, identity } = this.opts;
-    const now = new Date();
+    const now = new Date(this.now());
     let lease: V1Lease;
     try {
       lease = await this.api.readNamespacedLease({ name, namespace });
     } catch (err) {
       if (statusOf(err) !== 404) throw err;
       try {
-        await this.api.createNamespacedLease({ namespace, body: this.leaseBody(undefined, now) });
+        this.observe(await this.api.createNamespacedLease({ namespace, body: this.leaseBody(undefined, now) }), now.getTime());
         return true;
       } catch (createErr) {
         if (statusOf(createErr) === 409) return false; // someone else created it first
         throw createErr;
       }
     }
-    const spec = lease.spec ?? {};
-    const renewed = spec.renewTime ? new Date(spec.renewTime as unknown as string).getTime() : 0;
-    const duration = (spec.leaseDurationSeconds ?? 15) * 1000;
-    const held = spec.holderIdentity && spec.holderIdentity !== identity && renewed + duration > now.getTime();
-    if (held) return false;
+    const seen = this.observe(lease, now.getTime());
+    const holder = lease.spec?.holderIdentity;
+    if (holder && holder !== identity && seen.at + seen.durationMs > now.getTime()) return false;
     try {
-      await this.api.replaceNamespacedLease({ name, namespace, body: this.leaseBody(lease, now) });
+      this.observe(await this.api.replaceNamespacedLease({ name, namespace, body: this.leaseBody(lease, now) }), now.getTime());
       return true;
     } catch (err) {
       if (statusOf(err) === 409) return false; // lost the race

@@ -55,7 +55,15 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const r of replicas) r.child.kill('SIGTERM');
+  // Wait for each replica to exit: one that is still shutting down writes its last audit records
+  // into the data directory while it is being removed.
+  await Promise.all(
+    replicas.map((r) => new Promise<void>((resolve) => {
+      if (r.child.exitCode !== null || r.child.signalCode !== null) return resolve();
+      r.child.once('exit', () => resolve());
+      r.child.kill('SIGTERM');
+    })),
+  );
   if (dataRoot) await rm(dataRoot, { recursive: true, force: true });
 });
 
