@@ -1,19 +1,21 @@
 /**
  * Kubernetes store: GuardAgents and GuardPolicies are custom resources, watched through
  * {@link Reflector}s and compiled into a snapshot on every change. Writes made by MCP tools are
- * server-side applies with field manager `policyguard`; automatic suspensions are written to
- * the agent's status subresource, so GitOps tools that own the spec never fight them.
+ * server-side applies with field manager `policyguard`, never forced: a field Argo CD, Flux or
+ * kubectl owns is theirs, and changing it is a {@link StoreConflictError} naming the field and its
+ * manager, not a takeover the GitOps tool would revert on its next sync. Automatic suspensions
+ * are merge patches of the agent's status subresource, which GitOps tools never own.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { GROUP, GuardAgentSchema, GuardPolicySchema, VERSION, type GuardAgent, type GuardObject, type GuardPolicy, type Suspension } from '../api/schemas.js';
+import { GROUP, GuardAgentSchema, GuardPolicySchema, VERSION, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import { Reflector, refOf, type KubeObject } from '../controller/reflector.js';
 import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
-import { mergePatch, serverSideApply } from '../kube/client.js';
+import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { formatZodError } from './manifests.js';
-import type { ApplyResult, PolicyStore } from './store.js';
+import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
 
 export const FIELD_MANAGER = 'policyguard';
 
@@ -51,20 +53,61 @@ function ours(map: Record<string, string> | undefined): Record<string, string> |
 }
 
 /**
- * What goes into a server-side apply: the spec and our own labels and annotations. Labels and
- * annotations other managers set (kubectl, Argo CD, Flux) are left to them, so removing one
- * there still removes it.
+ * What goes into a server-side apply: the spec (or only `specFields` of it) and our own labels
+ * and annotations. Whatever else other managers set (kubectl, Argo CD, Flux) is left to them,
+ * so removing it there still removes it.
  */
-function applyBody(obj: GuardObject): Record<string, unknown> {
+function applyBody(obj: GuardObject, specFields?: readonly string[]): Record<string, unknown> {
   const { name, namespace } = obj.metadata;
   const labels = ours(obj.metadata.labels);
   const annotations = ours(obj.metadata.annotations);
+  const spec = specFields ? Object.fromEntries(Object.entries(obj.spec).filter(([k]) => specFields.includes(k))) : obj.spec;
   return {
     apiVersion: obj.apiVersion,
     kind: obj.kind,
     metadata: { name, namespace, ...(labels ? { labels } : {}), ...(annotations ? { annotations } : {}) },
-    spec: obj.spec,
+    spec,
   };
+}
+
+/** The Status of a client-node ApiException, if its body is one. */
+function statusBody(err: unknown): { message?: string; details?: { causes?: Array<{ reason?: string; message?: string; field?: string }> } } | undefined {
+  const body = err && typeof err === 'object' && 'body' in err ? (err as { body: unknown }).body : undefined;
+  try {
+    const parsed: unknown = typeof body === 'string' ? JSON.parse(body) : body;
+    return parsed && typeof parsed === 'object' ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The manager name Go quoted (`%q`) in a conflict cause; the whole message if it has another shape. */
+function managerOf(message: string): string {
+  const quoted = /^conflict with ("(?:[^"\\]|\\.)*")/.exec(message)?.[1];
+  if (!quoted) return message || 'another manager';
+  try {
+    return JSON.parse(quoted) as string;
+  } catch {
+    return quoted.slice(1, -1); // a Go escape JSON does not know (\x..): keep it as written
+  }
+}
+
+/**
+ * The 409 of a server-side apply as a {@link StoreConflictError}. The API server lists each
+ * conflict as a cause `{reason: FieldManagerConflict, field: ".spec.trustLevel", message:
+ * 'conflict with "argocd-controller"'}` (an Update manager adds ` using <apiVersion> at <time>`).
+ */
+function applyConflict(kind: string, namespace: string, name: string, err: unknown): StoreConflictError {
+  const status = statusBody(err);
+  const conflicts: FieldConflict[] = (status?.details?.causes ?? [])
+    .filter((c) => c.reason === 'FieldManagerConflict')
+    .map((c) => ({ field: c.field ?? '(unknown field)', manager: managerOf(c.message ?? '') }));
+  const object = `${kind} ${namespace}/${name}`;
+  const owned = conflicts.length > 0
+    ? conflicts.map((c) => `${c.field} is managed by ${JSON.stringify(c.manager)}`).join(', ')
+    : `the API server reports a conflict (${status?.message ?? 'HTTP 409'})`;
+  const message = `${object}: ${owned}; PolicyGuard never takes fields from another manager — change it where that manager's source lives (Git), or remove the field there first`;
+  return new StoreConflictError(object, conflicts, message, { cause: err });
 }
 
 export class KubernetesStore implements PolicyStore {
@@ -162,7 +205,7 @@ export class KubernetesStore implements PolicyStore {
     return this.current;
   }
 
-  /** True once the first full list of every watch has been compiled (DESIGN §4: /readyz). */
+  /** True once the first full list of every watch has been compiled (/readyz). */
   ready(): boolean {
     return this.compiledAfterSync;
   }
@@ -203,20 +246,26 @@ export class KubernetesStore implements PolicyStore {
     return this.reflectors.some((r) => r.kind === kind && r.reflector.cache.has(refOf({ metadata: { name, namespace } })));
   }
 
-  private async apply(obj: GuardObject): Promise<ApplyResult> {
+  private async apply(obj: GuardObject, specFields?: readonly string[]): Promise<ApplyResult> {
     const kind = obj.kind;
     const namespace = obj.metadata.namespace ?? this.writeNamespace;
     const name = obj.metadata.name;
     const created = !this.has(kind, namespace, name);
-    await this.api.patchNamespacedCustomObject(
-      { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name, body: applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject), fieldManager: FIELD_MANAGER, force: true },
-      serverSideApply,
-    );
+    try {
+      // No `force`: see the file comment.
+      await this.api.patchNamespacedCustomObject(
+        { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name, body: applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject, specFields), fieldManager: FIELD_MANAGER },
+        serverSideApply,
+      );
+    } catch (err) {
+      if (statusOf(err) === 409) throw applyConflict(kind, namespace, name, err);
+      throw err;
+    }
     return { created, location: `${namespace}/${name}` };
   }
 
-  applyAgent(agent: GuardAgent): Promise<ApplyResult> {
-    return this.apply(agent);
+  applyAgent(agent: GuardAgent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult> {
+    return this.apply(agent, specFields);
   }
 
   applyPolicy(policy: GuardPolicy): Promise<ApplyResult> {

@@ -2,7 +2,7 @@
  * What the MCP tools need from a source of truth. Two implementations: the standalone store
  * (a folder of YAML manifests) and the Kubernetes store (CRs, watched by the controller).
  */
-import type { GuardAgent, GuardPolicy, Suspension } from '../api/schemas.js';
+import type { GuardAgent, GuardAgentSpec, GuardPolicy, Suspension } from '../api/schemas.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
 
 export interface ApplyResult {
@@ -12,6 +12,35 @@ export interface ApplyResult {
   location: string;
 }
 
+/** One field another field manager owns, as the API server reports a server-side apply conflict. */
+export interface FieldConflict {
+  /** E.g. `.spec.trustLevel`. */
+  field: string;
+  /** E.g. `argocd-controller`. */
+  manager: string;
+}
+
+/**
+ * A write refused because it would change fields another writer (Argo CD, Flux, kubectl) owns.
+ * PolicyGuard never takes them over (docs/deploy.md, "GitOps"); the message says which fields,
+ * whose they are and what to do.
+ *
+ * @example
+ * try { await store.applyAgent(agent); } catch (e) { if (e instanceof StoreConflictError) return fail(e.message); throw e; }
+ */
+export class StoreConflictError extends Error {
+  override name = 'StoreConflictError';
+  constructor(
+    /** `Kind namespace/name`. */
+    readonly object: string,
+    readonly conflicts: readonly FieldConflict[],
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
 export interface PolicyStore {
   /** The snapshot in force. Swapped atomically on every change; never blocks. */
   snapshot(): PolicySnapshot;
@@ -19,9 +48,14 @@ export interface PolicyStore {
   ready(): boolean;
   /** Human-readable lines: objects or files not (fully) in force and why. */
   problems(): readonly string[];
-  /** Create or update a GuardAgent (register_agent). */
-  applyAgent(agent: GuardAgent): Promise<ApplyResult>;
-  /** Create or update a GuardPolicy (create_policy). */
+  /**
+   * Create or update a GuardAgent (register_agent). In Kubernetes mode, throws
+   * {@link StoreConflictError} rather than take fields another manager owns, and, when
+   * `specFields` is given, applies only those fields of the spec: the others stay with whoever
+   * set them (GitOps), instead of becoming co-owned by PolicyGuard with unchanged values.
+   */
+  applyAgent(agent: GuardAgent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult>;
+  /** Create or update a GuardPolicy (create_policy). In Kubernetes mode, throws {@link StoreConflictError} rather than take fields another manager owns. */
   applyPolicy(policy: GuardPolicy): Promise<ApplyResult>;
   /** Record an automatic suspension in the agent's status. False when no GuardAgent claims the id. */
   suspendAgent(agentId: string, suspension: Suspension): Promise<boolean>;

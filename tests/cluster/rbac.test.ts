@@ -197,7 +197,7 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
 describe('each rule matters: remove it and a scenario breaks', () => {
   /** The chart's RBAC without the ClusterRole rule on `resource` (or only without `verb` of it). */
   const withoutRule = (resource: string, verb?: string) => (objs: any[]) => {
-    const role = objs.find((o) => o.kind === 'ClusterRole');
+    const role = objs.find((o) => o.kind === 'ClusterRole' && !o.metadata.name.includes('-trust-granter-')); // the server's own
     const rule = role.rules.find((r: any) => r.resources.includes(resource));
     if (verb) rule.verbs = rule.verbs.filter((v: string) => v !== verb);
     else role.rules = role.rules.filter((r: any) => r !== rule);
@@ -261,13 +261,14 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     const { ns, pg, sa } = await startWithout(withoutRule('guardagents', 'create'));
     expect(await can(sa, 'patch', 'guardagents', ns)).toBe(true);
     // register_agent of an existing agent is a patch and goes through; of a new agent, the apply would create it.
-    const register = (agent_id: string) =>
+    // (etl's trust level and denied tools are kubectl's fields: the patch keeps them as they are, so it takes none of them.)
+    const register = (agent_id: string, args: Record<string, unknown> = { trust_level: 'low' }) =>
       fetch(`${pg.url}/mcp`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'register_agent', arguments: { agent_id, name: agent_id, trust_level: 'low' } } }),
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'register_agent', arguments: { agent_id, name: agent_id, ...args } } }),
       }).then(async (r) => ((await r.json()) as any).result);
-    expect((await register('etl')).structuredContent?.success).toBe(true);
+    expect((await register('etl', { trust_level: 'medium', denied_tools: ['drop_*'] })).structuredContent?.success).toBe(true);
     expect(JSON.stringify(await register('brand-new'))).toMatch(/forbidden|403/i);
     await expect(getGuard(admin, 'GuardAgent', ns, 'brand-new')).rejects.toMatchObject({ code: 404 });
   });
