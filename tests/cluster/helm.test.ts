@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
 import { parseServeConfig } from '../../src/config.js';
-import { AppsV1Api } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { sharedKubeConfig, sharedKubeconfigPath, sharedKubectl } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import {
@@ -48,9 +48,10 @@ describe('helm lint and template', () => {
 
   it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
     const objs = parseObjects(await renderChart());
-    expect(objs.map((o) => o.kind).sort()).toEqual(
-      ['ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'ServiceAccount'],
-    );
+    expect(objs.map((o) => o.kind).sort()).toEqual([
+      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget',
+      'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding',
+    ]);
     const deploy = findObject(objs, 'Deployment');
     const pod = deploy.spec.template.spec;
     const c = pod.containers[0];
@@ -70,17 +71,25 @@ describe('helm lint and template', () => {
       POLICYGUARD_AUTH: 'kubernetes', POLICYGUARD_TOKEN_AUDIENCES: 'policyguard', POLICYGUARD_ACCEPT_API_SERVER_AUDIENCE: 'false',
       // DNS rebinding: only the Service's names, and loopback for kubectl port-forward.
       POLICYGUARD_ALLOWED_HOSTS: 'pg-policyguard,pg-policyguard.policyguard,pg-policyguard.policyguard.svc,pg-policyguard.policyguard.svc.cluster.local,localhost,127.0.0.1,[::1]',
+      // Fail closed: unknown agent ids refused, a decision that cannot be audited refused, guessing tokens throttled.
+      POLICYGUARD_UNKNOWN_AGENTS: 'deny', POLICYGUARD_AUDIT_FAILURE_MODE: 'closed', POLICYGUARD_AUTH_FAILURE_LIMIT: '20/1s', POLICYGUARD_AUTO_REGISTER_PER_CALLER: '1',
+      // The audit chain is keyed (a generated Secret) and anchored every 30s.
+      POLICYGUARD_AUDIT_KEY_FILE: '/etc/policyguard/audit-key/audit.key', POLICYGUARD_AUDIT_ANCHOR_INTERVAL: '30s',
     });
     expect(env).not.toHaveProperty('POLICYGUARD_WATCH_NAMESPACES'); // all namespaces
     expect(env).not.toHaveProperty('POLICYGUARD_DATA_DIR'); // the configmap sink needs no volume
-    expect(pod.volumes).toEqual([{ name: 'tmp', emptyDir: { sizeLimit: '64Mi' } }]);
+    expect(pod.volumes).toEqual([
+      { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
+      { name: 'audit-key', secret: { secretName: 'pg-policyguard-audit-key', defaultMode: 0o440, items: [{ key: 'audit.key', path: 'audit.key' }] } },
+    ]);
+    expect(c.volumeMounts).toContainEqual({ name: 'audit-key', mountPath: '/etc/policyguard/audit-key', readOnly: true });
     expect(findObject(objs, 'PodDisruptionBudget').spec.maxUnavailable).toBe(1);
     expect(findObject(objs, 'Service').spec.ports[0]).toMatchObject({ port: 8000, targetPort: 'http' });
   });
 
   it('grants only the verbs the server uses (the list in docs/deploy.md)', async () => {
     const objs = parseObjects(await renderChart());
-    expect(findObject(objs, 'ClusterRole').rules).toEqual([
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard').rules).toEqual([
       { apiGroups: ['policyguard.dev'], resources: ['guardagents', 'guardpolicies'], verbs: ['list', 'watch', 'create', 'patch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status'], verbs: ['patch'] },
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
@@ -88,7 +97,18 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'Role').rules).toEqual([
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['policyguard-leader'], verbs: ['get', 'update'] },
-      { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'create', 'update', 'delete'] },
+      { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'create', 'update', 'delete'] }, // the ring, and the audit anchor
+    ]);
+    // register_agent and auto-registration may set any trust level (the server checks its callers itself).
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-trust-granter')).toMatchObject({
+      roleRef: { kind: 'ClusterRole', name: 'pg-policyguard-trust-granter-admin' },
+      subjects: [{ kind: 'ServiceAccount', name: 'pg-policyguard', namespace: 'policyguard' }],
+    });
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard-trust-granter-admin').rules).toEqual([
+      { apiGroups: ['policyguard.dev'], resources: ['trustlevels'], resourceNames: ['high', 'admin'], verbs: ['grant'] },
+    ]);
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard-trust-granter-high').rules).toEqual([
+      { apiGroups: ['policyguard.dev'], resources: ['trustlevels'], resourceNames: ['high'], verbs: ['grant'] },
     ]);
     expect(findObject(objs, 'Role').metadata.namespace).toBe('policyguard');
     expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard').subjects).toEqual([{ kind: 'ServiceAccount', name: 'pg-policyguard', namespace: 'policyguard' }]);
@@ -127,7 +147,31 @@ describe('helm lint and template', () => {
     for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) expect(pod.containers[0][probe].httpGet.scheme, probe).toBe('HTTPS');
     expect(findObject(objs, 'Service').spec.ports[0].appProtocol).toBe('https');
     expect(findObject(objs, 'RemoteMCPServer').spec).toMatchObject({ url: 'https://pg-policyguard.policyguard:8000/mcp', tls: { caCertSecretRef: 'policyguard-ca' } });
-    expect(findObject(objs, 'Role').rules.map((r: any) => r.resources[0])).toEqual(['leases', 'leases']); // no ConfigMap sink
+    // No ConfigMap sink: ConfigMaps only for the audit anchor.
+    expect(findObject(objs, 'Role').rules.at(-1)).toEqual({ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'create', 'update'] });
+    // The audit key from an existing Secret, under its own data key; no generated Secret.
+    expect(env).toMatchObject({ POLICYGUARD_AUDIT_KEY_FILE: '/etc/policyguard/audit-key/hmac', POLICYGUARD_AUDIT_ANCHOR_INTERVAL: '1m', POLICYGUARD_AUTH_FAILURE_LIMIT: '50/1m', POLICYGUARD_AUTO_REGISTER_PER_CALLER: '3' });
+    expect(pod.volumes).toContainEqual({ name: 'audit-key', secret: { secretName: 'policyguard-audit-key', defaultMode: 0o440, items: [{ key: 'hmac', path: 'hmac' }] } });
+    expect(findObject(objs, 'Secret')).toBeUndefined();
+  });
+
+  it('audit.key.create=true (the default) generates a 64-character key; create=false mounts no key', async () => {
+    const secret = findObject(parseObjects(await renderChart()), 'Secret', 'pg-policyguard-audit-key');
+    expect(secret.metadata.annotations).toEqual({ 'helm.sh/resource-policy': 'keep' }); // records signed with it stay verifiable
+    expect(Buffer.from(secret.data['audit.key'], 'base64').toString()).toMatch(/^[A-Za-z0-9]{64}$/);
+    const pod = findObject(parseObjects(await renderChart({ set: ['audit.key.create=false'] })), 'Deployment').spec.template.spec;
+    expect(pod.containers[0].env.map((e: any) => e.name)).not.toContain('POLICYGUARD_AUDIT_KEY_FILE');
+    expect(pod.volumes.map((v: any) => v.name)).toEqual(['tmp']);
+  });
+
+  it('admission is on by default: the trust-grant ValidatingAdmissionPolicy fails closed and denies; admission.enabled=false removes it with the grants', async () => {
+    const objs = parseObjects(await renderChart());
+    const policy = findObject(objs, 'ValidatingAdmissionPolicy', 'pg-policyguard-trust-grant');
+    expect(policy.spec.failurePolicy).toBe('Fail');
+    expect(policy.spec.matchConstraints.resourceRules).toEqual([{ apiGroups: ['policyguard.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['guardagents'] }]);
+    expect(findObject(objs, 'ValidatingAdmissionPolicyBinding', 'pg-policyguard-trust-grant').spec).toEqual({ policyName: 'pg-policyguard-trust-grant', validationActions: ['Deny'] });
+    const off = parseObjects(await renderChart({ set: ['admission.enabled=false'] }));
+    expect(off.filter((o) => /trust-gran/.test(o.metadata?.name ?? '')).map((o) => `${o.kind} ${o.metadata?.name}`)).toEqual([]);
   });
 
   it.each([
@@ -162,8 +206,18 @@ describe('helm lint and template', () => {
     ['leaderElection.enabled=false', /every replica would write status/],
     ['leaderElection.renewDeadline=20s', /renewDeadline \(20s\) must be shorter than leaderElection.leaseDuration \(15s\)/],
     ['audit.sink=file', /must include ReadWriteMany/],
+    ['config.unknownAgents=allow', /at '\/config\/unknownAgents': value must be one of 'deny', 'evaluate'/],
+    ['config.auditFailureMode=ignore', /at '\/config\/auditFailureMode': value must be one of 'closed', 'open'/],
+    ['config.authFailureLimit=20', /at '\/config\/authFailureLimit'/],
+    ['audit.anchorInterval=30', /at '\/audit\/anchorInterval'/],
+    ['audit.key.key=a/b', /at '\/audit\/key\/key'/],
   ])('bad values fail at install: --set %s', async (set, message) => {
     expect(await renderError({ set: [set] })).toMatch(message);
+  });
+
+  it('admission needs ValidatingAdmissionPolicy v1 (Kubernetes 1.30): on 1.29 the install fails and says what to do, unless it is turned off', async () => {
+    expect(await renderError({ kubeVersion: '1.29.9' })).toMatch(/admission.enabled=true needs Kubernetes >= 1.30 .*this cluster is v1.29.9. Upgrade, or set admission.enabled=false/);
+    expect(findObject(parseObjects(await renderChart({ kubeVersion: '1.29.9', set: ['admission.enabled=false'] })), 'ValidatingAdmissionPolicy')).toBeUndefined();
   });
 });
 
@@ -228,9 +282,17 @@ describe('helm install and uninstall against the test API server', () => {
     expect(notes).toContain('--audience policyguard');
     const deploy = await kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: `${release}-policyguard`, namespace: ns });
     expect(deploy.spec?.replicas).toBe(2);
+    // The generated audit key survives upgrades (lookup) and uninstall (resource-policy keep).
+    const key = async () => (await kc.makeApiClient(CoreV1Api).readNamespacedSecret({ name: `${release}-policyguard-audit-key`, namespace: ns })).data?.['audit.key'];
+    const generated = await key();
+    expect(generated).toBeTruthy();
+    const upgraded = await helm(['upgrade', release, CHART_DIR, ...common]);
+    expect(upgraded.code, upgraded.stderr).toBe(0);
+    expect(await key()).toBe(generated);
     const uninstalled = await helm(['uninstall', release, ...common]);
     expect(uninstalled.code).toBe(0);
     await expect(kc.makeApiClient(AppsV1Api).readNamespacedDeployment({ name: `${release}-policyguard`, namespace: ns })).rejects.toMatchObject({ code: 404 });
+    expect(await key()).toBe(generated);
   });
 
   it('values.schema.json is enforced at install time, before anything is created', async () => {

@@ -33,11 +33,13 @@ export interface RenderOptions {
   /** `--set` expressions. */
   set?: string[];
   includeCrds?: boolean;
+  /** Render for this Kubernetes version instead of the test control plane's. */
+  kubeVersion?: string;
 }
 
 function templateArgs(o: RenderOptions): string[] {
   return [
-    'template', o.release ?? 'pg', CHART_DIR, '--namespace', o.namespace ?? 'policyguard', '--kube-version', KUBE_VERSION,
+    'template', o.release ?? 'pg', CHART_DIR, '--namespace', o.namespace ?? 'policyguard', '--kube-version', o.kubeVersion ?? KUBE_VERSION,
     ...(o.includeCrds ? ['--include-crds'] : []),
     ...(o.valuesFiles ?? []).flatMap((f) => ['--values', f]),
     ...(o.set ?? []).flatMap((s) => ['--set', s]),

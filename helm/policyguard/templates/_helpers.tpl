@@ -104,6 +104,15 @@ Host headers accepted on /mcp: config.allowedHosts, or every name of the Service
 {{- if eq .Values.audit.sink "file" }}true{{ end }}
 {{- end }}
 
+{{/* The Secret holding the audit HMAC key: audit.key.existingSecret, the chart's own, or "" for none. */}}
+{{- define "policyguard.auditKeySecret" -}}
+{{- if .Values.audit.key.existingSecret }}
+{{- .Values.audit.key.existingSecret }}
+{{- else if .Values.audit.key.create }}
+{{- printf "%s-audit-key" (include "policyguard.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* A duration of the server's form (500ms, 15s, 2m) in milliseconds. */}}
 {{- define "policyguard.durationMs" -}}
 {{- $n := regexFind "^[0-9]+" . | int }}
@@ -119,6 +128,9 @@ Host headers accepted on /mcp: config.allowedHosts, or every name of the Service
 {{- end }}
 {{- if and $le.enabled (ge (include "policyguard.durationMs" $le.renewDeadline | int) (include "policyguard.durationMs" $le.leaseDuration | int)) }}
 {{- fail (printf "leaderElection.renewDeadline (%s) must be shorter than leaderElection.leaseDuration (%s)" $le.renewDeadline $le.leaseDuration) }}
+{{- end }}
+{{- if and .Values.admission.enabled (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
+{{- fail (printf "admission.enabled=true needs Kubernetes >= 1.30 (ValidatingAdmissionPolicy, admissionregistration.k8s.io/v1); this cluster is %s. Upgrade, or set admission.enabled=false and accept that whoever may create GuardAgents may grant trustLevel admin (docs/deploy.md, \"Trust levels\")" .Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- if and (include "policyguard.fileSink" .) $p.enabled (gt (int .Values.replicaCount) 1) (not $p.existingClaim) (not (has "ReadWriteMany" $p.accessModes)) }}
 {{- fail (printf "audit.sink=file with replicaCount=%d: the pods share one PersistentVolumeClaim, so audit.persistence.accessModes must include ReadWriteMany (or set audit.persistence.existingClaim, or replicaCount=1, or audit.sink=configmap)" (int .Values.replicaCount)) }}
