@@ -47,18 +47,30 @@ export const ServeConfigSchema = z
     unknownAgentTrust: TrustLevelSchema.default('low'),
     autoRegister: Bool.default(true),
     autoRegisterLimit: PositiveInt.default(1000),
+    autoRegisterPerCaller: PositiveInt.default(1),
+    /** What an agent id no GuardAgent claims gets (docs/decisions.md); default: deny when auth is on. */
+    unknownAgents: z.enum(['deny', 'evaluate']).optional(),
+    authFailureLimit: z
+      .string()
+      .regex(/^(0|\d+\/\d+(ms|s|m|h))$/, 'use failures/window like 20/1s, or 0 for no limit')
+      .default('20/1s'),
     bodyLimit: z.string().regex(/^\d+(b|kb|mb)$/i, 'use a size like 512kb or 1mb').default('1mb'),
     // kubernetes mode
     namespace: Dns1123.optional(),
     watchNamespaces: List.default([]),
     clusterPolicyNamespace: Dns1123.optional(),
     auditSink: z.enum(['file', 'configmap']).default('file'),
+    auditFailureMode: z.enum(['closed', 'open']).default('closed'),
+    auditKeyFile: z.string().min(1).optional(),
+    auditAnchorInterval: Duration.default(30_000),
+    rescanInterval: Duration.default(10_000),
     replicaId: z.string().min(1).max(63).optional(),
     leaderElection: Bool.default(true),
     leaseDuration: Duration.default(15_000),
     renewDeadline: Duration.default(10_000),
     retryPeriod: Duration.default(2_000),
   })
+  .transform((c) => ({ ...c, unknownAgents: c.unknownAgents ?? (c.auth === 'none' ? 'evaluate' : 'deny') }))
   .superRefine((c, ctx) => {
     if (c.auth === 'token' && !c.tokenFile) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: '--auth token needs --token-file (lines of "<sha256 of token> <subject>")' });
     if (c.auth === 'kubernetes' && c.standalone) ctx.addIssue({ code: 'custom', path: ['auth'], message: 'kubernetes auth (TokenReview) needs kubernetes mode; use --auth token in standalone mode' });
@@ -87,6 +99,9 @@ const SERVE_FLAGS = {
   'unknown-agent-trust': { type: 'string' },
   'auto-register': { type: 'string' },
   'auto-register-limit': { type: 'string' },
+  'auto-register-per-caller': { type: 'string' },
+  'unknown-agents': { type: 'string' },
+  'auth-failure-limit': { type: 'string' },
   'body-limit': { type: 'string' },
   'token-file': { type: 'string' },
   'token-audiences': { type: 'string' },
@@ -101,12 +116,19 @@ const SERVE_FLAGS = {
   'watch-namespaces': { type: 'string' },
   'cluster-policy-namespace': { type: 'string' },
   'audit-sink': { type: 'string' },
+  'audit-failure-mode': { type: 'string' },
+  'audit-key-file': { type: 'string' },
+  'audit-anchor-interval': { type: 'string' },
+  'rescan-interval': { type: 'string' },
   'replica-id': { type: 'string' },
   'leader-election': { type: 'string' },
   'lease-duration': { type: 'string' },
   'renew-deadline': { type: 'string' },
   'retry-period': { type: 'string' },
 } as const;
+
+/** Every `serve` flag, without the leading `--` (help and the chart's tests check against it). */
+export const SERVE_FLAG_NAMES = Object.keys(SERVE_FLAGS);
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

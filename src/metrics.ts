@@ -59,6 +59,10 @@ export class Metrics {
   readonly incidents = this.counter('policyguard_incidents_total', 'Incidents recorded, by type and severity.');
   readonly toolCalls = this.counter('policyguard_tool_calls_total', 'MCP tool calls, by tool and outcome (ok, error).');
   readonly autoRegistrations = this.counter('policyguard_auto_registrations_total', 'Unknown agents registered automatically, by outcome.');
+  readonly auditUnavailableDenials = this.counter(
+    'policyguard_audit_unavailable_denials_total',
+    'Decisions denied because the audit log could not take their record (--audit-failure-mode closed).',
+  );
 
   counter(name: string, help: string): Counter {
     const c = new Counter(name, help);

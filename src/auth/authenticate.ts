@@ -1,5 +1,5 @@
 /**
- * Who is calling (DESIGN §5). Three authenticators behind one interface:
+ * Who is calling (docs/decisions.md, "Identity"). Three authenticators behind one interface:
  * - `none`: everyone is "anonymous" (local development only; logged loudly at start);
  * - `token`: a static token file, one `<sha256-hex-of-token> <subject>` per line (what
  *   `printf %s "$TOKEN" | sha256sum` prints, with `-` replaced by the subject), reloaded when
@@ -29,6 +29,14 @@ export interface Authenticator {
   readonly mode: 'none' | 'token' | 'kubernetes';
   /** `token` is the bearer token, undefined when the request carried none. */
   authenticate(token: string | undefined): Promise<AuthResult>;
+  /**
+   * The answer when it costs no remote call (a token file lookup, a cached TokenReview), else
+   * undefined. Lets the HTTP edge keep serving known callers from an address it has stopped
+   * spending work on.
+   */
+  authenticateLocally(token: string | undefined): AuthResult | undefined;
+  /** Remote checks made so far (TokenReviews; 0 for the others). */
+  readonly remoteChecks: number;
   close(): void;
 }
 
@@ -40,7 +48,8 @@ const missing: AuthResult = { ok: false, error: 'missing_token', description: 't
 const invalid = (description: string): AuthResult => ({ ok: false, error: 'invalid_token', description });
 
 export function noAuthenticator(): Authenticator {
-  return { mode: 'none', authenticate: async () => ({ ok: true, principal: ANONYMOUS }), close: () => {} };
+  const anonymous: AuthResult = { ok: true, principal: ANONYMOUS };
+  return { mode: 'none', authenticate: async () => anonymous, authenticateLocally: () => anonymous, remoteChecks: 0, close: () => {} };
 }
 
 /** Parse a token file; throws with the line number of the first bad line. */
@@ -85,13 +94,16 @@ export async function tokenFileAuthenticator(path: string, log: Logger): Promise
   } catch (err) {
     log.warn('cannot watch the token file; changes need a restart', { path, error: String(err) });
   }
+  const lookup = (token: string | undefined): AuthResult => {
+    if (!token) return missing;
+    const name = tokens.get(sha256(token));
+    return name ? { ok: true, principal: { subject: `token:${name}`, groups: [] } } : invalid('unknown token');
+  };
   return {
     mode: 'token',
-    async authenticate(token) {
-      if (!token) return missing;
-      const name = tokens.get(sha256(token));
-      return name ? { ok: true, principal: { subject: `token:${name}`, groups: [] } } : invalid('unknown token');
-    },
+    authenticate: async (token) => lookup(token),
+    authenticateLocally: lookup,
+    remoteChecks: 0,
     close() {
       clearTimeout(timer);
       watcher?.close();
@@ -108,6 +120,11 @@ export interface TokenReviewOptions {
   log: Logger;
   /** At most this many cached results (default 10,000). */
   maxCached?: number;
+  /**
+   * How long a TokenReview that could not be made (API server unreachable, timeout) is
+   * remembered, so a flood of requests does not become a flood of TokenReviews (default 1 s).
+   */
+  errorCacheTtlMs?: number;
 }
 
 /**
@@ -118,38 +135,64 @@ export interface TokenReviewOptions {
 export function tokenReviewAuthenticator(opts: TokenReviewOptions): Authenticator {
   const api = opts.kubeConfig.makeApiClient(AuthenticationV1Api);
   const cache = new Map<string, { result: AuthResult; expires: number }>();
+  /** Reviews in flight, by token hash: concurrent requests with one token share one TokenReview. */
+  const inflight = new Map<string, Promise<AuthResult>>();
   const max = opts.maxCached ?? 10_000;
+  const remember = (key: string, result: AuthResult, ttlMs: number) => {
+    if (cache.size >= max) cache.delete(cache.keys().next().value!);
+    cache.set(key, { result, expires: Date.now() + ttlMs });
+  };
+
+  let reviews = 0;
+  const review = async (token: string, key: string): Promise<AuthResult> => {
+    let result: AuthResult;
+    reviews++;
+    try {
+      const answer = await api.createTokenReview({
+        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(opts.audiences.length > 0 ? { audiences: opts.audiences } : {}) } },
+      });
+      const st = answer.status;
+      if (!st?.authenticated || !st.user?.username) {
+        result = invalid(st?.error ? `token rejected: ${st.error}` : 'token rejected');
+      } else if (opts.audiences.length > 0 && !(st.audiences ?? []).some((a) => opts.audiences.includes(a))) {
+        result = invalid(`token is not for this server (audience ${opts.audiences.join(', ')})`);
+      } else {
+        const subject = st.user.username;
+        const sa = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(subject);
+        result = { ok: true, principal: { subject, groups: st.user.groups ?? [], ...(sa ? { serviceAccount: { namespace: sa[1]!, name: sa[2]! } } : {}) } };
+      }
+    } catch (err) {
+      // Remembered only briefly: the API server may be back in a moment.
+      opts.log.warn('TokenReview failed', { error: describeKubeError(err) });
+      result = invalid('token could not be verified right now');
+      remember(key, result, opts.errorCacheTtlMs ?? 1000);
+      return result;
+    }
+    remember(key, result, opts.cacheTtlMs);
+    return result;
+  };
+
+  const cached = (key: string): AuthResult | undefined => {
+    const hit = cache.get(key);
+    return hit && hit.expires > Date.now() ? hit.result : undefined;
+  };
   return {
     mode: 'kubernetes',
+    authenticateLocally: (token) => (token ? cached(sha256(token)) : missing),
+    get remoteChecks() {
+      return reviews;
+    },
     async authenticate(token) {
       if (!token) return missing;
       const key = sha256(token);
-      const now = Date.now();
-      const hit = cache.get(key);
-      if (hit && hit.expires > now) return hit.result;
-      let result: AuthResult;
-      try {
-        const review = await api.createTokenReview({
-          body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(opts.audiences.length > 0 ? { audiences: opts.audiences } : {}) } },
-        });
-        const st = review.status;
-        if (!st?.authenticated || !st.user?.username) {
-          result = invalid(st?.error ? `token rejected: ${st.error}` : 'token rejected');
-        } else if (opts.audiences.length > 0 && !(st.audiences ?? []).some((a) => opts.audiences.includes(a))) {
-          result = invalid(`token is not for this server (audience ${opts.audiences.join(', ')})`);
-        } else {
-          const subject = st.user.username;
-          const sa = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(subject);
-          result = { ok: true, principal: { subject, groups: st.user.groups ?? [], ...(sa ? { serviceAccount: { namespace: sa[1]!, name: sa[2]! } } : {}) } };
-        }
-      } catch (err) {
-        // Not cached: the next request asks again.
-        opts.log.warn('TokenReview failed', { error: describeKubeError(err) });
-        return invalid('token could not be verified right now');
+      const hit = cached(key);
+      if (hit) return hit;
+      let pending = inflight.get(key);
+      if (!pending) {
+        pending = review(token, key).finally(() => inflight.delete(key));
+        inflight.set(key, pending);
       }
-      if (cache.size >= max) cache.delete(cache.keys().next().value!);
-      cache.set(key, { result, expires: now + opts.cacheTtlMs });
-      return result;
+      return pending;
     },
     close() {
       cache.clear();

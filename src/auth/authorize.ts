@@ -1,10 +1,13 @@
 /**
- * What an authenticated caller may do (DESIGN §5):
- * - act as the GuardAgents whose `spec.identities` name it (and as unknown agent ids, which
- *   are evaluated at the unknown-agent trust level);
+ * What an authenticated caller may do (docs/decisions.md, "Identity"):
+ * - act as the GuardAgents whose `spec.identities` name it, and only as them (the MCP tools
+ *   decide what an unbound caller's unknown agent id gets, see `--unknown-agents`);
  * - use the admin tools (register_agent, create_policy, suspension) when it is bound to an
  *   admin-trust agent, or, in kubernetes mode, when RBAC lets it create the object itself
- *   (SubjectAccessReview) — such a caller could `kubectl apply` it anyway.
+ *   (SubjectAccessReview) — such a caller could `kubectl apply` it anyway;
+ * - grant trust high or admin only with an agent of that trust, or RBAC `grant` on
+ *   `trustlevels/<level>` (the verb the chart's admission policy checks for kubectl);
+ * - read every agent's audit records with admin trust or RBAC `get` on `auditlogs`.
  * Under `--auth none` nothing is enforced: every caller is "anonymous" and may do everything.
  */
 import { AuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
@@ -22,7 +25,16 @@ export interface AdminAction {
   namespace: string | undefined;
 }
 
+/**
+ * Made-up resources of group policyguard.dev that exist only for RBAC checks (no API serves
+ * them): `grant` on `trustlevels/<level>` lets a subject give GuardAgents that trust level (the
+ * chart's ValidatingAdmissionPolicy checks the same verb on kubectl writes), `get` on
+ * `auditlogs` lets it read every agent's audit records. See docs/decisions.md, "Identity".
+ */
+type RbacAction = { verb: AdminAction['verb'] | 'get' | 'grant'; resource: AdminAction['resource'] | 'auditlogs' | 'trustlevels'; namespace?: string | undefined; name?: string };
+
 export type AdminCheck = { ok: true; trust: TrustLevel; via: 'none' | 'trust' | 'rbac' } | { ok: false; reason: string };
+export type Check = { ok: true } | { ok: false; reason: string };
 
 export interface Authorizer {
   /** False under `--auth none`: identities are not checked. */
@@ -31,6 +43,14 @@ export interface Authorizer {
   boundAgents(principal: Principal, snapshot: PolicySnapshot): readonly CompiledAgent[];
   mayActAs(principal: Principal, agent: CompiledAgent): boolean;
   admin(principal: Principal, snapshot: PolicySnapshot, action: AdminAction): Promise<AdminCheck>;
+  /**
+   * May `principal` give an agent in `namespace` trust `level`? Low and medium need nothing
+   * beyond the write itself; high and admin need a bound agent of at least that trust, or RBAC
+   * `grant` on `trustlevels/<level>`.
+   */
+  mayGrant(principal: Principal, snapshot: PolicySnapshot, level: TrustLevel, namespace: string | undefined): Promise<Check>;
+  /** True when `principal` may read every agent's audit records (admin trust, or RBAC `get auditlogs`). */
+  mayReadAll(principal: Principal, snapshot: PolicySnapshot): Promise<boolean>;
 }
 
 function identityMatches(principal: Principal, agent: CompiledAgent): boolean {
@@ -47,6 +67,8 @@ export function openAuthorizer(): Authorizer {
     boundAgents: () => [],
     mayActAs: () => true,
     admin: async () => ({ ok: true, trust: 'admin', via: 'none' }),
+    mayGrant: async () => ({ ok: true }),
+    mayReadAll: async () => true,
   };
 }
 
@@ -82,9 +104,9 @@ export function identityAuthorizer(opts: IdentityAuthorizerOptions): Authorizer 
     return list;
   };
 
-  const rbacAllows = async (principal: Principal, action: AdminAction): Promise<boolean> => {
+  const rbacAllows = async (principal: Principal, action: RbacAction): Promise<boolean> => {
     if (!sar) return false;
-    const key = `${principal.subject}\0${action.verb}\0${action.resource}\0${action.namespace ?? ''}`;
+    const key = `${principal.subject}\0${action.verb}\0${action.resource}\0${action.namespace ?? ''}\0${action.name ?? ''}`;
     const hit = sarCache.get(key);
     if (hit && hit.expires > Date.now()) return hit.allowed;
     const [resource, subresource] = action.resource.split('/');
@@ -96,7 +118,14 @@ export function identityAuthorizer(opts: IdentityAuthorizerOptions): Authorizer 
           spec: {
             user: principal.subject,
             groups: principal.groups,
-            resourceAttributes: { group: GROUP, resource, ...(subresource ? { subresource } : {}), verb: action.verb, ...(action.namespace ? { namespace: action.namespace } : {}) },
+            resourceAttributes: {
+              group: GROUP,
+              resource,
+              ...(subresource ? { subresource } : {}),
+              ...(action.name ? { name: action.name } : {}),
+              verb: action.verb,
+              ...(action.namespace ? { namespace: action.namespace } : {}),
+            },
           },
         },
       });
@@ -109,13 +138,35 @@ export function identityAuthorizer(opts: IdentityAuthorizerOptions): Authorizer 
     }
   };
 
+  /** The highest trust of the unsuspended agents `principal` may act as. */
+  const bestTrust = (principal: Principal, snapshot: PolicySnapshot): TrustLevel | undefined =>
+    bound(principal, snapshot)
+      .filter((a) => a.suspension === undefined)
+      .reduce<TrustLevel | undefined>((t, a) => (t === undefined || trustRank(a.trust) > trustRank(t) ? a.trust : t), undefined);
+
   return {
     enforcing: true,
     boundAgents: bound,
     mayActAs: identityMatches,
+    async mayGrant(principal, snapshot, level, namespace) {
+      if (trustRank(level) < trustRank('high')) return { ok: true };
+      const best = bestTrust(principal, snapshot);
+      if (best !== undefined && trustRank(best) >= trustRank(level)) return { ok: true };
+      // An admin agent administers PolicyGuard everywhere, so only a cluster-wide grant counts
+      // for admin (the chart's admission policy asks the same question).
+      if (await rbacAllows(principal, { verb: 'grant', resource: 'trustlevels', name: level, namespace: level === 'admin' ? undefined : namespace })) return { ok: true };
+      return {
+        ok: false,
+        reason:
+          `caller '${principal.subject}' may not grant trust level '${level}': ${best ? `its highest trust level is '${best}'` : 'it is bound to no GuardAgent'}` +
+          `${sar ? ` and RBAC does not let it 'grant' trustlevels '${level}' (group ${GROUP})` : ''}`,
+      };
+    },
+    async mayReadAll(principal, snapshot) {
+      return bestTrust(principal, snapshot) === 'admin' || (await rbacAllows(principal, { verb: 'get', resource: 'auditlogs' }));
+    },
     async admin(principal, snapshot, action) {
-      const agents = bound(principal, snapshot).filter((a) => a.suspension === undefined);
-      const best = agents.reduce<TrustLevel | undefined>((t, a) => (t === undefined || trustRank(a.trust) > trustRank(t) ? a.trust : t), undefined);
+      const best = bestTrust(principal, snapshot);
       if (best === 'admin') return { ok: true, trust: 'admin', via: 'trust' };
       if (await rbacAllows(principal, action)) return { ok: true, trust: 'admin', via: 'rbac' };
       const held = best ? `its highest trust level is '${best}'` : 'it is bound to no GuardAgent';

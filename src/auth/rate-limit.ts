@@ -24,6 +24,18 @@ export class RateLimiter {
     private readonly maxKeys = 100_000,
   ) {}
 
+  /**
+   * Whether `key` has a token left, without taking one: for budgets that are spent only when
+   * something goes wrong (failed authentications per address).
+   */
+  peek(key: string, now = Date.now()): Take {
+    const b = this.buckets.get(key);
+    if (!b) return { ok: true };
+    const rate = this.capacity / this.windowMs;
+    const tokens = Math.min(this.capacity, b.tokens + (now - b.updated) * rate);
+    return tokens >= 1 ? { ok: true } : { ok: false, retryAfterMs: Math.ceil((1 - tokens) / rate) };
+  }
+
   take(key: string, now = Date.now()): Take {
     const rate = this.capacity / this.windowMs; // tokens per ms
     let b = this.buckets.get(key);
@@ -52,4 +64,36 @@ export function parseRate(spec: string): { requests: number; windowMs: number } 
   const requests = Number(m[1]);
   const windowMs = Number(m[2]) * unit;
   return requests > 0 && windowMs > 0 ? { requests, windowMs } : undefined;
+}
+
+/**
+ * At most `running` tasks at once and `waiting` more queued; beyond that {@link run} refuses at
+ * once. Bounds the work that expensive reads (audit queries over days of records) can make the
+ * server do, whoever asks.
+ *
+ * @example const reads = new ConcurrencyLimit(2, 8); const r = await reads.run(() => scanAudit());
+ */
+export class ConcurrencyLimit {
+  private active = 0;
+  private readonly queue: Array<() => void> = [];
+
+  constructor(
+    private readonly running: number,
+    private readonly waiting: number,
+  ) {}
+
+  /** Run `task` when a slot is free; `undefined` without running it when the queue is full. */
+  async run<T>(task: () => Promise<T>): Promise<{ value: T } | undefined> {
+    if (this.active >= this.running) {
+      if (this.queue.length >= this.waiting) return undefined;
+      await new Promise<void>((resolve) => this.queue.push(resolve));
+    } else this.active++;
+    try {
+      return { value: await task() };
+    } finally {
+      const next = this.queue.shift();
+      if (next) next();
+      else this.active--;
+    }
+  }
 }

@@ -7,6 +7,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { GuardAgent } from '../api/schemas.js';
 import { createAuditIncidentLog } from '../audit/audit-incidents.js';
+import { ConfigMapAnchorStore } from '../audit/configmap-anchor.js';
 import { openConfigMapAuditSink } from '../audit/configmap-sink.js';
 import { openFileAuditSink } from '../audit/file-sink.js';
 import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
@@ -26,6 +27,7 @@ import type { Logger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { createHttpApp, listen } from '../mcp/http.js';
 import { Tools } from '../mcp/tools.js';
+import { acquireDataDirLock } from '../store/data-dir-lock.js';
 import { KubernetesStore } from '../store/kubernetes.js';
 import { StandaloneStore } from '../store/standalone.js';
 import type { PolicyStore } from '../store/store.js';
@@ -55,19 +57,31 @@ function engineOptions(config: ServeConfig, clusterPolicyNamespace: string | nul
 
 async function standaloneBackend(config: ServeConfig, log: Logger, _metrics: Metrics): Promise<Backend> {
   const dataDir = config.dataDir!;
-  const store = await StandaloneStore.open({ configDir: config.configDir!, dataDir, log, engine: engineOptions(config, null) });
-  const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), log: (msg) => log.warn(msg) });
-  const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: (msg) => log.warn(msg) });
-  return {
-    store,
-    audit,
-    incidents,
-    describe: { mode: 'standalone', configDir: config.configDir!, dataDir },
-    async close() {
-      await audit.close();
-      await store.close();
-    },
-  };
+  // Before anything in the data dir is opened: a second server must not touch its audit chain.
+  const lock = await acquireDataDirLock({ dataDir, log });
+  let store: StandaloneStore | undefined;
+  try {
+    store = await StandaloneStore.open({ configDir: config.configDir!, dataDir, log, engine: engineOptions(config, null), rescanIntervalMs: config.rescanInterval });
+    const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, log: (msg) => log.warn(msg) });
+    const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: (msg) => log.warn(msg) });
+    const opened = store;
+    return {
+      store: opened,
+      audit,
+      incidents,
+      describe: { mode: 'standalone', configDir: config.configDir!, dataDir },
+      async close() {
+        await audit.close();
+        await opened.close();
+        await lock.release();
+      },
+    };
+  } catch (err) {
+    // A refused start (a bad audit key, a log cut below its anchor) leaves nothing running.
+    await store?.close();
+    await lock.release();
+    throw err;
+  }
 }
 
 const INCIDENT_EVENT: Record<string, EventReason> = { policy_violation: EventReason.PolicyViolation, identity_mismatch: EventReason.IdentityMismatch };
@@ -96,6 +110,8 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     : undefined;
   const isLeader = () => elector?.isLeader() ?? true;
   const recorder = new EventRecorder({ kubeConfig, controller: 'policyguard.dev/controller', instance: replica, log });
+  metrics.gauge('policyguard_events_folded', 'Event occurrences folded into an aggregate Event (too many distinct notes or too high a rate).', () => recorder.stats.folded);
+  metrics.gauge('policyguard_events_dropped', 'Event occurrences never written (rate limit or forgotten series); the audit log still has them.', () => recorder.stats.dropped);
   const store = new KubernetesStore({
     kubeConfig,
     engine: engineOptions(config, config.clusterPolicyNamespace ?? namespace),
@@ -111,10 +127,19 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   metrics.gauge('policyguard_watch_events', 'List/watch activity of the controller: full lists, watch connections, failures, 410 Gone re-lists.', () =>
     Object.entries(store.watchStats()).map(([kind, n]) => [{ kind }, n] as [Record<string, string>, number]),
   );
+  const dataDirLock = config.auditSink === 'file' ? await acquireDataDirLock({ dataDir: config.dataDir!, log }) : undefined;
   const audit =
     config.auditSink === 'configmap'
-      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, log: (msg) => log.warn(msg) })
-      : await openFileAuditSink({ dir: join(config.dataDir!, 'audit'), log: (msg) => log.warn(msg) });
+      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, log: (msg) => log.warn(msg) })
+      : await openFileAuditSink({
+          dir: join(config.dataDir!, 'audit'),
+          failureMode: config.auditFailureMode,
+          keyFile: config.auditKeyFile,
+          // Outside the data volume: whoever can cut the log there cannot also move its anchor.
+          anchor: new ConfigMapAnchorStore({ kubeConfig, namespace, replica }),
+          anchorIntervalMs: config.auditAnchorInterval,
+          log: (msg) => log.warn(msg),
+        });
   // Events expire; the incidents themselves live in the audit log for compliance queries.
   const incidents = createAuditIncidentLog(audit, (i: IncidentRecord) => {
     const agent = i.agent_id ? store.snapshot().agent(i.agent_id)?.source : undefined;
@@ -135,6 +160,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
       await recorder.close();
       await audit.close();
       await store.close();
+      await dataDirLock?.release();
     },
   };
 }
@@ -168,15 +194,18 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const backend = config.standalone ? await standaloneBackend(config, log, metrics) : await kubernetesBackend(config, log, metrics);
   const { store, audit, incidents } = backend;
   metrics.gauge('policyguard_audit_buffered_records', 'Audit records waiting to be written.', () => audit.stats.buffered);
-  metrics.gauge('policyguard_audit_dropped_records', 'Audit records lost because the sink could not keep up (should stay 0).', () => audit.stats.dropped);
+  metrics.gauge('policyguard_audit_dropped_records', 'Audit records lost while their decisions went on (--audit-failure-mode open; should stay 0).', () => audit.stats.dropped);
+  metrics.gauge('policyguard_audit_refused_records', 'Audit records refused because the log could not take them; their decisions were denied (--audit-failure-mode closed).', () => audit.stats.refused);
   metrics.gauge('policyguard_policy_rules', 'Rules in force.', () => store.snapshot().counts.rules);
   metrics.gauge('policyguard_agents', 'GuardAgents in force.', () => store.snapshot().counts.agents);
   metrics.gauge('policyguard_invalid_objects', 'Objects or files not (fully) in force.', () => store.problems().length);
   metrics.gauge('policyguard_leader', '1 when this replica holds the Lease (always 1 in standalone mode).', () => (store.isLeader() ? 1 : 0));
 
   const authenticator = await authenticatorFor(config, backend, log);
+  metrics.gauge('policyguard_token_reviews', 'TokenReviews sent to the API server since start (failed and repeated ones are cached).', () => authenticator.remoteChecks);
   const authorizer = config.auth === 'none' ? openAuthorizer() : identityAuthorizer({ ...(backend.kubeConfig ? { kubeConfig: backend.kubeConfig } : {}), cacheTtlMs: config.authCacheTtl, log });
   const rate = config.rateLimit === '0' ? undefined : parseRate(config.rateLimit)!;
+  const authFailures = config.authFailureLimit === '0' ? undefined : parseRate(config.authFailureLimit)!;
   const tools = new Tools({
     store,
     authorizer,
@@ -184,7 +213,12 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     incidents,
     metrics,
     log,
-    options: { autoRegister: config.autoRegister, autoRegisterLimit: config.autoRegisterLimit },
+    options: {
+      autoRegister: config.autoRegister,
+      autoRegisterLimit: config.autoRegisterLimit,
+      autoRegisterPerCaller: config.autoRegisterPerCaller,
+      unknownAgents: config.unknownAgents,
+    },
   });
   const app = createHttpApp({
     tools,
@@ -193,6 +227,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     log,
     authenticator,
     ...(rate ? { rateLimiter: new RateLimiter(rate.requests, rate.windowMs) } : {}),
+    ...(authFailures ? { authFailureLimiter: new RateLimiter(authFailures.requests, authFailures.windowMs) } : {}),
     allowedHosts: allowedHosts(config),
     allowedOrigins: config.allowedOrigins.map((o) => o.toLowerCase()),
     bodyLimit: config.bodyLimit,

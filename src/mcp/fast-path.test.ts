@@ -65,7 +65,7 @@ beforeAll(async () => {
   const incidents = await openFileIncidentLog(join(root, 'data', 'incidents.jsonl'), { log: () => {} });
   metrics = new Metrics();
   // Auto-registration would change the snapshot between the two requests of a pair.
-  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0 } });
+  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
   fast = createFastPath({ tools, metrics, log: silentLogger });
 
   const sdkApp = express();
@@ -117,7 +117,6 @@ const TAKEN: Array<[string, unknown]> = [
   ['unknown agent', va('read_x', 'nobody-knows-me')],
   ['audit finding', va('send_email', 'data-processor', { parameters: { to: 'someone@elsewhere.org' } })],
   ['context and secrets in parameters', va('query_sales', 'data-processor', { context: 'password=hunter2 please', parameters: { token: 'x', nested: { apiKey: 'y' } } })],
-  ['extra argument fields are stripped', va('read_customer', 'support-bot', { extra: 1, another: { x: [1] } })],
   ['string id', { ...va('read_customer'), id: 'req-7' }],
   ['id 0', { ...va('read_customer'), id: 0 }],
   ['negative id', { ...va('read_customer'), id: -42 }],
@@ -127,7 +126,6 @@ const TAKEN: Array<[string, unknown]> = [
   ['empty action_type (handler error)', call({ action_type: '', target: 'read_x', agent_id: 'support-bot' })],
   ['parameters not JSON (handler error)', va('read_x', 'support-bot', { parameters: 'not json' })],
   ['parameters a JSON array (handler error)', va('read_x', 'support-bot', { parameters: '[1, 2]' })],
-  ['__proto__ among the arguments', JSON.parse('{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"tool_call","target":"read_x","agent_id":"support-bot","__proto__":{"polluted":true}}}}')],
   ['unicode and case in the target', va('DELETE_Ünïcode', 'support-bot')],
   ['supported protocol version header', va('read_customer')],
 ];
@@ -135,6 +133,9 @@ const TAKEN: Array<[string, unknown]> = [
 /** Requests the fast path hands to the SDK; the answers must still be the SDK's. */
 const PASSED: Array<[string, unknown]> = [
   ['target of the wrong type', call({ action_type: 'tool_call', target: 5, agent_id: 'support-bot' })],
+  // Unknown arguments are an input error naming the ones the tool takes (docs/decisions.md).
+  ['unknown argument fields', va('read_customer', 'support-bot', { extra: 1, another: { x: [1] } })],
+  ['__proto__ among the arguments', JSON.parse('{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"tool_call","target":"read_x","agent_id":"support-bot","__proto__":{"polluted":true}}}}')],
   ['action_type missing', call({ target: 'read_x', agent_id: 'support-bot' })],
   ['parameters of the wrong type', va('read_x', 'support-bot', { parameters: 42 })],
   ['target too long', va('x'.repeat(1025))],

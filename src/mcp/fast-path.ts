@@ -4,7 +4,7 @@
  * The SDK's stateless pattern builds a new McpServer and transport for every POST and converts
  * the request to a web Request and back (about 0.5 ms of CPU each). This module answers plain
  * `tools/call` requests for the tools in {@link FAST_TOOLS} directly, doing what the SDK would
- * do for them — the same input schema (built by the SDK's own `normalizeObjectSchema`), the
+ * do for them — the same input schema (the strict zod object the SDK validates with), the
  * same handler, the same output-schema check, the same `CallToolResultSchema` parse and the
  * same JSON-RPC envelope — so the response is byte for byte what the SDK path sends
  * (fast-path.test.ts compares them over a corpus of requests).
@@ -40,7 +40,7 @@ const objectSchema = (shape: Record<string, AnySchema>): AnySchema => {
  * validate_action is the hot path; the others do file or API writes and reads that cost far
  * more than the SDK overhead, so they stay on the SDK path.
  */
-const fastTool = (name: ToolName): FastTool => ({ input: objectSchema(TOOL_SPECS[name].input), output: objectSchema(TOOL_SPECS[name].output), run: TOOL_SPECS[name].run });
+const fastTool = (name: ToolName): FastTool => ({ input: TOOL_SPECS[name].input, output: objectSchema(TOOL_SPECS[name].output), run: TOOL_SPECS[name].run });
 export const FAST_TOOLS: Partial<Record<ToolName, FastTool>> = { validate_action: fastTool('validate_action') };
 
 const REQUEST_KEYS = new Set(['jsonrpc', 'id', 'method', 'params']);

@@ -2,8 +2,11 @@
  * The HTTP edge: `POST /mcp` (stateless Streamable HTTP, JSON responses, so any replica can
  * answer any request), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the OAuth protected
  * resource metadata (RFC 9728) that a 401 points to. In front of /mcp, in order: Host and
- * Origin checks (DNS rebinding), the body limit, authentication, and a per-caller rate limit.
- * Only this layer writes JSON-RPC errors.
+ * Origin checks (DNS rebinding), a per-address budget of failed authentications, authentication
+ * (from the header alone), a per-caller rate limit, and only then the body limit and JSON
+ * parse — so a flood of unauthenticated or over-limit requests costs neither a parse nor a
+ * TokenReview (docs/decisions.md, "Cheap denial of service"). Only this layer writes JSON-RPC
+ * errors.
  */
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -28,6 +31,8 @@ export interface HttpOptions {
   authenticator: Authenticator;
   /** Per-caller limit on /mcp requests; undefined = none. */
   rateLimiter?: RateLimiter;
+  /** Failed authentications allowed per client address; beyond it 429 before any work. Undefined = none. */
+  authFailureLimiter?: RateLimiter;
   /** Accepted Host header names (without port); empty = any. */
   allowedHosts: string[];
   /** Accepted Origin values (scheme://host[:port]); requests without Origin are always fine. */
@@ -108,14 +113,29 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     next();
   };
 
+  const tooMany = (res: Response, reason: string, retryAfterMs: number, message: string) => {
+    rejected.inc({ reason });
+    const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+    res.setHeader('Retry-After', String(seconds));
+    jsonRpcError(res, 429, -32000, `${message}; retry after ${seconds} s`);
+  };
+  const address = (req: Request) => req.socket.remoteAddress ?? '';
+
   const authenticate = async (req: Request, res: Response, next: NextFunction) => {
     const header = req.get('authorization');
     const token = header?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
-    const result = await authenticator.authenticate(token);
+    // An address over its budget of failed authentications gets no more work: only callers
+    // known without a remote call (token file, cached TokenReview) still get through.
+    const failures = opts.authFailureLimiter;
+    const blocked = failures?.peek(address(req));
+    let result = blocked && !blocked.ok ? authenticator.authenticateLocally(token) : undefined;
+    if (blocked && !blocked.ok && !result?.ok) return tooMany(res, 'auth_failures', blocked.retryAfterMs, `Too many failed authentications from ${address(req)}`);
+    result ??= await authenticator.authenticate(token);
     if (result.ok) {
       res.locals.principal = result.principal;
       return next();
     }
+    failures?.take(address(req));
     rejected.inc({ reason: result.error });
     const challenge = [`Bearer realm="policyguard"`, `resource_metadata="${base(req)}${METADATA_PATH}"`];
     if (result.error === 'invalid_token') challenge.push(`error="invalid_token"`, `error_description="${result.description.replace(/"/g, "'")}"`);
@@ -126,18 +146,16 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   const limit = (req: Request, res: Response, next: NextFunction) => {
     const principal = res.locals.principal as Principal;
     // Anonymous callers are told apart by address; everyone else by subject.
-    const key = principal.subject === 'anonymous' ? `ip:${req.socket.remoteAddress ?? ''}` : principal.subject;
+    const key = principal.subject === 'anonymous' ? `ip:${address(req)}` : principal.subject;
     const take = opts.rateLimiter?.take(key);
     if (!take || take.ok) return next();
-    rejected.inc({ reason: 'rate_limit' });
-    res.setHeader('Retry-After', String(Math.max(1, Math.ceil(take.retryAfterMs / 1000))));
-    jsonRpcError(res, 429, -32000, `Too many requests from ${principal.subject}; retry after ${Math.ceil(take.retryAfterMs / 1000)} s`);
+    tooMany(res, 'rate_limit', take.retryAfterMs, `Too many requests from ${principal.subject}`);
   };
 
   // tools/call validate_action without building an MCP server per request; byte-identical to
   // the SDK path, which still answers everything else (see fast-path.ts).
   const fast = createFastPath({ tools, metrics, log });
-  app.post('/mcp', guardHostAndOrigin, express.json({ limit: opts.bodyLimit ?? '1mb' }), authenticate, limit, async (req, res) => {
+  app.post('/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), async (req, res) => {
     const ctx = { principal: res.locals.principal as Principal };
     if (fast.handle(req, res, req.body, ctx)) return;
     try {

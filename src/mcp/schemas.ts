@@ -1,6 +1,6 @@
 /**
  * Input and output schemas of the six MCP tools. Parameter names and response fields are the
- * seed project's (see shared/seed-policyguard.md); parameters the seed took as JSON strings
+ * original Python project's (README, "The six MCP tools"); parameters the seed took as JSON strings
  * also accept real arrays and objects.
  *
  * Fields whose bad values the seed answered with `success: false` (trust_level, rules, …) are
@@ -15,15 +15,30 @@ const jsonOr = <T extends z.ZodType>(schema: T, description: string) =>
 
 const Text = (max: number, description: string) => z.string().max(max).describe(description);
 
-export const ValidateActionInput = {
+/**
+ * A tool's arguments: unknown keys are an input error naming the ones the tool takes, so a
+ * typo (`params` for `parameters`) is never silently ignored (docs/decisions.md). The
+ * advertised inputSchema says `additionalProperties: false` accordingly.
+ *
+ * @example ToolArguments({ target: Text(10, 'x') }).safeParse({ tagret: 'a' }) // error: unknown argument "tagret"; this tool takes: target
+ */
+const ToolArguments = <S extends z.ZodRawShape>(shape: S) =>
+  z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `unknown argument${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; this tool takes: ${Object.keys(shape).join(', ')}`
+        : undefined,
+  });
+
+export const ValidateActionInput = ToolArguments({
   action_type: Text(253, 'Kind of action, e.g. "tool_call", "resource_access", "data_read", "data_write".'),
   target: Text(1024, 'What the action touches: a tool name, resource URI or database name.'),
   agent_id: Text(253, 'Id of the agent asking.').optional(),
   parameters: jsonOr(z.record(z.string(), z.unknown()), 'The call arguments, a JSON object (or a JSON string of one).').optional(),
   context: Text(8192, 'Why the agent wants to do this (kept in the audit log).').optional(),
-};
+});
 
-export const RegisterAgentInput = {
+export const RegisterAgentInput = ToolArguments({
   agent_id: Text(253, 'Unique id of the agent, e.g. "prod-assistant-01".'),
   name: Text(253, 'Human-readable name.'),
   description: Text(1024, 'What the agent is for.').optional(),
@@ -31,9 +46,9 @@ export const RegisterAgentInput = {
   allowed_tools: jsonOr(z.array(z.string()), 'Tool globs the agent may use, e.g. ["read_*", "query_*"]; empty = no restriction.').optional(),
   denied_tools: jsonOr(z.array(z.string()), 'Tool globs the agent may never use, e.g. ["delete_*"].').optional(),
   metadata: jsonOr(z.record(z.string(), z.unknown()), 'Free-form attributes, e.g. {"owner": "data-team"}.').optional(),
-};
+});
 
-export const CreatePolicyInput = {
+export const CreatePolicyInput = ToolArguments({
   policy_id: Text(253, 'Unique id, e.g. "prevent-deletions".'),
   name: Text(253, 'Human-readable name.'),
   description: Text(1024, 'What the policy controls.').optional(),
@@ -44,23 +59,23 @@ export const CreatePolicyInput = {
   ),
   priority: z.number().int().min(0).max(1_000_000).optional().describe('Higher first; orders reasons, never overrides a deny (default 100).'),
   enabled: z.boolean().optional().describe('false creates the policy Disabled (default true).'),
-};
+});
 
 const TimeRange = Text(16, 'How far back: e.g. "1h", "24h", "7d", "30d" (default "24h").');
 
-export const GetAuditLogInput = {
+export const GetAuditLogInput = ToolArguments({
   agent_id: Text(253, 'Only entries of this agent.').optional(),
   action_type: Text(253, 'Only entries with this action type.').optional(),
   time_range: TimeRange.optional(),
   status: Text(16, '"allowed", "denied", or empty for all.').optional(),
   limit: z.number().int().min(1).max(1000).optional().describe('At most this many entries, newest first (default 100).'),
-};
+});
 
-export const GetComplianceStatusInput = {
+export const GetComplianceStatusInput = ToolArguments({
   time_range: TimeRange.optional(),
   include_incidents: z.boolean().optional().describe('Include recent incidents (default true).'),
   include_policy_summary: z.boolean().optional().describe('Include the policy overview (default true).'),
-};
+});
 
 export const INCIDENT_TYPES = [
   'policy_violation',
@@ -74,14 +89,14 @@ export const INCIDENT_TYPES = [
 ] as const;
 export const SEVERITIES = ['low', 'medium', 'high', 'critical'] as const;
 
-export const ReportIncidentInput = {
+export const ReportIncidentInput = ToolArguments({
   incident_type: Text(64, `One of ${INCIDENT_TYPES.join(', ')}; anything else is recorded as "other".`),
   severity: Text(16, `One of ${SEVERITIES.join(', ')}; "critical" suspends the agent.`),
   description: Text(8192, 'What happened.'),
   agent_id: Text(253, 'The agent involved, if any.').optional(),
   evidence: jsonOr(z.record(z.string(), z.unknown()), 'Supporting data, a JSON object.').optional(),
   recommended_action: Text(4096, 'Suggested remediation.').optional(),
-};
+});
 
 // ---- outputs ---------------------------------------------------------------------------------
 
@@ -91,7 +106,8 @@ const MatchedOutput = z.object({
   rule: z.string(),
   action: z.enum(['allow', 'deny', 'require_approval']),
   enforcement: z.enum(['Enforce', 'Audit']),
-  priority: z.number(),
+  /** Absent when the agent's own settings decided (suspended, deniedTools, allowedTools, identity, rate limit). */
+  priority: z.number().optional(),
   message: z.string().optional(),
 });
 
@@ -151,6 +167,12 @@ export const ReportIncidentOutput = {
 };
 
 type Out<S extends z.ZodRawShape> = z.infer<z.ZodObject<S>>;
+export type ValidateActionArgs = z.infer<typeof ValidateActionInput>;
+export type RegisterAgentArgs = z.infer<typeof RegisterAgentInput>;
+export type CreatePolicyArgs = z.infer<typeof CreatePolicyInput>;
+export type GetAuditLogArgs = z.infer<typeof GetAuditLogInput>;
+export type GetComplianceStatusArgs = z.infer<typeof GetComplianceStatusInput>;
+export type ReportIncidentArgs = z.infer<typeof ReportIncidentInput>;
 export type ValidateActionResult = Out<typeof ValidateActionOutput>;
 export type RegisterAgentResult = Out<typeof RegisterAgentOutput>;
 export type CreatePolicyResult = Out<typeof CreatePolicyOutput>;

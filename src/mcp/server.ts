@@ -1,5 +1,5 @@
 /**
- * The MCP surface (DESIGN §4): the six tools registered on an SDK `McpServer`, each with its
+ * The MCP surface: the six tools registered on an SDK `McpServer`, each with its
  * input and output schema. Results carry the seed's JSON as text content and the same object
  * as `structuredContent`.
  */
@@ -7,10 +7,11 @@ import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import type { z } from 'zod';
 import type { Metrics } from '../metrics.js';
+import { VERSION } from '../version.js';
 import * as S from './schemas.js';
 import type { CallContext, ToolOutcome, Tools } from './tools.js';
 
-export const SERVER_INFO = { name: 'policyguard', version: '0.1.0' } as const;
+export const SERVER_INFO = { name: 'policyguard', version: VERSION } as const;
 
 export const TOOL_NAMES = [
   'validate_action',
@@ -44,7 +45,8 @@ export function toCallToolResult(outcome: ToolOutcome<object>): CallToolResult {
 export interface ToolSpec {
   title: string;
   description: string;
-  input: z.ZodRawShape;
+  /** Strict: unknown arguments are an input error (./schemas.ts). */
+  input: z.ZodObject;
   output: z.ZodRawShape;
   annotations: ToolAnnotations;
   run(tools: Tools, args: any, ctx: CallContext): Promise<ToolOutcome<object>>;
@@ -83,7 +85,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     input: S.GetAuditLogInput,
     output: S.GetAuditLogOutput,
     annotations: { readOnlyHint: true, openWorldHint: false },
-    run: (tools, args) => tools.getAuditLog(args),
+    run: (tools, args, ctx) => tools.getAuditLog(args, ctx),
   },
   get_compliance_status: {
     title: 'Compliance status',
@@ -91,7 +93,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     input: S.GetComplianceStatusInput,
     output: S.GetComplianceStatusOutput,
     annotations: { readOnlyHint: true, openWorldHint: false },
-    run: (tools, args) => tools.getComplianceStatus(args),
+    run: (tools, args, ctx) => tools.getComplianceStatus(args, ctx),
   },
   report_incident: {
     title: 'Report an incident',

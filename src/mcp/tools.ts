@@ -9,10 +9,10 @@ import { isSeedRule, fromSeedRule, SeedRuleSchema } from '../api/seed.js';
 import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type Rule, type TrustLevel } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
-import { parseRate, RateLimiter } from '../auth/rate-limit.js';
-import type { AuditEntryInput, AuditEvaluation, AuditRecord } from '../audit/record.js';
+import { ConcurrencyLimit, parseRate, RateLimiter } from '../auth/rate-limit.js';
+import type { AuditEntryInput, AuditEvaluation } from '../audit/record.js';
 import { newId } from '../audit/record.js';
-import type { AuditSink } from '../audit/sink.js';
+import type { AuditScope, AuditSink } from '../audit/sink.js';
 import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
@@ -20,25 +20,23 @@ import type { Decision } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { formatZodError } from '../store/manifests.js';
-import type { PolicyStore } from '../store/store.js';
+import { StoreConflictError, type PolicyStore } from '../store/store.js';
 import {
   INCIDENT_TYPES,
   SEVERITIES,
-  type CreatePolicyInput,
+  type CreatePolicyArgs,
   type CreatePolicyResult,
-  type GetAuditLogInput,
+  type GetAuditLogArgs,
   type GetAuditLogResult,
-  type GetComplianceStatusInput,
+  type GetComplianceStatusArgs,
   type GetComplianceStatusResult,
-  type RegisterAgentInput,
+  type RegisterAgentArgs,
   type RegisterAgentResult,
-  type ReportIncidentInput,
+  type ReportIncidentArgs,
   type ReportIncidentResult,
-  type ValidateActionInput,
+  type ValidateActionArgs,
   type ValidateActionResult,
 } from './schemas.js';
-
-type Args<S extends z.ZodRawShape> = z.infer<z.ZodObject<S>>;
 
 /**
  * A tool's answer. `ok: false` is a clear, specific failure: `value`, when present, is the
@@ -52,10 +50,14 @@ export interface CallContext {
 }
 
 export interface ToolOptions {
-  /** Create a GuardAgent for unknown agent ids, in the background (DESIGN §3 step 1). */
+  /** Create a GuardAgent for unknown agent ids, in the background (docs/decisions.md, step 1). */
   autoRegister: boolean;
   /** At most this many auto-registered agents may exist. */
   autoRegisterLimit: number;
+  /** Under auth, at most this many agents auto-registered for (and bound to) one caller. */
+  autoRegisterPerCaller: number;
+  /** What an agent id no GuardAgent claims gets: a deny, or an evaluation as an unregistered agent. */
+  unknownAgents: 'deny' | 'evaluate';
 }
 
 export interface ToolDeps {
@@ -104,6 +106,15 @@ export function parseTimeRange(range: string, now: Date): Date | undefined {
   return new Date(now.getTime() - Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
 }
 
+/** Audit reads answered at once, and queued behind them; more are refused (retry later). */
+const READS_RUNNING = 2;
+const READS_WAITING = 16;
+/** Distinct agents counted per compliance report; beyond it `unique_agents_capped` is set. */
+const MAX_TRACKED_AGENTS = 10_000;
+
+/** How a scoped read describes its scope in `filters_applied`. */
+const scopeFilter = (scope: AuditScope) => `scope=own agents (${[...scope.agentIds].join(', ') || 'none'}) and own calls`;
+
 const TIME_RANGE_ERROR = (r: string) => `time_range ${JSON.stringify(r)} is not understood; use a number and m, h or d, e.g. "1h", "24h", "7d", "30d"`;
 
 const adminEvaluation = (reason: string): AuditEvaluation => ({
@@ -123,22 +134,44 @@ function agentDeny(d: Decision, rule: string, reason: string): Decision {
     require_approval: false,
     reason,
     decision: 'deny',
-    matched: [{ policy: `agent:${d.agent.id}`, rule, action: 'deny', enforcement: 'Enforce', priority: Number.MAX_SAFE_INTEGER, message: reason }, ...d.matched],
+    matched: [{ policy: `agent:${d.agent.id}`, rule, action: 'deny', enforcement: 'Enforce', message: reason }, ...d.matched],
   };
 }
 
-type Identity = { ok: true; agentId: string } | { ok: false; error: string } | { ok: false; mismatch: CompiledAgent };
+/** An identity refusal: the decision is a deny with this rule and reason, and this incident. */
+interface Refusal {
+  rule: 'identities' | 'unknownAgents';
+  reason: string;
+  incident: { type: 'identity_mismatch' | 'unauthorized_access'; severity: 'medium' | 'high'; agentId: string; evidence: Record<string, unknown> };
+}
+
+/**
+ * Who the caller acts as (docs/decisions.md, "Identity"): an agent to evaluate (with the
+ * namespace an unregistered one is evaluated in), or a refusal, or a request error.
+ */
+type Identity = { ok: true; agentId: string; unknownAgentNamespace?: string } | { ok: false; error: string } | { ok: false; refusal: Refusal; agentId: string };
+
+type IncidentSpec = { type: IncidentRecord['type']; severity: IncidentRecord['severity']; agentId: string; evidence: Record<string, unknown> };
 
 export class Tools {
-  private readonly pendingRegistrations = new Set<string>();
+  /** Auto-registrations in flight: agent id → the caller it will be bound to. */
+  private readonly pendingRegistrations = new Map<string, string>();
   private readonly agentLimiters = new Map<string, RateLimiter>();
+  private readonly reads = new ConcurrencyLimit(READS_RUNNING, READS_WAITING);
   private readonly now: () => Date;
 
   constructor(private readonly deps: ToolDeps) {
     this.now = deps.now ?? (() => new Date());
   }
 
-  private auditAdmin(type: string, target: string, parameters: Record<string, unknown>, reason: string, ctx: CallContext): AuditRecord {
+  /** Why an administrative change must not be made now: the audit log could not record it (closed mode). */
+  private auditUnavailable(): string | undefined {
+    const why = this.deps.audit.available();
+    return why === undefined ? undefined : `audit log unavailable: ${why}; nothing was changed`;
+  }
+
+  /** Audit a change that was made. Checked with {@link auditUnavailable} first; a refusal in between is logged loudly. */
+  private auditAdmin(type: string, target: string, parameters: Record<string, unknown>, reason: string, ctx: CallContext): void {
     const entry: AuditEntryInput = {
       action_id: null,
       agent_id: SYSTEM_AGENT_ID,
@@ -147,7 +180,18 @@ export class Tools {
       evaluation: adminEvaluation(reason),
       revision: this.deps.store.snapshot().revision,
     };
-    return this.deps.audit.append(entry);
+    const appended = this.deps.audit.append(entry);
+    if (!appended.ok) this.deps.log.error('an administrative change was made but its audit record was refused', { type, target, caller: ctx.principal.subject, reason: appended.reason });
+  }
+
+  /** A write to the store, with a conflict over fields another manager owns as a tool error (docs/decisions.md). */
+  private async applyOrConflict<T>(write: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: string }> {
+    try {
+      return { ok: true, value: await write() };
+    } catch (err) {
+      if (err instanceof StoreConflictError) return { ok: false, error: err.message };
+      throw err;
+    }
   }
 
   /** Where objects written for this caller go: a ServiceAccount caller's own namespace, else the store's. */
@@ -157,21 +201,60 @@ export class Tools {
   }
 
   /**
-   * Which agent the caller acts as (DESIGN §5). Under `--auth none` whatever it says. Otherwise
-   * a known agent must list the caller in `spec.identities`; an unknown id is allowed (it is
-   * evaluated at the unknown-agent trust level); a caller bound to exactly one agent may omit it.
+   * Which agent the caller acts as (docs/decisions.md, "Identity"). A known agent must list the
+   * caller in `spec.identities` (anyone under `--auth none`). A caller bound to agents may act
+   * only as them and may omit agent_id when it is bound to exactly one. An id no GuardAgent
+   * claims is refused under `--unknown-agents deny` (the default when auth is on); under
+   * `evaluate` it is judged as an unregistered agent in the caller's namespace.
    */
   private resolveIdentity(agentId: string | undefined, ctx: CallContext, snapshot: PolicySnapshot): Identity {
-    const { authorizer } = this.deps;
-    if (!authorizer.enforcing) return agentId ? { ok: true, agentId } : { ok: false, error: 'agent_id is required' };
+    const { authorizer, options } = this.deps;
+    const subject = ctx.principal.subject;
+    const bound = authorizer.boundAgents(ctx.principal, snapshot);
     if (!agentId) {
-      const bound = authorizer.boundAgents(ctx.principal, snapshot);
       if (bound.length === 1) return { ok: true, agentId: bound[0]!.id };
-      return { ok: false, error: `agent_id is required: caller '${ctx.principal.subject}' is bound to ${bound.length} agents${bound.length > 1 ? ` (${bound.map((a) => a.id).join(', ')})` : ''}` };
+      if (!authorizer.enforcing) return { ok: false, error: 'agent_id is required' };
+      return { ok: false, error: `agent_id is required: caller '${subject}' is bound to ${bound.length} agents${bound.length > 1 ? ` (${bound.map((a) => a.id).join(', ')})` : ''}` };
     }
     const agent = snapshot.agent(agentId);
-    if (!agent) return { ok: true, agentId };
-    return authorizer.mayActAs(ctx.principal, agent) ? { ok: true, agentId } : { ok: false, mismatch: agent };
+    const boundIds = bound.map((a) => a.id);
+    if (agent) {
+      if (authorizer.mayActAs(ctx.principal, agent)) return { ok: true, agentId };
+      return {
+        ok: false,
+        agentId,
+        refusal: {
+          rule: 'identities',
+          reason: `Caller '${subject}' is not bound to agent '${agentId}' (identity mismatch)`,
+          incident: { type: 'identity_mismatch', severity: 'high', agentId, evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds } },
+        },
+      };
+    }
+    if (bound.length > 0) {
+      // The incident concerns the agent the caller really is: that is where its Event goes.
+      return {
+        ok: false,
+        agentId,
+        refusal: {
+          rule: 'identities',
+          reason: `Caller '${subject}' is bound to ${boundIds.map((id) => `'${id}'`).join(', ')} and may act only as ${bound.length > 1 ? 'them' : 'it'}; '${agentId}' is not registered (identity mismatch)`,
+          incident: { type: 'identity_mismatch', severity: 'high', agentId: boundIds[0]!, evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds } },
+        },
+      };
+    }
+    if (options.unknownAgents === 'deny') {
+      return {
+        ok: false,
+        agentId,
+        refusal: {
+          rule: 'unknownAgents',
+          reason: `Agent '${agentId}' is not registered and caller '${subject}' is bound to no GuardAgent; unregistered agents are denied (--unknown-agents deny)`,
+          incident: { type: 'unauthorized_access', severity: 'medium', agentId, evidence: { caller: subject, claimed_agent: agentId } },
+        },
+      };
+    }
+    const namespace = this.namespaceFor(ctx);
+    return { ok: true, agentId, ...(namespace ? { unknownAgentNamespace: namespace } : {}) };
   }
 
   /** GuardAgent.spec.rateLimit, per replica. Returns the reason when over the limit. */
@@ -190,7 +273,7 @@ export class Tools {
 
   // ---- validate_action ------------------------------------------------------------------------
 
-  async validateAction(args: Args<typeof ValidateActionInput>, ctx: CallContext): Promise<ToolOutcome<ValidateActionResult>> {
+  async validateAction(args: ValidateActionArgs, ctx: CallContext): Promise<ToolOutcome<ValidateActionResult>> {
     if (!args.target) return fail('target is required');
     if (!args.action_type) return fail('action_type is required');
     const params = decodeJson(args.parameters, 'parameters', JsonObject, {});
@@ -199,31 +282,31 @@ export class Tools {
     const snapshot = this.deps.store.snapshot();
     const identity = this.resolveIdentity(args.agent_id, ctx, snapshot);
     if (!identity.ok && 'error' in identity) return fail(identity.error);
-    const agentId = identity.ok ? identity.agentId : args.agent_id!;
+    const agentId = identity.agentId;
     let decision = snapshot.evaluate({
       agentId,
       actionType: args.action_type,
       target: args.target,
       parameters: params.value,
       context: args.context ?? '',
+      ...(identity.ok && identity.unknownAgentNamespace ? { unknownAgentNamespace: identity.unknownAgentNamespace } : {}),
     });
-    let incident: { type: 'policy_violation' | 'identity_mismatch' | 'rate_limit_exceeded'; severity: 'medium' | 'high'; evidence: Record<string, unknown> } | undefined;
+    let incident: IncidentSpec | undefined;
     if (!identity.ok) {
-      decision = agentDeny(decision, 'identities', `Caller '${ctx.principal.subject}' is not bound to agent '${agentId}' (identity mismatch)`);
-      incident = { type: 'identity_mismatch', severity: 'high', evidence: { caller: ctx.principal.subject, claimed_agent: agentId } };
+      decision = agentDeny(decision, identity.refusal.rule, identity.refusal.reason);
+      incident = identity.refusal.incident;
     } else {
       const limited = this.overRateLimit(snapshot.agent(agentId));
       if (limited) {
         decision = agentDeny(decision, 'rateLimit', limited);
-        incident = { type: 'rate_limit_exceeded', severity: 'medium', evidence: { limit: snapshot.agent(agentId)!.source.spec.rateLimit } };
+        incident = { type: 'rate_limit_exceeded', severity: 'medium', agentId, evidence: { limit: snapshot.agent(agentId)!.source.spec.rateLimit } };
       } else if (decision.decision === 'deny') {
-        incident = { type: 'policy_violation', severity: 'medium', evidence: { matched: decision.matched } };
+        incident = { type: 'policy_violation', severity: 'medium', agentId, evidence: { matched: decision.matched } };
       }
     }
-    const result: ValidateActionResult = { action_id: newId('act_'), ...decision };
-
-    this.deps.audit.append({
-      action_id: result.action_id,
+    const actionId = newId('act_');
+    const appended = this.deps.audit.append({
+      action_id: actionId,
       agent_id: agentId,
       caller: ctx.principal.subject,
       action: { type: args.action_type, target: args.target, parameters: params.value, context: args.context ?? '' },
@@ -237,6 +320,13 @@ export class Tools {
       },
       revision: decision.revision,
     });
+    if (!appended.ok) {
+      // Fail closed (--audit-failure-mode closed): a decision the log cannot record is a deny.
+      decision = { ...decision, allowed: false, require_approval: false, decision: 'deny', reason: `audit log unavailable: ${appended.reason}` };
+      incident = undefined;
+      this.deps.metrics.auditUnavailableDenials.inc();
+    }
+    const result: ValidateActionResult = { action_id: actionId, ...decision };
     this.deps.metrics.decisions.inc({ decision: decision.decision });
     for (const f of decision.audit_findings) this.deps.metrics.auditFindings.inc({ policy: f.policy });
 
@@ -247,7 +337,7 @@ export class Tools {
         type: incident.type,
         severity: incident.severity,
         description: `Agent '${agentId}' attempted '${args.action_type}' on '${args.target}' - DENIED: ${decision.reason}`,
-        agent_id: agentId,
+        agent_id: incident.agentId,
         action_id: result.action_id,
         evidence: incident.evidence,
         recommended_action: '',
@@ -257,26 +347,34 @@ export class Tools {
     return { ok: true, value: result };
   }
 
-  /** Fire-and-forget: the decision never waits for this write (DESIGN §3 step 1). */
+  /**
+   * Fire-and-forget: the decision never waits for this write (docs/decisions.md, step 1).
+   * Bounded twice: `autoRegisterLimit` auto-registered agents in all, and under auth
+   * `autoRegisterPerCaller` per caller (counting its bound agents and registrations in flight),
+   * so random ids are not a way to fill etcd or the disk.
+   */
   private autoRegister(agentId: string, snapshot: PolicySnapshot, ctx: CallContext): void {
-    const { autoRegister, autoRegisterLimit } = this.deps.options;
-    if (!autoRegister || !this.deps.store.isLeader() || this.pendingRegistrations.has(agentId)) return;
+    const { autoRegister, autoRegisterLimit, autoRegisterPerCaller } = this.deps.options;
+    const { authorizer, store, metrics } = this.deps;
+    const caller = ctx.principal.subject;
+    if (!autoRegister || !store.isLeader() || this.pendingRegistrations.has(agentId)) return;
     let existing = this.pendingRegistrations.size;
     for (const a of snapshot.agents()) if (a.labels[LABEL_AUTO_REGISTERED] === 'true') existing++;
-    if (existing >= autoRegisterLimit) {
-      this.deps.metrics.autoRegistrations.inc({ outcome: 'limit' });
+    const perCaller = [...this.pendingRegistrations.values()].filter((c) => c === caller).length + authorizer.boundAgents(ctx.principal, snapshot).length;
+    if (existing >= autoRegisterLimit || (authorizer.enforcing && perCaller >= autoRegisterPerCaller)) {
+      metrics.autoRegistrations.inc({ outcome: 'limit' });
       return;
     }
     // Under auth the new agent is bound to the caller that first used the id.
-    const identities = this.deps.authorizer.enforcing ? [identityOf(ctx.principal)] : undefined;
+    const identities = authorizer.enforcing ? [identityOf(ctx.principal)] : undefined;
     const parsed = guardAgentFor(agentId, this.namespaceFor(ctx), snapshot.options.unknownAgentTrust, identities);
     if (!parsed) return; // an id no GuardAgent can carry; it stays an implicit agent
-    this.pendingRegistrations.add(agentId);
-    this.deps.store
+    this.pendingRegistrations.set(agentId, caller);
+    store
       .applyAgent(parsed)
-      .then(() => this.deps.metrics.autoRegistrations.inc({ outcome: 'ok' }))
+      .then(() => metrics.autoRegistrations.inc({ outcome: 'ok' }))
       .catch((err) => {
-        this.deps.metrics.autoRegistrations.inc({ outcome: 'error' });
+        metrics.autoRegistrations.inc({ outcome: 'error' });
         this.deps.log.warn('auto-registration failed', { agent: agentId, error: String(err) });
       })
       .finally(() => this.pendingRegistrations.delete(agentId));
@@ -284,7 +382,7 @@ export class Tools {
 
   // ---- register_agent -------------------------------------------------------------------------
 
-  async registerAgent(args: Args<typeof RegisterAgentInput>, ctx: CallContext): Promise<ToolOutcome<RegisterAgentResult>> {
+  async registerAgent(args: RegisterAgentArgs, ctx: CallContext): Promise<ToolOutcome<RegisterAgentResult>> {
     const answer = (success: boolean, message: string, warnings: string[] = []): RegisterAgentResult => ({
       success,
       agent_id: args.agent_id,
@@ -309,27 +407,30 @@ export class Tools {
     const namespace = existing?.metadata.namespace ?? this.namespaceFor(ctx);
     const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: existing ? 'patch' : 'create', resource: 'guardagents', namespace });
     if (!allowedToWrite.ok) return fail(allowedToWrite.reason, answer(false, allowedToWrite.reason));
-    if (trustRank(trust.data) > trustRank(allowedToWrite.trust)) {
-      const msg = `caller '${ctx.principal.subject}' may not grant trust level '${trust.data}', above its own '${allowedToWrite.trust}'`;
-      return fail(msg, answer(false, msg));
+    // Granting high or admin (creating it, or raising an agent to it) is an escalation of its
+    // own, as the chart's admission policy enforces for kubectl (docs/decisions.md, "Identity").
+    if (!existing || trustRank(trust.data) > trustRank(existing.spec.trustLevel)) {
+      const grant = await this.deps.authorizer.mayGrant(ctx.principal, snapshot, trust.data, namespace);
+      if (!grant.ok) return fail(grant.reason, answer(false, grant.reason));
     }
     if (this.deps.authorizer.enforcing && existingAgent && allowedToWrite.via !== 'rbac' && (existing?.spec.identities ?? []).length > 0 && !this.deps.authorizer.mayActAs(ctx.principal, existingAgent)) {
       const msg = `agent '${args.agent_id}' is bound to other identities; only they, or someone RBAC allows to edit it, may change it`;
       return fail(msg, answer(false, msg));
     }
-    const attributes = Object.fromEntries(Object.entries(meta.value).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+    // What this call sets (the seed's register_agent defines trust and tool lists every time;
+    // description and metadata only when given). In a cluster only these fields are applied.
+    const changes: Partial<GuardAgent['spec']> = {
+      agentId: args.agent_id,
+      displayName: args.name,
+      ...(args.description !== undefined ? { description: args.description } : {}),
+      trustLevel: trust.data,
+      allowedTools: allowed.value,
+      deniedTools: denied.value,
+      ...(args.metadata !== undefined || !existing ? { attributes: Object.fromEntries(Object.entries(meta.value).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])) } : {}),
+    };
     let agent: GuardAgent;
     try {
-      agent = guardAgent(existing?.metadata ?? { name: objectNameFor(args.agent_id), ...(namespace ? { namespace } : {}) }, {
-        ...existing?.spec,
-        agentId: args.agent_id,
-        displayName: args.name,
-        ...(args.description !== undefined ? { description: args.description } : {}),
-        trustLevel: trust.data,
-        allowedTools: allowed.value,
-        deniedTools: denied.value,
-        attributes,
-      });
+      agent = guardAgent(existing?.metadata ?? { name: objectNameFor(args.agent_id), ...(namespace ? { namespace } : {}) }, { ...existing?.spec, ...changes });
     } catch (err) {
       const msg = `Invalid agent: ${err instanceof z.ZodError ? formatZodError(err) : String(err)}`;
       return fail(msg, answer(false, msg));
@@ -345,7 +446,11 @@ export class Tools {
       return fail(msg, answer(false, msg));
     }
 
-    const { created } = await this.deps.store.applyAgent(agent);
+    const unavailable = this.auditUnavailable();
+    if (unavailable) return fail(unavailable, answer(false, unavailable));
+    const applied = await this.applyOrConflict(() => this.deps.store.applyAgent(agent, Object.keys(changes) as (keyof GuardAgent['spec'])[]));
+    if (!applied.ok) return fail(applied.error, answer(false, applied.error));
+    const { created } = applied.value;
     this.auditAdmin('agent_registration', args.agent_id, { trust_level: trust.data, is_update: !created }, 'Agent registration completed', ctx);
 
     const warnings: string[] = [];
@@ -359,7 +464,7 @@ export class Tools {
 
   // ---- create_policy --------------------------------------------------------------------------
 
-  async createPolicy(args: Args<typeof CreatePolicyInput>, ctx: CallContext): Promise<ToolOutcome<CreatePolicyResult>> {
+  async createPolicy(args: CreatePolicyArgs, ctx: CallContext): Promise<ToolOutcome<CreatePolicyResult>> {
     const answer = (success: boolean, message: string): CreatePolicyResult => ({ success, policy_id: args.policy_id, message });
     const invalid = (msg: string) => fail(msg, answer(false, msg));
 
@@ -398,14 +503,35 @@ export class Tools {
     const compiled = PolicySnapshot.compile({ agents: [], policies: [probe] }, snapshot.options);
     if (compiled.problems.length > 0) return invalid(`Invalid policy rules: ${compiled.problems[0]!.message}`);
 
-    const { created } = await this.deps.store.applyPolicy(policy);
+    const unavailable = this.auditUnavailable();
+    if (unavailable) return invalid(unavailable);
+    const applied = await this.applyOrConflict(() => this.deps.store.applyPolicy(policy));
+    if (!applied.ok) return invalid(applied.error);
+    const { created } = applied.value;
     this.auditAdmin('policy_management', args.policy_id, { operation: created ? 'create' : 'update', rules_count: rules.length, enabled: args.enabled !== false }, 'Policy management completed', ctx);
     return { ok: true, value: answer(true, `Policy '${args.name}' (${args.policy_id}) ${created ? 'created' : 'updated'} successfully with ${rules.length} rules`) };
   }
 
   // ---- get_audit_log --------------------------------------------------------------------------
 
-  async getAuditLog(args: Args<typeof GetAuditLogInput>): Promise<ToolOutcome<GetAuditLogResult>> {
+  /**
+   * Whose records `ctx` may read (docs/decisions.md, "Identity"): undefined = everyone's (an
+   * admin-trust caller, RBAC `get auditlogs`, or `--auth none`); otherwise its own agents' and
+   * the records it caused itself.
+   */
+  private async readScope(ctx: CallContext, snapshot: PolicySnapshot): Promise<AuditScope | undefined> {
+    const { authorizer } = this.deps;
+    if (await authorizer.mayReadAll(ctx.principal, snapshot)) return undefined;
+    return { agentIds: new Set(authorizer.boundAgents(ctx.principal, snapshot).map((a) => a.id)), caller: ctx.principal.subject };
+  }
+
+  /** Runs an audit read under the read limit (docs/decisions.md, "Cheap denial of service"). */
+  private async boundedRead<T>(read: () => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
+    const done = await this.reads.run(read);
+    return done?.value ?? fail(`the server is answering ${READS_RUNNING + READS_WAITING} audit queries already; retry in a few seconds`);
+  }
+
+  async getAuditLog(args: GetAuditLogArgs, ctx: CallContext): Promise<ToolOutcome<GetAuditLogResult>> {
     const range = args.time_range || '24h';
     const since = parseTimeRange(range, this.now());
     if (!since) return fail(TIME_RANGE_ERROR(range));
@@ -413,120 +539,138 @@ export class Tools {
     if (status !== undefined && status !== 'allowed' && status !== 'denied') {
       return fail(`status ${JSON.stringify(status)} is not understood; use "allowed", "denied" or leave it empty`);
     }
-    const { entries, total } = await this.deps.audit.query({
-      since,
-      ...(args.agent_id ? { agentId: args.agent_id } : {}),
-      ...(args.action_type ? { actionType: args.action_type } : {}),
-      ...(status ? { status } : {}),
-      limit: args.limit ?? 100,
+    const scope = await this.readScope(ctx, this.deps.store.snapshot());
+    return this.boundedRead(async () => {
+      const { entries, total } = await this.deps.audit.query({
+        since,
+        // Incidents are read with get_compliance_status, as in standalone mode where they have a log of their own.
+        kinds: ['decision', 'admin'],
+        ...(args.agent_id ? { agentId: args.agent_id } : {}),
+        ...(args.action_type ? { actionType: args.action_type } : {}),
+        ...(status ? { status } : {}),
+        ...(scope ? { scope } : {}),
+        limit: args.limit ?? 100,
+      });
+      const filters = [
+        ...(args.agent_id ? [`agent_id=${args.agent_id}`] : []),
+        ...(args.action_type ? [`action_type=${args.action_type}`] : []),
+        ...(status ? [`status=${status}`] : []),
+        ...(scope ? [scopeFilter(scope)] : []),
+      ];
+      return {
+        ok: true,
+        value: {
+          entries: entries as unknown as Record<string, unknown>[],
+          count: entries.length,
+          total,
+          time_range: range,
+          filters_applied: filters.length > 0 ? filters : ['none'],
+        },
+      };
     });
-    const filters = [
-      ...(args.agent_id ? [`agent_id=${args.agent_id}`] : []),
-      ...(args.action_type ? [`action_type=${args.action_type}`] : []),
-      ...(status ? [`status=${status}`] : []),
-    ];
-    return {
-      ok: true,
-      value: {
-        entries: entries as unknown as Record<string, unknown>[],
-        count: entries.length,
-        total,
-        time_range: range,
-        filters_applied: filters.length > 0 ? filters : ['none'],
-      },
-    };
   }
 
   // ---- get_compliance_status ------------------------------------------------------------------
 
-  async getComplianceStatus(args: Args<typeof GetComplianceStatusInput>): Promise<ToolOutcome<GetComplianceStatusResult>> {
+  async getComplianceStatus(args: GetComplianceStatusArgs, ctx: CallContext): Promise<ToolOutcome<GetComplianceStatusResult>> {
     const range = args.time_range || '24h';
     const now = this.now();
     const since = parseTimeRange(range, now);
     if (!since) return fail(TIME_RANGE_ERROR(range));
-
-    const { entries } = await this.deps.audit.query({ since, limit: Number.MAX_SAFE_INTEGER });
-    const decisions = entries.filter((e) => e.action_id !== null);
-    const perAgent = new Map<string, number>();
-    const breakdown: Record<string, { allowed: number; denied: number }> = {};
-    let denied = 0;
-    for (const e of decisions) {
-      const ok = e.evaluation.allowed;
-      if (!ok) {
-        denied++;
-        perAgent.set(e.agent_id, (perAgent.get(e.agent_id) ?? 0) + 1);
-      }
-      const b = (breakdown[e.action.type] ??= { allowed: 0, denied: 0 });
-      if (ok) b.allowed++;
-      else b.denied++;
-    }
-    const total = decisions.length;
-    const denialRate = total > 0 ? Math.round((denied / total) * 10_000) / 100 : 0;
-    const offenders = [...perAgent.entries()].map(([agent_id, violations]) => ({ agent_id, violations })).sort((a, b) => b.violations - a.violations || a.agent_id.localeCompare(b.agent_id));
-
-    const [status, statusMessage]: [GetComplianceStatusResult['status'], string] =
-      denialRate > 20
-        ? ['critical', 'High denial rate indicates potential security issues or misconfigured policies']
-        : denialRate > 10
-          ? ['warning', 'Elevated denial rate - review agent configurations']
-          : ['healthy', 'Security posture is within acceptable parameters'];
-
     const snapshot = this.deps.store.snapshot();
-    const policies = snapshot.policies();
-    const enabled = policies.filter((p) => p.spec.enforcement !== 'Disabled').length;
-    const problems = this.deps.store.problems();
-    const recommendations: string[] = [];
-    if (offenders[0]) recommendations.push(`Review agent '${offenders[0].agent_id}' - ${offenders[0].violations} violations`);
-    if (policies.length === 0) recommendations.push('No security policies defined - create policies using create_policy tool');
-    else if (enabled === 0) recommendations.push('No policies are enabled - enable policies to enforce security');
-    if (problems.length > 0) recommendations.push(`${problems.length} policy or agent definitions are not fully in force - see policies.problems`);
+    const scope = await this.readScope(ctx, snapshot);
+    return this.boundedRead(async () => {
+      // Streamed: counters only, whatever the time range (never the records themselves).
+      const perAgent = new Map<string, number>();
+      const seenAgents = new Set<string>();
+      let agentsCapped = false;
+      const breakdown: Record<string, { allowed: number; denied: number }> = {};
+      let total = 0;
+      let denied = 0;
+      await this.deps.audit.scan({ since, kinds: ['decision'], ...(scope ? { scope } : {}) }, (e) => {
+        total++;
+        const ok = e.evaluation.allowed;
+        if (!ok) denied++;
+        const b = (breakdown[e.action.type] ??= { allowed: 0, denied: 0 });
+        if (ok) b.allowed++;
+        else b.denied++;
+        if (!seenAgents.has(e.agent_id)) {
+          if (seenAgents.size >= MAX_TRACKED_AGENTS) {
+            agentsCapped = true;
+            return;
+          }
+          seenAgents.add(e.agent_id);
+        }
+        if (!ok) perAgent.set(e.agent_id, (perAgent.get(e.agent_id) ?? 0) + 1);
+      });
+      const denialRate = total > 0 ? Math.round((denied / total) * 10_000) / 100 : 0;
+      const offenders = [...perAgent.entries()].map(([agent_id, violations]) => ({ agent_id, violations })).sort((a, b) => b.violations - a.violations || a.agent_id.localeCompare(b.agent_id));
 
-    const agents = [...snapshot.agents()];
-    const report: GetComplianceStatusResult = {
-      status,
-      status_message: statusMessage,
-      time_range: range,
-      generated_at: now.toISOString(),
-      metrics: {
-        total_actions: total,
-        allowed_actions: total - denied,
-        denied_actions: denied,
-        denial_rate: denialRate,
-        top_offenders: offenders.slice(0, 5),
-        action_breakdown: breakdown,
-        unique_agents: new Set(decisions.map((e) => e.agent_id)).size,
-      },
-      recommendations,
-      agents: {
-        total: agents.length,
-        by_trust_level: Object.fromEntries([...TRUST_LEVELS].reverse().map((t) => [t, agents.filter((a) => a.trust === t).length])),
-        suspended: agents.filter((a) => a.suspension !== undefined).length,
-      },
-    };
-    if (args.include_incidents !== false) {
-      const recent = await this.deps.incidents.list(since);
-      report.incidents = {
-        total: recent.length,
-        by_severity: Object.fromEntries([...SEVERITIES].reverse().map((s) => [s, recent.filter((i) => i.severity === s).length])),
-        recent: recent.slice(0, 10),
+      const [status, statusMessage]: [GetComplianceStatusResult['status'], string] =
+        denialRate > 20
+          ? ['critical', 'High denial rate indicates potential security issues or misconfigured policies']
+          : denialRate > 10
+            ? ['warning', 'Elevated denial rate - review agent configurations']
+            : ['healthy', 'Security posture is within acceptable parameters'];
+
+      const policies = snapshot.policies();
+      const enabled = policies.filter((p) => p.spec.enforcement !== 'Disabled').length;
+      const problems = this.deps.store.problems();
+      const recommendations: string[] = [];
+      if (offenders[0]) recommendations.push(`Review agent '${offenders[0].agent_id}' - ${offenders[0].violations} violations`);
+      if (policies.length === 0) recommendations.push('No security policies defined - create policies using create_policy tool');
+      else if (enabled === 0) recommendations.push('No policies are enabled - enable policies to enforce security');
+      if (problems.length > 0) recommendations.push(`${problems.length} policy or agent definitions are not fully in force - see policies.problems`);
+
+      const agents = [...snapshot.agents()].filter((a) => !scope || scope.agentIds.has(a.id));
+      const report: GetComplianceStatusResult = {
+        status,
+        status_message: statusMessage,
+        time_range: range,
+        generated_at: now.toISOString(),
+        metrics: {
+          total_actions: total,
+          allowed_actions: total - denied,
+          denied_actions: denied,
+          denial_rate: denialRate,
+          top_offenders: offenders.slice(0, 5),
+          action_breakdown: breakdown,
+          unique_agents: seenAgents.size,
+          ...(agentsCapped ? { unique_agents_capped: true } : {}),
+          ...(scope ? { scope: scopeFilter(scope) } : {}),
+        },
+        recommendations,
+        agents: {
+          total: agents.length,
+          by_trust_level: Object.fromEntries([...TRUST_LEVELS].reverse().map((t) => [t, agents.filter((a) => a.trust === t).length])),
+          suspended: agents.filter((a) => a.suspension !== undefined).length,
+        },
       };
-    }
-    if (args.include_policy_summary !== false) {
-      report.policies = {
-        total: policies.length,
-        enabled,
-        disabled: policies.length - enabled,
-        list: policies.map((p) => ({
-          id: p.metadata.annotations?.['policyguard.dev/policy-id'] ?? p.metadata.name,
-          name: p.metadata.annotations?.['policyguard.dev/display-name'] ?? p.metadata.name,
-          enabled: p.spec.enforcement !== 'Disabled',
-          enforcement: p.spec.enforcement,
-          rules_count: p.spec.rules.length,
-        })),
-        problems,
-      };
-    }
-    return { ok: true, value: report };
+      if (args.include_incidents !== false) {
+        const recent = (await this.deps.incidents.list(since)).filter((i) => !scope || (i.agent_id !== null && scope.agentIds.has(i.agent_id)));
+        report.incidents = {
+          total: recent.length,
+          by_severity: Object.fromEntries([...SEVERITIES].reverse().map((sev) => [sev, recent.filter((i) => i.severity === sev).length])),
+          recent: recent.slice(0, 10),
+        };
+      }
+      if (args.include_policy_summary !== false) {
+        report.policies = {
+          total: policies.length,
+          enabled,
+          disabled: policies.length - enabled,
+          list: policies.map((p) => ({
+            id: p.metadata.annotations?.['policyguard.dev/policy-id'] ?? p.metadata.name,
+            name: p.metadata.annotations?.['policyguard.dev/display-name'] ?? p.metadata.name,
+            enabled: p.spec.enforcement !== 'Disabled',
+            enforcement: p.spec.enforcement,
+            rules_count: p.spec.rules.length,
+          })),
+          problems,
+        };
+      }
+      return { ok: true, value: report };
+    });
   }
 
   // ---- report_incident ------------------------------------------------------------------------
@@ -537,7 +681,7 @@ export class Tools {
     return rec;
   }
 
-  async reportIncident(args: Args<typeof ReportIncidentInput>, ctx: CallContext): Promise<ToolOutcome<ReportIncidentResult>> {
+  async reportIncident(args: ReportIncidentArgs, ctx: CallContext): Promise<ToolOutcome<ReportIncidentResult>> {
     const severity = (SEVERITIES as readonly string[]).includes(args.severity) ? (args.severity as (typeof SEVERITIES)[number]) : undefined;
     if (!severity) return fail(`severity ${JSON.stringify(args.severity)} is not one of ${SEVERITIES.join(', ')}`);
     // The seed filed unknown types under "other"; keep that, and keep what was sent.
@@ -548,6 +692,8 @@ export class Tools {
     if (decoded.ok) evidence = decoded.value;
     else evidence = { raw: args.evidence }; // the seed kept unparseable evidence as text
     if (!known) evidence = { ...evidence, reported_type: args.incident_type };
+    const unavailable = this.auditUnavailable();
+    if (unavailable) return fail(unavailable);
 
     const incident = await this.recordIncident({
       type,

@@ -182,7 +182,7 @@ async function benchSdk(root: string) {
   const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), log: () => {} });
   const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: () => {} });
   const metrics = new Metrics();
-  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: true, autoRegisterLimit: 1000 } });
+  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: true, autoRegisterLimit: 1000, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
   const app = express();
   app.disable('x-powered-by');
   app.post('/mcp', express.json({ limit: '1mb' }), (req, res) => answerWithSdk(tools, metrics, { principal: ANONYMOUS }, req, res));

@@ -2,11 +2,12 @@
  * Start a real PolicyGuard (standalone mode) on a free loopback port and connect the official
  * MCP SDK client to it over Streamable HTTP.
  */
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { sha256 } from '../../src/auth/authenticate.js';
 import { parseServeConfig } from '../../src/config.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { silentLogger } from '../../src/log.js';
@@ -69,6 +70,38 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
     },
   };
   return server;
+}
+
+/** A token file for `--auth token` (`<sha256 of token> <name>` per line) in a new temporary folder. */
+export async function writeTokenFile(tokens: Record<string, string>): Promise<{ file: string; remove(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'policyguard-tokens-'));
+  const file = join(dir, 'tokens');
+  await writeFile(file, Object.entries(tokens).map(([name, t]) => `${sha256(t)}  ${name}`).join('\n') + '\n');
+  return { file, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** A tool result as tests read it: the JSON of its text (or the text itself) and whether it is an error. */
+export interface ToolAnswer {
+  json: any;
+  isError: boolean;
+}
+
+/** One tool call by a fresh official MCP client that sends `token` as its bearer token. */
+export async function callAs(url: string, token: string | undefined, name: string, args: Record<string, unknown>): Promise<ToolAnswer> {
+  const client = await connect(url, token);
+  try {
+    const res = await client.callTool({ name, arguments: args });
+    const text = (res.content as Array<{ text: string }>)[0]!.text;
+    let json: unknown = text;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // plain error text
+    }
+    return { json, isError: res.isError === true };
+  } finally {
+    await client.close();
+  }
 }
 
 export async function connect(url: string, token?: string): Promise<Client> {

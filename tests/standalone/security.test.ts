@@ -1,32 +1,30 @@
 /**
  * Identity, authorization and the hardened HTTP edge, with `--auth token` over real HTTP.
  */
-import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../src/auth/authenticate.js';
 import { eventually } from './eventually.js';
-import { startTestServer, type TestServer } from './harness.js';
+import { callAs as callToolAs, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 
 const FIXTURE = new URL('../fixtures/auth', import.meta.url).pathname;
 const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5' };
 
 let s: TestServer;
-let tokenDir: string;
+let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
 let tokenFile: string;
 
 beforeAll(async () => {
-  tokenDir = await mkdtemp(join(tmpdir(), 'policyguard-tokens-'));
-  tokenFile = join(tokenDir, 'tokens');
-  await writeFile(tokenFile, Object.entries(TOKENS).map(([name, t]) => `${sha256(t)}  ${name}`).join('\n') + '\n');
+  tokens = await writeTokenFile(TOKENS);
+  tokenFile = tokens.file;
   s = await startTestServer(FIXTURE, ['--auth', 'token', '--token-file', tokenFile, '--rate-limit', '20/1s'], { token: TOKENS.root });
 });
 afterAll(async () => {
   await s?.close();
-  await rm(tokenDir, { recursive: true, force: true });
+  await tokens?.remove();
 });
 
 /** An official MCP client that sends `token` as a bearer token. */
@@ -36,22 +34,7 @@ async function clientAs(token: string): Promise<Client> {
   return client;
 }
 
-async function callAs(token: string, name: string, args: Record<string, unknown>): Promise<{ json: any; isError: boolean }> {
-  const c = await clientAs(token);
-  try {
-    const res = await c.callTool({ name, arguments: args });
-    const text = (res.content as Array<{ text: string }>)[0]!.text;
-    let json: unknown = text;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      // plain error text
-    }
-    return { json, isError: res.isError === true };
-  } finally {
-    await c.close();
-  }
-}
+const callAs = (token: string, name: string, args: Record<string, unknown>) => callToolAs(s.pg.url, token, name, args);
 
 const rawPost = (headers: Record<string, string>, body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })) =>
   fetch(`${s.pg.url}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body });
