@@ -8,31 +8,42 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ConfigError, parseServeConfig } from '../config.js';
 import { createLogger } from '../log.js';
+import { VERSION } from '../version.js';
 
 const USAGE = `policyguard — govern what AI agents may do
 
 Usage:
+  policyguard --version
   policyguard serve --standalone --config-dir DIR --data-dir DIR [--host H] [--port P]
   policyguard serve [--kubeconfig K] [--namespace NS] [--watch-namespaces a,b] [--audit-sink file|configmap]
         Serve the MCP tools at http://H:P/mcp (default 127.0.0.1:8000), from a folder of
         manifests (standalone) or as a Kubernetes operator. Every flag can also be set as
         POLICYGUARD_<FLAG>, e.g. POLICYGUARD_PORT=9000.
         Identity: --auth none|token|kubernetes, --token-file F, --token-audiences policyguard,
-          --accept-api-server-audience, --auth-cache-ttl 10s.
-        Edge: --allowed-hosts, --allowed-origins, --rate-limit 1000/1s|0, --body-limit 1mb,
-          --tls-cert, --tls-key.
+          --accept-api-server-audience, --auth-cache-ttl 10s, --unknown-agents deny|evaluate
+          (default deny when auth is on).
+        Edge: --allowed-hosts, --allowed-origins, --rate-limit 1000/1s|0, --auth-failure-limit
+          20/1s|0 (per address), --body-limit 1mb, --tls-cert, --tls-key.
         Decisions: --default-decision allow|deny, --unknown-agent-trust low, --auto-register
-          true|false, --auto-register-limit 1000.
+          true|false, --auto-register-limit 1000, --auto-register-per-caller 1.
+        Audit: --audit-sink file|configmap, --audit-failure-mode closed|open, --audit-key-file F,
+          --audit-anchor-interval 30s.
+        Standalone: --rescan-interval 10s (safety net behind the folder watch; 0s = off).
         Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration
           15s, --renew-deadline 10s, --retry-period 2s, --data-dir (file audit sink).
         --log-level debug|info|warn|error.
   policyguard check --config-dir DIR --agent-id ID --target TOOL [--action-type T] [--parameters JSON]
         Evaluate one action offline against a folder of manifests and print the decision as
         JSON. Exit 0 allowed, 1 denied or approval required, 2 error (e.g. a broken manifest).
-  policyguard audit verify PATH
-  policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K]
-        Verify the hash chain of an audit log: a segment file or the audit folder, or the
-        ConfigMap ring of one replica. Exit 0 intact, 1 with the first broken link.
+  policyguard audit verify DIR [--key-file F] [--no-anchor] [--namespace NS --replica NAME [--kubeconfig K]]
+  policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K] [--key-file F] [--no-anchor]
+        Verify an audit log: the audit folder (DATA_DIR/audit) or one segment file, or the
+        ConfigMap ring of one replica. Checks the hash chain; the anchor (DIR/anchor.json, or
+        the ConfigMap policyguard-audit-anchor-NAME for a ring and, with --namespace/--replica,
+        for a folder written in kubernetes mode), so records cut off the end are caught; with
+        --key-file (the serve --audit-key-file) every record's and the anchor's MAC.
+        --no-anchor checks the chain alone. Exit 0 intact, 1 broken or truncated (the first
+        problem is printed), 2 usage (e.g. no audit log there).
   policyguard crds [--write [DIR]]
         Print the CustomResourceDefinitions, or write them to DIR (default crds/).
 `;
@@ -40,6 +51,10 @@ Usage:
 class UsageError extends Error {}
 
 async function serve(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const config = parseServeConfig(argv, process.env);
   const log = createLogger(config.logLevel);
   // Each command loads only what it needs: `check` and `crds` start fast, without the
@@ -92,29 +107,58 @@ async function check(argv: string[]): Promise<number> {
   return result.decision.allowed ? 0 : 1;
 }
 
+const AUDIT_USAGE =
+  'usage: policyguard audit verify DIR [--key-file F] [--no-anchor] [--namespace NS --replica NAME] | ' +
+  'policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K] [--key-file F] [--no-anchor]';
+
 async function audit(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { configmap: { type: 'boolean' }, namespace: { type: 'string' }, replica: { type: 'string' }, kubeconfig: { type: 'string' } },
+    options: {
+      configmap: { type: 'boolean' },
+      namespace: { type: 'string' },
+      replica: { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'key-file': { type: 'string' },
+      'no-anchor': { type: 'boolean' },
+    },
     allowPositionals: true,
     strict: true,
   });
   const [sub, path, ...rest] = positionals;
-  const { verifyAuditChain, verifyConfigMapRing } = await import('../audit/verify.js');
+  const { namespace, replica } = values;
+  if (sub !== 'verify' || rest.length > 0 || (values.configmap ? path || !namespace || !replica : !path)) throw new UsageError(AUDIT_USAGE);
+  if (!namespace !== !replica) throw new UsageError('--namespace and --replica go together: they name the anchor ConfigMap of one replica');
+  const { verifyAuditChain, verifyConfigMapRing, AuditLogNotFoundError } = await import('../audit/verify.js');
+  const { AuditKeyError } = await import('../audit/key.js');
+  const kubeConfig = async () => (await import('../kube/client.js')).loadKubeConfig(values.kubeconfig);
+  const opts = {
+    ...(values['key-file'] ? { keyFile: values['key-file'] } : {}),
+    ...(values['no-anchor'] ? { anchor: false as const } : {}),
+  };
   let result;
-  if (sub === 'verify' && values.configmap && !path && values.namespace && values.replica) {
-    const { loadKubeConfig } = await import('../kube/client.js');
-    result = await verifyConfigMapRing(loadKubeConfig(values.kubeconfig), values.namespace, values.replica);
-  } else if (sub === 'verify' && path && rest.length === 0 && !values.configmap) {
-    result = await verifyAuditChain(path);
-  } else {
-    throw new UsageError('usage: policyguard audit verify PATH | policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K]');
+  try {
+    if (values.configmap) {
+      result = await verifyConfigMapRing(await kubeConfig(), namespace!, replica!, opts);
+    } else if (namespace && !values['no-anchor']) {
+      // A folder written in kubernetes mode: its anchor is the replica's ConfigMap.
+      const { ConfigMapAnchorStore } = await import('../audit/configmap-anchor.js');
+      result = await verifyAuditChain(path!, { ...opts, anchor: new ConfigMapAnchorStore({ kubeConfig: await kubeConfig(), namespace, replica: replica! }) });
+    } else {
+      result = await verifyAuditChain(path!, opts);
+    }
+  } catch (err) {
+    if (!(err instanceof AuditLogNotFoundError || err instanceof AuditKeyError)) throw err;
+    process.stderr.write(`policyguard: ${err.message}\n`);
+    return 2;
   }
+  const notes = result.notes.map((note) => `note: ${note}\n`).join('');
   if (result.ok) {
-    process.stdout.write(`ok: ${result.records} records in ${result.segments} segment(s), chain intact\n`);
+    process.stdout.write(`ok: ${result.records} records in ${result.segments} segment(s), chain intact\n${notes}`);
     return 0;
   }
-  process.stdout.write(`BROKEN at ${result.file}:${result.line}${result.entryId ? ` (${result.entryId})` : ''}: ${result.reason}\n${result.records} records verified before it\n`);
+  const at = result.line === undefined ? result.file : `${result.file}:${result.line}`;
+  process.stdout.write(`BROKEN at ${at}${result.entryId ? ` (${result.entryId})` : ''}: ${result.reason}\n${result.records} records verified before it\n${notes}`);
   return 1;
 }
 
@@ -142,19 +186,49 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
   }
+  if (command === '--version' || command === 'version') {
+    process.stdout.write(`policyguard ${VERSION}\n`);
+    return 0;
+  }
   const run = COMMANDS[command];
   if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   return run(rest);
 }
 
+/** System errors a user can fix, with what to do about them. */
+const SYSTEM_ERROR_HINTS: Record<string, (e: NodeJS.ErrnoException & { address?: string; port?: number }) => string> = {
+  EADDRINUSE: (e) => `${e.address ?? 'the address'}:${e.port ?? '?'} is already in use (another PolicyGuard, or an earlier \`npm start\`?); stop it or choose another port with --port (POLICYGUARD_PORT)`,
+  EADDRNOTAVAIL: (e) => `cannot listen on ${e.address ?? 'that address'}: it is not an address of this machine; check --host`,
+  EACCES: (e) => `permission denied: ${e.path ?? e.message}${e.port !== undefined ? '; ports below 1024 need privileges, choose another with --port' : ''}`,
+  ENOENT: (e) => `no such file or folder: ${e.path ?? e.message}`,
+  ENOTDIR: (e) => `not a folder: ${e.path ?? e.message}`,
+  EISDIR: (e) => `is a folder, a file was expected: ${e.path ?? e.message}`,
+};
+
+/** JavaScript's own error types: thrown by a bug, never on purpose by our code. */
+const PROGRAMMING_ERRORS = [TypeError, ReferenceError, SyntaxError, RangeError, EvalError, URIError];
+
+/**
+ * What the user sees when a command fails: one line for problems they can fix (usage, config,
+ * files, ports, and the errors our code throws with a full sentence, e.g. a data dir in use or
+ * a bad audit key); a stack trace only for programming errors, which are bugs to report.
+ */
+function describeFailure(err: unknown): { text: string; usage: boolean } {
+  if (err instanceof UsageError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    return { text: (err as Error).message, usage: true };
+  }
+  const sys = err as NodeJS.ErrnoException;
+  const hint = typeof sys?.code === 'string' ? SYSTEM_ERROR_HINTS[sys.code] : undefined;
+  if (hint) return { text: hint(sys), usage: false };
+  if (err instanceof Error && !PROGRAMMING_ERRORS.some((type) => err instanceof type)) return { text: err.message, usage: false };
+  return { text: err instanceof Error ? (err.stack ?? err.message) : String(err), usage: false };
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof UsageError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`policyguard: ${(err as Error).message}\n\n${USAGE}`);
-    } else {
-      process.stderr.write(`policyguard: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    }
+    const { text, usage } = describeFailure(err);
+    process.stderr.write(`policyguard: ${text}\n${usage ? `\n${USAGE}` : ''}`);
     process.exit(2);
   },
 );

@@ -383,6 +383,9 @@ export function runProgram(program: Program, args: string[], opts: { input?: str
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ stdout, stderr, code }));
+    // A program that exits without reading its input (helm on a usage error) closes the pipe:
+    // the EPIPE that follows is not an error of ours; its exit code and output say what happened.
+    child.stdin.on('error', () => {});
     child.stdin.end(input ?? '');
   });
 }

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
 import { SEED_FIXTURE, SAMPLES, startTestServer } from './harness.js';
 import { runCli, startProcess } from './cli.js';
+import { eventually } from './eventually.js';
 
 const tmpRoots: string[] = [];
 afterAll(async () => {
@@ -36,7 +37,7 @@ describe('npm start', () => {
     const dataDir = await tmp();
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     // Extra flags after `--` override the script's (the last value of a flag wins).
-    const { child, match } = await startProcess(npm, ['start', '--', '--port', String(port), '--data-dir', dataDir], /PolicyGuard serving .*url=(\S+)/);
+    const { match, stop } = await startProcess(npm, ['start', '--', '--port', String(port), '--data-dir', dataDir], /PolicyGuard serving .*url=(\S+)/);
     try {
       expect(match[1]).toBe(`http://127.0.0.1:${port}/mcp`);
       const ready = await fetch(`http://127.0.0.1:${port}/readyz`);
@@ -48,8 +49,11 @@ describe('npm start', () => {
       }).then((r) => r.json() as Promise<any>);
       expect(d.result.structuredContent.allowed).toBe(false);
     } finally {
-      child.kill('SIGTERM');
+      await stop();
     }
+    // Stopped means stopped: no orphaned tsx/node child keeps serving on the port.
+    const refused = () => fetch(`http://127.0.0.1:${port}/readyz`).then(() => false, () => true);
+    await eventually(refused, (gone) => gone, 'the server of `npm start` to exit');
   });
 });
 

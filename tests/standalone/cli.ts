@@ -27,15 +27,35 @@ export function runCli(args: string[]): Promise<CliResult> {
   });
 }
 
-/** Start a long-running command and resolve once its stderr matches `ready`. */
-export function startProcess(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<{ child: ChildProcess; match: RegExpMatchArray; output: () => string }> {
+export interface StartedProcess {
+  child: ChildProcess;
+  match: RegExpMatchArray;
+  output: () => string;
+  /**
+   * SIGTERM to the whole process group, then wait for the command to exit: `npm start` runs
+   * a shell, tsx and node, and killing npm alone leaves the server running as an orphan.
+   */
+  stop(): Promise<void>;
+}
+
+/** Start a long-running command in its own process group and resolve once its output matches `ready`. */
+export function startProcess(cmd: string, args: string[], ready: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<StartedProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const exited = new Promise<void>((r) => child.once('exit', () => r()));
+    const stop = async () => {
+      try {
+        process.kill(-child.pid!, 'SIGTERM');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      }
+      await exited;
+    };
     let out = '';
     const onData = (d: Buffer) => {
       out += d;
       const m = out.match(ready);
-      if (m) resolve({ child, match: m, output: () => out });
+      if (m) resolve({ child, match: m, output: () => out, stop });
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
