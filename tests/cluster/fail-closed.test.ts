@@ -4,7 +4,7 @@
  * decides who may read everyone's records or grant high trust through MCP, a write never
  * takes fields from another manager, and TokenReviews are not repeated for one token.
  */
-import { CoreV1Api, RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, EventsV1Api, RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROUP } from '../../src/api/schemas.js';
 import { sharedKubeConfig, sharedKubeconfigPath } from '../controlplane/test-context.js';
@@ -107,6 +107,19 @@ describe('identity under --auth kubernetes', () => {
     // …and it is registered there, bound to its ServiceAccount.
     const agent = await eventually(() => getGuard(kc, 'GuardAgent', team, 'newbie-agent').catch(() => undefined), (a) => a !== undefined, 'the auto-registered agent');
     expect(agent.spec.identities).toEqual([{ serviceAccount: { namespace: team, name: 'newbie' } }]);
+  });
+
+  it('a bound caller claiming an unregistered id is denied, and the IdentityMismatch Event regards its own agent', async () => {
+    const d = (await call(await tokenFor(ns, 'agent-a'), 'validate_action', { action_type: 'tool_call', target: 'read_x', agent_id: 'ghost-x' })).json;
+    expect(d.allowed).toBe(false);
+    expect(d.reason).toMatch(/bound to 'agent-a' and may act only as it; 'ghost-x' is not registered/);
+    const events = await eventually(
+      async () => (await kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: ns })).items.filter((e) => e.reason === 'IdentityMismatch'),
+      (l) => l.some((e) => e.note?.includes('ghost-x')),
+      'an IdentityMismatch Event about ghost-x',
+    );
+    expect(events.find((e) => e.note?.includes('ghost-x'))!.regarding).toMatchObject({ kind: 'GuardAgent', name: 'agent-a', namespace: ns });
+    await expect(getGuard(kc, 'GuardAgent', ns, 'ghost-x')).rejects.toMatchObject({ code: 404 });
   });
 
   it('RBAC `get auditlogs` reads everyone’s records; an agent reads its own', async () => {
