@@ -6,18 +6,17 @@
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { TrustLevelSchema } from './api/schemas.js';
+import { parseRate } from './auth/rate-limit.js';
+import { DURATION_HINT, parseDuration } from './duration.js';
 
 const Bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
 const Port = z.coerce.number().int().min(0).max(65535);
 const PositiveInt = z.coerce.number().int().min(0);
-/** "15s", "500ms", "2m" → milliseconds. */
+/** "15s", "500ms", "2m", "24h" → milliseconds (src/duration.ts). */
 const Duration = z
   .string()
-  .regex(/^\d+(ms|s|m)$/, 'use a duration like 500ms, 15s or 2m')
-  .transform((v) => {
-    const n = Number.parseInt(v, 10);
-    return v.endsWith('ms') ? n : v.endsWith('s') ? n * 1000 : n * 60_000;
-  });
+  .refine((v) => parseDuration(v) !== undefined, DURATION_HINT)
+  .transform((v) => parseDuration(v)!);
 const List = z.string().transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean));
 const Dns1123 = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a lowercase DNS-1123 label');
 
@@ -38,7 +37,7 @@ export const ServeConfigSchema = z
     allowedOrigins: List.default([]),
     rateLimit: z
       .string()
-      .regex(/^(0|\d+\/\d+(ms|s|m|h))$/, 'use requests/window like 1000/1s or 6000/1m, or 0 for no limit')
+      .refine((v) => v === '0' || parseRate(v) !== undefined, 'use requests/window like 1000/1s or 6000/1m, or 0 for no limit')
       .default('1000/1s'),
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
@@ -52,7 +51,7 @@ export const ServeConfigSchema = z
     unknownAgents: z.enum(['deny', 'evaluate']).optional(),
     authFailureLimit: z
       .string()
-      .regex(/^(0|\d+\/\d+(ms|s|m|h))$/, 'use failures/window like 20/1s, or 0 for no limit')
+      .refine((v) => v === '0' || parseRate(v) !== undefined, 'use failures/window like 20/1s, or 0 for no limit')
       .default('20/1s'),
     bodyLimit: z.string().regex(/^\d+(b|kb|mb)$/i, 'use a size like 512kb or 1mb').default('1mb'),
     // kubernetes mode
@@ -63,6 +62,10 @@ export const ServeConfigSchema = z
     auditFailureMode: z.enum(['closed', 'open']).default('closed'),
     auditKeyFile: z.string().min(1).optional(),
     auditAnchorInterval: Duration.default(30_000),
+    /** Policy reports per GuardAgent: which API, or `auto` (whichever report CRD is installed). */
+    reports: z.enum(['auto', 'openreports', 'wgpolicyk8s', 'both', 'off']).default('auto'),
+    reportsWindow: Duration.default(86_400_000),
+    reportsInterval: Duration.default(30_000),
     rescanInterval: Duration.default(10_000),
     replicaId: z.string().min(1).max(63).optional(),
     leaderElection: Bool.default(true),
@@ -120,6 +123,9 @@ const SERVE_FLAGS = {
   'audit-key-file': { type: 'string' },
   'audit-anchor-interval': { type: 'string' },
   'rescan-interval': { type: 'string' },
+  reports: { type: 'string' },
+  'reports-window': { type: 'string' },
+  'reports-interval': { type: 'string' },
   'replica-id': { type: 'string' },
   'leader-election': { type: 'string' },
   'lease-duration': { type: 'string' },

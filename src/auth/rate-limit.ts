@@ -3,6 +3,8 @@
  * `GuardAgent.spec.rateLimit`). Memory is bounded: the least recently used keys are forgotten
  * first, which can only make a limit more lenient, never block someone wrongly.
  */
+import { parseDuration } from '../duration.js';
+
 export type Take = { ok: true } | { ok: false; retryAfterMs: number };
 
 interface Bucket {
@@ -58,12 +60,10 @@ export class RateLimiter {
 
 /** "60/1m" → { requests: 60, windowMs: 60_000 }; undefined when malformed. */
 export function parseRate(spec: string): { requests: number; windowMs: number } | undefined {
-  const m = /^(\d+)\/(\d+)(ms|s|m|h)$/.exec(spec.trim());
-  if (!m) return undefined;
-  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[3] as 'ms' | 's' | 'm' | 'h'];
-  const requests = Number(m[1]);
-  const windowMs = Number(m[2]) * unit;
-  return requests > 0 && windowMs > 0 ? { requests, windowMs } : undefined;
+  const m = /^(\d+)\/(.+)$/.exec(spec.trim());
+  const requests = Number(m?.[1]);
+  const windowMs = m ? parseDuration(m[2]!) : undefined;
+  return requests > 0 && windowMs !== undefined && windowMs > 0 ? { requests, windowMs } : undefined;
 }
 
 /**

@@ -10,6 +10,7 @@ import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelS
 import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
 import { ConcurrencyLimit, parseRate, RateLimiter } from '../auth/rate-limit.js';
+import { DURATION_HINT, parseDuration } from '../duration.js';
 import type { AuditEntryInput, AuditEvaluation } from '../audit/record.js';
 import { newId } from '../audit/record.js';
 import type { AuditScope, AuditSink } from '../audit/sink.js';
@@ -96,14 +97,10 @@ const JsonObject = z.record(z.string(), z.unknown());
 const StringList = z.array(z.string());
 const AnyList = z.array(z.unknown());
 
-const TIME_RANGE = /^(\d{1,4})([mhd])$/;
-const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
-/** "24h" → the cutoff date; undefined when malformed. */
+/** "24h" → the cutoff date; undefined when malformed (src/duration.ts). */
 export function parseTimeRange(range: string, now: Date): Date | undefined {
-  const m = TIME_RANGE.exec(range.trim().toLowerCase());
-  if (!m) return undefined;
-  return new Date(now.getTime() - Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+  const ms = parseDuration(range);
+  return ms === undefined ? undefined : new Date(Math.max(0, now.getTime() - ms));
 }
 
 /** Audit reads answered at once, and queued behind them; more are refused (retry later). */
@@ -115,7 +112,7 @@ const MAX_TRACKED_AGENTS = 10_000;
 /** How a scoped read describes its scope in `filters_applied`. */
 const scopeFilter = (scope: AuditScope) => `scope=own agents (${[...scope.agentIds].join(', ') || 'none'}) and own calls`;
 
-const TIME_RANGE_ERROR = (r: string) => `time_range ${JSON.stringify(r)} is not understood; use a number and m, h or d, e.g. "1h", "24h", "7d", "30d"`;
+const TIME_RANGE_ERROR = (r: string) => `time_range ${JSON.stringify(r)} is not understood; ${DURATION_HINT}`;
 
 const adminEvaluation = (reason: string): AuditEvaluation => ({
   allowed: true,
