@@ -6,22 +6,16 @@
 import { z } from 'zod';
 import { guardAgent, guardPolicy, objectNameFor } from '../api/builders.js';
 import { isSeedRule, fromSeedRule, SeedRuleSchema } from '../api/seed.js';
-import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type Rule, type TrustLevel } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type Rule } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
-import type { Authorizer } from '../auth/authorize.js';
-import { ConcurrencyLimit, parseRate, RateLimiter } from '../auth/rate-limit.js';
+import { ConcurrencyLimit } from '../auth/rate-limit.js';
 import { DURATION_HINT, parseDuration } from '../duration.js';
 import type { AuditEntryInput, AuditEvaluation } from '../audit/record.js';
-import { newId } from '../audit/record.js';
-import type { AuditScope, AuditSink } from '../audit/sink.js';
-import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
-import type { CompiledAgent } from '../engine/compile.js';
+import type { AuditScope } from '../audit/sink.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
-import type { Decision } from '../engine/types.js';
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import { DecisionPipeline, type PipelineDeps } from '../decide/pipeline.js';
 import { formatZodError } from '../store/manifests.js';
-import { StoreConflictError, type PolicyStore } from '../store/store.js';
+import { StoreConflictError } from '../store/store.js';
 import {
   INCIDENT_TYPES,
   SEVERITIES,
@@ -50,27 +44,8 @@ export interface CallContext {
   principal: Principal;
 }
 
-export interface ToolOptions {
-  /** Create a GuardAgent for unknown agent ids, in the background (docs/decisions.md, step 1). */
-  autoRegister: boolean;
-  /** At most this many auto-registered agents may exist. */
-  autoRegisterLimit: number;
-  /** Under auth, at most this many agents auto-registered for (and bound to) one caller. */
-  autoRegisterPerCaller: number;
-  /** What an agent id no GuardAgent claims gets: a deny, or an evaluation as an unregistered agent. */
-  unknownAgents: 'deny' | 'evaluate';
-}
-
-export interface ToolDeps {
-  store: PolicyStore;
-  authorizer: Authorizer;
-  audit: AuditSink;
-  incidents: IncidentLog;
-  metrics: Metrics;
-  log: Logger;
-  options: ToolOptions;
-  now?: () => Date;
-}
+/** What the tools need: the pipeline's dependencies (validate_action is the pipeline). */
+export type ToolDeps = PipelineDeps;
 
 /** Who administrative audit records are attributed to (the seed used its server's name). */
 export const SYSTEM_AGENT_ID = 'policyguard-system';
@@ -123,42 +98,15 @@ const adminEvaluation = (reason: string): AuditEvaluation => ({
   audit_findings: [],
 });
 
-/** Turn a decision into a deny by an agent-level check (identity, rate limit), keeping the rest. */
-function agentDeny(d: Decision, rule: string, reason: string): Decision {
-  return {
-    ...d,
-    allowed: false,
-    require_approval: false,
-    reason,
-    decision: 'deny',
-    matched: [{ policy: `agent:${d.agent.id}`, rule, action: 'deny', enforcement: 'Enforce', message: reason }, ...d.matched],
-  };
-}
-
-/** An identity refusal: the decision is a deny with this rule and reason, and this incident. */
-interface Refusal {
-  rule: 'identities' | 'unknownAgents';
-  reason: string;
-  incident: { type: 'identity_mismatch' | 'unauthorized_access'; severity: 'medium' | 'high'; agentId: string; evidence: Record<string, unknown> };
-}
-
-/**
- * Who the caller acts as (docs/decisions.md, "Identity"): an agent to evaluate (with the
- * namespace an unregistered one is evaluated in), or a refusal, or a request error.
- */
-type Identity = { ok: true; agentId: string; unknownAgentNamespace?: string } | { ok: false; error: string } | { ok: false; refusal: Refusal; agentId: string };
-
-type IncidentSpec = { type: IncidentRecord['type']; severity: IncidentRecord['severity']; agentId: string; evidence: Record<string, unknown> };
-
 export class Tools {
-  /** Auto-registrations in flight: agent id → the caller it will be bound to. */
-  private readonly pendingRegistrations = new Map<string, string>();
-  private readonly agentLimiters = new Map<string, RateLimiter>();
+  /** The decision pipeline validate_action calls (and, through serve.ts, every other adapter). */
+  readonly pipeline: DecisionPipeline;
   private readonly reads = new ConcurrencyLimit(READS_RUNNING, READS_WAITING);
   private readonly now: () => Date;
 
   constructor(private readonly deps: ToolDeps) {
     this.now = deps.now ?? (() => new Date());
+    this.pipeline = new DecisionPipeline(deps);
   }
 
   /** Why an administrative change must not be made now: the audit log could not record it (closed mode). */
@@ -191,83 +139,6 @@ export class Tools {
     }
   }
 
-  /** Where objects written for this caller go: a ServiceAccount caller's own namespace, else the store's. */
-  private namespaceFor(ctx: CallContext): string | undefined {
-    const ns = this.deps.store.writeNamespace;
-    return ns === undefined ? undefined : (ctx.principal.serviceAccount?.namespace ?? ns);
-  }
-
-  /**
-   * Which agent the caller acts as (docs/decisions.md, "Identity"). A known agent must list the
-   * caller in `spec.identities` (anyone under `--auth none`). A caller bound to agents may act
-   * only as them and may omit agent_id when it is bound to exactly one. An id no GuardAgent
-   * claims is refused under `--unknown-agents deny` (the default when auth is on); under
-   * `evaluate` it is judged as an unregistered agent in the caller's namespace.
-   */
-  private resolveIdentity(agentId: string | undefined, ctx: CallContext, snapshot: PolicySnapshot): Identity {
-    const { authorizer, options } = this.deps;
-    const subject = ctx.principal.subject;
-    const bound = authorizer.boundAgents(ctx.principal, snapshot);
-    if (!agentId) {
-      if (bound.length === 1) return { ok: true, agentId: bound[0]!.id };
-      if (!authorizer.enforcing) return { ok: false, error: 'agent_id is required' };
-      return { ok: false, error: `agent_id is required: caller '${subject}' is bound to ${bound.length} agents${bound.length > 1 ? ` (${bound.map((a) => a.id).join(', ')})` : ''}` };
-    }
-    const agent = snapshot.agent(agentId);
-    const boundIds = bound.map((a) => a.id);
-    if (agent) {
-      if (authorizer.mayActAs(ctx.principal, agent)) return { ok: true, agentId };
-      return {
-        ok: false,
-        agentId,
-        refusal: {
-          rule: 'identities',
-          reason: `Caller '${subject}' is not bound to agent '${agentId}' (identity mismatch)`,
-          incident: { type: 'identity_mismatch', severity: 'high', agentId, evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds } },
-        },
-      };
-    }
-    if (bound.length > 0) {
-      // The incident concerns the agent the caller really is: that is where its Event goes.
-      return {
-        ok: false,
-        agentId,
-        refusal: {
-          rule: 'identities',
-          reason: `Caller '${subject}' is bound to ${boundIds.map((id) => `'${id}'`).join(', ')} and may act only as ${bound.length > 1 ? 'them' : 'it'}; '${agentId}' is not registered (identity mismatch)`,
-          incident: { type: 'identity_mismatch', severity: 'high', agentId: boundIds[0]!, evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds } },
-        },
-      };
-    }
-    if (options.unknownAgents === 'deny') {
-      return {
-        ok: false,
-        agentId,
-        refusal: {
-          rule: 'unknownAgents',
-          reason: `Agent '${agentId}' is not registered and caller '${subject}' is bound to no GuardAgent; unregistered agents are denied (--unknown-agents deny)`,
-          incident: { type: 'unauthorized_access', severity: 'medium', agentId, evidence: { caller: subject, claimed_agent: agentId } },
-        },
-      };
-    }
-    const namespace = this.namespaceFor(ctx);
-    return { ok: true, agentId, ...(namespace ? { unknownAgentNamespace: namespace } : {}) };
-  }
-
-  /** GuardAgent.spec.rateLimit, per replica. Returns the reason when over the limit. */
-  private overRateLimit(agent: CompiledAgent | undefined): string | undefined {
-    const limit = agent?.source.spec.rateLimit;
-    if (!limit) return undefined;
-    const key = `${limit.requests}/${limit.per}`;
-    let limiter = this.agentLimiters.get(key);
-    if (!limiter) {
-      limiter = new RateLimiter(limit.requests, parseRate(`1/${limit.per}`)!.windowMs);
-      this.agentLimiters.set(key, limiter);
-    }
-    const take = limiter.take(agent.id, this.now().getTime());
-    return take.ok ? undefined : `Rate limit exceeded for agent '${agent.id}': ${limit.requests} requests per ${limit.per}; retry in ${Math.ceil(take.retryAfterMs / 1000)} s`;
-  }
-
   // ---- validate_action ------------------------------------------------------------------------
 
   async validateAction(args: ValidateActionArgs, ctx: CallContext): Promise<ToolOutcome<ValidateActionResult>> {
@@ -275,106 +146,15 @@ export class Tools {
     if (!args.action_type) return fail('action_type is required');
     const params = decodeJson(args.parameters, 'parameters', JsonObject, {});
     if (!params.ok) return fail(params.error);
-
-    const snapshot = this.deps.store.snapshot();
-    const identity = this.resolveIdentity(args.agent_id, ctx, snapshot);
-    if (!identity.ok && 'error' in identity) return fail(identity.error);
-    const agentId = identity.agentId;
-    let decision = snapshot.evaluate({
-      agentId,
+    const out = this.pipeline.decide({
+      principal: ctx.principal,
+      agentId: args.agent_id || undefined,
       actionType: args.action_type,
       target: args.target,
       parameters: params.value,
       context: args.context ?? '',
-      ...(identity.ok && identity.unknownAgentNamespace ? { unknownAgentNamespace: identity.unknownAgentNamespace } : {}),
     });
-    let incident: IncidentSpec | undefined;
-    if (!identity.ok) {
-      decision = agentDeny(decision, identity.refusal.rule, identity.refusal.reason);
-      incident = identity.refusal.incident;
-    } else {
-      const limited = this.overRateLimit(snapshot.agent(agentId));
-      if (limited) {
-        decision = agentDeny(decision, 'rateLimit', limited);
-        incident = { type: 'rate_limit_exceeded', severity: 'medium', agentId, evidence: { limit: snapshot.agent(agentId)!.source.spec.rateLimit } };
-      } else if (decision.decision === 'deny') {
-        incident = { type: 'policy_violation', severity: 'medium', agentId, evidence: { matched: decision.matched } };
-      }
-    }
-    const actionId = newId('act_');
-    const appended = this.deps.audit.append({
-      action_id: actionId,
-      agent_id: agentId,
-      caller: ctx.principal.subject,
-      action: { type: args.action_type, target: args.target, parameters: params.value, context: args.context ?? '' },
-      evaluation: {
-        allowed: decision.allowed,
-        decision: decision.decision,
-        require_approval: decision.require_approval,
-        reason: decision.reason,
-        matched: decision.matched,
-        audit_findings: decision.audit_findings,
-      },
-      revision: decision.revision,
-    });
-    if (!appended.ok) {
-      // Fail closed (--audit-failure-mode closed): a decision the log cannot record is a deny.
-      decision = { ...decision, allowed: false, require_approval: false, decision: 'deny', reason: `audit log unavailable: ${appended.reason}` };
-      incident = undefined;
-      this.deps.metrics.auditUnavailableDenials.inc();
-    }
-    const result: ValidateActionResult = { action_id: actionId, ...decision };
-    this.deps.metrics.decisions.inc({ decision: decision.decision });
-    for (const f of decision.audit_findings) this.deps.metrics.auditFindings.inc({ policy: f.policy });
-
-    if (incident) {
-      // The audit record above already holds the deny; the incident follows in the background,
-      // as in kubernetes mode, where record() resolves once the entry is buffered.
-      void this.recordIncident({
-        type: incident.type,
-        severity: incident.severity,
-        description: `Agent '${agentId}' attempted '${args.action_type}' on '${args.target}' - DENIED: ${decision.reason}`,
-        agent_id: incident.agentId,
-        action_id: result.action_id,
-        evidence: incident.evidence,
-        recommended_action: '',
-      }).catch((err: unknown) => this.deps.log.warn('incident not recorded', { action_id: result.action_id, error: String(err) }));
-    }
-    if (!decision.agent.registered && identity.ok) this.autoRegister(agentId, snapshot, ctx);
-    return { ok: true, value: result };
-  }
-
-  /**
-   * Fire-and-forget: the decision never waits for this write (docs/decisions.md, step 1).
-   * Bounded twice: `autoRegisterLimit` auto-registered agents in all, and under auth
-   * `autoRegisterPerCaller` per caller (counting its bound agents and registrations in flight),
-   * so random ids are not a way to fill etcd or the disk.
-   */
-  private autoRegister(agentId: string, snapshot: PolicySnapshot, ctx: CallContext): void {
-    const { autoRegister, autoRegisterLimit, autoRegisterPerCaller } = this.deps.options;
-    const { authorizer, store, metrics } = this.deps;
-    const caller = ctx.principal.subject;
-    if (!autoRegister || !store.isLeader() || this.pendingRegistrations.has(agentId)) return;
-    let existing = this.pendingRegistrations.size;
-    for (const a of snapshot.agents()) if (a.labels[LABEL_AUTO_REGISTERED] === 'true') existing++;
-    const perCaller = [...this.pendingRegistrations.values()].filter((c) => c === caller).length + authorizer.boundAgents(ctx.principal, snapshot).length;
-    if (existing >= autoRegisterLimit || (authorizer.enforcing && perCaller >= autoRegisterPerCaller)) {
-      metrics.autoRegistrations.inc({ outcome: 'limit' });
-      return;
-    }
-    // Under auth the new agent is bound to the caller that first used the id.
-    const identities = authorizer.enforcing ? [identityOf(ctx.principal)] : undefined;
-    const parsed = guardAgentFor(agentId, this.namespaceFor(ctx), snapshot.options.unknownAgentTrust, identities);
-    if (!parsed) return; // an id no GuardAgent can carry; it stays an implicit agent
-    this.pendingRegistrations.set(agentId, caller);
-    store
-      .applyAgent(parsed)
-      .then(() => metrics.autoRegistrations.inc({ outcome: 'ok' }))
-      .catch((err) => {
-        metrics.autoRegistrations.inc({ outcome: 'error' });
-        this.deps.log.warn('auto-registration failed', { agent: agentId, error: String(err) });
-      })
-      .finally(() => this.pendingRegistrations.delete(agentId));
+    return out.ok ? { ok: true, value: out.decision } : fail(out.error);
   }
 
   // ---- register_agent -------------------------------------------------------------------------
@@ -401,7 +181,7 @@ export class Tools {
     const snapshot = this.deps.store.snapshot();
     const existingAgent = snapshot.agent(args.agent_id);
     const existing = existingAgent?.source;
-    const namespace = existing?.metadata.namespace ?? this.namespaceFor(ctx);
+    const namespace = existing?.metadata.namespace ?? this.pipeline.namespaceFor(ctx.principal);
     const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: existing ? 'patch' : 'create', resource: 'guardagents', namespace });
     if (!allowedToWrite.ok) return fail(allowedToWrite.reason, answer(false, allowedToWrite.reason));
     // Granting high or admin (creating it, or raising an agent to it) is an escalation of its
@@ -477,7 +257,7 @@ export class Tools {
 
     const snapshot = this.deps.store.snapshot();
     const name = objectNameFor(args.policy_id);
-    const namespace = this.namespaceFor(ctx);
+    const namespace = this.pipeline.namespaceFor(ctx.principal);
     const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'create', resource: 'guardpolicies', namespace });
     if (!allowedToWrite.ok) return invalid(allowedToWrite.reason);
     let policy;
@@ -672,12 +452,6 @@ export class Tools {
 
   // ---- report_incident ------------------------------------------------------------------------
 
-  private async recordIncident(input: Omit<IncidentRecord, 'incident_id' | 'timestamp' | 'status' | 'resolution'>): Promise<IncidentRecord> {
-    const rec = await this.deps.incidents.record(input);
-    this.deps.metrics.incidents.inc({ type: rec.type, severity: rec.severity });
-    return rec;
-  }
-
   async reportIncident(args: ReportIncidentArgs, ctx: CallContext): Promise<ToolOutcome<ReportIncidentResult>> {
     const severity = (SEVERITIES as readonly string[]).includes(args.severity) ? (args.severity as (typeof SEVERITIES)[number]) : undefined;
     if (!severity) return fail(`severity ${JSON.stringify(args.severity)} is not one of ${SEVERITIES.join(', ')}`);
@@ -692,7 +466,7 @@ export class Tools {
     const unavailable = this.auditUnavailable();
     if (unavailable) return fail(unavailable);
 
-    const incident = await this.recordIncident({
+    const incident = await this.pipeline.recordIncident({
       type,
       severity,
       description: args.description,
@@ -720,22 +494,5 @@ export class Tools {
     if (suspended) message += ` - Agent '${args.agent_id}' has been automatically suspended`;
     if (notSuspended) message += ` - Agent '${args.agent_id}' was not suspended: ${notSuspended}`;
     return { ok: true, value: { incident_id: incident.incident_id, success: true, message, agent_suspended: suspended, severity, type } };
-  }
-}
-
-/** The `spec.identities` entry that names this caller. */
-function identityOf(p: Principal): NonNullable<GuardAgent['spec']['identities']>[number] {
-  return p.serviceAccount ? { serviceAccount: p.serviceAccount } : { user: p.subject };
-}
-
-/** A minimal GuardAgent for an unknown id, or undefined when the id cannot be one. */
-function guardAgentFor(agentId: string, namespace: string | undefined, trustLevel: TrustLevel, identities: GuardAgent['spec']['identities']): GuardAgent | undefined {
-  try {
-    return guardAgent(
-      { name: objectNameFor(agentId), ...(namespace ? { namespace } : {}), labels: { [LABEL_AUTO_REGISTERED]: 'true' } },
-      { agentId, displayName: `Auto-registered: ${agentId}`.slice(0, 253), trustLevel, ...(identities ? { identities } : {}) },
-    );
-  } catch {
-    return undefined;
   }
 }

@@ -1,0 +1,115 @@
+/**
+ * Who a caller acts as (docs/decisions.md, "Identity"). Pure: reads a snapshot and the
+ * authorizer's bindings, decides, and says why.
+ */
+import { LABEL_AUTO_REGISTERED, type GuardAgent, type TrustLevel } from '../api/schemas.js';
+import { guardAgent, objectNameFor } from '../api/builders.js';
+import type { Principal } from '../auth/authenticate.js';
+import type { Authorizer } from '../auth/authorize.js';
+import type { IncidentRecord } from '../audit/incident-file.js';
+import type { PolicySnapshot } from '../engine/snapshot.js';
+
+/** What an agent id no GuardAgent claims gets: a deny, or an evaluation as an unregistered agent. */
+export type UnknownAgents = 'deny' | 'evaluate';
+
+/** An incident a decision raises, about `agentId`. */
+export interface IncidentSpec {
+  type: IncidentRecord['type'];
+  severity: IncidentRecord['severity'];
+  agentId: string;
+  evidence: Record<string, unknown>;
+}
+
+/** An identity refusal: the decision is a deny by this agent-level rule, with this incident. */
+export interface Refusal {
+  rule: 'identities' | 'unknownAgents';
+  reason: string;
+  incident: IncidentSpec;
+}
+
+/**
+ * The agent to evaluate (with the namespace an unregistered one is evaluated in), a refusal
+ * (still evaluated, then denied), or a request error.
+ */
+export type Identity = { ok: true; agentId: string; unknownAgentNamespace?: string } | { ok: false; agentId: string; refusal: Refusal } | { ok: false; error: string };
+
+/**
+ * Where objects written for `principal` go, and the namespace its unregistered agents are
+ * judged in: a ServiceAccount's own namespace, else the store's (undefined in standalone mode).
+ */
+export function namespaceFor(principal: Principal, writeNamespace: string | undefined): string | undefined {
+  return writeNamespace === undefined ? undefined : (principal.serviceAccount?.namespace ?? writeNamespace);
+}
+
+/** The `spec.identities` entry that names this caller. */
+export function identityOf(p: Principal): NonNullable<GuardAgent['spec']['identities']>[number] {
+  return p.serviceAccount ? { serviceAccount: p.serviceAccount } : { user: p.subject };
+}
+
+/** A minimal auto-registered GuardAgent for an unknown id, or undefined when the id cannot be one. */
+export function autoRegisteredAgent(agentId: string, namespace: string | undefined, trustLevel: TrustLevel, identities: GuardAgent['spec']['identities']): GuardAgent | undefined {
+  try {
+    return guardAgent(
+      { name: objectNameFor(agentId), ...(namespace ? { namespace } : {}), labels: { [LABEL_AUTO_REGISTERED]: 'true' } },
+      { agentId, displayName: `Auto-registered: ${agentId}`.slice(0, 253), trustLevel, ...(identities ? { identities } : {}) },
+    );
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Which agent `principal` acts as. A registered agent must list the caller in
+ * `spec.identities` (anyone under `--auth none`). A caller bound to agents may act only as
+ * them, and may omit `agentId` when it is bound to exactly one. An id no GuardAgent claims is
+ * refused under `--unknown-agents deny`; under `evaluate` it is judged as an unregistered agent
+ * in the caller's namespace.
+ *
+ * @example resolveIdentity({ authorizer, snapshot, principal, agentId: 'etl', unknownAgents: 'deny', writeNamespace: 'team-a' })
+ */
+export function resolveIdentity(input: {
+  authorizer: Authorizer;
+  snapshot: PolicySnapshot;
+  principal: Principal;
+  agentId: string | undefined;
+  unknownAgents: UnknownAgents;
+  writeNamespace: string | undefined;
+}): Identity {
+  const { authorizer, snapshot, principal, agentId } = input;
+  const subject = principal.subject;
+  const bound = authorizer.boundAgents(principal, snapshot);
+  if (!agentId) {
+    if (bound.length === 1) return { ok: true, agentId: bound[0]!.id };
+    if (!authorizer.enforcing) return { ok: false, error: 'agent_id is required' };
+    return { ok: false, error: `agent_id is required: caller '${subject}' is bound to ${bound.length} agents${bound.length > 1 ? ` (${bound.map((a) => a.id).join(', ')})` : ''}` };
+  }
+  const agent = snapshot.agent(agentId);
+  const boundIds = bound.map((a) => a.id);
+  const refuse = (rule: Refusal['rule'], reason: string, incident: IncidentSpec): Identity => ({ ok: false, agentId, refusal: { rule, reason, incident } });
+  if (agent) {
+    if (authorizer.mayActAs(principal, agent)) return { ok: true, agentId };
+    return refuse('identities', `Caller '${subject}' is not bound to agent '${agentId}' (identity mismatch)`, {
+      type: 'identity_mismatch',
+      severity: 'high',
+      agentId,
+      evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds },
+    });
+  }
+  if (bound.length > 0) {
+    // The incident concerns the agent the caller really is: that is where its Event goes.
+    return refuse(
+      'identities',
+      `Caller '${subject}' is bound to ${boundIds.map((id) => `'${id}'`).join(', ')} and may act only as ${bound.length > 1 ? 'them' : 'it'}; '${agentId}' is not registered (identity mismatch)`,
+      { type: 'identity_mismatch', severity: 'high', agentId: boundIds[0]!, evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds } },
+    );
+  }
+  if (input.unknownAgents === 'deny') {
+    return refuse(
+      'unknownAgents',
+      `Agent '${agentId}' is not registered and caller '${subject}' is bound to no GuardAgent; unregistered agents are denied (--unknown-agents deny)`,
+      { type: 'unauthorized_access', severity: 'medium', agentId, evidence: { caller: subject, claimed_agent: agentId } },
+    );
+  }
+  const namespace = namespaceFor(principal, input.writeNamespace);
+  return { ok: true, agentId, ...(namespace ? { unknownAgentNamespace: namespace } : {}) };
+}

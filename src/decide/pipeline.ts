@@ -1,0 +1,216 @@
+/**
+ * The one decision pipeline (docs/decisions.md, §1): identity → evaluation → limits → audit →
+ * incidents → auto-registration. `validate_action` calls it with the agent id the caller
+ * claims; an adapter in front of real tools calls it with the caller's own agent. Adapters
+ * only translate their wire format in and out.
+ */
+import { LABEL_AUTO_REGISTERED } from '../api/schemas.js';
+import type { Principal } from '../auth/authenticate.js';
+import type { Authorizer } from '../auth/authorize.js';
+import { parseRate, RateLimiter } from '../auth/rate-limit.js';
+import type { IncidentInput, IncidentLog, IncidentRecord } from '../audit/incident-file.js';
+import { newId } from '../audit/record.js';
+import type { AuditSink } from '../audit/sink.js';
+import type { CompiledAgent } from '../engine/compile.js';
+import type { PolicySnapshot } from '../engine/snapshot.js';
+import type { Decision } from '../engine/types.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { PolicyStore } from '../store/store.js';
+import { autoRegisteredAgent, identityOf, namespaceFor, resolveIdentity, type IncidentSpec, type UnknownAgents } from './identity.js';
+
+export interface PipelineOptions {
+  /** Create a GuardAgent for unknown agent ids, in the background. */
+  autoRegister: boolean;
+  /** At most this many auto-registered agents may exist. */
+  autoRegisterLimit: number;
+  /** Under auth, at most this many agents auto-registered for (and bound to) one caller. */
+  autoRegisterPerCaller: number;
+  unknownAgents: UnknownAgents;
+}
+
+export interface PipelineDeps {
+  store: PolicyStore;
+  authorizer: Authorizer;
+  audit: AuditSink;
+  incidents: IncidentLog;
+  metrics: Metrics;
+  log: Logger;
+  options: PipelineOptions;
+  now?: () => Date;
+}
+
+/** One action to decide. */
+export interface DecisionInput {
+  principal: Principal;
+  /** The agent the caller says it acts as; undefined = the one agent it is bound to. */
+  agentId: string | undefined;
+  actionType: string;
+  target: string;
+  parameters: Readonly<Record<string, unknown>>;
+  context: string;
+}
+
+/** A decision as recorded: the engine's answer plus the id of its audit record. */
+export type RecordedDecision = Decision & { action_id: string };
+
+export type DecideOutcome = { ok: true; decision: RecordedDecision } | { ok: false; error: string };
+
+/** Turn a decision into a deny by an agent-level check (identity, rate limit), keeping the rest. */
+function agentDeny(d: Decision, rule: string, reason: string): Decision {
+  return {
+    ...d,
+    allowed: false,
+    require_approval: false,
+    reason,
+    decision: 'deny',
+    matched: [{ policy: `agent:${d.agent.id}`, rule, action: 'deny', enforcement: 'Enforce', message: reason }, ...d.matched],
+  };
+}
+
+export class DecisionPipeline {
+  /** Auto-registrations in flight: agent id → the caller it will be bound to. */
+  private readonly pendingRegistrations = new Map<string, string>();
+  private readonly agentLimiters = new Map<string, RateLimiter>();
+  private readonly now: () => Date;
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.now = deps.now ?? (() => new Date());
+  }
+
+  /** Where objects written for `principal` go (docs/decisions.md, "Identity"). */
+  namespaceFor(principal: Principal): string | undefined {
+    return namespaceFor(principal, this.deps.store.writeNamespace);
+  }
+
+  /**
+   * Decide one action. Synchronous up to the audit append: the incident and an
+   * auto-registration follow in the background, and the decision never waits for them.
+   *
+   * @example const out = pipeline.decide({ principal, agentId: 'etl', actionType: 'tool_call', target: 'drop_table', parameters: {}, context: '' });
+   */
+  decide(input: DecisionInput): DecideOutcome {
+    const { store, authorizer, audit, metrics, options } = this.deps;
+    const snapshot = store.snapshot();
+    const identity = resolveIdentity({ authorizer, snapshot, principal: input.principal, agentId: input.agentId, unknownAgents: options.unknownAgents, writeNamespace: store.writeNamespace });
+    if (!identity.ok && 'error' in identity) return { ok: false, error: identity.error };
+    const agentId = identity.agentId;
+    let decision = snapshot.evaluate({
+      agentId,
+      actionType: input.actionType,
+      target: input.target,
+      parameters: input.parameters,
+      context: input.context,
+      ...(identity.ok && identity.unknownAgentNamespace ? { unknownAgentNamespace: identity.unknownAgentNamespace } : {}),
+    });
+    let incident: IncidentSpec | undefined;
+    if (!identity.ok) {
+      decision = agentDeny(decision, identity.refusal.rule, identity.refusal.reason);
+      incident = identity.refusal.incident;
+    } else {
+      const agent = snapshot.agent(agentId);
+      const limited = this.overRateLimit(agent);
+      if (limited) {
+        decision = agentDeny(decision, 'rateLimit', limited);
+        incident = { type: 'rate_limit_exceeded', severity: 'medium', agentId, evidence: { limit: agent!.source.spec.rateLimit } };
+      } else if (decision.decision === 'deny') {
+        incident = { type: 'policy_violation', severity: 'medium', agentId, evidence: { matched: decision.matched } };
+      }
+    }
+
+    const actionId = newId('act_');
+    const appended = audit.append({
+      action_id: actionId,
+      agent_id: agentId,
+      caller: input.principal.subject,
+      action: { type: input.actionType, target: input.target, parameters: input.parameters as Record<string, unknown>, context: input.context },
+      evaluation: {
+        allowed: decision.allowed,
+        decision: decision.decision,
+        require_approval: decision.require_approval,
+        reason: decision.reason,
+        matched: decision.matched,
+        audit_findings: decision.audit_findings,
+      },
+      revision: decision.revision,
+    });
+    if (!appended.ok) {
+      // Fail closed (--audit-failure-mode closed): a decision the log cannot record is a deny.
+      decision = { ...decision, allowed: false, require_approval: false, decision: 'deny', reason: `audit log unavailable: ${appended.reason}` };
+      incident = undefined;
+      metrics.auditUnavailableDenials.inc();
+    }
+    metrics.decisions.inc({ decision: decision.decision });
+    for (const f of decision.audit_findings) metrics.auditFindings.inc({ policy: f.policy });
+
+    if (incident) {
+      // The audit record above already holds the deny; the incident follows in the background
+      // (in kubernetes mode record() resolves once its entry is buffered in the same log).
+      const spec = incident;
+      this.recordIncident({
+        type: spec.type,
+        severity: spec.severity,
+        description: `Agent '${agentId}' attempted '${input.actionType}' on '${input.target}' - DENIED: ${decision.reason}`,
+        agent_id: spec.agentId,
+        action_id: actionId,
+        evidence: spec.evidence,
+        recommended_action: '',
+      }).catch((err: unknown) => this.deps.log.warn('incident not recorded', { action_id: actionId, error: String(err) }));
+    }
+    if (identity.ok && !decision.agent.registered) this.autoRegister(agentId, snapshot, input.principal);
+    return { ok: true, decision: { action_id: actionId, ...decision } };
+  }
+
+  /** Store an incident and count it (also what report_incident uses). */
+  async recordIncident(input: IncidentInput): Promise<IncidentRecord> {
+    const rec = await this.deps.incidents.record(input);
+    this.deps.metrics.incidents.inc({ type: rec.type, severity: rec.severity });
+    return rec;
+  }
+
+  /** GuardAgent.spec.rateLimit, per replica. Returns the reason when over the limit. */
+  private overRateLimit(agent: CompiledAgent | undefined): string | undefined {
+    const limit = agent?.source.spec.rateLimit;
+    if (!limit) return undefined;
+    const key = `${limit.requests}/${limit.per}`;
+    let limiter = this.agentLimiters.get(key);
+    if (!limiter) {
+      limiter = new RateLimiter(limit.requests, parseRate(`1/${limit.per}`)!.windowMs);
+      this.agentLimiters.set(key, limiter);
+    }
+    const take = limiter.take(agent.id, this.now().getTime());
+    return take.ok ? undefined : `Rate limit exceeded for agent '${agent.id}': ${limit.requests} requests per ${limit.per}; retry in ${Math.ceil(take.retryAfterMs / 1000)} s`;
+  }
+
+  /**
+   * Fire-and-forget (docs/decisions.md, step 1). Bounded twice: `autoRegisterLimit`
+   * auto-registered agents in all, and under auth `autoRegisterPerCaller` per caller (its
+   * bound agents and registrations in flight), so random ids are not a way to fill etcd or the
+   * disk. Under auth the new agent is bound to the caller that first used the id.
+   */
+  private autoRegister(agentId: string, snapshot: PolicySnapshot, principal: Principal): void {
+    const { autoRegister, autoRegisterLimit, autoRegisterPerCaller } = this.deps.options;
+    const { authorizer, store, metrics } = this.deps;
+    const caller = principal.subject;
+    if (!autoRegister || !store.isLeader() || this.pendingRegistrations.has(agentId)) return;
+    let existing = this.pendingRegistrations.size;
+    for (const a of snapshot.agents()) if (a.labels[LABEL_AUTO_REGISTERED] === 'true') existing++;
+    const perCaller = [...this.pendingRegistrations.values()].filter((c) => c === caller).length + authorizer.boundAgents(principal, snapshot).length;
+    if (existing >= autoRegisterLimit || (authorizer.enforcing && perCaller >= autoRegisterPerCaller)) {
+      metrics.autoRegistrations.inc({ outcome: 'limit' });
+      return;
+    }
+    const identities = authorizer.enforcing ? [identityOf(principal)] : undefined;
+    const agent = autoRegisteredAgent(agentId, this.namespaceFor(principal), snapshot.options.unknownAgentTrust, identities);
+    if (!agent) return; // an id no GuardAgent can carry; it stays an implicit agent
+    this.pendingRegistrations.set(agentId, caller);
+    store
+      .applyAgent(agent)
+      .then(() => metrics.autoRegistrations.inc({ outcome: 'ok' }))
+      .catch((err) => {
+        metrics.autoRegistrations.inc({ outcome: 'error' });
+        this.deps.log.warn('auto-registration failed', { agent: agentId, error: String(err) });
+      })
+      .finally(() => this.pendingRegistrations.delete(agentId));
+  }
+}
