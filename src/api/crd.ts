@@ -13,12 +13,14 @@ import {
   GuardAgentStatusSchema,
   GuardPolicySpecSchema,
   GuardPolicyStatusSchema,
+  GuardUpstreamSpecSchema,
+  GuardUpstreamStatusSchema,
 } from './schemas.js';
 
 type JsonSchema = { [key: string]: unknown };
 
 interface KindInfo {
-  kind: 'GuardAgent' | 'GuardPolicy';
+  kind: 'GuardAgent' | 'GuardPolicy' | 'GuardUpstream';
   plural: string;
   singular: string;
   shortName: string;
@@ -61,6 +63,15 @@ const KINDS: KindInfo[] = [
       { name: 'Priority', type: 'integer', jsonPath: '.spec.priority', priority: 1 },
       ...commonColumns,
     ],
+  },
+  {
+    kind: 'GuardUpstream',
+    plural: 'guardupstreams',
+    singular: 'guardupstream',
+    shortName: 'gup',
+    spec: GuardUpstreamSpecSchema,
+    status: GuardUpstreamStatusSchema,
+    columns: [{ name: 'URL', type: 'string', jsonPath: '.spec.url' }, ...commonColumns],
   },
 ];
 

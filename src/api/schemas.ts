@@ -123,6 +123,9 @@ export const RuleMatchSchema = withRules(
     tools: GlobList.optional().describe('Globs over the target (tool name), case-insensitive.'),
     actionTypes: GlobList.optional().describe('Globs over action_type, e.g. "tool_call".'),
     agents: GlobList.optional().describe('Globs over agent ids.'),
+    upstreams: GlobList.optional().describe(
+      'Globs over "namespace/name" of the GuardUpstream a call goes through (the MCP gateway); a call that goes through none (validate_action) does not match.',
+    ),
     trustLevelBelow: TrustLevelSchema.optional().describe('Matches agents whose trust is below this level.'),
     trustLevelAtLeast: TrustLevelSchema.optional().describe('Matches agents whose trust is at least this level.'),
     arguments: z.array(ArgumentConditionSchema).max(16).optional().describe('Conditions on the call parameters.'),
@@ -306,8 +309,90 @@ export const GuardPolicySchema = z.object({
 });
 export type GuardPolicy = z.infer<typeof GuardPolicySchema>;
 
-/** Either kind; `kind` tells them apart. */
+/** Headers the gateway sets itself (hop-by-hop, framing, MCP's own): a GuardUpstream may not. */
+export const GATEWAY_OWNED_HEADERS = ['host', 'content-length', 'connection', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'mcp-session-id', 'mcp-protocol-version', 'mcp-method', 'mcp-name'];
+
+const HeaderName = z.string().min(1).max(128).regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/, 'must be an HTTP header name');
+
+/** Where a header's value comes from: never the manifest itself. */
+export const HeaderValueSourceSchema = withRules(
+  z.strictObject({
+    secretKeyRef: z
+      .strictObject({ name: ObjectNameSchema, key: z.string().min(1).max(NAME_MAX) })
+      .optional()
+      .describe('A key of a Secret in the GuardUpstream\'s namespace (kubernetes mode).'),
+    file: z.string().min(1).max(4096).optional().describe('A file whose content is the value (standalone mode), e.g. a mounted Secret.'),
+    env: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
+      .optional()
+      .describe('An environment variable of the server (standalone mode).'),
+  }),
+  [
+    crossFieldRule({
+      cel: '(has(self.secretKeyRef) ? 1 : 0) + (has(self.file) ? 1 : 0) + (has(self.env) ? 1 : 0) == 1',
+      message: 'valueFrom names exactly one of secretKeyRef, file or env',
+      predicate: (v) => [v.secretKeyRef, v.file, v.env].filter((x) => x !== undefined).length === 1,
+    }),
+  ],
+);
+export type HeaderValueSource = z.infer<typeof HeaderValueSourceSchema>;
+
+export const GuardUpstreamSpecSchema = z.strictObject({
+  description: ShortText.optional(),
+  url: z
+    .string()
+    .max(2048)
+    .regex(/^https?:\/\/[^\s]+$/, 'url must be an http:// or https:// URL')
+    .describe('The upstream MCP server\'s Streamable HTTP endpoint, e.g. http://github-mcp.tools:8080/mcp.'),
+  headers: z
+    .array(
+      withRules(
+        z.strictObject({
+          name: HeaderName,
+          valueFrom: HeaderValueSourceSchema,
+          prefix: z.string().max(64).optional().describe('Put before the value, e.g. "Bearer ".'),
+        }),
+        [
+          crossFieldRule({
+            cel: `!(self.name.lowerAscii() in [${GATEWAY_OWNED_HEADERS.map((h) => `'${h}'`).join(', ')}])`,
+            message: `the gateway sets these headers itself: ${GATEWAY_OWNED_HEADERS.join(', ')}`,
+            predicate: (h) => !GATEWAY_OWNED_HEADERS.includes(h.name.toLowerCase()),
+          }),
+        ],
+      ),
+    )
+    .max(16)
+    .default([])
+    .describe('Headers sent to the upstream with every request; the caller\'s own credentials never are.'),
+  timeout: z
+    .string()
+    .regex(/^[1-9][0-9]{0,5}(ms|s|m)$/, 'timeout must be a duration like 500ms, 30s or 2m')
+    .default('30s')
+    .describe('Longest wait for the upstream\'s answer (to the end of a streamed one) before the call fails.'),
+});
+export type GuardUpstreamSpec = z.infer<typeof GuardUpstreamSpecSchema>;
+
+export const GuardUpstreamStatusSchema = z.object({
+  observedGeneration: z.number().int().min(0).optional(),
+  conditions: ConditionsSchema.optional(),
+});
+
+/** An MCP server PolicyGuard gates: every tools/call to it is decided first (the gateway). */
+export const GuardUpstreamSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal('GuardUpstream'),
+  metadata: ObjectMetaSchema,
+  spec: GuardUpstreamSpecSchema,
+  status: GuardUpstreamStatusSchema.optional(),
+});
+export type GuardUpstream = z.infer<typeof GuardUpstreamSchema>;
+
+/** Either kind the engine compiles; `kind` tells them apart. */
 export type GuardObject = GuardAgent | GuardPolicy;
+
+/** Every kind of the API group. */
+export type AnyGuardObject = GuardObject | GuardUpstream;
 
 export const LABEL_AUTO_REGISTERED = `${GROUP}/auto-registered`;
 export const ANNOTATION_RESUME = `${GROUP}/resume`;

@@ -43,6 +43,8 @@ export interface CompiledRule {
   tools: Glob[] | undefined;
   actionTypes: Glob[] | undefined;
   agents: Glob[] | undefined;
+  /** Globs over "namespace/name" of the GuardUpstream; a call through none does not match. */
+  upstreams: Glob[] | undefined;
   /** Matches when the agent's rank is below this. */
   trustBelow: number | undefined;
   /** Matches when the agent's rank is at least this. */
@@ -157,6 +159,7 @@ export function compilePolicy(policy: GuardPolicy, options: EngineOptions): Comp
         tools: m.tools && compileGlobs(m.tools),
         actionTypes: m.actionTypes && compileGlobs(m.actionTypes),
         agents: m.agents && compileGlobs(m.agents),
+        upstreams: m.upstreams && compileGlobs(m.upstreams),
         trustBelow: rank(m.trustLevelBelow),
         trustAtLeast: rank(m.trustLevelAtLeast),
         args: (m.arguments ?? []).map(compileArgument),

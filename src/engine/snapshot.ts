@@ -216,11 +216,8 @@ export class PolicySnapshot {
     return { id: req.agentId, namespace: req.unknownAgentNamespace, labels: {}, trust, rank: trustRank(trust), registered: false, compiled: undefined };
   }
 
-  /**
-   * Whether every condition of `r` holds: `true`, `false` (one is definitely false), or the
-   * reasons of the argument conditions that could not be evaluated when none is false.
-   */
-  private conditionsHold(r: CompiledRule, agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string, targetLower: string): boolean | string[] {
+  /** Whether every condition of `r` but its argument conditions holds. */
+  private matchesCall(r: CompiledRule, agent: ResolvedAgent, req: Pick<ActionRequest, 'upstream'>, actionLower: string, agentLower: string, targetLower: string): boolean {
     if (r.scope !== undefined && r.scope !== agent.namespace) return false;
     if (r.selector && !r.selector(agent.labels)) return false;
     if (r.trustBelow !== undefined && !(agent.rank < r.trustBelow)) return false;
@@ -228,6 +225,16 @@ export class PolicySnapshot {
     if (r.tools && !anyMatch(r.tools, targetLower)) return false;
     if (r.actionTypes && !anyMatch(r.actionTypes, actionLower)) return false;
     if (r.agents && !anyMatch(r.agents, agentLower)) return false;
+    if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, req.upstream.toLowerCase()))) return false;
+    return true;
+  }
+
+  /**
+   * Whether every condition of `r` holds: `true`, `false` (one is definitely false), or the
+   * reasons of the argument conditions that could not be evaluated when none is false.
+   */
+  private conditionsHold(r: CompiledRule, agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string, targetLower: string): boolean | string[] {
+    if (!this.matchesCall(r, agent, req, actionLower, agentLower, targetLower)) return false;
     let unknown: string[] | undefined;
     for (const test of r.args) {
       const result = test(req.parameters);
@@ -235,6 +242,38 @@ export class PolicySnapshot {
       if (result !== true) (unknown ??= []).push(result.indeterminate);
     }
     return unknown ?? true;
+  }
+
+  /**
+   * The decisions a call could get, whatever its arguments: what the MCP gateway's tools/list
+   * needs (a tool denied for every argument is not listed; one that needs approval is marked).
+   * A rule with argument conditions may or may not match, so the answer is a superset of what
+   * any one call gets; `['deny']` alone means denied for certain.
+   *
+   * @example snap.possibleDecisions({ agentId: 'etl', actionType: 'tool_call', target: 'drop_table' }) // Set { 'deny' }
+   */
+  possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
+    const agent = this.resolve({ ...req, parameters: {} });
+    const targetLower = req.target.toLowerCase();
+    const actionLower = req.actionType.toLowerCase();
+    const a = agent.compiled;
+    if (a?.suspension || (a && anyMatch(a.deniedTools, targetLower)) || (a?.allowedTools && !anyMatch(a.allowedTools, targetLower))) return new Set(['deny']);
+    const certain = new Set<DecisionKind>();
+    const maybe = new Set<DecisionKind>();
+    for (const { rule } of this.index.candidates(targetLower, actionLower, agent.id.toLowerCase())) {
+      if (rule.enforcement !== 'Enforce' || !this.matchesCall(rule, agent, req, actionLower, agent.id.toLowerCase(), targetLower)) continue;
+      (rule.args.length === 0 ? certain : maybe).add(rule.action);
+    }
+    if (certain.has('deny')) return new Set(['deny']);
+    const out = new Set<DecisionKind>();
+    if (maybe.has('deny')) out.add('deny');
+    if (certain.has('require_approval') || maybe.has('require_approval')) out.add('require_approval');
+    if (!certain.has('require_approval')) {
+      if (certain.has('allow') || maybe.has('allow')) out.add('allow');
+      // No rule may match at all: the default decides.
+      if (!certain.has('allow')) out.add(this.options.defaultDecision);
+    }
+    return out;
   }
 
   /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */

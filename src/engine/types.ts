@@ -32,6 +32,8 @@ export interface ActionRequest {
    * cluster-wide policies apply. Ignored for registered agents, which have their own.
    */
   unknownAgentNamespace?: string;
+  /** `namespace/name` of the GuardUpstream the call goes through (the MCP gateway); absent for validate_action. */
+  upstream?: string;
 }
 
 /**
