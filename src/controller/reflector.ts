@@ -9,7 +9,7 @@
  * and `onSynced()` after every full list (the first one makes the store ready).
  */
 import { CustomObjectsApi, Watch, type KubeConfig } from '@kubernetes/client-node';
-import { describeKubeError } from '../kube/client.js';
+import { describeKubeError, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 
 export interface KubeObject {
@@ -33,6 +33,12 @@ export interface ReflectorOptions {
   watchTimeoutSeconds?: number;
   /** Backoff bounds in ms (default 200 ms … 30 s). */
   backoff?: { initialMs: number; maxMs: number };
+  /**
+   * The resource may not exist yet (a CRD added in a newer release, not applied on upgrade):
+   * a 404 on list then counts as an empty, synced list, so the store becomes ready without it,
+   * and the list is retried until the resource appears.
+   */
+  optional?: boolean;
 }
 
 /** `namespace/name` */
@@ -48,6 +54,8 @@ export class Reflector {
   private stopped = false;
   private abort: AbortController | undefined;
   private failures = 0;
+  /** An optional resource's 404 was reported (once) and counted as an empty list. */
+  private missingReported = false;
   private wake: (() => void) | undefined;
   private readonly api: CustomObjectsApi;
   private readonly watch: Watch;
@@ -84,6 +92,11 @@ export class Reflector {
         this.stats.errors++;
         this.failures++;
         needList = true;
+        if (this.opts.optional && statusOf(err) === 404 && !this.missingReported) {
+          this.missingReported = true;
+          this.opts.log.warn('resource not served (CRD not installed?); treated as empty until it appears', { resource: this.what });
+          this.opts.onSynced();
+        }
         const { initialMs, maxMs } = this.opts.backoff ?? { initialMs: 200, maxMs: 30_000 };
         const delay = Math.min(maxMs, initialMs * 2 ** Math.min(this.failures - 1, 10)) * (0.5 + Math.random() / 2);
         this.opts.log.warn('list/watch failed; retrying', { resource: this.what, error: describeKubeError(err), retryInMs: Math.round(delay) });
@@ -131,6 +144,7 @@ export class Reflector {
       this.opts.onChange(ref, obj);
     }
     this.resourceVersion = rv;
+    this.missingReported = false;
     this.opts.onSynced();
   }
 

@@ -69,7 +69,7 @@ export interface Decision {
 
 /** Why an object is not (or not fully) in force; becomes its Ready=False condition. */
 export interface ObjectProblem {
-  kind: 'GuardAgent' | 'GuardPolicy';
+  kind: 'GuardAgent' | 'GuardPolicy' | 'GuardUpstream';
   namespace?: string;
   name: string;
   reason: Reason;

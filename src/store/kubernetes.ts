@@ -7,7 +7,7 @@
  * are merge patches of the agent's status subresource, which GitOps tools never own.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { GROUP, GuardAgentSchema, GuardPolicySchema, VERSION, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type Suspension } from '../api/schemas.js';
+import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import { Reflector, refOf, type KubeObject } from '../controller/reflector.js';
 import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
@@ -16,12 +16,15 @@ import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { formatZodError } from './manifests.js';
 import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
+import { upstreamProblem, upstreamRef } from './upstreams.js';
 
 export const FIELD_MANAGER = 'policyguard';
 
 export const KINDS = {
-  GuardAgent: { plural: 'guardagents', schema: GuardAgentSchema },
-  GuardPolicy: { plural: 'guardpolicies', schema: GuardPolicySchema },
+  GuardAgent: { plural: 'guardagents', schema: GuardAgentSchema, optional: false },
+  GuardPolicy: { plural: 'guardpolicies', schema: GuardPolicySchema, optional: false },
+  // Added in a later release: a cluster whose CRDs were not upgraded yet still becomes ready.
+  GuardUpstream: { plural: 'guardupstreams', schema: GuardUpstreamSchema, optional: true },
 } as const;
 type Kind = keyof typeof KINDS;
 
@@ -116,7 +119,10 @@ export class KubernetesStore implements PolicyStore {
   private readonly cache: CompileCache = new Map();
   private readonly reflectors: { kind: Kind; reflector: Reflector; synced: boolean }[] = [];
   /** Last version of each object that passed the schema; kept in force when a newer one fails. */
-  private readonly valid = new Map<string, GuardObject>();
+  private readonly valid = new Map<string, AnyGuardObject>();
+  /** Usable GuardUpstreams by `namespace/name`, and the unusable ones' problems; rebuilt on every compile. */
+  private upstreams = new Map<string, GuardUpstream>();
+  private upstreamProblems = new Map<string, ObjectProblem>();
   private readonly invalid = new Map<string, ObjectProblem>();
   private compileScheduled = false;
   /** Set by the first compile after every watch has listed once. */
@@ -140,6 +146,7 @@ export class KubernetesStore implements PolicyStore {
           group: GROUP,
           version: VERSION,
           plural: KINDS[kind].plural,
+          optional: KINDS[kind].optional,
           ...(namespace ? { namespace } : {}),
           log: this.opts.log,
           onChange: (ref, obj) => this.onChange(kind, ref, obj),
@@ -190,10 +197,19 @@ export class KubernetesStore implements PolicyStore {
   private compile(): void {
     const agents: GuardAgent[] = [];
     const policies: GuardPolicy[] = [];
+    const upstreams = new Map<string, GuardUpstream>();
+    const upstreamProblems = new Map<string, ObjectProblem>();
     for (const obj of this.valid.values()) {
       if (obj.kind === 'GuardAgent') agents.push(obj);
-      else policies.push(obj);
+      else if (obj.kind === 'GuardPolicy') policies.push(obj);
+      else {
+        const problem = upstreamProblem(obj, 'kubernetes');
+        if (problem) upstreamProblems.set(objectKey(obj.kind, obj.metadata.namespace, obj.metadata.name), problem);
+        else upstreams.set(upstreamRef(obj), obj);
+      }
     }
+    this.upstreams = upstreams;
+    this.upstreamProblems = upstreamProblems;
     const next = PolicySnapshot.compile({ agents, policies }, this.opts.engine, { cache: this.cache, previous: this.current });
     if (next.revision !== this.current.revision) this.opts.log.debug('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
@@ -214,9 +230,13 @@ export class KubernetesStore implements PolicyStore {
     return this.opts.isLeader();
   }
 
+  upstream(ref: string): GuardUpstream | undefined {
+    return this.upstreams.get(ref);
+  }
+
   /** Every problem, by `Kind/namespace/name`: schema failures and compile failures. */
   objectProblems(): Map<string, ObjectProblem> {
-    const out = new Map<string, ObjectProblem>(this.invalid);
+    const out = new Map<string, ObjectProblem>([...this.invalid, ...this.upstreamProblems]);
     for (const p of this.current.problems) out.set(objectKey(p.kind, p.namespace, p.name), p);
     return out;
   }

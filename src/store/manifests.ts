@@ -4,7 +4,7 @@
  */
 import { LineCounter, parseAllDocuments, stringify, visit, type Document } from 'yaml';
 import { z } from 'zod';
-import { GROUP, GuardAgentSchema, GuardPolicySchema, type GuardObject } from '../api/schemas.js';
+import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, type AnyGuardObject } from '../api/schemas.js';
 import type { ObjectProblem } from '../engine/types.js';
 
 export interface ManifestError {
@@ -14,7 +14,7 @@ export interface ManifestError {
 }
 
 export interface ParsedManifests {
-  objects: GuardObject[];
+  objects: AnyGuardObject[];
   errors: ManifestError[];
   /** Documents of other kinds (kagent, Argo CD, …) that were skipped. */
   skipped: number;
@@ -25,7 +25,7 @@ export function formatManifestError(e: ManifestError): string {
   return `${e.file}:${e.line}: ${e.message}`;
 }
 
-const SCHEMAS = { GuardAgent: GuardAgentSchema, GuardPolicy: GuardPolicySchema } as const;
+const SCHEMAS = { GuardAgent: GuardAgentSchema, GuardPolicy: GuardPolicySchema, GuardUpstream: GuardUpstreamSchema } as const;
 
 function lineOf(doc: Document, lines: LineCounter, path: readonly PropertyKey[]): number {
   // Walk up the path until a node with a position is found (a missing field has none).
@@ -76,7 +76,7 @@ export function parseManifests(text: string, file: string): ParsedManifests {
     }
     const schema = SCHEMAS[kind as keyof typeof SCHEMAS];
     if (!schema) {
-      out.errors.push({ file, line: startLine, message: `unknown kind ${JSON.stringify(kind)} in ${apiVersion}; expected GuardAgent or GuardPolicy` });
+      out.errors.push({ file, line: startLine, message: `unknown kind ${JSON.stringify(kind)} in ${apiVersion}; expected GuardAgent, GuardPolicy or GuardUpstream` });
       continue;
     }
     const parsed = schema.safeParse(value);
@@ -126,7 +126,7 @@ export function lineOfProblem(text: string, problem: ObjectProblem): number {
 }
 
 /** Serialise one object as a YAML manifest (what the standalone store writes). */
-export function toManifest(obj: GuardObject): string {
+export function toManifest(obj: AnyGuardObject): string {
   return stringify(obj, { lineWidth: 0 });
 }
 

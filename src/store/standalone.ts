@@ -14,13 +14,14 @@
  */
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative } from 'node:path';
-import type { GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, Suspension } from '../api/schemas.js';
+import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { FolderWatcher } from './folder-watcher.js';
 import { listManifestTree } from './manifest-tree.js';
+import { upstreamProblem, upstreamRef } from './upstreams.js';
 import { formatManifestError, lineOfProblem, parseManifests, toManifest, type ManifestError } from './manifests.js';
 import type { ApplyResult, PolicyStore } from './store.js';
 
@@ -40,14 +41,14 @@ export interface StandaloneStoreOptions {
 interface LoadedFile {
   text: string;
   /** Objects of the last version of this file that parsed cleanly. */
-  objects: GuardObject[];
+  objects: AnyGuardObject[];
   /** The text those objects came from, to point problems at their lines. */
   goodText: string;
   /** Errors of the current text; empty when it parsed cleanly. */
   errors: ManifestError[];
 }
 
-function refOf(obj: Pick<GuardObject, 'kind' | 'metadata'>): string {
+function refOf(obj: Pick<AnyGuardObject, 'kind' | 'metadata'>): string {
   return `${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
 }
 
@@ -72,7 +73,7 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
     out.errors.push(...parsed.errors.map(formatManifestError));
     for (const obj of parsed.objects) {
       if (obj.kind === 'GuardAgent') out.agents.push(obj);
-      else out.policies.push(obj);
+      else if (obj.kind === 'GuardPolicy') out.policies.push(obj);
     }
   }
   return out;
@@ -98,6 +99,8 @@ export class StandaloneStore implements PolicyStore {
   private rescan: NodeJS.Timeout | undefined;
   /** Object problems in force, as `file:line: …` lines. */
   private objectProblems: string[] = [];
+  /** Usable GuardUpstreams by `namespace/name`. */
+  private upstreams = new Map<string, GuardUpstream>();
   /** Problem and warning lines already logged, so each is logged once, when it appears. */
   private reported = new Set<string>();
   /** Serialises reloads and writes so they never interleave. */
@@ -138,6 +141,10 @@ export class StandaloneStore implements PolicyStore {
 
   isLeader(): boolean {
     return true;
+  }
+
+  upstream(ref: string): GuardUpstream | undefined {
+    return this.upstreams.get(ref);
   }
 
   problems(): readonly string[] {
@@ -212,8 +219,8 @@ export class StandaloneStore implements PolicyStore {
   }
 
   /** Objects in force: data dir over config dir, then first file (by path) wins. */
-  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; fileOf: Map<string, string>; duplicates: string[] } {
-    const byRef = new Map<string, { obj: GuardObject; path: string }>();
+  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; fileOf: Map<string, string>; duplicates: string[] } {
+    const byRef = new Map<string, { obj: AnyGuardObject; path: string }>();
     const duplicates: string[] = [];
     const inData = (path: string) => path.startsWith(this.manifestsDir);
     const ordered = [...this.files.entries()].sort(([a], [b]) => Number(inData(b)) - Number(inData(a)) || a.localeCompare(b));
@@ -227,15 +234,17 @@ export class StandaloneStore implements PolicyStore {
     }
     const agents: GuardAgent[] = [];
     const policies: GuardPolicy[] = [];
+    const upstreams: GuardUpstream[] = [];
     const fileOf = new Map<string, string>();
     for (const [ref, { obj, path }] of byRef) {
       fileOf.set(ref, path);
       if (obj.kind === 'GuardAgent') {
         const status = this.status.get(ref);
         agents.push(status ? { ...obj, status: { ...obj.status, ...status } } : obj);
-      } else policies.push(obj);
+      } else if (obj.kind === 'GuardPolicy') policies.push(obj);
+      else upstreams.push(obj);
     }
-    return { agents, policies, fileOf, duplicates };
+    return { agents, policies, upstreams, fileOf, duplicates };
   }
 
   /** `file:line: GuardPolicy name: Reason: message`, the line pointing at the offending value. */
@@ -247,9 +256,17 @@ export class StandaloneStore implements PolicyStore {
   }
 
   private recompile(): void {
-    const { fileOf, duplicates, ...input } = this.objects();
+    const { fileOf, duplicates, upstreams, ...input } = this.objects();
     const next = PolicySnapshot.compile(input, this.opts.engine, { cache: this.cache, previous: this.current });
-    this.objectProblems = next.problems.map((p) => this.locate(p, fileOf));
+    const usable = new Map<string, GuardUpstream>();
+    const upstreamProblems: ObjectProblem[] = [];
+    for (const u of upstreams) {
+      const problem = upstreamProblem(u, 'standalone');
+      if (problem) upstreamProblems.push(problem);
+      else usable.set(upstreamRef(u), u);
+    }
+    this.upstreams = usable;
+    this.objectProblems = [...next.problems, ...upstreamProblems].map((p) => this.locate(p, fileOf));
     const reported = new Set([...this.objectProblems, ...duplicates]);
     for (const line of this.objectProblems) if (!this.reported.has(line)) this.opts.log.error(line);
     for (const line of duplicates) if (!this.reported.has(line)) this.opts.log.warn(line);

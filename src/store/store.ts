@@ -2,7 +2,7 @@
  * What the MCP tools need from a source of truth. Two implementations: the standalone store
  * (a folder of YAML manifests) and the Kubernetes store (CRs, watched by the controller).
  */
-import type { GuardAgent, GuardAgentSpec, GuardPolicy, Suspension } from '../api/schemas.js';
+import type { GuardAgent, GuardAgentSpec, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
 
 export interface ApplyResult {
@@ -57,6 +57,8 @@ export interface PolicyStore {
   applyAgent(agent: GuardAgent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult>;
   /** Create or update a GuardPolicy (create_policy). In Kubernetes mode, throws {@link StoreConflictError} rather than take fields another manager owns. */
   applyPolicy(policy: GuardPolicy): Promise<ApplyResult>;
+  /** The usable GuardUpstream `namespace/name` (see ./upstreams.ts), or undefined. */
+  upstream(ref: string): GuardUpstream | undefined;
   /** Record an automatic suspension in the agent's status. False when no GuardAgent claims the id. */
   suspendAgent(agentId: string, suspension: Suspension): Promise<boolean>;
   /**
