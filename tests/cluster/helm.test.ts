@@ -91,7 +91,8 @@ describe('helm lint and template', () => {
     const objs = parseObjects(await renderChart());
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard').rules).toEqual([
       { apiGroups: ['policyguard.dev'], resources: ['guardagents', 'guardpolicies'], verbs: ['list', 'watch', 'create', 'patch'] },
-      { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status'], verbs: ['patch'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardupstreams'], verbs: ['list', 'watch'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status', 'guardupstreams/status'], verbs: ['patch'] },
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
     ]);
     expect(findObject(objs, 'Role').rules).toEqual([

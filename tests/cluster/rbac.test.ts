@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import {
   AuthorizationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubeConfig, type KubernetesObject,
 } from '@kubernetes/client-node';
-import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { Client } from '@modelcontextprotocol/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
@@ -204,7 +204,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
   };
 
   /** Runs the server as the chart's ServiceAccount with its RBAC changed by `mutate`, logging to `lines`. */
-  async function startWithout(mutate: (objs: any[]) => void, flags: string[] = []): Promise<{ ns: string; pg: RunningPolicyGuard; lines: string[]; sa: KubeConfig; decide: (target: string) => Promise<any> }> {
+  async function startWithout(mutate: (objs: any[]) => void, flags: string[] = [], waitReady = true): Promise<{ ns: string; pg: RunningPolicyGuard; lines: string[]; sa: KubeConfig; decide: (target: string) => Promise<any> }> {
     const ns = await createNamespace(admin, 'pg-rbac-less');
     const { kubeconfigPath, kc } = await installChartRbac(ns, `less-${ns.slice(-6)}`, mutate);
     await applyGuard(admin, 'GuardAgent', ns, 'etl', { trustLevel: 'medium', deniedTools: ['drop_*'] });
@@ -216,7 +216,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     );
     const pg = await startServer(config, createLogger('warn', (l) => lines.push(l)));
     running.push(pg);
-    await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
+    if (waitReady) await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
     const decide = async (target: string) => {
       const res = await fetch(`${pg.url}/mcp`, {
         method: 'POST',
@@ -247,6 +247,14 @@ describe('each rule matters: remove it and a scenario breaks', () => {
       .patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardpolicies', name: 'no-email', body: { status: {} } })
       .catch((e: { code?: number }) => e);
     expect((denied as { code?: number }).code).toBe(403);
+  });
+
+  it('without list/watch on guardupstreams: the server never reports ready, and the 403 is logged', async () => {
+    const { pg, lines } = await startWithout(withoutRule('guardupstreams'), [], false);
+    await eventually(async () => lines.filter((l) => /list\/watch failed.*guardupstreams/.test(l)), (l) => l.length > 0, 'the failed GuardUpstream list to be logged');
+    expect(lines.find((l) => /list\/watch failed.*guardupstreams/.test(l))).toMatch(/HTTP 403/);
+    expect(pg.store.ready()).toBe(false);
+    expect((await fetch(`${pg.url}/readyz`)).status).toBe(503);
   });
 
   it('without events create/patch: denies still deny, but no Event is recorded and the 403 is logged', async () => {
