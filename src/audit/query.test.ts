@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SYSTEM_AGENT_ID, createAuditIncidentLog } from './audit-incidents.js';
 import { openFileAuditSink } from './file-sink.js';
 import { incidentInput } from './incident-fixture.js';
+import { OUTCOME_ACTION_TYPE, outcomeEntry } from './outcomes.js';
 import { auditEntryKind } from './query.js';
 import type { AuditEntryInput, AuditRecord } from './record.js';
 import type { AuditQuery, AuditSink } from './sink.js';
@@ -60,6 +61,19 @@ async function fill(): Promise<Record<string, AuditRecord>> {
 }
 
 const ids = async (q: Omit<AuditQuery, 'limit'>) => (await sink.query({ ...q, limit: 100 })).entries.map((e) => e.entry_id);
+
+describe('upstream outcomes', () => {
+  it('are their own kind, never counted as decisions, and a decision that looks like one is still a decision', async () => {
+    const d = sink.append({ ...decision('bot', true, 'sa:bot'), action: { type: 'tool_call', target: 'create_issue', parameters: {}, context: '', upstream: 'tools/github' } }).record;
+    const outcome = sink.append(outcomeEntry({ actionId: d.action_id!, agentId: 'bot', tool: 'create_issue', upstream: 'tools/github', outcome: { status: 200, is_error: false, duration_ms: 12, bytes: 345 } })).record;
+    const lookalike = sink.append({ ...decision('bot', true, 'sa:bot'), action: { type: OUTCOME_ACTION_TYPE, target: 'x', parameters: {}, context: '' } }).record;
+    expect(auditEntryKind(outcome)).toBe('outcome');
+    expect(outcome).toMatchObject({ action_id: d.action_id, action: { upstream: 'tools/github', parameters: { status: 200, is_error: false, bytes: 345 } } });
+    expect(auditEntryKind(lookalike)).toBe('decision');
+    expect((await sink.query({ kinds: ['decision'], limit: 10 })).entries.map((e) => e.entry_id)).toEqual([lookalike.entry_id, d.entry_id]);
+    expect(await ids({ status: 'allowed' })).not.toContain(outcome.entry_id);
+  });
+});
 
 describe('audit entry kinds', () => {
   it('tells decisions, admin entries and incidents apart from what is stored', async () => {

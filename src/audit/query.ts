@@ -1,18 +1,21 @@
 import { incidentFromAudit } from './audit-incidents.js';
+import { isOutcomeRecord } from './outcomes.js';
 import type { AuditRecord } from './record.js';
 import type { AuditEntryKind, AuditFilter, AuditQuery, AuditQueryResult, AuditSink } from './sink.js';
 
 /**
  * What a record is, read from what is stored (nothing extra is written): `incident` when
  * {@link incidentFromAudit} recognises it (kubernetes mode keeps incidents in the audit log; they
- * carry the deny's action_id), `decision` when it has an action_id otherwise, `admin` for the
- * rest (the administrative entries of tools.ts have action_id null).
+ * carry the deny's action_id), `outcome` for an upstream's answer to a gated call (outcomes.ts),
+ * `decision` when it has an action_id otherwise, `admin` for the rest (the administrative
+ * entries of tools.ts have action_id null).
  *
  * @example
  * const decisions = entries.filter((e) => auditEntryKind(e) === 'decision');
  */
 export function auditEntryKind(record: AuditRecord): AuditEntryKind {
   if (incidentFromAudit(record)) return 'incident';
+  if (isOutcomeRecord(record)) return 'outcome';
   return record.action_id === null ? 'admin' : 'decision';
 }
 

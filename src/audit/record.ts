@@ -8,6 +8,8 @@ export interface AuditAction {
   target: string;
   parameters: Record<string, unknown>;
   context: string;
+  /** `namespace/name` of the GuardUpstream a gated call went through (the MCP gateway). */
+  upstream?: string;
 }
 
 /** The engine's decision, as audited. */
@@ -66,6 +68,7 @@ export const AuditRecordSchema: z.ZodType<AuditRecord> = z.object({
     target: z.string(),
     parameters: z.record(z.string(), z.unknown()),
     context: z.string(),
+    upstream: z.string().optional(),
   }),
   evaluation: z.object({
     allowed: z.boolean(),
@@ -278,6 +281,7 @@ export function createAuditRecord(input: AuditEntryInput, prevHash: string, key?
       target: input.action.target,
       parameters: redactSecrets(input.action.parameters),
       context: redactSecretText(input.action.context),
+      ...(input.action.upstream !== undefined ? { upstream: input.action.upstream } : {}),
     },
     evaluation: input.evaluation,
     revision: input.revision,

@@ -2,10 +2,11 @@ import type { AuditEntryInput, AuditRecord } from './record.js';
 
 /**
  * What a record is: a decision of `validate_action` (it has an `action_id`), an administrative
- * change (register_agent, create_policy, report_incident: no `action_id`), or an incident of
- * kubernetes mode (audit-incidents.ts). See {@link auditEntryKind} in query.ts.
+ * change (register_agent, create_policy, report_incident: no `action_id`), an incident of
+ * kubernetes mode (audit-incidents.ts), or what an upstream answered to a call the gateway let
+ * through (outcomes.ts). See {@link auditEntryKind} in query.ts.
  */
-export type AuditEntryKind = 'decision' | 'admin' | 'incident';
+export type AuditEntryKind = 'decision' | 'admin' | 'incident' | 'outcome';
 
 /** Records a caller may see: those of its agents, and those it caused itself. */
 export interface AuditScope {

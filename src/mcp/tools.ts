@@ -11,7 +11,9 @@ import type { Principal } from '../auth/authenticate.js';
 import { ConcurrencyLimit } from '../auth/rate-limit.js';
 import { DURATION_HINT, parseDuration } from '../duration.js';
 import type { AuditEntryInput, AuditEvaluation } from '../audit/record.js';
-import type { AuditScope } from '../audit/sink.js';
+import { agentInScope, aggregateDecisions, complianceLevel, complianceMetrics } from '../audit/compliance.js';
+import type { IncidentLog } from '../audit/incident-file.js';
+import type { AuditScope, AuditSink } from '../audit/sink.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
 import { DecisionPipeline, type PipelineDeps } from '../decide/pipeline.js';
 import { formatZodError } from '../store/manifests.js';
@@ -47,6 +49,14 @@ export interface CallContext {
 /** What the tools need: the pipeline's dependencies (validate_action is the pipeline). */
 export type ToolDeps = PipelineDeps;
 
+/** What an audit read sees ({@link Tools.readAudit}): the caller's scope (undefined: everything) and where to read. */
+export interface AuditRead {
+  scope: AuditScope | undefined;
+  snapshot: PolicySnapshot;
+  audit: AuditSink;
+  incidents: IncidentLog;
+}
+
 /** Who administrative audit records are attributed to (the seed used its server's name). */
 export const SYSTEM_AGENT_ID = 'policyguard-system';
 
@@ -81,8 +91,6 @@ export function parseTimeRange(range: string, now: Date): Date | undefined {
 /** Audit reads answered at once, and queued behind them; more are refused (retry later). */
 const READS_RUNNING = 2;
 const READS_WAITING = 16;
-/** Distinct agents counted per compliance report; beyond it `unique_agents_capped` is set. */
-const MAX_TRACKED_AGENTS = 10_000;
 
 /** How a scoped read describes its scope in `filters_applied`. */
 const scopeFilter = (scope: AuditScope) => `scope=own agents (${[...scope.agentIds].join(', ') || 'none'}) and own calls`;
@@ -308,6 +316,20 @@ export class Tools {
     return done?.value ?? fail(`the server is answering ${READS_RUNNING + READS_WAITING} audit queries already; retry in a few seconds`);
   }
 
+  /**
+   * Runs `read` as `ctx` may read the audit log: in its read scope (docs/decisions.md,
+   * "Identity") and under the read limit ("Cheap denial of service"). get_compliance_status and
+   * the dashboard (src/ui) read this way.
+   *
+   * @example
+   * await tools.readAudit(ctx, async ({ scope, audit }) => ({ ok: true, value: await aggregateDecisions(audit, { scope }) }));
+   */
+  async readAudit<T>(ctx: CallContext, read: (r: AuditRead) => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
+    const snapshot = this.deps.store.snapshot();
+    const scope = await this.readScope(ctx, snapshot);
+    return this.boundedRead(() => read({ scope, snapshot, audit: this.deps.audit, incidents: this.deps.incidents }));
+  }
+
   async getAuditLog(args: GetAuditLogArgs, ctx: CallContext): Promise<ToolOutcome<GetAuditLogResult>> {
     const range = args.time_range || '24h';
     const since = parseTimeRange(range, this.now());
@@ -321,7 +343,7 @@ export class Tools {
       const { entries, total } = await this.deps.audit.query({
         since,
         // Incidents are read with get_compliance_status, as in standalone mode where they have a log of their own.
-        kinds: ['decision', 'admin'],
+        kinds: ['decision', 'outcome', 'admin'],
         ...(args.agent_id ? { agentId: args.agent_id } : {}),
         ...(args.action_type ? { actionType: args.action_type } : {}),
         ...(status ? { status } : {}),
@@ -354,68 +376,29 @@ export class Tools {
     const now = this.now();
     const since = parseTimeRange(range, now);
     if (!since) return fail(TIME_RANGE_ERROR(range));
-    const snapshot = this.deps.store.snapshot();
-    const scope = await this.readScope(ctx, snapshot);
-    return this.boundedRead(async () => {
+    return this.readAudit(ctx, async ({ scope, snapshot, audit, incidents }) => {
       // Streamed: counters only, whatever the time range (never the records themselves).
-      const perAgent = new Map<string, number>();
-      const seenAgents = new Set<string>();
-      let agentsCapped = false;
-      const breakdown: Record<string, { allowed: number; denied: number }> = {};
-      let total = 0;
-      let denied = 0;
-      await this.deps.audit.scan({ since, kinds: ['decision'], ...(scope ? { scope } : {}) }, (e) => {
-        total++;
-        const ok = e.evaluation.allowed;
-        if (!ok) denied++;
-        const b = (breakdown[e.action.type] ??= { allowed: 0, denied: 0 });
-        if (ok) b.allowed++;
-        else b.denied++;
-        if (!seenAgents.has(e.agent_id)) {
-          if (seenAgents.size >= MAX_TRACKED_AGENTS) {
-            agentsCapped = true;
-            return;
-          }
-          seenAgents.add(e.agent_id);
-        }
-        if (!ok) perAgent.set(e.agent_id, (perAgent.get(e.agent_id) ?? 0) + 1);
-      });
-      const denialRate = total > 0 ? Math.round((denied / total) * 10_000) / 100 : 0;
-      const offenders = [...perAgent.entries()].map(([agent_id, violations]) => ({ agent_id, violations })).sort((a, b) => b.violations - a.violations || a.agent_id.localeCompare(b.agent_id));
-
-      const [status, statusMessage]: [GetComplianceStatusResult['status'], string] =
-        denialRate > 20
-          ? ['critical', 'High denial rate indicates potential security issues or misconfigured policies']
-          : denialRate > 10
-            ? ['warning', 'Elevated denial rate - review agent configurations']
-            : ['healthy', 'Security posture is within acceptable parameters'];
+      const agg = await aggregateDecisions(audit, { since, ...(scope ? { scope } : {}) });
+      const metrics = complianceMetrics(agg);
+      const level = complianceLevel(metrics.denial_rate);
+      const offender = metrics.top_offenders[0];
 
       const policies = snapshot.policies();
       const enabled = policies.filter((p) => p.spec.enforcement !== 'Disabled').length;
       const problems = this.deps.store.problems();
       const recommendations: string[] = [];
-      if (offenders[0]) recommendations.push(`Review agent '${offenders[0].agent_id}' - ${offenders[0].violations} violations`);
+      if (offender) recommendations.push(`Review agent '${offender.agent_id}' - ${offender.violations} violations`);
       if (policies.length === 0) recommendations.push('No security policies defined - create policies using create_policy tool');
       else if (enabled === 0) recommendations.push('No policies are enabled - enable policies to enforce security');
       if (problems.length > 0) recommendations.push(`${problems.length} policy or agent definitions are not fully in force - see policies.problems`);
 
-      const agents = [...snapshot.agents()].filter((a) => !scope || scope.agentIds.has(a.id));
+      const agents = [...snapshot.agents()].filter((a) => agentInScope(a.id, scope));
       const report: GetComplianceStatusResult = {
-        status,
-        status_message: statusMessage,
+        status: level.status,
+        status_message: level.message,
         time_range: range,
         generated_at: now.toISOString(),
-        metrics: {
-          total_actions: total,
-          allowed_actions: total - denied,
-          denied_actions: denied,
-          denial_rate: denialRate,
-          top_offenders: offenders.slice(0, 5),
-          action_breakdown: breakdown,
-          unique_agents: seenAgents.size,
-          ...(agentsCapped ? { unique_agents_capped: true } : {}),
-          ...(scope ? { scope: scopeFilter(scope) } : {}),
-        },
+        metrics: { ...metrics, ...(scope ? { scope: scopeFilter(scope) } : {}) },
         recommendations,
         agents: {
           total: agents.length,
@@ -424,7 +407,7 @@ export class Tools {
         },
       };
       if (args.include_incidents !== false) {
-        const recent = (await this.deps.incidents.list(since)).filter((i) => !scope || (i.agent_id !== null && scope.agentIds.has(i.agent_id)));
+        const recent = (await incidents.list(since)).filter((i) => agentInScope(i.agent_id, scope));
         report.incidents = {
           total: recent.length,
           by_severity: Object.fromEntries([...SEVERITIES].reverse().map((sev) => [sev, recent.filter((i) => i.severity === sev).length])),
