@@ -1,8 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
-// Two projects: `unit` runs in-process tests (engine, api, store, audit, MCP over loopback HTTP);
-// `cluster` runs against a real kube-apiserver + etcd started once by the control-plane harness
-// (tests/controlplane). `npm test` runs both.
+// Three projects: `unit` runs in-process tests (engine, api, store, audit, MCP over loopback HTTP);
+// `ui` drives the dashboard in a real headless Chromium; `cluster` runs against a real
+// kube-apiserver + etcd started once by the control-plane harness (tests/controlplane).
+// `npm test` runs all three.
 export default defineConfig({
   test: {
     projects: [
@@ -12,6 +13,15 @@ export default defineConfig({
           include: ['src/**/*.test.ts', 'tests/standalone/**/*.test.ts'],
           // Generous: some tests start servers and CLI processes on a busy 2-core machine.
           testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          name: 'ui',
+          // The dashboard in a real headless Chromium (Debian's chromium package; see tests/ui).
+          include: ['tests/ui/**/*.test.ts'],
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
         },
       },
       {

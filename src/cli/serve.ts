@@ -16,6 +16,7 @@ import type { AuditSink } from '../audit/sink.js';
 import type { ServeConfig } from '../config.js';
 import { EventReason, EventRecorder, type EventTarget } from '../controller/events.js';
 import { LeaderElector } from '../controller/leader.js';
+import { ReportWriter } from '../controller/reports.js';
 import { StatusWriter } from '../controller/status.js';
 import type { EngineOptions } from '../engine/types.js';
 import type { KubeConfig } from '@kubernetes/client-node';
@@ -140,6 +141,25 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
           anchorIntervalMs: config.auditAnchorInterval,
           log: (msg) => log.warn(msg),
         });
+  const reports =
+    config.reports === 'off'
+      ? undefined
+      : new ReportWriter({
+          kubeConfig,
+          store,
+          audit,
+          log,
+          isLeader,
+          mode: config.reports,
+          windowMs: config.reportsWindow,
+          intervalMs: config.reportsInterval,
+          // With the file sink the leader reads only its own log (docs/deploy.md, "Policy reports").
+          coverage: config.auditSink === 'configmap' ? 'all replicas (ConfigMap audit sink)' : `replica ${replica} only (file audit sink)`,
+        });
+  if (reports) {
+    metrics.gauge('policyguard_report_writes', 'Policy reports this replica applied (only the leader writes).', () => reports.writes);
+    metrics.gauge('policyguard_report_write_failures', 'Policy report writes that failed (retried on the next interval).', () => reports.failures);
+  }
   // Events expire; the incidents themselves live in the audit log for compliance queries.
   const incidents = createAuditIncidentLog(audit, (i: IncidentRecord) => {
     const agent = i.agent_id ? store.snapshot().agent(i.agent_id)?.source : undefined;
@@ -148,6 +168,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   });
   store.start();
   elector?.start();
+  reports?.start();
   return {
     store,
     kubeConfig,
@@ -156,6 +177,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     describe: { mode: 'kubernetes', namespace, replica, auditSink: config.auditSink, watch: config.watchNamespaces.join(',') || 'all namespaces' },
     async close() {
       statusWriter.stop();
+      await reports?.stop();
       await elector?.stop();
       await recorder.close();
       await audit.close();

@@ -49,7 +49,7 @@ describe('helm lint and template', () => {
   it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
     const objs = parseObjects(await renderChart());
     expect(objs.map((o) => o.kind).sort()).toEqual([
-      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget',
+      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget',
       'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding',
     ]);
     const deploy = findObject(objs, 'Deployment');
@@ -94,6 +94,11 @@ describe('helm lint and template', () => {
       { apiGroups: ['policyguard.dev'], resources: ['guardupstreams'], verbs: ['list', 'watch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status', 'guardupstreams/status'], verbs: ['patch'] },
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+    ]);
+    // Policy reports (reports.api=auto): create and patch of both report kinds, nothing else.
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard-reports').rules).toEqual([
+      { apiGroups: ['openreports.io'], resources: ['reports'], verbs: ['create', 'patch'] },
+      { apiGroups: ['wgpolicyk8s.io'], resources: ['policyreports'], verbs: ['create', 'patch'] },
     ]);
     expect(findObject(objs, 'Role').rules).toEqual([
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
