@@ -1,18 +1,19 @@
 /**
- * The fast path must be indistinguishable from the SDK path: for every request of a corpus
- * (valid calls, handler-level failures, invalid arguments, wrong types, missing fields, unknown
- * tools, extra fields, other methods, odd headers) both answer with the same status, content
- * headers (but Date) and body, byte for byte. Ids are made deterministic so action_id can be compared too.
+ * The fast path must be indistinguishable from the SDK path, in both protocol revisions: for
+ * every request of a corpus (valid calls, handler-level failures, invalid arguments, wrong
+ * types, missing fields, unknown tools, extra fields, other methods, odd headers; as 2025-11-25
+ * requests and as 2026-07-28 requests with `_meta` and `Mcp-Method`/`Mcp-Name` headers) both
+ * answer with the same status, headers (but Date) and body, byte for byte. Ids are made
+ * deterministic so action_id can be compared too.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import express, { type Request, type Response } from 'express';
+import express from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { ANONYMOUS } from '../auth/authenticate.js';
 import { openAuthorizer } from '../auth/authorize.js';
 import { openFileAuditSink } from '../audit/file-sink.js';
@@ -21,10 +22,11 @@ import type { AuditSink } from '../audit/sink.js';
 import { silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { StandaloneStore } from '../store/standalone.js';
-import { toJsonSchemaCompat } from '@modelcontextprotocol/sdk/server/zod-json-schema-compat.js';
 import { createFastPath, FAST_TOOLS, type FastPath } from './fast-path.js';
-import { answerWithSdk } from './http.js';
-import { Tools, type CallContext } from './tools.js';
+import { sdkEndpoint } from './http.js';
+import { classifyMcpRequest, MODERN_REVISION } from './revisions.js';
+import { TOOL_SPECS } from './server.js';
+import { Tools } from './tools.js';
 
 // Random ids (action_id, entry_id, incident_id) come from newId: count instead, and restart the
 // count before each request, so both paths hand out the same ids.
@@ -35,23 +37,19 @@ vi.mock('../audit/record.js', async (importOriginal) => {
 });
 
 const SAMPLES = new URL('../../config-samples', import.meta.url).pathname;
-const ctx: CallContext = { principal: ANONYMOUS };
 
 let root: string;
 let store: StandaloneStore;
 let audit: AuditSink;
 let metrics: Metrics;
 let fast: FastPath;
+let tools: Tools;
 const servers: Server[] = [];
 let sdkUrl: string;
 let fastUrl: string;
 
-/** http.ts's SDK path: a new McpServer and transport per request. */
-function sdkAnswer(tools: Tools, req: Request, res: Response): Promise<void> {
-  return answerWithSdk(tools, metrics, ctx, req, res);
-}
-
 async function serve(app: express.Express): Promise<string> {
+  app.disable('x-powered-by'); // as http.ts does
   const server = app.listen(0, '127.0.0.1');
   await new Promise((resolve) => server.once('listening', resolve));
   servers.push(server);
@@ -65,15 +63,18 @@ beforeAll(async () => {
   const incidents = await openFileIncidentLog(join(root, 'data', 'incidents.jsonl'), { log: () => {} });
   metrics = new Metrics();
   // Auto-registration would change the snapshot between the two requests of a pair.
-  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
+  tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
   fast = createFastPath({ tools, metrics, log: silentLogger });
+  // http.ts's SDK path: a new McpServer per request, both revisions.
+  const sdk = sdkEndpoint(tools, metrics, 'none', silentLogger);
 
   const sdkApp = express();
-  sdkApp.post('/mcp', express.json(), (req, res) => void sdkAnswer(tools, req, res));
+  sdkApp.post('/mcp', express.json(), (req, res) => void sdk.serve(req, res, req.body, classifyMcpRequest(req, req.body), ANONYMOUS));
   const fastApp = express();
   fastApp.post('/mcp', express.json(), (req, res) => {
-    if (fast.handle(req, res, req.body, ctx)) return;
-    void sdkAnswer(tools, req, res);
+    const route = classifyMcpRequest(req, req.body);
+    if (fast.handle(req, res, req.body, route, { principal: ANONYMOUS })) return;
+    void sdk.serve(req, res, req.body, route, ANONYMOUS);
   });
   sdkUrl = await serve(sdkApp);
   fastUrl = await serve(fastApp);
@@ -107,8 +108,24 @@ async function post(url: string, body: unknown, headers: Record<string, string>)
 const call = (args: unknown, extra: Record<string, unknown> = {}, id: unknown = 1) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'validate_action', arguments: args }, ...extra });
 const va = (target: string, agent_id = 'support-bot', more: Record<string, unknown> = {}) => call({ action_type: 'tool_call', target, agent_id, ...more });
 
-/** Requests the fast path answers itself. */
-const TAKEN: Array<[string, unknown]> = [
+// ---- 2026-07-28 ------------------------------------------------------------------------------
+
+const ENVELOPE = {
+  'io.modelcontextprotocol/protocolVersion': MODERN_REVISION,
+  'io.modelcontextprotocol/clientInfo': { name: 'corpus', version: '1.0.0' },
+  'io.modelcontextprotocol/clientCapabilities': {},
+};
+
+/** A request as a 2026-07-28 client sends it: the envelope in params._meta and the headers that mirror the body. */
+function modern(request: any, meta: Record<string, unknown> = ENVELOPE): { body: unknown; headers: Record<string, string> } {
+  const body = { ...request, params: { ...request.params, _meta: meta } };
+  const headers: Record<string, string> = { ...HEADERS, 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': String(request.method) };
+  if (typeof request.params?.name === 'string') headers['mcp-name'] = request.params.name;
+  return { body, headers };
+}
+
+/** Requests the fast path answers itself (as 2025-11-25 requests; modernised below). */
+const TAKEN: Array<[string, any]> = [
   ['allow', va('read_customer')],
   ['require_approval, parameters as an object', va('issue_refund', 'support-bot', { parameters: { amount: 900 } })],
   ['require_approval, parameters as a JSON string', va('issue_refund', 'support-bot', { parameters: '{"amount": 900}' })],
@@ -127,11 +144,10 @@ const TAKEN: Array<[string, unknown]> = [
   ['parameters not JSON (handler error)', va('read_x', 'support-bot', { parameters: 'not json' })],
   ['parameters a JSON array (handler error)', va('read_x', 'support-bot', { parameters: '[1, 2]' })],
   ['unicode and case in the target', va('DELETE_Ünïcode', 'support-bot')],
-  ['supported protocol version header', va('read_customer')],
 ];
 
-/** Requests the fast path hands to the SDK; the answers must still be the SDK's. */
-const PASSED: Array<[string, unknown]> = [
+/** Requests the fast path hands to the SDK, in either revision; the answers must still be the SDK's. */
+const PASSED: Array<[string, any]> = [
   ['target of the wrong type', call({ action_type: 'tool_call', target: 5, agent_id: 'support-bot' })],
   // Unknown arguments are an input error naming the ones the tool takes (docs/decisions.md).
   ['unknown argument fields', va('read_customer', 'support-bot', { extra: 1, another: { x: [1] } })],
@@ -144,92 +160,216 @@ const PASSED: Array<[string, unknown]> = [
   ['arguments an array', call([1, 2])],
   ['unknown tool', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'no_such_tool', arguments: {} } }],
   ['another tool', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'get_audit_log', arguments: { limit: 1 } } }],
-  ['name missing', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { arguments: {} } }],
-  ['params with _meta', { ...va('read_customer'), params: { ...va('read_customer').params, _meta: { progressToken: 5 } } }],
   ['params with task', { ...va('read_customer'), params: { ...va('read_customer').params, task: { ttl: 1000 } } }],
   ['extra top-level field', { ...va('read_customer'), extra: true }],
   ['fractional id', { ...va('read_customer'), id: 1.5 }],
-  ['null id', { ...va('read_customer'), id: null }],
-  ['wrong jsonrpc version', { ...va('read_customer'), jsonrpc: '1.0' }],
   ['tools/list', { jsonrpc: '2.0', id: 1, method: 'tools/list' }],
-  ['initialize', { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }],
   ['ping', { jsonrpc: '2.0', id: 1, method: 'ping' }],
-  ['notification', { jsonrpc: '2.0', method: 'notifications/initialized' }],
   ['unknown method', { jsonrpc: '2.0', id: 1, method: 'no/such/method' }],
-  ['batch of two calls', [va('read_customer'), { ...va('delete_records'), id: 2 }]],
-  ['not JSON-RPC at all', { hello: 'world' }],
 ];
 
-describe('fast path answers exactly as the SDK path', () => {
+/** 2025-11-25 requests the fast path hands to the SDK (shapes with no 2026-07-28 form). */
+const LEGACY_PASSED: Array<[string, unknown]> = [
+  ['name missing', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { arguments: {} } }],
+  ['params with _meta', { ...va('read_customer'), params: { ...va('read_customer').params, _meta: { progressToken: 5 } } }],
+  ['null id', { ...va('read_customer'), id: null }],
+  ['wrong jsonrpc version', { ...va('read_customer'), jsonrpc: '1.0' }],
+  ['initialize', { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } }],
+  ['initialize of an older revision', { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }],
+  ['notification', { jsonrpc: '2.0', method: 'notifications/initialized' }],
+  ['batch of two calls', [va('read_customer'), { ...va('delete_records'), id: 2 }]],
+  ['not JSON-RPC at all', { hello: 'world' }],
+  ['server/discover without the envelope', { jsonrpc: '2.0', id: 1, method: 'server/discover' }],
+];
+
+const CALL = modern(va('read_customer'));
+const withHeaders = (headers: Record<string, string | undefined>) => ({ body: CALL.body, headers: Object.fromEntries(Object.entries({ ...CALL.headers, ...headers }).filter(([, v]) => v !== undefined)) as Record<string, string> });
+
+/** 2026-07-28 requests the fast path hands to the SDK: other methods, unusual envelopes, headers that do not mirror the body exactly. */
+const MODERN_PASSED: Array<[string, { body: unknown; headers: Record<string, string> }]> = [
+  ['server/discover', modern({ jsonrpc: '2.0', id: 1, method: 'server/discover', params: {} })],
+  ['initialize with the envelope', modern({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: MODERN_REVISION, capabilities: {}, clientInfo: { name: 't', version: '1' } } })],
+  ['a progress token in _meta', modern(va('read_customer'), { ...ENVELOPE, progressToken: 7 })],
+  ['a log level in _meta', modern(va('read_customer'), { ...ENVELOPE, 'io.modelcontextprotocol/logLevel': 'debug' })],
+  ['an envelope naming an unknown revision', { body: modern(va('read_customer'), { ...ENVELOPE, 'io.modelcontextprotocol/protocolVersion': '2099-01-01' }).body, headers: { ...CALL.headers, 'mcp-protocol-version': '2099-01-01' } }],
+  ['Mcp-Name naming another tool', withHeaders({ 'mcp-name': 'register_agent' })],
+  ['Mcp-Method naming another method', withHeaders({ 'mcp-method': 'tools/list' })],
+  ['Mcp-Name missing', withHeaders({ 'mcp-name': undefined })],
+  ['Mcp-Method missing', withHeaders({ 'mcp-method': undefined })],
+  ['MCP-Protocol-Version missing', withHeaders({ 'mcp-protocol-version': undefined })],
+  ['MCP-Protocol-Version of the 2025 revision', withHeaders({ 'mcp-protocol-version': '2025-11-25' })],
+  ['Mcp-Name in Base64', withHeaders({ 'mcp-name': `=?base64?${Buffer.from('validate_action').toString('base64')}?=` })],
+  ['Content-Type with a charset', withHeaders({ 'content-type': 'application/json; charset=utf-8' })],
+  ['the 2025 request with 2026-07-28 headers', { body: va('read_customer'), headers: CALL.headers }],
+];
+
+/** A 2025 client's headers that the fast path leaves to the SDK. */
+const LEGACY_ODD_HEADERS: Array<[string, Record<string, string>]> = [
+  ['Accept without text/event-stream', { ...HEADERS, accept: 'application/json' }],
+  ['Content-Type with a charset', { ...HEADERS, 'content-type': 'application/json; charset=utf-8' }],
+  ['unsupported protocol version', { ...HEADERS, 'mcp-protocol-version': '1999-01-01' }],
+  ['Mcp-Method on a 2025 request', { ...HEADERS, 'mcp-method': 'tools/call' }],
+];
+
+/** `counted`: whether the tool call is counted (a handler that throws is counted on neither path). */
+async function expectTaken(body: unknown, headers: Record<string, string>, counted = true): Promise<Answer> {
+  const before = { ...fast.stats };
+  const sdk = await post(sdkUrl, body, headers);
+  const callsAfterSdk = metrics.toolCalls.render();
+  const ours = await post(fastUrl, body, headers);
+  expect(fast.stats.taken).toBe(before.taken + 1);
+  expect(ours).toEqual(sdk);
+  expect(sdk.status).toBe(200);
+  // The tool-call metric moved the same way on both paths.
+  expect(metrics.toolCalls.render() !== callsAfterSdk).toBe(counted);
+  return ours;
+}
+
+async function expectPassed(body: unknown, headers: Record<string, string>): Promise<Answer> {
+  const before = { ...fast.stats };
+  const sdk = await post(sdkUrl, body, headers);
+  const ours = await post(fastUrl, body, headers);
+  expect(fast.stats.taken).toBe(before.taken);
+  expect(ours).toEqual(sdk);
+  return ours;
+}
+
+describe('2025-11-25: the fast path answers exactly as the SDK path', () => {
   it.each(TAKEN)('%s (answered on the fast path)', async (_name, body) => {
-    const headers = _name === 'supported protocol version header' ? { ...HEADERS, 'mcp-protocol-version': '2025-06-18' } : HEADERS;
-    const before = { ...fast.stats };
-    const sdk = await post(sdkUrl, body, headers);
-    const callsAfterSdk = metrics.toolCalls.render();
-    const ours = await post(fastUrl, body, headers);
-    expect(fast.stats.taken).toBe(before.taken + 1);
-    expect(ours).toEqual(sdk);
-    expect(sdk.status).toBe(200);
-    // The tool-call metric moved the same way on both paths.
-    expect(metrics.toolCalls.render()).not.toBe(callsAfterSdk);
+    const answer = await expectTaken(body, HEADERS);
+    expect(answer.headers).toContainEqual(['content-length', String(Buffer.byteLength(answer.body))]);
   });
-
-  it.each(PASSED)('%s (handed to the SDK)', async (_name, body) => {
-    const before = { ...fast.stats };
-    const sdk = await post(sdkUrl, body, HEADERS);
-    const ours = await post(fastUrl, body, HEADERS);
-    expect(fast.stats.taken).toBe(before.taken);
-    expect(ours).toEqual(sdk);
+  it('with a supported MCP-Protocol-Version header (answered on the fast path)', async () => {
+    await expectTaken(va('read_customer'), { ...HEADERS, 'mcp-protocol-version': '2025-06-18' });
   });
+  it.each([...PASSED, ...LEGACY_PASSED])('%s (handed to the SDK)', async (_name, body) => {
+    await expectPassed(body, HEADERS);
+  });
+  it.each(LEGACY_ODD_HEADERS)('%s (handed to the SDK)', async (_name, headers) => {
+    await expectPassed(va('read_customer'), headers);
+  });
+});
 
+describe('2026-07-28: the fast path answers exactly as the SDK path', () => {
+  it.each(TAKEN)('%s (answered on the fast path)', async (_name, request) => {
+    const { body, headers } = modern(request);
+    const answer = await expectTaken(body, headers);
+    expect(JSON.parse(answer.body).result).toMatchObject({ resultType: 'complete', _meta: { 'io.modelcontextprotocol/serverInfo': { name: 'policyguard' } } });
+  });
   it.each([
-    ['Accept without text/event-stream', { ...HEADERS, accept: 'application/json' }],
-    ['Content-Type with a charset', { ...HEADERS, 'content-type': 'application/json; charset=utf-8' }],
-    ['unsupported protocol version', { ...HEADERS, 'mcp-protocol-version': '1999-01-01' }],
-  ])('%s (handed to the SDK)', async (_name, headers) => {
-    const before = { ...fast.stats };
-    const body = va('read_customer');
-    const sdk = await post(sdkUrl, body, headers);
-    const ours = await post(fastUrl, body, headers);
-    expect(fast.stats.taken).toBe(before.taken);
-    expect(ours).toEqual(sdk);
+    ['client capabilities and a titled client', modern(va('read_customer'), { ...ENVELOPE, 'io.modelcontextprotocol/clientInfo': { name: 'c', title: 'C', version: '2' }, 'io.modelcontextprotocol/clientCapabilities': { elicitation: {}, roots: {} } })],
+    // The revision makes client info optional, and the 2026-07-28 transport does not check Accept.
+    ['an envelope without client info', modern(va('read_customer'), { 'io.modelcontextprotocol/protocolVersion': MODERN_REVISION, 'io.modelcontextprotocol/clientCapabilities': {} })],
+    ['Accept without text/event-stream', withHeaders({ accept: 'application/json' })],
+  ])('%s (answered on the fast path)', async (_name, { body, headers }) => {
+    await expectTaken(body, headers);
   });
+  it.each(PASSED)('%s (handed to the SDK)', async (_name, request) => {
+    const { body, headers } = modern(request);
+    await expectPassed(body, headers);
+  });
+  it.each(MODERN_PASSED)('%s (handed to the SDK)', async (_name, { body, headers }) => {
+    await expectPassed(body, headers);
+  });
+  it('headers that disagree with the body are refused with -32020 (HTTP 400), naming both', async () => {
+    const { status, body } = await post(fastUrl, withHeaders({ 'mcp-name': 'register_agent' }).body, withHeaders({ 'mcp-name': 'register_agent' }).headers);
+    expect(status).toBe(400);
+    expect(JSON.parse(body)).toEqual({
+      jsonrpc: '2.0',
+      id: 1,
+      error: {
+        code: -32020,
+        message: 'Bad Request: the request headers and body disagree: the body carries params.name="validate_action" but the Mcp-Name header names "register_agent"',
+        data: { mismatch: { header: 'register_agent', body: 'the body carries params.name="validate_action" but the Mcp-Name header names "register_agent"' } },
+      },
+    });
+  });
+});
 
-  it('the answer is a complete validate_action result', async () => {
+/** The response as it arrives on the socket: status line, headers in order (Date blanked) and body. */
+function rawPost(url: string, body: unknown, headers: Record<string, string>): Promise<string> {
+  ids.next = 0;
+  const { port } = new URL(url);
+  const text = JSON.stringify(body);
+  const head = Object.entries({ ...headers, host: '127.0.0.1', 'content-length': String(Buffer.byteLength(text)), connection: 'close' }).map(([k, v]) => `${k}: ${v}\r\n`);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), '127.0.0.1', () => socket.end(`POST /mcp HTTP/1.1\r\n${head.join('')}\r\n${text}`));
+    let received = '';
+    socket.on('data', (d) => (received += d));
+    socket.on('error', reject);
+    socket.on('end', () => resolve(received.replace(/^Date: .*$/m, 'Date: -')));
+  });
+}
+
+describe('on the socket', () => {
+  it.each([
+    ['2025-11-25', { body: va('issue_refund', 'support-bot', { parameters: { amount: 900 } }), headers: HEADERS }],
+    ['2026-07-28', modern(va('issue_refund', 'support-bot', { parameters: { amount: 900 } }))],
+  ])('a %s answer is the same bytes, headers in the same order', async (_revision, { body, headers }) => {
+    const taken = fast.stats.taken;
+    const sdk = await rawPost(sdkUrl, body, headers);
+    const ours = await rawPost(fastUrl, body, headers);
+    expect(fast.stats.taken).toBe(taken + 1);
+    expect(ours).toBe(sdk);
+    expect(ours).toMatch(/^HTTP\/1\.1 200 OK\r\ncontent-type: application\/json\r\ncontent-length: \d+\r\n/);
+  });
+});
+
+describe('a handler that misbehaves gets the same tool error on both paths', () => {
+  const cases: Array<[string, () => void, boolean]> = [
+    ['a result that breaks the output schema', () => vi.spyOn(tools, 'validateAction').mockResolvedValue({ ok: true, value: { allowed: 'yes', decision: 'maybe' } as never }), true],
+    ['a result without structured content', () => vi.spyOn(tools, 'validateAction').mockResolvedValue({ ok: true, value: undefined as never }), true],
+    ['a handler that throws', () => vi.spyOn(tools, 'validateAction').mockRejectedValue(new Error('store exploded')), false],
+  ];
+  it.each(cases)('%s', async (_name, misbehave, counted) => {
+    misbehave();
+    try {
+      for (const revision of ['2025-11-25', MODERN_REVISION]) {
+        const { body, headers } = revision === MODERN_REVISION ? modern(va('read_customer')) : { body: va('read_customer'), headers: HEADERS };
+        const answer = await expectTaken(body, headers, counted);
+        expect(JSON.parse(answer.body).result.isError, revision).toBe(true);
+      }
+    } finally {
+      vi.restoreAllMocks();
+    }
+  });
+});
+
+describe('what the answers carry', () => {
+  it('a complete validate_action result, its JSON text equal to structuredContent', async () => {
     const { body } = await post(fastUrl, va('issue_refund', 'support-bot', { parameters: { amount: 900 } }), HEADERS);
     const res = JSON.parse(body);
     expect(res).toMatchObject({ jsonrpc: '2.0', id: 1, result: { structuredContent: { decision: 'require_approval', action_id: 'act_000000000000' } } });
     expect(JSON.parse(res.result.content[0].text)).toEqual(res.result.structuredContent);
   });
 
-  it('every fast answer is audited once', async () => {
+  it('every fast answer is audited once, in both revisions', async () => {
     await audit.flush();
     const written = audit.stats.written;
     await post(fastUrl, va('read_customer'), HEADERS);
     await post(fastUrl, va('delete_records'), HEADERS);
+    const { body, headers } = modern(va('read_customer'));
+    await post(fastUrl, body, headers);
     await audit.flush();
-    expect(audit.stats.written).toBe(written + 2);
+    expect(audit.stats.written).toBe(written + 3);
   });
 });
 
 describe('the fast path stays in step with server.ts', () => {
-  it('its schemas for each fast tool are the ones tools/list advertises', async () => {
-    const { body } = await post(sdkUrl, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, HEADERS);
-    const listed = JSON.parse(body).result.tools as Array<{ name: string; inputSchema: unknown; outputSchema: unknown }>;
-    for (const [name, tool] of Object.entries(FAST_TOOLS)) {
-      const registered = listed.find((t) => t.name === name);
-      expect(registered, name).toBeDefined();
-      expect(toJsonSchemaCompat(tool!.input as never, { strictUnions: true, pipeStrategy: 'input' })).toEqual(registered!.inputSchema);
-      expect(toJsonSchemaCompat(tool!.output as never, { strictUnions: true, pipeStrategy: 'output' })).toEqual(registered!.outputSchema);
-    }
+  it('its tools are the registered ones, with the same schemas and handler', () => {
+    for (const [name, tool] of Object.entries(FAST_TOOLS)) expect(tool).toBe(TOOL_SPECS[name as keyof typeof TOOL_SPECS]);
   });
 });
 
-describe('the official SDK client against the fast path', () => {
-  it('initializes, lists tools and calls validate_action', async () => {
-    const client = new Client({ name: 'fast-path-test', version: '1.0.0' });
+describe('the official SDK client (v2) against the fast path', () => {
+  it.each([
+    ['auto', MODERN_REVISION],
+    ['legacy', '2025-11-25'],
+  ] as const)('negotiating %s, it ends on %s, lists tools and its validate_action calls are answered here', async (mode, revision) => {
+    const client = new Client({ name: 'fast-path-test', version: '1.0.0' }, { versionNegotiation: { mode } });
     await client.connect(new StreamableHTTPClientTransport(new URL(fastUrl)));
     try {
+      expect(client.getNegotiatedProtocolVersion()).toBe(revision);
       const { tools } = await client.listTools();
       expect(tools.map((t) => t.name)).toContain('validate_action');
       const taken = fast.stats.taken;

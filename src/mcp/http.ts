@@ -1,6 +1,7 @@
 /**
  * The HTTP edge: `POST /mcp` (stateless Streamable HTTP, JSON responses, so any replica can
- * answer any request), `GET /healthz`, `GET /readyz`, `GET /metrics`, and the OAuth protected
+ * answer any request; MCP revisions 2025-11-25 and 2026-07-28, see ./revisions.ts),
+ * `GET /healthz`, `GET /readyz`, `GET /metrics`, and the OAuth protected
  * resource metadata (RFC 9728) that a 401 points to. In front of /mcp, in order: Host and
  * Origin checks (DNS rebinding), a per-address budget of failed authentications, authentication
  * (from the header alone), a per-caller rate limit, and only then the body limit and JSON
@@ -13,15 +14,17 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { ProtocolError } from '@modelcontextprotocol/server';
 import type { Authenticator, Principal } from '../auth/authenticate.js';
 import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
+import { mountUi } from '../ui/routes.js';
 import { createFastPath } from './fast-path.js';
-import { createMcpServer } from './server.js';
-import type { CallContext, Tools } from './tools.js';
+import { classifyMcpRequest, createMcpEndpoint, eraOf, type McpEndpoint } from './revisions.js';
+import { createMcpServer, listCacheScope } from './server.js';
+import type { Tools } from './tools.js';
 
 export interface HttpOptions {
   tools: Tools;
@@ -47,19 +50,24 @@ function jsonRpcError(res: Response, status: number, code: number, message: stri
 }
 
 /**
- * The MCP SDK's documented stateless pattern: a new server and transport for this one request.
+ * The six tools served by the MCP SDK alone, in both revisions: a new server per request
+ * (./revisions.ts). `/mcp` puts the fast path in front of it; tests and the benchmark also use
+ * it bare, as the SDK's own answer.
  *
- * @example app.post('/mcp', express.json(), (req, res) => answerWithSdk(tools, metrics, ctx, req, res));
+ * @example
+ *   const sdk = sdkEndpoint(tools, metrics, 'none', log);
+ *   app.post('/mcp', express.json(), (req, res) => sdk.serve(req, res, req.body, classifyMcpRequest(req, req.body), ANONYMOUS));
  */
-export async function answerWithSdk(tools: Tools, metrics: Metrics, ctx: CallContext, req: Request, res: Response): Promise<void> {
-  const server = createMcpServer(tools, metrics, ctx);
-  const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
-  res.on('close', () => {
-    void transport.close();
-    void server.close();
-  });
-  await server.connect(transport);
-  await transport.handleRequest(req, res, req.body);
+export function sdkEndpoint(tools: Tools, metrics: Metrics, authMode: Authenticator['mode'], log: Logger): McpEndpoint {
+  const settings = { listCacheScope: listCacheScope(authMode) };
+  return createMcpEndpoint(
+    (principal) => createMcpServer(tools, metrics, { principal }, settings),
+    // The SDK reports requests it refused (the caller's mistake: debug) and its own failures.
+    (error) => {
+      const refused = error instanceof ProtocolError || /^(Rejected|Unsupported Media Type)/.test(error.message);
+      log[refused ? 'debug' : 'warn']('MCP request not served', { error: error.message });
+    },
+  );
 }
 
 /** Host header without the port; `[::1]:8000` → `[::1]`. */
@@ -155,11 +163,18 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   // tools/call validate_action without building an MCP server per request; byte-identical to
   // the SDK path, which still answers everything else (see fast-path.ts).
   const fast = createFastPath({ tools, metrics, log });
+  const sdk = sdkEndpoint(tools, metrics, authenticator.mode, log);
+  const byEra = metrics.counter(
+    'policyguard_mcp_requests_total',
+    'POST /mcp requests that passed the edge checks, by the protocol era their body claims: legacy (2025 revisions, initialize), modern (2026-07-28), invalid.',
+  );
   app.post('/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), async (req, res) => {
-    const ctx = { principal: res.locals.principal as Principal };
-    if (fast.handle(req, res, req.body, ctx)) return;
+    const principal = res.locals.principal as Principal;
+    const route = classifyMcpRequest(req, req.body);
+    byEra.inc({ era: eraOf(route) });
+    if (fast.handle(req, res, req.body, route, { principal })) return;
     try {
-      await answerWithSdk(tools, metrics, ctx, req, res);
+      await sdk.serve(req, res, req.body, route, principal);
     } catch (err) {
       log.error('MCP request failed', { error: String(err) });
       if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
@@ -170,6 +185,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     res.setHeader('Allow', 'POST');
     jsonRpcError(res, 405, -32000, 'Method not allowed: this server is stateless; use POST /mcp');
   });
+  mountUi(app, { tools, store, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit }); // the dashboard (src/ui/routes.ts)
 
   // Central error handler: body parser failures and anything else thrown before the MCP layer.
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {

@@ -1,11 +1,10 @@
 /**
  * The MCP surface: the six tools registered on an SDK `McpServer`, each with its
  * input and output schema. Results carry the seed's JSON as text content and the same object
- * as `structuredContent`.
+ * as `structuredContent`. The same server answers both protocol revisions (./revisions.ts).
  */
-import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
-import type { CallToolResult, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
-import type { z } from 'zod';
+import { McpServer, type CacheScope, type CallToolResult, type McpServerOptions, type ToolAnnotations } from '@modelcontextprotocol/server';
+import { z } from 'zod';
 import type { Metrics } from '../metrics.js';
 import { VERSION } from '../version.js';
 import * as S from './schemas.js';
@@ -47,7 +46,7 @@ export interface ToolSpec {
   description: string;
   /** Strict: unknown arguments are an input error (./schemas.ts). */
   input: z.ZodObject;
-  output: z.ZodRawShape;
+  output: z.ZodObject;
   annotations: ToolAnnotations;
   run(tools: Tools, args: any, ctx: CallContext): Promise<ToolOutcome<object>>;
 }
@@ -59,7 +58,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     description:
       'Check whether an agent may perform an action BEFORE performing it. Returns allowed / require_approval / reason, the rules that matched, and an action_id for the audit log.',
     input: S.ValidateActionInput,
-    output: S.ValidateActionOutput,
+    output: z.object(S.ValidateActionOutput),
     annotations: { readOnlyHint: true, idempotentHint: false, openWorldHint: false },
     run: (tools, args, ctx) => tools.validateAction(args, ctx),
   },
@@ -67,7 +66,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     title: 'Register an agent',
     description: 'Create or update a GuardAgent: its trust level (low, medium, high, admin) and the tools it may or may not use.',
     input: S.RegisterAgentInput,
-    output: S.RegisterAgentOutput,
+    output: z.object(S.RegisterAgentOutput),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     run: (tools, args, ctx) => tools.registerAgent(args, ctx),
   },
@@ -75,7 +74,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     title: 'Create a policy',
     description: 'Create or update a GuardPolicy from rules (seed format or GuardPolicy format).',
     input: S.CreatePolicyInput,
-    output: S.CreatePolicyOutput,
+    output: z.object(S.CreatePolicyOutput),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     run: (tools, args, ctx) => tools.createPolicy(args, ctx),
   },
@@ -83,7 +82,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     title: 'Read the audit log',
     description: 'Audit entries, newest first, filtered by agent, action type, time range and status.',
     input: S.GetAuditLogInput,
-    output: S.GetAuditLogOutput,
+    output: z.object(S.GetAuditLogOutput),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: (tools, args, ctx) => tools.getAuditLog(args, ctx),
   },
@@ -91,7 +90,7 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     title: 'Compliance status',
     description: 'Security posture over a time range: denial rate, top offenders, incidents, policies and agents, with recommendations.',
     input: S.GetComplianceStatusInput,
-    output: S.GetComplianceStatusOutput,
+    output: z.object(S.GetComplianceStatusOutput),
     annotations: { readOnlyHint: true, openWorldHint: false },
     run: (tools, args, ctx) => tools.getComplianceStatus(args, ctx),
   },
@@ -99,36 +98,72 @@ export const TOOL_SPECS: Record<ToolName, ToolSpec> = {
     title: 'Report an incident',
     description: 'Record a security incident. Severity "critical" suspends the agent until a human resumes it.',
     input: S.ReportIncidentInput,
-    output: S.ReportIncidentOutput,
+    output: z.object(S.ReportIncidentOutput),
     annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: false },
     run: (tools, args, ctx) => tools.reportIncident(args, ctx),
   },
 };
 
 /**
+ * How long a 2026-07-28 client may reuse a `tools/list` or `server/discover` answer. Both
+ * change only when PolicyGuard itself is upgraded (tools, schemas, instructions, versions), so
+ * a client that cached one before a rolling upgrade sees the new one within five minutes; a
+ * refetch every five minutes costs nothing.
+ */
+export const LIST_TTL_MS = 5 * 60_000;
+
+/**
+ * Who may keep those answers (the revision's `cacheScope`). Without authentication they are
+ * the same for everyone, so shared caches (a gateway, a proxy) may keep them: `public`. Under
+ * `--auth token|kubernetes` they are `private` to the caller: a shared cache answering from
+ * its copy would answer a caller we never authenticated (who must get our 401), and the tool
+ * list may differ by caller once tools are filtered by permission.
+ *
+ * Tool results carry no cache hints: the revision defines none for `tools/call`, so a client
+ * never reuses one. That is what `validate_action` needs: each call is one decision with its
+ * own action_id, audit record and rate-limit count, against the policies in force at that
+ * moment. The other tools read or change live state (audit log, agents, incidents).
+ *
+ * @example listCacheScope('none') // 'public'
+ */
+export function listCacheScope(authMode: 'none' | 'token' | 'kubernetes'): CacheScope {
+  return authMode === 'none' ? 'public' : 'private';
+}
+
+export interface McpServerSettings {
+  /** Who may cache `tools/list` and `server/discover` answers ({@link listCacheScope}). */
+  listCacheScope: CacheScope;
+}
+
+const INSTRUCTIONS =
+  'PolicyGuard decides whether an AI agent may perform an action. Call validate_action BEFORE any sensitive action and do not proceed unless "allowed" is true; when "require_approval" is true, ask a human first.';
+
+/**
  * A server with the six tools bound to `tools` for one caller. Stateless: callers create one
  * per request (the SDK does not allow reusing a server across stateless requests).
  *
  * @example
- *   const server = createMcpServer(tools, metrics, { principal: ANONYMOUS });
+ *   const server = createMcpServer(tools, metrics, { principal: ANONYMOUS }, { listCacheScope: 'public' });
  *   await server.connect(transport);
  */
-export function createMcpServer(tools: Tools, metrics: Metrics, ctx: CallContext): McpServer {
-  const server = new McpServer(SERVER_INFO, {
+export function createMcpServer(tools: Tools, metrics: Metrics, ctx: CallContext, settings: McpServerSettings): McpServer {
+  const hint = { ttlMs: LIST_TTL_MS, cacheScope: settings.listCacheScope };
+  const options: McpServerOptions = {
     capabilities: { tools: { listChanged: false } },
-    instructions:
-      'PolicyGuard decides whether an AI agent may perform an action. Call validate_action BEFORE any sensitive action and do not proceed unless "allowed" is true; when "require_approval" is true, ask a human first.',
-  });
+    instructions: INSTRUCTIONS,
+    cacheHints: { 'tools/list': hint, 'server/discover': hint },
+  };
+  const server = new McpServer(SERVER_INFO, options);
   for (const name of TOOL_NAMES) {
     const spec = TOOL_SPECS[name];
     server.registerTool(
       name,
       { title: spec.title, description: spec.description, inputSchema: spec.input, outputSchema: spec.output, annotations: spec.annotations },
-      (async (args: unknown): Promise<CallToolResult> => {
+      async (args: unknown): Promise<CallToolResult> => {
         const outcome = await spec.run(tools, args, ctx);
         metrics.toolCalls.inc({ tool: name, outcome: outcome.ok ? 'ok' : 'error' });
         return toCallToolResult(outcome);
-      }) as never,
+      },
     );
   }
   return server;

@@ -1,12 +1,16 @@
 /**
  * MCP over HTTP: `tools/call validate_action` through POST /mcp with autocannon (50
  * connections, 3 s warm-up, 10 s measured, load generator in its own process; 1 call in 10 is
- * denied, which also writes a policy_violation incident), against
+ * denied, which also writes a policy_violation incident), once as 2025-11-25 clients send it and
+ * once as 2026-07-28 clients do (`_meta` envelope, `MCP-Protocol-Version`/`Mcp-Method`/`Mcp-Name`
+ * headers), each against baselines measured in the same run:
  *   - ours: the real server (`startServer`, standalone mode, config-samples), also once more
  *     with the deny replaced by an allowed call, to show what the incident write costs;
  *   - raw: node:http answering the same JSON (the ceiling: parse the body, send the bytes);
- *   - sdk: the MCP SDK's documented stateless pattern (new McpServer + transport per request)
- *     serving the same tool over the same kind of store, audit log and incident log.
+ *   - sdk: the MCP SDK's own per-request serving of that revision (src/mcp/revisions.ts without
+ *     the fast path: a new McpServer per request, the 2025 stateless transport or the SDK's
+ *     `createMcpHandler`) with the same tool over the same kind of store, audit log and
+ *     incident log.
  * Afterwards the audit log of "ours" is flushed and its records counted against the decisions
  * the server made: the sink must keep up without dropping any.
  */
@@ -26,7 +30,8 @@ import { startServer } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { answerWithSdk } from '../../src/mcp/http.js';
+import { sdkEndpoint } from '../../src/mcp/http.js';
+import { classifyMcpRequest, LEGACY_REVISION, MODERN_REVISION } from '../../src/mcp/revisions.js';
 import { Tools } from '../../src/mcp/tools.js';
 import { StandaloneStore } from '../../src/store/standalone.js';
 import type { LoadResult, LoadSpec } from './load.js';
@@ -37,7 +42,21 @@ const WARMUP_SEC = 3;
 const DURATION_SEC = 10;
 const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
 const LOAD = fileURLToPath(new URL('./load.ts', import.meta.url));
-const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+type Revision = typeof LEGACY_REVISION | typeof MODERN_REVISION;
+const REVISIONS: Revision[] = [LEGACY_REVISION, MODERN_REVISION];
+
+const BASE_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+/** Headers of a `tools/call validate_action` in each revision (2026-07-28 mirrors the body in them). */
+const HEADERS: Record<Revision, Record<string, string>> = {
+  [LEGACY_REVISION]: BASE_HEADERS,
+  [MODERN_REVISION]: { ...BASE_HEADERS, 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': 'tools/call', 'mcp-name': 'validate_action' },
+};
+/** The 2026-07-28 per-request envelope, as the official clients send it. */
+const ENVELOPE = {
+  'io.modelcontextprotocol/protocolVersion': MODERN_REVISION,
+  'io.modelcontextprotocol/clientInfo': { name: 'bench', version: '1.0.0' },
+  'io.modelcontextprotocol/clientCapabilities': {},
+};
 
 /**
  * What agents ask, against config-samples: mostly allowed reads and queries, small and large
@@ -60,14 +79,17 @@ const CALLS: Array<[agent: string, target: string, parameters: Record<string, un
 /** The same calls with the deny replaced by an allowed read: isolates what a deny's incident costs. */
 const ALLOW_ONLY = CALLS.map((c): (typeof CALLS)[number] => (c[0] === 'support-bot' && c[1] === 'delete_records' ? ['support-bot', 'read_orders', { customer_id: 7 }] : c));
 
-export const bodies = (mix: 'mixed' | 'allow-only' = 'mixed'): string[] =>
-  (mix === 'mixed' ? CALLS : ALLOW_ONLY).map(([agent_id, target, parameters], i) =>
-    JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id, parameters } } }),
-  );
+type Mix = 'mixed' | 'allow-only';
+
+export const bodies = (revision: Revision, mix: Mix = 'mixed'): string[] =>
+  (mix === 'mixed' ? CALLS : ALLOW_ONLY).map(([agent_id, target, parameters], i) => {
+    const params = { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id, parameters } };
+    return JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: revision === MODERN_REVISION ? { ...params, _meta: ENVELOPE } : params });
+  });
 
 /** Run the load generator in a child process on this project's Node. */
-function load(url: string, durationSec: number, mix: 'mixed' | 'allow-only'): Promise<LoadResult> {
-  const spec: LoadSpec = { url, connections: CONNECTIONS, durationSec, headers: HEADERS, bodies: bodies(mix) };
+function load(url: string, revision: Revision, durationSec: number, mix: Mix): Promise<LoadResult> {
+  const spec: LoadSpec = { url, connections: CONNECTIONS, durationSec, headers: HEADERS[revision], bodies: bodies(revision, mix) };
   return new Promise((resolve, reject) => {
     execFile(process.execPath, ['--import', 'tsx', LOAD, JSON.stringify(spec)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`load generator failed: ${stderr || err.message}`));
@@ -76,10 +98,12 @@ function load(url: string, durationSec: number, mix: 'mixed' | 'allow-only'): Pr
   });
 }
 
-async function probe(url: string): Promise<string> {
-  const res = await fetch(url, { method: 'POST', headers: HEADERS, body: bodies()[3] });
+/** One request, checked for the right answer in the right revision; resolves with the response text. */
+async function probe(url: string, revision: Revision): Promise<string> {
+  const res = await fetch(url, { method: 'POST', headers: HEADERS[revision], body: bodies(revision)[3] });
   const text = await res.text();
-  if (res.status !== 200 || !text.includes('require_approval')) throw new Error(`probe of ${url} answered ${res.status}: ${text.slice(0, 300)}`);
+  const ok = res.status === 200 && text.includes('require_approval') && text.includes('"resultType":"complete"') === (revision === MODERN_REVISION);
+  if (!ok) throw new Error(`probe of ${url} (${revision}) answered ${res.status}: ${text.slice(0, 300)}`);
   return text;
 }
 
@@ -88,10 +112,10 @@ interface Measured {
   warmup: LoadResult;
 }
 
-async function measure(url: string, mix: 'mixed' | 'allow-only' = 'mixed'): Promise<Measured> {
-  await probe(url);
-  const warmup = await load(url, WARMUP_SEC, mix);
-  const result = await load(url, DURATION_SEC, mix);
+async function measure(url: string, revision: Revision, mix: Mix = 'mixed'): Promise<Measured> {
+  await probe(url, revision);
+  const warmup = await load(url, revision, WARMUP_SEC, mix);
+  const result = await load(url, revision, DURATION_SEC, mix);
   return { warmup, result };
 }
 
@@ -117,16 +141,16 @@ async function countAuditRecords(dir: string): Promise<number> {
 }
 
 /** Ours: the real server, as `policyguard serve --standalone` runs it (no per-caller rate limit). */
-async function benchOurs(root: string) {
-  const configDir = join(root, 'ours-config');
-  const dataDir = join(root, 'ours-data');
+async function benchOurs(root: string, revision: Revision) {
+  const configDir = join(root, `ours-${revision}-config`);
+  const dataDir = join(root, `ours-${revision}-data`);
   await cp(SAMPLES, configDir, { recursive: true });
   const pg = await startServer(parseServeConfig(['--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', '0', '--rate-limit', '0'], {}), silentLogger);
   const url = `${pg.url}/mcp`;
   try {
-    const canned = await probe(url);
-    const m = await measure(url);
-    const allowOnly = (await measure(url, 'allow-only')).result;
+    const canned = await probe(url, revision);
+    const m = await measure(url, revision);
+    const allowOnly = (await measure(url, revision, 'allow-only')).result;
     // Let in-flight requests finish, then read what the server did.
     await new Promise((r) => setTimeout(r, 500));
     const metrics = await (await fetch(`${pg.url}/metrics`)).text();
@@ -149,7 +173,7 @@ async function benchOurs(root: string) {
 }
 
 /** The ceiling: node:http reading and parsing the same request, answering the same bytes. */
-async function benchRaw(canned: string) {
+async function benchRaw(canned: string, revision: Revision) {
   const bytes = Buffer.from(canned);
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -159,15 +183,15 @@ async function benchRaw(canned: string) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length }).end(bytes);
     });
   });
-  return measureServer(server);
+  return measureServer(server, revision);
 }
 
 /** Listen on a free loopback port, measure /mcp there, then close; `cleanup` runs after. */
-async function measureServer(server: Server, cleanup: () => Promise<unknown> = async () => undefined) {
+async function measureServer(server: Server, revision: Revision, cleanup: () => Promise<unknown> = async () => undefined) {
   if (!server.listening) await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`;
   try {
-    return await measure(url);
+    return await measure(url, revision);
   } finally {
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
@@ -175,9 +199,9 @@ async function measureServer(server: Server, cleanup: () => Promise<unknown> = a
   }
 }
 
-/** The SDK's documented stateless pattern with the same tool, store, audit and incident log. */
-async function benchSdk(root: string) {
-  const dataDir = join(root, 'sdk-data');
+/** The SDK's own per-request serving (no fast path) with the same tool, store, audit and incident log. */
+async function benchSdk(root: string, revision: Revision) {
+  const dataDir = join(root, `sdk-${revision}-data`);
   const store = await StandaloneStore.open({ configDir: SAMPLES, dataDir, log: silentLogger, engine: { defaultDecision: 'allow', unknownAgentTrust: 'low', clusterPolicyNamespace: null } });
   const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), log: () => {} });
   const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: () => {} });
@@ -185,8 +209,9 @@ async function benchSdk(root: string) {
   const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: true, autoRegisterLimit: 1000, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
   const app = express();
   app.disable('x-powered-by');
-  app.post('/mcp', express.json({ limit: '1mb' }), (req, res) => answerWithSdk(tools, metrics, { principal: ANONYMOUS }, req, res));
-  return measureServer(createServer(app), async () => {
+  const sdk = sdkEndpoint(tools, metrics, 'none', silentLogger);
+  app.post('/mcp', express.json({ limit: '1mb' }), (req, res) => sdk.serve(req, res, req.body, classifyMcpRequest(req, req.body), ANONYMOUS));
+  return measureServer(createServer(app), revision, async () => {
     await incidents.list(new Date()); // waits for incident writes still queued
     await audit.close();
     await store.close();
@@ -198,6 +223,40 @@ function describe(r: LoadResult): string {
   return `${r.completed.toLocaleString('en-US')} responses${bad ? `, ${r.non2xx} non-2xx, ${r.errors} errors, ${r.timeouts} timeouts` : ''}`;
 }
 
+/** The figures of one revision, named mcp.<revision>.…, each next to its same-run baseline. */
+function report(revision: Revision, ours: Awaited<ReturnType<typeof benchOurs>>, raw: Measured, sdk: Measured): void {
+  const o = ours.result;
+  const name = (figure: string) => `mcp.${revision}.${figure}`;
+  // The 5,000 req/s target was set for (and met by) 2025-11-25 clients; 2026-07-28 is held to the same.
+  printFigure({ name: name('ours.req_per_s'), value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'sdk', value: sdk.result.requestsPerSec }, note: `${atLeast(o.requestsPerSec, 5000, 'req/s')}; ${atLeast(o.requestsPerSec / sdk.result.requestsPerSec, 2.5, 'x sdk')}; ${describe(o)}` });
+  printFigure({ name: name('ours.req_per_s_of_ceiling'), value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec } });
+  printFigure({ name: name('ours.p50'), value: o.p50, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p50 } });
+  printFigure({ name: name('ours.p99'), value: o.p99, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p99 }, note: atMost(o.p99, 10, 'ms') });
+  printFigure({
+    name: name('ours.allow_only.req_per_s'),
+    value: ours.allowOnly.requestsPerSec,
+    unit: 'req/s',
+    baseline: { label: 'mixed', value: o.requestsPerSec },
+    note: `same calls, the deny replaced by a read (no incident write); p50 ${ours.allowOnly.p50} ms, p99 ${ours.allowOnly.p99} ms; ${describe(ours.allowOnly)}`,
+  });
+  printFigure({ name: name('raw.req_per_s'), value: raw.result.requestsPerSec, unit: 'req/s', note: `ceiling: node:http, same JSON; p50 ${raw.result.p50} ms, p99 ${raw.result.p99} ms; ${describe(raw.result)}` });
+  printFigure({ name: name('sdk.req_per_s'), value: sdk.result.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec }, note: `SDK per-request serving; p50 ${sdk.result.p50} ms, p99 ${sdk.result.p99} ms; ${describe(sdk.result)}` });
+  printFigure({
+    name: name('ours.fast_path_share'),
+    value: ours.fastTaken,
+    unit: 'req',
+    baseline: { label: 'decisions', value: ours.decisions, unit: 'req' },
+    note: ours.fastWired ? 'requests answered on the fast path' : 'fast path NOT wired into http.ts: "ours" is the SDK path',
+  });
+  printFigure({
+    name: name('ours.audit_records'),
+    value: ours.records,
+    unit: 'rec',
+    baseline: { label: 'decisions', value: ours.decisions, unit: 'rec' },
+    note: `${ours.records === ours.decisions && ours.dropped === 0 ? 'every decision audited' : 'MISMATCH'}; dropped ${ours.dropped}; load generator saw ${(o.completed + ours.warmup.completed + ours.allowOnly.completed).toLocaleString('en-US')} measured responses (+ warm-ups and probes)`,
+  });
+}
+
 export async function runMcpBench(): Promise<void> {
   try {
     await import('autocannon');
@@ -207,39 +266,13 @@ export async function runMcpBench(): Promise<void> {
   }
   const root = await mkdtemp(join(tmpdir(), 'policyguard-bench-mcp-'));
   try {
-    // Ours first: it also yields the exact JSON the raw ceiling answers with.
-    const ours = await benchOurs(root);
-    const raw = await benchRaw(ours.canned);
-    const sdk = await benchSdk(root);
-
-    const o = ours.result;
-    printFigure({ name: 'mcp.ours.req_per_s', value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'sdk', value: sdk.result.requestsPerSec }, note: `${atLeast(o.requestsPerSec, 5000, 'req/s')}; ${atLeast(o.requestsPerSec / sdk.result.requestsPerSec, 2.5, 'x sdk')}; ${describe(o)}` });
-    printFigure({ name: 'mcp.ours.req_per_s_of_ceiling', value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec } });
-    printFigure({ name: 'mcp.ours.p50', value: o.p50, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p50 } });
-    printFigure({ name: 'mcp.ours.p99', value: o.p99, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p99 }, note: atMost(o.p99, 10, 'ms') });
-    printFigure({
-      name: 'mcp.ours.allow_only.req_per_s',
-      value: ours.allowOnly.requestsPerSec,
-      unit: 'req/s',
-      baseline: { label: 'mixed', value: o.requestsPerSec },
-      note: `same calls, the deny replaced by a read (no incident write); p50 ${ours.allowOnly.p50} ms, p99 ${ours.allowOnly.p99} ms; ${describe(ours.allowOnly)}`,
-    });
-    printFigure({ name: 'mcp.raw.req_per_s', value: raw.result.requestsPerSec, unit: 'req/s', note: `ceiling: node:http, same JSON; p50 ${raw.result.p50} ms, p99 ${raw.result.p99} ms; ${describe(raw.result)}` });
-    printFigure({ name: 'mcp.sdk.req_per_s', value: sdk.result.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec }, note: `SDK stateless pattern; p50 ${sdk.result.p50} ms, p99 ${sdk.result.p99} ms; ${describe(sdk.result)}` });
-    printFigure({
-      name: 'mcp.ours.fast_path_share',
-      value: ours.fastTaken,
-      unit: 'req',
-      baseline: { label: 'decisions', value: ours.decisions, unit: 'req' },
-      note: ours.fastWired ? 'requests answered on the fast path' : 'fast path NOT wired into http.ts: "ours" is the SDK path',
-    });
-    printFigure({
-      name: 'mcp.ours.audit_records',
-      value: ours.records,
-      unit: 'rec',
-      baseline: { label: 'decisions', value: ours.decisions, unit: 'rec' },
-      note: `${ours.records === ours.decisions && ours.dropped === 0 ? 'every decision audited' : 'MISMATCH'}; dropped ${ours.dropped}; load generator saw ${(o.completed + ours.warmup.completed + ours.allowOnly.completed).toLocaleString('en-US')} measured responses (+ warm-ups and probes)`,
-    });
+    for (const revision of REVISIONS) {
+      // Ours first: it also yields the exact JSON the raw ceiling answers with.
+      const ours = await benchOurs(root, revision);
+      const raw = await benchRaw(ours.canned, revision);
+      const sdk = await benchSdk(root, revision);
+      report(revision, ours, raw, sdk);
+    }
   } finally {
     await rm(root, { recursive: true, force: true, maxRetries: 5 });
   }

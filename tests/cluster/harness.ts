@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import type { Client } from '@modelcontextprotocol/client';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';

@@ -1,12 +1,12 @@
 /**
  * Start a real PolicyGuard (standalone mode) on a free loopback port and connect the official
- * MCP SDK client to it over Streamable HTTP.
+ * MCP SDK client (v2) to it over Streamable HTTP. The client negotiates the protocol revision
+ * (`auto`: 2026-07-28 with this server); `revision: 'legacy'` makes it a 2025-11-25 client.
  */
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { sha256 } from '../../src/auth/authenticate.js';
 import { parseServeConfig } from '../../src/config.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
@@ -24,8 +24,16 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** `token`: the bearer token the harness client sends (for servers started with `--auth token`). */
-export async function startTestServer(fixture: string, extraFlags: string[] = [], opts: { token?: string } = {}): Promise<TestServer> {
+/** How the harness client picks a protocol revision: negotiate (ends on 2026-07-28 here) or the 2025 `initialize`. */
+export type ClientRevision = 'auto' | 'legacy';
+
+export interface TestServerOptions {
+  /** The bearer token the harness client sends (for servers started with `--auth token`). */
+  token?: string;
+  revision?: ClientRevision;
+}
+
+export async function startTestServer(fixture: string, extraFlags: string[] = [], opts: TestServerOptions = {}): Promise<TestServer> {
   const root = await mkdtemp(join(tmpdir(), 'policyguard-test-'));
   const configDir = join(root, 'config');
   const dataDir = join(root, 'data');
@@ -35,7 +43,7 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
     {},
   );
   let pg = await startServer(config, silentLogger);
-  let client = await connect(pg.url, opts.token);
+  let client = await connect(pg.url, opts.token, opts.revision);
 
   const server: TestServer = {
     get pg() {
@@ -61,7 +69,7 @@ export async function startTestServer(fixture: string, extraFlags: string[] = []
       await client.close();
       await pg.close();
       pg = await startServer(config, silentLogger);
-      client = await connect(pg.url, opts.token);
+      client = await connect(pg.url, opts.token, opts.revision);
     },
     async close() {
       await client.close();
@@ -87,8 +95,8 @@ export interface ToolAnswer {
 }
 
 /** One tool call by a fresh official MCP client that sends `token` as its bearer token. */
-export async function callAs(url: string, token: string | undefined, name: string, args: Record<string, unknown>): Promise<ToolAnswer> {
-  const client = await connect(url, token);
+export async function callAs(url: string, token: string | undefined, name: string, args: Record<string, unknown>, revision: ClientRevision = 'auto'): Promise<ToolAnswer> {
+  const client = await connect(url, token, revision);
   try {
     const res = await client.callTool({ name, arguments: args });
     const text = (res.content as Array<{ text: string }>)[0]!.text;
@@ -104,8 +112,9 @@ export async function callAs(url: string, token: string | undefined, name: strin
   }
 }
 
-export async function connect(url: string, token?: string): Promise<Client> {
-  const client = new Client({ name: 'policyguard-tests', version: '1.0.0' });
+/** The official v2 client, connected to `url`/mcp; with `auto` it must end on 2026-07-28 against this server. */
+export async function connect(url: string, token?: string, revision: ClientRevision = 'auto'): Promise<Client> {
+  const client = new Client({ name: 'policyguard-tests', version: '1.0.0' }, { versionNegotiation: { mode: revision } });
   const requestInit = token ? { headers: { authorization: `Bearer ${token}` } } : undefined;
   await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), requestInit ? { requestInit } : {}));
   return client;

@@ -74,7 +74,8 @@ describe('bad tool input gets a specific error, never a crash', () => {
   it('an unknown argument (a typo) is an input error naming the arguments the tool takes', async () => {
     const r = await s.call('validate_action', { action_type: 'tool_call', target: 'issue_refund', agent_id: 'test-low', params: { amount: 900 } });
     expect(r.isError).toBe(true);
-    expect(r.json).toMatch(/-32602.*unknown argument "params"; this tool takes: action_type, target, agent_id, parameters, context/);
+    // SDK v2 words input errors without the v1 prefix "MCP error -32602: ".
+    expect(r.json).toBe('Input validation error: Invalid arguments for tool validate_action: unknown argument "params"; this tool takes: action_type, target, agent_id, parameters, context');
     const listed = await s.client.listTools();
     expect(listed.tools.find((t) => t.name === 'validate_action')!.inputSchema).toMatchObject({ additionalProperties: false });
   });

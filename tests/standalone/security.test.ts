@@ -3,12 +3,10 @@
  */
 import { appendFile, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../src/auth/authenticate.js';
 import { eventually } from './eventually.js';
-import { callAs as callToolAs, startTestServer, writeTokenFile, type TestServer } from './harness.js';
+import { callAs as callToolAs, connect, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 
 const FIXTURE = new URL('../fixtures/auth', import.meta.url).pathname;
 const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5' };
@@ -26,13 +24,6 @@ afterAll(async () => {
   await s?.close();
   await tokens?.remove();
 });
-
-/** An official MCP client that sends `token` as a bearer token. */
-async function clientAs(token: string): Promise<Client> {
-  const client = new Client({ name: 'security-test', version: '1.0.0' });
-  await client.connect(new StreamableHTTPClientTransport(new URL(`${s.pg.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
-  return client;
-}
 
 const callAs = (token: string, name: string, args: Record<string, unknown>) => callToolAs(s.pg.url, token, name, args);
 
@@ -54,7 +45,7 @@ describe('authentication', () => {
     expect(r.headers.get('www-authenticate')).toMatch(/error="invalid_token"/);
   });
   it('a known token works with the official client', async () => {
-    const c = await clientAs(TOKENS.alice);
+    const c = await connect(s.pg.url, TOKENS.alice);
     expect((await c.listTools()).tools).toHaveLength(6);
     await c.close();
   });

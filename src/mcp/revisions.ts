@@ -1,0 +1,201 @@
+/**
+ * The two MCP protocol revisions served on one path, and how a request says which one it speaks
+ * (README, "MCP protocol revisions"; docs/adr/0005-two-mcp-revisions.md):
+ *
+ * - **2025-11-25** (and the older 2025 revisions a client may ask for in `initialize`): a client
+ *   sends `initialize`, then plain JSON-RPC posts. Served statelessly with JSON responses, one
+ *   SDK server and transport per request, as before (docs/adr/0001-stateless-mcp.md).
+ * - **2026-07-28**: no `initialize` and no session. Every request carries its protocol version,
+ *   client info and capabilities in `params._meta`, and the `MCP-Protocol-Version`, `Mcp-Method`
+ *   and (for `tools/call`) `Mcp-Name` headers, which must mirror the body: a mismatch is refused
+ *   with HTTP 400 and JSON-RPC error -32020 (HeaderMismatch). Served by the SDK's
+ *   `createMcpHandler`, which also answers `server/discover`.
+ *
+ * Which revision a request speaks is decided as the SDK's own classifier (`classifyInboundRequest`,
+ * the code `createMcpHandler` routes with) decides it, so our routing and the SDK's never
+ * disagree. Everything here takes plain Node requests and a parsed body, so any path (this
+ * server's /mcp, a gateway's routes) can serve both revisions with its own servers.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { NodeStreamableHTTPServerTransport } from '@modelcontextprotocol/node';
+import {
+  classifyInboundRequest,
+  createMcpHandler,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  type AuthInfo,
+  type InboundClassificationOutcome,
+  type McpServer,
+} from '@modelcontextprotocol/server';
+import type { Principal } from '../auth/authenticate.js';
+
+/** The revision of the original project's clients, negotiated with `initialize`. */
+export const LEGACY_REVISION = '2025-11-25';
+/** The current revision: per-request `_meta`, `server/discover`, no sessions. */
+export const MODERN_REVISION = '2026-07-28';
+
+/** How a request is served: `legacy` (initialize era), `modern` (2026-07-28), or refused (`reject`). */
+export type McpRoute = InboundClassificationOutcome;
+
+const header = (headers: IncomingHttpHeaders, name: string): string | undefined => {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+};
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const REQUEST_KEYS = new Set(['jsonrpc', 'id', 'method', 'params']);
+const LEGACY_VERSIONS = new Set<string>(SUPPORTED_PROTOCOL_VERSIONS);
+
+/**
+ * The commonest request, recognised without the SDK's classifier (which costs ~6 µs, mostly
+ * building the errors of the shapes a request is not): a plain JSON-RPC request other than
+ * `initialize`, with no `_meta` in its params, whose `MCP-Protocol-Version` is absent or a 2025
+ * revision. Without the envelope claim and without a 2026-07-28 header the SDK serves it as 2025
+ * traffic (`isLegacyRequest`); revisions.test.ts checks that the two agree.
+ */
+function plainLegacyRequest(req: IncomingMessage, body: unknown): McpRoute | undefined {
+  if (req.method !== 'POST' || !isPlainObject(body) || body.jsonrpc !== '2.0') return undefined;
+  for (const k in body) if (!REQUEST_KEYS.has(k)) return undefined;
+  if (typeof body.method !== 'string' || body.method === 'initialize') return undefined;
+  if (!(typeof body.id === 'string' || (typeof body.id === 'number' && Number.isSafeInteger(body.id)))) return undefined;
+  if (body.params !== undefined && (!isPlainObject(body.params) || '_meta' in body.params)) return undefined;
+  const version = header(req.headers, 'mcp-protocol-version');
+  if (version === undefined) return { kind: 'legacy', reason: 'no-claim' };
+  return LEGACY_VERSIONS.has(version) ? { kind: 'legacy', reason: 'no-claim', requestedVersion: version } : undefined;
+}
+
+/**
+ * Which revision a POST speaks, from its body and its `MCP-Protocol-Version`, `Mcp-Method` and
+ * `Mcp-Name` headers: the SDK's classification. A body with the modern `_meta` envelope is
+ * `modern` (even when its headers disagree: `reject` then carries the -32020 answer); a body
+ * without it is `legacy`, as is `initialize`.
+ *
+ * @example
+ *   const route = classifyMcpRequest(req, req.body);
+ *   if (route.kind === 'modern') console.log(route.classification.revision); // '2026-07-28'
+ */
+export function classifyMcpRequest(req: IncomingMessage, body: unknown): McpRoute {
+  const plain = plainLegacyRequest(req, body);
+  if (plain) return plain;
+  const { headers } = req;
+  const protocolVersionHeader = header(headers, 'mcp-protocol-version');
+  const mcpMethodHeader = header(headers, 'mcp-method');
+  const mcpNameHeader = header(headers, 'mcp-name');
+  return classifyInboundRequest({
+    httpMethod: req.method ?? 'POST',
+    ...(protocolVersionHeader !== undefined && { protocolVersionHeader }),
+    ...(mcpMethodHeader !== undefined && { mcpMethodHeader }),
+    ...(mcpNameHeader !== undefined && { mcpNameHeader }),
+    ...(body !== undefined && { body }),
+  });
+}
+
+/**
+ * The era a request's body claims, for metrics and logs: `legacy` (the 2025 revisions, with
+ * `initialize`), `modern` (the per-request `_meta` envelope of 2026-07-28), or `invalid` (not
+ * JSON-RPC, or headers and body that disagree).
+ *
+ * @example eraOf(classifyMcpRequest(req, req.body)) // 'modern'
+ */
+export function eraOf(route: McpRoute): 'legacy' | 'modern' | 'invalid' {
+  return route.kind === 'reject' ? 'invalid' : route.kind;
+}
+
+/**
+ * Whether a 2026-07-28 request's headers mirror its body exactly, character for character:
+ * `MCP-Protocol-Version` is the revision, `Mcp-Method` the method and, when the method has a
+ * name, `Mcp-Name` that name. Stricter than the specification (which allows surrounding
+ * whitespace and Base64-encoded names): a request this accepts passes the SDK's header checks;
+ * any other goes to the SDK, which answers a real mismatch with -32020.
+ *
+ * @example headersMirrorBody(req.headers, '2026-07-28', 'tools/call', 'validate_action') // true or false
+ */
+export function headersMirrorBody(headers: IncomingHttpHeaders, revision: string, method: string, name?: string): boolean {
+  if (headers['mcp-protocol-version'] !== revision || headers['mcp-method'] !== method) return false;
+  return name === undefined ? headers['mcp-name'] === undefined : headers['mcp-name'] === name;
+}
+
+/** A server with this caller's tools; one per request (the SDK does not reuse servers across stateless requests). */
+export type McpServerFor = (principal: Principal) => McpServer;
+
+export interface McpEndpoint {
+  /** Answer one POST whose JSON body is parsed and whose route is `classifyMcpRequest`'s. */
+  serve(req: IncomingMessage, res: ServerResponse, body: unknown, route: McpRoute, principal: Principal): Promise<void>;
+}
+
+/**
+ * The caller reaches the server factory as the SDK's pass-through `authInfo` (the handler never
+ * derives it from headers). The bearer token stays at the HTTP edge: it is not passed on.
+ */
+const toAuthInfo = (principal: Principal): AuthInfo => ({ token: '', clientId: principal.subject, scopes: [], extra: { principal } });
+const principalOf = (auth: AuthInfo | undefined): Principal => {
+  const principal = auth?.extra?.principal as Principal | undefined;
+  // Unreachable through serve(), which always passes one; refuse rather than serve as nobody.
+  if (!principal) throw new Error('MCP request without an authenticated caller');
+  return principal;
+};
+
+/**
+ * Serve both revisions on one path with servers from `serverFor`: requests without the
+ * 2026-07-28 envelope (including `initialize`) by a new server and stateless transport with a
+ * JSON response, everything else by the SDK's `createMcpHandler` (2026-07-28 requests,
+ * `server/discover`, and its -32020/-32022/-32602 refusals). The caller has authenticated the
+ * request and parsed its body.
+ *
+ * @example
+ *   const endpoint = createMcpEndpoint((principal) => createMcpServer(tools, metrics, { principal }), (e) => log.warn(e.message));
+ *   app.post('/mcp', express.json(), (req, res) => endpoint.serve(req, res, req.body, classifyMcpRequest(req, req.body), principal));
+ */
+export function createMcpEndpoint(serverFor: McpServerFor, onerror: (error: Error) => void): McpEndpoint {
+  const modern = createMcpHandler((ctx) => serverFor(principalOf(ctx.authInfo)), { legacy: 'reject', onerror });
+
+  /**
+   * The handler's web face, fed the parsed body: the web request carries the headers only, so
+   * the body is neither serialized again (JSON.stringify overflows on the deeply nested bodies
+   * JSON.parse accepts) nor parsed twice. A JSON answer is sent whole, with its length, as the
+   * 2025 transport sends it; a stream (SSE) is copied with backpressure and cancelled when the
+   * client goes away.
+   */
+  async function serveModern(req: IncomingMessage, res: ServerResponse, body: unknown, principal: Principal): Promise<void> {
+    const abort = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) abort.abort(); // the client went away before the answer
+    });
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (name === 'content-length' || value === undefined) continue;
+      for (const v of Array.isArray(value) ? value : [value]) headers.append(name, v);
+    }
+    // The handler routes on the body and headers; the URL only has to parse, whatever the Host.
+    const request = new Request(`http://localhost${req.url ?? '/'}`, { method: req.method ?? 'POST', headers, signal: abort.signal });
+    const response = await modern.fetch(request, { authInfo: toAuthInfo(principal), parsedBody: body });
+    const head = Object.fromEntries(response.headers);
+    if (!response.body || head['content-type'] !== 'text/event-stream') {
+      const bytes = Buffer.from(await response.arrayBuffer());
+      res.writeHead(response.status, { ...head, 'content-length': bytes.length }).end(bytes);
+      return;
+    }
+    res.writeHead(response.status, head);
+    await pipeline(Readable.fromWeb(response.body as WebReadableStream), res).catch(() => undefined); // the client went away mid-stream
+  }
+
+  async function serveLegacy(req: IncomingMessage, res: ServerResponse, body: unknown, principal: Principal): Promise<void> {
+    const server = serverFor(principal);
+    const transport = new NodeStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    res.on('close', () => {
+      void transport.close();
+      void server.close();
+    });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, body);
+  }
+
+  return {
+    serve(req, res, body, route, principal) {
+      if (route.kind === 'legacy') return serveLegacy(req, res, body, principal);
+      return serveModern(req, res, body, principal);
+    },
+  };
+}
