@@ -62,6 +62,8 @@ export const ServeConfigSchema = z
     auditFailureMode: z.enum(['closed', 'open']).default('closed'),
     auditKeyFile: z.string().min(1).optional(),
     auditAnchorInterval: Duration.default(30_000),
+    /** How the gateway answers a denied tools/call: a tool error with the reason, or as an unknown tool. */
+    gatewayDenyAs: z.enum(['tool-error', 'unknown-tool']).default('tool-error'),
     /** Policy reports per GuardAgent: which API, or `auto` (whichever report CRD is installed). */
     reports: z.enum(['auto', 'openreports', 'wgpolicyk8s', 'both', 'off']).default('auto'),
     reportsWindow: Duration.default(86_400_000),
@@ -87,7 +89,13 @@ export const ServeConfigSchema = z
       if (c.renewDeadline >= c.leaseDuration) ctx.addIssue({ code: 'custom', path: ['renewDeadline'], message: 'must be shorter than --lease-duration' });
     }
   });
-export type ServeConfig = z.infer<typeof ServeConfigSchema>;
+export type ServeConfig = z.infer<typeof ServeConfigSchema> & {
+  /**
+   * The environment the server was started with: where a standalone GuardUpstream's `env`
+   * header sources are read (this module is the only one that reads process.env).
+   */
+  environment: Readonly<Record<string, string | undefined>>;
+};
 
 const SERVE_FLAGS = {
   standalone: { type: 'boolean' },
@@ -123,6 +131,7 @@ const SERVE_FLAGS = {
   'audit-key-file': { type: 'string' },
   'audit-anchor-interval': { type: 'string' },
   'rescan-interval': { type: 'string' },
+  'gateway-deny-as': { type: 'string' },
   reports: { type: 'string' },
   'reports-window': { type: 'string' },
   'reports-interval': { type: 'string' },
@@ -169,5 +178,5 @@ export function parseServeConfig(argv: string[], env: Record<string, string | un
     });
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
-  return parsed.data;
+  return { ...parsed.data, environment: env };
 }

@@ -29,6 +29,8 @@ Usage:
         Audit: --audit-sink file|configmap, --audit-failure-mode closed|open, --audit-key-file F,
           --audit-anchor-interval 30s.
         Standalone: --rescan-interval 10s (safety net behind the folder watch; 0s = off).
+        Gateway: --gateway-deny-as tool-error|unknown-tool (how a denied tools/call through
+          /upstreams/<namespace>/<name>/mcp is answered).
         Reports: --reports auto|openreports|wgpolicyk8s|both|off, --reports-window 24h,
           --reports-interval 30s (one policy report per GuardAgent, written by the leader).
         Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration

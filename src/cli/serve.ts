@@ -21,7 +21,11 @@ import { StatusWriter } from '../controller/status.js';
 import type { EngineOptions } from '../engine/types.js';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { noAuthenticator, tokenFileAuthenticator, tokenReviewAuthenticator, type Authenticator } from '../auth/authenticate.js';
-import { identityAuthorizer, openAuthorizer } from '../auth/authorize.js';
+import { identityAuthorizer, openAuthorizer, type Authorizer } from '../auth/authorize.js';
+import { readAuditKeyFile } from '../audit/key.js';
+import { kubernetesCredentials, localCredentials } from '../gateway/credentials.js';
+import { Gateway } from '../gateway/gateway.js';
+import { sessionKey } from '../gateway/session.js';
 import { parseRate, RateLimiter } from '../auth/rate-limit.js';
 import { loadKubeConfig, podNamespace } from '../kube/client.js';
 import type { Logger } from '../log.js';
@@ -203,6 +207,28 @@ async function authenticatorFor(config: ServeConfig, backend: Backend, log: Logg
   }
 }
 
+/**
+ * The inline gateway (src/gateway). Header values for upstreams come from Secrets in a cluster
+ * and from files or the environment in standalone mode; session ids are signed with a key
+ * derived from the audit key, so every replica that shares it can serve any session.
+ */
+async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, authorizer: Authorizer, metrics: Metrics, log: Logger): Promise<Gateway> {
+  const { key, shared } = sessionKey(config.auditKeyFile ? await readAuditKeyFile(config.auditKeyFile) : undefined);
+  if (!shared && !config.standalone) log.warn('gateway sessions are signed with a key of this replica only (no --audit-key-file): an upstream session works only on the replica that opened it');
+  const ttlMs = config.authCacheTtl;
+  return new Gateway({
+    store: backend.store,
+    pipeline: tools.pipeline,
+    authorizer,
+    audit: backend.audit,
+    credentials: backend.kubeConfig ? kubernetesCredentials({ kubeConfig: backend.kubeConfig, ttlMs }) : localCredentials({ env: config.environment, ttlMs }),
+    sessionKey: key,
+    metrics,
+    log,
+    options: { denyAs: config.gatewayDenyAs },
+  });
+}
+
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
 
 /** Bound to loopback, only loopback Host headers make sense (DNS rebinding); elsewhere any, unless set. */
@@ -244,6 +270,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   });
   const app = createHttpApp({
     tools,
+    gateway: await gatewayFor(config, backend, tools, authorizer, metrics, log),
     store,
     metrics,
     log,

@@ -49,6 +49,8 @@ export interface DecisionInput {
   target: string;
   parameters: Readonly<Record<string, unknown>>;
   context: string;
+  /** `namespace/name` of the GuardUpstream the call goes through (the gateway); rules can match it. */
+  upstream?: string;
 }
 
 /** A decision as recorded: the engine's answer plus the id of its audit record. */
@@ -102,6 +104,7 @@ export class DecisionPipeline {
       parameters: input.parameters,
       context: input.context,
       ...(identity.ok && identity.unknownAgentNamespace ? { unknownAgentNamespace: identity.unknownAgentNamespace } : {}),
+      ...(input.upstream !== undefined ? { upstream: input.upstream } : {}),
     });
     let incident: IncidentSpec | undefined;
     if (!identity.ok) {
@@ -123,7 +126,13 @@ export class DecisionPipeline {
       action_id: actionId,
       agent_id: agentId,
       caller: input.principal.subject,
-      action: { type: input.actionType, target: input.target, parameters: input.parameters as Record<string, unknown>, context: input.context },
+      action: {
+        type: input.actionType,
+        target: input.target,
+        parameters: input.parameters as Record<string, unknown>,
+        context: input.context,
+        ...(input.upstream !== undefined ? { upstream: input.upstream } : {}),
+      },
       evaluation: {
         allowed: decision.allowed,
         decision: decision.decision,

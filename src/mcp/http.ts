@@ -16,6 +16,7 @@ import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { ProtocolError } from '@modelcontextprotocol/server';
 import type { Authenticator, Principal } from '../auth/authenticate.js';
+import type { Gateway } from '../gateway/gateway.js';
 import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -42,6 +43,8 @@ export interface HttpOptions {
   allowedOrigins: string[];
   /** Largest accepted request body (default 1mb). */
   bodyLimit?: string;
+  /** The inline gateway, served at /upstreams/<namespace>/<name>/mcp (src/gateway). */
+  gateway?: Gateway;
 }
 
 /** A JSON-RPC error reply for requests that never reach the MCP server. */
@@ -186,6 +189,17 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     jsonRpcError(res, 405, -32000, 'Method not allowed: this server is stateless; use POST /mcp');
   });
   mountUi(app, { tools, store, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit }); // the dashboard (src/ui/routes.ts)
+  // The inline gateway: every tools/call to a GuardUpstream is decided first (src/gateway).
+  const gateway = opts.gateway;
+  if (gateway) {
+    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), (req, res) => {
+      const ref = `${String(req.params.namespace)}/${String(req.params.name)}`;
+      gateway.handle(req, res, ref, res.locals.principal as Principal, req.method === 'POST' ? req.body : undefined).catch((err: unknown) => {
+        log.error('gateway request failed', { upstream: ref, error: String(err) });
+        if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
+      });
+    });
+  }
 
   // Central error handler: body parser failures and anything else thrown before the MCP layer.
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {

@@ -1,0 +1,339 @@
+/**
+ * The inline gateway: PolicyGuard as the MCP server an agent connects to, in front of the MCP
+ * server that does the work (a GuardUpstream), so every `tools/call` is decided whether or not
+ * the agent asks (docs/decisions.md, "The gateway"). Served at
+ * `/upstreams/<namespace>/<name>/mcp` behind the same HTTP edge as `/mcp` (authenticated, rate
+ * limited, before the body is read).
+ *
+ * - Who calls is the authenticated caller, acting as the one GuardAgent it is bound to; there
+ *   is no self-asserted agent id on this path. Its credentials are never sent upstream: the
+ *   upstream gets only the headers its GuardUpstream names.
+ * - `tools/call` goes through the decision pipeline (target = tool name, parameters = the
+ *   arguments, plus the upstream): deny → a tool error carrying the reason (or, with
+ *   `denyAs: 'unknown-tool'`, the answer an unknown tool gets); require_approval → a tool error
+ *   naming what is needed; allow → forwarded, and the upstream's answer (JSON or an SSE stream
+ *   with its progress notifications) streamed back unchanged, its outcome audited.
+ * - `tools/list` answers list only the tools the agent may ever call, and mark those that need
+ *   approval in `_meta`.
+ * - Everything else — initialize, server/discover, resources, prompts, completions,
+ *   notifications, cancellation, responses to server-to-client requests, GET streams, DELETE —
+ *   is passed through, in both protocol revisions. An upstream session is carried in the
+ *   session id the gateway gives out (./session.ts), so any replica serves any request.
+ * - Fail closed: not ready → 503; an upstream that cannot be reached, is too slow, or whose
+ *   credentials cannot be read → an error, audited for tools/call.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { KeyObject } from 'node:crypto';
+import { Readable } from 'node:stream';
+import type { GuardUpstream } from '../api/schemas.js';
+import type { Principal } from '../auth/authenticate.js';
+import type { Authorizer } from '../auth/authorize.js';
+import { outcomeEntry, type UpstreamOutcome } from '../audit/outcomes.js';
+import type { AuditSink } from '../audit/sink.js';
+import type { DecisionPipeline, RecordedDecision } from '../decide/pipeline.js';
+import { parseDuration } from '../duration.js';
+import type { Logger } from '../log.js';
+import { classifyMcpRequest } from '../mcp/revisions.js';
+import type { Metrics } from '../metrics.js';
+import type { PolicyStore } from '../store/store.js';
+import type { CredentialSource } from './credentials.js';
+import { openSession, sealSession } from './session.js';
+import { parseEvent, SseSplitter, withData } from './sse.js';
+
+/** `_meta` key on a listed tool that needs approval: `always` or `depends-on-arguments`. */
+export const APPROVAL_META_KEY = 'policyguard.dev/approval';
+/** `_meta` key on a gated result: the decision's action_id and outcome, for correlating with the audit log. */
+export const DECISION_META_KEY = 'policyguard.dev/decision';
+/** The agent id the gateway acts as under `--auth none`, where callers have no identity. */
+export const ANONYMOUS_AGENT = 'anonymous';
+
+export interface GatewayOptions {
+  /**
+   * How a denied tools/call is answered: `tool-error` (default) a result with `isError: true`
+   * and the reason, so the model sees why; `unknown-tool` the JSON-RPC error an unknown tool
+   * gets, so a model is not tempted to argue with the policy.
+   */
+  denyAs: 'tool-error' | 'unknown-tool';
+}
+
+export interface GatewayDeps {
+  store: PolicyStore;
+  pipeline: DecisionPipeline;
+  authorizer: Authorizer;
+  audit: AuditSink;
+  credentials: CredentialSource;
+  /** Signs the session ids given out (./session.ts). */
+  sessionKey: KeyObject;
+  metrics: Metrics;
+  log: Logger;
+  options: GatewayOptions;
+}
+
+/** Request headers a client may send on to the upstream; everything else (its credentials first) stays here. */
+const FORWARDED_REQUEST_HEADERS = ['accept', 'content-type', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id', 'traceparent', 'tracestate'];
+/** Response headers the upstream may send back to the client. */
+const FORWARDED_RESPONSE_HEADERS = ['content-type', 'cache-control', 'mcp-protocol-version'];
+
+type JsonRpcId = string | number | null;
+type Message = { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown };
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const idOf = (m: Message): JsonRpcId => (typeof m.id === 'string' || typeof m.id === 'number' ? m.id : null);
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers }).end(text);
+}
+
+const rpcError = (res: ServerResponse, status: number, id: JsonRpcId, code: number, message: string) => sendJson(res, status, { jsonrpc: '2.0', id, error: { code, message } });
+
+/**
+ * A tool result the model reads: the text, flagged as an error, with the decision for
+ * correlation; a 2026-07-28 result also says it is complete (`resultType`, which that revision
+ * requires of every result).
+ */
+const toolError = (text: string, decision: RecordedDecision, modern: boolean) => ({
+  content: [{ type: 'text', text }],
+  isError: true,
+  _meta: { [DECISION_META_KEY]: { action_id: decision.action_id, decision: decision.decision } },
+  ...(modern ? { resultType: 'complete' } : {}),
+});
+
+export class Gateway {
+  private readonly calls;
+
+  constructor(private readonly deps: GatewayDeps) {
+    this.calls = deps.metrics.counter('policyguard_gateway_requests_total', 'Requests to upstreams through the gateway, by method kind and outcome.');
+  }
+
+  /**
+   * Answer one request for the upstream `ref` (`namespace/name`) from an authenticated caller.
+   * `body` is the parsed JSON of a POST, undefined for GET and DELETE.
+   */
+  async handle(req: IncomingMessage, res: ServerResponse, ref: string, principal: Principal, body: unknown): Promise<void> {
+    const { store } = this.deps;
+    if (!store.ready()) return rpcError(res, 503, null, -32000, 'PolicyGuard is not ready yet: its first load has not compiled');
+    const upstream = store.upstream(ref);
+    if (!upstream) return rpcError(res, 404, null, -32000, `no usable GuardUpstream ${ref} (see its Ready condition, or kubectl get guardupstreams -A)`);
+    const agent = this.agentOf(principal);
+    if (!agent.ok) return rpcError(res, 403, null, -32000, agent.error);
+
+    const sessionHeader = req.headers['mcp-session-id'];
+    const clientSession = typeof sessionHeader === 'string' ? sessionHeader : undefined;
+    const upstreamSession = clientSession === undefined ? undefined : openSession(this.deps.sessionKey, clientSession, ref, principal.subject);
+    if (clientSession !== undefined && upstreamSession === undefined) return rpcError(res, 404, null, -32001, 'Session not found');
+    const call = { req, res, ref, principal, upstream, upstreamSession };
+
+    if (req.method !== 'POST') return this.forward(call, undefined, { kind: 'other' });
+    if (!isObject(body)) {
+      return rpcError(res, 400, null, -32600, Array.isArray(body) ? 'Invalid Request: the gateway takes one JSON-RPC message per request, not a batch' : 'Invalid Request: not a JSON-RPC message');
+    }
+    const message = body as Message;
+    // A 2026-07-28 request whose Mcp-Method/Mcp-Name headers say something else than its body
+    // is refused here, as /mcp refuses it: intermediaries route on those headers, the gate on the body.
+    const route = classifyMcpRequest(req, body);
+    if (route.kind === 'reject') return sendJson(res, route.httpStatus, { jsonrpc: '2.0', id: idOf(message), error: { code: route.code, message: route.message, ...(route.data !== undefined ? { data: route.data } : {}) } });
+    if (message.method === 'tools/call') return this.toolsCall(call, message, agent.agentId, route.kind === 'modern');
+    if (message.method === 'tools/list') return this.forward(call, message, { kind: 'tools/list', id: idOf(message), agentId: agent.agentId, ref });
+    return this.forward(call, message, { kind: 'other' });
+  }
+
+  /** The one GuardAgent the caller acts as. */
+  private agentOf(principal: Principal): { ok: true; agentId: string } | { ok: false; error: string } {
+    const { authorizer, store } = this.deps;
+    if (!authorizer.enforcing) return { ok: true, agentId: ANONYMOUS_AGENT };
+    const bound = authorizer.boundAgents(principal, store.snapshot());
+    if (bound.length === 1) return { ok: true, agentId: bound[0]!.id };
+    return {
+      ok: false,
+      error:
+        `caller '${principal.subject}' is bound to ${bound.length} GuardAgents${bound.length > 1 ? ` (${bound.map((a) => a.id).join(', ')})` : ''}; ` +
+        'the gateway acts for exactly one: list the caller in one GuardAgent\'s spec.identities',
+    };
+  }
+
+  /** `modern`: a 2026-07-28 request, whose results must say `resultType` (the gateway writes its own for a deny). */
+  private async toolsCall(call: Call, message: Message, agentId: string, modern: boolean): Promise<void> {
+    const id = idOf(message);
+    const params = isObject(message.params) ? message.params : {};
+    const name = params.name;
+    if (typeof name !== 'string' || name === '') return rpcError(call.res, 200, id, -32602, 'Invalid params: tools/call needs params.name, the tool to call');
+    if (params.arguments !== undefined && !isObject(params.arguments)) return rpcError(call.res, 200, id, -32602, 'Invalid params: tools/call params.arguments must be an object');
+    const out = this.deps.pipeline.decide({
+      principal: call.principal,
+      agentId,
+      actionType: 'tool_call',
+      target: name,
+      parameters: (params.arguments as Record<string, unknown> | undefined) ?? {},
+      context: '',
+      upstream: call.ref,
+    });
+    if (!out.ok) return rpcError(call.res, 403, id, -32000, out.error);
+    const decision = out.decision;
+    if (decision.decision === 'deny') {
+      this.calls.inc({ method: 'tools/call', outcome: 'denied' });
+      if (this.deps.options.denyAs === 'unknown-tool') return rpcError(call.res, 200, id, -32602, `Unknown tool: ${name}`);
+      return sendJson(call.res, 200, { jsonrpc: '2.0', id, result: toolError(`Denied by PolicyGuard: ${decision.reason}`, decision, modern) });
+    }
+    if (decision.decision === 'require_approval') {
+      this.calls.inc({ method: 'tools/call', outcome: 'approval_required' });
+      const text = `Needs human approval before it runs (PolicyGuard): ${decision.reason}. This call was not made; ask a person to approve it, then retry the same call.`;
+      return sendJson(call.res, 200, { jsonrpc: '2.0', id, result: toolError(text, decision, modern) });
+    }
+    return this.forward(call, message, { kind: 'tools/call', id, tool: name, decision, modern });
+  }
+
+  /** Send the request upstream and stream its answer back, looking at the one message the kind needs. */
+  private async forward(call: Call, message: Message | undefined, kind: ForwardKind): Promise<void> {
+    const { req, res, upstream } = call;
+    const started = Date.now();
+    const timeoutMs = parseDuration(upstream.spec.timeout) ?? 30_000;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no complete answer within ${upstream.spec.timeout}`)), timeoutMs);
+    res.on('close', () => abort.abort(new Error('the client went away')));
+    const outcome: UpstreamOutcome = { status: 0, is_error: false, duration_ms: 0, bytes: 0 };
+    try {
+      const headers: Record<string, string> = await this.deps.credentials.headersFor(upstream);
+      for (const h of FORWARDED_REQUEST_HEADERS) {
+        const v = req.headers[h];
+        if (typeof v === 'string') headers[h] = v;
+      }
+      if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
+      const answer = await fetch(upstream.spec.url, {
+        method: req.method ?? 'POST',
+        headers,
+        ...(message !== undefined ? { body: JSON.stringify(message) } : {}),
+        signal: abort.signal,
+        redirect: 'manual',
+      });
+      outcome.status = answer.status;
+      const out: Record<string, string> = {};
+      for (const h of FORWARDED_RESPONSE_HEADERS) {
+        const v = answer.headers.get(h);
+        if (v !== null) out[h] = v;
+      }
+      const session = answer.headers.get('mcp-session-id');
+      if (session !== null) out['mcp-session-id'] = sealSession(this.deps.sessionKey, call.ref, session, call.principal.subject);
+      const type = answer.headers.get('content-type') ?? '';
+      if (kind.kind === 'tools/list' && type.includes('application/json')) {
+        const text = this.filterToolsList(await answer.text(), kind);
+        outcome.bytes = Buffer.byteLength(text);
+        res.writeHead(answer.status, { ...out, 'content-length': String(outcome.bytes) }).end(text);
+      } else {
+        res.writeHead(answer.status, out);
+        if (answer.body) await this.stream(answer.body, type.includes('text/event-stream'), kind, res, outcome, type.includes('application/json'));
+        res.end();
+      }
+      this.calls.inc({ method: kind.kind, outcome: answer.ok ? 'forwarded' : 'upstream_error' });
+    } catch (err) {
+      const why = abort.signal.aborted ? String((abort.signal.reason as Error | undefined)?.message ?? 'aborted') : (err as Error).message;
+      outcome.error = `upstream ${call.ref} failed: ${why}`;
+      outcome.is_error = true;
+      this.calls.inc({ method: kind.kind, outcome: 'unreachable' });
+      this.deps.log.warn('gateway: upstream call failed', { upstream: call.ref, url: upstream.spec.url, error: why });
+      if (!res.headersSent) {
+        const id = kind.kind === 'other' ? idOf(message ?? {}) : kind.id;
+        if (kind.kind === 'tools/call') sendJson(res, 200, { jsonrpc: '2.0', id, result: toolError(`The tool's server did not answer: ${outcome.error}`, kind.decision, kind.modern) });
+        else rpcError(res, 502, id, -32603, outcome.error);
+      } else res.destroy();
+    } finally {
+      clearTimeout(timer);
+      outcome.duration_ms = Date.now() - started;
+      if (kind.kind === 'tools/call') this.recordOutcome(call, kind, outcome);
+    }
+  }
+
+  /** Copy the upstream's body to the client unchanged, event by event for SSE, watching for the answer the kind needs. */
+  private async stream(body: ReadableStream<Uint8Array>, sse: boolean, kind: ForwardKind, res: ServerResponse, outcome: UpstreamOutcome, json: boolean): Promise<void> {
+    const source = Readable.fromWeb(body as Parameters<typeof Readable.fromWeb>[0]);
+    if (!sse) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of source) {
+        outcome.bytes += (chunk as Buffer).length;
+        if (json && kind.kind === 'tools/call') chunks.push(chunk as Buffer);
+        res.write(chunk);
+      }
+      if (kind.kind === 'tools/call' && chunks.length > 0) this.noteResult(kind, Buffer.concat(chunks).toString('utf8'), outcome);
+      return;
+    }
+    const split = new SseSplitter();
+    source.setEncoding('utf8');
+    const emit = (raw: string) => {
+      let text = raw;
+      if (kind.kind !== 'other') {
+        const event = parseEvent(raw);
+        if (event.data !== undefined) {
+          if (kind.kind === 'tools/list') {
+            const filtered = this.filterToolsList(event.data, kind);
+            if (filtered !== event.data) text = withData(event, filtered);
+          } else this.noteResult(kind, event.data, outcome);
+        }
+      }
+      const out = `${text}\n\n`;
+      outcome.bytes += Buffer.byteLength(out);
+      res.write(out);
+    };
+    for await (const chunk of source) for (const raw of split.push(chunk as string)) emit(raw);
+    for (const raw of split.end()) emit(raw);
+  }
+
+  /** Record whether the tools/call answer in `text` (a JSON-RPC message, if it is ours) was an error. */
+  private noteResult(kind: Extract<ForwardKind, { kind: 'tools/call' }>, text: string, outcome: UpstreamOutcome): void {
+    let m: Message;
+    try {
+      m = JSON.parse(text) as Message;
+    } catch {
+      return;
+    }
+    if (!isObject(m) || idOf(m) !== kind.id) return;
+    if (m.error !== undefined) outcome.is_error = true;
+    else if (isObject(m.result) && m.result.isError === true) outcome.is_error = true;
+  }
+
+  /**
+   * The tools/list answer in `text` with the tools this agent may never call removed and those
+   * needing approval marked; `text` unchanged when it is not our answer.
+   */
+  private filterToolsList(text: string, kind: Extract<ForwardKind, { kind: 'tools/list' }>): string {
+    let m: Message;
+    try {
+      m = JSON.parse(text) as Message;
+    } catch {
+      return text;
+    }
+    if (!isObject(m) || idOf(m) !== kind.id || !isObject(m.result) || !Array.isArray(m.result.tools)) return text;
+    const snapshot = this.deps.store.snapshot();
+    const tools: unknown[] = [];
+    for (const tool of m.result.tools as unknown[]) {
+      if (!isObject(tool) || typeof tool.name !== 'string') continue;
+      const possible = snapshot.possibleDecisions({ agentId: kind.agentId, actionType: 'tool_call', target: tool.name, upstream: kind.ref });
+      if (possible.size === 1 && possible.has('deny')) continue;
+      if (possible.has('require_approval')) {
+        const approval = possible.size === 1 ? 'always' : 'depends-on-arguments';
+        tools.push({ ...tool, _meta: { ...(isObject(tool._meta) ? tool._meta : {}), [APPROVAL_META_KEY]: approval } });
+      } else tools.push(tool);
+    }
+    // The list now depends on who asked: never let a shared cache serve it to someone else.
+    const result = { ...m.result, tools, ...('cacheScope' in m.result ? { cacheScope: 'private' } : {}) };
+    return JSON.stringify({ ...m, result });
+  }
+
+  private recordOutcome(call: Call, kind: Extract<ForwardKind, { kind: 'tools/call' }>, outcome: UpstreamOutcome): void {
+    const appended = this.deps.audit.append(outcomeEntry({ actionId: kind.decision.action_id, agentId: kind.decision.agent.id, tool: kind.tool, upstream: call.ref, outcome }));
+    if (!appended.ok) this.deps.log.error('gateway: the outcome of a forwarded call could not be audited', { action_id: kind.decision.action_id, reason: appended.reason });
+  }
+}
+
+interface Call {
+  req: IncomingMessage;
+  res: ServerResponse;
+  ref: string;
+  principal: Principal;
+  upstream: GuardUpstream;
+  upstreamSession: string | undefined;
+}
+
+type ForwardKind =
+  | { kind: 'tools/call'; id: JsonRpcId; tool: string; decision: RecordedDecision; modern: boolean }
+  | { kind: 'tools/list'; id: JsonRpcId; agentId: string; ref: string }
+  | { kind: 'other' };
