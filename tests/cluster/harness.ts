@@ -66,7 +66,7 @@ export async function startOperator(kubeconfigPath: string, namespace: string, e
   };
 }
 
-const PLURAL = { GuardAgent: 'guardagents', GuardPolicy: 'guardpolicies' } as const;
+const PLURAL = { GuardAgent: 'guardagents', GuardPolicy: 'guardpolicies', GuardUpstream: 'guardupstreams' } as const;
 
 /** Create or replace a GuardAgent/GuardPolicy as `kubectl apply` would (server-side apply). */
 export async function applyGuard(kc: KubeConfig, kind: keyof typeof PLURAL, namespace: string, name: string, spec: Record<string, unknown>, metadata: Record<string, unknown> = {}): Promise<any> {

@@ -94,6 +94,7 @@ describe('helm lint and template', () => {
       { apiGroups: ['policyguard.dev'], resources: ['guardupstreams'], verbs: ['list', 'watch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status', 'guardupstreams/status'], verbs: ['patch'] },
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
+      { apiGroups: [''], resources: ['secrets'], verbs: ['get'] }, // the gateway's upstream credentials
     ]);
     // Policy reports (reports.api=auto): create and patch of both report kinds, nothing else.
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard-reports').rules).toEqual([
