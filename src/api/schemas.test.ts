@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { PolicySnapshot } from '../engine/snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS } from '../engine/types.js';
-import { API_VERSION, GuardAgentSchema, GuardPolicySchema, RuleSchema, type GuardAgent, type GuardPolicy } from './schemas.js';
+import { API_VERSION, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, RuleSchema, type GuardAgent, type GuardPolicy } from './schemas.js';
 import { fromSeedRule, isSeedRule, SeedRuleSchema } from './seed.js';
 
 const policy = (spec: unknown, metadata: unknown = { name: 'p' }) => GuardPolicySchema.safeParse({ apiVersion: API_VERSION, kind: 'GuardPolicy', metadata, spec });
@@ -85,10 +85,12 @@ describe('starter manifests and fixtures', () => {
       for (const doc of parseAllDocuments(await readFile(new URL(file, repo), 'utf8'))) {
         const value = doc.toJS() as { apiVersion?: string; kind?: string } | null;
         if (value?.apiVersion !== API_VERSION) continue;
-        const parsed = (value.kind === 'GuardAgent' ? GuardAgentSchema : GuardPolicySchema).safeParse(value);
+        const schema = { GuardAgent: GuardAgentSchema, GuardPolicy: GuardPolicySchema, GuardUpstream: GuardUpstreamSchema }[value.kind as string];
+        expect(schema, `${file}: kind ${value.kind}`).toBeDefined();
+        const parsed = schema!.safeParse(value);
         expect(parsed.success ? [] : parsed.error.issues, file).toEqual([]);
         if (parsed.data?.kind === 'GuardAgent') agents.push(parsed.data);
-        else if (parsed.data) policies.push(parsed.data);
+        else if (parsed.data?.kind === 'GuardPolicy') policies.push(parsed.data);
       }
     }
     expect(policies.length).toBeGreaterThan(0);

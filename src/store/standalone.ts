@@ -266,10 +266,14 @@ export class StandaloneStore implements PolicyStore {
       else usable.set(upstreamRef(u), u);
     }
     this.upstreams = usable;
-    this.objectProblems = [...next.problems, ...upstreamProblems].map((p) => this.locate(p, fileOf));
+    const decisionProblems = next.problems.map((p) => this.locate(p, fileOf));
+    // An upstream the gateway cannot use here (e.g. a cluster sample with secretKeyRef) changes
+    // no decision: a warning, where an agent or policy not in force is an error.
+    const upstreamLines = upstreamProblems.map((p) => this.locate(p, fileOf));
+    this.objectProblems = [...decisionProblems, ...upstreamLines];
     const reported = new Set([...this.objectProblems, ...duplicates]);
-    for (const line of this.objectProblems) if (!this.reported.has(line)) this.opts.log.error(line);
-    for (const line of duplicates) if (!this.reported.has(line)) this.opts.log.warn(line);
+    for (const line of decisionProblems) if (!this.reported.has(line)) this.opts.log.error(line);
+    for (const line of [...upstreamLines, ...duplicates]) if (!this.reported.has(line)) this.opts.log.warn(line);
     this.reported = reported;
     if (next.revision !== this.current.revision) this.opts.log.info('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;

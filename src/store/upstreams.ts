@@ -30,7 +30,7 @@ export function upstreamProblem(u: GuardUpstream, mode: 'kubernetes' | 'standalo
           ? 'file and env sources are for standalone mode; in a cluster use secretKeyRef (a Secret in the same namespace)'
           : undefined
         : h.valueFrom.secretKeyRef !== undefined
-          ? 'secretKeyRef needs a cluster; in standalone mode use file (e.g. a mounted Secret) or env'
+          ? 'secretKeyRef needs a cluster, so the gateway does not serve this upstream in standalone mode (there use file, e.g. a mounted Secret, or env)'
           : undefined;
     if (wrong) {
       return {

@@ -65,6 +65,20 @@ describe('config-samples', () => {
   }, 20 * 60_000);
 });
 
+describe('the kagent gateway sample', () => {
+  it('points its RemoteMCPServer at the gateway path of the GuardUpstream it defines, on the chart\'s Service', () => {
+    const objs = objectsOf('kagent/gateway.yaml');
+    const upstream = findObject(objs, 'GuardUpstream');
+    const server = findObject(objs, 'RemoteMCPServer');
+    const base = findObject(objectsOf('kagent/remotemcpserver.yaml'), 'RemoteMCPServer').spec.url.replace(/\/mcp$/, '');
+    expect(server.spec.url).toBe(`${base}/upstreams/${upstream.metadata.namespace}/${upstream.metadata.name}/mcp`);
+    expect(server.spec.protocol).toBe('STREAMABLE_HTTP');
+    // Its policies match the upstream by the same namespace/name.
+    for (const rule of findObject(objs, 'GuardPolicy').spec.rules) expect(rule.match.upstreams).toEqual([`${upstream.metadata.namespace}/${upstream.metadata.name}`]);
+    expect(upstream.spec.headers[0].valueFrom.secretKeyRef).toBeDefined(); // never a value in clear
+  });
+});
+
 describe('the API server accepts every sample (third-party CRDs installed)', () => {
   beforeAll(async () => {
     const kc = sharedKubeConfig();
