@@ -22,9 +22,9 @@
  * - Fail closed: not ready → 503; an upstream that cannot be reached, is too slow, or whose
  *   credentials cannot be read → an error, audited for tools/call.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { KeyObject } from 'node:crypto';
-import { Readable } from 'node:stream';
 import type { GuardUpstream } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
@@ -73,6 +73,26 @@ export interface GatewayDeps {
 const FORWARDED_REQUEST_HEADERS = ['accept', 'content-type', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id', 'traceparent', 'tracestate'];
 /** Response headers the upstream may send back to the client. */
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'cache-control', 'mcp-protocol-version'];
+
+/** Connections to upstreams are kept open and reused: a new one per call would cost more than the call. */
+const AGENTS = { 'http:': new HttpAgent({ keepAlive: true, maxSockets: 256 }), 'https:': new HttpsAgent({ keepAlive: true, maxSockets: 256 }) };
+
+/** One HTTP request to an upstream; resolves with its response (body still to read). */
+function send(url: string, method: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<IncomingMessage> {
+  const target = new URL(url);
+  const request = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = request(target, { method, headers: body === undefined ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) }, agent: AGENTS[target.protocol as 'http:' | 'https:'], signal }, resolve);
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function readAll(stream: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
 
 type JsonRpcId = string | number | null;
 type Message = { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown };
@@ -190,7 +210,8 @@ export class Gateway {
     const timeoutMs = parseDuration(upstream.spec.timeout) ?? 30_000;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(new Error(`no complete answer within ${upstream.spec.timeout}`)), timeoutMs);
-    res.on('close', () => abort.abort(new Error('the client went away')));
+    const clientGone = () => abort.abort(new Error('the client went away'));
+    res.once('close', clientGone);
     const outcome: UpstreamOutcome = { status: 0, is_error: false, duration_ms: 0, bytes: 0 };
     try {
       const headers: Record<string, string> = await this.deps.credentials.headersFor(upstream);
@@ -199,32 +220,30 @@ export class Gateway {
         if (typeof v === 'string') headers[h] = v;
       }
       if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
-      const answer = await fetch(upstream.spec.url, {
-        method: req.method ?? 'POST',
-        headers,
-        ...(message !== undefined ? { body: JSON.stringify(message) } : {}),
-        signal: abort.signal,
-        redirect: 'manual',
-      });
-      outcome.status = answer.status;
+      const answer = await send(upstream.spec.url, req.method ?? 'POST', headers, message === undefined ? undefined : JSON.stringify(message), abort.signal);
+      const status = answer.statusCode ?? 502;
+      outcome.status = status;
       const out: Record<string, string> = {};
       for (const h of FORWARDED_RESPONSE_HEADERS) {
-        const v = answer.headers.get(h);
-        if (v !== null) out[h] = v;
+        const v = answer.headers[h];
+        if (typeof v === 'string') out[h] = v;
       }
-      const session = answer.headers.get('mcp-session-id');
-      if (session !== null) out['mcp-session-id'] = sealSession(this.deps.sessionKey, call.ref, session, call.principal.subject);
-      const type = answer.headers.get('content-type') ?? '';
-      if (kind.kind === 'tools/list' && type.includes('application/json')) {
-        const text = this.filterToolsList(await answer.text(), kind);
-        outcome.bytes = Buffer.byteLength(text);
-        res.writeHead(answer.status, { ...out, 'content-length': String(outcome.bytes) }).end(text);
-      } else {
-        res.writeHead(answer.status, out);
-        if (answer.body) await this.stream(answer.body, type.includes('text/event-stream'), kind, res, outcome, type.includes('application/json'));
+      const session = answer.headers['mcp-session-id'];
+      if (typeof session === 'string') out['mcp-session-id'] = sealSession(this.deps.sessionKey, call.ref, session, call.principal.subject);
+      const type = answer.headers['content-type'] ?? '';
+      if (type.includes('text/event-stream')) {
+        res.writeHead(status, out);
+        await this.streamEvents(answer, kind, res, outcome);
         res.end();
+      } else {
+        // A JSON answer (or any other) arrives whole: read it, look at it, send it in one write.
+        let body = await readAll(answer);
+        if (kind.kind === 'tools/list' && type.includes('application/json')) body = Buffer.from(this.filterToolsList(body.toString('utf8'), kind));
+        else if (kind.kind === 'tools/call' && type.includes('application/json')) this.noteResult(kind, body.toString('utf8'), outcome);
+        outcome.bytes = body.length;
+        res.writeHead(status, { ...out, 'content-length': String(body.length) }).end(body);
       }
-      this.calls.inc({ method: kind.kind, outcome: answer.ok ? 'forwarded' : 'upstream_error' });
+      this.calls.inc({ method: kind.kind, outcome: status < 400 ? 'forwarded' : 'upstream_error' });
     } catch (err) {
       const why = abort.signal.aborted ? String((abort.signal.reason as Error | undefined)?.message ?? 'aborted') : (err as Error).message;
       outcome.error = `upstream ${call.ref} failed: ${why}`;
@@ -238,26 +257,16 @@ export class Gateway {
       } else res.destroy();
     } finally {
       clearTimeout(timer);
+      res.off('close', clientGone);
       outcome.duration_ms = Date.now() - started;
       if (kind.kind === 'tools/call') this.recordOutcome(call, kind, outcome);
     }
   }
 
-  /** Copy the upstream's body to the client unchanged, event by event for SSE, watching for the answer the kind needs. */
-  private async stream(body: ReadableStream<Uint8Array>, sse: boolean, kind: ForwardKind, res: ServerResponse, outcome: UpstreamOutcome, json: boolean): Promise<void> {
-    const source = Readable.fromWeb(body as Parameters<typeof Readable.fromWeb>[0]);
-    if (!sse) {
-      const chunks: Buffer[] = [];
-      for await (const chunk of source) {
-        outcome.bytes += (chunk as Buffer).length;
-        if (json && kind.kind === 'tools/call') chunks.push(chunk as Buffer);
-        res.write(chunk);
-      }
-      if (kind.kind === 'tools/call' && chunks.length > 0) this.noteResult(kind, Buffer.concat(chunks).toString('utf8'), outcome);
-      return;
-    }
+  /** Copy an SSE answer to the client event by event, unchanged but for the one message the kind looks at. */
+  private async streamEvents(answer: IncomingMessage, kind: ForwardKind, res: ServerResponse, outcome: UpstreamOutcome): Promise<void> {
     const split = new SseSplitter();
-    source.setEncoding('utf8');
+    answer.setEncoding('utf8');
     const emit = (raw: string) => {
       let text = raw;
       if (kind.kind !== 'other') {
@@ -273,7 +282,7 @@ export class Gateway {
       outcome.bytes += Buffer.byteLength(out);
       res.write(out);
     };
-    for await (const chunk of source) for (const raw of split.push(chunk as string)) emit(raw);
+    for await (const chunk of answer) for (const raw of split.push(chunk as string)) emit(raw);
     for (const raw of split.end()) emit(raw);
   }
 

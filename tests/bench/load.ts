@@ -3,6 +3,7 @@
  * under test: `node --import tsx tests/bench/load.ts '<json LoadSpec>'` prints one JSON
  * LoadResult on stdout. autocannon cycles through `bodies` on every connection.
  */
+import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -51,6 +52,16 @@ export function runLoad(spec: LoadSpec): Promise<LoadResult> {
         });
       },
     );
+  });
+}
+
+/** Run the load generator in a child process on this project's Node (never in the server's event loop). */
+export function loadInChild(spec: LoadSpec): Promise<LoadResult> {
+  return new Promise((ok, fail) => {
+    execFile(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), JSON.stringify(spec)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      if (err) return fail(new Error(`load generator failed: ${stderr || err.message}`));
+      ok(JSON.parse(stdout) as LoadResult);
+    });
   });
 }
 

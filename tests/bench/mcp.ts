@@ -14,7 +14,6 @@
  * Afterwards the audit log of "ours" is flushed and its records counted against the decisions
  * the server made: the sink must keep up without dropping any.
  */
-import { execFile } from 'node:child_process';
 import { cp, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -34,14 +33,13 @@ import { sdkEndpoint } from '../../src/mcp/http.js';
 import { classifyMcpRequest, LEGACY_REVISION, MODERN_REVISION } from '../../src/mcp/revisions.js';
 import { Tools } from '../../src/mcp/tools.js';
 import { StandaloneStore } from '../../src/store/standalone.js';
-import type { LoadResult, LoadSpec } from './load.js';
+import { loadInChild, type LoadResult } from './load.js';
 import { atLeast, atMost, printFigure, printInfo } from './report.js';
 
 const CONNECTIONS = 50;
 const WARMUP_SEC = 3;
 const DURATION_SEC = 10;
 const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
-const LOAD = fileURLToPath(new URL('./load.ts', import.meta.url));
 type Revision = typeof LEGACY_REVISION | typeof MODERN_REVISION;
 const REVISIONS: Revision[] = [LEGACY_REVISION, MODERN_REVISION];
 
@@ -87,15 +85,8 @@ export const bodies = (revision: Revision, mix: Mix = 'mixed'): string[] =>
     return JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: revision === MODERN_REVISION ? { ...params, _meta: ENVELOPE } : params });
   });
 
-/** Run the load generator in a child process on this project's Node. */
 function load(url: string, revision: Revision, durationSec: number, mix: Mix): Promise<LoadResult> {
-  const spec: LoadSpec = { url, connections: CONNECTIONS, durationSec, headers: HEADERS[revision], bodies: bodies(revision, mix) };
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--import', 'tsx', LOAD, JSON.stringify(spec)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`load generator failed: ${stderr || err.message}`));
-      resolve(JSON.parse(stdout) as LoadResult);
-    });
-  });
+  return loadInChild({ url, connections: CONNECTIONS, durationSec, headers: HEADERS[revision], bodies: bodies(revision, mix) });
 }
 
 /** One request, checked for the right answer in the right revision; resolves with the response text. */

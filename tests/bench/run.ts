@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- engine|mcp|controller ...]`: the benchmarks of issue 7. Each prints one
+ * `npm run bench [-- engine|mcp|gateway|controller ...]`: the benchmarks. Each prints one
  * line per figure — name, value, the baseline measured in the same run, and value ÷ baseline.
  * No argument runs all three; the controller bench runs only when the test control plane can
  * start, and prints why when it cannot.
@@ -7,7 +7,7 @@
 import os from 'node:os';
 import { printHeader, printInfo } from './report.js';
 
-const SECTIONS = ['engine', 'mcp', 'controller'] as const;
+const SECTIONS = ['engine', 'mcp', 'gateway', 'controller'] as const;
 type Section = (typeof SECTIONS)[number];
 
 async function main(argv: string[]): Promise<void> {
@@ -26,6 +26,7 @@ async function main(argv: string[]): Promise<void> {
     printInfo(`${section}: load average ${load()} at start`);
     if (section === 'engine') await (await import('./engine.js')).runEngineBench();
     if (section === 'mcp') await (await import('./mcp.js')).runMcpBench();
+    if (section === 'gateway') await (await import('./gateway.js')).runGatewayBench();
     if (section === 'controller') await (await import('./controller.js')).runControllerBench();
     printInfo(`${section}: ${((Date.now() - started) / 1000).toFixed(0)} s, load average ${load()} at end`);
   }
