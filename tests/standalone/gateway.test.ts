@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client as V1Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport as V1Transport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { readResult } from './clients.js';
 import { eventually } from './eventually.js';
 import { connect, startTestServer, writeTokenFile, type TestServer } from './harness.js';
@@ -205,6 +206,20 @@ describe.skipIf(!python.ok)(`the gateway${python.ok ? '' : ` (skipped: ${python.
       expect(progress).toEqual([1, 2, 3]);
       const denied = readResult(await client.callTool({ name: 'get-env', arguments: {} }));
       expect(denied.isError).toBe(true);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('passes resources, prompts and a server-to-client request (sampling) through, in the upstream session', async () => {
+    const client = new V1Client({ name: 'sampler', version: '1' }, { capabilities: { sampling: {} } });
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({ model: 'test-model', role: 'assistant', content: { type: 'text', text: 'sampled through the gateway' } }));
+    await client.connect(new V1Transport(new URL(`${gatewayUrl('everything')}/mcp`), { requestInit: { headers: { authorization: `Bearer ${TOKENS.bot}` } } }));
+    try {
+      expect((await client.listResources()).resources.length).toBeGreaterThan(0);
+      expect((await client.listPrompts()).prompts.length).toBeGreaterThan(0);
+      const r = await client.callTool({ name: 'trigger-sampling-request', arguments: { prompt: 'hello', maxTokens: 10 } });
+      expect(JSON.stringify(r.content)).toContain('sampled through the gateway');
     } finally {
       await client.close();
     }
