@@ -33,7 +33,7 @@ import type { AuditSink } from '../audit/sink.js';
 import type { DecisionPipeline, RecordedDecision } from '../decide/pipeline.js';
 import { parseDuration } from '../duration.js';
 import type { Logger } from '../log.js';
-import { classifyMcpRequest } from '../mcp/revisions.js';
+import { classifyMcpRequest, HEADER_MISMATCH, standardHeaderMismatch } from '../mcp/revisions.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import type { CredentialSource } from './credentials.js';
@@ -153,6 +153,8 @@ export class Gateway {
     // is refused here, as /mcp refuses it: intermediaries route on those headers, the gate on the body.
     const route = classifyMcpRequest(req, body);
     if (route.kind === 'reject') return sendJson(res, route.httpStatus, { jsonrpc: '2.0', id: idOf(message), error: { code: route.code, message: route.message, ...(route.data !== undefined ? { data: route.data } : {}) } });
+    const mismatch = route.kind === 'modern' && typeof message.method === 'string' && message.id !== undefined ? standardHeaderMismatch(req.headers, message.method, message.params) : undefined;
+    if (mismatch) return rpcError(res, 400, idOf(message), HEADER_MISMATCH, `Header mismatch: ${mismatch}`);
     if (message.method === 'tools/call') return this.toolsCall(call, message, agent.agentId, route.kind === 'modern');
     if (message.method === 'tools/list') return this.forward(call, message, { kind: 'tools/list', id: idOf(message), agentId: agent.agentId, ref });
     return this.forward(call, message, { kind: 'other' });

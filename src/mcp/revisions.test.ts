@@ -8,7 +8,7 @@ import { Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { classifyInboundRequest } from '@modelcontextprotocol/server';
-import { classifyMcpRequest, eraOf, headersMirrorBody, MODERN_REVISION } from './revisions.js';
+import { classifyMcpRequest, eraOf, headersMirrorBody, MODERN_REVISION, standardHeaderMismatch } from './revisions.js';
 
 function request(headers: Record<string, string>, method = 'POST'): IncomingMessage {
   const req = new IncomingMessage(new Socket());
@@ -119,5 +119,26 @@ describe('headersMirrorBody', () => {
   });
   it('refuses a name on a method that has none', () => {
     expect(headersMirrorBody({ 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': 'tools/list', 'mcp-name': 'x' }, MODERN_REVISION, 'tools/list')).toBe(false);
+  });
+});
+
+describe('standardHeaderMismatch (what a forwarding proxy checks before deciding on the body)', () => {
+  const h = (extra: Record<string, string>) => ({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', ...extra });
+  const b64 = (s: string) => `=?base64?${Buffer.from(s).toString('base64')}?=`;
+  it.each<[string, Record<string, string | undefined>, string, unknown, RegExp | undefined]>([
+    ['headers that mirror the body', h({ 'mcp-name': 'delete_repo' }), 'tools/call', { name: 'delete_repo' }, undefined],
+    ['surrounding whitespace', h({ 'mcp-name': ' delete_repo\t' }), 'tools/call', { name: 'delete_repo' }, undefined],
+    ['the Base64 form of a name', h({ 'mcp-name': b64('déjà_vu') }), 'tools/call', { name: 'déjà_vu' }, undefined],
+    ['a name the body does not carry', h({ 'mcp-name': 'harmless' }), 'tools/call', { name: 'delete_repo' }, /names "harmless"/],
+    ['no Mcp-Name on a tools/call', h({}), 'tools/call', { name: 'delete_repo' }, /Mcp-Name header is absent/],
+    ['a broken Base64 sentinel', h({ 'mcp-name': '=?base64?!!!?=' }), 'tools/call', { name: 'x' }, /invalid Base64/],
+    ['another method in Mcp-Method', { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list', 'mcp-name': 'x' }, 'tools/call', { name: 'x' }, /Mcp-Method header names "tools\/list"/],
+    ['no protocol version header', { 'mcp-method': 'tools/call', 'mcp-name': 'x' }, 'tools/call', { name: 'x' }, /MCP-Protocol-Version header is absent/],
+    ['resources/read mirrors the uri', { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'resources/read', 'mcp-name': 'file:///etc/passwd' }, 'resources/read', { uri: 'file:///tmp/x' }, /params\.uri/],
+    ['a method without a name', { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/list' }, 'tools/list', {}, undefined],
+  ])('%s', (_what, headers, method, params, expected) => {
+    const got = standardHeaderMismatch(headers, method, params);
+    if (expected) expect(got).toMatch(expected);
+    else expect(got).toBeUndefined();
   });
 });

@@ -117,6 +117,45 @@ export function headersMirrorBody(headers: IncomingHttpHeaders, revision: string
   return name === undefined ? headers['mcp-name'] === undefined : headers['mcp-name'] === name;
 }
 
+/** JSON-RPC error of the 2026-07-28 revision for standard headers that do not mirror the body (HTTP 400). */
+export const HEADER_MISMATCH = -32020;
+
+/** The request field each method's `Mcp-Name` header mirrors (2026-07-28). */
+const NAME_SOURCE: Readonly<Record<string, string>> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri', 'tasks/get': 'taskId', 'tasks/update': 'taskId', 'tasks/cancel': 'taskId' };
+const BASE64_SENTINEL = /^=\?base64\?((?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?)\?=$/;
+
+/** A header value without the optional whitespace HTTP allows around it, `=?base64?…?=` decoded; undefined when the sentinel is broken. */
+function headerText(value: string): string | undefined {
+  const trimmed = value.replace(/^[ \t]+|[ \t]+$/g, '');
+  if (!trimmed.startsWith('=?base64?') || !trimmed.endsWith('?=')) return trimmed;
+  const m = BASE64_SENTINEL.exec(trimmed);
+  return m ? Buffer.from(m[1]!, 'base64').toString('utf8') : undefined;
+}
+
+/**
+ * Why a 2026-07-28 request's standard headers do not mirror its body, or undefined when they
+ * do: `MCP-Protocol-Version` and `Mcp-Method` present, `Mcp-Name` present and equal (after
+ * whitespace and its Base64 form) for the methods that have a name. The SDK's handler makes
+ * this check for /mcp; a proxy that forwards requests (the gateway) must make it before it
+ * decides on the body, as intermediaries route on the headers.
+ *
+ * @example standardHeaderMismatch(req.headers, 'tools/call', { name: 'validate_action' }) // undefined, or why not
+ */
+export function standardHeaderMismatch(headers: IncomingHttpHeaders, method: string, params: unknown): string | undefined {
+  if (header(headers, 'mcp-protocol-version') === undefined) return 'the required MCP-Protocol-Version header is absent';
+  const mcpMethod = header(headers, 'mcp-method');
+  if (mcpMethod === undefined) return 'the required Mcp-Method header is absent';
+  if (headerText(mcpMethod) !== method) return `the body names method ${method} but the Mcp-Method header names ${JSON.stringify(mcpMethod)}`;
+  const field = Object.hasOwn(NAME_SOURCE, method) ? NAME_SOURCE[method] : undefined;
+  const raw = field !== undefined && typeof params === 'object' && params !== null ? (params as Record<string, unknown>)[field] : undefined;
+  if (typeof raw !== 'string') return undefined;
+  const mcpName = header(headers, 'mcp-name');
+  if (mcpName === undefined) return `the body carries params.${field}=${JSON.stringify(raw)} but the required Mcp-Name header is absent`;
+  const decoded = headerText(mcpName);
+  if (decoded === undefined) return 'the Mcp-Name header carries an invalid Base64 sentinel value';
+  return decoded === raw ? undefined : `the body carries params.${field}=${JSON.stringify(raw)} but the Mcp-Name header names ${JSON.stringify(decoded)}`;
+}
+
 /** A server with this caller's tools; one per request (the SDK does not reuse servers across stateless requests). */
 export type McpServerFor = (principal: Principal) => McpServer;
 
