@@ -3,8 +3,9 @@
 # dependencies only (npm ci --omit=dev --ignore-scripts, as the image does), lay out /app as
 # the image does, then start `serve --standalone` from it and make one decision. Catches a
 # runtime import of a devDependency or a file the image forgets, on machines without a Docker
-# engine (like ours). It does not check the base image, the USER or the filesystem permissions;
-# scripts/kind-e2e.sh does, with Docker.
+# engine, in seconds and without root. It does not check the base image, the USER or the filesystem
+# permissions; `npm run e2e` does, building the real image and running it as the chart's Pods
+# (docs/e2e.md).
 #
 #   scripts/runtime-smoke.sh          # needs npm and network access to the npm registry
 set -euo pipefail

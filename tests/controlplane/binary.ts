@@ -241,7 +241,7 @@ async function build(bin: string): Promise<void> {
   }
   const args = ['build', '-trimpath', `-ldflags=${ldflags.join(' ')}`, '-o', tmp, '.'];
   log(
-    `building kube-testenv (kube-apiserver + etcd + kubectl, Kubernetes ${k8s}) with ${goVersion} into ${bin}. ` +
+    `building kube-testenv (kube-apiserver + etcd + kubectl, and for tests/e2e kube-controller-manager + kube-scheduler + kubelet; Kubernetes ${k8s}) with ${goVersion} into ${bin}. ` +
       `A cold build (empty Go module and build caches) takes about ${COLD_BUILD_MINUTES} minutes on 2 cores; later runs reuse the binary.`,
   );
   const started = Date.now();

@@ -38,6 +38,12 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
   /** Extra kube-apiserver flags (e.g. `--feature-gates=...`). */
   extraApiServerArgs?: string[];
+  /**
+   * Admission plugins to turn off. Default `['ServiceAccount']`: without a controller-manager no
+   * `default` ServiceAccount exists, and the plugin would refuse every Pod. A cluster with a
+   * controller-manager (tests/e2e) passes `[]`, so Pods get their ServiceAccount token volume.
+   */
+  disableAdmissionPlugins?: string[];
 }
 
 export interface ExecResult {
@@ -134,13 +140,20 @@ function tail(file: string, lines = 40): string {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Managed {
+/** A child process started by {@link launch}. */
+export interface Managed {
   child: ChildProcess;
   exited: Promise<number | null>;
   exitCode: () => number | null | undefined; // undefined while running
 }
 
-function launch(program: Program, args: string[], logFile: string): Managed {
+/**
+ * Starts a long-running program with its output appended to `logFile`; it is killed when this
+ * process exits.
+ *
+ * @example const etcd = launch({ command: 'etcd', args: [] }, ['--data-dir', dir], join(dir, 'etcd.log'));
+ */
+export function launch(program: Program, args: string[], logFile: string): Managed {
   const fd = openSync(logFile, 'a');
   writeFileSync(fd, `\n==== ${new Date().toISOString()} ${program.command} ${[...program.args, ...args].join(' ')}\n`);
   const child = spawn(program.command, [...program.args, ...args], {
@@ -168,7 +181,12 @@ function launch(program: Program, args: string[], logFile: string): Managed {
   return { child, exited, exitCode: () => code };
 }
 
-async function terminate(m: Managed | undefined, graceMs = 15_000): Promise<void> {
+/**
+ * SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited.
+ *
+ * @example await terminate(etcd);
+ */
+export async function terminate(m: Managed | undefined, graceMs = 15_000): Promise<void> {
   if (!m || m.exitCode() !== undefined) return;
   m.child.kill('SIGTERM');
   const timer = setTimeout(() => m.child.kill('SIGKILL'), graceMs);
@@ -196,7 +214,13 @@ function get(url: string, tls?: { ca: string; cert: string; key: string }): Prom
   });
 }
 
-async function waitFor(
+/**
+ * Polls `probe` until it returns true, failing early (with the log's last lines) if the process
+ * exits and late if `timeoutMs` passes.
+ *
+ * @example await waitFor('etcd', etcd, log, 60_000, async () => (await fetch(url)).ok);
+ */
+export async function waitFor(
   what: string,
   m: Managed,
   logFile: string,
@@ -276,6 +300,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     `--unsafe-no-fsync=true`,
     `--log-level=warn`,
   ];
+  const disabledPlugins = opts.disableAdmissionPlugins ?? ['ServiceAccount'];
   const apiArgs = [
     `--etcd-servers=${etcdUrl}`,
     `--bind-address=127.0.0.1`,
@@ -294,7 +319,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     `--service-cluster-ip-range=10.0.0.0/24`,
     `--advertise-address=127.0.0.1`,
     `--allow-privileged=true`,
-    `--disable-admission-plugins=ServiceAccount`,
+    ...(disabledPlugins.length ? [`--disable-admission-plugins=${disabledPlugins.join(',')}`] : []),
     `--endpoint-reconciler-type=none`,
     ...(opts.extraApiServerArgs ?? []),
   ];

@@ -6,6 +6,7 @@
 //	kube-testenv etcd --data-dir D --listen-client-url http://127.0.0.1:P --listen-peer-url http://127.0.0.1:Q
 //	kube-testenv kube-apiserver <kube-apiserver flags>
 //	kube-testenv kubectl <kubectl args>
+//	kube-testenv kube-controller-manager|kube-scheduler|kubelet <flags>   (tests/e2e's one-node cluster)
 //	kube-testenv version
 package main
 
@@ -17,7 +18,7 @@ import (
 )
 
 func usage() {
-	fmt.Fprintf(os.Stderr, "usage: %s etcd|kube-apiserver|kubectl|version [args...]\n", filepath.Base(os.Args[0]))
+	fmt.Fprintf(os.Stderr, "usage: %s etcd|kube-apiserver|kubectl|kube-controller-manager|kube-scheduler|kubelet|version [args...]\n", filepath.Base(os.Args[0]))
 }
 
 func main() {
@@ -27,7 +28,7 @@ func main() {
 	var sub string
 	var args []string
 	switch name {
-	case "etcd", "kube-apiserver", "kubectl":
+	case "etcd", "kube-apiserver", "kubectl", "kube-controller-manager", "kube-scheduler", "kubelet":
 		sub, args = name, os.Args[1:]
 	default:
 		if len(os.Args) < 2 {
@@ -43,6 +44,12 @@ func main() {
 		os.Exit(runAPIServer(args))
 	case "kubectl":
 		os.Exit(runKubectl(args))
+	case "kube-controller-manager":
+		os.Exit(runControllerManager(args))
+	case "kube-scheduler":
+		os.Exit(runScheduler(args))
+	case "kubelet":
+		os.Exit(runKubelet(args))
 	case "version":
 		printVersion()
 	default:
