@@ -1,7 +1,7 @@
 /**
  * Every file in config-samples/: our objects parse with the zod schemas (parseManifests, as
  * standalone mode reads them), and the real kube-apiserver accepts every document with the
- * third-party CRDs (kagent, Argo CD, Flux from ../shared/vendor-crds) installed, by
+ * third-party CRDs (kagent, Argo CD, Flux from tests/fixtures/vendor-crds) installed, by
  * `kubectl apply --server-side --dry-run=server` with strict field validation.
  */
 import { readFileSync, readdirSync } from 'node:fs';

@@ -16,7 +16,8 @@ export const CHART_DIR = join(REPO_ROOT, 'helm', 'policyguard');
 /** Values with every optional feature on. */
 export const ALL_FEATURES_VALUES = join(CHART_DIR, 'ci', 'all-features-values.yaml');
 /** Third-party CRDs (kagent, Argo CD, Flux), beside the repository as on CI. */
-export const VENDOR_CRDS_DIR = join(REPO_ROOT, '..', 'shared', 'vendor-crds');
+/** Third-party CRDs (kagent, Argo CD, Flux, the two policy-report APIs), copied unchanged with their provenance in its README. */
+export const VENDOR_CRDS_DIR = join(REPO_ROOT, 'tests', 'fixtures', 'vendor-crds');
 export const FIXTURES_DIR = join(REPO_ROOT, 'tests', 'helm', 'fixtures');
 /** The Kubernetes version of the test control plane: render for it, not Helm's default. */
 export const KUBE_VERSION = '1.35.4';
@@ -91,7 +92,7 @@ export async function ensureNamespaces(kc: KubeConfig, names: string[]): Promise
  */
 export async function installCrds(kc: KubeConfig, dir: string): Promise<void> {
   if (!existsSync(dir) || readdirSync(dir).length === 0) {
-    throw new Error(`no CRDs in ${dir}: the third-party CRDs live in shared/vendor-crds beside the repository (../shared/vendor-crds)`);
+    throw new Error(`no CRDs in ${dir}: the third-party CRDs live in tests/fixtures/vendor-crds`);
   }
   for (let attempt = 1; ; attempt++) {
     const r = await sharedKubectl(['apply', '--server-side', '--field-manager', 'policyguard-tests', '-f', dir]);
