@@ -64,6 +64,12 @@ export const ServeConfigSchema = z
     auditAnchorInterval: Duration.default(30_000),
     /** How the gateway answers a denied tools/call: a tool error with the reason, or as an unknown tool. */
     gatewayDenyAs: z.enum(['tool-error', 'unknown-tool']).default('tool-error'),
+    /** How long a GuardApproval stays valid when its rule sets no approval.ttl. */
+    approvalTtl: Duration.default(3_600_000),
+    /** How long the gateway holds a call that needs approval for a person's decision (0: not at all). */
+    approvalHold: Duration.default(20_000),
+    /** Final GuardApprovals (Denied, Expired, Used) are deleted this long after; the audit log keeps them. */
+    approvalRetention: Duration.default(86_400_000),
     /** Policy reports per GuardAgent: which API, or `auto` (whichever report CRD is installed). */
     reports: z.enum(['auto', 'openreports', 'wgpolicyk8s', 'both', 'off']).default('auto'),
     reportsWindow: Duration.default(86_400_000),
@@ -132,6 +138,9 @@ const SERVE_FLAGS = {
   'audit-anchor-interval': { type: 'string' },
   'rescan-interval': { type: 'string' },
   'gateway-deny-as': { type: 'string' },
+  'approval-ttl': { type: 'string' },
+  'approval-hold': { type: 'string' },
+  'approval-retention': { type: 'string' },
   reports: { type: 'string' },
   'reports-window': { type: 'string' },
   'reports-interval': { type: 'string' },

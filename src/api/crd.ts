@@ -15,18 +15,22 @@ import {
   GuardPolicyStatusSchema,
   GuardUpstreamSpecSchema,
   GuardUpstreamStatusSchema,
+  GuardApprovalSpecSchema,
+  GuardApprovalStatusSchema,
 } from './schemas.js';
 
 type JsonSchema = { [key: string]: unknown };
 
 interface KindInfo {
-  kind: 'GuardAgent' | 'GuardPolicy' | 'GuardUpstream';
+  kind: 'GuardAgent' | 'GuardPolicy' | 'GuardUpstream' | 'GuardApproval';
   plural: string;
   singular: string;
   shortName: string;
   spec: z.ZodType;
   status: z.ZodType;
   columns: { name: string; type: string; jsonPath: string; description?: string; priority?: number }[];
+  /** CEL rules over the whole object (e.g. transition rules that must see the status appear or go). */
+  objectRules?: { rule: string; message: string }[];
 }
 
 const READY = '.status.conditions[?(@.type=="Ready")]';
@@ -72,6 +76,27 @@ const KINDS: KindInfo[] = [
     spec: GuardUpstreamSpecSchema,
     status: GuardUpstreamStatusSchema,
     columns: [{ name: 'URL', type: 'string', jsonPath: '.spec.url' }, ...commonColumns],
+  },
+  {
+    kind: 'GuardApproval',
+    plural: 'guardapprovals',
+    singular: 'guardapproval',
+    shortName: 'gapr',
+    spec: GuardApprovalSpecSchema,
+    status: GuardApprovalStatusSchema,
+    columns: [
+      { name: 'Agent', type: 'string', jsonPath: '.spec.agentId' },
+      { name: 'Target', type: 'string', jsonPath: '.spec.target' },
+      { name: 'Upstream', type: 'string', jsonPath: '.spec.upstream', priority: 1 },
+      { name: 'Phase', type: 'string', jsonPath: '.status.phase', description: 'Empty until PolicyGuard marks it Pending.' },
+      { name: 'Decided By', type: 'string', jsonPath: '.status.decidedBy' },
+      // A string, not a date: kubectl prints future dates as <invalid>.
+      { name: 'Expires', type: 'string', jsonPath: '.spec.expiresAt' },
+      { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+    ],
+    // The status's own transition rules do not run when it is removed: removing it would turn a
+    // decided approval back into a Pending one.
+    objectRules: [{ rule: '!has(oldSelf.status) || has(self.status)', message: 'status cannot be removed once written' }],
   },
 ];
 
@@ -124,6 +149,7 @@ export function buildCrd(info: KindInfo): Record<string, unknown> {
               type: 'object',
               description: `${info.kind} (${GROUP}/${VERSION}). Generated from src/api/schemas.ts.`,
               required: ['spec'],
+              ...(info.objectRules ? { 'x-kubernetes-validations': info.objectRules } : {}),
               properties: {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },

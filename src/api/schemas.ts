@@ -147,17 +147,35 @@ export const RULE_ACTIONS = ['allow', 'deny', 'require_approval'] as const;
 export const RuleActionSchema = z.enum(RULE_ACTIONS);
 export type RuleAction = z.infer<typeof RuleActionSchema>;
 
-export const RuleSchema = z.strictObject({
-  name: z
-    .string()
-    .max(63)
-    .regex(/^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$/, 'rule name must be alphanumeric with - _ .')
-    .optional()
-    .describe('Defaults to rule-<index>.'),
-  match: RuleMatchSchema.default({}).describe('Every present condition must hold; empty matches every call.'),
-  action: RuleActionSchema,
-  message: ShortText.optional().describe('Returned as the reason when this rule decides.'),
-});
+/** How long an approval request stays valid, e.g. 30m, 4h, 2d. */
+export const ApprovalTtlSchema = z.string().regex(/^[1-9][0-9]{0,4}(m|h|d)$/, 'ttl must be a duration like 30m, 4h or 2d');
+
+export const RuleSchema = withRules(
+  z.strictObject({
+    name: z
+      .string()
+      .max(63)
+      .regex(/^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$/, 'rule name must be alphanumeric with - _ .')
+      .optional()
+      .describe('Defaults to rule-<index>.'),
+    match: RuleMatchSchema.default({}).describe('Every present condition must hold; empty matches every call.'),
+    action: RuleActionSchema,
+    message: ShortText.optional().describe('Returned as the reason when this rule decides.'),
+    approval: z
+      .strictObject({
+        ttl: ApprovalTtlSchema.optional().describe('How long the GuardApproval this rule asks for stays valid, decided or not; default --approval-ttl (1h).'),
+      })
+      .optional()
+      .describe('For require_approval rules: the GuardApproval asked for.'),
+  }),
+  [
+    crossFieldRule({
+      cel: "!has(self.approval) || self.action == 'require_approval'",
+      message: 'approval settings belong to require_approval rules only',
+      predicate: (r) => r.approval === undefined || r.action === 'require_approval',
+    }),
+  ],
+);
 export type Rule = z.infer<typeof RuleSchema>;
 
 export const ENFORCEMENTS = ['Enforce', 'Audit', 'Disabled'] as const;
@@ -387,6 +405,109 @@ export const GuardUpstreamSchema = z.object({
   status: GuardUpstreamStatusSchema.optional(),
 });
 export type GuardUpstream = z.infer<typeof GuardUpstreamSchema>;
+
+// ---- GuardApproval ------------------------------------------------------------------------------
+
+/**
+ * Pending → Approved | Denied | Expired; Approved → Used | Expired. Denied, Expired and Used are
+ * final (docs/decisions.md, "Approvals"). An absent phase is Pending (the API server drops the
+ * status of a create).
+ */
+export const APPROVAL_PHASES = ['Pending', 'Approved', 'Denied', 'Expired', 'Used'] as const;
+export const ApprovalPhaseSchema = z.enum(APPROVAL_PHASES);
+export type ApprovalPhase = z.infer<typeof ApprovalPhaseSchema>;
+
+const Timestamp = z.string().max(64).describe('RFC 3339.');
+
+/** Rules the CRD enforces on updates (CEL transition rules, `oldSelf`); zod sees one object at a time. */
+function transitionRules<S extends z.ZodType>(schema: S, rules: { rule: string; message: string }[]): S {
+  const existing = (schema.meta()?.['x-kubernetes-validations'] as unknown[] | undefined) ?? [];
+  return schema.meta({ ...schema.meta(), 'x-kubernetes-validations': [...existing, ...rules] }) as S;
+}
+
+/** What is asked: exactly one agent, action, target, upstream and arguments digest. Written once by PolicyGuard. */
+export const GuardApprovalSpecSchema = transitionRules(
+  z.strictObject({
+    agentId: AgentIdSchema.describe('The agent that asked (its agent_id).'),
+    actionType: z.string().min(1).max(NAME_MAX).describe('The action_type asked for, e.g. tool_call.'),
+    target: z.string().min(1).max(2048).describe('The tool (target) asked for.'),
+    upstream: z.string().max(2 * NAME_MAX + 1).optional().describe('namespace/name of the GuardUpstream the call goes through (the gateway).'),
+    argumentsDigest: z
+      .string()
+      .regex(/^sha256:[0-9a-f]{64}$/, 'argumentsDigest must be sha256:<64 hex>')
+      .describe('sha256 of the canonical JSON of the call arguments: an approval covers exactly these arguments.'),
+    argumentsPreview: z.string().max(4096).describe('The arguments, secrets redacted, cut to 4 KiB: what the approver reads.'),
+    rules: z
+      .array(z.strictObject({ policy: z.string().min(1).max(2 * NAME_MAX + 1), rule: z.string().min(1).max(NAME_MAX) }))
+      .min(1)
+      .max(16)
+      .describe('The require_approval rules that asked, as policy (namespace/name) and rule name.'),
+    message: ShortText.describe('Why approval is needed: the deciding rule\'s message.'),
+    revision: z.string().max(128).describe('The policy snapshot revision that asked.'),
+    requestedAt: Timestamp,
+    expiresAt: Timestamp.describe('After this the approval is Expired, decided or not (the rule\'s approval.ttl, default --approval-ttl).'),
+    requestedBy: z.string().min(1).max(NAME_MAX).describe('The caller that asked (its authenticated subject).'),
+    requesters: z
+      .array(z.string().min(1).max(NAME_MAX))
+      .max(32)
+      .describe('Usernames that may not decide this approval: the caller and every identity bound to the agent (no self-approval).'),
+  }),
+  [{ rule: 'self == oldSelf', message: 'spec is immutable: an approval covers exactly one ask' }],
+);
+export type GuardApprovalSpec = z.infer<typeof GuardApprovalSpecSchema>;
+
+const APPROVAL_DECISION_FIELDS = ['decidedBy', 'decidedAt', 'reason'] as const;
+
+export const GuardApprovalStatusSchema = transitionRules(
+  withRules(
+    z.object({
+      phase: ApprovalPhaseSchema.optional().describe('Absent means Pending.'),
+      decidedBy: z.string().min(1).max(NAME_MAX).optional().describe('Who approved or denied: their Kubernetes username.'),
+      decidedAt: Timestamp.optional(),
+      reason: ShortText.optional().describe('Why, in the decider\'s words.'),
+      usedAt: Timestamp.optional(),
+      actionId: z.string().max(64).optional().describe('The decision (audit action_id) that used the approval.'),
+    }),
+    [
+      crossFieldRule({
+        cel: "!has(self.phase) || !(self.phase in ['Approved', 'Denied']) || (has(self.decidedBy) && has(self.decidedAt))",
+        message: 'an Approved or Denied approval names decidedBy and decidedAt',
+        predicate: (s) => s.phase === undefined || !['Approved', 'Denied'].includes(s.phase) || (s.decidedBy !== undefined && s.decidedAt !== undefined),
+      }),
+      crossFieldRule({
+        cel: "!has(self.phase) || self.phase != 'Used' || (has(self.decidedBy) && has(self.actionId))",
+        message: 'a Used approval was approved (decidedBy) and names the actionId that used it',
+        predicate: (s) => s.phase !== 'Used' || (s.decidedBy !== undefined && s.actionId !== undefined),
+      }),
+    ],
+  ),
+  [
+    {
+      rule:
+        "!has(oldSelf.phase) || oldSelf.phase == 'Pending' || self == oldSelf || (oldSelf.phase == 'Approved' && has(self.phase) && self.phase in ['Used', 'Expired'])",
+      message: 'a decided approval cannot be changed: only Approved may still become Used or Expired; Denied, Expired and Used are final',
+    },
+    ...APPROVAL_DECISION_FIELDS.map((f) => ({
+      rule: `!has(oldSelf.${f}) || (has(self.${f}) && self.${f} == oldSelf.${f})`,
+      message: `status.${f} cannot change once set`,
+    })),
+  ],
+);
+export type GuardApprovalStatus = z.infer<typeof GuardApprovalStatusSchema>;
+
+/**
+ * A person's decision on one agent's ask, which `require_approval` asked for. Created by
+ * PolicyGuard in the agent's namespace; decided by someone with verb `approve` on
+ * guardapprovals (not the agent: the chart's admission policy); single use.
+ */
+export const GuardApprovalSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal('GuardApproval'),
+  metadata: ObjectMetaSchema,
+  spec: GuardApprovalSpecSchema,
+  status: GuardApprovalStatusSchema.optional(),
+});
+export type GuardApproval = z.infer<typeof GuardApprovalSchema>;
 
 /** Either kind the engine compiles; `kind` tells them apart. */
 export type GuardObject = GuardAgent | GuardPolicy;

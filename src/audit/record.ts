@@ -22,6 +22,15 @@ export interface AuditEvaluation {
   audit_findings: unknown[];
 }
 
+/** The GuardApproval a decision asked for or used (docs/decisions.md, "Approvals"). */
+export interface AuditApproval {
+  /** `namespace/name` (the name alone in standalone mode). */
+  ref: string;
+  /** Its phase as this decision left it: Pending (asked), Used (this call), Denied or Expired (refused). */
+  phase: string;
+  decided_by?: string;
+}
+
 /** What a caller hands to {@link AuditSink.append}; the sink adds id, time and chain fields. */
 export interface AuditEntryInput {
   action_id: string | null;
@@ -30,6 +39,7 @@ export interface AuditEntryInput {
   action: AuditAction;
   evaluation: AuditEvaluation;
   revision: string;
+  approval?: AuditApproval;
 }
 
 /** One line of the audit log. */
@@ -79,6 +89,7 @@ export const AuditRecordSchema: z.ZodType<AuditRecord> = z.object({
     audit_findings: z.array(z.unknown()),
   }),
   revision: z.string(),
+  approval: z.object({ ref: z.string(), phase: z.string(), decided_by: z.string().optional() }).optional(),
   prev_hash: z.string().regex(SHA256_HEX),
   hash: z.string().regex(SHA256_HEX),
   mac: z.string().regex(SHA256_HEX).optional(),
@@ -285,6 +296,7 @@ export function createAuditRecord(input: AuditEntryInput, prevHash: string, key?
     },
     evaluation: input.evaluation,
     revision: input.revision,
+    ...(input.approval !== undefined ? { approval: input.approval } : {}),
     prev_hash: prevHash,
   };
   // Serialised once: parsing the canonical text back gives `stored`, whose canonical JSON is

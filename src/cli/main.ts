@@ -31,6 +31,9 @@ Usage:
         Standalone: --rescan-interval 10s (safety net behind the folder watch; 0s = off).
         Gateway: --gateway-deny-as tool-error|unknown-tool (how a denied tools/call through
           /upstreams/<namespace>/<name>/mcp is answered).
+        Approvals: --approval-ttl 1h (validity when the rule sets none), --approval-hold 20s
+          (how long the gateway holds a call for a decision; 0s = answer at once),
+          --approval-retention 24h (decided, expired and used ones are then deleted).
         Reports: --reports auto|openreports|wgpolicyk8s|both|off, --reports-window 24h,
           --reports-interval 30s (one policy report per GuardAgent, written by the leader).
         Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration
@@ -48,6 +51,12 @@ Usage:
         --key-file (the serve --audit-key-file) every record's and the anchor's MAC.
         --no-anchor checks the chain alone. Exit 0 intact, 1 broken or truncated (the first
         problem is printed), 2 usage (e.g. no audit log there).
+  policyguard approvals list [--pending] [-o json] [--data-dir DIR | [--kubeconfig K] [-n NS]]
+  policyguard approvals approve|deny NAME [--reason TEXT] [--data-dir DIR | [--kubeconfig K] [-n NS]]
+        GuardApprovals that require_approval rules asked for: list them, or decide one. In a
+        cluster as your kubeconfig's user (who needs verb approve on guardapprovals, and may not
+        be the asking agent); with --data-dir, the standalone data dir's. Exit 0 done, 1
+        refused (already decided, expired, not permitted), 2 usage.
   policyguard crds [--write [DIR]]
         Print the CustomResourceDefinitions, or write them to DIR (default crds/).
 `;
@@ -182,7 +191,17 @@ async function crds(argv: string[]): Promise<number> {
   return 0;
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { serve, check, audit, crds };
+async function approvals(argv: string[]): Promise<number> {
+  const { runApprovals, ApprovalsUsageError } = await import('./approvals.js');
+  try {
+    return await runApprovals(argv, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) });
+  } catch (err) {
+    if (err instanceof ApprovalsUsageError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { serve, check, audit, approvals, crds };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

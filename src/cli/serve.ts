@@ -6,6 +6,10 @@
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { GuardAgent } from '../api/schemas.js';
+import { Approvals, type ApprovalsDeps } from '../approvals/approvals.js';
+import { FileApprovalStore } from '../approvals/file-store.js';
+import { KubeApprovalStore } from '../approvals/kube-store.js';
+import type { ApprovalStore } from '../approvals/store.js';
 import { createAuditIncidentLog } from '../audit/audit-incidents.js';
 import { ConfigMapAnchorStore } from '../audit/configmap-anchor.js';
 import { openConfigMapAuditSink } from '../audit/configmap-sink.js';
@@ -51,6 +55,10 @@ interface Backend {
   kubeConfig?: KubeConfig;
   audit: AuditSink;
   incidents: IncidentLog;
+  /** GuardApprovals: the data dir's, or the cluster's. */
+  approvalStore: ApprovalStore;
+  /** Events about approvals (kubernetes mode). */
+  approvalEvent?: ApprovalsDeps['event'];
   /** Extra details for the start-up log line. */
   describe: Record<string, string>;
   close(): Promise<void>;
@@ -69,13 +77,16 @@ async function standaloneBackend(config: ServeConfig, log: Logger, _metrics: Met
     store = await StandaloneStore.open({ configDir: config.configDir!, dataDir, log, engine: engineOptions(config, null), rescanIntervalMs: config.rescanInterval });
     const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, log: (msg) => log.warn(msg) });
     const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: (msg) => log.warn(msg) });
+    const approvalStore = await FileApprovalStore.open(dataDir, log);
     const opened = store;
     return {
       store: opened,
       audit,
       incidents,
+      approvalStore,
       describe: { mode: 'standalone', configDir: config.configDir!, dataDir },
       async close() {
+        await approvalStore.close();
         await audit.close();
         await opened.close();
         await lock.release();
@@ -170,7 +181,9 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     if (!agent?.metadata.namespace) return; // no GuardAgent to regard (yet): the audit log has it
     recorder.record(eventTarget(agent), INCIDENT_EVENT[i.type] ?? EventReason.IncidentReported, i.type, `${i.severity}: ${i.description}`);
   });
+  const approvalStore = new KubeApprovalStore({ kubeConfig, watchNamespaces: config.watchNamespaces, log });
   store.start();
+  approvalStore.start();
   elector?.start();
   reports?.start();
   return {
@@ -178,6 +191,11 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     kubeConfig,
     audit,
     incidents,
+    approvalStore,
+    approvalEvent: (a, reason, note) => {
+      const { name, namespace, uid } = a.metadata;
+      recorder.record({ apiVersion: a.apiVersion, kind: a.kind, name, namespace: namespace!, ...(uid ? { uid } : {}) }, reason, 'Approval', note);
+    },
     describe: { mode: 'kubernetes', namespace, replica, auditSink: config.auditSink, watch: config.watchNamespaces.join(',') || 'all namespaces' },
     async close() {
       statusWriter.stop();
@@ -185,6 +203,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
       await elector?.stop();
       await recorder.close();
       await audit.close();
+      await approvalStore.close();
       await store.close();
       await dataDirLock?.release();
     },
@@ -212,7 +231,7 @@ async function authenticatorFor(config: ServeConfig, backend: Backend, log: Logg
  * and from files or the environment in standalone mode; session ids are signed with a key
  * derived from the audit key, so every replica that shares it can serve any session.
  */
-async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, authorizer: Authorizer, metrics: Metrics, log: Logger): Promise<Gateway> {
+async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, approvals: Approvals, authorizer: Authorizer, metrics: Metrics, log: Logger): Promise<Gateway> {
   const { key, shared } = sessionKey(config.auditKeyFile ? await readAuditKeyFile(config.auditKeyFile) : undefined);
   if (!shared && !config.standalone) log.warn('gateway sessions are signed with a key of this replica only (no --audit-key-file): an upstream session works only on the replica that opened it');
   const ttlMs = config.authCacheTtl;
@@ -225,7 +244,8 @@ async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, a
     sessionKey: key,
     metrics,
     log,
-    options: { denyAs: config.gatewayDenyAs },
+    options: { denyAs: config.gatewayDenyAs, approvalHoldMs: config.approvalHold },
+    approvals,
   });
 }
 
@@ -254,6 +274,16 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const authorizer = config.auth === 'none' ? openAuthorizer() : identityAuthorizer({ ...(backend.kubeConfig ? { kubeConfig: backend.kubeConfig } : {}), cacheTtlMs: config.authCacheTtl, log });
   const rate = config.rateLimit === '0' ? undefined : parseRate(config.rateLimit)!;
   const authFailures = config.authFailureLimit === '0' ? undefined : parseRate(config.authFailureLimit)!;
+  const approvals = new Approvals({
+    store: backend.approvalStore,
+    audit,
+    metrics,
+    log,
+    isLeader: () => store.isLeader(),
+    ...(backend.approvalEvent ? { event: backend.approvalEvent } : {}),
+    options: { defaultTtlMs: config.approvalTtl, retentionMs: config.approvalRetention },
+  });
+  approvals.start();
   const tools = new Tools({
     store,
     authorizer,
@@ -261,6 +291,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     incidents,
     metrics,
     log,
+    approvals,
     options: {
       autoRegister: config.autoRegister,
       autoRegisterLimit: config.autoRegisterLimit,
@@ -270,7 +301,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   });
   const app = createHttpApp({
     tools,
-    gateway: await gatewayFor(config, backend, tools, authorizer, metrics, log),
+    gateway: await gatewayFor(config, backend, tools, approvals, authorizer, metrics, log),
     store,
     metrics,
     log,
@@ -292,6 +323,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     async close() {
       await http.close();
       authenticator.close();
+      await approvals.close();
       await backend.close();
     },
   };

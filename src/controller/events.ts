@@ -35,8 +35,15 @@ export const EventReason = {
   IncidentReported: 'IncidentReported',
   AgentSuspended: 'AgentSuspended',
   IdentityMismatch: 'IdentityMismatch',
+  ApprovalRequested: 'ApprovalRequested',
+  ApprovalApproved: 'ApprovalApproved',
+  ApprovalDenied: 'ApprovalDenied',
+  ApprovalExpired: 'ApprovalExpired',
 } as const;
 export type EventReason = (typeof EventReason)[keyof typeof EventReason];
+
+/** Events of the expected flow are Normal; everything else is a Warning. */
+const NORMAL_REASONS: ReadonlySet<EventReason> = new Set([EventReason.ApprovalRequested, EventReason.ApprovalApproved]);
 
 export interface EventRecorderOptions {
   kubeConfig: KubeConfig;
@@ -181,7 +188,7 @@ export class EventRecorder {
         action,
         reason,
         note: note.slice(0, NOTE_MAX),
-        type: 'Warning',
+        type: NORMAL_REASONS.has(reason) ? 'Normal' : 'Warning',
         regarding: { apiVersion: target.apiVersion, kind: target.kind, name: target.name, namespace: target.namespace, ...(target.uid ? { uid: target.uid } : {}) },
       },
       count: 1,

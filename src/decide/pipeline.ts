@@ -4,12 +4,14 @@
  * claims; an adapter in front of real tools calls it with the caller's own agent. Adapters
  * only translate their wire format in and out.
  */
-import { LABEL_AUTO_REGISTERED } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, type AgentIdentity, type GuardApproval } from '../api/schemas.js';
+import { approvalRef, approvalTtlMs, phaseOf } from '../approvals/ask.js';
+import type { Approvals, Settlement } from '../approvals/approvals.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
 import { parseRate, RateLimiter } from '../auth/rate-limit.js';
 import type { IncidentInput, IncidentLog, IncidentRecord } from '../audit/incident-file.js';
-import { newId } from '../audit/record.js';
+import { newId, type AuditApproval } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
@@ -37,6 +39,8 @@ export interface PipelineDeps {
   metrics: Metrics;
   log: Logger;
   options: PipelineOptions;
+  /** GuardApprovals for require_approval decisions; absent, such a decision only says so. */
+  approvals?: Approvals;
   now?: () => Date;
 }
 
@@ -51,12 +55,18 @@ export interface DecisionInput {
   context: string;
   /** `namespace/name` of the GuardUpstream the call goes through (the gateway); rules can match it. */
   upstream?: string;
+  /** The GuardApproval the caller names for this call (validate_action's approval_id). */
+  approvalId?: string;
 }
 
-/** A decision as recorded: the engine's answer plus the id of its audit record. */
-export type RecordedDecision = Decision & { action_id: string };
+/**
+ * A decision as recorded: the engine's answer plus the id of its audit record, and the
+ * GuardApproval a require_approval rule asked for or that allowed the call.
+ */
+export type RecordedDecision = Decision & { action_id: string; approval_id?: string };
 
-export type DecideOutcome = { ok: true; decision: RecordedDecision } | { ok: false; error: string };
+/** `settlement`: what the approvals said, for a require_approval decision (the gateway holds on a pending one). */
+export type DecideOutcome = { ok: true; decision: RecordedDecision; settlement?: Settlement } | { ok: false; error: string };
 
 /** Turn a decision into a deny by an agent-level check (identity, rate limit), keeping the rest. */
 function agentDeny(d: Decision, rule: string, reason: string): Decision {
@@ -91,7 +101,7 @@ export class DecisionPipeline {
    *
    * @example const out = pipeline.decide({ principal, agentId: 'etl', actionType: 'tool_call', target: 'drop_table', parameters: {}, context: '' });
    */
-  decide(input: DecisionInput): DecideOutcome {
+  async decide(input: DecisionInput): Promise<DecideOutcome> {
     const { store, authorizer, audit, metrics, options } = this.deps;
     const snapshot = store.snapshot();
     const identity = resolveIdentity({ authorizer, snapshot, principal: input.principal, agentId: input.agentId, unknownAgents: options.unknownAgents, writeNamespace: store.writeNamespace });
@@ -122,6 +132,13 @@ export class DecisionPipeline {
     }
 
     const actionId = newId('act_');
+    let settlement: Settlement | undefined;
+    // A require_approval decision asks a person (docs/decisions.md, "Approvals"); not when the
+    // log cannot record it, since its record is what names the approval.
+    if (identity.ok && decision.decision === 'require_approval' && this.deps.approvals && audit.available() === undefined) {
+      settlement = await this.settleApproval(input, agentId, decision, actionId, snapshot);
+      decision = applySettlement(decision, settlement);
+    }
     const appended = audit.append({
       action_id: actionId,
       agent_id: agentId,
@@ -142,6 +159,7 @@ export class DecisionPipeline {
         audit_findings: decision.audit_findings,
       },
       revision: decision.revision,
+      ...(settlement && 'approval' in settlement && settlement.approval ? { approval: auditApproval(settlement.approval, settlement, this.now()) } : {}),
     });
     if (!appended.ok) {
       // Fail closed (--audit-failure-mode closed): a decision the log cannot record is a deny.
@@ -167,7 +185,27 @@ export class DecisionPipeline {
       }).catch((err: unknown) => this.deps.log.warn('incident not recorded', { action_id: actionId, error: String(err) }));
     }
     if (identity.ok && !decision.agent.registered) this.autoRegister(agentId, snapshot, input.principal);
-    return { ok: true, decision: { action_id: actionId, ...decision } };
+    const approved = settlement && 'approval' in settlement ? settlement.approval : undefined;
+    return { ok: true, decision: { action_id: actionId, ...decision, ...(approved ? { approval_id: approved.metadata.name } : {}) }, ...(settlement ? { settlement } : {}) };
+  }
+
+  /** Ask the approvals about a require_approval decision: in the agent's namespace, naming everyone who may not decide it. */
+  private settleApproval(input: DecisionInput, agentId: string, decision: Decision, actionId: string, snapshot: PolicySnapshot): Promise<Settlement> {
+    const approvals = this.deps.approvals!;
+    const agent = snapshot.agent(agentId);
+    const namespace = this.deps.store.writeNamespace === undefined ? undefined : (agent?.source.metadata.namespace ?? this.namespaceFor(input.principal));
+    return approvals.settle({
+      ask: { agentId, actionType: input.actionType, target: input.target, ...(input.upstream !== undefined ? { upstream: input.upstream } : {}), parameters: input.parameters },
+      namespace,
+      ...(input.approvalId !== undefined ? { approvalId: input.approvalId } : {}),
+      actionId,
+      matched: decision.matched,
+      message: decision.reason,
+      revision: decision.revision,
+      requestedBy: input.principal.subject,
+      requesters: (agent?.source.spec.identities ?? []).map(usernameOf),
+      ttlMs: approvalTtlMs(snapshot.policies(), decision.matched, approvals.defaultTtlMs),
+    });
   }
 
   /** Store an incident and count it (also what report_incident uses). */
@@ -222,4 +260,33 @@ export class DecisionPipeline {
       })
       .finally(() => this.pendingRegistrations.delete(agentId));
   }
+}
+
+/** The Kubernetes username of an identity bound to an agent. */
+function usernameOf(identity: AgentIdentity): string {
+  return identity.serviceAccount ? `system:serviceaccount:${identity.serviceAccount.namespace}:${identity.serviceAccount.name}` : identity.user!;
+}
+
+/** What the approvals make of a require_approval decision. */
+function applySettlement(d: Decision, s: Settlement): Decision {
+  switch (s.outcome) {
+    case 'used': {
+      const { status, metadata } = s.approval;
+      const why = status?.reason ? `: ${status.reason}` : '';
+      return { ...d, allowed: true, require_approval: false, decision: 'allow', reason: `Approved by ${status?.decidedBy ?? 'someone'} (approval ${metadata.name}, now used)${why}. ${d.reason}` };
+    }
+    case 'pending':
+      // The rule's message stays the reason (as the seed answered); approval_id names the ask.
+      return d;
+    case 'refused':
+      return { ...d, allowed: false, require_approval: false, decision: 'deny', reason: `${d.reason}; ${s.reason}` };
+    case 'unavailable':
+      return { ...d, reason: `${d.reason}; ${s.reason}` };
+  }
+}
+
+/** How a decision's audit record names its approval, and the phase this decision left it in. */
+function auditApproval(approval: GuardApproval, s: Settlement, now: Date): AuditApproval {
+  const decidedBy = approval.status?.decidedBy;
+  return { ref: approvalRef(approval), phase: s.outcome === 'used' ? 'Used' : phaseOf(approval, now), ...(decidedBy ? { decided_by: decidedBy } : {}) };
 }

@@ -34,7 +34,7 @@ const gateway = new Gateway({
   sessionKey: sessionKey(undefined).key,
   metrics: new Metrics(),
   log: silentLogger,
-  options: { denyAs: 'tool-error' },
+  options: { denyAs: 'tool-error', approvalHoldMs: 0 },
 });
 
 let server: Server;

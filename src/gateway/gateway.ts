@@ -27,6 +27,8 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { KeyObject } from 'node:crypto';
 import type { GuardUpstream } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
+import type { Approvals, HoldResult } from '../approvals/approvals.js';
+import type { GuardApproval } from '../api/schemas.js';
 import type { Authorizer } from '../auth/authorize.js';
 import { outcomeEntry, type UpstreamOutcome } from '../audit/outcomes.js';
 import type { AuditSink } from '../audit/sink.js';
@@ -54,6 +56,11 @@ export interface GatewayOptions {
    * gets, so a model is not tempted to argue with the policy.
    */
   denyAs: 'tool-error' | 'unknown-tool';
+  /**
+   * How long a call that needs approval is held for a person's decision (--approval-hold);
+   * 0 answers at once. Under kagent's 30 s and the SDK's 60 s request timeouts by default.
+   */
+  approvalHoldMs: number;
 }
 
 export interface GatewayDeps {
@@ -67,6 +74,8 @@ export interface GatewayDeps {
   metrics: Metrics;
   log: Logger;
   options: GatewayOptions;
+  /** Where a call that needs approval waits for it; absent, such a call is answered at once. */
+  approvals?: Approvals;
 }
 
 /** Request headers a client may send on to the upstream; everything else (its credentials first) stays here. */
@@ -106,6 +115,23 @@ function sendJson(res: ServerResponse, status: number, body: unknown, headers: R
 }
 
 const rpcError = (res: ServerResponse, status: number, id: JsonRpcId, code: number, message: string) => sendJson(res, status, { jsonrpc: '2.0', id, error: { code, message } });
+
+/** How often a held call with a progress token gets a progress notification. */
+const PROGRESS_EVERY_MS = 2000;
+
+/** One JSON-RPC message (an object, or its text) as a server-sent event. */
+function writeEvent(res: ServerResponse, message: unknown): void {
+  const text = typeof message === 'string' ? message : JSON.stringify(message);
+  res.write(`event: message\n${text.split('\n').map((line) => `data: ${line}`).join('\n')}\n\n`);
+}
+
+const acceptsEventStream = (req: IncomingMessage) => (req.headers.accept ?? '').includes('text/event-stream');
+
+/** `params._meta.progressToken` of a request, when it is one (a string or an integer). */
+function progressTokenOf(params: Record<string, unknown>): string | number | undefined {
+  const token = isObject(params._meta) ? params._meta.progressToken : undefined;
+  return typeof token === 'string' || (typeof token === 'number' && Number.isInteger(token)) ? token : undefined;
+}
 
 /**
  * A tool result the model reads: the text, flagged as an error, with the decision for
@@ -181,7 +207,7 @@ export class Gateway {
     const name = params.name;
     if (typeof name !== 'string' || name === '') return rpcError(call.res, 200, id, -32602, 'Invalid params: tools/call needs params.name, the tool to call');
     if (params.arguments !== undefined && !isObject(params.arguments)) return rpcError(call.res, 200, id, -32602, 'Invalid params: tools/call params.arguments must be an object');
-    const out = this.deps.pipeline.decide({
+    const input = {
       principal: call.principal,
       agentId,
       actionType: 'tool_call',
@@ -189,20 +215,84 @@ export class Gateway {
       parameters: (params.arguments as Record<string, unknown> | undefined) ?? {},
       context: '',
       upstream: call.ref,
-    });
+    };
+    let out = await this.deps.pipeline.decide(input);
     if (!out.ok) return rpcError(call.res, 403, id, -32000, out.error);
+    // Held for a person (docs/decisions.md, "Approvals"); once decided, decided again: an
+    // approval is then used (and the call forwarded), a denial refuses it.
+    let held: { approval: GuardApproval; result: HoldResult } | undefined;
+    const pending = out.settlement?.outcome === 'pending' ? out.settlement.approval : undefined;
+    if (pending && this.deps.approvals && this.deps.options.approvalHoldMs > 0) {
+      held = { approval: pending, result: await this.hold(call, pending, progressTokenOf(params)) };
+      if (held.result !== 'timeout') {
+        out = await this.deps.pipeline.decide(input);
+        if (!out.ok) return this.respond(call, id, { error: { code: -32000, message: out.error } });
+      }
+    }
     const decision = out.decision;
     if (decision.decision === 'deny') {
       this.calls.inc({ method: 'tools/call', outcome: 'denied' });
-      if (this.deps.options.denyAs === 'unknown-tool') return rpcError(call.res, 200, id, -32602, `Unknown tool: ${name}`);
-      return sendJson(call.res, 200, { jsonrpc: '2.0', id, result: toolError(`Denied by PolicyGuard: ${decision.reason}`, decision, modern) });
+      if (this.deps.options.denyAs === 'unknown-tool') return this.respond(call, id, { error: { code: -32602, message: `Unknown tool: ${name}` } });
+      return this.respond(call, id, { result: toolError(`Denied by PolicyGuard: ${decision.reason}`, decision, modern) });
     }
     if (decision.decision === 'require_approval') {
       this.calls.inc({ method: 'tools/call', outcome: 'approval_required' });
-      const text = `Needs human approval before it runs (PolicyGuard): ${decision.reason}. This call was not made; ask a person to approve it, then retry the same call.`;
-      return sendJson(call.res, 200, { jsonrpc: '2.0', id, result: toolError(text, decision, modern) });
+      const asked = out.settlement?.outcome === 'pending' ? out.settlement.approval : undefined;
+      const where = asked?.metadata.namespace ? ` in namespace ${asked.metadata.namespace}` : '';
+      const pendingText = asked ? ` Approval ${asked.metadata.name}${where} is pending until ${asked.spec.expiresAt}.` : '';
+      const waited = held?.result === 'timeout' ? ` Held ${this.deps.options.approvalHoldMs / 1000} s without a decision.` : '';
+      const text = `Needs human approval before it runs (PolicyGuard): ${decision.reason}.${pendingText}${waited} This call was not made; retry the same call once a person has approved${asked ? ` ${asked.metadata.name}` : ' it'}.`;
+      return this.respond(call, id, { result: toolError(text, decision, modern) });
     }
     return this.forward(call, message, { kind: 'tools/call', id, tool: name, decision, modern });
+  }
+
+  /**
+   * Wait for a person to decide `approval`, up to --approval-hold. When the client asked for
+   * progress (`_meta.progressToken`) and takes an event stream, the answer becomes one, with a
+   * progress notification every {@link PROGRESS_EVERY_MS} (which also keeps SDK timeouts that
+   * reset on progress from firing).
+   */
+  private async hold(call: Call, approval: GuardApproval, progressToken: string | number | undefined): Promise<HoldResult> {
+    const holdMs = this.deps.options.approvalHoldMs;
+    const gone = new AbortController();
+    const onClose = () => gone.abort();
+    call.res.once('close', onClose);
+    let ticker: NodeJS.Timeout | undefined;
+    if (progressToken !== undefined && acceptsEventStream(call.req)) {
+      call.res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      const started = Date.now();
+      const where = approval.metadata.namespace ? ` -n ${approval.metadata.namespace}` : '';
+      const tick = () =>
+        writeEvent(call.res, {
+          jsonrpc: '2.0',
+          method: 'notifications/progress',
+          params: {
+            progressToken,
+            progress: Math.round((Date.now() - started) / 100) / 10,
+            total: holdMs / 1000,
+            message: `Waiting for a person to approve ${approval.metadata.name} (policyguard approvals approve ${approval.metadata.name}${where})`,
+          },
+        });
+      tick();
+      ticker = setInterval(tick, PROGRESS_EVERY_MS);
+    }
+    try {
+      const result = await this.deps.approvals!.wait(approval, holdMs, gone.signal);
+      this.calls.inc({ method: 'tools/call', outcome: `held_${result.toLowerCase()}` });
+      return result;
+    } finally {
+      clearInterval(ticker);
+      call.res.off('close', onClose);
+    }
+  }
+
+  /** Answer `id` with a result or error: as JSON, or as the last event when the answer is already an event stream (a held call). */
+  private respond(call: Call, id: JsonRpcId, body: { result: unknown } | { error: { code: number; message: string } }): void {
+    const message = { jsonrpc: '2.0', id, ...body };
+    if (!call.res.headersSent) return sendJson(call.res, 200, message);
+    writeEvent(call.res, message);
+    call.res.end();
   }
 
   /** Send the request upstream and stream its answer back, looking at the one message the kind needs. */
@@ -233,7 +323,18 @@ export class Gateway {
       const session = answer.headers['mcp-session-id'];
       if (typeof session === 'string') out['mcp-session-id'] = sealSession(this.deps.sessionKey, call.ref, session, call.principal.subject);
       const type = answer.headers['content-type'] ?? '';
-      if (type.includes('text/event-stream')) {
+      if (res.headersSent) {
+        // A held call: the client's answer is already an event stream (progress); the upstream's
+        // answer goes on as its events, a JSON answer as one event.
+        if (type.includes('text/event-stream')) await this.streamEvents(answer, kind, res, outcome);
+        else {
+          const body = (await readAll(answer)).toString('utf8');
+          if (kind.kind === 'tools/call') this.noteResult(kind, body, outcome);
+          outcome.bytes = Buffer.byteLength(body);
+          writeEvent(res, body);
+        }
+        res.end();
+      } else if (type.includes('text/event-stream')) {
         res.writeHead(status, out);
         await this.streamEvents(answer, kind, res, outcome);
         res.end();
@@ -252,11 +353,10 @@ export class Gateway {
       outcome.is_error = true;
       this.calls.inc({ method: kind.kind, outcome: 'unreachable' });
       this.deps.log.warn('gateway: upstream call failed', { upstream: call.ref, url: upstream.spec.url, error: why });
-      if (!res.headersSent) {
-        const id = kind.kind === 'other' ? idOf(message ?? {}) : kind.id;
-        if (kind.kind === 'tools/call') sendJson(res, 200, { jsonrpc: '2.0', id, result: toolError(`The tool's server did not answer: ${outcome.error}`, kind.decision, kind.modern) });
-        else rpcError(res, 502, id, -32603, outcome.error);
-      } else res.destroy();
+      const id = kind.kind === 'other' ? idOf(message ?? {}) : kind.id;
+      if (kind.kind === 'tools/call' && outcome.bytes === 0) this.respond(call, id, { result: toolError(`The tool's server did not answer: ${outcome.error}`, kind.decision, kind.modern) });
+      else if (!res.headersSent) rpcError(res, 502, id, -32603, outcome.error);
+      else res.destroy();
     } finally {
       clearTimeout(timer);
       res.off('close', clientGone);

@@ -36,6 +36,7 @@ export const ValidateActionInput = ToolArguments({
   agent_id: Text(253, 'Id of the agent asking.').optional(),
   parameters: jsonOr(z.record(z.string(), z.unknown()), 'The call arguments, a JSON object (or a JSON string of one).').optional(),
   context: Text(8192, 'Why the agent wants to do this (kept in the audit log).').optional(),
+  approval_id: Text(64, 'The GuardApproval an earlier require_approval answer named: refused unless it covers exactly this call. Optional: the same call finds its approval anyway.').optional(),
 });
 
 export const RegisterAgentInput = ToolArguments({
@@ -122,6 +123,10 @@ export const ValidateActionOutput = {
   audit_findings: z.array(MatchedOutput),
   agent: z.object({ id: z.string(), trust_level: z.enum(TRUST_LEVELS), registered: z.boolean() }),
   revision: z.string(),
+  approval_id: z
+    .string()
+    .optional()
+    .describe('The GuardApproval this decision asked for (require_approval: a person decides it, then the same call is allowed once), used, or was refused by.'),
 };
 
 export const RegisterAgentOutput = {

@@ -154,13 +154,14 @@ export class Tools {
     if (!args.action_type) return fail('action_type is required');
     const params = decodeJson(args.parameters, 'parameters', JsonObject, {});
     if (!params.ok) return fail(params.error);
-    const out = this.pipeline.decide({
+    const out = await this.pipeline.decide({
       principal: ctx.principal,
       agentId: args.agent_id || undefined,
       actionType: args.action_type,
       target: args.target,
       parameters: params.value,
       context: args.context ?? '',
+      ...(args.approval_id ? { approvalId: args.approval_id } : {}),
     });
     return out.ok ? { ok: true, value: out.decision } : fail(out.error);
   }

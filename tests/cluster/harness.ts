@@ -2,16 +2,18 @@
  * Helpers for tests of kubernetes mode against the real test control plane: a namespace per
  * test file, an operator started in-process on a free loopback port, and an MCP client.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { Client } from '@modelcontextprotocol/client';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';
 import { createLogger, silentLogger } from '../../src/log.js';
+import { applyObjects } from '../controlplane/index.js';
+import { parseObjects, renderChart } from '../helm/chart.js';
 import { connect } from '../standalone/harness.js';
 
 import { eventually } from '../standalone/eventually.js';
@@ -84,4 +86,52 @@ export async function getGuard(kc: KubeConfig, kind: keyof typeof PLURAL, namesp
 
 export async function deleteGuard(kc: KubeConfig, kind: keyof typeof PLURAL, namespace: string, name: string): Promise<void> {
   await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL[kind], name });
+}
+
+const RBAC_KINDS = new Set(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
+
+/**
+ * Renders the chart for a release in `ns` watching only `ns` (the operator in tests/cluster
+ * watches one namespace), creates its RBAC objects (after `mutate`), and returns a kubeconfig
+ * file authenticated as the chart's ServiceAccount, with everything the chart rendered.
+ */
+export async function installChartRbac(
+  admin: KubeConfig,
+  ns: string,
+  release: string,
+  dir: string,
+  mutate: (objs: any[]) => void = () => {},
+): Promise<{ kubeconfigPath: string; kc: KubeConfig; objects: any[]; rendered: any[]; serviceAccount: string }> {
+  const rendered: any[] = parseObjects(await renderChart({ release, namespace: ns, set: [`watchNamespaces[0]=${ns}`] }));
+  const objects = rendered.filter((o) => RBAC_KINDS.has(o.kind ?? ''));
+  mutate(objects);
+  await applyObjects(admin, objects as KubernetesObject[]);
+  const serviceAccount = objects.find((o) => o.kind === 'ServiceAccount').metadata.name as string;
+  const { path, kc } = await serviceAccountKubeconfig(admin, ns, serviceAccount, dir);
+  return { kubeconfigPath: path, kc, objects, rendered, serviceAccount };
+}
+
+/** A kubeconfig file authenticated as ServiceAccount `ns/name` (a TokenRequest token, as in a Pod). */
+export async function serviceAccountKubeconfig(admin: KubeConfig, ns: string, name: string, dir: string): Promise<{ path: string; kc: KubeConfig }> {
+  const tr = await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({ name, namespace: ns, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
+  const cluster = admin.getCurrentCluster()!;
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'test', server: cluster.server, caData: cluster.caData }],
+    users: [{ name, token: tr.status!.token }],
+    contexts: [{ name: 'sa', cluster: 'test', user: name }],
+    currentContext: 'sa',
+  });
+  const path = join(dir, `${ns}-${name}.kubeconfig`);
+  await writeFile(path, kc.exportConfig(), { mode: 0o600 });
+  return { path, kc };
+}
+
+/** A kubeconfig file of the admin impersonating `user` (kubectl --as), for a person in a test. */
+export async function userKubeconfig(admin: KubeConfig, user: string, dir: string): Promise<string> {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({ clusters: admin.clusters, users: admin.users.map((u) => ({ ...u, impersonateUser: user })), contexts: admin.contexts, currentContext: admin.currentContext });
+  const path = join(dir, `user-${user}.kubeconfig`);
+  await writeFile(path, kc.exportConfig(), { mode: 0o600 });
+  return path;
 }

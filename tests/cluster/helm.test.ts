@@ -49,8 +49,9 @@ describe('helm lint and template', () => {
   it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
     const objs = parseObjects(await renderChart());
     expect(objs.map((o) => o.kind).sort()).toEqual([
-      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment', 'PodDisruptionBudget',
-      'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding',
+      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment',
+      'PodDisruptionBudget', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount',
+      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding',
     ]);
     const deploy = findObject(objs, 'Deployment');
     const pod = deploy.spec.template.spec;
@@ -93,6 +94,8 @@ describe('helm lint and template', () => {
       { apiGroups: ['policyguard.dev'], resources: ['guardagents', 'guardpolicies'], verbs: ['list', 'watch', 'create', 'patch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardupstreams'], verbs: ['list', 'watch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status', 'guardupstreams/status'], verbs: ['patch'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardapprovals'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardapprovals/status'], verbs: ['get', 'update', 'patch'] }, // Pending, Used, Expired
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
       { apiGroups: [''], resources: ['secrets'], verbs: ['get'] }, // the gateway's upstream credentials
     ]);
@@ -116,6 +119,11 @@ describe('helm lint and template', () => {
     ]);
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard-trust-granter-high').rules).toEqual([
       { apiGroups: ['policyguard.dev'], resources: ['trustlevels'], resourceNames: ['high'], verbs: ['grant'] },
+    ]);
+    // For the people who decide GuardApprovals (docs/deploy.md, "Approvals").
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard-approver').rules).toEqual([
+      { apiGroups: ['policyguard.dev'], resources: ['guardapprovals'], verbs: ['get', 'list', 'watch', 'approve'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardapprovals/status'], verbs: ['get', 'update', 'patch'] },
     ]);
     expect(findObject(objs, 'Role').metadata.namespace).toBe('policyguard');
     expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard').subjects).toEqual([{ kind: 'ServiceAccount', name: 'pg-policyguard', namespace: 'policyguard' }]);
@@ -171,14 +179,23 @@ describe('helm lint and template', () => {
     expect(pod.volumes.map((v: any) => v.name)).toEqual(['tmp']);
   });
 
-  it('admission is on by default: the trust-grant ValidatingAdmissionPolicy fails closed and denies; admission.enabled=false removes it with the grants', async () => {
+  it('admission is on by default: the trust-grant and approvals ValidatingAdmissionPolicies fail closed and deny; admission.enabled=false removes them with the grants', async () => {
     const objs = parseObjects(await renderChart());
     const policy = findObject(objs, 'ValidatingAdmissionPolicy', 'pg-policyguard-trust-grant');
     expect(policy.spec.failurePolicy).toBe('Fail');
     expect(policy.spec.matchConstraints.resourceRules).toEqual([{ apiGroups: ['policyguard.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['guardagents'] }]);
     expect(findObject(objs, 'ValidatingAdmissionPolicyBinding', 'pg-policyguard-trust-grant').spec).toEqual({ policyName: 'pg-policyguard-trust-grant', validationActions: ['Deny'] });
+    const approvals = findObject(objs, 'ValidatingAdmissionPolicy', 'pg-policyguard-approvals');
+    expect(approvals.spec.failurePolicy).toBe('Fail');
+    expect(approvals.spec.matchConstraints.resourceRules).toEqual([
+      { apiGroups: ['policyguard.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['guardapprovals', 'guardapprovals/status'] },
+    ]);
+    expect(approvals.spec.variables[0]).toEqual({ name: 'operator', expression: "'system:serviceaccount:policyguard:pg-policyguard'" });
+    expect(findObject(objs, 'ValidatingAdmissionPolicyBinding', 'pg-policyguard-approvals').spec).toEqual({ policyName: 'pg-policyguard-approvals', validationActions: ['Deny'] });
     const off = parseObjects(await renderChart({ set: ['admission.enabled=false'] }));
-    expect(off.filter((o) => /trust-gran/.test(o.metadata?.name ?? '')).map((o) => `${o.kind} ${o.metadata?.name}`)).toEqual([]);
+    expect(off.filter((o) => /trust-gran|-approvals$/.test(o.metadata?.name ?? '')).map((o) => `${o.kind} ${o.metadata?.name}`)).toEqual([]);
+    // People still need the role to decide; then nothing asks for its approve verb (NOTES warns).
+    expect(findObject(off, 'ClusterRole', 'pg-policyguard-approver')).toBeDefined();
   });
 
   it.each([
@@ -278,8 +295,12 @@ describe('helm install and uninstall against the test API server', () => {
     const kc = sharedKubeConfig();
     const ns = await createNamespace(kc, 'pg-install');
     const release = `inst-${ns.slice(-6)}`;
+    // Without the admission policies: installed for real they are bound cluster-wide, and the
+    // approvals one would refuse GuardApprovals that other test files' operators (running as the
+    // admin, not this release's ServiceAccount) create meanwhile.
     const common = ['--namespace', ns, '--kubeconfig', sharedKubeconfigPath()];
-    const installed = await helm(['install', release, CHART_DIR, ...common]);
+    const values = ['--set', 'admission.enabled=false'];
+    const installed = await helm(['install', release, CHART_DIR, ...common, ...values]);
     expect(installed.stderr).toBe('');
     expect(installed.code).toBe(0);
     const notes = installed.stdout.slice(installed.stdout.indexOf('NOTES:'));
@@ -293,7 +314,7 @@ describe('helm install and uninstall against the test API server', () => {
     const key = async () => (await kc.makeApiClient(CoreV1Api).readNamespacedSecret({ name: `${release}-policyguard-audit-key`, namespace: ns })).data?.['audit.key'];
     const generated = await key();
     expect(generated).toBeTruthy();
-    const upgraded = await helm(['upgrade', release, CHART_DIR, ...common]);
+    const upgraded = await helm(['upgrade', release, CHART_DIR, ...common, ...values]);
     expect(upgraded.code, upgraded.stderr).toBe(0);
     expect(await key()).toBe(generated);
     const uninstalled = await helm(['uninstall', release, ...common]);

@@ -4,7 +4,7 @@
  * as that ServiceAccount (a TokenRequest token, not the admin certificate) and the controller
  * scenarios pass; then each rule is shown to matter by removing it and watching what breaks.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -19,40 +19,16 @@ import { createLogger } from '../../src/log.js';
 import { applyObjects } from '../controlplane/index.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
-import { parseObjects, renderChart } from '../helm/chart.js';
 import { connect } from '../standalone/harness.js';
-import { applyGuard, createNamespace, eventually, getGuard, startOperator, type Operator } from './harness.js';
+import { applyGuard, createNamespace, eventually, getGuard, installChartRbac as installChartRbacIn, startOperator, type Operator } from './harness.js';
 
-const RBAC_KINDS = new Set(['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding']);
 const readyOf = (obj: any) => obj?.status?.conditions?.find((c: any) => c.type === 'Ready');
 
 let admin: KubeConfig;
 let tmp: string;
 
-/**
- * Renders the chart for a release in `ns` watching only `ns` (the operator in tests/cluster
- * watches one namespace), creates its RBAC objects (after `mutate`), and returns a kubeconfig
- * file authenticated as the chart's ServiceAccount.
- */
-async function installChartRbac(ns: string, release: string, mutate: (objs: any[]) => void = () => {}): Promise<{ kubeconfigPath: string; kc: KubeConfig; objects: any[] }> {
-  const rendered = parseObjects(await renderChart({ release, namespace: ns, set: [`watchNamespaces[0]=${ns}`] }));
-  const objects: any[] = rendered.filter((o) => RBAC_KINDS.has(o.kind ?? ''));
-  mutate(objects);
-  await applyObjects(admin, objects as KubernetesObject[]);
-  const sa = objects.find((o) => o.kind === 'ServiceAccount').metadata.name as string;
-  const tr = await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({ name: sa, namespace: ns, body: { spec: { audiences: [], expirationSeconds: 3600 } } });
-  const cluster = admin.getCurrentCluster()!;
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'test', server: cluster.server, caData: cluster.caData }],
-    users: [{ name: sa, token: tr.status!.token }],
-    contexts: [{ name: 'sa', cluster: 'test', user: sa }],
-    currentContext: 'sa',
-  });
-  const kubeconfigPath = join(tmp, `${release}.kubeconfig`);
-  await writeFile(kubeconfigPath, kc.exportConfig(), { mode: 0o600 });
-  return { kubeconfigPath, kc, objects };
-}
+/** The chart's RBAC for `release` in `ns`, and a kubeconfig authenticated as its ServiceAccount (./harness.ts). */
+const installChartRbac = (ns: string, release: string, mutate?: (objs: any[]) => void) => installChartRbacIn(admin, ns, release, tmp, mutate);
 
 async function can(kc: KubeConfig, verb: string, resource: string, namespace: string, group = GROUP): Promise<boolean> {
   const r = await kc.makeApiClient(AuthorizationV1Api).createSelfSubjectAccessReview({ body: { spec: { resourceAttributes: { verb, group, resource, namespace } } } });
@@ -279,6 +255,16 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     expect((await register('etl', { trust_level: 'medium', denied_tools: ['drop_*'] })).structuredContent?.success).toBe(true);
     expect(JSON.stringify(await register('brand-new'))).toMatch(/forbidden|403/i);
     await expect(getGuard(admin, 'GuardAgent', ns, 'brand-new')).rejects.toMatchObject({ code: 404 });
+  });
+
+  it('without the guardapprovals rule: a require_approval decision asks for no approval and says why; nothing is allowed', async () => {
+    const { ns, lines, decide } = await startWithout(withoutRule('guardapprovals'));
+    await applyGuard(admin, 'GuardPolicy', ns, 'ask-first', { rules: [{ match: { tools: ['send_*'] }, action: 'require_approval', message: 'a person reads it first' }] });
+    const d = await eventually(() => decide('send_email'), (x) => x.decision === 'require_approval', 'the policy to be in force');
+    expect(d.allowed).toBe(false);
+    expect(d.approval_id).toBeUndefined();
+    expect(d.reason).toMatch(/^a person reads it first; no approval could be requested: GuardApproval \S+\/apr-[0-9a-f]{12} not created: HTTP 403: .*cannot create resource "guardapprovals"/);
+    expect(lines.some((l) => /list\/watch failed.*guardapprovals.*HTTP 403/.test(l))).toBe(true);
   });
 
   it('without the auth-delegator binding (--auth kubernetes): TokenReview is forbidden, so every caller gets 401 and the 403 is logged', async () => {

@@ -108,7 +108,8 @@ beforeAll(async () => {
   await writeFixture(fixture, `http://127.0.0.1:${await freePort()}/mcp`);
   auditKey = join(root, 'audit.key');
   await writeFile(auditKey, `${'k'.repeat(48)}\n`);
-  s = await startTestServer(fixture, ['--auth', 'token', '--token-file', tokens.file, '--audit-key-file', auditKey], { token: TOKENS.bot });
+  // Held calls are tests/standalone/approvals.test.ts's subject; here a call that needs approval is answered at once.
+  s = await startTestServer(fixture, ['--auth', 'token', '--token-file', tokens.file, '--audit-key-file', auditKey, '--approval-hold', '0s'], { token: TOKENS.bot });
 }, 180_000);
 afterAll(async () => {
   await s?.close();

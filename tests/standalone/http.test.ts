@@ -75,7 +75,7 @@ describe('bad tool input gets a specific error, never a crash', () => {
     const r = await s.call('validate_action', { action_type: 'tool_call', target: 'issue_refund', agent_id: 'test-low', params: { amount: 900 } });
     expect(r.isError).toBe(true);
     // SDK v2 words input errors without the v1 prefix "MCP error -32602: ".
-    expect(r.json).toBe('Input validation error: Invalid arguments for tool validate_action: unknown argument "params"; this tool takes: action_type, target, agent_id, parameters, context');
+    expect(r.json).toBe('Input validation error: Invalid arguments for tool validate_action: unknown argument "params"; this tool takes: action_type, target, agent_id, parameters, context, approval_id');
     const listed = await s.client.listTools();
     expect(listed.tools.find((t) => t.name === 'validate_action')!.inputSchema).toMatchObject({ additionalProperties: false });
   });

@@ -1,0 +1,237 @@
+import { describe, expect, it } from 'vitest';
+import { guardPolicy } from '../api/builders.js';
+import type { AuditEntryInput } from '../audit/record.js';
+import type { AuditSink } from '../audit/sink.js';
+import type { MatchedRule } from '../engine/types.js';
+import { silentLogger } from '../log.js';
+import { Metrics } from '../metrics.js';
+import { Approvals, type ApprovalRequest } from './approvals.js';
+import { approvalTtlMs, argumentsDigest, argumentsPreview, phaseOf, PREVIEW_MAX } from './ask.js';
+import { MemoryApprovalStore } from './memory-store-fixture.js';
+
+const MATCHED: MatchedRule[] = [{ policy: 'dba-review', namespace: 'team-a', rule: 'drops', action: 'require_approval', enforcement: 'Enforce', message: 'needs a DBA' }];
+
+function setup(opts: { retentionMs?: number } = {}) {
+  let now = new Date('2026-11-29T10:00:00.000Z');
+  const store = new MemoryApprovalStore();
+  const records: AuditEntryInput[] = [];
+  const audit = { append: (e: AuditEntryInput) => (records.push(e), { ok: true }) } as unknown as AuditSink;
+  const events: string[] = [];
+  const metrics = new Metrics();
+  const approvals = new Approvals({
+    store,
+    audit,
+    metrics,
+    log: silentLogger,
+    isLeader: () => true,
+    event: (a, reason, note) => events.push(`${reason} ${a.metadata.name}: ${note}`),
+    options: { defaultTtlMs: 3_600_000, retentionMs: opts.retentionMs ?? 86_400_000 },
+    now: () => now,
+  });
+  let n = 0;
+  const request = (over: Partial<ApprovalRequest> = {}): ApprovalRequest => ({
+    ask: { agentId: 'etl-bot', actionType: 'tool_call', target: 'drop_table', parameters: { table: 'users', password: 'hunter2' } },
+    namespace: 'team-a',
+    actionId: `act_${String(++n).padStart(12, '0')}`,
+    matched: MATCHED,
+    message: 'needs a DBA',
+    revision: 'rev-1',
+    requestedBy: 'system:serviceaccount:team-a:etl-bot',
+    requesters: ['token:etl'],
+    ttlMs: 3_600_000,
+    ...over,
+  });
+  return { store, approvals, records, events, metrics, request, advance: (ms: number) => (now = new Date(now.getTime() + ms)), now: () => now };
+}
+
+describe('Approvals.settle', () => {
+  it('asks for a Pending approval naming exactly the call, who asked and who may not decide', async () => {
+    const { approvals, request, events } = setup();
+    const s = await approvals.settle(request());
+    expect(s.outcome).toBe('pending');
+    if (s.outcome !== 'pending') return;
+    expect(s.created).toBe(true);
+    const a = s.approval;
+    expect(a.metadata.name).toMatch(/^apr-[0-9a-f]{12}$/);
+    expect(a.metadata.namespace).toBe('team-a');
+    expect(a.spec).toMatchObject({
+      agentId: 'etl-bot',
+      actionType: 'tool_call',
+      target: 'drop_table',
+      argumentsDigest: argumentsDigest({ table: 'users', password: 'hunter2' }),
+      argumentsPreview: '{"password":"[REDACTED]","table":"users"}',
+      rules: [{ policy: 'team-a/dba-review', rule: 'drops' }],
+      message: 'needs a DBA',
+      revision: 'rev-1',
+      requestedAt: '2026-11-29T10:00:00.000Z',
+      expiresAt: '2026-11-29T11:00:00.000Z',
+      requestedBy: 'system:serviceaccount:team-a:etl-bot',
+      requesters: ['system:serviceaccount:team-a:etl-bot', 'token:etl'],
+    });
+    expect(a.status).toEqual({ phase: 'Pending' });
+    expect(a.spec.upstream).toBeUndefined();
+    expect(events).toEqual([`ApprovalRequested ${a.metadata.name}: Agent 'etl-bot' asks to call 'drop_table': needs a DBA`]);
+  });
+
+  it('reuses the pending approval for the same ask, also for asks made while it is being created', async () => {
+    const { approvals, request, store } = setup();
+    const [a, b] = await Promise.all([approvals.settle(request()), approvals.settle(request())]);
+    const c = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target: 'drop_table', parameters: { password: 'hunter2', table: 'users' } } }));
+    expect(store.creates).toBe(1);
+    const names = [a, b, c].map((s) => (s.outcome === 'pending' ? `${s.approval.metadata.name}:${s.created}` : s.outcome));
+    expect(names).toEqual([expect.stringMatching(/:true$/), names[0]!.replace(':true', ':false'), names[0]!.replace(':true', ':false')]);
+  });
+
+  it('allows the same call once after approval; the next one asks anew', async () => {
+    const { approvals, request, store } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Approved', 'alice', 'ticket 42');
+    const used = await approvals.settle(request({ actionId: 'act_aaaaaaaaaaaa' }));
+    expect(used.outcome).toBe('used');
+    const stored = store.get('team-a', first.approval.metadata.name)!;
+    expect(stored.status).toMatchObject({ phase: 'Used', decidedBy: 'alice', reason: 'ticket 42', actionId: 'act_aaaaaaaaaaaa', usedAt: '2026-11-29T10:00:00.000Z' });
+    const again = await approvals.settle(request());
+    expect(again.outcome).toBe('pending');
+    if (again.outcome === 'pending') expect(again.approval.metadata.name).not.toBe(first.approval.metadata.name);
+  });
+
+  it('one approval allows one call even when several decisions race for it', async () => {
+    const { approvals, request, store } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Approved');
+    const outcomes = await Promise.all([1, 2, 3, 4].map(() => approvals.settle(request())));
+    expect(outcomes.filter((o) => o.outcome === 'used')).toHaveLength(1);
+    expect(outcomes.filter((o) => o.outcome === 'pending')).toHaveLength(3);
+  });
+
+  it('refuses the call while its approval is denied, and asks anew once the denial has expired', async () => {
+    const { approvals, request, store, advance } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Denied', 'bob', 'not in prod');
+    const refused = await approvals.settle(request());
+    expect(refused).toMatchObject({ outcome: 'refused', reason: `approval ${first.approval.metadata.name} was denied by bob: not in prod (the same call is refused until 2026-11-29T11:00:00.000Z)` });
+    advance(3_600_001);
+    const later = await approvals.settle(request());
+    expect(later.outcome).toBe('pending');
+  });
+
+  it('an approval past its expiry allows nothing: named, it is refused; looked up by the ask, a new one is asked for', async () => {
+    const { approvals, request, store, advance } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Approved');
+    advance(3_600_000);
+    expect(phaseOf(store.get('team-a', first.approval.metadata.name)!, new Date('2026-11-29T11:00:00.000Z'))).toBe('Expired');
+    const named = await approvals.settle(request({ approvalId: first.approval.metadata.name }));
+    expect(named).toMatchObject({ outcome: 'refused', reason: `approval ${first.approval.metadata.name} expired at 2026-11-29T11:00:00.000Z; call again without approval_id to ask anew` });
+    const byAsk = await approvals.settle(request());
+    expect(byAsk.outcome).toBe('pending');
+    expect(store.get('team-a', first.approval.metadata.name)!.status?.phase).toBe('Approved'); // never used
+  });
+
+  it('an approval covers only its own arguments, agent, target and upstream', async () => {
+    const { approvals, request, store } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Approved');
+    const id = first.approval.metadata.name;
+    const other = { agentId: 'etl-bot', actionType: 'tool_call', target: 'drop_table', parameters: { table: 'payments' } };
+    expect(await approvals.settle(request({ ask: other, approvalId: id }))).toMatchObject({ outcome: 'refused', reason: expect.stringContaining(`approval ${id} does not cover this call: its arguments differ`) });
+    expect(await approvals.settle(request({ ask: { ...other, parameters: { table: 'users', password: 'hunter2' }, upstream: 'tools/db' }, approvalId: id }))).toMatchObject({
+      reason: `approval ${id} does not cover this call: it is for upstream '(none)', not 'tools/db'`,
+    });
+    expect(await approvals.settle(request({ ask: { ...other, agentId: 'other-bot' }, approvalId: id }))).toMatchObject({ reason: `approval ${id} does not cover this call: it is for agent 'etl-bot', not 'other-bot'` });
+    // Looked up by its ask, changed arguments get an approval of their own.
+    const changed = await approvals.settle(request({ ask: other }));
+    expect(changed.outcome === 'pending' && changed.created).toBe(true);
+    expect(store.get('team-a', id)!.status?.phase).toBe('Approved');
+  });
+
+  it('refuses an approval_id that does not exist, and an approval that was already used', async () => {
+    const { approvals, request, store } = setup();
+    expect(await approvals.settle(request({ approvalId: 'apr-000000000000' }))).toMatchObject({ outcome: 'refused', reason: expect.stringContaining('approval apr-000000000000 does not exist in namespace team-a') });
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Approved');
+    await approvals.settle(request({ actionId: 'act_bbbbbbbbbbbb' }));
+    expect(await approvals.settle(request({ approvalId: first.approval.metadata.name }))).toMatchObject({ outcome: 'refused', reason: expect.stringContaining('was already used (by act_bbbbbbbbbbbb)') });
+  });
+
+  it('a store that cannot create leaves the call unallowed, saying why', async () => {
+    const { approvals, request, store } = setup();
+    store.failCreate = 'HTTP 404: the server could not find the requested resource';
+    expect(await approvals.settle(request())).toEqual({ outcome: 'unavailable', reason: 'no approval could be requested: HTTP 404: the server could not find the requested resource' });
+  });
+});
+
+describe('Approvals.wait', () => {
+  it('returns as soon as a person decides, and on the hold bound otherwise', async () => {
+    const { approvals, request, store } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    const waiting = approvals.wait(first.approval, 60_000);
+    store.decide(first.approval, 'Approved');
+    expect(await waiting).toBe('Approved');
+    const second = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target: 'drop_table', parameters: {} } }));
+    if (second.outcome !== 'pending') throw new Error(second.outcome);
+    expect(await approvals.wait(second.approval, 10)).toBe('timeout');
+    const denied = approvals.wait(second.approval, 60_000);
+    store.decide(second.approval, 'Denied');
+    expect(await denied).toBe('Denied');
+  });
+});
+
+describe('Approvals sweep and lifecycle records', () => {
+  it('records decisions once, marks expired approvals Expired and deletes final ones after the retention', async () => {
+    const { approvals, request, store, records, events, advance } = setup({ retentionMs: 60_000 });
+    const a = await approvals.settle(request());
+    const b = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target: 'truncate', parameters: {} } }));
+    if (a.outcome !== 'pending' || b.outcome !== 'pending') throw new Error('not pending');
+    store.decide(a.approval, 'Denied', 'bob', 'no');
+    expect(records.map((r) => r.action.type)).toEqual(['approval_denied']);
+    expect(records[0]).toMatchObject({ action_id: null, agent_id: 'etl-bot', caller: 'bob', approval: { ref: `team-a/${a.approval.metadata.name}`, phase: 'Denied', decided_by: 'bob' } });
+    advance(3_600_000);
+    await approvals.sweep();
+    // The denial (final at 10:00) is past the retention; the undecided one expires now.
+    expect(store.get('team-a', a.approval.metadata.name)).toBeUndefined();
+    expect(store.get('team-a', b.approval.metadata.name)!.status?.phase).toBe('Expired');
+    expect(records.map((r) => r.action.type)).toEqual(['approval_denied', 'approval_deleted', 'approval_expired']);
+    expect(events.at(-1)).toBe(`ApprovalExpired ${b.approval.metadata.name}: Expired undecided at 2026-11-29T11:00:00.000Z`);
+    advance(59_000);
+    await approvals.sweep();
+    expect(store.list()).toHaveLength(1);
+    advance(1_000);
+    await approvals.sweep();
+    expect(store.list()).toHaveLength(0);
+    expect(records.map((r) => r.action.type)).toEqual(['approval_denied', 'approval_deleted', 'approval_expired', 'approval_deleted']);
+    expect(records.at(-1)!.approval).toEqual({ ref: `team-a/${b.approval.metadata.name}`, phase: 'Expired' });
+  });
+});
+
+describe('what an approval covers', () => {
+  it('the digest ignores key order and whitespace, and any change of value changes it', () => {
+    expect(argumentsDigest({ a: 1, b: { c: [1, 2] } })).toBe(argumentsDigest(JSON.parse('{ "b": {"c":[1,2]}, "a":1 }')));
+    expect(argumentsDigest({ a: 1 })).not.toBe(argumentsDigest({ a: '1' }));
+    expect(argumentsDigest({ a: 1 })).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('the preview is redacted and bounded, saying how much was cut', () => {
+    const preview = argumentsPreview({ sql: 'x'.repeat(10_000) });
+    expect(preview.length).toBeLessThanOrEqual(PREVIEW_MAX);
+    expect(preview).toContain('(10010 characters in all; the digest covers every one)');
+  });
+
+  it('the validity is the shortest approval.ttl of the matching require_approval rules, else the default', () => {
+    const policies = [
+      guardPolicy({ name: 'a', namespace: 'team-a' }, { rules: [{ name: 'r', action: 'require_approval', approval: { ttl: '30m' } }, { action: 'require_approval' }] }),
+      guardPolicy({ name: 'b', namespace: 'team-a' }, { rules: [{ name: 's', action: 'require_approval', approval: { ttl: '2h' } }] }),
+    ];
+    const m = (policy: string, rule: string): MatchedRule => ({ policy, namespace: 'team-a', rule, action: 'require_approval', enforcement: 'Enforce' });
+    expect(approvalTtlMs(policies, [m('a', 'r'), m('b', 's')], 3_600_000)).toBe(1_800_000);
+    expect(approvalTtlMs(policies, [m('b', 's')], 3_600_000)).toBe(7_200_000);
+    expect(approvalTtlMs(policies, [m('a', 'rule-1')], 3_600_000)).toBe(3_600_000);
+  });
+});

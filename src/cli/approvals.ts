@@ -1,0 +1,104 @@
+/**
+ * `policyguard approvals list|approve|deny`: a person's side of GuardApprovals
+ * (docs/decisions.md, "Approvals"). With --data-dir, the standalone data dir's approvals;
+ * otherwise the cluster's, with the kubeconfig's credentials (the admission policy decides
+ * whether they may).
+ */
+import { parseArgs } from 'node:util';
+import { phaseOf } from '../approvals/ask.js';
+import type { ApprovalDesk } from '../approvals/store.js';
+import type { GuardApproval } from '../api/schemas.js';
+
+export const APPROVALS_USAGE =
+  'usage: policyguard approvals list [--pending] [-o json] [--data-dir DIR | [--kubeconfig K] [-n NS]]\n' +
+  '       policyguard approvals approve|deny NAME [--reason TEXT] [--data-dir DIR | [--kubeconfig K] [-n NS]]';
+
+/** A usage mistake (exit 2), as opposed to a refused decision (exit 1). */
+export class ApprovalsUsageError extends Error {}
+
+/** `in 52m` / `3m ago`, from `now`. */
+function relative(iso: string, now: Date): string {
+  const ms = Date.parse(iso) - now.getTime();
+  const abs = Math.abs(ms);
+  const text = abs < 120_000 ? `${Math.round(abs / 1000)}s` : abs < 7_200_000 ? `${Math.round(abs / 60_000)}m` : abs < 172_800_000 ? `${Math.round(abs / 3_600_000)}h` : `${Math.round(abs / 86_400_000)}d`;
+  return ms >= 0 ? `in ${text}` : `${text} ago`;
+}
+
+/** A table like `kubectl get`: columns padded to their widest cell. */
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n') + '\n';
+}
+
+function listText(approvals: readonly GuardApproval[], now: Date, namespaced: boolean): string {
+  if (approvals.length === 0) return 'No approvals.\n';
+  const head = [...(namespaced ? ['NAMESPACE'] : []), 'NAME', 'AGENT', 'TARGET', 'PHASE', 'DECIDED BY', 'EXPIRES', 'ARGUMENTS'];
+  const rows = approvals.map((a) => {
+    const args = a.spec.argumentsPreview.length > 60 ? `${a.spec.argumentsPreview.slice(0, 57)}...` : a.spec.argumentsPreview;
+    return [...(namespaced ? [a.metadata.namespace ?? ''] : []), a.metadata.name, a.spec.agentId, a.spec.upstream ? `${a.spec.upstream}: ${a.spec.target}` : a.spec.target, phaseOf(a, now), a.status?.decidedBy ?? '<none>', relative(a.spec.expiresAt, now), args];
+  });
+  return table([head, ...rows]);
+}
+
+export interface ApprovalsIo {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  now?: () => Date;
+}
+
+/**
+ * Run `policyguard approvals …`. Returns the exit code: 0 done, 1 refused (already decided,
+ * expired, not permitted), 2 usage.
+ *
+ * @example await runApprovals(['approve', 'apr-3f9a0c1b2d4e', '-n', 'team-a', '--reason', 'ticket 42'], io)
+ */
+export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      'data-dir': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string', short: 'n' },
+      reason: { type: 'string' },
+      pending: { type: 'boolean' },
+      output: { type: 'string', short: 'o' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [sub, name, ...rest] = positionals;
+  const now = io.now ?? (() => new Date());
+  if (values['data-dir'] && (values.kubeconfig || values.namespace)) throw new ApprovalsUsageError('--data-dir (standalone) and --kubeconfig/-n (a cluster) do not go together');
+  if (values.output !== undefined && values.output !== 'json') throw new ApprovalsUsageError(`-o ${values.output}: only -o json is supported`);
+  if (values.reason !== undefined && values.reason.length > 1024) throw new ApprovalsUsageError('--reason is longer than 1024 characters');
+  const desk = await deskFor(values['data-dir'], values.kubeconfig, now);
+  if (sub === 'list' && name === undefined) {
+    let approvals = await desk.list(values.namespace);
+    if (values.pending) approvals = approvals.filter((a) => phaseOf(a, now()) === 'Pending');
+    io.out(values.output === 'json' ? JSON.stringify(approvals, null, 2) + '\n' : listText(approvals, now(), !values['data-dir']));
+    return 0;
+  }
+  if ((sub === 'approve' || sub === 'deny') && name !== undefined && rest.length === 0) {
+    let decided: GuardApproval;
+    try {
+      decided = await desk.decide(name, values.namespace, { phase: sub === 'approve' ? 'Approved' : 'Denied', ...(values.reason ? { reason: values.reason } : {}) });
+    } catch (err) {
+      io.err(`policyguard: ${err instanceof Error ? err.message : String(err)}\n`);
+      return 1;
+    }
+    const where = decided.metadata.namespace ? ` in namespace ${decided.metadata.namespace}` : '';
+    io.out(
+      `approval ${decided.metadata.name}${where} ${sub === 'approve' ? 'approved' : 'denied'} by ${decided.status?.decidedBy}: agent '${decided.spec.agentId}' ` +
+        (sub === 'approve' ? `may now call '${decided.spec.target}' once with these arguments, until ${decided.spec.expiresAt}\n` : `may not call '${decided.spec.target}' with these arguments until ${decided.spec.expiresAt}\n`),
+    );
+    return 0;
+  }
+  throw new ApprovalsUsageError(APPROVALS_USAGE);
+}
+
+async function deskFor(dataDir: string | undefined, kubeconfig: string | undefined, now: () => Date): Promise<ApprovalDesk> {
+  if (dataDir) return (await import('../approvals/file-store.js')).fileApprovalDesk(dataDir, now);
+  const { loadKubeConfig } = await import('../kube/client.js');
+  const { kubeApprovalDesk } = await import('../approvals/kube-store.js');
+  return kubeApprovalDesk(loadKubeConfig(kubeconfig), now);
+}
