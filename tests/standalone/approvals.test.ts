@@ -144,6 +144,11 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     expect(twice.code).toBe(1);
     expect(twice.stderr).toMatch(new RegExp(`^policyguard: approval ${id} was approved by local:\\S+ and already used \\(${allowed.json.action_id}\\)\\n$`));
 
+    const metrics = await (await fetch(`${s.pg.url}/metrics`)).text();
+    expect(metrics).toMatch(/^policyguard_approvals_total\{event="requested"\} [1-9]/m);
+    expect(metrics).toMatch(/^policyguard_approvals_total\{event="used"\} 1$/m);
+    expect(metrics).toMatch(/^policyguard_approvals_pending [1-9]/m);
+
     const entries = await auditEntries(s);
     const use = entries.find((e) => e.action_id === allowed.json.action_id);
     expect(use).toMatchObject({ evaluation: { decision: 'allow', allowed: true }, approval: { ref: id, phase: 'Used', decided_by: expect.stringMatching(/^local:/) } });
