@@ -311,6 +311,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     allowedHosts: allowedHosts(config),
     allowedOrigins: config.allowedOrigins.map((o) => o.toLowerCase()),
     bodyLimit: config.bodyLimit,
+    uiApprovals: { store: backend.approvalStore, ...(config.standalone ? { dataDir: config.dataDir! } : {}) },
   });
   const http = await listen(app, { host: config.host, port: config.port, ...(config.tlsCert ? { tls: { cert: config.tlsCert, key: config.tlsKey! } } : {}) });
   log.info('PolicyGuard serving', { ...backend.describe, url: `${http.url}/mcp`, auth: config.auth });

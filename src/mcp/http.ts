@@ -21,7 +21,7 @@ import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
-import { mountUi } from '../ui/routes.js';
+import { mountUi, type UiApprovals } from '../ui/routes.js';
 import { createFastPath } from './fast-path.js';
 import { classifyMcpRequest, createMcpEndpoint, eraOf, type McpEndpoint } from './revisions.js';
 import { createMcpServer, listCacheScope } from './server.js';
@@ -45,6 +45,8 @@ export interface HttpOptions {
   bodyLimit?: string;
   /** The inline gateway, served at /upstreams/<namespace>/<name>/mcp (src/gateway). */
   gateway?: Gateway;
+  /** The dashboard's pending approvals (src/ui/routes.ts). */
+  uiApprovals: UiApprovals;
 }
 
 /** A JSON-RPC error reply for requests that never reach the MCP server. */
@@ -188,7 +190,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     res.setHeader('Allow', 'POST');
     jsonRpcError(res, 405, -32000, 'Method not allowed: this server is stateless; use POST /mcp');
   });
-  mountUi(app, { tools, store, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit }); // the dashboard (src/ui/routes.ts)
+  mountUi(app, { tools, store, approvals: opts.uiApprovals, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit }); // the dashboard (src/ui/routes.ts)
   // The inline gateway: every tools/call to a GuardUpstream is decided first (src/gateway).
   const gateway = opts.gateway;
   if (gateway) {

@@ -52,8 +52,8 @@ export const INDEX_HTML = String.raw`<!doctype html>
   <section><h2>Policies</h2><table id="policies"></table>
     <div id="problems-block" hidden><h2>Not fully in force</h2><ul id="problems"></ul></div>
   </section>
-  <section id="approvals"><h2>Pending approvals</h2>
-    <p class="placeholder">Not available yet: PolicyGuard has no approval queue. Decisions that need approval are counted above as "Approval needed"; once approvals exist, the ones waiting for a person will be listed here.</p>
+  <section id="approvals"><h2>Pending approvals <span id="approval-count" class="muted"></span></h2><table id="approval-list"></table>
+    <p class="muted">This page never decides: run the command shown (<code>deny</code> instead of <code>approve</code> to refuse, <code>--reason</code> to say why). In a cluster that takes verb <code>approve</code> on guardapprovals, as someone other than the agent and its caller.</p>
   </section>
 </main>
 <footer>Counts come from the audit log, as <code>get_compliance_status</code> reports them, and cover only what you may read. In a cluster with the file audit sink each replica shows only its own decisions; with the ConfigMap sink (the Helm chart's default) every replica's.</footer>
@@ -103,15 +103,19 @@ th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: upp
 #login button, header button, header select { font: inherit; padding: 4px 10px; }
 #error { color: var(--bad); font-weight: 600; }
 #problems-block { margin-top: 16px; }
-.placeholder { border: 1px dashed var(--line); padding: 10px; color: var(--muted); margin: 0; }
+main code { font-family: ui-monospace, monospace; font-size: 13px; }
+.cmd { user-select: all; color: var(--fg); }
+.nowrap, #approval-list td:nth-child(n+6) { white-space: nowrap; }
+tr.above td { border-bottom: 0; padding-bottom: 0; }
+tr.below td { padding-top: 2px; }
 footer { max-width: 1200px; margin: 0 auto 24px; padding: 0 20px; font-size: 12px; }
 [hidden] { display: none !important; }
 `;
 
 export const DASHBOARD_JS = String.raw`// PolicyGuard dashboard: fetches /ui/api/dashboard (with the bearer token the user typed, when
 // the server has auth on) and draws it. No framework; uPlot draws the plot over time. Every
-// string from the server goes into the page as text, never as HTML: targets, agent ids and
-// incident descriptions come from callers.
+// string from the server goes into the page as text, never as HTML: targets, agent ids,
+// incident descriptions and approval arguments come from callers.
 (() => {
   'use strict';
   const $ = (id) => document.getElementById(id);
@@ -127,6 +131,13 @@ export const DASHBOARD_JS = String.raw`// PolicyGuard dashboard: fetches /ui/api
   };
   const fmt = (n) => Number(n).toLocaleString('en');
   const when = (iso) => new Date(iso).toLocaleString('en', { dateStyle: 'short', timeStyle: 'medium' });
+  // '3m ago' / 'in 52m' from the server's clock (generated_at), as 'policyguard approvals list' shows times.
+  const relative = (iso, now) => {
+    const ms = Date.parse(iso) - Date.parse(now);
+    const abs = Math.abs(ms);
+    const text = abs < 120000 ? Math.round(abs / 1000) + 's' : abs < 7200000 ? Math.round(abs / 60000) + 'm' : abs < 172800000 ? Math.round(abs / 3600000) + 'h' : Math.round(abs / 86400000) + 'd';
+    return ms > 0 ? 'in ' + text : text + ' ago';
+  };
 
   function show(id, visible) {
     $(id).hidden = !visible;
@@ -180,17 +191,38 @@ export const DASHBOARD_JS = String.raw`// PolicyGuard dashboard: fetches /ui/api
     bars('top-agents', d.top_denied_agents.map((a) => [a.agent_id, a.violations]), 'No denied agents in this range.');
     table('agents', ['Agent', 'Namespace', 'Trust', 'Suspended', 'Decisions', 'Denied'], d.agents, (a) => [
       a.id, a.namespace || '-', el('span', a.trust, 'trust ' + a.trust), a.suspended ? el('span', 'suspended', 'bad') : 'no', fmt(a.decisions), fmt(a.denied),
-    ], (a) => (a.suspension ? 'Suspended: ' + a.suspension : ''));
+    ], { title: (a) => (a.suspension ? 'Suspended: ' + a.suspension : '') });
     $('incident-total').textContent = d.incidents.total > d.incidents.recent.length ? '(' + d.incidents.recent.length + ' most recent of ' + fmt(d.incidents.total) + ')' : '';
     table('incidents', ['Time', 'Severity', 'Type', 'Agent', 'Description'], d.incidents.recent, (i) => [
       when(i.timestamp), el('span', i.severity, 'severity ' + i.severity), i.type, i.agent_id || '-', el('span', i.description, 'wrap'),
     ]);
     table('policies', ['Policy', 'Namespace', 'Enforcement', 'Priority', 'Rules', 'Ready'], d.policies, (p) => [
       p.name, p.namespace || '-', p.enforcement, p.priority, p.rules, el('span', p.ready ? 'True' : 'False (' + p.reason + ')', p.ready ? 'good' : 'bad'),
-    ], (p) => p.message);
+    ], { title: (p) => p.message });
+    const ap = d.approvals;
+    $('approval-count').textContent = '(' + (ap.count > ap.pending.length ? ap.pending.length + ' newest of ' + fmt(ap.count) : fmt(ap.count)) + ')';
+    table('approval-list', ['Approval', 'Agent', 'Target', 'Arguments', 'Why', 'Requested', 'Expires'], ap.pending, (a) => [
+      named(a.name, a.namespace), a.agent_id, a.upstream ? a.upstream + ': ' + a.target : a.target, el('code', a.arguments_preview, 'wrap'), el('span', a.message, 'wrap'),
+      relative(a.requested_at, d.generated_at), relative(a.expires_at, d.generated_at),
+    ], {
+      title: (a) => 'Requested ' + when(a.requested_at) + ', expires ' + when(a.expires_at),
+      below: (a) => {
+        const line = el('span', 'Approve with ', 'muted');
+        line.append(el('code', a.approve_command, 'cmd'));
+        return line;
+      },
+      empty: 'No approvals waiting.',
+    });
     const problems = $('problems');
     problems.replaceChildren(...d.problems.map((p) => el('li', p)));
     show('problems-block', d.problems.length > 0);
+  }
+
+  // A name, with its namespace (in a cluster) on a line of its own.
+  function named(name, namespace) {
+    const e = el('div', name, 'nowrap');
+    if (namespace) e.append(el('div', namespace, 'muted'));
+    return e;
   }
 
   function cards(d) {
@@ -265,28 +297,32 @@ export const DASHBOARD_JS = String.raw`// PolicyGuard dashboard: fetches /ui/api
     })));
   }
 
-  function table(id, headings, items, cells, title) {
+  // A table of one row per item; opts.title: the row's tooltip, opts.below: a node shown in a
+  // full-width row under the item's, opts.empty: what to say when there are no items.
+  function table(id, headings, items, cells, opts = {}) {
     const t = $(id);
     const head = el('tr');
     head.append(...headings.map((h) => el('th', h)));
-    const rows = items.map((item) => {
-      const tr = el('tr');
+    const wide = (content, cls) => {
+      const tr = el('tr', undefined, cls);
+      const td = el('td');
+      td.colSpan = headings.length;
+      td.append(content);
+      tr.append(td);
+      return tr;
+    };
+    const rows = items.flatMap((item) => {
+      const tr = el('tr', undefined, opts.below ? 'above' : undefined);
       tr.append(...cells(item).map((c) => {
         const td = el('td');
         if (c instanceof Node) td.append(c);
         else td.textContent = String(c);
         return td;
       }));
-      if (title) tr.title = title(item);
-      return tr;
+      if (opts.title) tr.title = opts.title(item);
+      return opts.below ? [tr, wide(opts.below(item), 'below')] : [tr];
     });
-    if (rows.length === 0) {
-      const tr = el('tr');
-      const td = el('td', 'None.', 'muted');
-      td.colSpan = headings.length;
-      tr.append(td);
-      rows.push(tr);
-    }
+    if (rows.length === 0) rows.push(wide(el('span', opts.empty || 'None.', 'muted')));
     t.replaceChildren(el('thead'), el('tbody'));
     t.tHead.append(head);
     t.tBodies[0].append(...rows);

@@ -2,23 +2,50 @@
  * What the dashboard shows, for one caller: the numbers come from the aggregation behind
  * get_compliance_status (src/audit/compliance.ts), read through {@link Tools.readAudit}, so the
  * caller sees exactly what get_compliance_status would show it (docs/decisions.md, "Identity":
- * its own agents' records unless it has admin trust or RBAC `get auditlogs`).
+ * its own agents' records unless it has admin trust or RBAC `get auditlogs`). The pending
+ * approvals come from the server's GuardApproval cache, in the same scope (docs/decisions.md,
+ * "Approvals").
  */
 import {
   agentInScope, aggregateDecisions, complianceLevel, complianceMetrics, decisionSeries, deniedTargets, offenders, type ComplianceMetrics, type DecisionKind,
 } from '../audit/compliance.js';
 import { Reason } from '../api/conditions.js';
-import type { TrustLevel } from '../api/schemas.js';
+import type { GuardApproval, TrustLevel } from '../api/schemas.js';
+import { phaseOf } from '../approvals/ask.js';
+import type { AuditScope } from '../audit/sink.js';
 import type { AuditRead } from '../mcp/tools.js';
 
-/** The longest incident description the page gets. */
+/** The longest incident description or approval message the page gets. */
 const DESCRIPTION_MAX = 500;
-const clip = (text: string) => (text.length > DESCRIPTION_MAX ? `${text.slice(0, DESCRIPTION_MAX - 1)}…` : text);
+/** The longest approval argumentsPreview the page gets: enough to recognise the call; `policyguard approvals list -o json` has all of it. */
+const PREVIEW_MAX = 120;
+const clip = (text: string, max = DESCRIPTION_MAX) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /** Points on the decisions-over-time plot, whatever the range. */
 export const SERIES_POINTS = 48;
 /** Rows of the top-denied plots and of recent incidents. */
 export const TOP = 10;
+/** Pending approvals listed at most (the newest); the count covers all of them. */
+export const APPROVALS_MAX = 50;
+
+/** One approval waiting for a person, as the page lists it. */
+export interface PendingApproval {
+  name: string;
+  /** Its namespace in a cluster; null in standalone mode. */
+  namespace: string | null;
+  agent_id: string;
+  target: string;
+  /** namespace/name of the GuardUpstream of a gateway call; null otherwise. */
+  upstream: string | null;
+  /** The redacted argumentsPreview, cut to {@link PREVIEW_MAX} characters. */
+  arguments_preview: string;
+  /** Why approval is needed: the deciding rule's message. */
+  message: string;
+  requested_at: string;
+  expires_at: string;
+  /** What a person runs to approve it: the page shows it and never decides. */
+  approve_command: string;
+}
 
 export interface DashboardData {
   generated_at: string;
@@ -37,15 +64,69 @@ export interface DashboardData {
   policies: Array<{ namespace: string | null; name: string; enforcement: string; priority: number; rules: number; ready: boolean; reason: string; message: string }>;
   /** Objects or files not (fully) in force, as get_compliance_status lists them. */
   problems: readonly string[];
+  /** Approvals waiting for a person, newest first (at most {@link APPROVALS_MAX}); `count`: all of them. */
+  approvals: { pending: PendingApproval[]; count: number };
 }
 
 /**
- * The dashboard's data from a read made through {@link Tools.readAudit}, for decisions since `since`.
+ * Whether a scoped caller may see `approval`: its agent is one of the caller's, or the caller
+ * asked for it, as a scoped audit read sees a record by its agent_id or its caller.
+ */
+function approvalInScope(approval: GuardApproval, scope: AuditScope | undefined): boolean {
+  return agentInScope(approval.spec.agentId, scope) || approval.spec.requestedBy === scope?.caller;
+}
+
+/** `s` as one shell word: as it is when it is plainly safe, else single-quoted. */
+function shellWord(s: string): string {
+  return /^[\w./:@%+=,-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`;
+}
+
+/** The CLI command that approves `approval`: `-n` in a cluster, `--data-dir` in standalone mode (src/cli/approvals.ts). */
+function approveCommand(approval: GuardApproval, dataDir: string | undefined): string {
+  const { name, namespace } = approval.metadata;
+  const where = namespace ? ` -n ${shellWord(namespace)}` : dataDir ? ` --data-dir ${shellWord(dataDir)}` : '';
+  return `policyguard approvals approve ${shellWord(name)}${where}`;
+}
+
+/**
+ * The approvals waiting for a person (phase Pending at `now`, so an expired one never shows)
+ * that `scope` may see, newest first, at most {@link APPROVALS_MAX}.
+ *
+ * @example pendingApprovals(approvalStore.list(), scope, new Date(), '/var/lib/policyguard')
+ */
+export function pendingApprovals(approvals: readonly GuardApproval[], scope: AuditScope | undefined, now: Date, dataDir?: string): DashboardData['approvals'] {
+  const waiting = approvals
+    .filter((a) => phaseOf(a, now) === 'Pending' && approvalInScope(a, scope))
+    .sort((a, b) => b.spec.requestedAt.localeCompare(a.spec.requestedAt) || a.metadata.name.localeCompare(b.metadata.name));
+  return {
+    count: waiting.length,
+    pending: waiting.slice(0, APPROVALS_MAX).map((a) => ({
+      name: a.metadata.name,
+      namespace: a.metadata.namespace ?? null,
+      agent_id: a.spec.agentId,
+      target: a.spec.target,
+      upstream: a.spec.upstream ?? null,
+      arguments_preview: clip(a.spec.argumentsPreview, PREVIEW_MAX),
+      message: clip(a.spec.message),
+      requested_at: a.spec.requestedAt,
+      expires_at: a.spec.expiresAt,
+      approve_command: approveCommand(a, dataDir),
+    })),
+  };
+}
+
+/**
+ * The dashboard's data from a read made through {@link Tools.readAudit}, for decisions since
+ * `since`, with the approvals of `args.approvals` that are pending (`dataDir`: the standalone
+ * data dir the command to approve one names).
  *
  * @example
- * await tools.readAudit(ctx, async (read) => ({ ok: true, value: await dashboardData(read, { range: '24h', since, now, problems: store.problems() }) }));
+ * await tools.readAudit(ctx, async (read) => ({ ok: true, value: await dashboardData(read, { range: '24h', since, now, problems: store.problems(), approvals: approvalStore.list() }) }));
  */
-export async function dashboardData(read: AuditRead, args: { range: string; since: Date; now: Date; problems: readonly string[] }): Promise<DashboardData> {
+export async function dashboardData(
+  read: AuditRead,
+  args: { range: string; since: Date; now: Date; problems: readonly string[]; approvals: readonly GuardApproval[]; dataDir?: string },
+): Promise<DashboardData> {
   const { scope, snapshot, audit, incidents } = read;
   const { since } = args;
   const seriesBucketMs = Math.max(1000, Math.ceil((args.now.getTime() - since.getTime()) / SERIES_POINTS));
@@ -97,5 +178,6 @@ export async function dashboardData(read: AuditRead, args: { range: string; sinc
       };
     }),
     problems: args.problems,
+    approvals: pendingApprovals(args.approvals, scope, args.now, args.dataDir),
   };
 }

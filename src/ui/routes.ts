@@ -3,22 +3,34 @@
  * and are served to anyone who passes the Host/Origin check; the data, `GET /ui/api/dashboard`,
  * sits behind the same guards as `/mcp` (Host/Origin, authentication, per-caller rate limit) and
  * shows what the caller may read (./dashboard.ts). A GET keeps the browser from sending an
- * Origin header on the page's own requests, so `--allowed-origins` needs no entry for it.
+ * Origin header on the page's own requests, so `--allowed-origins` needs no entry for it. The
+ * page lists pending approvals and the command that decides each; it never decides itself.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { resolve } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import type { Express, Request, RequestHandler, Response } from 'express';
+import type { ApprovalStore } from '../approvals/store.js';
 import type { Authenticator, Principal } from '../auth/authenticate.js';
 import { parseTimeRange, type Tools } from '../mcp/tools.js';
 import type { PolicyStore } from '../store/store.js';
 import { DASHBOARD_CSS, DASHBOARD_JS, INDEX_HTML } from './assets.js';
 import { dashboardData } from './dashboard.js';
 
+/** Where the page's pending approvals come from. */
+export interface UiApprovals {
+  /** The server's GuardApprovals (its cache). */
+  store: Pick<ApprovalStore, 'list'>;
+  /** Standalone mode: the data dir, which the command to approve one names (`--data-dir`). */
+  dataDir?: string;
+}
+
 export interface UiDeps {
   tools: Tools;
   store: Pick<PolicyStore, 'problems'>;
+  approvals: UiApprovals;
   authenticator: Pick<Authenticator, 'mode'>;
   /** The `/mcp` edge's guards, in the order it runs them. */
   guardHost: RequestHandler;
@@ -70,9 +82,11 @@ function uplotFile(name: string): Buffer {
  * the guards `/mcp` uses, before the app's central error handler.
  *
  * @example
- * mountUi(app, { tools, store, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit });
+ * mountUi(app, { tools, store, approvals: { store: approvalStore, dataDir }, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit });
  */
 export function mountUi(app: Express, deps: UiDeps): void {
+  // Absolute, so the command works from wherever the person runs it.
+  const dataDir = deps.approvals.dataDir === undefined ? undefined : resolve(deps.approvals.dataDir);
   const assets: Record<string, Asset> = {
     'index.html': asset('text/html; charset=utf-8', INDEX_HTML.replace('{{AUTH}}', deps.authenticator.mode)),
     'dashboard.css': asset('text/css; charset=utf-8', DASHBOARD_CSS),
@@ -98,7 +112,10 @@ export function mountUi(app: Express, deps: UiDeps): void {
     const since = parseTimeRange(range, now);
     if (!since) return res.status(400).json({ error: `range ${JSON.stringify(range)} is not understood; use e.g. 1h, 24h or 7d` });
     const ctx = { principal: res.locals.principal as Principal };
-    const answer = await deps.tools.readAudit(ctx, async (read) => ({ ok: true, value: await dashboardData(read, { range, since, now, problems: deps.store.problems() }) }));
+    const answer = await deps.tools.readAudit(ctx, async (read) => ({
+      ok: true,
+      value: await dashboardData(read, { range, since, now, problems: deps.store.problems(), approvals: deps.approvals.store.list(), ...(dataDir ? { dataDir } : {}) }),
+    }));
     if (!answer.ok) return res.status(503).set('Retry-After', '5').json({ error: answer.error });
     res.json(answer.value);
   });

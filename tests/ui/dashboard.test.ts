@@ -2,8 +2,9 @@
  * The dashboard in a real headless Chromium (Debian's `chromium`, driven by playwright-core),
  * against a real server (standalone mode, `--auth token`, real HTTP on loopback): the page asks
  * for a token before any request, refuses a wrong one, and then shows exactly the decisions the
- * test made through MCP, as far as the caller may read them. Screenshots go to
- * $POLICYGUARD_SCREENSHOTS (default: a folder in the system temp dir, printed).
+ * test made through MCP, as far as the caller may read them, and the approvals those decisions
+ * asked for until the real CLI decides one. Screenshots go to $POLICYGUARD_SCREENSHOTS (default:
+ * a folder in the system temp dir, printed).
  */
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -14,6 +15,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
+import { runCli } from '../standalone/cli.js';
+import { eventually } from '../standalone/eventually.js';
 import { writeTokenFile } from '../standalone/harness.js';
 
 // page.evaluate callbacks run in the browser; this project compiles without the DOM library.
@@ -41,6 +44,10 @@ let dataDir: string;
 let browser: Browser;
 let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
 const made: Record<'all' | 'alice', Made> = { all: newMade(), alice: newMade() };
+/** Approvals the refunds policy asked for (approval_id of the require_approval answers), oldest first. */
+const asked: Record<'alice' | 'aliceLong' | 'bot', string> = { alice: '', aliceLong: '', bot: '' };
+const LONG_MEMO = 'm'.repeat(300);
+const HTML_NOTE = '<img src=x onerror=alert(1)>';
 
 function newMade(): Made {
   return { allow: 0, deny: 0, require_approval: 0, deniedTargets: new Map(), deniedAgents: new Map() };
@@ -86,7 +93,7 @@ async function rendered(page: Page) {
   return page.evaluate(() => {
     const data = (id: string): Record<string, string> => ({ ...document.getElementById(id).dataset });
     const bars = (id: string): Array<[string, number]> => [...document.querySelectorAll(`#${id} .bar-row`)].map((r: any) => [r.dataset.label, Number(r.dataset.count)]);
-    const rows = (id: string): string[][] => [...document.querySelectorAll(`#${id} tbody tr`)].map((tr: any) => [...tr.querySelectorAll('td')].map((td: any) => td.textContent));
+    const rows = (id: string, which = 'tr'): string[][] => [...document.querySelectorAll(`#${id} tbody ${which}`)].map((tr: any) => [...tr.querySelectorAll('td')].map((td: any) => td.textContent));
     return {
       timeline: data('timeline'),
       canvas: document.querySelectorAll('#timeline canvas').length,
@@ -98,10 +105,37 @@ async function rendered(page: Page) {
       incidentRows: rows('incidents'),
       problems: [...document.querySelectorAll('#problems li')].map((li: any) => li.textContent as string),
       scope: document.getElementById('scope').textContent as string,
-      approvals: document.getElementById('approvals').textContent as string,
+      // Each approval is a row of details and, under it, a full-width row with the command.
+      approvalRows: rows('approval-list', 'tr:not(.below)'),
+      approvalCommands: [...document.querySelectorAll('#approval-list tr.below .cmd')].map((c: any) => c.textContent as string),
+      approvalCount: document.getElementById('approval-count')?.textContent as string,
+      // Markup or controls inside the approvals section other than the table's own.
+      approvalElements: document.querySelectorAll('#approvals img, #approvals button, #approvals form, #approvals a, #approvals input').length as number,
     };
   });
 }
+
+/** The names of the approvals `GET /ui/api/dashboard` lists as pending for `token`'s caller. */
+async function pendingNames(token: string): Promise<string[]> {
+  const res = await fetch(`${pg.url}/ui/api/dashboard?range=1h`, { headers: { authorization: `Bearer ${token}` } });
+  return ((await res.json()) as any).approvals.pending.map((p: { name: string }) => p.name);
+}
+
+/** A row of the pending approvals table, as the page should show it. */
+function approvalRow(name: string, agent: string, preview: string): unknown[] {
+  return [
+    name, // no namespace in standalone mode
+    agent,
+    'issue_refund',
+    preview,
+    'A person approves refunds above 500',
+    expect.stringMatching(/^\d+(s|m) ago$/),
+    expect.stringMatching(/^in \d+m$/), // the default --approval-ttl, 1h
+  ];
+}
+
+/** The command the page shows under an approval: the standalone CLI's, with this server's data dir. */
+const approveCommand = (name: string) => `policyguard approvals approve ${name} --data-dir ${dataDir}`;
 
 const top = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
 
@@ -115,11 +149,16 @@ beforeAll(async () => {
   pg = await startServer(parseServeConfig(['--standalone', '--config-dir', FIXTURE, '--data-dir', dataDir, '--port', '0', '--auth', 'token', '--token-file', tokens.file], {}), silentLogger);
   for (let i = 0; i < 4; i++) await validate(TOKENS.alice, 'agent-a', 'read_orders');
   for (let i = 0; i < 3; i++) await validate(TOKENS.alice, 'agent-a', 'drop_table');
-  for (let i = 0; i < 2; i++) await validate(TOKENS.alice, 'agent-a', 'issue_refund', { amount: 900 });
+  for (let i = 0; i < 2; i++) asked.alice = (await validate(TOKENS.alice, 'agent-a', 'issue_refund', { amount: 900 })).approval_id;
   await validate(TOKENS.bot, 'bot', 'read_x');
   for (let i = 0; i < 5; i++) await validate(TOKENS.bot, 'bot', 'send_email');
   for (let i = 0; i < 2; i++) await validate(TOKENS.bot, 'bot', 'drop_users');
   await validate(TOKENS.root, 'ops-admin', 'drop_table');
+  // Two more asks, a few ms apart so "newest first" has one answer.
+  await new Promise((r) => setTimeout(r, 5));
+  asked.aliceLong = (await validate(TOKENS.alice, 'agent-a', 'issue_refund', { amount: 950, memo: LONG_MEMO })).approval_id;
+  await new Promise((r) => setTimeout(r, 5));
+  asked.bot = (await validate(TOKENS.bot, 'bot', 'issue_refund', { amount: 700, note: HTML_NOTE, password: 'hunter2' })).approval_id;
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
 }, 60_000);
 afterAll(async () => {
@@ -180,7 +219,6 @@ describe('the dashboard in Chromium', () => {
     expect(r.problems).toEqual([expect.stringMatching(/braces.*InvalidPattern/)]);
     expect(r.incidentRows.length).toBe(m.deny);
     expect(r.incidentRows.every((row) => row[2] === 'policy_violation')).toBe(true);
-    expect(r.approvals).toMatch(/Not available yet/);
     expect(errors).toEqual([]);
 
     // Page weight and load time, as the browser measured them (printed, not asserted).
@@ -221,6 +259,72 @@ describe('the dashboard in Chromium', () => {
     expect(r.incidentRows.every((row) => row[3] === 'agent-a')).toBe(true);
     expect(errors).toEqual([]);
     await page.screenshot({ path: join(SCREENSHOTS, 'dashboard-scoped.png'), fullPage: true });
+    await page.close();
+  });
+
+  it('lists the approvals waiting for a person, newest first, with what to decide on and the command to approve, as text', async () => {
+    const { page, errors } = await openPage();
+    await page.goto(`${pg.url}/ui/`);
+    await signIn(page, TOKENS.root);
+    const r = await rendered(page);
+    const memoHead = '{"amount":950,"memo":"';
+    expect(r.approvalCount).toBe('(3)');
+    expect(r.approvalRows).toEqual([
+      // Secrets redacted; the caller's markup shown as the text it is.
+      approvalRow(asked.bot, 'bot', `{"amount":700,"note":"${HTML_NOTE}","password":"[REDACTED]"}`),
+      // Cut to 120 characters.
+      approvalRow(asked.aliceLong, 'agent-a', `${memoHead}${'m'.repeat(119 - memoHead.length)}…`),
+      approvalRow(asked.alice, 'agent-a', '{"amount":900}'),
+    ]);
+    expect(r.approvalCommands).toEqual([asked.bot, asked.aliceLong, asked.alice].map(approveCommand));
+    expect(r.approvalElements).toBe(0);
+    expect(errors).toEqual([]);
+    await page.locator('#approvals').screenshot({ path: join(SCREENSHOTS, 'approvals.png') });
+    await page.close();
+  });
+
+  it("shows a caller bound to one agent only the approvals of its own agents and calls, not another agent's", async () => {
+    const { page, errors } = await openPage();
+    await page.goto(`${pg.url}/ui/`);
+    await signIn(page, TOKENS.alice);
+    const r = await rendered(page);
+    expect(r.approvalCount).toBe('(2)');
+    expect(r.approvalRows.map((row) => row[0])).toEqual([asked.aliceLong, asked.alice]);
+    expect(await page.textContent('#approvals')).not.toContain(asked.bot);
+    expect(errors).toEqual([]);
+    await page.close();
+    expect(await pendingNames(TOKENS.bot)).toEqual([asked.bot]);
+  });
+
+  it('an approval decided with the command the page shows (or denied with the CLI) leaves the list', async () => {
+    const { page, errors } = await openPage();
+    await page.goto(`${pg.url}/ui/`);
+    await signIn(page, TOKENS.root);
+    const command = (await rendered(page)).approvalCommands.find((c) => c.includes(asked.alice))!;
+    expect(command).toBe(approveCommand(asked.alice));
+    const [program, ...args] = command.split(' ');
+    expect(program).toBe('policyguard');
+    const approved = await runCli(args);
+    expect(approved.code, approved.stderr).toBe(0);
+    expect(approved.stdout).toMatch(new RegExp(`^approval ${asked.alice} approved by local:`));
+    const denied = await runCli(['approvals', 'deny', asked.aliceLong, '--reason', 'too long a memo', '--data-dir', dataDir]);
+    expect(denied.code, denied.stderr).toBe(0);
+    // The server sees decision files through its folder watch.
+    await eventually(() => pendingNames(TOKENS.root), (names) => names.length === 1, 'the decided approvals to leave the pending list');
+
+    await page.reload();
+    await signIn(page, TOKENS.root);
+    const admin = await rendered(page);
+    expect(admin.approvalCount).toBe('(1)');
+    expect(admin.approvalRows.map((row) => row[0])).toEqual([asked.bot]);
+    expect(admin.approvalCommands).toEqual([approveCommand(asked.bot)]);
+    await page.reload();
+    await signIn(page, TOKENS.alice);
+    const alice = await rendered(page);
+    expect(alice.approvalCount).toBe('(0)');
+    expect(alice.approvalRows).toEqual([['No approvals waiting.']]);
+    expect(alice.approvalCommands).toEqual([]);
+    expect(errors).toEqual([]);
     await page.close();
   });
 

@@ -1,0 +1,91 @@
+import { describe, expect, it } from 'vitest';
+import type { ApprovalPhase, GuardApproval } from '../api/schemas.js';
+import { newApproval } from '../approvals/ask.js';
+import type { AuditScope } from '../audit/sink.js';
+import { APPROVALS_MAX, pendingApprovals } from './dashboard.js';
+
+const NOW = new Date('2026-11-29T10:00:00.000Z');
+const MINUTE = 60_000;
+
+/** A GuardApproval as PolicyGuard creates it, requested `ago` ms before NOW. */
+function approval(over: { agent?: string; by?: string; namespace?: string; target?: string; upstream?: string; parameters?: Record<string, unknown>; message?: string; ago?: number; ttlMs?: number; phase?: ApprovalPhase } = {}): GuardApproval {
+  const a = newApproval({
+    ask: { agentId: over.agent ?? 'etl-bot', actionType: 'tool_call', target: over.target ?? 'drop_table', ...(over.upstream ? { upstream: over.upstream } : {}), parameters: over.parameters ?? { table: 'users' } },
+    namespace: over.namespace,
+    matched: [{ policy: 'dba-review', rule: 'drops', action: 'require_approval', enforcement: 'Enforce' }],
+    message: over.message ?? 'needs a DBA',
+    revision: 'rev-1',
+    requestedBy: over.by ?? 'token:etl',
+    requesters: [],
+    now: new Date(NOW.getTime() - (over.ago ?? MINUTE)),
+    ttlMs: over.ttlMs ?? 60 * MINUTE,
+  });
+  const phase = over.phase ?? 'Pending';
+  if (phase === 'Pending') return a;
+  return { ...a, status: { phase, decidedBy: 'dba', decidedAt: NOW.toISOString(), ...(phase === 'Used' ? { actionId: 'act_1', usedAt: NOW.toISOString() } : {}) } };
+}
+
+const scope = (agents: string[], caller: string): AuditScope => ({ agentIds: new Set(agents), caller });
+
+describe('pendingApprovals', () => {
+  it('lists only approvals waiting for a person: not decided, used or expired ones, nor a Pending one past expiresAt', () => {
+    const waiting = approval();
+    const list = [
+      waiting,
+      approval({ phase: 'Approved' }),
+      approval({ phase: 'Denied' }),
+      approval({ phase: 'Used' }),
+      approval({ phase: 'Expired' }),
+      approval({ ago: 2 * MINUTE, ttlMs: MINUTE }), // Pending as stored, but expired: the sweep has not run yet
+    ];
+    const shown = pendingApprovals(list, undefined, NOW);
+    expect(shown.count).toBe(1);
+    expect(shown.pending.map((p) => p.name)).toEqual([waiting.metadata.name]);
+  });
+
+  it("shows a scoped caller its own agents' approvals and the ones it asked for, nobody else's; an unscoped caller all", () => {
+    const mine = approval({ agent: 'agent-a', by: 'token:bob' });
+    const askedByMe = approval({ agent: 'shared-agent', by: 'token:alice' });
+    const others = approval({ agent: 'bot', by: 'token:bot' });
+    const list = [mine, askedByMe, others];
+    const alice = pendingApprovals(list, scope(['agent-a'], 'token:alice'), NOW);
+    expect(alice.pending.map((p) => p.name).sort()).toEqual([mine.metadata.name, askedByMe.metadata.name].sort());
+    expect(alice.count).toBe(2);
+    expect(pendingApprovals(list, scope([], 'token:nobody'), NOW)).toEqual({ count: 0, pending: [] });
+    expect(pendingApprovals(list, undefined, NOW).count).toBe(3);
+  });
+
+  it(`lists the newest first, at most ${APPROVALS_MAX}, and counts them all`, () => {
+    const list = Array.from({ length: APPROVALS_MAX + 3 }, (_, i) => approval({ ago: (i + 1) * 1000, parameters: { n: i } }));
+    const shown = pendingApprovals([...list].reverse(), undefined, NOW);
+    expect(shown.count).toBe(APPROVALS_MAX + 3);
+    expect(shown.pending.map((p) => p.name)).toEqual(list.slice(0, APPROVALS_MAX).map((a) => a.metadata.name));
+  });
+
+  it('gives each approval what a person needs to decide it, and the command that approves it in a cluster', () => {
+    const a = approval({ namespace: 'team-a', upstream: 'tools/github', target: 'create_issue', parameters: { title: 'x'.repeat(300), password: 'hunter2' }, message: 'm'.repeat(1000) });
+    const [shown] = pendingApprovals([a], undefined, NOW).pending;
+    expect(shown).toEqual({
+      name: a.metadata.name,
+      namespace: 'team-a',
+      agent_id: 'etl-bot',
+      target: 'create_issue',
+      upstream: 'tools/github',
+      arguments_preview: `${a.spec.argumentsPreview.slice(0, 119)}…`,
+      message: `${'m'.repeat(499)}…`,
+      requested_at: a.spec.requestedAt,
+      expires_at: a.spec.expiresAt,
+      approve_command: `policyguard approvals approve ${a.metadata.name} -n team-a`,
+    });
+    // The stored preview, secrets redacted when the approval was asked for.
+    expect(shown!.arguments_preview).toMatch(/^\{"password":"\[REDACTED\]","title":"x{85}…$/);
+  });
+
+  it('names the data dir in standalone mode, as one shell word whatever it contains', () => {
+    const a = approval();
+    const command = (dataDir?: string) => pendingApprovals([a], undefined, NOW, dataDir).pending[0]!.approve_command;
+    expect(command('/var/lib/policyguard')).toBe(`policyguard approvals approve ${a.metadata.name} --data-dir /var/lib/policyguard`);
+    expect(command("/tmp/it's mine; rm -rf ~")).toBe(`policyguard approvals approve ${a.metadata.name} --data-dir '/tmp/it'\\''s mine; rm -rf ~'`);
+    expect(command()).toBe(`policyguard approvals approve ${a.metadata.name}`);
+  });
+});
