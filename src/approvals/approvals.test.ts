@@ -6,7 +6,7 @@ import type { MatchedRule } from '../engine/types.js';
 import { silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { Approvals, type ApprovalRequest } from './approvals.js';
-import { approvalTtlMs, argumentsDigest, argumentsPreview, phaseOf, PREVIEW_MAX } from './ask.js';
+import { approvalTtlMs, argumentsDigest, argumentsPreview, newApproval, phaseOf, PREVIEW_MAX } from './ask.js';
 import { MemoryApprovalStore } from './memory-store-fixture.js';
 
 const MATCHED: MatchedRule[] = [{ policy: 'dba-review', namespace: 'team-a', rule: 'drops', action: 'require_approval', enforcement: 'Enforce', message: 'needs a DBA' }];
@@ -208,6 +208,16 @@ describe('Approvals sweep and lifecycle records', () => {
     expect(store.list()).toHaveLength(0);
     expect(records.map((r) => r.action.type)).toEqual(['approval_denied', 'approval_deleted', 'approval_expired', 'approval_deleted']);
     expect(records.at(-1)!.approval).toEqual({ ref: `team-a/${b.approval.metadata.name}`, phase: 'Expired' });
+  });
+});
+
+describe('lifecycle records after a restart', () => {
+  it('an approval first seen already decided (the initial list of a restarted replica) is not recorded again', async () => {
+    const { store, records, request } = setup();
+    const req = request();
+    const decided = newApproval({ ...req, now: new Date('2026-11-29T09:59:00.000Z') });
+    await store.create({ ...decided, status: { phase: 'Approved', decidedBy: 'alice', decidedAt: '2026-11-29T09:59:30.000Z' } });
+    expect(records).toEqual([]);
   });
 });
 

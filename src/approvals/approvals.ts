@@ -274,13 +274,18 @@ export class Approvals {
     }
   }
 
-  /** A person's decision, seen through the store (the Lease holder records it once). */
+  /**
+   * A person's decision, seen through the store: the Lease holder records the change from
+   * Pending it sees (every replica tracks phases, so a new leader knows what was seen). An
+   * approval first seen already decided (a restart's initial list) is not recorded again; the
+   * decision that uses or is refused by it names who decided.
+   */
   private observe(approval: GuardApproval): void {
     const ref = approvalRef(approval);
     const phase = approval.status?.phase ?? 'Pending';
     const before = this.seen.get(ref);
     this.seen.set(ref, phase);
-    if (!this.deps.isLeader() || before === phase || (before !== undefined && before !== 'Pending') || (phase !== 'Approved' && phase !== 'Denied')) return;
+    if (!this.deps.isLeader() || before !== 'Pending' || (phase !== 'Approved' && phase !== 'Denied')) return;
     const by = approval.status?.decidedBy ?? 'someone';
     const why = approval.status?.reason ? `: ${approval.status.reason}` : '';
     this.lifecycle(approval, phase === 'Approved' ? 'approved' : 'denied', `approval ${ref} ${phase.toLowerCase()} by ${by}${why}`);
