@@ -27,7 +27,7 @@ export default defineConfig({
       {
         test: {
           name: 'cluster',
-          include: ['tests/controlplane/**/*.test.ts', 'tests/cluster/**/*.test.ts'],
+          include: ['tests/controlplane/**/*.test.ts', 'tests/cluster/**/*.test.ts', 'tests/helm/**/*.test.ts'],
           globalSetup: ['tests/controlplane/global-setup.ts'],
           // A cold control-plane build takes minutes; it happens in globalSetup, not here.
           testTimeout: 60_000,

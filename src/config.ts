@@ -42,6 +42,10 @@ export const ServeConfigSchema = z
     tlsCert: z.string().min(1).optional(),
     tlsKey: z.string().min(1).optional(),
     logLevel: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+    /** `text` for people (the default), `json` lines for log collectors (the Helm chart sets it; docs/observability.md). */
+    logFormat: z.enum(['text', 'json']).default('text'),
+    /** OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces); unset: no tracing. */
+    otelEndpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL like http://otel-collector:4318' }).optional(),
     defaultDecision: z.enum(['allow', 'deny']).default('allow'),
     unknownAgentTrust: TrustLevelSchema.default('low'),
     autoRegister: Bool.default(true),
@@ -112,6 +116,8 @@ const SERVE_FLAGS = {
   port: { type: 'string' },
   auth: { type: 'string' },
   'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  'otel-endpoint': { type: 'string' },
   'default-decision': { type: 'string' },
   'unknown-agent-trust': { type: 'string' },
   'auto-register': { type: 'string' },

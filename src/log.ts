@@ -1,8 +1,16 @@
 /**
- * A small structured logger: one line per event, `time level message key=value…`, to stderr.
- * Passed down through constructors; tests pass {@link silentLogger} or collect lines.
+ * A small structured logger: one line per event to stderr, passed down through constructors;
+ * tests pass {@link silentLogger} or collect lines. Two formats (`--log-format`):
+ *   text  `time LEVEL message key=value…` (the default), for people;
+ *   json  `{"time":…,"level":…,"msg":…,…fields}` per line, for log collectors (the Helm chart
+ *         sets it: docs/observability.md).
+ * A line written while a request is handled also carries that request's `trace_id` and, once its
+ * decision is made, `action_id` (src/telemetry/request-context.ts).
  */
+import { requestContext } from './telemetry/request-context.js';
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export type LogFormat = 'text' | 'json';
 export type LogFields = Record<string, string | number | boolean | undefined>;
 
 export interface Logger {
@@ -14,8 +22,7 @@ export interface Logger {
 
 const ORDER: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
-function render(fields: LogFields | undefined): string {
-  if (!fields) return '';
+function renderText(fields: LogFields): string {
   let out = '';
   for (const [k, v] of Object.entries(fields)) {
     if (v === undefined) continue;
@@ -25,10 +32,29 @@ function render(fields: LogFields | undefined): string {
   return out;
 }
 
-/** @example const log = createLogger('info'); log.warn('audit sink is behind', { buffered: 1200 }); */
-export function createLogger(level: LogLevel = 'info', write: (line: string) => void = (l) => process.stderr.write(l + '\n')): Logger {
+/** The request's ids first, then the caller's fields (which win on a clash). */
+function withRequest(fields: LogFields | undefined): LogFields {
+  const ctx = requestContext.getStore();
+  if (!ctx) return fields ?? {};
+  return { trace_id: ctx.trace_id, action_id: ctx.action_id, ...fields };
+}
+
+const FORMATS: Record<LogFormat, (time: string, level: LogLevel, msg: string, fields: LogFields) => string> = {
+  text: (time, level, msg, fields) => `${time} ${level.toUpperCase().padEnd(5)} ${msg}${renderText(fields)}`,
+  // time, level and msg first and never overridden by a field of the same name.
+  json: (time, level, msg, fields) => JSON.stringify({ ...fields, time, level, msg }, ['time', 'level', 'msg', ...Object.keys(fields).filter((k) => k !== 'time' && k !== 'level' && k !== 'msg')]),
+};
+
+/**
+ * @example
+ *   const log = createLogger('info');
+ *   log.warn('audit sink is behind', { buffered: 1200 });
+ *   const json = createLogger('info', undefined, 'json'); // {"time":"…","level":"warn","msg":"audit sink is behind","buffered":1200}
+ */
+export function createLogger(level: LogLevel = 'info', write: (line: string) => void = (l) => process.stderr.write(l + '\n'), format: LogFormat = 'text'): Logger {
+  const line = FORMATS[format];
   const at = (lvl: LogLevel) => (msg: string, fields?: LogFields) => {
-    if (ORDER[lvl] >= ORDER[level]) write(`${new Date().toISOString()} ${lvl.toUpperCase().padEnd(5)} ${msg}${render(fields)}`);
+    if (ORDER[lvl] >= ORDER[level]) write(line(new Date().toISOString(), lvl, msg, withRequest(fields)));
   };
   return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }

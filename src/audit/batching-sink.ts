@@ -24,6 +24,16 @@ export interface AuditIntegrityOptions {
   anchor?: AuditAnchorStore;
   /** How often the chain head is anchored while records arrive (default 30 000 ms); also on open and close. */
   anchorIntervalMs?: number;
+  /** Told how long appends and batch writes take (the server's latency histograms); not an integrity setting, but every sink takes it the same way. */
+  timings?: AuditTimings;
+}
+
+/** What a sink reports about its own speed, in seconds. */
+export interface AuditTimings {
+  /** One append: building the record (redaction, hash chain, MAC) and buffering it. */
+  appended(seconds: number): void;
+  /** One batch handed to storage and stored (a file write and fdatasync, or a ConfigMap update). */
+  written(seconds: number): void;
 }
 
 /** {@link AuditIntegrityOptions} resolved: the key read, defaults applied. */
@@ -31,6 +41,7 @@ export interface ResolvedIntegrity {
   failureMode: AuditFailureMode;
   key: KeyObject | undefined;
   anchor: { store: AuditAnchorStore; intervalMs: number };
+  timings: AuditTimings | undefined;
 }
 
 /**
@@ -51,6 +62,7 @@ export async function resolveIntegrity(opts: AuditIntegrityOptions, defaultAncho
     failureMode,
     key: opts.keyFile === undefined ? undefined : await readAuditKeyFile(opts.keyFile),
     anchor: { store: opts.anchor ?? defaultAnchor(), intervalMs },
+    timings: opts.timings,
   };
 }
 
@@ -72,6 +84,7 @@ export interface BatchingOptions {
   key?: KeyObject | undefined;
   /** Where and how often the chain head is anchored; without it, never (in-memory test sinks). */
   anchor?: { store: AuditAnchorStore; intervalMs: number } | undefined;
+  timings?: AuditTimings | undefined;
 }
 
 /** A stored line and where it is: what an anchor names. */
@@ -208,6 +221,15 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   append(input: AuditEntryInput): AuditAppendResult {
+    const timings = this.batching.timings;
+    if (!timings) return this.take(input);
+    const started = performance.now();
+    const result = this.take(input);
+    timings.appended((performance.now() - started) / 1000);
+    return result;
+  }
+
+  private take(input: AuditEntryInput): AuditAppendResult {
     const record = createAuditRecord(input, this.head, this.batching.key);
     const why = this.cannotTake();
     if (why !== undefined) return this.lose(record, why, true);
@@ -347,7 +369,9 @@ export abstract class BatchingAuditSink implements AuditSink {
     this.pending = [];
     try {
       while (this.inflight.length > 0) {
+        const started = performance.now();
         const stored = await this.writeSome(this.inflight);
+        this.batching.timings?.written((performance.now() - started) / 1000);
         const { count } = stored;
         if (!Number.isSafeInteger(count) || count < 1 || count > this.inflight.length) {
           throw new Error(`writeSome stored ${count} of ${this.inflight.length} lines`);

@@ -38,7 +38,9 @@ Usage:
           --reports-interval 30s (one policy report per GuardAgent, written by the leader).
         Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration
           15s, --renew-deadline 10s, --retry-period 2s, --data-dir (file audit sink).
-        --log-level debug|info|warn|error.
+        Observability: --log-level debug|info|warn|error, --log-format text|json (json: one
+          object per line, what the Helm chart sets), --otel-endpoint URL (OTLP/HTTP traces, e.g.
+          http://otel-collector:4318; off when unset). Metrics at /metrics.
   policyguard check --config-dir DIR --agent-id ID --target TOOL [--action-type T] [--parameters JSON]
         Evaluate one action offline against a folder of manifests and print the decision as
         JSON. Exit 0 allowed, 1 denied or approval required, 2 error (e.g. a broken manifest).
@@ -69,7 +71,7 @@ async function serve(argv: string[]): Promise<number> {
     return 0;
   }
   const config = parseServeConfig(argv, process.env);
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, undefined, config.logFormat);
   // Each command loads only what it needs: `check` and `crds` start fast, without the
   // Kubernetes client or the HTTP stack.
   const { startServer } = await import('./serve.js');

@@ -68,14 +68,14 @@ function engineOptions(config: ServeConfig, clusterPolicyNamespace: string | nul
   return { defaultDecision: config.defaultDecision, unknownAgentTrust: config.unknownAgentTrust, clusterPolicyNamespace };
 }
 
-async function standaloneBackend(config: ServeConfig, log: Logger, _metrics: Metrics): Promise<Backend> {
+async function standaloneBackend(config: ServeConfig, log: Logger, metrics: Metrics): Promise<Backend> {
   const dataDir = config.dataDir!;
   // Before anything in the data dir is opened: a second server must not touch its audit chain.
   const lock = await acquireDataDirLock({ dataDir, log });
   let store: StandaloneStore | undefined;
   try {
     store = await StandaloneStore.open({ configDir: config.configDir!, dataDir, log, engine: engineOptions(config, null), rescanIntervalMs: config.rescanInterval });
-    const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, log: (msg) => log.warn(msg) });
+    const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, timings: metrics.auditTimings, log: (msg) => log.warn(msg) });
     const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: (msg) => log.warn(msg) });
     const approvalStore = await FileApprovalStore.open(dataDir, log);
     const opened = store;
@@ -135,18 +135,24 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     watchNamespaces: config.watchNamespaces,
     writeNamespace: namespace,
     isLeader,
-    onCompiled: () => statusWriter.sync(),
+    onCompiled: () => {
+      metrics.watchTiming.compiled();
+      statusWriter.sync();
+    },
+    watchObserver: metrics.watchTiming,
     onSuspended: (agent, s) => recorder.record(eventTarget(agent), EventReason.AgentSuspended, 'Suspend', `Agent '${agent.spec.agentId ?? agent.metadata.name}' suspended: ${s.reason}`),
   });
   const statusWriter = new StatusWriter({ kubeConfig, store, log, isLeader });
   metrics.gauge('policyguard_status_writes', 'Status updates this replica wrote (only the leader writes).', () => statusWriter.writes);
   metrics.gauge('policyguard_watch_events', 'List/watch activity of the controller: full lists, watch connections, failures, 410 Gone re-lists.', () =>
     Object.entries(store.watchStats()).map(([kind, n]) => [{ kind }, n] as [Record<string, string>, number]),
+    ['kind'],
   );
+  metrics.gauge('policyguard_watch_last_event_timestamp_seconds', 'When the last list or watch event (bookmarks included) arrived from the API server, in Unix seconds; 0 before the first.', () => metrics.watchTiming.lastEventAt / 1000);
   const dataDirLock = config.auditSink === 'file' ? await acquireDataDirLock({ dataDir: config.dataDir!, log }) : undefined;
   const audit =
     config.auditSink === 'configmap'
-      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, log: (msg) => log.warn(msg) })
+      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, timings: metrics.auditTimings, log: (msg) => log.warn(msg) })
       : await openFileAuditSink({
           dir: join(config.dataDir!, 'audit'),
           failureMode: config.auditFailureMode,
@@ -154,6 +160,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
           // Outside the data volume: whoever can cut the log there cannot also move its anchor.
           anchor: new ConfigMapAnchorStore({ kubeConfig, namespace, replica }),
           anchorIntervalMs: config.auditAnchorInterval,
+          timings: metrics.auditTimings,
           log: (msg) => log.warn(msg),
         });
   const reports =
@@ -268,6 +275,9 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   metrics.gauge('policyguard_agents', 'GuardAgents in force.', () => store.snapshot().counts.agents);
   metrics.gauge('policyguard_invalid_objects', 'Objects or files not (fully) in force.', () => store.problems().length);
   metrics.gauge('policyguard_leader', '1 when this replica holds the Lease (always 1 in standalone mode).', () => (store.isLeader() ? 1 : 0));
+  metrics.gauge('policyguard_ready', '1 once the first full load of policies and agents is in force (what /readyz answers).', () => (store.ready() ? 1 : 0));
+  // Loaded only when asked for: without --otel-endpoint no OpenTelemetry code runs (docs/observability.md).
+  const tracer = config.otelEndpoint ? (await import('../telemetry/tracing.js')).startTracing({ endpoint: config.otelEndpoint, instance: config.replicaId ?? hostname(), log }) : undefined;
 
   const authenticator = await authenticatorFor(config, backend, log);
   metrics.gauge('policyguard_token_reviews', 'TokenReviews sent to the API server since start (failed and repeated ones are cached).', () => authenticator.remoteChecks);
@@ -311,6 +321,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     allowedHosts: allowedHosts(config),
     allowedOrigins: config.allowedOrigins.map((o) => o.toLowerCase()),
     bodyLimit: config.bodyLimit,
+    ...(tracer ? { tracer } : {}),
     uiApprovals: { store: backend.approvalStore, ...(config.standalone ? { dataDir: config.dataDir! } : {}) },
   });
   const http = await listen(app, { host: config.host, port: config.port, ...(config.tlsCert ? { tls: { cert: config.tlsCert, key: config.tlsKey! } } : {}) });
@@ -326,6 +337,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       authenticator.close();
       await approvals.close();
       await backend.close();
+      await tracer?.shutdown();
     },
   };
 }

@@ -39,6 +39,17 @@ export interface ReflectorOptions {
    * and the list is retried until the resource appears.
    */
   optional?: boolean;
+  /** Told of every list and watch event (watch liveness and watch-to-snapshot latency, src/metrics.ts). */
+  observer?: WatchObserver;
+}
+
+/** Watches what arrives from the API server; see {@link ReflectorOptions.observer}. */
+export interface WatchObserver {
+  /**
+   * A full list or a watch event arrived now. `changed`: a new snapshot follows from it (a
+   * change, or a full list); a bookmark only proves the watch is alive.
+   */
+  received(changed: boolean): void;
 }
 
 /** `namespace/name` */
@@ -133,6 +144,8 @@ export class Reflector {
       rv = page.metadata.resourceVersion;
     } while (continueToken);
     this.stats.lists++;
+    // A list is always compiled (onSynced below), whatever it found.
+    this.opts.observer?.received(true);
     for (const [ref, old] of this.cache) {
       if (!fresh.has(ref)) {
         this.cache.delete(ref);
@@ -160,6 +173,7 @@ export class Reflector {
           path,
           { resourceVersion: this.resourceVersion, allowWatchBookmarks: true, timeoutSeconds: this.opts.watchTimeoutSeconds ?? 300 },
           (phase, obj: KubeObject & { code?: number; message?: string }) => {
+            if (phase !== 'ERROR') this.opts.observer?.received(phase !== 'BOOKMARK');
             switch (phase) {
               case 'ADDED':
               case 'MODIFIED':

@@ -17,8 +17,9 @@ import type { CompiledAgent } from '../engine/compile.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
 import type { Decision } from '../engine/types.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import { secondsSince, type Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
+import { childSpan, noteActionId } from '../telemetry/request-context.js';
 import { autoRegisteredAgent, identityOf, namespaceFor, resolveIdentity, type IncidentSpec, type UnknownAgents } from './identity.js';
 
 export interface PipelineOptions {
@@ -103,10 +104,13 @@ export class DecisionPipeline {
    */
   async decide(input: DecisionInput): Promise<DecideOutcome> {
     const { store, authorizer, audit, metrics, options } = this.deps;
+    const started = performance.now();
     const snapshot = store.snapshot();
     const identity = resolveIdentity({ authorizer, snapshot, principal: input.principal, agentId: input.agentId, unknownAgents: options.unknownAgents, writeNamespace: store.writeNamespace });
     if (!identity.ok && 'error' in identity) return { ok: false, error: identity.error };
     const agentId = identity.agentId;
+    const span = childSpan('policyguard.decide', { 'policyguard.agent_id': agentId, 'policyguard.target': input.target });
+    const evaluating = performance.now();
     let decision = snapshot.evaluate({
       agentId,
       actionType: input.actionType,
@@ -116,6 +120,7 @@ export class DecisionPipeline {
       ...(identity.ok && identity.unknownAgentNamespace ? { unknownAgentNamespace: identity.unknownAgentNamespace } : {}),
       ...(input.upstream !== undefined ? { upstream: input.upstream } : {}),
     });
+    metrics.evaluationSeconds.observe(secondsSince(evaluating));
     let incident: IncidentSpec | undefined;
     if (!identity.ok) {
       decision = agentDeny(decision, identity.refusal.rule, identity.refusal.reason);
@@ -132,6 +137,7 @@ export class DecisionPipeline {
     }
 
     const actionId = newId('act_');
+    noteActionId(actionId);
     let settlement: Settlement | undefined;
     // A require_approval decision asks a person (docs/decisions.md, "Approvals"); not when the
     // log cannot record it, since its record is what names the approval.
@@ -169,6 +175,9 @@ export class DecisionPipeline {
     }
     metrics.decisions.inc({ decision: decision.decision });
     for (const f of decision.audit_findings) metrics.auditFindings.inc({ policy: f.policy });
+    metrics.decisionSeconds.observe(secondsSince(started));
+    span?.setAttributes({ 'policyguard.decision': decision.decision, 'policyguard.action_id': actionId });
+    span?.end();
 
     if (incident) {
       // The audit record above already holds the deny; the incident follows in the background

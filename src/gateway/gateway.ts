@@ -38,6 +38,7 @@ import type { Logger } from '../log.js';
 import { classifyMcpRequest, HEADER_MISMATCH, standardHeaderMismatch } from '../mcp/revisions.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
+import { upstreamTraceparent } from '../telemetry/request-context.js';
 import type { CredentialSource } from './credentials.js';
 import { openSession, sealSession } from './session.js';
 import { parseEvent, SseSplitter, withData } from './sse.js';
@@ -312,6 +313,9 @@ export class Gateway {
         if (typeof v === 'string') headers[h] = v;
       }
       if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
+      // The upstream's spans join this request's trace (docs/observability.md).
+      const traceparent = upstreamTraceparent();
+      if (traceparent) headers.traceparent = traceparent;
       const answer = await send(upstream.spec.url, req.method ?? 'POST', headers, message === undefined ? undefined : JSON.stringify(message), abort.signal);
       const status = answer.statusCode ?? 502;
       outcome.status = status;

@@ -158,7 +158,7 @@ export interface FastPath {
 export function createFastPath(opts: FastPathOptions): FastPath {
   const { tools, metrics, log } = opts;
   const stats = { taken: 0, passed: 0 };
-  const requests = metrics.counter('policyguard_mcp_fast_path_requests_total', 'POST /mcp requests answered on the fast path (taken) or handed to the MCP SDK (passed).');
+  const requests = metrics.counter('policyguard_mcp_fast_path_requests_total', 'POST /mcp requests answered on the fast path (taken) or handed to the MCP SDK (passed).', ['outcome']);
   const pass = (): false => {
     stats.passed++;
     requests.inc({ outcome: 'passed' });

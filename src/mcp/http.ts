@@ -19,7 +19,9 @@ import type { Authenticator, Principal } from '../auth/authenticate.js';
 import type { Gateway } from '../gateway/gateway.js';
 import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import { secondsSince, type Metrics } from '../metrics.js';
+import { requestContext, type RequestContext, type Tracer } from '../telemetry/request-context.js';
+import { newTraceId, parseTraceparent } from '../telemetry/trace-context.js';
 import type { PolicyStore } from '../store/store.js';
 import { mountUi, type UiApprovals } from '../ui/routes.js';
 import { createFastPath } from './fast-path.js';
@@ -45,6 +47,8 @@ export interface HttpOptions {
   bodyLimit?: string;
   /** The inline gateway, served at /upstreams/<namespace>/<name>/mcp (src/gateway). */
   gateway?: Gateway;
+  /** Spans for requests and decisions (`--otel-endpoint`); undefined: no tracing. */
+  tracer?: Tracer;
   /** The dashboard's pending approvals (src/ui/routes.ts). */
   uiApprovals: UiApprovals;
 }
@@ -82,6 +86,43 @@ function hostName(host: string): string {
 
 const METADATA_PATH = '/.well-known/oauth-protected-resource';
 
+/** The route a request matched, as its pattern (`/upstreams/:namespace/:name/mcp`): a label of few values. */
+function routeOf(req: Request): string {
+  const path: unknown = req.route?.path;
+  return typeof path === 'string' ? path : Array.isArray(path) ? String(path[0]) : 'unmatched';
+}
+
+/**
+ * Runs every request in its {@link RequestContext} (trace id from `traceparent` or new; a span
+ * with tracing on) and, once answered, records its duration by route and status, ends its
+ * span and logs it at debug level.
+ */
+function observeRequests(metrics: Metrics, log: Logger, tracer: Tracer | undefined) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const started = performance.now();
+    const parent = parseTraceparent(req.headers.traceparent);
+    const span = tracer?.startRequest(req.method, parent, { 'http.request.method': req.method, 'url.path': req.path });
+    const ctx: RequestContext = span
+      ? { trace_id: span.traceId, span }
+      : { trace_id: parent?.traceId ?? newTraceId(), ...(parent ? { traceparent: req.headers.traceparent as string } : {}) };
+    res.once('close', () => {
+      const route = routeOf(req);
+      // A response cut off before its last byte (the caller went away) has no real status.
+      const status = res.writableFinished ? String(res.statusCode) : 'aborted';
+      const seconds = secondsSince(started);
+      metrics.httpSeconds.observe({ route, method: req.method, status }, seconds);
+      if (span) {
+        span.rename(`${req.method} ${route}`);
+        span.setAttributes({ 'http.route': route, 'http.response.status_code': res.statusCode });
+        if (res.statusCode >= 500 || !res.writableFinished) span.fail(res.writableFinished ? `HTTP ${res.statusCode}` : 'response not completed');
+        span.end();
+      }
+      log.debug('HTTP request', { method: req.method, route, status, duration_ms: Math.round(seconds * 1e6) / 1e3, trace_id: ctx.trace_id, action_id: ctx.action_id });
+    });
+    requestContext.run(ctx, next);
+  };
+}
+
 /**
  * Build the Express app.
  *
@@ -93,7 +134,8 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   const { tools, store, metrics, log, authenticator } = opts;
   const app = express();
   app.disable('x-powered-by');
-  const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.');
+  app.use(observeRequests(metrics, log, opts.tracer));
+  const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.', ['reason']);
   const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
 
   app.get('/healthz', (_req, res) => {
@@ -103,8 +145,8 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     if (store.ready()) res.type('text/plain').send('ok');
     else res.status(503).type('text/plain').send('not ready: first load has not compiled yet');
   });
-  app.get('/metrics', (_req, res) => {
-    res.type('text/plain; version=0.0.4').send(metrics.render());
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.contentType).send(await metrics.exposition());
   });
   // RFC 9728. Tokens come from a token file or the cluster's ServiceAccount issuer, not from an
   // OAuth authorization server, so none is listed.
@@ -172,6 +214,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   const byEra = metrics.counter(
     'policyguard_mcp_requests_total',
     'POST /mcp requests that passed the edge checks, by the protocol era their body claims: legacy (2025 revisions, initialize), modern (2026-07-28), invalid.',
+    ['era'],
   );
   app.post('/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), async (req, res) => {
     const principal = res.locals.principal as Principal;

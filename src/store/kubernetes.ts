@@ -9,7 +9,7 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
-import { Reflector, refOf, type KubeObject } from '../controller/reflector.js';
+import { Reflector, refOf, type KubeObject, type WatchObserver } from '../controller/reflector.js';
 import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
@@ -42,6 +42,8 @@ export interface KubernetesStoreOptions {
   onCompiled?: (snapshot: PolicySnapshot) => void;
   /** Called after an automatic suspension was written. */
   onSuspended?: (agent: GuardAgent, suspension: Suspension) => void;
+  /** Told of every list and watch event of every reflector (src/metrics.ts, WatchTiming). */
+  watchObserver?: WatchObserver;
 }
 
 /** `Kind/namespace/name`, the key problems and status use. */
@@ -148,6 +150,7 @@ export class KubernetesStore implements PolicyStore {
           plural: KINDS[kind].plural,
           optional: KINDS[kind].optional,
           ...(namespace ? { namespace } : {}),
+          ...(this.opts.watchObserver ? { observer: this.opts.watchObserver } : {}),
           log: this.opts.log,
           onChange: (ref, obj) => this.onChange(kind, ref, obj),
           onSynced: () => {

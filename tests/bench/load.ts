@@ -55,18 +55,29 @@ export function runLoad(spec: LoadSpec): Promise<LoadResult> {
   });
 }
 
-/** Run the load generator in a child process on this project's Node (never in the server's event loop). */
-export function loadInChild(spec: LoadSpec): Promise<LoadResult> {
+/**
+ * Run a load generator module (`file`, whose main takes one JSON argument and prints one JSON
+ * result) in a child process on this project's Node, never in the server's event loop.
+ */
+export function inChild<T>(file: string, spec: unknown): Promise<T> {
   return new Promise((ok, fail) => {
-    execFile(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), JSON.stringify(spec)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', file, JSON.stringify(spec)], { maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) return fail(new Error(`load generator failed: ${stderr || err.message}`));
-      ok(JSON.parse(stdout) as LoadResult);
+      ok(JSON.parse(stdout) as T);
     });
   });
 }
 
-if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  runLoad(JSON.parse(process.argv[2]!) as LoadSpec).then(
+/** {@link runLoad} in a child process. */
+export const loadInChild = (spec: LoadSpec): Promise<LoadResult> => inChild(fileURLToPath(import.meta.url), spec);
+
+/**
+ * The child side of {@link inChild}: when `moduleUrl` is the script Node was started with, run
+ * `run` on the spec in argv[2], print its result as JSON and exit.
+ */
+export function childMain<S, T>(moduleUrl: string, run: (spec: S) => Promise<T>): void {
+  if (!process.argv[1] || resolve(process.argv[1]) !== fileURLToPath(moduleUrl)) return;
+  run(JSON.parse(process.argv[2]!) as S).then(
     (r) => {
       process.stdout.write(JSON.stringify(r) + '\n');
       process.exit(0);
@@ -77,3 +88,5 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     },
   );
 }
+
+childMain(import.meta.url, runLoad);

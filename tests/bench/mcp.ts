@@ -34,18 +34,18 @@ import { classifyMcpRequest, LEGACY_REVISION, MODERN_REVISION } from '../../src/
 import { Tools } from '../../src/mcp/tools.js';
 import { StandaloneStore } from '../../src/store/standalone.js';
 import { loadInChild, type LoadResult } from './load.js';
-import { atLeast, atMost, printFigure, printInfo } from './report.js';
+import { atLeast, printFigure, printInfo } from './report.js';
 
 const CONNECTIONS = 50;
 const WARMUP_SEC = 3;
 const DURATION_SEC = 10;
 const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
-type Revision = typeof LEGACY_REVISION | typeof MODERN_REVISION;
-const REVISIONS: Revision[] = [LEGACY_REVISION, MODERN_REVISION];
+export type Revision = typeof LEGACY_REVISION | typeof MODERN_REVISION;
+export const REVISIONS: Revision[] = [LEGACY_REVISION, MODERN_REVISION];
 
 const BASE_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
 /** Headers of a `tools/call validate_action` in each revision (2026-07-28 mirrors the body in them). */
-const HEADERS: Record<Revision, Record<string, string>> = {
+export const HEADERS: Record<Revision, Record<string, string>> = {
   [LEGACY_REVISION]: BASE_HEADERS,
   [MODERN_REVISION]: { ...BASE_HEADERS, 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': 'tools/call', 'mcp-name': 'validate_action' },
 };
@@ -90,7 +90,7 @@ function load(url: string, revision: Revision, durationSec: number, mix: Mix): P
 }
 
 /** One request, checked for the right answer in the right revision; resolves with the response text. */
-async function probe(url: string, revision: Revision): Promise<string> {
+export async function probe(url: string, revision: Revision): Promise<string> {
   const res = await fetch(url, { method: 'POST', headers: HEADERS[revision], body: bodies(revision)[3] });
   const text = await res.text();
   const ok = res.status === 200 && text.includes('require_approval') && text.includes('"resultType":"complete"') === (revision === MODERN_REVISION);
@@ -164,9 +164,9 @@ async function benchOurs(root: string, revision: Revision) {
 }
 
 /** The ceiling: node:http reading and parsing the same request, answering the same bytes. */
-async function benchRaw(canned: string, revision: Revision) {
+export function rawServer(canned: string): Server {
   const bytes = Buffer.from(canned);
-  const server = createServer((req, res) => {
+  return createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -174,7 +174,10 @@ async function benchRaw(canned: string, revision: Revision) {
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': bytes.length }).end(bytes);
     });
   });
-  return measureServer(server, revision);
+}
+
+function benchRaw(canned: string, revision: Revision) {
+  return measureServer(rawServer(canned), revision);
 }
 
 /** Listen on a free loopback port, measure /mcp there, then close; `cleanup` runs after. */
@@ -218,11 +221,12 @@ function describe(r: LoadResult): string {
 function report(revision: Revision, ours: Awaited<ReturnType<typeof benchOurs>>, raw: Measured, sdk: Measured): void {
   const o = ours.result;
   const name = (figure: string) => `mcp.${revision}.${figure}`;
-  // The 5,000 req/s target was set for (and met by) 2025-11-25 clients; 2026-07-28 is held to the same.
-  printFigure({ name: name('ours.req_per_s'), value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'sdk', value: sdk.result.requestsPerSec }, note: `${atLeast(o.requestsPerSec, 5000, 'req/s')}; ${atLeast(o.requestsPerSec / sdk.result.requestsPerSec, 2.5, 'x sdk')}; ${describe(o)}` });
-  printFigure({ name: name('ours.req_per_s_of_ceiling'), value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec } });
+  // Issue 15's targets, for both revisions: 10,000 req/s and 0.2x raw node:http in the same run.
+  printFigure({ name: name('ours.req_per_s'), value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'sdk', value: sdk.result.requestsPerSec }, note: `${atLeast(o.requestsPerSec, 10_000, 'req/s')}; ${atLeast(o.requestsPerSec / sdk.result.requestsPerSec, 2.5, 'x sdk')}; ${describe(o)}` });
+  printFigure({ name: name('ours.req_per_s_of_ceiling'), value: o.requestsPerSec, unit: 'req/s', baseline: { label: 'raw', value: raw.result.requestsPerSec }, note: atLeast(o.requestsPerSec / raw.result.requestsPerSec, 0.2, 'x raw') });
   printFigure({ name: name('ours.p50'), value: o.p50, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p50 } });
-  printFigure({ name: name('ours.p99'), value: o.p99, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p99 }, note: atMost(o.p99, 10, 'ms') });
+  // Closed loop: with 50 requests always in flight this is mostly queueing; `npm run bench -- latency` measures latency.
+  printFigure({ name: name('ours.p99'), value: o.p99, unit: 'ms', baseline: { label: 'sdk', value: sdk.result.p99 }, note: '50 connections, closed loop' });
   printFigure({
     name: name('ours.allow_only.req_per_s'),
     value: ours.allowOnly.requestsPerSec,

@@ -1,13 +1,13 @@
 /**
- * `npm run bench [-- engine|mcp|gateway|controller ...]`: the benchmarks. Each prints one
- * line per figure — name, value, the baseline measured in the same run, and value ÷ baseline.
- * No argument runs all three; the controller bench runs only when the test control plane can
- * start, and prints why when it cannot.
+ * `npm run bench [-- engine|hotpath|mcp|latency|gateway|controller ...]`: the benchmarks. Each
+ * prints one line per figure — name, value, the baseline measured in the same run, and value ÷
+ * baseline. No argument runs them all; the controller bench runs only when the test control
+ * plane can start, and prints why when it cannot.
  */
 import os from 'node:os';
 import { printHeader, printInfo } from './report.js';
 
-const SECTIONS = ['engine', 'mcp', 'gateway', 'controller'] as const;
+const SECTIONS = ['engine', 'hotpath', 'mcp', 'latency', 'gateway', 'controller'] as const;
 type Section = (typeof SECTIONS)[number];
 
 async function main(argv: string[]): Promise<void> {
@@ -25,7 +25,9 @@ async function main(argv: string[]): Promise<void> {
     // Other work on the machine inflates tails: say how busy it was.
     printInfo(`${section}: load average ${load()} at start`);
     if (section === 'engine') await (await import('./engine.js')).runEngineBench();
+    if (section === 'hotpath') await (await import('./hotpath.js')).runHotPathBench();
     if (section === 'mcp') await (await import('./mcp.js')).runMcpBench();
+    if (section === 'latency') await (await import('./latency.js')).runLatencyBench();
     if (section === 'gateway') await (await import('./gateway.js')).runGatewayBench();
     if (section === 'controller') await (await import('./controller.js')).runControllerBench();
     printInfo(`${section}: ${((Date.now() - started) / 1000).toFixed(0)} s, load average ${load()} at end`);

@@ -35,8 +35,8 @@ async function can(kc: KubeConfig, verb: string, resource: string, namespace: st
   return r.status?.allowed === true;
 }
 
-function metric(pg: RunningPolicyGuard, name: string): number {
-  const m = pg.metrics.render().match(new RegExp(`^${name} (\\d+)$`, 'm'));
+async function metric(pg: RunningPolicyGuard, name: string): Promise<number> {
+  const m = (await pg.metrics.exposition()).match(new RegExp(`^${name} (\\d+)$`, 'm'));
   if (!m) throw new Error(`${name} not in /metrics`);
   return Number(m[1]);
 }
@@ -126,7 +126,7 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
       'the Lease',
     );
     expect(lease.spec?.holderIdentity).toBe(hostname()); // --replica-id defaults to the host name
-    expect(metric(op.pg, 'policyguard_leader')).toBe(1);
+    expect(await metric(op.pg, 'policyguard_leader')).toBe(1);
   });
 
   it('status patch: Ready=True with observedGeneration', async () => {
@@ -164,7 +164,7 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
       'an audit ConfigMap',
     );
     expect(cms[0]!.metadata?.name).toMatch(/^policyguard-audit-/);
-    expect(metric(op.pg, 'policyguard_audit_dropped_records')).toBe(0);
+    expect(await metric(op.pg, 'policyguard_audit_dropped_records')).toBe(0);
     const log = await call(etl, 'get_audit_log', { agent_id: 'etl', time_range: '1h' });
     expect(log.total).toBeGreaterThan(0);
   });
@@ -212,12 +212,12 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     const { ns, pg, lines, sa, decide } = await startWithout(withoutRule('guardpolicies/status')); // the rule for both kinds' status
     await applyGuard(admin, 'GuardPolicy', ns, 'no-email', { rules: [{ match: { tools: ['send_*'] }, action: 'deny' }] });
     await eventually(() => decide('send_email'), (d) => d.allowed === false, 'the policy to be in force');
-    expect(metric(pg, 'policyguard_leader')).toBe(1); // it is the leader, so it tries to write
+    expect(await metric(pg, 'policyguard_leader')).toBe(1); // it is the leader, so it tries to write
     await eventually(async () => lines.filter((l) => /status update failed/.test(l)), (l) => l.length > 0, 'the failed status write to be logged');
     expect(lines.find((l) => /status update failed/.test(l))).toMatch(/HTTP 403.*cannot patch resource \W*(guardagents|guardpolicies)\/status/);
     expect(readyOf(await getGuard(admin, 'GuardPolicy', ns, 'no-email'))).toBeUndefined();
     expect(readyOf(await getGuard(admin, 'GuardAgent', ns, 'etl'))).toBeUndefined();
-    expect(metric(pg, 'policyguard_status_writes')).toBe(0);
+    expect(await metric(pg, 'policyguard_status_writes')).toBe(0);
     // The API server says why, for anyone checking by hand.
     const denied = await sa.makeApiClient(CustomObjectsApi)
       .patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardpolicies', name: 'no-email', body: { status: {} } })

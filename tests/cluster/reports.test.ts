@@ -43,7 +43,7 @@ const listReports = async (api: ReportApi, namespace: string): Promise<any[]> =>
   const { group, version, plural } = REPORT_APIS[api];
   return ((await custom.listNamespacedCustomObject({ group, version, plural, namespace })) as { items: any[] }).items;
 };
-const metric = (op: Operator, name: string) => Number(op.pg.metrics.render().match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1] ?? NaN);
+const metric = async (op: Operator, name: string) => Number((await op.pg.metrics.exposition()).match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1] ?? NaN);
 const decisionsIn = (report: any) => Number(report.metadata.annotations['policyguard.dev/decisions']);
 
 /** What a report should say about one agent, worked out from the decisions validate_action returned. */
@@ -159,27 +159,27 @@ describe('reports per GuardAgent (--reports auto, both report CRDs installed)', 
 
   it('updates a report within the coalescing interval, with one write per changed report per pass, never one per decision', async () => {
     const before = await getReport('openreports', ns, 'etl');
-    const writes = metric(op, 'policyguard_report_writes');
+    const writes = await metric(op, 'policyguard_report_writes');
     const started = Date.now();
     const burst = 40;
     for (let i = 0; i < burst; i++) await decide('etl', 'drop_logs');
     const after = await eventually(() => getReport('openreports', ns, 'etl'), (r) => decisionsIn(r) === decisionsIn(before) + burst, `the report to count ${burst} more decisions`, BOUND);
     const elapsed = Date.now() - started;
     await eventually(() => getReport('wgpolicyk8s', ns, 'etl'), (r) => decisionsIn(r) === decisionsIn(after), 'the PolicyReport too', BOUND);
-    const written = metric(op, 'policyguard_report_writes') - writes;
+    const written = await metric(op, 'policyguard_report_writes') - writes;
     const passes = Math.ceil((Date.now() - started) / 1000) + 1;
     process.stderr.write(`[reports] ${burst} decisions in ${elapsed} ms: report updated after ${elapsed} ms with ${written} report writes (${passes} passes at most)\n`);
     expect(Expected.of(after).get(`${ns}/no-drops drops fail`)).toEqual({ count: 2 + burst, lastTarget: 'drop_logs' });
     // Only etl's two reports changed: at most two writes per pass, and far fewer than decisions.
     expect(written).toBeLessThanOrEqual(2 * passes);
     expect(written).toBeLessThan(burst);
-    expect(metric(standby, 'policyguard_leader')).toBe(0);
-    expect(metric(standby, 'policyguard_report_writes')).toBe(0);
+    expect(await metric(standby, 'policyguard_leader')).toBe(0);
+    expect(await metric(standby, 'policyguard_report_writes')).toBe(0);
     // An unchanged report is not written again.
-    const settled = metric(op, 'policyguard_report_writes');
+    const settled = await metric(op, 'policyguard_report_writes');
     const version = (await getReport('openreports', ns, 'etl')).metadata.resourceVersion;
     await new Promise((r) => setTimeout(r, 3_000));
-    expect(metric(op, 'policyguard_report_writes')).toBe(settled);
+    expect(await metric(op, 'policyguard_report_writes')).toBe(settled);
     expect((await getReport('openreports', ns, 'etl')).metadata.resourceVersion).toBe(version);
   });
 
@@ -356,7 +356,7 @@ describe("under the chart's RBAC (the operator runs as the chart's ServiceAccoun
     const op = await operatorAsChart(ns, [], []);
     await op.validate('read_x', 'etl');
     for (const api of APIS) await eventually(() => getReport(api, ns, 'etl'), (r) => decisionsIn(r) === 1, `the ${api} report`, BOUND);
-    expect(metric(op, 'policyguard_report_write_failures')).toBe(0);
+    expect(await metric(op, 'policyguard_report_write_failures')).toBe(0);
   });
 
   it('without the reports ClusterRole (reports.api=off in the chart, --reports forced on) every write is refused, and counted', async () => {
@@ -364,7 +364,7 @@ describe("under the chart's RBAC (the operator runs as the chart's ServiceAccoun
     const op = await operatorAsChart(ns, ['reports.api=off'], ['--reports', 'both']);
     await op.validate('read_x', 'etl');
     await eventually(async () => metric(op, 'policyguard_report_write_failures'), (n) => n >= 2, 'refused report writes', BOUND);
-    expect(metric(op, 'policyguard_report_writes')).toBe(0);
+    expect(await metric(op, 'policyguard_report_writes')).toBe(0);
     for (const api of APIS) expect(await listReports(api, ns)).toEqual([]);
   });
 });

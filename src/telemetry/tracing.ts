@@ -1,0 +1,97 @@
+/**
+ * OpenTelemetry tracing, exported over OTLP/HTTP (JSON) to `--otel-endpoint`. Imported only when
+ * that flag is set (serve.ts loads this module with a dynamic import), so without it none of
+ * the SDK is loaded and a request pays for no span. Spans are parented explicitly from the
+ * request context (./request-context.ts) rather than through a global context manager.
+ */
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Span, type Tracer as OtelTracer } from '@opentelemetry/api';
+import { ExportResultCode } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BatchSpanProcessor, TracerProvider, type SpanExporter } from '@opentelemetry/sdk-trace';
+import type { Logger } from '../log.js';
+import { VERSION } from '../version.js';
+import type { SpanHandle, Tracer } from './request-context.js';
+import type { TraceParent } from './trace-context.js';
+
+type Attributes = Record<string, string | number | boolean>;
+
+export interface TracingOptions {
+  /** The OTLP/HTTP endpoint, e.g. http://otel-collector:4318; spans go to `<endpoint>/v1/traces`. */
+  endpoint: string;
+  /** `service.instance.id` of the resource (the replica). */
+  instance: string;
+  /** How long spans wait to be batched (default 1 s). */
+  scheduledDelayMs?: number;
+  /** Where failed exports are reported: the first of a run of failures, and the recovery. */
+  log: Logger;
+}
+
+/** The OTLP/HTTP traces URL of an endpoint, as OTEL_EXPORTER_OTLP_ENDPOINT is read. */
+export function tracesUrl(endpoint: string): string {
+  return `${endpoint.replace(/\/+$/, '')}/v1/traces`;
+}
+
+function handle(tracer: OtelTracer, span: Span): SpanHandle {
+  const { traceId, spanId, traceFlags } = span.spanContext();
+  return {
+    traceId,
+    spanId,
+    sampled: (traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED,
+    setAttributes: (attributes) => void span.setAttributes(attributes),
+    rename: (name) => void span.updateName(name),
+    fail: (message) => void span.setStatus({ code: SpanStatusCode.ERROR, message }),
+    end: () => span.end(),
+    child: (name, attributes) => handle(tracer, tracer.startSpan(name, { kind: SpanKind.INTERNAL, ...(attributes ? { attributes } : {}) }, trace.setSpan(ROOT_CONTEXT, span))),
+  };
+}
+
+/**
+ * The OTLP exporter, reporting its failures: the SDK would only tell its own diagnostics
+ * logger, which is silent unless configured, so a wrong endpoint would go unnoticed.
+ */
+function reportingExporter(url: string, log: Logger): SpanExporter {
+  const exporter = new OTLPTraceExporter({ url });
+  let failures = 0;
+  return {
+    export(spans, done) {
+      exporter.export(spans, (result) => {
+        if (result.code !== ExportResultCode.SUCCESS) {
+          if (failures++ === 0) log.warn('traces not exported; spans are dropped until the endpoint takes them', { url, error: String(result.error ?? 'failed') });
+        } else if (failures > 0) {
+          log.info('traces exported again', { url, failedBatches: failures });
+          failures = 0;
+        }
+        done(result);
+      });
+    },
+    shutdown: () => exporter.shutdown(),
+    forceFlush: () => exporter.forceFlush(),
+  };
+}
+
+/**
+ * Starts the tracer provider and its OTLP exporter.
+ *
+ * @example
+ *   const tracer = startTracing({ endpoint: 'http://otel-collector:4318', instance: 'policyguard-0', log });
+ *   const span = tracer.startRequest('POST /mcp', parseTraceparent(req.headers.traceparent), { 'http.request.method': 'POST' });
+ *   span.end(); await tracer.shutdown();
+ */
+export function startTracing(opts: TracingOptions): Tracer {
+  const provider = new TracerProvider({
+    resource: resourceFromAttributes({ 'service.name': 'policyguard', 'service.version': VERSION, 'service.instance.id': opts.instance }),
+    spanProcessors: [new BatchSpanProcessor({ exporter: reportingExporter(tracesUrl(opts.endpoint), opts.log), scheduledDelayMillis: opts.scheduledDelayMs ?? 1000 })],
+  });
+  const tracer = provider.getTracer('policyguard', VERSION);
+  return {
+    startRequest(name: string, parent: TraceParent | undefined, attributes: Attributes): SpanHandle {
+      const parentContext = parent
+        ? trace.setSpanContext(ROOT_CONTEXT, { traceId: parent.traceId, spanId: parent.spanId, traceFlags: parent.sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote: true })
+        : ROOT_CONTEXT;
+      return handle(tracer, tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parentContext));
+    },
+    // The last spans are sent on shutdown; an endpoint that is gone must not fail the shutdown.
+    shutdown: () => provider.shutdown().catch((err: unknown) => opts.log.warn('traces not exported at shutdown', { error: String(err) })),
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * Latency measured properly: an open-loop run (./open-loop.ts) at fixed offered rates — half
+ * of the capacity measured just before (autocannon, 50 connections), and 2,000 req/s — against
+ * the real server (standalone, config-samples, the same ten `validate_action` calls as the MCP
+ * bench, one in ten denied) for both MCP revisions, with p50/p99/p99.9 from each request's
+ * intended send time. Baseline in the same run: raw node:http answering the same bytes at the
+ * same rates, which shows the floor the machine and the generator give (their own timer lag is
+ * printed too). Target: p99 ≤ 2 ms at 2,000 req/s.
+ */
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startServer } from '../../src/cli/serve.js';
+import { parseServeConfig } from '../../src/config.js';
+import { silentLogger } from '../../src/log.js';
+import { loadInChild } from './load.js';
+import { bodies, HEADERS, probe, rawServer, REVISIONS, type Revision } from './mcp.js';
+import { openLoopInChild, type OpenLoopResult } from './open-loop.js';
+import { atMost, printFigure, printInfo } from './report.js';
+
+const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
+const FIXED_RATE = 2_000;
+const P99_TARGET_MS = 2;
+const DURATION_SEC = 10;
+const WARMUP_SEC = 2;
+/** Enough sockets that the generator never waits for one below the server's capacity. */
+const MAX_SOCKETS = 256;
+
+function openLoop(url: string, revision: Revision, rate: number): Promise<OpenLoopResult> {
+  return openLoopInChild({ url, headers: HEADERS[revision], bodies: bodies(revision), rate, durationSec: DURATION_SEC, warmupSec: WARMUP_SEC, maxSockets: MAX_SOCKETS });
+}
+
+const describe = (r: OpenLoopResult) =>
+  `p99.9 ${r.p999.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; ${r.completed.toLocaleString('en-US')}/${r.scheduled.toLocaleString('en-US')} answered${r.non2xx + r.errors ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''}; generator lag p50/p99 ${r.lagP50.toFixed(2)}/${r.lagP99.toFixed(2)} ms`;
+
+async function benchRevision(root: string, revision: Revision): Promise<void> {
+  const configDir = join(root, `latency-${revision}-config`);
+  await cp(SAMPLES, configDir, { recursive: true });
+  const pg = await startServer(parseServeConfig(['--standalone', '--config-dir', configDir, '--data-dir', join(root, `latency-${revision}-data`), '--port', '0', '--rate-limit', '0'], {}), silentLogger);
+  const url = `${pg.url}/mcp`;
+  const raw = rawServer(await probe(url, revision));
+  await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+  const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/mcp`;
+  try {
+    await loadInChild({ url, connections: 50, durationSec: 3, headers: HEADERS[revision], bodies: bodies(revision) });
+    const capacity = (await loadInChild({ url, connections: 50, durationSec: 5, headers: HEADERS[revision], bodies: bodies(revision) })).requestsPerSec;
+    const half = Math.round(capacity / 2 / 100) * 100;
+    printInfo(`latency ${revision}: capacity ${Math.round(capacity)} req/s (closed loop, 50 connections): open loop at ${half} and ${FIXED_RATE} req/s`);
+    for (const rate of half === FIXED_RATE ? [FIXED_RATE] : [half, FIXED_RATE]) {
+      const ours = await openLoop(url, revision, rate);
+      const floor = await openLoop(rawUrl, revision, rate);
+      const name = (f: string) => `latency.${revision}.${rate === FIXED_RATE ? '2k' : 'half'}.${f}`;
+      printFigure({ name: name('p50'), value: ours.p50, unit: 'ms', baseline: { label: 'raw', value: floor.p50 }, note: `open loop, ${rate} req/s offered` });
+      printFigure({
+        name: name('p99'),
+        value: ours.p99,
+        unit: 'ms',
+        baseline: { label: 'raw', value: floor.p99 },
+        note: rate === FIXED_RATE ? atMost(ours.p99, P99_TARGET_MS, 'ms') : `half of capacity (${Math.round(capacity)} req/s)`,
+      });
+      printFigure({ name: name('p99.9'), value: ours.p999, unit: 'ms', baseline: { label: 'raw', value: floor.p999 }, note: `ours: ${describe(ours)}; raw: ${describe(floor)}` });
+    }
+  } finally {
+    raw.closeAllConnections();
+    await new Promise((r) => raw.close(r));
+    await pg.close();
+  }
+}
+
+export async function runLatencyBench(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'policyguard-bench-latency-'));
+  try {
+    for (const revision of REVISIONS) await benchRevision(root, revision);
+  } finally {
+    await rm(root, { recursive: true, force: true, maxRetries: 5 });
+  }
+}
