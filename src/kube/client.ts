@@ -2,8 +2,10 @@
  * Small helpers over @kubernetes/client-node: loading a KubeConfig, patch content types, and
  * reading HTTP status codes from its errors.
  */
-import { KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { KubeConfig, PatchStrategy, setHeaderOptions, type Cluster } from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { AgentOptions } from 'node:https';
 
 /** `--kubeconfig` path, else `KUBECONFIG`/`~/.kube/config`, else in-cluster. */
 export function loadKubeConfig(path: string | undefined): KubeConfig {
@@ -11,7 +13,36 @@ export function loadKubeConfig(path: string | undefined): KubeConfig {
   if (path) kc.loadFromFile(path);
   else kc.loadFromDefault();
   if (!kc.getCurrentCluster()) throw new Error('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a pod');
+  shareConnections(kc);
   return kc;
+}
+
+/** The part of client-node's KubeConfig that builds a request's undici dispatcher (private in its types). */
+interface DispatcherFactory {
+  createDispatcher?: (cluster: Cluster | null, agentOptions: AgentOptions) => unknown;
+  createDispatcherOptions(cluster: Cluster | null, agentOptions: AgentOptions): unknown;
+}
+
+/**
+ * client-node 2.0.1 builds a new undici Agent — a new connection pool, so a new TCP and TLS
+ * connection — for every API call. An operator makes thousands (status patches, Events, the
+ * Lease, audit ConfigMaps), each paying a handshake and leaving sockets and TLS state for the
+ * garbage collector. Here one dispatcher serves every call with the same connection options
+ * (server, CA, client certificate, proxy), so calls reuse kept-alive connections.
+ * tests/cluster/kube-client.test.ts counts the connections; if client-node changes how it
+ * builds dispatchers this does nothing and that test fails.
+ */
+function shareConnections(kc: KubeConfig): void {
+  const factory = kc as unknown as DispatcherFactory;
+  const create = factory.createDispatcher?.bind(kc);
+  if (!create) return;
+  const shared = new Map<string, unknown>();
+  factory.createDispatcher = (cluster, agentOptions) => {
+    const options = factory.createDispatcherOptions(cluster, agentOptions);
+    const key = createHash('sha256').update(JSON.stringify({ server: cluster?.server, options })).digest('hex');
+    if (!shared.has(key)) shared.set(key, create(cluster, agentOptions));
+    return shared.get(key);
+  };
 }
 
 /** The namespace this pod runs in, when in a cluster. */
