@@ -49,7 +49,11 @@ FROM node:${NODE_VERSION}-trixie-slim AS runtime
 LABEL org.opencontainers.image.title="PolicyGuard" \
       org.opencontainers.image.description="Governs what AI agents may do: policies as Kubernetes CRDs, decisions over MCP, a tamper-evident audit log." \
       org.opencontainers.image.licenses="MIT"
-ENV NODE_ENV=production
+# MALLOC_ARENA_MAX=2: glibc otherwise keeps a malloc arena per thread (libuv's pool, V8's
+# helpers), and the operator's native memory stays fragmented across them after a bulk load
+# (docs/performance.md, "Operator memory").
+ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules

@@ -123,7 +123,8 @@ async function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
 
 function startOperatorProcess(kubeconfigPath: string, namespace: string, dataDir: string, port: number): ChildProcess {
   const args = [...CONTAINER_HEAP, MAIN, 'serve', '--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'warn'];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The image's environment (Dockerfile): production mode and two malloc arenas.
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production', MALLOC_ARENA_MAX: '2' } });
   child.stderr!.setEncoding('utf8');
   let tail = '';
   child.stderr!.on('data', (d: string) => (tail = (tail + d).slice(-2000)));
