@@ -74,6 +74,8 @@ export const ServeConfigSchema = z
     approvalHold: Duration.default(20_000),
     /** Final GuardApprovals (Denied, Expired, Used) are deleted this long after; the audit log keeps them. */
     approvalRetention: Duration.default(86_400_000),
+    /** Pending GuardApprovals one agent may have at once; beyond it asks are not stored (the call stays unallowed). */
+    approvalPendingLimit: z.coerce.number().int().min(1).max(10_000).default(20),
     /** Policy reports per GuardAgent: which API, or `auto` (whichever report CRD is installed). */
     reports: z.enum(['auto', 'openreports', 'wgpolicyk8s', 'both', 'off']).default('auto'),
     reportsWindow: Duration.default(86_400_000),
@@ -147,6 +149,7 @@ const SERVE_FLAGS = {
   'approval-ttl': { type: 'string' },
   'approval-hold': { type: 'string' },
   'approval-retention': { type: 'string' },
+  'approval-pending-limit': { type: 'string' },
   reports: { type: 'string' },
   'reports-window': { type: 'string' },
   'reports-interval': { type: 'string' },

@@ -11,7 +11,7 @@ import { MemoryApprovalStore } from './memory-store-fixture.js';
 
 const MATCHED: MatchedRule[] = [{ policy: 'dba-review', namespace: 'team-a', rule: 'drops', action: 'require_approval', enforcement: 'Enforce', message: 'needs a DBA' }];
 
-function setup(opts: { retentionMs?: number } = {}) {
+function setup(opts: { retentionMs?: number; pendingPerAgent?: number } = {}) {
   let now = new Date('2026-11-29T10:00:00.000Z');
   const store = new MemoryApprovalStore();
   const records: AuditEntryInput[] = [];
@@ -25,7 +25,7 @@ function setup(opts: { retentionMs?: number } = {}) {
     log: silentLogger,
     isLeader: () => true,
     event: (a, reason, note) => events.push(`${reason} ${a.metadata.name}: ${note}`),
-    options: { defaultTtlMs: 3_600_000, retentionMs: opts.retentionMs ?? 86_400_000 },
+    options: { defaultTtlMs: 3_600_000, retentionMs: opts.retentionMs ?? 86_400_000, pendingPerAgent: opts.pendingPerAgent ?? 20 },
     now: () => now,
   });
   let n = 0;
@@ -158,6 +158,23 @@ describe('Approvals.settle', () => {
     store.decide(first.approval, 'Approved');
     await approvals.settle(request({ actionId: 'act_bbbbbbbbbbbb' }));
     expect(await approvals.settle(request({ approvalId: first.approval.metadata.name }))).toMatchObject({ outcome: 'refused', reason: expect.stringContaining('was already used (by act_bbbbbbbbbbbb)') });
+  });
+
+  it('an agent has at most --approval-pending-limit approvals waiting: beyond it nothing is stored and the call stays unallowed', async () => {
+    const { approvals, request, store } = setup({ pendingPerAgent: 2 });
+    const ask = (table: string, agentId = 'etl-bot') => request({ ask: { agentId, actionType: 'tool_call', target: 'drop_table', parameters: { table } } });
+    const [a, b, c] = await Promise.all([approvals.settle(ask('a')), approvals.settle(ask('b')), approvals.settle(ask('c'))]);
+    expect([a.outcome, b.outcome]).toEqual(['pending', 'pending']);
+    expect(c).toEqual({
+      outcome: 'unavailable',
+      reason: "no approval was requested: agent 'etl-bot' already has 2 approvals waiting for a person (--approval-pending-limit 2); decide or deny them, or wait until they expire",
+    });
+    expect(store.creates).toBe(2);
+    // The same ask still finds its own; another agent has its own allowance; a decision frees a place.
+    expect((await approvals.settle(ask('a'))).outcome).toBe('pending');
+    expect((await approvals.settle(ask('x', 'other-bot'))).outcome).toBe('pending');
+    if (a.outcome === 'pending') store.decide(a.approval, 'Denied');
+    expect((await approvals.settle(ask('c'))).outcome).toBe('pending');
   });
 
   it('a store that cannot create leaves the call unallowed, saying why', async () => {

@@ -27,6 +27,11 @@ export interface ApprovalOptions {
   retentionMs: number;
   /** How often the Lease holder sweeps (default 5 s). */
   sweepIntervalMs?: number;
+  /**
+   * Pending approvals one agent may have at once (--approval-pending-limit); beyond it a new ask
+   * is not stored, so an agent cannot fill etcd or the disk with asks nobody will read.
+   */
+  pendingPerAgent: number;
 }
 
 export interface ApprovalsDeps {
@@ -86,7 +91,7 @@ export class Approvals {
 
   constructor(private readonly deps: ApprovalsDeps) {
     this.now = deps.now ?? (() => new Date());
-    this.events = deps.metrics.counter('policyguard_approvals_total', 'Approval lifecycle events: requested, used, approved, denied, expired, deleted.');
+    this.events = deps.metrics.counter('policyguard_approvals_total', 'Approval lifecycle events: requested, used, approved, denied, expired, deleted, limited (not requested: too many pending for the agent).');
     deps.metrics.gauge('policyguard_approvals_pending', 'GuardApprovals waiting for a person.', () => this.deps.store.list().filter((a) => phaseOf(a, this.now()) === 'Pending').length);
     for (const a of deps.store.list()) this.seen.set(approvalRef(a), a.status?.phase ?? 'Pending');
     this.unsubscribe = deps.store.onChange((ref, approval) => (approval ? this.observe(approval) : this.seen.delete(ref)));
@@ -182,6 +187,16 @@ export class Approvals {
     const key = `${req.namespace ?? ''}\u0000${req.ask.agentId}\u0000${req.ask.actionType}\u0000${req.ask.target}\u0000${req.ask.upstream ?? ''}\u0000${digest}`;
     const pending = this.inFlight.get(key);
     if (pending) return pending.then((s) => (s.outcome === 'pending' ? { ...s, created: false } : s));
+    const limit = this.deps.options.pendingPerAgent;
+    const waiting = this.deps.store.list().filter((a) => a.spec.agentId === req.ask.agentId && a.metadata.namespace === req.namespace && phaseOf(a, now) === 'Pending').length;
+    const asking = [...this.inFlight.keys()].filter((k) => k.startsWith(`${req.namespace ?? ''}\u0000${req.ask.agentId}\u0000`)).length;
+    if (waiting + asking >= limit) {
+      this.events.inc({ event: 'limited' });
+      return Promise.resolve({
+        outcome: 'unavailable',
+        reason: `no approval was requested: agent '${req.ask.agentId}' already has ${waiting + asking} approvals waiting for a person (--approval-pending-limit ${limit}); decide or deny them, or wait until they expire`,
+      });
+    }
     const created = (async (): Promise<Settlement> => {
       try {
         const approval = await this.deps.store.create(newApproval({ ...req, now }));
