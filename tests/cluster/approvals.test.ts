@@ -27,6 +27,7 @@ const python = pythonAvailability();
 
 let admin: KubeConfig;
 let tmp: string;
+let chartKubeconfig: string;
 let ns: string;
 let fullname: string;
 let op: Operator;
@@ -53,6 +54,7 @@ beforeAll(async () => {
   const release = `apr-${ns.slice(-6)}`;
   fullname = `${release}-policyguard`;
   const chart = await installChartRbac(admin, ns, release, tmp);
+  chartKubeconfig = chart.kubeconfigPath;
   const pick = (kind: string, name: string) => {
     const o = chart.rendered.find((x) => x.kind === kind && x.metadata?.name === name);
     if (!o) throw new Error(`the chart renders no ${kind} ${name}`);
@@ -87,7 +89,7 @@ beforeAll(async () => {
     ],
   });
   if (upstream) await applyGuard(admin, 'GuardUpstream', ns, 'py', { url: upstream.url });
-  op = await startOperator(chart.kubeconfigPath, ns, ['--auth', 'kubernetes', '--approval-hold', '30s']);
+  op = await startOperator(chartKubeconfig, ns, ['--auth', 'kubernetes', '--approval-hold', '30s'], { dataDir: join(tmp, 'data') });
   // RBAC and the policy reach the API server through informers: wait until a person's create is refused by the policy.
   const probe = {
     apiVersion: `${GROUP}/${VERSION}`,
@@ -189,5 +191,25 @@ describe('approvals on the real API server, decided with the CLI', () => {
     } finally {
       await client.close();
     }
+  });
+
+  it('an approval nobody decides expires: the Lease holder marks it Expired with an Event; naming it is refused, approving it too, and the call asks anew', async () => {
+    // Restarted with approvals that last 3 s (the rules set no approval.ttl); it takes the Lease again.
+    await op.close();
+    op = await startOperator(chartKubeconfig, ns, ['--auth', 'kubernetes', '--approval-ttl', '3s'], { dataDir: join(tmp, 'data') });
+    const { json } = await validate({ table: 'orders' });
+    const id = json.approval_id;
+    expect(json).toMatchObject({ decision: 'require_approval', approval_id: expect.stringMatching(/^apr-/) });
+    const expired = await eventually(() => approval(id), (a) => a.status?.phase === 'Expired', 'the Lease holder to mark the approval Expired', 30_000);
+    expect(Date.parse(expired.spec.expiresAt) - Date.parse(expired.spec.requestedAt)).toBe(3_000);
+    await eventually(() => events('ApprovalExpired', id), (e) => e.length === 1, 'the ApprovalExpired Event');
+    const named = await callAs(op.pg.url, agentToken, 'validate_action', { agent_id: 'etl-bot', action_type: 'tool_call', target: 'drop_table', parameters: { table: 'orders' }, approval_id: id });
+    expect(named.json).toMatchObject({ decision: 'deny', reason: expect.stringContaining(`approval ${id} expired at `) });
+    const late = await decide('alice', 'approve', id);
+    expect(late.code).toBe(1);
+    expect(late.stderr).toMatch(new RegExp(`^policyguard: approval ${id} expired at .*; the agent must ask again\\n$`));
+    expect((await approval(id)).status.phase).toBe('Expired');
+    const again = await validate({ table: 'orders' });
+    expect(again.json).toMatchObject({ decision: 'require_approval', approval_id: expect.not.stringMatching(id) });
   });
 });

@@ -36,9 +36,13 @@ export interface Operator {
   close(): Promise<void>;
 }
 
-/** Start PolicyGuard in kubernetes mode in this process, watching only `namespace`. */
-export async function startOperator(kubeconfigPath: string, namespace: string, extra: string[] = []): Promise<Operator> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'policyguard-op-'));
+/**
+ * Start PolicyGuard in kubernetes mode in this process, watching only `namespace`. Its data
+ * directory is a fresh one removed on close, unless `dataDir` names one to use and keep (a
+ * restart: the audit anchor in the namespace expects the log it anchors).
+ */
+export async function startOperator(kubeconfigPath: string, namespace: string, extra: string[] = [], opts: { dataDir?: string } = {}): Promise<Operator> {
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'policyguard-op-')));
   const config = parseServeConfig(
     ['--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', '0',
       '--lease-duration', '4s', '--renew-deadline', '3s', '--retry-period', '500ms', ...extra],
@@ -63,7 +67,7 @@ export async function startOperator(kubeconfigPath: string, namespace: string, e
     async close() {
       await client?.close();
       await pg.close();
-      await rm(dataDir, { recursive: true, force: true });
+      if (!opts.dataDir) await rm(dataDir, { recursive: true, force: true });
     },
   };
 }
