@@ -124,7 +124,7 @@ describe.skipIf(!python.ok)(`the gateway${python.ok ? '' : ` (skipped: ${python.
     const client = await connect(gatewayUrl('py'), TOKENS.bot);
     try {
       const { tools } = await client.listTools();
-      expect(tools.map((t) => t.name).sort()).toEqual(['add', 'echo', 'refund']);
+      expect(tools.map((t) => t.name).sort()).toEqual(['add', 'echo', 'refund', 'slow']);
       expect(tools.find((t) => t.name === 'refund')!._meta).toMatchObject({ 'policyguard.dev/approval': 'depends-on-arguments' });
       expect(tools.find((t) => t.name === 'add')!._meta?.['policyguard.dev/approval']).toBeUndefined();
     } finally {
@@ -173,6 +173,27 @@ describe.skipIf(!python.ok)(`the gateway${python.ok ? '' : ` (skipped: ${python.
       await client.close();
     }
     expect((await py.log()).filter((l) => l.startsWith('tools/call refund'))).toHaveLength(1); // only the 100 above
+  });
+
+  it.each([
+    { revision: 'legacy' as const, version: '2025-11-25', reaches: 'notifications/cancelled - ' },
+    { revision: 'auto' as const, version: '2026-07-28', reaches: 'disconnected tools/call slow' },
+  ])('cancellation passes through ($version): an aborted call reaches the upstream as "$reaches"', async ({ revision, version, reaches }) => {
+    const client = await connect(gatewayUrl('py'), TOKENS.bot, revision);
+    const seen = async () => (await py.log()).filter((l) => l.startsWith(reaches)).length;
+    try {
+      expect(client.getNegotiatedProtocolVersion()).toBe(version);
+      const before = await seen();
+      const calls = (await py.log()).filter((l) => l.startsWith('tools/call slow')).length;
+      const abort = new AbortController();
+      const call = client.callTool({ name: 'slow', arguments: { seconds: 10 } }, { signal: abort.signal });
+      await eventually(() => py.log(), (log) => log.filter((l) => l.startsWith('tools/call slow')).length > calls, 'the call to reach the upstream');
+      abort.abort(new Error('the user changed their mind'));
+      await expect(call).rejects.toThrow('the user changed their mind');
+      await eventually(seen, (n) => n > before, `"${reaches}" to reach the upstream`);
+    } finally {
+      await client.close();
+    }
   });
 
   it('speaks both revisions: the v2 client negotiates through it, the v1 client initializes through it', async () => {
