@@ -39,6 +39,22 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
     expect(issues(agent(spec))).toContain(message);
   });
 
+  const upstream = (spec: Record<string, unknown>) => GuardUpstreamSchema.safeParse({ apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'u' }, spec });
+  it.each([
+    ['a URL with a password', { url: 'http://bot:hunter2@github-mcp:8080/mcp' }, 'spec.url: url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)'],
+    ['a URL with a user', { url: 'https://bot@github-mcp/mcp' }, 'spec.url: url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)'],
+    ['another scheme', { url: 'file:///etc/passwd' }, 'spec.url: url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)'],
+    ['a namespace that is none', { url: 'http://x/mcp', allowedNamespaces: ['Team_B'] }, 'spec.allowedNamespaces.0: must be a namespace name, or * for every namespace'],
+  ])('GuardUpstream: %s', (_where, spec, message) => {
+    expect(issues(upstream(spec))).toContain(message);
+  });
+
+  it('GuardUpstream: an @ after the host is part of the path; allowedNamespaces defaults to none', () => {
+    const parsed = upstream({ url: 'http://github-mcp:8080/mcp/@me?x=a@b' });
+    expect(parsed.success).toBe(true);
+    expect(parsed.data!.spec.allowedNamespaces).toEqual([]);
+  });
+
   it('metadata stays open to what the API server adds', () => {
     const parsed = policy({ rules: [{ action: 'deny' }] }, { name: 'p', managedFields: [{ manager: 'kubectl' }], finalizers: ['x'] });
     expect(parsed.success).toBe(true);

@@ -361,7 +361,7 @@ export const GuardUpstreamSpecSchema = z.strictObject({
   url: z
     .string()
     .max(2048)
-    .regex(/^https?:\/\/[^\s]+$/, 'url must be an http:// or https:// URL')
+    .regex(/^https?:\/\/[^\s/?#@]+([/?#][^\s]*)?$/, 'url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)')
     .describe('The upstream MCP server\'s Streamable HTTP endpoint, e.g. http://github-mcp.tools:8080/mcp.'),
   headers: z
     .array(
@@ -388,6 +388,13 @@ export const GuardUpstreamSpecSchema = z.strictObject({
     .regex(/^[1-9][0-9]{0,5}(ms|s|m)$/, 'timeout must be a duration like 500ms, 30s or 2m')
     .default('30s')
     .describe('Longest wait for the upstream\'s answer (to the end of a streamed one) before the call fails.'),
+  allowedNamespaces: z
+    .array(z.string().regex(/^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/, 'must be a namespace name, or * for every namespace'))
+    .max(64)
+    .default([])
+    .describe(
+      'Namespaces whose agents may use this upstream besides its own; ["*"] for every namespace. The agent\'s own namespace\'s policies (and cluster-wide ones) decide its calls, made with this upstream\'s credentials.',
+    ),
 });
 export type GuardUpstreamSpec = z.infer<typeof GuardUpstreamSpecSchema>;
 

@@ -16,7 +16,7 @@ import { Gateway } from './gateway.js';
 import { sessionKey } from './session.js';
 
 let ready = false;
-const upstream: GuardUpstream = { apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'x', namespace: 'default' }, spec: { url: 'http://127.0.0.1:9/mcp', headers: [], timeout: '1s' } };
+const upstream: GuardUpstream = { apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'x', namespace: 'default' }, spec: { url: 'http://127.0.0.1:9/mcp', headers: [], timeout: '1s', allowedNamespaces: [] } };
 const store = {
   ready: () => ready,
   snapshot: () => PolicySnapshot.empty(),

@@ -38,6 +38,8 @@ import type { Logger } from '../log.js';
 import { classifyMcpRequest, HEADER_MISMATCH, standardHeaderMismatch } from '../mcp/revisions.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
+import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
+import type { CompiledAgent } from '../engine/compile.js';
 import { upstreamTraceparent } from '../telemetry/request-context.js';
 import type { CredentialSource } from './credentials.js';
 import { openSession, sealSession } from './session.js';
@@ -146,6 +148,24 @@ const toolError = (text: string, decision: RecordedDecision, modern: boolean) =>
   ...(modern ? { resultType: 'complete' } : {}),
 });
 
+/**
+ * Why `agent` may not send this request to `upstream`, or undefined. Only tools/call is decided
+ * per call; these hold for every request (resources, prompts, streams included):
+ * - a suspended agent is refused everything but tools/call, which the decision denies;
+ * - an upstream serves the agents of its own namespace and of those in its
+ *   `spec.allowedNamespaces`: its credentials are its namespace's, and another namespace's
+ *   agents are governed by other namespaces' policies (docs/decisions.md, "The gateway").
+ */
+function refusal(agent: CompiledAgent | undefined, upstream: GuardUpstream, ref: string, toolsCall: boolean): string | undefined {
+  if (!agent) return undefined;
+  if (agent.suspension && !toolsCall) return `agent '${agent.id}' is ${agent.suspension}; the gateway refuses all of its requests`;
+  const mine = agent.namespace ?? DEFAULT_NAMESPACE;
+  const theirs = upstream.metadata.namespace ?? DEFAULT_NAMESPACE;
+  const allowed = upstream.spec.allowedNamespaces;
+  if (mine === theirs || allowed.includes('*') || allowed.includes(mine)) return undefined;
+  return `agent '${agent.id}' (namespace ${mine}) may not use GuardUpstream ${ref}: an upstream serves the agents of its own namespace and of the namespaces its spec.allowedNamespaces lists`;
+}
+
 export class Gateway {
   private readonly calls;
 
@@ -164,6 +184,12 @@ export class Gateway {
     if (!upstream) return rpcError(res, 404, null, -32000, `no usable GuardUpstream ${ref} (see its Ready condition, or kubectl get guardupstreams -A)`);
     const agent = this.agentOf(principal);
     if (!agent.ok) return rpcError(res, 403, null, -32000, agent.error);
+    // A tools/call of a suspended agent is decided (a deny, audited); anything else is refused here.
+    const refused = refusal(agent.agent, upstream, ref, isObject(body) && body.method === 'tools/call');
+    if (refused) {
+      this.calls.inc({ method: 'any', outcome: 'refused' });
+      return rpcError(res, 403, null, -32000, refused);
+    }
 
     const sessionHeader = req.headers['mcp-session-id'];
     const clientSession = typeof sessionHeader === 'string' ? sessionHeader : undefined;
@@ -187,12 +213,12 @@ export class Gateway {
     return this.forward(call, message, { kind: 'other' });
   }
 
-  /** The one GuardAgent the caller acts as. */
-  private agentOf(principal: Principal): { ok: true; agentId: string } | { ok: false; error: string } {
+  /** The one GuardAgent the caller acts as (none under `--auth none`, where callers have no identity). */
+  private agentOf(principal: Principal): { ok: true; agentId: string; agent: CompiledAgent | undefined } | { ok: false; error: string } {
     const { authorizer, store } = this.deps;
-    if (!authorizer.enforcing) return { ok: true, agentId: ANONYMOUS_AGENT };
+    if (!authorizer.enforcing) return { ok: true, agentId: ANONYMOUS_AGENT, agent: undefined };
     const bound = authorizer.boundAgents(principal, store.snapshot());
-    if (bound.length === 1) return { ok: true, agentId: bound[0]!.id };
+    if (bound.length === 1) return { ok: true, agentId: bound[0]!.id, agent: bound[0]! };
     return {
       ok: false,
       error:

@@ -17,7 +17,7 @@ import { pythonAvailability } from './python-client.js';
 import { freePort, startEverythingUpstream, startPythonUpstream, type Upstream } from './upstreams.js';
 
 const python = pythonAvailability();
-const TOKENS = { bot: 'bot-token-0001', other: 'other-token-0002' };
+const TOKENS = { bot: 'bot-token-0001', other: 'other-token-0002', frozen: 'frozen-token-0003', teamb: 'teamb-token-0004' };
 const UPSTREAM_SECRET = 'up-secret-42';
 
 let root: string;
@@ -43,6 +43,28 @@ kind: GuardAgent
 metadata: {name: other}
 spec:
   identities: [{user: "token:other"}]
+---
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardAgent
+metadata: {name: frozen}
+spec:
+  suspended: true
+  identities: [{user: "token:frozen"}]
+---
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardAgent
+metadata: {name: teamb, namespace: team-b}
+spec:
+  identities: [{user: "token:teamb"}]
+---
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardUpstream
+metadata: {name: shared}
+spec:
+  url: ${py.url}
+  allowedNamespaces: [team-b]
+  headers:
+    - {name: Authorization, prefix: "Bearer ", valueFrom: {file: ${join(dir, 'upstream-secret')}}}
 ---
 apiVersion: policyguard.dev/v1alpha1
 kind: GuardUpstream
@@ -319,6 +341,30 @@ describe.skipIf(!python.ok)('gateway sessions and identity', () => {
     } finally {
       await strict.close();
     }
+  });
+
+  it('a suspended agent: its tools/call is decided (a deny), anything else is refused before the upstream', async () => {
+    const before = (await py.log()).length;
+    const list = await post(gatewayUrl('py'), TOKENS.frozen, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    expect(list.status).toBe(403);
+    expect(((await list.json()) as any).error.message).toBe("agent 'frozen' is suspended by its spec; the gateway refuses all of its requests");
+    const stream = await fetch(`${gatewayUrl('py')}/mcp`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${TOKENS.frozen}` } });
+    expect(stream.status).toBe(403);
+    const call = await message(await post(gatewayUrl('py'), TOKENS.frozen, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }));
+    expect(call.result).toMatchObject({ isError: true, content: [{ text: expect.stringMatching(/^Denied by PolicyGuard: Agent 'frozen' is suspended by its spec/) }] });
+    expect((await py.log()).length).toBe(before);
+  });
+
+  it('an upstream serves the agents of its own namespace and of those it allows: another namespace is refused', async () => {
+    const before = (await py.log()).length;
+    const r = await post(gatewayUrl('py'), TOKENS.teamb, { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } });
+    expect(r.status).toBe(403);
+    expect(((await r.json()) as any).error.message).toBe(
+      "agent 'teamb' (namespace team-b) may not use GuardUpstream default/py: an upstream serves the agents of its own namespace and of the namespaces its spec.allowedNamespaces lists",
+    );
+    expect((await py.log()).length).toBe(before);
+    const shared = await message(await post(gatewayUrl('shared'), TOKENS.teamb, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo', arguments: { text: 'from team-b' } } }));
+    expect(shared.result.content[0].text).toBe('from team-b');
   });
 
   it('a caller bound to no agent is refused; the upstream is never called', async () => {
