@@ -12,6 +12,13 @@ import { DURATION_HINT, parseDuration } from './duration.js';
 const Bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
 const Port = z.coerce.number().int().min(0).max(65535);
 const PositiveInt = z.coerce.number().int().min(0);
+const SIZE = /^(\d{1,9})(b|kb|mb|gb)$/i;
+const SIZE_UNITS = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 } as const;
+/** Bytes of a size like `16mb` (units of 1,024, as --body-limit's). */
+const parseSize = (v: string): number => {
+  const [, n, unit] = SIZE.exec(v)!;
+  return Number(n) * SIZE_UNITS[unit!.toLowerCase() as keyof typeof SIZE_UNITS];
+};
 /** "15s", "500ms", "2m", "24h" → milliseconds (src/duration.ts). */
 const Duration = z
   .string()
@@ -68,6 +75,12 @@ export const ServeConfigSchema = z
     auditAnchorInterval: Duration.default(30_000),
     /** How the gateway answers a denied tools/call: a tool error with the reason, or as an unknown tool. */
     gatewayDenyAs: z.enum(['tool-error', 'unknown-tool']).default('tool-error'),
+    /** The largest upstream answer (a JSON answer, or one event of a stream) the gateway takes, in bytes. */
+    gatewayResponseLimit: z
+      .string()
+      .regex(SIZE, 'use a size like 512kb, 16mb or 1gb')
+      .default('16mb')
+      .transform((v) => parseSize(v)),
     /** How long a GuardApproval stays valid when its rule sets no approval.ttl. */
     approvalTtl: Duration.default(3_600_000),
     /** How long the gateway holds a call that needs approval for a person's decision (0: not at all). */
@@ -146,6 +159,7 @@ const SERVE_FLAGS = {
   'audit-anchor-interval': { type: 'string' },
   'rescan-interval': { type: 'string' },
   'gateway-deny-as': { type: 'string' },
+  'gateway-response-limit': { type: 'string' },
   'approval-ttl': { type: 'string' },
   'approval-hold': { type: 'string' },
   'approval-retention': { type: 'string' },

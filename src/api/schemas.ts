@@ -387,7 +387,7 @@ export const GuardUpstreamSpecSchema = z.strictObject({
     .string()
     .regex(/^[1-9][0-9]{0,5}(ms|s|m)$/, 'timeout must be a duration like 500ms, 30s or 2m')
     .default('30s')
-    .describe('Longest wait for the upstream\'s answer (to the end of a streamed one) before the call fails.'),
+    .describe('Longest wait for the upstream\'s answer (to the end of a streamed one) before the call fails; a GET stream of the server\'s own messages only waits for its start.'),
   allowedNamespaces: z
     .array(z.string().regex(/^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/, 'must be a namespace name, or * for every namespace'))
     .max(64)

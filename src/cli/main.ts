@@ -30,7 +30,8 @@ Usage:
           --audit-anchor-interval 30s.
         Standalone: --rescan-interval 10s (safety net behind the folder watch; 0s = off).
         Gateway: --gateway-deny-as tool-error|unknown-tool (how a denied tools/call through
-          /upstreams/<namespace>/<name>/mcp is answered).
+          /upstreams/<namespace>/<name>/mcp is answered), --gateway-response-limit 16mb (the
+          largest upstream answer, or event of a stream, it takes; larger fails the call).
         Approvals: --approval-ttl 1h (validity when the rule sets none), --approval-hold 20s
           (how long the gateway holds a call for a decision; 0s = answer at once),
           --approval-retention 24h (decided, expired and used ones are then deleted),

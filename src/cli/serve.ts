@@ -251,7 +251,7 @@ async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, a
     sessionKey: key,
     metrics,
     log,
-    options: { denyAs: config.gatewayDenyAs, approvalHoldMs: config.approvalHold },
+    options: { denyAs: config.gatewayDenyAs, approvalHoldMs: config.approvalHold, responseLimitBytes: config.gatewayResponseLimit },
     approvals,
   });
 }

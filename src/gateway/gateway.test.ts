@@ -1,6 +1,8 @@
 /**
- * The gateway's own refusals, before anything reaches an upstream: served over real HTTP on
- * loopback, with an in-memory store (our own PolicyStore interface) whose readiness the test sets.
+ * The gateway's own refusals, before anything reaches an upstream, and how it takes upstreams
+ * that misbehave (redirects, answers too large, long GET streams): served over real HTTP on
+ * loopback, with an in-memory store (our own PolicyStore interface) whose readiness the test
+ * sets. Well-behaved upstreams are tests/standalone/gateway.test.ts's subject.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -16,11 +18,18 @@ import { Gateway } from './gateway.js';
 import { sessionKey } from './session.js';
 
 let ready = false;
-const upstream: GuardUpstream = { apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'x', namespace: 'default' }, spec: { url: 'http://127.0.0.1:9/mcp', headers: [], timeout: '1s', allowedNamespaces: [] } };
+const upstreamAt = (name: string, url: string): GuardUpstream => ({
+  apiVersion: API_VERSION,
+  kind: 'GuardUpstream',
+  metadata: { name, namespace: 'default' },
+  spec: { url, headers: [], timeout: '1s', allowedNamespaces: [] },
+});
+/** `default/x` (nobody listens on port 9) and, once started, `default/<path>` of the misbehaving upstream below. */
+const upstreams = new Map<string, GuardUpstream>([['default/x', upstreamAt('x', 'http://127.0.0.1:9/mcp')]]);
 const store = {
   ready: () => ready,
   snapshot: () => PolicySnapshot.empty(),
-  upstream: (ref: string) => (ref === 'default/x' ? upstream : undefined),
+  upstream: (ref: string) => upstreams.get(ref),
 } as unknown as PolicyStore;
 const unused = () => {
   throw new Error('not reached');
@@ -30,16 +39,38 @@ const gateway = new Gateway({
   pipeline: { decide: unused } as never,
   authorizer: openAuthorizer(),
   audit: { append: unused } as never,
-  credentials: { headersFor: unused },
+  credentials: { headersFor: async () => ({}) },
   sessionKey: sessionKey(undefined).key,
   metrics: new Metrics(),
   log: silentLogger,
-  options: { denyAs: 'tool-error', approvalHoldMs: 0 },
+  options: { denyAs: 'tool-error', approvalHoldMs: 0, responseLimitBytes: 1024 },
+});
+
+/** An upstream that misbehaves, one way per path. */
+const bad = createServer((req, res) => {
+  const event = (data: string) => `event: message\ndata: ${data}\n\n`;
+  switch (req.url) {
+    case '/redirect':
+      return void res.writeHead(307, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
+    case '/huge-json':
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: 'x'.repeat(2048) } }));
+    case '/huge-event':
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      return void res.end(event(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: 'x'.repeat(2048) } })));
+    case '/slow-stream':
+      // A GET stream whose first message comes after the upstream's 1 s timeout.
+      res.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders();
+      return void setTimeout(() => res.end(event(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'late' } }))), 1500);
+  }
+  res.writeHead(404).end();
 });
 
 let server: Server;
 let url: string;
 beforeAll(async () => {
+  await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r));
+  const badUrl = `http://127.0.0.1:${(bad.address() as AddressInfo).port}`;
+  for (const name of ['redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -48,7 +79,10 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 });
-afterAll(() => new Promise((r) => server.close(r)));
+afterAll(async () => {
+  await new Promise((r) => server.close(r));
+  await new Promise((r) => bad.close(r));
+});
 
 const post = (ref: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${url}/${ref}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
@@ -83,5 +117,34 @@ describe('the gateway refuses before any upstream is called', () => {
     );
     expect(r.status).toBe(400);
     expect(((await r.json()) as any).error.code).toBe(-32020);
+  });
+});
+
+describe('upstreams that misbehave: the call fails, saying what happened and nothing of where', () => {
+  const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
+  it('an unreachable upstream: 502 naming the kind of failure, not its address', async () => {
+    const r = await post('default/x', list);
+    expect(r.status).toBe(502);
+    expect(((await r.json()) as any).error).toEqual({ code: -32603, message: 'upstream default/x failed: the connection was refused' });
+  });
+  it('a redirect is not followed, and where it pointed is not told', async () => {
+    const r = await post('default/redirect', list);
+    expect(r.status).toBe(502);
+    expect(((await r.json()) as any).error.message).toBe('upstream default/redirect failed: it answered HTTP 307, a redirect, which the gateway does not follow');
+  });
+  it('a JSON answer over --gateway-response-limit is not taken', async () => {
+    const r = await post('default/huge-json', list);
+    expect(r.status).toBe(502);
+    expect(((await r.json()) as any).error.message).toBe('upstream default/huge-json failed: its answer is larger than --gateway-response-limit (1024 bytes)');
+  });
+  it('an event over --gateway-response-limit ends the stream', async () => {
+    const r = await post('default/huge-event', list, { accept: 'application/json, text/event-stream' });
+    expect(r.headers.get('content-type')).toBe('text/event-stream');
+    await expect(r.text()).rejects.toThrow();
+  });
+  it('a GET stream is not cut at the upstream timeout: it passes messages for as long as it lasts', async () => {
+    const r = await fetch(`${url}/default/slow-stream`, { headers: { accept: 'text/event-stream' } });
+    expect(r.status).toBe(200);
+    expect(await r.text()).toContain('"data":"late"');
   });
 });

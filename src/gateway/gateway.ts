@@ -41,7 +41,7 @@ import type { PolicyStore } from '../store/store.js';
 import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { upstreamTraceparent } from '../telemetry/request-context.js';
-import type { CredentialSource } from './credentials.js';
+import { CredentialError, type CredentialSource } from './credentials.js';
 import { openSession, sealSession } from './session.js';
 import { parseEvent, SseSplitter, withData } from './sse.js';
 
@@ -64,6 +64,8 @@ export interface GatewayOptions {
    * 0 answers at once. Under kagent's 30 s and the SDK's 60 s request timeouts by default.
    */
   approvalHoldMs: number;
+  /** The largest upstream answer taken, in bytes: a JSON answer whole, or one event of a stream (--gateway-response-limit). */
+  responseLimitBytes: number;
 }
 
 export interface GatewayDeps {
@@ -81,8 +83,12 @@ export interface GatewayDeps {
   approvals?: Approvals;
 }
 
-/** Request headers a client may send on to the upstream; everything else (its credentials first) stays here. */
-const FORWARDED_REQUEST_HEADERS = ['accept', 'content-type', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id', 'traceparent', 'tracestate'];
+/**
+ * Request headers a client may send on to the upstream; everything else (its credentials first)
+ * stays here. A POST body is the gateway's own serialisation of the message it decided, so its
+ * Content-Type is the gateway's too.
+ */
+const FORWARDED_REQUEST_HEADERS = ['accept', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id', 'traceparent', 'tracestate'];
 /** Response headers the upstream may send back to the client. */
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'cache-control', 'mcp-protocol-version'];
 
@@ -100,10 +106,55 @@ function send(url: string, method: string, headers: Record<string, string>, body
   });
 }
 
-async function readAll(stream: IncomingMessage): Promise<Buffer> {
+/** A failed upstream call: `message` is what the agent and the audit log read, `detail` only the PolicyGuard log. */
+class UpstreamFailure extends Error {
+  constructor(
+    message: string,
+    readonly detail: string = message,
+  ) {
+    super(message);
+  }
+}
+
+const tooLarge = (limit: number) => new UpstreamFailure(`its answer is larger than --gateway-response-limit (${limit} bytes)`);
+
+async function readAll(stream: IncomingMessage, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  let size = 0;
+  for await (const chunk of stream) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      stream.destroy();
+      throw tooLarge(limit);
+    }
+    chunks.push(chunk as Buffer);
+  }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/**
+ * What the agent is told about a failure: the kind of network failure, never the upstream's
+ * address (the log has the details); a credentials problem as PolicyGuard words it.
+ */
+function publicReason(err: unknown, aborted: AbortSignal): UpstreamFailure {
+  if (aborted.aborted) {
+    const why = String((aborted.reason as Error | undefined)?.message ?? 'aborted');
+    return new UpstreamFailure(why);
+  }
+  if (err instanceof UpstreamFailure) return err;
+  const detail = (err as Error).message;
+  // Ours, and meant for whoever wires the upstream up: which header, which Secret, what is wrong.
+  if (err instanceof CredentialError) return new UpstreamFailure(detail);
+  const code = (err as NodeJS.ErrnoException).code;
+  const kind: Record<string, string> = {
+    ECONNREFUSED: 'the connection was refused',
+    ECONNRESET: 'the connection was reset',
+    ENOTFOUND: 'its host name does not resolve',
+    EAI_AGAIN: 'its host name does not resolve',
+    ETIMEDOUT: 'the connection timed out',
+    EHOSTUNREACH: 'its host is unreachable',
+  };
+  return new UpstreamFailure(code && kind[code] ? kind[code] : code ? `the request failed (${code})` : 'the request failed (the PolicyGuard log says why)', detail);
 }
 
 type JsonRpcId = string | number | null;
@@ -326,6 +377,7 @@ export class Gateway {
   private async forward(call: Call, message: Message | undefined, kind: ForwardKind): Promise<void> {
     const { req, res, upstream } = call;
     const started = Date.now();
+    const limit = this.deps.options.responseLimitBytes;
     const timeoutMs = parseDuration(upstream.spec.timeout) ?? 30_000;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(new Error(`no complete answer within ${upstream.spec.timeout}`)), timeoutMs);
@@ -338,6 +390,7 @@ export class Gateway {
         const v = req.headers[h];
         if (typeof v === 'string') headers[h] = v;
       }
+      if (message !== undefined) headers['content-type'] = 'application/json';
       if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
       // The upstream's spans join this request's trace (docs/observability.md).
       const traceparent = upstreamTraceparent();
@@ -345,6 +398,11 @@ export class Gateway {
       const answer = await send(upstream.spec.url, req.method ?? 'POST', headers, message === undefined ? undefined : JSON.stringify(message), abort.signal);
       const status = answer.statusCode ?? 502;
       outcome.status = status;
+      if (status >= 300 && status < 400) {
+        answer.destroy();
+        throw new UpstreamFailure(`it answered HTTP ${status}, a redirect, which the gateway does not follow`, `HTTP ${status} to ${String(answer.headers.location ?? '(no Location)')}`);
+      }
+      if (status >= 400) outcome.is_error = true;
       const out: Record<string, string> = {};
       for (const h of FORWARDED_RESPONSE_HEADERS) {
         const v = answer.headers[h];
@@ -358,7 +416,7 @@ export class Gateway {
         // answer goes on as its events, a JSON answer as one event.
         if (type.includes('text/event-stream')) await this.streamEvents(answer, kind, res, outcome);
         else {
-          const body = (await readAll(answer)).toString('utf8');
+          const body = (await readAll(answer, limit)).toString('utf8');
           if (kind.kind === 'tools/call') this.noteResult(kind, body, outcome);
           outcome.bytes = Buffer.byteLength(body);
           writeEvent(res, body);
@@ -366,11 +424,15 @@ export class Gateway {
         res.end();
       } else if (type.includes('text/event-stream')) {
         res.writeHead(status, out);
+        res.flushHeaders();
+        // A GET stream carries the server's own messages for as long as the session lasts: the
+        // timeout covers its start, not its end.
+        if (req.method === 'GET') clearTimeout(timer);
         await this.streamEvents(answer, kind, res, outcome);
         res.end();
       } else {
         // A JSON answer (or any other) arrives whole: read it, look at it, send it in one write.
-        let body = await readAll(answer);
+        let body = await readAll(answer, limit);
         if (kind.kind === 'tools/list' && type.includes('application/json')) body = Buffer.from(this.filterToolsList(body.toString('utf8'), kind));
         else if (kind.kind === 'tools/call' && type.includes('application/json')) this.noteResult(kind, body.toString('utf8'), outcome);
         outcome.bytes = body.length;
@@ -378,11 +440,11 @@ export class Gateway {
       }
       this.calls.inc({ method: kind.kind, outcome: status < 400 ? 'forwarded' : 'upstream_error' });
     } catch (err) {
-      const why = abort.signal.aborted ? String((abort.signal.reason as Error | undefined)?.message ?? 'aborted') : (err as Error).message;
-      outcome.error = `upstream ${call.ref} failed: ${why}`;
+      const failure = publicReason(err, abort.signal);
+      outcome.error = `upstream ${call.ref} failed: ${failure.message}`;
       outcome.is_error = true;
       this.calls.inc({ method: kind.kind, outcome: 'unreachable' });
-      this.deps.log.warn('gateway: upstream call failed', { upstream: call.ref, url: upstream.spec.url, error: why });
+      this.deps.log.warn('gateway: upstream call failed', { upstream: call.ref, url: upstream.spec.url, error: failure.detail });
       const id = kind.kind === 'other' ? idOf(message ?? {}) : kind.id;
       if (kind.kind === 'tools/call' && outcome.bytes === 0) this.respond(call, id, { result: toolError(`The tool's server did not answer: ${outcome.error}`, kind.decision, kind.modern) });
       else if (!res.headersSent) rpcError(res, 502, id, -32603, outcome.error);
@@ -399,7 +461,9 @@ export class Gateway {
   private async streamEvents(answer: IncomingMessage, kind: ForwardKind, res: ServerResponse, outcome: UpstreamOutcome): Promise<void> {
     const split = new SseSplitter();
     answer.setEncoding('utf8');
+    const limit = this.deps.options.responseLimitBytes;
     const emit = (raw: string) => {
+      if (raw.length > limit) throw tooLarge(limit);
       let text = raw;
       if (kind.kind !== 'other') {
         const event = parseEvent(raw);
@@ -414,7 +478,13 @@ export class Gateway {
       outcome.bytes += Buffer.byteLength(out);
       res.write(out);
     };
-    for await (const chunk of answer) for (const raw of split.push(chunk as string)) emit(raw);
+    for await (const chunk of answer) {
+      for (const raw of split.push(chunk as string)) emit(raw);
+      if (split.pending > limit) {
+        answer.destroy();
+        throw tooLarge(limit);
+      }
+    }
     for (const raw of split.end()) emit(raw);
   }
 

@@ -26,6 +26,8 @@ export function withData(event: SseEvent, data: string): string {
   return [...kept, ...data.split('\n').map((line) => `data: ${line}`)].join('\n');
 }
 
+const SEPARATOR = /\r\n\r\n|\n\n|\r\r/;
+
 /**
  * Splits a text stream into events. Feed it chunks; it returns the complete events seen so far
  * and keeps the rest until the next chunk (or `end()`).
@@ -35,23 +37,45 @@ export function withData(event: SseEvent, data: string): string {
  *   for (const raw of split.push(chunk)) handle(parseEvent(raw));
  */
 export class SseSplitter {
-  private buffer = '';
+  /** The event not yet complete, as it arrived (joined once, when it completes: no rescans, no copies per chunk). */
+  private parts: string[] = [];
+  private size = 0;
+  /** Its last 3 characters: a separator (at most 4) may straddle a chunk's start. */
+  private tail = '';
+
+  /** Characters of the event not yet complete. */
+  get pending(): number {
+    return this.size;
+  }
 
   push(chunk: string): string[] {
-    this.buffer += chunk;
     const events: string[] = [];
+    let text = chunk;
     for (;;) {
-      const m = /\r\n\r\n|\n\n|\r\r/.exec(this.buffer);
-      if (!m) return events;
-      events.push(this.buffer.slice(0, m.index));
-      this.buffer = this.buffer.slice(m.index + m[0].length);
+      const m = SEPARATOR.exec(this.tail + text);
+      if (!m) {
+        this.parts.push(text);
+        this.size += text.length;
+        this.tail = (this.tail + text).slice(-3);
+        return events;
+      }
+      // Where the separator starts in `text`; negative when it starts in the tail.
+      const cut = m.index - this.tail.length;
+      const before = this.parts.join('');
+      events.push(cut >= 0 ? before + text.slice(0, cut) : before.slice(0, before.length + cut));
+      text = text.slice(cut + m[0].length);
+      this.parts = [];
+      this.size = 0;
+      this.tail = '';
     }
   }
 
   /** What is left when the stream ends (an event without its closing blank line), if anything. */
   end(): string[] {
-    const rest = this.buffer;
-    this.buffer = '';
+    const rest = this.parts.join('');
+    this.parts = [];
+    this.size = 0;
+    this.tail = '';
     return rest.trim() === '' ? [] : [rest];
   }
 }
