@@ -22,12 +22,12 @@ const OUTCOME_EVALUATION: AuditEvaluation = {
 export interface UpstreamOutcome {
   /** HTTP status of the upstream's answer; 0 when there was none (unreachable, timed out). */
   status: number;
-  /** The tool result said `isError: true` (or the answer was a JSON-RPC error). */
+  /** The tool result said `isError: true`, or the answer was a JSON-RPC or HTTP error, or held no answer to the call. */
   is_error: boolean;
   duration_ms: number;
   /** Bytes of the answer's body as streamed back. */
   bytes: number;
-  /** Why there was no usable answer, when there was none. */
+  /** Why there was no usable answer, when there was none (or no answer to the call in it). */
   error?: string;
 }
 

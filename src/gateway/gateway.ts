@@ -438,6 +438,10 @@ export class Gateway {
         outcome.bytes = body.length;
         res.writeHead(status, { ...out, 'content-length': String(body.length) }).end(body);
       }
+      if (kind.kind === 'tools/call' && !kind.answered) {
+        outcome.is_error = true;
+        outcome.error = `upstream ${call.ref} answered HTTP ${status} with no JSON-RPC response to the call`;
+      }
       this.calls.inc({ method: kind.kind, outcome: status < 400 ? 'forwarded' : 'upstream_error' });
     } catch (err) {
       const failure = publicReason(err, abort.signal);
@@ -497,6 +501,7 @@ export class Gateway {
       return;
     }
     if (!isObject(m) || idOf(m) !== kind.id) return;
+    kind.answered = true;
     if (m.error !== undefined) outcome.is_error = true;
     else if (isObject(m.result) && m.result.isError === true) outcome.is_error = true;
   }
@@ -545,6 +550,6 @@ interface Call {
 }
 
 type ForwardKind =
-  | { kind: 'tools/call'; id: JsonRpcId; tool: string; decision: RecordedDecision; modern: boolean }
+  | { kind: 'tools/call'; id: JsonRpcId; tool: string; decision: RecordedDecision; modern: boolean; answered?: boolean }
   | { kind: 'tools/list'; id: JsonRpcId; agentId: string; ref: string }
   | { kind: 'other' };

@@ -82,6 +82,14 @@ spec:
 ---
 apiVersion: policyguard.dev/v1alpha1
 kind: GuardUpstream
+metadata: {name: wrong-path}
+spec:
+  url: ${py.url.replace(/\/mcp$/, '/nothing-here')}
+  headers:
+    - {name: Authorization, prefix: "Bearer ", valueFrom: {file: ${join(dir, 'upstream-secret')}}}
+---
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardUpstream
 metadata: {name: down}
 spec:
   url: ${downUrl}
@@ -269,6 +277,20 @@ describe.skipIf(!python.ok)(`the gateway${python.ok ? '' : ` (skipped: ${python.
     }
   });
 
+  it('an upstream that answers a call with an HTTP error: passed back, and audited as an error', async () => {
+    const raw = await fetch(`${gatewayUrl('wrong-path')}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${TOKENS.bot}`, 'mcp-protocol-version': '2025-11-25' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'echo', arguments: { text: 'lost' } } }),
+    });
+    expect(raw.status).toBe(404);
+    await raw.text();
+    const entries = await auditEntries(s);
+    const decision = entries.find((e) => e.action.upstream === 'default/wrong-path' && e.action.type === 'tool_call');
+    const outcome = entries.find((e) => e.action.type === 'upstream_outcome' && e.action_id === decision.action_id);
+    expect(outcome.action.parameters).toMatchObject({ status: 404, is_error: true, error: 'upstream default/wrong-path answered HTTP 404 with no JSON-RPC response to the call' });
+  });
+
   it('an unreachable upstream: the call is an error result that says so, and other methods a 502', async () => {
     const raw = await fetch(`${gatewayUrl('down')}/mcp`, {
       method: 'POST',
@@ -277,7 +299,7 @@ describe.skipIf(!python.ok)(`the gateway${python.ok ? '' : ` (skipped: ${python.
     });
     const body = (await raw.json()) as any;
     expect(body.result.isError).toBe(true);
-    expect(body.result.content[0].text).toMatch(/^The tool's server did not answer: upstream default\/down failed: /);
+    expect(body.result.content[0].text).toBe("The tool's server did not answer: upstream default/down failed: the connection was refused");
     const list = await fetch(`${gatewayUrl('down')}/mcp`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${TOKENS.bot}` },
