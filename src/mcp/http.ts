@@ -54,6 +54,31 @@ export interface HttpOptions {
 }
 
 /** A JSON-RPC error reply for requests that never reach the MCP server. */
+/**
+ * Deeper than any tool call needs (audit records keep 32 levels of arguments): a body nested
+ * deeper is refused at the edge, before decisions, digests, audit records or forwarding walk it.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether `value` nests objects or arrays more than `max` levels deep; iterative, so any depth is safe to ask about. */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  const values: unknown[] = [value];
+  const depths: number[] = [1];
+  while (values.length > 0) {
+    const v = values.pop();
+    const depth = depths.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) {
+        values.push(child);
+        depths.push(depth + 1);
+      }
+    }
+  }
+  return false;
+}
+
 function jsonRpcError(res: Response, status: number, code: number, message: string): void {
   res.status(status).json({ jsonrpc: '2.0', error: { code, message }, id: null });
 }
@@ -137,6 +162,11 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.use(observeRequests(metrics, log, opts.tracer));
   const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.', ['reason']);
   const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
+  const depthLimit = (req: Request, res: Response, next: NextFunction) => {
+    if (!nestedDeeperThan(req.body, MAX_JSON_DEPTH)) return next();
+    rejected.inc({ reason: 'too_deep' });
+    jsonRpcError(res, 400, -32600, `Invalid Request: the JSON nests deeper than ${MAX_JSON_DEPTH} levels`);
+  };
 
   app.get('/healthz', (_req, res) => {
     res.type('text/plain').send('ok');
@@ -216,7 +246,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     'POST /mcp requests that passed the edge checks, by the protocol era their body claims: legacy (2025 revisions, initialize), modern (2026-07-28), invalid.',
     ['era'],
   );
-  app.post('/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), async (req, res) => {
+  app.post('/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), depthLimit, async (req, res) => {
     const principal = res.locals.principal as Principal;
     const route = classifyMcpRequest(req, req.body);
     byEra.inc({ era: eraOf(route) });
@@ -237,7 +267,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   // The inline gateway: every tools/call to a GuardUpstream is decided first (src/gateway).
   const gateway = opts.gateway;
   if (gateway) {
-    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), (req, res) => {
+    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), depthLimit, (req, res) => {
       const ref = `${String(req.params.namespace)}/${String(req.params.name)}`;
       gateway.handle(req, res, ref, res.locals.principal as Principal, req.method === 'POST' ? req.body : undefined).catch((err: unknown) => {
         log.error('gateway request failed', { upstream: ref, error: String(err) });

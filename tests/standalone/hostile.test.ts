@@ -104,7 +104,12 @@ describe('hostile input at /mcp', () => {
   });
 
   it('deep nesting, huge strings and invalid UTF-8', async () => {
-    for (const depth of [100, 5_000, 100_000]) assertWellFormed(await post(deepCall(depth)));
+    for (const depth of [100, 5_000, 100_000]) {
+      const r = await post(deepCall(depth));
+      expect(r).toEqual({ status: 400, body: { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: the JSON nests deeper than 64 levels' } } });
+    }
+    // 4 levels of message around the parameters: 60 levels of them are decided.
+    expect((await post(deepCall(60))).body.result.structuredContent).toMatchObject({ decision: expect.any(String) });
     assertWellFormed(await post(toolCall('validate_action', { action_type: 'x', target: 'y'.repeat(900_000), agent_id: 'test-low' })));
     assertWellFormed(await post(toolCall('validate_action', { action_type: 'x', target: 'y', agent_id: 'test-low', context: 'z'.repeat(900_000) })));
     const bad = Buffer.concat([Buffer.from('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"target":"'), Buffer.from([0xff, 0xfe, 0xc3, 0x28]), Buffer.from('","action_type":"x","agent_id":"test-low"}}}')]);
