@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { phaseOf } from '../approvals/ask.js';
 import type { ApprovalDesk } from '../approvals/store.js';
 import type { GuardApproval } from '../api/schemas.js';
+import { printable } from '../printable.js';
 
 export const APPROVALS_USAGE =
   'usage: policyguard approvals list [--pending] [-o json] [--data-dir DIR | [--kubeconfig K] [-n NS]]\n' +
@@ -24,10 +25,16 @@ function relative(iso: string, now: Date): string {
   return ms >= 0 ? `in ${text}` : `${text} ago`;
 }
 
-/** A table like `kubectl get`: columns padded to their widest cell. */
-function table(rows: string[][]): string {
+/** A table like `kubectl get`: columns padded to their widest cell, every cell {@link printable}. */
+function table(cells: string[][]): string {
+  const rows = cells.map((r) => r.map(printable));
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n') + '\n';
+}
+
+/** Whether an argumentsPreview leaves values out (redacted, or cut at PREVIEW_MAX). */
+function hidesArguments(preview: string): boolean {
+  return preview.includes('"[REDACTED]"') || preview.includes('"[TRUNCATED]"') || / … \(\d+ characters in all; the digest covers every one\)$/.test(preview);
 }
 
 function listText(approvals: readonly GuardApproval[], now: Date, namespaced: boolean): string {
@@ -83,13 +90,17 @@ export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<num
     try {
       decided = await desk.decide(name, values.namespace, { phase: sub === 'approve' ? 'Approved' : 'Denied', ...(values.reason ? { reason: values.reason } : {}) });
     } catch (err) {
-      io.err(`policyguard: ${err instanceof Error ? err.message : String(err)}\n`);
+      io.err(`policyguard: ${printable(err instanceof Error ? err.message : String(err))}\n`);
       return 1;
     }
     const where = decided.metadata.namespace ? ` in namespace ${decided.metadata.namespace}` : '';
+    const { spec } = decided;
+    const target = printable(spec.upstream ? `${spec.upstream}: ${spec.target}` : spec.target);
     io.out(
-      `approval ${decided.metadata.name}${where} ${sub === 'approve' ? 'approved' : 'denied'} by ${decided.status?.decidedBy}: agent '${decided.spec.agentId}' ` +
-        (sub === 'approve' ? `may now call '${decided.spec.target}' once with these arguments, until ${decided.spec.expiresAt}\n` : `may not call '${decided.spec.target}' with these arguments until ${decided.spec.expiresAt}\n`),
+      printable(`approval ${decided.metadata.name}${where} ${sub === 'approve' ? 'approved' : 'denied'} by ${decided.status?.decidedBy}: agent '${spec.agentId}' `) +
+        (sub === 'approve' ? `may now call '${target}' once with these arguments, until ${spec.expiresAt}\n` : `may not call '${target}' with these arguments until ${spec.expiresAt}\n`) +
+        `  arguments: ${printable(spec.argumentsPreview)}\n` +
+        (hidesArguments(spec.argumentsPreview) ? '  (not every value is shown: values under keys that look like credentials are [REDACTED], and a long preview is cut; the approval covers the exact values)\n' : ''),
     );
     return 0;
   }

@@ -55,6 +55,11 @@ describe('pendingApprovals', () => {
     expect(pendingApprovals(list, undefined, NOW).count).toBe(3);
   });
 
+  it('shows what the agent chose with its control and bidirectional characters escaped, so one call cannot look like another', () => {
+    const [shown] = pendingApprovals([approval({ target: 'drop_prod\u202etxt.exe', parameters: { note: 'a\u200bb\u2066' } })], undefined, NOW).pending;
+    expect(shown).toMatchObject({ target: 'drop_prod\\u202etxt.exe', arguments_preview: '{"note":"a\\u200bb\\u2066"}' });
+  });
+
   it(`lists the newest first, at most ${APPROVALS_MAX}, and counts them all`, () => {
     const list = Array.from({ length: APPROVALS_MAX + 3 }, (_, i) => approval({ ago: (i + 1) * 1000, parameters: { n: i } }));
     const shown = pendingApprovals([...list].reverse(), undefined, NOW);

@@ -12,6 +12,7 @@ import {
 import { Reason } from '../api/conditions.js';
 import type { GuardApproval, TrustLevel } from '../api/schemas.js';
 import { phaseOf } from '../approvals/ask.js';
+import { printable } from '../printable.js';
 import type { AuditScope } from '../audit/sink.js';
 import type { AuditRead } from '../mcp/tools.js';
 
@@ -103,10 +104,10 @@ export function pendingApprovals(approvals: readonly GuardApproval[], scope: Aud
     pending: waiting.slice(0, APPROVALS_MAX).map((a) => ({
       name: a.metadata.name,
       namespace: a.metadata.namespace ?? null,
-      agent_id: a.spec.agentId,
-      target: a.spec.target,
+      agent_id: printable(a.spec.agentId),
+      target: printable(a.spec.target),
       upstream: a.spec.upstream ?? null,
-      arguments_preview: clip(a.spec.argumentsPreview, PREVIEW_MAX),
+      arguments_preview: printable(clip(a.spec.argumentsPreview, PREVIEW_MAX)),
       message: clip(a.spec.message),
       requested_at: a.spec.requestedAt,
       expires_at: a.spec.expiresAt,

@@ -63,6 +63,10 @@ spec:
 const validate = (server: TestServer, parameters: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
   callAs(server.pg.url, TOKENS.bot, 'validate_action', { agent_id: 'bot', action_type: 'tool_call', target: 'drop_table', parameters, ...extra });
 
+/** A control or bidi character other than the newline that ends lines. */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u202e]/;
+
 const cli = (server: TestServer, ...args: string[]) => runCli(['approvals', ...args, '--data-dir', server.dataDir]);
 
 /** The approvals as the CLI prints them (-o json). */
@@ -125,6 +129,21 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     expect(approval.status).toEqual({ phase: 'Pending' });
     const table = await cli(s, 'list', '--pending');
     expect(table.stdout).toMatch(new RegExp(`^NAME +AGENT +TARGET +PHASE +DECIDED BY +EXPIRES +ARGUMENTS\\n(.*\\n)*${id} +bot +drop_table +Pending +<none> +in 60m +\\{"password":"\\[REDACTED\\]","table":"users"\\}`, 'm'));
+  });
+
+  it('what an agent chose cannot disguise itself on the approver\'s terminal: control characters are shown escaped, hidden values are said to be hidden', async () => {
+    // On a terminal this target would erase its own line and print a harmless-looking one.
+    const disguised = 'drop_table_prod\r\u001b[2Kapr-000000000000   bot   read_docs\u202e';
+    const { json } = await callAs(s.pg.url, TOKENS.bot, 'validate_action', { agent_id: 'bot', action_type: 'tool_call', target: disguised, parameters: { table: 'x\u001b[31m', api_key: 'k' } });
+    const id = json.approval_id;
+    const table = await cli(s, 'list', '--pending');
+    const row = table.stdout.split('\n').find((l) => l.startsWith(id))!;
+    expect(row).toContain('drop_table_prod\\u000d\\u001b[2Kapr-000000000000   bot   read_docs\\u202e');
+    expect(table.stdout).not.toMatch(RAW_CONTROL);
+    const denied = await cli(s, 'deny', id);
+    expect(denied.stdout).not.toMatch(RAW_CONTROL);
+    expect(denied.stdout).toContain(`may not call 'drop_table_prod\\u000d\\u001b[2Kapr-000000000000   bot   read_docs\\u202e'`);
+    expect(denied.stdout).toContain('  arguments: {"api_key":"[REDACTED]","table":"x\\u001b[31m"}\n  (not every value is shown:');
   });
 
   it('approve: the same call is allowed once, naming the approval in its audit record; the next one needs a new approval', async () => {
