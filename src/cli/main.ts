@@ -251,11 +251,22 @@ function describeFailure(err: unknown): { text: string; usage: boolean } {
   return { text: err instanceof Error ? (err.stack ?? err.message) : String(err), usage: false };
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const { text, usage } = describeFailure(err);
-    process.stderr.write(`policyguard: ${text}\n${usage ? `\n${USAGE}` : ''}`);
-    process.exit(2);
-  },
-);
+/**
+ * Exit once stdout and stderr have taken everything written: into a pipe (`| jq`, `| wc -l`)
+ * writes are asynchronous, and exiting at once cut long output short.
+ */
+function exitWhenWritten(code: number): void {
+  process.exitCode = code;
+  let open = 2;
+  const done = () => {
+    if (--open === 0) process.exit(code);
+  };
+  process.stdout.write('', done);
+  process.stderr.write('', done);
+}
+
+main(process.argv.slice(2)).then(exitWhenWritten, (err: unknown) => {
+  const { text, usage } = describeFailure(err);
+  process.stderr.write(`policyguard: ${text}\n${usage ? `\n${USAGE}` : ''}`);
+  exitWhenWritten(2);
+});

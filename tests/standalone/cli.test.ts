@@ -6,10 +6,14 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
+import { newApproval } from '../../src/approvals/ask.js';
+import { FileApprovalStore } from '../../src/approvals/file-store.js';
+import { silentLogger } from '../../src/log.js';
 import { SEED_FIXTURE, SAMPLES, startTestServer } from './harness.js';
-import { runCli, startProcess } from './cli.js';
+import { cliArgs, ROOT, runCli, startProcess } from './cli.js';
 import { eventually } from './eventually.js';
 
 const tmpRoots: string[] = [];
@@ -127,5 +131,34 @@ describe('policyguard crds', () => {
     const r = await runCli(['frobnicate']);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/unknown command "frobnicate"[\s\S]*Usage:/);
+  });
+});
+
+describe('output into a pipe', () => {
+  it('is written in full before the CLI exits, however slowly the reader reads', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'pg-cli-pipe-'));
+    try {
+      const store = await FileApprovalStore.open(dataDir, silentLogger);
+      const now = new Date();
+      for (let i = 0; i < 200; i++) {
+        const ask = { agentId: 'bot', actionType: 'tool_call', target: 'drop_table', parameters: { n: i, note: 'x'.repeat(3000) } };
+        await store.create(newApproval({ ask, namespace: undefined, matched: [{ policy: 'p', rule: 'r', action: 'require_approval', enforcement: 'Enforce' }], message: 'm', revision: 'r', requestedBy: 'token:bot', requesters: [], now, ttlMs: 3_600_000 }));
+      }
+      await store.close();
+      // The reader starts late: the CLI fills the pipe (64 KiB) long before, and must wait for it.
+      const [cmd, argv] = cliArgs(['approvals', 'list', '-o', 'json', '--data-dir', dataDir]);
+      const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      child.stdout.pause();
+      await new Promise((r) => setTimeout(r, 1000));
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stdout.resume();
+      const code = await new Promise((r) => child.on('close', r));
+      expect(code).toBe(0);
+      expect(out.length).toBeGreaterThan(600_000);
+      expect(JSON.parse(out)).toHaveLength(200);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });
