@@ -96,6 +96,25 @@ describe('Approvals.settle', () => {
     if (again.outcome === 'pending') expect(again.approval.metadata.name).not.toBe(first.approval.metadata.name);
   });
 
+  it('an approval covers the rules it was given for: a rule asking since (a stricter one added) needs a new approval', async () => {
+    const { approvals, request, store } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    store.decide(first.approval, 'Approved', 'alice');
+    const stricter: MatchedRule[] = [...MATCHED, { policy: 'security', namespace: 'team-a', rule: 'prod-drops', action: 'require_approval', enforcement: 'Enforce' }];
+    const named = await approvals.settle(request({ matched: stricter, approvalId: first.approval.metadata.name }));
+    expect(named).toMatchObject({
+      outcome: 'refused',
+      reason: `approval ${first.approval.metadata.name} does not cover this call: policy 'team-a/security' rule 'prod-drops' asks for approval too, and it was given for 'team-a/dba-review' rule 'drops' only`,
+    });
+    const byAsk = await approvals.settle(request({ matched: stricter }));
+    expect(byAsk.outcome).toBe('pending');
+    if (byAsk.outcome === 'pending') expect(byAsk.approval.spec.rules).toEqual([{ policy: 'team-a/dba-review', rule: 'drops' }, { policy: 'team-a/security', rule: 'prod-drops' }]);
+    expect(store.get('team-a', first.approval.metadata.name)!.status?.phase).toBe('Approved');
+    // A rule that stops asking takes nothing away: the old approval still allows the call the old rules ask about.
+    expect((await approvals.settle(request())).outcome).toBe('used');
+  });
+
   it('one approval allows one call even when several decisions race for it', async () => {
     const { approvals, request, store } = setup();
     const first = await approvals.settle(request());

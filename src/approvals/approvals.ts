@@ -14,7 +14,7 @@ import type { AuditEntryInput } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { Logger } from '../log.js';
 import type { Counter, Metrics } from '../metrics.js';
-import { approvalRef, argumentsDigest, askMismatch, newApproval, phaseOf, type NewApproval } from './ask.js';
+import { approvalRef, argumentsDigest, askingRules, askMismatch, newApproval, phaseOf, rulesMismatch, type NewApproval } from './ask.js';
 import type { ApprovalStore } from './store.js';
 
 /** Reasons of the Events about approvals (a cluster only). */
@@ -164,7 +164,7 @@ export class Approvals {
     const id = req.approvalId!;
     const approval = this.deps.store.get(req.namespace, id);
     if (!approval) return { outcome: 'refused', reason: `approval ${id} does not exist${req.namespace ? ` in namespace ${req.namespace}` : ''} (deleted after its retention, or never asked for)` };
-    const mismatch = askMismatch(approval.spec, req.ask, digest);
+    const mismatch = askMismatch(approval.spec, req.ask, digest) ?? rulesMismatch(approval.spec, askingRules(req.matched));
     if (mismatch) return { outcome: 'refused', approval, reason: `approval ${id} does not cover this call: ${mismatch}` };
     return { approval };
   }
@@ -174,7 +174,10 @@ export class Approvals {
    * until it expires), then a Pending one; undefined when a new one must be asked for.
    */
   private forAsk(req: ApprovalRequest, digest: string, now: Date): GuardApproval | undefined {
-    const mine = this.deps.store.list().filter((a) => a.metadata.namespace === req.namespace && askMismatch(a.spec, req.ask, digest) === undefined);
+    const asking = askingRules(req.matched);
+    const mine = this.deps.store
+      .list()
+      .filter((a) => a.metadata.namespace === req.namespace && askMismatch(a.spec, req.ask, digest) === undefined && rulesMismatch(a.spec, asking) === undefined);
     // A denial holds until the approval's expiry; after that the call may be asked again.
     const live = (a: GuardApproval) => phaseOf(a, now) !== 'Denied' || Date.parse(a.spec.expiresAt) > now.getTime();
     const newest = (phase: string) =>
@@ -184,7 +187,8 @@ export class Approvals {
 
   /** Ask for a new approval; identical asks meanwhile share it. */
   private request(req: ApprovalRequest, digest: string, now: Date): Promise<Settlement> {
-    const key = `${req.namespace ?? ''}\u0000${req.ask.agentId}\u0000${req.ask.actionType}\u0000${req.ask.target}\u0000${req.ask.upstream ?? ''}\u0000${digest}`;
+    const rules = askingRules(req.matched).map((r) => `${r.policy}/${r.rule}`).join(',');
+    const key = `${req.namespace ?? ''}\u0000${req.ask.agentId}\u0000${req.ask.actionType}\u0000${req.ask.target}\u0000${req.ask.upstream ?? ''}\u0000${digest}\u0000${rules}`;
     const pending = this.inFlight.get(key);
     if (pending) return pending.then((s) => (s.outcome === 'pending' ? { ...s, created: false } : s));
     const limit = this.deps.options.pendingPerAgent;

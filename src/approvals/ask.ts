@@ -55,6 +55,26 @@ export function askMismatch(spec: GuardApprovalSpec, ask: Ask, digest: string = 
   return undefined;
 }
 
+/** The rules an approval for these matches names: the Enforce require_approval ones that matched (at most 16, the CRD's bound). */
+export function askingRules(matched: readonly MatchedRule[]): { policy: string; rule: string }[] {
+  return matched
+    .filter((m) => m.action === 'require_approval' && m.enforcement === 'Enforce')
+    .slice(0, 16)
+    .map((m) => ({ policy: m.namespace ? `${m.namespace}/${m.policy}` : m.policy, rule: m.rule }));
+}
+
+/**
+ * Why an approval given for `spec.rules` does not cover a call that `asking` rules ask a person
+ * about (one that was not asked when it was given, e.g. a stricter rule added since), or
+ * undefined when it does. A rule that no longer asks takes nothing away.
+ */
+export function rulesMismatch(spec: GuardApprovalSpec, asking: readonly { policy: string; rule: string }[]): string | undefined {
+  const given = new Set(spec.rules.map((r) => `${r.policy}\u0000${r.rule}`));
+  const extra = asking.find((r) => !given.has(`${r.policy}\u0000${r.rule}`));
+  if (!extra) return undefined;
+  return `policy '${extra.policy}' rule '${extra.rule}' asks for approval too, and it was given for ${spec.rules.map((r) => `'${r.policy}' rule '${r.rule}'`).join(', ')} only`;
+}
+
 /**
  * The phase in force at `now`: an absent phase is Pending, and a Pending or Approved approval
  * past `spec.expiresAt` is Expired whether or not the sweep has written that yet.
@@ -109,10 +129,7 @@ export interface NewApproval {
  */
 export function newApproval(input: NewApproval): GuardApproval {
   const { ask } = input;
-  const rules = input.matched
-    .filter((m) => m.action === 'require_approval' && m.enforcement === 'Enforce')
-    .slice(0, 16)
-    .map((m) => ({ policy: m.namespace ? `${m.namespace}/${m.policy}` : m.policy, rule: m.rule }));
+  const rules = askingRules(input.matched);
   return {
     apiVersion: API_VERSION,
     kind: 'GuardApproval',
