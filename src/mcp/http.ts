@@ -54,6 +54,33 @@ export interface HttpOptions {
 }
 
 /** A JSON-RPC error reply for requests that never reach the MCP server. */
+/** A number JSON.parse cannot keep: an integer beyond ±2^53, or one out of range (1e400). */
+const LONG_NUMBER = /\d{16,}|[eE][+-]?\d{3,}/;
+
+/**
+ * express.json's `verify`: refuses a body with a number that parsing would change, which a
+ * decision would judge and the gateway forward changed (1234567890123456789 becomes
+ * 1234567890123456800, 1e400 becomes null). A cheap scan first; only a body that has a long
+ * run of digits is parsed again, looking at each number's source text.
+ */
+function refuseInexactNumbers(_req: unknown, _res: unknown, buf: Buffer): void {
+  const text = buf.toString('utf8');
+  if (!LONG_NUMBER.test(text)) return;
+  try {
+    JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
+      if (typeof value !== 'number') return value;
+      const source = context?.source ?? String(value);
+      if (!Number.isFinite(value) || (/^-?\d+$/.test(source) && !Number.isSafeInteger(value))) {
+        throw new Error(`the number ${source.slice(0, 40)} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53); send it as a string`);
+      }
+      return value;
+    });
+  } catch (err) {
+    if (err instanceof SyntaxError) return; // not JSON: the parser that follows says so
+    throw err;
+  }
+}
+
 /**
  * Deeper than any tool call needs (audit records keep 32 levels of arguments): a body nested
  * deeper is refused at the edge, before decisions, digests, audit records or forwarding walk it.
@@ -162,6 +189,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.use(observeRequests(metrics, log, opts.tracer));
   const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.', ['reason']);
   const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
+  const jsonBody = express.json({ limit: opts.bodyLimit ?? '1mb', verify: refuseInexactNumbers });
   const depthLimit = (req: Request, res: Response, next: NextFunction) => {
     if (!nestedDeeperThan(req.body, MAX_JSON_DEPTH)) return next();
     rejected.inc({ reason: 'too_deep' });
@@ -246,7 +274,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     'POST /mcp requests that passed the edge checks, by the protocol era their body claims: legacy (2025 revisions, initialize), modern (2026-07-28), invalid.',
     ['era'],
   );
-  app.post('/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), depthLimit, async (req, res) => {
+  app.post('/mcp', guardHostAndOrigin, authenticate, limit, jsonBody, depthLimit, async (req, res) => {
     const principal = res.locals.principal as Principal;
     const route = classifyMcpRequest(req, req.body);
     byEra.inc({ era: eraOf(route) });
@@ -267,7 +295,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   // The inline gateway: every tools/call to a GuardUpstream is decided first (src/gateway).
   const gateway = opts.gateway;
   if (gateway) {
-    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, express.json({ limit: opts.bodyLimit ?? '1mb' }), depthLimit, (req, res) => {
+    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, jsonBody, depthLimit, (req, res) => {
       const ref = `${String(req.params.namespace)}/${String(req.params.name)}`;
       gateway.handle(req, res, ref, res.locals.principal as Principal, req.method === 'POST' ? req.body : undefined).catch((err: unknown) => {
         log.error('gateway request failed', { upstream: ref, error: String(err) });
@@ -284,6 +312,10 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     }
     if (err.type === 'entity.parse.failed' || err.type === 'charset.unsupported' || err.type === 'encoding.unsupported') {
       return jsonRpcError(res, 400, -32700, `Parse error: ${err.message}`);
+    }
+    if (err.type === 'entity.verify.failed') {
+      rejected.inc({ reason: 'inexact_number' });
+      return jsonRpcError(res, 400, -32600, `Invalid Request: ${err.message}`);
     }
     log.error('HTTP request failed', { error: String(err) });
     if (!res.headersSent) jsonRpcError(res, err.status ?? 500, -32603, 'Internal error');

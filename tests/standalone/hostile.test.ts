@@ -118,6 +118,18 @@ describe('hostile input at /mcp', () => {
     assertWellFormed(await post('['.repeat(200_000) + ']'.repeat(200_000)));
   });
 
+  it('a number parsing would change is refused, not decided on (or forwarded) changed', async () => {
+    for (const n of ['1234567890123456789', '-9007199254740993', '1e400']) {
+      const r = await post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"x","target":"y","agent_id":"test-low","parameters":{"id":${n}}}}}`);
+      expect(r).toEqual({ status: 400, body: { jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: the number ${n} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53); send it as a string` } } });
+    }
+    // Long digit runs in strings, exact integers and decimals pass.
+    for (const ok of ['"12345678901234567890"', '9007199254740991', '0.12345678901234567', '1e300']) {
+      const r = await post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"x","target":"y","agent_id":"test-low","parameters":{"id":${ok}}}}}`);
+      expect(r.body.result.structuredContent, ok).toMatchObject({ decision: expect.any(String) });
+    }
+  });
+
   it('pathological globs are refused by create_policy without hanging', async () => {
     for (const pattern of ['*'.repeat(50) + 'x', '+(a|b)*(c|d)', '{a,b}{c,d}{e,f}', '!(x)', 'a'.repeat(300)]) {
       const r = await post(toolCall('create_policy', { policy_id: 'evil', name: 'evil', rules: [{ match: { tools: [pattern] }, action: 'deny' }] }));
