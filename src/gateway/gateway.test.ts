@@ -50,6 +50,11 @@ const gateway = new Gateway({
 const bad = createServer((req, res) => {
   const event = (data: string) => `event: message\ndata: ${data}\n\n`;
   switch (req.url) {
+    case '/headers':
+      // Answers with the headers it got: what the gateway passes on.
+      return void res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { got: { 'content-type': req.headers['content-type'] ?? null, 'mcp-method': req.headers['mcp-method'] ?? null, 'mcp-name': req.headers['mcp-name'] ?? null } } }));
     case '/redirect':
       return void res.writeHead(307, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
     case '/huge-json':
@@ -70,7 +75,7 @@ let url: string;
 beforeAll(async () => {
   await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r));
   const badUrl = `http://127.0.0.1:${(bad.address() as AddressInfo).port}`;
-  for (const name of ['redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
+  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
   server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -122,6 +127,14 @@ describe('the gateway refuses before any upstream is called', () => {
 
 describe('upstreams that misbehave: the call fails, saying what happened and nothing of where', () => {
   const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
+  it('passes on routing headers only when they say what the body says, and its own Content-Type', async () => {
+    const got = async (body: unknown, headers: Record<string, string>) => ((await (await post('default/headers', body, headers)).json()) as any).result.got;
+    const lying = { 'content-type': 'application/json; charset=utf-16le', 'mcp-method': 'tools/call', 'mcp-name': 'delete_everything' };
+    expect(await got({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, lying)).toEqual({ 'content-type': 'application/json', 'mcp-method': null, 'mcp-name': null });
+    expect(await got({ jsonrpc: '2.0', method: 'notifications/initialized' }, { ...lying, 'mcp-protocol-version': '2025-11-25' })).toMatchObject({ 'mcp-method': null, 'mcp-name': null });
+    const modern = { jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri: 'file:///a', _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } };
+    expect(await got(modern, { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'resources/read', 'mcp-name': 'file:///a' })).toMatchObject({ 'mcp-method': 'resources/read', 'mcp-name': 'file:///a' });
+  });
   it('an unreachable upstream: 502 naming the kind of failure, not its address', async () => {
     const r = await post('default/x', list);
     expect(r.status).toBe(502);

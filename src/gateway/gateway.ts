@@ -391,6 +391,12 @@ export class Gateway {
         if (typeof v === 'string') headers[h] = v;
       }
       if (message !== undefined) headers['content-type'] = 'application/json';
+      // Routing headers go on only when they say what the body says (a 2026-07-28 request was
+      // checked already; a notification, an answer or a 2025 message was not).
+      if (message !== undefined && (typeof message.method !== 'string' || standardHeaderMismatch(req.headers, message.method, message.params) !== undefined)) {
+        delete headers['mcp-method'];
+        delete headers['mcp-name'];
+      }
       if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
       // The upstream's spans join this request's trace (docs/observability.md).
       const traceparent = upstreamTraceparent();

@@ -302,6 +302,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
         if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
       });
     });
+    app.all(/^\/upstreams(\/.*)?$/, guardHostAndOrigin, (_req, res) => jsonRpcError(res, 404, -32000, 'Not found: the gateway serves /upstreams/<namespace>/<name>/mcp'));
   }
 
   // Central error handler: body parser failures and anything else thrown before the MCP layer.

@@ -389,6 +389,15 @@ describe.skipIf(!python.ok)('gateway sessions and identity', () => {
     expect(shared.result.content[0].text).toBe('from team-b');
   });
 
+  it('a path under /upstreams that is no gateway path is a JSON-RPC 404 saying which paths are', async () => {
+    // post() adds /mcp: /upstreams/mcp, /upstreams/default/mcp, …
+    for (const path of ['/upstreams', '/upstreams/default', '/upstreams/default/py/mcp/extra', '/upstreams/a/b/c']) {
+      const r = await post(`${s.pg.url}${path}`, TOKENS.bot, { jsonrpc: '2.0', id: 1, method: 'tools/list' });
+      expect(r.status, path).toBe(404);
+      expect(((await r.json()) as any).error, path).toEqual({ code: -32000, message: 'Not found: the gateway serves /upstreams/<namespace>/<name>/mcp' });
+    }
+  });
+
   it('a caller bound to no agent is refused; the upstream is never called', async () => {
     const stranger = await writeTokenFile({ stranger: 'stranger-token' });
     const before = (await py.log()).length;
