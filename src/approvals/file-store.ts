@@ -63,14 +63,19 @@ async function readApproval(dir: string, name: string, warn?: (msg: string) => v
   return { approval: merge(parsed.data, await readDecision(dir, name, warn)) };
 }
 
-/** A decision file that does not parse counts as no decision (it allows nothing); the server logs it. */
+/**
+ * A decision file that cannot be read or does not parse counts as no decision (it allows
+ * nothing); the server logs it once.
+ */
 async function readDecision(dir: string, name: string, warn?: (msg: string) => void): Promise<DecisionFile | undefined> {
   let text: string;
   try {
     text = await readFile(join(dir, `${name}.decision.json`), 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    warn?.(`approval decision file ${join(dir, `${name}.decision.json`)} ignored: it cannot be read (${code ?? String(err)})`);
+    return undefined;
   }
   try {
     const parsed = DecisionFileSchema.safeParse(JSON.parse(text));
@@ -182,7 +187,7 @@ export class FileApprovalStore implements ApprovalStore {
         this.set(name, read?.approval);
       }
     } catch (err) {
-      this.log.warn('approval file not read', { name, error: String(err) });
+      this.warnOnce(`approval file ${join(this.dir, `${name}.json`)} not read: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
   }
 
@@ -245,7 +250,10 @@ export function fileApprovalDesk(dataDir: string, now: () => Date = () => new Da
       try {
         await link(tmp, join(dir, `${name}.decision.json`));
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new Error(`approval ${name} has already been decided`, { cause: err });
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+          if (await readDecision(dir, name)) throw new Error(`approval ${name} has already been decided`, { cause: err });
+          throw new Error(`approval ${name} has a decision file that is not a valid decision (${join(dir, `${name}.decision.json`)}), which counts as none: move it away and decide again`, { cause: err });
+        }
         throw err;
       } finally {
         await unlink(tmp).catch(() => undefined);

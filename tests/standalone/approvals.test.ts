@@ -211,6 +211,27 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     expect(asked.json.approval_id).not.toBe(id);
   });
 
+  it('a decision file that is not a valid decision allows nothing, and is named as such: the list still works, approve says what to do', async () => {
+    const { json } = await validate(s, { table: 'invoices' });
+    const id = json.approval_id;
+    const file = join(s.dataDir, 'approvals', `${id}.decision.json`);
+    await writeFile(file, '{"phase":"Approved"}\n');
+    const listedAs = async () => (await listed(s)).find((a) => a.metadata.name === id)?.status?.phase;
+    expect(await listedAs()).toBe('Pending');
+    expect((await validate(s, { table: 'invoices' })).json).toMatchObject({ decision: 'require_approval', approval_id: id });
+    const approve = await cli(s, 'approve', id);
+    expect(approve.code).toBe(1);
+    expect(approve.stderr).toBe(`policyguard: approval ${id} has a decision file that is not a valid decision (${file}), which counts as none: move it away and decide again\n`);
+    // A folder in its place: nothing else stops working.
+    await rm(file);
+    await mkdir(file);
+    expect(await listedAs()).toBe('Pending');
+    expect((await cli(s, 'list')).code).toBe(0);
+    await rm(file, { recursive: true });
+    expect((await cli(s, 'approve', id)).code).toBe(0);
+    expect(await listedAs()).toBe('Approved');
+  });
+
   it('the CLI says exactly what is wrong with a name, and refuses mixing standalone and cluster flags', async () => {
     const bad = await cli(s, 'approve', 'drop-everything');
     expect(bad.code).toBe(1);
