@@ -104,16 +104,21 @@ describe('two revisions on one /mcp (--auth none)', () => {
     expect(first.body.result.structuredContent.action_id).not.toBe(second.body.result.structuredContent.action_id);
   });
 
-  it('a deeply nested 2026-07-28 request that the SDK answers is answered, not an internal error', async () => {
-    const depth = 100_000;
-    const parameters = `${'{"a":'.repeat(depth)}"bottom"${'}'.repeat(depth)}`;
+  it('a 2026-07-28 request nested past the bound is refused saying so; within it, the SDK path answers it, not an internal error', async () => {
     // A progress token in _meta keeps it off the fast path.
     const meta = JSON.stringify({ ...ENVELOPE, progressToken: 1 });
-    const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":${meta},"name":"validate_action","arguments":{"action_type":"x","target":"read_x","agent_id":"support-bot","parameters":${parameters}}}}`;
-    const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'validate_action' };
-    const res = await fetch(`${s.pg.url}/mcp`, { method: 'POST', headers, body });
-    expect(res.status).toBe(200);
-    expect(((await res.json()) as any).result.structuredContent.decision).toBe('allow');
+    const call = (depth: number) =>
+      fetch(`${s.pg.url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'validate_action' },
+        body: `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":${meta},"name":"validate_action","arguments":{"action_type":"x","target":"read_x","agent_id":"support-bot","parameters":${'{"a":'.repeat(depth)}"bottom"${'}'.repeat(depth)}}}}`,
+      });
+    const deep = await call(100_000);
+    expect(deep.status).toBe(400);
+    expect(((await deep.json()) as any).error).toEqual({ code: -32600, message: 'Invalid Request: the JSON nests deeper than 64 levels' });
+    const within = await call(60);
+    expect(within.status).toBe(200);
+    expect(((await within.json()) as any).result.structuredContent.decision).toBe('allow');
   });
 
   it("the README's Inspector CLI examples work (the CLI's default, 2025, and negotiating, 2026-07-28)", async () => {
