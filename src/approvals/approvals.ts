@@ -9,6 +9,8 @@
  * - The Lease holder sweeps: marks approvals Expired, records decisions and expiries in the
  *   audit chain (with an Event in a cluster), and deletes final ones after the retention.
  */
+import { z } from 'zod';
+import { formatZodError } from '../store/manifests.js';
 import type { GuardApproval, GuardApprovalStatus } from '../api/schemas.js';
 import type { AuditEntryInput } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
@@ -210,7 +212,8 @@ export class Approvals {
         return { outcome: 'pending', approval, created: true };
       } catch (err) {
         this.deps.log.warn('approval not requested', { agent: req.ask.agentId, target: req.ask.target, error: String(err) });
-        return { outcome: 'unavailable', reason: `no approval could be requested: ${err instanceof Error ? err.message : String(err)}` };
+        const why = err instanceof z.ZodError ? `the call does not fit a GuardApproval (${formatZodError(err)})` : err instanceof Error ? err.message : String(err);
+        return { outcome: 'unavailable', reason: `no approval could be requested: ${why}` };
       }
     })().finally(() => this.inFlight.delete(key));
     this.inFlight.set(key, created);

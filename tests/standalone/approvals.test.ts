@@ -245,6 +245,17 @@ describe('validate_action and GuardApprovals (standalone)', () => {
 });
 
 describe.skipIf(!python.ok)(`the gateway holds a call that needs approval${python.ok ? '' : ` (skipped: ${python.reason})`}`, () => {
+  it('a call too large for a GuardApproval is not made, saying which field does not fit', async () => {
+    const client = await connect(`${s.pg.url}/upstreams/default/py`, TOKENS.bot);
+    try {
+      const r = readResult(await client.callTool({ name: `drop_${'x'.repeat(3000)}`, arguments: {} }));
+      expect(r.isError).toBe(true);
+      expect(r.json).toContain('no approval could be requested: the call does not fit a GuardApproval (spec.target: Too big: expected string to have <=2048 characters)');
+    } finally {
+      await client.close();
+    }
+  });
+
   it('released when a person approves: the call goes through, with progress while it waited', async () => {
     const client = await connect(`${s.pg.url}/upstreams/default/py`, TOKENS.bot);
     try {
