@@ -34,7 +34,8 @@ describe('API server restart', () => {
     await cp.startApiServer();
     await applyGuard(cp.kubeConfig(), 'GuardPolicy', ns, 'no-wipes', { rules: [{ match: { tools: ['wipe_*'] }, action: 'deny', message: 'no wipes' }] });
     await applyGuard(cp.kubeConfig(), 'GuardAgent', ns, 'bot', { trustLevel: 'high' });
-    const d = await eventually(() => op.validate('wipe_disk', 'bot'), (v) => v.allowed === false, 'the change made during the outage', 60_000);
+    // Policies and agents are watched apart: wait for both changes, not the first to arrive.
+    const d = await eventually(() => op.validate('wipe_disk', 'bot'), (v) => v.allowed === false && v.agent.trust_level === 'high', 'both changes made during the outage', 60_000);
     expect(d.reason).toBe('no wipes');
     expect(d.agent.trust_level).toBe('high');
     expect(op.pg.store.ready()).toBe(true);

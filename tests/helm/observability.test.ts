@@ -52,8 +52,13 @@ beforeAll(async () => {
   await applyGuard(kc, 'GuardPolicy', namespace, 'no-deletes', { rules: [{ match: { tools: ['delete_*'] }, action: 'deny' }] });
   await op.validate('read_customer', 'bot');
   const text = await (await fetch(`${op.pg.url}/metrics`)).text();
-  // Sample names (histograms' _bucket/_sum/_count included) and the names HELP/TYPE declare.
-  exposed = new Set(text.split('\n').flatMap((l) => (l.startsWith('# TYPE ') ? [l.split(' ')[2]!] : /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(l)?.[0] ?? [])));
+  // Sample names and the names TYPE declares, with a histogram's _bucket/_sum/_count: a labelled
+  // histogram has no samples until its first observation (nodejs_gc_duration_seconds, before a GC).
+  const declared = (l: string) => {
+    const [, , name, type] = l.split(' ');
+    return type === 'histogram' ? [name!, `${name}_bucket`, `${name}_sum`, `${name}_count`] : [name!];
+  };
+  exposed = new Set(text.split('\n').flatMap((l) => (l.startsWith('# TYPE ') ? declared(l) : /^[a-zA-Z_:][a-zA-Z0-9_:]*/.exec(l)?.[0] ?? [])));
   const objects = parseObjects(await renderChart({ set: ['metrics.prometheusRule.enabled=true', 'metrics.grafanaDashboard.enabled=true'] }));
   rule = findObject(objects, 'PrometheusRule');
   dashboardMap = objects.find((o: any) => o.kind === 'ConfigMap' && o.metadata?.name?.endsWith('-dashboard'));
