@@ -156,6 +156,11 @@ export interface AnchorSite {
   text: string | undefined;
   /** The last record of the log as it is now, for messages. */
   lastEntryId: string | undefined;
+  /**
+   * Where the anchored record was found instead of where the anchor says (`audit-000002.jsonl:12`),
+   * when it was looked for elsewhere and found.
+   */
+  moved?: string;
   /** A segment's name for messages: `audit-000003.jsonl`, `policyguard-audit-pod-0-2`. */
   describeSegment(seq: number): string;
 }
@@ -179,6 +184,11 @@ export function checkAnchor(anchor: AuditAnchor, site: AnchorSite, key?: KeyObje
   const named = `the anchor of ${anchor.time} names ${anchor.entry_id} at ${where}`;
   if (key && anchor.mac !== undefined && !macMatches(key, anchorMacText(anchor), anchor.mac)) {
     return { ok: false, reason: `the anchor's MAC does not match: it was not written with this key (forged, or another key) (${named})` };
+  }
+  // Retention deletes whole segments, so the anchored record is where the anchor says or gone:
+  // found elsewhere, records before it were removed and the segments renumbered.
+  if (site.moved !== undefined) {
+    return { ok: false, reason: `moved: the anchored record is at ${site.moved}, not ${where}: records before it were removed and segments renumbered (${named})` };
   }
   const truncated = (count: number): AnchorCheck => ({
     ok: false,

@@ -9,7 +9,7 @@ import {
   type ResolvedIntegrity,
   type StoredLines,
 } from './batching-sink.js';
-import { appendDurably, readLineAt, readLinesBackward, repairTornTail } from './jsonl.js';
+import { appendDurably, readLineAt, findEntryLine, readLinesBackward, repairTornTail } from './jsonl.js';
 import { matchesAuditQuery } from './query.js';
 import { AuditRecordSchema, GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
 import { listSegments, segmentFileName } from './segments.js';
@@ -91,10 +91,14 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
 async function siteOf(anchor: AuditAnchor, segments: readonly Segment[], durable: DurableLine | undefined): Promise<AnchorSite> {
   const anchored = segments.find((segment) => segment.seq === anchor.segment);
   const { lines, text } = anchored ? await readLineAt(anchored.path, anchor.line) : { lines: 0, text: undefined };
+  // Its segment gone as if by retention: the record must be gone too, not in the oldest kept one.
+  const oldest = segments[0];
+  const movedLine = !anchored && oldest && oldest.seq > anchor.segment ? await findEntryLine(oldest.path, anchor.entry_id) : undefined;
   return {
     segments: segments.map((segment) => segment.seq),
     lines,
     text,
+    ...(movedLine !== undefined ? { moved: `${segmentFileName(oldest!.seq)}:${movedLine}` } : {}),
     lastEntryId: durable && parseAuditLine(durable.text)?.entry_id,
     describeSegment: segmentFileName,
   };

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { createInterface } from 'node:readline';
+import { parseAuditLine } from './record.js';
 
 /** One line of a JSONL file, located by byte offsets. */
 export interface JsonlLine {
@@ -221,4 +222,28 @@ export async function readLineAt(path: string, n: number): Promise<{ lines: numb
     input.destroy();
   }
   return { lines, text };
+}
+
+/**
+ * The 1-based line of `path` holding the record `entryId`, or undefined. A substring test per
+ * line, then a parse of the one that has it.
+ */
+export async function findEntryLine(path: string, entryId: string): Promise<number | undefined> {
+  const input = createReadStream(path);
+  const reader = createInterface({ input, crlfDelay: Infinity });
+  const needle = `"entry_id":${JSON.stringify(entryId)}`;
+  let line = 0;
+  try {
+    for await (const text of reader) {
+      line++;
+      if (text.includes(needle) && parseAuditLine(text)?.entry_id === entryId) return line;
+    }
+  } catch (error) {
+    if (isNotFound(error)) return undefined;
+    throw error;
+  } finally {
+    reader.close();
+    input.destroy();
+  }
+  return undefined;
 }

@@ -214,6 +214,21 @@ describe('verifyAuditChain: the anchor', () => {
     expect(result).toMatchObject({ ok: true, records: 6, notes: [expect.stringMatching(/segment retention has deleted since/)] });
   });
 
+  it('records cut from the head of the log and the segment renumbered, passing as retention: the anchored record found elsewhere fails verify and the sink', async () => {
+    const key = await keyFile();
+    await writeLog(8, { keyFile: key });
+    const lines = (await readFile(segment(1), 'utf8')).split('\n').filter(Boolean);
+    await writeFile(segment(2), `${lines.slice(3).join('\n')}\n`);
+    await rm(segment(1));
+    const anchor = await readAnchor();
+    const result = await verifyAuditChain(dir, { keyFile: key });
+    expect(result).toMatchObject({ ok: false });
+    expect(result.ok || result.reason).toBe(
+      `moved: the anchored record is at audit-000002.jsonl:5, not audit-000001.jsonl:8: records before it were removed and segments renumbered (the anchor of ${anchor.time} names ${anchor.entry_id} at audit-000001.jsonl:8)`,
+    );
+    await expect(openFileAuditSink({ dir, log: () => undefined, keyFile: key })).rejects.toThrow(/does not match its anchor .*: moved: the anchored record is at audit-000002\.jsonl:5/);
+  });
+
   it('fails without an anchor and says how to check the chain alone', async () => {
     await writeLog(3);
     await rm(anchorPath());

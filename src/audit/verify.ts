@@ -86,7 +86,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   }
 
   const chain = new ChainCheck(isDir && files[0]?.seq === 1 ? GENESIS_HASH : undefined, 'segment 1 starts the log', key);
-  const anchored = { lines: 0, text: undefined as string | undefined };
+  const anchored = { lines: 0, text: undefined as string | undefined, moved: undefined as string | undefined };
   for (const file of files) {
     const watch = file.seq === anchor.anchor?.segment ? anchor.anchor.line : undefined;
     const input = createReadStream(file.path);
@@ -98,6 +98,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
         if (line === watch) anchored.text = text;
         const broken = chain.check(text);
         if (broken) return { ok: false, records: chain.records, file: file.path, line, ...broken, notes: [] };
+        if (anchor.anchor && chain.lastEntryId === anchor.anchor.entry_id && line !== watch) anchored.moved = `${segmentFileName(file.seq)}:${line}`;
       }
     } finally {
       lines.close();
