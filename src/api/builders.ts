@@ -12,6 +12,7 @@ import {
   type ObjectMeta,
 } from './schemas.js';
 import type { z } from 'zod';
+import type { PolicySnapshot } from '../engine/snapshot.js';
 
 type MetaInput = Pick<ObjectMeta, 'name'> & Partial<Omit<ObjectMeta, 'name'>>;
 
@@ -27,8 +28,9 @@ export function guardPolicy(metadata: MetaInput, spec: z.input<typeof GuardPolic
 
 /**
  * A valid metadata.name for a free-form id (agent_id, policy_id): lowercased, other characters
- * turned into '-', and a short hash appended whenever that changed the id, so distinct ids never
- * share a name.
+ * turned into '-', and a short hash appended whenever that changed the id. Distinct ids can
+ * still meet on one name (an id may be another's name, and 6 hex characters can be matched):
+ * writers check {@link agentNamed} before creating.
  *
  * @example objectNameFor('ETL_Agent') // 'etl-agent-5c1f0a'
  */
@@ -41,4 +43,15 @@ export function objectNameFor(id: string): string {
   if (cleaned === id && cleaned.length > 0) return id;
   const hash = createHash('sha256').update(id).digest('hex').slice(0, 6);
   return cleaned.length > 0 ? `${cleaned}-${hash}` : `id-${hash}`;
+}
+
+/**
+ * The id of the agent whose GuardAgent object is `namespace/name` in `snapshot`, if any: a new
+ * agent written under that name would replace it.
+ *
+ * @example agentNamed(snapshot, undefined, 'ops-bot-3bf713') // 'Ops_Bot'
+ */
+export function agentNamed(snapshot: PolicySnapshot, namespace: string | undefined, name: string): string | undefined {
+  for (const a of snapshot.agents()) if (a.name === name && (a.namespace ?? '') === (namespace ?? '')) return a.id;
+  return undefined;
 }

@@ -4,6 +4,7 @@
  */
 import { LABEL_AUTO_REGISTERED, type GuardAgent, type TrustLevel } from '../api/schemas.js';
 import { guardAgent, objectNameFor } from '../api/builders.js';
+import { SYSTEM_AGENT_ID } from '../audit/audit-incidents.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
 import type { IncidentRecord } from '../audit/incident-file.js';
@@ -88,10 +89,19 @@ export function resolveIdentity(input: {
   const refuse = (rule: Refusal['rule'], reason: string, incident: IncidentSpec): Identity => ({ ok: false, agentId, refusal: { rule, reason, incident } });
   if (agent) {
     if (authorizer.mayActAs(principal, agent)) return { ok: true, agentId };
+    // The incident concerns the agent the caller really is, when it is one: not the one it claimed.
     return refuse('identities', `Caller '${subject}' is not bound to agent '${agentId}' (identity mismatch)`, {
       type: 'identity_mismatch',
       severity: 'high',
-      agentId,
+      agentId: boundIds[0] ?? agentId,
+      evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds },
+    });
+  }
+  if (agentId === SYSTEM_AGENT_ID) {
+    return refuse('identities', `'${SYSTEM_AGENT_ID}' is PolicyGuard's own id (its administrative audit records); no caller acts as it`, {
+      type: 'identity_mismatch',
+      severity: 'high',
+      agentId: boundIds[0] ?? agentId,
       evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds },
     });
   }

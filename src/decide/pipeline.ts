@@ -20,6 +20,7 @@ import type { Logger } from '../log.js';
 import { secondsSince, type Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { childSpan, noteActionId } from '../telemetry/request-context.js';
+import { agentNamed } from '../api/builders.js';
 import { autoRegisteredAgent, identityOf, namespaceFor, resolveIdentity, type IncidentSpec, type UnknownAgents } from './identity.js';
 
 export interface PipelineOptions {
@@ -259,6 +260,13 @@ export class DecisionPipeline {
     const identities = authorizer.enforcing ? [identityOf(principal)] : undefined;
     const agent = autoRegisteredAgent(agentId, this.namespaceFor(principal), snapshot.options.unknownAgentTrust, identities);
     if (!agent) return; // an id no GuardAgent can carry; it stays an implicit agent
+    // Never over another agent's object: an id may be another agent's object name.
+    const owner = agentNamed(snapshot, agent.metadata.namespace, agent.metadata.name);
+    if (owner !== undefined) {
+      metrics.autoRegistrations.inc({ outcome: 'name_taken' });
+      this.deps.log.warn('auto-registration skipped: the object name is another agent\'s', { agent: agentId, name: agent.metadata.name, owner });
+      return;
+    }
     this.pendingRegistrations.set(agentId, caller);
     store
       .applyAgent(agent)

@@ -4,7 +4,8 @@
  * into an MCP result. The same handlers serve both modes: only the store behind them differs.
  */
 import { z } from 'zod';
-import { guardAgent, guardPolicy, objectNameFor } from '../api/builders.js';
+import { agentNamed, guardAgent, guardPolicy, objectNameFor } from '../api/builders.js';
+import { SYSTEM_AGENT_ID } from '../audit/audit-incidents.js';
 import { isSeedRule, fromSeedRule, SeedRuleSchema } from '../api/seed.js';
 import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type Rule } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
@@ -56,9 +57,6 @@ export interface AuditRead {
   audit: AuditSink;
   incidents: IncidentLog;
 }
-
-/** Who administrative audit records are attributed to (the seed used its server's name). */
-export const SYSTEM_AGENT_ID = 'policyguard-system';
 
 const fail = <T>(error: string, value?: T): ToolOutcome<T> => (value === undefined ? { ok: false, error } : { ok: false, error, value });
 
@@ -191,6 +189,13 @@ export class Tools {
     const existingAgent = snapshot.agent(args.agent_id);
     const existing = existingAgent?.source;
     const namespace = existing?.metadata.namespace ?? this.pipeline.namespaceFor(ctx.principal);
+    if (!existing) {
+      const owner = agentNamed(snapshot, namespace, objectNameFor(args.agent_id));
+      if (owner) {
+        const msg = `agent id '${args.agent_id}' would be stored as GuardAgent ${namespace ? `${namespace}/` : ''}${objectNameFor(args.agent_id)}, which holds agent '${owner}'; choose another id`;
+        return fail(msg, answer(false, msg));
+      }
+    }
     const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: existing ? 'patch' : 'create', resource: 'guardagents', namespace });
     if (!allowedToWrite.ok) return fail(allowedToWrite.reason, answer(false, allowedToWrite.reason));
     // Granting high or admin (creating it, or raising an agent to it) is an escalation of its

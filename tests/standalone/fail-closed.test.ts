@@ -85,6 +85,25 @@ describe('--unknown-agents evaluate', () => {
     expect(other.reason).toMatch(/bound to 'newcomer' and may act only as it/);
   });
 
+  it('an id that is another agent\'s object name is evaluated, but never registered over that agent', async () => {
+    const claimed = await validate(s, TOKENS.stranger, 'read_x', 'ops-bot');
+    expect(claimed).toMatchObject({ allowed: true, agent: { id: 'ops-bot', registered: false } });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await registered(s)).not.toContain('ops-bot.yaml');
+    // Nor through register_agent, by an admin who names the object instead of the agent.
+    const real = await callAs(s.pg.url, TOKENS.root, 'register_agent', { agent_id: 'ops-bot', name: 'impostor', trust_level: 'low' });
+    expect(real.isError).toBe(true);
+    expect(real.json).toMatchObject({ success: false, message: "agent id 'ops-bot' would be stored as GuardAgent ops-bot, which holds agent 'Ops_Bot'; choose another id" });
+    expect((await validate(s, TOKENS.stranger, 'read_x', 'ops-bot')).agent.registered).toBe(false);
+  });
+
+  it(`nobody acts as 'policyguard-system', PolicyGuard's own id for its administrative records`, async () => {
+    const d = await validate(s, TOKENS.nobody, 'read_x', 'policyguard-system');
+    expect(d).toMatchObject({ allowed: false, reason: "'policyguard-system' is PolicyGuard's own id (its administrative audit records); no caller acts as it" });
+    const records = await callAs(s.pg.url, TOKENS.nobody, 'get_audit_log', { agent_id: 'policyguard-system' });
+    expect(JSON.stringify(records.json)).not.toContain('agent_registration');
+  });
+
   it('auto-registration is limited per caller, not one global pool', async () => {
     const ids = Array.from({ length: 20 }, (_, i) => `burst-${i}`);
     const decisions = await Promise.all(ids.map((id) => validate(s, TOKENS.stranger, 'read_x', id)));
