@@ -9,6 +9,7 @@
  * TokenReview (docs/decisions.md, "Cheap denial of service"). Only this layer writes JSON-RPC
  * errors.
  */
+import { inexactNumber, inexactNumberText, MAX_JSON_DEPTH, nestedDeeperThan, tooDeepText } from '../json-limits.js';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -54,58 +55,6 @@ export interface HttpOptions {
 }
 
 /** A JSON-RPC error reply for requests that never reach the MCP server. */
-/** A number JSON.parse cannot keep: an integer beyond ±2^53, or one out of range (1e400). */
-const LONG_NUMBER = /\d{16,}|[eE][+-]?\d{3,}/;
-
-/**
- * express.json's `verify`: refuses a body with a number that parsing would change, which a
- * decision would judge and the gateway forward changed (1234567890123456789 becomes
- * 1234567890123456800, 1e400 becomes null). A cheap scan first; only a body that has a long
- * run of digits is parsed again, looking at each number's source text.
- */
-function refuseInexactNumbers(_req: unknown, _res: unknown, buf: Buffer): void {
-  const text = buf.toString('utf8');
-  if (!LONG_NUMBER.test(text)) return;
-  try {
-    JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
-      if (typeof value !== 'number') return value;
-      const source = context?.source ?? String(value);
-      if (!Number.isFinite(value) || (/^-?\d+$/.test(source) && !Number.isSafeInteger(value))) {
-        throw new Error(`the number ${source.slice(0, 40)} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53); send it as a string`);
-      }
-      return value;
-    });
-  } catch (err) {
-    if (err instanceof SyntaxError) return; // not JSON: the parser that follows says so
-    throw err;
-  }
-}
-
-/**
- * Deeper than any tool call needs (audit records keep 32 levels of arguments): a body nested
- * deeper is refused at the edge, before decisions, digests, audit records or forwarding walk it.
- */
-export const MAX_JSON_DEPTH = 64;
-
-/** Whether `value` nests objects or arrays more than `max` levels deep; iterative, so any depth is safe to ask about. */
-export function nestedDeeperThan(value: unknown, max: number): boolean {
-  const values: unknown[] = [value];
-  const depths: number[] = [1];
-  while (values.length > 0) {
-    const v = values.pop();
-    const depth = depths.pop()!;
-    if (typeof v !== 'object' || v === null) continue;
-    if (depth > max) return true;
-    for (const child of Array.isArray(v) ? v : Object.values(v)) {
-      if (typeof child === 'object' && child !== null) {
-        values.push(child);
-        depths.push(depth + 1);
-      }
-    }
-  }
-  return false;
-}
-
 function jsonRpcError(res: Response, status: number, code: number, message: string): void {
   res.status(status).json({ jsonrpc: '2.0', error: { code, message }, id: null });
 }
@@ -189,11 +138,17 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.use(observeRequests(metrics, log, opts.tracer));
   const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.', ['reason']);
   const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
-  const jsonBody = express.json({ limit: opts.bodyLimit ?? '1mb', verify: refuseInexactNumbers });
+  const jsonBody = express.json({
+    limit: opts.bodyLimit ?? '1mb',
+    verify: (_req, _res, buf) => {
+      const inexact = inexactNumber(buf.toString('utf8'));
+      if (inexact !== undefined) throw new Error(inexactNumberText(inexact));
+    },
+  });
   const depthLimit = (req: Request, res: Response, next: NextFunction) => {
     if (!nestedDeeperThan(req.body, MAX_JSON_DEPTH)) return next();
     rejected.inc({ reason: 'too_deep' });
-    jsonRpcError(res, 400, -32600, `Invalid Request: the JSON nests deeper than ${MAX_JSON_DEPTH} levels`);
+    jsonRpcError(res, 400, -32600, `Invalid Request: ${tooDeepText()}`);
   };
 
   app.get('/healthz', (_req, res) => {
