@@ -59,6 +59,9 @@ export interface AuditRead {
   incidents: IncidentLog;
 }
 
+/** The most evidence kept with one incident (JSON bytes): incidents are read whole by compliance queries. */
+const EVIDENCE_MAX_BYTES = 16_384;
+
 const fail = <T>(error: string, value?: T): ToolOutcome<T> => (value === undefined ? { ok: false, error } : { ok: false, error, value });
 
 /** Decode a parameter the seed passed as a JSON string; real JSON values pass through. */
@@ -456,7 +459,18 @@ export class Tools {
     const decoded = decodeJson(args.evidence, 'evidence', JsonObject, {});
     if (decoded.ok) evidence = decoded.value;
     else evidence = { raw: args.evidence }; // the seed kept unparseable evidence as text
-    if (!known) evidence = { ...evidence, reported_type: args.incident_type };
+    const size = Buffer.byteLength(JSON.stringify(evidence));
+    if (size > EVIDENCE_MAX_BYTES) return fail(`evidence is ${size} bytes of JSON; at most ${EVIDENCE_MAX_BYTES} are kept with an incident`);
+    // Who filed it, for everyone who reads the incident (the agent it concerns included).
+    evidence = { ...evidence, reported_by: ctx.principal.subject, ...(known ? {} : { reported_type: args.incident_type }) };
+    // About another agent: as much an admin action as suspending it (a forged incident counts against its record).
+    const snapshot = this.deps.store.snapshot();
+    const target = args.agent_id ? snapshot.agent(args.agent_id) : undefined;
+    const aboutSelf = target !== undefined && this.deps.authorizer.mayActAs(ctx.principal, target);
+    if (args.agent_id && this.deps.authorizer.enforcing && !aboutSelf) {
+      const check = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'patch', resource: 'guardagents/status', namespace: target?.namespace });
+      if (!check.ok) return fail(`caller '${ctx.principal.subject}' may report incidents about the agents it acts as, or about none; about agent '${args.agent_id}': ${check.reason}`);
+    }
     const unavailable = this.auditUnavailable();
     if (unavailable) return fail(unavailable);
 
@@ -472,9 +486,7 @@ export class Tools {
     let notSuspended: string | undefined;
     if (severity === 'critical' && args.agent_id) {
       // An agent may always suspend itself; suspending another one is an admin action.
-      const snapshot = this.deps.store.snapshot();
-      const target = snapshot.agent(args.agent_id);
-      const self = target !== undefined && this.deps.authorizer.enforcing && this.deps.authorizer.mayActAs(ctx.principal, target);
+      const self = this.deps.authorizer.enforcing && aboutSelf;
       const check = self ? undefined : await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'patch', resource: 'guardagents/status', namespace: target?.namespace });
       if (check && !check.ok) notSuspended = check.reason;
       else suspended = await this.deps.store.suspendAgent(args.agent_id, {

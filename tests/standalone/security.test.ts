@@ -101,12 +101,20 @@ describe('admin tools', () => {
     const r = await callAs(TOKENS.bob, 'create_policy', { policy_id: 'allow-all', name: 'x', rules: [{ action: 'allow' }] });
     expect(r.json.success).toBe(false);
   });
-  it('a critical incident suspends the reporter’s own agent, but not someone else’s unless the reporter is admin', async () => {
-    const other = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'critical', description: 'x', agent_id: 'carol-1' });
-    expect(other.json.agent_suspended).toBe(false);
-    expect(other.json.message).toMatch(/was not suspended/);
+  it('an incident about another agent needs admin rights (a forged one would count against it); about one’s own agent it is filed, a critical one suspends it, and it says who filed it', async () => {
+    const other = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'critical', description: 'carol exfiltrated data', agent_id: 'carol-1' });
+    expect(other.isError).toBe(true);
+    expect(other.json).toMatch(/^caller 'token:bob' may report incidents about the agents it acts as, or about none; about agent 'carol-1': /);
     const own = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'critical', description: 'I was compromised', agent_id: 'agent-b' });
     expect(own.json.agent_suspended).toBe(true);
+    const byAdmin = await callAs(TOKENS.root, 'report_incident', { incident_type: 'other', severity: 'high', description: 'seen in the SIEM', agent_id: 'carol-1' });
+    expect(byAdmin.json.success).toBe(true);
+    const status = await callAs(TOKENS.root, 'get_compliance_status', {});
+    const recent = status.json.incidents.recent as any[];
+    expect(recent.some((i) => i.description === 'carol exfiltrated data')).toBe(false);
+    expect(recent.find((i) => i.description === 'seen in the SIEM').evidence.reported_by).toBe('token:root');
+    const huge = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'low', description: 'x', evidence: JSON.stringify({ blob: 'x'.repeat(20_000) }) });
+    expect(huge.json).toMatch(/^evidence is \d+ bytes of JSON; at most 16384 are kept with an incident$/);
   });
 });
 
