@@ -72,13 +72,18 @@ export function parseTokenFile(text: string, path: string): Map<string, string> 
  * @example const auth = await tokenFileAuthenticator('/etc/policyguard/tokens', log);
  */
 export async function tokenFileAuthenticator(path: string, log: Logger): Promise<Authenticator> {
-  let tokens = parseTokenFile(await readFile(path, 'utf8'), path);
+  let text = await readFile(path, 'utf8');
+  let tokens = parseTokenFile(text, path);
   log.info('token file loaded', { path, subjects: tokens.size });
   let timer: NodeJS.Timeout | undefined;
   let watcher: FSWatcher | undefined;
   const reload = async () => {
     try {
-      tokens = parseTokenFile(await readFile(path, 'utf8'), path);
+      // The folder's other files change too (a log written beside it): only a new text counts.
+      const next = await readFile(path, 'utf8');
+      if (next === text) return;
+      tokens = parseTokenFile(next, path);
+      text = next;
       log.info('token file reloaded', { path, subjects: tokens.size });
     } catch (err) {
       log.error(`token file not reloaded, the previous version stays in force: ${(err as Error).message}`);
