@@ -20,8 +20,8 @@ Usage:
         manifests (standalone) or as a Kubernetes operator. Every flag can also be set as
         POLICYGUARD_<FLAG>, e.g. POLICYGUARD_PORT=9000.
         Identity: --auth none|token|kubernetes, --token-file F, --token-audiences policyguard,
-          --accept-api-server-audience, --auth-cache-ttl 10s, --unknown-agents deny|evaluate
-          (default deny when auth is on).
+          --accept-api-server-audience true|false, --auth-cache-ttl 10s,
+          --unknown-agents deny|evaluate (default deny when auth is on).
         Edge: --allowed-hosts, --allowed-origins, --rate-limit 1000/1s|0, --auth-failure-limit
           20/1s|0 (per address), --body-limit 1mb, --tls-cert, --tls-key.
         Decisions: --default-decision allow|deny, --unknown-agent-trust low, --auto-register
@@ -68,10 +68,6 @@ Usage:
 class UsageError extends Error {}
 
 async function serve(argv: string[]): Promise<number> {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
   const config = parseServeConfig(argv, process.env);
   const log = createLogger(config.logLevel, undefined, config.logFormat);
   // Each command loads only what it needs: `check` and `crds` start fast, without the
@@ -219,6 +215,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const run = COMMANDS[command];
   if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   return run(rest);
 }
 
