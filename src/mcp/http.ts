@@ -190,6 +190,11 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   const address = (req: Request) => req.socket.remoteAddress ?? '';
 
   const authenticate = async (req: Request, res: Response, next: NextFunction) => {
+    // Node keeps the first of two Authorization headers; a proxy may keep the other: refuse, not guess.
+    if (req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization').length > 1) {
+      rejected.inc({ reason: 'duplicate_authorization' });
+      return jsonRpcError(res, 400, -32600, 'Invalid Request: more than one Authorization header');
+    }
     const header = req.get('authorization');
     const token = header?.match(/^Bearer\s+(\S+)\s*$/i)?.[1];
     // An address over its budget of failed authentications gets no more work: only callers

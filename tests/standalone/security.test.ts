@@ -2,6 +2,7 @@
  * Identity, authorization and the hardened HTTP edge, with `--auth token` over real HTTP.
  */
 import { appendFile, readdir, readFile } from 'node:fs/promises';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sha256 } from '../../src/auth/authenticate.js';
@@ -48,6 +49,25 @@ describe('authentication', () => {
     const c = await connect(s.pg.url, TOKENS.alice);
     expect((await c.listTools()).tools).toHaveLength(6);
     await c.close();
+  });
+  it('two Authorization headers are refused, not guessed between', async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' });
+    const r = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const url = new URL(`${s.pg.url}/mcp`);
+      const req = request(
+        // Raw header pairs (name, value, …): two Authorization lines; Host and framing set by hand.
+        { host: url.hostname, port: url.port, path: '/mcp', method: 'POST', headers: ['host', url.host, 'content-type', 'application/json', 'content-length', String(body.length), 'authorization', `Bearer ${TOKENS.alice}`, 'authorization', `Bearer ${TOKENS.root}`] },
+        (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode!, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+    expect(r, r.body).toMatchObject({ status: 400 });
+    expect(JSON.parse(r.body).error.message).toBe('Invalid Request: more than one Authorization header');
   });
   it('picks up a new token when the file changes', async () => {
     await appendFile(tokenFile, `${sha256('dave-token')}  dave\n`);
