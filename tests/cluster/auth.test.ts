@@ -79,7 +79,7 @@ describe('TokenReview', () => {
 });
 
 describe('identity and authorization in the cluster', () => {
-  it('impersonation is denied, audited with both identities, and an IdentityMismatch Event regards the claimed agent', async () => {
+  it('impersonation is denied, audited with both identities, and an IdentityMismatch Event regards the agent the caller is (naming the one it claimed)', async () => {
     const tokenA = await tokenFor('agent-a');
     const d = await call(tokenA, 'validate_action', { action_type: 'tool_call', target: 'read_x', agent_id: 'agent-b' });
     expect(d.allowed).toBe(false);
@@ -91,8 +91,8 @@ describe('identity and authorization in the cluster', () => {
       (l) => l.length > 0,
       'an IdentityMismatch Event',
     );
-    expect(events[0]!.regarding).toMatchObject({ kind: 'GuardAgent', name: 'agent-b' });
-    expect(events[0]!.note).toMatch(/agent-a/);
+    expect(events[0]!.regarding).toMatchObject({ kind: 'GuardAgent', name: 'agent-a' });
+    expect(events[0]!.note).toMatch(/agent-b/);
   });
 
   it('RBAC permission to create GuardPolicies lets a caller use create_policy; the object lands in its namespace', async () => {
