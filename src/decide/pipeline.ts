@@ -124,7 +124,8 @@ export class DecisionPipeline {
     metrics.evaluationSeconds.observe(secondsSince(evaluating));
     let incident: IncidentSpec | undefined;
     if (!identity.ok) {
-      decision = agentDeny(decision, identity.refusal.rule, identity.refusal.reason);
+      // Refused as that agent: how its rules would have judged the call is not the caller's to see.
+      decision = agentDeny({ ...decision, matched: [], audit_findings: [], warnings: [] }, identity.refusal.rule, identity.refusal.reason);
       incident = identity.refusal.incident;
     } else {
       const agent = snapshot.agent(agentId);

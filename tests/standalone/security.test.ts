@@ -80,6 +80,10 @@ describe('identity binding', () => {
     const { json } = await callAs(TOKENS.alice, 'validate_action', { action_type: 'tool_call', target: 'read_data', agent_id: 'agent-b' });
     expect(json.allowed).toBe(false);
     expect(json.reason).toBe("Caller 'token:alice' is not bound to agent 'agent-b' (identity mismatch)");
+    // Nothing of how agent-b's own rules would judge a call is told to alice (no-deletes matches delete_* for it).
+    const probe = (await callAs(TOKENS.alice, 'validate_action', { action_type: 'tool_call', target: 'delete_records', agent_id: 'agent-b' })).json;
+    expect(probe.matched).toEqual([{ policy: 'agent:agent-b', rule: 'identities', action: 'deny', enforcement: 'Enforce', message: probe.reason }]);
+    expect([probe.warnings, probe.audit_findings]).toEqual([[], []]);
     const audit = await callAs(TOKENS.root, 'get_audit_log', { agent_id: 'agent-b' });
     const entry = audit.json.entries.find((e: any) => e.action_id === json.action_id);
     expect(entry).toMatchObject({ agent_id: 'agent-b', caller: 'token:alice', evaluation: { allowed: false } });
