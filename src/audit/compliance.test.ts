@@ -49,6 +49,13 @@ describe('addDecision', () => {
     });
   });
 
+  it('a caller refused as an agent (identity mismatch) counts in the totals, not as that agent\'s violation', () => {
+    const claim = decisionRecord({ at: T0 + 8_000, agent: 'bot', target: 'read_x', decision: 'deny', matched: [{ policy: 'agent:bot', rule: 'identities', action: 'deny', enforcement: 'Enforce', message: 'not bound' }] });
+    const m = complianceMetrics(fold([...day(), claim, claim]));
+    expect(m).toMatchObject({ total_actions: 9, denied_actions: 7 });
+    expect(m.top_offenders).toContainEqual({ agent_id: 'bot', violations: 1 });
+  });
+
   it('yields a result per matched rule: pass for allow rules, fail for enforced denies, warn for approvals and Audit findings', () => {
     const agg = fold(day());
     const results = (agent: string) => [...agg.agents.get(agent)!.rules.values()].map((t) => [t.namespace ?? '', t.policy, t.rule, t.result, t.count, t.lastTarget, new Date(t.lastTime).toISOString()]);

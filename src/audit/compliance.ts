@@ -180,6 +180,12 @@ function ruleResults(record: AuditRecord, time: number): RuleTally[] {
   return out;
 }
 
+/** A decision refusing a caller who claimed to be `record.agent_id` (src/decide/identity.ts). */
+function refusedClaim(record: AuditRecord): boolean {
+  const first = record.evaluation.matched[0] as { policy?: unknown; rule?: unknown } | undefined;
+  return first?.policy === `agent:${record.agent_id}` && first.rule === 'identities';
+}
+
 /**
  * Counts one decision record (callers pass decisions only: {@link foldDecisions} asks the sink
  * for them). The only place a decision is counted.
@@ -207,6 +213,8 @@ export function addDecision(agg: ComplianceAggregate, record: AuditRecord): void
   }
   if (!allowed) countTarget(agg, record.action.target, 1);
 
+  // A caller refused as this agent (identity mismatch) is not this agent's doing.
+  if (refusedClaim(record)) return;
   const agent = agentTally(agg, record.agent_id);
   if (!agent) return;
   agent.decisions++;
