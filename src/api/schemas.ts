@@ -309,22 +309,15 @@ export const ObjectMetaSchema = z.looseObject({
 });
 export type ObjectMeta = z.infer<typeof ObjectMetaSchema>;
 
-export const GuardAgentSchema = z.object({
-  apiVersion: z.literal(API_VERSION),
-  kind: z.literal('GuardAgent'),
-  metadata: ObjectMetaSchema,
-  spec: GuardAgentSpecSchema,
-  status: GuardAgentStatusSchema.optional(),
-});
+/** A kind of ours as the API server stores it: apiVersion, kind, metadata, spec and an optional status. */
+function resource<K extends string, Spec extends z.ZodType, Status extends z.ZodType>(kind: K, spec: Spec, status: Status) {
+  return z.object({ apiVersion: z.literal(API_VERSION), kind: z.literal(kind), metadata: ObjectMetaSchema, spec, status: status.optional() });
+}
+
+export const GuardAgentSchema = resource('GuardAgent', GuardAgentSpecSchema, GuardAgentStatusSchema);
 export type GuardAgent = z.infer<typeof GuardAgentSchema>;
 
-export const GuardPolicySchema = z.object({
-  apiVersion: z.literal(API_VERSION),
-  kind: z.literal('GuardPolicy'),
-  metadata: ObjectMetaSchema,
-  spec: GuardPolicySpecSchema,
-  status: GuardPolicyStatusSchema.optional(),
-});
+export const GuardPolicySchema = resource('GuardPolicy', GuardPolicySpecSchema, GuardPolicyStatusSchema);
 export type GuardPolicy = z.infer<typeof GuardPolicySchema>;
 
 /** Headers the gateway sets itself (hop-by-hop, framing, MCP's own): a GuardUpstream may not. */
@@ -404,13 +397,7 @@ export const GuardUpstreamStatusSchema = z.object({
 });
 
 /** An MCP server PolicyGuard gates: every tools/call to it is decided first (the gateway). */
-export const GuardUpstreamSchema = z.object({
-  apiVersion: z.literal(API_VERSION),
-  kind: z.literal('GuardUpstream'),
-  metadata: ObjectMetaSchema,
-  spec: GuardUpstreamSpecSchema,
-  status: GuardUpstreamStatusSchema.optional(),
-});
+export const GuardUpstreamSchema = resource('GuardUpstream', GuardUpstreamSpecSchema, GuardUpstreamStatusSchema);
 export type GuardUpstream = z.infer<typeof GuardUpstreamSchema>;
 
 // ---- GuardApproval ------------------------------------------------------------------------------
@@ -507,13 +494,7 @@ export type GuardApprovalStatus = z.infer<typeof GuardApprovalStatusSchema>;
  * PolicyGuard in the agent's namespace; decided by someone with verb `approve` on
  * guardapprovals (not the agent: the chart's admission policy); single use.
  */
-export const GuardApprovalSchema = z.object({
-  apiVersion: z.literal(API_VERSION),
-  kind: z.literal('GuardApproval'),
-  metadata: ObjectMetaSchema,
-  spec: GuardApprovalSpecSchema,
-  status: GuardApprovalStatusSchema.optional(),
-});
+export const GuardApprovalSchema = resource('GuardApproval', GuardApprovalSpecSchema, GuardApprovalStatusSchema);
 export type GuardApproval = z.infer<typeof GuardApprovalSchema>;
 
 /** Either kind the engine compiles; `kind` tells them apart. */
