@@ -87,6 +87,14 @@ async function signIn(page: Page, token: string): Promise<void> {
   await page.click('#login button[type=submit]');
 }
 
+/** A new page on /ui/, signed in with `token`. */
+async function signedIn(token: string): Promise<{ page: Page; errors: string[] }> {
+  const { page, errors } = await openPage();
+  await page.goto(`${pg.url}/ui/`);
+  await signIn(page, token);
+  return { page, errors };
+}
+
 /** What the page rendered: the plot's data attributes, the cards, the bars and tables. */
 async function rendered(page: Page) {
   await page.waitForSelector('#timeline[data-points]');
@@ -244,9 +252,7 @@ describe('the dashboard in Chromium', () => {
   });
 
   it("shows a caller bound to one agent only that agent's decisions, agents and incidents", async () => {
-    const { page, errors } = await openPage();
-    await page.goto(`${pg.url}/ui/`);
-    await signIn(page, TOKENS.alice);
+    const { page, errors } = await signedIn(TOKENS.alice);
     const r = await rendered(page);
     const m = made.alice;
     expect(r.scope).toBe('Your agents: agent-a (and your own calls), as token:alice');
@@ -263,9 +269,7 @@ describe('the dashboard in Chromium', () => {
   });
 
   it('lists the approvals waiting for a person, newest first, with what to decide on and the command to approve, as text', async () => {
-    const { page, errors } = await openPage();
-    await page.goto(`${pg.url}/ui/`);
-    await signIn(page, TOKENS.root);
+    const { page, errors } = await signedIn(TOKENS.root);
     const r = await rendered(page);
     const memoHead = '{"amount":950,"memo":"';
     expect(r.approvalCount).toBe('(3)');
@@ -284,9 +288,7 @@ describe('the dashboard in Chromium', () => {
   });
 
   it("shows a caller bound to one agent only the approvals of its own agents and calls, not another agent's", async () => {
-    const { page, errors } = await openPage();
-    await page.goto(`${pg.url}/ui/`);
-    await signIn(page, TOKENS.alice);
+    const { page, errors } = await signedIn(TOKENS.alice);
     const r = await rendered(page);
     expect(r.approvalCount).toBe('(2)');
     expect(r.approvalRows.map((row) => row[0])).toEqual([asked.aliceLong, asked.alice]);
@@ -297,9 +299,7 @@ describe('the dashboard in Chromium', () => {
   });
 
   it('an approval decided with the command the page shows (or denied with the CLI) leaves the list', async () => {
-    const { page, errors } = await openPage();
-    await page.goto(`${pg.url}/ui/`);
-    await signIn(page, TOKENS.root);
+    const { page, errors } = await signedIn(TOKENS.root);
     const command = (await rendered(page)).approvalCommands.find((c) => c.includes(asked.alice))!;
     expect(command).toBe(approveCommand(asked.alice));
     const [program, ...args] = command.split(' ');
