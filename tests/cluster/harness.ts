@@ -12,7 +12,7 @@ import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';
 import { createLogger, silentLogger } from '../../src/log.js';
-import { applyObjects } from '../controlplane/index.js';
+import { apiErrorMessage, applyObjects } from '../controlplane/index.js';
 import { parseObjects, renderChart } from '../helm/chart.js';
 import { connect } from '../standalone/harness.js';
 
@@ -131,10 +131,26 @@ export async function serviceAccountKubeconfig(admin: KubeConfig, ns: string, na
   return { path, kc };
 }
 
-/** A kubeconfig file of the admin impersonating `user` (kubectl --as), for a person in a test. */
-export async function userKubeconfig(admin: KubeConfig, user: string, dir: string): Promise<string> {
+/** The admin's kubeconfig impersonating `user` (kubectl --as). */
+export function impersonating(admin: KubeConfig, user: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromOptions({ clusters: admin.clusters, users: admin.users.map((u) => ({ ...u, impersonateUser: user })), contexts: admin.contexts, currentContext: admin.currentContext });
+  return kc;
+}
+
+/** 'ok', or the API server's message: what an admission test compares. */
+export async function outcome(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return apiErrorMessage(e);
+  }
+}
+
+/** A kubeconfig file of the admin impersonating `user` (kubectl --as), for a person in a test. */
+export async function userKubeconfig(admin: KubeConfig, user: string, dir: string): Promise<string> {
+  const kc = impersonating(admin, user);
   const path = join(dir, `user-${user}.kubeconfig`);
   await writeFile(path, kc.exportConfig(), { mode: 0o600 });
   return path;

@@ -10,11 +10,11 @@
 import { CustomObjectsApi, KubeConfig, KubernetesObjectApi, PatchStrategy, setHeaderOptions, type KubernetesObject } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
-import { apiErrorMessage, applyObjects } from '../controlplane/index.js';
+import { applyObjects } from '../controlplane/index.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import { parseObjects, renderChart } from '../helm/chart.js';
-import { createNamespace, eventually, getGuard } from './harness.js';
+import { createNamespace, eventually, getGuard, impersonating, outcome } from './harness.js';
 
 const RBAC = 'rbac.authorization.k8s.io';
 let admin: KubeConfig;
@@ -23,29 +23,11 @@ let fullname: string;
 const clusterScoped: KubernetesObject[] = [];
 
 /** The admin client impersonating `user` (kubectl --as). */
-function as(user: string): CustomObjectsApi {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: admin.clusters,
-    users: admin.users.map((u) => ({ ...u, impersonateUser: user })),
-    contexts: admin.contexts,
-    currentContext: admin.currentContext,
-  });
-  return kc.makeApiClient(CustomObjectsApi);
-}
+const as = (user: string): CustomObjectsApi => impersonating(admin, user).makeApiClient(CustomObjectsApi);
 
 const agentBody = (name: string, spec: Record<string, unknown>) => ({ apiVersion: `${GROUP}/${VERSION}`, kind: 'GuardAgent', metadata: { name, namespace: ns }, spec });
 const plural = 'guardagents';
 
-/** 'ok', or the API server's message. */
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return apiErrorMessage(e);
-  }
-}
 const create = (user: string, name: string, spec: Record<string, unknown>, dryRun?: 'All') =>
   outcome(as(user).createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, body: agentBody(name, spec), ...(dryRun ? { dryRun } : {}) }));
 const mergePatch = (user: string, name: string, spec: Record<string, unknown>) =>
