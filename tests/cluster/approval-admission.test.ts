@@ -22,11 +22,11 @@ import {
 } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
-import { REPO_ROOT, apiErrorMessage, applyObjects, runProgram, type ExecResult } from '../controlplane/index.js';
+import { REPO_ROOT, applyObjects, runProgram, type ExecResult } from '../controlplane/index.js';
 import { sharedKubeConfig, sharedKubeconfigPath } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import { CHART_DIR, helm, parseObjects, renderChart } from '../helm/chart.js';
-import { createNamespace, eventually } from './harness.js';
+import { createNamespace, eventually, impersonating, outcome } from './harness.js';
 
 const RBAC = 'rbac.authorization.k8s.io';
 const plural = 'guardapprovals';
@@ -64,26 +64,8 @@ function shell(snippet: string, user?: string): Promise<ExecResult> {
 }
 
 /** The admin client impersonating `user` (kubectl --as). */
-function as(user: string): CustomObjectsApi {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: admin.clusters,
-    users: admin.users.map((u) => ({ ...u, impersonateUser: user })),
-    contexts: admin.contexts,
-    currentContext: admin.currentContext,
-  });
-  return kc.makeApiClient(CustomObjectsApi);
-}
+const as = (user: string): CustomObjectsApi => impersonating(admin, user).makeApiClient(CustomObjectsApi);
 
-/** 'ok', or the API server's message. */
-async function outcome(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return apiErrorMessage(e);
-  }
-}
 
 const approvalBody = (name: string, status?: Record<string, unknown>) => ({
   apiVersion: `${GROUP}/${VERSION}`,
