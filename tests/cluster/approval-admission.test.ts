@@ -60,7 +60,8 @@ function shell(snippet: string, user?: string): Promise<ExecResult> {
   const { command, args } = inject('kubectlCommand');
   const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
   const kubectl = [command, ...args, '--kubeconfig', sharedKubeconfigPath(), ...(user ? [`--as=${user}`] : [])].map(q).join(' ');
-  return runProgram({ command: 'bash', args: ['-euo', 'pipefail', '-c', `kubectl() { ${kubectl} "$@"; }\n${snippet.replaceAll('-n team-a', `-n ${ns}`)}`] }, []);
+  // --norc: bash started with a socket as stdin (some CI runners) reads bashrc, whose unset PS1 fails under -u.
+  return runProgram({ command: 'bash', args: ['--norc', '--noprofile', '-euo', 'pipefail', '-c', `kubectl() { ${kubectl} "$@"; }\n${snippet.replaceAll('-n team-a', `-n ${ns}`)}`] }, []);
 }
 
 /** The admin client impersonating `user` (kubectl --as). */
