@@ -132,6 +132,16 @@ async function readAll(stream: IncomingMessage, limit: number): Promise<Buffer> 
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
+/** Network failures by error code, as the agent reads them. */
+const NETWORK_FAILURES: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'the connection was refused',
+  ECONNRESET: 'the connection was reset',
+  ENOTFOUND: 'its host name does not resolve',
+  EAI_AGAIN: 'its host name does not resolve',
+  ETIMEDOUT: 'the connection timed out',
+  EHOSTUNREACH: 'its host is unreachable',
+};
+
 /**
  * What the agent is told about a failure: the kind of network failure, never the upstream's
  * address (the log has the details); a credentials problem as PolicyGuard words it.
@@ -146,15 +156,8 @@ function publicReason(err: unknown, aborted: AbortSignal): UpstreamFailure {
   // Ours, and meant for whoever wires the upstream up: which header, which Secret, what is wrong.
   if (err instanceof CredentialError) return new UpstreamFailure(detail);
   const code = (err as NodeJS.ErrnoException).code;
-  const kind: Record<string, string> = {
-    ECONNREFUSED: 'the connection was refused',
-    ECONNRESET: 'the connection was reset',
-    ENOTFOUND: 'its host name does not resolve',
-    EAI_AGAIN: 'its host name does not resolve',
-    ETIMEDOUT: 'the connection timed out',
-    EHOSTUNREACH: 'its host is unreachable',
-  };
-  return new UpstreamFailure(code && kind[code] ? kind[code] : code ? `the request failed (${code})` : 'the request failed (the PolicyGuard log says why)', detail);
+  const known = code !== undefined && Object.hasOwn(NETWORK_FAILURES, code) ? NETWORK_FAILURES[code] : undefined;
+  return new UpstreamFailure(known ?? (code ? `the request failed (${code})` : 'the request failed (the PolicyGuard log says why)'), detail);
 }
 
 type JsonRpcId = string | number | null;
