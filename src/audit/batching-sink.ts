@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { createAnchor, type AuditAnchorStore } from './anchor.js';
 import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
-import { createAuditRecord, type AuditEntryInput, type AuditRecord } from './record.js';
+import { sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
 import {
   AuditWriteError,
   type AuditAppendResult,
@@ -230,24 +230,22 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   private take(input: AuditEntryInput): AuditAppendResult {
-    const record = createAuditRecord(input, this.head, this.batching.key);
+    const sealed = sealAuditRecord(input, this.head, this.batching.key);
     const why = this.cannotTake();
-    if (why !== undefined) return this.lose(record, why, true);
-    // The record is plain JSON already (createAuditRecord round-trips it), so JSON.stringify
-    // cannot throw and is several times cheaper than canonicalJson; verify canonicalises anyway.
-    const line = JSON.stringify(record);
+    if (why !== undefined) return this.lose(sealed, input, why, true);
+    const { line } = sealed;
     const max = this.batching.maxLineBytes;
     // A UTF-16 unit is at most 3 UTF-8 bytes: only long lines pay for byteLength.
     if (max !== undefined && line.length * 3 > max && Buffer.byteLength(line) > max) {
       const bytes = Buffer.byteLength(line);
-      return this.lose(record, `the record is too large: ${bytes} bytes, more than the ${max} one record may take in ${this.describeTarget()}`, false);
+      return this.lose(sealed, input, `the record is too large: ${bytes} bytes, more than the ${max} one record may take in ${this.describeTarget()}`, false);
     }
     // Only a record that will be written moves the head, so losses never break the chain.
     this.pending.push(line);
-    this.head = record.hash;
+    this.head = sealed.hash;
     if (this.pending.length === this.highWater) this.flushNow();
     else this.scheduleFlush(this.batching.flushIntervalMs);
-    return { ok: true, record };
+    return appendResult(sealed, { ok: true });
   }
 
   /**
@@ -255,11 +253,11 @@ export abstract class BatchingAuditSink implements AuditSink {
    * `lasting`: the cause lasts (closed, failing, full), so only the first of a run is logged and
    * the run is summarised when it ends; otherwise (too large) each record is logged.
    */
-  private lose(record: AuditRecord, why: string, lasting: boolean): AuditAppendResult {
+  private lose(sealed: SealedAuditRecord, input: AuditEntryInput, why: string, lasting: boolean): AuditAppendResult {
     const refuse = this.failureMode === 'closed';
     const what = refuse ? 'refused' : 'dropped';
     const count = refuse ? ++this.refused : ++this.dropped;
-    const about = `${record.entry_id} (agent ${record.agent_id}, ${record.action.type} ${record.action.target})`;
+    const about = `${sealed.entry_id} (agent ${input.agent_id}, ${input.action.type} ${input.action.target})`;
     const consequence = refuse ? 'its decision is denied' : 'its decision went on';
     if (!lasting) {
       this.batching.log(`${what.toUpperCase()} audit record ${about}: ${why}; ${consequence}. Counted in stats.${what}; the chain continues without it.`);
@@ -270,7 +268,7 @@ export abstract class BatchingAuditSink implements AuditSink {
           `First ${what}: ${about}. Further ones are counted in stats.${what} and summarised once the log takes records again.`,
       );
     }
-    return refuse ? { ok: false, record, reason: why } : { ok: true, record, dropped: why };
+    return appendResult(sealed, refuse ? { ok: false, reason: why } : { ok: true, dropped: why });
   }
 
   flush(): Promise<void> {
@@ -418,4 +416,18 @@ export abstract class BatchingAuditSink implements AuditSink {
       this.batching.log(`audit log takes records again; ${lost} records were ${what} meanwhile`);
     }
   }
+}
+
+/**
+ * An append's answer. Its `record` is parsed from the stored line when first read: a decision
+ * never reads it, so the hot path does not pay for a parse.
+ */
+function appendResult(sealed: SealedAuditRecord, outcome: { ok: true; dropped?: string } | { ok: false; reason: string }): AuditAppendResult {
+  let record: AuditRecord | undefined;
+  return {
+    ...outcome,
+    get record(): AuditRecord {
+      return (record ??= JSON.parse(sealed.line) as AuditRecord);
+    },
+  };
 }

@@ -7,6 +7,7 @@ import {
   hashRecord,
   redactSecretText,
   redactSecrets,
+  sealAuditRecord,
   type AuditEntryInput,
 } from './record.js';
 
@@ -168,5 +169,63 @@ describe('hashRecord / createAuditRecord', () => {
     const record = createAuditRecord({ ...input, evaluation }, GENESIS_HASH);
     evaluation.matched.push({ policy: 'later' });
     expect(record.evaluation.matched).toEqual([{ policy: 'p' }]);
+  });
+});
+
+describe('sealAuditRecord', () => {
+  const text = fc.string({ unit: 'binary', maxLength: 12 });
+  const keyed = fc.oneof(text, fc.constantFrom('token', 'Password', 'api_key', '__proto__', '10', '9', 'a'));
+  const params = fc.dictionary(keyed, fc.jsonValue({ maxDepth: 3 }), { maxKeys: 5 });
+  const entry: fc.Arbitrary<AuditEntryInput> = fc.record({
+    action_id: fc.option(text, { nil: null }),
+    agent_id: text,
+    caller: fc.option(text, { nil: null }),
+    action: fc.record(
+      { type: text, target: text, parameters: params, context: fc.oneof(text, fc.constant('password=hunter2 next')), upstream: text },
+      { requiredKeys: ['type', 'target', 'parameters', 'context'] },
+    ),
+    evaluation: fc.record({
+      allowed: fc.boolean(),
+      decision: fc.constantFrom('allow', 'deny', 'require_approval'),
+      require_approval: fc.boolean(),
+      reason: text,
+      matched: fc.array(fc.oneof(fc.jsonValue({ maxDepth: 2 }), fc.jsonValue({ maxDepth: 1 }).map((v) => Object.freeze({ v, policy: 'p' })))),
+      audit_findings: fc.array(fc.jsonValue({ maxDepth: 2 })),
+    }),
+    revision: text,
+    approval: fc.record({ ref: text, phase: text, decided_by: text }, { requiredKeys: ['ref', 'phase'] }),
+  }, { requiredKeys: ['action_id', 'agent_id', 'caller', 'action', 'evaluation', 'revision'] });
+
+  it('stores the canonical JSON of the redacted record, so the parsed line re-hashes to its hash', () => {
+    fc.assert(
+      fc.property(entry, (input) => {
+        const sealed = sealAuditRecord(input, GENESIS_HASH);
+        const { hash, mac, ...fields } = JSON.parse(sealed.line) as ReturnType<typeof createAuditRecord>;
+        expect(hash).toBe(sealed.hash);
+        expect(mac).toBeUndefined();
+        expect(fields.entry_id).toBe(sealed.entry_id);
+        expect(hashRecord(GENESIS_HASH, fields)).toBe(hash);
+        // What the general path gives: redact, build the record, canonicalise.
+        const { upstream, ...action } = input.action;
+        const expected = canonicalJson({
+          ...input,
+          action: { ...action, parameters: redactSecrets(action.parameters), context: redactSecretText(action.context), ...(upstream !== undefined ? { upstream } : {}) },
+          entry_id: fields.entry_id,
+          timestamp: fields.timestamp,
+          prev_hash: GENESIS_HASH,
+        });
+        expect(sealed.line).toBe(`${expected.slice(0, -1)},"hash":"${hash}"}`);
+      }),
+    );
+  });
+
+  it('serialises a frozen matched entry once, but never caches one that holds an object', () => {
+    const flat = Object.freeze({ policy: 'p', rule: 'r' });
+    const inner = { n: 1 };
+    const deep = Object.freeze({ policy: 'q', inner });
+    const sealOf = () => JSON.parse(sealAuditRecord({ ...input, evaluation: { ...input.evaluation, matched: [flat, deep] } }, GENESIS_HASH).line) as ReturnType<typeof createAuditRecord>;
+    expect(sealOf().evaluation.matched).toEqual([{ policy: 'p', rule: 'r' }, { policy: 'q', inner: { n: 1 } }]);
+    inner.n = 2;
+    expect(sealOf().evaluation.matched).toEqual([{ policy: 'p', rule: 'r' }, { policy: 'q', inner: { n: 2 } }]);
   });
 });

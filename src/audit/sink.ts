@@ -55,7 +55,8 @@ export type AuditFailureMode = 'closed' | 'open';
  * The answer of {@link AuditSink.append}. `ok` says whether the caller may act on what the
  * record describes. `ok: false` (closed mode): the record was refused and is not stored; deny
  * with `audit log unavailable: ${reason}`. `ok: true` with `dropped` (open mode only): the record
- * is lost (counted in `stats.dropped`, logged) and the caller goes on regardless.
+ * is lost (counted in `stats.dropped`, logged) and the caller goes on regardless. `record` is the
+ * record as stored (or as it would have been), parsed from its line when first read.
  */
 export type AuditAppendResult =
   | { ok: true; record: AuditRecord; dropped?: string }

@@ -14,7 +14,7 @@ import { ANONYMOUS } from '../../src/auth/authenticate.js';
 import { openAuthorizer } from '../../src/auth/authorize.js';
 import { openFileAuditSink } from '../../src/audit/file-sink.js';
 import { openFileIncidentLog } from '../../src/audit/incident-file.js';
-import { createAuditRecord, GENESIS_HASH, type AuditEntryInput } from '../../src/audit/record.js';
+import { GENESIS_HASH, sealAuditRecord, type AuditEntryInput } from '../../src/audit/record.js';
 import { DecisionPipeline, type DecisionInput } from '../../src/decide/pipeline.js';
 import { silentLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
@@ -65,7 +65,7 @@ export async function runHotPathBench(): Promise<void> {
         revision: d.revision,
       };
     });
-    const record = measureBestOf(3, (e: AuditEntryInput) => createAuditRecord(e, GENESIS_HASH), entries, { budgetMs: 500 });
+    const record = measureBestOf(3, (e: AuditEntryInput) => sealAuditRecord(e, GENESIS_HASH), entries, { budgetMs: 500 });
     const labels = [{ decision: 'allow' }, { decision: 'deny' }, { decision: 'require_approval' }];
     const counter = measureBestOf(3, (l: Record<string, string>) => metrics.decisions.inc(l), labels, { budgetMs: 300 });
     const histogram = measureBestOf(3, (v: number) => metrics.decisionSeconds.observe(v), [0.00002, 0.00005, 0.0002], { budgetMs: 300 });
@@ -73,7 +73,7 @@ export async function runHotPathBench(): Promise<void> {
 
     printFigure({ name: 'hotpath.decide.p50', value: us(decide.p50), unit: 'µs', baseline: { label: 'engine', value: us(engine.p50) }, note: 'DecisionPipeline.decide: identity, evaluation, limits, audit append, metrics (allowed calls, config-samples)' });
     printFigure({ name: 'hotpath.decide.p99', value: us(decide.p99), unit: 'µs', baseline: { label: 'engine', value: us(engine.p99) }, note: `best of ${decide.rounds}; batch ${decide.batch}` });
-    printFigure({ name: 'hotpath.audit_record.p50', value: us(record.p50), unit: 'µs', baseline: { label: 'decide', value: us(decide.p50) }, note: 'createAuditRecord: redaction, canonical JSON, sha256' });
+    printFigure({ name: 'hotpath.audit_record.p50', value: us(record.p50), unit: 'µs', baseline: { label: 'decide', value: us(decide.p50) }, note: 'sealAuditRecord: redaction, canonical JSON, sha256, the stored line' });
     printFigure({ name: 'hotpath.metrics.counter_inc', value: counter.p50, unit: 'ns', note: 'policyguard_decisions_total.inc({decision}), p50' });
     printFigure({ name: 'hotpath.metrics.histogram_observe', value: histogram.p50, unit: 'ns', note: 'a latency histogram observe(), p50' });
   } finally {
