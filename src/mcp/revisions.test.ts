@@ -38,7 +38,21 @@ const headers = fc.record(
   { requiredKeys: [] },
 );
 const id = fc.oneof(fc.integer(), fc.string(), fc.double(), fc.constant(null), fc.constant(2 ** 53 + 2), fc.constant(undefined));
-const meta = fc.oneof(fc.constant(ENVELOPE), fc.constant({ progressToken: 1 }), fc.constant({ ...ENVELOPE, 'io.modelcontextprotocol/protocolVersion': '2025-11-25' }), fc.jsonValue());
+/** The valid envelope, and ones that differ from it in one place: each must be classified as the SDK does (the shortcut asks it once per distinct envelope). */
+const envelopeVariant = fc.constantFrom<Record<string, unknown>>(
+  {},
+  { progressToken: 1 },
+  { progressToken: {} },
+  { 'io.modelcontextprotocol/clientInfo': { name: 1, version: '1' } },
+  { 'io.modelcontextprotocol/clientInfo': { name: 't' } },
+  { 'io.modelcontextprotocol/clientInfo': 'bench' },
+  { 'io.modelcontextprotocol/clientCapabilities': { sampling: 1 } },
+  { 'io.modelcontextprotocol/clientCapabilities': { roots: { listChanged: true }, elicitation: {} } },
+  { 'io.modelcontextprotocol/clientCapabilities': undefined },
+  { 'io.modelcontextprotocol/protocolVersion': ' 2026-07-28' },
+  { extra: [1, 2] },
+).map((change) => JSON.parse(JSON.stringify({ ...ENVELOPE, ...change })) as Record<string, unknown>);
+const meta = fc.oneof(fc.constant(ENVELOPE), envelopeVariant, fc.constant({ progressToken: 1 }), fc.constant({ ...ENVELOPE, 'io.modelcontextprotocol/protocolVersion': '2025-11-25' }), fc.jsonValue());
 const params = fc.oneof(
   { arbitrary: fc.constant(undefined), weight: 1 },
   { arbitrary: fc.jsonValue(), weight: 1 },
@@ -74,6 +88,17 @@ describe('classifyMcpRequest', () => {
         expect(classifyMcpRequest(request(h), parsed)).toEqual(sdkClassification(h, parsed));
       }),
       { numRuns: 3000 },
+    );
+  });
+
+  it('agrees with the SDK on 2026-07-28 requests whose envelope varies (the shortcut asks it once per envelope)', () => {
+    fc.assert(
+      fc.property(meta, fc.constantFrom('tools/call', 'tools/list', 'initialize'), id, (m, method, i) => {
+        const h = { 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': method };
+        const b = JSON.parse(JSON.stringify({ jsonrpc: '2.0', id: i, method, params: { name: 'x', _meta: m } })) as unknown;
+        expect(classifyMcpRequest(request(h), b)).toEqual(sdkClassification(h, b));
+      }),
+      { numRuns: 1000 },
     );
   });
 
