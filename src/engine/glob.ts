@@ -240,6 +240,13 @@ export function compileGlob(pattern: string): Glob {
   if (segments.length === 1 && segments[0]!.length === 1 && head === tail && prefix) {
     return { pattern, prefix, suffix, exact: true, matchLower: (v) => v === prefix };
   }
+  // `text*`, `*text` and `text*text`: what matchSegments does for them (the text is matched by
+  // UTF-16 units there too), without walking segments.
+  const literalEnds = segments.length === 2 && segments.every((seg) => seg.length === 0 || (seg.length === 1 && 'text' in seg[0]!));
+  if (literalEnds) {
+    const least = prefix.length + suffix.length;
+    return { pattern, prefix, suffix, exact: false, matchLower: (v) => v.length >= least && v.startsWith(prefix) && v.endsWith(suffix) };
+  }
   return { pattern, prefix, suffix, exact: false, matchLower: (v) => matchSegments(segments, v) };
 }
 

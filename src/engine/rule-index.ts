@@ -6,7 +6,7 @@
  * whose globs all have a literal key: an exact name, a literal prefix (`crm_delete_*`) or a
  * literal suffix (`*_production`), whichever is longer. A rule with no such condition (no tool,
  * action or agent condition at all, or a glob like `*` or `*x*` in each) is looked at for every
- * request. Candidates are then matched in full, so the index only has to return a superset of
+ * request. Candidates come most significant first and are then matched in full, so the index only has to return a superset of
  * the matching rules: a glob's `prefix` and `suffix` (./glob.ts) are text every match starts
  * and ends with, which the glob tests check property by property.
  */
@@ -47,16 +47,11 @@ export interface IndexedRule {
   readonly rule: CompiledRule;
   /** Place in the {@link compareMatches} order of the snapshot's rules; lower is more significant. */
   readonly order: number;
-  /** Filed under more than one key, so one lookup can meet it twice. */
-  multi: boolean;
   /** Its `matched` / `audit_findings` entry, frozen: every decision that reports it shares it. */
   readonly matched: MatchedRule;
   /** The warning an Audit-mode match adds. */
   readonly warning: string;
 }
-
-/** Sort comparator: most significant match first. */
-export const bySignificance = (a: IndexedRule, b: IndexedRule): number => a.order - b.order;
 
 type Key = { map: 'exact' | 'prefix' | 'suffix'; key: string };
 
@@ -146,12 +141,13 @@ export class RuleIndex {
   private readonly byAgent = new GlobIndex();
   /** Rules without a usable key: looked at for every request. */
   private readonly always: IndexedRule[] = [];
+  /** Every rule, at its {@link IndexedRule.order}. */
+  private readonly byOrder: IndexedRule[] = [];
   /**
-   * Visit marks for rules filed under several keys: `stamps.get(ir) === epoch` means "already
-   * seen in this lookup". Evaluation is synchronous, so one map per snapshot is enough.
+   * Scratch space for one lookup's candidate orders. Evaluation is synchronous, so one buffer
+   * per snapshot is enough; it grows to the largest lookup seen.
    */
-  private readonly stamps = new Map<IndexedRule, number>();
-  private epoch = 0;
+  private scratch = new Int32Array(64);
 
   constructor(rules: readonly CompiledRule[]) {
     const sorted = [...rules].sort(compareMatches);
@@ -160,14 +156,13 @@ export class RuleIndex {
       const ir: IndexedRule = {
         rule,
         order,
-        multi: false,
         matched: Object.freeze(toMatched(rule)),
         warning: `Audit-mode policy '${rule.policy}' rule '${rule.ruleName}' would ${verb}`,
       };
+      this.byOrder.push(ir);
       const placed =
         this.file(this.byTool, ir, rule.tools) ?? this.file(this.byAction, ir, rule.actionTypes) ?? this.file(this.byAgent, ir, rule.agents);
       if (placed === undefined) this.always.push(ir);
-      else ir.multi = placed > 1;
     });
   }
 
@@ -177,26 +172,27 @@ export class RuleIndex {
   }
 
   /**
-   * Every rule that may match the request (values lowercased), each once, in no particular
-   * order. Read-only: do not modify the lists.
+   * Every rule that may match the request (values lowercased), each once, most significant
+   * first ({@link bySignificance}). Read-only: do not modify the result.
    */
-  candidates(targetLower: string, actionLower: string, agentLower: string): IndexedRule[] {
+  candidates(targetLower: string, actionLower: string, agentLower: string): readonly IndexedRule[] {
     const lists: IndexedRule[][] = [];
     this.byTool.collect(targetLower, lists);
     this.byAction.collect(actionLower, lists);
     this.byAgent.collect(agentLower, lists);
     if (lists.length === 0) return this.always;
-    const out = this.always.slice();
-    const epoch = ++this.epoch;
-    for (const list of lists) {
-      for (const ir of list) {
-        if (ir.multi) {
-          if (this.stamps.get(ir) === epoch) continue;
-          this.stamps.set(ir, epoch);
-        }
-        out.push(ir);
-      }
-    }
+    // Orders, sorted as numbers (a typed array sorts without a comparator), give the
+    // significance order; a rule filed under several keys shows up as adjacent duplicates.
+    let n = this.always.length;
+    for (const list of lists) n += list.length;
+    if (n > this.scratch.length) this.scratch = new Int32Array(Math.max(n, this.scratch.length * 2));
+    const orders = this.scratch;
+    let k = 0;
+    for (const ir of this.always) orders[k++] = ir.order;
+    for (const list of lists) for (const ir of list) orders[k++] = ir.order;
+    const view = orders.subarray(0, k).sort();
+    const out: IndexedRule[] = [];
+    for (let i = 0; i < k; i++) if (i === 0 || view[i] !== view[i - 1]) out.push(this.byOrder[view[i]!]!);
     return out;
   }
 }

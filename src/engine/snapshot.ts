@@ -15,7 +15,7 @@ import {
   type CompileResult,
 } from './compile.js';
 import { anyMatch } from './glob.js';
-import { bySignificance, RuleIndex, type IndexedRule } from './rule-index.js';
+import { RuleIndex, type IndexedRule } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS } from './types.js';
 
@@ -68,6 +68,11 @@ function indeterminateWarning(r: CompiledRule, reason: string): string {
   const outcome = appliesWhenIndeterminate(r) ? 'applies' : 'does not apply';
   const mode = r.enforcement === 'Audit' ? ' (Audit mode)' : '';
   return `policy '${r.policy}' rule '${r.ruleName}': ${reason}, so this ${r.action} rule${mode} ${outcome}`;
+}
+
+/** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools). */
+function agentCheck(agentId: string, rule: string, message: string): MatchedRule {
+  return { policy: `agent:${agentId}`, rule, action: 'deny', enforcement: 'Enforce', message };
 }
 
 interface ResolvedAgent {
@@ -295,51 +300,35 @@ export class PolicySnapshot {
       }
       (ir.rule.enforcement === 'Enforce' ? enforced : audited).push(ir);
     }
-    if (enforced.length > 1) enforced.sort(bySignificance);
-    if (audited.length > 1) audited.sort(bySignificance);
+    // Candidates come most significant first, so enforced, audited and indeterminate are in that order.
 
     const warnings: string[] = [];
     if (!agent.registered) {
       warnings.push(`Agent '${agent.id}' is not registered; evaluated at trust level '${agent.trust}'`);
     }
     if (indeterminate) {
-      indeterminate.sort((a, b) => bySignificance(a.ir, b.ir));
       for (const { ir, reasons } of indeterminate) for (const reason of reasons) warnings.push(indeterminateWarning(ir.rule, reason));
     }
     for (const ir of audited) warnings.push(ir.warning);
 
-    const decide = (decision: DecisionKind, reason: string, matched: MatchedRule[]): Decision => ({
-      allowed: decision === 'allow',
-      require_approval: decision === 'require_approval',
-      reason,
-      warnings,
-      decision,
-      matched,
-      audit_findings: audited.map((ir) => ir.matched),
-      agent: { id: agent.id, trust_level: agent.trust, registered: agent.registered },
-      revision: this.revision,
-    });
-    const agentCheck = (rule: string, message: string): MatchedRule => ({
-      policy: `agent:${agent.id}`,
-      rule,
-      action: 'deny',
-      enforcement: 'Enforce',
-      message,
-    });
-
+    // No closures here: a decision makes no function objects (and tsx's keepNames would name each one per call).
+    const findings = audited.map((ir) => ir.matched);
     const a = agent.compiled;
-    if (a?.suspension) {
-      const reason = `Agent '${agent.id}' is ${a.suspension}`;
-      return decide('deny', reason, [agentCheck('suspended', reason)]);
-    }
-    const denied = a && anyMatch(a.deniedTools, targetLower);
-    if (denied) {
-      const reason = `Tool '${req.target}' is explicitly denied for agent '${agent.id}' (deniedTools: ${denied.pattern})`;
-      return decide('deny', reason, [agentCheck('deniedTools', reason)]);
-    }
-    if (a?.allowedTools && !anyMatch(a.allowedTools, targetLower)) {
-      const reason = `Tool '${req.target}' is not in allowed list for agent '${agent.id}'`;
-      return decide('deny', reason, [agentCheck('allowedTools', reason)]);
+    if (a) {
+      let check: 'suspended' | 'deniedTools' | 'allowedTools' | undefined;
+      let reason = '';
+      const denied = a.suspension ? undefined : anyMatch(a.deniedTools, targetLower);
+      if (a.suspension) {
+        check = 'suspended';
+        reason = `Agent '${agent.id}' is ${a.suspension}`;
+      } else if (denied) {
+        check = 'deniedTools';
+        reason = `Tool '${req.target}' is explicitly denied for agent '${agent.id}' (deniedTools: ${denied.pattern})`;
+      } else if (a.allowedTools && !anyMatch(a.allowedTools, targetLower)) {
+        check = 'allowedTools';
+        reason = `Tool '${req.target}' is not in allowed list for agent '${agent.id}'`;
+      }
+      if (check) return this.decision('deny', reason, [agentCheck(agent.id, check, reason)], findings, warnings, agent);
     }
 
     let winner: CompiledRule | undefined;
@@ -347,10 +336,24 @@ export class PolicySnapshot {
       if (!winner || ACTION_STRENGTH[rule.action] > ACTION_STRENGTH[winner.action]) winner = rule;
     }
     const matched = enforced.map((ir) => ir.matched);
-    if (winner) return decide(winner.action, ruleReason(winner), matched);
+    if (winner) return this.decision(winner.action, ruleReason(winner), matched, findings, warnings, agent);
     return this.options.defaultDecision === 'allow'
-      ? decide('allow', 'Action permitted by default policy', matched)
-      : decide('deny', 'No rule allows this action; the default decision is deny', matched);
+      ? this.decision('allow', 'Action permitted by default policy', matched, findings, warnings, agent)
+      : this.decision('deny', 'No rule allows this action; the default decision is deny', matched, findings, warnings, agent);
+  }
+
+  private decision(decision: DecisionKind, reason: string, matched: MatchedRule[], findings: MatchedRule[], warnings: string[], agent: ResolvedAgent): Decision {
+    return {
+      allowed: decision === 'allow',
+      require_approval: decision === 'require_approval',
+      reason,
+      warnings,
+      decision,
+      matched,
+      audit_findings: findings,
+      agent: { id: agent.id, trust_level: agent.trust, registered: agent.registered },
+      revision: this.revision,
+    };
   }
 }
 
