@@ -4,7 +4,7 @@
  * upstream and arguments digest; its phase is read through {@link phaseOf}, which also applies
  * the expiry, so a missed sweep never lets an old approval through.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { API_VERSION, type ApprovalPhase, type GuardApproval, type GuardApprovalSpec, type GuardPolicy } from '../api/schemas.js';
 import { canonicalJson, newId, redactSecrets } from '../audit/record.js';
 import { parseDuration } from '../duration.js';
@@ -29,7 +29,7 @@ export const PREVIEW_MAX = 4096;
  * @example argumentsDigest({ table: 'users' }) === argumentsDigest(JSON.parse('{ "table" : "users" }')) // true
  */
 export function argumentsDigest(parameters: Readonly<Record<string, unknown>>): string {
-  return `sha256:${createHash('sha256').update(canonicalJson(parameters)).digest('hex')}`;
+  return `sha256:${hash('sha256', canonicalJson(parameters), 'hex')}`;
 }
 
 /**

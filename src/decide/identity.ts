@@ -68,6 +68,10 @@ export function autoRegisteredAgent(agentId: string, namespace: string | undefin
  *
  * @example resolveIdentity({ authorizer, snapshot, principal, agentId: 'etl', unknownAgents: 'deny', writeNamespace: 'team-a' })
  */
+function refusal(agentId: string, rule: Refusal['rule'], reason: string, incident: IncidentSpec): Identity {
+  return { ok: false, agentId, refusal: { rule, reason, incident } };
+}
+
 export function resolveIdentity(input: {
   authorizer: Authorizer;
   snapshot: PolicySnapshot;
@@ -86,11 +90,10 @@ export function resolveIdentity(input: {
   }
   const agent = snapshot.agent(agentId);
   const boundIds = bound.map((a) => a.id);
-  const refuse = (rule: Refusal['rule'], reason: string, incident: IncidentSpec): Identity => ({ ok: false, agentId, refusal: { rule, reason, incident } });
   if (agent) {
     if (authorizer.mayActAs(principal, agent)) return { ok: true, agentId };
     // The incident concerns the agent the caller really is, when it is one: not the one it claimed.
-    return refuse('identities', `Caller '${subject}' is not bound to agent '${agentId}' (identity mismatch)`, {
+    return refusal(agentId, 'identities', `Caller '${subject}' is not bound to agent '${agentId}' (identity mismatch)`, {
       type: 'identity_mismatch',
       severity: 'high',
       agentId: boundIds[0] ?? agentId,
@@ -98,7 +101,7 @@ export function resolveIdentity(input: {
     });
   }
   if (agentId === SYSTEM_AGENT_ID) {
-    return refuse('identities', `'${SYSTEM_AGENT_ID}' is PolicyGuard's own id (its administrative audit records); no caller acts as it`, {
+    return refusal(agentId, 'identities', `'${SYSTEM_AGENT_ID}' is PolicyGuard's own id (its administrative audit records); no caller acts as it`, {
       type: 'identity_mismatch',
       severity: 'high',
       agentId: boundIds[0] ?? agentId,
@@ -107,15 +110,13 @@ export function resolveIdentity(input: {
   }
   if (bound.length > 0) {
     // The incident concerns the agent the caller really is: that is where its Event goes.
-    return refuse(
-      'identities',
+    return refusal(agentId, 'identities',
       `Caller '${subject}' is bound to ${boundIds.map((id) => `'${id}'`).join(', ')} and may act only as ${bound.length > 1 ? 'them' : 'it'}; '${agentId}' is not registered (identity mismatch)`,
       { type: 'identity_mismatch', severity: 'high', agentId: boundIds[0]!, evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds } },
     );
   }
   if (input.unknownAgents === 'deny') {
-    return refuse(
-      'unknownAgents',
+    return refusal(agentId, 'unknownAgents',
       `Agent '${agentId}' is not registered and caller '${subject}' is bound to no GuardAgent; unregistered agents are denied (--unknown-agents deny)`,
       { type: 'unauthorized_access', severity: 'medium', agentId, evidence: { caller: subject, claimed_agent: agentId } },
     );
