@@ -1,5 +1,5 @@
 /**
- * List-then-watch one custom resource into a local cache, and keep it right:
+ * List-then-watch one custom resource, and keep its consumers' copy right:
  * - a full re-list on start, on 410 Gone (expired resourceVersion) and after errors;
  * - restarts with jittered exponential backoff, so a flapping API server is not stormed;
  * - a watch that goes silent is cut by client-node's inactivity timeout (30 s) and resumed
@@ -57,10 +57,30 @@ export function refOf(obj: KubeObject): string {
   return `${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
 }
 
+/** kubectl's copy of what it last applied: as large as the object, and read by nothing here. */
+const LAST_APPLIED = 'kubectl.kubernetes.io/last-applied-configuration';
+
+/**
+ * What consumers get (and keep) of an object as it arrives: all of it but
+ * `metadata.managedFields` and kubectl's last-applied-configuration annotation, which nothing
+ * here reads and which together can outweigh the object (client-go controllers drop the same
+ * with a transform).
+ */
+function cacheable(obj: KubeObject): KubeObject {
+  delete obj.metadata.managedFields;
+  const annotations = obj.metadata.annotations as Record<string, string> | undefined;
+  if (annotations && LAST_APPLIED in annotations) {
+    delete annotations[LAST_APPLIED];
+    if (Object.keys(annotations).length === 0) delete obj.metadata.annotations;
+  }
+  return obj;
+}
+
 class Gone extends Error {}
 
 export class Reflector {
-  readonly cache = new Map<string, KubeObject>();
+  /** The resourceVersion of every object listed or watched, by {@link refOf}: consumers keep the objects themselves. */
+  readonly versions = new Map<string, string | undefined>();
   private resourceVersion: string | undefined;
   private stopped = false;
   private abort: AbortController | undefined;
@@ -139,21 +159,21 @@ export class Reflector {
         items: KubeObject[];
         metadata: { resourceVersion: string; continue?: string };
       };
-      for (const item of page.items) fresh.set(refOf(item), item);
+      for (const item of page.items) fresh.set(refOf(item), cacheable(item));
       continueToken = page.metadata.continue || undefined;
       rv = page.metadata.resourceVersion;
     } while (continueToken);
     this.stats.lists++;
     // A list is always compiled (onSynced below), whatever it found.
     this.opts.observer?.received(true);
-    for (const [ref, old] of this.cache) {
+    for (const [ref, version] of this.versions) {
       if (!fresh.has(ref)) {
-        this.cache.delete(ref);
+        this.versions.delete(ref);
         this.opts.onChange(ref, undefined);
-      } else if (fresh.get(ref)!.metadata.resourceVersion === old.metadata.resourceVersion) fresh.delete(ref);
+      } else if (fresh.get(ref)!.metadata.resourceVersion === version) fresh.delete(ref);
     }
     for (const [ref, obj] of fresh) {
-      this.cache.set(ref, obj);
+      this.versions.set(ref, obj.metadata.resourceVersion);
       this.opts.onChange(ref, obj);
     }
     this.resourceVersion = rv;
@@ -177,12 +197,12 @@ export class Reflector {
             switch (phase) {
               case 'ADDED':
               case 'MODIFIED':
-                this.cache.set(refOf(obj), obj);
+                this.versions.set(refOf(obj), obj.metadata.resourceVersion);
                 this.resourceVersion = obj.metadata.resourceVersion;
-                this.opts.onChange(refOf(obj), obj);
+                this.opts.onChange(refOf(obj), cacheable(obj));
                 break;
               case 'DELETED':
-                this.cache.delete(refOf(obj));
+                this.versions.delete(refOf(obj));
                 this.resourceVersion = obj.metadata.resourceVersion;
                 this.opts.onChange(refOf(obj), undefined);
                 break;

@@ -87,7 +87,7 @@ export class StatusWriter {
 
   private async reconcile(key: string): Promise<void> {
     // Re-read: the object may have changed or gone since it was queued.
-    const found = this.opts.store.rawObjects().find(({ kind, obj }) => objectKey(kind, obj.metadata.namespace, obj.metadata.name) === key);
+    const found = this.opts.store.rawObject(key);
     if (!found) return;
     const { kind, obj } = found;
     const want = desired(this.opts.store.objectProblems().get(key));

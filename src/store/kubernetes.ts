@@ -9,7 +9,7 @@
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
-import { Reflector, refOf, type KubeObject, type WatchObserver } from '../controller/reflector.js';
+import { Reflector, type KubeObject, type WatchObserver } from '../controller/reflector.js';
 import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
@@ -17,8 +17,12 @@ import type { Logger } from '../log.js';
 import { formatZodError } from './manifests.js';
 import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
+import { releaseMemory } from '../memory.js';
 
 export const FIELD_MANAGER = 'policyguard';
+
+/** At most one compile per this many ms while watch events keep arriving (docs/performance.md, "Operator memory"). */
+const COMPILE_INTERVAL_MS = 100;
 
 export const KINDS = {
   GuardAgent: { plural: 'guardagents', schema: GuardAgentSchema, optional: false },
@@ -44,7 +48,15 @@ export interface KubernetesStoreOptions {
   onSuspended?: (agent: GuardAgent, suspension: Suspension) => void;
   /** Told of every list and watch event of every reflector (src/metrics.ts, WatchTiming). */
   watchObserver?: WatchObserver;
+  /**
+   * After a burst of at least `changes` object changes (default 500: a GitOps sync, a first
+   * list of a large installation), once no compile has followed for `settleMs` (default 3 s),
+   * give back the memory the burst made V8 grow ({@link releaseMemory}).
+   */
+  releaseAfterBurst?: { changes: number; settleMs: number };
 }
+
+const RELEASE_AFTER_BURST = { changes: 500, settleMs: 3_000 };
 
 /** `Kind/namespace/name`, the key problems and status use. */
 export function objectKey(kind: string, namespace: string | undefined, name: string): string {
@@ -120,6 +132,8 @@ export class KubernetesStore implements PolicyStore {
   private current: PolicySnapshot;
   private readonly cache: CompileCache = new Map();
   private readonly reflectors: { kind: Kind; reflector: Reflector; synced: boolean }[] = [];
+  /** Each object as last seen from the API server (status included), by {@link objectKey}. */
+  private readonly raw = new Map<string, { kind: Kind; obj: KubeObject }>();
   /** Last version of each object that passed the schema; kept in force when a newer one fails. */
   private readonly valid = new Map<string, AnyGuardObject>();
   /** Usable GuardUpstreams by `namespace/name`, and the unusable ones' problems; rebuilt on every compile. */
@@ -127,6 +141,13 @@ export class KubernetesStore implements PolicyStore {
   private upstreamProblems = new Map<string, ObjectProblem>();
   private readonly invalid = new Map<string, ObjectProblem>();
   private compileScheduled = false;
+  private compileTimer: NodeJS.Timeout | undefined;
+  private settleTimer: NodeJS.Timeout | undefined;
+  /** Object changes since memory was last released. */
+  private changesSinceRelease = 0;
+  /** Times memory was released after a burst (tests, docs/performance.md). */
+  memoryReleases = 0;
+  private lastCompileAt = -Infinity;
   /** Set by the first compile after every watch has listed once. */
   private compiledAfterSync = false;
   private readonly api: CustomObjectsApi;
@@ -165,6 +186,9 @@ export class KubernetesStore implements PolicyStore {
 
   private onChange(kind: Kind, ref: string, raw: KubeObject | undefined): void {
     const key = `${kind}/${ref}`;
+    if (raw) this.raw.set(key, { kind, obj: raw });
+    else this.raw.delete(key);
+    this.changesSinceRelease++;
     if (!raw) {
       this.valid.delete(key);
       this.invalid.delete(key);
@@ -187,14 +211,41 @@ export class KubernetesStore implements PolicyStore {
     this.scheduleCompile();
   }
 
-  /** Coalesce a burst of watch events into one compile. */
+  /**
+   * Coalesce a burst of watch events into one compile, and compile at most once every
+   * {@link COMPILE_INTERVAL_MS}: a lone change is compiled at once, a stream of them (a GitOps
+   * sync of a thousand objects) every interval instead of once per event, which would build
+   * and discard a snapshot of everything for each one.
+   */
   private scheduleCompile(): void {
     if (this.compileScheduled) return;
     this.compileScheduled = true;
-    setImmediate(() => {
+    const run = () => {
       this.compileScheduled = false;
+      this.compileTimer = undefined;
+      this.lastCompileAt = performance.now();
       this.compile();
-    });
+      this.releaseOnceSettled();
+    };
+    const wait = this.lastCompileAt + COMPILE_INTERVAL_MS - performance.now();
+    if (wait <= 0) setImmediate(run);
+    else this.compileTimer = setTimeout(run, wait);
+  }
+
+  /** After a burst of changes, (re)arms the release for when no compile has followed for a while. */
+  private releaseOnceSettled(): void {
+    const { changes, settleMs } = this.opts.releaseAfterBurst ?? RELEASE_AFTER_BURST;
+    if (this.changesSinceRelease < changes) return;
+    clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => {
+      const burst = this.changesSinceRelease;
+      this.changesSinceRelease = 0;
+      const started = performance.now();
+      releaseMemory();
+      this.memoryReleases++;
+      this.opts.log.info('released memory after a burst of changes', { changes: burst, gc_ms: Math.round(performance.now() - started) });
+    }, settleMs);
+    this.settleTimer.unref();
   }
 
   private compile(): void {
@@ -260,13 +311,18 @@ export class KubernetesStore implements PolicyStore {
     return sum;
   }
 
-  /** The raw objects as last seen from the API server (status included). */
-  rawObjects(): Array<{ kind: Kind; obj: KubeObject }> {
-    return this.reflectors.flatMap(({ kind, reflector }) => [...reflector.cache.values()].map((obj) => ({ kind, obj })));
+  /** The objects as last seen from the API server (status included). */
+  rawObjects(): IterableIterator<{ kind: Kind; obj: KubeObject }> {
+    return this.raw.values();
+  }
+
+  /** One of {@link rawObjects}, by {@link objectKey}. */
+  rawObject(key: string): { kind: Kind; obj: KubeObject } | undefined {
+    return this.raw.get(key);
   }
 
   private has(kind: Kind, namespace: string, name: string): boolean {
-    return this.reflectors.some((r) => r.kind === kind && r.reflector.cache.has(refOf({ metadata: { name, namespace } })));
+    return this.raw.has(objectKey(kind, namespace, name));
   }
 
   private async apply(obj: GuardObject, specFields?: readonly string[]): Promise<ApplyResult> {
@@ -307,6 +363,8 @@ export class KubernetesStore implements PolicyStore {
   }
 
   async close(): Promise<void> {
+    clearTimeout(this.compileTimer);
+    clearTimeout(this.settleTimer);
     await Promise.all(this.reflectors.map((r) => r.reflector.stop()));
   }
 }

@@ -57,8 +57,8 @@ describe('reflector', () => {
     await eventually(async () => reflector!.stats.expired, (n) => n >= 1, 'a 410 Gone');
     await eventually(async () => synced, (n) => n >= 2, 'the re-list');
     await applyGuard(kc, 'GuardPolicy', ns, 'second', { rules: [{ action: 'allow' }] });
-    await eventually(async () => [...reflector!.cache.keys()].sort(), (keys) => keys.length === 2, 'the change after the re-list');
-    expect([...reflector.cache.keys()].sort()).toEqual([`${ns}/first`, `${ns}/second`]);
+    await eventually(async () => [...reflector!.versions.keys()].sort(), (keys) => keys.length === 2, 'the change after the re-list');
+    expect([...reflector.versions.keys()].sort()).toEqual([`${ns}/first`, `${ns}/second`]);
     expect(reflector.stats.errors).toBe(0); // the 410 path, not the error path
   }, 120_000);
 });
