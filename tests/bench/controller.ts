@@ -122,12 +122,16 @@ async function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
 }
 
 function startOperatorProcess(kubeconfigPath: string, namespace: string, dataDir: string, port: number): ChildProcess {
-  const args = [...CONTAINER_HEAP, MAIN, 'serve', '--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'warn'];
+  const args = [...CONTAINER_HEAP, MAIN, 'serve', '--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'info'];
   // The image's environment (Dockerfile): production mode and two malloc arenas.
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production', MALLOC_ARENA_MAX: '2' } });
   child.stderr!.setEncoding('utf8');
   let tail = '';
-  child.stderr!.on('data', (d: string) => (tail = (tail + d).slice(-2000)));
+  child.stderr!.on('data', (d: string) => {
+    tail = (tail + d).slice(-2000);
+    // The full GC that gives a burst's memory back stops the event loop: say for how long.
+    for (const line of d.split('\n')) if (line.includes('released memory')) printInfo(`operator: ${line.trim()}`);
+  });
   child.on('exit', (code) => {
     if (code !== 0 && code !== null) printInfo(`operator exited with ${code}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
   });
