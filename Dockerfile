@@ -51,7 +51,7 @@ LABEL org.opencontainers.image.title="PolicyGuard" \
       org.opencontainers.image.licenses="MIT"
 # MALLOC_ARENA_MAX=2: glibc otherwise keeps a malloc arena per thread (libuv's pool, V8's
 # helpers), and the operator's native memory stays fragmented across them after a bulk load
-# (docs/performance.md, "Operator memory").
+# (docs/performance.md, "Where targets are missed", operator memory).
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2
 WORKDIR /app

@@ -2,7 +2,7 @@
  * Giving memory back after a burst. V8 grows its heap to absorb a burst of allocation (a GitOps
  * sync of a thousand objects compiles many snapshots) and keeps most of it committed long after
  * the burst has passed; a full garbage collection that V8 runs as a last resort (compacting,
- * releasing pooled pages) returns it (docs/performance.md, "Operator memory").
+ * releasing pooled pages) returns it (docs/performance.md, "What the second pass changed").
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';

@@ -1,10 +1,11 @@
 /**
  * Kubernetes store: GuardAgents and GuardPolicies are custom resources, watched through
- * {@link Reflector}s and compiled into a snapshot on every change. Writes made by MCP tools are
- * server-side applies with field manager `policyguard`, never forced: a field Argo CD, Flux or
- * kubectl owns is theirs, and changing it is a {@link StoreConflictError} naming the field and its
- * manager, not a takeover the GitOps tool would revert on its next sync. Automatic suspensions
- * are merge patches of the agent's status subresource, which GitOps tools never own.
+ * {@link Reflector}s and compiled into a snapshot after every change (a burst of changes at
+ * most every 100 ms). Writes made by MCP tools are server-side applies with field manager
+ * `policyguard`, never forced: a field Argo CD, Flux or kubectl owns is theirs, and changing it
+ * is a {@link StoreConflictError} naming the field and its manager, not a takeover the GitOps
+ * tool would revert on its next sync. Automatic suspensions are merge patches of the agent's
+ * status subresource, which GitOps tools never own.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
@@ -21,7 +22,7 @@ import { releaseMemory } from '../memory.js';
 
 export const FIELD_MANAGER = 'policyguard';
 
-/** At most one compile per this many ms while watch events keep arriving (docs/performance.md, "Operator memory"). */
+/** At most one compile per this many ms while watch events keep arriving (docs/performance.md, "What the second pass changed"). */
 const COMPILE_INTERVAL_MS = 100;
 
 export const KINDS = {

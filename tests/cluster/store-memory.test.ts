@@ -1,6 +1,6 @@
 /**
  * What the operator keeps of the objects it watches, and the memory it gives back after a burst
- * of changes (docs/performance.md, "Operator memory"), against a real API server.
+ * of changes (docs/performance.md, "What the second pass changed"), against a real API server.
  */
 import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
