@@ -74,6 +74,13 @@ async function serve(argv: string[]): Promise<number> {
   // Kubernetes client or the HTTP stack.
   const { startServer } = await import('./serve.js');
   const running = await startServer(config, log);
+  // Loading the modules (the Kubernetes client alone parses hundreds) leaves garbage V8 keeps
+  // committed for the life of the process: one memory-reducing GC now gives it back
+  // (docs/performance.md, "What the second pass changed").
+  const { releaseMemory } = await import('../memory.js');
+  const started = performance.now();
+  releaseMemory();
+  log.debug('released memory after start', { gc_ms: Math.round(performance.now() - started) });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

@@ -64,6 +64,12 @@ export function objectKey(kind: string, namespace: string | undefined, name: str
   return `${kind}/${namespace ?? ''}/${name}`;
 }
 
+/** An object's identity, generation and status, without its spec (kept once, parsed, in the store). */
+function statusView(obj: KubeObject): KubeObject {
+  const { name, namespace, uid, resourceVersion, generation } = obj.metadata;
+  return { metadata: { name, namespace, uid, resourceVersion, generation }, ...(obj.status !== undefined ? { status: obj.status } : {}) };
+}
+
 /** Keep only our own `policyguard.dev/…` keys: applying a key makes us its co-owner. */
 function ours(map: Record<string, string> | undefined): Record<string, string> | undefined {
   const kept = Object.entries(map ?? {}).filter(([k]) => k.startsWith(`${GROUP}/`));
@@ -133,7 +139,10 @@ export class KubernetesStore implements PolicyStore {
   private current: PolicySnapshot;
   private readonly cache: CompileCache = new Map();
   private readonly reflectors: { kind: Kind; reflector: Reflector; synced: boolean }[] = [];
-  /** Each object as last seen from the API server (status included), by {@link objectKey}. */
+  /**
+   * Each object's identity, generation and status as last seen from the API server, by
+   * {@link objectKey}: what the status writer compares and writes. The spec lives in `valid`.
+   */
   private readonly raw = new Map<string, { kind: Kind; obj: KubeObject }>();
   /** Last version of each object that passed the schema; kept in force when a newer one fails. */
   private readonly valid = new Map<string, AnyGuardObject>();
@@ -187,7 +196,7 @@ export class KubernetesStore implements PolicyStore {
 
   private onChange(kind: Kind, ref: string, raw: KubeObject | undefined): void {
     const key = `${kind}/${ref}`;
-    if (raw) this.raw.set(key, { kind, obj: raw });
+    if (raw) this.raw.set(key, { kind, obj: statusView(raw) });
     else this.raw.delete(key);
     this.changesSinceRelease++;
     if (!raw) {
@@ -312,7 +321,7 @@ export class KubernetesStore implements PolicyStore {
     return sum;
   }
 
-  /** The objects as last seen from the API server (status included). */
+  /** The objects as last seen from the API server: metadata and status, not the spec. */
   rawObjects(): IterableIterator<{ kind: Kind; obj: KubeObject }> {
     return this.raw.values();
   }
