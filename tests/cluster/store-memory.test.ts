@@ -39,10 +39,13 @@ describe('KubernetesStore memory', () => {
     const annotations = { [LAST_APPLIED]: JSON.stringify({ spec: { trustLevel: 'low' } }), 'team.example/owner': 'data' };
     await applyGuard(kc, 'GuardAgent', ns, 'kept', { trustLevel: 'low' }, { annotations });
     expect((await getGuard(kc, 'GuardAgent', ns, 'kept')).metadata.managedFields).not.toHaveLength(0);
-    const seen = await eventually(async () => store.rawObject(objectKey('GuardAgent', ns, 'kept')), (o) => o !== undefined, 'the agent in the store');
-    expect(seen!.obj.metadata.managedFields).toBeUndefined();
-    expect(seen!.obj.metadata.annotations).toEqual({ 'team.example/owner': 'data' });
-    await eventually(async () => store.snapshot().agent('kept')?.trust, (t) => t === 'low', 'the agent in force');
+    const agent = await eventually(async () => store.snapshot().agent('kept'), (a) => a?.trust === 'low', 'the agent in force');
+    expect(agent!.source.metadata.managedFields).toBeUndefined();
+    expect(agent!.source.metadata.annotations).toEqual({ 'team.example/owner': 'data' });
+    // What the status writer reads: identity, generation and status, not the spec again.
+    const raw = store.rawObject(objectKey('GuardAgent', ns, 'kept'))!.obj;
+    expect(Object.keys(raw.metadata).sort()).toEqual(['generation', 'name', 'namespace', 'resourceVersion', 'uid']);
+    expect(raw.spec).toBeUndefined();
   });
 
   it('gives memory back once after a burst of changes has settled, and not again without one', async () => {
