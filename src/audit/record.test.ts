@@ -219,6 +219,22 @@ describe('sealAuditRecord', () => {
     );
   });
 
+  it('redacts a frozen object in the parameters even after canonicalJson has seen it', () => {
+    const creds = Object.freeze({ password: 'hunter2', user: 'bob' });
+    expect(canonicalJson({ creds })).toBe('{"creds":{"password":"hunter2","user":"bob"}}');
+    const line = sealAuditRecord({ ...input, action: { ...input.action, parameters: { creds } } }, GENESIS_HASH).line;
+    expect(line).toContain('"creds":{"password":"[REDACTED]","user":"bob"}');
+    expect(line).not.toContain('hunter2');
+  });
+
+  it('does not cache a frozen object whose member is a getter', () => {
+    let n = 1;
+    const live = Object.freeze(Object.defineProperty({}, 'v', { get: () => n, enumerable: true }));
+    expect(canonicalJson([live])).toBe('[{"v":1}]');
+    n = 2;
+    expect(canonicalJson([live])).toBe('[{"v":2}]');
+  });
+
   it('serialises a frozen matched entry once, but never caches one that holds an object', () => {
     const flat = Object.freeze({ policy: 'p', rule: 'r' });
     const inner = { n: 1 };

@@ -139,10 +139,17 @@ function redactedCanonicalJson(value: unknown): string {
 }
 
 /**
- * Text of frozen objects whose members are all primitives (the engine's shared `matched`
- * entries): they cannot change, so each is serialised once, not once per decision.
+ * Text of frozen objects whose members are all primitive data properties (the engine's shared
+ * `matched` entries): they cannot change, so each is serialised once, not once per decision.
+ * Read and written only outside redacted data.
  */
 const frozenText = new WeakMap<object, string>();
+
+/** No getters: what the object's text says cannot change once it is frozen. */
+function plainData(value: object): boolean {
+  for (const descriptor of Object.values(Object.getOwnPropertyDescriptors(value))) if (!('value' in descriptor)) return false;
+  return true;
+}
 
 /**
  * One serialiser for both: `redactDepth` undefined is {@link canonicalJson}; a number is the
@@ -172,7 +179,8 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
       return undefined;
   }
   if (value === null) return 'null';
-  const cached = frozenText.get(value);
+  // Redacted data never comes from the cache: its text there is unredacted.
+  const cached = redactDepth === undefined ? frozenText.get(value) : undefined;
   if (cached !== undefined) return cached;
   // Made on the first object, so a primitive costs no Set.
   const ancestors = seen ?? new Set<object>();
@@ -205,7 +213,7 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     text += '}';
   }
   ancestors.delete(value);
-  if (flat && redactDepth === undefined && Object.isFrozen(value)) frozenText.set(value, text);
+  if (flat && redactDepth === undefined && Object.isFrozen(value) && plainData(value)) frozenText.set(value, text);
   return text;
 }
 

@@ -59,6 +59,11 @@ export function autoRegisteredAgent(agentId: string, namespace: string | undefin
   }
 }
 
+/** A refused identity: the rule that refused it, why, and the incident to record. */
+function refusal(agentId: string, rule: Refusal['rule'], reason: string, incident: IncidentSpec): Identity {
+  return { ok: false, agentId, refusal: { rule, reason, incident } };
+}
+
 /**
  * Which agent `principal` acts as. A registered agent must list the caller in
  * `spec.identities` (anyone under `--auth none`). A caller bound to agents may act only as
@@ -68,10 +73,6 @@ export function autoRegisteredAgent(agentId: string, namespace: string | undefin
  *
  * @example resolveIdentity({ authorizer, snapshot, principal, agentId: 'etl', unknownAgents: 'deny', writeNamespace: 'team-a' })
  */
-function refusal(agentId: string, rule: Refusal['rule'], reason: string, incident: IncidentSpec): Identity {
-  return { ok: false, agentId, refusal: { rule, reason, incident } };
-}
-
 export function resolveIdentity(input: {
   authorizer: Authorizer;
   snapshot: PolicySnapshot;

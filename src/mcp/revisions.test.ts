@@ -8,7 +8,7 @@ import { Socket } from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { classifyInboundRequest } from '@modelcontextprotocol/server';
-import { classifyMcpRequest, eraOf, headersMirrorBody, MODERN_REVISION, standardHeaderMismatch } from './revisions.js';
+import { classifyMcpRequest, eraOf, headersMirrorBody, memoizedEnvelopes, MODERN_REVISION, standardHeaderMismatch } from './revisions.js';
 
 function request(headers: Record<string, string>, method = 'POST'): IncomingMessage {
   const req = new IncomingMessage(new Socket());
@@ -93,13 +93,27 @@ describe('classifyMcpRequest', () => {
 
   it('agrees with the SDK on 2026-07-28 requests whose envelope varies (the shortcut asks it once per envelope)', () => {
     fc.assert(
-      fc.property(meta, fc.constantFrom('tools/call', 'tools/list', 'initialize'), id, (m, method, i) => {
+      fc.property(meta, fc.constantFrom('tools/call', 'tools/list', 'initialize', 'tools/list ', ' tools/call', 'tools/call\t'), id, (m, method, i) => {
         const h = { 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': method };
         const b = JSON.parse(JSON.stringify({ jsonrpc: '2.0', id: i, method, params: { name: 'x', _meta: m } })) as unknown;
         expect(classifyMcpRequest(request(h), b)).toEqual(sdkClassification(h, b));
       }),
       { numRuns: 1000 },
     );
+  });
+
+  it('remembers small envelopes only: padded ones are classified by the SDK every time, and the memo does not grow', () => {
+    const h = { 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': 'tools/list' };
+    const call = (m: Record<string, unknown>) => JSON.parse(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: m } })) as unknown;
+    const small = call({ ...ENVELOPE, 'io.modelcontextprotocol/clientInfo': { name: `memo-${Date.now()}`, version: '1' } });
+    const before = memoizedEnvelopes();
+    expect(classifyMcpRequest(request(h), small)).toEqual(sdkClassification(h, small));
+    expect(memoizedEnvelopes()).toBe(before + 1);
+    for (let i = 0; i < 20; i++) {
+      const padded = call({ ...ENVELOPE, [`pad-${i}`]: 'x'.repeat(2_000) });
+      expect(classifyMcpRequest(request(h), padded)).toEqual(sdkClassification(h, padded));
+    }
+    expect(memoizedEnvelopes()).toBe(before + 1);
   });
 
   it.each([

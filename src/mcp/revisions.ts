@@ -83,6 +83,8 @@ function plainLegacyRequest(req: IncomingMessage, body: unknown): McpRoute | und
  */
 function plainModernRequest(req: IncomingMessage, body: unknown): McpRoute | undefined {
   if (!plainRequest(req, body) || !isPlainObject(body.params)) return undefined;
+  // The SDK compares the Mcp-Method header, stripped of spaces and tabs, with the body's method.
+  if (/^[ \t]|[ \t]$/.test(body.method)) return undefined;
   const meta = body.params._meta;
   if (!isPlainObject(meta) || meta[PROTOCOL_VERSION_META_KEY] !== MODERN_REVISION) return undefined;
   if (header(req.headers, 'mcp-protocol-version') !== MODERN_REVISION || header(req.headers, 'mcp-method') !== body.method) return undefined;
@@ -90,13 +92,24 @@ function plainModernRequest(req: IncomingMessage, body: unknown): McpRoute | und
   return { kind: 'modern', messageKind: 'request', message: body as JSONRPCRequest, classification: { era: 'modern', revision: MODERN_REVISION } };
 }
 
-/** The SDK's verdict on envelopes seen, by their JSON text; cleared when it reaches its bound, so a stream of distinct envelopes costs memory no more than this. */
+/**
+ * The SDK's verdict on envelopes seen, by their JSON text. Bounded in count (cleared when full)
+ * and in size (a longer envelope is not recognised here: the SDK classifies it), so distinct or
+ * padded envelopes cost at most ~1 MB.
+ */
 const envelopeVerdicts = new Map<string, boolean>();
 const ENVELOPE_VERDICTS_MAX = 1024;
+const ENVELOPE_TEXT_MAX = 1024;
+
+/** How many envelope verdicts are held (tests: the bound holds). */
+export function memoizedEnvelopes(): number {
+  return envelopeVerdicts.size;
+}
 
 /** Whether the SDK classifies a request carrying `meta` (and nothing else of note) as a 2026-07-28 request. */
 function validEnvelope(meta: Record<string, unknown>): boolean {
   const key = JSON.stringify(meta);
+  if (key.length > ENVELOPE_TEXT_MAX) return false;
   let verdict = envelopeVerdicts.get(key);
   if (verdict === undefined) {
     const probe = { jsonrpc: '2.0', id: 0, method: 'tools/call', params: { _meta: meta } };
