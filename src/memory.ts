@@ -12,17 +12,26 @@ type GcFunction = (options: { type: 'major'; execution: 'sync'; flavor: 'last-re
 let gc: GcFunction | undefined;
 
 /**
- * One memory-reducing full collection, now. Blocks the event loop for as long as a full GC of
- * the heap takes (tens of milliseconds for ~100 MB), so call it when things are quiet.
+ * One memory-reducing full collection, now: how long it stopped the event loop, or why it could
+ * not run (it never throws: giving memory back is never worth a failure). Blocks for as long as
+ * a full GC of the heap takes (tens of milliseconds for ~100 MB), so call it when things are quiet.
  *
- * @example releaseMemory(); // after a burst has settled
+ * @example
+ * const released = releaseMemory(); // after a burst has settled
+ * if ('error' in released) log.warn('could not release memory', released);
  */
-export function releaseMemory(): void {
-  if (!gc) {
-    // The only way to this collection from JavaScript: V8's gc() extension, exposed to a new
-    // context after the fact (not to this one, whose globals stay as they are).
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as GcFunction;
+export function releaseMemory(): { ms: number } | { error: string } {
+  const started = performance.now();
+  try {
+    if (!gc) {
+      // The only way to this collection from JavaScript: V8's gc() extension, exposed to a new
+      // context after the fact (not to this one, whose globals stay as they are).
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as GcFunction;
+    }
+    gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  } catch (err) {
+    return { error: String(err) };
   }
-  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  return { ms: Math.round(performance.now() - started) };
 }

@@ -78,9 +78,9 @@ async function serve(argv: string[]): Promise<number> {
   // committed for the life of the process: one memory-reducing GC now gives it back
   // (docs/performance.md, "What the second pass changed").
   const { releaseMemory } = await import('../memory.js');
-  const started = performance.now();
-  releaseMemory();
-  log.debug('released memory after start', { gc_ms: Math.round(performance.now() - started) });
+  const released = releaseMemory();
+  if ('error' in released) log.warn('could not release memory after start', released);
+  else log.debug('released memory after start', { gc_ms: released.ms });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

@@ -15,10 +15,10 @@ import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
+import { releaseMemory } from '../memory.js';
 import { formatZodError } from './manifests.js';
 import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
-import { releaseMemory } from '../memory.js';
 
 export const FIELD_MANAGER = 'policyguard';
 
@@ -250,10 +250,10 @@ export class KubernetesStore implements PolicyStore {
     this.settleTimer = setTimeout(() => {
       const burst = this.changesSinceRelease;
       this.changesSinceRelease = 0;
-      const started = performance.now();
-      releaseMemory();
+      const released = releaseMemory();
+      if ('error' in released) return this.opts.log.warn('could not release memory after a burst of changes', { changes: burst, error: released.error });
       this.memoryReleases++;
-      this.opts.log.info('released memory after a burst of changes', { changes: burst, gc_ms: Math.round(performance.now() - started) });
+      this.opts.log.info('released memory after a burst of changes', { changes: burst, gc_ms: released.ms });
     }, settleMs);
     this.settleTimer.unref();
   }
