@@ -6,7 +6,7 @@
  */
 import { hash } from 'node:crypto';
 import { API_VERSION, type ApprovalPhase, type GuardApproval, type GuardApprovalSpec, type GuardPolicy } from '../api/schemas.js';
-import { canonicalJson, newId, redactSecrets } from '../audit/record.js';
+import { canonicalJson, newId, redactedCanonicalJson } from '../audit/record.js';
 import { parseDuration } from '../duration.js';
 import type { MatchedRule } from '../engine/types.js';
 
@@ -39,7 +39,7 @@ export function argumentsDigest(parameters: Readonly<Record<string, unknown>>): 
  * @example argumentsPreview({ table: 'users', password: 'x' }) // '{"password":"[REDACTED]","table":"users"}'
  */
 export function argumentsPreview(parameters: Readonly<Record<string, unknown>>): string {
-  const text = canonicalJson(redactSecrets(parameters));
+  const text = redactedCanonicalJson(parameters);
   if (text.length <= PREVIEW_MAX) return text;
   const note = ` … (${text.length} characters in all; the digest covers every one)`;
   return text.slice(0, PREVIEW_MAX - note.length) + note;

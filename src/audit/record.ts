@@ -131,10 +131,12 @@ export function canonicalJson(value: unknown): string {
 }
 
 /**
- * The canonical JSON of `redactSecrets(value)`, in one pass and without the copy: what an audit
- * record stores of an action's parameters.
+ * The canonical JSON of `value` with secrets redacted ({@link redactSecrets}), in one pass and
+ * without a copy: what an audit record stores of an action's parameters.
+ *
+ * @example redactedCanonicalJson({ b: 1, token: 'x' }) // '{"b":1,"token":"[REDACTED]"}'
  */
-function redactedCanonicalJson(value: unknown): string {
+export function redactedCanonicalJson(value: unknown): string {
   return serialize(value, undefined, 0) ?? 'null';
 }
 
@@ -153,8 +155,9 @@ function plainData(value: object): boolean {
 
 /**
  * One serialiser for both: `redactDepth` undefined is {@link canonicalJson}; a number is the
- * depth inside redacted data, where {@link redactSecrets}' rules apply first (secret keys,
- * `[TRUNCATED]` below depth 32, Dates copied, other objects taken as their own enumerable keys).
+ * depth inside redacted data, where the redaction rules apply first (secret keys,
+ * `[TRUNCATED]` below depth 32, Dates as their ISO text, any other object taken as its own
+ * enumerable keys, without calling its `toJSON`).
  */
 function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: number | undefined): string | undefined {
   if (redactDepth !== undefined && redactDepth > MAX_DEPTH) return TRUNCATED_JSON;
@@ -253,36 +256,17 @@ const MAX_DEPTH = 32;
  * Deep copy of `value` with the value of every object key that looks like a secret
  * (password, token, secret, key, credential, auth — any case, anywhere in the key) replaced by
  * `'[REDACTED]'`. Values nested deeper than 32 levels become `'[TRUNCATED]'`, cycles become
- * `'[CIRCULAR]'`; it never throws. Meant for JSON-shaped data: arrays stay arrays, Dates are
- * copied, any other object becomes a plain object of its own enumerable keys. The input is not
- * modified.
+ * `'[CIRCULAR]'`; it never throws. The copy is plain JSON, what an audit record or incident
+ * stores: arrays stay arrays, Dates become their ISO text, any other object a plain object of
+ * its own enumerable keys. The input is not modified.
  *
  * @example
  * redactSecrets({ user: 'bob', auth: { apiKey: 'x' }, list: [{ Password: 'y' }] });
  * // { user: 'bob', auth: '[REDACTED]', list: [{ Password: '[REDACTED]' }] }
  */
 export function redactSecrets<T>(value: T): T {
-  return redact(value, 0, new Set()) as T;
-}
-
-function redact(value: unknown, depth: number, ancestors: Set<object>): unknown {
-  if (depth > MAX_DEPTH) return TRUNCATED;
-  if (typeof value !== 'object' || value === null) return value;
-  if (value instanceof Date) return new Date(value.getTime());
-  if (ancestors.has(value)) return CIRCULAR;
-  ancestors.add(value);
-  try {
-    if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1, ancestors));
-    const copy: Record<string, unknown> = {};
-    for (const [key, member] of Object.entries(value)) {
-      const redacted = SECRET_KEY.test(key) ? REDACTED : redact(member, depth + 1, ancestors);
-      // A JSON-parsed "__proto__" key is an own property; plain assignment would set the prototype.
-      Object.defineProperty(copy, key, { value: redacted, enumerable: true, writable: true, configurable: true });
-    }
-    return copy;
-  } finally {
-    ancestors.delete(value);
-  }
+  // One set of redaction rules: the serialiser's. JSON.parse keeps a "__proto__" key as data.
+  return JSON.parse(redactedCanonicalJson(value)) as T;
 }
 
 /**
