@@ -94,9 +94,8 @@ class GlobIndex {
   private readonly suffixes = trieNode();
   size = 0;
 
-  /** File `ir` under `keys`; returns how many distinct places it went to. */
-  add(ir: IndexedRule, keys: readonly Key[]): number {
-    let placed = 0;
+  /** File `ir` under each of `keys` (once per list: a lookup may still meet it under two keys). */
+  add(ir: IndexedRule, keys: readonly Key[]): void {
     for (const { map, key } of keys) {
       let list: IndexedRule[] | undefined;
       if (map === 'exact') {
@@ -106,12 +105,9 @@ class GlobIndex {
         const node = trieInsert(map === 'prefix' ? this.prefixes : this.suffixes, key, map === 'prefix');
         list = node.rules ??= [];
       }
-      if (list[list.length - 1] === ir) continue;
-      list.push(ir);
-      placed++;
+      if (list[list.length - 1] !== ir) list.push(ir);
     }
-    if (placed > 0) this.size++;
-    return placed;
+    this.size++;
   }
 
   /** Push the rule lists filed under a key that `valueLower` has into `out` (a rule may recur). */
@@ -160,15 +156,16 @@ export class RuleIndex {
         warning: `Audit-mode policy '${rule.policy}' rule '${rule.ruleName}' would ${verb}`,
       };
       this.byOrder.push(ir);
-      const placed =
-        this.file(this.byTool, ir, rule.tools) ?? this.file(this.byAction, ir, rule.actionTypes) ?? this.file(this.byAgent, ir, rule.agents);
-      if (placed === undefined) this.always.push(ir);
+      const filed = this.file(this.byTool, ir, rule.tools) || this.file(this.byAction, ir, rule.actionTypes) || this.file(this.byAgent, ir, rule.agents);
+      if (!filed) this.always.push(ir);
     });
   }
 
-  private file(index: GlobIndex, ir: IndexedRule, globs: readonly Glob[] | undefined): number | undefined {
+  /** Files `ir` in `index` when every one of `globs` has a literal key; whether it did. */
+  private file(index: GlobIndex, ir: IndexedRule, globs: readonly Glob[] | undefined): boolean {
     const keys = globs && keysOf(globs);
-    return keys ? index.add(ir, keys) : undefined;
+    if (keys) index.add(ir, keys);
+    return keys !== undefined;
   }
 
   /**
