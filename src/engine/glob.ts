@@ -37,6 +37,11 @@ export interface Glob {
   readonly suffix: string;
   /** True when the pattern has no wildcard, so equality (case-insensitive) decides. */
   readonly exact: boolean;
+  /**
+   * `prefix` when the pattern is `text*`, `suffix` when it is `*text`: then a value matches
+   * exactly when it starts (ends) with that text, and nothing else needs checking.
+   */
+  readonly affix: 'prefix' | 'suffix' | undefined;
   /** Match a value that is already lowercased. */
   matchLower(valueLower: string): boolean;
 }
@@ -238,16 +243,17 @@ export function compileGlob(pattern: string): Glob {
   const prefix = head && 'text' in head ? head.text : '';
   const suffix = tail && 'text' in tail ? tail.text : '';
   if (segments.length === 1 && segments[0]!.length === 1 && head === tail && prefix) {
-    return { pattern, prefix, suffix, exact: true, matchLower: (v) => v === prefix };
+    return { pattern, prefix, suffix, exact: true, affix: undefined, matchLower: (v) => v === prefix };
   }
   // `text*`, `*text` and `text*text`: what matchSegments does for them (the text is matched by
   // UTF-16 units there too), without walking segments.
   const literalEnds = segments.length === 2 && segments.every((seg) => seg.length === 0 || (seg.length === 1 && 'text' in seg[0]!));
   if (literalEnds) {
     const least = prefix.length + suffix.length;
-    return { pattern, prefix, suffix, exact: false, matchLower: (v) => v.length >= least && v.startsWith(prefix) && v.endsWith(suffix) };
+    const affix = suffix === '' ? 'prefix' : prefix === '' ? 'suffix' : undefined;
+    return { pattern, prefix, suffix, exact: false, affix, matchLower: (v) => v.length >= least && v.startsWith(prefix) && v.endsWith(suffix) };
   }
-  return { pattern, prefix, suffix, exact: false, matchLower: (v) => matchSegments(segments, v) };
+  return { pattern, prefix, suffix, exact: false, affix: undefined, matchLower: (v) => matchSegments(segments, v) };
 }
 
 /** Compile several globs; the first bad one throws. */

@@ -6,7 +6,7 @@ import { trustRank, type ArgumentCondition, type GuardAgent, type GuardPolicy } 
 import { compilePolicy } from './compile.js';
 import { anyMatch } from './glob.js';
 import { PolicySnapshot } from './snapshot.js';
-import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type EngineOptions } from './types.js';
+import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision, type EngineOptions } from './types.js';
 
 const agents: GuardAgent[] = [
   guardAgent({ name: 'low' }, { trustLevel: 'low' }),
@@ -443,28 +443,32 @@ describe('order independence', () => {
 });
 
 describe('rule index', () => {
-  // Brute force: every rule of every policy, matched in full, no index.
-  function bruteForce(ps: GuardPolicy[], req: ActionRequest): string[] {
-    const agent = agents.find((a) => a.metadata.name === req.agentId);
-    const rank = trustRank(agent?.spec.trustLevel ?? 'low');
+  // Brute force: every rule of every policy, matched in full, no index, nothing remembered.
+  function bruteForce(ps: GuardPolicy[], req: ActionRequest, options: EngineOptions = DEFAULT_ENGINE_OPTIONS, known: GuardAgent[] = agents): string[] {
+    const agent = known.find((a) => (a.spec.agentId ?? a.metadata.name) === req.agentId);
+    const namespace = agent ? agent.metadata.namespace : req.unknownAgentNamespace;
+    const rank = trustRank(agent?.spec.trustLevel ?? options.unknownAgentTrust);
     const out: string[] = [];
     for (const p of ps) {
-      const res = compilePolicy(p, DEFAULT_ENGINE_OPTIONS);
+      const res = compilePolicy(p, options);
       if (!res.ok) continue;
       for (const r of res.value) {
+        if (r.scope !== undefined && r.scope !== namespace) continue;
         if (r.selector && !r.selector(agent?.metadata.labels ?? {})) continue;
         if (r.trustBelow !== undefined && !(rank < r.trustBelow)) continue;
         if (r.trustAtLeast !== undefined && !(rank >= r.trustAtLeast)) continue;
         if (r.tools && !anyMatch(r.tools, req.target.toLowerCase())) continue;
         if (r.actionTypes && !anyMatch(r.actionTypes, req.actionType.toLowerCase())) continue;
         if (r.agents && !anyMatch(r.agents, req.agentId.toLowerCase())) continue;
+        if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, req.upstream.toLowerCase()))) continue;
         const results = r.args.map((t) => t(req.parameters));
         if (results.includes(false) || (r.action === 'allow' && results.some((x) => x !== true))) continue;
-        out.push(`${r.policy}/${r.ruleName}`);
+        out.push(`${r.namespace ? `${r.namespace}/` : ''}${r.policy}/${r.ruleName}`);
       }
     }
     return out.sort();
   }
+  const foundIn = (d: Decision) => [...d.matched, ...d.audit_findings].map((m) => `${m.namespace ? `${m.namespace}/` : ''}${m.policy}/${m.rule}`).sort();
 
   it('finds exactly the rules a scan of every rule finds (exact, prefix, suffix, keyless globs; tools, actions, agents)', () => {
     const piece = fc.constantFrom('a', 'b', '_', 'x', '/', 'de');
@@ -491,13 +495,107 @@ describe('rule index', () => {
         for (const r of reqs) {
           const req = call(r.agent, fill(tools, r.pick, r.fill, r.target) || 'x', { actionType: fill(actions, r.pick >> 2, r.fill, r.actionType) || 'y' });
           const d = snap.evaluate(req);
-          const found = [...d.matched, ...d.audit_findings].map((m) => `${m.policy}/${m.rule}`).sort();
           if (d.matched[0]?.policy.startsWith('agent:')) continue; // an agent check decided
-          expect(found).toEqual(bruteForce(ps, req));
+          expect(foundIn(d)).toEqual(bruteForce(ps, req));
         }
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('answers the same whether the call shape was remembered or not (selectors, namespaces, trust, upstreams, arguments)', () => {
+    const nsAgents = [
+      ...agents,
+      guardAgent({ name: 'ns-data', namespace: 'team-a', labels: { team: 'data' } }, { trustLevel: 'medium' }),
+      guardAgent({ name: 'ns-web', namespace: 'team-b', labels: { team: 'web' } }, { trustLevel: 'high' }),
+    ];
+    const globs = (xs: string[]) => fc.option(fc.array(fc.constantFrom(...xs), { minLength: 1, maxLength: 2 }), { nil: undefined });
+    const rule = fc.record({
+      tools: globs(['read_*', 'delete_users', '*_prod', '*', '*e*', 'x*y']),
+      actionTypes: globs(['tool_call', 'data_*', '*write']),
+      agents: globs(['low', 'ns-*', 'anon-*', '*']),
+      upstreams: globs(['team-a/github', '*/slack']),
+      trust: fc.constantFrom(undefined, { trustLevelBelow: 'high' as const }, { trustLevelAtLeast: 'medium' as const }),
+      argument: fc.constantFrom<ArgumentCondition | undefined>(undefined, { path: 'amount', operator: 'GreaterThan', values: ['100'] }, { path: 'table', operator: 'In', values: ['users'] }),
+      action: fc.constantFrom('allow' as const, 'deny' as const, 'require_approval' as const),
+    });
+    const policy = fc.record({
+      namespace: fc.constantFrom('policyguard', 'team-a', 'team-b'),
+      enforcement: fc.constantFrom('Enforce' as const, 'Audit' as const),
+      selector: fc.constantFrom(undefined, { matchLabels: { team: 'data' } }),
+      rules: fc.array(rule, { minLength: 1, maxLength: 4 }),
+    });
+    const request = fc.record({
+      agentId: fc.constantFrom('low', 'admin', 'ns-data', 'ns-web', 'anon-1', 'anon-2'),
+      actionType: fc.constantFrom('tool_call', 'data_write', 'DATA_READ'),
+      target: fc.constantFrom('read_x', 'delete_users', 'deploy_prod', 'xay', 'other'),
+      amount: fc.constantFrom(5, 500, '600 USD'),
+      table: fc.constantFrom('users', 'orders'),
+      upstream: fc.constantFrom(undefined, 'team-a/github', 'TEAM-B/slack'),
+      ns: fc.constantFrom(undefined, 'team-a', 'team-b'),
+    });
+    fc.assert(
+      fc.property(fc.array(policy, { minLength: 1, maxLength: 5 }), fc.array(request, { minLength: 1, maxLength: 30 }), (specs, reqs) => {
+        const ps = specs.map((p, i) =>
+          guardPolicy({ name: `p${i}`, namespace: p.namespace }, {
+            enforcement: p.enforcement,
+            ...(p.selector && { agentSelector: p.selector }),
+            rules: p.rules.map((r, k) => ({
+              name: `r${k}`,
+              action: r.action,
+              match: {
+                ...(r.tools && { tools: r.tools }),
+                ...(r.actionTypes && { actionTypes: r.actionTypes }),
+                ...(r.agents && { agents: r.agents }),
+                ...(r.upstreams && { upstreams: r.upstreams }),
+                ...r.trust,
+                ...(r.argument && { arguments: [r.argument] }),
+              },
+            })),
+          }),
+        );
+        const warm = snapshot({ clusterPolicyNamespace: 'policyguard' }, nsAgents, ps);
+        const cold = snapshot({ clusterPolicyNamespace: 'policyguard' }, nsAgents, ps);
+        expect(warm.problems).toEqual([]);
+        for (const r of reqs) {
+          const req = call(r.agentId, r.target, {
+            actionType: r.actionType,
+            parameters: { amount: r.amount, table: r.table },
+            ...(r.upstream && { upstream: r.upstream }),
+            ...(r.ns && { unknownAgentNamespace: r.ns }),
+          });
+          cold.forgetCallShapes();
+          const d = warm.evaluate(req);
+          expect(d).toEqual(cold.evaluate(req));
+          if (d.matched[0]?.policy.startsWith('agent:')) continue; // an agent check decided
+          expect(foundIn(d)).toEqual(bruteForce(ps, req, warm.options, nsAgents));
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('remembers a call shape per namespace of an unknown agent and per upstream', () => {
+    const snap = snapshot({ clusterPolicyNamespace: 'policyguard' }, agents, [
+      guardPolicy({ name: 'local', namespace: 'team-a' }, { rules: [{ match: { actionTypes: ['tool_call'] }, action: 'deny' }] }),
+      guardPolicy({ name: 'gateway', namespace: 'policyguard' }, { rules: [{ match: { upstreams: ['team-b/github'] }, action: 'deny' }] }),
+    ]);
+    const inNs = (ns: string, upstream?: string) => snap.evaluate(call('anon', 'x', { unknownAgentNamespace: ns, ...(upstream && { upstream }) })).decision;
+    expect([inNs('team-a'), inNs('team-b'), inNs('team-a')]).toEqual(['deny', 'allow', 'deny']);
+    expect([inNs('team-b', 'TEAM-B/github'), inNs('team-b'), inNs('team-b', 'team-b/github')]).toEqual(['deny', 'allow', 'deny']);
+  });
+
+  it('remembers a bounded number of call shapes, whatever agent ids and action types callers send', () => {
+    const snap = snapshot({}, agents, [guardPolicy({ name: 'broad' }, { rules: [{ match: { actionTypes: ['tool_call'] }, action: 'deny' }] })]);
+    for (let i = 0; i < 10_000; i++) {
+      expect(snap.evaluate(call('low', 'read_x', { actionType: 'tool_call' })).decision).toBe('deny');
+      expect(snap.evaluate(call('low', 'read_x', { actionType: `kind-${i}` })).decision).toBe('allow');
+    }
+    expect(snap.callShapeCount()).toBeGreaterThan(0);
+    expect(snap.callShapeCount()).toBeLessThanOrEqual(4096);
+    for (let i = 0; i < 10_000; i++) expect(snap.evaluate(call(`anon-${i}`, 'read_x', { upstream: `ns/u${i % 3}` })).decision).toBe('deny');
+    expect(snap.callShapeCount()).toBeGreaterThan(0);
+    expect(snap.callShapeCount()).toBeLessThanOrEqual(4096);
   });
 
   it('lists matches most significant first and shares no mutable state between decisions', () => {

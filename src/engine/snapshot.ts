@@ -15,7 +15,7 @@ import {
   type CompileResult,
 } from './compile.js';
 import { anyMatch } from './glob.js';
-import { RuleIndex, type IndexedRule } from './rule-index.js';
+import { Check, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS } from './types.js';
 
@@ -39,8 +39,6 @@ type GuardObject = GuardAgent | GuardPolicy;
 function objectRef(obj: GuardObject): string {
   return `${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
 }
-
-const ACTION_STRENGTH: Record<DecisionKind, number> = { deny: 3, require_approval: 2, allow: 1 };
 
 function ruleReason(r: CompiledRule): string {
   if (r.message) return r.message;
@@ -75,6 +73,17 @@ function agentCheck(agentId: string, rule: string, message: string): MatchedRule
   return { policy: `agent:${agentId}`, rule, action: 'deny', enforcement: 'Enforce', message };
 }
 
+/**
+ * Bounds of the call-shape memo of a snapshot (see `PolicySnapshot.callShape`): at most this
+ * many shapes, and this many encoded candidates in all (4 MiB); past either it starts afresh.
+ * Agent ids and action types come from callers, so the memo must not grow with what they send.
+ */
+const MAX_CALL_SHAPES = 4096;
+const MAX_CALL_SHAPE_ENTRIES = 1 << 20;
+
+/** `3:abc`, or `-` for undefined: fields joined this way cannot be confused with one another. */
+const field = (s: string | undefined): string => (s === undefined ? '-' : `${s.length}:${s}`);
+
 interface ResolvedAgent {
   id: string;
   namespace: string | undefined;
@@ -88,6 +97,14 @@ interface ResolvedAgent {
 export class PolicySnapshot {
   private readonly agentsById: ReadonlyMap<string, CompiledAgent>;
   private readonly index: RuleIndex;
+  /**
+   * Call shapes ({@link callShape}). A cache: what it holds follows from the snapshot alone, so
+   * it never changes an answer, only its cost.
+   */
+  private readonly agentShapes = new Map<CompiledAgent, Map<string, Int32Array>>();
+  private readonly otherShapes = new Map<string, Int32Array>();
+  private shapeCount = 0;
+  private shapeEntries = 0;
 
   private constructor(
     readonly revision: string,
@@ -234,12 +251,8 @@ export class PolicySnapshot {
     return true;
   }
 
-  /**
-   * Whether every condition of `r` holds: `true`, `false` (one is definitely false), or the
-   * reasons of the argument conditions that could not be evaluated when none is false.
-   */
-  private conditionsHold(r: CompiledRule, agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string, targetLower: string): boolean | string[] {
-    if (!this.matchesCall(r, agent, req, actionLower, agentLower, targetLower)) return false;
+  /** Whether the argument conditions of `r` hold: `true`, `false`, or the reasons of those that could not be evaluated when none is false. */
+  private argumentsHold(r: CompiledRule, req: ActionRequest): boolean | string[] {
     let unknown: string[] | undefined;
     for (const test of r.args) {
       const result = test(req.parameters);
@@ -247,6 +260,51 @@ export class PolicySnapshot {
       if (result !== true) (unknown ??= []).push(result.indeterminate);
     }
     return unknown ?? true;
+  }
+
+  /**
+   * The candidates of a call that do not depend on its tool ({@link RuleIndex.callShape}), with
+   * what is left to check of each: a rule without a tool condition is matched here, once per
+   * agent, action type and upstream, since nothing else it looks at varies from call to call;
+   * one with a tool condition is left to the call. Remembered: a registered agent's calls
+   * without an upstream (the common case) by agent and action type, without building a key;
+   * the others by a key that names all four (an unknown agent's namespace comes from the call).
+   */
+  private callShape(agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string): Int32Array {
+    const registered = req.upstream === undefined ? agent.compiled : undefined;
+    const key = registered ? '' : `${agent.registered ? 'r' : `u${field(agent.namespace)}`}${field(agent.id)}${field(actionLower)}${field(req.upstream?.toLowerCase())}`;
+    const known = registered ? this.agentShapes.get(registered)?.get(actionLower) : this.otherShapes.get(key);
+    if (known) return known;
+    const shape = this.index.callShape(actionLower, agentLower, (r) => {
+      if (r.tools !== undefined) return Check.All;
+      // No tool condition, so the target is never looked at.
+      if (!this.matchesCall(r, agent, req, actionLower, agentLower, '')) return undefined;
+      return r.args.length === 0 ? Check.None : Check.Arguments;
+    });
+    if (this.shapeCount >= MAX_CALL_SHAPES || this.shapeEntries + shape.length > MAX_CALL_SHAPE_ENTRIES) this.forgetCallShapes();
+    if (registered) {
+      let byAction = this.agentShapes.get(registered);
+      if (!byAction) this.agentShapes.set(registered, (byAction = new Map()));
+      byAction.set(actionLower, shape);
+    } else this.otherShapes.set(key, shape);
+    this.shapeCount++;
+    this.shapeEntries += shape.length;
+    return shape;
+  }
+
+  /** How many call shapes are remembered, counted in the maps themselves (for tests of the bound). */
+  callShapeCount(): number {
+    let n = this.otherShapes.size;
+    for (const byAction of this.agentShapes.values()) n += byAction.size;
+    return n;
+  }
+
+  /** For benchmarks and tests: forget every call shape, so the next call of each works it out afresh. */
+  forgetCallShapes(): void {
+    this.agentShapes.clear();
+    this.otherShapes.clear();
+    this.shapeCount = 0;
+    this.shapeEntries = 0;
   }
 
   /**
@@ -265,7 +323,7 @@ export class PolicySnapshot {
     if (a?.suspension || (a && anyMatch(a.deniedTools, targetLower)) || (a?.allowedTools && !anyMatch(a.allowedTools, targetLower))) return new Set(['deny']);
     const certain = new Set<DecisionKind>();
     const maybe = new Set<DecisionKind>();
-    for (const { rule } of this.index.candidates(targetLower, actionLower, agent.id.toLowerCase())) {
+    for (const rule of this.index.candidates(targetLower, actionLower, agent.id.toLowerCase())) {
       if (rule.enforcement !== 'Enforce' || !this.matchesCall(rule, agent, req, actionLower, agent.id.toLowerCase(), targetLower)) continue;
       (rule.args.length === 0 ? certain : maybe).add(rule.action);
     }
@@ -288,31 +346,50 @@ export class PolicySnapshot {
     const actionLower = req.actionType.toLowerCase();
     const agentLower = agent.id.toLowerCase();
 
-    const enforced: IndexedRule[] = [];
-    const audited: IndexedRule[] = [];
-    let indeterminate: { ir: IndexedRule; reasons: string[] }[] | undefined;
-    for (const ir of this.index.candidates(targetLower, actionLower, agentLower)) {
-      const holds = this.conditionsHold(ir.rule, agent, req, actionLower, agentLower, targetLower);
-      if (holds === false) continue;
-      if (holds !== true) {
-        (indeterminate ??= []).push({ ir, reasons: holds });
-        if (!appliesWhenIndeterminate(ir.rule)) continue;
+    // Matches most significant first (candidates come in that order): enforced ones, audited
+    // ones with their warnings, and the first of the strongest enforced action, which decides.
+    const matched: MatchedRule[] = [];
+    const findings: MatchedRule[] = [];
+    const auditWarnings: string[] = [];
+    let winner = -1;
+    let winnerStrength = 0;
+    let indeterminate: { rule: CompiledRule; reasons: string[] }[] | undefined;
+    const candidates = this.index.withTool(this.callShape(agent, req, actionLower, agentLower), targetLower);
+    for (let i = 0; i < candidates.length; i++) {
+      const v = candidates[i]!;
+      const order = encoded.order(v);
+      const check = encoded.check(v);
+      if (check !== Check.None) {
+        const rule = this.index.at(order);
+        const holds = check === Check.All && !this.matchesCall(rule, agent, req, actionLower, agentLower, targetLower) ? false : this.argumentsHold(rule, req);
+        if (holds === false) continue;
+        if (holds !== true) {
+          (indeterminate ??= []).push({ rule, reasons: holds });
+          if (!appliesWhenIndeterminate(rule)) continue;
+        }
       }
-      (ir.rule.enforcement === 'Enforce' ? enforced : audited).push(ir);
+      if (encoded.enforced(v)) {
+        matched.push(this.index.matched(order));
+        if (encoded.strength(v) > winnerStrength) {
+          winnerStrength = encoded.strength(v);
+          winner = order;
+        }
+      } else {
+        findings.push(this.index.matched(order));
+        auditWarnings.push(this.index.warning(order));
+      }
     }
-    // Candidates come most significant first, so enforced, audited and indeterminate are in that order.
 
     const warnings: string[] = [];
     if (!agent.registered) {
       warnings.push(`Agent '${agent.id}' is not registered; evaluated at trust level '${agent.trust}'`);
     }
     if (indeterminate) {
-      for (const { ir, reasons } of indeterminate) for (const reason of reasons) warnings.push(indeterminateWarning(ir.rule, reason));
+      for (const { rule, reasons } of indeterminate) for (const reason of reasons) warnings.push(indeterminateWarning(rule, reason));
     }
-    for (const ir of audited) warnings.push(ir.warning);
+    for (const w of auditWarnings) warnings.push(w);
 
     // No closures here: a decision makes no function objects (and tsx's keepNames would name each one per call).
-    const findings = audited.map((ir) => ir.matched);
     const a = agent.compiled;
     if (a) {
       let check: 'suspended' | 'deniedTools' | 'allowedTools' | undefined;
@@ -331,12 +408,10 @@ export class PolicySnapshot {
       if (check) return this.decision('deny', reason, [agentCheck(agent.id, check, reason)], findings, warnings, agent);
     }
 
-    let winner: CompiledRule | undefined;
-    for (const { rule } of enforced) {
-      if (!winner || ACTION_STRENGTH[rule.action] > ACTION_STRENGTH[winner.action]) winner = rule;
+    if (winner >= 0) {
+      const rule = this.index.at(winner);
+      return this.decision(rule.action, ruleReason(rule), matched, findings, warnings, agent);
     }
-    const matched = enforced.map((ir) => ir.matched);
-    if (winner) return this.decision(winner.action, ruleReason(winner), matched, findings, warnings, agent);
     return this.options.defaultDecision === 'allow'
       ? this.decision('allow', 'Action permitted by default policy', matched, findings, warnings, agent)
       : this.decision('deny', 'No rule allows this action; the default decision is deny', matched, findings, warnings, agent);
