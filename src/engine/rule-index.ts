@@ -163,6 +163,25 @@ export const encoded = {
   strength: (v: number): number => (v >> 2) & 3,
 };
 
+/**
+ * Sorts the first `k` numbers of `buf` in place and returns an array that starts with them. A
+ * lookup's tool candidates are usually a handful: an insertion sort costs less than a typed
+ * array's `sort()` call there.
+ */
+function sortPrefix(buf: Int32Array, k: number): Int32Array {
+  if (k > 32) return buf.subarray(0, k).sort();
+  for (let i = 1; i < k; i++) {
+    const v = buf[i]!;
+    let j = i - 1;
+    while (j >= 0 && buf[j]! > v) {
+      buf[j + 1] = buf[j]!;
+      j--;
+    }
+    buf[j + 1] = v;
+  }
+  return buf;
+}
+
 /** A growable scratch buffer of encoded candidates. */
 class Scratch {
   buf = new Int32Array(64);
@@ -197,6 +216,9 @@ export class RuleIndex {
   private readonly mergeScratch = new Scratch();
 
   constructor(rules: readonly CompiledRule[]) {
+    // An order must fit {@link encoded}'s 26 bits. Far beyond what a cluster can hold (policies
+    // have at most 256 rules each), but refused rather than wrapped around into a wrong order.
+    if (rules.length >= 2 ** 26) throw new RangeError(`rule index: ${rules.length} rules, more than ${2 ** 26 - 1} cannot be ordered`);
     this.rules = [...rules].sort(compareMatches);
     this.rules.forEach((rule, order) => {
       const verb = rule.action === 'require_approval' ? 'require approval' : rule.action;
@@ -210,15 +232,17 @@ export class RuleIndex {
 
   /**
    * Files the rule at `order` in `index` when every one of `globs` has a literal key; whether it
-   * did. Found under a key that proves its glob, a rule whose only other conditions are on
-   * arguments is known to match but for those ({@link Check}); any other is matched in full.
-   * (What a lookup by tool uses; {@link callShape} works out its own checks.)
+   * did. Found by tool under a key that proves its glob, a rule whose only other conditions are
+   * on arguments is known to match but for those ({@link Check}); any other is matched in full.
+   * Nothing is proven for rules filed by action type or agent id: {@link callShape} matches
+   * those once per agent and action type.
    */
   private file(index: GlobIndex, order: number, globs: readonly Glob[] | undefined): boolean {
     const keys = globs && keysOf(globs);
     if (!keys) return false;
     const r = this.rules[order]!;
     const onlyToolsAndArguments =
+      index === this.byTool &&
       r.scope === undefined && r.selector === undefined && r.trustBelow === undefined && r.trustAtLeast === undefined &&
       r.actionTypes === undefined && r.agents === undefined && r.upstreams === undefined;
     const proven = r.args.length === 0 ? Check.None : Check.Arguments;
@@ -287,7 +311,7 @@ export class RuleIndex {
     const tool = this.toolScratch.ensure(n);
     let k = 0;
     for (const list of lists) for (const v of list) tool[k++] = v;
-    const t = tool.subarray(0, k).sort();
+    const t = sortPrefix(tool, k);
     // A rule is filed in one index only, so `shape` and `t` share no order. `t` may repeat one
     // (filed under two keys the value has): the first, which proves the most, is kept.
     const out = this.mergeScratch.ensure(shape.length + k);

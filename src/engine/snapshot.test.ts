@@ -3,8 +3,9 @@ import fc from 'fast-check';
 import { guardAgent, guardPolicy } from '../api/builders.js';
 import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
 import { trustRank, type ArgumentCondition, type GuardAgent, type GuardPolicy } from '../api/schemas.js';
-import { compilePolicy } from './compile.js';
+import { compilePolicy, type CompiledRule } from './compile.js';
 import { anyMatch } from './glob.js';
+import { RuleIndex } from './rule-index.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision, type EngineOptions } from './types.js';
 
@@ -591,11 +592,30 @@ describe('rule index', () => {
       expect(snap.evaluate(call('low', 'read_x', { actionType: 'tool_call' })).decision).toBe('deny');
       expect(snap.evaluate(call('low', 'read_x', { actionType: `kind-${i}` })).decision).toBe('allow');
     }
-    expect(snap.callShapeCount()).toBeGreaterThan(0);
-    expect(snap.callShapeCount()).toBeLessThanOrEqual(4096);
+    const registered = snap.callShapeCount();
+    expect(registered).toBeGreaterThan(0);
+    expect(registered).toBeLessThanOrEqual(4096);
+    // Unknown ids (and upstreams) have their own budget: a flood of them leaves registered agents' shapes alone.
     for (let i = 0; i < 10_000; i++) expect(snap.evaluate(call(`anon-${i}`, 'read_x', { upstream: `ns/u${i % 3}` })).decision).toBe('deny');
-    expect(snap.callShapeCount()).toBeGreaterThan(0);
-    expect(snap.callShapeCount()).toBeLessThanOrEqual(4096);
+    expect(snap.callShapeCount()).toBeGreaterThan(registered);
+    expect(snap.callShapeCount()).toBeLessThanOrEqual(registered + 4096);
+    // Long keys count against the bytes budget (4 MiB): 2,000 ids of 2,000 characters do not all stay.
+    snap.forgetCallShapes();
+    for (let i = 0; i < 2_000; i++) expect(snap.evaluate(call(`${'x'.repeat(1_995)}${i}`, 'read_x')).decision).toBe('deny');
+    expect(snap.callShapeCount()).toBeLessThan(1_100);
+  });
+
+  it('refuses more rules than a candidate can number, rather than misorder them', () => {
+    const tooMany: CompiledRule[] = [];
+    tooMany.length = 2 ** 26; // sparse: nothing is allocated per rule
+    expect(() => new RuleIndex(tooMany)).toThrow(/cannot be ordered/);
+  });
+
+  it.each([20, 40])('orders %i candidates found under one key by significance', (n) => {
+    const many = Array.from({ length: n }, (_, i) => guardPolicy({ name: `p${String(i).padStart(2, '0')}` }, { priority: (i * 7) % n, rules: [{ name: 'r', match: { tools: i % 2 ? ['de*'] : ['*_x'] }, action: 'allow' }] }));
+    const d = snapshot({}, agents, many).evaluate(call('low', 'de_x'));
+    const expected = many.map((p) => ({ name: p.metadata.name, priority: p.spec.priority ?? 0 })).sort((a, b) => b.priority - a.priority || a.name.localeCompare(b.name));
+    expect(d.matched.map((m) => m.policy)).toEqual(expected.map((p) => p.name));
   });
 
   it('lists matches most significant first and shares no mutable state between decisions', () => {

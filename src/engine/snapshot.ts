@@ -74,12 +74,46 @@ function agentCheck(agentId: string, rule: string, message: string): MatchedRule
 }
 
 /**
- * Bounds of the call-shape memo of a snapshot (see `PolicySnapshot.callShape`): at most this
- * many shapes, and this many encoded candidates in all (4 MiB); past either it starts afresh.
- * Agent ids and action types come from callers, so the memo must not grow with what they send.
+ * Call shapes ({@link PolicySnapshot} `callShape`) remembered under a key of two parts, within a
+ * budget: at most {@link MAX_SHAPES} shapes and {@link MAX_BYTES} of shapes and keys. A shape
+ * that would exceed it starts the memo afresh. Agent ids, namespaces, action types and upstreams
+ * come from callers, so what callers send must not grow it.
  */
-const MAX_CALL_SHAPES = 4096;
-const MAX_CALL_SHAPE_ENTRIES = 1 << 20;
+class ShapeMemo<A, B> {
+  static readonly MAX_SHAPES = 4096;
+  static readonly MAX_BYTES = 4 * 2 ** 20;
+  private readonly shapes = new Map<A, Map<B, Int32Array>>();
+  private count = 0;
+  private bytes = 0;
+
+  get(a: A, b: B): Int32Array | undefined {
+    return this.shapes.get(a)?.get(b);
+  }
+
+  /** Remember `shape`; `keyBytes`: what its key costs, in bytes (strings: 2 per UTF-16 unit). */
+  set(a: A, b: B, shape: Int32Array, keyBytes: number): void {
+    const bytes = shape.byteLength + keyBytes;
+    if (this.count >= ShapeMemo.MAX_SHAPES || this.bytes + bytes > ShapeMemo.MAX_BYTES) this.clear();
+    let byB = this.shapes.get(a);
+    if (!byB) this.shapes.set(a, (byB = new Map()));
+    byB.set(b, shape);
+    this.count++;
+    this.bytes += bytes;
+  }
+
+  /** Shapes held, counted in the maps themselves (for tests of the bound). */
+  size(): number {
+    let n = 0;
+    for (const byB of this.shapes.values()) n += byB.size;
+    return n;
+  }
+
+  clear(): void {
+    this.shapes.clear();
+    this.count = 0;
+    this.bytes = 0;
+  }
+}
 
 /** `3:abc`, or `-` for undefined: fields joined this way cannot be confused with one another. */
 const field = (s: string | undefined): string => (s === undefined ? '-' : `${s.length}:${s}`);
@@ -98,13 +132,14 @@ export class PolicySnapshot {
   private readonly agentsById: ReadonlyMap<string, CompiledAgent>;
   private readonly index: RuleIndex;
   /**
-   * Call shapes ({@link callShape}). A cache: what it holds follows from the snapshot alone, so
-   * it never changes an answer, only its cost.
+   * Call shapes ({@link callShape}): of registered agents called without an upstream (the
+   * common case) by agent and action type; of the others by a key naming the agent (and, when
+   * unknown, its namespace) and the upstream, and by action type. Each within its own budget, so
+   * a flood of unknown ids does not make registered agents start afresh. A cache: what it holds
+   * follows from the snapshot alone, so it never changes an answer, only its cost.
    */
-  private readonly agentShapes = new Map<CompiledAgent, Map<string, Int32Array>>();
-  private readonly otherShapes = new Map<string, Int32Array>();
-  private shapeCount = 0;
-  private shapeEntries = 0;
+  private readonly agentShapes = new ShapeMemo<CompiledAgent, string>();
+  private readonly otherShapes = new ShapeMemo<string, string>();
 
   private constructor(
     readonly revision: string,
@@ -265,15 +300,14 @@ export class PolicySnapshot {
   /**
    * The candidates of a call that do not depend on its tool ({@link RuleIndex.callShape}), with
    * what is left to check of each: a rule without a tool condition is matched here, once per
-   * agent, action type and upstream, since nothing else it looks at varies from call to call;
-   * one with a tool condition is left to the call. Remembered: a registered agent's calls
-   * without an upstream (the common case) by agent and action type, without building a key;
-   * the others by a key that names all four (an unknown agent's namespace comes from the call).
+   * agent (with its namespace when unknown), action type and upstream, since nothing else it
+   * looks at varies from call to call; one with a tool condition is left to the call.
+   * Remembered in {@link agentShapes} and {@link otherShapes}.
    */
   private callShape(agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string): Int32Array {
     const registered = req.upstream === undefined ? agent.compiled : undefined;
-    const key = registered ? '' : `${agent.registered ? 'r' : `u${field(agent.namespace)}`}${field(agent.id)}${field(actionLower)}${field(req.upstream?.toLowerCase())}`;
-    const known = registered ? this.agentShapes.get(registered)?.get(actionLower) : this.otherShapes.get(key);
+    const who = registered ? '' : `${agent.registered ? 'r' : `u${field(agent.namespace)}`}${field(agent.id)}${field(req.upstream?.toLowerCase())}`;
+    const known = registered ? this.agentShapes.get(registered, actionLower) : this.otherShapes.get(who, actionLower);
     if (known) return known;
     const shape = this.index.callShape(actionLower, agentLower, (r) => {
       if (r.tools !== undefined) return Check.All;
@@ -281,30 +315,20 @@ export class PolicySnapshot {
       if (!this.matchesCall(r, agent, req, actionLower, agentLower, '')) return undefined;
       return r.args.length === 0 ? Check.None : Check.Arguments;
     });
-    if (this.shapeCount >= MAX_CALL_SHAPES || this.shapeEntries + shape.length > MAX_CALL_SHAPE_ENTRIES) this.forgetCallShapes();
-    if (registered) {
-      let byAction = this.agentShapes.get(registered);
-      if (!byAction) this.agentShapes.set(registered, (byAction = new Map()));
-      byAction.set(actionLower, shape);
-    } else this.otherShapes.set(key, shape);
-    this.shapeCount++;
-    this.shapeEntries += shape.length;
+    if (registered) this.agentShapes.set(registered, actionLower, shape, 2 * actionLower.length);
+    else this.otherShapes.set(who, actionLower, shape, 2 * (who.length + actionLower.length));
     return shape;
   }
 
-  /** How many call shapes are remembered, counted in the maps themselves (for tests of the bound). */
+  /** How many call shapes are remembered (for tests of the bound). */
   callShapeCount(): number {
-    let n = this.otherShapes.size;
-    for (const byAction of this.agentShapes.values()) n += byAction.size;
-    return n;
+    return this.agentShapes.size() + this.otherShapes.size();
   }
 
   /** For benchmarks and tests: forget every call shape, so the next call of each works it out afresh. */
   forgetCallShapes(): void {
     this.agentShapes.clear();
     this.otherShapes.clear();
-    this.shapeCount = 0;
-    this.shapeEntries = 0;
   }
 
   /**
