@@ -9,7 +9,7 @@
  * error is an outcome, not an exception and not a quiet `false`.
  */
 import type { ArgumentCondition } from '../api/schemas.js';
-import { compileGlob, type Glob } from './glob.js';
+import { compileGlob, foldCase, type Glob } from './glob.js';
 
 /** Why a condition could not be evaluated, e.g. `parameters.amount is "600 USD", not a number; GreaterThan cannot be evaluated`. */
 export interface Indeterminate {
@@ -134,7 +134,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     case 'Glob': {
       const globs: Glob[] = values.map(compileGlob);
       return scalar(false, (s) => {
-        const lower = s.toLowerCase();
+        const lower = foldCase(s);
         return globs.some((g) => g.matchLower(lower));
       });
     }

@@ -42,7 +42,7 @@ export interface Glob {
    * exactly when it starts (ends) with that text, and nothing else needs checking.
    */
   readonly affix: 'prefix' | 'suffix' | undefined;
-  /** Match a value that is already lowercased. */
+  /** Match a value that is already {@link foldCase}d. */
   matchLower(valueLower: string): boolean;
 }
 
@@ -236,7 +236,7 @@ function parse(pattern: string, lower: string): Segment[] {
 export function compileGlob(pattern: string): Glob {
   if (pattern.length === 0) throw new PatternError(pattern, 'is empty');
   if (pattern.startsWith('!')) throw new PatternError(pattern, 'starts with "!"; negation is not supported');
-  const lower = pattern.toLowerCase();
+  const lower = foldCase(pattern);
   const segments = parse(pattern, lower);
   const head = segments[0]![0];
   const tail = segments[segments.length - 1]!.at(-1);
@@ -256,12 +256,24 @@ export function compileGlob(pattern: string): Glob {
   return { pattern, prefix, suffix, exact: false, affix: undefined, matchLower: (v) => matchSegments(segments, v) };
 }
 
+/**
+ * The case-insensitive form patterns and values are compared in: `toLowerCase()`, with the
+ * Greek final sigma `ς` (what `toLowerCase()` makes of `Σ` at the end of a word, and only there)
+ * taken as `σ`, so `*Σ` matches `ΑΣ` as it matches `ΑΣΑ`. Used for both sides, always.
+ *
+ * @example foldCase('ΑΣ') // 'ασ'
+ */
+export function foldCase(s: string): string {
+  const lower = s.toLowerCase();
+  return lower.includes('ς') ? lower.replaceAll('ς', 'σ') : lower;
+}
+
 /** Compile several globs; the first bad one throws. */
 export function compileGlobs(patterns: readonly string[]): Glob[] {
   return patterns.map(compileGlob);
 }
 
-/** True when any glob matches. `valueLower` must be lowercased by the caller (once per call). */
+/** True when any glob matches. `valueLower` must be {@link foldCase}d by the caller (once per call). */
 export function anyMatch(globs: readonly Glob[], valueLower: string): Glob | undefined {
   for (const g of globs) if (g.matchLower(valueLower)) return g;
   return undefined;

@@ -4,7 +4,7 @@ import { guardAgent, guardPolicy } from '../api/builders.js';
 import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
 import { trustRank, type ArgumentCondition, type GuardAgent, type GuardPolicy } from '../api/schemas.js';
 import { compilePolicy, type CompiledRule } from './compile.js';
-import { anyMatch } from './glob.js';
+import { anyMatch, foldCase } from './glob.js';
 import { RuleIndex } from './rule-index.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision, type EngineOptions } from './types.js';
@@ -403,6 +403,18 @@ describe('compilation', () => {
   });
 });
 
+describe('case folding (docs/decisions.md, Globs)', () => {
+  it('a deny on a word ending in Σ covers the tool, whichever form of sigma either side uses', () => {
+    const snap = snapshot({}, [...agents, guardAgent({ name: 'greek' }, { trustLevel: 'high', deniedTools: ['ΔΙΑΓΡΑΦΗ_*Σ'] })], [
+      guardPolicy({ name: 'no-drops' }, { rules: [{ match: { tools: ['*_ΠΙΝΑΚΑΣ'] }, action: 'deny' }] }),
+      guardPolicy({ name: 'mail' }, { rules: [{ match: { tools: ['send'], arguments: [{ path: 'to', operator: 'Glob', values: ['*ΕΞΩΤΕΡΙΚΟΣ'] }] }, action: 'deny' }] }),
+    ]);
+    for (const target of ['drop_ΠΙΝΑΚΑΣ', 'drop_πινακας', 'drop_πινακασ', 'DROP_ΠΙΝΑΚΑΣ']) expect(snap.evaluate(call('low', target)).decision, target).toBe('deny');
+    expect(snap.evaluate(call('greek', 'ΔΙΑΓΡΑΦΗ_ΟΛΩΝ_ΤΩΝ_ΧΡΗΣΤΩΝ_ΑΠΟ_ΤΟ_ΣΥΣΤΗΜΑ_ΣΑΣ')).decision).toBe('deny');
+    expect(snap.evaluate(call('low', 'send', { parameters: { to: 'ο ΕΞΩΤΕΡΙΚΟΣ' } })).decision).toBe('deny');
+  });
+});
+
 describe('order independence', () => {
   const requests = ['delete_rows', 'deploy_prod', 'read_data', 'send_email', 'export_csv', 'query_x', 'other'].flatMap((t) =>
     ['low', 'medium', 'admin', 'frozen', 'restricted', 'nobody'].map((a) => call(a, t, { parameters: { to: 'a@external.com' } })),
@@ -458,10 +470,10 @@ describe('rule index', () => {
         if (r.selector && !r.selector(agent?.metadata.labels ?? {})) continue;
         if (r.trustBelow !== undefined && !(rank < r.trustBelow)) continue;
         if (r.trustAtLeast !== undefined && !(rank >= r.trustAtLeast)) continue;
-        if (r.tools && !anyMatch(r.tools, req.target.toLowerCase())) continue;
-        if (r.actionTypes && !anyMatch(r.actionTypes, req.actionType.toLowerCase())) continue;
-        if (r.agents && !anyMatch(r.agents, req.agentId.toLowerCase())) continue;
-        if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, req.upstream.toLowerCase()))) continue;
+        if (r.tools && !anyMatch(r.tools, foldCase(req.target))) continue;
+        if (r.actionTypes && !anyMatch(r.actionTypes, foldCase(req.actionType))) continue;
+        if (r.agents && !anyMatch(r.agents, foldCase(req.agentId))) continue;
+        if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, foldCase(req.upstream)))) continue;
         const results = r.args.map((t) => t(req.parameters));
         if (results.includes(false) || (r.action === 'allow' && results.some((x) => x !== true))) continue;
         out.push(`${r.namespace ? `${r.namespace}/` : ''}${r.policy}/${r.ruleName}`);

@@ -14,7 +14,7 @@ import {
   type CompiledRule,
   type CompileResult,
 } from './compile.js';
-import { anyMatch } from './glob.js';
+import { anyMatch, foldCase } from './glob.js';
 import { Check, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS } from './types.js';
@@ -282,7 +282,7 @@ export class PolicySnapshot {
     if (r.tools && !anyMatch(r.tools, targetLower)) return false;
     if (r.actionTypes && !anyMatch(r.actionTypes, actionLower)) return false;
     if (r.agents && !anyMatch(r.agents, agentLower)) return false;
-    if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, req.upstream.toLowerCase()))) return false;
+    if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, foldCase(req.upstream)))) return false;
     return true;
   }
 
@@ -306,7 +306,7 @@ export class PolicySnapshot {
    */
   private callShape(agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string): Int32Array {
     const registered = req.upstream === undefined ? agent.compiled : undefined;
-    const who = registered ? '' : `${agent.registered ? 'r' : `u${field(agent.namespace)}`}${field(agent.id)}${field(req.upstream?.toLowerCase())}`;
+    const who = registered ? '' : `${agent.registered ? 'r' : `u${field(agent.namespace)}`}${field(agent.id)}${field(req.upstream === undefined ? undefined : foldCase(req.upstream))}`;
     const known = registered ? this.agentShapes.get(registered, actionLower) : this.otherShapes.get(who, actionLower);
     if (known) return known;
     const shape = this.index.callShape(actionLower, agentLower, (r) => {
@@ -341,14 +341,14 @@ export class PolicySnapshot {
    */
   possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
     const agent = this.resolve({ ...req, parameters: {} });
-    const targetLower = req.target.toLowerCase();
-    const actionLower = req.actionType.toLowerCase();
+    const targetLower = foldCase(req.target);
+    const actionLower = foldCase(req.actionType);
     const a = agent.compiled;
     if (a?.suspension || (a && anyMatch(a.deniedTools, targetLower)) || (a?.allowedTools && !anyMatch(a.allowedTools, targetLower))) return new Set(['deny']);
     const certain = new Set<DecisionKind>();
     const maybe = new Set<DecisionKind>();
-    for (const rule of this.index.candidates(targetLower, actionLower, agent.id.toLowerCase())) {
-      if (rule.enforcement !== 'Enforce' || !this.matchesCall(rule, agent, req, actionLower, agent.id.toLowerCase(), targetLower)) continue;
+    for (const rule of this.index.candidates(targetLower, actionLower, foldCase(agent.id))) {
+      if (rule.enforcement !== 'Enforce' || !this.matchesCall(rule, agent, req, actionLower, foldCase(agent.id), targetLower)) continue;
       (rule.args.length === 0 ? certain : maybe).add(rule.action);
     }
     if (certain.has('deny')) return new Set(['deny']);
@@ -366,9 +366,9 @@ export class PolicySnapshot {
   /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */
   evaluate(req: ActionRequest): Decision {
     const agent = this.resolve(req);
-    const targetLower = req.target.toLowerCase();
-    const actionLower = req.actionType.toLowerCase();
-    const agentLower = agent.id.toLowerCase();
+    const targetLower = foldCase(req.target);
+    const actionLower = foldCase(req.actionType);
+    const agentLower = foldCase(agent.id);
 
     // Matches most significant first (candidates come in that order): enforced ones, audited
     // ones with their warnings, and the first of the strongest enforced action, which decides.

@@ -6,10 +6,10 @@
  * same answers.
  */
 import { trustRank, type GuardAgent, type GuardPolicy, type TrustLevel } from '../../src/api/schemas.js';
-import { compileGlob } from '../../src/engine/glob.js';
+import { compileGlob, foldCase } from '../../src/engine/glob.js';
 import type { ActionRequest, DecisionKind } from '../../src/engine/types.js';
 
-const glob = (value: string, pattern: string): boolean => compileGlob(pattern).matchLower(value.toLowerCase());
+const glob = (value: string, pattern: string): boolean => compileGlob(pattern).matchLower(foldCase(value));
 
 const anyGlob = (value: string, patterns: readonly string[] | undefined) => patterns?.find((p) => glob(value, p));
 
