@@ -15,7 +15,7 @@ const PositiveInt = z.coerce.number().int().min(0);
 const SIZE = /^(\d{1,9})(b|kb|mb|gb)$/i;
 const SIZE_UNITS = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 } as const;
 /** Bytes of a size like `16mb` (units of 1,024, as --body-limit's). */
-const parseSize = (v: string): number => {
+export const sizeInBytes = (v: string): number => {
   const [, n, unit] = SIZE.exec(v)!;
   return Number(n) * SIZE_UNITS[unit!.toLowerCase() as keyof typeof SIZE_UNITS];
 };
@@ -64,7 +64,7 @@ export const ServeConfigSchema = z
       .string()
       .refine((v) => v === '0' || parseRate(v) !== undefined, 'use failures/window like 20/1s, or 0 for no limit')
       .default('20/1s'),
-    bodyLimit: z.string().regex(/^\d+(b|kb|mb)$/i, 'use a size like 512kb or 1mb').default('1mb'),
+    bodyLimit: z.string().regex(SIZE, 'use a size like 512kb or 1mb').default('1mb'),
     // kubernetes mode
     namespace: Dns1123.optional(),
     watchNamespaces: List.default([]),
@@ -80,7 +80,7 @@ export const ServeConfigSchema = z
       .string()
       .regex(SIZE, 'use a size like 512kb, 16mb or 1gb')
       .default('16mb')
-      .transform((v) => parseSize(v)),
+      .transform((v) => sizeInBytes(v)),
     /** How long a GuardApproval stays valid when its rule sets no approval.ttl. */
     approvalTtl: Duration.default(3_600_000),
     /** How long the gateway holds a call that needs approval for a person's decision (0: not at all). */

@@ -23,9 +23,11 @@ import type { Logger } from '../log.js';
 import { secondsSince, type Metrics } from '../metrics.js';
 import { requestContext, type RequestContext, type Tracer } from '../telemetry/request-context.js';
 import { newTraceId, parseTraceparent } from '../telemetry/trace-context.js';
+import { sizeInBytes } from '../config.js';
 import type { PolicyStore } from '../store/store.js';
 import { mountUi, type UiApprovals } from '../ui/routes.js';
 import { createFastPath } from './fast-path.js';
+import { jsonBody } from './json-body.js';
 import { classifyMcpRequest, createMcpEndpoint, eraOf, type McpEndpoint } from './revisions.js';
 import { createMcpServer, listCacheScope } from './server.js';
 import type { Tools } from './tools.js';
@@ -138,10 +140,11 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.use(observeRequests(metrics, log, opts.tracer));
   const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.', ['reason']);
   const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
-  const jsonBody = express.json({
-    limit: opts.bodyLimit ?? '1mb',
-    verify: (_req, _res, buf) => {
-      const inexact = inexactNumber(buf.toString('utf8'));
+  const bodyLimit = opts.bodyLimit ?? '1mb';
+  const parseJson = jsonBody({
+    limitBytes: sizeInBytes(bodyLimit),
+    verify: (text) => {
+      const inexact = inexactNumber(text);
       if (inexact !== undefined) throw new Error(inexactNumberText(inexact));
     },
   });
@@ -234,7 +237,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     'POST /mcp requests that passed the edge checks, by the protocol era their body claims: legacy (2025 revisions, initialize), modern (2026-07-28), invalid.',
     ['era'],
   );
-  app.post('/mcp', guardHostAndOrigin, authenticate, limit, jsonBody, depthLimit, async (req, res) => {
+  app.post('/mcp', guardHostAndOrigin, authenticate, limit, parseJson, depthLimit, async (req, res) => {
     const principal = res.locals.principal as Principal;
     const route = classifyMcpRequest(req, req.body);
     byEra.inc({ era: eraOf(route) });
@@ -255,7 +258,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   // The inline gateway: every tools/call to a GuardUpstream is decided first (src/gateway).
   const gateway = opts.gateway;
   if (gateway) {
-    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, jsonBody, depthLimit, (req, res) => {
+    app.all('/upstreams/:namespace/:name/mcp', guardHostAndOrigin, authenticate, limit, parseJson, depthLimit, (req, res) => {
       const ref = `${String(req.params.namespace)}/${String(req.params.name)}`;
       gateway.handle(req, res, ref, res.locals.principal as Principal, req.method === 'POST' ? req.body : undefined).catch((err: unknown) => {
         log.error('gateway request failed', { upstream: ref, error: String(err) });
@@ -269,7 +272,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {
     if (err.type === 'entity.too.large') {
       rejected.inc({ reason: 'body_too_large' });
-      return jsonRpcError(res, 413, -32600, `Request body too large (limit ${opts.bodyLimit ?? '1mb'})`);
+      return jsonRpcError(res, 413, -32600, `Request body too large (limit ${bodyLimit})`);
     }
     if (err.type === 'entity.parse.failed' || err.type === 'charset.unsupported' || err.type === 'encoding.unsupported') {
       return jsonRpcError(res, 400, -32700, `Parse error: ${err.message}`);
