@@ -154,22 +154,6 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     jsonRpcError(res, 400, -32600, `Invalid Request: ${tooDeepText()}`);
   };
 
-  app.get('/healthz', (_req, res) => {
-    res.type('text/plain').send('ok');
-  });
-  app.get('/readyz', (_req, res) => {
-    if (store.ready()) res.type('text/plain').send('ok');
-    else res.status(503).type('text/plain').send('not ready: first load has not compiled yet');
-  });
-  app.get('/metrics', async (_req, res) => {
-    res.type(metrics.contentType).send(await metrics.exposition());
-  });
-  // RFC 9728. Tokens come from a token file or the cluster's ServiceAccount issuer, not from an
-  // OAuth authorization server, so none is listed.
-  app.get([METADATA_PATH, `${METADATA_PATH}/mcp`], (req, res) => {
-    res.json({ resource: `${base(req)}/mcp`, bearer_methods_supported: ['header'], resource_name: 'PolicyGuard', resource_documentation: 'https://github.com/PrateekKumar1709/policyguard' });
-  });
-
   const guardHostAndOrigin = (req: Request, res: Response, next: NextFunction) => {
     const host = req.get('host');
     if (opts.allowedHosts.length > 0 && (!host || !opts.allowedHosts.includes(hostName(host).toLowerCase()))) {
@@ -253,6 +237,22 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   app.all('/mcp', guardHostAndOrigin, (_req, res) => {
     res.setHeader('Allow', 'POST');
     jsonRpcError(res, 405, -32000, 'Method not allowed: this server is stateless; use POST /mcp');
+  });
+  // The other routes come after /mcp: Express tries routes in order, and /mcp is nearly every request.
+  app.get('/healthz', (_req, res) => {
+    res.type('text/plain').send('ok');
+  });
+  app.get('/readyz', (_req, res) => {
+    if (store.ready()) res.type('text/plain').send('ok');
+    else res.status(503).type('text/plain').send('not ready: first load has not compiled yet');
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.contentType).send(await metrics.exposition());
+  });
+  // RFC 9728. Tokens come from a token file or the cluster's ServiceAccount issuer, not from an
+  // OAuth authorization server, so none is listed.
+  app.get([METADATA_PATH, `${METADATA_PATH}/mcp`], (req, res) => {
+    res.json({ resource: `${base(req)}/mcp`, bearer_methods_supported: ['header'], resource_name: 'PolicyGuard', resource_documentation: 'https://github.com/PrateekKumar1709/policyguard' });
   });
   mountUi(app, { tools, store, approvals: opts.uiApprovals, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit }); // the dashboard (src/ui/routes.ts)
   // The inline gateway: every tools/call to a GuardUpstream is decided first (src/gateway).
