@@ -64,7 +64,7 @@ export const ServeConfigSchema = z
       .string()
       .refine((v) => v === '0' || parseRate(v) !== undefined, 'use failures/window like 20/1s, or 0 for no limit')
       .default('20/1s'),
-    bodyLimit: z.string().regex(SIZE, 'use a size like 512kb or 1mb').default('1mb'),
+    bodyLimit: z.string().regex(SIZE, 'use at most 9 digits and a unit b, kb, mb or gb, e.g. 512kb or 1mb').default('1mb'),
     // kubernetes mode
     namespace: Dns1123.optional(),
     watchNamespaces: List.default([]),

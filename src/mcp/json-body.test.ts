@@ -3,6 +3,7 @@
  * loopback, every request gets the same outcome (status, error type, parsed body) from it as
  * from express.json with the same limit and verify.
  */
+import { constants } from 'node:buffer';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -57,6 +58,7 @@ const cases: [string, { chunks: (string | Buffer)[]; headers: Record<string, str
   ['an object', plain('{"a":1,"b":[true,null]}')],
   ['an array', plain('[1,2]')],
   ['a byte order mark', plain('\uFEFF{"a":1}')],
+  ['a byte order mark alone', plain('\uFEFF')],
   ['leading whitespace', plain(' \n\t{"a":1}')],
   ['a string at the top', plain('"x"')],
   ['a number at the top', plain('  42')],
@@ -98,6 +100,9 @@ describe('jsonBody', () => {
     expect(readsDirectly(h('application/json; charset=utf-16le', '10'), LIMIT)).toBe(false);
     expect(readsDirectly(h('application/merge-patch+json', '10'), LIMIT)).toBe(false);
     expect(readsDirectly(h(undefined, '10'), LIMIT)).toBe(false);
+    // Longer than the longest string V8 makes: body-parser refuses it (400), as it always did.
+    expect(readsDirectly(h('application/json', String(constants.MAX_STRING_LENGTH + 1)), 2 ** 40)).toBe(false);
+    expect(readsDirectly(h('application/json', String(constants.MAX_STRING_LENGTH)), 2 ** 40)).toBe(true);
   });
 
   it('a caller that goes away mid-body is reported as request.aborted, and the server goes on', async () => {

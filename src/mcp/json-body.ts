@@ -12,6 +12,7 @@
  * (`entity.verify.failed`, `entity.parse.failed`, `request.aborted`), which the app's error
  * handler turns into JSON-RPC errors (./http.ts).
  */
+import { constants } from 'node:buffer';
 import type { IncomingHttpHeaders } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 
@@ -27,8 +28,9 @@ const PLAIN_JSON = /^application\/json[ \t]*(?:;[ \t]*charset[ \t]*=[ \t]*(?:utf
 
 /**
  * Whether a request's body is read by {@link jsonBody} itself: plain JSON, not encoded, of a
- * stated length from 1 byte to the limit. Anything else (another charset, gzip, chunked, empty,
- * too large) goes to body-parser, which answers it as it always has.
+ * stated length from 1 byte to the limit, and short enough to become one string. Anything else
+ * (another charset, gzip, chunked, empty, too large) goes to body-parser, which answers it as it
+ * always has.
  */
 export function readsDirectly(headers: IncomingHttpHeaders, limitBytes: number): boolean {
   if (headers['content-encoding'] !== undefined || headers['transfer-encoding'] !== undefined) return false;
@@ -36,7 +38,7 @@ export function readsDirectly(headers: IncomingHttpHeaders, limitBytes: number):
   const length = headers['content-length'];
   if (type === undefined || length === undefined || !PLAIN_JSON.test(type) || !/^\d{1,15}$/.test(length)) return false;
   const bytes = Number(length);
-  return bytes > 0 && bytes <= limitBytes;
+  return bytes > 0 && bytes <= limitBytes && bytes <= constants.MAX_STRING_LENGTH;
 }
 
 /** An error as body-parser makes them: `status` and `type` for the app's error handler. */
@@ -50,14 +52,18 @@ function notObjectOrArray(text: string): string | undefined {
   return first === '{' || first === '[' ? undefined : `Unexpected ${first === undefined ? 'end of JSON input' : `token ${JSON.stringify(first)}`}: the body must be a JSON object or array`;
 }
 
-/** Parse `text` as the request's body, or say why not. */
-function parseBody(text: string, opts: JsonBodyOptions): { ok: true; body: unknown } | { ok: false; error: Error } {
+/** Parse `buf` as the request's body, or say why not. Never throws. */
+function parseBody(buf: Buffer, opts: JsonBodyOptions): { ok: true; body: unknown } | { ok: false; error: Error } {
+  let text: string;
   try {
+    text = buf.toString('utf8');
     opts.verify(text);
   } catch (err) {
     return { ok: false, error: bodyError((err as Error).message, 403, 'entity.verify.failed') };
   }
   const unmarked = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  // body-parser's answer to an empty body (a BOM alone): an empty object.
+  if (unmarked.length === 0) return { ok: true, body: {} };
   const refused = notObjectOrArray(unmarked);
   if (refused) return { ok: false, error: bodyError(refused, 400, 'entity.parse.failed') };
   try {
@@ -87,7 +93,7 @@ export function jsonBody(opts: JsonBodyOptions): RequestHandler {
     // src/telemetry/request-context.ts), as body-parser's bound callbacks do.
     whole.then(
       (buf) => {
-        const parsed = parseBody(buf.toString('utf8'), opts);
+        const parsed = parseBody(buf, opts);
         if (parsed.ok) req.body = parsed.body;
         next(parsed.ok ? undefined : parsed.error);
       },
