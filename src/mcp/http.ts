@@ -11,10 +11,10 @@
  */
 import { inexactNumber, inexactNumberText, MAX_JSON_DEPTH, nestedDeeperThan, tooDeepText } from '../json-limits.js';
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express, { type IRoute, type NextFunction, type Request, type Response } from 'express';
 import { ProtocolError } from '@modelcontextprotocol/server';
 import type { Authenticator, Principal } from '../auth/authenticate.js';
 import type { Gateway } from '../gateway/gateway.js';
@@ -133,11 +133,12 @@ function observeRequests(metrics: Metrics, log: Logger, tracer: Tracer | undefin
  *   const app = createHttpApp({ tools, store, metrics, log, authenticator: noAuthenticator(), allowedHosts: [], allowedOrigins: [] });
  *   const { url } = await listen(app, { host: '127.0.0.1', port: 8000 });
  */
-export function createHttpApp(opts: HttpOptions): express.Express {
+export function createHttpApp(opts: HttpOptions): RequestListener {
   const { tools, store, metrics, log, authenticator } = opts;
   const app = express();
   app.disable('x-powered-by');
-  app.use(observeRequests(metrics, log, opts.tracer));
+  const observe = observeRequests(metrics, log, opts.tracer);
+  app.use(observe);
   const rejected = metrics.counter('policyguard_http_rejected_total', 'Requests refused at the HTTP edge, by reason.', ['reason']);
   const base = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
   const bodyLimit = opts.bodyLimit ?? '1mb';
@@ -221,7 +222,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     'POST /mcp requests that passed the edge checks, by the protocol era their body claims: legacy (2025 revisions, initialize), modern (2026-07-28), invalid.',
     ['era'],
   );
-  app.post('/mcp', guardHostAndOrigin, authenticate, limit, parseJson, depthLimit, async (req, res) => {
+  const serveMcp = async (req: Request, res: Response) => {
     const principal = res.locals.principal as Principal;
     const route = classifyMcpRequest(req, req.body);
     byEra.inc({ era: eraOf(route) });
@@ -232,7 +233,10 @@ export function createHttpApp(opts: HttpOptions): express.Express {
       log.error('MCP request failed', { error: String(err) });
       if (!res.headersSent) jsonRpcError(res, 500, -32603, 'Internal error');
     }
-  });
+  };
+  const mcpHandlers = [guardHostAndOrigin, authenticate, limit, parseJson, depthLimit, serveMcp];
+  const mcpRoute: IRoute = app.route<string>('/mcp');
+  mcpRoute.post(...mcpHandlers);
   // Stateless: there is no session stream to open (GET) or end (DELETE).
   app.all('/mcp', guardHostAndOrigin, (_req, res) => {
     res.setHeader('Allow', 'POST');
@@ -269,7 +273,7 @@ export function createHttpApp(opts: HttpOptions): express.Express {
   }
 
   // Central error handler: body parser failures and anything else thrown before the MCP layer.
-  app.use((err: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {
+  const answerError = (err: Error & { status?: number; type?: string }, _req: Request, res: Response, _next: NextFunction) => {
     if (err.type === 'entity.too.large') {
       rejected.inc({ reason: 'body_too_large' });
       return jsonRpcError(res, 413, -32600, `Request body too large (limit ${bodyLimit})`);
@@ -283,8 +287,62 @@ export function createHttpApp(opts: HttpOptions): express.Express {
     }
     log.error('HTTP request failed', { error: String(err) });
     if (!res.headersSent) jsonRpcError(res, err.status ?? 500, -32603, 'Internal error');
-  });
-  return app;
+  };
+  app.use(answerError);
+  return withDirectMcp(app, mcpRoute, [observe, ...mcpHandlers], answerError);
+}
+
+/** What node:http's createServer takes; an Express app is one. */
+export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
+type Handler = (req: Request, res: Response, next: NextFunction) => unknown;
+type ErrorHandler = (err: Error, req: Request, res: Response, next: NextFunction) => unknown;
+
+/**
+ * `app`, but POST /mcp — nearly every request — runs `handlers` without Express's router, which
+ * cost ~9% of a `validate_action` at saturation (docs/performance.md, "Issue 15"): the same
+ * handlers in the same order, on the same request and response objects (Express's prototypes,
+ * `res.locals`, `req.route`), a thrown error or rejected promise passed on as the router does, and
+ * errors answered by the app's own error handler. Only a request line of exactly `POST /mcp`
+ * goes this way; `/mcp?…`, `/mcp/`, `/MCP` and every other route go to the app, which answers
+ * them as before.
+ */
+function withDirectMcp(app: express.Express, route: IRoute, handlers: Handler[], onError: ErrorHandler): RequestListener {
+  return (incoming, outgoing) => {
+    if (incoming.method !== 'POST' || incoming.url !== '/mcp') return void app(incoming, outgoing);
+    // What Express's app.handle does before routing (express/lib/application.js).
+    const req = Object.setPrototypeOf(incoming, app.request) as Request;
+    const res = Object.setPrototypeOf(outgoing, app.response) as Response;
+    req.res = res;
+    res.req = req;
+    res.locals = Object.create(null) as Response['locals'];
+    req.route = route;
+    let i = 0;
+    let failed = false;
+    const next: NextFunction = (err?: unknown) => {
+      if (failed) return;
+      if (err === undefined || err === null) {
+        const handler = handlers[i++];
+        // The last handler answers; one that calls next() anyway is a bug, answered as one.
+        if (!handler) return next(new Error('POST /mcp: no handler answered the request'));
+        try {
+          const ret = handler(req, res, next);
+          if (ret instanceof Promise) ret.then(undefined, (error: unknown) => next(error ?? new Error('Rejected promise')));
+        } catch (error) {
+          next(error ?? new Error('handler threw'));
+        }
+        return;
+      }
+      failed = true;
+      try {
+        onError(err as Error, req, res, () => undefined);
+      } catch (error) {
+        // The error handler itself failed: nothing more can be said to this caller.
+        res.destroy(error as Error);
+      }
+    };
+    next();
+  };
 }
 
 export interface RunningServer {
@@ -301,7 +359,7 @@ export interface ListenOptions {
 }
 
 /** Listen on host:port (port 0 = any free port), over TLS when cert and key are given. */
-export async function listen(app: express.Express, opts: ListenOptions): Promise<RunningServer> {
+export async function listen(app: RequestListener, opts: ListenOptions): Promise<RunningServer> {
   const server: Server = opts.tls ? createTlsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, app) : createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

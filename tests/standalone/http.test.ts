@@ -113,3 +113,42 @@ describe('get_compliance_status', () => {
     expect(json.agents.suspended).toBe(1);
   });
 });
+
+describe('POST /mcp without the router answers as the routed path does', () => {
+  // `POST /mcp` runs its handlers directly; `/mcp?via=router` (the same route to Express) goes
+  // through Express's router. Every answer must be the same.
+  const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const call = (args: Record<string, unknown>) => JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'validate_action', arguments: args } });
+  const cases: [string, string, Record<string, string>][] = [
+    ['an allowed call (fast path)', call({ action_type: 'tool_call', target: 'read_x', agent_id: 'test-low' }), HEADERS],
+    ['a denied call', call({ action_type: 'tool_call', target: 'delete_x', agent_id: 'test-low' }), HEADERS],
+    ['a missing argument (the SDK words it)', call({ action_type: 'tool_call', agent_id: 'test-low' }), HEADERS],
+    ['tools/list (the SDK path)', JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }), HEADERS],
+    ['malformed JSON', '{"jsonrpc": ', HEADERS],
+    ['JSON nested too deep', `${'['.repeat(200)}${']'.repeat(200)}`, HEADERS],
+    ['an integer beyond 2^53', '{"jsonrpc":"2.0","id":12345678901234567890,"method":"tools/list"}', HEADERS],
+    ['a body over the limit', call({ action_type: 'tool_call', target: 'x', agent_id: 'test-low', context: 'x'.repeat(2 * 1024 * 1024) }), HEADERS],
+    ['text/plain', call({ action_type: 'tool_call', target: 'read_x', agent_id: 'test-low' }), { ...HEADERS, 'content-type': 'text/plain' }],
+    ['a foreign Origin', call({ action_type: 'tool_call', target: 'read_x', agent_id: 'test-low' }), { ...HEADERS, origin: 'https://evil.example' }],
+    ['two Authorization headers', call({ action_type: 'tool_call', target: 'read_x', agent_id: 'test-low' }), { ...HEADERS, authorization: 'Bearer a, Bearer b' }],
+  ];
+  const answer = async (path: string, body: string, headers: Record<string, string>) => {
+    const r = await fetch(`${s.pg.url}${path}`, { method: 'POST', headers, body });
+    return { status: r.status, type: r.headers.get('content-type'), body: (await r.text()).replace(/act_[0-9a-f]+/g, 'act_…') };
+  };
+
+  it.each(cases)('%s', async (_name, body, headers) => {
+    expect(await answer('/mcp', body, headers)).toEqual(await answer('/mcp?via=router', body, headers));
+  });
+
+  it('is measured under the /mcp route, like the routed path', async () => {
+    const count = async () => {
+      const text = await fetch(`${s.pg.url}/metrics`).then((r) => r.text());
+      return Number(/^policyguard_http_request_duration_seconds_count\{route="\/mcp",method="POST",status="200"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    const before = await count();
+    for (let i = 0; i < 3; i++) await answer('/mcp', cases[0]![1], HEADERS);
+    await answer('/mcp?via=router', cases[0]![1], HEADERS);
+    expect(await count()).toBe(before + 4);
+  });
+});
