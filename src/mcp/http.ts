@@ -286,7 +286,9 @@ export function createHttpApp(opts: HttpOptions): RequestListener {
       return jsonRpcError(res, 400, -32600, `Invalid Request: ${err.message}`);
     }
     log.error('HTTP request failed', { error: String(err) });
-    if (!res.headersSent) jsonRpcError(res, err.status ?? 500, -32603, 'Internal error');
+    // Never throws itself: a status outside 400–599 from some error would make Express's fallback answer instead.
+    const status = err.status !== undefined && err.status >= 400 && err.status <= 599 ? err.status : 500;
+    if (!res.headersSent) jsonRpcError(res, status, -32603, 'Internal error');
   };
   app.use(answerError);
   return withDirectMcp(app, mcpRoute, [observe, ...mcpHandlers], answerError);
@@ -316,7 +318,13 @@ function withDirectMcp(app: express.Express, route: IRoute, handlers: Handler[],
     req.res = res;
     res.req = req;
     res.locals = Object.create(null) as Response['locals'];
+    // What the router would have set for this route; no handler here reads the last three, but
+    // one that logs them must see what it would have seen. (Router 2's tracing events for each
+    // handler are not published on this path.)
     req.route = route;
+    req.originalUrl = req.url;
+    req.baseUrl = '';
+    req.params = {};
     let i = 0;
     let failed = false;
     const next: NextFunction = (err?: unknown) => {
