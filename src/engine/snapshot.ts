@@ -347,8 +347,9 @@ export class PolicySnapshot {
     if (a?.suspension || (a && anyMatch(a.deniedTools, targetLower)) || (a?.allowedTools && !anyMatch(a.allowedTools, targetLower))) return new Set(['deny']);
     const certain = new Set<DecisionKind>();
     const maybe = new Set<DecisionKind>();
-    for (const rule of this.index.candidates(targetLower, actionLower, foldCase(agent.id))) {
-      if (rule.enforcement !== 'Enforce' || !this.matchesCall(rule, agent, req, actionLower, foldCase(agent.id), targetLower)) continue;
+    const agentLower = foldCase(agent.id);
+    for (const rule of this.index.candidates(targetLower, actionLower, agentLower)) {
+      if (rule.enforcement !== 'Enforce' || !this.matchesCall(rule, agent, req, actionLower, agentLower, targetLower)) continue;
       (rule.args.length === 0 ? certain : maybe).add(rule.action);
     }
     if (certain.has('deny')) return new Set(['deny']);

@@ -301,8 +301,8 @@ type Handler = (req: Request, res: Response, next: NextFunction) => unknown;
 type ErrorHandler = (err: Error, req: Request, res: Response, next: NextFunction) => unknown;
 
 /**
- * `app`, but POST /mcp — nearly every request — runs `handlers` without Express's router, which
- * cost ~9% of a `validate_action` at saturation (docs/performance.md, "Issue 15"): the same
+ * `app`, but POST /mcp — nearly every request — runs `handlers` without Express's router (~7%
+ * of a `validate_action` at saturation; +17% throughput in an A/B, docs/performance.md): the same
  * handlers in the same order, on the same request and response objects (Express's prototypes,
  * `res.locals`, `req.route`), a thrown error or rejected promise passed on as the router does, and
  * errors answered by the app's own error handler. Only a request line of exactly `POST /mcp`
@@ -331,7 +331,8 @@ function withDirectMcp(app: express.Express, route: IRoute, handlers: Handler[],
       if (failed) return;
       if (err === undefined || err === null) {
         const handler = handlers[i++];
-        // The last handler answers; one that calls next() anyway is a bug, answered as one.
+        // The last handler answers; one that calls next() anyway is a bug, answered as one (a
+        // 500, where Express would have tried the next route). Not reachable with these handlers.
         if (!handler) return next(new Error('POST /mcp: no handler answered the request'));
         try {
           const ret = handler(req, res, next);
