@@ -95,6 +95,10 @@ describe('glob semantics (fnmatch, case-insensitive)', () => {
     ['[]', /unclosed "\["/], // `]` right after `[` is a member, so this set never closes
     ['[!]', /unclosed "\["/],
     ['*a*a*a*a*a*a*a*a*a', /has 9 "\*"; at most 8 are allowed/],
+    // Half of 😀 would match every character that starts (ends) with it.
+    ['\uD83D*', /contains U\+D83D, half of a surrogate pair/],
+    ['*\uDE00', /contains U\+DE00, half of a surrogate pair/],
+    ['[\uD83D]x', /contains U\+D83D/],
   ])('rejects %j: %s', (pattern, message) => {
     let err: unknown;
     try {

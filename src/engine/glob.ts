@@ -221,13 +221,18 @@ function parse(pattern: string, lower: string): Segment[] {
   return segments;
 }
 
+/** With the `u` flag a surrogate pair is one code point, so this finds only unpaired halves. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /**
  * Compile a glob with fnmatch semantics, case-insensitive: `*` any run of characters (`/`
  * included, `**` is the same), `?` one character, `[a-z]` / `[!a-z]` one character in / not in
  * a set (`]` first in a set is a member; a literal `*` is `[*]`); everything else, backslash
  * included, is literal. Rejected with a {@link PatternError} naming the pattern, so that a
- * rule never silently matches nothing: an empty pattern, a leading `!`, braces, `(` `)` `|`
- * outside a set, an unclosed `[`, more than {@link MAX_STARS} `*`.
+ * rule never silently matches nothing, or more than it says: an empty pattern, a leading `!`,
+ * braces, `(` `)` `|` outside a set, an unclosed `[`, more than {@link MAX_STARS} `*`, and half
+ * of a surrogate pair (which would match the start or end of every character that begins or
+ * ends with it: `\uD83D*` would match `😀x`).
  *
  * @example
  *   compileGlob('*prod*').matchLower('svc/prod-db') // true
@@ -236,6 +241,11 @@ function parse(pattern: string, lower: string): Segment[] {
 export function compileGlob(pattern: string): Glob {
   if (pattern.length === 0) throw new PatternError(pattern, 'is empty');
   if (pattern.startsWith('!')) throw new PatternError(pattern, 'starts with "!"; negation is not supported');
+  const lone = LONE_SURROGATE.exec(pattern);
+  if (lone) {
+    const unit = lone[0].charCodeAt(0).toString(16).toUpperCase();
+    throw new PatternError(pattern, `contains U+${unit}, half of a surrogate pair, which is not a character; write the whole character`);
+  }
   const lower = foldCase(pattern);
   const segments = parse(pattern, lower);
   const head = segments[0]![0];
