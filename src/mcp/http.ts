@@ -116,7 +116,8 @@ function observeRequests(metrics: Metrics, log: Logger, tracer: Tracer | undefin
       metrics.httpSeconds.observe({ route, method: req.method, status }, seconds);
       if (span) {
         span.rename(`${req.method} ${route}`);
-        span.setAttributes({ 'http.route': route, 'http.response.status_code': res.statusCode });
+        // A cut-off response has no status to report (statusCode is only what was meant).
+        span.setAttributes({ 'http.route': route, ...(res.writableFinished ? { 'http.response.status_code': res.statusCode } : {}) });
         if (res.statusCode >= 500 || !res.writableFinished) span.fail(res.writableFinished ? `HTTP ${res.statusCode}` : 'response not completed');
         span.end();
       }
@@ -280,6 +281,12 @@ export function createHttpApp(opts: HttpOptions): RequestListener {
     }
     if (err.type === 'entity.parse.failed' || err.type === 'charset.unsupported' || err.type === 'encoding.unsupported') {
       return jsonRpcError(res, 400, -32700, `Parse error: ${err.message}`);
+    }
+    if (err.type === 'request.aborted') {
+      // The caller went away mid-body: nothing went wrong here, and the answer goes nowhere.
+      rejected.inc({ reason: 'aborted' });
+      log.debug('request body cut off: the caller went away', { error: err.message });
+      return jsonRpcError(res, 400, -32600, 'Invalid Request: the request body was cut off');
     }
     if (err.type === 'entity.verify.failed') {
       rejected.inc({ reason: 'inexact_number' });

@@ -8,7 +8,8 @@
 import { execFile } from 'node:child_process';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
+import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +25,7 @@ const HEADERS = { 'content-type': 'application/json', accept: 'application/json,
 const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER_SPAN = '00f067aa0ba902b7';
 const TRACEPARENT = `00-${CALLER_TRACE}-${CALLER_SPAN}-01`;
+const ABORTED_TRACE = '5cf92f3577b34da6a3ce929d0e0e4737';
 
 const validate = (target: string, id = 1) =>
   JSON.stringify({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'support-bot' } } });
@@ -113,6 +115,20 @@ async function start(name: string, flags: string[], lines?: string[]): Promise<R
 }
 
 const post = (url: string, body: string, headers: Record<string, string> = {}) => fetch(url, { method: 'POST', headers: { ...HEADERS, ...headers }, body });
+
+/** POST /mcp announcing a longer body than it sends, then hang up: a caller that went away mid-body. */
+async function hangUpMidBody(url: string, traceparent: string): Promise<void> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  await once(socket, 'connect');
+  // Node answers `100 Continue` as it hands the request to the app, whose handlers then run up
+  // to the body reader without waiting for I/O: after it, the body is being read.
+  socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\nExpect: 100-continue\r\ntraceparent: ${traceparent}\r\n\r\n`);
+  const [interim] = (await once(socket, 'data')) as [Buffer];
+  expect(interim.toString()).toMatch(/^HTTP\/1\.1 100 Continue/);
+  socket.write('{"jsonrpc":');
+  socket.destroy();
+}
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'policyguard-observability-'));
@@ -230,14 +246,22 @@ describe('logs', () => {
 describe('tracing with --otel-endpoint', () => {
   let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
   let actionId: string;
+  const lines: string[] = [];
+  let metricsAfterHangUp: string;
 
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
-    const pg = await start('otel', ['--otel-endpoint', receiver.url, '--replica-id', 'replica-a']);
+    const pg = await start('otel', ['--otel-endpoint', receiver.url, '--replica-id', 'replica-a'], lines);
     try {
       const res = await post(`${pg.url}/mcp`, validate('delete_records', 3), { traceparent: TRACEPARENT });
       actionId = ((await res.json()) as any).result.structuredContent.action_id;
       await (await post(`${pg.url}/upstreams/default/files/mcp`, upstreamCall, { 'mcp-protocol-version': '2025-11-25', traceparent: TRACEPARENT })).text();
+      await hangUpMidBody(pg.url, `00-${ABORTED_TRACE}-${CALLER_SPAN}-01`);
+      metricsAfterHangUp = await eventually(
+        async () => (await fetch(`${pg.url}/metrics`)).text(),
+        (t) => sample(t, 'policyguard_http_request_duration_seconds_count{route="/mcp",method="POST",status="aborted"}') === 1,
+        'the cut-off request to be observed',
+      );
     } finally {
       await pg.close(); // flushes the spans
     }
@@ -263,6 +287,18 @@ describe('tracing with --otel-endpoint', () => {
     expect(decide!.traceId).toBe(CALLER_TRACE);
     expect(decide!.parentSpanId).toBe(request!.spanId);
     expect(attribute(decide!, 'policyguard.decision')).toBe('deny');
+  });
+
+  it('a caller that hangs up mid-body: a failed span without a status code, counted, logged at debug and not as an error', () => {
+    const request = receiver.spans.find((s) => s.traceId === ABORTED_TRACE);
+    expect(request, JSON.stringify(receiver.spans.map((s) => s.name))).toBeDefined();
+    expect(request!.name).toBe('POST /mcp');
+    expect(attribute(request!, 'http.response.status_code')).toBeUndefined();
+    expect((request as unknown as { status: { code: number; message: string } }).status).toMatchObject({ code: 2, message: 'response not completed' });
+    expect(sample(metricsAfterHangUp, 'policyguard_http_rejected_total{reason="aborted"}')).toBe(1);
+    const about = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.trace_id === ABORTED_TRACE);
+    expect(about.map((l) => l.level)).not.toContain('error');
+    expect(about.map((l) => l.msg)).toContain('request body cut off: the caller went away');
   });
 
   it('the gateway parents the upstream call on its own request span', () => {
