@@ -7,7 +7,7 @@
  * tenth of what a `validate_action` cost at saturation (docs/performance.md, "Issue 15").
  *
  * Read here or by body-parser, a body meets the same rules: the same size limit, the same
- * `verify` over its text, a UTF-8 byte order mark dropped, only an object or an array at the
+ * `verify` over its text (so only UTF-8 is taken: a `charset` other than utf-8 is refused), a UTF-8 byte order mark dropped, only an object or an array at the
  * top (body-parser's `strict`), and failures as errors of body-parser's `type`s
  * (`entity.verify.failed`, `entity.parse.failed`, `request.aborted`), which the app's error
  * handler turns into JSON-RPC errors (./http.ts).
@@ -39,6 +39,11 @@ export function readsDirectly(headers: IncomingHttpHeaders, limitBytes: number):
   if (type === undefined || length === undefined || !PLAIN_JSON.test(type) || !/^\d{1,15}$/.test(length)) return false;
   const bytes = Number(length);
   return bytes > 0 && bytes <= limitBytes && bytes <= constants.MAX_STRING_LENGTH;
+}
+
+/** The `charset` parameter of a Content-Type, lowercased, or undefined. */
+function charsetOf(type: string | undefined): string | undefined {
+  return type === undefined ? undefined : /;[ \t]*charset[ \t]*=[ \t]*"?([^";, \t]*)/i.exec(type)?.[1]?.toLowerCase();
 }
 
 /** An error as body-parser makes them: `status` and `type` for the app's error handler. */
@@ -80,7 +85,15 @@ function parseBody(buf: Buffer, opts: JsonBodyOptions): { ok: true; body: unknow
 export function jsonBody(opts: JsonBodyOptions): RequestHandler {
   const general = express.json({ limit: opts.limitBytes, verify: (_req, _res, buf) => opts.verify(buf.toString('utf8')) });
   return (req: Request, res: Response, next: NextFunction) => {
-    if (!readsDirectly(req.headers, opts.limitBytes)) return general(req, res, next);
+    if (!readsDirectly(req.headers, opts.limitBytes)) {
+      // JSON between systems is UTF-8 (RFC 8259, section 8.1), and `verify` reads the body as
+      // UTF-8: a UTF-16 body would pass it unread (body-parser would decode it afterwards).
+      const charset = charsetOf(req.headers['content-type']);
+      if (charset !== undefined && charset !== 'utf-8' && req.is('application/json')) {
+        return next(bodyError(`unsupported charset "${charset.toUpperCase()}": JSON must be UTF-8`, 415, 'charset.unsupported'));
+      }
+      return general(req, res, next);
+    }
     const chunks: Buffer[] = [];
     const whole = new Promise<Buffer>((resolve, reject) => {
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
