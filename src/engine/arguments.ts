@@ -31,11 +31,18 @@ class Blocked {
   ) {}
 }
 
-/** Look up `a.b.c` in own properties only (no prototype walking); undefined when absent. */
+/** A list index as a path segment: `items.0.name`. */
+const INDEX = /^(?:0|[1-9]\d*)$/;
+
+/**
+ * Look up `a.b.c` in own properties only (no prototype walking); undefined when absent. A list
+ * is looked into by index only: `options.force` on `options: [{ force: true }]` is blocked (a
+ * deny on it must not read it as absent), and so is `length`.
+ */
 function lookupPath(root: unknown, path: readonly string[]): unknown {
   let node = root;
   for (let i = 0; i < path.length; i++) {
-    if (node === null || typeof node !== 'object') return new Blocked(node, i);
+    if (node === null || typeof node !== 'object' || (Array.isArray(node) && !INDEX.test(path[i]!))) return new Blocked(node, i);
     if (!Object.hasOwn(node, path[i]!)) return undefined;
     node = (node as Record<string, unknown>)[path[i]!];
   }
@@ -101,7 +108,8 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     return (p) => {
       const value = lookupPath(p, path);
       if (value instanceof Blocked) {
-        return cannot(`${where(value.depth)} is ${preview(value.value)}, not an object, so ${where(path.length)} cannot be looked up`);
+        const hint = Array.isArray(value.value) ? ' (a list is looked into by index, as in items.0.name)' : '';
+        return cannot(`${where(value.depth)} is ${preview(value.value)}, not an object${hint}, so ${where(path.length)} cannot be looked up`);
       }
       return value === undefined ? absent : present(value);
     };

@@ -176,6 +176,9 @@ describe('argument operators', () => {
     const snap = withArg('Equals', ['1'], 'options.limit');
     expect(snap.evaluate(call('low', 'x', { parameters: { options: { limit: 1 } } })).decision).toBe('deny');
     expect(snap.evaluate(call('low', 'x', { parameters: { options: { other: 1 } } })).decision).toBe('allow');
+    const indexed = withArg('Equals', ['true'], 'options.1.force');
+    expect(indexed.evaluate(call('low', 'x', { parameters: { options: [{}, { force: true }] } })).decision).toBe('deny');
+    expect(indexed.evaluate(call('low', 'x', { parameters: { options: [{}] } })).decision).toBe('allow'); // absent
     const proto = withArg('Exists', undefined, 'constructor.name');
     expect(proto.evaluate(call('low', 'x', { parameters: {} })).decision).toBe('allow');
   });
@@ -222,6 +225,9 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     ['DoesNotExist', undefined, { v: null }, 'parameters.v is null, not an object, so parameters.v.force cannot be looked up; DoesNotExist cannot be evaluated'],
     ['Equals', ['1'], { v: 3 }, 'parameters.v is 3 (a number), not an object, so parameters.v.force cannot be looked up; Equals cannot be evaluated'],
     ['NotIn', ['1'], { v: false }, 'parameters.v is false (a boolean), not an object, so parameters.v.force cannot be looked up; NotIn cannot be evaluated'],
+    // A list is looked into by index only: read as absent, `force` would make this deny not apply.
+    ['Equals', ['true'], { v: [{ force: true }] }, 'parameters.v is an array of 1 item, not an object (a list is looked into by index, as in items.0.name), so parameters.v.force cannot be looked up; Equals cannot be evaluated'],
+    ['DoesNotExist', undefined, { v: [] }, 'parameters.v is an array of 0 items, not an object (a list is looked into by index, as in items.0.name), so parameters.v.force cannot be looked up; DoesNotExist cannot be evaluated'],
   ] as const)('%s %j on %j is indeterminate: a deny applies, an allow does not', (operator, values, parameters, reason) => {
     const path = reason.includes('v.force') ? 'v.force' : 'v';
     const cond = { path, operator, ...(values ? { values: [...values] } : {}) } as ArgumentCondition;
