@@ -69,13 +69,23 @@ describe('seed rules', () => {
     ]);
   });
 
-  it('unknown top-level keys are ignored, as the seed ignored them', () => {
-    const parsed = SeedRuleSchema.parse({ id: 'r1', name: 'reads', enabled: true, condition: { tool_pattern: 'read_*' }, action: 'allow' });
+  it('labels old clients send at the top level are accepted and change nothing', () => {
+    const parsed = SeedRuleSchema.parse({ id: 'r1', name: 'reads', description: 'd', enabled: true, condition: { tool_pattern: 'read_*' }, action: 'allow' });
     expect(fromSeedRule(parsed)).toEqual({ action: 'allow', match: { tools: ['read_*'] } });
   });
 
-  it('a misspelt action falls back to deny, never to allow', () => {
-    expect(fromSeedRule(SeedRuleSchema.parse({ condition: { tool_pattern: 'read_*' }, acton: 'allow' })).action).toBe('deny');
+  it('any other top-level key is an error naming it: a restriction in the wrong place must not be dropped', () => {
+    // Ignored, this would allow launch_* to every agent.
+    expect(issues(SeedRuleSchema.safeParse({ condition: { tool_pattern: 'launch_*' }, action: 'allow', agent_pattern: 'platform-admin' }))).toEqual([': Unrecognized key: "agent_pattern"']);
+    expect(issues(SeedRuleSchema.safeParse({ condition: { action_type: 'x' }, tool_pattern: 'launch_*', action: 'allow' }))).toEqual([': Unrecognized key: "tool_pattern"']);
+    // A misspelt action is no longer read as the default deny: it is named.
+    expect(issues(SeedRuleSchema.safeParse({ condition: { tool_pattern: 'read_*' }, acton: 'allow' }))).toEqual([': Unrecognized key: "acton"']);
+  });
+
+  it('a disabled rule is refused, not silently enabled', () => {
+    expect(issues(SeedRuleSchema.safeParse({ condition: { tool_pattern: 'read_*' }, action: 'allow', enabled: false }))).toEqual([
+      'enabled: a rule cannot be disabled here (enabled: false); leave the rule out instead',
+    ]);
   });
 
   it('a misspelt condition is read as a GuardPolicy rule, which refuses it (it used to be an allow-everything rule)', () => {

@@ -7,14 +7,15 @@ import { z } from 'zod';
 import { RuleActionSchema, TrustLevelSchema, type Rule } from './schemas.js';
 
 /**
- * Unknown keys inside `condition` are errors: a misspelt condition (`tool_patern`) would
- * otherwise be dropped and widen the rule, which for an allow rule allows by accident.
- * Unknown keys at the top level are ignored, as the seed ignored them, so old clients that send
- * extra fields (`id`, `name`, `enabled`, …) keep working: no top-level key can widen a rule. A
- * misspelt `action` falls back to deny, a misspelt `message` loses only the message, and a
- * misspelt `condition` makes the object a GuardPolicy rule, which is strict (`isSeedRule`).
+ * Every key is checked, at both levels: a key PolicyGuard does not read would otherwise be
+ * dropped, and what it meant lost. Inside `condition` a typo (`tool_patern`) would widen the
+ * rule; at the top level so would a restriction put in the wrong place (`agent_pattern` next to
+ * `condition`) or `enabled: false` on an allow rule. The top level takes `condition`, `action`
+ * and `message`, and the labels old clients send with a rule (`id`, `name`, `description`,
+ * `enabled: true`), which change nothing. A misspelt `condition` makes the object a GuardPolicy
+ * rule, which is strict too (`isSeedRule`).
  */
-export const SeedRuleSchema = z.object({
+export const SeedRuleSchema = z.strictObject({
   condition: z
     .strictObject({
       tool_pattern: z.string().min(1).optional(),
@@ -26,6 +27,10 @@ export const SeedRuleSchema = z.object({
   // The seed defaulted a missing action to deny.
   action: RuleActionSchema.default('deny'),
   message: z.string().max(1024).optional(),
+  id: z.unknown().optional(),
+  name: z.unknown().optional(),
+  description: z.unknown().optional(),
+  enabled: z.literal(true, { error: 'a rule cannot be disabled here (enabled: false); leave the rule out instead' }).optional(),
 });
 export type SeedRule = z.infer<typeof SeedRuleSchema>;
 
