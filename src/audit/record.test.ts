@@ -86,6 +86,26 @@ describe('redactSecrets', () => {
     });
   });
 
+  it('redacts the other usual names of secrets, short ones only as a whole word of the key', () => {
+    const value = { pwd: 'a', passwd: 'b', Cookie: 'c', bearer: 'd', session_id: 'e', request_signature: 'f', card_pin: 'g', 'otp-code': 'h', ssn: 'i', sig: 'j', mapping: 'k', design: 'l' };
+    expect(redactSecrets(value)).toEqual({
+      ...Object.fromEntries(Object.keys(value).map((k) => [k, '[REDACTED]'])),
+      mapping: 'k',
+      design: 'l',
+    });
+  });
+
+  it('redacts the password of a URL in any string value, and only that', () => {
+    const value = { dsn: 'postgres://app:S3cr3t@db:5432/x', at: 'redis://:p@ss@cache', wide: `${'a'.repeat(100_000)}://${'b'.repeat(100_000)}`, list: ['see https://u:p@h/a?b=1 and ftp://anon@h'], plain: 'http://example.com/a:b@c' };
+    expect(redactSecrets(value)).toEqual({
+      dsn: 'postgres://app:[REDACTED]@db:5432/x',
+      at: 'redis://:[REDACTED]@cache',
+      wide: value.wide,
+      list: ['see https://u:[REDACTED]@h/a?b=1 and ftp://anon@h'],
+      plain: 'http://example.com/a:b@c',
+    });
+  });
+
   it('leaves non-secret keys and values (even secret-looking values) untouched', () => {
     const value = { target: 'token', count: 3, flags: [true, null], text: 'password=1' };
     expect(redactSecrets(value)).toEqual(value);
@@ -130,6 +150,7 @@ describe('redactSecretText', () => {
     ["api_key='x y', next=1", "api_key='[REDACTED]', next=1"],
     ['note: use PASSWORD=hunter2; done', 'note: use PASSWORD=[REDACTED]; done'],
     ['deploy the frontend to staging', 'deploy the frontend to staging'],
+    ['connect to mysql://root:hunter2@db:3306 now', 'connect to mysql://root:[REDACTED]@db:3306 now'],
   ])('%j → %j', (text, expected) => {
     expect(redactSecretText(text)).toBe(expected);
   });

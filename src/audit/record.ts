@@ -167,7 +167,7 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
   }
   switch (typeof value) {
     case 'string':
-      return JSON.stringify(value);
+      return JSON.stringify(redactDepth === undefined ? value : redactUrlPasswords(value));
     case 'number':
       // String(n) is JSON's number text for every finite number.
       return Number.isFinite(value) ? String(value) : 'null';
@@ -243,8 +243,36 @@ function chainHash(prevHash: string, canonicalRecord: string): string {
 /**
  * Keys whose values are never written. Deliberately broad ("key" also hits "monkey", "auth"
  * also hits "author"): an over-redacted audit field costs little, a leaked credential a lot.
+ * Short names (otp, pin, ssn, cvv, sig) only as a whole word of a key (`card_pin`, not
+ * `mapping`).
  */
-const SECRET_KEY = /pass(word)?|token|secret|key|credential|auth/i;
+const SECRET_KEY = /pass(?:word|wd)?|pwd|token|secret|key|credential|auth|cookie|bearer|session|signature|private|(?:^|[^a-z])(?:otp|pin|ssn|cvv|sig)(?:$|[^a-z])/i;
+
+/**
+ * `text` with the password of every URL's user information redacted (a connection string):
+ * `postgres://app:s3cret@db/x` → `postgres://app:[REDACTED]@db/x`. The password runs to the
+ * last `@` of the authority, so one with an unencoded `@` in it is redacted whole. Linear: each
+ * authority is scanned once, and ends before the next `://`.
+ */
+function redactUrlPasswords(text: string): string {
+  let i = text.indexOf('://');
+  if (i < 0) return text;
+  let out = '';
+  let copied = 0;
+  for (; i >= 0; i = text.indexOf('://', i + 3)) {
+    const start = i + 3;
+    let end = start;
+    while (end < text.length && !AUTHORITY_END.test(text[end]!)) end++;
+    const at = text.lastIndexOf('@', end - 1);
+    const colon = text.indexOf(':', start);
+    if (at < start || colon < 0 || colon > at) continue;
+    out += `${text.slice(copied, colon + 1)}${REDACTED}`;
+    copied = at;
+    i = at;
+  }
+  return out + text.slice(copied);
+}
+const AUTHORITY_END = /[\s/?#]/;
 const REDACTED = '[REDACTED]';
 const TRUNCATED = '[TRUNCATED]';
 const REDACTED_JSON = JSON.stringify(REDACTED);
@@ -280,15 +308,17 @@ const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)
 
 /**
  * Redacts secret-looking assignments inside free text such as an action's `context`
- * (`password=hunter2`, `"token": "abc"`, `Authorization: Bearer abc`). Prose that merely
+ * (`password=hunter2`, `"token": "abc"`, `Authorization: Bearer abc`) and the password of a
+ * URL (`postgres://app:[REDACTED]@db`). Prose that merely
  * mentions a key name followed by a colon loses the next word; that is accepted.
  *
  * @example
  * redactSecretText('retry with token=abc123 please'); // 'retry with token=[REDACTED] please'
  */
-export function redactSecretText(text: string): string {
+export function redactSecretText(input: string): string {
   // Every assignment has a separator; most contexts have none (and many are empty).
-  if (!text.includes('=') && !text.includes(':')) return text;
+  if (!input.includes('=') && !input.includes(':')) return input;
+  const text = redactUrlPasswords(input);
   // Fresh copies: both regexes carry lastIndex state.
   const names = new RegExp(NAME_AND_SEPARATOR);
   const values = new RegExp(ASSIGNED_VALUE);
