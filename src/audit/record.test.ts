@@ -157,11 +157,12 @@ describe('redactSecretText', () => {
 
   it('does not backtrack catastrophically on hostile context text', () => {
     // Agents control `context`. A backtracking pattern such as /[\w.-]*(?:key)[\w.-]*[:=]/ needs
-    // ~3 s for this 4 KB input (and minutes for 10 KB); the token-anchored scan needs microseconds.
-    const hostile = `${'key'.repeat(1_000)} ${'a='.repeat(1_000)}`;
+    // minutes for this 10 KB input, which fails the test on vitest's timeout; the token-anchored
+    // scan needs microseconds. Printed, not asserted (the machine is shared).
+    const hostile = `${'key'.repeat(2_500)} ${'a='.repeat(1_250)} ${'x'.repeat(2_500)}://${'y'.repeat(2_500)}`;
     const started = performance.now();
-    redactSecretText(hostile);
-    expect(performance.now() - started).toBeLessThan(500);
+    expect(redactSecretText(hostile)).toBe(hostile);
+    process.stderr.write(`[redact] hostile context took ${(performance.now() - started).toFixed(2)} ms\n`);
   });
 });
 
