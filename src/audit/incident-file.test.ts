@@ -37,6 +37,13 @@ describe('file incident log', () => {
     expect(await log.list()).toEqual([second, first]);
   });
 
+  it('redacts secrets in the free text of the description and recommended action', async () => {
+    const log = await open();
+    const stored = await log.record(incident({ description: 'leaked token=abc in the logs', recommended_action: 'rotate password: hunter2' }));
+    expect(stored).toMatchObject({ description: 'leaked token=[REDACTED] in the logs', recommended_action: 'rotate password: [REDACTED]' });
+    expect(await readFile(path, 'utf8')).not.toMatch(/abc in|hunter2/);
+  });
+
   it('keeps incidents across reopen, in order even when record() calls overlap', async () => {
     const log = await open();
     const recorded = await Promise.all(Array.from({ length: 20 }, (_, i) => log.record(incident({ description: `#${i}` }))));

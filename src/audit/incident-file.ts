@@ -2,7 +2,7 @@ import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
-import { canonicalJson, newId, redactSecrets } from './record.js';
+import { canonicalJson, newId, redactSecrets, redactSecretText } from './record.js';
 
 /** An incident: a line of the standalone incident log, or in kubernetes mode an entry of the audit log (audit-incidents.ts) plus an Event. */
 export interface IncidentRecord {
@@ -90,11 +90,11 @@ export async function openFileIncidentLog(
         timestamp: new Date().toISOString(),
         type: input.type,
         severity: input.severity,
-        description: input.description,
+        description: redactSecretText(input.description),
         agent_id: input.agent_id,
         ...(input.action_id === undefined ? {} : { action_id: input.action_id }),
         evidence: redactSecrets(input.evidence),
-        recommended_action: input.recommended_action,
+        recommended_action: redactSecretText(input.recommended_action),
         status: 'open',
         resolution: null,
       };

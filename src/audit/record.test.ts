@@ -106,9 +106,22 @@ describe('redactSecrets', () => {
     });
   });
 
-  it('leaves non-secret keys and values (even secret-looking values) untouched', () => {
-    const value = { target: 'token', count: 3, flags: [true, null], text: 'password=1' };
+  it('leaves non-secret keys and values (even secret-looking words) untouched', () => {
+    const value = { target: 'token', count: 3, flags: [true, null], text: 'reset the password', at: '12:30' };
     expect(redactSecrets(value)).toEqual(value);
+  });
+
+  it('redacts secrets inside string values as in free text, and the value of a name/value pair naming a secret', () => {
+    const value = {
+      argv: ['deploy', '--password=hunter2', 'token: abc'],
+      headers: [{ name: 'Authorization', value: 'Bearer abc' }, { name: 'Accept', value: 'text/plain' }],
+      env: [{ key: 'DB_PASSWORD', value: 'p' }],
+    };
+    expect(redactSecrets(value)).toEqual({
+      argv: ['deploy', '--password=[REDACTED]', 'token: [REDACTED]'],
+      headers: [{ name: 'Authorization', value: '[REDACTED]' }, { name: 'Accept', value: 'text/plain' }],
+      env: [{ key: '[REDACTED]', value: '[REDACTED]' }],
+    });
   });
 
   it('does not mutate its input and returns a deep copy', () => {
@@ -184,6 +197,11 @@ describe('hashRecord / createAuditRecord', () => {
     expect(record.action.parameters).toEqual({ sql: 'select 1', password: '[REDACTED]' });
     expect(record.action.context).toBe('token=[REDACTED]');
     expect(input.action.parameters.password).toBe('hunter2');
+  });
+
+  it('redacts the password of a URL in the target, and keeps the rest of it', () => {
+    const record = createAuditRecord({ ...input, action: { ...input.action, target: 'https://bob:pw@files.example.com/x' } }, GENESIS_HASH);
+    expect(record.action.target).toBe('https://bob:[REDACTED]@files.example.com/x');
   });
 
   it('returns a record detached from the input', () => {

@@ -167,7 +167,7 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
   }
   switch (typeof value) {
     case 'string':
-      return JSON.stringify(redactDepth === undefined ? value : redactUrlPasswords(value));
+      return JSON.stringify(redactDepth === undefined ? value : redactSecretText(value));
     case 'number':
       // String(n) is JSON's number text for every finite number.
       return Number.isFinite(value) ? String(value) : 'null';
@@ -204,10 +204,14 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     const object = value as Record<string, unknown>;
     const keys = Object.keys(object);
     if (keys.length > 1) keys.sort();
+    // A name/value pair that names a secret (`{"name": "Authorization", "value": "Bearer …"}`,
+    // as headers and environment variables are often listed): its value is the secret.
+    const namedSecret = inner !== undefined && Object.hasOwn(object, 'value') && namesSecret(object);
     text = '{';
     for (const key of keys) {
       const member = object[key];
-      const serialized = inner !== undefined && SECRET_KEY.test(key) ? REDACTED_JSON : serialize(member, ancestors, inner);
+      const secret = inner !== undefined && (SECRET_KEY.test(key) || (namedSecret && key === 'value'));
+      const serialized = secret ? REDACTED_JSON : serialize(member, ancestors, inner);
       if (serialized === undefined) continue;
       if (text.length > 1) text += ',';
       text += `${JSON.stringify(key)}:${serialized}`;
@@ -218,6 +222,12 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
   ancestors.delete(value);
   if (flat && redactDepth === undefined && Object.isFrozen(value) && plainData(value)) frozenText.set(value, text);
   return text;
+}
+
+/** Whether `object`'s `name` (or `key`) is a string that names a secret. */
+function namesSecret(object: Record<string, unknown>): boolean {
+  const name = Object.hasOwn(object, 'name') ? object.name : object.key;
+  return typeof name === 'string' && SECRET_KEY.test(name);
 }
 
 /** A record without the fields derived from it: what the chain hash covers. */
@@ -282,8 +292,9 @@ const MAX_DEPTH = 32;
 
 /**
  * Deep copy of `value` with the value of every object key that looks like a secret
- * (password, token, secret, key, credential, auth — any case, anywhere in the key) replaced by
- * `'[REDACTED]'`. Values nested deeper than 32 levels become `'[TRUNCATED]'`, cycles become
+ * (password, token, secret, key, credential, auth … — any case, anywhere in the key; see
+ * SECRET_KEY) replaced by `'[REDACTED]'`, as is the `value` of a name/value pair whose `name`
+ * looks like one, and secrets inside strings as {@link redactSecretText} finds them. Values nested deeper than 32 levels become `'[TRUNCATED]'`, cycles become
  * `'[CIRCULAR]'`; it never throws. The copy is plain JSON, what an audit record or incident
  * stores: arrays stay arrays, Dates become their ISO text, any other object a plain object of
  * its own enumerable keys. The input is not modified.
@@ -400,7 +411,7 @@ function hashedText(input: AuditEntryInput, entryId: string, timestamp: string, 
   const approval = input.approval !== undefined ? `,"approval":${canonicalJson(input.approval)}` : '';
   return (
     `{"action":{"context":${canonicalJson(redactSecretText(action.context))},"parameters":${redactedCanonicalJson(action.parameters)}` +
-    `,"target":${canonicalJson(action.target)},"type":${canonicalJson(action.type)}${upstream}}` +
+    `,"target":${canonicalJson(redactUrlPasswords(action.target))},"type":${canonicalJson(action.type)}${upstream}}` +
     `,"action_id":${canonicalJson(input.action_id)},"agent_id":${canonicalJson(input.agent_id)}${approval}` +
     `,"caller":${canonicalJson(input.caller)},"entry_id":${canonicalJson(entryId)}` +
     `,"evaluation":{"allowed":${canonicalJson(evaluation.allowed)},"audit_findings":${canonicalJson(evaluation.audit_findings)}` +
