@@ -170,6 +170,13 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'Secret')).toBeUndefined();
   });
 
+  it('rolls one replica on a ReadWriteOnce audit volume old-Pod-first (the successor could not attach it on another node); otherwise surge-first', async () => {
+    const strategy = async (set: string[]) => findObject(parseObjects(await renderChart({ set })), 'Deployment').spec.strategy;
+    expect(await strategy(['audit.sink=file', 'replicaCount=1'])).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
+    expect(await strategy([])).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+    expect((await strategy(['audit.sink=file', 'replicaCount=2', 'audit.persistence.accessModes={ReadWriteMany}'])).rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
+  });
+
   it('audit.key.create=true (the default) generates a 64-character key; create=false mounts no key', async () => {
     const secret = findObject(parseObjects(await renderChart()), 'Secret', 'pg-policyguard-audit-key');
     expect(secret.metadata.annotations).toEqual({ 'helm.sh/resource-policy': 'keep' }); // records signed with it stay verifiable
@@ -230,6 +237,8 @@ describe('helm lint and template', () => {
     ['leaderElection.enabled=false', /every replica would write status/],
     ['leaderElection.renewDeadline=20s', /renewDeadline \(20s\) must be shorter than leaderElection.leaseDuration \(15s\)/],
     ['audit.sink=file', /must include ReadWriteMany/],
+    ['shutdownDelaySeconds=40', /terminationGracePeriodSeconds \(30\) must be at least shutdownDelaySeconds \(40\) \+ 5/],
+    ['terminationGracePeriodSeconds=3', /terminationGracePeriodSeconds \(3\) must be at least shutdownDelaySeconds \(5\) \+ 5/],
     ['config.unknownAgents=allow', /at '\/config\/unknownAgents': value must be one of 'deny', 'evaluate'/],
     ['config.auditFailureMode=ignore', /at '\/config\/auditFailureMode': value must be one of 'closed', 'open'/],
     ['config.authFailureLimit=20', /at '\/config\/authFailureLimit'/],

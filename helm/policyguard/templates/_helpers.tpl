@@ -132,6 +132,9 @@ Host headers accepted on /mcp: config.allowedHosts, or every name of the Service
 {{- if and .Values.admission.enabled (semverCompare "<1.30.0-0" .Capabilities.KubeVersion.Version) }}
 {{- fail (printf "admission.enabled=true needs Kubernetes >= 1.30 (ValidatingAdmissionPolicy, admissionregistration.k8s.io/v1); this cluster is %s. Upgrade, or set admission.enabled=false and accept that whoever may create GuardAgents may grant trustLevel admin (docs/deploy.md, \"Trust levels\")" .Capabilities.KubeVersion.Version) }}
 {{- end }}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 5) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least shutdownDelaySeconds (%d) + 5: after the preStop delay the server still drains requests, flushes the audit log and writes its last anchor, and is killed when the grace period ends" (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownDelaySeconds)) }}
+{{- end }}
 {{- if and (include "policyguard.fileSink" .) $p.enabled (gt (int .Values.replicaCount) 1) (not $p.existingClaim) (not (has "ReadWriteMany" $p.accessModes)) }}
 {{- fail (printf "audit.sink=file with replicaCount=%d: the pods share one PersistentVolumeClaim, so audit.persistence.accessModes must include ReadWriteMany (or set audit.persistence.existingClaim, or replicaCount=1, or audit.sink=configmap)" (int .Values.replicaCount)) }}
 {{- end }}
