@@ -69,7 +69,9 @@ export function kubernetesCredentials(opts: { kubeConfig: KubeConfig; ttlMs: num
       try {
         secret = await core.readNamespacedSecret({ name: ref.name, namespace });
       } catch (err) {
-        throw new Error(statusOf(err) === 404 ? `Secret ${namespace}/${ref.name} not found` : `Secret ${namespace}/${ref.name} cannot be read: ${describeKubeError(err)}`, { cause: err });
+        const status = statusOf(err);
+        const why = status === 404 ? 'not found' : `cannot be read: ${describeKubeError(err)}${status === 403 ? ' (the chart grants this only with gateway.readSecrets=true)' : ''}`;
+        throw new Error(`Secret ${namespace}/${ref.name} ${why}`, { cause: err });
       }
       if (secret.metadata?.labels?.[LABEL_UPSTREAM_CREDENTIALS] !== 'true') {
         throw new Error(`Secret ${namespace}/${ref.name} lacks the label ${LABEL_UPSTREAM_CREDENTIALS}: "true" that allows PolicyGuard to send it to an upstream`);

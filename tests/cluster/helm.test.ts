@@ -97,8 +97,9 @@ describe('helm lint and template', () => {
       { apiGroups: ['policyguard.dev'], resources: ['guardapprovals'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardapprovals/status'], verbs: ['get', 'update', 'patch'] }, // Pending, Used, Expired
       { apiGroups: ['events.k8s.io'], resources: ['events'], verbs: ['create', 'patch'] },
-      { apiGroups: [''], resources: ['secrets'], verbs: ['get'] }, // the gateway's upstream credentials
     ]);
+    // Secrets only when asked for: RBAC cannot grant them by label (the gateway's upstream credentials).
+    expect(findObject(parseObjects(await renderChart({ set: ['gateway.readSecrets=true'] })), 'ClusterRole', 'pg-policyguard').rules).toContainEqual({ apiGroups: [''], resources: ['secrets'], verbs: ['get'] });
     // Policy reports (reports.api=auto): create and patch of both report kinds, nothing else.
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard-reports').rules).toEqual([
       { apiGroups: ['openreports.io'], resources: ['reports'], verbs: ['create', 'patch'] },
