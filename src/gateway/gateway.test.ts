@@ -1,8 +1,10 @@
 /**
- * The gateway's own refusals, before anything reaches an upstream, and how it takes upstreams
- * that misbehave (redirects, answers too large, long GET streams): served over real HTTP on
- * loopback, with an in-memory store (our own PolicyStore interface) whose readiness the test
- * sets. Well-behaved upstreams are tests/standalone/gateway.test.ts's subject.
+ * The gateway's own refusals, before anything reaches an upstream, how it takes upstreams
+ * that misbehave (redirects, answers too large, long GET streams), and what reaches an upstream
+ * (the message it decided, byte for byte): served over real HTTP on loopback, with an in-memory
+ * store (our own PolicyStore interface) whose readiness the test sets and, for what is
+ * forwarded, an in-memory pipeline (our own interface) that records what it decided.
+ * Well-behaved upstreams are tests/standalone/gateway.test.ts's subject.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,11 +12,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_VERSION, type GuardUpstream } from '../api/schemas.js';
 import { ANONYMOUS } from '../auth/authenticate.js';
 import { openAuthorizer } from '../auth/authorize.js';
+import type { DecisionInput, DecisionPipeline } from '../decide/pipeline.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
-import { silentLogger } from '../log.js';
+import { createLogger, silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { Gateway } from './gateway.js';
+import { foldedDuplicate } from './message.js';
 import { sessionKey } from './session.js';
 
 let ready = false;
@@ -46,6 +50,43 @@ const gateway = new Gateway({
   options: { denyAs: 'tool-error', approvalHoldMs: 0, responseLimitBytes: 1024 },
 });
 
+/** What the deciding gateway below decided: a deny for delete_repo and for an amount over 500, else allow. */
+const decided: DecisionInput[] = [];
+const pipeline = {
+  decide: async (input: DecisionInput) => {
+    decided.push(input);
+    const deny = input.target === 'delete_repo' || Number(input.parameters.amount) > 500;
+    const decision = deny ? 'deny' : 'allow';
+    return { ok: true, decision: { decision, allowed: !deny, reason: deny ? 'not this one' : 'fine', action_id: `act_${decided.length}`, agent: { id: 'anonymous' } } };
+  },
+} as unknown as DecisionPipeline;
+const warnings: string[] = [];
+const deciderMetrics = new Metrics();
+const deciding = new Gateway({
+  store,
+  pipeline,
+  authorizer: openAuthorizer(),
+  audit: { append: () => ({ ok: true }) } as never,
+  credentials: { headersFor: async () => ({}) },
+  sessionKey: sessionKey(undefined).key,
+  metrics: deciderMetrics,
+  log: createLogger('warn', (line) => warnings.push(line)),
+  options: { denyAs: 'tool-error', approvalHoldMs: 0, responseLimitBytes: 1024 },
+});
+
+/** An upstream that keeps every body it gets, byte for byte, and answers a call with a result. */
+const received: string[] = [];
+const recorder = createServer((req, res) => {
+  let text = '';
+  req.setEncoding('utf8');
+  req.on('data', (c: string) => (text += c));
+  req.on('end', () => {
+    received.push(text);
+    const id = (JSON.parse(text) as { id?: unknown }).id ?? null;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'ran' }] } }));
+  });
+});
+
 /** An upstream that misbehaves, one way per path. */
 const bad = createServer((req, res) => {
   const event = (data: string) => `event: message\ndata: ${data}\n\n`;
@@ -70,23 +111,37 @@ const bad = createServer((req, res) => {
   res.writeHead(404).end();
 });
 
-let server: Server;
-let url: string;
-beforeAll(async () => {
-  await new Promise<void>((r) => bad.listen(0, '127.0.0.1', r));
-  const badUrl = `http://127.0.0.1:${(bad.address() as AddressInfo).port}`;
-  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
-  server = createServer((req, res) => {
+/** `gw` on a loopback port: `/<namespace>/<name>` is the upstream, the body is parsed as JSON. */
+async function serve(gw: Gateway): Promise<{ server: Server; url: string }> {
+  const srv = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => void gateway.handle(req, res, req.url!.slice(1), ANONYMOUS, chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined));
+    req.on('end', () => void gw.handle(req, res, req.url!.slice(1), ANONYMOUS, chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return { server: srv, url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}` };
+}
+
+const listening = async (srv: Server) => {
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+};
+
+let servers: Server[] = [];
+let url: string;
+let decidingUrl: string;
+beforeAll(async () => {
+  const badUrl = await listening(bad);
+  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
+  upstreams.set('default/recorder', upstreamAt('recorder', `${await listening(recorder)}/mcp`));
+  const plain = await serve(gateway);
+  const decider = await serve(deciding);
+  servers = [plain.server, decider.server, bad, recorder];
+  url = plain.url;
+  decidingUrl = decider.url;
 });
 afterAll(async () => {
-  await new Promise((r) => server.close(r));
-  await new Promise((r) => bad.close(r));
+  for (const srv of servers) await new Promise((r) => srv.close(r));
 });
 
 const post = (ref: string, body: unknown, headers: Record<string, string> = {}) =>
@@ -159,5 +214,110 @@ describe('upstreams that misbehave: the call fails, saying what happened and not
     const r = await fetch(`${url}/default/slow-stream`, { headers: { accept: 'text/event-stream' } });
     expect(r.status).toBe(200);
     expect(await r.text()).toContain('"data":"late"');
+  });
+});
+
+describe('what reaches an upstream is what was decided (docs/decisions.md, "The gateway")', () => {
+  beforeAll(() => {
+    ready = true;
+  });
+  /** POST `text` as it is (keys and escapes as an attacker writes them) to the recorder through the deciding gateway. */
+  const send = async (text: string) => {
+    const r = await fetch(`${decidingUrl}/default/recorder`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: text });
+    return { status: r.status, body: (await r.json()) as any };
+  };
+  const call = (params: string, id = 1) => `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":${params}}`;
+
+  it('an allowed call reaches the upstream as the message the gateway built: the decided name and arguments, and the _meta and task sent', async () => {
+    received.length = 0;
+    const r = await send(call('{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"},"task":{"ttl":60000}}', 41));
+    expect(r.body.result.content[0].text).toBe('ran');
+    expect(received).toEqual(['{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"},"task":{"ttl":60000}}}']);
+    expect(decided.at(-1)).toMatchObject({ target: 'issue_refund', parameters: { amount: 100, to: 'acct-1' } });
+  });
+
+  it('the forwarded text is the gateway’s own: members in its order, and the arguments decided ({} when none were sent)', async () => {
+    received.length = 0;
+    await send('{"params":{"name":"read_file"},"method":"tools/call","id":"a-1","jsonrpc":"2.0"}');
+    expect(received).toEqual(['{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"read_file","arguments":{}}}']);
+  });
+
+  // The shapes of the finding: a Go upstream (encoding/json) reads the second key of each pair.
+  it.each([
+    { shape: 'params.Name after params.name', params: '{"name":"read_file","Name":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'Name'] },
+    { shape: 'params.NAME after params.name', params: '{"name":"read_file","NAME":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'NAME'] },
+    { shape: 'params.Arguments after params.arguments', params: '{"name":"issue_refund","arguments":{"amount":100},"Arguments":{"amount":900}}', where: 'params', keys: ['arguments', 'Arguments'] },
+    { shape: 'params.argumentſ (U+017F)', params: '{"name":"issue_refund","arguments":{"amount":100},"argument\\u017f":{"amount":900}}', where: 'params', keys: ['arguments', 'argument\u017f'] },
+    { shape: 'arguments.AMOUNT after arguments.amount', params: '{"name":"issue_refund","arguments":{"amount":100,"AMOUNT":900}}', where: 'params.arguments', keys: ['amount', 'AMOUNT'] },
+    { shape: 'a Kelvin-sign key in a nested object', params: '{"name":"issue_refund","arguments":{"amount":100,"payee":{"kind":"ok","\\u212aind":"other"}}}', where: 'params.arguments.payee', keys: ['kind', '\u212aind'] },
+    { shape: 'keys in an object in a list', params: '{"name":"send","arguments":{"to":[{"addr":"a@x"},{"addr":"a@x","ADDR":"b@y"}]}}', where: 'params.arguments.to.1', keys: ['addr', 'ADDR'] },
+    { shape: 'params._meta', params: '{"name":"read_file","arguments":{},"_meta":{"progressToken":1,"progresstoken":2}}', where: 'params._meta', keys: ['progressToken', 'progresstoken'] },
+  ])('refused before deciding, naming both keys: $shape', async ({ params, where, keys }) => {
+    received.length = 0;
+    const before = decided.length;
+    const r = await send(call(params, 42));
+    expect(r.status).toBe(200);
+    expect(r.body.error).toEqual({
+      code: -32602,
+      message: `Invalid params: ${where} holds the keys ${JSON.stringify(keys[0])} and ${JSON.stringify(keys[1])}, which are equal ignoring case; an upstream that matches keys ignoring case (as Go's encoding/json does) could read either, so the gateway refuses the message`,
+    });
+    expect(decided.length).toBe(before);
+    expect(received).toEqual([]);
+  });
+
+  it.each([
+    { shape: 'params.NAME alone', params: '{"NAME":"delete_repo","arguments":{}}', text: 'params holds the key "NAME", which is not "name" but equals it ignoring case' },
+    { shape: 'params.Arguments alone', params: '{"name":"issue_refund","Arguments":{"amount":900}}', text: 'params holds the key "Arguments", which is not "arguments" but equals it ignoring case' },
+    { shape: 'a key the gateway does not decide', params: '{"name":"issue_refund","arguments":{"amount":100},"input":{"amount":900}}', text: 'tools/call params hold only name, arguments, _meta and task; "input" would reach the upstream undecided' },
+  ])('a params key the gateway does not decide is refused, not forwarded: $shape', async ({ params, text }) => {
+    received.length = 0;
+    const r = await send(call(params));
+    expect(r.body.error.code).toBe(-32602);
+    expect(r.body.error.message).toContain(text);
+    expect(received).toEqual([]);
+  });
+
+  it.each([
+    { shape: 'method ping, Method tools/call', text: '{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"delete_repo","arguments":{}}}', error: /key "Method", which is not "method"/ },
+    { shape: 'a Params beside params', text: '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}},"Params":{"name":"delete_repo"}}', error: /key "Params", which is not "params"/ },
+    { shape: 'Tools/Call', text: call('{"name":"delete_repo","arguments":{}}').replace('tools/call', 'Tools/Call'), error: /method "Tools\/Call" is not "tools\/call" but equals it ignoring case/ },
+    { shape: 'a trailing space', text: call('{"name":"delete_repo","arguments":{}}').replace('tools/call', 'tools/call '), error: /method "tools\/call " has a space, a control or a non-ASCII character/ },
+    { shape: 'a zero-width space', text: call('{"name":"delete_repo","arguments":{}}').replace('tools/call', 'tools/\\u200bcall'), error: /has a space, a control or a non-ASCII character/ },
+    { shape: 'a tools/call notification', text: '{"jsonrpc":"2.0","method":"tools/call","params":{"name":"read_file","arguments":{}}}', error: /a tools\/call is a request and needs an id/ },
+  ])('refused, never passed through: $shape', async ({ text, error }) => {
+    received.length = 0;
+    const before = decided.length;
+    const r = await send(text);
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: -32600, message: expect.stringMatching(error) });
+    expect(decided.length).toBe(before);
+    expect(received).toEqual([]);
+  });
+
+  it('refusals of ambiguous keys and look-alike methods are counted by outcome and logged at warn', async () => {
+    const count = async (method: string, outcome: string) => Number(new RegExp(`policyguard_gateway_requests_total\\{method="${method}",outcome="${outcome}"\\} (\\d+)`).exec(await deciderMetrics.exposition())?.[1] ?? 0);
+    const ambiguous = await count('tools/call', 'ambiguous_key');
+    const lookalike = await count('any', 'lookalike_method');
+    warnings.length = 0;
+    await send(call('{"name":"read_file","Name":"delete_repo","arguments":{}}'));
+    await send(call('{"name":"delete_repo","arguments":{}}').replace('tools/call', 'TOOLS/CALL'));
+    expect(await count('tools/call', 'ambiguous_key')).toBe(ambiguous + 1);
+    expect(await count('any', 'lookalike_method')).toBe(lookalike + 1);
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toMatch(/WARN +gateway: refused a message an upstream could read otherwise than the gate upstream=default\/recorder caller=anonymous reason=.*"name\\" and \\"Name\\"/);
+  });
+
+  it('nothing the upstream received holds a key in two spellings, or a key the gateway did not build', async () => {
+    received.length = 0;
+    await send(call('{"name":"read_file","arguments":{"path":"/a","opts":{"depth":1}}}'));
+    await send(call('{"name":"read_file","NAME":"delete_repo"}'));
+    await send(call('{"name":"issue_refund","arguments":{"amount":100,"Amount":900}}'));
+    expect(received).toHaveLength(1);
+    for (const text of received) {
+      const m = JSON.parse(text) as { params: object };
+      expect(Object.keys(m)).toEqual(['jsonrpc', 'id', 'method', 'params']);
+      expect(Object.keys(m.params)).toEqual(['name', 'arguments']);
+      expect(foldedDuplicate(m, 'message')).toBeUndefined();
+    }
   });
 });

@@ -11,8 +11,10 @@
  * - `tools/call` goes through the decision pipeline (target = tool name, parameters = the
  *   arguments, plus the upstream): deny → a tool error carrying the reason (or, with
  *   `denyAs: 'unknown-tool'`, the answer an unknown tool gets); require_approval → a tool error
- *   naming what is needed; allow → forwarded, and the upstream's answer (JSON or an SSE stream
- *   with its progress notifications) streamed back unchanged, its outcome audited.
+ *   naming what is needed; allow → forwarded as a message built from what was decided
+ *   (./message.ts), and the upstream's answer (JSON or an SSE stream with its progress
+ *   notifications) streamed back unchanged, its outcome audited. A message an upstream could
+ *   read otherwise than the gate (keys equal ignoring case, a look-alike method) is refused.
  * - `tools/list` answers list only the tools the agent may ever call, and mark those that need
  *   approval in `_meta`.
  * - Everything else — initialize, server/discover, resources, prompts, completions,
@@ -42,6 +44,7 @@ import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { upstreamTraceparent } from '../telemetry/request-context.js';
 import { CredentialError, type CredentialSource } from './credentials.js';
+import { readToolsCall, refuseMessage, type Refusal } from './message.js';
 import { openSession, sealSession } from './session.js';
 import { parseEvent, SseSplitter, withData } from './sse.js';
 
@@ -256,6 +259,8 @@ export class Gateway {
       return rpcError(res, 400, null, -32600, Array.isArray(body) ? 'Invalid Request: the gateway takes one JSON-RPC message per request, not a batch' : 'Invalid Request: not a JSON-RPC message');
     }
     const message = body as Message;
+    const refusedMessage = refuseMessage(body);
+    if (refusedMessage) return this.refuse(call, idOf(message), refusedMessage, 'any');
     // A 2026-07-28 request whose Mcp-Method/Mcp-Name headers say something else than its body
     // is refused here, as /mcp refuses it: intermediaries route on those headers, the gate on the body.
     const route = classifyMcpRequest(req, body);
@@ -281,19 +286,29 @@ export class Gateway {
     };
   }
 
+  /**
+   * Refuse a message before anything is decided or forwarded. Keys equal ignoring case and
+   * look-alike methods are an attack or a broken client: logged at warn, without their values.
+   */
+  private refuse(call: Call, id: JsonRpcId, refusal: Refusal, method: 'any' | 'tools/call'): void {
+    this.calls.inc({ method, outcome: refusal.outcome });
+    if (refusal.outcome === 'ambiguous_key' || refusal.outcome === 'lookalike_method') {
+      this.deps.log.warn('gateway: refused a message an upstream could read otherwise than the gate', { upstream: call.ref, caller: call.principal.subject, reason: refusal.message });
+    }
+    rpcError(call.res, refusal.httpStatus, id, refusal.code, refusal.message);
+  }
+
   /** `modern`: a 2026-07-28 request, whose results must say `resultType` (the gateway writes its own for a deny). */
   private async toolsCall(call: Call, message: Message, agentId: string, modern: boolean): Promise<void> {
-    const id = idOf(message);
-    const params = isObject(message.params) ? message.params : {};
-    const name = params.name;
-    if (typeof name !== 'string' || name === '') return rpcError(call.res, 200, id, -32602, 'Invalid params: tools/call needs params.name, the tool to call');
-    if (params.arguments !== undefined && !isObject(params.arguments)) return rpcError(call.res, 200, id, -32602, 'Invalid params: tools/call params.arguments must be an object');
+    const read = readToolsCall(message as Record<string, unknown>);
+    if (!read.ok) return this.refuse(call, idOf(message), read.refusal, 'tools/call');
+    const { id, name, forward } = read.call;
     const input = {
       principal: call.principal,
       agentId,
       actionType: 'tool_call',
       target: name,
-      parameters: (params.arguments as Record<string, unknown> | undefined) ?? {},
+      parameters: read.call.arguments,
       context: '',
       upstream: call.ref,
     };
@@ -304,7 +319,7 @@ export class Gateway {
     let held: { approval: GuardApproval; result: HoldResult } | undefined;
     const pending = out.settlement?.outcome === 'pending' ? out.settlement.approval : undefined;
     if (pending && this.deps.approvals && this.deps.options.approvalHoldMs > 0) {
-      held = { approval: pending, result: await this.hold(call, pending, progressTokenOf(params)) };
+      held = { approval: pending, result: await this.hold(call, pending, progressTokenOf(forward.params)) };
       if (held.result !== 'timeout') {
         out = await this.deps.pipeline.decide(input);
         if (!out.ok) return this.respond(call, id, { error: { code: -32000, message: out.error } });
@@ -325,7 +340,8 @@ export class Gateway {
       const text = `Needs human approval before it runs (PolicyGuard): ${decision.reason}.${pendingText}${waited} This call was not made; retry the same call once a person has approved${asked ? ` ${asked.metadata.name}` : ' it'}.`;
       return this.respond(call, id, { result: toolError(text, decision, modern) });
     }
-    return this.forward(call, message, { kind: 'tools/call', id, tool: name, decision, modern });
+    // What was decided, and nothing else of what the client sent (./message.ts).
+    return this.forward(call, forward, { kind: 'tools/call', id, tool: name, decision, modern });
   }
 
   /**

@@ -1,8 +1,11 @@
 /**
  * The inline gateway with real upstreams and the official clients (docs/decisions.md, "The
  * gateway"): a Python MCPServer (stateless JSON) and server-everything (sessions, SSE,
- * progress), behind a standalone PolicyGuard with `--auth token`.
+ * progress), behind a standalone PolicyGuard with `--auth token`; and an upstream that records
+ * the bytes it gets, for what a tools/call forwards.
  */
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,8 +29,21 @@ let py: Upstream;
 let everything: Upstream;
 let auditKey: string;
 
+/** Every request the recording upstream got: its headers and its body, byte for byte. */
+const recorded: { headers: IncomingHttpHeaders; body: string }[] = [];
+const recorder = createServer((req, res) => {
+  let body = '';
+  req.setEncoding('utf8');
+  req.on('data', (c: string) => (body += c));
+  req.on('end', () => {
+    recorded.push({ headers: req.headers, body });
+    const id = (JSON.parse(body) as { id?: unknown }).id ?? null;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'ran' }] } }));
+  });
+});
+
 /** Manifests: an agent per token, three upstreams (one that nobody listens on), and policies on them. */
-async function writeFixture(dir: string, downUrl: string): Promise<void> {
+async function writeFixture(dir: string, downUrl: string, recorderUrl: string): Promise<void> {
   await writeFile(join(dir, 'upstream-secret'), `${UPSTREAM_SECRET}\n`);
   await writeFile(
     join(dir, 'gateway.yaml'),
@@ -96,12 +112,18 @@ spec:
   timeout: 2s
 ---
 apiVersion: policyguard.dev/v1alpha1
+kind: GuardUpstream
+metadata: {name: recorder}
+spec:
+  url: ${recorderUrl}
+---
+apiVersion: policyguard.dev/v1alpha1
 kind: GuardPolicy
 metadata: {name: gateway-rules}
 spec:
   rules:
     - name: no-repo-deletes
-      match: {tools: ["delete_repo"], upstreams: ["default/py"]}
+      match: {tools: ["delete_repo"], upstreams: ["default/py", "default/recorder"]}
       action: deny
       message: Repositories are deleted by people, not agents
     - name: big-refunds
@@ -135,7 +157,8 @@ beforeAll(async () => {
   const fixture = join(root, 'fixture');
   await rm(fixture, { recursive: true, force: true });
   await (await import('node:fs/promises')).mkdir(fixture);
-  await writeFixture(fixture, `http://127.0.0.1:${await freePort()}/mcp`);
+  await new Promise<void>((r) => recorder.listen(0, '127.0.0.1', r));
+  await writeFixture(fixture, `http://127.0.0.1:${await freePort()}/mcp`, `http://127.0.0.1:${(recorder.address() as AddressInfo).port}/mcp`);
   auditKey = join(root, 'audit.key');
   await writeFile(auditKey, `${'k'.repeat(48)}\n`);
   // Held calls are tests/standalone/approvals.test.ts's subject; here a call that needs approval is answered at once.
@@ -145,6 +168,7 @@ afterAll(async () => {
   await s?.close();
   await py?.stop();
   await everything?.stop();
+  if (recorder.listening) await new Promise((r) => recorder.close(r));
   await tokens?.remove();
   if (root) await rm(root, { recursive: true, force: true });
 });
@@ -415,5 +439,64 @@ describe.skipIf(!python.ok)('gateway sessions and identity', () => {
       await stranger.remove();
     }
     await eventually(async () => (await py.log()).length, (n) => n === before, 'no new upstream request');
+  });
+});
+
+describe.skipIf(!python.ok)('a tools/call reaches an upstream as decided, whatever its JSON decoder (docs/decisions.md, "The gateway")', () => {
+  /** POST `text` as it is (keys and escapes as an attacker writes them) to the recording upstream, as the agent `bot`. */
+  const send = async (text: string, headers: Record<string, string> = {}) => {
+    const r = await fetch(`${gatewayUrl('recorder')}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${TOKENS.bot}`, ...headers },
+      body: text,
+    });
+    return { status: r.status, body: (await r.json()) as any };
+  };
+  const call = (params: string, id = 1) => `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":${params}}`;
+
+  it('the legitimate calls are forwarded as the gateway built them, the 2026-07-28 envelope and routing headers included', async () => {
+    recorded.length = 0;
+    expect((await send(call('{"name":"refund","arguments":{"amount":100}}', 1))).body.result.content[0].text).toBe('ran');
+    const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 't', version: '1' } };
+    const modern = call(`{"name":"echo","arguments":{"text":"hi"},"_meta":${JSON.stringify(meta)}}`, 2);
+    expect((await send(modern, { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'echo' })).body.result.content[0].text).toBe('ran');
+    expect(recorded.map((r) => r.body)).toEqual(['{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"refund","arguments":{"amount":100}}}', modern]);
+    expect(recorded[1]!.headers).toMatchObject({ 'mcp-method': 'tools/call', 'mcp-name': 'echo' });
+  });
+
+  // A Go upstream (encoding/json: mcp-go, the Go MCP SDK before v1.3.1) reads the second key of
+  // each pair: delete_repo (denied here), an amount of 900 (needs approval here).
+  it.each([
+    { shape: 'params.Name', params: '{"name":"read_file","Name":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'Name'] },
+    { shape: 'params.NAME', params: '{"name":"read_file","NAME":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'NAME'] },
+    { shape: 'params.Arguments', params: '{"name":"refund","arguments":{"amount":100},"Arguments":{"amount":900}}', where: 'params', keys: ['arguments', 'Arguments'] },
+    { shape: 'params.argumentſ (U+017F)', params: '{"name":"refund","arguments":{"amount":100},"argument\\u017f":{"amount":900}}', where: 'params', keys: ['arguments', 'argument\u017f'] },
+    { shape: 'arguments.AMOUNT', params: '{"name":"refund","arguments":{"amount":100,"AMOUNT":900}}', where: 'params.arguments', keys: ['amount', 'AMOUNT'] },
+    { shape: 'a nested object', params: '{"name":"refund","arguments":{"amount":100,"meta":{"reason":"a","REASON":"b"}}}', where: 'params.arguments.meta', keys: ['reason', 'REASON'] },
+  ])('refused before deciding, naming both keys: $shape', async ({ params, where, keys }) => {
+    recorded.length = 0;
+    const r = await send(call(params, 3));
+    expect(r.body.error).toMatchObject({ code: -32602, message: expect.stringContaining(`${where} holds the keys ${JSON.stringify(keys[0])} and ${JSON.stringify(keys[1])}, which are equal ignoring case`) });
+    expect(recorded).toEqual([]);
+  });
+
+  it.each([
+    { method: '"Tools/Call"', error: 'Invalid Request: method "Tools/Call" is not "tools/call" but equals it ignoring case' },
+    { method: '"tools/call "', error: 'Invalid Request: method "tools/call " has a space, a control or a non-ASCII character' },
+    { method: '"ping","Method":"tools/call"', error: 'Invalid Request: the message has the key "Method", which is not "method" but equals it ignoring case' },
+  ])('a method spelled like tools/call is refused, never passed through undecided: $method', async ({ method, error }) => {
+    recorded.length = 0;
+    const r = await send(call('{"name":"delete_repo","arguments":{}}', 4).replace('"tools/call"', method));
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ code: -32600, message: expect.stringContaining(error) });
+    expect(recorded).toEqual([]);
+  });
+
+  it('the refusals are counted by outcome in policyguard_gateway_requests_total', async () => {
+    await send(call('{"name":"read_file","Name":"delete_repo","arguments":{}}', 5));
+    await send(call('{"name":"delete_repo","arguments":{}}', 6).replace('"tools/call"', '"Tools/Call"'));
+    const metrics = await (await fetch(`${s.pg.url}/metrics`)).text();
+    expect(metrics).toMatch(/policyguard_gateway_requests_total\{method="tools\/call",outcome="ambiguous_key"\} [1-9]/);
+    expect(metrics).toMatch(/policyguard_gateway_requests_total\{method="any",outcome="lookalike_method"\} [1-9]/);
   });
 });
