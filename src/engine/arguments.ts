@@ -10,6 +10,7 @@
  */
 import type { ArgumentCondition } from '../api/schemas.js';
 import { compileGlob, foldCase, type Glob } from './glob.js';
+import { foldKey } from './keys.js';
 
 /** Why a condition could not be evaluated, e.g. `parameters.amount is "600 USD", not a number; GreaterThan cannot be evaluated`. */
 export interface Indeterminate {
@@ -31,20 +32,52 @@ class Blocked {
   ) {}
 }
 
+/**
+ * Where a path's key is absent but another key that servers reading keys ignoring case take as
+ * it is there (`AMOUNT` for `amount`: ./keys.ts): that key, and how many keys were followed to
+ * reach its object. Read as absent, a deny on `amount` would not apply to a call such a server
+ * runs with AMOUNT as its amount.
+ */
+class ReadAlike {
+  constructor(
+    readonly key: string,
+    readonly depth: number,
+  ) {}
+}
+
 /** A list index as a path segment: `items.0.name`. */
 const INDEX = /^(?:0|[1-9]\d*)$/;
+
+/** Each object's keys by {@link foldKey}, made on its first absent lookup (a call's parameters live as long as the call). */
+const keysByFold = new WeakMap<object, Map<string, string>>();
+
+/** A key of `node` other than `key` that folds as `key` does, or undefined. */
+function keyReadAlike(node: object, key: string): string | undefined {
+  let byFold = keysByFold.get(node);
+  if (!byFold) {
+    byFold = new Map();
+    for (const k of Object.keys(node)) byFold.set(foldKey(k), k);
+    keysByFold.set(node, byFold);
+  }
+  return byFold.get(foldKey(key));
+}
 
 /**
  * Look up `a.b.c` in own properties only (no prototype walking); undefined when absent. A list
  * is looked into by index only: `options.force` on `options: [{ force: true }]` is blocked (a
- * deny on it must not read it as absent), and so is `length`.
+ * deny on it must not read it as absent), and so is `length`. An absent key with a look-alike
+ * beside it (`AMOUNT`) is not absent either.
  */
 function lookupPath(root: unknown, path: readonly string[]): unknown {
   let node = root;
   for (let i = 0; i < path.length; i++) {
-    if (node === null || typeof node !== 'object' || (Array.isArray(node) && !INDEX.test(path[i]!))) return new Blocked(node, i);
-    if (!Object.hasOwn(node, path[i]!)) return undefined;
-    node = (node as Record<string, unknown>)[path[i]!];
+    const key = path[i]!;
+    if (node === null || typeof node !== 'object' || (Array.isArray(node) && !INDEX.test(key))) return new Blocked(node, i);
+    if (!Object.hasOwn(node, key)) {
+      const alike = Array.isArray(node) ? undefined : keyReadAlike(node, key);
+      return alike === undefined ? undefined : new ReadAlike(alike, i);
+    }
+    node = (node as Record<string, unknown>)[key];
   }
   return node;
 }
@@ -110,6 +143,10 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       if (value instanceof Blocked) {
         const hint = Array.isArray(value.value) ? ' (a list is looked into by index, as in items.0.name)' : '';
         return cannot(`${where(value.depth)} is ${preview(value.value)}, not an object${hint}, so ${where(path.length)} cannot be looked up`);
+      }
+      if (value instanceof ReadAlike) {
+        const wanted = path[value.depth]!;
+        return cannot(`${where(value.depth)} has no key ${JSON.stringify(wanted)} but has ${JSON.stringify(value.key)}, which a server that reads keys ignoring case takes as ${where(value.depth + 1)}`);
       }
       return value === undefined ? absent : present(value);
     };

@@ -15,6 +15,7 @@
  * - in any message, a top-level key that folds to a JSON-RPC member without being it, and a
  *   method spelled like one the gateway decides or filters without being it, are refused.
  */
+import { foldKey } from '../engine/keys.js';
 import { printable } from '../printable.js';
 
 /** Why a message is refused before anything is decided or forwarded, as the client reads it and as metrics count it. */
@@ -42,31 +43,6 @@ export interface ToolsCall {
 }
 
 const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-// eslint-disable-next-line no-control-regex -- all of ASCII, controls included
-const ASCII = /^[\u0000-\u007f]*$/;
-/** Half of a surrogate pair alone: what a `\ud800` escape parses to, and Go decodes to U+FFFD. */
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
-const SURROGATE = /[\ud800-\udfff]/;
-
-/**
- * `key` as a decoder that matches keys ignoring case sees it: two keys that Go's
- * `strings.EqualFold` (and encoding/json) takes as equal fold to the same string. Lowercase,
- * then uppercase (`ẞ` and `ß` both end as `SS`, `ϑ` and `ϴ` as `Θ`, `ſ` as `S`, the Kelvin sign
- * as `K`), a lone surrogate as U+FFFD. Checked against Go 1.26's `unicode.SimpleFold` over every
- * code point: every pair Go takes as equal folds alike here, and the lowercase → uppercase step
- * is one string per Go fold class, so a sigma's place in a word changes nothing. A few pairs Go
- * keeps apart fold alike too (`ı` and `i`, `ß` and `ss`, `ﬅ` and `ﬆ`): a refusal too many, never
- * one too few. Two native passes, so a key of a megabyte costs milliseconds. Not the engine's
- * `foldCase`, which is how globs match, not how an upstream reads keys.
- *
- * @example foldKey('Argumentſ') === foldKey('arguments') // true
- */
-export function foldKey(key: string): string {
-  if (ASCII.test(key)) return key.toUpperCase();
-  const folded = key.toLowerCase().toUpperCase();
-  return SURROGATE.test(folded) ? folded.replace(LONE_SURROGATE, '\ufffd') : folded;
-}
 
 /** How much of a key a message or a log line shows. */
 const SHOWN_MAX = 64;
