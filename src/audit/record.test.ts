@@ -113,12 +113,12 @@ describe('redactSecrets', () => {
 
   it('redacts secrets inside string values as in free text, and the value of a name/value pair naming a secret', () => {
     const value = {
-      argv: ['deploy', '--password=hunter2', 'token: abc'],
+      argv: ['deploy', '--password=hunter2', 'token: abc', 'token:bot'],
       headers: [{ name: 'Authorization', value: 'Bearer abc' }, { name: 'Accept', value: 'text/plain' }],
       env: [{ key: 'DB_PASSWORD', value: 'p' }],
     };
     expect(redactSecrets(value)).toEqual({
-      argv: ['deploy', '--password=[REDACTED]', 'token: [REDACTED]'],
+      argv: ['deploy', '--password=[REDACTED]', 'token: [REDACTED]', 'token:bot'],
       headers: [{ name: 'Authorization', value: '[REDACTED]' }, { name: 'Accept', value: 'text/plain' }],
       env: [{ key: '[REDACTED]', value: '[REDACTED]' }],
     });
@@ -164,6 +164,9 @@ describe('redactSecretText', () => {
     ['note: use PASSWORD=hunter2; done', 'note: use PASSWORD=[REDACTED]; done'],
     ['deploy the frontend to staging', 'deploy the frontend to staging'],
     ['connect to mysql://root:hunter2@db:3306 now', 'connect to mysql://root:[REDACTED]@db:3306 now'],
+    ['{"token":"abc","user":"bob"}', '{"token":"[REDACTED]","user":"bob"}'],
+    // Identities are written name:value without a space: caller 'token:bot' is not a secret.
+    ["caller 'token:bot' is not bound; system:serviceaccount:ns:auth-proxy", "caller 'token:bot' is not bound; system:serviceaccount:ns:auth-proxy"],
   ])('%j → %j', (text, expected) => {
     expect(redactSecretText(text)).toBe(expected);
   });

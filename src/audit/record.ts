@@ -309,18 +309,20 @@ export function redactSecrets<T>(value: T): T {
 }
 
 /**
- * `name=`, `name:`, `"name": ` … found token by token (the lookbehind anchors each match at
- * the start of a name, which keeps the scan linear on hostile input). The value after it may be
- * quoted (an unclosed quote runs to the end of the text) or carry a `Bearer`/`Basic` scheme;
- * unquoted it runs to whitespace or one of `,;&}`.
+ * `name=`, `name: `, `"name":` … found token by token (the lookbehind anchors each match at
+ * the start of a name, which keeps the scan linear on hostile input). A colon separates a name
+ * from its value only when a space or a quote follows it or the name is quoted: `token:bot`
+ * and `system:serviceaccount:ns:sa` are how identities are written, not assignments. The value
+ * after it may be quoted (an unclosed quote runs to the end of the text) or carry a
+ * `Bearer`/`Basic` scheme; unquoted it runs to whitespace or one of `,;&}`.
  */
-const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)["']?\s*[:=]\s*/g;
+const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)(?:["']?\s*=|["']\s*:|\s*:(?=[\s"']))\s*/g;
 const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)/iy;
 
 /**
  * Redacts secret-looking assignments inside free text such as an action's `context`
- * (`password=hunter2`, `"token": "abc"`, `Authorization: Bearer abc`) and the password of a
- * URL (`postgres://app:[REDACTED]@db`). Prose that merely
+ * (`password=hunter2`, `"token": "abc"`, `Authorization: Bearer abc`; not `token:bot`, a
+ * caller's name) and the password of a URL (`postgres://app:[REDACTED]@db`). Prose that merely
  * mentions a key name followed by a colon loses the next word; that is accepted.
  *
  * @example
