@@ -55,6 +55,27 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
     expect(parsed.data!.spec.allowedNamespaces).toEqual([]);
   });
 
+  const EMPTY = 'an empty list matches no call, so the rule would never apply; list at least one value, or remove the condition';
+  it.each([
+    ['tools', { tools: [] }, `spec.rules.0.match.tools: ${EMPTY}`],
+    ['actionTypes', { actionTypes: [] }, `spec.rules.0.match.actionTypes: ${EMPTY}`],
+    ['agents', { agents: [] }, `spec.rules.0.match.agents: ${EMPTY}`],
+    ['upstreams', { upstreams: [] }, `spec.rules.0.match.upstreams: ${EMPTY}`],
+    ['arguments', { arguments: [] }, `spec.rules.0.match.arguments: ${EMPTY}`],
+  ])('an empty %s list in a match is refused: a deny with it would deny nothing', (_field, match, message) => {
+    expect(issues(policy({ rules: [{ action: 'deny', match }] }))).toEqual([message]);
+  });
+
+  it.each([
+    ['In', []],
+    ['NotIn', []],
+    ['Exists', ['x']],
+  ])('a selector expression %s with values %j is refused, as Kubernetes refuses it', (operator, values) => {
+    expect(issues(policy({ rules: [{ action: 'deny' }], agentSelector: { matchExpressions: [{ key: 'team', operator, values }] } }))).toEqual([
+      'spec.agentSelector.matchExpressions.0: values must be non-empty for In and NotIn and empty for Exists and DoesNotExist',
+    ]);
+  });
+
   it('metadata stays open to what the API server adds', () => {
     const parsed = policy({ rules: [{ action: 'deny' }] }, { name: 'p', managedFields: [{ manager: 'kubectl' }], finalizers: ['x'] });
     expect(parsed.success).toBe(true);

@@ -58,6 +58,9 @@ const LIST_MAX = 64;
 
 const Glob = z.string().min(1).max(GLOB_MAX);
 const GlobList = z.array(Glob).max(LIST_MAX);
+/** An empty list in a rule's match matches no call: a deny with `tools: []` would deny nothing. */
+const EMPTY_MATCH = 'an empty list matches no call, so the rule would never apply; list at least one value, or remove the condition';
+const MatchGlobList = GlobList.min(1, EMPTY_MATCH);
 const ShortText = z.string().max(1024);
 
 /** A dot path into the call's parameters, e.g. `table` or `query.options.limit`. */
@@ -120,15 +123,15 @@ export type ArgumentCondition = z.infer<typeof ArgumentConditionSchema>;
 
 export const RuleMatchSchema = withRules(
   z.strictObject({
-    tools: GlobList.optional().describe('Globs over the target (tool name), case-insensitive.'),
-    actionTypes: GlobList.optional().describe('Globs over action_type, e.g. "tool_call".'),
-    agents: GlobList.optional().describe('Globs over agent ids.'),
-    upstreams: GlobList.optional().describe(
+    tools: MatchGlobList.optional().describe('Globs over the target (tool name), case-insensitive.'),
+    actionTypes: MatchGlobList.optional().describe('Globs over action_type, e.g. "tool_call".'),
+    agents: MatchGlobList.optional().describe('Globs over agent ids.'),
+    upstreams: MatchGlobList.optional().describe(
       'Globs over "namespace/name" of the GuardUpstream a call goes through (the MCP gateway); a call that goes through none (validate_action) does not match.',
     ),
     trustLevelBelow: TrustLevelSchema.optional().describe('Matches agents whose trust is below this level.'),
     trustLevelAtLeast: TrustLevelSchema.optional().describe('Matches agents whose trust is at least this level.'),
-    arguments: z.array(ArgumentConditionSchema).max(16).optional().describe('Conditions on the call parameters.'),
+    arguments: z.array(ArgumentConditionSchema).min(1, EMPTY_MATCH).max(16).optional().describe('Conditions on the call parameters.'),
   }),
   [
     crossFieldRule({
@@ -186,11 +189,21 @@ const LabelSelectorSchema = z.strictObject({
   matchLabels: z.record(z.string().max(NAME_MAX), z.string().max(63)).optional(),
   matchExpressions: z
     .array(
-      z.strictObject({
-        key: z.string().min(1).max(NAME_MAX),
-        operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
-        values: z.array(z.string().max(63)).max(LIST_MAX).optional(),
-      }),
+      withRules(
+        z.strictObject({
+          key: z.string().min(1).max(NAME_MAX),
+          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+          values: z.array(z.string().max(63)).max(LIST_MAX).optional(),
+        }),
+        [
+          // As Kubernetes label selectors require: `In: []` would select no agent, so a deny would apply to none.
+          crossFieldRule({
+            cel: "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) : (!has(self.values) || size(self.values) == 0)",
+            message: 'values must be non-empty for In and NotIn and empty for Exists and DoesNotExist',
+            predicate: (e) => (e.operator === 'In' || e.operator === 'NotIn' ? (e.values ?? []).length > 0 : (e.values ?? []).length === 0),
+          }),
+        ],
+      ),
     )
     .max(16)
     .optional(),

@@ -181,7 +181,8 @@ describe('Approvals.settle', () => {
 
   it('an agent has at most --approval-pending-limit approvals waiting: beyond it nothing is stored and the call stays unallowed', async () => {
     const { approvals, request, store } = setup({ pendingPerAgent: 2 });
-    const ask = (table: string, agentId = 'etl-bot') => request({ ask: { agentId, actionType: 'tool_call', target: 'drop_table', parameters: { table } } });
+    const ask = (table: string, agentId = 'etl-bot') =>
+      request({ ask: { agentId, actionType: 'tool_call', target: 'drop_table', parameters: { table } }, requestedBy: `system:serviceaccount:team-a:${agentId}` });
     const [a, b, c] = await Promise.all([approvals.settle(ask('a')), approvals.settle(ask('b')), approvals.settle(ask('c'))]);
     expect([a.outcome, b.outcome]).toEqual(['pending', 'pending']);
     expect(c).toEqual({
@@ -189,11 +190,32 @@ describe('Approvals.settle', () => {
       reason: "no approval was requested: agent 'etl-bot' already has 2 approvals waiting for a person (--approval-pending-limit 2); decide or deny them, or wait until they expire",
     });
     expect(store.creates).toBe(2);
-    // The same ask still finds its own; another agent has its own allowance; a decision frees a place.
+    // The same ask still finds its own; another agent (another caller) has its own allowance; a decision frees a place.
     expect((await approvals.settle(ask('a'))).outcome).toBe('pending');
     expect((await approvals.settle(ask('x', 'other-bot'))).outcome).toBe('pending');
     if (a.outcome === 'pending') store.decide(a.approval, 'Denied');
     expect((await approvals.settle(ask('c'))).outcome).toBe('pending');
+  });
+
+  it('a caller has at most --approval-pending-limit approvals waiting across every agent id it uses, counted before any is stored', async () => {
+    const { approvals, request, store, metrics } = setup({ pendingPerAgent: 3 });
+    const ask = (agentId: string, requestedBy = 'token:stranger') =>
+      request({ ask: { agentId, actionType: 'tool_call', target: 'issue_refund', parameters: { amount: 900 } }, requestedBy, requesters: [] });
+    // One burst under ten made-up agent ids: each id is within its own allowance, the caller is not.
+    const burst = await Promise.all(Array.from({ length: 10 }, (_, i) => approvals.settle(ask(`flood-${i}`))));
+    expect(burst.filter((s) => s.outcome === 'pending')).toHaveLength(3);
+    expect(store.creates).toBe(3);
+    expect(burst.find((s) => s.outcome === 'unavailable')).toEqual({
+      outcome: 'unavailable',
+      reason:
+        "no approval was requested: caller 'token:stranger' already has 3 approvals waiting for a person, for any agent (--approval-pending-limit 3, per agent and per caller); decide or deny them, or wait until they expire",
+    });
+    expect(await metrics.exposition()).toMatch(/policyguard_approvals_total\{event="limited"\} 7\n/);
+    // Another caller has its own allowance; a decision frees a place.
+    expect((await approvals.settle(ask('flood-0', 'token:other'))).outcome).toBe('pending');
+    const first = burst.find((s) => s.outcome === 'pending');
+    if (first?.outcome === 'pending') store.decide(first.approval, 'Denied');
+    expect((await approvals.settle(ask('flood-9'))).outcome).toBe('pending');
   });
 
   it('a store that cannot create leaves the call unallowed, saying why', async () => {

@@ -30,8 +30,10 @@ export interface ApprovalOptions {
   /** How often the Lease holder sweeps (default 5 s). */
   sweepIntervalMs?: number;
   /**
-   * Pending approvals one agent may have at once (--approval-pending-limit); beyond it a new ask
-   * is not stored, so an agent cannot fill etcd or the disk with asks nobody will read.
+   * Pending approvals one agent may have at once (--approval-pending-limit), and one caller
+   * (`requestedBy`) across all the agent ids it uses; beyond either a new ask is not stored, so
+   * neither an agent nor a caller that makes up agent ids can fill etcd or the disk with asks
+   * nobody will read.
    */
   pendingPerAgent: number;
 }
@@ -82,8 +84,11 @@ const LIFECYCLE_PHASE: Record<string, string | undefined> = { approved: 'Approve
 
 export class Approvals {
   private readonly now: () => Date;
-  /** Asks being created: key → the settlement every identical ask meanwhile shares. */
-  private readonly inFlight = new Map<string, Promise<Settlement>>();
+  /**
+   * Asks being created: key → the settlement every identical ask meanwhile shares, and whose
+   * allowances (agent, caller) it already counts against.
+   */
+  private readonly inFlight = new Map<string, { settlement: Promise<Settlement>; agent: string; caller: string }>();
   /** Last phase seen per approval, to record each person's decision once (Lease holder). */
   private readonly seen = new Map<string, string>();
   private readonly events: Counter;
@@ -93,7 +98,7 @@ export class Approvals {
 
   constructor(private readonly deps: ApprovalsDeps) {
     this.now = deps.now ?? (() => new Date());
-    this.events = deps.metrics.counter('policyguard_approvals_total', 'Approval lifecycle events: requested, used, approved, denied, expired, deleted, limited (not requested: too many pending for the agent).');
+    this.events = deps.metrics.counter('policyguard_approvals_total', 'Approval lifecycle events: requested, used, approved, denied, expired, deleted, limited (not requested: too many pending for the agent or the caller).');
     deps.metrics.gauge('policyguard_approvals_pending', 'GuardApprovals waiting for a person.', () => this.deps.store.list().filter((a) => phaseOf(a, this.now()) === 'Pending').length);
     for (const a of deps.store.list()) this.seen.set(approvalRef(a), a.status?.phase ?? 'Pending');
     this.unsubscribe = deps.store.onChange((ref, approval) => (approval ? this.observe(approval) : this.seen.delete(ref)));
@@ -190,18 +195,14 @@ export class Approvals {
   /** Ask for a new approval; identical asks meanwhile share it. */
   private request(req: ApprovalRequest, digest: string, now: Date): Promise<Settlement> {
     const rules = askingRules(req.matched).map((r) => `${r.policy}/${r.rule}`).join(',');
-    const key = `${req.namespace ?? ''}\u0000${req.ask.agentId}\u0000${req.ask.actionType}\u0000${req.ask.target}\u0000${req.ask.upstream ?? ''}\u0000${digest}\u0000${rules}`;
+    const agent = `${req.namespace ?? ''}\u0000${req.ask.agentId}`;
+    const key = `${agent}\u0000${req.ask.actionType}\u0000${req.ask.target}\u0000${req.ask.upstream ?? ''}\u0000${digest}\u0000${rules}`;
     const pending = this.inFlight.get(key);
-    if (pending) return pending.then((s) => (s.outcome === 'pending' ? { ...s, created: false } : s));
-    const limit = this.deps.options.pendingPerAgent;
-    const waiting = this.deps.store.list().filter((a) => a.spec.agentId === req.ask.agentId && a.metadata.namespace === req.namespace && phaseOf(a, now) === 'Pending').length;
-    const asking = [...this.inFlight.keys()].filter((k) => k.startsWith(`${req.namespace ?? ''}\u0000${req.ask.agentId}\u0000`)).length;
-    if (waiting + asking >= limit) {
+    if (pending) return pending.settlement.then((s) => (s.outcome === 'pending' ? { ...s, created: false } : s));
+    const over = this.overPendingLimit(req, agent, now);
+    if (over) {
       this.events.inc({ event: 'limited' });
-      return Promise.resolve({
-        outcome: 'unavailable',
-        reason: `no approval was requested: agent '${req.ask.agentId}' already has ${waiting + asking} approvals waiting for a person (--approval-pending-limit ${limit}); decide or deny them, or wait until they expire`,
-      });
+      return Promise.resolve({ outcome: 'unavailable', reason: `no approval was requested: ${over}; decide or deny them, or wait until they expire` });
     }
     const created = (async (): Promise<Settlement> => {
       try {
@@ -216,8 +217,27 @@ export class Approvals {
         return { outcome: 'unavailable', reason: `no approval could be requested: ${why}` };
       }
     })().finally(() => this.inFlight.delete(key));
-    this.inFlight.set(key, created);
+    // Counted at once, before the store answers: concurrent asks cannot all slip under a limit.
+    this.inFlight.set(key, { settlement: created, agent, caller: req.requestedBy });
     return created;
+  }
+
+  /**
+   * Why a new ask may not be stored, or undefined: the agent (`agent`: namespace and id), or
+   * the caller across every agent id it uses, already has `--approval-pending-limit` approvals
+   * waiting, counting the asks being created. A caller may use any number of agent ids (under
+   * `--unknown-agents evaluate`, or `--auth none`), so the agent's limit alone bounds nothing.
+   */
+  private overPendingLimit(req: ApprovalRequest, agent: string, now: Date): string | undefined {
+    const limit = this.deps.options.pendingPerAgent;
+    const waiting = this.deps.store.list().filter((a) => phaseOf(a, now) === 'Pending');
+    const asking = [...this.inFlight.values()];
+    const forAgent =
+      waiting.filter((a) => a.spec.agentId === req.ask.agentId && a.metadata.namespace === req.namespace).length + asking.filter((f) => f.agent === agent).length;
+    if (forAgent >= limit) return `agent '${req.ask.agentId}' already has ${forAgent} approvals waiting for a person (--approval-pending-limit ${limit})`;
+    const forCaller = waiting.filter((a) => a.spec.requestedBy === req.requestedBy).length + asking.filter((f) => f.caller === req.requestedBy).length;
+    if (forCaller >= limit) return `caller '${req.requestedBy}' already has ${forCaller} approvals waiting for a person, for any agent (--approval-pending-limit ${limit}, per agent and per caller)`;
+    return undefined;
   }
 
   /** Mark an Approved approval Used by `actionId`: true, false (lost a race: look again) or why it failed. */

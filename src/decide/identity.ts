@@ -2,12 +2,15 @@
  * Who a caller acts as (docs/decisions.md, "Identity"). Pure: reads a snapshot and the
  * authorizer's bindings, decides, and says why.
  */
+import { createHash } from 'node:crypto';
 import { LABEL_AUTO_REGISTERED, type GuardAgent, type TrustLevel } from '../api/schemas.js';
 import { guardAgent, objectNameFor } from '../api/builders.js';
 import { SYSTEM_AGENT_ID } from '../audit/audit-incidents.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
 import type { IncidentRecord } from '../audit/incident-file.js';
+import type { CompiledAgent } from '../engine/compile.js';
+import { foldCase } from '../engine/glob.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
 
 /** What an agent id no GuardAgent claims gets: a deny, or an evaluation as an unregistered agent. */
@@ -47,16 +50,56 @@ export function identityOf(p: Principal): NonNullable<GuardAgent['spec']['identi
   return p.serviceAccount ? { serviceAccount: p.serviceAccount } : { user: p.subject };
 }
 
+/**
+ * The object name of an auto-registered agent: {@link objectNameFor}, with its short hash
+ * appended even when the id is already a valid name. A caller chooses the id, so the object
+ * must not carry a name a person would give the agent: a GuardAgent written later under that
+ * name would edit (kubectl apply) or be overridden by (the standalone data dir) the caller's
+ * object instead of winning over it (docs/decisions.md, "Identity").
+ *
+ * @example autoRegisteredName('deploy-bot') // 'deploy-bot-' + 6 hex characters
+ */
+export function autoRegisteredName(agentId: string): string {
+  const name = objectNameFor(agentId);
+  return name === agentId ? `${name}-${createHash('sha256').update(agentId).digest('hex').slice(0, 6)}` : name;
+}
+
 /** A minimal auto-registered GuardAgent for an unknown id, or undefined when the id cannot be one. */
 export function autoRegisteredAgent(agentId: string, namespace: string | undefined, trustLevel: TrustLevel, identities: GuardAgent['spec']['identities']): GuardAgent | undefined {
   try {
     return guardAgent(
-      { name: objectNameFor(agentId), ...(namespace ? { namespace } : {}), labels: { [LABEL_AUTO_REGISTERED]: 'true' } },
+      { name: autoRegisteredName(agentId), ...(namespace ? { namespace } : {}), labels: { [LABEL_AUTO_REGISTERED]: 'true' } },
       { agentId, displayName: `Auto-registered: ${agentId}`.slice(0, 253), trustLevel, ...(identities ? { identities } : {}) },
     );
   } catch {
     return undefined;
   }
+}
+
+/** Agents in force by their id under the engine's case folding, built once per (immutable) snapshot. */
+const byFoldedId = new WeakMap<PolicySnapshot, Map<string, CompiledAgent[]>>();
+
+/**
+ * The registered agents whose id equals `agentId` under the engine's case folding
+ * (`foldCase`, as `agents:` globs compare) without being identical to it. An `agents:` rule
+ * written for one of them matches such an id too, so it is refused rather than evaluated,
+ * auto-registered or registered (docs/decisions.md, "Identity").
+ *
+ * @example caseTwins(snapshot, 'PLATFORM-ADMIN').map((a) => a.id) // ['platform-admin']
+ */
+export function caseTwins(snapshot: PolicySnapshot, agentId: string): CompiledAgent[] {
+  let index = byFoldedId.get(snapshot);
+  if (!index) {
+    index = new Map();
+    for (const a of snapshot.agents()) {
+      const key = foldCase(a.id);
+      const list = index.get(key);
+      if (list) list.push(a);
+      else index.set(key, [a]);
+    }
+    byFoldedId.set(snapshot, index);
+  }
+  return (index.get(foldCase(agentId)) ?? []).filter((a) => a.id !== agentId);
 }
 
 /** A refused identity: the rule that refused it, why, and the incident to record. */
@@ -67,7 +110,8 @@ function refusal(agentId: string, rule: Refusal['rule'], reason: string, inciden
 /**
  * Which agent `principal` acts as. A registered agent must list the caller in
  * `spec.identities` (anyone under `--auth none`). A caller bound to agents may act only as
- * them, and may omit `agentId` when it is bound to exactly one. An id no GuardAgent claims is
+ * them, and may omit `agentId` when it is bound to exactly one. An id that differs only in case
+ * from a registered agent's is refused (see {@link caseTwins}). An id no GuardAgent claims is
  * refused under `--unknown-agents deny`; under `evaluate` it is judged as an unregistered agent
  * in the caller's namespace.
  *
@@ -101,8 +145,23 @@ export function resolveIdentity(input: {
       evidence: { caller: subject, claimed_agent: agentId, bound_agents: boundIds },
     });
   }
-  if (agentId === SYSTEM_AGENT_ID) {
-    return refusal(agentId, 'identities', `'${SYSTEM_AGENT_ID}' is PolicyGuard's own id (its administrative audit records); no caller acts as it`, {
+  const twins = caseTwins(snapshot, agentId);
+  if (twins.length > 0) {
+    // Refused as a claim of that agent would be; the incident concerns the caller's own agent
+    // (else the id it sent), not the agent it resembles.
+    const named = twins.map((a) => `'${a.id}'`).join(', ');
+    const own = twins.find((a) => authorizer.mayActAs(principal, a));
+    const why = own ? `send its exact id '${own.id}'` : `caller '${subject}' is not bound to ${twins.length > 1 ? 'them' : 'it'} (identity mismatch)`;
+    return refusal(agentId, 'identities', `Agent '${agentId}' is not registered and differs only in case from registered agent${twins.length > 1 ? 's' : ''} ${named}; ${why}`, {
+      type: 'identity_mismatch',
+      severity: 'high',
+      agentId: boundIds[0] ?? agentId,
+      evidence: { caller: subject, claimed_agent: agentId, registered_agents: twins.map((a) => a.id), bound_agents: boundIds },
+    });
+  }
+  if (foldCase(agentId) === foldCase(SYSTEM_AGENT_ID)) {
+    const which = agentId === SYSTEM_AGENT_ID ? `'${SYSTEM_AGENT_ID}' is` : `'${agentId}' differs only in case from '${SYSTEM_AGENT_ID}',`;
+    return refusal(agentId, 'identities', `${which} PolicyGuard's own id (its administrative audit records); no caller acts as it`, {
       type: 'identity_mismatch',
       severity: 'high',
       agentId: boundIds[0] ?? agentId,

@@ -14,7 +14,7 @@ import type { IncidentInput, IncidentLog, IncidentRecord } from '../audit/incide
 import { newId, type AuditApproval } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { CompiledAgent } from '../engine/compile.js';
-import type { PolicySnapshot } from '../engine/snapshot.js';
+import { INCOMPLETE_POLICY_SET, type PolicySnapshot } from '../engine/snapshot.js';
 import type { Decision } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { secondsSince, type Metrics } from '../metrics.js';
@@ -122,6 +122,9 @@ export class DecisionPipeline {
       ...(input.upstream !== undefined ? { upstream: input.upstream } : {}),
     });
     metrics.evaluationSeconds.observe(secondsSince(evaluating));
+    // Denied because the policy set is incomplete (docs/decisions.md, "Objects that cannot be
+    // loaded"): no violation by the agent, and no id to register, as the missing object may define it.
+    const incomplete = decision.matched[0]?.rule === INCOMPLETE_POLICY_SET;
     let incident: IncidentSpec | undefined;
     if (!identity.ok) {
       // Refused as that agent: how its rules would have judged the call is not the caller's to see.
@@ -133,7 +136,7 @@ export class DecisionPipeline {
       if (limited) {
         decision = agentDeny(decision, 'rateLimit', limited);
         incident = { type: 'rate_limit_exceeded', severity: 'medium', agentId, evidence: { limit: agent!.source.spec.rateLimit } };
-      } else if (decision.decision === 'deny') {
+      } else if (decision.decision === 'deny' && !incomplete) {
         incident = { type: 'policy_violation', severity: 'medium', agentId, evidence: { matched: decision.matched } };
       }
     }
@@ -195,7 +198,7 @@ export class DecisionPipeline {
         recommended_action: '',
       }).catch((err: unknown) => this.deps.log.warn('incident not recorded', { action_id: actionId, error: String(err) }));
     }
-    if (identity.ok && !decision.agent.registered) this.autoRegister(agentId, snapshot, input.principal);
+    if (identity.ok && !decision.agent.registered && !incomplete) this.autoRegister(agentId, snapshot, input.principal);
     const approved = settlement && 'approval' in settlement ? settlement.approval : undefined;
     return { ok: true, decision: { action_id: actionId, ...decision, ...(approved ? { approval_id: approved.metadata.name } : {}) }, ...(settlement ? { settlement } : {}) };
   }

@@ -77,6 +77,10 @@ describe('glob semantics (fnmatch, case-insensitive)', () => {
     ['a+b', 'a+b', true],
     ['x!', 'x!', true],
     ['$^', '$^', true],
+    // whitespace inside a pattern is literal; at an end it is written as a set
+    ['drop table', 'DROP TABLE', true],
+    ['drop_*[ ]', 'drop_x ', true],
+    ['drop_*[ ]', 'drop_x', false],
   ])('%j vs %j → %s', (pattern, value, expected) => {
     expect(matches(pattern, value)).toBe(expected);
   });
@@ -99,6 +103,12 @@ describe('glob semantics (fnmatch, case-insensitive)', () => {
     ['\uD83D*', /contains U\+D83D, half of a surrogate pair/],
     ['*\uDE00', /contains U\+DE00, half of a surrogate pair/],
     ['[\uD83D]x', /contains U\+D83D/],
+    // A slip from copying: it would match only names with the same whitespace.
+    ['drop_* ', /ends with whitespace, so it matches only names that do too; remove it, or write "\[ \]"/],
+    [' drop_*', /starts with whitespace/],
+    ['drop_*\t', /ends with whitespace/],
+    ['\u00A0drop_*', /starts with whitespace/],
+    ['drop_*\n', /ends with whitespace/],
   ])('rejects %j: %s', (pattern, message) => {
     let err: unknown;
     try {
@@ -129,8 +139,8 @@ describe('glob semantics (fnmatch, case-insensitive)', () => {
   });
 });
 
-/** The metacharacters of a pattern, each written as a one-character set. */
-const escape = (s: string) => s.replace(/[*?[\]{}()|]/g, (c) => `[${c}]`);
+/** The metacharacters of a pattern, and whitespace (refused at either end), each written as a one-character set. */
+const escape = (s: string) => s.replace(/[*?[\]{}()|\s]/g, (c) => `[${c}]`);
 
 describe('glob properties', () => {
   const anyString = fc.string({ unit: fc.oneof(fc.constantFrom('*', '?', '[', ']', '{', '}', '(', ')', '|', '!', '/', '\\', '-', 'A', 'É', '😀'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 })), maxLength: 24 });

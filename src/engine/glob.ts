@@ -230,9 +230,10 @@ const LONE_SURROGATE = /\p{Cs}/u;
  * a set (`]` first in a set is a member; a literal `*` is `[*]`); everything else, backslash
  * included, is literal. Rejected with a {@link PatternError} naming the pattern, so that a
  * rule never silently matches nothing, or more than it says: an empty pattern, a leading `!`,
- * braces, `(` `)` `|` outside a set, an unclosed `[`, more than {@link MAX_STARS} `*`, and half
+ * braces, `(` `)` `|` outside a set, an unclosed `[`, more than {@link MAX_STARS} `*`, half
  * of a surrogate pair (which would match the start or end of every character that begins or
- * ends with it: `\uD83D*` would match `😀x`).
+ * ends with it: `\uD83D*` would match `😀x`), and whitespace at either end (`"drop_* "` would
+ * match only names ending in a space; `[ ]` writes a space that is meant).
  *
  * @example
  *   compileGlob('*prod*').matchLower('svc/prod-db') // true
@@ -241,6 +242,9 @@ const LONE_SURROGATE = /\p{Cs}/u;
 export function compileGlob(pattern: string): Glob {
   if (pattern.length === 0) throw new PatternError(pattern, 'is empty');
   if (pattern.startsWith('!')) throw new PatternError(pattern, 'starts with "!"; negation is not supported');
+  // A copy-paste slip (`"drop_* "`) that would leave a deny matching nothing anyone calls.
+  const edge = /^\s/u.test(pattern) ? 'starts' : /\s$/u.test(pattern) ? 'ends' : undefined;
+  if (edge) throw new PatternError(pattern, `${edge} with whitespace, so it matches only names that do too; remove it, or write "[ ]" for a space you mean`);
   const lone = LONE_SURROGATE.exec(pattern);
   if (lone) {
     const unit = lone[0].charCodeAt(0).toString(16).toUpperCase();

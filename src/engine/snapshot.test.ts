@@ -375,8 +375,8 @@ describe('compilation', () => {
     const second = PolicySnapshot.compile({ agents, policies: [bad] }, DEFAULT_ENGINE_OPTIONS, { previous: first });
     expect(second.evaluate(call('low', 'delete_x')).decision).toBe('deny');
     expect(second.problems[0]!.message).toMatch(/generation 1 stays in force/);
-    // without a previous good version the bad object is simply out of force
-    expect(snapshot({}, agents, [bad]).evaluate(call('low', 'delete_x')).decision).toBe('allow');
+    // without a previous good version the policy set is incomplete: denied, saying why
+    expect(snapshot({}, agents, [bad]).evaluate(call('low', 'delete_x'))).toMatchObject({ decision: 'deny', reason: expect.stringMatching(/^The policy set is incomplete/) });
   });
   it('the revision changes with the inputs and only with them', () => {
     expect(snapshot().revision).toBe(snapshot().revision);
@@ -410,6 +410,56 @@ describe('compilation', () => {
     expect(snap.evaluate(call('b', 'y')).decision).toBe('deny');
     expect(snap.evaluate(call('unknown', 'x')).decision).toBe('allow');
     expect(snap.evaluate(call('unknown', 'y')).decision).toBe('deny');
+  });
+});
+
+describe('objects that cannot be loaded (docs/decisions.md)', () => {
+  const broken = guardPolicy({ name: 'deny-drops' }, { rules: [{ match: { tools: ['drop_*'] }, action: 'deny' }, { match: { tools: ['truncate_{a,b}'] }, action: 'deny' }] });
+
+  it('one policy set (standalone): a policy that fails to compile with no good version denies every decision, naming it', () => {
+    const snap = snapshot({}, agents, [reads, broken]);
+    const reason = 'The policy set is incomplete, so this call is denied until it is fixed: GuardPolicy deny-drops: InvalidPattern: pattern "truncate_{a,b}" uses braces, which are not supported; list each alternative as its own pattern';
+    for (const req of [call('low', 'drop_table'), call('admin', 'read_x'), call('nobody', 'anything')]) {
+      expect(snap.evaluate(req)).toMatchObject({ decision: 'deny', allowed: false, reason, matched: [{ policy: `agent:${req.agentId}`, rule: 'incompletePolicySet', action: 'deny' }] });
+      expect(snap.possibleDecisions(req)).toEqual(new Set(['deny']));
+      expect(snap.incompleteFor(req)).toBe(reason);
+    }
+    expect(snap.missing()).toEqual([reason.slice(reason.indexOf('GuardPolicy'))]);
+    // Fixed, decisions resume; the revision tells the two apart.
+    const fixed = snapshot({}, agents, [reads]);
+    expect(fixed.evaluate(call('admin', 'read_x')).decision).toBe('allow');
+    expect(fixed.incompleteFor(call('admin', 'read_x'))).toBeUndefined();
+    expect(fixed.revision).not.toBe(snap.revision);
+  });
+
+  it('a store can name what it could not read; the quoted problem is its own, and the count of the others follows', () => {
+    const missing = [{ problem: 'b.yaml:3: invalid YAML: x' }, { kind: 'GuardAgent' as const, agentId: 'etl', problem: 'a.yaml:1: GuardAgent etl: spec: Unrecognized key: "displayname"' }];
+    const snap = PolicySnapshot.compile({ agents, policies: [reads], missing }, DEFAULT_ENGINE_OPTIONS, { describe: (p) => `policy.yaml:9: ${p.name}` });
+    expect(snap.evaluate(call('admin', 'read_x')).reason).toBe('The policy set is incomplete, so this call is denied until it is fixed: a.yaml:1: GuardAgent etl: spec: Unrecognized key: "displayname" (and 1 more)');
+    const compiled = PolicySnapshot.compile({ agents, policies: [broken] }, DEFAULT_ENGINE_OPTIONS, { describe: (p) => `policy.yaml:9: ${p.name}` });
+    expect(compiled.missing()).toEqual(['policy.yaml:9: deny-drops']);
+  });
+
+  const scoped = { clusterPolicyNamespace: 'policyguard' };
+  const teamAgents = [guardAgent({ name: 'a', namespace: 'team-a' }), guardAgent({ name: 'b', namespace: 'team-b' }, { deniedTools: ['x{y}'] })];
+  const everyone = ['a', 'unknown@team-a', 'unknown@team-c', 'unknown', 'bot', 'bot@team-c'];
+  it.each([
+    // [what is missing, the agents (and unknown ids with their namespace) whose decisions it denies]
+    ['a policy of team-a', { kind: 'GuardPolicy' as const, namespace: 'team-a' }, ['a', 'unknown@team-a']],
+    ['a policy of the cluster policy namespace', { kind: 'GuardPolicy' as const, namespace: 'policyguard' }, everyone],
+    ['a GuardAgent claiming "bot"', { kind: 'GuardAgent' as const, namespace: 'team-a', agentId: 'bot' }, ['bot', 'bot@team-c']],
+    ['a GuardAgent whose id cannot be read', { kind: 'GuardAgent' as const, namespace: 'team-a' }, everyone],
+    ['a document whose kind cannot be read', {}, everyone],
+  ])('kubernetes mode: %s denies the decisions it could change, and only those', (_what, m, held) => {
+    // Agent b fails to compile (a brace in deniedTools): its own id is held too.
+    const snap = PolicySnapshot.compile({ agents: teamAgents, policies: [], missing: [{ ...m, problem: 'the problem' }] }, { ...DEFAULT_ENGINE_OPTIONS, ...scoped });
+    for (const who of ['b', ...everyone]) {
+      const [agentId, ns] = who.split('@') as [string, string | undefined];
+      const d = snap.evaluate(call(agentId, 'read_x', ns ? { unknownAgentNamespace: ns } : {}));
+      const expected = who === 'b' ? /GuardAgent team-b\/b: InvalidPattern: pattern "x\{y\}"/ : held.includes(who) ? /: the problem$/ : undefined;
+      if (expected) expect(d, who).toMatchObject({ decision: 'deny', reason: expect.stringMatching(expected) });
+      else expect(d.decision, who).toBe('allow');
+    }
   });
 });
 

@@ -3,9 +3,10 @@
  * action against it (docs/decisions.md). Building a new snapshot never disturbs readers of the old one;
  * stores swap the reference atomically.
  */
-import { trustRank, type GuardAgent, type GuardPolicy, type TrustLevel } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, trustRank, type GuardAgent, type GuardPolicy, type TrustLevel } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import {
+  agentIdOf,
   cacheKey,
   compileAgent,
   compilePolicy,
@@ -22,9 +23,27 @@ import { DEFAULT_ENGINE_OPTIONS } from './types.js';
 /** Per-object compile results, reused across snapshots (keyed by {@link cacheKey}). */
 export type CompileCache = Map<string, CompileResult<CompiledAgent> | CompileResult<CompiledRule[]>>;
 
+/**
+ * A GuardAgent or GuardPolicy its author wrote that is in force in no version: it cannot be
+ * read, validated or compiled, or its name is taken twice, and no earlier version of it is in
+ * force. The policy set is then not what its author wrote, so every decision it could change is
+ * a deny until it is fixed (docs/decisions.md, "Objects that cannot be loaded").
+ */
+export interface MissingObject {
+  /** Undefined when the document's kind cannot be read (invalid YAML, an unknown kind). */
+  kind?: 'GuardAgent' | 'GuardPolicy';
+  namespace?: string;
+  /** A GuardAgent's id (`spec.agentId`, else its name), when it can be read. */
+  agentId?: string;
+  /** What the deny quotes: `policies/deny.yaml:3: GuardPolicy deny-drops: …`. */
+  problem: string;
+}
+
 export interface SnapshotInput {
   agents: readonly GuardAgent[];
   policies: readonly GuardPolicy[];
+  /** Objects the store could not take in (see {@link MissingObject}); those failing to compile are added here. */
+  missing?: readonly MissingObject[];
 }
 
 export interface CompileOptions {
@@ -32,6 +51,34 @@ export interface CompileOptions {
   cache?: CompileCache;
   /** When an object fails to compile, its version in force here stays in force. */
   previous?: PolicySnapshot;
+  /** How a compile problem is quoted in a deny (standalone mode prefixes `file:line:`); default {@link formatProblem}. */
+  describe?: (problem: ObjectProblem) => string;
+}
+
+/**
+ * Whose decisions a missing object holds: every agent's (`{}`), one namespace's, or one
+ * agent id's. With one policy set for every agent (standalone mode) always every agent's: a
+ * missing GuardAgent may be what binds a caller, and a document that cannot be read could
+ * define anything. Otherwise what the object could change: a GuardAgent its id, a policy the
+ * agents of its namespace, or every agent from the cluster policy namespace.
+ */
+type Hold = { problem: string; namespace?: string; agentId?: string };
+
+function holdOf(m: MissingObject, options: EngineOptions): Hold {
+  const scoped = options.clusterPolicyNamespace !== null;
+  if (scoped && m.kind === 'GuardAgent' && m.agentId !== undefined) return { problem: m.problem, agentId: m.agentId };
+  if (scoped && m.kind === 'GuardPolicy' && m.namespace !== undefined && m.namespace !== options.clusterPolicyNamespace) return { problem: m.problem, namespace: m.namespace };
+  return { problem: m.problem };
+}
+
+/**
+ * `GuardPolicy team/deny-drops: InvalidPattern: pattern "a{b}" uses braces…`: one line for a
+ * problem, as status pages and logs show it.
+ *
+ * @example formatProblem({ kind: 'GuardPolicy', name: 'p', reason: Reason.InvalidSpec, message: 'x' }) // 'GuardPolicy p: InvalidSpec: x'
+ */
+export function formatProblem(p: ObjectProblem): string {
+  return `${p.kind} ${p.namespace ? `${p.namespace}/` : ''}${p.name}: ${p.reason}: ${p.message}`;
 }
 
 type GuardObject = GuardAgent | GuardPolicy;
@@ -68,7 +115,10 @@ function indeterminateWarning(r: CompiledRule, reason: string): string {
   return `policy '${r.policy}' rule '${r.ruleName}': ${reason}, so this ${r.action} rule${mode} ${outcome}`;
 }
 
-/** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools). */
+/** The rule of the `matched` entry of a deny because the policy set is incomplete ({@link PolicySnapshot.incompleteFor}). */
+export const INCOMPLETE_POLICY_SET = 'incompletePolicySet';
+
+/** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
 function agentCheck(agentId: string, rule: string, message: string): MatchedRule {
   return { policy: `agent:${agentId}`, rule, action: 'deny', enforcement: 'Enforce', message };
 }
@@ -152,6 +202,8 @@ export class PolicySnapshot {
     readonly counts: { agents: number; policies: number; rules: number },
     /** The version of each object (by kind/namespace/name) that is in force. */
     private readonly inForce: ReadonlyMap<string, GuardObject>,
+    /** Missing objects and whose decisions they deny, sorted by problem. */
+    private readonly holds: readonly Hold[],
   ) {
     this.agentsById = agents;
     this.index = new RuleIndex(rules);
@@ -165,6 +217,8 @@ export class PolicySnapshot {
   /**
    * Compile objects into a snapshot. An object that fails to compile is listed in `problems`
    * and left out, unless `previous` had a good version of it: that version stays in force.
+   * Left out with no good version, it is missing, as are `input.missing`: the decisions it could
+   * change are denied ({@link incompleteFor}).
    *
    * @example
    *   const snap = PolicySnapshot.compile({ agents, policies }, DEFAULT_ENGINE_OPTIONS);
@@ -176,6 +230,8 @@ export class PolicySnapshot {
     const keys: string[] = [];
     const touched = new Set<string>();
     const inForce = new Map<string, GuardObject>();
+    const missing: MissingObject[] = [...(input.missing ?? [])];
+    const describe = opts.describe ?? formatProblem;
     const compileOne = <T, O extends GuardObject>(obj: O, build: (o: O) => CompileResult<T>): CompileResult<T> => {
       const once = (o: O): CompileResult<T> => {
         const key = cacheKey(o);
@@ -197,7 +253,11 @@ export class PolicySnapshot {
           problems.push({ ...res.problem, message: `${res.problem.message}; ${gen} stays in force` });
           res = lastRes;
           used = last;
-        } else problems.push(res.problem);
+        } else {
+          problems.push(res.problem);
+          const { kind, namespace } = res.problem;
+          missing.push({ kind: obj.kind, ...(namespace ? { namespace } : {}), ...(kind === 'GuardAgent' ? { agentId: agentIdOf(obj as GuardAgent) } : {}), problem: describe(res.problem) });
+        }
       }
       if (res.ok) {
         inForce.set(objectRef(used), used);
@@ -206,31 +266,47 @@ export class PolicySnapshot {
       return res;
     };
 
-    // Agents: one id, one agent. On a clash the oldest object wins (then namespace/name), so the
-    // outcome does not depend on list order; the others are reported as Conflict.
+    // Agents: one id, one agent (docs/decisions.md, "Identity"). On a clash an object a person
+    // wrote wins over an auto-registered one (a caller chose its id, perhaps to squat it), then
+    // the oldest, then namespace/name, so the outcome depends neither on list order nor on who
+    // came first; the others are reported as Conflict. An auto-registered agent also loses to an
+    // agent whose id differs from its own only in case, since `agents:` globs match both alike.
+    const autoRegistered = (a: CompiledAgent) => a.labels[LABEL_AUTO_REGISTERED] === 'true';
     const claimants = new Map<string, CompiledAgent[]>();
     for (const agent of input.agents) {
       const res = compileOne(agent, compileAgent);
       if (!res.ok) continue;
-      const list = claimants.get(res.value.id) ?? [];
+      const folded = foldCase(res.value.id);
+      const list = claimants.get(folded) ?? [];
       list.push(res.value);
-      claimants.set(res.value.id, list);
+      claimants.set(folded, list);
     }
     const agents = new Map<string, CompiledAgent>();
-    for (const [id, list] of claimants) {
+    for (const list of claimants.values()) {
       list.sort(
         (a, b) =>
+          Number(autoRegistered(a)) - Number(autoRegistered(b)) ||
           (a.source.metadata.creationTimestamp ?? '').localeCompare(b.source.metadata.creationTimestamp ?? '') ||
           a.key.localeCompare(b.key),
       );
-      agents.set(id, list[0]!);
-      for (const loser of list.slice(1)) {
+      const winners: CompiledAgent[] = [];
+      for (const agent of list) {
+        const sameId = winners.find((w) => w.id === agent.id);
+        const winner = sameId ?? (autoRegistered(agent) ? winners[0] : undefined);
+        if (!winner) {
+          winners.push(agent);
+          agents.set(agent.id, agent);
+          continue;
+        }
+        const byPerson = autoRegistered(agent) && !autoRegistered(winner) ? ', which a person wrote: it wins over this auto-registered agent whatever their ages' : '';
         problems.push({
           kind: 'GuardAgent',
-          ...(loser.namespace ? { namespace: loser.namespace } : {}),
-          name: loser.name,
+          ...(agent.namespace ? { namespace: agent.namespace } : {}),
+          name: agent.name,
           reason: Reason.Conflict,
-          message: `agentId "${id}" is already claimed by GuardAgent ${list[0]!.key}`,
+          message: sameId
+            ? `agentId "${agent.id}" is already claimed by GuardAgent ${winner.key}${byPerson}`
+            : `agentId "${agent.id}" differs only in case from "${winner.id}" of GuardAgent ${winner.key}${byPerson}; agents: globs would match both`,
         });
       }
     }
@@ -244,11 +320,14 @@ export class PolicySnapshot {
     // Forget compiled objects no longer present, so the cache tracks the live set.
     for (const key of cache.keys()) if (!touched.has(key)) cache.delete(key);
 
+    const holds = missing.map((m) => holdOf(m, options)).sort((a, b) => a.problem.localeCompare(b.problem));
+    // A missing object changes decisions, so it is part of what the revision names.
+    for (const h of holds) keys.push(`missing:${JSON.stringify(h)}`);
     return new PolicySnapshot(revisionOf(keys, options), options, agents, rules, problems, {
       agents: agents.size,
       policies: input.policies.length,
       rules: rules.length,
-    }, inForce);
+    }, inForce, holds);
   }
 
   /** The GuardAgent that claims `agentId`, if any. */
@@ -266,7 +345,31 @@ export class PolicySnapshot {
     return [...this.inForce.values()].filter((o): o is GuardPolicy => o.kind === 'GuardPolicy');
   }
 
-  private resolve(req: ActionRequest): ResolvedAgent {
+  /** The problems of the missing objects (`input.missing` and those that failed to compile with no good version), sorted. */
+  missing(): string[] {
+    return this.holds.map((h) => h.problem);
+  }
+
+  /**
+   * Why the decisions of this agent are denied while the policy set is incomplete: the reason,
+   * naming the first missing object that could change them, or undefined when none could.
+   *
+   * @example snap.incompleteFor({ agentId: 'etl' }) // 'The policy set is incomplete, so this call is denied until it is fixed: policies/deny.yaml:3: …'
+   */
+  incompleteFor(req: Pick<ActionRequest, 'agentId' | 'unknownAgentNamespace'>): string | undefined {
+    const agent = this.resolve(req);
+    return this.heldReason(agent.id, agent.namespace);
+  }
+
+  private heldReason(agentId: string, namespace: string | undefined): string | undefined {
+    if (this.holds.length === 0) return undefined;
+    const held = this.holds.filter((h) => (h.agentId === undefined || h.agentId === agentId) && (h.namespace === undefined || h.namespace === namespace));
+    if (held.length === 0) return undefined;
+    const more = held.length > 1 ? ` (and ${held.length - 1} more)` : '';
+    return `The policy set is incomplete, so this call is denied until it is fixed: ${held[0]!.problem}${more}`;
+  }
+
+  private resolve(req: Pick<ActionRequest, 'agentId' | 'unknownAgentNamespace'>): ResolvedAgent {
     const a = this.agentsById.get(req.agentId);
     if (a) return { id: a.id, namespace: a.namespace, labels: a.labels, trust: a.trust, rank: a.rank, registered: true, compiled: a };
     const trust = this.options.unknownAgentTrust;
@@ -340,7 +443,8 @@ export class PolicySnapshot {
    * @example snap.possibleDecisions({ agentId: 'etl', actionType: 'tool_call', target: 'drop_table' }) // Set { 'deny' }
    */
   possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
-    const agent = this.resolve({ ...req, parameters: {} });
+    const agent = this.resolve(req);
+    if (this.heldReason(agent.id, agent.namespace)) return new Set(['deny']);
     const targetLower = foldCase(req.target);
     const actionLower = foldCase(req.actionType);
     const a = agent.compiled;
@@ -367,6 +471,8 @@ export class PolicySnapshot {
   /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */
   evaluate(req: ActionRequest): Decision {
     const agent = this.resolve(req);
+    const held = this.heldReason(agent.id, agent.namespace);
+    if (held !== undefined) return this.decision('deny', held, [agentCheck(agent.id, INCOMPLETE_POLICY_SET, held)], [], [], agent);
     const targetLower = foldCase(req.target);
     const actionLower = foldCase(req.actionType);
     const agentLower = foldCase(agent.id);

@@ -18,6 +18,7 @@ import type { IncidentLog } from '../audit/incident-file.js';
 import type { AuditScope, AuditSink } from '../audit/sink.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
 import { DecisionPipeline, type PipelineDeps } from '../decide/pipeline.js';
+import { caseTwins } from '../decide/identity.js';
 import { formatZodError } from '../store/manifests.js';
 import { StoreConflictError } from '../store/store.js';
 import {
@@ -198,6 +199,13 @@ export class Tools {
     const existing = existingAgent?.source;
     const namespace = existing?.metadata.namespace ?? this.pipeline.namespaceFor(ctx.principal);
     if (!existing) {
+      // `agents:` globs match ids ignoring case: a new id that differs only in case from a
+      // registered one would get that agent's rules (docs/decisions.md, "Identity").
+      const twins = caseTwins(snapshot, args.agent_id);
+      if (twins.length > 0) {
+        const msg = `agent id '${args.agent_id}' differs only in case from registered agent ${twins.map((a) => `'${a.id}'`).join(', ')}, and agents: rules match both alike; use that id, or another`;
+        return fail(msg, answer(false, msg));
+      }
       const owner = agentNamed(snapshot, namespace, objectNameFor(args.agent_id));
       if (owner) {
         const msg = `agent id '${args.agent_id}' would be stored as GuardAgent ${namespace ? `${namespace}/` : ''}${objectNameFor(args.agent_id)}, which holds agent '${owner}'; choose another id`;

@@ -11,13 +11,13 @@ import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import { Reflector, type KubeObject, type WatchObserver } from '../controller/reflector.js';
-import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
+import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { releaseMemory } from '../memory.js';
-import { formatZodError } from './manifests.js';
-import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
+import { formatZodError, identityOf } from './manifests.js';
+import { objectKey, StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 
 export const FIELD_MANAGER = 'policyguard';
@@ -59,9 +59,16 @@ export interface KubernetesStoreOptions {
 
 const RELEASE_AFTER_BURST = { changes: 500, settleMs: 3_000 };
 
-/** `Kind/namespace/name`, the key problems and status use. */
-export function objectKey(kind: string, namespace: string | undefined, name: string): string {
-  return `${kind}/${namespace ?? ''}/${name}`;
+export { objectKey };
+
+/**
+ * What a GuardAgent or GuardPolicy that fails the schema, with no valid version in force, leaves
+ * missing: the decisions of the agent id it names, or of the agents its namespace's policies
+ * govern (docs/decisions.md, "Objects that cannot be loaded").
+ */
+function missingObject(problem: ObjectProblem, agentId: string | undefined): MissingObject {
+  const kind = problem.kind === 'GuardAgent' ? 'GuardAgent' : 'GuardPolicy';
+  return { kind, ...(problem.namespace ? { namespace: problem.namespace } : {}), ...(agentId !== undefined ? { agentId } : {}), problem: formatProblem(problem) };
 }
 
 /** An object's identity, generation and status, without its spec (kept once, parsed, in the store). */
@@ -149,7 +156,8 @@ export class KubernetesStore implements PolicyStore {
   /** Usable GuardUpstreams by `namespace/name`, and the unusable ones' problems; rebuilt on every compile. */
   private upstreams = new Map<string, GuardUpstream>();
   private upstreamProblems = new Map<string, ObjectProblem>();
-  private readonly invalid = new Map<string, ObjectProblem>();
+  /** Objects that fail the schema, and, when no valid version of one is in force, what it leaves missing. */
+  private readonly invalid = new Map<string, { problem: ObjectProblem; missing: MissingObject | undefined }>();
   private compileScheduled = false;
   private compileTimer: NodeJS.Timeout | undefined;
   private settleTimer: NodeJS.Timeout | undefined;
@@ -209,13 +217,15 @@ export class KubernetesStore implements PolicyStore {
         this.invalid.delete(key);
       } else {
         // The CRD schema should have stopped this; a version skew or a hand-edited CRD did not.
-        this.invalid.set(key, {
+        const problem: ObjectProblem = {
           kind,
           ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),
           name: raw.metadata.name,
           reason: Reason.InvalidSpec,
           message: `${formatZodError(parsed.error)}${this.valid.has(key) ? '; the last valid generation stays in force' : ''}`,
-        });
+        };
+        // A GuardUpstream decides nothing: the gateway refuses calls through one not in force.
+        this.invalid.set(key, { problem, missing: this.valid.has(key) || kind === 'GuardUpstream' ? undefined : missingObject(problem, identityOf(raw)?.agentId) });
       }
     }
     this.scheduleCompile();
@@ -274,7 +284,8 @@ export class KubernetesStore implements PolicyStore {
     }
     this.upstreams = upstreams;
     this.upstreamProblems = upstreamProblems;
-    const next = PolicySnapshot.compile({ agents, policies }, this.opts.engine, { cache: this.cache, previous: this.current });
+    const missing = [...this.invalid.values()].flatMap((i) => (i.missing ? [i.missing] : []));
+    const next = PolicySnapshot.compile({ agents, policies, missing }, this.opts.engine, { cache: this.cache, previous: this.current });
     if (next.revision !== this.current.revision) this.opts.log.debug('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
     if (this.reflectors.length > 0 && this.reflectors.every((r) => r.synced)) this.compiledAfterSync = true;
@@ -300,13 +311,13 @@ export class KubernetesStore implements PolicyStore {
 
   /** Every problem, by `Kind/namespace/name`: schema failures and compile failures. */
   objectProblems(): Map<string, ObjectProblem> {
-    const out = new Map<string, ObjectProblem>([...this.invalid, ...this.upstreamProblems]);
+    const out = new Map<string, ObjectProblem>([...[...this.invalid].map(([key, i]) => [key, i.problem] as const), ...this.upstreamProblems]);
     for (const p of this.current.problems) out.set(objectKey(p.kind, p.namespace, p.name), p);
     return out;
   }
 
   problems(): readonly string[] {
-    return [...this.objectProblems().values()].map((p) => `${p.kind} ${p.namespace}/${p.name}: ${p.reason}: ${p.message}`);
+    return [...this.objectProblems().values()].map(formatProblem);
   }
 
   /** List/watch counters summed over every watch (see Reflector.stats). */

@@ -2,11 +2,21 @@
  * Which files under a folder are manifests. One listing for the standalone store (what it loads
  * and which folders it watches) and for `policyguard check`, so both read the same objects.
  */
-import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import { lstat, open, readdir, realpath, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 const MANIFEST_FILE = /\.(ya?ml|json)$/i;
+
+/**
+ * Manifest files above this size are refused, not parsed: parsing blocks the event loop (about
+ * a quarter of a second per MiB), and policies are kilobytes. A big file is usually a document
+ * of another kind that belongs elsewhere.
+ */
+export const MAX_MANIFEST_BYTES = 4 * 2 ** 20;
+
+/** What {@link readManifest} found: the text, or why the file is refused; `look` is its size, mtime and inode. */
+export type ManifestRead = { look: string; text: string } | { look: string; refused: string };
 
 export interface TreeFolder {
   path: string;
@@ -95,4 +105,34 @@ export async function listManifestTree(root: string): Promise<ManifestTree> {
     if (!isGone(err)) throw err;
   }
   return { files: files.sort(), folders: [...folders].map(([path, id]) => ({ path, id })) };
+}
+
+/**
+ * Read one manifest file, refusing one over {@link MAX_MANIFEST_BYTES}. `look` changes whenever
+ * its size, mtime or inode does, so two equal looks some time apart mean nobody was writing it
+ * in between. Undefined when the file is gone.
+ *
+ * @example
+ *   const read = await readManifest('config/policy.yaml');
+ *   if (read && 'text' in read) parseManifests(read.text, 'config/policy.yaml');
+ */
+export async function readManifest(path: string): Promise<ManifestRead | undefined> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch (err) {
+    if (isGone(err)) return undefined;
+    throw err;
+  }
+  try {
+    const st = await handle.stat();
+    const look = `${st.size}:${st.mtimeMs}:${st.ino}`;
+    const tooLarge = (bytes: number) => ({ look, refused: `the file has ${(bytes / 2 ** 20).toFixed(1)} MiB; manifests over ${MAX_MANIFEST_BYTES / 2 ** 20} MiB are refused: split it, and keep documents of other kinds out of this folder` });
+    if (st.size > MAX_MANIFEST_BYTES) return tooLarge(st.size);
+    const buf = await handle.readFile();
+    // It may have grown since the stat.
+    return buf.length > MAX_MANIFEST_BYTES ? tooLarge(buf.length) : { look, text: buf.toString('utf8') };
+  } finally {
+    await handle.close();
+  }
 }

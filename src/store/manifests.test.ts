@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Reason } from '../api/conditions.js';
 import type { ObjectProblem } from '../engine/types.js';
-import { lineOfProblem } from './manifests.js';
+import { identityOf, lineOfProblem, parseManifests, type ManifestObject } from './manifests.js';
 
 const TEXT = `# two objects
 apiVersion: policyguard.dev/v1alpha1
@@ -34,5 +34,107 @@ describe('lineOfProblem', () => {
     ['an object with a namespace is told apart from one without', problem({ namespace: undefined }), 1],
   ])('%s', (_what, p, line) => {
     expect(lineOfProblem(TEXT, p)).toBe(line);
+  });
+});
+
+const policy = (name: string, tools = '["drop_*"]', extra = '') => `apiVersion: policyguard.dev/v1alpha1
+kind: GuardPolicy
+metadata: {name: ${name}}
+spec:
+  rules: [{match: {tools: ${tools}}, action: deny}]${extra}
+`;
+const names = (objects: ManifestObject[]) => objects.map((o) => `${o.object.kind}/${o.object.metadata.name}@${o.line}`);
+
+describe('parseManifests: each document stands on its own', () => {
+  it('an invalid document drops only itself, and its error names the object and the line', () => {
+    const text = `${policy('first')}---\n${policy('broken', '[]')}---\n${policy('last')}`;
+    const parsed = parseManifests(text, 'p.yaml');
+    expect(names(parsed.objects)).toEqual(['GuardPolicy/first@1', 'GuardPolicy/last@13']);
+    expect(parsed.errors).toEqual([
+      {
+        file: 'p.yaml',
+        line: 11,
+        message: 'GuardPolicy broken: spec.rules[0].match.tools: an empty list matches no call, so the rule would never apply; list at least one value, or remove the condition',
+        object: { kind: 'GuardPolicy', name: 'broken' },
+      },
+    ]);
+  });
+
+  it.each([
+    // `before` takes lines 1-6; the bad part starts on line 7.
+    ['an alias to an anchor of another document', 'x: &b 1\n---\ny: *b\n', 9, /^invalid YAML: Unresolved alias \(the anchor must be set before the alias\): b$/],
+    ['more aliases than one document may expand', `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(9)}*a]\nc: &c [${'*b, '.repeat(9)}*b]\nd: [${'*c, '.repeat(9)}*c]\n`, 7, /^invalid YAML: Excessive alias count/],
+  ])('%s is an error of that document, with its line; the documents around it load', (_what, bad, line, message) => {
+    const text = `${policy('before')}---\n${bad}---\n${policy('after')}`;
+    const parsed = parseManifests(text, 'p.yaml');
+    expect(names(parsed.objects)).toEqual(['GuardPolicy/before@1', expect.stringMatching(/^GuardPolicy\/after@\d+$/)]);
+    expect(parsed.errors).toEqual([{ file: 'p.yaml', line, message: expect.stringMatching(message) }]);
+  });
+
+  it.each([
+    ['another group', 'apiVersion: policyguard.io/v1alpha1', 'GuardPolicy p: apiVersion is "policyguard.io/v1alpha1"; write apiVersion: policyguard.dev/v1alpha1'],
+    ['no apiVersion', '', 'GuardPolicy p: apiVersion is missing; write apiVersion: policyguard.dev/v1alpha1'],
+    ['a kind of ours in another case', 'apiVersion: example.com/v1\nkind: guardpolicy', 'guardpolicy p: apiVersion is "example.com/v1"; write apiVersion: policyguard.dev/v1alpha1'],
+  ])('one of our kinds under %s is an error naming file:line, not a skipped document', (_what, head, message) => {
+    const doc = `${head}\n${head.includes('kind:') ? '' : 'kind: GuardPolicy\n'}metadata: {name: p}\nspec: {rules: [{action: deny}]}\n`;
+    const parsed = parseManifests(`# a comment\n${doc.replace(/^\n/, '')}`, 'p.yaml');
+    expect(parsed).toMatchObject({ objects: [], skipped: 0, errors: [{ file: 'p.yaml', line: 2, message, object: { name: 'p' } }] });
+  });
+
+  it('documents of other projects are skipped, empty ones ignored', () => {
+    const parsed = parseManifests('apiVersion: kagent.dev/v1alpha2\nkind: Agent\nmetadata: {name: a}\n---\n---\n# nothing\n', 'p.yaml');
+    expect(parsed).toEqual({ objects: [], errors: [], skipped: 1 });
+  });
+
+  it('a List (kubectl get -o yaml) has its items read as documents, with their own lines', () => {
+    const text = `apiVersion: v1
+kind: List
+items:
+  - apiVersion: policyguard.dev/v1alpha1
+    kind: GuardPolicy
+    metadata: {name: q}
+    spec:
+      rules: [{match: {tools: ["drop_*"]}, action: deny}]
+  - apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: other}
+  - apiVersion: policyguard.dev/v1alpha1
+    kind: GuardAgent
+    metadata: {name: bot}
+    spec:
+      deniedTools: ["send_*"]
+      trustLevel: godlike
+---
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardPolicyList
+items:
+  - ${policy('r').trimEnd().replaceAll('\n', '\n    ')}
+---
+apiVersion: v1
+kind: List
+items: {}
+`;
+    const parsed = parseManifests(text, 'list.yaml');
+    expect(names(parsed.objects)).toEqual(['GuardPolicy/q@4', 'GuardPolicy/r@22']);
+    expect(parsed.skipped).toBe(1);
+    expect(parsed.errors).toEqual([
+      { file: 'list.yaml', line: 17, message: expect.stringMatching(/^GuardAgent bot: spec\.trustLevel: Invalid option/), object: { kind: 'GuardAgent', name: 'bot', agentId: 'bot' } },
+      { file: 'list.yaml', line: 28, message: 'a List needs items: a list of objects' },
+    ]);
+    expect(lineOfProblem(text, problem({ name: 'q', namespace: undefined, message: 'pattern "drop_*" is bad' }))).toBe(8);
+  });
+});
+
+describe('identityOf', () => {
+  it.each([
+    [{ kind: 'GuardAgent', metadata: { name: 'bot', namespace: 'n' }, spec: { agentId: 'Bot' } }, { kind: 'GuardAgent', name: 'bot', namespace: 'n', agentId: 'Bot' }],
+    [{ kind: 'GuardAgent', metadata: { name: 'bot' }, spec: { trustLevel: 'x' } }, { kind: 'GuardAgent', name: 'bot', agentId: 'bot' }],
+    [{ kind: 'GuardAgent', metadata: { name: 'bot' }, spec: { agentId: 7 } }, { kind: 'GuardAgent', name: 'bot' }],
+    [{ kind: 'GuardPolicy', metadata: { name: 'p' } }, { kind: 'GuardPolicy', name: 'p' }],
+    [{ kind: 'GuardPolicy', metadata: { name: '' } }, undefined],
+    [{ kind: 'GuardPolicy' }, undefined],
+    [['a'], undefined],
+  ])('%j → %j', (value, identity) => {
+    expect(identityOf(value)).toEqual(identity);
   });
 });

@@ -1,20 +1,40 @@
 /**
  * Read GuardAgent / GuardPolicy objects from multi-document YAML, with errors that name the
- * file, the line and the field, as `kubectl apply` users expect.
+ * file, the line and the field, as `kubectl apply` users expect. Each document stands on its
+ * own: one that fails never drops the valid objects around it, and its error names the object
+ * when its kind and name can be read, so the store can tell what is missing
+ * (docs/decisions.md, "Objects that cannot be loaded").
  */
-import { LineCounter, parseAllDocuments, stringify, visit, type Document } from 'yaml';
+import { isMap, isSeq, LineCounter, parseAllDocuments, stringify, visit, type Document, type YAMLMap } from 'yaml';
 import { z } from 'zod';
-import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, type AnyGuardObject } from '../api/schemas.js';
+import { API_VERSION, GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, type AnyGuardObject } from '../api/schemas.js';
 import type { ObjectProblem } from '../engine/types.js';
+
+/** Who a document defines, read from it whether or not it is valid. */
+export interface ObjectIdentity {
+  kind: string;
+  namespace?: string;
+  name: string;
+  /** A GuardAgent's id: `spec.agentId`, else its name; absent when `spec.agentId` is there but not a string. */
+  agentId?: string;
+}
 
 export interface ManifestError {
   file: string;
   line: number;
   message: string;
+  /** The object the failing document defines, when its kind and name can be read. */
+  object?: ObjectIdentity;
+}
+
+export interface ManifestObject {
+  object: AnyGuardObject;
+  /** The line its document (or `List` item) starts on. */
+  line: number;
 }
 
 export interface ParsedManifests {
-  objects: AnyGuardObject[];
+  objects: ManifestObject[];
   errors: ManifestError[];
   /** Documents of other kinds (kagent, Argo CD, …) that were skipped. */
   skipped: number;
@@ -26,6 +46,40 @@ export function formatManifestError(e: ManifestError): string {
 }
 
 const SCHEMAS = { GuardAgent: GuardAgentSchema, GuardPolicy: GuardPolicySchema, GuardUpstream: GuardUpstreamSchema } as const;
+
+/** Every kind of our group: one of them under another apiVersion is a mistake, not another project's object. */
+const OUR_KINDS = ['GuardAgent', 'GuardPolicy', 'GuardUpstream', 'GuardApproval'];
+const isOurKind = (kind: unknown) => typeof kind === 'string' && OUR_KINDS.some((k) => k.toLowerCase() === kind.toLowerCase());
+
+/** `kind: List` (what `kubectl get -o yaml` prints) or `GuardPolicyList` (the API's own list): its items are read as documents. */
+const isListKind = (kind: unknown) => kind === 'List' || (typeof kind === 'string' && kind.endsWith('List') && OUR_KINDS.includes(kind.slice(0, -4)));
+
+/** YAML aliases one document may expand: beyond it `toJS` refuses (a billion-laughs document). */
+const MAX_ALIASES = 100;
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The identity of a document, valid or not: its kind and `metadata.name`, when both are strings.
+ *
+ * @example identityOf({ kind: 'GuardAgent', metadata: { name: 'bot' }, spec: { agentId: 'Bot' } }) // { kind: 'GuardAgent', name: 'bot', agentId: 'Bot' }
+ */
+export function identityOf(value: unknown): ObjectIdentity | undefined {
+  if (!isRecord(value) || typeof value.kind !== 'string' || !isRecord(value.metadata)) return undefined;
+  const { name, namespace } = value.metadata;
+  if (typeof name !== 'string' || name === '') return undefined;
+  const out: ObjectIdentity = { kind: value.kind, name, ...(typeof namespace === 'string' && namespace ? { namespace } : {}) };
+  if (value.kind === 'GuardAgent') {
+    const agentId = isRecord(value.spec) ? value.spec.agentId : undefined;
+    if (agentId === undefined || typeof agentId === 'string') out.agentId = agentId ?? name;
+  }
+  return out;
+}
+
+/** `GuardPolicy team/deny-drops`, or the kind alone when there is no name. */
+function label(kind: string, id: ObjectIdentity | undefined): string {
+  return id ? `${kind} ${id.namespace ? `${id.namespace}/` : ''}${id.name}` : kind;
+}
 
 function lineOf(doc: Document, lines: LineCounter, path: readonly PropertyKey[]): number {
   // Walk up the path until a node with a position is found (a missing field has none).
@@ -41,8 +95,10 @@ function issuePath(path: readonly PropertyKey[]): string {
 }
 
 /**
- * Parse every document in `text`. Documents of our group are validated with the API schemas;
- * other kinds are counted in `skipped`; empty documents are ignored.
+ * Parse every document in `text`, each on its own. Documents of our group are validated with
+ * the API schemas; a `List` has its items read as documents; other kinds are counted in
+ * `skipped`; empty documents are ignored. A document of one of our kinds under another (or no)
+ * apiVersion is an error, not another project's object.
  *
  * @example
  *   const { objects, errors } = parseManifests(fs.readFileSync(f, 'utf8'), f);
@@ -62,41 +118,72 @@ export function parseManifests(text: string, file: string): ParsedManifests {
       }
       continue;
     }
-    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: MAX_ALIASES });
+    } catch (err) {
+      // An alias to an anchor of another document, or too many aliases: this document only.
+      out.errors.push({ file, line: lineOf(doc, lines, []), message: `invalid YAML: ${(err as Error).message}` });
+      continue;
+    }
     if (value === null || value === undefined) continue;
-    const startLine = doc.contents?.range ? lines.linePos(doc.contents.range[0]).line : 1;
-    if (typeof value !== 'object' || Array.isArray(value)) {
-      out.errors.push({ file, line: startLine, message: 'a document must be a mapping with apiVersion and kind' });
-      continue;
-    }
-    const { apiVersion, kind } = value as { apiVersion?: unknown; kind?: unknown };
-    if (typeof apiVersion !== 'string' || !apiVersion.startsWith(`${GROUP}/`)) {
-      out.skipped++;
-      continue;
-    }
-    const schema = SCHEMAS[kind as keyof typeof SCHEMAS];
-    if (!schema) {
-      out.errors.push({ file, line: startLine, message: `unknown kind ${JSON.stringify(kind)} in ${apiVersion}; expected GuardAgent, GuardPolicy or GuardUpstream` });
-      continue;
-    }
-    const parsed = schema.safeParse(value);
-    if (!parsed.success) {
-      for (const issue of parsed.error.issues) {
-        const where = issuePath(issue.path);
-        out.errors.push({ file, line: lineOf(doc, lines, issue.path), message: `${kind}${where ? ` ${where}` : ''}: ${issue.message}` });
-      }
-      continue;
-    }
-    out.objects.push(parsed.data);
+    readDocument(value, [], doc, lines, file, out);
   }
   return out;
+}
+
+/** Take in one document, or one item of a `List` (`at` is its path in the document). */
+function readDocument(value: unknown, at: readonly PropertyKey[], doc: Document, lines: LineCounter, file: string, out: ParsedManifests): void {
+  const startLine = lineOf(doc, lines, at);
+  const fail = (message: string, object?: ObjectIdentity, path: readonly PropertyKey[] = []) =>
+    out.errors.push({ file, line: path.length > 0 ? lineOf(doc, lines, [...at, ...path]) : startLine, message, ...(object ? { object } : {}) });
+  if (!isRecord(value)) return void fail('a document must be a mapping with apiVersion and kind');
+  const { apiVersion, kind, items } = value;
+  if (isListKind(kind)) {
+    if (!Array.isArray(items)) return void fail(`a ${String(kind)} needs items: a list of objects`);
+    items.forEach((item, i) => readDocument(item, [...at, 'items', i], doc, lines, file, out));
+    return;
+  }
+  const id = identityOf(value);
+  if (typeof apiVersion !== 'string' || !apiVersion.startsWith(`${GROUP}/`)) {
+    if (!isOurKind(kind)) {
+      out.skipped++;
+      return;
+    }
+    const found = apiVersion === undefined ? 'apiVersion is missing' : `apiVersion is ${JSON.stringify(apiVersion)}`;
+    return void fail(`${label(String(kind), id)}: ${found}; write apiVersion: ${API_VERSION}`, id);
+  }
+  if (kind === 'GuardApproval') return void fail(`${label(kind, id)}: approvals are not read from manifests; standalone mode keeps them in <data-dir>/approvals`, id);
+  const schema = SCHEMAS[kind as keyof typeof SCHEMAS];
+  if (!schema) return void fail(`unknown kind ${JSON.stringify(kind)} in ${apiVersion}; expected GuardAgent, GuardPolicy or GuardUpstream`, id);
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      // An unknown key is pointed at where it is written, not at the mapping that holds it.
+      const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
+      fail(`${label(kind as string, id)}: ${issuePath(issue.path) || '(root)'}: ${issue.message}`, id, at);
+    }
+    return;
+  }
+  out.objects.push({ object: parsed.data, line: startLine });
+}
+
+/** The mappings of a document that are objects: the document itself, or each item of a `List`. */
+function* objectNodes(node: unknown): Generator<YAMLMap> {
+  if (!isMap(node)) return;
+  if (!isListKind(node.get('kind'))) {
+    yield node;
+    return;
+  }
+  const items = node.get('items', true);
+  if (isSeq(items)) for (const item of items.items) yield* objectNodes(item);
 }
 
 /**
  * The line in `text` a compile problem of an object points at: the line of the value the
  * problem's message quotes (the offending pattern: `pattern "delete_{a,b}" uses braces`), the
- * longest when several are quoted; else the first line of the object's document; 1 when the
- * object is not in `text`.
+ * longest when several are quoted; else the first line of the object's document (or `List`
+ * item); 1 when the object is not in `text`.
  *
  * @example
  *   lineOfProblem(text, { kind: 'GuardPolicy', name: 'p', reason: Reason.InvalidPattern, message: 'pattern "a{b}" uses braces, which are not supported' });
@@ -106,21 +193,23 @@ export function lineOfProblem(text: string, problem: ObjectProblem): number {
   const docs = parseAllDocuments(text, { lineCounter: lines });
   if (!Array.isArray(docs)) return 1;
   for (const doc of docs) {
-    if (
-      doc.get('kind') !== problem.kind ||
-      doc.getIn(['metadata', 'name']) !== problem.name ||
-      (doc.getIn(['metadata', 'namespace']) ?? undefined) !== problem.namespace
-    ) {
-      continue;
+    for (const node of objectNodes(doc.contents)) {
+      if (
+        node.getIn(['kind']) !== problem.kind ||
+        node.getIn(['metadata', 'name']) !== problem.name ||
+        (node.getIn(['metadata', 'namespace']) ?? undefined) !== problem.namespace
+      ) {
+        continue;
+      }
+      let quoted: { value: string; offset: number } | undefined;
+      visit(node, {
+        Scalar(_key, scalar) {
+          if (typeof scalar.value !== 'string' || !scalar.range || !problem.message.includes(JSON.stringify(scalar.value))) return;
+          if (!quoted || scalar.value.length > quoted.value.length) quoted = { value: scalar.value, offset: scalar.range[0] };
+        },
+      });
+      return lines.linePos(quoted?.offset ?? node.range?.[0] ?? 0).line;
     }
-    let quoted: { value: string; offset: number } | undefined;
-    visit(doc, {
-      Scalar(_key, node) {
-        if (typeof node.value !== 'string' || !node.range || !problem.message.includes(JSON.stringify(node.value))) return;
-        if (!quoted || node.value.length > quoted.value.length) quoted = { value: node.value, offset: node.range[0] };
-      },
-    });
-    return lines.linePos(quoted?.offset ?? doc.contents?.range?.[0] ?? 0).line;
   }
   return 1;
 }

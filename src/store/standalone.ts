@@ -9,21 +9,26 @@
  *
  * Every folder is watched on its own (see folder-watcher.ts), so every way of saving takes
  * effect within the debounce; a periodic full rescan is the safety net. Each change that takes
- * effect is logged with its file. A file that fails to parse is reported with its path and
- * line, and the last good version of that file stays in force.
+ * effect is logged with its file. A file is taken in once it looked the same twice, a debounce
+ * apart, so a file being written is not read half-way (saves should still be atomic).
+ *
+ * Each document stands on its own. One that cannot be read, validated or compiled is reported
+ * with its file and line; its last good version stays in force, and when it has none (a new
+ * object, or after a restart) the policy set is incomplete: every decision is denied, naming
+ * the problem, until it is fixed (docs/decisions.md, "Objects that cannot be loaded").
  */
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative } from 'node:path';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
-import { PolicySnapshot, type CompileCache } from '../engine/snapshot.js';
+import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { FolderWatcher } from './folder-watcher.js';
-import { listManifestTree } from './manifest-tree.js';
+import { listManifestTree, readManifest, type ManifestRead } from './manifest-tree.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
-import { formatManifestError, lineOfProblem, parseManifests, toManifest, type ManifestError } from './manifests.js';
-import type { ApplyResult, PolicyStore } from './store.js';
+import { formatManifestError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
+import { objectKey, type ApplyResult, type PolicyStore } from './store.js';
 
 export interface StandaloneStoreOptions {
   configDir: string;
@@ -38,18 +43,53 @@ export interface StandaloneStoreOptions {
   rescanIntervalMs?: number;
 }
 
-interface LoadedFile {
+/** One object as a file holds it: its version in the current text, or the last good one. */
+interface Entry {
+  object: AnyGuardObject;
+  /** The line its document starts on in `text`. */
+  line: number;
+  /** The text this version came from, to point compile problems at their lines. */
   text: string;
-  /** Objects of the last version of this file that parsed cleanly. */
-  objects: AnyGuardObject[];
-  /** The text those objects came from, to point problems at their lines. */
-  goodText: string;
-  /** Errors of the current text; empty when it parsed cleanly. */
-  errors: ManifestError[];
 }
 
+/** An error of a file's current text, and what stays in force in its place. */
+interface FileError {
+  error: ManifestError;
+  /**
+   * `object`: the last good version of the object the error concerns; `file`: the last good
+   * version of the whole file (an error that names no object, such as invalid YAML); undefined:
+   * nothing.
+   */
+  fallback: 'object' | 'file' | undefined;
+}
+
+interface LoadedFile {
+  /** The current text; undefined when the file is refused (too large). */
+  text: string | undefined;
+  refused: string | undefined;
+  /** What the file contributes: every valid object of the current text, and the last good version of each invalid one. */
+  entries: Entry[];
+  errors: FileError[];
+  /** True when every object the current text defines is in force, in its current or last good version. */
+  complete: boolean;
+}
+
+/** Where an object in force comes from. */
+type Source = Entry & { path: string };
+
+/** Kinds that decide nothing: a GuardUpstream not in force only makes the gateway refuse calls through it. */
+const NOT_DECIDING = new Set(['GuardUpstream', 'GuardApproval']);
+
+/** What a problem line adds, saying what is in force instead. */
+const IN_FORCE = {
+  missing: ' (not in force: every decision is denied until this is fixed)',
+  object: ' (the last good version stays in force)',
+  file: ' (the last good version of this file stays in force)',
+  none: ' (not in force)',
+} as const;
+
 function refOf(obj: Pick<AnyGuardObject, 'kind' | 'metadata'>): string {
-  return `${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
+  return objectKey(obj.kind, obj.metadata.namespace, obj.metadata.name);
 }
 
 /** A path as users typed it: relative to the working folder when inside it. */
@@ -58,9 +98,58 @@ function shown(path: string): string {
   return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : path;
 }
 
+/** Parse what {@link readManifest} found; a refused file is one error on line 1. */
+function parseRead(read: ManifestRead, file: string): ParsedManifests {
+  return 'text' in read ? parseManifests(read.text, file) : { objects: [], errors: [{ file, line: 1, message: read.refused }], skipped: 0 };
+}
+
+/**
+ * Split objects into one per kind, namespace and name, and the names defined more than once:
+ * an error each (`a.yaml:3: GuardPolicy p is also defined at b.yaml:1`), with none of the
+ * copies in force, since which one the author meant cannot be told.
+ */
+function splitDuplicates(sources: readonly Source[]): { unique: Source[]; duplicates: ManifestError[] } {
+  const byRef = new Map<string, Source[]>();
+  for (const s of sources) {
+    const list = byRef.get(refOf(s.object)) ?? [];
+    list.push(s);
+    byRef.set(refOf(s.object), list);
+  }
+  const unique: Source[] = [];
+  const duplicates: ManifestError[] = [];
+  for (const list of byRef.values()) {
+    if (list.length === 1) {
+      unique.push(list[0]!);
+      continue;
+    }
+    list.sort((a, b) => a.path.localeCompare(b.path) || a.line - b.line);
+    const [first, ...others] = list as [Source, ...Source[]];
+    const object = identityOf(first.object)!;
+    duplicates.push({
+      file: shown(first.path),
+      line: first.line,
+      message: `${object.kind} ${object.namespace ? `${object.namespace}/` : ''}${object.name} is also defined at ${others.map((o) => `${shown(o.path)}:${o.line}`).join(', ')}; one name, one object: rename or remove the others`,
+      object,
+    });
+  }
+  return { unique, duplicates };
+}
+
+/** A file error that leaves an object its author wrote in no version. */
+function isMissing(e: FileError): boolean {
+  return e.fallback === undefined && !(e.error.object && NOT_DECIDING.has(e.error.object.kind));
+}
+
+function missingOf(e: ManifestError): MissingObject {
+  const o = e.object;
+  const kind = o?.kind === 'GuardAgent' || o?.kind === 'GuardPolicy' ? o.kind : undefined;
+  return { ...(kind ? { kind } : {}), ...(o?.namespace ? { namespace: o.namespace } : {}), ...(o?.agentId ? { agentId: o.agentId } : {}), problem: formatManifestError(e) };
+}
+
 /**
  * Read every manifest under `dir` once (no watching): what `policyguard check` uses.
- * Errors are `file:line: message` strings; a missing folder is an error too.
+ * Errors are `file:line: message` strings, a name defined twice among them; a missing folder
+ * is an error too. The valid objects of a file with errors are returned all the same.
  *
  * @example
  *   const { agents, policies, errors } = await loadManifestDir('config-samples');
@@ -68,13 +157,19 @@ function shown(path: string): string {
 export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent[]; policies: GuardPolicy[]; errors: string[] }> {
   const out = { agents: [] as GuardAgent[], policies: [] as GuardPolicy[], errors: [] as string[] };
   if (!(await isDirectory(dir))) return { ...out, errors: [`${dir}: not a folder of manifests`] };
+  const sources: Source[] = [];
   for (const path of (await listManifestTree(dir)).files) {
-    const parsed = parseManifests(await readFile(path, 'utf8'), shown(path));
+    const read = await readManifest(path);
+    if (!read) continue;
+    const parsed = parseRead(read, shown(path));
     out.errors.push(...parsed.errors.map(formatManifestError));
-    for (const obj of parsed.objects) {
-      if (obj.kind === 'GuardAgent') out.agents.push(obj);
-      else if (obj.kind === 'GuardPolicy') out.policies.push(obj);
-    }
+    for (const { object, line } of parsed.objects) sources.push({ object, line, text: 'text' in read ? read.text : '', path });
+  }
+  const { unique, duplicates } = splitDuplicates(sources);
+  out.errors.push(...duplicates.map(formatManifestError));
+  for (const { object } of unique) {
+    if (object.kind === 'GuardAgent') out.agents.push(object);
+    else if (object.kind === 'GuardPolicy') out.policies.push(object);
   }
   return out;
 }
@@ -92,13 +187,17 @@ export class StandaloneStore implements PolicyStore {
   private current: PolicySnapshot;
   private readonly cache: CompileCache = new Map();
   private readonly files = new Map<string, LoadedFile>();
+  /** Each file's size, mtime and inode at the last look (see {@link readManifest}). */
+  private readonly looks = new Map<string, string>();
   private status = new Map<string, GuardAgentStatus>();
   private loaded = false;
   private watcher: FolderWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private rescan: NodeJS.Timeout | undefined;
-  /** Object problems in force, as `file:line: …` lines. */
-  private objectProblems: string[] = [];
+  /** Set by {@link close}: a reload still running must not schedule another. */
+  private closed = false;
+  /** Files and objects not (fully) in force, as `file:line: …` lines saying what is in force instead. */
+  private problemLines: string[] = [];
   /** Usable GuardUpstreams by `namespace/name`. */
   private upstreams = new Map<string, GuardUpstream>();
   /** Problem and warning lines already logged, so each is logged once, when it appears. */
@@ -135,6 +234,7 @@ export class StandaloneStore implements PolicyStore {
     return this.current;
   }
 
+  /** True once the first load has compiled; an incomplete policy set is ready too: it answers, with denies. */
   ready(): boolean {
     return this.loaded;
   }
@@ -148,7 +248,7 @@ export class StandaloneStore implements PolicyStore {
   }
 
   problems(): readonly string[] {
-    return [...[...this.files.values()].flatMap((f) => f.errors.map(formatManifestError)), ...this.objectProblems];
+    return this.problemLines;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -162,7 +262,7 @@ export class StandaloneStore implements PolicyStore {
    * push it back, so a folder that keeps changing cannot starve a revocation.
    */
   private scheduleReload(): void {
-    if (this.debounce) return;
+    if (this.debounce || this.closed) return;
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
       void this.reloadLogged();
@@ -173,91 +273,127 @@ export class StandaloneStore implements PolicyStore {
     return this.reload().catch((err) => this.opts.log.error('reload of the manifest folders failed; what was loaded stays in force', { error: String(err) }));
   }
 
-  /** Re-list and re-read both folders; a file whose text did not change is not parsed again. */
+  /**
+   * Re-list and re-read both folders; a file whose text did not change is not parsed again. A
+   * file whose size, mtime or inode changed since the last look is taken in at the next look
+   * (one debounce later) if it stays the same until then: a writer in the middle of a save is
+   * not read half-way. At start-up there is nothing older to keep, so everything is taken in.
+   */
   reload(): Promise<void> {
     return this.serial(async () => {
       const trees = [await listManifestTree(this.opts.configDir), await listManifestTree(this.manifestsDir)];
       // Files may have landed in a folder between its listing and the start of its watch.
       if (this.watcher && this.watcher.sync(trees.flatMap((t) => t.folders)) > 0) this.scheduleReload();
-      const texts = new Map<string, string>();
+      const reads = new Map<string, ManifestRead>();
       for (const path of new Set(trees.flatMap((t) => t.files))) {
-        try {
-          texts.set(path, await readFile(path, 'utf8'));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // deleted since listing: gone
-        }
+        const read = await readManifest(path);
+        if (read) reads.set(path, read); // else deleted since listing: gone
       }
       let changed = !this.loaded;
       for (const [path, file] of this.files) {
-        if (texts.has(path)) continue;
+        if (reads.has(path)) continue;
         this.files.delete(path);
         changed = true;
-        this.opts.log.info('manifest removed', { file: shown(path), objects: file.objects.length });
+        this.opts.log.info('manifest removed', { file: shown(path), objects: file.entries.length });
       }
-      for (const [path, text] of texts) changed = this.load(path, text) || changed;
+      for (const path of this.looks.keys()) if (!reads.has(path)) this.looks.delete(path);
+      let unsettled = false;
+      for (const [path, read] of reads) {
+        const settled = !this.loaded || this.looks.get(path) === read.look;
+        this.looks.set(path, read.look);
+        if (settled) changed = this.load(path, read) || changed;
+        else unsettled = true;
+      }
       if (changed) this.recompile();
       this.loaded = true;
+      if (unsettled) this.scheduleReload();
     });
   }
 
-  /** Take in one file's text; true when the objects it contributes changed. */
-  private load(path: string, text: string): boolean {
+  /**
+   * Take in one file; true when it changed. Each document stands on its own: an invalid one
+   * keeps the last good version of its object, one that names no object (invalid YAML) the
+   * last good version of the whole file, and either, with no good version, is missing.
+   */
+  private load(path: string, read: ManifestRead): boolean {
     const prev = this.files.get(path);
-    if (prev?.text === text) return false;
-    const parsed = parseManifests(text, shown(path));
-    if (parsed.errors.length === 0) {
-      this.files.set(path, { text, objects: parsed.objects, goodText: text, errors: [] });
-      if (this.loaded) this.opts.log.info('manifest loaded', { file: shown(path), objects: parsed.objects.length });
-      return true;
-    }
-    for (const e of parsed.errors) {
-      this.opts.log.error(`${formatManifestError(e)}${prev?.objects.length ? ' (the last good version of this file stays in force)' : ''}`);
-    }
-    // Keep the last good objects; remember the bad text so it is not re-reported until it changes.
-    this.files.set(path, { text, objects: prev?.objects ?? [], goodText: prev?.goodText ?? '', errors: parsed.errors });
-    return false;
+    if (prev && ('text' in read ? prev.text === read.text : prev.refused === read.refused)) return false;
+    const parsed = parseRead(read, shown(path));
+    const text = 'text' in read ? read.text : '';
+    const entries: Entry[] = parsed.objects.map(({ object, line }) => ({ object, line, text }));
+    const defined = new Set(entries.map((e) => refOf(e.object)));
+    const keep = (e: Entry) => {
+      if (defined.has(refOf(e.object))) return;
+      entries.push(e);
+      defined.add(refOf(e.object));
+    };
+    const lastGood = new Map((prev?.entries ?? []).map((e) => [refOf(e.object), e]));
+    // Errors that name their object first, so the file's fallback adds only what is left.
+    const ordered = [...parsed.errors.filter((e) => e.object), ...parsed.errors.filter((e) => !e.object)];
+    const errors = ordered.map((error): FileError => {
+      if (error.object) {
+        const ref = objectKey(error.object.kind, error.object.namespace, error.object.name);
+        const last = lastGood.get(ref);
+        if (!last || defined.has(ref)) return { error, fallback: undefined };
+        keep(last);
+        return { error, fallback: 'object' };
+      }
+      if (!prev?.complete) return { error, fallback: undefined };
+      prev.entries.forEach(keep);
+      return { error, fallback: 'file' };
+    });
+    this.files.set(path, {
+      text: 'text' in read ? read.text : undefined,
+      refused: 'refused' in read ? read.refused : undefined,
+      entries,
+      errors,
+      complete: !errors.some(isMissing),
+    });
+    if (this.loaded && parsed.errors.length === 0) this.opts.log.info('manifest loaded', { file: shown(path), objects: entries.length });
+    return true;
   }
 
-  /** Objects in force: data dir over config dir, then first file (by path) wins. */
-  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; fileOf: Map<string, string>; duplicates: string[] } {
-    const byRef = new Map<string, { obj: AnyGuardObject; path: string }>();
-    const duplicates: string[] = [];
-    const inData = (path: string) => path.startsWith(this.manifestsDir);
-    const ordered = [...this.files.entries()].sort(([a], [b]) => Number(inData(b)) - Number(inData(a)) || a.localeCompare(b));
-    for (const [path, file] of ordered) {
-      for (const obj of file.objects) {
-        const ref = refOf(obj);
-        const first = byRef.get(ref);
-        if (!first) byRef.set(ref, { obj, path });
-        else if (!inData(first.path)) duplicates.push(`${obj.kind} ${obj.metadata.name} is defined twice; using the one in ${shown(first.path)}, ignoring ${shown(path)}`);
-      }
+  /**
+   * Objects in force: data dir over config dir (logged), then one per kind and name: a name
+   * defined twice in one folder is a problem, and neither copy is in force.
+   */
+  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; sourceOf: Map<string, Source>; duplicates: ManifestError[]; overrides: string[] } {
+    const inData = (path: string) => path.startsWith(this.manifestsDir + sep);
+    const layers: [Source[], Source[]] = [[], []];
+    for (const [path, file] of this.files) for (const e of file.entries) layers[inData(path) ? 0 : 1].push({ ...e, path });
+    const [data, config] = layers.map(splitDuplicates) as [ReturnType<typeof splitDuplicates>, ReturnType<typeof splitDuplicates>];
+    const sourceOf = new Map<string, Source>();
+    const overrides: string[] = [];
+    for (const s of data.unique) sourceOf.set(refOf(s.object), s);
+    for (const s of config.unique) {
+      const over = sourceOf.get(refOf(s.object));
+      if (!over) sourceOf.set(refOf(s.object), s);
+      else overrides.push(`${shown(s.path)}:${s.line}: ${s.object.kind} ${s.object.metadata.name} is overridden by ${shown(over.path)}, written through MCP (delete that file to use this one)`);
     }
     const agents: GuardAgent[] = [];
     const policies: GuardPolicy[] = [];
     const upstreams: GuardUpstream[] = [];
-    const fileOf = new Map<string, string>();
-    for (const [ref, { obj, path }] of byRef) {
-      fileOf.set(ref, path);
-      if (obj.kind === 'GuardAgent') {
+    for (const [ref, { object }] of sourceOf) {
+      if (object.kind === 'GuardAgent') {
         const status = this.status.get(ref);
-        agents.push(status ? { ...obj, status: { ...obj.status, ...status } } : obj);
-      } else if (obj.kind === 'GuardPolicy') policies.push(obj);
-      else upstreams.push(obj);
+        agents.push(status ? { ...object, status: { ...object.status, ...status } } : object);
+      } else if (object.kind === 'GuardPolicy') policies.push(object);
+      else upstreams.push(object);
     }
-    return { agents, policies, upstreams, fileOf, duplicates };
+    return { agents, policies, upstreams, sourceOf, duplicates: [...data.duplicates, ...config.duplicates], overrides };
   }
 
   /** `file:line: GuardPolicy name: Reason: message`, the line pointing at the offending value. */
-  private locate(p: ObjectProblem, fileOf: Map<string, string>): string {
-    const what = `${p.kind} ${p.namespace ? `${p.namespace}/` : ''}${p.name}: ${p.reason}: ${p.message}`;
-    const path = fileOf.get(refOf({ kind: p.kind, metadata: { name: p.name, namespace: p.namespace } }));
-    const file = path === undefined ? undefined : this.files.get(path);
-    return path && file ? `${shown(path)}:${lineOfProblem(file.goodText, p)}: ${what}` : what;
+  private locate(p: ObjectProblem, sourceOf: Map<string, Source>): string {
+    const source = sourceOf.get(objectKey(p.kind, p.namespace, p.name));
+    return source ? `${shown(source.path)}:${lineOfProblem(source.text, p)}: ${formatProblem(p)}` : formatProblem(p);
   }
 
   private recompile(): void {
-    const { fileOf, duplicates, upstreams, ...input } = this.objects();
-    const next = PolicySnapshot.compile(input, this.opts.engine, { cache: this.cache, previous: this.current });
+    const { sourceOf, duplicates, overrides, upstreams, ...input } = this.objects();
+    const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...duplicates.map((error): FileError => ({ error, fallback: undefined }))];
+    const missing = fileErrors.filter(isMissing).map((e) => missingOf(e.error));
+    const next = PolicySnapshot.compile({ ...input, missing }, this.opts.engine, { cache: this.cache, previous: this.current, describe: (p) => this.locate(p, sourceOf) });
     const usable = new Map<string, GuardUpstream>();
     const upstreamProblems: ObjectProblem[] = [];
     for (const u of upstreams) {
@@ -266,14 +402,19 @@ export class StandaloneStore implements PolicyStore {
       else usable.set(upstreamRef(u), u);
     }
     this.upstreams = usable;
-    const decisionProblems = next.problems.map((p) => this.locate(p, fileOf));
+    const missingNow = new Set(next.missing());
+    const inForce = (e: FileError) => (isMissing(e) ? IN_FORCE.missing : IN_FORCE[e.fallback ?? 'none']);
+    const errors = [
+      ...fileErrors.map((e) => formatManifestError(e.error) + inForce(e)),
+      ...next.problems.map((p) => this.locate(p, sourceOf)).map((line) => (missingNow.has(line) ? line + IN_FORCE.missing : line)),
+    ];
     // An upstream the gateway cannot use here (e.g. a cluster sample with secretKeyRef) changes
     // no decision: a warning, where an agent or policy not in force is an error.
-    const upstreamLines = upstreamProblems.map((p) => this.locate(p, fileOf));
-    this.objectProblems = [...decisionProblems, ...upstreamLines];
-    const reported = new Set([...this.objectProblems, ...duplicates]);
-    for (const line of decisionProblems) if (!this.reported.has(line)) this.opts.log.error(line);
-    for (const line of [...upstreamLines, ...duplicates]) if (!this.reported.has(line)) this.opts.log.warn(line);
+    const warnings = [...upstreamProblems.map((p) => this.locate(p, sourceOf)), ...overrides];
+    this.problemLines = [...errors, ...upstreamProblems.map((p) => this.locate(p, sourceOf))];
+    const reported = new Set([...errors, ...warnings]);
+    for (const line of errors) if (!this.reported.has(line)) this.opts.log.error(line);
+    for (const line of warnings) if (!this.reported.has(line)) this.opts.log.warn(line);
     this.reported = reported;
     if (next.revision !== this.current.revision) this.opts.log.info('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
@@ -285,10 +426,10 @@ export class StandaloneStore implements PolicyStore {
       await mkdir(dir, { recursive: true });
       const path = join(dir, `${obj.metadata.name}.yaml`);
       const ref = refOf(obj);
-      const created = ![...this.files.values()].some((f) => f.objects.some((o) => refOf(o) === ref));
+      const created = ![...this.files.values()].some((f) => f.entries.some((e) => refOf(e.object) === ref));
       const text = toManifest(obj);
       await writeFileAtomic(path, text);
-      this.files.set(path, { text, objects: [obj], goodText: text, errors: [] });
+      this.files.set(path, { text, refused: undefined, entries: [{ object: obj, line: 1, text }], errors: [], complete: true });
       this.recompile();
       return { created, location: path };
     });
@@ -331,6 +472,7 @@ export class StandaloneStore implements PolicyStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     clearTimeout(this.debounce);
     clearInterval(this.rescan);
     this.watcher?.close();

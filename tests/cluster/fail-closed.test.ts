@@ -7,6 +7,7 @@
 import { CoreV1Api, EventsV1Api, RbacAuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GROUP } from '../../src/api/schemas.js';
+import { autoRegisteredName } from '../../src/decide/identity.js';
 import { sharedKubeConfig, sharedKubeconfigPath } from '../controlplane/test-context.js';
 import { callAs } from '../standalone/harness.js';
 import { applyGuard, createNamespace, eventually, getGuard, startOperator, type Operator } from './harness.js';
@@ -105,7 +106,7 @@ describe('identity under --auth kubernetes', () => {
     expect(d).toMatchObject({ allowed: false, reason: 'team secrets are off limits', agent: { registered: false } });
     expect(d.matched[0]).toMatchObject({ policy: 'team-secrets', namespace: team });
     // …and it is registered there, bound to its ServiceAccount.
-    const agent = await eventually(() => getGuard(kc, 'GuardAgent', team, 'newbie-agent').catch(() => undefined), (a) => a !== undefined, 'the auto-registered agent');
+    const agent = await eventually(() => getGuard(kc, 'GuardAgent', team, autoRegisteredName('newbie-agent')).catch(() => undefined), (a) => a !== undefined, 'the auto-registered agent');
     expect(agent.spec.identities).toEqual([{ serviceAccount: { namespace: team, name: 'newbie' } }]);
   });
 

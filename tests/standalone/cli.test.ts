@@ -80,7 +80,28 @@ describe('policyguard check', () => {
     await writeFile(join(dir, 'p.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: p}\nspec:\n  rules: []\n');
     const r = await runCli(['check', '--config-dir', dir, '--agent-id', 'a', '--target', 't']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/p\.yaml:5: GuardPolicy spec\.rules: Too small/);
+    expect(r.stderr).toMatch(/p\.yaml:5: GuardPolicy p: spec\.rules: Too small/);
+  });
+  it('exits 2 naming every file:line that cannot be loaded, never with a stack, and reads a List', async () => {
+    const dir = await tmp();
+    const head = (name: string, apiVersion = 'policyguard.dev/v1alpha1') => `apiVersion: ${apiVersion}\nkind: GuardPolicy\nmetadata: {name: ${name}}\nspec:\n`;
+    await writeFile(join(dir, 'alias.yaml'), `base: &b {tools: ["drop_*"]}\n---\n${head('a')}  rules: [{match: {<<: *b}, action: deny}]\n`);
+    await writeFile(join(dir, 'p.yaml'), `${head('p', 'policyguard.io/v1alpha1')}  rules: [{action: deny}]\n---\n${head('e')}  rules: [{match: {tools: []}, action: deny}]\n`);
+    await writeFile(join(dir, 'twice.yaml'), `${head('t')}  rules: [{action: deny}]\n---\n${head('t')}  rules: [{action: allow}]\n`);
+    await writeFile(join(dir, 'list.yaml'), `apiVersion: v1\nkind: List\nitems:\n- ${head('q').trimEnd().replaceAll('\n', '\n  ')}\n    rules: [{match: {tools: ["drop_*"]}, action: deny, message: listed}]\n`);
+    const broken = await runCli(['check', '--config-dir', dir, '--agent-id', 'x', '--target', 'drop_t']);
+    expect(broken.code).toBe(2);
+    expect(broken.stderr).not.toMatch(/^\s+at /m);
+    for (const line of [
+      /alias\.yaml:3: invalid YAML: Unresolved alias/,
+      /p\.yaml:1: GuardPolicy p: apiVersion is "policyguard\.io\/v1alpha1"; write apiVersion: policyguard\.dev\/v1alpha1/,
+      /p\.yaml:11: GuardPolicy e: spec\.rules\[0\]\.match\.tools: an empty list matches no call/,
+      /twice\.yaml:1: GuardPolicy t is also defined at \S*twice\.yaml:7/,
+    ]) expect(broken.stderr).toMatch(line);
+    for (const file of ['alias.yaml', 'p.yaml', 'twice.yaml']) await rm(join(dir, file));
+    const listed = await runCli(['check', '--config-dir', dir, '--agent-id', 'x', '--target', 'drop_t']);
+    expect(listed.code).toBe(1);
+    expect(JSON.parse(listed.stdout).reason).toBe('listed');
   });
   it('exits 2 on bad flags, naming the problem', async () => {
     const r = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'a', '--target', 't', '--parameters', '{oops']);

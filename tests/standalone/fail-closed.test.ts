@@ -7,11 +7,12 @@
 import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { autoRegisteredName } from '../../src/decide/identity.js';
 import { eventually } from './eventually.js';
 import { callAs, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 
 const FIXTURE = new URL('../fixtures/fail-closed', import.meta.url).pathname;
-const TOKENS = { bot: 'bot-token-0001', frozen: 'frozen-token-0002', alice: 'alice-token-0003', root: 'root-token-0004', nobody: 'nobody-token-0005', stranger: 'stranger-token-0006' };
+const TOKENS = { bot: 'bot-token-0001', frozen: 'frozen-token-0002', alice: 'alice-token-0003', root: 'root-token-0004', nobody: 'nobody-token-0005', stranger: 'stranger-token-0006', intruder: 'intruder-token-0007' };
 
 let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
 beforeAll(async () => {
@@ -85,16 +86,18 @@ describe('--unknown-agents evaluate', () => {
     expect(other.reason).toMatch(/bound to 'newcomer' and may act only as it/);
   });
 
-  it('an id that is another agent\'s object name is evaluated, but never registered over that agent', async () => {
-    const claimed = await validate(s, TOKENS.stranger, 'read_x', 'ops-bot');
-    expect(claimed).toMatchObject({ allowed: true, agent: { id: 'ops-bot', registered: false } });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(await registered(s)).not.toContain('ops-bot.yaml');
-    // Nor through register_agent, by an admin who names the object instead of the agent.
+  it('an id that is another agent\'s object name never replaces that agent: not by register_agent, nor by auto-registration', async () => {
+    // Not through register_agent, by an admin who names the object instead of the agent.
     const real = await callAs(s.pg.url, TOKENS.root, 'register_agent', { agent_id: 'ops-bot', name: 'impostor', trust_level: 'low' });
     expect(real.isError).toBe(true);
     expect(real.json).toMatchObject({ success: false, message: "agent id 'ops-bot' would be stored as GuardAgent ops-bot, which holds agent 'Ops_Bot'; choose another id" });
-    expect((await validate(s, TOKENS.stranger, 'read_x', 'ops-bot')).agent.registered).toBe(false);
+    // Auto-registered, the id gets an object name of its own.
+    const claimed = await validate(s, TOKENS.intruder, 'read_x', 'ops-bot');
+    expect(claimed).toMatchObject({ allowed: true, agent: { id: 'ops-bot', registered: false } });
+    await eventually(() => validate(s, TOKENS.intruder, 'read_x', 'ops-bot'), (d) => d.agent.registered === true, 'the auto-registration');
+    expect(await registered(s)).toContain(`${autoRegisteredName('ops-bot')}.yaml`);
+    expect(await registered(s)).not.toContain('ops-bot.yaml');
+    expect((await validate(s, TOKENS.root, 'read_x', 'Ops_Bot')).reason).toBe("Caller 'token:root' is not bound to agent 'Ops_Bot' (identity mismatch)");
   });
 
   it(`nobody acts as 'policyguard-system', PolicyGuard's own id for its administrative records`, async () => {

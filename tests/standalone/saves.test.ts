@@ -4,7 +4,7 @@
  * Each waits with a generous bound and prints the latency it saw (docs/decisions.md).
  */
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -38,7 +38,7 @@ afterEach(async () => {
 });
 
 /** A store over a config dir holding `files`; rescan OFF unless asked for. */
-async function open(files: Record<string, string>, opts: { watch?: boolean; rescanIntervalMs?: number } = {}): Promise<Fixture> {
+async function open(files: Record<string, string>, opts: { watch?: boolean; rescanIntervalMs?: number; debounceMs?: number } = {}): Promise<Fixture> {
   const root = await mkdtemp(join(tmpdir(), 'policyguard-saves-'));
   roots.push(root);
   const configDir = join(root, 'config');
@@ -56,6 +56,7 @@ async function open(files: Record<string, string>, opts: { watch?: boolean; resc
     log: createLogger('info', (l) => lines.push(l)),
     rescanIntervalMs: opts.rescanIntervalMs ?? 0,
     ...(opts.watch === undefined ? {} : { watch: opts.watch }),
+    ...(opts.debounceMs === undefined ? {} : { debounceMs: opts.debounceMs }),
   });
   fixture = { store, configDir, dataDir, lines };
   return fixture;
@@ -181,7 +182,7 @@ describe('safety nets and broken files', () => {
     sed('s/admin/godlike/', file);
     await eventually(async () => f.lines.filter((l) => /ERROR/.test(l)), (l) => l.length > 0, 'the parse error');
     expect(f.lines.filter((l) => /ERROR/.test(l))).toEqual([
-      expect.stringMatching(/ERROR +\S*agents\.yaml:5: GuardAgent spec\.trustLevel: .* \(the last good version of this file stays in force\)$/),
+      expect.stringMatching(/ERROR +\S*agents\.yaml:5: GuardAgent boss: spec\.trustLevel: .* \(the last good version stays in force\)$/),
     ]);
     expect(f.store.snapshot().agent('boss')?.trust).toBe('admin');
     sed('s/godlike/low/', file);
@@ -212,5 +213,47 @@ spec:
     await trustBecomes(f, 'boss', 'low', 'an unrelated change');
     expect(errors()).toHaveLength(1);
     expect(f.store.problems()).toEqual([expect.stringMatching(expected)]);
+  });
+});
+
+describe('files being written, large files, names defined twice', () => {
+  const policy = (name: string) => `apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: ${name}}\nspec:\n  rules: [{match: {tools: ["drop_*"]}, action: deny}]\n---\n`;
+  const decide = (f: Fixture, agentId = 'x') => f.store.snapshot().evaluate({ agentId, actionType: 'tool_call', target: 'read_x', parameters: {} });
+
+  it('a file written in several steps is taken in once it stopped changing, never half-way', async () => {
+    // The writer appends a document every 20 ms for about a second: far longer than the debounce,
+    // with pauses far shorter.
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { debounceMs: 300 });
+    const file = join(f.configDir, 'growing.yaml');
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) {
+      await appendFile(file, policy(`p${i}`));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await eventually(async () => f.store.snapshot().counts.policies, (n) => n === 50, 'the whole file');
+    console.log(`growing file: written in ${Math.round(performance.now() - t0)} ms`);
+    const loads = f.lines.filter((l) => /manifest loaded/.test(l) && /growing\.yaml/.test(l));
+    expect(loads).toEqual([expect.stringMatching(/objects=50$/)]);
+  });
+
+  it('a file over 4 MiB is refused with a clear error, and the policy set is incomplete until it goes', async () => {
+    const big = `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n${Array.from({ length: 5 * 1024 }, (_, i) => `  k${i}: ${'x'.repeat(1020)}\n`).join('')}`;
+    const f = await open({ 'agents.yaml': agent('boss', 'admin'), 'big.yaml': big });
+    const refused = /big\.yaml:1: the file has 5\.0 MiB; manifests over 4 MiB are refused: split it, and keep documents of other kinds out of this folder/;
+    expect(f.store.problems()).toEqual([expect.stringMatching(new RegExp(`${refused.source} \\(not in force: every decision is denied until this is fixed\\)$`))]);
+    expect(decide(f, 'boss')).toMatchObject({ decision: 'deny', reason: expect.stringMatching(refused) });
+    await rm(join(f.configDir, 'big.yaml'));
+    await eventually(async () => decide(f, 'boss').decision, (d) => d === 'allow', 'the big file to go');
+  });
+
+  it('a name defined twice is one ERROR line; an object written through MCP over one of the config folder is one WARN line', async () => {
+    const f = await open({ 'a.yaml': policy('p'), 'b.yaml': policy('p') });
+    expect(f.lines.filter((l) => / ERROR /.test(l))).toEqual([expect.stringMatching(/a\.yaml:1: GuardPolicy p is also defined at \S*b\.yaml:1; one name, one object: rename or remove the others \(not in force: every decision is denied until this is fixed\)$/)]);
+    await rm(join(f.configDir, 'b.yaml'));
+    await eventually(async () => decide(f).decision, (d) => d === 'allow', 'the duplicate to go');
+    const p = f.store.snapshot().policies()[0]!;
+    await f.store.applyPolicy({ ...p, spec: { ...p.spec, rules: [{ match: { tools: ['x'] }, action: 'allow' }] } });
+    await f.store.reload();
+    expect(f.lines.filter((l) => / WARN /.test(l))).toEqual([expect.stringMatching(/a\.yaml:1: GuardPolicy p is overridden by \S*guardpolicies\/p\.yaml, written through MCP \(delete that file to use this one\)$/)]);
   });
 });

@@ -6,6 +6,7 @@ import { appendFile, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { objectNameFor } from '../../src/api/builders.js';
+import { autoRegisteredName } from '../../src/decide/identity.js';
 import { eventually } from './eventually.js';
 import { SEED_FIXTURE, startTestServer, type TestServer } from './harness.js';
 
@@ -52,7 +53,7 @@ describe('standalone store', () => {
       (j) => (j.policies.problems as string[]).length > 0,
       'the broken file to be reported',
     );
-    expect(status.policies.problems[0]).toMatch(/no-emails\.yaml:7: GuardPolicy spec\.rules\[0\]\.action: Invalid option/);
+    expect(status.policies.problems[0]).toMatch(/no-emails\.yaml:7: GuardPolicy no-emails: spec\.rules\[0\]\.action: Invalid option.* \(the last good version stays in force\)$/);
     // The last good version is still in force.
     expect((await validate(s, 'send_email', 'test-admin')).allowed).toBe(false);
     // Fixing the file clears the problem.
@@ -84,12 +85,15 @@ describe('standalone store', () => {
     expect(status.policies.problems).toEqual([expect.stringMatching(/braces\.yaml:6: GuardPolicy no-emails: InvalidPattern: pattern "delete_\{a,b\}" uses braces/)]);
   });
 
-  it('a file that never parsed contributes nothing and does not stop the others', async () => {
+  it('a file that never parsed leaves the policy set incomplete: every decision is denied, naming it, until it is fixed', async () => {
     s = await startTestServer(SEED_FIXTURE);
-    await appendFile(join(s.configDir, 'broken.yaml'), 'kind: GuardPolicy\napiVersion: policyguard.dev/v1alpha1\nmetadata: {name: x\n');
+    const file = join(s.configDir, 'broken.yaml');
+    await appendFile(file, 'kind: GuardPolicy\napiVersion: policyguard.dev/v1alpha1\nmetadata: {name: x\n');
     const status = await eventually(() => s!.call('get_compliance_status').then((r) => r.json), (j) => j.policies.problems.length > 0, 'the error');
-    expect(status.policies.problems[0]).toMatch(/broken\.yaml:\d+: invalid YAML/);
-    expect((await validate(s, 'delete_x', 'test-low')).allowed).toBe(false);
+    expect(status.policies.problems).toEqual([expect.stringMatching(/broken\.yaml:\d+: invalid YAML: .* \(not in force: every decision is denied until this is fixed\)$/)]);
+    expect(await validate(s, 'read_data', 'test-admin')).toMatchObject({ allowed: false, reason: expect.stringMatching(/^The policy set is incomplete, so this call is denied until it is fixed: \S*broken\.yaml:\d+: invalid YAML/) });
+    await writeFile(file, NEW_POLICY);
+    await eventually(() => validate(s!, 'read_data', 'test-admin'), (d) => d.allowed === true, 'decisions to resume');
   });
 
   it('keeps registered agents, created policies and suspensions across a restart', async () => {
@@ -114,7 +118,7 @@ describe('standalone store', () => {
     expect(first.agent.registered).toBe(false);
     const later = await eventually(() => validate(s!, 'read_data', 'newcomer'), (d) => d.agent.registered === true, 'auto-registration');
     expect(later.agent.trust_level).toBe('low');
-    const yaml = await readFile(join(s.dataDir, 'manifests', 'guardagents', 'newcomer.yaml'), 'utf8');
+    const yaml = await readFile(join(s.dataDir, 'manifests', 'guardagents', `${autoRegisteredName('newcomer')}.yaml`), 'utf8');
     expect(yaml).toContain('policyguard.dev/auto-registered: "true"');
   });
 

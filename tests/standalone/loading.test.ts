@@ -1,0 +1,156 @@
+/**
+ * Loading a folder of manifests fails closed (docs/decisions.md, "Objects that cannot be
+ * loaded"), through the real server over HTTP on real files: an agent or policy that cannot be
+ * loaded and has no good version in force denies every decision, naming its file and line,
+ * until it is fixed; each document stands on its own; no file stops the others from loading.
+ */
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { eventually } from './eventually.js';
+import { startTestServer, type TestServer } from './harness.js';
+
+let s: TestServer | undefined;
+const roots: string[] = [];
+afterEach(async () => {
+  await s?.close();
+  s = undefined;
+  for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
+});
+
+/** A config folder holding `files`, served by a fresh server. */
+async function serve(files: Record<string, string>): Promise<TestServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'policyguard-loading-'));
+  roots.push(dir);
+  for (const [name, text] of Object.entries(files)) {
+    await mkdir(join(dir, name, '..'), { recursive: true });
+    await writeFile(join(dir, name), text);
+  }
+  s = await startTestServer(dir);
+  return s;
+}
+
+const decide = (srv: TestServer, target: string, agent_id = 'x') => srv.call('validate_action', { action_type: 'tool_call', target, agent_id }).then((r) => r.json);
+const problems = (srv: TestServer) => srv.call('get_compliance_status').then((r) => r.json.policies.problems as string[]);
+const readyz = (srv: TestServer) => fetch(`${srv.pg.url}/readyz`).then((r) => r.status);
+/** The agent ids the server wrote GuardAgents for (register_agent, auto-registration). */
+async function written(srv: TestServer): Promise<string[]> {
+  const dir = join(srv.dataDir, 'manifests', 'guardagents');
+  const files = await readdir(dir).catch(() => []);
+  return Promise.all(files.map(async (f) => /agentId: (\S+)/.exec(await readFile(join(dir, f), 'utf8'))?.[1] ?? f));
+}
+
+const INCOMPLETE = /^The policy set is incomplete, so this call is denied until it is fixed: /;
+const NOT_IN_FORCE = ' (not in force: every decision is denied until this is fixed)';
+
+const policy = (name: string, rules: string, extra = '') => `apiVersion: policyguard.dev/v1alpha1
+kind: GuardPolicy
+metadata: {name: ${name}}
+spec:${extra}
+  rules:
+${rules}`;
+const DENY_DROPS = policy('deny-drops', '    - {name: no-drops, match: {tools: ["drop_*"]}, action: deny, message: no drops}\n');
+const READS = policy('reads', '    - {match: {tools: ["read_*"]}, action: allow}\n');
+
+describe('an agent or policy that cannot be loaded, with no good version, denies every decision until it is fixed', () => {
+  it.each([
+    ['an unknown field', DENY_DROPS.replace('tools: ["drop_*"]}', 'tools: ["drop_*"], argumnets: []}'), /deny\.yaml:6: GuardPolicy deny-drops: spec\.rules\[0\]\.match: Unrecognized key: "argumnets"/],
+    ['a glob the engine refuses in another rule', `${DENY_DROPS}    - {match: {tools: ["truncate_{a,b}"]}, action: deny}\n`, /deny\.yaml:7: GuardPolicy deny-drops: InvalidPattern: pattern "truncate_\{a,b\}" uses braces/],
+    ['an empty list in a match', DENY_DROPS.replace('["drop_*"]', '[]'), /deny\.yaml:6: GuardPolicy deny-drops: spec\.rules\[0\]\.match\.tools: an empty list matches no call/],
+    ['a glob with a trailing space', DENY_DROPS.replace('"drop_*"', '"drop_* "'), /deny\.yaml:6: GuardPolicy deny-drops: InvalidPattern: pattern "drop_\* " ends with whitespace/],
+    ['the wrong apiVersion', DENY_DROPS.replace('policyguard.dev/', 'policyguard.io/'), /deny\.yaml:1: GuardPolicy deny-drops: apiVersion is "policyguard\.io\/v1alpha1"; write apiVersion: policyguard\.dev\/v1alpha1/],
+    ['no apiVersion', DENY_DROPS.replace(/^apiVersion.*\n/, ''), /deny\.yaml:1: GuardPolicy deny-drops: apiVersion is missing/],
+    ['an alias to an anchor of another document', `base: &b {tools: ["drop_*"]}\n---\n${DENY_DROPS.replace('match: {tools: ["drop_*"]}', 'match: {<<: *b}')}`, /deny\.yaml:3: invalid YAML: Unresolved alias/],
+  ])('at start-up: %s', async (_what, text, problem) => {
+    const srv = await serve({ 'deny.yaml': text, 'reads.yaml': READS });
+    expect(await readyz(srv)).toBe(200); // the server answers, with denies
+    for (const target of ['drop_table', 'read_file']) {
+      const d = await decide(srv, target);
+      expect(d).toMatchObject({ allowed: false, decision: 'deny', matched: [{ policy: 'agent:x', rule: 'incompletePolicySet', action: 'deny' }] });
+      expect(d.reason).toMatch(INCOMPLETE);
+      expect(d.reason).toMatch(problem);
+    }
+    expect(await problems(srv)).toEqual([expect.stringMatching(problem)]);
+    expect((await problems(srv))[0]!.endsWith(NOT_IN_FORCE)).toBe(true);
+    // Fixed, decisions resume at once: the deny and the allow are both in force.
+    await writeFile(join(srv.configDir, 'deny.yaml'), DENY_DROPS);
+    await eventually(() => decide(srv, 'read_file'), (d) => d.allowed === true, 'decisions to resume');
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    expect(await problems(srv)).toEqual([]);
+  });
+
+  it('a suspended GuardAgent with a typo denies its calls, naming it, and its id is never auto-registered in its place', async () => {
+    const agent = 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: bot}\nspec:\n  suspended: true\n  deniedTools: ["send_*"]\n  displayname: typo\n';
+    const srv = await serve({ 'agent.yaml': agent, 'deny.yaml': DENY_DROPS });
+    const d = await decide(srv, 'send_mail', 'bot');
+    expect(d).toMatchObject({ allowed: false, reason: expect.stringMatching(/agent\.yaml:7: GuardAgent bot: spec: Unrecognized key: "displayname"$/) });
+    await writeFile(join(srv.configDir, 'agent.yaml'), agent.replace('  displayname: typo\n', ''));
+    await eventually(() => decide(srv, 'read_x', 'bot'), (v) => v.reason === "Agent 'bot' is suspended by its spec", 'the fixed agent');
+    // A newcomer is registered now; bot's call before the fix was not (writes are serialised), and raised no incident.
+    await eventually(() => decide(srv, 'read_x', 'newcomer'), (v) => v.agent.registered === true, 'the newcomer to be registered');
+    expect(await written(srv)).toEqual(['newcomer']);
+    const status = await eventually(() => srv.call('get_compliance_status').then((r) => r.json), (j) => j.incidents.total >= 1, 'the incident of the deny by spec');
+    expect(status.incidents.recent.map((i: { agent_id: string; description: string }) => i.description)).toEqual([expect.stringMatching(/suspended by its spec/)]);
+  });
+
+  it('a file that never loaded whole is not made whole by breaking its YAML', async () => {
+    const srv = await serve({ 'deny.yaml': DENY_DROPS.replace('["drop_*"]', '[]') });
+    expect((await decide(srv, 'read_x')).reason).toMatch(/deny\.yaml:6: GuardPolicy deny-drops: spec\.rules\[0\]\.match\.tools/);
+    await writeFile(join(srv.configDir, 'deny.yaml'), `${DENY_DROPS}  oops: [\n`);
+    const d = await eventually(() => decide(srv, 'read_x'), (v) => /invalid YAML/.test(v.reason), 'the YAML error');
+    expect(d).toMatchObject({ allowed: false, reason: expect.stringMatching(INCOMPLETE) });
+  });
+
+  it('a name defined in two files is an error, listed and denying, until one is removed', async () => {
+    const srv = await serve({ 'deny.yaml': DENY_DROPS, 'reads.yaml': READS });
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    await writeFile(join(srv.configDir, 'a-override.yaml'), policy('deny-drops', '    - {match: {tools: ["read_*"]}, action: allow}\n'));
+    const d = await eventually(() => decide(srv, 'drop_table'), (v) => INCOMPLETE.test(v.reason), 'the duplicate to be seen');
+    expect(d.reason).toMatch(/a-override\.yaml:1: GuardPolicy deny-drops is also defined at \S*deny\.yaml:1; one name, one object: rename or remove the others$/);
+    expect(await problems(srv)).toEqual([expect.stringMatching(/a-override\.yaml:1: GuardPolicy deny-drops is also defined at .*\(not in force: every decision is denied until this is fixed\)$/)]);
+    await rm(join(srv.configDir, 'a-override.yaml'));
+    await eventually(() => decide(srv, 'drop_table'), (v) => v.reason === 'no drops', 'the duplicate to go');
+  });
+
+  it('the same name twice in one file is the same error', async () => {
+    const srv = await serve({ 'p.yaml': `${READS}---\n${policy('reads', '    - {match: {tools: ["drop_*"]}, action: deny}\n')}` });
+    expect((await decide(srv, 'drop_table')).reason).toMatch(/p\.yaml:1: GuardPolicy reads is also defined at \S*p\.yaml:8;/);
+  });
+});
+
+describe('each document stands on its own', () => {
+  it('an invalid document that decides nothing (a GuardUpstream) leaves the deny beside it in force', async () => {
+    const upstream = 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardUpstream\nmetadata: {name: gh, namespace: default}\nspec: {url: "ftp://x"}\n';
+    const srv = await serve({ 'both.yaml': `${upstream}---\n${DENY_DROPS}` });
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    expect((await decide(srv, 'read_x')).allowed).toBe(true);
+    expect(await problems(srv)).toEqual([expect.stringMatching(/both\.yaml:4: GuardUpstream default\/gh: spec\.url: .* \(not in force\)$/)]);
+  });
+
+  it('after an edit that breaks one document, the new version of the others is in force and the broken one keeps its last good version', async () => {
+    const srv = await serve({ 'p.yaml': `${DENY_DROPS}---\n${READS}` });
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    await writeFile(join(srv.configDir, 'p.yaml'), `${DENY_DROPS.replace('no drops', 'no more drops')}---\n${READS.replace('action: allow', 'action: alow')}`);
+    await eventually(() => decide(srv, 'drop_table'), (d) => d.reason === 'no more drops', 'the new version of deny-drops');
+    expect((await decide(srv, 'read_x')).allowed).toBe(true);
+    expect(await problems(srv)).toEqual([expect.stringMatching(/p\.yaml:13: GuardPolicy reads: spec\.rules\[0\]\.action: Invalid option.* \(the last good version stays in force\)$/)]);
+  });
+
+  it('a file whose YAML cannot be converted never stops another file from loading', async () => {
+    const srv = await serve({ 'reads.yaml': READS, 'z.yaml': 'x: 1\n' });
+    expect((await decide(srv, 'drop_table')).allowed).toBe(true);
+    // In one save: a new deny, and z.yaml broken (it keeps its last good version, so nothing is missing).
+    await writeFile(join(srv.configDir, 'a-deny.yaml'), DENY_DROPS);
+    await writeFile(join(srv.configDir, 'z.yaml'), 'x: &b 1\n---\ny: *b\n');
+    await eventually(() => decide(srv, 'drop_table'), (d) => d.reason === 'no drops', 'the new deny');
+    expect(await problems(srv)).toEqual([expect.stringMatching(/z\.yaml:3: invalid YAML: Unresolved alias .* \(the last good version of this file stays in force\)$/)]);
+  });
+
+  it('a List of objects (kubectl get -o yaml) is loaded item by item', async () => {
+    const items = `${DENY_DROPS}`.replace(/^/gm, '    ').replace(/^ {4}/, '  - ');
+    const srv = await serve({ 'list.yaml': `apiVersion: v1\nkind: List\nitems:\n${items}` });
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    expect((await decide(srv, 'read_x')).allowed).toBe(true);
+  });
+});
