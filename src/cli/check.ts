@@ -10,11 +10,9 @@ import { loadManifestDir } from '../store/standalone.js';
 export type CheckResult = { ok: true; decision: Decision } | { ok: false; errors: string[] };
 
 export async function checkAction(input: { configDir: string; request: ActionRequest }): Promise<CheckResult> {
-  const { agents, policies, errors } = await loadManifestDir(input.configDir);
+  const { agents, policies, errors, describe } = await loadManifestDir(input.configDir);
   if (errors.length > 0) return { ok: false, errors };
   const snapshot = PolicySnapshot.compile({ agents, policies }, DEFAULT_ENGINE_OPTIONS);
-  if (snapshot.problems.length > 0) {
-    return { ok: false, errors: snapshot.problems.map((p) => `${p.kind} ${p.name}: ${p.reason}: ${p.message}`) };
-  }
+  if (snapshot.problems.length > 0) return { ok: false, errors: snapshot.problems.map(describe) };
   return { ok: true, decision: snapshot.evaluate(input.request) };
 }

@@ -154,8 +154,9 @@ function missingOf(e: ManifestError): MissingObject {
  * @example
  *   const { agents, policies, errors } = await loadManifestDir('config-samples');
  */
-export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent[]; policies: GuardPolicy[]; errors: string[] }> {
-  const out = { agents: [] as GuardAgent[], policies: [] as GuardPolicy[], errors: [] as string[] };
+export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent[]; policies: GuardPolicy[]; errors: string[]; describe: (p: ObjectProblem) => string }> {
+  const sourceOf = new Map<string, Source>();
+  const out = { agents: [] as GuardAgent[], policies: [] as GuardPolicy[], errors: [] as string[], describe: (p: ObjectProblem) => locateProblem(p, sourceOf) };
   if (!(await isDirectory(dir))) return { ...out, errors: [`${dir}: not a folder of manifests`] };
   const sources: Source[] = [];
   for (const path of (await listManifestTree(dir)).files) {
@@ -167,11 +168,19 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
   }
   const { unique, duplicates } = splitDuplicates(sources);
   out.errors.push(...duplicates.map(formatManifestError));
-  for (const { object } of unique) {
+  for (const source of unique) {
+    const { object } = source;
     if (object.kind === 'GuardAgent') out.agents.push(object);
     else if (object.kind === 'GuardPolicy') out.policies.push(object);
+    sourceOf.set(refOf(object), source);
   }
   return out;
+}
+
+/** `file:line: GuardPolicy NAME: Reason: message` for a problem of an object read from `sourceOf`. */
+function locateProblem(p: ObjectProblem, sourceOf: ReadonlyMap<string, Source>): string {
+  const source = sourceOf.get(objectKey(p.kind, p.namespace, p.name));
+  return source ? `${shown(source.path)}:${lineOfProblem(source.text, p)}: ${formatProblem(p)}` : formatProblem(p);
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -384,16 +393,11 @@ export class StandaloneStore implements PolicyStore {
   }
 
   /** `file:line: GuardPolicy name: Reason: message`, the line pointing at the offending value. */
-  private locate(p: ObjectProblem, sourceOf: Map<string, Source>): string {
-    const source = sourceOf.get(objectKey(p.kind, p.namespace, p.name));
-    return source ? `${shown(source.path)}:${lineOfProblem(source.text, p)}: ${formatProblem(p)}` : formatProblem(p);
-  }
-
   private recompile(): void {
     const { sourceOf, duplicates, overrides, upstreams, ...input } = this.objects();
     const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...duplicates.map((error): FileError => ({ error, fallback: undefined }))];
     const missing = fileErrors.filter(isMissing).map((e) => missingOf(e.error));
-    const next = PolicySnapshot.compile({ ...input, missing }, this.opts.engine, { cache: this.cache, previous: this.current, describe: (p) => this.locate(p, sourceOf) });
+    const next = PolicySnapshot.compile({ ...input, missing }, this.opts.engine, { cache: this.cache, previous: this.current, describe: (p) => locateProblem(p, sourceOf) });
     const usable = new Map<string, GuardUpstream>();
     const upstreamProblems: ObjectProblem[] = [];
     for (const u of upstreams) {
@@ -406,12 +410,12 @@ export class StandaloneStore implements PolicyStore {
     const inForce = (e: FileError) => (isMissing(e) ? IN_FORCE.missing : IN_FORCE[e.fallback ?? 'none']);
     const errors = [
       ...fileErrors.map((e) => formatManifestError(e.error) + inForce(e)),
-      ...next.problems.map((p) => this.locate(p, sourceOf)).map((line) => (missingNow.has(line) ? line + IN_FORCE.missing : line)),
+      ...next.problems.map((p) => locateProblem(p, sourceOf)).map((line) => (missingNow.has(line) ? line + IN_FORCE.missing : line)),
     ];
     // An upstream the gateway cannot use here (e.g. a cluster sample with secretKeyRef) changes
     // no decision: a warning, where an agent or policy not in force is an error.
-    const warnings = [...upstreamProblems.map((p) => this.locate(p, sourceOf)), ...overrides];
-    this.problemLines = [...errors, ...upstreamProblems.map((p) => this.locate(p, sourceOf))];
+    const warnings = [...upstreamProblems.map((p) => locateProblem(p, sourceOf)), ...overrides];
+    this.problemLines = [...errors, ...upstreamProblems.map((p) => locateProblem(p, sourceOf))];
     const reported = new Set([...errors, ...warnings]);
     for (const line of errors) if (!this.reported.has(line)) this.opts.log.error(line);
     for (const line of warnings) if (!this.reported.has(line)) this.opts.log.warn(line);

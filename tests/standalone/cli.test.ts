@@ -82,6 +82,13 @@ describe('policyguard check', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/p\.yaml:5: GuardPolicy p: spec\.rules: Too small/);
   });
+  it('exits 2 with file:line when an object does not compile (a rejected glob)', async () => {
+    const dir = await tmp();
+    await writeFile(join(dir, 'g.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: g}\nspec:\n  rules:\n    - match: {tools: ["drop_{a,b}"]}\n      action: deny\n');
+    const r = await runCli(['check', '--config-dir', dir, '--agent-id', 'a', '--target', 't']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/g\.yaml:\d+: GuardPolicy g: InvalidPattern: pattern "drop_\{a,b\}" uses braces/);
+  });
   it('exits 2 naming every file:line that cannot be loaded, never with a stack, and reads a List', async () => {
     const dir = await tmp();
     const head = (name: string, apiVersion = 'policyguard.dev/v1alpha1') => `apiVersion: ${apiVersion}\nkind: GuardPolicy\nmetadata: {name: ${name}}\nspec:\n`;
