@@ -49,8 +49,9 @@ export interface Glob {
 /** `[seq]` or `[!seq]`, over code points. */
 interface CharSet {
   readonly negated: boolean;
+  /** Single members, {@link foldCase}d. */
   readonly singles: ReadonlySet<number>;
-  /** Inclusive ranges as flat pairs `lo, hi, lo, hi, …`; an empty range (`z-a`) matches nothing. */
+  /** Inclusive ranges as written, as flat pairs `lo, hi, lo, hi, …`; an empty range (`z-a`) matches nothing. */
   readonly ranges: readonly number[];
 }
 
@@ -60,9 +61,24 @@ type Atom = { readonly text: string } | { readonly set: CharSet | undefined };
 /** The atoms between two runs of `*`. */
 type Segment = readonly Atom[];
 
+function inRanges(ranges: readonly number[], cp: number): boolean {
+  for (let k = 0; k < ranges.length; k += 2) if (ranges[k]! <= cp && cp <= ranges[k + 1]!) return true;
+  return false;
+}
+
+/**
+ * Whether the {@link foldCase}d code point `cp` is in `set`, ignoring case. Members are folded
+ * when the pattern is compiled; a range keeps the code points it was written with (folding its
+ * ends would change what lies between them: `[@-Z]` would become `[@-z]`, which holds `_`), so
+ * `cp` is in it when `cp` or its uppercase form is.
+ */
 function inSet(set: CharSet, cp: number): boolean {
-  let hit = set.singles.has(cp);
-  for (let k = 0; !hit && k < set.ranges.length; k += 2) hit = set.ranges[k]! <= cp && cp <= set.ranges[k + 1]!;
+  let hit = set.singles.has(cp) || inRanges(set.ranges, cp);
+  if (!hit && set.ranges.length > 0) {
+    const upper = String.fromCodePoint(cp).toUpperCase();
+    const upperCp = upper.codePointAt(0)!;
+    hit = upper.length === String.fromCodePoint(upperCp).length && upperCp !== cp && inRanges(set.ranges, upperCp);
+  }
   return hit !== set.negated;
 }
 
@@ -163,21 +179,24 @@ function parseSet(cps: readonly string[], from: number, to: number): CharSet {
       ranges.push(cps[p]!.codePointAt(0)!, cps[p + 2]!.codePointAt(0)!);
       p += 3;
     } else {
-      singles.add(cps[p]!.codePointAt(0)!);
+      for (const folded of foldCase(cps[p]!)) singles.add(folded.codePointAt(0)!);
       p++;
     }
   }
   return { negated, singles, ranges };
 }
 
-/** Split a lowercased pattern into segments; throws a {@link PatternError} for what we refuse. */
-function parse(pattern: string, lower: string): Segment[] {
-  const cps = Array.from(lower);
+/**
+ * Split a pattern into segments, literal text {@link foldCase}d; throws a {@link PatternError}
+ * for what we refuse.
+ */
+function parse(pattern: string): Segment[] {
+  const cps = Array.from(pattern);
   const segments: Atom[][] = [[]];
   let text = '';
   let stars = 0;
   const flush = () => {
-    if (text) segments[segments.length - 1]!.push({ text });
+    if (text) segments[segments.length - 1]!.push({ text: foldCase(text) });
     text = '';
   };
   for (let i = 0; i < cps.length; i++) {
@@ -250,8 +269,7 @@ export function compileGlob(pattern: string): Glob {
     const unit = lone[0].charCodeAt(0).toString(16).toUpperCase();
     throw new PatternError(pattern, `contains U+${unit}, half of a surrogate pair, which is not a character; write the whole character`);
   }
-  const lower = foldCase(pattern);
-  const segments = parse(pattern, lower);
+  const segments = parse(pattern);
   const head = segments[0]![0];
   const tail = segments[segments.length - 1]!.at(-1);
   const prefix = head && 'text' in head ? head.text : '';
