@@ -73,6 +73,8 @@ export const ServeConfigSchema = z
     auditFailureMode: z.enum(['closed', 'open']).default('closed'),
     auditKeyFile: z.string().min(1).optional(),
     auditAnchorInterval: Duration.default(30_000),
+    /** Start once on an audit log with records but no anchor (or, with a new key, an anchor without a MAC); docs/decisions.md. */
+    auditAcceptMissingAnchor: Bool.default(false),
     /** How the gateway answers a denied tools/call: a tool error with the reason, or as an unknown tool. */
     gatewayDenyAs: z.enum(['tool-error', 'unknown-tool']).default('tool-error'),
     /** The largest upstream answer (a JSON answer, or one event of a stream) the gateway takes, in bytes. */
@@ -157,6 +159,7 @@ const SERVE_FLAGS = {
   'audit-failure-mode': { type: 'string' },
   'audit-key-file': { type: 'string' },
   'audit-anchor-interval': { type: 'string' },
+  'audit-accept-missing-anchor': { type: 'boolean' },
   'rescan-interval': { type: 'string' },
   'gateway-deny-as': { type: 'string' },
   'gateway-response-limit': { type: 'string' },

@@ -1,10 +1,11 @@
 import type { KeyObject } from 'node:crypto';
-import { open, readFile, rename } from 'node:fs/promises';
+import { lstat, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { syncDirectory } from './jsonl.js';
 import { macMatches, macOf } from './key.js';
 import { canonicalJson, parseAuditLine } from './record.js';
+import { notRegularFile } from './segments.js';
 
 /**
  * An anchor: the head of an audit chain written down outside the log, so records cut off its
@@ -59,6 +60,17 @@ export function createAnchor(point: AnchorPoint, key?: KeyObject, now = new Date
 function anchorMacText(anchor: AuditAnchor): string {
   const { mac: _mac, ...fields } = anchor;
   return canonicalJson(fields);
+}
+
+/**
+ * Whether `anchor` carries a MAC that `key` verifies: then a server holding the key wrote it,
+ * and that server signed every record it wrote after the one the anchor names.
+ *
+ * @example
+ * if (anchorAuthenticated(anchor, key)) chain.requireMacs(); // past the anchored record
+ */
+export function anchorAuthenticated(anchor: AuditAnchor, key: KeyObject | undefined): boolean {
+  return key !== undefined && macMatches(key, anchorMacText(anchor), anchor.mac);
 }
 
 /**
@@ -124,6 +136,9 @@ export class FileAnchorStore implements AuditAnchorStore {
   async read(): Promise<AuditAnchor | undefined> {
     let text: string;
     try {
+      // Looked at before it is opened: reading a FIFO would hang, a folder fails with EISDIR.
+      const odd = notRegularFile(await lstat(this.path));
+      if (odd) throw new Error(`the audit anchor at ${this.location} ${odd}`);
       text = await readFile(this.path, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -146,6 +161,12 @@ export class FileAnchorStore implements AuditAnchorStore {
   }
 }
 
+/** Where a record sits: a segment's sequence number and a 1-based line. */
+export interface LogPosition {
+  segment: number;
+  line: number;
+}
+
 /** What a log holds where an anchor points, as gathered by verification or by a sink on open. */
 export interface AnchorSite {
   /** Sequence numbers of the segments the log holds, oldest first. */
@@ -157,38 +178,104 @@ export interface AnchorSite {
   /** The last record of the log as it is now, for messages. */
   lastEntryId: string | undefined;
   /**
-   * Where the anchored record was found instead of where the anchor says (`audit-000002.jsonl:12`),
-   * when it was looked for elsewhere and found.
+   * Where the anchored record was found instead of where the anchor says, when the anchored
+   * line does not hold it and it was looked for elsewhere and found.
    */
-  moved?: string;
+  moved?: LogPosition;
   /** A segment's name for messages: `audit-000003.jsonl`, `policyguard-audit-pod-0-2`. */
   describeSegment(seq: number): string;
 }
 
-export type AnchorCheck = { ok: true; note: string } | { ok: false; reason: string };
+/**
+ * Whether `text` is the line of the record `anchor` names (same entry id and hash).
+ *
+ * @example
+ * if (!isAnchoredLine(anchor, lineAtAnchor)) site.moved = findElsewhere(anchor);
+ */
+export function isAnchoredLine(anchor: AuditAnchor, text: string | undefined): boolean {
+  const record = parseAuditLine(text ?? '');
+  return record?.entry_id === anchor.entry_id && record.hash === anchor.hash;
+}
 
 /**
- * Compares an anchor with what the log holds. Fails when the log ends before the anchored record
- * (`truncated: at least N records after … were removed`, N as exact as the log allows), when
- * another record stands where it stood (rewritten), or, with a key, when the anchor's MAC is
- * wrong or missing (an anchor may lack a MAC only if the record it names lacks one too: both
- * written before the key was configured). An anchor older than the oldest segment is fine:
- * retention deleted what it names.
+ * Where to look for the anchored record when its line does not hold it: its own segment, or,
+ * when that is gone as if by retention, the oldest kept one (where it must not be either).
+ * Retention deletes whole segments, so a record found there was moved by hand.
+ *
+ * @example
+ * const searched = segmentToSearch(anchor, segments); // then find the record's line in it
+ */
+export function segmentToSearch<T extends { seq: number }>(anchor: AuditAnchor, segments: readonly T[]): T | undefined {
+  const oldest = segments[0];
+  return segments.find((segment) => segment.seq === anchor.segment) ?? (oldest && oldest.seq > anchor.segment ? oldest : undefined);
+}
+
+/**
+ * `missingMac`: the only fault is that the anchor lacks a MAC while a key is given — an anchor
+ * written before the key was configured, or one whose MAC was stripped (the two look the same).
+ */
+export type AnchorCheck = { ok: true; note: string } | { ok: false; reason: string; missingMac?: true };
+
+/**
+ * Compares an anchor with what the log holds. Fails, saying what was found, when the anchored
+ * line does not hold the anchored record: it stands elsewhere (`moved`: records before it were
+ * removed or reordered, or segments renumbered), the log ends before it (`truncated: at least N
+ * records after … were removed`, N as exact as the log allows), or another record stands there
+ * (`rewritten`). With a key, the anchor's MAC must match, and an anchor without one fails:
+ * naming a record that has a MAC, it was rewritten without the key; otherwise it may have been
+ * written before the key was configured, or stripped with the records' MACs, which the log
+ * cannot tell apart (`missingMac`). An anchor older than the oldest segment is fine: retention
+ * deleted what it names.
  *
  * @example
  * const check = checkAnchor(anchor, site, key);
  * if (!check.ok) console.error(check.reason);
  */
 export function checkAnchor(anchor: AuditAnchor, site: AnchorSite, key?: KeyObject): AnchorCheck {
-  const where = `${site.describeSegment(anchor.segment)}:${anchor.line}`;
+  const where = at(site, anchor);
   const named = `the anchor of ${anchor.time} names ${anchor.entry_id} at ${where}`;
   if (key && anchor.mac !== undefined && !macMatches(key, anchorMacText(anchor), anchor.mac)) {
     return { ok: false, reason: `the anchor's MAC does not match: it was not written with this key (forged, or another key) (${named})` };
   }
-  // Retention deletes whole segments, so the anchored record is where the anchor says or gone:
-  // found elsewhere, records before it were removed and the segments renumbered.
+  const found = site.segments.includes(anchor.segment) ? parseAuditLine(site.text ?? '') : undefined;
+  const holds = found !== undefined && isAnchoredLine(anchor, site.text);
+  if (!holds) {
+    const misplaced = whereNot(anchor, site, found, named);
+    if (misplaced) return misplaced;
+  }
+  if (key && anchor.mac === undefined) {
+    if (holds && found.mac !== undefined) {
+      return { ok: false, reason: `the anchor has no MAC, but the record it names has one: the anchor was rewritten without the key (${named})` };
+    }
+    return {
+      ok: false,
+      missingMac: true,
+      reason:
+        `the anchor has no MAC though a key is given: it was written before the key was configured, or its MAC was stripped ` +
+        `together with the records' (${named})`,
+    };
+  }
+  if (!site.segments.includes(anchor.segment)) return { ok: true, note: `${named}, a segment retention has deleted since; it bounds nothing any more` };
+  return { ok: true, note: `${named}; the log holds it` };
+}
+
+function at(site: AnchorSite, position: LogPosition): string {
+  return `${site.describeSegment(position.segment)}:${position.line}`;
+}
+
+/** Why the anchored line does not hold the anchored record, or undefined when retention explains it. */
+function whereNot(anchor: AuditAnchor, site: AnchorSite, found: ReturnType<typeof parseAuditLine>, named: string): AnchorCheck | undefined {
+  const where = at(site, anchor);
+  // Retention deletes whole segments, so the anchored record is where the anchor says or gone.
   if (site.moved !== undefined) {
-    return { ok: false, reason: `moved: the anchored record is at ${site.moved}, not ${where}: records before it were removed and segments renumbered (${named})` };
+    const { segment, line } = site.moved;
+    const how =
+      segment !== anchor.segment
+        ? 'records before it were removed and segments renumbered'
+        : line < anchor.line
+          ? `${anchor.line - line} line(s) before it were removed, or moved after it`
+          : `${line - anchor.line} line(s) were inserted before it`;
+    return { ok: false, reason: `moved: the anchored record is at ${at(site, site.moved)}, not ${where}: ${how} (${named})` };
   }
   const truncated = (count: number): AnchorCheck => ({
     ok: false,
@@ -198,50 +285,78 @@ export function checkAnchor(anchor: AuditAnchor, site: AnchorSite, key?: KeyObje
   const newest = site.segments.at(-1);
   if (!site.segments.includes(anchor.segment)) {
     if (oldest === undefined || newest === undefined || anchor.segment > newest) return truncated(anchor.line);
-    if (anchor.segment < oldest) {
-      return { ok: true, note: `${named}, a segment retention has deleted since; it bounds nothing any more` };
-    }
+    if (anchor.segment < oldest) return undefined;
     return { ok: false, reason: `the anchored segment is missing (${named})` };
   }
   if (site.lines < anchor.line) return truncated(anchor.line - site.lines);
-  const found = parseAuditLine(site.text ?? '');
-  if (!found || found.entry_id !== anchor.entry_id || found.hash !== anchor.hash) {
-    const instead = found ? `${found.entry_id} (hash ${found.hash})` : 'a line that is not a record';
-    return { ok: false, reason: `rewritten: ${where} holds ${instead}, not the anchored record with hash ${anchor.hash} (${named})` };
-  }
-  if (key && anchor.mac === undefined && found.mac !== undefined) {
-    return { ok: false, reason: `the anchor has no MAC, but the record it names has one: the anchor was rewritten without the key (${named})` };
-  }
-  return { ok: true, note: `${named}; the log holds it` };
+  const instead = found ? `${found.entry_id} (hash ${found.hash})` : 'a line that is not a record';
+  return { ok: false, reason: `rewritten: ${where} holds ${instead}, not the anchored record with hash ${anchor.hash} (${named})` };
 }
 
-/** The log does not reach, or does not match, its anchor. */
+/** The log does not reach, or does not match, its anchor, or has none. */
 export class AuditAnchorError extends Error {
   override readonly name = 'AuditAnchorError';
+}
+
+/** The serve flag that accepts a log without a (verifiable) anchor once (docs/decisions.md, "The audit log"). */
+const ACCEPT_MISSING_ANCHOR_FLAG = '--audit-accept-missing-anchor';
+
+/** What {@link ensureLogReachesAnchor} needs to know besides the anchor. */
+export interface AnchorOnOpen {
+  /** The last record of the log and where it is (`audit-000010.jsonl:2`); undefined for a log without records. */
+  head: { entryId: string; where: string } | undefined;
+  /** Start although the log holds records and no anchor, or (with a key) an anchor without a MAC: logged, once per start. */
+  acceptMissingAnchor: boolean;
+  log: (msg: string) => void;
 }
 
 /**
  * Run by a sink before it opens: throws an {@link AuditAnchorError} when the log does not hold
  * what its anchor names, so records removed or rewritten while PolicyGuard was not running are
- * not papered over by the new anchor the sink writes next. `siteOf` gathers what the log holds
- * where the anchor points.
+ * not papered over by the new anchor the sink writes next. A log that holds records but has no
+ * anchor — or, with a key, only an anchor without a MAC — is refused too, unless
+ * `acceptMissingAnchor` (the operator's word that the log predates anchors or the key, or that
+ * the anchor store was reset on purpose); what was accepted is logged. `siteOf` gathers what the
+ * log holds where the anchor points. Resolves with the anchor when the key verified its MAC
+ * (records after the one it names must then all be signed), else undefined.
  *
  * @example
- * await ensureLogReachesAnchor(store, key, (anchor) => siteOfMyLog(anchor));
+ * const anchor = await ensureLogReachesAnchor(store, key, (a) => siteOfMyLog(a), { head, acceptMissingAnchor: false, log });
  */
 export async function ensureLogReachesAnchor(
   store: AuditAnchorStore,
   key: KeyObject | undefined,
   siteOf: (anchor: AuditAnchor) => Promise<AnchorSite>,
-): Promise<void> {
+  opts: AnchorOnOpen,
+): Promise<AuditAnchor | undefined> {
   const anchor = await store.read();
-  if (!anchor) return;
-  const check = checkAnchor(anchor, await siteOf(anchor), key);
-  if (!check.ok) {
+  const accepting = `accepted with ${ACCEPT_MISSING_ANCHOR_FLAG}`;
+  if (!anchor) {
+    if (!opts.head) return undefined;
+    const what = `the audit log holds records up to ${opts.head.entryId} (${opts.head.where}) but has no anchor (${store.location})`;
+    if (opts.acceptMissingAnchor) {
+      opts.log(`${what}; ${accepting}: the log is taken as it is, and records cut off its end before now cannot be detected. A new anchor is written now; remove the flag.`);
+      return undefined;
+    }
     throw new AuditAnchorError(
-      `the audit log does not match its anchor (${store.location}): ${check.reason}. Records were removed or rewritten ` +
-        `while PolicyGuard was not running, or the log was lost. \`policyguard audit verify\` shows the details; ` +
-        `to start with the log as it is, ${store.discardHint}.`,
+      `${what}: records cut off its end cannot be detected, and deleting the anchor is how that would be hidden. ` +
+        `If the log was written before anchors existed, or the anchor store was reset on purpose, start once with ${ACCEPT_MISSING_ANCHOR_FLAG}; ` +
+        `\`policyguard audit verify --no-anchor\` checks the chain alone.`,
     );
   }
+  const check = checkAnchor(anchor, await siteOf(anchor), key);
+  if (!check.ok && check.missingMac && opts.acceptMissingAnchor) {
+    opts.log(`${check.reason}; ${accepting}: the log up to the anchored record is taken as it is. A new anchor, with a MAC, is written now; remove the flag.`);
+  } else if (!check.ok) {
+    const hint = check.missingMac
+      ? `if the key is new for this log, start once with ${ACCEPT_MISSING_ANCHOR_FLAG}`
+      : `to start with the log as it is, ${store.discardHint} and start once with ${ACCEPT_MISSING_ANCHOR_FLAG}`;
+    const what = check.missingMac
+      ? `the audit log's anchor (${store.location}) cannot be authenticated: ${check.reason}. `
+      : `the audit log does not match its anchor (${store.location}): ${check.reason}. Records were removed or rewritten while PolicyGuard was not running, or the log was lost. `;
+    throw new AuditAnchorError(`${what}\`policyguard audit verify\` shows the details; ${hint}.`);
+  } else if (opts.acceptMissingAnchor) {
+    opts.log(`${ACCEPT_MISSING_ANCHOR_FLAG} is set, but the audit log matches its anchor: nothing to accept; remove the flag.`);
+  }
+  return anchorAuthenticated(anchor, key) ? anchor : undefined;
 }

@@ -4,6 +4,7 @@ import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
 import { sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
 import {
+  AuditRecordsUnwrittenError,
   AuditWriteError,
   type AuditAppendResult,
   type AuditFailureMode,
@@ -24,6 +25,12 @@ export interface AuditIntegrityOptions {
   anchor?: AuditAnchorStore;
   /** How often the chain head is anchored while records arrive (default 30 000 ms); also on open and close. */
   anchorIntervalMs?: number;
+  /**
+   * Open a log that holds records but has no anchor, or (with a key) an anchor without a MAC,
+   * and say so in the log (`--audit-accept-missing-anchor`; see ensureLogReachesAnchor). For one
+   * start after the anchor store was reset on purpose, or the key was configured for an old log.
+   */
+  acceptMissingAnchor?: boolean;
   /** Told how long appends and batch writes take (the server's latency histograms); not an integrity setting, but every sink takes it the same way. */
   timings?: AuditTimings;
 }
@@ -41,6 +48,7 @@ export interface ResolvedIntegrity {
   failureMode: AuditFailureMode;
   key: KeyObject | undefined;
   anchor: { store: AuditAnchorStore; intervalMs: number };
+  acceptMissingAnchor: boolean;
   timings: AuditTimings | undefined;
 }
 
@@ -62,6 +70,7 @@ export async function resolveIntegrity(opts: AuditIntegrityOptions, defaultAncho
     failureMode,
     key: opts.keyFile === undefined ? undefined : await readAuditKeyFile(opts.keyFile),
     anchor: { store: opts.anchor ?? defaultAnchor(), intervalMs },
+    acceptMissingAnchor: opts.acceptMissingAnchor ?? false,
     timings: opts.timings,
   };
 }
@@ -330,6 +339,11 @@ export abstract class BatchingAuditSink implements AuditSink {
     this.anchoredText = durable.text;
   }
 
+  /**
+   * Flushes, anchors, stops the timers. When the last flush fails, rejects with an
+   * {@link AuditRecordsUnwrittenError} carrying the lines of every record that was taken but not
+   * stored: nothing retries after close, so they are what the caller can still save.
+   */
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
@@ -338,6 +352,8 @@ export abstract class BatchingAuditSink implements AuditSink {
     this.anchorTimer = undefined;
     try {
       await this.flush();
+    } catch (error) {
+      throw new AuditRecordsUnwrittenError(this.describeTarget(), this.bufferedLines(), this.lastError, error);
     } finally {
       // Whatever the flush managed to store is anchored, even when it failed part-way.
       await this.anchor();

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { CoreV1Api, V1ConfigMap } from '@kubernetes/client-node';
-import type { AnchorSite, AuditAnchor } from './anchor.js';
+import { isAnchoredLine, segmentToSearch, type AnchorSite, type AuditAnchor } from './anchor.js';
 
 /**
  * The layout of the ConfigMap audit ring, shared by the sink (writes, resume, query) and by
@@ -188,11 +188,15 @@ export async function withTimeout<T>(what: string, timeoutMs: number, request: (
 export function ringSiteOf(anchor: AuditAnchor, segments: readonly RingSegment[], lastEntryId: string | undefined): AnchorSite {
   const anchored = segments.find((segment) => segment.seq === anchor.segment);
   const lines = anchored ? recordLines(anchored.text) : [];
-  return {
+  const site: AnchorSite = {
     segments: segments.map((segment) => segment.seq),
     lines: lines.length,
     text: lines[anchor.line - 1],
     lastEntryId,
     describeSegment: (seq) => segments.find((segment) => segment.seq === seq)?.name ?? `segment ${seq}`,
   };
+  if (isAnchoredLine(anchor, site.text)) return site;
+  const searched = segmentToSearch(anchor, segments);
+  const index = searched ? recordLines(searched.text).findIndex((text) => isAnchoredLine(anchor, text)) : -1;
+  return index < 0 || !searched ? site : { ...site, moved: { segment: searched.seq, line: index + 1 } };
 }

@@ -10,6 +10,7 @@ import {
   type StoredLines,
 } from './batching-sink.js';
 import { ConfigMapAnchorStore } from './configmap-anchor.js';
+import { checkChainOnOpen } from './open-check.js';
 import {
   ANNOTATION_CHAIN_HEAD,
   ANNOTATION_SEQUENCE,
@@ -85,8 +86,9 @@ const MAX_CONFLICT_RETRIES = 16;
  * batch appended to what is there now. When a ConfigMap is full the next one in the ring is
  * overwritten with a new segment (sequence number + 1). On open the chain continues from the
  * newest segment of this replica, after checking the ring against its anchor (an
- * AuditAnchorError when the ring no longer holds the anchored record). `query()` and `scan()`
- * read the rings of all replicas.
+ * AuditAnchorError when the ring no longer holds the anchored record, or holds records but has
+ * no anchor; see ensureLogReachesAnchor) and its chain where it is continued (an
+ * AuditChainError; see checkChainOnOpen). `query()` and `scan()` read the rings of all replicas.
  *
  * While the API server is unreachable records stay buffered (up to maxBuffered) and writes are
  * retried with exponential backoff; in closed mode new records are refused meanwhile. Rejects
@@ -115,7 +117,26 @@ export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): P
   const head = findChainHead(segments, ring, options.log);
   const kept = segments.filter((segment) => ring.stored.has(segment.name));
   const lastEntryId = head.durable && parseAuditLine(head.durable.text)?.entry_id;
-  await ensureLogReachesAnchor(integrity.anchor.store, integrity.key, async (anchor) => ringSiteOf(anchor, kept, lastEntryId));
+  const describeSegment = (seq: number) => kept.find((segment) => segment.seq === seq)?.name ?? `segment ${seq} of ${ring.label}`;
+  const anchor = await ensureLogReachesAnchor(integrity.anchor.store, integrity.key, async (a) => ringSiteOf(a, kept, lastEntryId), {
+    head: lastEntryId && head.durable ? { entryId: lastEntryId, where: `${describeSegment(head.durable.segment)}:${head.durable.line}` } : undefined,
+    acceptMissingAnchor: integrity.acceptMissingAnchor,
+    log: options.log,
+  });
+  await checkChainOnOpen(
+    kept.map((segment) => {
+      const lines = recordLines(segment.text);
+      return { seq: segment.seq, name: segment.name, lines: () => lines.map((text) => ({ text, utf8: true })), lastLine: async () => lines.at(-1) };
+    }),
+    {
+      key: integrity.key,
+      anchor,
+      describeSegment,
+      startOverHint:
+        `copy the audit ConfigMaps of replica ${ring.label} (label ${LABEL_REPLICA}=${ring.label}) in ${options.namespace} somewhere safe ` +
+        `and delete them, and ${integrity.anchor.store.discardHint}`,
+    },
+  );
   const current = newest && ring.slotFromSegment(newest);
   const sink = new ConfigMapAuditSink(ring, current, head, options, integrity);
   await sink.start();

@@ -1,6 +1,6 @@
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { FileAnchorStore, ensureLogReachesAnchor, type AuditAnchor, type AnchorSite } from './anchor.js';
+import { FileAnchorStore, ensureLogReachesAnchor, isAnchoredLine, segmentToSearch, type AuditAnchor, type AnchorSite } from './anchor.js';
 import {
   BatchingAuditSink,
   resolveIntegrity,
@@ -9,10 +9,11 @@ import {
   type ResolvedIntegrity,
   type StoredLines,
 } from './batching-sink.js';
-import { appendDurably, readLineAt, findEntryLine, readLinesBackward, repairTornTail } from './jsonl.js';
+import { appendDurably, readLineAt, findEntryLine, readLines, readLinesBackward, repairTornTail } from './jsonl.js';
+import { AuditChainError, checkChainOnOpen } from './open-check.js';
 import { matchesAuditQuery } from './query.js';
 import { AuditRecordSchema, GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
-import { listSegments, segmentFileName } from './segments.js';
+import { DEFAULT_MAX_SEGMENTS, listSegments, segmentFileName } from './segments.js';
 import type { AuditFilter, AuditSink } from './sink.js';
 
 /** Anchors go to `<dir>/anchor.json` unless `anchor` says otherwise (kubernetes mode: a ConfigMap). */
@@ -21,7 +22,7 @@ export interface FileAuditSinkOptions extends AuditIntegrityOptions {
   dir: string;
   /** A segment is closed before it would grow past this (default 16 MiB). */
   segmentBytes?: number;
-  /** Segments kept; older ones are deleted (default 20). */
+  /** Segments kept; older ones are deleted (default 20). A log that lacks segment 1 but holds fewer is refused on open. */
   maxSegments?: number;
   /** Longest a record waits in memory before its batch is written (default 100). */
   flushIntervalMs?: number;
@@ -35,7 +36,7 @@ type ResolvedOptions = Required<Omit<FileAuditSinkOptions, keyof AuditIntegrityO
 
 const DEFAULTS = {
   segmentBytes: 16 * 1024 * 1024,
-  maxSegments: 20,
+  maxSegments: DEFAULT_MAX_SEGMENTS,
   flushIntervalMs: 100,
   maxBuffered: 50_000,
   log: (msg: string) => console.error(`[audit] ${msg}`),
@@ -55,11 +56,16 @@ const isAuditRecord = (value: unknown): boolean => AuditRecordSchema.safeParse(v
 /**
  * Opens (or creates) a JSONL audit log in `opts.dir`: `audit-000001.jsonl`, `audit-000002.jsonl`, …
  * Appends are buffered and written in batches, one write + fdatasync each, every
- * `flushIntervalMs` or on `flush()`. On open, a last line torn by a crash is repaired, the hash
- * chain continues from the last valid record, and the log is checked against its anchor: when
- * it no longer holds the record the anchor names (cut off or rewritten while stopped), the open
- * rejects with an AuditAnchorError. It also rejects when the key file is bad or the first
- * anchor cannot be written.
+ * `flushIntervalMs` or on `flush()`. On open, a last line torn by a crash (one without its `\n`)
+ * is repaired, the log is checked, and the hash chain continues from the last valid record.
+ * The open rejects, leaving everything as it found it, when:
+ * - an entry named like a segment is not a regular file (an AuditChainError);
+ * - the log does not hold the record its anchor names (cut off or rewritten while stopped), or
+ *   holds records but has no anchor (unless `acceptMissingAnchor`), or, with a key, only an
+ *   anchor without a MAC (an AuditAnchorError; see ensureLogReachesAnchor);
+ * - the log is broken where it would be continued, or is signed and there is no key
+ *   (an AuditChainError; see checkChainOnOpen);
+ * - the key file is bad or the first anchor cannot be written.
  *
  * @example
  * const sink = await openFileAuditSink({ dir: '/data/audit', keyFile: '/etc/policyguard/audit.key', log: (m) => logger.warn(m) });
@@ -72,7 +78,12 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
   const options = resolveOptions(opts);
   const integrity = await resolveIntegrity(opts, () => FileAnchorStore.inDir(options.dir));
   await mkdir(options.dir, { recursive: true });
-  const segments: Segment[] = (await listSegments(options.dir)).map((file) => ({ ...file, size: 0, lines: 0 }));
+  const files = await listSegments(options.dir);
+  const odd = files.find((file) => file.unreadable);
+  if (odd) {
+    throw new AuditChainError(`${odd.path} ${odd.unreadable}: the audit log writes only regular files, so it was put there; move it away (keep it: it is evidence)`);
+  }
+  const segments: Segment[] = files.map((file) => ({ ...file, size: 0, lines: 0 }));
   await deleteBeyondRetention(segments, options);
   const newest = segments.at(-1);
   if (newest) {
@@ -81,7 +92,32 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
   }
   for (const segment of segments) segment.size = (await stat(segment.path)).size;
   const head = await findChainHead(segments, options.log);
-  await ensureLogReachesAnchor(integrity.anchor.store, integrity.key, (anchor) => siteOf(anchor, segments, head.durable));
+  const headRecord = head.durable && parseAuditLine(head.durable.text);
+  const anchor = await ensureLogReachesAnchor(integrity.anchor.store, integrity.key, (a) => siteOf(a, segments, head.durable), {
+    head: headRecord && head.durable ? { entryId: headRecord.entry_id, where: `${segmentFileName(head.durable.segment)}:${head.durable.line}` } : undefined,
+    acceptMissingAnchor: integrity.acceptMissingAnchor,
+    log: options.log,
+  });
+  // The default anchor lives in the folder; another store (a ConfigMap) must be reset too.
+  const ownAnchor = opts.anchor === undefined;
+  await checkChainOnOpen(
+    segments.map((segment) => ({
+      seq: segment.seq,
+      name: segmentFileName(segment.seq),
+      lines: () => readLines(segment.path),
+      lastLine: async () => {
+        for await (const line of readLinesBackward(segment.path)) return line.text;
+        return undefined;
+      },
+    })),
+    {
+      key: integrity.key,
+      anchor,
+      retained: options.maxSegments,
+      describeSegment: segmentFileName,
+      startOverHint: `move ${options.dir} aside (keep it: it is the evidence)${ownAnchor ? '' : ` and ${integrity.anchor.store.discardHint}`}`,
+    },
+  );
   const sink = new FileAuditSink(segments, head, options, integrity);
   await sink.start();
   return sink;
@@ -91,17 +127,17 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
 async function siteOf(anchor: AuditAnchor, segments: readonly Segment[], durable: DurableLine | undefined): Promise<AnchorSite> {
   const anchored = segments.find((segment) => segment.seq === anchor.segment);
   const { lines, text } = anchored ? await readLineAt(anchored.path, anchor.line) : { lines: 0, text: undefined };
-  // Its segment gone as if by retention: the record must be gone too, not in the oldest kept one.
-  const oldest = segments[0];
-  const movedLine = !anchored && oldest && oldest.seq > anchor.segment ? await findEntryLine(oldest.path, anchor.entry_id) : undefined;
-  return {
+  const site: AnchorSite = {
     segments: segments.map((segment) => segment.seq),
     lines,
     text,
-    ...(movedLine !== undefined ? { moved: `${segmentFileName(oldest!.seq)}:${movedLine}` } : {}),
     lastEntryId: durable && parseAuditLine(durable.text)?.entry_id,
     describeSegment: segmentFileName,
   };
+  if (isAnchoredLine(anchor, text)) return site;
+  const searched = segmentToSearch(anchor, segments);
+  const line = searched && (await findEntryLine(searched.path, anchor.entry_id, (text) => isAnchoredLine(anchor, text)));
+  return line === undefined || !searched ? site : { ...site, moved: { segment: searched.seq, line } };
 }
 
 function resolveOptions(opts: FileAuditSinkOptions): ResolvedOptions {
@@ -199,6 +235,11 @@ class FileAuditSink extends BatchingAuditSink {
     }
     const seq = (current?.seq ?? 0) + 1;
     const next: Segment = { seq, path: join(this.options.dir, segmentFileName(seq)), size: 0, lines: 0 };
+    // Created (durably) before the oldest is deleted: a crash in between must not leave fewer
+    // segments than retention keeps without segment 1, which opening refuses as records cut
+    // from the head of the log.
+    this.target = next.path;
+    await appendDurably(next.path, '');
     this.segments.push(next);
     await deleteBeyondRetention(this.segments, this.options);
     return next;

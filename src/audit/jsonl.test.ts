@@ -3,7 +3,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
+import { appendDurably, readLines, readLinesBackward, repairTornTail } from './jsonl.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -57,6 +57,40 @@ describe('readLinesBackward', () => {
   });
 });
 
+describe('readLines', () => {
+  async function collectForward(path: string, chunkBytes?: number) {
+    const lines = [];
+    for await (const line of readLines(path, chunkBytes ? { chunkBytes } : {})) lines.push(line);
+    return lines;
+  }
+
+  it('yields the lines of a split on \\n only, for any chunk size', async () => {
+    const path = join(dir, 'f.jsonl');
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.string({ unit: fc.constantFrom('a', 'é', '😀', '\n', '\r', '\uFEFF', '"') }), { maxLength: 12 }),
+        fc.integer({ min: 1, max: 9 }),
+        async (parts, chunkBytes) => {
+          const text = parts.join('');
+          await writeFile(path, text);
+          const expected = text.split('\n');
+          if (expected.at(-1) === '') expected.pop();
+          expect(await collectForward(path, chunkBytes)).toEqual(expected.map((line) => ({ text: line, utf8: true })));
+        },
+      ),
+    );
+  });
+
+  it('says which lines are not UTF-8', async () => {
+    const path = join(dir, 'f.jsonl');
+    await writeFile(path, Buffer.concat([Buffer.from('ok\nbad '), Buffer.from([0xc3]), Buffer.from('\n')]));
+    expect(await collectForward(path)).toEqual([
+      { text: 'ok', utf8: true },
+      { text: 'bad \uFFFD', utf8: false },
+    ]);
+  });
+});
+
 describe('repairTornTail', () => {
   it('cuts off a half-written last line and reports the bytes', async () => {
     const path = join(dir, 'f.jsonl');
@@ -67,9 +101,20 @@ describe('repairTornTail', () => {
     expect(logs.join()).toMatch(/removed an incomplete last line \(5 bytes/);
   });
 
-  it('cuts off a terminated last line that is not a record, and only that line', async () => {
+  it('leaves a complete last line alone even when it is not a record: no crash writes a whole line', async () => {
     const path = join(dir, 'f.jsonl');
-    await writeFile(path, 'garbage\n{"a":2}\nnot json\n');
+    for (const text of ['{"a":1}\nnot json\n', '{"a":1}\n\n', '{"a":1}\n[1]\n']) {
+      await writeFile(path, text);
+      const logs: string[] = [];
+      expect(await repairTornTail(path, isObject, (m) => logs.push(m))).toBe(0);
+      expect(await readFile(path, 'utf8')).toBe(text);
+      expect(logs).toEqual([]);
+    }
+  });
+
+  it('cuts off a torn last line that is not a record, and only that line', async () => {
+    const path = join(dir, 'f.jsonl');
+    await writeFile(path, 'garbage\n{"a":2}\nnot json');
     await repairTornTail(path, isObject, () => undefined);
     expect(await readFile(path, 'utf8')).toBe('garbage\n{"a":2}\n');
   });

@@ -1,7 +1,5 @@
-import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseAuditLine } from './record.js';
 
 /** One line of a JSONL file, located by byte offsets. */
@@ -92,11 +90,14 @@ function isNotFound(error: unknown): boolean {
 }
 
 /**
- * Makes the last line of a JSONL file whole again after a crash mid-append. Only the last line
- * is ever looked at or changed:
+ * Makes the last line of a JSONL file whole again after a crash mid-append. Only a last line
+ * without its `\n` is ever changed — the signature of a write cut short, since every append
+ * ends in `\n`:
  * - a complete record that lost only its `\n` gets the `\n`;
- * - anything else that is not a complete valid record (half a line, bytes of garbage) is cut
- *   off: the file is truncated to the end of the line before it.
+ * - anything else (half a line, bytes the crash left) is cut off: the file is truncated to the
+ *   end of the line before it.
+ * A complete line (ending in `\n`) is never removed, whatever it holds: no crash writes one,
+ * so it was put there, and it stays for verification to point at.
  * `isRecord` says what a complete record is (parsed JSON in, yes/no out). Every change is
  * reported through `log`. Returns the number of bytes removed.
  *
@@ -113,10 +114,10 @@ export async function repairTornTail(
     last = line;
     break;
   }
-  if (!last || (last.terminated && isValidJsonRecord(last.text, isRecord))) return 0;
+  if (!last || last.terminated) return 0;
   const handle = await open(path, 'r+');
   try {
-    if (!last.terminated && isValidJsonRecord(last.text, isRecord)) {
+    if (isValidJsonRecord(last.text, isRecord)) {
       await handle.write('\n', last.end);
       await handle.datasync();
       log(`${path}: the last record was complete but had no line end; added it`);
@@ -196,6 +197,57 @@ export async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
+/** One line of {@link readLines}. */
+export interface ForwardLine {
+  text: string;
+  /** False when the line's bytes are not valid UTF-8 (`text` then holds U+FFFD in their place). */
+  utf8: boolean;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const lenientUtf8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/**
+ * Yields the lines of a file from the first to the last, split on the `\n` byte only — a `\r`
+ * stays part of its line, and a byte order mark part of the first — so a reader sees the bytes
+ * the writer wrote, not a tidied version. A last line without `\n` is yielded; a file ending in
+ * `\n` has no empty line after it. One read of `chunkBytes` (default 1 MiB) at a time. Rejects
+ * when the file cannot be opened (a missing file too).
+ *
+ * @example
+ * for await (const { text } of readLines('/data/audit/audit-000001.jsonl')) console.log(text);
+ */
+export async function* readLines(path: string, opts: { chunkBytes?: number } = {}): AsyncGenerator<ForwardLine> {
+  const handle = await open(path, 'r');
+  try {
+    const chunk = Buffer.alloc(opts.chunkBytes ?? 1 << 20);
+    let carry = Buffer.alloc(0);
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      const buffer = carry.length > 0 ? Buffer.concat([carry, chunk.subarray(0, bytesRead)]) : chunk.subarray(0, bytesRead);
+      let from = 0;
+      for (let end = buffer.indexOf(NEWLINE, from); end >= 0; end = buffer.indexOf(NEWLINE, from)) {
+        yield decodeLine(buffer.subarray(from, end));
+        from = end + 1;
+      }
+      // A copy: `chunk` is read into again.
+      carry = Buffer.from(buffer.subarray(from));
+    }
+    if (carry.length > 0) yield decodeLine(carry);
+  } finally {
+    await handle.close();
+  }
+}
+
+function decodeLine(bytes: Buffer): ForwardLine {
+  try {
+    return { text: strictUtf8.decode(bytes), utf8: true };
+  } catch {
+    return { text: lenientUtf8.decode(bytes), utf8: false };
+  }
+}
+
 /**
  * Reads a file front to back, counting its lines the way `audit verify` numbers them (a last
  * line without `\n` counts), and returns the text of line `n` (1-based) when there is one. One
@@ -205,45 +257,42 @@ export async function syncDirectory(dir: string): Promise<void> {
  * const { lines, text } = await readLineAt('/data/audit/audit-000003.jsonl', 120);
  */
 export async function readLineAt(path: string, n: number): Promise<{ lines: number; text: string | undefined }> {
-  const input = createReadStream(path);
-  const reader = createInterface({ input, crlfDelay: Infinity });
   let lines = 0;
   let text: string | undefined;
   try {
-    for await (const line of reader) {
+    for await (const line of readLines(path)) {
       lines++;
-      if (lines === n) text = line;
+      if (lines === n) text = line.text;
     }
   } catch (error) {
     if (isNotFound(error)) return { lines: 0, text: undefined };
     throw error;
-  } finally {
-    reader.close();
-    input.destroy();
   }
   return { lines, text };
 }
 
 /**
- * The 1-based line of `path` holding the record `entryId`, or undefined. A substring test per
- * line, then a parse of the one that has it.
+ * The 1-based line of `path` holding the record `entryId` (and, when given, for which `isIt`
+ * holds), or undefined. A substring test per line, then a parse of the one that has it.
+ *
+ * @example
+ * const line = await findEntryLine('/data/audit/audit-000003.jsonl', 'aud_0123456789ab');
  */
-export async function findEntryLine(path: string, entryId: string): Promise<number | undefined> {
-  const input = createReadStream(path);
-  const reader = createInterface({ input, crlfDelay: Infinity });
+export async function findEntryLine(
+  path: string,
+  entryId: string,
+  isIt: (text: string) => boolean = (text) => parseAuditLine(text)?.entry_id === entryId,
+): Promise<number | undefined> {
   const needle = `"entry_id":${JSON.stringify(entryId)}`;
   let line = 0;
   try {
-    for await (const text of reader) {
+    for await (const { text } of readLines(path)) {
       line++;
-      if (text.includes(needle) && parseAuditLine(text)?.entry_id === entryId) return line;
+      if (text.includes(needle) && isIt(text)) return line;
     }
   } catch (error) {
     if (isNotFound(error)) return undefined;
     throw error;
-  } finally {
-    reader.close();
-    input.destroy();
   }
   return undefined;
 }

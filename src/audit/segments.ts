@@ -1,11 +1,20 @@
-import { readdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** A segment file of the audit log; `seq` orders them (1 is the oldest ever written). */
 export interface SegmentFile {
   seq: number;
   path: string;
+  /**
+   * Why the entry cannot be read as a segment (`is a FIFO, not a regular file`), when it is not
+   * a regular file: the writer only ever makes regular files, and opening a FIFO would hang.
+   */
+  unreadable?: string;
 }
+
+/** Segments the file sink keeps; older ones are deleted (retention). */
+export const DEFAULT_MAX_SEGMENTS = 20;
 
 // Six digits sort nicely in `ls`; more digits are accepted once a log outgrows them.
 const SEGMENT_NAME = /^audit-(\d{6,})\.jsonl$/;
@@ -22,7 +31,9 @@ export function segmentFileName(seq: number): string {
 
 /**
  * The audit segments in `dir`, oldest first (by number, not by name, so `audit-1000000.jsonl`
- * follows `audit-999999.jsonl`). Other files in the directory are ignored.
+ * follows `audit-999999.jsonl`). Other files in the directory are ignored. Each entry is
+ * looked at with lstat, not opened: one that is not a regular file (a FIFO, a folder, a
+ * symbolic link) comes back with `unreadable` set.
  *
  * @example
  * const segments = await listSegments('/data/audit'); // [{ seq: 1, path: '/data/audit/audit-000001.jsonl' }, …]
@@ -31,7 +42,78 @@ export async function listSegments(dir: string): Promise<SegmentFile[]> {
   const segments: SegmentFile[] = [];
   for (const name of await readdir(dir)) {
     const match = SEGMENT_NAME.exec(name);
-    if (match?.[1]) segments.push({ seq: Number(match[1]), path: join(dir, name) });
+    if (!match?.[1]) continue;
+    const path = join(dir, name);
+    const unreadable = notRegularFile(await lstat(path));
+    segments.push({ seq: Number(match[1]), path, ...(unreadable ? { unreadable } : {}) });
   }
   return segments.sort((a, b) => a.seq - b.seq);
+}
+
+/**
+ * Why an entry is not a regular file, or undefined when it is.
+ *
+ * @example
+ * notRegularFile(await lstat('/data/audit/anchor.json')); // 'is a folder, not a regular file'
+ */
+export function notRegularFile(stats: Stats): string | undefined {
+  if (stats.isFile()) return undefined;
+  const kind = stats.isDirectory()
+    ? 'a folder'
+    : stats.isFIFO()
+      ? 'a FIFO'
+      : stats.isSymbolicLink()
+        ? 'a symbolic link'
+        : stats.isSocket()
+          ? 'a socket'
+          : 'a device';
+  return `is ${kind}, not a regular file`;
+}
+
+/** A segment that cannot be where it is, and why. */
+export interface SegmentGap {
+  seq: number;
+  reason: string;
+}
+
+/**
+ * What the sequence numbers of a log's segments (oldest first) say was removed or added by
+ * hand. Retention deletes only the oldest segments, one at a time, once more than `retained`
+ * exist, so the segments kept are consecutive and, when segment 1 is gone, there are `retained`
+ * of them. Reported: the same number twice (`audit-000005.jsonl` beside `audit-0000005.jsonl`),
+ * numbers missing between kept segments, and with `retained`, oldest segments missing from a
+ * log too short for retention to have deleted them. `describe` names a segment in messages.
+ *
+ * @example
+ * segmentGaps([1, 2, 4], segmentFileName); // [{ seq: 4, reason: 'audit-000003.jsonl is missing between audit-000002.jsonl and …' }]
+ * segmentGaps([4, 5, 6], segmentFileName, 20); // [{ seq: 4, reason: 'segments audit-000001.jsonl to audit-000003.jsonl are missing, but only 3 …' }]
+ */
+export function segmentGaps(seqs: readonly number[], describe: (seq: number) => string, retained?: number): SegmentGap[] {
+  const gaps: SegmentGap[] = [];
+  const oldest = seqs[0];
+  if (retained !== undefined && oldest !== undefined && oldest > 1 && seqs.length < retained) {
+    gaps.push({
+      seq: oldest,
+      reason:
+        `${range(1, oldest - 1, describe)} missing, but only ${seqs.length} segment(s) remain: retention deletes the oldest ` +
+        `segments only once more than ${retained} exist, so these were removed by hand (records cut from the head of the log)`,
+    });
+  }
+  for (let i = 1; i < seqs.length; i++) {
+    const previous = seqs[i - 1]!;
+    const seq = seqs[i]!;
+    if (seq === previous) {
+      gaps.push({ seq, reason: `two files hold segment ${seq}: one of them was copied in by hand` });
+    } else if (seq > previous + 1) {
+      gaps.push({
+        seq,
+        reason: `${range(previous + 1, seq - 1, describe)} missing between ${describe(previous)} and ${describe(seq)}: retention deletes only the oldest segments, so this was removed by hand`,
+      });
+    }
+  }
+  return gaps;
+}
+
+function range(from: number, to: number, describe: (seq: number) => string): string {
+  return from === to ? `${describe(from)} is` : `segments ${describe(from)} to ${describe(to)} are`;
 }

@@ -100,7 +100,10 @@ export interface AuditSink {
   query(q: AuditQuery): Promise<AuditQueryResult>;
   /** Resolves when every record appended before the call is durable; rejects if a write failed. */
   flush(): Promise<void>;
-  /** Flush, anchor the chain head, then release timers and files. */
+  /**
+   * Flush, anchor the chain head, then release timers and files. Rejects with an
+   * {@link AuditRecordsUnwrittenError} when records it took could not be stored.
+   */
   close(): Promise<void>;
   readonly failureMode: AuditFailureMode;
   readonly stats: AuditStats;
@@ -108,5 +111,38 @@ export interface AuditSink {
 
 /** A sink could not persist records; they stay buffered and are retried. */
 export class AuditWriteError extends Error {
-  override readonly name = 'AuditWriteError';
+  override readonly name: string = 'AuditWriteError';
+}
+
+/** Ids named in the message of an {@link AuditRecordsUnwrittenError}; every line is in `lines`. */
+const IDS_IN_MESSAGE = 20;
+
+/**
+ * A sink was closed with records it had taken (their decisions answered) but could not store:
+ * `lines` are those records, oldest first, exactly as they would have been written. They chain
+ * onto the last stored record, so appended to the log before anything else is, they verify.
+ *
+ * @example
+ * try { await sink.close(); } catch (e) { if (e instanceof AuditRecordsUnwrittenError) for (const l of e.lines) process.stderr.write(`${l}\n`); }
+ */
+export class AuditRecordsUnwrittenError extends AuditWriteError {
+  override readonly name = 'AuditRecordsUnwrittenError';
+  readonly entryIds: readonly string[];
+
+  /** `why`: the last write's error, described. */
+  constructor(
+    target: string,
+    readonly lines: readonly string[],
+    why: string,
+    cause: unknown,
+  ) {
+    const entryIds = lines.map((line) => (JSON.parse(line) as { entry_id: string }).entry_id);
+    const named = entryIds.slice(0, IDS_IN_MESSAGE).join(', ') + (entryIds.length > IDS_IN_MESSAGE ? ` and ${entryIds.length - IDS_IN_MESSAGE} more` : '');
+    super(
+      `${lines.length} audit record(s) were answered but never written to ${target}, and are not in the audit log: ${named}. ` +
+        `The last write failed: ${why}`,
+      { cause },
+    );
+    this.entryIds = entryIds;
+  }
 }

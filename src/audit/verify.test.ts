@@ -1,5 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -8,7 +9,7 @@ import { openFileAuditSink } from './file-sink.js';
 import { readAuditKeyFile } from './key.js';
 import { GENESIS_HASH, canonicalJson, createAuditRecord, hashRecord, type AuditEntryInput, type AuditRecord } from './record.js';
 import type { AuditSink } from './sink.js';
-import { AuditLogNotFoundError, verifyAuditChain } from './verify.js';
+import { AuditLogNotFoundError, MAX_LISTED_PROBLEMS, verifyAuditChain } from './verify.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -76,7 +77,7 @@ describe('verifyAuditChain: the hash chain', () => {
     await writeFile(segment(2), jsonl(records.slice(3)));
     await writeFile(join(dir, 'incidents.jsonl'), 'not part of the audit log\n');
     expect(await verifyAuditChain(dir, { anchor: false })).toEqual({
-      ok: true, records: 5, segments: 2, notes: ['anchor not checked (--no-anchor): records cut off the end of the log would go unnoticed'],
+      ok: true, records: 5, segments: 2, problems: [], problemCount: 0, notes: ['anchor not checked (--no-anchor): records cut off the end of the log would go unnoticed'],
     });
     expect(await verifyAuditChain(segment(2))).toMatchObject({ ok: true, records: 2, segments: 1, notes: [expect.stringMatching(/single segment/)] });
   });
@@ -89,9 +90,10 @@ describe('verifyAuditChain: the hash chain', () => {
     lines[2] = lines[2]?.replace('"allowed":false', '"allowed":true') ?? '';
     await writeFile(path, lines.join('\n'));
 
+    // Reported once: the records after it link to the hash it stores, and verify.
     const result = await verifyAuditChain(path);
-    expect(result).toMatchObject({ ok: false, records: 2, file: path, line: 3, entryId: records[2]?.entry_id });
-    expect(result.ok || result.reason).toMatch(/^hash mismatch/);
+    expect(result).toMatchObject({ ok: false, records: 4, problemCount: 1, problems: [{ file: path, line: 3, entryId: records[2]?.entry_id }] });
+    expect(result.problems[0]?.reason).toMatch(/^hash mismatch/);
   });
 
   it('reports a deleted line as a prev_hash mismatch at the record after the gap', async () => {
@@ -99,15 +101,15 @@ describe('verifyAuditChain: the hash chain', () => {
     const path = segment(1);
     await writeFile(path, jsonl([...records.slice(0, 2), ...records.slice(3)]));
     const result = await verifyAuditChain(path);
-    expect(result).toMatchObject({ ok: false, records: 2, line: 3, entryId: records[3]?.entry_id });
-    expect(result.ok || result.reason).toMatch(/^prev_hash mismatch/);
+    expect(result).toMatchObject({ ok: false, records: 3, problemCount: 1, problems: [{ line: 3, entryId: records[3]?.entry_id }] });
+    expect(result.problems[0]?.reason).toMatch(/^prev_hash mismatch/);
   });
 
   it('reports swapped lines as a prev_hash mismatch', async () => {
     const [a, b, c] = chain(3);
     const path = segment(1);
     await writeFile(path, jsonl([a, c, b]));
-    expect(await verifyAuditChain(path)).toMatchObject({ ok: false, line: 2, entryId: c?.entry_id });
+    expect(await verifyAuditChain(path)).toMatchObject({ ok: false, problems: [{ line: 2, entryId: c?.entry_id }, { line: 3, entryId: b?.entry_id }] });
   });
 
   it('reports a line that is not JSON, or not a record, with its line number', async () => {
@@ -115,13 +117,13 @@ describe('verifyAuditChain: the hash chain', () => {
     const path = segment(1);
     await writeFile(path, `${jsonl(records.slice(0, 2))}{"entry_id":"aud_x",\n`);
     const bad = await verifyAuditChain(path);
-    expect(bad).toMatchObject({ ok: false, records: 2, line: 3 });
-    expect(bad.ok || bad.reason).toMatch(/^invalid JSON/);
+    expect(bad).toMatchObject({ ok: false, records: 2, problems: [{ line: 3 }] });
+    expect(bad.problems[0]?.reason).toMatch(/^invalid JSON/);
 
     await writeFile(path, jsonl([records[0], { ...records[1], hash: 'short' }]));
     const foreign = await verifyAuditChain(path);
-    expect(foreign).toMatchObject({ ok: false, line: 2, entryId: records[1]?.entry_id });
-    expect(foreign.ok || foreign.reason).toMatch(/^not an audit record: hash/);
+    expect(foreign).toMatchObject({ ok: false, problems: [{ line: 2, entryId: records[1]?.entry_id }] });
+    expect(foreign.problems[0]?.reason).toMatch(/^not an audit record: hash/);
   });
 
   it('checks the chain across segments', async () => {
@@ -129,21 +131,23 @@ describe('verifyAuditChain: the hash chain', () => {
     await writeFile(segment(1), jsonl(records.slice(0, 2)));
     await writeFile(segment(2), jsonl(records.slice(2, 4)));
     await writeFile(segment(3), jsonl(records.slice(4)));
-    // Losing a whole middle segment breaks the link into the next one.
+    // Losing a whole middle segment shows in the numbering; the chain starts again after it.
     await rm(segment(2));
-    expect(await verifyAuditChain(dir, { anchor: false })).toMatchObject({ ok: false, records: 2, file: segment(3), line: 1 });
+    const result = await verifyAuditChain(dir, { anchor: false });
+    expect(result).toMatchObject({ ok: false, records: 4, problemCount: 1, problems: [{ file: segment(3) }] });
+    expect(result.problems[0]?.reason).toMatch(/^audit-000002\.jsonl is missing between audit-000001\.jsonl and audit-000003\.jsonl: retention deletes only the oldest segments/);
   });
 
   it('accepts the first prev_hash after retention, but demands genesis when segment 1 is present', async () => {
     const records = chain(4);
     await writeFile(segment(1), jsonl(records.slice(1)));
     const truncatedStart = await verifyAuditChain(dir, { anchor: false });
-    expect(truncatedStart).toMatchObject({ ok: false, line: 1, entryId: records[1]?.entry_id });
-    expect(truncatedStart.ok || truncatedStart.reason).toMatch(/genesis/);
+    expect(truncatedStart).toMatchObject({ ok: false, problems: [{ line: 1, entryId: records[1]?.entry_id }] });
+    expect(truncatedStart.problems[0]?.reason).toMatch(/genesis/);
 
-    // The same records as the oldest retained segment of a longer log are fine.
+    // The same records as the oldest retained segment of a log that has as many as retention keeps are fine.
     await rename(segment(1), segment(7));
-    expect(await verifyAuditChain(dir, { anchor: false })).toMatchObject({ ok: true, records: 3, segments: 1 });
+    expect(await verifyAuditChain(dir, { anchor: false, retained: 1 })).toMatchObject({ ok: true, records: 3, segments: 1 });
   });
 
   it('refuses a folder with no segments, and names DIR/audit when the data folder was passed', async () => {
@@ -175,10 +179,14 @@ describe('verifyAuditChain: the anchor', () => {
     expect(await verifyAuditChain(dir)).toEqual({
       ok: false,
       records: 7,
-      file: segment(1),
-      line: 10,
-      entryId: records[9]!.entry_id,
-      reason: `truncated: at least 3 records after ${records[6]!.entry_id} were removed (the anchor of ${anchor.time} names ${records[9]!.entry_id} at audit-000001.jsonl:10)`,
+      segments: 1,
+      problems: [{
+        file: segment(1),
+        line: 10,
+        entryId: records[9]!.entry_id,
+        reason: `truncated: at least 3 records after ${records[6]!.entry_id} were removed (the anchor of ${anchor.time} names ${records[9]!.entry_id} at audit-000001.jsonl:10)`,
+      }],
+      problemCount: 1,
       notes: [],
     });
   });
@@ -191,8 +199,8 @@ describe('verifyAuditChain: the anchor', () => {
     const lastKept = JSON.parse(survivors.at(-1)!) as AuditRecord;
     await rm(segment(anchor.segment));
     const result = await verifyAuditChain(dir);
-    expect(result).toMatchObject({ ok: false, entryId: records[39]!.entry_id });
-    expect(result.ok || result.reason).toBe(
+    expect(result).toMatchObject({ ok: false, problemCount: 1, problems: [{ entryId: records[39]!.entry_id }] });
+    expect(result.problems[0]?.reason).toBe(
       `truncated: at least ${anchor.line} records after ${lastKept.entry_id} were removed (the anchor of ${anchor.time} names ${records[39]!.entry_id} at ${`audit-${String(anchor.segment).padStart(6, '0')}.jsonl`}:${anchor.line})`,
     );
   });
@@ -201,8 +209,8 @@ describe('verifyAuditChain: the anchor', () => {
     const records = await writeLog(5);
     await writeFile(segment(1), jsonl(rechain(records, (r) => ({ ...r, agent_id: 'someone-else' }), false)));
     const result = await verifyAuditChain(dir);
-    expect(result).toMatchObject({ ok: false, line: 5 });
-    expect(result.ok || result.reason).toMatch(/^rewritten: audit-000001\.jsonl:5 holds aud_\w+ \(hash \w+\), not the anchored record with hash/);
+    expect(result).toMatchObject({ ok: false, problemCount: 1, problems: [{ line: 5 }] });
+    expect(result.problems[0]?.reason).toMatch(/^rewritten: audit-000001\.jsonl:5 holds aud_\w+ \(hash \w+\), not the anchored record with hash/);
   });
 
   it('accepts an anchor older than the oldest kept segment (retention)', async () => {
@@ -210,7 +218,7 @@ describe('verifyAuditChain: the anchor', () => {
     await writeFile(segment(7), jsonl(records.slice(0, 3)));
     await writeFile(segment(8), jsonl(records.slice(3)));
     await new FileAnchorStore(anchorPath()).write(createAnchor({ entry_id: 'aud_000000000000', hash: 'a'.repeat(64), segment: 5, line: 9 }));
-    const result = await verifyAuditChain(dir);
+    const result = await verifyAuditChain(dir, { retained: 2 });
     expect(result).toMatchObject({ ok: true, records: 6, notes: [expect.stringMatching(/segment retention has deleted since/)] });
   });
 
@@ -221,20 +229,20 @@ describe('verifyAuditChain: the anchor', () => {
     await writeFile(segment(2), `${lines.slice(3).join('\n')}\n`);
     await rm(segment(1));
     const anchor = await readAnchor();
-    const result = await verifyAuditChain(dir, { keyFile: key });
-    expect(result).toMatchObject({ ok: false });
-    expect(result.ok || result.reason).toBe(
+    const result = await verifyAuditChain(dir, { keyFile: key, retained: 1 });
+    expect(result).toMatchObject({ ok: false, problemCount: 1 });
+    expect(result.problems[0]?.reason).toBe(
       `moved: the anchored record is at audit-000002.jsonl:5, not audit-000001.jsonl:8: records before it were removed and segments renumbered (the anchor of ${anchor.time} names ${anchor.entry_id} at audit-000001.jsonl:8)`,
     );
-    await expect(openFileAuditSink({ dir, log: () => undefined, keyFile: key })).rejects.toThrow(/does not match its anchor .*: moved: the anchored record is at audit-000002\.jsonl:5/);
+    await expect(openFileAuditSink({ dir, log: () => undefined, keyFile: key, maxSegments: 1 })).rejects.toThrow(/does not match its anchor .*: moved: the anchored record is at audit-000002\.jsonl:5/);
   });
 
   it('fails without an anchor and says how to check the chain alone', async () => {
     await writeLog(3);
     await rm(anchorPath());
     const result = await verifyAuditChain(dir);
-    expect(result).toMatchObject({ ok: false, records: 3, file: `file ${anchorPath()}` });
-    expect(result.ok || result.reason).toMatch(/^no anchor at file .*anchor\.json: without it, records cut off the end of the log cannot be detected\. The chain alone is checked with --no-anchor$/);
+    expect(result).toMatchObject({ ok: false, records: 3, problems: [{ file: `file ${anchorPath()}` }] });
+    expect(result.problems[0]?.reason).toMatch(/^no anchor at file .*anchor\.json: without it, records cut off the end of the log cannot be detected\. The chain alone is checked with --no-anchor$/);
     expect(await verifyAuditChain(dir, { anchor: false })).toMatchObject({ ok: true, records: 3 });
   });
 
@@ -264,21 +272,35 @@ describe('verifyAuditChain: MACs', () => {
     expect(unchecked.notes).toContain('5 records carry a MAC that was not checked (no key file given)');
   });
 
-  it.each([
-    ['kept', true, /^mac mismatch: the hash was not authenticated with this key/, 2],
-    ['removed', false, /^no mac: every record must carry one when a key is given/, 1],
-  ] as const)('a chain recomputed without the key (MACs %s, anchor rewritten) passes without the key, fails with it', async (_, keep, reason, line) => {
+  it('a chain recomputed without the key, MACs kept and the anchor rewritten, passes without the key and fails with it', async () => {
     const key = await keyFile();
     const records = await writeLog(5, { keyFile: key });
-    const forged = rechain(records, (r) => (r === records[1] ? { ...r, evaluation: { ...r.evaluation, allowed: true, decision: 'allow' } } : r), keep);
+    const forged = rechain(records, (r) => (r === records[1] ? { ...r, evaluation: { ...r.evaluation, allowed: true, decision: 'allow' } } : r), true);
     await writeFile(segment(1), jsonl(forged));
     const last = forged.at(-1)!;
     await new FileAnchorStore(anchorPath()).write(createAnchor({ entry_id: last.entry_id, hash: last.hash, segment: 1, line: 5 }));
 
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 5 });
     const result = await verifyAuditChain(dir, { keyFile: key });
-    expect(result).toMatchObject({ ok: false, line, entryId: forged[line - 1]!.entry_id });
-    expect(result.ok || result.reason).toMatch(reason);
+    // Every record from the edit on, and the anchor, which names a signed record without a MAC of its own.
+    expect(result.problems.map((p) => p.line)).toEqual([2, 3, 4, 5, 5]);
+    expect(result.problems[0]).toMatchObject({ entryId: forged[1]!.entry_id, reason: expect.stringMatching(/^mac mismatch: the hash was not authenticated with this key/) });
+    expect(result.problems[4]?.reason).toMatch(/^the anchor has no MAC, but the record it names has one/);
+  });
+
+  it("a log stripped of every MAC, the anchor's too, fails with the key: an anchor without a MAC proves nothing", async () => {
+    const key = await keyFile();
+    const records = await writeLog(5, { keyFile: key });
+    const forged = rechain(records, (r) => (r === records[1] ? { ...r, evaluation: { ...r.evaluation, allowed: true, decision: 'allow' } } : r), false);
+    await writeFile(segment(1), jsonl(forged));
+    const last = forged.at(-1)!;
+    await new FileAnchorStore(anchorPath()).write(createAnchor({ entry_id: last.entry_id, hash: last.hash, segment: 1, line: 5 }));
+
+    expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 5 });
+    const result = await verifyAuditChain(dir, { keyFile: key });
+    expect(result).toMatchObject({ ok: false, records: 5, problemCount: 1, problems: [{ file: segment(1), line: 5 }] });
+    expect(result.problems[0]?.reason).toMatch(/^the anchor has no MAC though a key is given: it was written before the key was configured, or its MAC was stripped/);
+    expect(result.notes).toContain('5 records carry no MAC: accepted as written before the key was configured (they come before every signed record and before the anchored one)');
   });
 
   it('a truncation hidden by a rewritten anchor is caught with the key', async () => {
@@ -289,21 +311,25 @@ describe('verifyAuditChain: MACs', () => {
     await new FileAnchorStore(anchorPath()).write(hidden);
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 3 });
     const withKey = await verifyAuditChain(dir, { keyFile: key });
-    expect(withKey.ok || withKey.reason).toMatch(/^the anchor has no MAC, but the record it names has one/);
+    expect(withKey.problems.map((p) => p.reason)).toEqual([expect.stringMatching(/^the anchor has no MAC, but the record it names has one/)]);
     await new FileAnchorStore(anchorPath()).write({ ...hidden, mac: 'f'.repeat(64) });
     const forgedMac = await verifyAuditChain(dir, { keyFile: key });
-    expect(forgedMac.ok || forgedMac.reason).toMatch(/^the anchor's MAC does not match: it was not written with this key/);
+    expect(forgedMac.problems.map((p) => p.reason)).toEqual([expect.stringMatching(/^the anchor's MAC does not match: it was not written with this key/)]);
   });
 
   it('fails with the wrong key, and on a record without a MAC, naming it', async () => {
     const records = await writeLog(3, { keyFile: await keyFile() });
     const wrong = await verifyAuditChain(dir, { keyFile: await keyFile('other.key') });
-    expect(wrong).toMatchObject({ ok: false, line: 1, entryId: records[0]!.entry_id, reason: expect.stringMatching(/^mac mismatch/) });
+    expect(wrong.problems[0]).toMatchObject({ line: 1, entryId: records[0]!.entry_id, reason: expect.stringMatching(/^mac mismatch/) });
 
     const unsigned = chain(2, records[2]!.hash);
     await writeFile(segment(1), jsonl([...records, ...unsigned]));
     const result = await verifyAuditChain(dir, { keyFile: keyFiles[0]!, anchor: false });
-    expect(result).toMatchObject({ ok: false, records: 3, line: 4, entryId: unsigned[0]!.entry_id, reason: expect.stringMatching(/^no mac/) });
+    expect(result).toMatchObject({
+      ok: false,
+      records: 3,
+      problems: [4, 5].map((line) => ({ line, entryId: unsigned[line - 4]!.entry_id, reason: expect.stringMatching(/^no mac: with a key, only records written before the key was configured may lack one/) })),
+    });
   });
 
   it('keeps the chain hash key-independent: a record with a mac hashes like one without', () => {
@@ -311,5 +337,145 @@ describe('verifyAuditChain: MACs', () => {
     const { hash, mac: _mac, ...fields } = record;
     expect(hashRecord(GENESIS_HASH, fields)).toBe(hash);
     expect(canonicalJson(fields)).not.toContain('"mac"');
+  });
+});
+
+describe('verifyAuditChain: every problem, not just the first', () => {
+  it('goes on after a break: an edit at the head of the log does not hide a truncation at its end', async () => {
+    const records = await writeLog(8);
+    const lines = (await readFile(segment(1), 'utf8')).split('\n').filter(Boolean);
+    lines[0] = lines[0]!.replace('"agent_id":"agent-1"', '"agent_id":"agent-x"');
+    await writeFile(segment(1), `${lines.slice(0, 6).join('\n')}\n`);
+    const result = await verifyAuditChain(dir);
+    expect(result).toMatchObject({ ok: false, records: 5, problemCount: 2 });
+    expect(result.problems.map((p) => [p.line, p.entryId, p.reason.split(':')[0]])).toEqual([
+      [1, records[0]!.entry_id, 'hash mismatch'],
+      [8, records[7]!.entry_id, 'truncated'],
+    ]);
+  });
+
+  it('lists the first 100 problems and counts them all', async () => {
+    const records = chain(150);
+    // Every other record gone: each one left is a broken link.
+    const kept = records.filter((_, i) => i % 2 === 0);
+    await writeFile(segment(1), jsonl(records.slice(0, 1).concat(kept.slice(1), chain(75, 'f'.repeat(64)))));
+    const result = await verifyAuditChain(dir, { anchor: false });
+    expect(result.problemCount).toBe(75);
+    expect(result.problems).toHaveLength(75);
+    await writeFile(segment(1), jsonl(Array.from({ length: 130 }, (_, i) => ({ ...records[i]!, hash: 'e'.repeat(64) }))));
+    const many = await verifyAuditChain(dir, { anchor: false });
+    expect(many).toMatchObject({ ok: false, records: 0, problemCount: 130 });
+    expect(many.problems).toHaveLength(MAX_LISTED_PROBLEMS);
+    expect(many.problems.at(-1)).toMatchObject({ line: 100 });
+  });
+});
+
+describe('verifyAuditChain: each line exactly as written', () => {
+  /** One line of a real log rewritten by `edit`: it still parses to a record with the same content. */
+  async function editLine(edit: (line: string) => string, n = 2): Promise<AuditRecord[]> {
+    const records = await writeLog(3);
+    const lines = (await readFile(segment(1), 'utf8')).split('\n').filter(Boolean);
+    lines[n - 1] = edit(lines[n - 1]!);
+    await writeFile(segment(1), `${lines.join('\n')}\n`);
+    return records;
+  }
+
+  it.each([
+    ['a shadowing duplicate key', (line: string) => `{"evaluation":{"allowed":true,"decision":"allow","reason":"fine"},${line.slice(1)}`],
+    ['whitespace', (line: string) => line.replaceAll('":', '": ')],
+    ['a CR before the newline', (line: string) => `${line}\r`],
+    ['another spelling of a number', (line: string) => line.replace(/"parameters":\{"i":(\d+)\}/, '"parameters":{"i":$1.0}')],
+    ['an escaped character', (line: string) => line.replace('"agent_id":"agent-1"', '"agent_id":"agent\\u002d1"')],
+    ['keys in another order', (line: string) => line.replace('"agent_id":"agent-1","caller":null', '"caller":null,"agent_id":"agent-1"')],
+  ])('reports %s as not stored as written, though the record hashes the same', async (_, edit) => {
+    const records = await editLine(edit);
+    const result = await verifyAuditChain(dir);
+    expect(result).toMatchObject({ ok: false, records: 2, problemCount: 1, problems: [{ line: 2, entryId: records[1]!.entry_id }] });
+    expect(result.problems[0]?.reason).toMatch(/^not stored as written: the line parses to a record whose hash matches, but its text differs/);
+  });
+
+  it('reports a byte order mark and bytes that are not UTF-8', async () => {
+    await editLine((line) => `\uFEFF${line}`, 1);
+    expect((await verifyAuditChain(dir)).problems).toEqual([expect.objectContaining({ line: 1, reason: expect.stringMatching(/^invalid JSON/) })]);
+
+    await rm(dir, { recursive: true });
+    await mkdir(dir);
+    const records = await writeLog(2);
+    // U+00E9 is two bytes; one of them alone decodes to U+FFFD, which a record could also hold.
+    const bytes = await readFile(segment(1));
+    const at = bytes.indexOf('"context":""') + '"context":"'.length;
+    await writeFile(segment(1), Buffer.concat([bytes.subarray(0, at), Buffer.from([0xc3]), bytes.subarray(at)]));
+    const result = await verifyAuditChain(dir);
+    expect(result.problems[0]).toMatchObject({ line: 1, entryId: records[0]!.entry_id });
+    expect(result.problems[0]?.reason).toMatch(/^hash mismatch/);
+  });
+
+  it('accepts every line a real sink writes, whatever the record holds', async () => {
+    const sink = await openFileAuditSink({ dir, log: () => undefined });
+    const odd = ['{"n":1e21,"m":-0,"f":0.30000000000000004}', '{"s":"é😀\\u2028\\u0000\\"\\\\","nested":{"z":[1,{"y":null}],"a":true}}', '{"__proto__":1,"constructor":"x"}'];
+    for (const text of odd) sink.append({ ...input, action: { ...input.action, parameters: JSON.parse(text) as Record<string, unknown> } });
+    await sink.close();
+    expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 3 });
+  });
+});
+
+describe('verifyAuditChain: a key turned on for an existing log', () => {
+  it('accepts records without a MAC before the first signed one and before the anchored one, never after', async () => {
+    const key = await keyFile();
+    await writeLog(3);
+    // Turning the key on: the unsigned anchor is accepted once, as an operator would; the sink anchors record 3, with a MAC.
+    const sink = await openFileAuditSink({ dir, log: () => undefined, keyFile: key, acceptMissingAnchor: true });
+    const anchoredOnOpen = await readFile(anchorPath(), 'utf8');
+    sink.append(input);
+    await sink.close();
+    const result = await verifyAuditChain(dir, { keyFile: key });
+    expect(result).toMatchObject({ ok: true, records: 4 });
+    expect(result.notes[0]).toBe('3 records carry no MAC: accepted as written before the key was configured (they come before every signed record and before the anchored one)');
+
+    // The first signed record's MAC stripped, and the anchor back to the one written on open (a
+    // crash before the next one): a record after the one an authenticated anchor names lacks a MAC.
+    const lines = (await readFile(segment(1), 'utf8')).split('\n').filter(Boolean);
+    const { mac: _mac, ...stripped } = JSON.parse(lines[3]!) as AuditRecord;
+    await writeFile(segment(1), `${[...lines.slice(0, 3), JSON.stringify(stripped)].join('\n')}\n`);
+    await writeFile(anchorPath(), anchoredOnOpen);
+    const broken = await verifyAuditChain(dir, { keyFile: key });
+    expect(broken.problems).toEqual([expect.objectContaining({ line: 4, reason: expect.stringMatching(/^no mac: with a key, only records written before the key was configured/) })]);
+  });
+});
+
+describe('verifyAuditChain: the segments', () => {
+  it('reports oldest segments missing from a log shorter than retention, and a segment number twice', async () => {
+    await writeLog(30, { segmentBytes: 2_048 });
+    const names = (await readdir(dir)).filter((n) => n.startsWith('audit-')).sort();
+    await rm(segment(1));
+    await rm(segment(2));
+    const result = await verifyAuditChain(dir);
+    expect(result.problems).toEqual([
+      {
+        file: segment(3),
+        reason: `segments audit-000001.jsonl to audit-000002.jsonl are missing, but only ${names.length - 2} segment(s) remain: retention deletes the oldest segments only once more than 20 exist, so these were removed by hand (records cut from the head of the log)`,
+      },
+    ]);
+    expect((await verifyAuditChain(dir, { retained: names.length - 2 })).ok).toBe(true);
+
+    await copyFile(segment(4), join(dir, 'audit-0000004.jsonl'));
+    const twice = await verifyAuditChain(dir, { retained: names.length - 2 });
+    expect(twice.problems[0]).toEqual({ file: segment(4), reason: 'two files hold segment 4: one of them was copied in by hand' });
+  });
+
+  it('reports a FIFO or a folder named like a segment as unreadable, without opening it, and checks the rest', async () => {
+    await writeLog(3);
+    execFileSync('mkfifo', [segment(2)]);
+    const result = await verifyAuditChain(dir);
+    expect(result).toMatchObject({ ok: false, records: 3, problems: [{ file: segment(2), reason: 'cannot be read: it is a FIFO, not a regular file' }] });
+    await rm(segment(2));
+    await mkdir(segment(2));
+    expect((await verifyAuditChain(dir)).problems).toEqual([{ file: segment(2), reason: 'cannot be read: it is a folder, not a regular file' }]);
+    await rm(segment(2), { recursive: true });
+    await rm(anchorPath());
+    await mkdir(anchorPath());
+    expect((await verifyAuditChain(dir)).problems).toEqual([
+      { file: `file ${anchorPath()}`, reason: `the anchor cannot be read: the audit anchor at file ${anchorPath()} is a folder, not a regular file` },
+    ]);
   });
 });

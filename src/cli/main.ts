@@ -27,7 +27,8 @@ Usage:
         Decisions: --default-decision allow|deny, --unknown-agent-trust low, --auto-register
           true|false, --auto-register-limit 1000, --auto-register-per-caller 1.
         Audit: --audit-sink file|configmap, --audit-failure-mode closed|open, --audit-key-file F,
-          --audit-anchor-interval 30s.
+          --audit-anchor-interval 30s, --audit-accept-missing-anchor (once: start on a log that
+          has records but no anchor, or with a new key only an anchor without a MAC).
         Standalone: --rescan-interval 10s (safety net behind the folder watch; 0s = off).
         Gateway: --gateway-deny-as tool-error|unknown-tool (how a denied tools/call through
           /upstreams/<namespace>/<name>/mcp is answered), --gateway-response-limit 16mb (the
@@ -53,8 +54,8 @@ Usage:
         the ConfigMap policyguard-audit-anchor-NAME for a ring and, with --namespace/--replica,
         for a folder written in kubernetes mode), so records cut off the end are caught; with
         --key-file (the serve --audit-key-file) every record's and the anchor's MAC.
-        --no-anchor checks the chain alone. Exit 0 intact, 1 broken or truncated (the first
-        problem is printed), 2 usage (e.g. no audit log there).
+        --no-anchor checks the chain alone. Exit 0 intact, 1 broken, truncated or unreadable
+        (every problem is printed, the first 100 listed), 2 usage (e.g. no audit log there).
   policyguard approvals list [--pending] [-o json] [--data-dir DIR | [--kubeconfig K] [-n NS]]
   policyguard approvals approve|deny NAME [--reason TEXT] [--data-dir DIR | [--kubeconfig K] [-n NS]]
         GuardApprovals that require_approval rules asked for: list them, or decide one. In a
@@ -86,7 +87,21 @@ async function serve(argv: string[]): Promise<number> {
     if (stopping) return;
     stopping = true;
     log.info('shutting down: draining requests and flushing the audit log', { signal });
-    await running.close();
+    try {
+      await running.close();
+    } catch (err) {
+      // Records answered but never written: each line to stderr (where cluster logging keeps
+      // it; appended to the log before the next start, they verify), then one line saying so.
+      const { AuditRecordsUnwrittenError } = await import('../audit/sink.js');
+      if (err instanceof AuditRecordsUnwrittenError) {
+        for (const line of err.lines) process.stderr.write(`${line}\n`);
+        log.error(`shutdown failed: ${err.message}; the ${err.lines.length} record line(s) above are those records, as they would have been stored`);
+      } else {
+        log.error(`shutdown failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      exitWhenWritten(1);
+      return;
+    }
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
@@ -177,8 +192,10 @@ async function audit(argv: string[]): Promise<number> {
     process.stdout.write(`ok: ${result.records} records in ${result.segments} segment(s), chain intact\n${notes}`);
     return 0;
   }
-  const at = result.line === undefined ? result.file : `${result.file}:${result.line}`;
-  process.stdout.write(`BROKEN at ${at}${result.entryId ? ` (${result.entryId})` : ''}: ${result.reason}\n${result.records} records verified before it\n${notes}`);
+  const problems = result.problems.map((p) => `BROKEN at ${p.line === undefined ? p.file : `${p.file}:${p.line}`}${p.entryId ? ` (${p.entryId})` : ''}: ${p.reason}\n`);
+  const unlisted = result.problemCount - result.problems.length;
+  if (unlisted > 0) problems.push(`… and ${unlisted} more problem(s): only the first ${result.problems.length} are listed\n`);
+  process.stdout.write(`${problems.join('')}${result.problemCount} problem(s) found; ${result.records} records verified intact\n${notes}`);
   return 1;
 }
 

@@ -75,7 +75,7 @@ async function standaloneBackend(config: ServeConfig, log: Logger, metrics: Metr
   let store: StandaloneStore | undefined;
   try {
     store = await StandaloneStore.open({ configDir: config.configDir!, dataDir, log, engine: engineOptions(config, null), rescanIntervalMs: config.rescanInterval });
-    const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, timings: metrics.auditTimings, log: (msg) => log.warn(msg) });
+    const audit = await openFileAuditSink({ dir: join(dataDir, 'audit'), failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, acceptMissingAnchor: config.auditAcceptMissingAnchor, timings: metrics.auditTimings, log: (msg) => log.warn(msg) });
     const incidents = await openFileIncidentLog(join(dataDir, 'incidents.jsonl'), { log: (msg) => log.warn(msg) });
     const approvalStore = await FileApprovalStore.open(dataDir, log);
     const opened = store;
@@ -87,9 +87,13 @@ async function standaloneBackend(config: ServeConfig, log: Logger, metrics: Metr
       describe: { mode: 'standalone', configDir: config.configDir!, dataDir },
       async close() {
         await approvalStore.close();
-        await audit.close();
-        await opened.close();
-        await lock.release();
+        try {
+          await audit.close();
+        } finally {
+          // Even when records could not be written: the caller reports them, the folder is let go.
+          await opened.close();
+          await lock.release();
+        }
       },
     };
   } catch (err) {
@@ -152,7 +156,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   const dataDirLock = config.auditSink === 'file' ? await acquireDataDirLock({ dataDir: config.dataDir!, log }) : undefined;
   const audit =
     config.auditSink === 'configmap'
-      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, timings: metrics.auditTimings, log: (msg) => log.warn(msg) })
+      ? await openConfigMapAuditSink({ kubeConfig, namespace, replica, failureMode: config.auditFailureMode, keyFile: config.auditKeyFile, anchorIntervalMs: config.auditAnchorInterval, acceptMissingAnchor: config.auditAcceptMissingAnchor, timings: metrics.auditTimings, log: (msg) => log.warn(msg) })
       : await openFileAuditSink({
           dir: join(config.dataDir!, 'audit'),
           failureMode: config.auditFailureMode,
@@ -160,6 +164,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
           // Outside the data volume: whoever can cut the log there cannot also move its anchor.
           anchor: new ConfigMapAnchorStore({ kubeConfig, namespace, replica }),
           anchorIntervalMs: config.auditAnchorInterval,
+          acceptMissingAnchor: config.auditAcceptMissingAnchor,
           timings: metrics.auditTimings,
           log: (msg) => log.warn(msg),
         });
@@ -209,10 +214,13 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
       await reports?.stop();
       await elector?.stop();
       await recorder.close();
-      await audit.close();
-      await approvalStore.close();
-      await store.close();
-      await dataDirLock?.release();
+      try {
+        await audit.close();
+      } finally {
+        await approvalStore.close();
+        await store.close();
+        await dataDirLock?.release();
+      }
     },
   };
 }

@@ -169,15 +169,14 @@ describe('ConfigMap audit sink', () => {
       cm.data!['records.jsonl'] = cm.data!['records.jsonl']!.replace('"allowed":true', '"allowed":false');
     });
     expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({
-      ok: false, records: 0, file: `configmap/${namespace}/${name}`, line: 1, entryId: records[0]!.entry_id,
-      reason: expect.stringMatching(/^hash mismatch/),
+      ok: false, records: 3, problems: [{ file: `configmap/${namespace}/${name}`, line: 1, entryId: records[0]!.entry_id, reason: expect.stringMatching(/^hash mismatch/) }],
     });
 
     await meddle(namespace, name, (cm) => {
       cm.data!['records.jsonl'] = records.slice(0, 3).map((r) => `${JSON.stringify(r)}\n`).join('');
     });
     expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({
-      ok: false, records: 3, line: 3, reason: expect.stringMatching(/^chain-head annotation .* does not match/),
+      ok: false, records: 3, problems: [{ line: 3, reason: expect.stringMatching(/^chain-head annotation .* does not match/) }, { line: 4, reason: expect.stringMatching(/^truncated/) }],
     });
   });
 
@@ -255,14 +254,15 @@ describe('ConfigMap audit sink', () => {
     }
     expect(await verifyConfigMapRing(kc, namespace, 'pod-w', { anchor: false })).toMatchObject({ ok: true, records: 8, segments: 4 });
 
-    const { sink, logs } = await open({ namespace, replica: 'pod-w', ringSize: 4 });
+    // Laid out without an anchor: accepted as the operator of a ring from before anchors would.
+    const { sink, logs } = await open({ namespace, replica: 'pod-w', ringSize: 4, acceptMissingAnchor: true });
     const next = sink.append(input()).record;
     expect(next.prev_hash).toBe(chain.at(-1)!.hash);
     await sink.flush();
     const newest = await core.readNamespacedConfigMap({ namespace, name: 'policyguard-audit-pod-w-0' });
     expect(recordsOf(newest)).toEqual([...chain.slice(6), next]);
     expect(seqOf(newest)).toBe(5);
-    expect(logs).toEqual([]);
+    expect(logs).toEqual([expect.stringMatching(/^the audit log holds records up to aud_\w+ \(policyguard-audit-pod-w-0:2\) but has no anchor .*; accepted with --audit-accept-missing-anchor/)]);
     expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toMatchObject({ ok: true, records: 9, segments: 4 });
   });
 
@@ -294,8 +294,8 @@ describe('ConfigMap audit sink', () => {
     await sink.flush();
     expect(chainOf(await ringOf(namespace, 'pod-d'))).toEqual(later);
     expect(logs.some((m) => /policyguard-audit-pod-d-0 was deleted by someone else/.test(m))).toBe(true);
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-d')).toMatchObject({
-      ok: false, line: 1, entryId: later[0]!.entry_id, reason: expect.stringMatching(/^prev_hash mismatch: expected 0{64} \(genesis/),
+    expect((await verifyConfigMapRing(kc, namespace, 'pod-d')).problems[0]).toMatchObject({
+      line: 1, entryId: later[0]!.entry_id, reason: expect.stringMatching(/^prev_hash mismatch: expected 0{64} \(genesis/),
     });
   });
 
@@ -487,8 +487,8 @@ describe('ConfigMap audit sink: anchors, MACs and filters', () => {
 
     await cutNewest(namespace, 'pod-t', 2);
     const result = await verifyConfigMapRing(kc, namespace, 'pod-t');
-    expect(result).toMatchObject({ ok: false, records: 4, file: `configmap/${namespace}/policyguard-audit-pod-t-0`, line: 6 });
-    expect(result.ok || result.reason).toMatch(
+    expect(result).toMatchObject({ ok: false, records: 4, problemCount: 1, problems: [{ file: `configmap/${namespace}/policyguard-audit-pod-t-0`, line: 6 }] });
+    expect(result.problems[0]?.reason).toMatch(
       new RegExp(`^truncated: at least 2 records after ${records[3]!.entry_id} were removed \\(the anchor of \\S+ names ${records[5]!.entry_id} at policyguard-audit-pod-t-0:6\\)$`),
     );
     // A sink does not continue a ring cut while it was stopped, and leaves the anchor alone.
@@ -496,6 +496,30 @@ describe('ConfigMap audit sink: anchors, MACs and filters', () => {
       new RegExp(`does not match its anchor \\(ConfigMap ${namespace}/policyguard-audit-anchor-pod-t\\): truncated: at least 2 records.*delete it`),
     );
     expect((await anchorOf(namespace, 'pod-t')).data).toEqual(anchor.data);
+  });
+
+  it('a replica restarting under its name does not open a ring whose anchor was deleted, or whose chain is broken', async () => {
+    const namespace = await newNamespace();
+    const { sink } = await open({ namespace, replica: 'pod-x' });
+    const records = Array.from({ length: 4 }, () => sink.append(input()).record);
+    await sink.close();
+    const pristine = await core.readNamespacedConfigMap({ namespace, name: 'policyguard-audit-pod-x-0' });
+    await cutNewest(namespace, 'pod-x', 2);
+    await core.deleteNamespacedConfigMap({ namespace, name: 'policyguard-audit-anchor-pod-x' });
+    await expect(openConfigMapAuditSink({ kubeConfig: kc, namespace, replica: 'pod-x', log: () => undefined })).rejects.toThrow(
+      new RegExp(`^the audit log holds records up to ${records[1]!.entry_id} \\(policyguard-audit-pod-x-0:2\\) but has no anchor \\(ConfigMap ${namespace}/policyguard-audit-anchor-pod-x\\)`),
+    );
+    await expect(anchorOf(namespace, 'pod-x')).rejects.toThrow();
+
+    // An anchor again (accepted once), then a record edited in the ring: the chain is checked where it is continued.
+    await (await open({ namespace, replica: 'pod-x', acceptMissingAnchor: true })).sink.close();
+    await meddle(namespace, 'policyguard-audit-pod-x-0', (cm) => {
+      cm.data!['records.jsonl'] = cm.data!['records.jsonl']!.replace('"allowed":true', '"allowed":false');
+    });
+    await expect(openConfigMapAuditSink({ kubeConfig: kc, namespace, replica: 'pod-x', log: () => undefined })).rejects.toThrow(
+      new RegExp(`^the audit log is broken at policyguard-audit-pod-x-0:1 \\(${records[0]!.entry_id}\\): hash mismatch: .*copy the audit ConfigMaps of replica pod-x`),
+    );
+    expect(recordsOf(pristine)).toEqual(records);
   });
 
   it('a file sink in kubernetes mode anchors in the ConfigMap, and verify finds it there', async () => {
@@ -511,7 +535,7 @@ describe('ConfigMap audit sink: anchors, MACs and filters', () => {
       const segment = join(dir, 'audit-000001.jsonl');
       await writeFile(segment, records.slice(0, 1).map((r) => `${JSON.stringify(r)}\n`).join(''));
       const result = await verifyAuditChain(dir, { anchor });
-      expect(result.ok || result.reason).toMatch(/^truncated: at least 3 records after/);
+      expect(result.problems.map((p) => p.reason)).toEqual([expect.stringMatching(/^truncated: at least 3 records after/)]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -544,7 +568,10 @@ describe('ConfigMap audit sink: anchors, MACs and filters', () => {
         cm.data!['anchor.json'] = JSON.stringify({ ...anchor, entry_id: forged.at(-1)!.entry_id, hash: forged.at(-1)!.hash });
       });
       expect(await verifyConfigMapRing(kc, namespace, 'pod-k')).toMatchObject({ ok: true, records: 3 });
-      expect(await verifyConfigMapRing(kc, namespace, 'pod-k', { keyFile })).toMatchObject({ ok: false, line: 1, reason: expect.stringMatching(/^no mac/) });
+      // Records without MACs could predate the key; an anchor without one proves nothing then.
+      expect(await verifyConfigMapRing(kc, namespace, 'pod-k', { keyFile })).toMatchObject({
+        ok: false, problems: [{ line: 3, reason: expect.stringMatching(/^the anchor has no MAC though a key is given/) }],
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

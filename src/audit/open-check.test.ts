@@ -1,0 +1,287 @@
+/**
+ * What a file sink refuses to open (real files in a temporary folder): a log without its
+ * anchor, a chain broken where it would be continued, segments removed or put there by hand, a
+ * signed log without the key. Each refusal leaves the folder as it was and says where to look.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { appendFile, copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { AuditAnchorError, FileAnchorStore, createAnchor, type AuditAnchor } from './anchor.js';
+import { openFileAuditSink, type FileAuditSinkOptions } from './file-sink.js';
+import { AuditChainError } from './open-check.js';
+import type { AuditEntryInput, AuditRecord } from './record.js';
+import { segmentFileName } from './segments.js';
+import { verifyAuditChain } from './verify.js';
+
+let dir: string;
+let logs: string[];
+let key: string;
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'pg-open-check-'));
+  logs = [];
+  key = `${dir}.key`;
+  await writeFile(key, `${randomBytes(48).toString('base64')}\n`);
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+  await rm(key, { force: true });
+});
+
+const input = (i: number): AuditEntryInput => ({
+  action_id: `act_${String(i).padStart(12, '0')}`,
+  agent_id: 'agent-1',
+  caller: null,
+  action: { type: 'tool_call', target: 'db.query', parameters: { i }, context: '' },
+  evaluation: { allowed: i % 2 === 0, decision: i % 2 === 0 ? 'allow' : 'deny', require_approval: false, reason: 'r', matched: [], audit_findings: [] },
+  revision: 'rev-1',
+});
+
+const open = (opts: Partial<FileAuditSinkOptions> = {}) => openFileAuditSink({ dir, flushIntervalMs: 3_600_000, log: (m) => logs.push(m), ...opts });
+
+/** A real sink writes `count` records (a segment every few with `segmentBytes`) and closes: its anchor names the last. */
+async function writeLog(count: number, opts: Partial<FileAuditSinkOptions> = {}): Promise<AuditRecord[]> {
+  const sink = await open(opts);
+  const records: AuditRecord[] = [];
+  for (let i = 0; i < count; i++) {
+    records.push(sink.append(input(i)).record);
+    await sink.flush();
+  }
+  await sink.close();
+  return records;
+}
+
+const segment = (seq: number) => join(dir, segmentFileName(seq));
+const linesOf = async (seq: number) => (await readFile(segment(seq), 'utf8')).split('\n').filter(Boolean);
+const writeLines = (seq: number, lines: string[]) => writeFile(segment(seq), lines.map((l) => `${l}\n`).join(''));
+const anchorText = () => readFile(join(dir, 'anchor.json'), 'utf8');
+const segmentNames = async () => (await readdir(dir)).filter((n) => n.startsWith('audit-')).sort();
+
+/** The open is refused with `type` and a message matching `message`, and nothing in the folder changed. */
+async function expectRefused(opening: () => Promise<unknown>, type: typeof AuditAnchorError | typeof AuditChainError, message: RegExp): Promise<void> {
+  const before = await snapshot();
+  const error = await opening().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(type);
+  expect((error as Error).message).toMatch(message);
+  expect(await snapshot()).toEqual(before);
+}
+
+/** Every regular file's text (never opening a FIFO), and what the other entries are. */
+async function snapshot(): Promise<Record<string, string>> {
+  const files: Record<string, string> = {};
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name);
+    files[name] = (await lstat(path)).isFile() ? await readFile(path, 'utf8') : 'not a regular file';
+  }
+  return files;
+}
+
+describe('opening a log without an anchor', () => {
+  it('refuses a log that holds records but no anchor, naming its last record and the flag', async () => {
+    const records = await writeLog(6, { keyFile: key });
+    // Records cut off the end, and the anchor that would show it deleted.
+    await writeLines(1, (await linesOf(1)).slice(0, 4));
+    await rm(join(dir, 'anchor.json'));
+    await expectRefused(
+      () => open({ keyFile: key }),
+      AuditAnchorError,
+      new RegExp(
+        `^the audit log holds records up to ${records[3]!.entry_id} \\(audit-000001\\.jsonl:4\\) but has no anchor \\(file .*anchor\\.json\\): ` +
+          `records cut off its end cannot be detected.*start once with --audit-accept-missing-anchor`,
+      ),
+    );
+  });
+
+  it('opens it with acceptMissingAnchor, says what it accepted, and anchors it from then on', async () => {
+    const records = await writeLog(3);
+    await rm(join(dir, 'anchor.json'));
+    const sink = await open({ acceptMissingAnchor: true });
+    expect(logs).toEqual([
+      `the audit log holds records up to ${records[2]!.entry_id} (audit-000001.jsonl:3) but has no anchor (file ${join(dir, 'anchor.json')}); ` +
+        'accepted with --audit-accept-missing-anchor: the log is taken as it is, and records cut off its end before now cannot be detected. A new anchor is written now; remove the flag.',
+    ]);
+    expect(JSON.parse(await anchorText())).toMatchObject({ entry_id: records[2]!.entry_id, line: 3 });
+    await sink.close();
+    expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 3 });
+  });
+
+  it('opens an empty log without an anchor, and says when the flag was not needed', async () => {
+    await (await open()).close();
+    await writeLog(1);
+    logs = [];
+    await (await open({ acceptMissingAnchor: true })).close();
+    expect(logs).toEqual(['--audit-accept-missing-anchor is set, but the audit log matches its anchor: nothing to accept; remove the flag.']);
+  });
+
+  it('with a key, refuses an anchor without a MAC (stripped, or from before the key) unless accepted', async () => {
+    const records = await writeLog(3);
+    await expectRefused(
+      () => open({ keyFile: key }),
+      AuditAnchorError,
+      /the anchor has no MAC though a key is given: it was written before the key was configured, or its MAC was stripped together with the records'.*if the key is new for this log, start once with --audit-accept-missing-anchor/,
+    );
+    // Turning the key on for an old log: accepted once; the unsigned records stay an unsigned prefix.
+    const sink = await open({ keyFile: key, acceptMissingAnchor: true });
+    expect(logs.at(-1)).toMatch(/^the anchor has no MAC though a key is given.*; accepted with --audit-accept-missing-anchor: the log up to the anchored record is taken as it is/);
+    const signed = sink.append(input(9)).record;
+    await sink.close();
+    expect(signed.mac).toMatch(/^[0-9a-f]{64}$/);
+    const verified = await verifyAuditChain(dir, { keyFile: key });
+    expect(verified).toMatchObject({ ok: true, records: 4 });
+    expect(verified.notes).toContain('3 records carry no MAC: accepted as written before the key was configured (they come before every signed record and before the anchored one)');
+    expect(records.every((r) => r.mac === undefined)).toBe(true);
+    // Now the anchor carries a MAC: the next start needs no flag.
+    await (await open({ keyFile: key })).close();
+  });
+});
+
+describe('opening a log whose chain is broken where it would be continued', () => {
+  it('refuses an edited record in the newest segment, naming segment, line and record', async () => {
+    const records = await writeLog(6);
+    const lines = await linesOf(1);
+    lines[2] = lines[2]!.replace('"agent_id":"agent-1"', '"agent_id":"agent-2"');
+    await writeLines(1, lines);
+    await expectRefused(
+      () => open(),
+      AuditChainError,
+      new RegExp(`^the audit log is broken at audit-000001\\.jsonl:3 \\(${records[2]!.entry_id}\\): hash mismatch: .*\`policyguard audit verify\` lists every problem\\. To start a new log, move ${dir} aside`),
+    );
+  });
+
+  it('refuses a duplicated last line, a copied segment and a segment whose first record is gone (the links between segments)', async () => {
+    await writeLog(12, { segmentBytes: 1_500 });
+    const names = await segmentNames();
+    expect(names.length).toBeGreaterThanOrEqual(4);
+    const pristine = await snapshot();
+    const restore = async () => {
+      for (const name of await segmentNames()) await rm(join(dir, name));
+      for (const [name, text] of Object.entries(pristine)) await writeFile(join(dir, name), text);
+    };
+    const newest = names.length;
+
+    const lines = await linesOf(newest);
+    await writeLines(newest, [...lines, lines.at(-1)!]);
+    await expectRefused(() => open(), AuditChainError, new RegExp(`broken at ${segmentFileName(newest)}:${lines.length + 1} \\(aud_\\w+\\): prev_hash mismatch`));
+    await restore();
+
+    // An older segment copied in as the next one: its chain is intact, its link is not.
+    await copyFile(segment(2), segment(newest + 1));
+    await expectRefused(
+      () => open(),
+      AuditChainError,
+      new RegExp(`broken at ${segmentFileName(newest + 1)}:1 \\(aud_\\w+\\): prev_hash mismatch: expected \\w+ \\(the previous record's hash\\)`),
+    );
+    await rm(segment(newest + 1));
+
+    // The first record of the log deleted: segment 1 must start at genesis, though it is not the newest.
+    await writeLines(1, (await linesOf(1)).slice(1));
+    await expectRefused(() => open(), AuditChainError, /broken at audit-000001\.jsonl:1 \(aud_\w+\): prev_hash mismatch: expected 0{64} \(genesis: segment 1 starts the log\)/);
+    await restore();
+    await (await open()).close();
+  });
+
+  it('refuses segments missing between kept ones, or missing from the head of a log shorter than retention', async () => {
+    await writeLog(12, { segmentBytes: 1_500 });
+    const names = await segmentNames();
+    await rm(segment(2));
+    await expectRefused(() => open(), AuditChainError, /broken at audit-000003\.jsonl: audit-000002\.jsonl is missing between audit-000001\.jsonl and audit-000003\.jsonl/);
+    await rm(segment(1));
+    await expectRefused(
+      () => open(),
+      AuditChainError,
+      new RegExp(`broken at audit-000003\\.jsonl: segments audit-000001\\.jsonl to audit-000002\\.jsonl are missing, but only ${names.length - 2} segment\\(s\\) remain: retention deletes`),
+    );
+    // With as many segments as retention keeps, a log that lacks segment 1 is what retention leaves.
+    await (await open({ maxSegments: names.length - 2 })).close();
+  });
+
+  it('refuses a complete line of junk at the end instead of deleting it; a torn one is still repaired', async () => {
+    const records = await writeLog(3);
+    await appendFile(segment(1), 'garbage\n');
+    await expectRefused(() => open(), AuditChainError, /^the audit log is broken at audit-000001\.jsonl:4: invalid JSON/);
+    await writeLines(1, await linesOf(1).then((lines) => lines.slice(0, 3)));
+    await appendFile(segment(1), '{"action":{"con');
+    const sink = await open();
+    expect(logs.some((m) => /removed an incomplete last line \(15 bytes/.test(m))).toBe(true);
+    expect(sink.append(input(3)).record.prev_hash).toBe(records[2]!.hash);
+    await sink.close();
+  });
+
+  it('refuses an entry named like a segment that is not a regular file, without opening it', async () => {
+    await writeLog(2);
+    execFileSync('mkfifo', [segment(2)]);
+    await expectRefused(() => open(), AuditChainError, /audit-000002\.jsonl is a FIFO, not a regular file: the audit log writes only regular files/);
+    await rm(segment(2));
+    await mkdir(segment(2));
+    await expectRefused(() => open(), AuditChainError, /audit-000002\.jsonl is a folder, not a regular file/);
+  });
+});
+
+describe('opening a log with or without the key', () => {
+  it('refuses to append unsigned records to a signed log, naming --audit-key-file', async () => {
+    const records = await writeLog(3, { keyFile: key });
+    await expectRefused(
+      () => open(),
+      AuditChainError,
+      new RegExp(`^the audit log is signed \\(its last record ${records[2]!.entry_id} at audit-000001\\.jsonl:3 carries a MAC\\) but no --audit-key-file was given`),
+    );
+    await (await open({ keyFile: key })).close();
+  });
+
+  it('with the key, refuses a record without a MAC after signed ones, and after the record an authenticated anchor names', async () => {
+    const records = await writeLog(3, { keyFile: key });
+    const lines = await linesOf(1);
+    // The MAC of the last record stripped: everything else, anchor included, is intact.
+    const { mac: _mac, ...stripped } = JSON.parse(lines[2]!) as AuditRecord;
+    await writeLines(1, [...lines.slice(0, 2), JSON.stringify(stripped)]);
+    await expectRefused(() => open({ keyFile: key }), AuditChainError, new RegExp(`broken at audit-000001\\.jsonl:3 \\(${records[2]!.entry_id}\\): no mac: with a key`));
+
+    // Every record unsigned, but the anchor (MAC intact) names the first: those after it must be signed.
+    const unsigned = lines.map((line) => {
+      const { mac: _m, ...rest } = JSON.parse(line) as AuditRecord;
+      return JSON.stringify(rest);
+    });
+    await writeLines(1, unsigned);
+    const anchor = JSON.parse(await anchorText()) as AuditAnchor;
+    const { readAuditKeyFile } = await import('./key.js');
+    await new FileAnchorStore(join(dir, 'anchor.json')).write(createAnchor({ ...anchor, entry_id: records[0]!.entry_id, hash: records[0]!.hash, line: 1 }, await readAuditKeyFile(key)));
+    await expectRefused(() => open({ keyFile: key }), AuditChainError, new RegExp(`broken at audit-000001\\.jsonl:2 \\(${records[1]!.entry_id}\\): no mac`));
+  });
+});
+
+describe('the anchor check says what it found', () => {
+  it('a record deleted before the anchored one: the anchored record moved up a line, nothing was cut off the end', async () => {
+    const records = await writeLog(5);
+    const lines = await linesOf(1);
+    await writeLines(1, [...lines.slice(0, 2), ...lines.slice(3)]);
+    await expectRefused(
+      () => open(),
+      AuditAnchorError,
+      new RegExp(`: moved: the anchored record is at audit-000001\\.jsonl:4, not audit-000001\\.jsonl:5: 1 line\\(s\\) before it were removed, or moved after it \\(the anchor of \\S+ names ${records[4]!.entry_id}`),
+    );
+  });
+});
+
+describe('rotation', () => {
+  it('creates the next segment before retention deletes the oldest: a failed rotation leaves the segments as they were', async () => {
+    const sink = await open({ segmentBytes: 1_500, maxSegments: 3 });
+    let i = 0;
+    while ((await segmentNames()).length < 3) {
+      sink.append(input(i++));
+      await sink.flush();
+    }
+    const before = await segmentNames();
+    // The next segment cannot be created (a folder stands in its place).
+    await mkdir(segment(4));
+    for (let n = 0; n < 10; n++) sink.append(input(i++));
+    await expect(sink.flush()).rejects.toThrow(/could not write audit records/);
+    expect((await segmentNames()).filter((n) => n !== segmentFileName(4))).toEqual(before);
+    await rm(segment(4), { recursive: true });
+    await sink.close();
+  });
+});
