@@ -441,8 +441,8 @@ export const GuardApprovalSpecSchema = transitionRules(
     upstream: z.string().max(2 * NAME_MAX + 1).optional().describe('namespace/name of the GuardUpstream the call goes through (the gateway).'),
     argumentsDigest: z
       .string()
-      .regex(/^sha256:[0-9a-f]{64}$/, 'argumentsDigest must be sha256:<64 hex>')
-      .describe('sha256 of the canonical JSON of the call arguments: an approval covers exactly these arguments.'),
+      .regex(/^(?:hmac-sha256|sha256):[0-9a-f]{64}$/, 'argumentsDigest must be hmac-sha256:<64 hex> or sha256:<64 hex>')
+      .describe('HMAC-SHA256 (under a key derived from the audit key), or without one sha256, of the canonical JSON of the call arguments: an approval covers exactly these arguments.'),
     argumentsPreview: z.string().max(4096).describe('The arguments, secrets redacted, cut to 4 KiB: what the approver reads.'),
     rules: z
       .array(z.strictObject({ policy: z.string().min(1).max(2 * NAME_MAX + 1), rule: z.string().min(1).max(NAME_MAX) }))

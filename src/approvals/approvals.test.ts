@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { guardPolicy } from '../api/builders.js';
 import type { AuditEntryInput } from '../audit/record.js';
@@ -6,7 +7,7 @@ import type { MatchedRule } from '../engine/types.js';
 import { silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { Approvals, type ApprovalRequest } from './approvals.js';
-import { approvalTtlMs, argumentsDigest, argumentsPreview, newApproval, phaseOf, PREVIEW_MAX } from './ask.js';
+import { approvalTtlMs, argumentsDigest, argumentsPreview, digestKey, newApproval, phaseOf, PREVIEW_MAX } from './ask.js';
 import { MemoryApprovalStore } from './memory-store-fixture.js';
 
 const MATCHED: MatchedRule[] = [{ policy: 'dba-review', namespace: 'team-a', rule: 'drops', action: 'require_approval', enforcement: 'Enforce', message: 'needs a DBA' }];
@@ -58,7 +59,7 @@ describe('Approvals.settle', () => {
       agentId: 'etl-bot',
       actionType: 'tool_call',
       target: 'drop_table',
-      argumentsDigest: argumentsDigest({ table: 'users', password: 'hunter2' }),
+      argumentsDigest: argumentsDigest({ table: 'users', password: 'hunter2' }, undefined),
       argumentsPreview: '{"password":"[REDACTED]","table":"users"}',
       rules: [{ policy: 'team-a/dba-review', rule: 'drops' }],
       message: 'needs a DBA',
@@ -273,7 +274,7 @@ describe('lifecycle records after a restart', () => {
   it('an approval first seen already decided (the initial list of a restarted replica) is not recorded again', async () => {
     const { store, records, request } = setup();
     const req = request();
-    const decided = newApproval({ ...req, now: new Date('2026-11-29T09:59:00.000Z') });
+    const decided = newApproval({ ...req, digest: argumentsDigest(req.ask.parameters, undefined), now: new Date('2026-11-29T09:59:00.000Z') });
     await store.create({ ...decided, status: { phase: 'Approved', decidedBy: 'alice', decidedAt: '2026-11-29T09:59:30.000Z' } });
     expect(records).toEqual([]);
   });
@@ -281,9 +282,23 @@ describe('lifecycle records after a restart', () => {
 
 describe('what an approval covers', () => {
   it('the digest ignores key order and whitespace, and any change of value changes it', () => {
-    expect(argumentsDigest({ a: 1, b: { c: [1, 2] } })).toBe(argumentsDigest(JSON.parse('{ "b": {"c":[1,2]}, "a":1 }')));
-    expect(argumentsDigest({ a: 1 })).not.toBe(argumentsDigest({ a: '1' }));
-    expect(argumentsDigest({ a: 1 })).toMatch(/^sha256:[0-9a-f]{64}$/);
+    for (const key of [undefined, digestKey(createSecretKey(Buffer.alloc(32, 7)))]) {
+      expect(argumentsDigest({ a: 1, b: { c: [1, 2] } }, key)).toBe(argumentsDigest(JSON.parse('{ "b": {"c":[1,2]}, "a":1 }'), key));
+      expect(argumentsDigest({ a: 1 }, key)).not.toBe(argumentsDigest({ a: '1' }, key));
+    }
+    expect(argumentsDigest({ a: 1 }, undefined)).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('with the audit key the digest is keyed, so reading an approval does not let anyone test guesses of redacted values', () => {
+    const args = { amount: 900, password: 'hunter2' };
+    const key = digestKey(createSecretKey(Buffer.alloc(32, 7)));
+    const digest = argumentsDigest(args, key);
+    expect(digest).toMatch(/^hmac-sha256:[0-9a-f]{64}$/);
+    // The reviewer's attack: hash each guess as the preview shows it, compare with the digest.
+    const guesses = ['hunter1', 'hunter2', 'hunter3'].map((password) => argumentsDigest({ amount: 900, password }, undefined).replace('sha256:', 'hmac-sha256:'));
+    expect(guesses).not.toContain(digest);
+    expect(argumentsDigest(args, digestKey(createSecretKey(Buffer.alloc(32, 8))))).not.toBe(digest);
+    expect(digestKey(undefined)).toBeUndefined();
   });
 
   it('the preview is redacted and bounded, saying how much was cut', () => {

@@ -9,6 +9,7 @@
  * - The Lease holder sweeps: marks approvals Expired, records decisions and expiries in the
  *   audit chain (with an Event in a cluster), and deletes final ones after the retention.
  */
+import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { formatZodError } from '../store/manifests.js';
 import type { GuardApproval, GuardApprovalStatus } from '../api/schemas.js';
@@ -40,6 +41,8 @@ export interface ApprovalOptions {
 
 export interface ApprovalsDeps {
   store: ApprovalStore;
+  /** What argument digests are keyed with ({@link digestKey}); undefined: plain sha256. */
+  digestKey?: KeyObject | undefined;
   audit: AuditSink;
   metrics: Metrics;
   log: Logger;
@@ -52,7 +55,7 @@ export interface ApprovalsDeps {
 }
 
 /** What {@link Approvals.settle} needs besides the ask. */
-export interface ApprovalRequest extends Omit<NewApproval, 'now'> {
+export interface ApprovalRequest extends Omit<NewApproval, 'now' | 'digest'> {
   /** The approval the caller names (validate_action's approval_id); absent = look it up by the ask. */
   approvalId?: string;
   /** The decision that would use an Approved approval. */
@@ -129,7 +132,7 @@ export class Approvals {
    * @example const s = await approvals.settle({ ask, namespace: 'team-a', actionId, matched, message, revision, requestedBy, requesters: [], ttlMs });
    */
   async settle(req: ApprovalRequest): Promise<Settlement> {
-    const digest = argumentsDigest(req.ask.parameters);
+    const digest = argumentsDigest(req.ask.parameters, this.deps.digestKey);
     for (let attempt = 0; attempt < USE_ATTEMPTS; attempt++) {
       const now = this.now();
       let approval: GuardApproval;
@@ -206,7 +209,7 @@ export class Approvals {
     }
     const created = (async (): Promise<Settlement> => {
       try {
-        const approval = await this.deps.store.create(newApproval({ ...req, now }));
+        const approval = await this.deps.store.create(newApproval({ ...req, digest, now }));
         this.events.inc({ event: 'requested' });
         this.seen.set(approvalRef(approval), 'Pending');
         this.deps.event?.(approval, 'ApprovalRequested', `Agent '${req.ask.agentId}' asks to call '${req.ask.target}': ${approval.spec.message}`.slice(0, 1024));

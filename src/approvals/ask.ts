@@ -4,7 +4,7 @@
  * upstream and arguments digest; its phase is read through {@link phaseOf}, which also applies
  * the expiry, so a missed sweep never lets an old approval through.
  */
-import { hash } from 'node:crypto';
+import { createHmac, createSecretKey, hash, type KeyObject } from 'node:crypto';
 import { API_VERSION, type ApprovalPhase, type GuardApproval, type GuardApprovalSpec, type GuardPolicy } from '../api/schemas.js';
 import { canonicalJson, newId, redactedCanonicalJson } from '../audit/record.js';
 import { parseDuration } from '../duration.js';
@@ -23,13 +23,29 @@ export interface Ask {
 export const PREVIEW_MAX = 4096;
 
 /**
- * `sha256:` + hex of the canonical JSON of the arguments: key order and whitespace do not
- * matter, any value that does changes it.
+ * The key arguments digests are made with, derived from the audit key (the chart gives every
+ * replica the same one, so any replica matches an approval another asked for); undefined
+ * without one. A digest an approver can read must be keyed: the preview beside it shows every
+ * argument but the redacted ones, so a plain hash would let anyone test guesses of those.
  *
- * @example argumentsDigest({ table: 'users' }) === argumentsDigest(JSON.parse('{ "table" : "users" }')) // true
+ * @example const key = digestKey(await readAuditKeyFile(path));
  */
-export function argumentsDigest(parameters: Readonly<Record<string, unknown>>): string {
-  return `sha256:${hash('sha256', canonicalJson(parameters), 'hex')}`;
+export function digestKey(auditKey: KeyObject | undefined): KeyObject | undefined {
+  // A key of its own (HMAC as a KDF with a fixed label): a digest is never an audit MAC.
+  return auditKey && createSecretKey(createHmac('sha256', auditKey).update('policyguard approval arguments v1').digest());
+}
+
+/**
+ * A digest of the canonical JSON of the arguments (key order and whitespace do not matter, any
+ * value that does changes it): `hmac-sha256:` + hex under `key`, or without a key `sha256:` +
+ * hex, which anyone who reads the approval can test guesses of redacted values against
+ * (docs/decisions.md, "Approvals").
+ *
+ * @example argumentsDigest({ table: 'users' }, key) === argumentsDigest(JSON.parse('{ "table" : "users" }'), key) // true
+ */
+export function argumentsDigest(parameters: Readonly<Record<string, unknown>>, key: KeyObject | undefined): string {
+  const text = canonicalJson(parameters);
+  return key ? `hmac-sha256:${createHmac('sha256', key).update(text).digest('hex')}` : `sha256:${hash('sha256', text, 'hex')}`;
 }
 
 /**
@@ -46,7 +62,7 @@ export function argumentsPreview(parameters: Readonly<Record<string, unknown>>):
 }
 
 /** Why `spec` does not cover `ask` (the first difference), or undefined when it does. */
-export function askMismatch(spec: GuardApprovalSpec, ask: Ask, digest: string = argumentsDigest(ask.parameters)): string | undefined {
+export function askMismatch(spec: GuardApprovalSpec, ask: Ask, digest: string): string | undefined {
   if (spec.agentId !== ask.agentId) return `it is for agent '${spec.agentId}', not '${ask.agentId}'`;
   if (spec.actionType !== ask.actionType) return `it is for action_type '${spec.actionType}', not '${ask.actionType}'`;
   if (spec.target !== ask.target) return `it is for target '${spec.target}', not '${ask.target}'`;
@@ -111,6 +127,8 @@ export function approvalTtlMs(policies: readonly GuardPolicy[], matched: readonl
 
 export interface NewApproval {
   ask: Ask;
+  /** {@link argumentsDigest} of `ask.parameters`. */
+  digest: string;
   /** Where it lives: the agent's namespace (undefined in standalone mode). */
   namespace: string | undefined;
   matched: readonly MatchedRule[];
@@ -139,7 +157,7 @@ export function newApproval(input: NewApproval): GuardApproval {
       actionType: ask.actionType,
       target: ask.target,
       ...(ask.upstream !== undefined ? { upstream: ask.upstream } : {}),
-      argumentsDigest: argumentsDigest(ask.parameters),
+      argumentsDigest: input.digest,
       argumentsPreview: argumentsPreview(ask.parameters),
       rules,
       message: input.message.slice(0, 1024),

@@ -3,6 +3,7 @@
  * incident log, the tools and the HTTP edge. Tests call {@link startServer} directly (on port
  * 0); the CLI wraps it with signal handling.
  */
+import type { KeyObject } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { GuardAgent } from '../api/schemas.js';
@@ -27,6 +28,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { noAuthenticator, tokenFileAuthenticator, tokenReviewAuthenticator, type Authenticator } from '../auth/authenticate.js';
 import { identityAuthorizer, openAuthorizer, type Authorizer } from '../auth/authorize.js';
 import { readAuditKeyFile } from '../audit/key.js';
+import { digestKey } from '../approvals/ask.js';
 import { kubernetesCredentials, localCredentials } from '../gateway/credentials.js';
 import { Gateway } from '../gateway/gateway.js';
 import { sessionKey } from '../gateway/session.js';
@@ -246,8 +248,8 @@ async function authenticatorFor(config: ServeConfig, backend: Backend, log: Logg
  * and from files or the environment in standalone mode; session ids are signed with a key
  * derived from the audit key, so every replica that shares it can serve any session.
  */
-async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, approvals: Approvals, authorizer: Authorizer, metrics: Metrics, log: Logger): Promise<Gateway> {
-  const { key, shared } = sessionKey(config.auditKeyFile ? await readAuditKeyFile(config.auditKeyFile) : undefined);
+async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, approvals: Approvals, authorizer: Authorizer, auditKey: KeyObject | undefined, metrics: Metrics, log: Logger): Promise<Gateway> {
+  const { key, shared } = sessionKey(auditKey);
   if (!shared && !config.standalone) log.warn('gateway sessions are signed with a key of this replica only (no --audit-key-file): an upstream session works only on the replica that opened it');
   const ttlMs = config.authCacheTtl;
   return new Gateway({
@@ -292,8 +294,12 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const authorizer = config.auth === 'none' ? openAuthorizer() : identityAuthorizer({ ...(backend.kubeConfig ? { kubeConfig: backend.kubeConfig } : {}), cacheTtlMs: config.authCacheTtl, log });
   const rate = config.rateLimit === '0' ? undefined : parseRate(config.rateLimit)!;
   const authFailures = config.authFailureLimit === '0' ? undefined : parseRate(config.authFailureLimit)!;
+  // Read once more here (the sink read it too): session ids and argument digests use keys derived from it.
+  const auditKey = config.auditKeyFile ? await readAuditKeyFile(config.auditKeyFile) : undefined;
+  if (!auditKey && !config.standalone) log.warn('no --audit-key-file: GuardApproval argument digests are plain sha256, so whoever reads an approval can test guesses of its redacted arguments');
   const approvals = new Approvals({
     store: backend.approvalStore,
+    digestKey: digestKey(auditKey),
     audit,
     metrics,
     log,
@@ -319,7 +325,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   });
   const app = createHttpApp({
     tools,
-    gateway: await gatewayFor(config, backend, tools, approvals, authorizer, metrics, log),
+    gateway: await gatewayFor(config, backend, tools, approvals, authorizer, auditKey, metrics, log),
     store,
     metrics,
     log,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ApprovalPhase, GuardApproval } from '../api/schemas.js';
-import { newApproval } from '../approvals/ask.js';
+import { argumentsDigest, newApproval } from '../approvals/ask.js';
 import type { AuditScope } from '../audit/sink.js';
 import { APPROVALS_MAX, pendingApprovals } from './dashboard.js';
 
@@ -9,8 +9,10 @@ const MINUTE = 60_000;
 
 /** A GuardApproval as PolicyGuard creates it, requested `ago` ms before NOW. */
 function approval(over: { agent?: string; by?: string; namespace?: string; target?: string; upstream?: string; parameters?: Record<string, unknown>; message?: string; ago?: number; ttlMs?: number; phase?: ApprovalPhase } = {}): GuardApproval {
+  const ask = { agentId: over.agent ?? 'etl-bot', actionType: 'tool_call', target: over.target ?? 'drop_table', ...(over.upstream ? { upstream: over.upstream } : {}), parameters: over.parameters ?? { table: 'users' } };
   const a = newApproval({
-    ask: { agentId: over.agent ?? 'etl-bot', actionType: 'tool_call', target: over.target ?? 'drop_table', ...(over.upstream ? { upstream: over.upstream } : {}), parameters: over.parameters ?? { table: 'users' } },
+    ask,
+    digest: argumentsDigest(ask.parameters, undefined),
     namespace: over.namespace,
     matched: [{ policy: 'dba-review', rule: 'drops', action: 'require_approval', enforcement: 'Enforce' }],
     message: over.message ?? 'needs a DBA',

@@ -93,7 +93,10 @@ beforeAll(async () => {
   await mkdir(fixture);
   await writeFixture(fixture, py?.url ?? 'http://127.0.0.1:9/mcp');
   const auth = ['--auth', 'token', '--token-file', tokens.file];
-  s = await startTestServer(fixture, [...auth, '--approval-hold', '30s'], { token: TOKENS.bot });
+  // s has an audit key, so its argument digests are keyed; short has none (plain sha256).
+  const key = join(root, 'audit.key');
+  await writeFile(key, 'k'.repeat(48), { mode: 0o600 });
+  s = await startTestServer(fixture, [...auth, '--approval-hold', '30s', '--audit-key-file', key], { token: TOKENS.bot });
   short = await startTestServer(fixture, [...auth, '--approval-hold', '1s', '--approval-ttl', '3s'], { token: TOKENS.bot });
 }, 180_000);
 afterAll(async () => {
@@ -119,7 +122,7 @@ describe('validate_action and GuardApprovals (standalone)', () => {
       actionType: 'tool_call',
       target: 'drop_table',
       argumentsPreview: '{"password":"[REDACTED]","table":"users"}',
-      argumentsDigest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/),
+      argumentsDigest: expect.stringMatching(/^hmac-sha256:[0-9a-f]{64}$/), // keyed: an approver cannot test guesses of redacted values
       rules: [{ policy: 'people-decide', rule: 'drops' }],
       message: 'Dropping a table needs a DBA',
       requestedBy: 'token:bot',

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
-import { newApproval } from '../../src/approvals/ask.js';
+import { argumentsDigest, newApproval } from '../../src/approvals/ask.js';
 import { FileApprovalStore } from '../../src/approvals/file-store.js';
 import { silentLogger } from '../../src/log.js';
 import { SEED_FIXTURE, SAMPLES, startTestServer } from './harness.js';
@@ -170,7 +170,7 @@ describe('output into a pipe', () => {
       const now = new Date();
       for (let i = 0; i < 200; i++) {
         const ask = { agentId: 'bot', actionType: 'tool_call', target: 'drop_table', parameters: { n: i, note: 'x'.repeat(3000) } };
-        await store.create(newApproval({ ask, namespace: undefined, matched: [{ policy: 'p', rule: 'r', action: 'require_approval', enforcement: 'Enforce' }], message: 'm', revision: 'r', requestedBy: 'token:bot', requesters: [], now, ttlMs: 3_600_000 }));
+        await store.create(newApproval({ ask, digest: argumentsDigest(ask.parameters, undefined), namespace: undefined, matched: [{ policy: 'p', rule: 'r', action: 'require_approval', enforcement: 'Enforce' }], message: 'm', revision: 'r', requestedBy: 'token:bot', requesters: [], now, ttlMs: 3_600_000 }));
       }
       await store.close();
       // The reader starts late: the CLI fills the pipe (64 KiB) long before, and must wait for it.
