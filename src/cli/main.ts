@@ -36,7 +36,7 @@ Usage:
         Approvals: --approval-ttl 1h (validity when the rule sets none), --approval-hold 20s
           (how long the gateway holds a call for a decision; 0s = answer at once),
           --approval-retention 24h (decided, expired and used ones are then deleted),
-          --approval-pending-limit 20 (pending approvals per agent; beyond it none is asked for).
+          --approval-pending-limit 20 (pending approvals per agent, and per caller over all its agent ids; beyond it none is asked for).
         Reports: --reports auto|openreports|wgpolicyk8s|both|off, --reports-window 24h,
           --reports-interval 30s (one policy report per GuardAgent, written by the leader).
         Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration
