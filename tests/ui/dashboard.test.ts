@@ -224,7 +224,7 @@ describe('the dashboard in Chromium', () => {
       ['reads', 'Enforce', 'True'],
       ['refunds', 'Enforce', 'True'],
     ]);
-    expect(r.problems).toEqual([expect.stringMatching(/braces.*InvalidPattern/)]);
+    expect(r.problems).toEqual([expect.stringMatching(/GuardUpstream tickets: InvalidSpec: .*secretKeyRef needs a cluster/)]);
     expect(r.incidentRows.length).toBe(m.deny);
     expect(r.incidentRows.every((row) => row[2] === 'policy_violation')).toBe(true);
     expect(errors).toEqual([]);
