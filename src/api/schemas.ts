@@ -401,6 +401,12 @@ export const GuardUpstreamSpecSchema = z.strictObject({
     .describe(
       'Namespaces whose agents may use this upstream besides its own; ["*"] for every namespace. The agent\'s own namespace\'s policies (and cluster-wide ones) decide its calls, made with this upstream\'s credentials.',
     ),
+  keyMatching: z
+    .enum(['CaseInsensitive', 'Exact'])
+    .default('CaseInsensitive')
+    .describe(
+      'How the upstream matches JSON keys. CaseInsensitive (the default; Go\'s encoding/json, as in mcp-go): a tools/call holding two keys equal ignoring case anywhere in its params is refused, since the upstream could read either. Exact (the TypeScript and Python MCP SDKs): such keys inside arguments are forwarded; params\' own keys are always checked.',
+    ),
 });
 export type GuardUpstreamSpec = z.infer<typeof GuardUpstreamSpecSchema>;
 

@@ -26,7 +26,7 @@ const upstreamAt = (name: string, url: string): GuardUpstream => ({
   apiVersion: API_VERSION,
   kind: 'GuardUpstream',
   metadata: { name, namespace: 'default' },
-  spec: { url, headers: [], timeout: '1s', allowedNamespaces: [] },
+  spec: { url, headers: [], timeout: '1s', allowedNamespaces: [], keyMatching: 'CaseInsensitive' },
 });
 /** `default/x` (nobody listens on port 9) and, once started, `default/<path>` of the misbehaving upstream below. */
 const upstreams = new Map<string, GuardUpstream>([['default/x', upstreamAt('x', 'http://127.0.0.1:9/mcp')]]);
@@ -133,7 +133,10 @@ let decidingUrl: string;
 beforeAll(async () => {
   const badUrl = await listening(bad);
   for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
-  upstreams.set('default/recorder', upstreamAt('recorder', `${await listening(recorder)}/mcp`));
+  const recorderUrl = `${await listening(recorder)}/mcp`;
+  upstreams.set('default/recorder', upstreamAt('recorder', recorderUrl));
+  // The same server declared as one that matches keys exactly (GuardUpstream spec.keyMatching).
+  upstreams.set('default/exact', { ...upstreamAt('exact', recorderUrl), spec: { ...upstreamAt('exact', recorderUrl).spec, keyMatching: 'Exact' } });
   const plain = await serve(gateway);
   const decider = await serve(deciding);
   servers = [plain.server, decider.server, bad, recorder];
@@ -234,6 +237,17 @@ describe('what reaches an upstream is what was decided (docs/decisions.md, "The 
     expect(r.body.result.content[0].text).toBe('ran');
     expect(received).toEqual(['{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"},"task":{"ttl":60000}}}']);
     expect(decided.at(-1)).toMatchObject({ target: 'issue_refund', parameters: { amount: 100, to: 'acct-1' } });
+  });
+
+  it('an upstream that matches keys exactly (keyMatching: Exact) gets arguments whose keys differ only in case; params\' own keys are still checked', async () => {
+    received.length = 0;
+    const headers = '{"name":"http_get","arguments":{"headers":{"X-Request-Id":"1","x-request-id":"2"}}}';
+    const exact = await fetch(`${decidingUrl}/default/exact`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: call(headers, 43) });
+    expect(((await exact.json()) as any).result.content[0].text).toBe('ran');
+    expect(received).toEqual([call(headers, 43)]);
+    expect((await send(call(headers, 44))).body.error.message).toMatch(/params\.arguments\.headers holds the keys "X-Request-Id" and "x-request-id"/);
+    const renamed = await fetch(`${decidingUrl}/default/exact`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: call('{"name":"read_file","NAME":"delete_repo","arguments":{}}', 45) });
+    expect(((await renamed.json()) as any).error.message).toMatch(/params holds the key "NAME", which is not "name"/);
   });
 
   it('the forwarded text is the gateway’s own: members in its order, and the arguments decided ({} when none were sent)', async () => {

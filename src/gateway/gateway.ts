@@ -300,7 +300,7 @@ export class Gateway {
 
   /** `modern`: a 2026-07-28 request, whose results must say `resultType` (the gateway writes its own for a deny). */
   private async toolsCall(call: Call, message: Message, agentId: string, modern: boolean): Promise<void> {
-    const read = readToolsCall(message as Record<string, unknown>);
+    const read = readToolsCall(message as Record<string, unknown>, { exactKeys: call.upstream.spec.keyMatching === 'Exact' });
     if (!read.ok) return this.refuse(call, idOf(message), read.refusal, 'tools/call');
     const { id, name, forward } = read.call;
     const input = {

@@ -153,14 +153,15 @@ export function refuseMessage(message: JsonObject): Refusal | undefined {
 
 /**
  * A tools/call as the gateway decides and forwards it, or why it is refused: an id (a tools/call
- * is a request), params with no two keys equal under case folding at any depth and no key but
- * name, arguments, `_meta` and task, a tool name, and arguments that are an object.
+ * is a request), params with no two keys equal under case folding at any depth (only in params'
+ * own keys when the upstream matches keys exactly: `exactKeys`) and no key but name, arguments,
+ * `_meta` and task, a tool name, and arguments that are an object.
  *
  * @example
  *   const read = readToolsCall({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'add', arguments: { a: 1 } } });
  *   if (read.ok) JSON.stringify(read.call.forward); // '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}'
  */
-export function readToolsCall(message: JsonObject): { ok: true; call: ToolsCall } | { ok: false; refusal: Refusal } {
+export function readToolsCall(message: JsonObject, opts: { exactKeys: boolean } = { exactKeys: false }): { ok: true; call: ToolsCall } | { ok: false; refusal: Refusal } {
   const refuse = (refusal: Refusal) => ({ ok: false as const, refusal });
   const invalidParams = (what: string) => refuse({ httpStatus: 200, code: -32602, message: `Invalid params: ${what}`, outcome: 'invalid_params' });
   const id = message.id;
@@ -168,7 +169,9 @@ export function readToolsCall(message: JsonObject): { ok: true; call: ToolsCall 
     return refuse({ httpStatus: 400, code: -32600, message: 'Invalid Request: a tools/call is a request and needs an id (a string or a number); the gateway answers every call it decides', outcome: 'invalid_request' });
   }
   const params = isObject(message.params) ? message.params : {};
-  const duplicate = foldedDuplicate(params, 'params');
+  // An upstream that matches keys exactly reads `to` and `TO` as two arguments; params' own keys
+  // are checked below whatever the upstream (misspelled members).
+  const duplicate = opts.exactKeys ? undefined : foldedDuplicate(params, 'params');
   if (duplicate) return refuse(ambiguous(200, -32602, `${duplicate.where} holds the keys ${shown(duplicate.keys[0])} and ${shown(duplicate.keys[1])}, which are equal ignoring case`));
   const misspelled = misspelledMember(params, PARAMS_BY_FOLD);
   if (misspelled) return refuse(ambiguous(200, -32602, `params holds the key ${shown(misspelled.key)}, which is not "${misspelled.member}" but equals it ignoring case`));
