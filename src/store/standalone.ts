@@ -10,7 +10,9 @@
  * Every folder is watched on its own (see folder-watcher.ts), so every way of saving takes
  * effect within the debounce; a periodic full rescan is the safety net. Each change that takes
  * effect is logged with its file. A file is taken in once it looked the same twice, a debounce
- * apart, so a file being written is not read half-way (saves should still be atomic).
+ * apart, so a file being written is not read half-way (saves should still be atomic); the
+ * changes of a reload are applied together, so a policy moved between files never lapses
+ * (docs/decisions.md §9).
  *
  * Each document stands on its own. One that cannot be read, validated or compiled is reported
  * with its file and line; its last good version stays in force, and when it has none (a new
@@ -19,6 +21,7 @@
  */
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
@@ -57,10 +60,10 @@ interface FileError {
   error: ManifestError;
   /**
    * `object`: the last good version of the object the error concerns; `file`: the last good
-   * version of the whole file (an error that names no object, such as invalid YAML); undefined:
-   * nothing.
+   * version of the whole file (an error that names no object, such as invalid YAML); `copy`: one
+   * of the identical copies of a name defined twice; undefined: nothing.
    */
-  fallback: 'object' | 'file' | undefined;
+  fallback: 'object' | 'file' | 'copy' | undefined;
 }
 
 interface LoadedFile {
@@ -80,11 +83,22 @@ type Source = Entry & { path: string };
 /** Kinds that decide nothing: a GuardUpstream not in force only makes the gateway refuse calls through it. */
 const NOT_DECIDING = new Set(['GuardUpstream', 'GuardApproval']);
 
+/** The look (see {@link readManifest}) of a path that is gone. */
+const GONE = 'gone';
+
+/**
+ * How long a reload's changes may wait for every file to settle, in debounces (2 s at the
+ * default 100 ms). Then what has settled is applied, so a folder that never stops changing
+ * cannot starve a revocation.
+ */
+const SETTLE_LIMIT_DEBOUNCES = 20;
+
 /** What a problem line adds, saying what is in force instead. */
 const IN_FORCE = {
   missing: ' (not in force: every decision is denied until this is fixed)',
   object: ' (the last good version stays in force)',
   file: ' (the last good version of this file stays in force)',
+  copy: ' (the copies are identical, so that version is in force)',
   none: ' (not in force)',
 } as const;
 
@@ -105,10 +119,14 @@ function parseRead(read: ManifestRead, file: string): ParsedManifests {
 
 /**
  * Split objects into one per kind, namespace and name, and the names defined more than once:
- * an error each (`a.yaml:3: GuardPolicy p is also defined at b.yaml:1`), with none of the
- * copies in force, since which one the author meant cannot be told.
+ * an error each (`a.yaml:3: GuardPolicy p is also defined at b.yaml:1`). Which copy the author
+ * meant cannot be told, so a name defined twice changes nothing in force: identical copies are
+ * one version (one of them is taken); else the version in force before (`inForce`, e.g. while
+ * a file is split by hand: copied, then removed from the old file) stays in force; else, as at
+ * a cold start, none is (docs/decisions.md §9).
  */
-function splitDuplicates(sources: readonly Source[]): { unique: Source[]; duplicates: ManifestError[] } {
+function splitDuplicates(sources: readonly Source[], inForce: readonly Source[] = []): { unique: Source[]; duplicates: FileError[] } {
+  const lastGood = new Map(inForce.map((s) => [refOf(s.object), s]));
   const byRef = new Map<string, Source[]>();
   for (const s of sources) {
     const list = byRef.get(refOf(s.object)) ?? [];
@@ -116,8 +134,8 @@ function splitDuplicates(sources: readonly Source[]): { unique: Source[]; duplic
     byRef.set(refOf(s.object), list);
   }
   const unique: Source[] = [];
-  const duplicates: ManifestError[] = [];
-  for (const list of byRef.values()) {
+  const duplicates: FileError[] = [];
+  for (const [ref, list] of byRef) {
     if (list.length === 1) {
       unique.push(list[0]!);
       continue;
@@ -125,12 +143,20 @@ function splitDuplicates(sources: readonly Source[]): { unique: Source[]; duplic
     list.sort((a, b) => a.path.localeCompare(b.path) || a.line - b.line);
     const [first, ...others] = list as [Source, ...Source[]];
     const object = identityOf(first.object)!;
-    duplicates.push({
+    const error: ManifestError = {
       file: shown(first.path),
       line: first.line,
       message: `${object.kind} ${object.namespace ? `${object.namespace}/` : ''}${object.name} is also defined at ${others.map((o) => `${shown(o.path)}:${o.line}`).join(', ')}; one name, one object: rename or remove the others`,
       object,
-    });
+    };
+    const last = lastGood.get(ref);
+    if (others.every((o) => isDeepStrictEqual(o.object, first.object))) {
+      unique.push(first);
+      duplicates.push({ error, fallback: 'copy' });
+    } else if (last) {
+      unique.push(last);
+      duplicates.push({ error, fallback: 'object' });
+    } else duplicates.push({ error, fallback: undefined });
   }
   return { unique, duplicates };
 }
@@ -167,7 +193,7 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
     for (const { object, line } of parsed.objects) sources.push({ object, line, text: 'text' in read ? read.text : '', path });
   }
   const { unique, duplicates } = splitDuplicates(sources);
-  out.errors.push(...duplicates.map(formatManifestError));
+  out.errors.push(...duplicates.map((d) => formatManifestError(d.error)));
   for (const source of unique) {
     const { object } = source;
     if (object.kind === 'GuardAgent') out.agents.push(object);
@@ -196,8 +222,10 @@ export class StandaloneStore implements PolicyStore {
   private current: PolicySnapshot;
   private readonly cache: CompileCache = new Map();
   private readonly files = new Map<string, LoadedFile>();
-  /** Each file's size, mtime and inode at the last look (see {@link readManifest}). */
+  /** Each file's size, mtime and inode at the last look (see {@link readManifest}), or {@link GONE}. */
   private readonly looks = new Map<string, string>();
+  /** When the reloads started to wait for files to settle; undefined when nothing waits. */
+  private unsettledSince: number | undefined;
   private status = new Map<string, GuardAgentStatus>();
   private loaded = false;
   private watcher: FolderWatcher | undefined;
@@ -207,6 +235,8 @@ export class StandaloneStore implements PolicyStore {
   private closed = false;
   /** Files and objects not (fully) in force, as `file:line: …` lines saying what is in force instead. */
   private problemLines: string[] = [];
+  /** Where each object in force comes from, by {@link refOf}: the last good version of a name defined twice. */
+  private inForce = new Map<string, Source>();
   /** Usable GuardUpstreams by `namespace/name`. */
   private upstreams = new Map<string, GuardUpstream>();
   /** Problem and warning lines already logged, so each is logged once, when it appears. */
@@ -275,7 +305,11 @@ export class StandaloneStore implements PolicyStore {
     this.debounce = setTimeout(() => {
       this.debounce = undefined;
       void this.reloadLogged();
-    }, this.opts.debounceMs ?? 100);
+    }, this.debounceMs);
+  }
+
+  private get debounceMs(): number {
+    return this.opts.debounceMs ?? 100;
   }
 
   private reloadLogged(): Promise<void> {
@@ -283,10 +317,16 @@ export class StandaloneStore implements PolicyStore {
   }
 
   /**
-   * Re-list and re-read both folders; a file whose text did not change is not parsed again. A
-   * file whose size, mtime or inode changed since the last look is taken in at the next look
-   * (one debounce later) if it stays the same until then: a writer in the middle of a save is
-   * not read half-way. At start-up there is nothing older to keep, so everything is taken in.
+   * Re-list and re-read both folders; a file whose text did not change is not parsed again.
+   *
+   * A reload's changes are applied as one unit, as a save of several files (a policy moved from
+   * one file to another, a `git checkout`, a ConfigMap volume's `..data` swap) must never be
+   * half in force: a path whose size, mtime or inode changed since the last look, or that
+   * appeared or vanished, is settled once it looks the same at the next look (one debounce
+   * later), and while any path is unsettled nothing is applied, removals included. Changes that
+   * waited {@link SETTLE_LIMIT_DEBOUNCES} debounces are applied without the paths still
+   * changing (logged), so a folder that never stops changing cannot starve a revocation. At
+   * start-up there is nothing older to keep, so everything is taken in.
    */
   reload(): Promise<void> {
     return this.serial(async () => {
@@ -298,24 +338,39 @@ export class StandaloneStore implements PolicyStore {
         const read = await readManifest(path);
         if (read) reads.set(path, read); // else deleted since listing: gone
       }
+      const settled = new Map<string, ManifestRead | undefined>(); // undefined: gone
+      const unsettled: string[] = [];
+      for (const path of new Set([...this.files.keys(), ...this.looks.keys(), ...reads.keys()])) {
+        const read = reads.get(path);
+        const look = read?.look ?? GONE;
+        if (!this.loaded || this.looks.get(path) === look) settled.set(path, read);
+        else unsettled.push(shown(path));
+        this.looks.set(path, look);
+      }
+      if (unsettled.length > 0) {
+        this.scheduleReload();
+        const now = performance.now();
+        this.unsettledSince ??= now;
+        const waitedMs = Math.round(now - this.unsettledSince);
+        if (waitedMs < SETTLE_LIMIT_DEBOUNCES * this.debounceMs) return;
+        this.opts.log.warn('manifests keep changing; applying the changes that settled, without these files', { waitedMs, files: unsettled.join(',') });
+        this.unsettledSince = now;
+      } else this.unsettledSince = undefined;
       let changed = !this.loaded;
-      for (const [path, file] of this.files) {
-        if (reads.has(path)) continue;
+      for (const [path, read] of settled) {
+        if (read) {
+          changed = this.load(path, read) || changed;
+          continue;
+        }
+        this.looks.delete(path);
+        const file = this.files.get(path);
+        if (!file) continue;
         this.files.delete(path);
         changed = true;
         this.opts.log.info('manifest removed', { file: shown(path), objects: file.entries.length });
       }
-      for (const path of this.looks.keys()) if (!reads.has(path)) this.looks.delete(path);
-      let unsettled = false;
-      for (const [path, read] of reads) {
-        const settled = !this.loaded || this.looks.get(path) === read.look;
-        this.looks.set(path, read.look);
-        if (settled) changed = this.load(path, read) || changed;
-        else unsettled = true;
-      }
       if (changed) this.recompile();
       this.loaded = true;
-      if (unsettled) this.scheduleReload();
     });
   }
 
@@ -364,13 +419,14 @@ export class StandaloneStore implements PolicyStore {
 
   /**
    * Objects in force: data dir over config dir (logged), then one per kind and name: a name
-   * defined twice in one folder is a problem, and neither copy is in force.
+   * defined twice in one folder is a problem, and changes nothing in force (see {@link splitDuplicates}).
    */
-  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; sourceOf: Map<string, Source>; duplicates: ManifestError[]; overrides: string[] } {
-    const inData = (path: string) => path.startsWith(this.manifestsDir + sep);
+  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; sourceOf: Map<string, Source>; duplicates: FileError[]; overrides: string[] } {
+    const layerOf = (path: string) => (path.startsWith(this.manifestsDir + sep) ? 0 : 1);
     const layers: [Source[], Source[]] = [[], []];
-    for (const [path, file] of this.files) for (const e of file.entries) layers[inData(path) ? 0 : 1].push({ ...e, path });
-    const [data, config] = layers.map(splitDuplicates) as [ReturnType<typeof splitDuplicates>, ReturnType<typeof splitDuplicates>];
+    for (const [path, file] of this.files) for (const e of file.entries) layers[layerOf(path)].push({ ...e, path });
+    const inForce = [...this.inForce.values()];
+    const [data, config] = layers.map((sources, layer) => splitDuplicates(sources, inForce.filter((s) => layerOf(s.path) === layer))) as [ReturnType<typeof splitDuplicates>, ReturnType<typeof splitDuplicates>];
     const sourceOf = new Map<string, Source>();
     const overrides: string[] = [];
     for (const s of data.unique) sourceOf.set(refOf(s.object), s);
@@ -395,7 +451,7 @@ export class StandaloneStore implements PolicyStore {
   /** `file:line: GuardPolicy name: Reason: message`, the line pointing at the offending value. */
   private recompile(): void {
     const { sourceOf, duplicates, overrides, upstreams, ...input } = this.objects();
-    const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...duplicates.map((error): FileError => ({ error, fallback: undefined }))];
+    const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...duplicates];
     const missing = fileErrors.filter(isMissing).map((e) => missingOf(e.error));
     const next = PolicySnapshot.compile({ ...input, missing }, this.opts.engine, { cache: this.cache, previous: this.current, describe: (p) => locateProblem(p, sourceOf) });
     const usable = new Map<string, GuardUpstream>();
@@ -422,6 +478,7 @@ export class StandaloneStore implements PolicyStore {
     this.reported = reported;
     if (next.revision !== this.current.revision) this.opts.log.info('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
+    this.inForce = sourceOf;
   }
 
   private async write(obj: GuardObject, folder: string): Promise<ApplyResult> {

@@ -102,15 +102,16 @@ describe('an agent or policy that cannot be loaded, with no good version, denies
     expect(d).toMatchObject({ allowed: false, reason: expect.stringMatching(INCOMPLETE) });
   });
 
-  it('a name defined in two files is an error, listed and denying, until one is removed', async () => {
+  it('a name defined again in another file while in force is an error, listed; the version in force stays until one is removed', async () => {
     const srv = await serve({ 'deny.yaml': DENY_DROPS, 'reads.yaml': READS });
     expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
     await writeFile(join(srv.configDir, 'a-override.yaml'), policy('deny-drops', '    - {match: {tools: ["read_*"]}, action: allow}\n'));
-    const d = await eventually(() => decide(srv, 'drop_table'), (v) => INCOMPLETE.test(v.reason), 'the duplicate to be seen');
-    expect(d.reason).toMatch(/a-override\.yaml:1: GuardPolicy deny-drops is also defined at \S*deny\.yaml:1; one name, one object: rename or remove the others$/);
-    expect(await problems(srv)).toEqual([expect.stringMatching(/a-override\.yaml:1: GuardPolicy deny-drops is also defined at .*\(not in force: every decision is denied until this is fixed\)$/)]);
+    await eventually(() => problems(srv), (p) => p.length > 0, 'the duplicate to be seen');
+    expect(await problems(srv)).toEqual([expect.stringMatching(/a-override\.yaml:1: GuardPolicy deny-drops is also defined at \S*deny\.yaml:1; one name, one object: rename or remove the others \(the last good version stays in force\)$/)]);
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
     await rm(join(srv.configDir, 'a-override.yaml'));
-    await eventually(() => decide(srv, 'drop_table'), (v) => v.reason === 'no drops', 'the duplicate to go');
+    await eventually(() => problems(srv), (p) => p.length === 0, 'the duplicate to go');
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
   });
 
   it('the same name twice in one file is the same error', async () => {

@@ -236,6 +236,27 @@ describe('files being written, large files, names defined twice', () => {
     expect(loads).toEqual([expect.stringMatching(/objects=50$/)]);
   });
 
+  it('a file that never stops changing holds back the other changes of its reloads for a bounded time only, and says so', async () => {
+    // At a 50 ms debounce the bound is 1 s; the writer appends every 10 ms until the revocation is in force.
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { debounceMs: 50 });
+    const file = join(f.configDir, 'growing.yaml');
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        await appendFile(file, policy(`p${i}`));
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    try {
+      sed('s/admin/low/', join(f.configDir, 'agents.yaml'));
+      await trustBecomes(f, 'boss', 'low', 'a revocation beside a file that never stops changing');
+    } finally {
+      writing = false;
+      await writer;
+    }
+    expect(f.lines).toContainEqual(expect.stringMatching(/WARN +manifests keep changing; applying the changes that settled, without these files waitedMs=\d+ files=\S*growing\.yaml$/));
+  });
+
   it('a file over 4 MiB is refused with a clear error, and the policy set is incomplete until it goes', async () => {
     const big = `apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata:\n${Array.from({ length: 5 * 1024 }, (_, i) => `  k${i}: ${'x'.repeat(1020)}\n`).join('')}`;
     const f = await open({ 'agents.yaml': agent('boss', 'admin'), 'big.yaml': big });
@@ -247,7 +268,7 @@ describe('files being written, large files, names defined twice', () => {
   });
 
   it('a name defined twice is one ERROR line; an object written through MCP over one of the config folder is one WARN line', async () => {
-    const f = await open({ 'a.yaml': policy('p'), 'b.yaml': policy('p') });
+    const f = await open({ 'a.yaml': policy('p'), 'b.yaml': policy('p').replace('drop_*', 'truncate_*') });
     expect(f.lines.filter((l) => / ERROR /.test(l))).toEqual([expect.stringMatching(/a\.yaml:1: GuardPolicy p is also defined at \S*b\.yaml:1; one name, one object: rename or remove the others \(not in force: every decision is denied until this is fixed\)$/)]);
     await rm(join(f.configDir, 'b.yaml'));
     await eventually(async () => decide(f).decision, (d) => d === 'allow', 'the duplicate to go');
