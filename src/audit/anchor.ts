@@ -4,21 +4,24 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { syncDirectory } from './jsonl.js';
 import { macMatches, macOf } from './key.js';
-import { canonicalJson, parseAuditLine } from './record.js';
+import { GENESIS_HASH, canonicalJson, parseAuditLine } from './record.js';
 import { notRegularFile } from './segments.js';
 
 /**
  * An anchor: the head of an audit chain written down outside the log, so records cut off its
  * end, or a whole log rewritten, no longer verify (docs/decisions.md). It names the last record
- * that was durable when it was written; records after it were written since and are fine.
+ * that was durable when it was written; records after it were written since and are fine. The
+ * genesis anchor ({@link GENESIS_POINT}) names no record: a sink writes it when it opens an
+ * empty log, before it takes a record, so a log has an anchor from its first record on.
  */
 export interface AuditAnchor {
   version: 1;
+  /** The anchored record's id; `genesis` in the genesis anchor. */
   entry_id: string;
   hash: string;
-  /** Segment sequence number: `audit-NNNNNN.jsonl`, or the ring's `policyguard.dev/audit-sequence`. */
+  /** Segment sequence number: `audit-NNNNNN.jsonl`, or the ring's `policyguard.dev/audit-sequence`; 0 in the genesis anchor. */
   segment: number;
-  /** 1-based line of the record in its segment. */
+  /** 1-based line of the record in its segment; 0 in the genesis anchor. */
   line: number;
   /** When the anchor was written, RFC 3339. */
   time: string;
@@ -28,15 +31,36 @@ export interface AuditAnchor {
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 
-export const AuditAnchorSchema: z.ZodType<AuditAnchor> = z.object({
-  version: z.literal(1),
-  entry_id: z.string().min(1),
-  hash: z.string().regex(SHA256_HEX),
-  segment: z.number().int().positive(),
-  line: z.number().int().positive(),
-  time: z.string(),
-  mac: z.string().regex(SHA256_HEX).optional(),
-});
+/**
+ * What the genesis anchor names: the position before the first record of segment 1, whose
+ * prev_hash is the genesis hash. Segment and line 0 are never a record's, and `genesis` is
+ * never a record's id (those are `aud_…`).
+ */
+export const GENESIS_POINT: AnchorPoint = { entry_id: 'genesis', hash: GENESIS_HASH, segment: 0, line: 0 };
+
+/**
+ * Whether `anchor` is the genesis anchor: "this log existed and was empty".
+ *
+ * @example
+ * if (isGenesisAnchor(anchor)) console.log('anchored before its first record');
+ */
+export function isGenesisAnchor(anchor: AnchorPoint): boolean {
+  return anchor.segment === GENESIS_POINT.segment && anchor.line === GENESIS_POINT.line && anchor.entry_id === GENESIS_POINT.entry_id && anchor.hash === GENESIS_POINT.hash;
+}
+
+export const AuditAnchorSchema: z.ZodType<AuditAnchor> = z
+  .object({
+    version: z.literal(1),
+    entry_id: z.string().min(1),
+    hash: z.string().regex(SHA256_HEX),
+    segment: z.number().int().nonnegative(),
+    line: z.number().int().nonnegative(),
+    time: z.string(),
+    mac: z.string().regex(SHA256_HEX).optional(),
+  })
+  .refine((anchor) => (anchor.segment > 0 && anchor.line > 0) || isGenesisAnchor(anchor), {
+    message: `segment and line are positive, except in the genesis anchor (${JSON.stringify(GENESIS_POINT)})`,
+  });
 
 /** Where a record sits in its log: what an anchor names. */
 export interface AnchorPoint {
@@ -206,6 +230,8 @@ export function isAnchoredLine(anchor: AuditAnchor, text: string | undefined): b
  * const searched = segmentToSearch(anchor, segments); // then find the record's line in it
  */
 export function segmentToSearch<T extends { seq: number }>(anchor: AuditAnchor, segments: readonly T[]): T | undefined {
+  // The genesis anchor names no record: there is nothing to look for.
+  if (isGenesisAnchor(anchor)) return undefined;
   const oldest = segments[0];
   return segments.find((segment) => segment.seq === anchor.segment) ?? (oldest && oldest.seq > anchor.segment ? oldest : undefined);
 }
@@ -227,6 +253,11 @@ export type AnchorCheck = { ok: true; note: string } | { ok: false; reason: stri
  * cannot tell apart (`missingMac`). An anchor older than the oldest segment is fine: retention
  * deleted what it names.
  *
+ * The genesis anchor names the start of the log, which every log that still holds segment 1
+ * (or no segment) reaches; that segment 1 starts at the genesis hash is the chain check's part
+ * (checkChainOnOpen, verify). Its MAC is checked like any anchor's, but one without a MAC on a
+ * log without records is fine: there is nothing it could vouch for, as with no anchor at all.
+ *
  * @example
  * const check = checkAnchor(anchor, site, key);
  * if (!check.ok) console.error(check.reason);
@@ -237,6 +268,7 @@ export function checkAnchor(anchor: AuditAnchor, site: AnchorSite, key?: KeyObje
   if (key && anchor.mac !== undefined && !macMatches(key, anchorMacText(anchor), anchor.mac)) {
     return { ok: false, reason: `the anchor's MAC does not match: it was not written with this key (forged, or another key) (${named})` };
   }
+  if (isGenesisAnchor(anchor)) return checkGenesisAnchor(anchor, site, key);
   const found = site.segments.includes(anchor.segment) ? parseAuditLine(site.text ?? '') : undefined;
   const holds = found !== undefined && isAnchoredLine(anchor, site.text);
   if (!holds) {
@@ -257,6 +289,21 @@ export function checkAnchor(anchor: AuditAnchor, site: AnchorSite, key?: KeyObje
   }
   if (!site.segments.includes(anchor.segment)) return { ok: true, note: `${named}, a segment retention has deleted since; it bounds nothing any more` };
   return { ok: true, note: `${named}; the log holds it` };
+}
+
+/** {@link checkAnchor} for the genesis anchor, whose MAC, if any, matched. */
+function checkGenesisAnchor(anchor: AuditAnchor, site: AnchorSite, key: KeyObject | undefined): AnchorCheck {
+  const named = `the genesis anchor of ${anchor.time} (written when the log was empty)`;
+  if (key && anchor.mac === undefined && site.lastEntryId !== undefined) {
+    return {
+      ok: false,
+      missingMac: true,
+      reason: `the anchor has no MAC though a key is given: it was written before the key was configured, or its MAC was stripped (${named})`,
+    };
+  }
+  const oldest = site.segments[0];
+  if (oldest !== undefined && oldest > 1) return { ok: true, note: `${named}; retention has deleted segment 1 since, so it bounds nothing any more` };
+  return { ok: true, note: `${named}; the log starts there` };
 }
 
 function at(site: AnchorSite, position: LogPosition): string {

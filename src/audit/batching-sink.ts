@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { createAnchor, type AuditAnchorStore } from './anchor.js';
+import { GENESIS_POINT, createAnchor, type AnchorPoint, type AuditAnchorStore } from './anchor.js';
 import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
 import { sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
@@ -161,7 +161,7 @@ export abstract class BatchingAuditSink implements AuditSink {
   /** Serialises anchor writes; never rejects. */
   private anchoring: Promise<void> = Promise.resolve();
   private anchorFailures = 0;
-  /** The log was empty on open: anchor right after the first write instead of an interval later. */
+  /** The log was empty on open (anchored at genesis): anchor right after the first write instead of an interval later. */
   private anchorSoon: boolean;
 
   /**
@@ -287,9 +287,10 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   /**
-   * Writes the first anchor (naming what the log held on open) and starts anchoring every
-   * interval. Rejects when the anchor cannot be written, so a sink whose anchor store is
-   * unreachable or not writable does not start. Called once by the open function.
+   * Writes the first anchor (naming what the log held on open; the genesis anchor for an empty
+   * log, before any record is taken) and starts anchoring every interval. Rejects when the
+   * anchor cannot be written, so a sink whose anchor store is unreachable or not writable does
+   * not start. Called once by the open function.
    */
   async start(): Promise<void> {
     const anchor = this.batching.anchor;
@@ -329,14 +330,25 @@ export abstract class BatchingAuditSink implements AuditSink {
     return run;
   }
 
+  /**
+   * Anchors the last durable record, or, while the log holds none, its start (the genesis
+   * anchor): start() writes that before the sink takes a record, so a crash before the first
+   * record's anchor leaves a log its anchor vouches for, not one the next start refuses.
+   */
   private async writeAnchor(): Promise<void> {
     const anchor = this.batching.anchor;
     // A snapshot: the anchor names a record that is durable now, never a buffered one.
     const durable = this.durable;
-    if (!anchor || !durable || durable.text === this.anchoredText) return;
-    const { entry_id, hash } = JSON.parse(durable.text) as AuditRecord;
-    await anchor.store.write(createAnchor({ entry_id, hash, segment: durable.segment, line: durable.line }, this.batching.key));
-    this.anchoredText = durable.text;
+    // '' is no record's line: it stands for the genesis anchor.
+    const text = durable?.text ?? '';
+    if (!anchor || text === this.anchoredText) return;
+    let point: AnchorPoint = GENESIS_POINT;
+    if (durable) {
+      const { entry_id, hash } = JSON.parse(durable.text) as AuditRecord;
+      point = { entry_id, hash, segment: durable.segment, line: durable.line };
+    }
+    await anchor.store.write(createAnchor(point, this.batching.key));
+    this.anchoredText = text;
   }
 
   /**
@@ -414,7 +426,8 @@ export abstract class BatchingAuditSink implements AuditSink {
     }
     this.noteSuccess();
     if (this.anchorSoon) {
-      // Once: so a new log has an anchor from its first batch on, not only after an interval.
+      // Once: the genesis anchor vouches for no record, so the first batch is anchored now, not
+      // an interval later (until then, records cut off a new log would go unnoticed).
       this.anchorSoon = false;
       await this.anchor();
     }

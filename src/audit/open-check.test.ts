@@ -9,10 +9,10 @@ import { appendFile, copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { AuditAnchorError, FileAnchorStore, createAnchor, type AuditAnchor } from './anchor.js';
+import { AuditAnchorError, FileAnchorStore, createAnchor, isGenesisAnchor, type AuditAnchor, type AuditAnchorStore } from './anchor.js';
 import { openFileAuditSink, type FileAuditSinkOptions } from './file-sink.js';
 import { AuditChainError } from './open-check.js';
-import type { AuditEntryInput, AuditRecord } from './record.js';
+import { GENESIS_HASH, type AuditEntryInput, type AuditRecord } from './record.js';
 import { segmentFileName } from './segments.js';
 import { verifyAuditChain } from './verify.js';
 
@@ -137,6 +137,77 @@ describe('opening a log without an anchor', () => {
     expect(records.every((r) => r.mac === undefined)).toBe(true);
     // Now the anchor carries a MAC: the next start needs no flag.
     await (await open({ keyFile: key })).close();
+  });
+});
+
+describe('a new log is anchored at genesis', () => {
+  const genesis = { version: 1, entry_id: 'genesis', hash: GENESIS_HASH, segment: 0, line: 0 };
+
+  /**
+   * A sink on an empty folder whose process is killed after its first batch is on disk but
+   * before that batch's anchor is: the anchor store takes the genesis anchor and fails every
+   * later write, as if the process had died during it.
+   */
+  async function crashAfterFirstBatch(opts: Partial<FileAuditSinkOptions> = {}): Promise<AuditRecord[]> {
+    const file = FileAnchorStore.inDir(dir);
+    const dying: AuditAnchorStore = {
+      location: file.location,
+      discardHint: file.discardHint,
+      read: () => file.read(),
+      write: (anchor) => (isGenesisAnchor(anchor) ? file.write(anchor) : Promise.reject(new Error('killed while writing the anchor'))),
+    };
+    const sink = await open({ ...opts, anchor: dying });
+    const records = [sink.append(input(1)).record, sink.append(input(2)).record];
+    await sink.close();
+    return records;
+  }
+
+  it('writes the genesis anchor on open, before it takes a record; with a key it carries a MAC', async () => {
+    const sink = await open({ keyFile: key });
+    expect(JSON.parse(await anchorText())).toEqual({ ...genesis, time: expect.any(String), mac: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    expect(await segmentNames()).toEqual([]);
+    sink.append(input(1));
+    await sink.close();
+    expect(JSON.parse(await anchorText())).toMatchObject({ segment: 1, line: 1 });
+  });
+
+  it('an empty log anchored at genesis without a MAC opens with a key: there is no record it could vouch for', async () => {
+    await (await open()).close();
+    expect(JSON.parse(await anchorText())).toEqual({ ...genesis, time: expect.any(String) });
+    await (await open({ keyFile: key })).close();
+    expect(JSON.parse(await anchorText())).toMatchObject({ ...genesis, mac: expect.stringMatching(/^[0-9a-f]{64}$/) });
+  });
+
+  it('a crash after the first batch, before its anchor: the next start opens without the flag; with the genesis anchor deleted it is refused', async () => {
+    const records = await crashAfterFirstBatch({ keyFile: key });
+    expect(await linesOf(1)).toHaveLength(2);
+    const evidence = await anchorText();
+    expect(JSON.parse(evidence)).toMatchObject({ ...genesis, mac: expect.stringMatching(/^[0-9a-f]{64}$/) });
+
+    await rm(join(dir, 'anchor.json'));
+    await expectRefused(() => open({ keyFile: key }), AuditAnchorError, /^the audit log holds records up to \S+ \(audit-000001\.jsonl:2\) but has no anchor/);
+
+    await writeFile(join(dir, 'anchor.json'), evidence);
+    logs = [];
+    const sink = await open({ keyFile: key });
+    expect(logs).toEqual([]);
+    expect(JSON.parse(await anchorText())).toMatchObject({ entry_id: records[1]!.entry_id, segment: 1, line: 2 });
+    await sink.close();
+  });
+
+  it('a log anchored at genesis whose segment 1 does not start at genesis is refused', async () => {
+    await crashAfterFirstBatch();
+    // The first record cut from the head of the log.
+    await writeLines(1, (await linesOf(1)).slice(1));
+    await expectRefused(() => open(), AuditChainError, /^the audit log is broken at audit-000001\.jsonl:1 \(aud_\w+\): prev_hash mismatch: expected 0{64} \(genesis: segment 1 starts the log\)/);
+  });
+
+  it('with a key, an authenticated genesis anchor requires every record to carry a MAC', async () => {
+    await crashAfterFirstBatch({ keyFile: key });
+    // Every record's MAC stripped (hashes and chain stay intact): without the anchor's word they
+    // would pass as records written before the key was configured.
+    await writeLines(1, (await linesOf(1)).map((line) => line.replace(/,"mac":"[0-9a-f]{64}"/, '')));
+    await expectRefused(() => open({ keyFile: key }), AuditChainError, /^the audit log is broken at audit-000001\.jsonl:1 \(aud_\w+\): no mac/);
   });
 });
 

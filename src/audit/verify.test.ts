@@ -237,6 +237,30 @@ describe('verifyAuditChain: the anchor', () => {
     await expect(openFileAuditSink({ dir, log: () => undefined, keyFile: key, maxSegments: 1 })).rejects.toThrow(/does not match its anchor .*: moved: the anchored record is at audit-000002\.jsonl:5/);
   });
 
+  it('accepts a log anchored at genesis: empty, and with records written since', async () => {
+    const key = await keyFile();
+    await (await openFileAuditSink({ dir, keyFile: key, log: () => undefined })).close();
+    const genesis = await readFile(anchorPath(), 'utf8');
+    expect(JSON.parse(genesis)).toMatchObject({ entry_id: 'genesis', hash: GENESIS_HASH, segment: 0, line: 0, mac: expect.any(String) });
+    const empty = await verifyAuditChain(dir, { keyFile: key });
+    expect(empty).toMatchObject({ ok: true, records: 0, segments: 0 });
+    expect(empty.notes).toEqual([expect.stringMatching(/^anchor: the genesis anchor of \S+ \(written when the log was empty\); the log starts there$/)]);
+    // Records written, and the process killed before their anchor: the genesis anchor is still the anchor.
+    await writeLog(3, { keyFile: key });
+    await writeFile(anchorPath(), genesis);
+    expect(await verifyAuditChain(dir, { keyFile: key })).toMatchObject({ ok: true, records: 3 });
+    // It vouches for the start only: the first record cut off fails, and so does its MAC stripped.
+    const lines = (await readFile(segment(1), 'utf8')).split('\n').filter(Boolean);
+    await writeFile(segment(1), `${lines.slice(1).join('\n')}\n`);
+    expect((await verifyAuditChain(dir, { keyFile: key })).problems).toEqual([
+      expect.objectContaining({ line: 1, reason: expect.stringMatching(/^prev_hash mismatch: expected 0{64} \(genesis: segment 1 starts the log\)/) }),
+    ]);
+    await writeFile(segment(1), lines.map((line) => `${line.replace(/,"mac":"[0-9a-f]{64}"/, '')}\n`).join(''));
+    expect((await verifyAuditChain(dir, { keyFile: key })).problems).toEqual(
+      [1, 2, 3].map((line) => expect.objectContaining({ line, reason: expect.stringMatching(/^no mac/) })),
+    );
+  });
+
   it('fails without an anchor and says how to check the chain alone', async () => {
     await writeLog(3);
     await rm(anchorPath());

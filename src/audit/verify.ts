@@ -8,6 +8,7 @@ import {
   anchorAuthenticated,
   checkAnchor,
   isAnchoredLine,
+  isGenesisAnchor,
   type AnchorSite,
   type AuditAnchor,
   type AuditAnchorStore,
@@ -78,7 +79,9 @@ export class AuditLogNotFoundError extends Error {
  *   an authenticated anchor names). After a broken line the check re-synchronises, so what
  *   follows is checked too;
  * - the anchor: the record it names must be at its segment and line with the same hash; a log
- *   that ends before it was truncated. Records after it are fine (written since), and so is an
+ *   that ends before it was truncated. The genesis anchor (written when the log was empty)
+ *   names the log's start, which a log still holding segment 1 reaches when that starts at the
+ *   genesis hash. Records after it are fine (written since), and so is an
  *   anchor older than the oldest kept segment (retention). With a key it must carry a valid
  *   MAC. A missing anchor is a problem unless `anchor: false`.
  *
@@ -300,6 +303,8 @@ function finish(walked: {
   } else if (store && anchor) {
     const check = checkAnchor(anchor, walked.site(anchor), key);
     if (check.ok) notes.push(`anchor: ${check.note}`);
+    // The genesis anchor names no line: its problem is the anchor's.
+    else if (isGenesisAnchor(anchor)) problems.add({ file: store.location, reason: check.reason });
     else problems.add({ ...walked.where(anchor), entryId: anchor.entry_id, reason: check.reason });
   } else {
     notes.push(walked.skipped);

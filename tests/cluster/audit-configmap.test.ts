@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SYSTEM_AGENT_ID, createAuditIncidentLog } from '../../src/audit/audit-incidents.js';
+import { isGenesisAnchor, type AuditAnchor, type AuditAnchorStore } from '../../src/audit/anchor.js';
 import { ConfigMapAnchorStore } from '../../src/audit/configmap-anchor.js';
 import { openConfigMapAuditSink, type ConfigMapAuditSinkOptions } from '../../src/audit/configmap-sink.js';
 import { openFileAuditSink } from '../../src/audit/file-sink.js';
@@ -520,6 +521,38 @@ describe('ConfigMap audit sink: anchors, MACs and filters', () => {
       new RegExp(`^the audit log is broken at policyguard-audit-pod-x-0:1 \\(${records[0]!.entry_id}\\): hash mismatch: .*copy the audit ConfigMaps of replica pod-x`),
     );
     expect(recordsOf(pristine)).toEqual(records);
+  });
+
+  it('anchors a new ring at genesis before its first record: killed before its first batch is anchored, it restarts without the flag', async () => {
+    const namespace = await newNamespace();
+    const store = new ConfigMapAnchorStore({ kubeConfig: kc, namespace, replica: 'pod-g' });
+    // The process dies while the first batch's anchor is written: only the genesis anchor arrives.
+    const dying: AuditAnchorStore = {
+      location: store.location,
+      discardHint: store.discardHint,
+      read: () => store.read(),
+      write: (anchor) => (isGenesisAnchor(anchor) ? store.write(anchor) : Promise.reject(new Error('killed while writing the anchor'))),
+    };
+    const { sink } = await open({ namespace, replica: 'pod-g', anchor: dying });
+    const genesis = (await anchorOf(namespace, 'pod-g')).data;
+    expect(JSON.parse(genesis!['anchor.json']!)).toMatchObject({ entry_id: 'genesis', segment: 0, line: 0 });
+    expect(await ringOf(namespace, 'pod-g')).toEqual([]);
+    const records = [sink.append(input()).record, sink.append(input()).record];
+    await sink.close();
+    expect(recordsOf((await ringOf(namespace, 'pod-g'))[0]!)).toEqual(records);
+    expect((await anchorOf(namespace, 'pod-g')).data).toEqual(genesis);
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-g')).toMatchObject({ ok: true, records: 2 });
+
+    // The genesis anchor deleted: refused as any deleted anchor.
+    await core.deleteNamespacedConfigMap({ namespace, name: 'policyguard-audit-anchor-pod-g' });
+    await expect(openConfigMapAuditSink({ kubeConfig: kc, namespace, replica: 'pod-g', log: () => undefined })).rejects.toThrow(
+      new RegExp(`^the audit log holds records up to ${records[1]!.entry_id} \\(policyguard-audit-pod-g-0:2\\) but has no anchor`),
+    );
+    await store.write(JSON.parse(genesis!['anchor.json']!) as AuditAnchor);
+    const { sink: restarted, logs } = await open({ namespace, replica: 'pod-g' });
+    expect(logs).toEqual([]);
+    expect(JSON.parse((await anchorOf(namespace, 'pod-g')).data!['anchor.json']!)).toMatchObject({ entry_id: records[1]!.entry_id, segment: 1, line: 2 });
+    await restarted.close();
   });
 
   it('a file sink in kubernetes mode anchors in the ConfigMap, and verify finds it there', async () => {
