@@ -205,13 +205,24 @@ export function createHttpApp(opts: HttpOptions): RequestListener {
     jsonRpcError(res, 401, -32001, `Unauthorized: ${result.description}`);
   };
 
+  // Anonymous callers are told apart by address; everyone else by subject.
+  const callerKey = (req: Request, principal: Principal) => (principal.subject === 'anonymous' ? `ip:${address(req)}` : principal.subject);
   const limit = (req: Request, res: Response, next: NextFunction) => {
     const principal = res.locals.principal as Principal;
-    // Anonymous callers are told apart by address; everyone else by subject.
-    const key = principal.subject === 'anonymous' ? `ip:${address(req)}` : principal.subject;
-    const take = opts.rateLimiter?.take(key);
+    const take = opts.rateLimiter?.take(callerKey(req, principal));
     if (!take || take.ok) return next();
     tooMany(res, 'rate_limit', take.retryAfterMs, `Too many requests from ${principal.subject}`);
+  };
+  /** A JSON-RPC batch (2025 revisions) is one request but several messages: each after the first takes one more from the caller's limit. */
+  const batchOverLimit = (req: Request, res: Response, principal: Principal): boolean => {
+    if (!opts.rateLimiter || !Array.isArray(req.body)) return false;
+    for (let i = 1; i < req.body.length; i++) {
+      const take = opts.rateLimiter.take(callerKey(req, principal));
+      if (take.ok) continue;
+      tooMany(res, 'rate_limit', take.retryAfterMs, `Too many requests from ${principal.subject}: a batch counts each of its ${req.body.length} messages`);
+      return true;
+    }
+    return false;
   };
 
   // tools/call validate_action without building an MCP server per request; byte-identical to
@@ -225,6 +236,7 @@ export function createHttpApp(opts: HttpOptions): RequestListener {
   );
   const serveMcp = async (req: Request, res: Response) => {
     const principal = res.locals.principal as Principal;
+    if (batchOverLimit(req, res, principal)) return;
     const route = classifyMcpRequest(req, req.body);
     byEra.inc({ era: eraOf(route) });
     if (fast.handle(req, res, req.body, route, { principal })) return;

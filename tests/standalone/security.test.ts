@@ -10,7 +10,7 @@ import { eventually } from './eventually.js';
 import { callAs as callToolAs, connect, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 
 const FIXTURE = new URL('../fixtures/auth', import.meta.url).pathname;
-const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5' };
+const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5', batcher: 'batcher-secret-token-6' };
 
 let s: TestServer;
 let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
@@ -187,6 +187,12 @@ describe('HTTP edge', () => {
     expect((await rawPost({ authorization: `Bearer ${TOKENS.alice}` })).status).toBe(200);
     await new Promise((r) => setTimeout(r, Number(limited[0]!.retry) * 1000));
     expect((await rawPost({ authorization: `Bearer ${TOKENS.bob}` })).status).toBe(200);
+  });
+  it('a batch counts each of its messages against the per-caller limit', async () => {
+    const batch = (n: number) => JSON.stringify(Array.from({ length: n }, (_, i) => ({ jsonrpc: '2.0', id: i + 1, method: 'tools/list' })));
+    const over = await rawPost({ authorization: `Bearer ${TOKENS.batcher}`, 'mcp-protocol-version': '2025-03-26' }, batch(25));
+    expect(over.status).toBe(429);
+    expect(((await over.json()) as any).error.message).toMatch(/a batch counts each of its 25 messages/);
   });
   it('tokens never reach the audit log', async () => {
     await s.restart(); // closing flushes the audit log
