@@ -226,6 +226,8 @@ export class StandaloneStore implements PolicyStore {
   private readonly looks = new Map<string, string>();
   /** When the reloads started to wait for files to settle; undefined when nothing waits. */
   private unsettledSince: number | undefined;
+  /** Files that became empty while they held documents, and since when (see {@link reload}). */
+  private readonly emptiedSince = new Map<string, number>();
   private status = new Map<string, GuardAgentStatus>();
   private loaded = false;
   private watcher: FolderWatcher | undefined;
@@ -340,16 +342,18 @@ export class StandaloneStore implements PolicyStore {
       }
       const settled = new Map<string, ManifestRead | undefined>(); // undefined: gone
       const unsettled: string[] = [];
+      const now = performance.now();
       for (const path of new Set([...this.files.keys(), ...this.looks.keys(), ...reads.keys()])) {
         const read = reads.get(path);
         const look = read?.look ?? GONE;
-        if (!this.loaded || this.looks.get(path) === look) settled.set(path, read);
-        else unsettled.push(shown(path));
+        const same = this.looks.get(path) === look;
         this.looks.set(path, look);
+        if (this.loaded && this.emptied(path, read, now)) unsettled.push(shown(path));
+        else if (!this.loaded || same) settled.set(path, read);
+        else unsettled.push(shown(path));
       }
       if (unsettled.length > 0) {
         this.scheduleReload();
-        const now = performance.now();
         this.unsettledSince ??= now;
         const waitedMs = Math.round(now - this.unsettledSince);
         if (waitedMs < SETTLE_LIMIT_DEBOUNCES * this.debounceMs) return;
@@ -372,6 +376,24 @@ export class StandaloneStore implements PolicyStore {
       if (changed) this.recompile();
       this.loaded = true;
     });
+  }
+
+  /**
+   * Whether `path` has read empty (or blank) for less than the settle bound while it held
+   * documents: a writer that truncates a file and then writes it (`writeFile`, `>`) may be slow
+   * to write, and an empty file read then would take its policies out of force. Emptying a file
+   * on purpose takes effect after the bound; deleting it at once.
+   */
+  private emptied(path: string, read: ManifestRead | undefined, now: number): boolean {
+    const held = this.files.get(path);
+    const blank = read !== undefined && 'text' in read && read.text.trim() === '';
+    if (!blank || !held || (held.entries.length === 0 && held.errors.length === 0)) {
+      this.emptiedSince.delete(path);
+      return false;
+    }
+    const since = this.emptiedSince.get(path) ?? now;
+    this.emptiedSince.set(path, since);
+    return now - since < SETTLE_LIMIT_DEBOUNCES * this.debounceMs;
   }
 
   /**
@@ -448,7 +470,11 @@ export class StandaloneStore implements PolicyStore {
     return { agents, policies, upstreams, sourceOf, duplicates: [...data.duplicates, ...config.duplicates], overrides };
   }
 
-  /** `file:line: GuardPolicy name: Reason: message`, the line pointing at the offending value. */
+  /**
+   * Compile the snapshot from the files as they are now, with what cannot be loaded as missing
+   * objects; log each new problem once (an agent or policy not in force at ERROR, an upstream
+   * the gateway cannot use and an override at WARN) and keep the lines `problems()` lists.
+   */
   private recompile(): void {
     const { sourceOf, duplicates, overrides, upstreams, ...input } = this.objects();
     const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...duplicates];
@@ -470,8 +496,9 @@ export class StandaloneStore implements PolicyStore {
     ];
     // An upstream the gateway cannot use here (e.g. a cluster sample with secretKeyRef) changes
     // no decision: a warning, where an agent or policy not in force is an error.
-    const warnings = [...upstreamProblems.map((p) => locateProblem(p, sourceOf)), ...overrides];
-    this.problemLines = [...errors, ...upstreamProblems.map((p) => locateProblem(p, sourceOf))];
+    const upstreamLines = upstreamProblems.map((p) => locateProblem(p, sourceOf));
+    const warnings = [...upstreamLines, ...overrides];
+    this.problemLines = [...errors, ...upstreamLines];
     const reported = new Set([...errors, ...warnings]);
     for (const line of errors) if (!this.reported.has(line)) this.opts.log.error(line);
     for (const line of warnings) if (!this.reported.has(line)) this.opts.log.warn(line);

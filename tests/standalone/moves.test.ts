@@ -105,6 +105,25 @@ describe("a policy moved from one file to another is in force at every moment (a
     expect(await problems(srv)).toEqual([]);
   });
 
+  it('rewritten in place by a slow writer: the file is empty for longer than a debounce, then written', async () => {
+    const srv = await serve({ 'deny.yaml': denyDrops('no drops'), 'policies.yaml': READS });
+    const file = join(srv.configDir, 'deny.yaml');
+    const wrong = await wrongAnswersWhile(
+      srv,
+      deniesDropsAllowsReads,
+      async () => {
+        await writeFile(file, ''); // what `>` or writeFile's truncation leaves while the writer stalls
+        // Several debounces (100 ms each) with the file empty: long enough to be read, and settle, as empty.
+        await eventually(async () => decide(srv, 'read_x'), () => true, 'a few answers');
+        await new Promise((r) => setTimeout(r, 500));
+        await writeFile(file, denyDrops('no drops, rewritten'));
+      },
+      (a) => a.reason === 'no drops, rewritten',
+      'a policy file truncated and written again',
+    );
+    expect(wrong).toEqual([]);
+  });
+
   it("moved by a ConfigMap volume's ..data swap (a key removed, another changed)", async () => {
     const srv = await serve({});
     const volume = new ConfigMapVolume(join(srv.configDir, 'policies-cm'));
