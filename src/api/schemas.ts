@@ -405,7 +405,7 @@ export const GuardUpstreamSpecSchema = z.strictObject({
     .enum(['CaseInsensitive', 'Exact'])
     .default('CaseInsensitive')
     .describe(
-      'How the upstream matches JSON keys. CaseInsensitive (the default; Go\'s encoding/json, as in mcp-go): a tools/call holding two keys equal ignoring case anywhere in its params is refused, since the upstream could read either. Exact (the TypeScript and Python MCP SDKs): such keys inside arguments are forwarded; params\' own keys are always checked.',
+      'How the upstream matches JSON keys. CaseInsensitive (the default; Go\'s encoding/json, as in mcp-go): a tools/call holding two keys equal ignoring case anywhere in its params is refused, since the upstream could read either. Exact (the TypeScript and Python MCP SDKs): such keys inside arguments, _meta and task are forwarded; params\' own keys are always checked.',
     ),
 });
 export type GuardUpstreamSpec = z.infer<typeof GuardUpstreamSpecSchema>;

@@ -48,7 +48,7 @@ export function isGenesisAnchor(anchor: AnchorPoint): boolean {
   return anchor.segment === GENESIS_POINT.segment && anchor.line === GENESIS_POINT.line && anchor.entry_id === GENESIS_POINT.entry_id && anchor.hash === GENESIS_POINT.hash;
 }
 
-export const AuditAnchorSchema: z.ZodType<AuditAnchor> = z
+const AuditAnchorSchema: z.ZodType<AuditAnchor> = z
   .object({
     version: z.literal(1),
     entry_id: z.string().min(1),
@@ -134,7 +134,7 @@ export interface AuditAnchorStore {
 }
 
 /** The anchor file of a file sink's folder. */
-export const ANCHOR_FILE = 'anchor.json';
+const ANCHOR_FILE = 'anchor.json';
 
 /**
  * The anchor as a file, replaced atomically (temporary file, fsync, rename, fsync of the
@@ -265,7 +265,7 @@ export type AnchorCheck = { ok: true; note: string } | { ok: false; reason: stri
 export function checkAnchor(anchor: AuditAnchor, site: AnchorSite, key?: KeyObject): AnchorCheck {
   const where = at(site, anchor);
   const named = `the anchor of ${anchor.time} names ${anchor.entry_id} at ${where}`;
-  if (key && anchor.mac !== undefined && !macMatches(key, anchorMacText(anchor), anchor.mac)) {
+  if (key && anchor.mac !== undefined && !anchorAuthenticated(anchor, key)) {
     return { ok: false, reason: `the anchor's MAC does not match: it was not written with this key (forged, or another key) (${named})` };
   }
   if (isGenesisAnchor(anchor)) return checkGenesisAnchor(anchor, site, key);
@@ -347,6 +347,8 @@ export class AuditAnchorError extends Error {
 
 /** The serve flag that accepts a log without a (verifiable) anchor once (docs/decisions.md, "The audit log"). */
 const ACCEPT_MISSING_ANCHOR_FLAG = '--audit-accept-missing-anchor';
+/** How to start once with it, there and in a cluster (where the chart's `extraEnv` sets it). */
+const START_ONCE = `start once with ${ACCEPT_MISSING_ANCHOR_FLAG} (in a cluster: POLICYGUARD_AUDIT_ACCEPT_MISSING_ANCHOR=true in the chart's extraEnv)`;
 
 /** What {@link ensureLogReachesAnchor} needs to know besides the anchor. */
 export interface AnchorOnOpen {
@@ -387,7 +389,7 @@ export async function ensureLogReachesAnchor(
     }
     throw new AuditAnchorError(
       `${what}: records cut off its end cannot be detected, and deleting the anchor is how that would be hidden. ` +
-        `If the log was written before anchors existed, or the anchor store was reset on purpose, start once with ${ACCEPT_MISSING_ANCHOR_FLAG}; ` +
+        `If the log was written before anchors existed, or the anchor store was reset on purpose, ${START_ONCE}; ` +
         `\`policyguard audit verify --no-anchor\` checks the chain alone.`,
     );
   }
@@ -396,8 +398,8 @@ export async function ensureLogReachesAnchor(
     opts.log(`${check.reason}; ${accepting}: the log up to the anchored record is taken as it is. A new anchor, with a MAC, is written now; remove the flag.`);
   } else if (!check.ok) {
     const hint = check.missingMac
-      ? `if the key is new for this log, start once with ${ACCEPT_MISSING_ANCHOR_FLAG}`
-      : `to start with the log as it is, ${store.discardHint} and start once with ${ACCEPT_MISSING_ANCHOR_FLAG}`;
+      ? `if the key is new for this log, ${START_ONCE}`
+      : `to start with the log as it is, ${store.discardHint} and ${START_ONCE}`;
     const what = check.missingMac
       ? `the audit log's anchor (${store.location}) cannot be authenticated: ${check.reason}. `
       : `the audit log does not match its anchor (${store.location}): ${check.reason}. Records were removed or rewritten while PolicyGuard was not running, or the log was lost. `;

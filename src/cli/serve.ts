@@ -249,8 +249,7 @@ async function authenticatorFor(config: ServeConfig, backend: Backend, log: Logg
  * derived from the audit key, so every replica that shares it can serve any session.
  */
 async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, approvals: Approvals, authorizer: Authorizer, auditKey: KeyObject | undefined, metrics: Metrics, log: Logger): Promise<Gateway> {
-  const { key, shared } = sessionKey(auditKey);
-  if (!shared && !config.standalone) log.warn('gateway sessions are signed with a key of this replica only (no --audit-key-file): an upstream session works only on the replica that opened it');
+  const key = sessionKey(auditKey);
   const ttlMs = config.authCacheTtl;
   return new Gateway({
     store: backend.store,
@@ -296,7 +295,10 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const authFailures = config.authFailureLimit === '0' ? undefined : parseRate(config.authFailureLimit)!;
   // Read once more here (the sink read it too): session ids and argument digests use keys derived from it.
   const auditKey = config.auditKeyFile ? await readAuditKeyFile(config.auditKeyFile) : undefined;
-  if (!auditKey && !config.standalone) log.warn('no --audit-key-file: GuardApproval argument digests are plain sha256, so whoever reads an approval can test guesses of its redacted arguments');
+  // What the key does besides signing the audit log; in standalone mode there is one replica and one person.
+  if (!auditKey && !config.standalone) {
+    log.warn('no --audit-key-file: gateway session ids work only on the replica that opened them, and GuardApproval argument digests are plain sha256, so whoever reads an approval can test guesses of its redacted arguments');
+  }
   const approvals = new Approvals({
     store: backend.approvalStore,
     digestKey: digestKey(auditKey),

@@ -2,8 +2,9 @@
  * Keys as servers that match them ignoring case read them. Go's encoding/json (mcp-go, the Go
  * MCP SDK before v1.3.1) takes every key equal to a field's name under Unicode simple case
  * folding as that field: `AMOUNT` is `amount` to it. The gateway refuses a call holding two such
- * keys (src/gateway/message.ts); an argument condition on `amount` finds an `AMOUNT` alone and
- * cannot be evaluated (./arguments.ts, docs/decisions.md).
+ * keys unless its upstream's `keyMatching` is `Exact` (src/gateway/message.ts); an argument
+ * condition on `amount` finds an `AMOUNT` alone and cannot be evaluated (./arguments.ts,
+ * docs/decisions.md).
  */
 
 // eslint-disable-next-line no-control-regex -- all of ASCII, controls included

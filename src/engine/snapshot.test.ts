@@ -422,13 +422,11 @@ describe('objects that cannot be loaded (docs/decisions.md)', () => {
     for (const req of [call('low', 'drop_table'), call('admin', 'read_x'), call('nobody', 'anything')]) {
       expect(snap.evaluate(req)).toMatchObject({ decision: 'deny', allowed: false, reason, matched: [{ policy: `agent:${req.agentId}`, rule: 'incompletePolicySet', action: 'deny' }] });
       expect(snap.possibleDecisions(req)).toEqual(new Set(['deny']));
-      expect(snap.incompleteFor(req)).toBe(reason);
     }
     expect(snap.missing()).toEqual([reason.slice(reason.indexOf('GuardPolicy'))]);
     // Fixed, decisions resume; the revision tells the two apart.
     const fixed = snapshot({}, agents, [reads]);
     expect(fixed.evaluate(call('admin', 'read_x')).decision).toBe('allow');
-    expect(fixed.incompleteFor(call('admin', 'read_x'))).toBeUndefined();
     expect(fixed.revision).not.toBe(snap.revision);
   });
 

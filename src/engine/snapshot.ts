@@ -115,7 +115,7 @@ function indeterminateWarning(r: CompiledRule, reason: string): string {
   return `policy '${r.policy}' rule '${r.ruleName}': ${reason}, so this ${r.action} rule${mode} ${outcome}`;
 }
 
-/** The rule of the `matched` entry of a deny because the policy set is incomplete ({@link PolicySnapshot.incompleteFor}). */
+/** The rule of the `matched` entry of a deny because the policy set is incomplete (docs/decisions.md §9). */
 export const INCOMPLETE_POLICY_SET = 'incompletePolicySet';
 
 /** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
@@ -218,7 +218,7 @@ export class PolicySnapshot {
    * Compile objects into a snapshot. An object that fails to compile is listed in `problems`
    * and left out, unless `previous` had a good version of it: that version stays in force.
    * Left out with no good version, it is missing, as are `input.missing`: the decisions it could
-   * change are denied ({@link incompleteFor}).
+   * change are denied by {@link evaluate}.
    *
    * @example
    *   const snap = PolicySnapshot.compile({ agents, policies }, DEFAULT_ENGINE_OPTIONS);
@@ -353,14 +353,7 @@ export class PolicySnapshot {
   /**
    * Why the decisions of this agent are denied while the policy set is incomplete: the reason,
    * naming the first missing object that could change them, or undefined when none could.
-   *
-   * @example snap.incompleteFor({ agentId: 'etl' }) // 'The policy set is incomplete, so this call is denied until it is fixed: policies/deny.yaml:3: …'
    */
-  incompleteFor(req: Pick<ActionRequest, 'agentId' | 'unknownAgentNamespace'>): string | undefined {
-    const agent = this.resolve(req);
-    return this.heldReason(agent.id, agent.namespace);
-  }
-
   private heldReason(agentId: string, namespace: string | undefined): string | undefined {
     if (this.holds.length === 0) return undefined;
     const held = this.holds.filter((h) => (h.agentId === undefined || h.agentId === agentId) && (h.namespace === undefined || h.namespace === namespace));

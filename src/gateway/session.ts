@@ -22,10 +22,10 @@ const MAC_BYTES = 16;
  *
  * @example const key = sessionKey(await readAuditKeyFile(path));
  */
-export function sessionKey(auditKey: KeyObject | undefined): { key: KeyObject; shared: boolean } {
-  if (!auditKey) return { key: createSecretKey(randomBytes(32)), shared: false };
+export function sessionKey(auditKey: KeyObject | undefined): KeyObject {
+  if (!auditKey) return createSecretKey(randomBytes(32));
   // A key of its own (HMAC as a KDF with a fixed label): a session MAC is never an audit MAC.
-  return { key: createSecretKey(createHmac('sha256', auditKey).update('policyguard gateway session ids v1').digest()), shared: true };
+  return createSecretKey(createHmac('sha256', auditKey).update('policyguard gateway session ids v1').digest());
 }
 
 const mac = (key: KeyObject, payload: string, caller: string) => createHmac('sha256', key).update(`${payload}\n${caller}`).digest().subarray(0, MAC_BYTES);

@@ -19,6 +19,7 @@ const TOKENS = {
   squatter2: 'squatter2-token-0004',
   deployer: 'deployer-token-0005',
   flood: 'flood-token-0006',
+  barrier: 'barrier-token-0007',
 };
 
 let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
@@ -66,8 +67,10 @@ describe('callers that choose their agent id (--unknown-agents evaluate)', () =>
       agent: { id: 'PLATFORM-ADMIN', registered: false },
     });
     expect(claimed.matched).toEqual([expect.objectContaining({ policy: 'agent:PLATFORM-ADMIN', rule: 'identities' })]);
-    // An auto-registration would land in the background within milliseconds; give it time, then look.
-    await new Promise((r) => setTimeout(r, 500));
+    // Auto-registration runs in the background: once an unknown id sent after the refused one has
+    // been registered, the refused one would have been too.
+    await validate(s, TOKENS.barrier, 'read_x', 'barrier-bot');
+    await eventually(() => writtenAgentIds(s), (ids) => ids.includes('barrier-bot'), 'the later unknown id to be auto-registered');
     expect(await writtenAgentIds(s)).not.toContain('PLATFORM-ADMIN');
     const unbound = await callAs(s.pg.url, TOKENS.stranger, 'validate_action', { action_type: 'tool_call', target: 'deploy_prod' });
     expect(unbound.json).toMatch(/agent_id is required: caller 'token:stranger' is bound to 0 agents/);

@@ -222,8 +222,8 @@ describe('files being written, large files, names defined twice', () => {
 
   it('a file written in several steps is taken in once it stopped changing, never half-way', async () => {
     // The writer appends a document every 20 ms for about a second: far longer than the debounce,
-    // with pauses far shorter.
-    const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { debounceMs: 300 });
+    // with pauses 50 times shorter than it (a margin, not a measurement: nothing here is timed).
+    const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { debounceMs: 1000 });
     const file = join(f.configDir, 'growing.yaml');
     const t0 = performance.now();
     for (let i = 0; i < 50; i++) {
