@@ -10,6 +10,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_VERSION, type GuardUpstream } from '../api/schemas.js';
+import { smugglingShapes } from './smuggling-fixture.js';
 import { ANONYMOUS } from '../auth/authenticate.js';
 import { openAuthorizer } from '../auth/authorize.js';
 import type { DecisionInput, DecisionPipeline } from '../decide/pipeline.js';
@@ -256,17 +257,8 @@ describe('what reaches an upstream is what was decided (docs/decisions.md, "The 
     expect(received).toEqual(['{"jsonrpc":"2.0","id":"a-1","method":"tools/call","params":{"name":"read_file","arguments":{}}}']);
   });
 
-  // The shapes of the finding: a Go upstream (encoding/json) reads the second key of each pair.
-  it.each([
-    { shape: 'params.Name after params.name', params: '{"name":"read_file","Name":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'Name'] },
-    { shape: 'params.NAME after params.name', params: '{"name":"read_file","NAME":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'NAME'] },
-    { shape: 'params.Arguments after params.arguments', params: '{"name":"issue_refund","arguments":{"amount":100},"Arguments":{"amount":900}}', where: 'params', keys: ['arguments', 'Arguments'] },
-    { shape: 'params.argumentſ (U+017F)', params: '{"name":"issue_refund","arguments":{"amount":100},"argument\\u017f":{"amount":900}}', where: 'params', keys: ['arguments', 'argument\u017f'] },
-    { shape: 'arguments.AMOUNT after arguments.amount', params: '{"name":"issue_refund","arguments":{"amount":100,"AMOUNT":900}}', where: 'params.arguments', keys: ['amount', 'AMOUNT'] },
-    { shape: 'a Kelvin-sign key in a nested object', params: '{"name":"issue_refund","arguments":{"amount":100,"payee":{"kind":"ok","\\u212aind":"other"}}}', where: 'params.arguments.payee', keys: ['kind', '\u212aind'] },
-    { shape: 'keys in an object in a list', params: '{"name":"send","arguments":{"to":[{"addr":"a@x"},{"addr":"a@x","ADDR":"b@y"}]}}', where: 'params.arguments.to.1', keys: ['addr', 'ADDR'] },
-    { shape: 'params._meta', params: '{"name":"read_file","arguments":{},"_meta":{"progressToken":1,"progresstoken":2}}', where: 'params._meta', keys: ['progressToken', 'progresstoken'] },
-  ])('refused before deciding, naming both keys: $shape', async ({ params, where, keys }) => {
+  // The shapes of the finding (./smuggling-fixture.ts).
+  it.each(smugglingShapes('issue_refund'))('refused before deciding, naming both keys: $shape', async ({ params, where, keys }) => {
     received.length = 0;
     const before = decided.length;
     const r = await send(call(params, 42));

@@ -15,6 +15,7 @@ import { StreamableHTTPClientTransport as V1Transport } from '@modelcontextproto
 import { CreateMessageRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { readResult } from './clients.js';
 import { eventually } from './eventually.js';
+import { smugglingShapes } from '../../src/gateway/smuggling-fixture.js';
 import { connect, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 import { pythonAvailability } from './python-client.js';
 import { freePort, startEverythingUpstream, startPythonUpstream, type Upstream } from './upstreams.js';
@@ -464,16 +465,9 @@ describe.skipIf(!python.ok)('a tools/call reaches an upstream as decided, whatev
     expect(recorded[1]!.headers).toMatchObject({ 'mcp-method': 'tools/call', 'mcp-name': 'echo' });
   });
 
-  // A Go upstream (encoding/json: mcp-go, the Go MCP SDK before v1.3.1) reads the second key of
-  // each pair: delete_repo (denied here), an amount of 900 (needs approval here).
-  it.each([
-    { shape: 'params.Name', params: '{"name":"read_file","Name":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'Name'] },
-    { shape: 'params.NAME', params: '{"name":"read_file","NAME":"delete_repo","arguments":{}}', where: 'params', keys: ['name', 'NAME'] },
-    { shape: 'params.Arguments', params: '{"name":"refund","arguments":{"amount":100},"Arguments":{"amount":900}}', where: 'params', keys: ['arguments', 'Arguments'] },
-    { shape: 'params.argumentſ (U+017F)', params: '{"name":"refund","arguments":{"amount":100},"argument\\u017f":{"amount":900}}', where: 'params', keys: ['arguments', 'argument\u017f'] },
-    { shape: 'arguments.AMOUNT', params: '{"name":"refund","arguments":{"amount":100,"AMOUNT":900}}', where: 'params.arguments', keys: ['amount', 'AMOUNT'] },
-    { shape: 'a nested object', params: '{"name":"refund","arguments":{"amount":100,"meta":{"reason":"a","REASON":"b"}}}', where: 'params.arguments.meta', keys: ['reason', 'REASON'] },
-  ])('refused before deciding, naming both keys: $shape', async ({ params, where, keys }) => {
+  // What a Go upstream reads otherwise (src/gateway/smuggling-fixture.ts): delete_repo (denied
+  // here), an amount of 900 (needs approval here).
+  it.each(smugglingShapes('refund'))('refused before deciding, naming both keys: $shape', async ({ params, where, keys }) => {
     recorded.length = 0;
     const r = await send(call(params, 3));
     expect(r.body.error).toMatchObject({ code: -32602, message: expect.stringContaining(`${where} holds the keys ${JSON.stringify(keys[0])} and ${JSON.stringify(keys[1])}, which are equal ignoring case`) });
