@@ -3,7 +3,7 @@
  * MCP SDK client (v2) to it over Streamable HTTP. The client negotiates the protocol revision
  * (`auto`: 2026-07-28 with this server); `revision: 'legacy'` makes it a 2025-11-25 client.
  */
-import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
@@ -122,3 +122,34 @@ export async function connect(url: string, token?: string, revision: ClientRevis
 
 export const SEED_FIXTURE = new URL('../fixtures/seed', import.meta.url).pathname;
 export const SAMPLES = new URL('../../config-samples', import.meta.url).pathname;
+
+/**
+ * Servers over config folders written from `files` (names may hold subfolders), one at a time,
+ * for tests that change those files while the server runs; call `closeAll` in `afterEach`.
+ *
+ * @example
+ *   const servers = folderServers('policyguard-loading-');
+ *   afterEach(() => servers.closeAll());
+ *   const srv = await servers.serve({ 'deny.yaml': text });
+ */
+export function folderServers(prefix: string): { serve(files: Record<string, string>): Promise<TestServer>; closeAll(): Promise<void> } {
+  let current: TestServer | undefined;
+  const roots: string[] = [];
+  return {
+    async serve(files) {
+      const dir = await mkdtemp(join(tmpdir(), prefix));
+      roots.push(dir);
+      for (const [name, text] of Object.entries(files)) {
+        await mkdir(join(dir, name, '..'), { recursive: true });
+        await writeFile(join(dir, name), text);
+      }
+      current = await startTestServer(dir);
+      return current;
+    },
+    async closeAll() {
+      await current?.close();
+      current = undefined;
+      for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
+    },
+  };
+}

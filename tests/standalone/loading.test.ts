@@ -4,32 +4,15 @@
  * loaded and has no good version in force denies every decision, naming its file and line,
  * until it is fixed; each document stands on its own; no file stops the others from loading.
  */
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from './eventually.js';
-import { startTestServer, type TestServer } from './harness.js';
+import { folderServers, type TestServer } from './harness.js';
 
-let s: TestServer | undefined;
-const roots: string[] = [];
-afterEach(async () => {
-  await s?.close();
-  s = undefined;
-  for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
-});
-
-/** A config folder holding `files`, served by a fresh server. */
-async function serve(files: Record<string, string>): Promise<TestServer> {
-  const dir = await mkdtemp(join(tmpdir(), 'policyguard-loading-'));
-  roots.push(dir);
-  for (const [name, text] of Object.entries(files)) {
-    await mkdir(join(dir, name, '..'), { recursive: true });
-    await writeFile(join(dir, name), text);
-  }
-  s = await startTestServer(dir);
-  return s;
-}
+const servers = folderServers('policyguard-loading-');
+afterEach(() => servers.closeAll());
+const serve = (files: Record<string, string>) => servers.serve(files);
 
 const decide = (srv: TestServer, target: string, agent_id = 'x') => srv.call('validate_action', { action_type: 'tool_call', target, agent_id }).then((r) => r.json);
 const problems = (srv: TestServer) => srv.call('get_compliance_status').then((r) => r.json.policies.problems as string[]);

@@ -6,30 +6,16 @@
  * asserted: each test waits (with a generous bound) for the save to take effect and counts the
  * wrong answers seen on the way.
  */
-import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigMapVolume } from './configmap-volume.js';
 import { eventually } from './eventually.js';
-import { startTestServer, type TestServer } from './harness.js';
+import { folderServers, type TestServer } from './harness.js';
 
-let s: TestServer | undefined;
-const roots: string[] = [];
-afterEach(async () => {
-  await s?.close();
-  s = undefined;
-  for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
-});
-
-/** A config folder holding `files`, served by a fresh server. */
-async function serve(files: Record<string, string>): Promise<TestServer> {
-  const dir = await mkdtemp(join(tmpdir(), 'policyguard-moves-'));
-  roots.push(dir);
-  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
-  s = await startTestServer(dir);
-  return s;
-}
+const servers = folderServers('policyguard-moves-');
+afterEach(() => servers.closeAll());
+const serve = (files: Record<string, string>) => servers.serve(files);
 
 const policy = (name: string, rule: string) => `apiVersion: policyguard.dev/v1alpha1
 kind: GuardPolicy
