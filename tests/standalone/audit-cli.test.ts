@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GENESIS_HASH, hashRecord, type AuditRecord } from '../../src/audit/record.js';
 import { runCli } from './cli.js';
-import { SEED_FIXTURE, startTestServer, type TestServer } from './harness.js';
+import { writeSignedLog, type TestServer } from './harness.js';
 
 let root: string;
 let key: string;
@@ -21,15 +21,8 @@ let original: string;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'policyguard-audit-cli-'));
-  key = join(root, 'audit.key');
-  await writeFile(key, `${randomBytes(48).toString('base64')}\n`);
+  ({ key, server: s, auditDir } = await writeSignedLog(root));
   await writeFile(join(root, 'other.key'), `${randomBytes(48).toString('base64')}\n`);
-  s = await startTestServer(SEED_FIXTURE, ['--audit-key-file', key]);
-  for (const target of ['read_a', 'delete_b', 'read_c', 'delete_d', 'read_e', 'read_f']) {
-    await s.call('validate_action', { action_type: 'tool_call', target, agent_id: 'test-low' });
-  }
-  await s.pg.close(); // flushes the log and anchors its last record
-  auditDir = join(s.dataDir, 'audit');
   segment = join(auditDir, 'audit-000001.jsonl');
   original = await readFile(segment, 'utf8');
 });

@@ -6,7 +6,6 @@
  * prints the records it could not store instead of losing them silently.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +13,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/record.js';
 import { ROOT, cliArgs, runCli, startProcess } from './cli.js';
 import { eventually } from './eventually.js';
-import { SEED_FIXTURE, callAs, startTestServer, type TestServer } from './harness.js';
+import { callAs, writeSignedLog, type TestServer } from './harness.js';
 
 let root: string;
 let key: string;
@@ -26,14 +25,7 @@ let original: Record<string, string>;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'policyguard-audit-startup-'));
-  key = join(root, 'audit.key');
-  await writeFile(key, `${randomBytes(48).toString('base64')}\n`);
-  s = await startTestServer(SEED_FIXTURE, ['--audit-key-file', key]);
-  for (const target of ['read_a', 'delete_b', 'read_c', 'delete_d', 'read_e', 'read_f']) {
-    await s.call('validate_action', { action_type: 'tool_call', target, agent_id: 'test-low' });
-  }
-  await s.pg.close(); // flushes the log and anchors its last record
-  auditDir = join(s.dataDir, 'audit');
+  ({ key, server: s, auditDir } = await writeSignedLog(root));
   segment = join(auditDir, 'audit-000001.jsonl');
   original = {};
   for (const name of await readdir(auditDir)) original[name] = await readFile(join(auditDir, name), 'utf8');

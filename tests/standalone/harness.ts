@@ -3,6 +3,7 @@
  * MCP SDK client (v2) to it over Streamable HTTP. The client negotiates the protocol revision
  * (`auto`: 2026-07-28 with this server); `revision: 'legacy'` makes it a 2025-11-25 client.
  */
+import { randomBytes } from 'node:crypto';
 import { cp, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -152,4 +153,22 @@ export function folderServers(prefix: string): { serve(files: Record<string, str
       for (const root of roots.splice(0)) await rm(root, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A signed audit log as a real server leaves it, for tests that then edit its files: a server
+ * over the seed fixture, with a fresh audit key written in `root`, makes six decisions (three
+ * denied) and stops, which flushes the log and anchors its last record.
+ *
+ * @example const { key, server, auditDir } = await writeSignedLog(root);
+ */
+export async function writeSignedLog(root: string): Promise<{ key: string; server: TestServer; auditDir: string }> {
+  const key = join(root, 'audit.key');
+  await writeFile(key, `${randomBytes(48).toString('base64')}\n`);
+  const server = await startTestServer(SEED_FIXTURE, ['--audit-key-file', key]);
+  for (const target of ['read_a', 'delete_b', 'read_c', 'delete_d', 'read_e', 'read_f']) {
+    await server.call('validate_action', { action_type: 'tool_call', target, agent_id: 'test-low' });
+  }
+  await server.pg.close();
+  return { key, server, auditDir: join(server.dataDir, 'audit') };
 }
