@@ -296,13 +296,22 @@ describe('verifyAuditChain: MACs', () => {
     expect(unchecked.notes).toContain('5 records carry a MAC that was not checked (no key file given)');
   });
 
-  it('a chain recomputed without the key, MACs kept and the anchor rewritten, passes without the key and fails with it', async () => {
+  /**
+   * A signed log of five records whose second is made an allow and the chain recomputed by
+   * someone without the key (MACs kept as they were, or stripped), the anchor rewritten to match.
+   */
+  async function forgeWithoutTheKey(keepMacs: boolean) {
     const key = await keyFile();
     const records = await writeLog(5, { keyFile: key });
-    const forged = rechain(records, (r) => (r === records[1] ? { ...r, evaluation: { ...r.evaluation, allowed: true, decision: 'allow' } } : r), true);
+    const forged = rechain(records, (r) => (r === records[1] ? { ...r, evaluation: { ...r.evaluation, allowed: true, decision: 'allow' } } : r), keepMacs);
     await writeFile(segment(1), jsonl(forged));
     const last = forged.at(-1)!;
     await new FileAnchorStore(anchorPath()).write(createAnchor({ entry_id: last.entry_id, hash: last.hash, segment: 1, line: 5 }));
+    return { key, forged };
+  }
+
+  it('a chain recomputed without the key, MACs kept and the anchor rewritten, passes without the key and fails with it', async () => {
+    const { key, forged } = await forgeWithoutTheKey(true);
 
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 5 });
     const result = await verifyAuditChain(dir, { keyFile: key });
@@ -313,12 +322,7 @@ describe('verifyAuditChain: MACs', () => {
   });
 
   it("a log stripped of every MAC, the anchor's too, fails with the key: an anchor without a MAC proves nothing", async () => {
-    const key = await keyFile();
-    const records = await writeLog(5, { keyFile: key });
-    const forged = rechain(records, (r) => (r === records[1] ? { ...r, evaluation: { ...r.evaluation, allowed: true, decision: 'allow' } } : r), false);
-    await writeFile(segment(1), jsonl(forged));
-    const last = forged.at(-1)!;
-    await new FileAnchorStore(anchorPath()).write(createAnchor({ entry_id: last.entry_id, hash: last.hash, segment: 1, line: 5 }));
+    const { key } = await forgeWithoutTheKey(false);
 
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 5 });
     const result = await verifyAuditChain(dir, { keyFile: key });
