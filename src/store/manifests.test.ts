@@ -35,6 +35,14 @@ describe('lineOfProblem', () => {
   ])('%s', (_what, p, line) => {
     expect(lineOfProblem(TEXT, p)).toBe(line);
   });
+
+  it('a name defined twice in one text: the copy whose document starts at fromLine', () => {
+    const twice = `${TEXT}---\n${TEXT.slice(TEXT.indexOf('# the policy'))}`;
+    const secondStart = twice.split('\n').lastIndexOf('# the policy') + 1;
+    const p = problem({ message: 'pattern "delete_{a,b}" uses braces' });
+    expect(lineOfProblem(twice, p)).toBe(16);
+    expect(lineOfProblem(twice, p, secondStart)).toBe(secondStart + 9);
+  });
 });
 
 const policy = (name: string, tools = '["drop_*"]', extra = '') => `apiVersion: policyguard.dev/v1alpha1

@@ -183,12 +183,13 @@ function* objectNodes(node: unknown): Generator<YAMLMap> {
  * The line in `text` a compile problem of an object points at: the line of the value the
  * problem's message quotes (the offending pattern: `pattern "delete_{a,b}" uses braces`), the
  * longest when several are quoted; else the first line of the object's document (or `List`
- * item); 1 when the object is not in `text`.
+ * item); 1 when the object is not in `text`. `fromLine`: the line the object's document starts
+ * on, when known, so a name defined twice in one text points at the right copy.
  *
  * @example
  *   lineOfProblem(text, { kind: 'GuardPolicy', name: 'p', reason: Reason.InvalidPattern, message: 'pattern "a{b}" uses braces, which are not supported' });
  */
-export function lineOfProblem(text: string, problem: ObjectProblem): number {
+export function lineOfProblem(text: string, problem: ObjectProblem, fromLine = 1): number {
   const lines = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lines });
   if (!Array.isArray(docs)) return 1;
@@ -197,7 +198,8 @@ export function lineOfProblem(text: string, problem: ObjectProblem): number {
       if (
         node.getIn(['kind']) !== problem.kind ||
         node.getIn(['metadata', 'name']) !== problem.name ||
-        (node.getIn(['metadata', 'namespace']) ?? undefined) !== problem.namespace
+        (node.getIn(['metadata', 'namespace']) ?? undefined) !== problem.namespace ||
+        lines.linePos(node.range?.[0] ?? 0).line < fromLine
       ) {
         continue;
       }

@@ -206,7 +206,7 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
 /** `file:line: GuardPolicy NAME: Reason: message` for a problem of an object read from `sourceOf`. */
 function locateProblem(p: ObjectProblem, sourceOf: ReadonlyMap<string, Source>): string {
   const source = sourceOf.get(objectKey(p.kind, p.namespace, p.name));
-  return source ? `${shown(source.path)}:${lineOfProblem(source.text, p)}: ${formatProblem(p)}` : formatProblem(p);
+  return source ? `${shown(source.path)}:${lineOfProblem(source.text, p, source.line)}: ${formatProblem(p)}` : formatProblem(p);
 }
 
 async function isDirectory(path: string): Promise<boolean> {
