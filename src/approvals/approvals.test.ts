@@ -12,7 +12,7 @@ import { MemoryApprovalStore } from './memory-store-fixture.js';
 
 const MATCHED: MatchedRule[] = [{ policy: 'dba-review', namespace: 'team-a', rule: 'drops', action: 'require_approval', enforcement: 'Enforce', message: 'needs a DBA' }];
 
-function setup(opts: { retentionMs?: number; pendingPerAgent?: number } = {}) {
+function setup(opts: { retentionMs?: number; pendingLimit?: number } = {}) {
   let now = new Date('2026-11-29T10:00:00.000Z');
   const store = new MemoryApprovalStore();
   const records: AuditEntryInput[] = [];
@@ -26,7 +26,7 @@ function setup(opts: { retentionMs?: number; pendingPerAgent?: number } = {}) {
     log: silentLogger,
     isLeader: () => true,
     event: (a, reason, note) => events.push(`${reason} ${a.metadata.name}: ${note}`),
-    options: { defaultTtlMs: 3_600_000, retentionMs: opts.retentionMs ?? 86_400_000, pendingPerAgent: opts.pendingPerAgent ?? 20 },
+    options: { defaultTtlMs: 3_600_000, retentionMs: opts.retentionMs ?? 86_400_000, pendingLimit: opts.pendingLimit ?? 20 },
     now: () => now,
   });
   let n = 0;
@@ -181,7 +181,7 @@ describe('Approvals.settle', () => {
   });
 
   it('an agent has at most --approval-pending-limit approvals waiting: beyond it nothing is stored and the call stays unallowed', async () => {
-    const { approvals, request, store } = setup({ pendingPerAgent: 2 });
+    const { approvals, request, store } = setup({ pendingLimit: 2 });
     const ask = (table: string, agentId = 'etl-bot') =>
       request({ ask: { agentId, actionType: 'tool_call', target: 'drop_table', parameters: { table } }, requestedBy: `system:serviceaccount:team-a:${agentId}` });
     const [a, b, c] = await Promise.all([approvals.settle(ask('a')), approvals.settle(ask('b')), approvals.settle(ask('c'))]);
@@ -199,7 +199,7 @@ describe('Approvals.settle', () => {
   });
 
   it('a caller has at most --approval-pending-limit approvals waiting across every agent id it uses, counted before any is stored', async () => {
-    const { approvals, request, store, metrics } = setup({ pendingPerAgent: 3 });
+    const { approvals, request, store, metrics } = setup({ pendingLimit: 3 });
     const ask = (agentId: string, requestedBy = 'token:stranger') =>
       request({ ask: { agentId, actionType: 'tool_call', target: 'issue_refund', parameters: { amount: 900 } }, requestedBy, requesters: [] });
     // One burst under ten made-up agent ids: each id is within its own allowance, the caller is not.

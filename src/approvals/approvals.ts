@@ -36,7 +36,7 @@ export interface ApprovalOptions {
    * neither an agent nor a caller that makes up agent ids can fill etcd or the disk with asks
    * nobody will read.
    */
-  pendingPerAgent: number;
+  pendingLimit: number;
 }
 
 export interface ApprovalsDeps {
@@ -232,7 +232,7 @@ export class Approvals {
    * `--unknown-agents evaluate`, or `--auth none`), so the agent's limit alone bounds nothing.
    */
   private overPendingLimit(req: ApprovalRequest, agent: string, now: Date): string | undefined {
-    const limit = this.deps.options.pendingPerAgent;
+    const limit = this.deps.options.pendingLimit;
     const waiting = this.deps.store.list().filter((a) => phaseOf(a, now) === 'Pending');
     const asking = [...this.inFlight.values()];
     const forAgent =

@@ -307,7 +307,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     log,
     isLeader: () => store.isLeader(),
     ...(backend.approvalEvent ? { event: backend.approvalEvent } : {}),
-    options: { defaultTtlMs: config.approvalTtl, retentionMs: config.approvalRetention, pendingPerAgent: config.approvalPendingLimit },
+    options: { defaultTtlMs: config.approvalTtl, retentionMs: config.approvalRetention, pendingLimit: config.approvalPendingLimit },
   });
   approvals.start();
   const tools = new Tools({
