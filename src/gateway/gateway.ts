@@ -44,7 +44,7 @@ import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { upstreamTraceparent } from '../telemetry/request-context.js';
 import { CredentialError, type CredentialSource } from './credentials.js';
-import { readToolsCall, refuseMessage, type Refusal } from './message.js';
+import { readToolsCall, refuseMessage, type MessageRefusal } from './message.js';
 import { openSession, sealSession } from './session.js';
 import { parseEvent, SseSplitter, withData } from './sse.js';
 
@@ -290,7 +290,7 @@ export class Gateway {
    * Refuse a message before anything is decided or forwarded. Keys equal ignoring case and
    * look-alike methods are an attack or a broken client: logged at warn, without their values.
    */
-  private refuse(call: Call, id: JsonRpcId, refusal: Refusal, method: 'any' | 'tools/call'): void {
+  private refuse(call: Call, id: JsonRpcId, refusal: MessageRefusal, method: 'any' | 'tools/call'): void {
     this.calls.inc({ method, outcome: refusal.outcome });
     if (refusal.outcome === 'ambiguous_key' || refusal.outcome === 'lookalike_method') {
       this.deps.log.warn('gateway: refused a message an upstream could read otherwise than the gate', { upstream: call.ref, caller: call.principal.subject, reason: refusal.message });

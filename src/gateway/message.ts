@@ -19,7 +19,7 @@ import { foldKey } from '../engine/keys.js';
 import { printable } from '../printable.js';
 
 /** Why a message is refused before anything is decided or forwarded, as the client reads it and as metrics count it. */
-export interface Refusal {
+export interface MessageRefusal {
   httpStatus: number;
   /** JSON-RPC error code: -32600 for the message itself, -32602 for a tools/call's params. */
   code: number;
@@ -115,7 +115,7 @@ const MEMBERS_BY_FOLD = byFold(JSON_RPC_MEMBERS);
 const PARAMS_BY_FOLD = byFold(TOOLS_CALL_PARAMS);
 const GATED_BY_FOLD = byFold(GATED_METHODS);
 
-const ambiguous = (httpStatus: number, code: number, what: string): Refusal => ({
+const ambiguous = (httpStatus: number, code: number, what: string): MessageRefusal => ({
   httpStatus,
   code,
   message: `${code === -32600 ? 'Invalid Request' : 'Invalid params'}: ${what}; an upstream that matches keys ignoring case (as Go's encoding/json does) could read either, so the gateway refuses the message`,
@@ -139,12 +139,12 @@ function misspelledMember(obj: JsonObject, members: ReadonlyMap<string, string>)
  *
  * @example refuseMessage({ jsonrpc: '2.0', id: 1, method: 'ping', Method: 'tools/call' })?.outcome // 'ambiguous_key'
  */
-export function refuseMessage(message: JsonObject): Refusal | undefined {
+export function refuseMessage(message: JsonObject): MessageRefusal | undefined {
   const misspelled = misspelledMember(message, MEMBERS_BY_FOLD);
   if (misspelled) return ambiguous(400, -32600, `the message has the key ${shown(misspelled.key)}, which is not "${misspelled.member}" but equals it ignoring case`);
   const method = message.method;
   if (typeof method !== 'string') return undefined;
-  const lookalike = (why: string): Refusal => ({ httpStatus: 400, code: -32600, message: `Invalid Request: method ${shown(method)} ${why}`, outcome: 'lookalike_method' });
+  const lookalike = (why: string): MessageRefusal => ({ httpStatus: 400, code: -32600, message: `Invalid Request: method ${shown(method)} ${why}`, outcome: 'lookalike_method' });
   if (!VISIBLE_ASCII.test(method)) return lookalike('has a space, a control or a non-ASCII character, which no MCP method has; an upstream that trims or normalizes it could run a method the gateway did not decide');
   const gated = GATED_BY_FOLD.get(foldKey(method));
   if (gated !== undefined && gated !== method) return lookalike(`is not "${gated}" but equals it ignoring case; the gateway decides "${gated}" spelled exactly so, and an upstream that ignores case would run this one undecided`);
@@ -161,8 +161,8 @@ export function refuseMessage(message: JsonObject): Refusal | undefined {
  *   const read = readToolsCall({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'add', arguments: { a: 1 } } });
  *   if (read.ok) JSON.stringify(read.call.forward); // '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1}}}'
  */
-export function readToolsCall(message: JsonObject, opts: { exactKeys: boolean } = { exactKeys: false }): { ok: true; call: ToolsCall } | { ok: false; refusal: Refusal } {
-  const refuse = (refusal: Refusal) => ({ ok: false as const, refusal });
+export function readToolsCall(message: JsonObject, opts: { exactKeys: boolean } = { exactKeys: false }): { ok: true; call: ToolsCall } | { ok: false; refusal: MessageRefusal } {
+  const refuse = (refusal: MessageRefusal) => ({ ok: false as const, refusal });
   const invalidParams = (what: string) => refuse({ httpStatus: 200, code: -32602, message: `Invalid params: ${what}`, outcome: 'invalid_params' });
   const id = message.id;
   if (typeof id !== 'string' && typeof id !== 'number') {
