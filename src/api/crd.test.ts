@@ -24,6 +24,21 @@ describe('generated CRDs', () => {
     }
   });
 
+  it('keep unknown spec fields, so PolicyGuard refuses a typo the API server would prune; the status prunes them', () => {
+    const objects = (node: Record<string, any>, path: string): [string, Record<string, any>][] => [
+      ...(node.properties ? [[path, node] as [string, Record<string, any>]] : []),
+      ...Object.entries(node.properties ?? {}).flatMap(([k, v]) => objects(v as Record<string, any>, `${path}.${k}`)),
+      ...(node.items ? objects(node.items, `${path}[]`) : []),
+    ];
+    for (const { yaml } of generateCrds()) {
+      const root = parse(yaml).spec.versions[0].schema.openAPIV3Schema;
+      const spec = objects(root.properties.spec, 'spec');
+      expect(spec.length).toBeGreaterThan(0);
+      for (const [path, node] of spec) expect(node['x-kubernetes-preserve-unknown-fields'], path).toBe(true);
+      for (const [path, node] of objects(root.properties.status, 'status')) expect(node, path).not.toHaveProperty('x-kubernetes-preserve-unknown-fields');
+    }
+  });
+
   it('carry the CEL rule that trustLevelBelow must be above trustLevelAtLeast', () => {
     const policyCrd = generateCrds().find((c) => c.fileName.startsWith('guardpolicies'))!;
     expect(policyCrd.yaml).toContain('trustLevelBelow must be above trustLevelAtLeast');

@@ -100,24 +100,40 @@ const KINDS: KindInfo[] = [
   },
 ];
 
+/**
+ * What the API server does with a field a strict object does not declare.
+ * - `prune`: drops it silently (the default for structural schemas). Right for the status,
+ *   which only PolicyGuard writes.
+ * - `keep`: stores it, so PolicyGuard sees it and refuses the object with the field named. Right
+ *   for the spec, which people and GitOps tools write: a dropped `match` condition widens the
+ *   rule it was in, and a client that does not ask for strict field validation (many GitOps
+ *   tools, `kubectl --validate=false`) would never hear of it (docs/decisions.md, "Typos are
+ *   errors, not silence").
+ */
+type UnknownFields = 'prune' | 'keep';
+
 /** JSON Schema → structural OpenAPI v3 schema as Kubernetes wants it. */
-function toStructural(node: unknown): unknown {
-  if (Array.isArray(node)) return node.map(toStructural);
+function toStructural(node: unknown, unknownFields: UnknownFields): unknown {
+  if (Array.isArray(node)) return node.map((n) => toStructural(n, unknownFields));
   if (node === null || typeof node !== 'object') return node;
   const out: JsonSchema = {};
   for (const [key, value] of Object.entries(node)) {
     if (key === '$schema') continue;
     // zod emits JavaScript's safe-integer bounds for every int; they say nothing to Kubernetes.
     if ((key === 'maximum' || key === 'minimum') && Math.abs(value as number) === Number.MAX_SAFE_INTEGER) continue;
-    // Kubernetes rejects additionalProperties: false next to properties (pruning does that job).
-    if (key === 'additionalProperties' && value === false) continue;
-    out[key] = toStructural(value);
+    // Kubernetes rejects additionalProperties: false next to properties; a strict object either
+    // has its unknown fields pruned or keeps them for PolicyGuard to refuse.
+    if (key === 'additionalProperties' && value === false) {
+      if (unknownFields === 'keep') out['x-kubernetes-preserve-unknown-fields'] = true;
+      continue;
+    }
+    out[key] = toStructural(value, unknownFields);
   }
   return out;
 }
 
-function openApiFor(schema: z.ZodType): JsonSchema {
-  return toStructural(z.toJSONSchema(schema, { target: 'openapi-3.0', io: 'input', unrepresentable: 'throw' })) as JsonSchema;
+function openApiFor(schema: z.ZodType, unknownFields: UnknownFields): JsonSchema {
+  return toStructural(z.toJSONSchema(schema, { target: 'openapi-3.0', io: 'input', unrepresentable: 'throw' }), unknownFields) as JsonSchema;
 }
 
 /** Build one CRD object. */
@@ -154,8 +170,8 @@ export function buildCrd(info: KindInfo): Record<string, unknown> {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },
                 metadata: { type: 'object' },
-                spec: openApiFor(info.spec),
-                status: openApiFor(info.status),
+                spec: openApiFor(info.spec, 'keep'),
+                status: openApiFor(info.status, 'prune'),
               },
             },
           },

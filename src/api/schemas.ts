@@ -5,8 +5,9 @@
  * (`npm run crds`, see ./crd.ts), the standalone store validates manifests with them, and the
  * MCP tools build objects that must pass them. Spec schemas are strict: an unknown key (a typo
  * such as `match: {tool: …}`) is an error, never silently dropped, because a dropped condition
- * widens a rule; `metadata` and `status` stay open to what the API server adds (and the CRDs
- * leave pruning to the API server, see ./crd.ts). Cross-field rules are declared once with
+ * widens a rule; `metadata` and `status` stay open to what the API server adds. The CRDs keep
+ * unknown spec fields rather than pruning them, so a typo reaches this check in Kubernetes mode
+ * too (see ./crd.ts). Cross-field rules are declared once with
  * {@link crossFieldRule}, which yields both a zod refinement and the CEL
  * `x-kubernetes-validations` entry the API server enforces.
  */

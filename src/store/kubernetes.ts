@@ -216,7 +216,8 @@ export class KubernetesStore implements PolicyStore {
         this.valid.set(key, parsed.data);
         this.invalid.delete(key);
       } else {
-        // The CRD schema should have stopped this; a version skew or a hand-edited CRD did not.
+        // A field the CRD does not declare (the CRD keeps unknown spec fields so that this
+        // refusal sees them, see src/api/crd.ts), or a version skew or hand-edited CRD.
         const problem: ObjectProblem = {
           kind,
           ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),

@@ -83,6 +83,20 @@ describe('validation is layered', () => {
     await deleteGuard(kc, 'GuardPolicy', ns, 'evolving');
   });
 
+  it('a field the CRD does not declare is kept by the API server and refused, naming it; the previous generation stays in force', async () => {
+    await applyGuard(kc, 'GuardPolicy', ns, 'misspelt', { rules: [{ match: { tools: ['refund'] }, action: 'deny', message: 'gen 1' }] });
+    await eventually(() => op.validate('refund', 'etl'), (v) => v.reason === 'gen 1', 'generation 1');
+    // Pruned, `argumnets` would leave an allow of every refund; kept, PolicyGuard sees it.
+    const limit = [{ path: 'amount', operator: 'LessThan', values: ['100'] }];
+    await applyGuard(kc, 'GuardPolicy', ns, 'misspelt', { rules: [{ match: { tools: ['refund'], argumnets: limit }, action: 'allow' }] });
+    const obj = await eventually(() => getGuard(kc, 'GuardPolicy', ns, 'misspelt'), (o) => readyOf(o)?.status === 'False', 'Ready=False');
+    expect(obj.spec.rules[0].match.argumnets).toEqual(limit);
+    expect(readyOf(obj)).toMatchObject({ reason: 'InvalidSpec', observedGeneration: 2 });
+    expect(readyOf(obj).message).toMatch(/rules\[0\]\.match: Unrecognized key: "argumnets".*stays in force/);
+    expect((await op.validate('refund', 'etl')).reason).toBe('gen 1');
+    await deleteGuard(kc, 'GuardPolicy', ns, 'misspelt');
+  });
+
   it('a duplicate agentId is a Conflict on the newer object', async () => {
     await applyGuard(kc, 'GuardAgent', ns, 'etl-copy', { agentId: 'etl', trustLevel: 'admin' });
     const obj = await eventually(() => getGuard(kc, 'GuardAgent', ns, 'etl-copy'), (o) => readyOf(o)?.status === 'False', 'Conflict');

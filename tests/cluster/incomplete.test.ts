@@ -49,6 +49,18 @@ describe('an object that cannot be loaded, with no good generation', () => {
     await eventually(() => allowed('a1'), (v) => v, 'a1 to be allowed again');
   });
 
+  it('a new GuardPolicy with a field the CRD does not declare denies its namespace\'s agents, naming the field', async () => {
+    // The API server keeps the field (the CRD preserves unknown spec fields) rather than pruning
+    // it, which would have left an allow rule on every tool.
+    await applyGuard(kc, 'GuardPolicy', teamA, 'typo', { rules: [{ match: { tool: ['read_secret'] }, action: 'allow' }] });
+    const d = await eventually(() => op.validate('read_x', 'a1'), (v) => v.allowed === false, 'the deny');
+    expect(d.reason).toMatch(INCOMPLETE);
+    expect(d.reason).toMatch(new RegExp(`GuardPolicy ${teamA}/typo: InvalidSpec: spec\\.rules\\[0\\]\\.match: Unrecognized key: "tool"`));
+    expect(await allowed('b1')).toBe(true);
+    await deleteGuard(kc, 'GuardPolicy', teamA, 'typo');
+    await eventually(() => allowed('a1'), (v) => v, 'a1 to be allowed again');
+  });
+
   it('one in the cluster policy namespace denies every agent', async () => {
     await applyGuard(kc, 'GuardPolicy', cluster, 'bad-global', { rules: [{ match: { tools: ['drop_* '] }, action: 'deny' }] });
     const d = await eventually(() => op.validate('read_x', 'b1'), (v) => v.allowed === false, 'the deny');
