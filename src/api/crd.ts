@@ -19,7 +19,7 @@ import {
   GuardApprovalStatusSchema,
 } from './schemas.js';
 
-type JsonSchema = { [key: string]: unknown };
+export type JsonSchema = { [key: string]: unknown };
 
 interface KindInfo {
   kind: 'GuardAgent' | 'GuardPolicy' | 'GuardUpstream' | 'GuardApproval';
@@ -179,6 +179,11 @@ export function buildCrd(info: KindInfo): Record<string, unknown> {
       ],
     },
   };
+}
+
+/** Each kind's spec as its CRD declares it (unknown fields kept), for ./spec-fields-policy.ts. */
+export function specSchemas(): { kind: KindInfo['kind']; plural: string; spec: JsonSchema }[] {
+  return KINDS.map((info) => ({ kind: info.kind, plural: info.plural, spec: openApiFor(info.spec, 'keep') }));
 }
 
 export interface GeneratedCrd {

@@ -51,7 +51,7 @@ describe('helm lint and template', () => {
     expect(objs.map((o) => o.kind).sort()).toEqual([
       'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment',
       'PodDisruptionBudget', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount',
-      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding',
+      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding',
     ]);
     const deploy = findObject(objs, 'Deployment');
     const pod = deploy.spec.template.spec;
@@ -187,7 +187,7 @@ describe('helm lint and template', () => {
     expect(pod.volumes.map((v: any) => v.name)).toEqual(['tmp']);
   });
 
-  it('admission is on by default: the trust-grant and approvals ValidatingAdmissionPolicies fail closed and deny; admission.enabled=false removes them with the grants', async () => {
+  it('admission is on by default: the trust-grant, approvals and spec-fields ValidatingAdmissionPolicies fail closed and deny; admission.enabled=false removes them with the grants', async () => {
     const objs = parseObjects(await renderChart());
     const policy = findObject(objs, 'ValidatingAdmissionPolicy', 'pg-policyguard-trust-grant');
     expect(policy.spec.failurePolicy).toBe('Fail');
@@ -200,8 +200,14 @@ describe('helm lint and template', () => {
     ]);
     expect(approvals.spec.variables[0]).toEqual({ name: 'operator', expression: "'system:serviceaccount:policyguard:pg-policyguard'" });
     expect(findObject(objs, 'ValidatingAdmissionPolicyBinding', 'pg-policyguard-approvals').spec).toEqual({ policyName: 'pg-policyguard-approvals', validationActions: ['Deny'] });
+    const fields = findObject(objs, 'ValidatingAdmissionPolicy', 'pg-policyguard-spec-fields');
+    expect(fields.spec.failurePolicy).toBe('Fail');
+    expect(fields.spec.matchConstraints.resourceRules).toEqual([
+      { apiGroups: ['policyguard.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['guardagents', 'guardpolicies', 'guardupstreams', 'guardapprovals'] },
+    ]);
+    expect(findObject(objs, 'ValidatingAdmissionPolicyBinding', 'pg-policyguard-spec-fields').spec).toEqual({ policyName: 'pg-policyguard-spec-fields', validationActions: ['Deny'] });
     const off = parseObjects(await renderChart({ set: ['admission.enabled=false'] }));
-    expect(off.filter((o) => /trust-gran|-approvals$/.test(o.metadata?.name ?? '')).map((o) => `${o.kind} ${o.metadata?.name}`)).toEqual([]);
+    expect(off.filter((o) => /trust-gran|-approvals$|-spec-fields$/.test(o.metadata?.name ?? '')).map((o) => `${o.kind} ${o.metadata?.name}`)).toEqual([]);
     // People still need the role to decide; then nothing asks for its approve verb (NOTES warns).
     expect(findObject(off, 'ClusterRole', 'pg-policyguard-approver')).toBeDefined();
   });
