@@ -89,9 +89,12 @@ function message(base: string, path: Step[], fields: string[], shown: Part[], de
 function validations(kind: string, plural: string, spec: JsonSchema) {
   return strictObjects(spec).map(({ path, fields }) => {
     for (const f of fields) if (!FIELD_NAME.test(f)) throw new Error(`${kind}: field name "${f}" cannot go into a CEL literal unescaped`);
+    const where = `spec${path.map((step) => (step === 'items' ? '[]' : `.${step.property}`)).join('')}`;
     return {
       expression: `request.resource.resource != '${plural}' || ${clean('object.spec', path, celList(fields))}`,
       messageExpression: concat(message('object.spec', path, fields, [{ text: `${kind} spec` }])),
+      // What the API server says if the message expression cannot be evaluated.
+      message: `${kind} ${where} has a field the CRD does not declare; the fields there are ${fields.join(', ')}`,
       reason: 'Invalid',
     };
   });
