@@ -54,7 +54,8 @@ export interface CompiledRule {
 
 export type CompileResult<T> = { ok: true; value: T } | { ok: false; problem: ObjectProblem };
 
-function objectKey(meta: { namespace?: string | undefined; name: string }): string {
+/** `namespace/name` (`name` alone without a namespace), as messages show an object. */
+function namespacedName(meta: { namespace?: string | undefined; name: string }): string {
   return meta.namespace ? `${meta.namespace}/${meta.name}` : meta.name;
 }
 
@@ -92,7 +93,7 @@ export function compileAgent(agent: GuardAgent): CompileResult<CompiledAgent> {
       ok: true,
       value: {
         id: agentIdOf(agent),
-        key: objectKey(agent.metadata),
+        key: namespacedName(agent.metadata),
         namespace: agent.metadata.namespace,
         name: agent.metadata.name,
         labels: agent.metadata.labels ?? {},

@@ -18,7 +18,7 @@ import {
 import { anyMatch, foldCase } from './glob.js';
 import { Check, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
-import { DEFAULT_ENGINE_OPTIONS } from './types.js';
+import { DEFAULT_ENGINE_OPTIONS, objectKey } from './types.js';
 
 /** Per-object compile results, reused across snapshots (keyed by {@link cacheKey}). */
 export type CompileCache = Map<string, CompileResult<CompiledAgent> | CompileResult<CompiledRule[]>>;
@@ -83,9 +83,7 @@ export function formatProblem(p: ObjectProblem): string {
 
 type GuardObject = GuardAgent | GuardPolicy;
 
-function objectRef(obj: GuardObject): string {
-  return `${obj.kind}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
-}
+const objectRef = (obj: GuardObject) => objectKey(obj.kind, obj.metadata.namespace, obj.metadata.name);
 
 function ruleReason(r: CompiledRule): string {
   if (r.message) return r.message;

@@ -2,6 +2,16 @@
 import type { Enforcement, RuleAction, TrustLevel } from '../api/schemas.js';
 import type { Reason } from '../api/conditions.js';
 
+/**
+ * `Kind/namespace/name`: how an object is keyed wherever it is looked up (the snapshot's objects
+ * in force; the stores' problems, status and overrides).
+ *
+ * @example objectKey('GuardPolicy', 'team', 'no-drops') // 'GuardPolicy/team/no-drops'
+ */
+export function objectKey(kind: string, namespace: string | undefined, name: string): string {
+  return `${kind}/${namespace ?? ''}/${name}`;
+}
+
 export interface EngineOptions {
   /** Decision when no Enforce rule matches. */
   defaultDecision: 'allow' | 'deny';

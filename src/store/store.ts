@@ -5,14 +5,7 @@
 import type { GuardAgent, GuardAgentSpec, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
 
-/**
- * `Kind/namespace/name`: how both stores key objects (problems, status, overrides).
- *
- * @example objectKey('GuardPolicy', 'team', 'no-drops') // 'GuardPolicy/team/no-drops'
- */
-export function objectKey(kind: string, namespace: string | undefined, name: string): string {
-  return `${kind}/${namespace ?? ''}/${name}`;
-}
+export { objectKey } from '../engine/types.js';
 
 export interface ApplyResult {
   /** False when an object of that kind and name already existed and was updated. */
