@@ -37,7 +37,8 @@ const validate = (s: TestServer, token: string, target: string, agent_id?: strin
 /** The agent ids of the GuardAgents written to the data dir (register_agent, auto-registration). */
 const writtenAgentIds = async (s: TestServer) => {
   const dir = join(s.dataDir, 'manifests', 'guardagents');
-  const files = await readdir(dir).catch(() => [] as string[]);
+  // Not the temporary files of a write in progress (`<name>.yaml.<pid>.tmp`, renamed away).
+  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.yaml'));
   return Promise.all(files.map(async (f) => /agentId: (.*)/.exec(await readFile(join(dir, f), 'utf8'))?.[1]));
 };
 const agentYaml = (name: string, namespace: string | undefined, user: string) => `apiVersion: policyguard.dev/v1alpha1
