@@ -94,6 +94,10 @@ describe('validation is layered', () => {
     expect(readyOf(obj)).toMatchObject({ reason: 'InvalidSpec', observedGeneration: 2 });
     expect(readyOf(obj).message).toMatch(/rules\[0\]\.match: Unrecognized key: "argumnets".*stays in force/);
     expect((await op.validate('refund', 'etl')).reason).toBe('gen 1');
+    // Applying the corrected manifest (server-side, as GitOps tools do) removes the field.
+    await applyGuard(kc, 'GuardPolicy', ns, 'misspelt', { rules: [{ match: { tools: ['refund'], arguments: limit }, action: 'allow' }] });
+    const fixed = await eventually(() => getGuard(kc, 'GuardPolicy', ns, 'misspelt'), (o) => readyOf(o)?.status === 'True', 'Ready=True');
+    expect(fixed.spec.rules[0].match).toEqual({ tools: ['refund'], arguments: limit });
     await deleteGuard(kc, 'GuardPolicy', ns, 'misspelt');
   });
 
