@@ -8,7 +8,7 @@ import { createHmac, createSecretKey, hash, type KeyObject } from 'node:crypto';
 import { API_VERSION, type ApprovalPhase, type GuardApproval, type GuardApprovalSpec, type GuardPolicy } from '../api/schemas.js';
 import { canonicalJson, newId, redactedCanonicalJson } from '../audit/record.js';
 import { parseDuration } from '../duration.js';
-import type { MatchedRule } from '../engine/types.js';
+import { namespacedName, type MatchedRule } from '../engine/types.js';
 
 /** One call an agent wants to make, as far as an approval is concerned (context is not part of it). */
 export interface Ask {
@@ -105,8 +105,7 @@ export function phaseOf(approval: GuardApproval, now: Date): ApprovalPhase {
 
 /** `namespace/name`, or the name alone in standalone mode. */
 export function approvalRef(approval: Pick<GuardApproval, 'metadata'>): string {
-  const { namespace, name } = approval.metadata;
-  return namespace ? `${namespace}/${name}` : name;
+  return namespacedName(approval.metadata);
 }
 
 /**

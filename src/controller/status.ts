@@ -9,7 +9,8 @@ import { GROUP, VERSION, type Condition } from '../api/schemas.js';
 import { CONDITION_READY, Reason } from '../api/conditions.js';
 import { describeKubeError, mergePatch, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
-import { KINDS, objectKey, type KubernetesStore } from '../store/kubernetes.js';
+import { objectKey } from '../engine/types.js';
+import { KINDS, type KubernetesStore } from '../store/kubernetes.js';
 import type { ObjectProblem } from '../engine/types.js';
 import type { KubeObject } from './reflector.js';
 

@@ -20,7 +20,7 @@ describe('an agent id claimed by several GuardAgents', () => {
     const real = person('deploy-bot', 'policyguard', 'deploy-bot', '2026-06-01T00:00:00Z');
     for (const list of [[squat, real], [real, squat]]) {
       const snap = compile(list);
-      expect(snap.agent('deploy-bot')?.key).toBe('policyguard/deploy-bot');
+      expect(snap.agent('deploy-bot')?.ref).toBe('policyguard/deploy-bot');
       expect(snap.problems).toEqual([
         {
           kind: 'GuardAgent',
@@ -38,7 +38,7 @@ describe('an agent id claimed by several GuardAgents', () => {
     for (const list of [[squat, real], [real, squat]]) {
       const snap = compile(list);
       expect(snap.agent('PLATFORM-ADMIN')).toBeUndefined();
-      expect(snap.agent('platform-admin')?.key).toBe('policyguard/platform-admin');
+      expect(snap.agent('platform-admin')?.ref).toBe('policyguard/platform-admin');
       expect(snap.problems).toEqual([
         expect.objectContaining({
           name: 'platform-admin-9f8e7d',
@@ -60,8 +60,8 @@ describe('an agent id claimed by several GuardAgents', () => {
     const newer = person('b', 'y', 'etl', '2026-02-01T00:00:00Z');
     const upper = person('c', 'z', 'ETL', '2026-03-01T00:00:00Z');
     const snap = compile([newer, upper, older]);
-    expect(snap.agent('etl')?.key).toBe('x/a');
-    expect(snap.agent('ETL')?.key).toBe('z/c');
+    expect(snap.agent('etl')?.ref).toBe('x/a');
+    expect(snap.agent('ETL')?.ref).toBe('z/c');
     expect(snap.problems).toEqual([expect.objectContaining({ name: 'b', message: 'agentId "etl" is already claimed by GuardAgent x/a' })]);
   });
 });

@@ -9,12 +9,12 @@ import type { GuardAgent, GuardPolicy, LabelSelector, RuleAction, TrustLevel } f
 import { Reason } from '../api/conditions.js';
 import { compileArgument, type ArgumentTest } from './arguments.js';
 import { compileGlobs, PatternError, type Glob } from './glob.js';
-import type { EngineOptions, ObjectProblem } from './types.js';
+import { namespacedName, type EngineOptions, type ObjectProblem } from './types.js';
 
 export interface CompiledAgent {
   id: string;
-  /** `namespace/name` of the GuardAgent. */
-  key: string;
+  /** `namespace/name` of the GuardAgent, as messages show it. */
+  ref: string;
   namespace: string | undefined;
   name: string;
   labels: Readonly<Record<string, string>>;
@@ -54,11 +54,6 @@ export interface CompiledRule {
 
 export type CompileResult<T> = { ok: true; value: T } | { ok: false; problem: ObjectProblem };
 
-/** `namespace/name` (`name` alone without a namespace), as messages show an object. */
-function namespacedName(meta: { namespace?: string | undefined; name: string }): string {
-  return meta.namespace ? `${meta.namespace}/${meta.name}` : meta.name;
-}
-
 function problemFrom(kind: ObjectProblem['kind'], meta: { namespace?: string | undefined; name: string }, err: unknown): ObjectProblem {
   const isPattern = err instanceof PatternError;
   return {
@@ -93,7 +88,7 @@ export function compileAgent(agent: GuardAgent): CompileResult<CompiledAgent> {
       ok: true,
       value: {
         id: agentIdOf(agent),
-        key: namespacedName(agent.metadata),
+        ref: namespacedName(agent.metadata),
         namespace: agent.metadata.namespace,
         name: agent.metadata.name,
         labels: agent.metadata.labels ?? {},

@@ -285,7 +285,7 @@ export class PolicySnapshot {
         (a, b) =>
           Number(autoRegistered(a)) - Number(autoRegistered(b)) ||
           (a.source.metadata.creationTimestamp ?? '').localeCompare(b.source.metadata.creationTimestamp ?? '') ||
-          a.key.localeCompare(b.key),
+          a.ref.localeCompare(b.ref),
       );
       const winners: CompiledAgent[] = [];
       for (const agent of list) {
@@ -303,8 +303,8 @@ export class PolicySnapshot {
           name: agent.name,
           reason: Reason.Conflict,
           message: sameId
-            ? `agentId "${agent.id}" is already claimed by GuardAgent ${winner.key}${byPerson}`
-            : `agentId "${agent.id}" differs only in case from "${winner.id}" of GuardAgent ${winner.key}${byPerson}; agents: globs would match both`,
+            ? `agentId "${agent.id}" is already claimed by GuardAgent ${winner.ref}${byPerson}`
+            : `agentId "${agent.id}" differs only in case from "${winner.id}" of GuardAgent ${winner.ref}${byPerson}; agents: globs would match both`,
         });
       }
     }

@@ -12,6 +12,15 @@ export function objectKey(kind: string, namespace: string | undefined, name: str
   return `${kind}/${namespace ?? ''}/${name}`;
 }
 
+/**
+ * `namespace/name`, or the name alone (standalone mode): how messages show an object.
+ *
+ * @example namespacedName({ namespace: 'team', name: 'etl' }) // 'team/etl'
+ */
+export function namespacedName(meta: { namespace?: string | undefined; name: string }): string {
+  return meta.namespace ? `${meta.namespace}/${meta.name}` : meta.name;
+}
+
 export interface EngineOptions {
   /** Decision when no Enforce rule matches. */
   defaultDecision: 'allow' | 'deny';

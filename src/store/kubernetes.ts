@@ -17,7 +17,8 @@ import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { releaseMemory } from '../memory.js';
 import { formatZodError, identityOf } from './manifests.js';
-import { objectKey, StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
+import { objectKey } from '../engine/types.js';
+import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 
 export const FIELD_MANAGER = 'policyguard';
@@ -58,8 +59,6 @@ export interface KubernetesStoreOptions {
 }
 
 const RELEASE_AFTER_BURST = { changes: 500, settleMs: 3_000 };
-
-export { objectKey };
 
 /**
  * What a GuardAgent or GuardPolicy that fails the schema, with no valid version in force, leaves

@@ -31,7 +31,8 @@ import { FolderWatcher } from './folder-watcher.js';
 import { listManifestTree, readManifest, type ManifestRead } from './manifest-tree.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 import { formatManifestError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
-import { objectKey, type ApplyResult, type PolicyStore } from './store.js';
+import { objectKey } from '../engine/types.js';
+import type { ApplyResult, PolicyStore } from './store.js';
 
 export interface StandaloneStoreOptions {
   configDir: string;

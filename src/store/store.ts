@@ -5,7 +5,6 @@
 import type { GuardAgent, GuardAgentSpec, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import type { PolicySnapshot } from '../engine/snapshot.js';
 
-export { objectKey } from '../engine/types.js';
 
 export interface ApplyResult {
   /** False when an object of that kind and name already existed and was updated. */

@@ -6,7 +6,8 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_ENGINE_OPTIONS } from '../../src/engine/types.js';
 import { silentLogger } from '../../src/log.js';
-import { KubernetesStore, objectKey } from '../../src/store/kubernetes.js';
+import { objectKey } from '../../src/engine/types.js';
+import { KubernetesStore } from '../../src/store/kubernetes.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 import { applyGuard, createNamespace, eventually, getGuard } from './harness.js';
 
