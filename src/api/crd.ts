@@ -106,9 +106,9 @@ const KINDS: KindInfo[] = [
  *   which only PolicyGuard writes.
  * - `keep`: stores it, so PolicyGuard sees it and refuses the object with the field named. Right
  *   for the spec, which people and GitOps tools write: a dropped `match` condition widens the
- *   rule it was in, and a client that does not ask for strict field validation (many GitOps
- *   tools, `kubectl --validate=false`) would never hear of it (docs/decisions.md, "Typos are
- *   errors, not silence").
+ *   rule it was in, and a client that does not ask for strict field validation
+ *   (`kubectl --validate=false`, most API clients) would never hear of it (docs/decisions.md,
+ *   "Typos are errors, not silence").
  */
 type UnknownFields = 'prune' | 'keep';
 
@@ -170,7 +170,7 @@ export function buildCrd(info: KindInfo): Record<string, unknown> {
                 apiVersion: { type: 'string' },
                 kind: { type: 'string' },
                 metadata: { type: 'object' },
-                spec: openApiFor(info.spec, 'keep'),
+                spec: specSchemaOf(info),
                 status: openApiFor(info.status, 'prune'),
               },
             },
@@ -181,9 +181,16 @@ export function buildCrd(info: KindInfo): Record<string, unknown> {
   };
 }
 
-/** Each kind's spec as its CRD declares it (unknown fields kept), for ./spec-fields-policy.ts. */
+/** A kind's spec schema as its CRD declares it: unknown fields kept. */
+const specSchemaOf = (info: KindInfo) => openApiFor(info.spec, 'keep');
+
+/**
+ * Each kind's spec as its CRD declares it, for ./spec-fields-policy.ts.
+ *
+ * @example specSchemas().map((k) => k.plural) // ['guardagents', 'guardpolicies', 'guardupstreams', 'guardapprovals']
+ */
 export function specSchemas(): { kind: KindInfo['kind']; plural: string; spec: JsonSchema }[] {
-  return KINDS.map((info) => ({ kind: info.kind, plural: info.plural, spec: openApiFor(info.spec, 'keep') }));
+  return KINDS.map((info) => ({ kind: info.kind, plural: info.plural, spec: specSchemaOf(info) }));
 }
 
 export interface GeneratedCrd {

@@ -1,7 +1,8 @@
 /**
- * Generates the chart's ValidatingAdmissionPolicy `<fullname>-spec-fields`
- * (helm/policyguard/templates/spec-fields-admission.yaml): it refuses, at admission, a spec
- * field the CRDs do not declare, naming it, for every client.
+ * Generates the ValidatingAdmissionPolicy `spec-fields`: it refuses, at admission, a spec field
+ * the CRDs do not declare, naming it, for every client. The chart ships it as
+ * helm/policyguard/templates/spec-fields-admission.yaml (`<fullname>-spec-fields`); without the
+ * chart, `policyguard crds --admission` prints it (docs/deploy.md, "Unknown fields").
  *
  * The CRDs keep such fields rather than prune them (./crd.ts), so PolicyGuard refuses the
  * object when it loads it. This policy says so at `kubectl apply` time instead, as the API
@@ -12,8 +13,18 @@
  * test fails on any difference.
  */
 import { stringify } from 'yaml';
-import { GROUP } from './schemas.js';
+import { GROUP, VERSION } from './schemas.js';
 import { specSchemas, type JsonSchema } from './crd.js';
+
+/** Where the chart keeps the policy (written by `npm run crds`). */
+export const SPEC_FIELDS_TEMPLATE = 'helm/policyguard/templates/spec-fields-admission.yaml';
+
+/** A kind's spec as its CRD declares it. */
+export interface SpecKind {
+  kind: string;
+  plural: string;
+  spec: JsonSchema;
+}
 
 /** A step from the spec down to a strict object: a property, or every item of a list. */
 type Step = { property: string } | 'items';
@@ -36,20 +47,20 @@ function strictObjects(node: JsonSchema, path: Step[] = []): StrictObject[] {
   ];
 }
 
-/** Field names go into CEL string literals unescaped. */
+/** Field names go into CEL string literals and variable names unescaped. */
 const FIELD_NAME = /^[A-Za-z][A-Za-z0-9]*$/;
 
 const celList = (fields: string[]) => `[${fields.map((f) => `'${f}'`).join(', ')}]`;
 
 /**
- * CEL: every object at `path` below `base` has only `fields`. Properties are read as map keys
- * (`base['namespace']`), so names CEL reserves need no escaping.
+ * CEL: every object at `path` below `base` has only the fields of `celFields` (a CEL list).
+ * Properties are read as map keys (`base['namespace']`), so names CEL reserves need no escaping.
  */
-function clean(base: string, path: Step[], fields: string, depth = 0): string {
+function onlyDeclared(base: string, path: Step[], celFields: string, depth = 0): string {
   const [step, ...rest] = path;
-  if (!step) return `${base}.all(k, k in ${fields})`;
-  if (step === 'items') return `${base}.all(x${depth}, ${clean(`x${depth}`, rest, fields, depth + 1)})`;
-  return `(!('${step.property}' in ${base}) || ${clean(`${base}['${step.property}']`, rest, fields, depth)})`;
+  if (!step) return `${base}.all(k, k in ${celFields})`;
+  if (step === 'items') return `${base}.all(x${depth}, ${onlyDeclared(`x${depth}`, rest, celFields, depth + 1)})`;
+  return `(!('${step.property}' in ${base}) || ${onlyDeclared(`${base}['${step.property}']`, rest, celFields, depth)})`;
 }
 
 /** A piece of a CEL string expression: text, or an expression that yields text. */
@@ -68,78 +79,117 @@ function concat(parts: Part[]): string {
 
 /**
  * The parts of a message naming the first object at `path` below `base` that has a field not
- * in `fields` (`spec.rules[2].match`), and those fields. It is evaluated only when
- * {@link clean} is false, so there is such an object.
+ * in `fields` (`spec.rules[2].match`), and those fields. Only valid when there is such an object:
+ * the message expression evaluates it only when {@link onlyDeclared} is false.
  */
 function message(base: string, path: Step[], fields: string[], shown: Part[], depth = 0): Part[] {
-  const list = celList(fields);
+  const celFields = celList(fields);
   const [step, ...rest] = path;
   if (!step) {
-    const unknown = `${base}.filter(k, !(k in ${list})).map(k, '"' + k + '"').join(', ')`;
+    const unknown = `${base}.filter(k, !(k in ${celFields})).map(k, '"' + k + '"').join(', ')`;
     return [...shown, { text: ': unknown field(s) ' }, { cel: unknown }, { text: `; the fields there are ${fields.join(', ')}` }];
   }
   if (step === 'items') {
-    const first = `${base}.filter(x${depth}, !${clean(`x${depth}`, rest, list, depth + 1)})[0]`;
+    const first = `${base}.filter(x${depth}, !${onlyDeclared(`x${depth}`, rest, celFields, depth + 1)})[0]`;
     return message(first, rest, fields, [...shown, { text: '[' }, { cel: `string(${base}.indexOf(${first}))` }, { text: ']' }], depth + 1);
   }
   return message(`${base}['${step.property}']`, rest, fields, [...shown, { text: `.${step.property}` }], depth);
 }
 
-/** The validations for one kind: one per strict object, each naming the fields it refuses. */
-function validations(kind: string, plural: string, spec: JsonSchema) {
-  return strictObjects(spec).map(({ path, fields }) => {
-    for (const f of fields) if (!FIELD_NAME.test(f)) throw new Error(`${kind}: field name "${f}" cannot go into a CEL literal unescaped`);
-    const where = `spec${path.map((step) => (step === 'items' ? '[]' : `.${step.property}`)).join('')}`;
-    return {
-      expression: `request.resource.resource != '${plural}' || ${clean('object.spec', path, celList(fields))}`,
-      messageExpression: concat(message('object.spec', path, fields, [{ text: `${kind} spec` }])),
-      // What the API server says if the message expression cannot be evaluated.
-      message: `${kind} ${where} has a field the CRD does not declare; the fields there are ${fields.join(', ')}`,
-      reason: 'Invalid',
-    };
-  });
+/**
+ * The policy's variables and validations for `kinds`: per strict object of a spec, a variable
+ * (its check, for its kind only) and a validation that reads it. The API server evaluates a
+ * variable once per request and every message expression on every request, so each message
+ * first reads its variable and costs nothing more when the object is clean.
+ *
+ * @example specFieldChecks(specSchemas()).validations[0].message
+ * // 'GuardAgent spec has a field the CRD does not declare; the fields there are agentId, …'
+ */
+export function specFieldChecks(kinds: readonly SpecKind[]) {
+  const variables: { name: string; expression: string }[] = [];
+  const validations: { expression: string; messageExpression: string; message: string; reason: 'Invalid' }[] = [];
+  for (const { kind, plural, spec } of kinds) {
+    for (const { path, fields } of strictObjects(spec)) {
+      for (const f of [...fields, ...path.flatMap((s) => (s === 'items' ? [] : [s.property]))]) {
+        if (!FIELD_NAME.test(f)) throw new Error(`${kind}: field name "${f}" cannot go into CEL unescaped`);
+      }
+      const name = `${plural}_spec${path.map((s) => (s === 'items' ? '' : `_${s.property}`)).join('')}`;
+      const where = `spec${path.map((s) => (s === 'items' ? '[]' : `.${s.property}`)).join('')}`;
+      variables.push({ name, expression: `request.resource.resource != '${plural}' || ${onlyDeclared('object.spec', path, celList(fields))}` });
+      validations.push({
+        expression: `variables.${name}`,
+        messageExpression: `variables.${name} ? '' : ${concat(message('object.spec', path, fields, [{ text: `${kind} spec` }]))}`,
+        // What the API server says when the message expression cannot be evaluated or its text
+        // is unusable (a line break in a field name, say).
+        message: `${kind} ${where} has a field the CRD does not declare; the fields there are ${fields.join(', ')}`,
+        reason: 'Invalid',
+      });
+    }
+  }
+  return { variables, validations };
 }
 
-const HEADER = `# Code generated by \`npm run crds\` from src/api/schemas.ts. DO NOT EDIT.
-{{- if .Values.admission.enabled }}
-{{- $fullname := include "policyguard.fullname" . }}
-# A spec field the CRDs do not declare (a typo such as match.tool for match.tools) is refused at
-# admission, named, whatever the client: the CRDs keep such fields instead of pruning them, so
-# that PolicyGuard never loads a rule with a condition silently dropped, and without this policy
-# the object would be accepted and only then marked Ready=False (docs/decisions.md, §3).
-`;
-
-/** The template's text. */
-export function specFieldsPolicyTemplate(): string {
+/**
+ * The policy and its binding, as plain objects, named `name`.
+ *
+ * @example specFieldsPolicy('policyguard-spec-fields').map((o) => o.kind)
+ * // ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']
+ */
+export function specFieldsPolicy(name: string, labels?: Record<string, string>): [Record<string, unknown>, Record<string, unknown>] {
   const kinds = specSchemas();
+  const metadata = { name, ...(labels ? { labels } : {}) };
   const policy = {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'ValidatingAdmissionPolicy',
-    metadata: { name: 'FULLNAME-spec-fields', labels: 'LABELS' },
+    metadata,
     spec: {
       failurePolicy: 'Fail',
       matchConstraints: {
         // Not the status subresources: PolicyGuard writes those, and they cannot change a spec.
-        resourceRules: [{ apiGroups: [GROUP], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: kinds.map((k) => k.plural) }],
+        // The version the fields are those of; a request in another is converted to it first.
+        resourceRules: [{ apiGroups: [GROUP], apiVersions: [VERSION], operations: ['CREATE', 'UPDATE'], resources: kinds.map((k) => k.plural) }],
       },
       // An edit that leaves the spec as it was (labels, annotations, finalizers) is not refused
       // for a field that was there before this policy.
       matchConditions: [{ name: 'spec-written', expression: "request.operation == 'CREATE' || object.spec != oldObject.spec" }],
-      validations: kinds.flatMap((k) => validations(k.kind, k.plural, k.spec)),
+      ...specFieldChecks(kinds),
     },
   };
   const binding = {
     apiVersion: 'admissionregistration.k8s.io/v1',
     kind: 'ValidatingAdmissionPolicyBinding',
-    metadata: { name: 'FULLNAME-spec-fields', labels: 'LABELS' },
-    spec: { policyName: 'FULLNAME-spec-fields', validationActions: ['Deny'] },
+    metadata,
+    spec: { policyName: name, validationActions: ['Deny'] },
   };
+  return [policy, binding];
+}
+
+/** `policyguard crds --admission`: the policy and binding as YAML, for clusters without the chart. */
+export function specFieldsPolicyYaml(): string {
+  return specFieldsPolicy('policyguard-spec-fields')
+    .map((o) => stringify(o, { lineWidth: 0 }))
+    .join('---\n');
+}
+
+const TEMPLATE_HEADER = `# Code generated by \`npm run crds\` from src/api/schemas.ts. DO NOT EDIT.
+{{- if .Values.admission.enabled }}
+{{- $fullname := include "policyguard.fullname" . }}
+# A spec field the CRDs do not declare (a typo such as match.tool for match.tools) is refused at
+# admission, named, whatever the client: the CRDs keep such fields instead of pruning them, so
+# that PolicyGuard never loads a rule with a condition silently dropped, and without this policy
+# the object would be accepted and only then marked Ready=False (docs/deploy.md, "Unknown fields").
+`;
+
+/**
+ * The chart's template: {@link specFieldsPolicy} named after the release, with its labels.
+ *
+ * @example specFieldsPolicyTemplate().includes('name: {{ $fullname }}-spec-fields') // true
+ */
+export function specFieldsPolicyTemplate(): string {
+  const [policy, binding] = specFieldsPolicy('FULLNAME-spec-fields', { LABELS: '' });
   const templated = (o: object) =>
     stringify(o, { lineWidth: 0 })
       .replaceAll('FULLNAME', '{{ $fullname }}')
-      .replace('labels: LABELS', 'labels:\n    {{- include "policyguard.labels" . | nindent 4 }}');
-  return `${HEADER}${templated(policy)}---\n${templated(binding)}{{- end }}\n`;
+      .replace(/labels:\n {4}LABELS: ""/, 'labels:\n    {{- include "policyguard.labels" . | nindent 4 }}');
+  return `${TEMPLATE_HEADER}${templated(policy)}---\n${templated(binding)}{{- end }}\n`;
 }
-
-/** Where the chart keeps it. */
-export const SPEC_FIELDS_TEMPLATE = 'helm/policyguard/templates/spec-fields-admission.yaml';

@@ -62,8 +62,10 @@ Usage:
         cluster as your kubeconfig's user (who needs verb approve on guardapprovals, and may not
         be the asking agent); with --data-dir, the standalone data dir's. Exit 0 done, 1
         refused (already decided, expired, not permitted), 2 usage.
-  policyguard crds [--write [DIR]]
+  policyguard crds [--write [DIR] | --admission]
         Print the CustomResourceDefinitions, or write them to DIR (default crds/).
+        --admission prints instead the ValidatingAdmissionPolicy that refuses a spec field
+        the CRDs do not declare, naming it (the chart installs it; Kubernetes >= 1.30).
 `;
 
 class UsageError extends Error {}
@@ -200,6 +202,11 @@ async function audit(argv: string[]): Promise<number> {
 }
 
 async function crds(argv: string[]): Promise<number> {
+  if (argv[0] === '--admission') {
+    const { specFieldsPolicyYaml } = await import('../api/spec-fields-policy.js');
+    process.stdout.write(specFieldsPolicyYaml());
+    return 0;
+  }
   const { generateCrds } = await import('../api/crd.js');
   const generated = generateCrds();
   if (argv[0] !== '--write') {

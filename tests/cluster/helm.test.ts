@@ -203,7 +203,7 @@ describe('helm lint and template', () => {
     const fields = findObject(objs, 'ValidatingAdmissionPolicy', 'pg-policyguard-spec-fields');
     expect(fields.spec.failurePolicy).toBe('Fail');
     expect(fields.spec.matchConstraints.resourceRules).toEqual([
-      { apiGroups: ['policyguard.dev'], apiVersions: ['*'], operations: ['CREATE', 'UPDATE'], resources: ['guardagents', 'guardpolicies', 'guardupstreams', 'guardapprovals'] },
+      { apiGroups: ['policyguard.dev'], apiVersions: ['v1alpha1'], operations: ['CREATE', 'UPDATE'], resources: ['guardagents', 'guardpolicies', 'guardupstreams', 'guardapprovals'] },
     ]);
     expect(findObject(objs, 'ValidatingAdmissionPolicyBinding', 'pg-policyguard-spec-fields').spec).toEqual({ policyName: 'pg-policyguard-spec-fields', validationActions: ['Deny'] });
     const off = parseObjects(await renderChart({ set: ['admission.enabled=false'] }));
