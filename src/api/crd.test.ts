@@ -13,7 +13,7 @@ describe('generated CRDs', () => {
   it('are structural: every schema node has a type, and no zod-only keywords leak through', () => {
     const walk = (node: Record<string, unknown>, path: string) => {
       expect(node.type, path).toBeTypeOf('string');
-      for (const k of ['$schema', 'anyOf', 'oneOf', 'allOf', 'nullable', 'const', '$ref']) expect(node, path).not.toHaveProperty(k);
+      for (const k of ['$schema', 'anyOf', 'oneOf', 'allOf', 'const', '$ref']) expect(node, path).not.toHaveProperty(k);
       for (const [k, v] of Object.entries((node.properties as Record<string, Record<string, unknown>>) ?? {})) walk(v, `${path}.${k}`);
       if (node.items) walk(node.items as Record<string, unknown>, `${path}[]`);
       if (typeof node.additionalProperties === 'object') walk(node.additionalProperties as Record<string, unknown>, `${path}{}`);
@@ -24,7 +24,7 @@ describe('generated CRDs', () => {
     }
   });
 
-  it('keep unknown spec fields, so PolicyGuard refuses a typo the API server would prune; the status prunes them', () => {
+  it('keep unknown spec fields and nulls in optional spec fields, so PolicyGuard refuses what the API server would prune; the status prunes them', () => {
     const objects = (node: Record<string, any>, path: string): [string, Record<string, any>][] => [
       ...(node.properties ? [[path, node] as [string, Record<string, any>]] : []),
       ...Object.entries(node.properties ?? {}).flatMap(([k, v]) => objects(v as Record<string, any>, `${path}.${k}`)),
@@ -34,8 +34,17 @@ describe('generated CRDs', () => {
       const root = parse(yaml).spec.versions[0].schema.openAPIV3Schema;
       const spec = objects(root.properties.spec, 'spec');
       expect(spec.length).toBeGreaterThan(0);
-      for (const [path, node] of spec) expect(node['x-kubernetes-preserve-unknown-fields'], path).toBe(true);
-      for (const [path, node] of objects(root.properties.status, 'status')) expect(node, path).not.toHaveProperty('x-kubernetes-preserve-unknown-fields');
+      expect(root['x-kubernetes-preserve-unknown-fields']).toBe(true);
+      for (const [path, node] of spec) {
+        expect(node['x-kubernetes-preserve-unknown-fields'], path).toBe(true);
+        for (const [name, property] of Object.entries(node.properties as Record<string, any>)) {
+          expect(property.nullable, `${path}.${name}`).toBe(node.required?.includes(name) ? undefined : true);
+        }
+      }
+      for (const [path, node] of objects(root.properties.status, 'status')) {
+        expect(node, path).not.toHaveProperty('x-kubernetes-preserve-unknown-fields');
+        for (const [name, property] of Object.entries(node.properties as Record<string, any>)) expect(property, `${path}.${name}`).not.toHaveProperty('nullable');
+      }
     }
   });
 

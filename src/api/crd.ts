@@ -101,20 +101,21 @@ const KINDS: KindInfo[] = [
 ];
 
 /**
- * What the API server does with a field a strict object does not declare.
+ * What the API server does with a field a strict object does not declare, and with a null
+ * where a field is optional (or a map value).
  * - `prune`: drops it silently (the default for structural schemas). Right for the status,
  *   which only PolicyGuard writes.
  * - `keep`: stores it, so PolicyGuard sees it and refuses the object with the field named. Right
- *   for the spec, which people and GitOps tools write: a dropped `match` condition widens the
- *   rule it was in, and a client that does not ask for strict field validation
- *   (`kubectl --validate=false`, most API clients) would never hear of it (docs/decisions.md,
- *   "Typos are errors, not silence").
+ *   for the spec, which people and GitOps tools write: a dropped `match` condition (misspelt, or
+ *   `arguments:` with every item commented out) widens the rule it was in, and a client that
+ *   does not ask for strict field validation (`kubectl --validate=false`, most API clients)
+ *   would never hear of it (docs/decisions.md, "Typos are errors, not silence").
  */
-type UnknownFields = 'prune' | 'keep';
+type Pruning = 'prune' | 'keep';
 
 /** JSON Schema → structural OpenAPI v3 schema as Kubernetes wants it. */
-function toStructural(node: unknown, unknownFields: UnknownFields): unknown {
-  if (Array.isArray(node)) return node.map((n) => toStructural(n, unknownFields));
+function toStructural(node: unknown, pruning: Pruning): unknown {
+  if (Array.isArray(node)) return node.map((n) => toStructural(n, pruning));
   if (node === null || typeof node !== 'object') return node;
   const out: JsonSchema = {};
   for (const [key, value] of Object.entries(node)) {
@@ -124,16 +125,30 @@ function toStructural(node: unknown, unknownFields: UnknownFields): unknown {
     // Kubernetes rejects additionalProperties: false next to properties; a strict object either
     // has its unknown fields pruned or keeps them for PolicyGuard to refuse.
     if (key === 'additionalProperties' && value === false) {
-      if (unknownFields === 'keep') out['x-kubernetes-preserve-unknown-fields'] = true;
+      if (pruning === 'keep') out['x-kubernetes-preserve-unknown-fields'] = true;
       continue;
     }
-    out[key] = toStructural(value, unknownFields);
+    out[key] = toStructural(value, pruning);
   }
+  if (pruning === 'keep') keepNulls(out);
   return out;
 }
 
-function openApiFor(schema: z.ZodType, unknownFields: UnknownFields): JsonSchema {
-  return toStructural(z.toJSONSchema(schema, { target: 'openapi-3.0', io: 'input', unrepresentable: 'throw' }), unknownFields) as JsonSchema;
+/**
+ * Marks the optional properties and the map values of `node` nullable, so that the API server
+ * stores a null there (for PolicyGuard to refuse) instead of dropping it. A required property
+ * stays non-nullable: the API server refuses a null there itself.
+ */
+function keepNulls(node: JsonSchema): void {
+  const required = new Set((node.required as string[] | undefined) ?? []);
+  for (const [name, property] of Object.entries((node.properties as Record<string, JsonSchema> | undefined) ?? {})) {
+    if (!required.has(name)) property.nullable = true;
+  }
+  if (typeof node.additionalProperties === 'object') (node.additionalProperties as JsonSchema).nullable = true;
+}
+
+function openApiFor(schema: z.ZodType, pruning: Pruning): JsonSchema {
+  return toStructural(z.toJSONSchema(schema, { target: 'openapi-3.0', io: 'input', unrepresentable: 'throw' }), pruning) as JsonSchema;
 }
 
 /** Build one CRD object. */
@@ -164,6 +179,9 @@ export function buildCrd(info: KindInfo): Record<string, unknown> {
             openAPIV3Schema: {
               type: 'object',
               description: `${info.kind} (${GROUP}/${VERSION}). Generated from src/api/schemas.ts.`,
+              // A field beside spec (indented one level too little) is kept for PolicyGuard to
+              // refuse, as in the spec.
+              'x-kubernetes-preserve-unknown-fields': true,
               required: ['spec'],
               ...(info.objectRules ? { 'x-kubernetes-validations': info.objectRules } : {}),
               properties: {

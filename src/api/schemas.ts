@@ -64,6 +64,21 @@ const EMPTY_MATCH = 'an empty list matches no call, so the rule would never appl
 const MatchGlobList = GlobList.min(1, EMPTY_MATCH);
 const ShortText = z.string().max(1024);
 
+/**
+ * A map of strings with keys of at most NAME_MAX characters and at most LIST_MAX entries. A CRD
+ * cannot bound a key's length with a schema keyword, so that is a CEL rule there, and the API
+ * server only accepts its cost with the number of entries bounded (maxProperties).
+ */
+function stringMap(valueMax: number) {
+  return withRules(z.record(z.string(), z.string().max(valueMax)).meta({ maxProperties: LIST_MAX }), [
+    crossFieldRule({
+      cel: `self.all(k, size(k) <= ${NAME_MAX})`,
+      message: `keys must be at most ${NAME_MAX} characters`,
+      predicate: (m) => Object.keys(m).every((k) => k.length <= NAME_MAX),
+    }),
+  ]).refine((m) => Object.keys(m).length <= LIST_MAX, { message: `at most ${LIST_MAX} entries` });
+}
+
 /** A dot path into the call's parameters, e.g. `table` or `query.options.limit`. */
 const ArgumentPath = z
   .string()
@@ -187,7 +202,7 @@ export const EnforcementSchema = z.enum(ENFORCEMENTS);
 export type Enforcement = z.infer<typeof EnforcementSchema>;
 
 const LabelSelectorSchema = z.strictObject({
-  matchLabels: z.record(z.string().max(NAME_MAX), z.string().max(63)).optional(),
+  matchLabels: stringMap(63).optional(),
   matchExpressions: z
     .array(
       withRules(
@@ -255,7 +270,7 @@ export const GuardAgentSpecSchema = z.strictObject({
   suspended: z.boolean().default(false).describe('Set by humans or GitOps; automatic suspension lives in status.'),
   allowedTools: GlobList.default([]).describe('Empty or ["*"] = no restriction.'),
   deniedTools: GlobList.default([]),
-  attributes: z.record(z.string().max(NAME_MAX), z.string().max(1024)).optional().describe('Free-form strings (the seed’s metadata).'),
+  attributes: stringMap(1024).optional().describe('Free-form strings (the seed’s metadata).'),
   identities: z.array(AgentIdentitySchema).max(16).optional().describe('Who may act as this agent.'),
   rateLimit: z
     .strictObject({
@@ -323,9 +338,13 @@ export const ObjectMetaSchema = z.looseObject({
 });
 export type ObjectMeta = z.infer<typeof ObjectMetaSchema>;
 
-/** A kind of ours as the API server stores it: apiVersion, kind, metadata, spec and an optional status. */
+/**
+ * A kind of ours as the API server stores it: apiVersion, kind, metadata, spec and an optional
+ * status, and nothing else: a field indented one level too little (`deniedTools` beside `spec`)
+ * is an error, never dropped (the CRDs keep such fields for this check to see, see ./crd.ts).
+ */
 function resource<K extends string, Spec extends z.ZodType, Status extends z.ZodType>(kind: K, spec: Spec, status: Status) {
-  return z.object({ apiVersion: z.literal(API_VERSION), kind: z.literal(kind), metadata: ObjectMetaSchema, spec, status: status.optional() });
+  return z.strictObject({ apiVersion: z.literal(API_VERSION), kind: z.literal(kind), metadata: ObjectMetaSchema, spec, status: status.optional() });
 }
 
 export const GuardAgentSchema = resource('GuardAgent', GuardAgentSpecSchema, GuardAgentStatusSchema);

@@ -12,6 +12,7 @@ describe('the spec-fields admission policy', () => {
   it('checks every strict object of every spec, each for its own kind', () => {
     const { variables, validations } = specFieldChecks(specSchemas());
     expect(validations.map((v) => v.message.split(' has a field')[0])).toEqual([
+      'a field beside spec that the CRD does not declare; the fields there are apiVersion, kind, metadata, spec, status',
       'GuardAgent spec',
       'GuardAgent spec.identities[]',
       'GuardAgent spec.identities[].serviceAccount',
@@ -31,8 +32,10 @@ describe('the spec-fields admission policy', () => {
       'GuardApproval spec.rules[]',
     ]);
     const plurals: Record<string, string> = { GuardAgent: 'guardagents', GuardPolicy: 'guardpolicies', GuardUpstream: 'guardupstreams', GuardApproval: 'guardapprovals' };
+    expect(variables[0]).toEqual({ name: 'top_level', expression: "dyn(object).all(k, k in ['apiVersion', 'kind', 'metadata', 'spec', 'status'])" });
     validations.forEach((v, i) => {
       const variable = variables[i]!;
+      if (i === 0) return expect(v.expression).toBe('variables.top_level');
       expect(variable.expression.startsWith(`request.resource.resource != '${plurals[v.message.split(' ')[0]!]}' || `)).toBe(true);
       expect(v.expression).toBe(`variables.${variable.name}`);
       // The message costs nothing more on a clean object: it reads the variable first.

@@ -1,11 +1,12 @@
 /**
  * Generates the ValidatingAdmissionPolicy `spec-fields`: it refuses, at admission, a spec field
- * the CRDs do not declare, naming it, for every client. The chart ships it as
+ * the CRDs do not declare, a null in a spec field, and a field beside `spec`, naming them, for
+ * every client. The chart ships it as
  * helm/policyguard/templates/spec-fields-admission.yaml (`<fullname>-spec-fields`); without the
- * chart, `policyguard crds --admission` prints it (docs/deploy.md, "Unknown fields").
+ * chart, `policyguard crds --admission` prints it (docs/deploy.md, "Unknown fields and nulls").
  *
- * The CRDs keep such fields rather than prune them (./crd.ts), so PolicyGuard refuses the
- * object when it loads it. This policy says so at `kubectl apply` time instead, as the API
+ * The CRDs keep such fields and nulls rather than prune them (./crd.ts), so PolicyGuard refuses
+ * the object when it loads it. This policy says so at `kubectl apply` time instead, as the API
  * server's own validation would. A CRD's CEL rules cannot do it: they cannot list an object's
  * keys, while an admission policy sees the object as a map.
  *
@@ -52,15 +53,27 @@ const FIELD_NAME = /^[A-Za-z][A-Za-z0-9]*$/;
 
 const celList = (fields: string[]) => `[${fields.map((f) => `'${f}'`).join(', ')}]`;
 
+/** The object's fields at the top level. */
+const TOP_LEVEL = ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
+
 /**
- * CEL: every object at `path` below `base` has only the fields of `celFields` (a CEL list).
- * Properties are read as map keys (`base['namespace']`), so names CEL reserves need no escaping.
+ * The spec, typed `dyn`: read as a map (its keys listed, unknown ones included) without the API
+ * server's type checker flagging the CRD's object types, which cannot be iterated.
+ */
+const SPEC = 'dyn(object.spec)';
+
+/**
+ * CEL: every object at `path` below `base` has only the fields of `celFields` (a CEL list), none
+ * of them null. Properties are read as map keys (`base['namespace']`), so names CEL reserves need
+ * no escaping.
  */
 function onlyDeclared(base: string, path: Step[], celFields: string, depth = 0): string {
   const [step, ...rest] = path;
-  if (!step) return `${base}.all(k, k in ${celFields})`;
+  if (!step) return `${base}.all(k, k in ${celFields} && ${base}[k] != null)`;
   if (step === 'items') return `${base}.all(x${depth}, ${onlyDeclared(`x${depth}`, rest, celFields, depth + 1)})`;
-  return `(!('${step.property}' in ${base}) || ${onlyDeclared(`${base}['${step.property}']`, rest, celFields, depth)})`;
+  // A null there is its parent's problem (reported for the parent); it has nothing below.
+  const child = `${base}['${step.property}']`;
+  return `(!('${step.property}' in ${base}) || ${child} == null || ${onlyDeclared(child, rest, celFields, depth)})`;
 }
 
 /** A piece of a CEL string expression: text, or an expression that yields text. */
@@ -78,17 +91,36 @@ function concat(parts: Part[]): string {
 }
 
 /**
- * The parts of a message naming the first object at `path` below `base` that has a field not
- * in `fields` (`spec.rules[2].match`), and those fields. Only valid when there is such an object:
- * the message expression evaluates it only when {@link onlyDeclared} is false.
+ * CEL: the keys of `base` that `test` holds for, quoted and comma-separated. A key holding a
+ * control character is not shown: the message goes to the writer's terminal.
+ */
+const quotedKeys = (base: string, test: string) =>
+  `${base}.filter(k, ${test}).map(k, k.matches('\\\\p{Cc}') ? 'a field name with control characters' : strings.quote(k)).join(', ')`;
+
+/** The message's end for an object `base` that fails {@link onlyDeclared}: its unknown fields, else its nulls. */
+function problems(base: string, fields: string[]): Part[] {
+  const celFields = celList(fields);
+  const unknown = `!(k in ${celFields})`;
+  return [
+    { text: ': ' },
+    {
+      cel:
+        `(${base}.exists(k, ${unknown}) ` +
+        `? 'unknown field(s) ' + ${quotedKeys(base, unknown)} + '; the fields there are ${fields.join(', ')}' ` +
+        `: 'null in ' + ${quotedKeys(base, `${base}[k] == null`)} + ': remove the field, or give it a value')`,
+    },
+  ];
+}
+
+/**
+ * The parts of a message naming the first object at `path` below `base` that fails
+ * {@link onlyDeclared} (`spec.rules[2].match`), and what is wrong with it. Only valid when
+ * there is such an object: the message expression evaluates it only when the check is false.
  */
 function message(base: string, path: Step[], fields: string[], shown: Part[], depth = 0): Part[] {
   const celFields = celList(fields);
   const [step, ...rest] = path;
-  if (!step) {
-    const unknown = `${base}.filter(k, !(k in ${celFields})).map(k, '"' + k + '"').join(', ')`;
-    return [...shown, { text: ': unknown field(s) ' }, { cel: unknown }, { text: `; the fields there are ${fields.join(', ')}` }];
-  }
+  if (!step) return [...shown, ...problems(base, fields)];
   if (step === 'items') {
     const first = `${base}.filter(x${depth}, !${onlyDeclared(`x${depth}`, rest, celFields, depth + 1)})[0]`;
     return message(first, rest, fields, [...shown, { text: '[' }, { cel: `string(${base}.indexOf(${first}))` }, { text: ']' }], depth + 1);
@@ -106,8 +138,16 @@ function message(base: string, path: Step[], fields: string[], shown: Part[], de
  * // 'GuardAgent spec has a field the CRD does not declare; the fields there are agentId, …'
  */
 export function specFieldChecks(kinds: readonly SpecKind[]) {
-  const variables: { name: string; expression: string }[] = [];
-  const validations: { expression: string; messageExpression: string; message: string; reason: 'Invalid' }[] = [];
+  const topLevel = celList(TOP_LEVEL);
+  const variables = [{ name: 'top_level', expression: `dyn(object).all(k, k in ${topLevel})` }];
+  const validations = [
+    {
+      expression: 'variables.top_level',
+      messageExpression: `variables.top_level ? '' : request.kind.kind + ${concat([{ text: ' (top level)' }, { text: ': unknown field(s) ' }, { cel: quotedKeys('dyn(object)', `!(k in ${topLevel})`) }, { text: `; the fields there are ${TOP_LEVEL.join(', ')}` }])}`,
+      message: `a field beside spec that the CRD does not declare; the fields there are ${TOP_LEVEL.join(', ')}`,
+      reason: 'Invalid' as const,
+    },
+  ];
   for (const { kind, plural, spec } of kinds) {
     for (const { path, fields } of strictObjects(spec)) {
       for (const f of [...fields, ...path.flatMap((s) => (s === 'items' ? [] : [s.property]))]) {
@@ -115,13 +155,13 @@ export function specFieldChecks(kinds: readonly SpecKind[]) {
       }
       const name = `${plural}_spec${path.map((s) => (s === 'items' ? '' : `_${s.property}`)).join('')}`;
       const where = `spec${path.map((s) => (s === 'items' ? '[]' : `.${s.property}`)).join('')}`;
-      variables.push({ name, expression: `request.resource.resource != '${plural}' || ${onlyDeclared('object.spec', path, celList(fields))}` });
+      variables.push({ name, expression: `request.resource.resource != '${plural}' || ${onlyDeclared(SPEC, path, celList(fields))}` });
       validations.push({
         expression: `variables.${name}`,
-        messageExpression: `variables.${name} ? '' : ${concat(message('object.spec', path, fields, [{ text: `${kind} spec` }]))}`,
+        messageExpression: `variables.${name} ? '' : ${concat(message(SPEC, path, fields, [{ text: `${kind} spec` }]))}`,
         // What the API server says when the message expression cannot be evaluated or its text
         // is unusable (a line break in a field name, say).
-        message: `${kind} ${where} has a field the CRD does not declare; the fields there are ${fields.join(', ')}`,
+        message: `${kind} ${where} has a field the CRD does not declare, or a null; the fields there are ${fields.join(', ')}`,
         reason: 'Invalid',
       });
     }
@@ -174,10 +214,11 @@ export function specFieldsPolicyYaml(): string {
 const TEMPLATE_HEADER = `# Code generated by \`npm run crds\` from src/api/schemas.ts. DO NOT EDIT.
 {{- if .Values.admission.enabled }}
 {{- $fullname := include "policyguard.fullname" . }}
-# A spec field the CRDs do not declare (a typo such as match.tool for match.tools) is refused at
-# admission, named, whatever the client: the CRDs keep such fields instead of pruning them, so
-# that PolicyGuard never loads a rule with a condition silently dropped, and without this policy
-# the object would be accepted and only then marked Ready=False (docs/deploy.md, "Unknown fields").
+# A spec field the CRDs do not declare (a typo such as match.tool for match.tools), a null in a
+# spec field, or a field beside spec is refused at admission, named, whatever the client: the
+# CRDs keep them instead of pruning them, so that PolicyGuard never loads a rule with a
+# condition silently dropped, and without this policy the object would be accepted and only
+# then marked Ready=False (docs/deploy.md, "Unknown fields and nulls").
 `;
 
 /**

@@ -3,7 +3,8 @@
  * with the API change decisions made through an MCP client; status, Events and suspensions
  * are written back to the cluster.
  */
-import { EventsV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, EventsV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sharedKubeConfig, sharedKubeconfigPath } from '../controlplane/test-context.js';
 import { applyGuard, createNamespace, deleteGuard, eventually, getGuard, startOperator, type Operator } from './harness.js';
@@ -99,6 +100,18 @@ describe('validation is layered', () => {
     const fixed = await eventually(() => getGuard(kc, 'GuardPolicy', ns, 'misspelt'), (o) => readyOf(o)?.status === 'True', 'Ready=True');
     expect(fixed.spec.rules[0].match).toEqual({ tools: ['refund'], arguments: limit });
     await deleteGuard(kc, 'GuardPolicy', ns, 'misspelt');
+  });
+
+  it.each([
+    ['a null the API server would drop (every item of arguments commented out)', { spec: { rules: [{ match: { tools: ['db_query'], arguments: null }, action: 'allow' }] } }, /rules\[0\]\.match\.arguments: Invalid input: expected array, received null/],
+    ['a field beside spec', { spec: { rules: [{ match: { tools: ['db_query'] }, action: 'allow' }] }, priority: 5 }, /Unrecognized key: "priority"/],
+  ])('%s is kept by the API server and refused', async (_what, fields, problem) => {
+    const name = `kept-${Math.random().toString(36).slice(2, 8)}`;
+    const body = { apiVersion: `${GROUP}/${VERSION}`, kind: 'GuardPolicy', metadata: { name, namespace: ns }, ...fields };
+    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardpolicies', body });
+    const obj = await eventually(() => getGuard(kc, 'GuardPolicy', ns, name), (o) => readyOf(o)?.status === 'False', 'Ready=False');
+    expect(readyOf(obj)).toMatchObject({ reason: 'InvalidSpec', message: expect.stringMatching(problem) });
+    await deleteGuard(kc, 'GuardPolicy', ns, name);
   });
 
   it('a duplicate agentId is a Conflict on the newer object', async () => {

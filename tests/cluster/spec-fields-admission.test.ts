@@ -85,6 +85,26 @@ describe('a spec field the CRD does not declare is refused at admission, named',
     await expect(getGuard(admin, kind, ns, 'typo')).rejects.toMatchObject({ code: 404 });
   });
 
+  it.each([
+    ['GuardPolicy', { rules: [{ match: { tools: ['db.query'], arguments: null }, action: 'allow' }] }, 'spec.rules[0].match', 'arguments'],
+    ['GuardPolicy', { rules: [{ match: null, action: 'allow' }] }, 'spec.rules[0]', 'match'],
+    ['GuardPolicy', { agentSelector: { matchLabels: null }, rules: [{ action: 'deny' }] }, 'spec.agentSelector', 'matchLabels'],
+    ['GuardAgent', { deniedTools: null, suspended: null }, 'spec', 'deniedTools', 'suspended'],
+  ] as [Kind, unknown, string, ...string[]][])('%s %j: a null, which the API server would drop, is refused at %s', async (kind, spec, path, ...fields) => {
+    const listed = fields.map(() => `"(${fields.join('|')})"`).join(', ');
+    const nulls = new RegExp(`denied request: ${kind} ${escape(path)}: null in ${listed}: remove the field, or give it a value`);
+    expect(await create(kind, 'nulls', spec)).toMatch(nulls);
+    expect(await serverSideApply(kind, 'nulls', spec)).toMatch(nulls);
+    await expect(getGuard(admin, kind, ns, 'nulls')).rejects.toMatchObject({ code: 404 });
+  });
+
+  it('a field beside spec (indented one level too little) is refused', async () => {
+    const err = await outcome(
+      api().createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', body: { ...body('GuardAgent', 'beside', {}), deniedTools: ['delete_*'] } }),
+    );
+    expect(err).toContain(`denied request: GuardAgent (top level): unknown field(s) "deniedTools"; the fields there are apiVersion, kind, metadata, spec, status`);
+  });
+
   it('a merge patch adding one is refused, and the object keeps its spec', async () => {
     expect(await create('GuardPolicy', 'patched', { rules: [{ match: refund, action: 'allow' }] })).toBe('ok');
     expect(await mergePatch('GuardPolicy', 'patched', { spec: { rules: [{ match: { tools: ['refund'], argumnets: refund.arguments }, action: 'allow' }] } })).toEqual(
@@ -93,9 +113,11 @@ describe('a spec field the CRD does not declare is refused at admission, named',
     expect((await getGuard(admin, 'GuardPolicy', ns, 'patched')).spec.rules[0].match).toEqual(refund);
   });
 
-  it('a field name the message cannot show (a line break) gets the static message, still refused', async () => {
-    expect(await create('GuardAgent', 'typo', { trustLevel: 'low', 'agent\nId': 'x' })).toContain(
-      `denied request: GuardAgent spec has a field the CRD does not declare; the fields there are agentId, displayName,`,
+  it('field names are quoted, never with a control character; one too long to show gets the static message, still refused', async () => {
+    expect(await create('GuardAgent', 'typo', { trustLevel: 'low', 'agent\u001b[31mId': 'x' })).toContain(`denied request: GuardAgent spec: unknown field(s) a field name with control characters; `);
+    expect(await create('GuardAgent', 'typo', { trustLevel: 'low', 'a", "b': 'y' })).toContain(`denied request: GuardAgent spec: unknown field(s) "a\\", \\"b"; `);
+    expect(await create('GuardAgent', 'typo', { trustLevel: 'low', ['x'.repeat(6000)]: 'x' })).toContain(
+      `denied request: GuardAgent spec has a field the CRD does not declare, or a null; the fields there are agentId, displayName,`,
     );
   });
 
