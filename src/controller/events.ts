@@ -88,7 +88,52 @@ interface Group {
   aggregate: Series | undefined;
 }
 
-const NOTE_MAX = 1024;
+/**
+ * Limits the API server's Event validation puts on these fields. It measures them with Go's
+ * `len`, which counts bytes of UTF-8, though its message says "can have at most 1024
+ * characters": a note of 1,000 emoji is 1,000 characters, 2,000 UTF-16 code units (what
+ * `String.length` counts) and 4,000 bytes.
+ */
+const NOTE_MAX_BYTES = 1024;
+const INSTANCE_MAX_BYTES = 128;
+const ACTION_MAX_BYTES = 128;
+/** Event names are DNS-1123 subdomains: at most 253 characters, all ASCII. */
+const NAME_MAX = 253;
+/** A cut note ends with this, so a reader knows there was more (the audit log has it whole). */
+const CUT_MARKER = '…';
+
+/**
+ * `text` cut to at most `maxBytes` bytes of UTF-8, as the API server counts them: between two
+ * code points, never inside a surrogate pair or a UTF-8 sequence, and ending with `marker`
+ * when cut (the marker's bytes count too). Returned unchanged when it fits.
+ *
+ * @example
+ *   truncateUtf8('😀😀😀', 9, '…'); // '😀…' (4 + 3 bytes; a second emoji would make 11)
+ *   truncateUtf8('pod-a', 128); // 'pod-a'
+ */
+export function truncateUtf8(text: string, maxBytes: number, marker = ''): string {
+  if (Buffer.byteLength(text) <= maxBytes) return text;
+  const budget = maxBytes - Buffer.byteLength(marker);
+  let bytes = 0;
+  let end = 0;
+  for (const codePoint of text) {
+    // A lone surrogate is sent as U+FFFD, 3 bytes, which is what byteLength counts for it.
+    bytes += Buffer.byteLength(codePoint);
+    if (bytes > budget) break;
+    end += codePoint.length;
+  }
+  return text.slice(0, end) + marker;
+}
+
+/**
+ * A unique Event name for `objectName`: the object's name, cut to leave room for the random
+ * suffix (a name cut after it would make two Events of one long-named object the same name),
+ * and with no `.` or `-` left before the suffix's dot (not a DNS-1123 subdomain).
+ */
+function eventName(objectName: string): string {
+  const suffix = `.${randomBytes(8).toString('hex')}`;
+  return `${objectName.slice(0, NAME_MAX - suffix.length).replace(/[.-]+$/, '')}${suffix}`;
+}
 
 /** What the recorder did with occurrences it could not give an Event of their own. */
 export interface EventRecorderStats {
@@ -181,13 +226,13 @@ export class EventRecorder {
       event: {
         apiVersion: 'events.k8s.io/v1',
         kind: 'Event',
-        metadata: { name: `${target.name}.${randomBytes(8).toString('hex')}`.slice(0, 253), namespace: target.namespace },
+        metadata: { name: eventName(target.name), namespace: target.namespace },
         eventTime: new V1MicroTime(now),
         reportingController: this.opts.controller,
-        reportingInstance: this.opts.instance.slice(0, 128),
-        action,
+        reportingInstance: truncateUtf8(this.opts.instance, INSTANCE_MAX_BYTES),
+        action: truncateUtf8(action, ACTION_MAX_BYTES),
         reason,
-        note: note.slice(0, NOTE_MAX),
+        note: truncateUtf8(note, NOTE_MAX_BYTES, CUT_MARKER),
         type: NORMAL_REASONS.has(reason) ? 'Normal' : 'Warning',
         regarding: { apiVersion: target.apiVersion, kind: target.kind, name: target.name, namespace: target.namespace, ...(target.uid ? { uid: target.uid } : {}) },
       },

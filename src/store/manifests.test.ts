@@ -133,6 +133,73 @@ items: {}
   });
 });
 
+describe('parseManifests: metadata has only the fields of Kubernetes ObjectMeta', () => {
+  const selected = (meta: string) => `apiVersion: policyguard.dev/v1alpha1
+kind: GuardAgent
+metadata:
+  name: bot
+${meta}spec: {trustLevel: low}
+`;
+
+  it.each([
+    ['a misspelt labels, which would leave an agentSelector selecting no one', '  lables:\n    team: payments\n', 'lables', 6],
+    ['a key in another case', '  Labels: {team: payments}\n', 'Labels', 6],
+    ['a field of another kind', '  spec: {}\n', 'spec', 6],
+    ['clusterName, a field Kubernetes has removed', '  clusterName: prod\n', 'clusterName', 6],
+  ])('%s: the document is refused, naming the key and its line', (_what, meta, key, line) => {
+    const parsed = parseManifests(`# an agent\n${selected(meta)}`, 'a.yaml');
+    expect(parsed.objects).toEqual([]);
+    expect(parsed.errors).toEqual([
+      { file: 'a.yaml', line, message: `GuardAgent bot: metadata: Unrecognized key: "${key}" (not a field of Kubernetes ObjectMeta)`, object: { kind: 'GuardAgent', name: 'bot', agentId: 'bot' } },
+    ]);
+  });
+
+  it('every unknown key is named, beside the errors of the spec, in a List item too', () => {
+    const text = `apiVersion: v1
+kind: List
+items:
+  - apiVersion: policyguard.dev/v1alpha1
+    kind: GuardPolicy
+    metadata: {name: p, lables: {team: payments}, annotation: {a: b}}
+    spec:
+      agentSelector: {matchLabels: {team: payments}}
+      rules: [{match: {tools: ["drop_*"]}, action: deny}]
+      prority: 5
+`;
+    expect(parseManifests(text, 'l.yaml').errors.map((e) => `${e.line}: ${e.message}`)).toEqual([
+      '6: GuardPolicy p: metadata: Unrecognized key: "lables" (not a field of Kubernetes ObjectMeta)',
+      '6: GuardPolicy p: metadata: Unrecognized key: "annotation" (not a field of Kubernetes ObjectMeta)',
+      '10: GuardPolicy p: spec: Unrecognized key: "prority"',
+    ]);
+  });
+
+  it('an unknown spec key whose value starts on the next line is pointed at the key', () => {
+    const parsed = parseManifests(selected('').replace('spec: {trustLevel: low}', 'spec:\n  trustLevel: low\n  deniedtools:\n    - send_*'), 'a.yaml');
+    expect(parsed.errors.map((e) => `${e.line}: ${e.message}`)).toEqual(['7: GuardAgent bot: spec: Unrecognized key: "deniedtools"']);
+  });
+
+  it('every field of ObjectMeta is accepted, as the API server returns them', () => {
+    const meta = `  generateName: bot-
+  namespace: team
+  selfLink: /apis/policyguard.dev/v1alpha1/namespaces/team/guardagents/bot
+  uid: 0b6f7c1e-3f0a-4b8e-9d51-2f1a7d3c9e10
+  resourceVersion: "42"
+  generation: 3
+  creationTimestamp: "2025-01-01T00:00:00Z"
+  deletionTimestamp: "2025-01-02T00:00:00Z"
+  deletionGracePeriodSeconds: 0
+  labels: {team: payments}
+  annotations: {note: x}
+  ownerReferences: []
+  finalizers: []
+  managedFields: []
+`;
+    const parsed = parseManifests(selected(meta), 'a.yaml');
+    expect(parsed.errors).toEqual([]);
+    expect(parsed.objects.map((o) => o.object.metadata.labels)).toEqual([{ team: 'payments' }]);
+  });
+});
+
 describe('identityOf', () => {
   it.each([
     [{ kind: 'GuardAgent', metadata: { name: 'bot', namespace: 'n' }, spec: { agentId: 'Bot' } }, { kind: 'GuardAgent', name: 'bot', namespace: 'n', agentId: 'Bot' }],

@@ -5,7 +5,7 @@
  * when its kind and name can be read, so the store can tell what is missing
  * (docs/decisions.md, "Objects that cannot be loaded").
  */
-import { isMap, isSeq, LineCounter, parseAllDocuments, stringify, visit, type Document, type YAMLMap } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseAllDocuments, stringify, visit, type Document, type YAMLMap } from 'yaml';
 import { z } from 'zod';
 import { API_VERSION, GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, type AnyGuardObject } from '../api/schemas.js';
 import type { ObjectProblem } from '../engine/types.js';
@@ -60,6 +60,18 @@ const MAX_ALIASES = 100;
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
+ * The fields of Kubernetes ObjectMeta (k8s.io/apimachinery meta/v1). A metadata key outside it
+ * is a typo (`lables`) that would silently drop what it holds: labels an agentSelector needs,
+ * so a deny would apply to no one. The list lives here, not in `ObjectMetaSchema`, because that
+ * schema also reads objects from the API server, which prunes unknown metadata keys itself: in
+ * Kubernetes mode such a key never reaches us, only a manifest file can carry one.
+ */
+const OBJECT_META_FIELDS: ReadonlySet<string> = new Set([
+  'name', 'generateName', 'namespace', 'selfLink', 'uid', 'resourceVersion', 'generation', 'creationTimestamp',
+  'deletionTimestamp', 'deletionGracePeriodSeconds', 'labels', 'annotations', 'ownerReferences', 'finalizers', 'managedFields',
+]);
+
+/**
  * The identity of a document, valid or not: its kind and `metadata.name`, when both are strings.
  *
  * @example identityOf({ kind: 'GuardAgent', metadata: { name: 'bot' }, spec: { agentId: 'Bot' } }) // { kind: 'GuardAgent', name: 'bot', agentId: 'Bot' }
@@ -88,6 +100,14 @@ function lineOf(doc: Document, lines: LineCounter, path: readonly PropertyKey[])
     if (node && typeof node === 'object' && node.range) return lines.linePos(node.range[0]).line;
   }
   return 1;
+}
+
+/** The line `key` is written on in the mapping at `path`: an unknown key is pointed at itself, not at its value or its mapping. */
+function lineOfKey(doc: Document, lines: LineCounter, path: readonly PropertyKey[], key: string): number {
+  const map = doc.getIn(path as unknown[], true);
+  const pair = isMap(map) ? map.items.find((p) => isScalar(p.key) && p.key.value === key) : undefined;
+  const range = isScalar(pair?.key) ? pair.key.range : undefined;
+  return range ? lines.linePos(range[0]).line : lineOf(doc, lines, [...path, key]);
 }
 
 function issuePath(path: readonly PropertyKey[]): string {
@@ -135,8 +155,7 @@ export function parseManifests(text: string, file: string): ParsedManifests {
 /** Take in one document, or one item of a `List` (`at` is its path in the document). */
 function readDocument(value: unknown, at: readonly PropertyKey[], doc: Document, lines: LineCounter, file: string, out: ParsedManifests): void {
   const startLine = lineOf(doc, lines, at);
-  const fail = (message: string, object?: ObjectIdentity, path: readonly PropertyKey[] = []) =>
-    out.errors.push({ file, line: path.length > 0 ? lineOf(doc, lines, [...at, ...path]) : startLine, message, ...(object ? { object } : {}) });
+  const fail = (message: string, object?: ObjectIdentity, line = startLine) => out.errors.push({ file, line, message, ...(object ? { object } : {}) });
   if (!isRecord(value)) return void fail('a document must be a mapping with apiVersion and kind');
   const { apiVersion, kind, items } = value;
   if (isListKind(kind)) {
@@ -156,15 +175,19 @@ function readDocument(value: unknown, at: readonly PropertyKey[], doc: Document,
   if (kind === 'GuardApproval') return void fail(`${label(kind, id)}: approvals are not read from manifests; standalone mode keeps them in <data-dir>/approvals`, id);
   const schema = SCHEMAS[kind as keyof typeof SCHEMAS];
   if (!schema) return void fail(`unknown kind ${JSON.stringify(kind)} in ${apiVersion}; expected GuardAgent, GuardPolicy or GuardUpstream`, id);
+  const unknownMeta = isRecord(value.metadata) ? Object.keys(value.metadata).filter((k) => !OBJECT_META_FIELDS.has(k)) : [];
+  for (const key of unknownMeta) {
+    fail(`${label(kind as string, id)}: metadata: Unrecognized key: ${JSON.stringify(key)} (not a field of Kubernetes ObjectMeta)`, id, lineOfKey(doc, lines, [...at, 'metadata'], key));
+  }
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
+      const message = `${label(kind as string, id)}: ${issuePath(issue.path) || '(root)'}: ${issue.message}`;
       // An unknown key is pointed at where it is written, not at the mapping that holds it.
-      const at = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]!] : issue.path;
-      fail(`${label(kind as string, id)}: ${issuePath(issue.path) || '(root)'}: ${issue.message}`, id, at);
+      fail(message, id, issue.code === 'unrecognized_keys' ? lineOfKey(doc, lines, [...at, ...issue.path], issue.keys[0]!) : lineOf(doc, lines, [...at, ...issue.path]));
     }
-    return;
   }
+  if (unknownMeta.length > 0 || !parsed.success) return;
   out.objects.push({ object: parsed.data, line: startLine });
 }
 

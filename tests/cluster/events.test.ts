@@ -89,3 +89,29 @@ describe('Event cardinality', () => {
     expect(await eventsOf('bucket')).toHaveLength(30);
   });
 });
+
+describe('Event fields within the limits the API server counts in bytes', () => {
+  it('a note of 1,000 emoji and a non-ASCII instance make an Event, cut to 1024 and 128 bytes at whole characters', async () => {
+    const instance = `replica-${'é'.repeat(100)}`; // 108 characters, 208 bytes
+    const r = recorder(instance);
+    const notes = ['😀'.repeat(1000), `${'a'.repeat(1023)}😀`]; // the red-team's rule message; a cut at 1024 code units would split the pair
+    for (const note of notes) r.record(agent('emoji'), EventReason.PolicyViolation, 'validate_action', note);
+    await r.close();
+    expect(r.stats).toEqual({ folded: 0, dropped: 0 });
+    const stored = `replica-${'é'.repeat(60)}`; // 8 + 120 bytes
+    const events = await eventsOf(stored);
+    expect(events.map((e) => e.note).sort()).toEqual([`${'a'.repeat(1021)}…`, `${'😀'.repeat(255)}…`]);
+    for (const e of events) expect(Buffer.byteLength(e.note!)).toBeLessThanOrEqual(1024);
+  });
+
+  it('an object with a 253-character name gets an Event per note, each with its own valid name', async () => {
+    const name = `${'a'.repeat(235)}.${'b'.repeat(17)}`; // the cut leaves "a…a." before the suffix
+    const r = recorder('long-name');
+    for (const note of ['first', 'second']) r.record(agent(name), EventReason.PolicyViolation, 'validate_action', note);
+    await r.close();
+    expect(r.stats).toEqual({ folded: 0, dropped: 0 });
+    const events = await eventsOf('long-name');
+    expect(events.map((e) => e.note).sort()).toEqual(['first', 'second']);
+    for (const e of events) expect(e.metadata!.name).toMatch(new RegExp(`^a{235}\\.[0-9a-f]{16}$`));
+  });
+});

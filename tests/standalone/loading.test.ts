@@ -7,6 +7,7 @@
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { runCli } from './cli.js';
 import { eventually } from './eventually.js';
 import { folderServers, type TestServer } from './harness.js';
 
@@ -42,6 +43,7 @@ describe('an agent or policy that cannot be loaded, with no good version, denies
     ['a glob the engine refuses in another rule', `${DENY_DROPS}    - {match: {tools: ["truncate_{a,b}"]}, action: deny}\n`, /deny\.yaml:7: GuardPolicy deny-drops: InvalidPattern: pattern "truncate_\{a,b\}" uses braces/],
     ['an empty list in a match', DENY_DROPS.replace('["drop_*"]', '[]'), /deny\.yaml:6: GuardPolicy deny-drops: spec\.rules\[0\]\.match\.tools: an empty list matches no call/],
     ['a glob with a trailing space', DENY_DROPS.replace('"drop_*"', '"drop_* "'), /deny\.yaml:6: GuardPolicy deny-drops: InvalidPattern: pattern "drop_\* " ends with whitespace/],
+    ['a metadata key Kubernetes does not have', DENY_DROPS.replace('{name: deny-drops}', '{name: deny-drops, lables: {team: payments}}'), /deny\.yaml:3: GuardPolicy deny-drops: metadata: Unrecognized key: "lables" \(not a field of Kubernetes ObjectMeta\)/],
     ['the wrong apiVersion', DENY_DROPS.replace('policyguard.dev/', 'policyguard.io/'), /deny\.yaml:1: GuardPolicy deny-drops: apiVersion is "policyguard\.io\/v1alpha1"; write apiVersion: policyguard\.dev\/v1alpha1/],
     ['no apiVersion', DENY_DROPS.replace(/^apiVersion.*\n/, ''), /deny\.yaml:1: GuardPolicy deny-drops: apiVersion is missing/],
     ['an alias to an anchor of another document', `base: &b {tools: ["drop_*"]}\n---\n${DENY_DROPS.replace('match: {tools: ["drop_*"]}', 'match: {<<: *b}')}`, /deny\.yaml:3: invalid YAML: Unresolved alias/],
@@ -75,6 +77,24 @@ describe('an agent or policy that cannot be loaded, with no good version, denies
     expect(await written(srv)).toEqual(['newcomer']);
     const status = await eventually(() => srv.call('get_compliance_status').then((r) => r.json), (j) => j.incidents.total >= 1, 'the incident of the deny by spec');
     expect(status.incidents.recent.map((i: { agent_id: string; description: string }) => i.description)).toEqual([expect.stringMatching(/suspended by its spec/)]);
+  });
+
+  it('an agent whose labels are misspelt is refused, not loaded without the labels a deny selects it by; `policyguard check` exits 2', async () => {
+    const agent = 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata:\n  name: payer\n  lables:\n    team: payments\nspec: {trustLevel: medium}\n';
+    const selected = policy('payments-no-refunds', '    - {match: {tools: ["refund_*"]}, action: deny, message: no refunds}\n', '\n  agentSelector: {matchLabels: {team: payments}}');
+    const srv = await serve({ 'agent.yaml': agent, 'policy.yaml': selected });
+    const lables = /agent\.yaml:5: GuardAgent payer: metadata: Unrecognized key: "lables" \(not a field of Kubernetes ObjectMeta\)/;
+    const d = await decide(srv, 'refund_order', 'payer');
+    expect(d).toMatchObject({ allowed: false, decision: 'deny', reason: expect.stringMatching(INCOMPLETE) });
+    expect(d.reason).toMatch(lables);
+    expect(await problems(srv)).toEqual([expect.stringMatching(lables)]);
+    const check = await runCli(['check', '--config-dir', srv.configDir, '--agent-id', 'payer', '--target', 'refund_order']);
+    expect({ code: check.code, stdout: check.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(check.stderr).toMatch(lables);
+    // Spelt right, the deny applies to the agent by its label.
+    await writeFile(join(srv.configDir, 'agent.yaml'), agent.replace('lables', 'labels'));
+    await eventually(() => decide(srv, 'refund_order', 'payer'), (v) => v.reason === 'no refunds', 'the selected deny');
+    expect(await problems(srv)).toEqual([]);
   });
 
   it('a file that never loaded whole is not made whole by breaking its YAML', async () => {
