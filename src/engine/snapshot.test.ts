@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { guardAgent, guardPolicy } from '../api/builders.js';
 import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
-import { trustRank, type ArgumentCondition, type GuardAgent, type GuardPolicy } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, trustRank, type ArgumentCondition, type GuardAgent, type GuardPolicy } from '../api/schemas.js';
 import { compilePolicy, type CompiledRule } from './compile.js';
 import { anyMatch, foldCase } from './glob.js';
 import { RuleIndex } from './rule-index.js';
@@ -458,6 +458,56 @@ describe('objects that cannot be loaded (docs/decisions.md)', () => {
       if (expected) expect(d, who).toMatchObject({ decision: 'deny', reason: expect.stringMatching(expected) });
       else expect(d.decision, who).toBe('allow');
     }
+  });
+
+  // A broken GuardAgent claiming an id that a valid one holds: it holds the id's decisions only
+  // when it would have won the id under the Conflict rule, had it been valid (a tenant must not
+  // deny another namespace's agent by claiming its id with a broken object).
+  const JAN = '2026-01-01T00:00:00Z';
+  const FEB = '2026-02-01T00:00:00Z';
+  const auto = { [LABEL_AUTO_REGISTERED]: 'true' };
+  it.each([
+    // [case, the valid claimants (id, creationTimestamp, auto-registered), the broken one's id, creationTimestamp, auto-registered, whether it holds its id]
+    ['newer than the valid agent: it would lose', [['bot', JAN, false]], 'bot', FEB, false, false],
+    ['older than the valid agent: it would win', [['bot', FEB, false]], 'bot', JAN, false, true],
+    ['the only claimant', [['other', JAN, false]], 'bot', FEB, false, true],
+    ['as old as the valid agent, its namespace/name first: it would win', [['bot', JAN, false]], 'bot', JAN, false, true],
+    ['person-written, older than an auto-registered valid agent', [['bot', FEB, true]], 'bot', JAN, false, true],
+    ['person-written, newer than an auto-registered valid agent: a person wins whatever the ages', [['bot', JAN, true]], 'bot', FEB, false, true],
+    ['auto-registered, older than a person-written valid agent: it would lose whatever the ages', [['bot', FEB, false]], 'bot', JAN, true, false],
+    ['auto-registered, an id differing only in case from a person-written one', [['bot', FEB, false]], 'Bot', JAN, true, false],
+    ['person-written, newer, an id differing only in case: its own id would be in force beside the other', [['bot', JAN, false]], 'Bot', FEB, false, true],
+    ['newer than a valid agent that itself lost the id to an older one', [['bot', JAN, false], ['bot', FEB, false]], 'bot', FEB, false, false],
+  ] as const)('kubernetes mode: a broken GuardAgent %s (holds its id: %s)', (_case, valid, id, created, isAuto, holds) => {
+    // The valid ones live in namespace "team-…", the broken one in "agents" (which sorts first).
+    const claimants = valid.map(([vid, ts, a], i) => guardAgent({ name: `v${i}`, namespace: `team-${i}`, creationTimestamp: ts, labels: a ? auto : {} }, { agentId: vid }));
+    const metadata = { name: 'squat', namespace: 'agents', creationTimestamp: created, labels: isAuto ? auto : {} };
+    const ways = {
+      // a schema failure: what the store hands in (src/store/kubernetes.ts)
+      schema: { agents: claimants, missing: [{ kind: 'GuardAgent' as const, namespace: 'agents', agentId: id, metadata, problem: 'GuardAgent agents/squat: InvalidSpec: x' }] },
+      // a compile failure, found by the snapshot itself
+      compile: { agents: [...claimants, guardAgent(metadata, { agentId: id, deniedTools: ['send_{a,b}'] })], missing: [] },
+    };
+    for (const [way, input] of Object.entries(ways)) {
+      const snap = PolicySnapshot.compile({ ...input, policies: [] }, { ...DEFAULT_ENGINE_OPTIONS, ...scoped });
+      const d = snap.evaluate(call(id, 'read_x'));
+      if (holds) expect(d, way).toMatchObject({ decision: 'deny', reason: expect.stringMatching(/^The policy set is incomplete, so this call is denied until it is fixed: GuardAgent agents\/squat: /) });
+      else expect(d, way).toMatchObject({ decision: 'allow', agent: { registered: id === 'bot' } });
+      expect(snap.missing().length, way).toBe(holds ? 1 : 0);
+      if (way === 'compile') expect(snap.problems, way).toContainEqual(expect.objectContaining({ namespace: 'agents', name: 'squat', reason: 'InvalidPattern' }));
+      // No hold on the other agents either way.
+      if (id !== 'bot') expect(snap.evaluate(call('bot', 'read_x')).decision, way).toBe('allow');
+    }
+  });
+
+  it('a broken GuardAgent whose metadata the store could not read holds its id, as does one that would lose in standalone mode', () => {
+    const valid = guardAgent({ name: 'bot', namespace: 'team', creationTimestamp: JAN });
+    const unread = PolicySnapshot.compile({ agents: [valid], policies: [], missing: [{ kind: 'GuardAgent', namespace: 'agents', agentId: 'bot', problem: 'the problem' }] }, { ...DEFAULT_ENGINE_OPTIONS, ...scoped });
+    expect(unread.evaluate(call('bot', 'read_x')).decision).toBe('deny');
+    // One policy set for every agent: any missing object holds every decision (see the tests above).
+    const loser = guardAgent({ name: 'squat', namespace: 'agents', creationTimestamp: FEB }, { agentId: 'bot', deniedTools: ['send_{a,b}'] });
+    const standalone = PolicySnapshot.compile({ agents: [valid, loser], policies: [] }, DEFAULT_ENGINE_OPTIONS);
+    expect(standalone.evaluate(call('bot', 'read_x')).decision).toBe('deny');
   });
 });
 

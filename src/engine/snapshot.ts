@@ -3,7 +3,7 @@
  * action against it (docs/decisions.md). Building a new snapshot never disturbs readers of the old one;
  * stores swap the reference atomically.
  */
-import { LABEL_AUTO_REGISTERED, trustRank, type GuardAgent, type GuardPolicy, type TrustLevel } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, trustRank, type GuardAgent, type GuardPolicy, type ObjectMeta, type TrustLevel } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import {
   agentIdOf,
@@ -18,7 +18,7 @@ import {
 import { anyMatch, foldCase } from './glob.js';
 import { Check, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
-import { DEFAULT_ENGINE_OPTIONS, objectKey } from './types.js';
+import { DEFAULT_ENGINE_OPTIONS, namespacedName, objectKey } from './types.js';
 
 /** Per-object compile results, reused across snapshots (keyed by {@link cacheKey}). */
 export type CompileCache = Map<string, CompileResult<CompiledAgent> | CompileResult<CompiledRule[]>>;
@@ -35,6 +35,11 @@ export interface MissingObject {
   namespace?: string;
   /** A GuardAgent's id (`spec.agentId`, else its name), when it can be read. */
   agentId?: string;
+  /**
+   * A GuardAgent's metadata, when it can be read: with it, one that would lose its id to a
+   * GuardAgent in force (by {@link claimOrder}) holds no decision.
+   */
+  metadata?: ClaimMetadata;
   /** What the deny quotes: `policies/deny.yaml:3: GuardPolicy deny-drops: …`. */
   problem: string;
 }
@@ -53,6 +58,34 @@ export interface CompileOptions {
   previous?: PolicySnapshot;
   /** How a compile problem is quoted in a deny (standalone mode prefixes `file:line:`); default {@link formatProblem}. */
   describe?: (problem: ObjectProblem) => string;
+}
+
+/** What the rule between GuardAgents that claim one id looks at (docs/decisions.md, "Identity"). */
+export type ClaimMetadata = Pick<ObjectMeta, 'name' | 'namespace' | 'creationTimestamp' | 'labels'>;
+
+const autoRegistered = (meta: ClaimMetadata) => meta.labels?.[LABEL_AUTO_REGISTERED] === 'true';
+
+/**
+ * The order in which GuardAgents claiming one id, or ids that differ only in case, win it: an
+ * object a person wrote before an auto-registered one (a caller chose its id, perhaps to squat
+ * it), then the oldest, then namespace/name, so the outcome depends neither on list order nor on
+ * who came first.
+ */
+function claimOrder(a: ClaimMetadata, b: ClaimMetadata): number {
+  return (
+    Number(autoRegistered(a)) - Number(autoRegistered(b)) ||
+    (a.creationTimestamp ?? '').localeCompare(b.creationTimestamp ?? '') ||
+    namespacedName(a).localeCompare(namespacedName(b))
+  );
+}
+
+/**
+ * The agent among `winners` (the agents in force that come before it in {@link claimOrder}) that
+ * a GuardAgent claiming `id` loses to: one with the same id; for an auto-registered one also one
+ * whose id differs only in case, since `agents:` globs match both alike.
+ */
+function winnerOver(id: string, meta: ClaimMetadata, winners: readonly CompiledAgent[]): CompiledAgent | undefined {
+  return winners.find((w) => w.id === id) ?? (autoRegistered(meta) ? winners[0] : undefined);
 }
 
 /**
@@ -254,7 +287,7 @@ export class PolicySnapshot {
         } else {
           problems.push(res.problem);
           const { kind, namespace } = res.problem;
-          missing.push({ kind: obj.kind, ...(namespace ? { namespace } : {}), ...(kind === 'GuardAgent' ? { agentId: agentIdOf(obj as GuardAgent) } : {}), problem: describe(res.problem) });
+          missing.push({ kind: obj.kind, ...(namespace ? { namespace } : {}), ...(kind === 'GuardAgent' ? { agentId: agentIdOf(obj as GuardAgent), metadata: obj.metadata } : {}), problem: describe(res.problem) });
         }
       }
       if (res.ok) {
@@ -264,12 +297,8 @@ export class PolicySnapshot {
       return res;
     };
 
-    // Agents: one id, one agent (docs/decisions.md, "Identity"). On a clash an object a person
-    // wrote wins over an auto-registered one (a caller chose its id, perhaps to squat it), then
-    // the oldest, then namespace/name, so the outcome depends neither on list order nor on who
-    // came first; the others are reported as Conflict. An auto-registered agent also loses to an
-    // agent whose id differs from its own only in case, since `agents:` globs match both alike.
-    const autoRegistered = (a: CompiledAgent) => a.labels[LABEL_AUTO_REGISTERED] === 'true';
+    // Agents: one id, one agent (docs/decisions.md, "Identity"). On a clash the first in
+    // claimOrder wins; the others are reported as Conflict.
     const claimants = new Map<string, CompiledAgent[]>();
     for (const agent of input.agents) {
       const res = compileOne(agent, compileAgent);
@@ -280,29 +309,26 @@ export class PolicySnapshot {
       claimants.set(folded, list);
     }
     const agents = new Map<string, CompiledAgent>();
-    for (const list of claimants.values()) {
-      list.sort(
-        (a, b) =>
-          Number(autoRegistered(a)) - Number(autoRegistered(b)) ||
-          (a.source.metadata.creationTimestamp ?? '').localeCompare(b.source.metadata.creationTimestamp ?? '') ||
-          a.ref.localeCompare(b.ref),
-      );
+    /** The agents in force, in claimOrder, by folded id. */
+    const winnersByFolded = new Map<string, CompiledAgent[]>();
+    for (const [folded, list] of claimants) {
+      list.sort((a, b) => claimOrder(a.source.metadata, b.source.metadata));
       const winners: CompiledAgent[] = [];
+      winnersByFolded.set(folded, winners);
       for (const agent of list) {
-        const sameId = winners.find((w) => w.id === agent.id);
-        const winner = sameId ?? (autoRegistered(agent) ? winners[0] : undefined);
+        const winner = winnerOver(agent.id, agent.source.metadata, winners);
         if (!winner) {
           winners.push(agent);
           agents.set(agent.id, agent);
           continue;
         }
-        const byPerson = autoRegistered(agent) && !autoRegistered(winner) ? ', which a person wrote: it wins over this auto-registered agent whatever their ages' : '';
+        const byPerson = autoRegistered(agent.source.metadata) && !autoRegistered(winner.source.metadata) ? ', which a person wrote: it wins over this auto-registered agent whatever their ages' : '';
         problems.push({
           kind: 'GuardAgent',
           ...(agent.namespace ? { namespace: agent.namespace } : {}),
           name: agent.name,
           reason: Reason.Conflict,
-          message: sameId
+          message: winner.id === agent.id
             ? `agentId "${agent.id}" is already claimed by GuardAgent ${winner.ref}${byPerson}`
             : `agentId "${agent.id}" differs only in case from "${winner.id}" of GuardAgent ${winner.ref}${byPerson}; agents: globs would match both`,
         });
@@ -318,7 +344,18 @@ export class PolicySnapshot {
     // Forget compiled objects no longer present, so the cache tracks the live set.
     for (const key of cache.keys()) if (!touched.has(key)) cache.delete(key);
 
-    const holds = missing.map((m) => holdOf(m, options)).sort((a, b) => a.problem.localeCompare(b.problem));
+    // A GuardAgent that would lose its id to one in force, had it been valid, could change none
+    // of that id's decisions: it holds none, so a tenant cannot deny another namespace's agent
+    // by claiming its id with a broken object (docs/decisions.md §9). One that would win, or one
+    // whose metadata cannot be read, holds them (its deniedTools might have restricted the agent).
+    // Standalone mode holds every decision for any missing object (holdOf).
+    const outranked = (m: MissingObject): boolean => {
+      if (options.clusterPolicyNamespace === null || m.kind !== 'GuardAgent' || m.agentId === undefined || m.metadata === undefined) return false;
+      const meta = m.metadata;
+      const before = (winnersByFolded.get(foldCase(m.agentId)) ?? []).filter((w) => claimOrder(w.source.metadata, meta) < 0);
+      return winnerOver(m.agentId, meta, before) !== undefined;
+    };
+    const holds = missing.filter((m) => !outranked(m)).map((m) => holdOf(m, options)).sort((a, b) => a.problem.localeCompare(b.problem));
     // A missing object changes decisions, so it is part of what the revision names.
     for (const h of holds) keys.push(`missing:${JSON.stringify(h)}`);
     return new PolicySnapshot(revisionOf(keys, options), options, agents, rules, problems, {
@@ -343,7 +380,7 @@ export class PolicySnapshot {
     return [...this.inForce.values()].filter((o): o is GuardPolicy => o.kind === 'GuardPolicy');
   }
 
-  /** The problems of the missing objects (`input.missing` and those that failed to compile with no good version), sorted. */
+  /** The problems of the missing objects (`input.missing` and those that failed to compile with no good version) that hold decisions, sorted. */
   missing(): string[] {
     return this.holds.map((h) => h.problem);
   }

@@ -8,10 +8,10 @@
  * status subresource, which GitOps tools never own.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
-import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
+import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, ObjectMetaSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import { Reflector, type KubeObject, type WatchObserver } from '../controller/reflector.js';
-import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
+import { formatProblem, PolicySnapshot, type ClaimMetadata, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
@@ -63,11 +63,22 @@ const RELEASE_AFTER_BURST = { changes: 500, settleMs: 3_000 };
 /**
  * What a GuardAgent or GuardPolicy that fails the schema, with no valid version in force, leaves
  * missing: the decisions of the agent id it names, or of the agents its namespace's policies
- * govern (docs/decisions.md, "Objects that cannot be loaded").
+ * govern (docs/decisions.md, "Objects that cannot be loaded"). A GuardAgent's metadata goes
+ * with it: one that would lose its id to a valid GuardAgent holds nothing (PolicySnapshot.compile).
  */
-function missingObject(problem: ObjectProblem, agentId: string | undefined): MissingObject {
+function missingObject(problem: ObjectProblem, raw: KubeObject): MissingObject {
   const kind = problem.kind === 'GuardAgent' ? 'GuardAgent' : 'GuardPolicy';
-  return { kind, ...(problem.namespace ? { namespace: problem.namespace } : {}), ...(agentId !== undefined ? { agentId } : {}), problem: formatProblem(problem) };
+  const agentId = identityOf(raw)?.agentId;
+  const metadata = kind === 'GuardAgent' ? claimMetadata(raw) : undefined;
+  return { kind, ...(problem.namespace ? { namespace: problem.namespace } : {}), ...(agentId !== undefined ? { agentId } : {}), ...(metadata ? { metadata } : {}), problem: formatProblem(problem) };
+}
+
+/** What the rule between GuardAgents claiming one id reads of an object's metadata; undefined when it cannot be read. */
+function claimMetadata(raw: KubeObject): ClaimMetadata | undefined {
+  const meta = ObjectMetaSchema.safeParse(raw.metadata);
+  if (!meta.success) return undefined;
+  const { name, namespace, creationTimestamp, labels } = meta.data;
+  return { name, namespace, creationTimestamp, labels };
 }
 
 /** An object's identity, generation and status, without its spec (kept once, parsed, in the store). */
@@ -225,7 +236,7 @@ export class KubernetesStore implements PolicyStore {
           message: `${formatZodError(parsed.error)}${this.valid.has(key) ? '; the last valid generation stays in force' : ''}`,
         };
         // A GuardUpstream decides nothing: the gateway refuses calls through one not in force.
-        this.invalid.set(key, { problem, missing: this.valid.has(key) || kind === 'GuardUpstream' ? undefined : missingObject(problem, identityOf(raw)?.agentId) });
+        this.invalid.set(key, { problem, missing: this.valid.has(key) || kind === 'GuardUpstream' ? undefined : missingObject(problem, raw) });
       }
     }
     this.scheduleCompile();

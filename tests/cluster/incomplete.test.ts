@@ -7,7 +7,7 @@ import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sharedKubeConfig, sharedKubeconfigPath } from '../controlplane/test-context.js';
-import { applyGuard, createNamespace, deleteGuard, eventually, startOperator, type Operator } from './harness.js';
+import { applyGuard, createNamespace, deleteGuard, eventually, getGuard, startOperator, type Operator } from './harness.js';
 
 let kc: KubeConfig;
 let cluster: string;
@@ -31,6 +31,15 @@ const INCOMPLETE = /^The policy set is incomplete, so this call is denied until 
 const allowed = async (agentId: string) => (await op.validate('read_x', agentId)).allowed as boolean;
 /** Wait until the operator lists a problem of `object` (`Kind namespace/name`): before that a call as its id is one of an unknown agent. */
 const seen = (object: string) => eventually(async () => op.pg.store.problems(), (p) => p.some((l) => l.startsWith(`${object}: `)), object);
+const readyOf = (obj: any) => obj.status?.conditions?.find((c: any) => c.type === 'Ready');
+/** Wait until a GuardAgent's Ready condition has `status`: written after a compile that saw it as it is now. */
+const readyAs = (namespace: string, name: string, status: 'True' | 'False') =>
+  eventually(() => getGuard(kc, 'GuardAgent', namespace, name), (o) => readyOf(o)?.status === status, `GuardAgent ${namespace}/${name} Ready=${status}`).then(readyOf);
+/** Wait until the clock is past an object's creationTimestamp (whole seconds), so that the next object created is the newer. */
+async function after(namespace: string, name: string): Promise<void> {
+  const created = (await getGuard(kc, 'GuardAgent', namespace, name)).metadata.creationTimestamp as string;
+  await eventually(async () => `${new Date().toISOString().slice(0, 19)}Z`, (now) => now > created, `a second later than ${namespace}/${name}`);
+}
 /** The agent ids of the GuardAgents in `namespace`. */
 async function agentIds(namespace: string): Promise<string[]> {
   const list = (await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: 'guardagents' })) as { items: { metadata: { name: string }; spec: { agentId?: string } }[] };
@@ -92,5 +101,38 @@ describe('an object that cannot be loaded, with no good generation', () => {
     expect(await agentIds(cluster)).toContain('newcomer');
     await deleteGuard(kc, 'GuardAgent', teamB, 'b3');
     await eventually(() => allowed('Mail-Bot'), (v) => v, 'Mail-Bot to be judged as an unregistered agent again');
+  });
+});
+
+describe('a broken GuardAgent claiming the id of a valid GuardAgent in another namespace', () => {
+  // A tenant who may write GuardAgents in one namespace must not deny another namespace's agent
+  // by claiming its id with an object that cannot be loaded (docs/decisions.md §9).
+  it.each([
+    ['a field the schema refuses', 'mail-bot', { displayname: 'Mail' }, 'InvalidSpec', /spec: Unrecognized key: "displayname"/],
+    ['a glob the compile step refuses', 'ship-bot', { deniedTools: ['send_{a,b}'] }, 'InvalidPattern', /pattern "send_\{a,b\}" uses braces/],
+  ])('newer than the valid one (%s), it denies none of its calls and is still reported Ready=False', async (_case, id, broken, reason, message) => {
+    await applyGuard(kc, 'GuardAgent', teamA, id, { trustLevel: 'medium' });
+    await readyAs(teamA, id, 'True');
+    await after(teamA, id);
+    await applyGuard(kc, 'GuardAgent', teamB, `squat-${id}`, { agentId: id, ...broken });
+    expect(await readyAs(teamB, `squat-${id}`, 'False')).toMatchObject({ reason, message: expect.stringMatching(message) });
+    expect(await op.validate('read_x', id)).toMatchObject({ allowed: true, agent: { id, trust_level: 'medium', registered: true } });
+    expect(op.pg.store.problems()).toContainEqual(expect.stringMatching(new RegExp(`^GuardAgent ${teamB}/squat-${id}: ${reason}: `)));
+    await deleteGuard(kc, 'GuardAgent', teamB, `squat-${id}`);
+    await deleteGuard(kc, 'GuardAgent', teamA, id);
+  });
+
+  it('older than the valid one, it still denies the id: its deniedTools might have restricted the agent', async () => {
+    await applyGuard(kc, 'GuardAgent', teamB, 'first-bot', { agentId: 'post-bot', displayname: 'Post' });
+    await readyAs(teamB, 'first-bot', 'False');
+    await after(teamB, 'first-bot');
+    await applyGuard(kc, 'GuardAgent', teamA, 'post-bot', {});
+    await readyAs(teamA, 'post-bot', 'True');
+    const d = await op.validate('read_x', 'post-bot');
+    expect(d).toMatchObject({ allowed: false, matched: [expect.objectContaining({ rule: 'incompletePolicySet' })] });
+    expect(d.reason).toMatch(new RegExp(`GuardAgent ${teamB}/first-bot: InvalidSpec: spec: Unrecognized key: "displayname"`));
+    await deleteGuard(kc, 'GuardAgent', teamB, 'first-bot');
+    await eventually(() => allowed('post-bot'), (v) => v, 'post-bot to be allowed once the broken one is gone');
+    await deleteGuard(kc, 'GuardAgent', teamA, 'post-bot');
   });
 });
