@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { generateCrds } from './crd.js';
+import { crdDigests, generateCrds, SCHEMA_DIGEST_ANNOTATION } from './crd.js';
 
 const repoFile = (p: string) => new URL(`../../${p}`, import.meta.url);
 
@@ -46,6 +46,16 @@ describe('generated CRDs', () => {
         for (const [name, property] of Object.entries(node.properties as Record<string, any>)) expect(property, `${path}.${name}`).not.toHaveProperty('nullable');
       }
     }
+  });
+
+  it('carry the digest of their spec, which crdDigests gives the server to compare', () => {
+    const digests = crdDigests();
+    for (const { yaml } of generateCrds()) {
+      const crd = parse(yaml);
+      expect(crd.metadata.annotations[SCHEMA_DIGEST_ANNOTATION]).toBe(digests.get(crd.metadata.name));
+      expect(crd.metadata.annotations[SCHEMA_DIGEST_ANNOTATION]).toMatch(/^sha256:[0-9a-f]{64}$/);
+    }
+    expect(new Set(digests.values()).size).toBe(4);
   });
 
   it('carry the CEL rule that trustLevelBelow must be above trustLevelAtLeast', () => {

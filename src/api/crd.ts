@@ -4,6 +4,7 @@
  * `crds/*.yaml` and the Helm chart's copy are this module's output; a test regenerates them and
  * fails on any difference, so edit the schemas, then run `npm run crds`.
  */
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { stringify } from 'yaml';
 import {
@@ -151,51 +152,75 @@ function openApiFor(schema: z.ZodType, pruning: Pruning): JsonSchema {
   return toStructural(z.toJSONSchema(schema, { target: 'openapi-3.0', io: 'input', unrepresentable: 'throw' }), pruning) as JsonSchema;
 }
 
+/**
+ * The annotation each CRD carries with the digest of its spec: PolicyGuard compares it at start
+ * with the CRDs it was built with, because older ones may prune what its checks rely on
+ * (src/controller/crd-check.ts).
+ */
+export const SCHEMA_DIGEST_ANNOTATION = `${GROUP}/schema-digest`;
+
+const digestOf = (spec: unknown) => `sha256:${createHash('sha256').update(JSON.stringify(spec)).digest('hex')}`;
+
 /** Build one CRD object. */
 export function buildCrd(info: KindInfo): Record<string, unknown> {
+  const spec = crdSpec(info);
   return {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',
-    metadata: { name: `${info.plural}.${GROUP}` },
-    spec: {
-      group: GROUP,
-      names: {
-        kind: info.kind,
-        listKind: `${info.kind}List`,
-        plural: info.plural,
-        singular: info.singular,
-        shortNames: [info.shortName],
-        categories: ['policyguard'],
-      },
-      scope: 'Namespaced',
-      versions: [
-        {
-          name: VERSION,
-          served: true,
-          storage: true,
-          subresources: { status: {} },
-          additionalPrinterColumns: info.columns,
-          schema: {
-            openAPIV3Schema: {
-              type: 'object',
-              description: `${info.kind} (${GROUP}/${VERSION}). Generated from src/api/schemas.ts.`,
-              // A field beside spec (indented one level too little) is kept for PolicyGuard to
-              // refuse, as in the spec.
-              'x-kubernetes-preserve-unknown-fields': true,
-              required: ['spec'],
-              ...(info.objectRules ? { 'x-kubernetes-validations': info.objectRules } : {}),
-              properties: {
-                apiVersion: { type: 'string' },
-                kind: { type: 'string' },
-                metadata: { type: 'object' },
-                spec: specSchemaOf(info),
-                status: openApiFor(info.status, 'prune'),
-              },
+    metadata: { name: `${info.plural}.${GROUP}`, annotations: { [SCHEMA_DIGEST_ANNOTATION]: digestOf(spec) } },
+    spec,
+  };
+}
+
+/**
+ * The digest of each CRD this version generates, by CRD name.
+ *
+ * @example crdDigests().get('guardpolicies.policyguard.dev') // 'sha256:3f…'
+ */
+export function crdDigests(): Map<string, string> {
+  return new Map(KINDS.map((info) => [`${info.plural}.${GROUP}`, digestOf(crdSpec(info))]));
+}
+
+/** A CRD's spec: names, the one version, its schema and printer columns. */
+function crdSpec(info: KindInfo): Record<string, unknown> {
+  return {
+    group: GROUP,
+    names: {
+      kind: info.kind,
+      listKind: `${info.kind}List`,
+      plural: info.plural,
+      singular: info.singular,
+      shortNames: [info.shortName],
+      categories: ['policyguard'],
+    },
+    scope: 'Namespaced',
+    versions: [
+      {
+        name: VERSION,
+        served: true,
+        storage: true,
+        subresources: { status: {} },
+        additionalPrinterColumns: info.columns,
+        schema: {
+          openAPIV3Schema: {
+            type: 'object',
+            description: `${info.kind} (${GROUP}/${VERSION}). Generated from src/api/schemas.ts.`,
+            // A field beside spec (indented one level too little) is kept for PolicyGuard to
+            // refuse, as in the spec.
+            'x-kubernetes-preserve-unknown-fields': true,
+            required: ['spec'],
+            ...(info.objectRules ? { 'x-kubernetes-validations': info.objectRules } : {}),
+            properties: {
+              apiVersion: { type: 'string' },
+              kind: { type: 'string' },
+              metadata: { type: 'object' },
+              spec: specSchemaOf(info),
+              status: openApiFor(info.status, 'prune'),
             },
           },
         },
-      ],
-    },
+      },
+    ],
   };
 }
 

@@ -6,7 +6,7 @@
 import type { KeyObject } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { GuardAgent } from '../api/schemas.js';
+import { GROUP, type GuardAgent } from '../api/schemas.js';
 import { Approvals, type ApprovalsDeps } from '../approvals/approvals.js';
 import { FileApprovalStore } from '../approvals/file-store.js';
 import { KubeApprovalStore } from '../approvals/kube-store.js';
@@ -19,6 +19,7 @@ import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
 import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { ServeConfig } from '../config.js';
+import { CrdCheck } from '../controller/crd-check.js';
 import { EventReason, EventRecorder, type EventTarget } from '../controller/events.js';
 import { LeaderElector } from '../controller/leader.js';
 import { ReportWriter } from '../controller/reports.js';
@@ -134,8 +135,14 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   const recorder = new EventRecorder({ kubeConfig, controller: 'policyguard.dev/controller', instance: replica, log });
   metrics.gauge('policyguard_events_folded', 'Event occurrences folded into an aggregate Event (too many distinct notes or too high a rate).', () => recorder.stats.folded);
   metrics.gauge('policyguard_events_dropped', 'Event occurrences never written (rate limit or forgotten series); the audit log still has them.', () => recorder.stats.dropped);
+  // The store holds every decision while the installed CRDs are not this version's.
+  // GuardUpstream and GuardApproval came in later releases: a cluster may not have them yet
+  // (their watches are optional too), but one that does must have this version's.
+  const optional = new Set([`guardupstreams.${GROUP}`, `guardapprovals.${GROUP}`]);
+  const crdCheck = new CrdCheck({ kubeConfig, log, optional, onChange: () => store.refresh() });
   const store = new KubernetesStore({
     kubeConfig,
+    crdProblems: () => crdCheck.problems(),
     engine: engineOptions(config, config.clusterPolicyNamespace ?? namespace),
     log,
     watchNamespaces: config.watchNamespaces,
@@ -196,6 +203,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     recorder.record(eventTarget(agent), INCIDENT_EVENT[i.type] ?? EventReason.IncidentReported, i.type, `${i.severity}: ${i.description}`);
   });
   const approvalStore = new KubeApprovalStore({ kubeConfig, watchNamespaces: config.watchNamespaces, log });
+  await crdCheck.start();
   store.start();
   approvalStore.start();
   elector?.start();
@@ -212,6 +220,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     },
     describe: { mode: 'kubernetes', namespace, replica, auditSink: config.auditSink, watch: config.watchNamespaces.join(',') || 'all namespaces' },
     async close() {
+      crdCheck.stop();
       statusWriter.stop();
       await reports?.stop();
       await elector?.stop();
@@ -284,7 +293,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   metrics.gauge('policyguard_agents', 'GuardAgents in force.', () => store.snapshot().counts.agents);
   metrics.gauge('policyguard_invalid_objects', 'Objects or files not (fully) in force.', () => store.problems().length);
   metrics.gauge('policyguard_leader', '1 when this replica holds the Lease (always 1 in standalone mode).', () => (store.isLeader() ? 1 : 0));
-  metrics.gauge('policyguard_ready', '1 once the first full load of policies and agents is in force (what /readyz answers).', () => (store.ready() ? 1 : 0));
+  metrics.gauge('policyguard_ready', '1 once the first full load of policies and agents is in force (what /readyz answers).', () => (store.notReady() === undefined ? 1 : 0));
   // Loaded only when asked for: without --otel-endpoint no OpenTelemetry code runs (docs/observability.md).
   const tracer = config.otelEndpoint ? (await import('../telemetry/tracing.js')).startTracing({ endpoint: config.otelEndpoint, instance: config.replicaId ?? hostname(), log }) : undefined;
 

@@ -32,7 +32,7 @@ const upstreamAt = (name: string, url: string): GuardUpstream => ({
 /** `default/x` (nobody listens on port 9) and, once started, `default/<path>` of the misbehaving upstream below. */
 const upstreams = new Map<string, GuardUpstream>([['default/x', upstreamAt('x', 'http://127.0.0.1:9/mcp')]]);
 const store = {
-  ready: () => ready,
+  notReady: () => (ready ? undefined : 'the first load has not compiled yet'),
   snapshot: () => PolicySnapshot.empty(),
   upstream: (ref: string) => upstreams.get(ref),
 } as unknown as PolicyStore;
@@ -156,7 +156,7 @@ describe('the gateway refuses before any upstream is called', () => {
     ready = false;
     const r = await post('default/x', { jsonrpc: '2.0', id: 1, method: 'tools/list' });
     expect(r.status).toBe(503);
-    expect(((await r.json()) as any).error.message).toMatch(/not ready/);
+    expect(((await r.json()) as any).error.message).toBe('PolicyGuard is not ready: the first load has not compiled yet');
     ready = true;
   });
   it('404 for an upstream that is not there (or not usable)', async () => {

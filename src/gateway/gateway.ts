@@ -236,7 +236,8 @@ export class Gateway {
    */
   async handle(req: IncomingMessage, res: ServerResponse, ref: string, principal: Principal, body: unknown): Promise<void> {
     const { store } = this.deps;
-    if (!store.ready()) return rpcError(res, 503, null, -32000, 'PolicyGuard is not ready yet: its first load has not compiled');
+    const notReady = store.notReady();
+    if (notReady) return rpcError(res, 503, null, -32000, `PolicyGuard is not ready: ${notReady}`);
     const upstream = store.upstream(ref);
     if (!upstream) return rpcError(res, 404, null, -32000, `no usable GuardUpstream ${ref} (see its Ready condition, or kubectl get guardupstreams -A)`);
     const agent = this.agentOf(principal);

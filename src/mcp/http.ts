@@ -260,8 +260,9 @@ export function createHttpApp(opts: HttpOptions): RequestListener {
     res.type('text/plain').send('ok');
   });
   app.get('/readyz', (_req, res) => {
-    if (store.ready()) res.type('text/plain').send('ok');
-    else res.status(503).type('text/plain').send('not ready: first load has not compiled yet');
+    const notReady = store.notReady();
+    if (notReady === undefined) res.type('text/plain').send('ok');
+    else res.status(503).type('text/plain').send(`not ready: ${notReady}`);
   });
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.contentType).send(await metrics.exposition());

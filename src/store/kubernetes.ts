@@ -56,6 +56,12 @@ export interface KubernetesStoreOptions {
    * give back the memory the burst made V8 grow ({@link releaseMemory}).
    */
   releaseAfterBurst?: { changes: number; settleMs: number };
+  /**
+   * Problems with the installed CRDs (src/controller/crd-check.ts). Each holds every decision,
+   * as a policy that cannot be loaded does, and keeps the store not ready; call
+   * {@link KubernetesStore.refresh} when they change.
+   */
+  crdProblems?: () => readonly string[];
 }
 
 const RELEASE_AFTER_BURST = { changes: 500, settleMs: 3_000 };
@@ -296,6 +302,7 @@ export class KubernetesStore implements PolicyStore {
     this.upstreams = upstreams;
     this.upstreamProblems = upstreamProblems;
     const missing = [...this.invalid.values()].flatMap((i) => (i.missing ? [i.missing] : []));
+    for (const problem of this.opts.crdProblems?.() ?? []) missing.push({ problem });
     const next = PolicySnapshot.compile({ agents, policies, missing }, this.opts.engine, { cache: this.cache, previous: this.current });
     if (next.revision !== this.current.revision) this.opts.log.debug('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
@@ -307,9 +314,15 @@ export class KubernetesStore implements PolicyStore {
     return this.current;
   }
 
-  /** True once the first full list of every watch has been compiled (/readyz). */
-  ready(): boolean {
-    return this.compiledAfterSync;
+  /** Ready once the first full list of every watch has compiled, while the CRDs are the ones this version ships. */
+  notReady(): string | undefined {
+    if (!this.compiledAfterSync) return 'the first full list of every watch has not compiled yet';
+    return this.opts.crdProblems?.()[0];
+  }
+
+  /** Compile again, for a change that is not an object's (the CRD check's verdict). */
+  refresh(): void {
+    this.scheduleCompile();
   }
 
   isLeader(): boolean {
@@ -328,7 +341,7 @@ export class KubernetesStore implements PolicyStore {
   }
 
   problems(): readonly string[] {
-    return [...this.objectProblems().values()].map(formatProblem);
+    return [...(this.opts.crdProblems?.() ?? []), ...[...this.objectProblems().values()].map(formatProblem)];
   }
 
   /** List/watch counters summed over every watch (see Reflector.stats). */

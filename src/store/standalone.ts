@@ -276,9 +276,9 @@ export class StandaloneStore implements PolicyStore {
     return this.current;
   }
 
-  /** True once the first load has compiled; an incomplete policy set is ready too: it answers, with denies. */
-  ready(): boolean {
-    return this.loaded;
+  /** Ready once the first load has compiled; an incomplete policy set is ready too: it answers, with denies. */
+  notReady(): string | undefined {
+    return this.loaded ? undefined : 'the first load has not compiled yet';
   }
 
   isLeader(): boolean {

@@ -45,8 +45,11 @@ export class StoreConflictError extends Error {
 export interface PolicyStore {
   /** The snapshot in force. Swapped atomically on every change; never blocks. */
   snapshot(): PolicySnapshot;
-  /** True once the first full load has compiled. */
-  ready(): boolean;
+  /**
+   * Why this store cannot serve yet (its first full load has not compiled, say), or undefined
+   * once it can: /readyz, the gateway and the policyguard_ready gauge answer from it.
+   */
+  notReady(): string | undefined;
   /** Human-readable lines: objects or files not (fully) in force and why. */
   problems(): readonly string[];
   /**

@@ -38,7 +38,7 @@ describe('API server restart', () => {
     const d = await eventually(() => op.validate('wipe_disk', 'bot'), (v) => v.allowed === false && v.agent.trust_level === 'high', 'both changes made during the outage', 60_000);
     expect(d.reason).toBe('no wipes');
     expect(d.agent.trust_level).toBe('high');
-    expect(op.pg.store.ready()).toBe(true);
+    expect(op.pg.store.notReady()).toBeUndefined();
     // It re-listed after the outage (on a failed watch or a 410), rather than trusting its cache.
     const after = store.watchStats();
     process.stderr.write(`[restart] watch stats before ${JSON.stringify(before)} after ${JSON.stringify(after)}\n`);

@@ -50,7 +50,7 @@ export async function startOperator(kubeconfigPath: string, namespace: string, e
   );
   const log = process.env.POLICYGUARD_TEST_LOG ? createLogger('debug') : silentLogger;
   const pg = await startServer(config, log);
-  await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
+  await eventually(async () => pg.store.notReady(), (r) => r === undefined, 'the operator to sync');
   // Under --auth the harness cannot connect anonymously; tests bring their own tokens.
   const client = extra.includes('--auth') ? (undefined as unknown as Client) : await connect(pg.url);
   const call = async (name: string, args: Record<string, unknown> = {}) => {

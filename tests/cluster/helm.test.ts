@@ -49,7 +49,7 @@ describe('helm lint and template', () => {
   it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
     const objs = parseObjects(await renderChart());
     expect(objs.map((o) => o.kind).sort()).toEqual([
-      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment',
+      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment',
       'PodDisruptionBudget', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount',
       'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding',
     ]);
@@ -105,6 +105,11 @@ describe('helm lint and template', () => {
       { apiGroups: ['openreports.io'], resources: ['reports'], verbs: ['create', 'patch'] },
       { apiGroups: ['wgpolicyk8s.io'], resources: ['policyreports'], verbs: ['create', 'patch'] },
     ]);
+    // Its own CRDs, read by name to check they are the ones it ships; bound cluster-wide (CRDs are cluster-scoped).
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard-crds').rules).toEqual([
+      { apiGroups: ['apiextensions.k8s.io'], resources: ['customresourcedefinitions'], resourceNames: ['guardagents.policyguard.dev', 'guardpolicies.policyguard.dev', 'guardupstreams.policyguard.dev', 'guardapprovals.policyguard.dev'], verbs: ['get'] },
+    ]);
+    expect(findObject(objs, 'ClusterRoleBinding', 'pg-policyguard-crds').roleRef).toMatchObject({ kind: 'ClusterRole', name: 'pg-policyguard-crds' });
     expect(findObject(objs, 'Role').rules).toEqual([
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
       { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['policyguard-leader'], verbs: ['get', 'update'] },

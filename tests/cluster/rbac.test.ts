@@ -173,7 +173,8 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
 describe('each rule matters: remove it and a scenario breaks', () => {
   /** The chart's RBAC without the ClusterRole rule on `resource` (or only without `verb` of it). */
   const withoutRule = (resource: string, verb?: string) => (objs: any[]) => {
-    const role = objs.find((o) => o.kind === 'ClusterRole' && !o.metadata.name.includes('-trust-granter-')); // the server's own
+    // One of the server's own ClusterRoles (not the granter roles it ships for people to bind).
+    const role = objs.find((o) => o.kind === 'ClusterRole' && !o.metadata.name.includes('-trust-granter-') && o.rules.some((r: any) => r.resources.includes(resource)));
     const rule = role.rules.find((r: any) => r.resources.includes(resource));
     if (verb) rule.verbs = rule.verbs.filter((v: string) => v !== verb);
     else role.rules = role.rules.filter((r: any) => r !== rule);
@@ -192,7 +193,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     );
     const pg = await startServer(config, createLogger('warn', (l) => lines.push(l)));
     running.push(pg);
-    if (waitReady) await eventually(async () => pg.store.ready(), (r) => r, 'the operator to sync');
+    if (waitReady) await eventually(async () => pg.store.notReady(), (r) => r === undefined, 'the operator to sync');
     const decide = async (target: string) => {
       const res = await fetch(`${pg.url}/mcp`, {
         method: 'POST',
@@ -229,8 +230,15 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     const { pg, lines } = await startWithout(withoutRule('guardupstreams'), [], false);
     await eventually(async () => lines.filter((l) => /list\/watch failed.*guardupstreams/.test(l)), (l) => l.length > 0, 'the failed GuardUpstream list to be logged');
     expect(lines.find((l) => /list\/watch failed.*guardupstreams/.test(l))).toMatch(/HTTP 403/);
-    expect(pg.store.ready()).toBe(false);
+    expect(pg.store.notReady()).toBeDefined();
     expect((await fetch(`${pg.url}/readyz`)).status).toBe(503);
+  });
+
+  it('without get on its CRDs: it cannot check them, says so, and decides as usual', async () => {
+    const { lines, decide } = await startWithout(withoutRule('customresourcedefinitions'));
+    expect(lines.find((l) => /could not read a CustomResourceDefinition/.test(l))).toMatch(/status.*403/);
+    expect((await decide('drop_table')).allowed).toBe(false);
+    expect((await decide('read_table')).allowed).toBe(true);
   });
 
   it('without events create/patch: denies still deny, but no Event is recorded and the 403 is logged', async () => {

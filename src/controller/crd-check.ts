@@ -1,0 +1,96 @@
+/**
+ * Checks that the installed CRDs are the ones this PolicyGuard was built with.
+ *
+ * Helm installs CRDs once and never upgrades them, so after `helm upgrade` the cluster may run
+ * older CRDs than the server. An older CRD may prune what the checks rely on: unknown spec
+ * fields, nulls, fields beside `spec` (docs/deploy.md, "Unknown fields and nulls"); a rule
+ * with a condition dropped that way loads as if its author had not written it. Each generated
+ * CRD carries the digest of its spec (SCHEMA_DIGEST_ANNOTATION, src/api/crd.ts); a CRD without
+ * it, or with another, is a problem: the store denies every decision naming it, and the
+ * replica is not ready, so a rolling upgrade stops with the old replicas serving. The check
+ * repeats while a problem remains, so applying the CRDs resumes decisions without a restart.
+ *
+ * A CRD it may not read (RBAC) is logged, not held against decisions: the check is a safety net
+ * for an upgrade step, and the chart grants the read.
+ */
+import { ApiextensionsV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { crdDigests, SCHEMA_DIGEST_ANNOTATION } from '../api/crd.js';
+import { statusOf } from '../kube/client.js';
+import type { Logger } from '../log.js';
+
+/** How often the CRDs are read again while one is not what this version expects. */
+export const CRD_RECHECK_MS = 10_000;
+
+export interface CrdCheckOptions {
+  kubeConfig: KubeConfig;
+  log: Logger;
+  /** CRDs that may be absent (their kinds are optional): absent, they are no problem. */
+  optional: ReadonlySet<string>;
+  /** Called when the list of problems changes. */
+  onChange: () => void;
+  recheckMs?: number;
+}
+
+export class CrdCheck {
+  private current: readonly string[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly expected = crdDigests();
+
+  constructor(private readonly opts: CrdCheckOptions) {}
+
+  /**
+   * One line per installed CRD that is not the one this version ships, e.g.
+   * `CustomResourceDefinition guardpolicies.policyguard.dev is not the one this PolicyGuard …`.
+   */
+  problems(): readonly string[] {
+    return this.current;
+  }
+
+  /** Reads the CRDs once (resolving when done), then again every recheckMs while a problem remains. */
+  async start(): Promise<void> {
+    await this.check();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private async check(): Promise<void> {
+    const api = this.opts.kubeConfig.makeApiClient(ApiextensionsV1Api);
+    const found: string[] = [];
+    for (const [name, digest] of this.expected) {
+      const problem = await api.readCustomResourceDefinition({ name }).then(
+        (crd) => {
+          const installed = crd.metadata?.annotations?.[SCHEMA_DIGEST_ANNOTATION];
+          return installed === digest ? undefined : mismatch(name, installed);
+        },
+        (err: unknown) => {
+          const status = statusOf(err);
+          if (status === 404) return this.opts.optional.has(name) ? undefined : `CustomResourceDefinition ${name} is not installed; ${APPLY}`;
+          this.opts.log.warn('could not read a CustomResourceDefinition to check it is the one this version ships', { crd: name, status, error: String(err) });
+          return undefined;
+        },
+      );
+      if (problem) found.push(problem);
+    }
+    const changed = found.join('\n') !== this.current.join('\n');
+    this.current = found;
+    if (changed) {
+      for (const p of found) this.opts.log.error(p);
+      if (found.length === 0) this.opts.log.info('the CustomResourceDefinitions are the ones this version ships');
+      this.opts.onChange();
+    }
+    if (found.length > 0) {
+      this.timer = setTimeout(() => void this.check(), this.opts.recheckMs ?? CRD_RECHECK_MS);
+      this.timer.unref();
+    }
+  }
+}
+
+const APPLY = 'apply the CRDs of this version (kubectl apply --server-side -f helm/policyguard/crds/; Helm never upgrades them, see docs/deploy.md, "Install with Helm")';
+
+function mismatch(name: string, installed: string | undefined): string {
+  const what = installed ? `schema digest ${installed}` : `no ${SCHEMA_DIGEST_ANNOTATION} annotation, so it predates it`;
+  return `CustomResourceDefinition ${name} is not the one this PolicyGuard ships (${what}): another version's CRD may prune fields and nulls its checks rely on; ${APPLY}`;
+}

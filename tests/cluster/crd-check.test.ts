@@ -1,0 +1,68 @@
+/**
+ * The CRD check (src/controller/crd-check.ts) on a real API server of its own, whose CRDs this
+ * file changes: CRDs of another version (here: guardpolicies without this version's digest, as
+ * after a `helm upgrade` that did not apply the CRDs) hold every decision and keep the replica
+ * not ready, naming the CRD; applying this version's CRDs resumes decisions without a restart.
+ */
+import type { KubernetesObject } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { generateCrds, SCHEMA_DIGEST_ANNOTATION } from '../../src/api/crd.js';
+import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
+import { parseServeConfig } from '../../src/config.js';
+import { silentLogger } from '../../src/log.js';
+import { applyObjects, startControlPlane, type ControlPlane } from '../controlplane/index.js';
+import { applyGuard, createNamespace, eventually } from './harness.js';
+
+let cp: ControlPlane;
+let pg: RunningPolicyGuard | undefined;
+const crds = () => generateCrds().map((c) => parse(c.yaml) as KubernetesObject);
+
+beforeAll(async () => {
+  cp = await startControlPlane({ crdsDir: null });
+  // This version's CRDs, but guardpolicies as an older release installed it: no digest.
+  await applyObjects(
+    cp.kubeConfig(),
+    crds().map((c) => (c.metadata?.name === 'guardpolicies.policyguard.dev' ? { ...c, metadata: { name: c.metadata.name } } : c)),
+  );
+}, 180_000);
+afterAll(async () => {
+  await pg?.close();
+  await cp?.stop();
+});
+
+const decide = async (target: string) => {
+  const res = await fetch(`${pg!.url}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'etl' } } }),
+  });
+  return ((await res.json()) as any).result.structuredContent;
+};
+
+describe('CRDs that are not the ones this version ships', () => {
+  it('hold every decision and keep the replica not ready, naming the CRD; applying the right ones resumes both', async () => {
+    const kc = cp.kubeConfig();
+    const ns = await createNamespace(kc, 'pg-crd');
+    await applyGuard(kc, 'GuardAgent', ns, 'etl', { trustLevel: 'medium' });
+    const config = parseServeConfig(['--kubeconfig', cp.kubeconfigPath, '--namespace', ns, '--watch-namespaces', ns, '--audit-sink', 'configmap', '--port', '0', '--leader-election', 'false'], {});
+    pg = await startServer(config, silentLogger);
+
+    const problem = /^CustomResourceDefinition guardpolicies\.policyguard\.dev is not the one this PolicyGuard ships \(no policyguard\.dev\/schema-digest annotation, so it predates it\)/;
+    await eventually(async () => pg!.store.notReady(), (r) => problem.test(r ?? ''), 'the replica to be not ready for the CRD');
+    expect(pg.store.problems()[0]).toMatch(problem);
+    const readyz = await fetch(`${pg.url}/readyz`);
+    expect(readyz.status).toBe(503);
+    expect(await readyz.text()).toMatch(/^not ready: CustomResourceDefinition guardpolicies\.policyguard\.dev is not the one/);
+    const d = await decide('read_table');
+    expect(d.allowed).toBe(false);
+    expect(d.reason).toMatch(/^The policy set is incomplete, so this call is denied until it is fixed: CustomResourceDefinition guardpolicies\.policyguard\.dev is not the one this PolicyGuard ships/);
+    expect(d.reason).toContain('kubectl apply --server-side -f helm/policyguard/crds/');
+
+    await applyObjects(kc, crds());
+    await eventually(() => decide('read_table'), (v) => v.allowed === true, 'decisions to resume once the CRDs are applied');
+    expect(pg.store.notReady()).toBeUndefined();
+    expect((await fetch(`${pg.url}/readyz`)).status).toBe(200);
+    expect(crds().every((c) => c.metadata?.annotations?.[SCHEMA_DIGEST_ANNOTATION]?.startsWith('sha256:'))).toBe(true);
+  });
+});
