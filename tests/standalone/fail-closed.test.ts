@@ -157,9 +157,13 @@ describe('a decision the audit log cannot take', () => {
     await validate(s, TOKENS.alice, 'read_warmup', 'agent-a');
     const segment = await eventually(async () => (await readdir(dir)).find((f) => /^audit-\d+\.jsonl$/.test(f)), (f) => f !== undefined, 'the first segment');
     const path = join(dir, segment!);
-    await rm(path);
-    await mkdir(path);
-    return path;
+    // The sink may create the file again between the two calls (a batch still on its way): until
+    // the folder takes its place.
+    for (;;) {
+      await rm(path, { force: true });
+      const made = await mkdir(path).then(() => true, (e: NodeJS.ErrnoException) => (e.code === 'EEXIST' ? false : Promise.reject(e)));
+      if (made) return path;
+    }
   }
 
   it('is a deny (closed, the default); admin changes are refused; decisions resume when writes do', async () => {
