@@ -212,7 +212,7 @@ export class Approvals {
         const approval = await this.deps.store.create(newApproval({ ...req, digest, now }));
         this.events.inc({ event: 'requested' });
         this.seen.set(approvalRef(approval), 'Pending');
-        this.deps.event?.(approval, 'ApprovalRequested', `Agent '${req.ask.agentId}' asks to call '${req.ask.target}': ${approval.spec.message}`.slice(0, 1024));
+        this.deps.event?.(approval, 'ApprovalRequested', `Agent '${req.ask.agentId}' asks to call '${req.ask.target}': ${approval.spec.message}`);
         return { outcome: 'pending', approval, created: true };
       } catch (err) {
         this.deps.log.warn('approval not requested', { agent: req.ask.agentId, target: req.ask.target, error: String(err) });
@@ -334,7 +334,7 @@ export class Approvals {
     const by = approval.status?.decidedBy ?? 'someone';
     const why = approval.status?.reason ? `: ${approval.status.reason}` : '';
     this.lifecycle(approval, phase === 'Approved' ? 'approved' : 'denied', `approval ${ref} ${phase.toLowerCase()} by ${by}${why}`);
-    this.deps.event?.(approval, phase === 'Approved' ? 'ApprovalApproved' : 'ApprovalDenied', `${phase} by ${by}${why}`.slice(0, 1024));
+    this.deps.event?.(approval, phase === 'Approved' ? 'ApprovalApproved' : 'ApprovalDenied', `${phase} by ${by}${why}`);
   }
 
   /** An audit record of a lifecycle step (no action_id: the decisions have their own records). */
