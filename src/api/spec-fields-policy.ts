@@ -134,8 +134,8 @@ function message(base: string, path: Step[], fields: string[], shown: Part[], de
  * variable once per request and every message expression on every request, so each message
  * first reads its variable and costs nothing more when the object is clean.
  *
- * @example specFieldChecks(specSchemas()).validations[0].message
- * // 'GuardAgent spec has a field the CRD does not declare; the fields there are agentId, …'
+ * @example specFieldChecks(specSchemas()).validations[1].message
+ * // 'GuardAgent spec has a field the CRD does not declare, or a null; the fields there are agentId, …'
  */
 export function specFieldChecks(kinds: readonly SpecKind[]) {
   const topLevel = celList(TOP_LEVEL);
@@ -143,7 +143,7 @@ export function specFieldChecks(kinds: readonly SpecKind[]) {
   const validations = [
     {
       expression: 'variables.top_level',
-      messageExpression: `variables.top_level ? '' : request.kind.kind + ${concat([{ text: ' (top level)' }, { text: ': unknown field(s) ' }, { cel: quotedKeys('dyn(object)', `!(k in ${topLevel})`) }, { text: `; the fields there are ${TOP_LEVEL.join(', ')}` }])}`,
+      messageExpression: `variables.top_level ? '' : request.kind.kind + ${concat([{ text: ' (top level)' }, ...problems('dyn(object)', TOP_LEVEL)])}`,
       message: `a field beside spec that the CRD does not declare; the fields there are ${TOP_LEVEL.join(', ')}`,
       reason: 'Invalid' as const,
     },
