@@ -12,7 +12,7 @@ import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
 import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { applyObjects, startControlPlane, type ControlPlane } from '../controlplane/index.js';
-import { applyGuard, createNamespace, eventually } from './harness.js';
+import { applyGuard, createNamespace, eventually, validateOverHttp } from './harness.js';
 
 let cp: ControlPlane;
 let pg: RunningPolicyGuard | undefined;
@@ -31,14 +31,7 @@ afterAll(async () => {
   await cp?.stop();
 });
 
-const decide = async (target: string) => {
-  const res = await fetch(`${pg!.url}/mcp`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'etl' } } }),
-  });
-  return ((await res.json()) as any).result.structuredContent;
-};
+const decide = (target: string) => validateOverHttp(pg!.url, target, 'etl');
 
 describe('CRDs that are not the ones this version ships', () => {
   it('hold every decision and keep the replica not ready, naming the CRD; applying the right ones resumes both', async () => {

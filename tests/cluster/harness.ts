@@ -72,6 +72,21 @@ export async function startOperator(kubeconfigPath: string, namespace: string, e
   };
 }
 
+/**
+ * `validate_action` as a plain HTTP POST to `url`/mcp (for a server started without the
+ * harness's MCP client, or with a bearer token): its structured result; an answer other than
+ * 200 throws with its body.
+ */
+export async function validateOverHttp(url: string, target: string, agentId: string, token?: string): Promise<any> {
+  const res = await fetch(`${url}/mcp`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: agentId } } }),
+  });
+  if (res.status !== 200) throw new Error(`validate_action answered ${res.status}: ${await res.text()}`);
+  return ((await res.json()) as any).result.structuredContent;
+}
+
 const PLURAL = { GuardAgent: 'guardagents', GuardPolicy: 'guardpolicies', GuardUpstream: 'guardupstreams' } as const;
 
 /** Create or replace a GuardAgent/GuardPolicy as `kubectl apply` would (server-side apply). */

@@ -47,26 +47,19 @@ async function agentIds(namespace: string): Promise<string[]> {
 }
 
 describe('an object that cannot be loaded, with no good generation', () => {
-  it("a new GuardPolicy that fails to compile denies its namespace's agents, naming it; deleting it resumes them", async () => {
-    await applyGuard(kc, 'GuardPolicy', teamA, 'bad', { rules: [{ match: { tools: ['drop_{a,b}'] }, action: 'deny' }] });
+  it.each([
+    ['fails to compile', { rules: [{ match: { tools: ['drop_{a,b}'] }, action: 'deny' }] }, 'InvalidPattern: pattern "drop_\\{a,b\\}" uses braces'],
+    // The API server keeps the field (the CRD preserves unknown spec fields) rather than pruning
+    // it, which would have left an allow rule on every tool.
+    ['has a field the CRD does not declare', { rules: [{ match: { tool: ['read_secret'] }, action: 'allow' }] }, 'InvalidSpec: spec\\.rules\\[0\\]\\.match: Unrecognized key: "tool"'],
+  ])("a new GuardPolicy that %s denies its namespace's agents, naming it; deleting it resumes them", async (_what, spec, problem) => {
+    await applyGuard(kc, 'GuardPolicy', teamA, 'bad', spec);
     const d = await eventually(() => op.validate('read_x', 'a1'), (v) => v.allowed === false, 'the deny');
     expect(d.reason).toMatch(INCOMPLETE);
-    expect(d.reason).toMatch(new RegExp(`GuardPolicy ${teamA}/bad: InvalidPattern: pattern "drop_\\{a,b\\}" uses braces`));
+    expect(d.reason).toMatch(new RegExp(`GuardPolicy ${teamA}/bad: ${problem}`));
     expect(d.matched).toEqual([expect.objectContaining({ policy: 'agent:a1', rule: 'incompletePolicySet' })]);
     expect(await allowed('b1')).toBe(true);
     await deleteGuard(kc, 'GuardPolicy', teamA, 'bad');
-    await eventually(() => allowed('a1'), (v) => v, 'a1 to be allowed again');
-  });
-
-  it('a new GuardPolicy with a field the CRD does not declare denies its namespace\'s agents, naming the field', async () => {
-    // The API server keeps the field (the CRD preserves unknown spec fields) rather than pruning
-    // it, which would have left an allow rule on every tool.
-    await applyGuard(kc, 'GuardPolicy', teamA, 'typo', { rules: [{ match: { tool: ['read_secret'] }, action: 'allow' }] });
-    const d = await eventually(() => op.validate('read_x', 'a1'), (v) => v.allowed === false, 'the deny');
-    expect(d.reason).toMatch(INCOMPLETE);
-    expect(d.reason).toMatch(new RegExp(`GuardPolicy ${teamA}/typo: InvalidSpec: spec\\.rules\\[0\\]\\.match: Unrecognized key: "tool"`));
-    expect(await allowed('b1')).toBe(true);
-    await deleteGuard(kc, 'GuardPolicy', teamA, 'typo');
     await eventually(() => allowed('a1'), (v) => v, 'a1 to be allowed again');
   });
 

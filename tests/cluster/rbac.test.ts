@@ -20,7 +20,7 @@ import { applyObjects } from '../controlplane/index.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import { connect } from '../standalone/harness.js';
-import { applyGuard, createNamespace, eventually, getGuard, installChartRbac as installChartRbacIn, startOperator, type Operator } from './harness.js';
+import { applyGuard, createNamespace, eventually, getGuard, installChartRbac as installChartRbacIn, startOperator, validateOverHttp, type Operator } from './harness.js';
 
 const readyOf = (obj: any) => obj?.status?.conditions?.find((c: any) => c.type === 'Ready');
 
@@ -194,14 +194,7 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     const pg = await startServer(config, createLogger('warn', (l) => lines.push(l)));
     running.push(pg);
     if (waitReady) await eventually(async () => pg.store.notReady(), (r) => r === undefined, 'the operator to sync');
-    const decide = async (target: string) => {
-      const res = await fetch(`${pg.url}/mcp`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'etl' } } }),
-      });
-      return ((await res.json()) as any).result.structuredContent;
-    };
+    const decide = (target: string) => validateOverHttp(pg.url, target, 'etl');
     return { ns, pg, lines, sa: kc, decide };
   }
   const running: RunningPolicyGuard[] = [];

@@ -25,7 +25,7 @@ import { applyObjects } from '../controlplane/index.js';
 import { sharedKubeConfig, sharedKubeconfigPath } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import { VENDOR_CRDS_DIR, installCrds, parseObjects, renderChart, serverDryRun } from '../helm/chart.js';
-import { applyGuard, createNamespace, deleteGuard, eventually, getGuard, startOperator, type Operator } from './harness.js';
+import { applyGuard, createNamespace, deleteGuard, eventually, getGuard, startOperator, validateOverHttp, type Operator } from './harness.js';
 
 const APIS: ReportApi[] = ['openreports', 'wgpolicyk8s'];
 const INTERVAL = '1s';
@@ -280,14 +280,7 @@ describe("with the chart's defaults (--auth kubernetes, ConfigMap audit sink)", 
     await applyGuard(kc, 'GuardPolicy', ns, 'no-drops', { rules: [{ name: 'drops', match: { tools: ['drop_*'] }, action: 'deny' }] });
     op = await startOperator(sharedKubeconfigPath(), ns, ['--auth', 'kubernetes', '--audit-sink', 'configmap', '--reports-interval', INTERVAL]);
     const token = await tokenFor('etl');
-    for (const target of ['read_x', 'drop_x', 'drop_y']) {
-      const res = await fetch(`${op.pg.url}/mcp`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}` },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'etl' } } }),
-      });
-      expect(res.status).toBe(200);
-    }
+    for (const target of ['read_x', 'drop_x', 'drop_y']) await validateOverHttp(op.pg.url, target, 'etl', token);
   });
   afterAll(async () => {
     await op?.close();
