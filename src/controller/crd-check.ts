@@ -34,6 +34,7 @@ export interface CrdCheckOptions {
 export class CrdCheck {
   private current: readonly string[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private readonly expected = crdDigests();
 
   constructor(private readonly opts: CrdCheckOptions) {}
@@ -52,6 +53,7 @@ export class CrdCheck {
   }
 
   stop(): void {
+    this.stopped = true;
     clearTimeout(this.timer);
     this.timer = undefined;
   }
@@ -81,7 +83,8 @@ export class CrdCheck {
       if (found.length === 0) this.opts.log.info('the CustomResourceDefinitions are the ones this version ships');
       this.opts.onChange();
     }
-    if (found.length > 0) {
+    // Not again once stopped: a check under way when stop() was called ends here.
+    if (found.length > 0 && !this.stopped) {
       this.timer = setTimeout(() => void this.check(), this.opts.recheckMs ?? CRD_RECHECK_MS);
       this.timer.unref();
     }
