@@ -19,10 +19,10 @@ import { openAuthorizer } from '../auth/authorize.js';
 import { openFileAuditSink } from '../audit/file-sink.js';
 import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
-import { silentLogger } from '../log.js';
+import { createLogger, silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { StandaloneStore } from '../store/standalone.js';
-import { createFastPath, FAST_TOOLS, type FastPath } from './fast-path.js';
+import { answerWriter, createFastPath, FAST_TOOLS, type AnswerTarget, type FastPath } from './fast-path.js';
 import { sdkEndpoint } from './http.js';
 import { classifyMcpRequest, MODERN_REVISION } from './revisions.js';
 import { TOOL_SPECS } from './server.js';
@@ -315,6 +315,78 @@ describe('on the socket', () => {
     expect(fast.stats.taken).toBe(taken + 1);
     expect(ours).toBe(sdk);
     expect(ours).toMatch(/^HTTP\/1\.1 200 OK\r\ncontent-type: application\/json\r\ncontent-length: \d+\r\n/);
+  });
+});
+
+describe('answers are written at the end of the turn, together', () => {
+  /** A response that records what was written to it, or throws on writeHead. */
+  const target = (written: string[], opts: { destroyed?: boolean; throws?: boolean } = {}) => {
+    const res: AnswerTarget & { destroyed: boolean } = {
+      destroyed: opts.destroyed ?? false,
+      writeHead(status, headers) {
+        if (opts.throws) throw new Error('headers already sent');
+        return { end: (text: string) => written.push(`${status} ${headers['content-length']} ${text}`) };
+      },
+      destroy: () => (res.destroyed = true),
+    };
+    return res;
+  };
+  const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('nothing is written while the turn runs; then every answer, in order, with its length in bytes', async () => {
+    const written: string[] = [];
+    const answers = answerWriter(silentLogger);
+    answers.send(target(written), '{"a":"é"}');
+    answers.send(target(written), '{"b":1}');
+    expect(written).toEqual([]);
+    await turn();
+    expect(written).toEqual(['200 10 {"a":"é"}', '200 7 {"b":1}']);
+    // The next turn's answers go out in the next batch.
+    answers.send(target(written), '{"c":2}');
+    await turn();
+    expect(written).toHaveLength(3);
+  });
+
+  it('an answer whose caller went away is skipped, and one that cannot be written does not stop the rest', async () => {
+    const written: string[] = [];
+    const lines: string[] = [];
+    const answers = answerWriter(createLogger('error', (line) => lines.push(line)));
+    const gone = target(written, { destroyed: true });
+    const broken = target(written, { throws: true });
+    answers.send(gone, '{"gone":true}');
+    answers.send(broken, '{"broken":true}');
+    answers.send(target(written), '{"ok":true}');
+    await turn();
+    expect(written).toEqual(['200 11 {"ok":true}']);
+    expect(broken.destroyed).toBe(true);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/MCP fast path could not write an answer.*headers already sent/);
+  });
+
+  it('pipelined requests on one connection are answered in order, each by its own answer', async () => {
+    const bodies = ['read_customer', 'delete_records', 'get_ticket'].map((target, i) =>
+      JSON.stringify({ jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'support-bot' } } }),
+    );
+    const { host, port } = new URL(fastUrl);
+    const taken = fast.stats.taken;
+    const text = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), host.replace(/:\d+$/, ''));
+      const requests = bodies.map((body, i) =>
+        [`POST /mcp HTTP/1.1`, `Host: ${host}`, 'Content-Type: application/json', 'Accept: application/json, text/event-stream', `Content-Length: ${Buffer.byteLength(body)}`, ...(i === bodies.length - 1 ? ['Connection: close'] : []), '', body].join('\r\n'),
+      );
+      socket.on('connect', () => socket.write(requests.join(''))); // one write: the server reads all three in one turn
+      let received = '';
+      socket.on('data', (d) => (received += d));
+      socket.on('error', reject);
+      socket.on('end', () => resolve(received));
+    });
+    expect(fast.stats.taken).toBe(taken + 3);
+    const answers = text.split('HTTP/1.1 ').slice(1).map((a) => JSON.parse(a.slice(a.indexOf('\r\n\r\n') + 4)) as { id: number; result: { structuredContent: { decision: string } } });
+    expect(answers.map((a) => [a.id, a.result.structuredContent.decision])).toEqual([
+      [1, 'allow'],
+      [2, 'deny'],
+      [3, 'allow'],
+    ]);
   });
 });
 

@@ -128,6 +128,54 @@ function responseText(id: string | number, result: CallToolResult, modern: boole
   return JSON.stringify({ result: wire, jsonrpc: '2.0', id });
 }
 
+/** What of a ServerResponse an answer needs (unit tests pass their own). */
+export interface AnswerTarget {
+  readonly destroyed: boolean;
+  writeHead(status: number, headers: Record<string, string | number>): { end(text: string): unknown };
+  destroy(): unknown;
+}
+
+/**
+ * Writes answers at the end of the event loop's turn (setImmediate), all together, instead of
+ * each as soon as it is decided. Under load a turn reads many requests (about 30 of 50
+ * connections at saturation in the bench). A write to a peer that waits for it also wakes the
+ * peer: on loopback (and between pods of one node) the kernel delivers the bytes inside the
+ * write and wakes the waiting reader across CPUs, which on a virtual machine is dear. Written
+ * as each is decided, nearly every answer paid that wakeup; written together, the first wakes
+ * the reader and the rest find it awake. On the bench machine this took the server's CPU per
+ * request from ~125 µs to ~90 µs and throughput up by a third (docs/performance.md, "Answers
+ * written at the end of the turn"). An answer waits only for the rest of its own turn: under
+ * light load, one request per turn, for nothing.
+ *
+ * @example
+ *   const answers = answerWriter(log);
+ *   answers.send(res, text); // on the wire once this turn's other answers are ready too
+ */
+export function answerWriter(log: Logger): { send(res: AnswerTarget, text: string): void } {
+  let queued: Array<{ res: AnswerTarget; text: string }> = [];
+  const writeAll = () => {
+    const batch = queued;
+    queued = [];
+    for (const { res, text } of batch) {
+      if (res.destroyed) continue; // the caller went away while its answer waited
+      try {
+        // What the SDK path puts on the wire in both revisions: these two headers, no chunking.
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+      } catch (err) {
+        // One answer that cannot be written must not keep the rest of the turn's from theirs.
+        log.error('MCP fast path could not write an answer', { error: String(err) });
+        res.destroy();
+      }
+    }
+  };
+  return {
+    send(res, text) {
+      queued.push({ res, text });
+      if (queued.length === 1) setImmediate(writeAll);
+    },
+  };
+}
+
 export interface FastPathOptions {
   tools: Tools;
   metrics: Metrics;
@@ -158,6 +206,7 @@ export interface FastPath {
 export function createFastPath(opts: FastPathOptions): FastPath {
   const { tools, metrics, log } = opts;
   const stats = { taken: 0, passed: 0 };
+  const answers = answerWriter(log);
   const requests = metrics.counter('policyguard_mcp_fast_path_requests_total', 'POST /mcp requests answered on the fast path (taken) or handed to the MCP SDK (passed).', ['outcome']);
   const pass = (): false => {
     stats.passed++;
@@ -193,10 +242,7 @@ export function createFastPath(opts: FastPathOptions): FastPath {
       requests.inc({ outcome: 'taken' });
       callTool(call, input.data, ctx).then(
         (result) => {
-          if (res.destroyed) return;
-          const text = responseText(call.id, result, call.modern);
-          // What the SDK path puts on the wire in both revisions: these two headers, no chunking.
-          res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
+          if (!res.destroyed) answers.send(res, responseText(call.id, result, call.modern));
         },
         (err: unknown) => {
           // callTool() catches everything a handler throws; this is a bug in this module.
