@@ -10,12 +10,13 @@
  * replica is not ready, so a rolling upgrade stops with the old replicas serving. The check
  * repeats while a problem remains, so applying the CRDs resumes decisions without a restart.
  *
- * A CRD it may not read (RBAC) is logged, not held against decisions: the check is a safety net
- * for an upgrade step, and the chart grants the read.
+ * A CRD it cannot read (RBAC, or the API server failing) is a problem too: PolicyGuard cannot
+ * tell whether it prunes, so it fails closed until a read succeeds. The chart grants the read
+ * (ClusterRole `<release>-policyguard-crds`, `get` on the four CRDs by name).
  */
 import { ApiextensionsV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { crdDigests, SCHEMA_DIGEST_ANNOTATION } from '../api/crd.js';
-import { statusOf } from '../kube/client.js';
+import { describeKubeError, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 
 /** How often the CRDs are read again while one is not what this version expects. */
@@ -70,8 +71,7 @@ export class CrdCheck {
         (err: unknown) => {
           const status = statusOf(err);
           if (status === 404) return this.opts.optional.has(name) ? undefined : `CustomResourceDefinition ${name} is not installed; ${APPLY}`;
-          this.opts.log.warn('could not read a CustomResourceDefinition to check it is the one this version ships', { crd: name, status, error: String(err) });
-          return undefined;
+          return unreadable(name, status, err);
         },
       );
       if (problem) found.push(problem);
@@ -92,6 +92,11 @@ export class CrdCheck {
 }
 
 const APPLY = 'apply the CRDs of this version (kubectl apply --server-side -f helm/policyguard/crds/; Helm never upgrades them, see docs/deploy.md, "Install with Helm")';
+
+function unreadable(name: string, status: number | undefined, err: unknown): string {
+  const fix = status === 403 ? `grant get on it (the chart's ClusterRole <release>-policyguard-crds does; docs/deploy.md, "RBAC")` : 'it is read again until a read succeeds';
+  return `CustomResourceDefinition ${name} could not be read (${describeKubeError(err)}), so PolicyGuard cannot tell whether it prunes fields and nulls its checks rely on; ${fix}`;
+}
 
 function mismatch(name: string, installed: string | undefined): string {
   const what = installed ? `schema digest ${installed}` : `no ${SCHEMA_DIGEST_ANNOTATION} annotation, so it predates it`;

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  AuthorizationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubeConfig, type KubernetesObject,
+  AuthorizationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubeConfig, RbacAuthorizationV1Api, type KubernetesObject,
 } from '@kubernetes/client-node';
 import type { Client } from '@modelcontextprotocol/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -227,11 +227,24 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     expect((await fetch(`${pg.url}/readyz`)).status).toBe(503);
   });
 
-  it('without get on its CRDs: it cannot check them, says so, and decides as usual', async () => {
-    const { lines, decide } = await startWithout(withoutRule('customresourcedefinitions'));
-    expect(lines.find((l) => /could not read a CustomResourceDefinition/.test(l))).toMatch(/status.*403/);
+  it('without get on its CRDs: it cannot check them, so it denies every call saying why, until the read is granted', async () => {
+    let crdRole: any;
+    const { pg, lines, decide } = await startWithout((objs) => {
+      crdRole = structuredClone(objs.find((o) => o.kind === 'ClusterRole' && o.rules.some((r: any) => r.resources.includes('customresourcedefinitions'))));
+      withoutRule('customresourcedefinitions')(objs);
+    }, [], false);
+    const why = /^CustomResourceDefinition \S+\.policyguard\.dev could not be read \(HTTP 403: .*cannot get resource "customresourcedefinitions".*\), so PolicyGuard cannot tell whether it prunes fields and nulls its checks rely on; grant get on it \(the chart's ClusterRole <release>-policyguard-crds does/;
+    await eventually(async () => pg.store.notReady(), (r) => r !== undefined && why.test(r), 'the unreadable CRDs to hold the server');
+    expect(lines.find((l) => /could not be read/.test(l))).toMatch(/HTTP 403/);
+    expect((await fetch(`${pg.url}/readyz`)).status).toBe(503);
+    const held = await decide('read_table');
+    expect(held.allowed).toBe(false);
+    expect(held.reason).toMatch(/could not be read \(HTTP 403/);
+    // Granting the read (the chart's rule back) resumes decisions at the next check, without a restart.
+    await admin.makeApiClient(RbacAuthorizationV1Api).replaceClusterRole({ name: crdRole.metadata.name, body: crdRole });
+    await eventually(() => decide('read_table'), (d) => d.allowed === true, 'decisions to resume once the CRDs can be read');
     expect((await decide('drop_table')).allowed).toBe(false);
-    expect((await decide('read_table')).allowed).toBe(true);
+    expect(pg.store.notReady()).toBeUndefined();
   });
 
   it('without events create/patch: denies still deny, but no Event is recorded and the 403 is logged', async () => {
