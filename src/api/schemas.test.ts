@@ -40,13 +40,25 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
   });
 
   const upstream = (spec: Record<string, unknown>) => GuardUpstreamSchema.safeParse({ apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'u' }, spec });
+  const URL_REFUSED = 'spec.url: url must be an http:// or https:// URL of printable ASCII (percent-encode anything else) with no user:password@ in it (send credentials as headers)';
   it.each([
-    ['a URL with a password', { url: 'http://bot:hunter2@github-mcp:8080/mcp' }, 'spec.url: url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)'],
-    ['a URL with a user', { url: 'https://bot@github-mcp/mcp' }, 'spec.url: url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)'],
-    ['another scheme', { url: 'file:///etc/passwd' }, 'spec.url: url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)'],
+    ['a URL with a password', { url: 'http://bot:hunter2@github-mcp:8080/mcp' }, URL_REFUSED],
+    ['a URL with a user', { url: 'https://bot@github-mcp/mcp' }, URL_REFUSED],
+    ['another scheme', { url: 'file:///etc/passwd' }, URL_REFUSED],
     ['a namespace that is none', { url: 'http://x/mcp', allowedNamespaces: ['Team_B'] }, 'spec.allowedNamespaces.0: must be a namespace name, or * for every namespace'],
   ])('GuardUpstream: %s', (_where, spec, message) => {
     expect(issues(upstream(spec))).toContain(message);
+  });
+
+  // Every character JavaScript's \s matches, the C0 controls, DEL and a few beyond ASCII: in the host and in the path.
+  const unprintable = [...Array.from({ length: 0x10000 }, (_, c) => String.fromCharCode(c)).filter((ch) => /\s/.test(ch)), '\0', '\x1b', '\x7f', '\x85', 'é', '\u200b', '😀'];
+  it.each(unprintable.map((ch) => [JSON.stringify(ch), ch]))('GuardUpstream: a URL with %s in its host or path is refused', (_name, ch) => {
+    expect(issues(upstream({ url: `http://git${ch}hub-mcp:8080/mcp` }))).toEqual([URL_REFUSED]);
+    expect(issues(upstream({ url: `http://github-mcp:8080/m${ch}cp` }))).toEqual([URL_REFUSED]);
+  });
+
+  it.each(['http://github-mcp.tools:8080/mcp', 'https://[::1]:8443/mcp?x=a@b&y=%20#frag', "http://h/!$&'()*+,;=:~_-.%7E"])('GuardUpstream: %s is a URL', (url) => {
+    expect(upstream({ url }).success).toBe(true);
   });
 
   it('GuardUpstream: an @ after the host is part of the path; allowedNamespaces defaults to none', () => {

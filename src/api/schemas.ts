@@ -382,12 +382,22 @@ export const HeaderValueSourceSchema = withRules(
 );
 export type HeaderValueSource = z.infer<typeof HeaderValueSourceSchema>;
 
+/**
+ * http(s), a host of printable ASCII without `/?#@` (so no user information), then a path,
+ * query and fragment of printable ASCII: no whitespace, no control characters, nothing beyond
+ * ASCII (percent-encode it; a host in punycode). Written with ranges only, because the API
+ * server checks the same pattern with Go's RE2: its `\s` is ASCII whitespace, JavaScript's also
+ * the Unicode spaces, so a pattern with `\s` let the API server take a URL this schema refuses
+ * (tests/cluster/crd-patterns.test.ts asks the API server about each such character).
+ */
+const UPSTREAM_URL = /^https?:\/\/[!"$-.0->A-~]+([/?#][!-~]*)?$/;
+
 export const GuardUpstreamSpecSchema = z.strictObject({
   description: ShortText.optional(),
   url: z
     .string()
     .max(2048)
-    .regex(/^https?:\/\/[^\s/?#@]+([/?#][^\s]*)?$/, 'url must be an http:// or https:// URL with no user:password@ in it (send credentials as headers)')
+    .regex(UPSTREAM_URL, 'url must be an http:// or https:// URL of printable ASCII (percent-encode anything else) with no user:password@ in it (send credentials as headers)')
     .describe('The upstream MCP server\'s Streamable HTTP endpoint, e.g. http://github-mcp.tools:8080/mcp.'),
   headers: z
     .array(

@@ -1,0 +1,57 @@
+/**
+ * A string pattern in our CRDs is checked twice: by the API server (Go's RE2) when an object is
+ * written, and by the zod schema (JavaScript) when the server loads it. The two engines read
+ * some syntax differently (`\s` is ASCII whitespace in RE2, also the Unicode spaces in
+ * JavaScript), and where they disagree an object the API server took is refused only later, at
+ * load. Here the real API server and the schema are asked about the same GuardUpstream URLs,
+ * with every character JavaScript's `\s` matches among them: they must give the same answer.
+ */
+import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { API_VERSION, GROUP, GuardUpstreamSchema, VERSION } from '../../src/api/schemas.js';
+import { sharedKubeConfig } from '../controlplane/test-context.js';
+import { createNamespace } from './harness.js';
+
+let kc: KubeConfig;
+let ns: string;
+
+beforeAll(async () => {
+  kc = sharedKubeConfig();
+  ns = await createNamespace(kc, 'pg-patterns');
+});
+
+const upstream = (url: string) => ({ apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'u', namespace: ns }, spec: { url } });
+
+/** Whether the API server would create the object (a dry run), with its refusal when not. */
+async function apiServerTakes(url: string): Promise<{ ok: boolean; why?: string }> {
+  try {
+    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardupstreams', body: upstream(url), dryRun: 'All' });
+    return { ok: true };
+  } catch (err) {
+    const e = err as { code?: number; body?: string };
+    if (e.code !== 422) throw err; // only a validation refusal is an answer
+    return { ok: false, why: e.body };
+  }
+}
+
+const whitespace = Array.from({ length: 0x10000 }, (_, c) => String.fromCharCode(c)).filter((ch) => /\s/.test(ch));
+const odd = [...whitespace, '\x1b', '\x7f', '\x85', 'é', '\u200b', '😀'];
+const urls = [
+  'http://github-mcp.tools:8080/mcp',
+  'https://[::1]:8443/mcp?x=a@b#frag',
+  'http://bot:hunter2@github-mcp/mcp',
+  ...odd.flatMap((ch) => [`http://git${ch}hub-mcp/mcp`, `http://github-mcp/m${ch}cp`]),
+];
+
+describe('the API server and the schema agree on GuardUpstream URLs', () => {
+  it.each(urls.map((url) => [JSON.stringify(url), url]))('%s', async (_name, url) => {
+    const server = await apiServerTakes(url);
+    const schema = GuardUpstreamSchema.safeParse(upstream(url)).success;
+    expect({ server: server.ok, schema }).toEqual({ server: schema, schema });
+    if (!server.ok) expect(server.why).toMatch(/spec\.url.*should match/);
+  });
+
+  it('the first two are URLs and the rest are not, so the comparison above means something', () => {
+    expect(urls.map((url) => GuardUpstreamSchema.safeParse(upstream(url)).success)).toEqual(urls.map((_, i) => i < 2));
+  });
+});
