@@ -22,7 +22,7 @@ import type { AuditSink } from '../audit/sink.js';
 import { createLogger, silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { StandaloneStore } from '../store/standalone.js';
-import { answerWriter, createFastPath, FAST_TOOLS, type AnswerTarget, type FastPath } from './fast-path.js';
+import { answerWriter, createFastPath, FAST_TOOLS, MAX_QUEUED_ANSWERS, type AnswerTarget, type FastPath } from './fast-path.js';
 import { sdkEndpoint } from './http.js';
 import { classifyMcpRequest, MODERN_REVISION } from './revisions.js';
 import { TOOL_SPECS } from './server.js';
@@ -345,6 +345,18 @@ describe('answers are written at the end of the turn, together', () => {
     answers.send(target(written), '{"c":2}');
     await turn();
     expect(written).toHaveLength(3);
+  });
+
+  it(`a turn with more than ${MAX_QUEUED_ANSWERS} answers writes them in batches of that many, in order`, async () => {
+    const written: string[] = [];
+    const answers = answerWriter(silentLogger);
+    for (let i = 0; i < 2 * MAX_QUEUED_ANSWERS + 1; i++) {
+      answers.send(target(written), `{"n":${i}}`);
+      // Written as soon as a batch is full, not before.
+      expect(written).toHaveLength(Math.floor((i + 1) / MAX_QUEUED_ANSWERS) * MAX_QUEUED_ANSWERS);
+    }
+    await turn();
+    expect(written.map((w) => JSON.parse(w.split(' ')[2]!).n)).toEqual([...Array(2 * MAX_QUEUED_ANSWERS + 1).keys()]);
   });
 
   it('an answer whose caller went away is skipped, and one that cannot be written does not stop the rest', async () => {

@@ -135,6 +135,9 @@ export interface AnswerTarget {
   destroy(): unknown;
 }
 
+/** Answers held for the end of a turn before they are written anyway. */
+export const MAX_QUEUED_ANSWERS = 256;
+
 /**
  * Writes answers at the end of the event loop's turn (setImmediate), all together, instead of
  * each as soon as it is decided. Under load a turn reads many requests (about 30 of 50
@@ -143,9 +146,10 @@ export interface AnswerTarget {
  * write and wakes the waiting reader across CPUs, which on a virtual machine is dear. Written
  * as each is decided, nearly every answer paid that wakeup; written together, the first wakes
  * the reader and the rest find it awake. On the bench machine this took the server's CPU per
- * request from ~125 µs to ~90 µs and throughput up by a third (docs/performance.md, "Answers
- * written at the end of the turn"). An answer waits only for the rest of its own turn: under
- * light load, one request per turn, for nothing.
+ * request from ~125 µs to ~90 µs and throughput up by a third (docs/performance.md, "What the
+ * sixth pass changed"). An answer waits only for the rest of its own turn: under
+ * light load, one request per turn, for nothing. A turn that decides more than
+ * {@link MAX_QUEUED_ANSWERS} writes them in batches of that many.
  *
  * @example
  *   const answers = answerWriter(log);
@@ -172,6 +176,9 @@ export function answerWriter(log: Logger): { send(res: AnswerTarget, text: strin
     send(res, text) {
       queued.push({ res, text });
       if (queued.length === 1) setImmediate(writeAll);
+      // A turn that decides very many (a flood of pipelined requests) writes them in batches,
+      // so answers waiting in memory stay bounded; the wakeups saved are nearly all kept.
+      else if (queued.length >= MAX_QUEUED_ANSWERS) writeAll();
     },
   };
 }
