@@ -1,7 +1,7 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
-import { describeKubeError, statusOf } from '../kube/client.js';
+import { describeKubeError, statusOf, withTimeout } from '../kube/client.js';
 import { parseAnchor, type AuditAnchor, type AuditAnchorStore } from './anchor.js';
-import { LABEL_APP, LABEL_REPLICA, replicaLabel, withTimeout } from './configmap-ring.js';
+import { LABEL_APP, LABEL_REPLICA, replicaLabel } from './configmap-ring.js';
 
 /** Marks the anchor ConfigMap; it deliberately lacks `policyguard.dev/audit`, so ring listings never see it. */
 export const LABEL_AUDIT_ANCHOR = 'policyguard.dev/audit-anchor';

@@ -159,26 +159,6 @@ export function configMapDataBytes(data: Record<string, string>): number {
 }
 
 /**
- * `request()`, rejected after `timeoutMs` with a message naming `what`; a late answer is then
- * found by the next read. Every API call of the ring and of the anchor goes through this, so a
- * hung connection never stalls writes or shutdown.
- *
- * @example
- * const cm = await withTimeout('read pod-0-3', 10_000, () => core.readNamespacedConfigMap({ name, namespace }));
- */
-export async function withTimeout<T>(what: string, timeoutMs: number, request: () => Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer from the API server within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([request(), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
  * What one replica's ring (segments oldest first) holds where `anchor` points; used by the
  * sink on open and by verifyConfigMapRing. `lastEntryId`: the ring's last record, for messages.
  *

@@ -1,5 +1,5 @@
 import { CoreV1Api, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
-import { describeKubeError, statusOf } from '../kube/client.js';
+import { describeKubeError, statusOf, withTimeout } from '../kube/client.js';
 import { ensureLogReachesAnchor } from './anchor.js';
 import {
   BatchingAuditSink,
@@ -24,7 +24,6 @@ import {
   ringConfigMapName,
   ringSiteOf,
   toRingSegment,
-  withTimeout,
   type RingSegment,
 } from './configmap-ring.js';
 import { matchesAuditQuery } from './query.js';

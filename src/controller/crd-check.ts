@@ -8,7 +8,8 @@
  * CRD carries the digest of its spec (SCHEMA_DIGEST_ANNOTATION, src/api/crd.ts); a CRD without
  * it, or with another, is a problem: the store denies every decision naming it, and the
  * replica is not ready, so a rolling upgrade stops with the old replicas serving. The check
- * repeats while a problem remains, so applying the CRDs resumes decisions without a restart.
+ * repeats every 10 s while a problem remains, so applying the CRDs resumes decisions without a
+ * restart, and every minute while none does, so a CRD replaced or installed later is seen.
  *
  * A CRD it cannot read (RBAC, or the API server failing) is a problem too: PolicyGuard cannot
  * tell whether it prunes, so it fails closed until a read succeeds. The chart grants the read
@@ -16,11 +17,18 @@
  */
 import { ApiextensionsV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { crdDigests, SCHEMA_DIGEST_ANNOTATION } from '../api/crd.js';
-import { describeKubeError, statusOf } from '../kube/client.js';
+import { describeKubeError, statusOf, withTimeout } from '../kube/client.js';
 import type { Logger } from '../log.js';
 
 /** How often the CRDs are read again while one is not what this version expects. */
 export const CRD_RECHECK_MS = 10_000;
+/**
+ * How often they are read again while all are: a CRD can be replaced later (another release's
+ * GitOps sync) or appear later (an optional kind installed after the server started).
+ */
+export const CRD_WATCH_MS = 60_000;
+/** A read the API server does not answer within this long counts as unreadable. */
+export const CRD_READ_TIMEOUT_MS = 10_000;
 
 export interface CrdCheckOptions {
   kubeConfig: KubeConfig;
@@ -29,7 +37,12 @@ export interface CrdCheckOptions {
   optional: ReadonlySet<string>;
   /** Called when the list of problems changes. */
   onChange: () => void;
+  /** Default CRD_RECHECK_MS. */
   recheckMs?: number;
+  /** Default CRD_WATCH_MS. */
+  watchMs?: number;
+  /** Default CRD_READ_TIMEOUT_MS. */
+  readTimeoutMs?: number;
 }
 
 export class CrdCheck {
@@ -48,7 +61,7 @@ export class CrdCheck {
     return this.current;
   }
 
-  /** Reads the CRDs once (resolving when done), then again every recheckMs while a problem remains. */
+  /** Reads the CRDs once (resolving when done), then again every recheckMs while a problem remains and every watchMs while none does. */
   async start(): Promise<void> {
     await this.check();
   }
@@ -63,7 +76,8 @@ export class CrdCheck {
     const api = this.opts.kubeConfig.makeApiClient(ApiextensionsV1Api);
     const found: string[] = [];
     for (const [name, digest] of this.expected) {
-      const problem = await api.readCustomResourceDefinition({ name }).then(
+      const timeoutMs = this.opts.readTimeoutMs ?? CRD_READ_TIMEOUT_MS;
+      const problem = await withTimeout(`read CustomResourceDefinition ${name}`, timeoutMs, () => api.readCustomResourceDefinition({ name })).then(
         (crd) => {
           const installed = crd.metadata?.annotations?.[SCHEMA_DIGEST_ANNOTATION];
           return installed === digest ? undefined : mismatch(name, installed);
@@ -84,10 +98,10 @@ export class CrdCheck {
       this.opts.onChange();
     }
     // Not again once stopped: a check under way when stop() was called ends here.
-    if (found.length > 0 && !this.stopped) {
-      this.timer = setTimeout(() => void this.check(), this.opts.recheckMs ?? CRD_RECHECK_MS);
-      this.timer.unref();
-    }
+    if (this.stopped) return;
+    const next = found.length > 0 ? (this.opts.recheckMs ?? CRD_RECHECK_MS) : (this.opts.watchMs ?? CRD_WATCH_MS);
+    this.timer = setTimeout(() => void this.check(), next);
+    this.timer.unref();
   }
 }
 

@@ -71,6 +71,7 @@ export function statusOf(err: unknown): number | undefined {
 export function describeKubeError(err: unknown): string {
   if (err && typeof err === 'object' && 'body' in err) {
     const body = (err as { body: unknown }).body;
+    if (body === undefined || body === '') return `HTTP ${statusOf(err)}`;
     try {
       const parsed = typeof body === 'string' ? JSON.parse(body) : body;
       if (parsed && typeof parsed === 'object' && 'message' in parsed) return `HTTP ${statusOf(err)}: ${String((parsed as { message: unknown }).message)}`;
@@ -79,5 +80,29 @@ export function describeKubeError(err: unknown): string {
     }
     return `HTTP ${statusOf(err)}: ${String(body).slice(0, 300)}`;
   }
-  return err instanceof Error ? err.message : String(err);
+  if (!(err instanceof Error)) return String(err);
+  // A failed connection says only "fetch failed"; its cause says why (ECONNREFUSED, ENOTFOUND …).
+  const cause = err.cause as { code?: unknown; message?: unknown } | undefined;
+  const why = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' ? cause.message : undefined;
+  return why && !err.message.includes(why) ? `${err.message}: ${why}` : err.message;
+}
+
+/**
+ * `request()`, rejected after `timeoutMs` with a message naming `what`; a late answer is then
+ * found by the next read. Every API call of the audit ring, its anchor and the CRD check goes
+ * through this, so a hung connection never stalls writes, checks or shutdown.
+ *
+ * @example
+ * const cm = await withTimeout('read pod-0-3', 10_000, () => core.readNamespacedConfigMap({ name, namespace }));
+ */
+export async function withTimeout<T>(what: string, timeoutMs: number, request: () => Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer from the API server within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([request(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -3,12 +3,14 @@
  * file changes: CRDs of another version (here: guardpolicies without this version's digest, as
  * after a `helm upgrade` that did not apply the CRDs) hold every decision and keep the replica
  * not ready, naming the CRD; applying this version's CRDs resumes decisions without a restart.
+ * An optional CRD absent at start and installed later is checked too.
  */
-import type { KubernetesObject } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, type KubernetesObject } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { generateCrds, SCHEMA_DIGEST_ANNOTATION } from '../../src/api/crd.js';
 import { startServer, type RunningPolicyGuard } from '../../src/cli/serve.js';
+import { CrdCheck } from '../../src/controller/crd-check.js';
 import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { applyObjects, startControlPlane, type ControlPlane } from '../controlplane/index.js';
@@ -59,3 +61,30 @@ describe('CRDs that are not the ones this version ships', () => {
     expect(crds().every((c) => c.metadata?.annotations?.[SCHEMA_DIGEST_ANNOTATION]?.startsWith('sha256:'))).toBe(true);
   });
 });
+
+describe('a CRD that appears or changes after the check passed', () => {
+  it('an optional CRD absent at start and installed later from another version is found at the next check', async () => {
+    const kc = cp.kubeConfig();
+    const name = 'guardupstreams.policyguard.dev';
+    const api = kc.makeApiClient(ApiextensionsV1Api);
+    await applyObjects(kc, crds()); // this version's, whatever the test before left
+    await api.deleteCustomResourceDefinition({ name });
+    await eventually(() => api.readCustomResourceDefinition({ name }).then(() => 'present', () => 'gone'), (v) => v === 'gone', 'the GuardUpstream CRD to be deleted');
+
+    const check = new CrdCheck({ kubeConfig: kc, log: silentLogger, optional: new Set([name]), onChange: () => undefined, recheckMs: 200, watchMs: 200 });
+    try {
+      await check.start();
+      expect(check.problems()).toEqual([]); // absent and optional: no problem
+      // Installed later, as an older release had it: no digest.
+      const old = crds().find((c) => c.metadata?.name === name)!;
+      await applyObjects(kc, [{ ...old, metadata: { name } }]);
+      const found = await eventually(async () => check.problems(), (p) => p.length > 0, 'the check to find the CRD installed later');
+      expect(found).toEqual([expect.stringMatching(/^CustomResourceDefinition guardupstreams\.policyguard\.dev is not the one this PolicyGuard ships/)]);
+      await applyObjects(kc, crds());
+      await eventually(async () => check.problems(), (p) => p.length === 0, 'the right CRD to clear it');
+    } finally {
+      check.stop();
+    }
+  });
+});
+
