@@ -40,11 +40,15 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
   });
 
   const upstream = (spec: Record<string, unknown>) => GuardUpstreamSchema.safeParse({ apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name: 'u' }, spec });
-  const URL_REFUSED = 'spec.url: url must be an http:// or https:// URL of printable ASCII (percent-encode anything else) with no user:password@ in it (send credentials as headers)';
+  const URL_REFUSED = 'spec.url: url must be http:// or https://, a host name or [IPv6 address], an optional port, then printable ASCII (percent-encode anything else); no user:password@ (send credentials as headers)';
   it.each([
     ['a URL with a password', { url: 'http://bot:hunter2@github-mcp:8080/mcp' }, URL_REFUSED],
     ['a URL with a user', { url: 'https://bot@github-mcp/mcp' }, URL_REFUSED],
     ['another scheme', { url: 'file:///etc/passwd' }, URL_REFUSED],
+    ['a backslash in the host (new URL() ends the host there: this goes to evil.example)', { url: 'http://evil.example\\.good.example/mcp' }, URL_REFUSED],
+    ['a percent-escape in the host (decoded: evil.example)', { url: 'http://%65vil.example/mcp' }, URL_REFUSED],
+    ['a host with characters no host has', { url: 'http://a<b|c/mcp' }, URL_REFUSED],
+    ['an unclosed IPv6 address', { url: 'http://[::1:8080/mcp' }, URL_REFUSED],
     ['a namespace that is none', { url: 'http://x/mcp', allowedNamespaces: ['Team_B'] }, 'spec.allowedNamespaces.0: must be a namespace name, or * for every namespace'],
   ])('GuardUpstream: %s', (_where, spec, message) => {
     expect(issues(upstream(spec))).toContain(message);
@@ -57,7 +61,7 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
     expect(issues(upstream({ url: `http://github-mcp:8080/m${ch}cp` }))).toEqual([URL_REFUSED]);
   });
 
-  it.each(['http://github-mcp.tools:8080/mcp', 'https://[::1]:8443/mcp?x=a@b&y=%20#frag', "http://h/!$&'()*+,;=:~_-.%7E"])('GuardUpstream: %s is a URL', (url) => {
+  it.each(['http://github-mcp.tools:8080/mcp', 'https://[::1]:8443/mcp?x=a@b&y=%20#frag', "http://h/!$&'()*+,;=:~_-.%7E", 'http://10.0.0.7', 'http://[fe80::1%25eth0]:80/', 'http://my_svc.ns.svc.cluster.local./mcp'])('GuardUpstream: %s is a URL', (url) => {
     expect(upstream({ url }).success).toBe(true);
   });
 

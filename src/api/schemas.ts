@@ -74,7 +74,8 @@ function stringMap(valueMax: number) {
     crossFieldRule({
       cel: `self.all(k, size(k) <= ${NAME_MAX})`,
       message: `keys must be at most ${NAME_MAX} characters`,
-      predicate: (m) => Object.keys(m).every((k) => k.length <= NAME_MAX),
+      // Characters as CEL's size() and zod's max() count them: code points, not UTF-16 units.
+      predicate: (m) => Object.keys(m).every((k) => [...k].length <= NAME_MAX),
     }),
   ]).refine((m) => Object.keys(m).length <= LIST_MAX, { message: `at most ${LIST_MAX} entries` });
 }
@@ -383,21 +384,23 @@ export const HeaderValueSourceSchema = withRules(
 export type HeaderValueSource = z.infer<typeof HeaderValueSourceSchema>;
 
 /**
- * http(s), a host of printable ASCII without `/?#@` (so no user information), then a path,
- * query and fragment of printable ASCII: no whitespace, no control characters, nothing beyond
- * ASCII (percent-encode it; a host in punycode). Written with ranges only, because the API
- * server checks the same pattern with Go's RE2: its `\s` is ASCII whitespace, JavaScript's also
- * the Unicode spaces, so a pattern with `\s` let the API server take a URL this schema refuses
- * (tests/cluster/crd-patterns.test.ts asks the API server about each such character).
+ * http(s); a host name of letters, digits, `-`, `_` and dots, or an IPv6 address in brackets;
+ * an optional port; then a path, query and fragment of printable ASCII. No whitespace, no
+ * control characters, nothing beyond ASCII (percent-encode it; a host in punycode), no user
+ * information, and nothing in the host that a URL parser reads differently from a person:
+ * `\` ends a host for `new URL()` (`http://evil\.good.example` goes to `evil`) and `%65` in a
+ * host is decoded. Written with ranges only, because the API server checks the same pattern with
+ * Go's RE2, whose `\s` is not JavaScript's (tests/cluster/crd-patterns.test.ts asks the API
+ * server about each character).
  */
-const UPSTREAM_URL = /^https?:\/\/[!"$-.0->A-~]+([/?#][!-~]*)?$/;
+const UPSTREAM_URL = /^https?:\/\/(([A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?|\[[0-9A-Fa-f:.]+(%25[0-9A-Za-z._~-]+)?\])(:[0-9]{1,5})?([/?#][!-~]*)?$/;
 
 export const GuardUpstreamSpecSchema = z.strictObject({
   description: ShortText.optional(),
   url: z
     .string()
     .max(2048)
-    .regex(UPSTREAM_URL, 'url must be an http:// or https:// URL of printable ASCII (percent-encode anything else) with no user:password@ in it (send credentials as headers)')
+    .regex(UPSTREAM_URL, 'url must be http:// or https://, a host name or [IPv6 address], an optional port, then printable ASCII (percent-encode anything else); no user:password@ (send credentials as headers)')
     .describe('The upstream MCP server\'s Streamable HTTP endpoint, e.g. http://github-mcp.tools:8080/mcp.'),
   headers: z
     .array(
