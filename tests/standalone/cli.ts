@@ -33,7 +33,7 @@ export interface StartedProcess {
   output: () => string;
   /**
    * SIGTERM to the whole process group, then wait for the command to exit: `npm start` runs
-   * a shell, tsx and node, and killing npm alone leaves the server running as an orphan.
+   * a shell and node, and killing npm alone leaves the server running as an orphan.
    */
   stop(): Promise<void>;
 }
