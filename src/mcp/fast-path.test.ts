@@ -20,6 +20,7 @@ import { openFileAuditSink } from '../audit/file-sink.js';
 import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
 import { createLogger, silentLogger } from '../log.js';
+import { requestContext } from '../telemetry/request-context.js';
 import { Metrics } from '../metrics.js';
 import { StandaloneStore } from '../store/standalone.js';
 import { answerWriter, createFastPath, FAST_TOOLS, MAX_QUEUED_ANSWERS, type AnswerTarget, type FastPath } from './fast-path.js';
@@ -365,14 +366,19 @@ describe('answers are written at the end of the turn, together', () => {
     const answers = answerWriter(createLogger('error', (line) => lines.push(line)));
     const gone = target(written, { destroyed: true });
     const broken = target(written, { throws: true });
-    answers.send(gone, '{"gone":true}');
-    answers.send(broken, '{"broken":true}');
+    // Each in its own request's context, as the HTTP layer runs them; the batch runs in the first's.
+    requestContext.run({ trace_id: 'trace-of-gone', action_id: 'act_gone' }, () => answers.send(gone, '{"gone":true}'));
+    requestContext.run({ trace_id: 'trace-of-broken', action_id: 'act_broken' }, () => answers.send(broken, '{"broken":true}'));
     answers.send(target(written), '{"ok":true}');
     await turn();
     expect(written).toEqual(['200 11 {"ok":true}']);
     expect(broken.destroyed).toBe(true);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/MCP fast path could not write an answer.*headers already sent/);
+    // The line names the request whose answer failed, not the turn's first.
+    expect(lines[0]).toMatch(/trace_id=trace-of-broken/);
+    expect(lines[0]).toMatch(/action_id=act_broken/);
+    expect(lines[0]).not.toMatch(/gone/);
   });
 
   it('pipelined requests on one connection are answered in order, each by its own answer', async () => {

@@ -33,6 +33,7 @@ import {
 import type { z } from 'zod';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { requestContext, type RequestContext } from '../telemetry/request-context.js';
 import { headersMirrorBody, MODERN_REVISION, type McpRoute } from './revisions.js';
 import { SERVER_INFO, toCallToolResult, TOOL_SPECS, type ToolName } from './server.js';
 import type { CallContext, ToolOutcome, Tools } from './tools.js';
@@ -156,25 +157,26 @@ export const MAX_QUEUED_ANSWERS = 256;
  *   answers.send(res, text); // on the wire once this turn's other answers are ready too
  */
 export function answerWriter(log: Logger): { send(res: AnswerTarget, text: string): void } {
-  let queued: Array<{ res: AnswerTarget; text: string }> = [];
+  let queued: Array<{ res: AnswerTarget; text: string; ctx: RequestContext | undefined }> = [];
   const writeAll = () => {
     const batch = queued;
     queued = [];
-    for (const { res, text } of batch) {
+    for (const { res, text, ctx } of batch) {
       if (res.destroyed) continue; // the caller went away while its answer waited
       try {
         // What the SDK path puts on the wire in both revisions: these two headers, no chunking.
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) }).end(text);
       } catch (err) {
         // One answer that cannot be written must not keep the rest of the turn's from theirs.
-        log.error('MCP fast path could not write an answer', { error: String(err) });
+        // Named by its own request: the batch runs in the context of the turn's first.
+        log.error('MCP fast path could not write an answer', { trace_id: ctx?.trace_id, action_id: ctx?.action_id, error: String(err) });
         res.destroy();
       }
     }
   };
   return {
     send(res, text) {
-      queued.push({ res, text });
+      queued.push({ res, text, ctx: requestContext.getStore() });
       if (queued.length === 1) setImmediate(writeAll);
       // A turn that decides very many (a flood of pipelined requests) writes them in batches,
       // so answers waiting in memory stay bounded; the wakeups saved are nearly all kept.
