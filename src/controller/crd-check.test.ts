@@ -16,7 +16,8 @@ import { CrdCheck } from './crd-check.js';
 const kubeConfigFor = (port: number): KubeConfig => {
   const kc = new KubeConfig();
   kc.loadFromOptions({
-    clusters: [{ name: 'c', server: `http://127.0.0.1:${port}` }],
+    // Plain HTTP (nothing here speaks TLS): client-node allows it only with skipTLSVerify.
+    clusters: [{ name: 'c', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
     users: [{ name: 'u' }],
     contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
     currentContext: 'x',
