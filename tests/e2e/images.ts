@@ -84,14 +84,18 @@ export class Buildah {
   /**
    * Bounds the cache: every change of the sources leaves old layers behind. Past
    * {@link BUILDAH_CACHE_LIMIT} bytes the unnamed images (old layers, and the layer cache with
-   * them) go; the next build is then a cold one.
+   * them) go; the next build is then a cold one. Working containers left by a build that was
+   * killed go first (they hold their images); a cache that still cannot be pruned is reported
+   * and the run goes on with it, since a bigger cache is no reason to fail the tests.
    */
   async pruneIfLarge(): Promise<void> {
     const du = await run('du', ['-sb', this.root], { allowFailure: true });
     const bytes = Number(du.stdout.split('\t')[0] ?? 0);
     if (bytes > BUILDAH_CACHE_LIMIT) {
-      note(`buildah storage ${this.root} holds ${(bytes / 2 ** 30).toFixed(1)} GiB: removing unnamed images (layer cache included)`);
-      await this.run(['rmi', '--prune']);
+      note(`buildah storage ${this.root} holds ${(bytes / 2 ** 30).toFixed(1)} GiB: removing leftover working containers and unnamed images (layer cache included)`);
+      await this.run(['rm', '--all'], { allowFailure: true });
+      const pruned = await this.run(['rmi', '--prune'], { allowFailure: true });
+      if (pruned.code !== 0) note(`buildah could not prune its storage (exit ${pruned.code}), going on with it: ${pruned.stderr.trim().split('\n').pop()}`);
     }
   }
 
