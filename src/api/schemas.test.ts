@@ -49,6 +49,8 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
     ['a percent-escape in the host (decoded: evil.example)', { url: 'http://%65vil.example/mcp' }, URL_REFUSED],
     ['a host with characters no host has', { url: 'http://a<b|c/mcp' }, URL_REFUSED],
     ['an unclosed IPv6 address', { url: 'http://[::1:8080/mcp' }, URL_REFUSED],
+    ['a port past 65535', { url: 'http://github-mcp:65536/mcp' }, URL_REFUSED],
+    ['a port of six digits', { url: 'http://github-mcp:123456/mcp' }, URL_REFUSED],
     ['a namespace that is none', { url: 'http://x/mcp', allowedNamespaces: ['Team_B'] }, 'spec.allowedNamespaces.0: must be a namespace name, or * for every namespace'],
   ])('GuardUpstream: %s', (_where, spec, message) => {
     expect(issues(upstream(spec))).toContain(message);
@@ -61,7 +63,7 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
     expect(issues(upstream({ url: `http://github-mcp:8080/m${ch}cp` }))).toEqual([URL_REFUSED]);
   });
 
-  it.each(['http://github-mcp.tools:8080/mcp', 'https://[::1]:8443/mcp?x=a@b&y=%20#frag', "http://h/!$&'()*+,;=:~_-.%7E", 'http://10.0.0.7', 'http://[fe80::1%25eth0]:80/', 'http://my_svc.ns.svc.cluster.local./mcp'])('GuardUpstream: %s is a URL', (url) => {
+  it.each(['http://github-mcp.tools:8080/mcp', 'https://[::1]:8443/mcp?x=a@b&y=%20#frag', "http://h/!$&'()*+,;=:~_-.%7E", 'http://10.0.0.7', 'http://[fe80::1%25eth0]:80/', 'http://my_svc.ns.svc.cluster.local./mcp', 'http://h:0/', 'http://h:65535/', 'http://h:59999/', 'http://h:64999/', 'http://h:65499/', 'http://h:65529/'])('GuardUpstream: %s is a URL', (url) => {
     expect(upstream({ url }).success).toBe(true);
   });
 

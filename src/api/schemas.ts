@@ -385,7 +385,7 @@ export type HeaderValueSource = z.infer<typeof HeaderValueSourceSchema>;
 
 /**
  * http(s); a host name of letters, digits, `-`, `_` and dots, or an IPv6 address in brackets;
- * an optional port; then a path, query and fragment of printable ASCII. No whitespace, no
+ * an optional port up to 65535; then a path, query and fragment of printable ASCII. No whitespace, no
  * control characters, nothing beyond ASCII (percent-encode it; a host in punycode), no user
  * information, and nothing in the host that a URL parser reads differently from a person:
  * `\` ends a host for `new URL()` (`http://evil\.good.example` goes to `evil`) and `%65` in a
@@ -393,7 +393,7 @@ export type HeaderValueSource = z.infer<typeof HeaderValueSourceSchema>;
  * Go's RE2, whose `\s` is not JavaScript's (tests/cluster/crd-patterns.test.ts asks the API
  * server about each character).
  */
-const UPSTREAM_URL = /^https?:\/\/(([A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?|\[[0-9A-Fa-f:.]+(%25[0-9A-Za-z._~-]+)?\])(:[0-9]{1,5})?([/?#][!-~]*)?$/;
+const UPSTREAM_URL = /^https?:\/\/(([A-Za-z0-9_-]+\.)*[A-Za-z0-9_-]+\.?|\[[0-9A-Fa-f:.]+(%25[0-9A-Za-z._~-]+)?\])(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?([/?#][!-~]*)?$/;
 
 export const GuardUpstreamSpecSchema = z.strictObject({
   description: ShortText.optional(),

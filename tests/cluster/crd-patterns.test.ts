@@ -44,6 +44,8 @@ const urls = [
   'http://evil.example\\.good.example/mcp',
   'http://%65vil.example/mcp',
   'http://[::1:8080/mcp',
+  'http://github-mcp:65536/mcp',
+  'http://github-mcp:99999/mcp',
   ...odd.flatMap((ch) => [`http://git${ch}hub-mcp/mcp`, `http://github-mcp/m${ch}cp`]),
 ];
 
