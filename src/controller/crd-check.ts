@@ -75,8 +75,8 @@ export class CrdCheck {
   private async check(): Promise<void> {
     const api = this.opts.kubeConfig.makeApiClient(ApiextensionsV1Api);
     const found: string[] = [];
+    const timeoutMs = this.opts.readTimeoutMs ?? CRD_READ_TIMEOUT_MS;
     for (const [name, digest] of this.expected) {
-      const timeoutMs = this.opts.readTimeoutMs ?? CRD_READ_TIMEOUT_MS;
       const problem = await withTimeout(`read CustomResourceDefinition ${name}`, timeoutMs, () => api.readCustomResourceDefinition({ name })).then(
         (crd) => {
           const installed = crd.metadata?.annotations?.[SCHEMA_DIGEST_ANNOTATION];
