@@ -343,9 +343,9 @@ describe('file audit sink: when writes fail', () => {
     const refused = sink.append(input({ allowed: false }));
     expect(refused).toEqual({
       ok: false,
-      record: expect.objectContaining({ entry_id: expect.stringMatching(/^aud_/) }),
       reason: expect.stringMatching(new RegExp(`^the last write to ${segment} failed 1 time\\(s\\): Error: EISDIR`)),
     });
+    expect(refused.record.entry_id).toMatch(/^aud_/);
     expect(sink.available()).toBe(refused.ok ? undefined : refused.reason);
     // Not buffered: the log never holds a decision that was denied for want of it.
     expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 1 });
@@ -372,10 +372,8 @@ describe('file audit sink: when writes fail', () => {
     sink.append(input());
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
     const whileFailing = [sink.append(input()), sink.append(input())];
-    expect(whileFailing.map((r) => r)).toEqual([
-      { ok: true, record: expect.anything() },
-      { ok: true, record: expect.anything() },
-    ]);
+    expect(whileFailing).toEqual([{ ok: true }, { ok: true }]);
+    expect(whileFailing.map((r) => r.record.entry_id)).toEqual([expect.stringMatching(/^aud_/), expect.stringMatching(/^aud_/)]);
     expect(sink.available()).toBeUndefined();
     const full = sink.append(input());
     expect(full).toMatchObject({ ok: true, dropped: `the audit buffer is full: 3 records are waiting for ${join(dir, 'audit-000001.jsonl')} (maxBuffered)` });
