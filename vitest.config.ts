@@ -10,7 +10,8 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['src/**/*.test.ts', 'tests/standalone/**/*.test.ts'],
+          // tests/bench: the benches' own tools (the open-loop generator), not the benches.
+          include: ['src/**/*.test.ts', 'tests/standalone/**/*.test.ts', 'tests/bench/**/*.test.ts'],
           // Generous: some tests start servers and CLI processes on a busy 2-core machine.
           testTimeout: 30_000,
         },

@@ -1,11 +1,11 @@
 /**
- * Latency measured properly: an open-loop run (./open-loop.ts) at fixed offered rates — half
+ * Latency measured properly: an open-loop run (./open-loop.ts, a Go generator) at fixed offered rates — half
  * of the capacity measured just before (autocannon, 50 connections), and 2,000 req/s — against
  * the real server (standalone, config-samples, the same ten `validate_action` calls as the MCP
  * bench, one in ten denied) for both MCP revisions, with p50/p99/p99.9 from each request's
  * intended send time. Baseline in the same run: raw node:http answering the same bytes at the
- * same rates, which shows the floor the machine and the generator give (their own timer lag is
- * printed too). Target: p99 ≤ 2 ms at 2,000 req/s.
+ * same rates, which shows the floor the machine and the generator give (the generator's own lag
+ * is printed too). Target: p99 ≤ 2 ms at 2,000 req/s.
  */
 import { cp, mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +17,7 @@ import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { loadInChild } from './load.js';
 import { bodies, HEADERS, probe, rawServer, REVISIONS, type Revision } from './mcp.js';
-import { openLoopInChild, type OpenLoopResult } from './open-loop.js';
+import { runOpenLoop, type OpenLoopResult } from './open-loop.js';
 import { atMost, printFigure, printInfo } from './report.js';
 
 const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
@@ -25,15 +25,15 @@ const FIXED_RATE = 2_000;
 const P99_TARGET_MS = 2;
 const DURATION_SEC = 10;
 const WARMUP_SEC = 2;
-/** Enough sockets that the generator never waits for one below the server's capacity. */
+/** Enough connections that the generator never waits for one below the server's capacity. */
 const MAX_SOCKETS = 256;
 
 function openLoop(url: string, revision: Revision, rate: number): Promise<OpenLoopResult> {
-  return openLoopInChild({ url, headers: HEADERS[revision], bodies: bodies(revision), rate, durationSec: DURATION_SEC, warmupSec: WARMUP_SEC, maxSockets: MAX_SOCKETS });
+  return runOpenLoop({ url, headers: HEADERS[revision], bodies: bodies(revision), rate, durationSec: DURATION_SEC, warmupSec: WARMUP_SEC, maxSockets: MAX_SOCKETS });
 }
 
 const describe = (r: OpenLoopResult) =>
-  `p99.9 ${r.p999.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; ${r.completed.toLocaleString('en-US')}/${r.scheduled.toLocaleString('en-US')} answered${r.non2xx + r.errors ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''}; generator lag p50/p99 ${r.lagP50.toFixed(2)}/${r.lagP99.toFixed(2)} ms`;
+  `p99.9 ${r.p999.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; ${r.completed.toLocaleString('en-US')}/${r.scheduled.toLocaleString('en-US')} answered${r.non2xx + r.errors ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''}, ${r.connections} connections; generator lag p50/p99 ${r.lagP50.toFixed(2)}/${r.lagP99.toFixed(2)} ms`;
 
 async function benchRevision(root: string, revision: Revision): Promise<void> {
   const configDir = join(root, `latency-${revision}-config`);

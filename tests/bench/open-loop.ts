@@ -1,16 +1,25 @@
 /**
- * An open-loop load generator: requests are sent on a fixed schedule (`rate` per second, the
- * i-th at start + i/rate) whether or not earlier ones were answered, over node:http keep-alive
- * agents, and each latency is measured from the request's *intended* send time. A closed loop
- * (autocannon's N connections, each waiting for its answer) sends less when the server slows
- * down and so hides the wait ("coordinated omission"); this does not. The generator's own lag
- * (actual minus intended send time, from timer granularity) is reported beside the figures.
- * Run as its own process: `node --import tsx tests/bench/open-loop.ts '<json OpenLoopSpec>'`
- * prints one JSON OpenLoopResult.
+ * Open-loop load: requests sent on a fixed schedule (`rate` per second, the i-th at start +
+ * i/rate) whether or not earlier ones were answered, each latency measured from the request's
+ * *intended* send time. A closed loop (autocannon's N connections, each waiting for its answer)
+ * sends less when the server slows down and so hides the wait ("coordinated omission"); this
+ * does not. The generator's own lag (actual minus intended send time) is reported beside the
+ * figures.
+ *
+ * The generator is a small Go program (./open-loop-generator, standard library only), built
+ * once into the cache like the test control plane: a Node generator's timers fire on a 1 ms
+ * grid and its event loop parses answers between sends, which added ~0.6 ms at p50 and ~2 ms
+ * at p99 to every figure, the size of the target itself (docs/performance.md, "Latency, open
+ * loop"). Percentiles are taken here, with the other benches' {@link percentile}.
  */
-import { Agent, request } from 'node:http';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { childMain, inChild } from './load.js';
+import { promisify } from 'node:util';
+import { checkGo, GO_INSTALL_HELP, runGo } from '../controlplane/binary.js';
 import { percentile } from './stats.js';
 
 export interface OpenLoopSpec {
@@ -23,7 +32,7 @@ export interface OpenLoopSpec {
   durationSec: number;
   /** Sent on the same schedule first, not measured. */
   warmupSec: number;
-  /** Sockets the agent may open (requests beyond them queue in the generator, and that wait counts). */
+  /** Connections the generator may open (requests beyond them wait for a free one, and that wait counts). */
   maxSockets: number;
 }
 
@@ -34,6 +43,8 @@ export interface OpenLoopResult {
   completed: number;
   non2xx: number;
   errors: number;
+  /** Connections the generator opened. */
+  connections: number;
   /** Milliseconds from the intended send time to the last byte of the answer. */
   p50: number;
   p99: number;
@@ -44,76 +55,58 @@ export interface OpenLoopResult {
   lagP99: number;
 }
 
-export function runOpenLoop(spec: OpenLoopSpec): Promise<OpenLoopResult> {
-  const url = new URL(spec.url);
-  const agent = new Agent({ keepAlive: true, maxSockets: spec.maxSockets });
-  const bodies = spec.bodies.map((b) => Buffer.from(b));
-  const total = Math.round(spec.rate * (spec.warmupSec + spec.durationSec));
-  const warm = Math.round(spec.rate * spec.warmupSec);
-  const latencies = new Float64Array(total - warm).fill(NaN);
-  const lags = new Float64Array(total - warm);
-  const interval = 1000 / spec.rate;
-  let sent = 0;
-  let done = 0;
-  let non2xx = 0;
-  let errors = 0;
-  const start = performance.now() + 50;
-
-  return new Promise((resolveRun) => {
-    const finish = () => {
-      agent.destroy();
-      const measured = Array.from(latencies).filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-      const lagSorted = Array.from(lags).sort((a, b) => a - b);
-      resolveRun({
-        offered: spec.rate,
-        scheduled: total - warm,
-        completed: measured.length,
-        non2xx,
-        errors,
-        p50: percentile(measured, 50),
-        p99: percentile(measured, 99),
-        p999: percentile(measured, 99.9),
-        max: measured.at(-1) ?? NaN,
-        lagP50: percentile(lagSorted, 50),
-        lagP99: percentile(lagSorted, 99),
-      });
-    };
-    const send = (i: number, intended: number) => {
-      const body = bodies[i % bodies.length]!;
-      const req = request(
-        { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers: { ...spec.headers, 'content-length': body.length } },
-        (res) => {
-          res.on('data', () => {});
-          res.on('end', () => {
-            if (i >= warm) {
-              latencies[i - warm] = performance.now() - intended;
-              if (res.statusCode! < 200 || res.statusCode! >= 300) non2xx++;
-            }
-            if (++done === total) finish();
-          });
-        },
-      );
-      req.on('error', () => {
-        if (i >= warm) errors++;
-        if (++done === total) finish();
-      });
-      req.end(body);
-    };
-    const tick = () => {
-      const now = performance.now();
-      while (sent < total && start + sent * interval <= now) {
-        const intended = start + sent * interval;
-        if (sent >= warm) lags[sent - warm] = now - intended;
-        send(sent, intended);
-        sent++;
-      }
-      if (sent < total) setTimeout(tick, Math.max(0, start + sent * interval - performance.now()));
-    };
-    setTimeout(tick, 50);
-  });
+/** What the generator prints (`result` in its main.go). */
+interface GeneratorOutput {
+  /** Per measured request, in schedule order; -1 when it got no answer. */
+  latenciesMs: number[];
+  lagsMs: number[];
+  non2xx: number;
+  errors: number;
+  connections: number;
 }
 
-/** {@link runOpenLoop} in a child process. */
-export const openLoopInChild = (spec: OpenLoopSpec): Promise<OpenLoopResult> => inChild(fileURLToPath(import.meta.url), spec);
+const MODULE_DIR = fileURLToPath(new URL('./open-loop-generator/', import.meta.url));
 
-childMain(import.meta.url, runOpenLoop);
+/** The cached generator binary, built from MODULE_DIR when its sources changed (keyed by their hash). */
+async function generatorBinary(): Promise<string> {
+  const hash = createHash('sha256');
+  for (const file of readdirSync(MODULE_DIR).filter((f) => f === 'go.mod' || f.endsWith('.go')).sort()) {
+    hash.update(file).update('\0').update(readFileSync(join(MODULE_DIR, file))).update('\0');
+  }
+  const dir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'policyguard', 'bench', `open-loop-generator-${hash.digest('hex').slice(0, 12)}`);
+  const bin = join(dir, 'open-loop-generator');
+  if (existsSync(bin)) return bin;
+  checkGo('bench', 'the open-loop load generator', GO_INSTALL_HELP);
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${bin}.tmp-${process.pid}`;
+  try {
+    await runGo(['build', '-trimpath', '-o', tmp, '.'], { cwd: MODULE_DIR, env: { ...process.env, CGO_ENABLED: '0' } }, 'bench');
+    renameSync(tmp, bin); // atomic within the cache directory
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+  return bin;
+}
+
+/** Runs the generator (its own process, so it never shares a CPU's event loop with the server). */
+export async function runOpenLoop(spec: OpenLoopSpec): Promise<OpenLoopResult> {
+  const bin = await generatorBinary();
+  const { stdout } = await promisify(execFile)(bin, [JSON.stringify(spec)], { maxBuffer: 256 * 1024 * 1024 });
+  const out = JSON.parse(stdout) as GeneratorOutput;
+  const answered = out.latenciesMs.filter((ms) => ms >= 0).sort((a, b) => a - b);
+  const lags = [...out.lagsMs].sort((a, b) => a - b);
+  return {
+    offered: spec.rate,
+    scheduled: out.latenciesMs.length,
+    completed: answered.length,
+    non2xx: out.non2xx,
+    errors: out.errors,
+    connections: out.connections,
+    p50: percentile(answered, 50),
+    p99: percentile(answered, 99),
+    p999: percentile(answered, 99.9),
+    max: answered.at(-1) ?? NaN,
+    lagP50: percentile(lags, 50),
+    lagP99: percentile(lags, 99),
+  };
+}

@@ -102,23 +102,29 @@ export async function resolveBinaries(): Promise<Binaries> {
 
 // ---- building ------------------------------------------------------------------------------
 
+const INSTALL_GO = 'Install Go >= 1.24 (e.g. `apt-get install golang-go` if your distribution ships >= 1.24, or from https://go.dev/dl/)';
 const GO_HELP =
-  'Install Go >= 1.24 (e.g. `apt-get install golang-go` if your distribution ships >= 1.24, or from https://go.dev/dl/), ' +
+  `${INSTALL_GO}, ` +
   'or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd binaries ' +
   '(as for envtest, e.g. `export KUBEBUILDER_ASSETS=$(setup-envtest use -p path 1.35.x)`).';
+/** How to get Go, for tools that have no other source than their Go module. */
+export const GO_INSTALL_HELP = `${INSTALL_GO}.`;
 
-/** Checks that a usable `go` is on PATH; throws an Error saying how to get one otherwise. */
-export function checkGo(): string {
+/**
+ * Checks that a usable `go` is on PATH; throws an Error saying how to get one otherwise. `who`
+ * and `what` name the tool being built in the messages (default: the test control plane).
+ */
+export function checkGo(who = 'controlplane', what = 'the test control plane', help = GO_HELP): string {
   const r = spawnSync('go', ['env', 'GOVERSION'], { encoding: 'utf8' });
   if (r.error) {
-    throw new Error(`controlplane: the test control plane is built from Go modules, but \`go\` was not found on PATH (${r.error.message}). ${GO_HELP}`);
+    throw new Error(`${who}: ${what} is built from Go modules, but \`go\` was not found on PATH (${r.error.message}). ${help}`);
   }
   const v = r.stdout.trim();
   const m = /^go(\d+)\.(\d+)/.exec(v);
-  if (r.status !== 0 || !m) throw new Error(`controlplane: \`go env GOVERSION\` failed (${(r.stderr || v).trim()}). ${GO_HELP}`);
+  if (r.status !== 0 || !m) throw new Error(`${who}: \`go env GOVERSION\` failed (${(r.stderr || v).trim()}). ${help}`);
   const [maj, min] = [Number(m[1]), Number(m[2])];
   if (maj < MIN_GO[0] || (maj === MIN_GO[0] && min < MIN_GO[1])) {
-    throw new Error(`controlplane: found ${v}, but building the test control plane needs Go >= ${MIN_GO.join('.')}. ${GO_HELP}`);
+    throw new Error(`${who}: found ${v}, but building ${what} needs Go >= ${MIN_GO.join('.')}. ${help}`);
   }
   return v;
 }

@@ -1,0 +1,3 @@
+module policyguard.dev/bench/open-loop-generator
+
+go 1.24
