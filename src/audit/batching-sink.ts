@@ -456,12 +456,13 @@ export abstract class BatchingAuditSink implements AuditSink {
  * answer's getter, and the line it closes over, outlived the young generation. That promoted
  * ~1 KB per decision and made the minor GC pauses of a server at 2,000 decisions/s ~3 ms
  * instead of ~1 ms (docs/performance.md, "What the seventh pass changed"). The line is a
- * private field, so an answer's own properties are still just `ok` and `reason` or `dropped`.
+ * private field, so an answer's own keys are `ok` and, when they apply, `reason` or `dropped`.
  */
 class AppendResult {
   readonly ok: boolean;
-  readonly reason?: string;
-  readonly dropped?: string;
+  // `declare`: set only when they apply, so an answer has no `reason` or `dropped` key otherwise.
+  declare readonly reason?: string;
+  declare readonly dropped?: string;
   readonly #line: string;
   #record: AuditRecord | undefined;
 

@@ -56,7 +56,8 @@ export type AuditFailureMode = 'closed' | 'open';
  * record describes. `ok: false` (closed mode): the record was refused and is not stored; deny
  * with `audit log unavailable: ${reason}`. `ok: true` with `dropped` (open mode only): the record
  * is lost (counted in `stats.dropped`, logged) and the caller goes on regardless. `record` is the
- * record as stored (or as it would have been), parsed from its line when first read.
+ * record as stored (or as it would have been), parsed from its line when first read: a getter,
+ * so a spread or JSON copy of an answer leaves it out (read `record`, do not copy the answer).
  */
 export type AuditAppendResult =
   | { ok: true; record: AuditRecord; dropped?: string }

@@ -32,6 +32,12 @@ function openLoop(url: string, revision: Revision, rate: number): Promise<OpenLo
   return runOpenLoop({ url, headers: HEADERS[revision], bodies: bodies(revision), rate, durationSec: DURATION_SEC, warmupSec: WARMUP_SEC, maxSockets: MAX_SOCKETS });
 }
 
+/** The target holds only over a run where every request was answered with a 2xx: percentiles leave failures out. */
+const verdict = (r: OpenLoopResult): string =>
+  r.completed === r.scheduled && r.non2xx === 0
+    ? atMost(r.p99, P99_TARGET_MS, 'ms')
+    : `target not judged: ${r.scheduled - r.completed} of ${r.scheduled} unanswered, ${r.non2xx} non-2xx`;
+
 const describe = (r: OpenLoopResult) =>
   `p99.9 ${r.p999.toFixed(2)} ms, max ${r.max.toFixed(1)} ms; ${r.completed.toLocaleString('en-US')}/${r.scheduled.toLocaleString('en-US')} answered${r.non2xx + r.errors ? `, ${r.non2xx} non-2xx, ${r.errors} errors` : ''}, ${r.connections} connections; generator lag p50/p99 ${r.lagP50.toFixed(2)}/${r.lagP99.toFixed(2)} ms`;
 
@@ -58,7 +64,7 @@ async function benchRevision(root: string, revision: Revision): Promise<void> {
         value: ours.p99,
         unit: 'ms',
         baseline: { label: 'raw', value: floor.p99 },
-        note: rate === FIXED_RATE ? atMost(ours.p99, P99_TARGET_MS, 'ms') : `half of capacity (${Math.round(capacity)} req/s)`,
+        note: rate === FIXED_RATE ? verdict(ours) : `half of capacity (${Math.round(capacity)} req/s)`,
       });
       printFigure({ name: name('p99.9'), value: ours.p999, unit: 'ms', baseline: { label: 'raw', value: floor.p999 }, note: `ours: ${describe(ours)}; raw: ${describe(floor)}` });
     }

@@ -93,8 +93,25 @@ describe('open-loop generator', () => {
     expect(r.connections).toBeGreaterThanOrEqual(100);
   });
 
+  it('waits for a connection to close as well as to become idle: a server that closes each one after its answer, one socket', async () => {
+    const url = await serve((_req, _body, res) => {
+      res.setHeader('connection', 'close');
+      setTimeout(() => res.end('ok'), 5);
+    });
+    const r = await runOpenLoop(spec(url, { maxSockets: 1 }));
+    expect(r).toMatchObject({ scheduled: 400, completed: 400, errors: 0, connections: 500 });
+  });
+
+  it('counts a request the server never answers as an error once the answer timeout passes, and ends', async () => {
+    const url = await serve((_req, body, res) => {
+      if (body !== '"silent"') res.end('ok');
+    });
+    const r = await runOpenLoop(spec(url, { bodies: ['"a"', '"silent"'], answerTimeoutSec: 0.5 }));
+    expect(r).toMatchObject({ scheduled: 400, completed: 200, errors: 200, non2xx: 0 });
+  });
+
   it('refuses a spec it cannot run, saying why', async () => {
     await expect(runOpenLoop(spec('https://127.0.0.1:1/mcp'))).rejects.toThrow(/url must be http:\/\/host:port\/path, got "https:\/\/127.0.0.1:1\/mcp"/);
-    await expect(runOpenLoop(spec('http://127.0.0.1:1/mcp', { rate: 0 }))).rejects.toThrow(/rate, durationSec and maxSockets must be positive/);
+    await expect(runOpenLoop(spec('http://127.0.0.1:1/mcp', { rate: 0 }))).rejects.toThrow(/rate, durationSec, maxSockets and answerTimeoutSec must be positive/);
   });
 });

@@ -34,6 +34,8 @@ export interface OpenLoopSpec {
   warmupSec: number;
   /** Connections the generator may open (requests beyond them wait for a free one, and that wait counts). */
   maxSockets: number;
+  /** A request unanswered this long after its intended send time is an error (default 10 s): a server that stops answering ends the run. */
+  answerTimeoutSec?: number;
 }
 
 export interface OpenLoopResult {
@@ -50,7 +52,7 @@ export interface OpenLoopResult {
   p99: number;
   p999: number;
   max: number;
-  /** Milliseconds from the intended to the actual send: the generator's own resolution. */
+  /** Milliseconds from the intended send time to the generator being ready to send: its own resolution. */
   lagP50: number;
   lagP99: number;
 }
@@ -88,10 +90,17 @@ async function generatorBinary(): Promise<string> {
   return bin;
 }
 
-/** Runs the generator (its own process, so it never shares a CPU's event loop with the server). */
+const DEFAULT_ANSWER_TIMEOUT_SEC = 10;
+
+/**
+ * Runs the generator (its own process, so it never shares an event loop with the server), and
+ * kills it if it outlives its schedule and the answer timeout by a minute.
+ */
 export async function runOpenLoop(spec: OpenLoopSpec): Promise<OpenLoopResult> {
   const bin = await generatorBinary();
-  const { stdout } = await promisify(execFile)(bin, [JSON.stringify(spec)], { maxBuffer: 256 * 1024 * 1024 });
+  const full = { ...spec, answerTimeoutSec: spec.answerTimeoutSec ?? DEFAULT_ANSWER_TIMEOUT_SEC };
+  const timeout = (full.warmupSec + full.durationSec + full.answerTimeoutSec + 60) * 1000;
+  const { stdout } = await promisify(execFile)(bin, [JSON.stringify(full)], { maxBuffer: 256 * 1024 * 1024, timeout, killSignal: 'SIGKILL' });
   const out = JSON.parse(stdout) as GeneratorOutput;
   const answered = out.latenciesMs.filter((ms) => ms >= 0).sort((a, b) => a - b);
   const lags = [...out.lagsMs].sort((a, b) => a - b);

@@ -39,13 +39,18 @@ type spec struct {
 	DurationSec float64           `json:"durationSec"`
 	WarmupSec   float64           `json:"warmupSec"`  // sent on the same schedule first, not measured
 	MaxSockets  int               `json:"maxSockets"` // beyond them requests wait for a free one, and that wait counts
+	// How long after its intended send time a request may wait for its answer before it counts
+	// as an error (and its connection is closed), so a server that stops answering ends the run.
+	AnswerTimeoutSec float64 `json:"answerTimeoutSec"`
 }
 
 // result covers the measured requests, in schedule order.
 type result struct {
 	// Milliseconds from the intended send time to the last byte of the answer; -1 when there was none.
 	LatenciesMs []float64 `json:"latenciesMs"`
-	// Milliseconds from the intended to the actual send: the generator's own error.
+	// Milliseconds from the intended send time to the generator being ready to send (before it
+	// takes a connection, whose wait is the server's doing and counts in the latency): the
+	// generator's own error.
 	LagsMs      []float64 `json:"lagsMs"`
 	Non2xx      int64     `json:"non2xx"`
 	Errors      int64     `json:"errors"`
@@ -63,11 +68,13 @@ type conn struct {
 }
 
 type run struct {
-	spec     spec
-	host     string
-	warm     int
-	idle     chan *conn
-	open     atomic.Int64 // connections not yet closed
+	spec spec
+	host string
+	warm int
+	idle chan *conn
+	// One token per open connection (capacity maxSockets): taken to dial, given back when the
+	// connection closes, so a send waiting for a connection wakes for either.
+	slots    chan struct{}
 	dialed   atomic.Int64
 	non2xx   atomic.Int64
 	errors   atomic.Int64
@@ -87,8 +94,8 @@ func main() {
 	switch {
 	case err != nil || u.Scheme != "http" || u.Port() == "":
 		fail("url must be http://host:port/path, got %q", s.URL)
-	case s.Rate <= 0 || s.DurationSec <= 0 || s.WarmupSec < 0 || s.MaxSockets < 1 || len(s.Bodies) == 0:
-		fail("rate, durationSec and maxSockets must be positive, warmupSec not negative, and bodies not empty")
+	case s.Rate <= 0 || s.DurationSec <= 0 || s.WarmupSec < 0 || s.MaxSockets < 1 || s.AnswerTimeoutSec <= 0 || len(s.Bodies) == 0:
+		fail("rate, durationSec, maxSockets and answerTimeoutSec must be positive, warmupSec not negative, and bodies not empty")
 	}
 	requests := make([][]byte, len(s.Bodies))
 	for k, body := range s.Bodies {
@@ -96,7 +103,7 @@ func main() {
 	}
 
 	total := int(math.Round(s.Rate * (s.WarmupSec + s.DurationSec)))
-	r := &run{spec: s, host: u.Host, warm: int(math.Round(s.Rate * s.WarmupSec)), idle: make(chan *conn, s.MaxSockets)}
+	r := &run{spec: s, host: u.Host, warm: int(math.Round(s.Rate * s.WarmupSec)), idle: make(chan *conn, s.MaxSockets), slots: make(chan struct{}, s.MaxSockets)}
 	measured := total - r.warm
 	r.res.LatenciesMs = make([]float64, measured)
 	r.res.LagsMs = make([]float64, measured)
@@ -112,10 +119,10 @@ func main() {
 	for i := 0; i < total; i++ {
 		intended := start.Add(time.Duration(float64(i) * interval))
 		sleepUntil(intended)
-		c, err := r.conn()
 		if i >= r.warm {
 			r.res.LagsMs[i-r.warm] = ms(time.Since(intended))
 		}
+		c, err := r.conn()
 		if err != nil {
 			r.count(i, &r.errors)
 			continue
@@ -146,25 +153,28 @@ func requestBytes(u *url.URL, headers map[string]string, body string) []byte {
 }
 
 // conn returns an idle connection, else a new one while fewer than maxSockets are open, else
-// waits for one to become idle.
+// waits for a connection to become idle or to close (making room for a new one).
 func (r *run) conn() (*conn, error) {
 	select {
 	case c := <-r.idle:
 		return c, nil
 	default:
 	}
-	if r.open.Load() < int64(r.spec.MaxSockets) {
+	select {
+	case c := <-r.idle:
+		return c, nil
+	case r.slots <- struct{}{}:
 		return r.dial()
 	}
-	return <-r.idle, nil
 }
 
+// dial opens a connection in the slot just taken, giving the slot back when it cannot.
 func (r *run) dial() (*conn, error) {
 	nc, err := net.Dial("tcp", r.host)
 	if err != nil {
+		<-r.slots
 		return nil, err
 	}
-	r.open.Add(1)
 	r.dialed.Add(1)
 	c := &conn{Conn: nc, jobs: make(chan job, 1)}
 	go r.read(c)
@@ -176,6 +186,8 @@ func (r *run) dial() (*conn, error) {
 func (r *run) read(c *conn) {
 	in := bufio.NewReader(c)
 	for j := range c.jobs {
+		// A server that never answers fails the request instead of hanging the run.
+		_ = c.SetReadDeadline(j.intended.Add(time.Duration(r.spec.AnswerTimeoutSec * float64(time.Second))))
 		res, err := http.ReadResponse(in, nil)
 		if err == nil {
 			_, err = io.Copy(io.Discard, res.Body)
@@ -195,7 +207,7 @@ func (r *run) read(c *conn) {
 		}
 		if err != nil || res.Close {
 			c.Close()
-			r.open.Add(-1)
+			<-r.slots
 			r.inflight.Done()
 			return
 		}
