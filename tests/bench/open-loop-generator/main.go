@@ -193,11 +193,8 @@ func (r *run) read(c *conn) {
 			_, err = io.Copy(io.Discard, res.Body)
 			res.Body.Close()
 		}
-		done := time.Now()
-		if j.i >= r.warm {
-			if err == nil {
-				r.res.LatenciesMs[j.i-r.warm] = ms(done.Sub(j.intended))
-			}
+		if err == nil && j.i >= r.warm {
+			r.res.LatenciesMs[j.i-r.warm] = ms(time.Since(j.intended))
 		}
 		switch {
 		case err != nil:
