@@ -17,7 +17,7 @@ import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { loadInChild } from './load.js';
 import { bodies, HEADERS, probe, rawServer, REVISIONS, type Revision } from './mcp.js';
-import { runOpenLoop, type OpenLoopResult } from './open-loop.js';
+import { generatorBinary, runOpenLoop, type OpenLoopResult } from './open-loop.js';
 import { atMost, printFigure, printInfo } from './report.js';
 
 const SAMPLES = fileURLToPath(new URL('../../config-samples', import.meta.url));
@@ -76,6 +76,12 @@ async function benchRevision(root: string, revision: Revision): Promise<void> {
 }
 
 export async function runLatencyBench(): Promise<void> {
+  try {
+    printInfo(`latency: load generator ${await generatorBinary((msg) => printInfo(`latency: ${msg}`))}`);
+  } catch (err) {
+    printInfo(`latency: skipped, ${String((err as Error).message ?? err).split('\n')[0]}`);
+    return;
+  }
   const root = await mkdtemp(join(tmpdir(), 'policyguard-bench-latency-'));
   try {
     for (const revision of REVISIONS) await benchRevision(root, revision);

@@ -69,8 +69,13 @@ interface GeneratorOutput {
 
 const MODULE_DIR = fileURLToPath(new URL('./open-loop-generator/', import.meta.url));
 
-/** The cached generator binary, built from MODULE_DIR when its sources changed (keyed by their hash). */
-async function generatorBinary(): Promise<string> {
+/**
+ * The cached generator binary, built from MODULE_DIR when its sources changed (keyed by their
+ * hash); `log` hears about a build. Rejects, saying how to get Go, when it cannot be built.
+ *
+ * @example const bin = await generatorBinary((m) => console.error(m));
+ */
+export async function generatorBinary(log: (msg: string) => void = () => undefined): Promise<string> {
   const hash = createHash('sha256');
   for (const file of readdirSync(MODULE_DIR).filter((f) => f === 'go.mod' || f.endsWith('.go')).sort()) {
     hash.update(file).update('\0').update(readFileSync(join(MODULE_DIR, file))).update('\0');
@@ -78,7 +83,8 @@ async function generatorBinary(): Promise<string> {
   const dir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'policyguard', 'bench', `open-loop-generator-${hash.digest('hex').slice(0, 12)}`);
   const bin = join(dir, 'open-loop-generator');
   if (existsSync(bin)) return bin;
-  checkGo('bench', 'the open-loop load generator', GO_INSTALL_HELP);
+  const go = checkGo('bench', 'the open-loop load generator', GO_INSTALL_HELP);
+  log(`building the open-loop load generator with ${go} into ${dir} (once; seconds)`);
   mkdirSync(dir, { recursive: true });
   const tmp = `${bin}.tmp-${process.pid}`;
   try {
