@@ -13,13 +13,11 @@
  * loop"). Percentiles are taken here, with the other benches' {@link percentile}.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { checkGo, GO_INSTALL_HELP, runGo } from '../controlplane/binary.js';
+import { checkGo, GO_INSTALL_HELP, goSourceHash, policyguardCacheDir, runGo } from '../controlplane/binary.js';
 import { percentile } from './stats.js';
 
 export interface OpenLoopSpec {
@@ -76,11 +74,7 @@ const MODULE_DIR = fileURLToPath(new URL('./open-loop-generator/', import.meta.u
  * @example const bin = await generatorBinary((m) => console.error(m));
  */
 export async function generatorBinary(log: (msg: string) => void = () => undefined): Promise<string> {
-  const hash = createHash('sha256');
-  for (const file of readdirSync(MODULE_DIR).filter((f) => f === 'go.mod' || f.endsWith('.go')).sort()) {
-    hash.update(file).update('\0').update(readFileSync(join(MODULE_DIR, file))).update('\0');
-  }
-  const dir = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'policyguard', 'bench', `open-loop-generator-${hash.digest('hex').slice(0, 12)}`);
+  const dir = policyguardCacheDir('bench', `open-loop-generator-${goSourceHash(MODULE_DIR)}`);
   const bin = join(dir, 'open-loop-generator');
   if (existsSync(bin)) return bin;
   const go = checkGo('bench', 'the open-loop load generator', GO_INSTALL_HELP);

@@ -44,19 +44,33 @@ export function kubernetesVersion(): string {
   return m[1];
 }
 
-/** Short hash of go.mod, go.sum and the *.go files: any change gives a new cache entry. */
-export function sourceHash(): string {
+/**
+ * Short hash of a Go module's go.mod, go.sum (when it has one) and *.go files: any change gives
+ * a new cache entry.
+ *
+ * @example goSourceHash(GO_MODULE_DIR) // 'f19cbe3de59f'
+ */
+export function goSourceHash(dir: string): string {
   const h = createHash('sha256');
-  const files = ['go.mod', 'go.sum', ...readdirSync(GO_MODULE_DIR).filter((f) => f.endsWith('.go')).sort()];
+  const files = ['go.mod', ...(existsSync(join(dir, 'go.sum')) ? ['go.sum'] : []), ...readdirSync(dir).filter((f) => f.endsWith('.go')).sort()];
   for (const f of files) {
-    h.update(f).update('\0').update(readFileSync(join(GO_MODULE_DIR, f))).update('\0');
+    h.update(f).update('\0').update(readFileSync(join(dir, f))).update('\0');
   }
   return h.digest('hex').slice(0, 12);
 }
 
+/**
+ * `~/.cache/policyguard/<parts…>` (`$XDG_CACHE_HOME` honoured): where the tests keep what they
+ * build once.
+ *
+ * @example policyguardCacheDir('helm', 'v3.19.0')
+ */
+export function policyguardCacheDir(...parts: string[]): string {
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'policyguard', ...parts);
+}
+
 export function cacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'policyguard', 'controlplane', `${kubernetesVersion()}-${sourceHash()}`);
+  return policyguardCacheDir('controlplane', `${kubernetesVersion()}-${goSourceHash(GO_MODULE_DIR)}`);
 }
 
 /** Path of the cached kube-testenv binary (it may not exist yet). */

@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-import { GO_MODULE_DIR, kubernetesVersion } from '../controlplane/binary.js';
+import { GO_MODULE_DIR, kubernetesVersion, policyguardCacheDir } from '../controlplane/binary.js';
 import { REPO_ROOT } from '../controlplane/index.js';
 import { note, run, step } from './util.js';
 
@@ -25,7 +25,7 @@ const DEBIAN_MIRROR = process.env.E2E_DEBIAN_MIRROR ?? 'http://deb.debian.org/de
  * @example e2eCacheDir() // '/root/.cache/policyguard/e2e'
  */
 export function e2eCacheDir(): string {
-  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'policyguard', 'e2e');
+  return policyguardCacheDir('e2e');
 }
 
 /** What the Dockerfile's FROM lines name: `node:<NODE_VERSION>-<debian release>-slim`. */

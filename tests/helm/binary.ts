@@ -8,10 +8,9 @@
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 
-import { checkGo, runGo, tryLock } from '../controlplane/binary.js';
+import { checkGo, policyguardCacheDir, runGo, tryLock } from '../controlplane/binary.js';
 
 /** The Helm release built when none is installed (served by the Go module proxy). */
 export const HELM_VERSION = 'v3.22.0';
@@ -23,8 +22,7 @@ const log = (msg: string) => process.stderr.write(`[helm] ${msg}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function helmCacheDir(): string {
-  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'policyguard', 'helm', HELM_VERSION);
+  return policyguardCacheDir('helm', HELM_VERSION);
 }
 
 /** `helm version --short` of a binary, or undefined if it does not run. */

@@ -6,9 +6,9 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { policyguardCacheDir } from '../controlplane/binary.js';
 
 /** The `mcp` release the tests install (the newest on PyPI when written). */
 export const PYTHON_MCP_VERSION = '2.3.0';
@@ -24,8 +24,7 @@ export function pythonAvailability(): { ok: true } | { ok: false; reason: string
 }
 
 function venvDir(): string {
-  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
-  return join(base, 'policyguard', `python-mcp-${PYTHON_MCP_VERSION}`);
+  return policyguardCacheDir(`python-mcp-${PYTHON_MCP_VERSION}`);
 }
 
 function run(cmd: string, args: string[]): Promise<void> {
