@@ -100,7 +100,9 @@ export async function runOpenLoop(spec: OpenLoopSpec): Promise<OpenLoopResult> {
   const bin = await generatorBinary();
   const full = { ...spec, answerTimeoutSec: spec.answerTimeoutSec ?? DEFAULT_ANSWER_TIMEOUT_SEC };
   const timeout = (full.warmupSec + full.durationSec + full.answerTimeoutSec + 60) * 1000;
-  const { stdout } = await promisify(execFile)(bin, [JSON.stringify(full)], { maxBuffer: 256 * 1024 * 1024, timeout, killSignal: 'SIGKILL' });
+  const { stdout } = await promisify(execFile)(bin, [JSON.stringify(full)], { maxBuffer: 256 * 1024 * 1024, timeout, killSignal: 'SIGKILL' }).catch((err: { killed?: boolean }) => {
+    throw err.killed ? new Error(`the open-loop generator was still running after ${timeout / 1000} s (its schedule, the answer timeout and a minute) and was killed`) : err;
+  });
   const out = JSON.parse(stdout) as GeneratorOutput;
   const answered = out.latenciesMs.filter((ms) => ms >= 0).sort((a, b) => a - b);
   const lags = [...out.lagsMs].sort((a, b) => a - b);
