@@ -7,17 +7,17 @@
  * request to the first validate_action that sees the new decision.
  *
  * The operator is the built one users run (`npm run build`, then `node dist/policyguard.js
- * serve` in kubernetes mode, watching one namespace, as the image does), in its own process so
- * its RSS is its own. Baseline: how long the API server took to accept the writes, the floor
+ * serve` in kubernetes mode, watching one namespace, with the image's environment and the heap of
+ * the chart's container: ./image.ts), in its own process so its RSS is its own. Baseline: how long the API server took to accept the writes, the floor
  * for "in force".
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../../src/api/schemas.js';
+import { buildServer, imageProcess, spawnImageServer, stopImageServer, waitFor } from './image.js';
 import { atMost, printFigure, printInfo } from './report.js';
 import { percentile } from './stats.js';
 
@@ -28,24 +28,11 @@ const EDITS = 50;
 /** Applies in flight at once, as a GitOps tool syncing a folder would. */
 const APPLY_CONCURRENCY = 64;
 const READY_TIMEOUT_MS = 60_000;
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-/** What `npm run build` makes and the image runs. */
-const MAIN = join(ROOT, 'dist', 'policyguard.js');
 /** Issue 15's targets for the built operator with the 2,000 objects in force. */
 const STEADY_RSS_TARGET_MB = 150;
 const PEAK_RSS_TARGET_MB = 250;
 /** How long the operator is left alone after the bulk load before its steady RSS is read. */
 const SETTLE_MS = 10_000;
-/**
- * The V8 heap the operator gets in the chart's container (resources.limits.memory 512Mi): Node
- * sizes the heap from the cgroup's memory limit as V8 does from physical memory — an old space of
- * a quarter of it times two (256 MB), a semi-space of 1/64 of that (4 MB). On this machine
- * (24 GB, no limit) the same rule gives 4 GB and 64 MB (heap limit 4,288 MB), and V8 then lets
- * garbage pile up to hundreds of MB before collecting it. PG_BENCH_HEAP=host runs without these;
- * PG_BENCH_HEAP='--max-old-space-size=128 …' with those flags instead (another container size).
- */
-const CONTAINER_HEAP = ((heap) => (heap === 'host' ? [] : heap?.startsWith('--') ? heap.split(/\s+/) : ['--max-old-space-size=256', '--max-semi-space-size=4']))(process.env.PG_BENCH_HEAP);
-
 const PLURAL = { GuardAgent: 'guardagents', GuardPolicy: 'guardpolicies' } as const;
 const TRUST = ['low', 'medium', 'high', 'admin'] as const;
 
@@ -97,15 +84,6 @@ async function countReady(api: CustomObjectsApi, namespace: string, kind: Kind):
   return ready;
 }
 
-async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>, everyMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 async function decide(url: string, target: string, agentId: string): Promise<string> {
   const res = await fetch(`${url}/mcp`, {
     method: 'POST',
@@ -122,30 +100,9 @@ async function rssOf(pid: number): Promise<{ rss: number; peak: number }> {
 }
 
 function startOperatorProcess(kubeconfigPath: string, namespace: string, dataDir: string, port: number): ChildProcess {
-  const args = [...CONTAINER_HEAP, MAIN, 'serve', '--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'info'];
-  // The image's environment (Dockerfile): production mode and two malloc arenas.
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NODE_ENV: 'production', MALLOC_ARENA_MAX: '2' } });
-  child.stderr!.setEncoding('utf8');
-  let tail = '';
-  child.stderr!.on('data', (d: string) => {
-    tail = (tail + d).slice(-2000);
-    // The full GC that gives a burst's memory back stops the event loop: say for how long.
-    for (const line of d.split('\n')) if (line.includes('released memory')) printInfo(`operator: ${line.trim()}`);
-  });
-  child.on('exit', (code) => {
-    if (code !== 0 && code !== null) printInfo(`operator exited with ${code}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
-  });
-  return child;
-}
-
-/** `npm run build` (type-check, then bundle into dist/: scripts/build.ts), so the bench measures the current code as built. */
-function build(): Promise<number> {
-  const started = performance.now();
-  return new Promise((resolve, reject) =>
-    execFile('npm', ['run', 'build', '--silent'], { cwd: ROOT }, (err, stdout, stderr) =>
-      err ? reject(new Error(`npm run build failed: ${`${stdout}${stderr}`.trim() || err.message}`)) : resolve((performance.now() - started) / 1000),
-    ),
-  );
+  const args = ['serve', '--kubeconfig', kubeconfigPath, '--namespace', namespace, '--watch-namespaces', namespace, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'info'];
+  // The full GC that gives a burst's memory back stops the event loop: say for how long.
+  return spawnImageServer('operator', args, (line) => line.includes('released memory') && printInfo(`operator: ${line}`));
 }
 
 /** The operator's mean watch-to-snapshot latency from its own histogram (sum ÷ count), in ms. */
@@ -156,7 +113,7 @@ async function watchToSnapshotMs(url: string): Promise<{ meanMs: number; count: 
 }
 
 export async function runControllerBench(): Promise<void> {
-  printInfo(`controller: built in ${(await build()).toFixed(0)} s (npm run build); the operator runs node ${[...CONTAINER_HEAP, MAIN].join(' ')}`);
+  printInfo(`controller: built in ${(await buildServer()).toFixed(0)} s (npm run build); the operator runs ${imageProcess().describe}`);
   let cpModule: typeof import('../controlplane/index.js');
   let cp: Awaited<ReturnType<typeof cpModule.startControlPlane>>;
   try {
@@ -215,8 +172,7 @@ export async function runControllerBench(): Promise<void> {
     printInfo(`controller: after the load, V8 heap ${(await mb('nodejs_heap_size_total_bytes')).toFixed(0)} MB reserved, ${(await mb('nodejs_heap_size_used_bytes')).toFixed(0)} MB used; external ${(await mb('nodejs_external_memory_bytes')).toFixed(0)} MB; RSS ${steady.rss.toFixed(0)} MB`);
 
     // 2. Cold start: a new operator process over the same 2,000 objects (list, compile, serve).
-    operator.kill('SIGTERM');
-    await new Promise((r) => operator!.once('exit', r));
+    await stopImageServer(operator);
     const coldStarted = performance.now();
     operator = startOperatorProcess(cp.kubeconfigPath, namespace, dataDir, port);
     await waitFor('the restarted operator to have everything in force', READY_TIMEOUT_MS, async () => (await metricValue(url, 'policyguard_agents')) >= AGENTS && (await metricValue(url, 'policyguard_policy_rules')) >= POLICIES * RULES_PER_POLICY, 50);
@@ -258,8 +214,7 @@ export async function runControllerBench(): Promise<void> {
     printFigure({ name: 'controller.apply_to_decision.p50', value: percentile(latencies, 50), unit: 'ms', note: `${EDITS} edits of one GuardPolicy; validate_action polled every ~2 ms` });
     printFigure({ name: 'controller.apply_to_decision.p99', value: percentile(latencies, 99), unit: 'ms', baseline: { label: 'target', value: 1000 }, note: atMost(percentile(latencies, 99), 1000, 'ms') });
   } finally {
-    operator?.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 500));
+    if (operator) await stopImageServer(operator);
     await cp.stop();
     await rm(dataDir, { recursive: true, force: true, maxRetries: 5 });
   }

@@ -1,20 +1,21 @@
 /**
  * Latency measured properly: an open-loop run (./open-loop.ts, a Go generator) at fixed offered rates — half
  * of the capacity measured just before (autocannon, 50 connections), and 2,000 req/s — against
- * the real server (standalone, config-samples, the same ten `validate_action` calls as the MCP
- * bench, one in ten denied) for both MCP revisions, with p50/p99/p99.9 from each request's
+ * the server as the image runs it (./image.ts: the bundle in its own process, with the image's
+ * environment and the V8 heap of the chart's 512 MiB container; standalone, config-samples, the
+ * same ten `validate_action` calls as the MCP bench, one in ten denied) for both MCP revisions, with p50/p99/p99.9 from each request's
  * intended send time. Baseline in the same run: raw node:http answering the same bytes at the
- * same rates, which shows the floor the machine and the generator give (the generator's own lag
+ * same rates in the bench's own process, which shows the floor the machine and the generator give (the generator's own lag
  * is printed too). Target: p99 ≤ 2 ms at 2,000 req/s.
  */
 import { cp, mkdtemp, rm } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startServer } from '../../src/cli/serve.js';
-import { parseServeConfig } from '../../src/config.js';
-import { silentLogger } from '../../src/log.js';
+import { freePort } from '../controlplane/index.js';
+import { buildServer, imageProcess, spawnImageServer, stopImageServer, waitFor } from './image.js';
 import { loadInChild } from './load.js';
 import { bodies, HEADERS, probe, rawServer, REVISIONS, type Revision } from './mcp.js';
 import { generatorBinary, runOpenLoop, type OpenLoopResult } from './open-loop.js';
@@ -44,12 +45,15 @@ const describe = (r: OpenLoopResult) =>
 async function benchRevision(root: string, revision: Revision): Promise<void> {
   const configDir = join(root, `latency-${revision}-config`);
   await cp(SAMPLES, configDir, { recursive: true });
-  const pg = await startServer(parseServeConfig(['--standalone', '--config-dir', configDir, '--data-dir', join(root, `latency-${revision}-data`), '--port', '0', '--rate-limit', '0'], {}), silentLogger);
-  const url = `${pg.url}/mcp`;
-  const raw = rawServer(await probe(url, revision));
-  await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
-  const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/mcp`;
+  const port = await freePort();
+  const server = spawnImageServer('server', ['serve', '--standalone', '--config-dir', configDir, '--data-dir', join(root, `latency-${revision}-data`), '--port', String(port), '--rate-limit', '0', '--log-level', 'warn']);
+  const url = `http://127.0.0.1:${port}/mcp`;
+  let raw: Server | undefined;
   try {
+    await waitFor('the server to be ready', 30_000, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 100);
+    raw = rawServer(await probe(url, revision));
+    await new Promise<void>((r) => raw!.listen(0, '127.0.0.1', r));
+    const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/mcp`;
     await loadInChild({ url, connections: 50, durationSec: 3, headers: HEADERS[revision], bodies: bodies(revision) });
     const capacity = (await loadInChild({ url, connections: 50, durationSec: 5, headers: HEADERS[revision], bodies: bodies(revision) })).requestsPerSec;
     const half = Math.round(capacity / 2 / 100) * 100;
@@ -69,9 +73,9 @@ async function benchRevision(root: string, revision: Revision): Promise<void> {
       printFigure({ name: name('p99.9'), value: ours.p999, unit: 'ms', baseline: { label: 'raw', value: floor.p999 }, note: `ours: ${describe(ours)}; raw: ${describe(floor)}` });
     }
   } finally {
-    raw.closeAllConnections();
-    await new Promise((r) => raw.close(r));
-    await pg.close();
+    raw?.closeAllConnections();
+    if (raw) await new Promise((r) => raw!.close(r));
+    await stopImageServer(server);
   }
 }
 
@@ -82,6 +86,7 @@ export async function runLatencyBench(): Promise<void> {
     printInfo(`latency: skipped, ${String((err as Error).message ?? err).split('\n')[0]}`);
     return;
   }
+  printInfo(`latency: built in ${(await buildServer()).toFixed(0)} s (npm run build); the server runs ${imageProcess().describe}`);
   const root = await mkdtemp(join(tmpdir(), 'policyguard-bench-latency-'));
   try {
     for (const revision of REVISIONS) await benchRevision(root, revision);

@@ -1,0 +1,118 @@
+/**
+ * The server as the image runs it, for the benches that measure what users get: the bundle
+ * (`npm run build`, dist/policyguard.js) in its own process, with the image's environment (the
+ * Dockerfile's ENV: NODE_ENV, MALLOC_ARENA_MAX, NODE_OPTIONS) and the V8 heap Node gives it in
+ * the chart's container.
+ *
+ * Node sizes V8's heap from the memory cgroup's limit. Measured in a real 512 MiB memory cgroup
+ * (the chart's `resources.limits.memory`): a heap limit of 259 MB and a young generation of
+ * 1 MB semi-spaces, which `--max-old-space-size=256 --max-semi-space-size=1` reproduce here,
+ * where the host's 24 GB give 4 GB and 64 MB. The image's NODE_OPTIONS come after those flags,
+ * so its own `--max-semi-space-size` wins, as it does in the pod (docs/deploy.md, "Sizing").
+ *
+ * PG_BENCH_HEAP=host leaves out the container's heap (the host's defaults, still with the
+ * image's NODE_OPTIONS); PG_BENCH_HEAP='--max-semi-space-size=4 …' adds flags after the image's
+ * (they win), to try another size.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { printInfo } from './report.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** What `npm run build` makes and the image runs. */
+export const MAIN = join(ROOT, 'dist', 'policyguard.js');
+
+/** What Node derives from the chart's 512 MiB memory limit (measured, see the header). */
+const CONTAINER_HEAP = ['--max-old-space-size=256', '--max-semi-space-size=1'];
+
+/**
+ * The environment the Dockerfile's runtime stage (its last) sets with ENV, `KEY=value` pairs,
+ * values optionally in double quotes; as Docker reads it, comment lines are dropped first and
+ * lines are joined at a trailing backslash.
+ *
+ * @example imageEnvironment('FROM node\nENV A=1 \\\n    B="x y"\n'); // { A: '1', B: 'x y' }
+ */
+export function imageEnvironment(dockerfile: string): Record<string, string> {
+  const lines = dockerfile
+    .split(/\r?\n/)
+    .filter((l) => !/^\s*#/.test(l))
+    .join('\n')
+    .replace(/\\\n/g, ' ')
+    .split('\n');
+  const lastFrom = lines.findLastIndex((l) => /^\s*FROM\s/i.test(l));
+  if (lastFrom < 0) throw new Error('the Dockerfile has no FROM line');
+  const env: Record<string, string> = {};
+  for (const line of lines.slice(lastFrom + 1)) {
+    const m = /^\s*ENV\s+(.*)$/i.exec(line);
+    if (!m) continue;
+    const pairs = m[1]!.trim();
+    const pair = /([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)\s*/gy;
+    let end = 0;
+    for (let p = pair.exec(pairs); p; p = pair.exec(pairs)) {
+      env[p[1]!] = p[2]!.startsWith('"') ? p[2]!.slice(1, -1).replace(/\\(.)/g, '$1') : p[2]!;
+      end = pair.lastIndex;
+    }
+    if (end !== pairs.length) throw new Error(`the Dockerfile's \`ENV ${pairs}\` is not in KEY=value form from "${pairs.slice(end)}"; the benches read the image's environment from it (tests/bench/image.ts)`);
+  }
+  return env;
+}
+
+/** The image's environment and V8 flags, as the benches run the bundle; `describe` says so in a line. */
+export function imageProcess(): { env: NodeJS.ProcessEnv; describe: string } {
+  const image = imageEnvironment(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
+  const extra = process.env.PG_BENCH_HEAP;
+  const heap = extra === 'host' ? [] : CONTAINER_HEAP;
+  const nodeOptions = [...heap, image.NODE_OPTIONS ?? '', extra?.startsWith('--') ? extra : ''].filter(Boolean).join(' ');
+  const env = { ...process.env, ...image, NODE_OPTIONS: nodeOptions };
+  const shown = Object.entries({ ...image, NODE_OPTIONS: nodeOptions }).map(([k, v]) => `${k}=${/\s/.test(v) ? `'${v}'` : v}`);
+  return { env, describe: `${shown.join(' ')} node ${MAIN}${extra === 'host' ? " (PG_BENCH_HEAP=host: the host's heap)" : ''}` };
+}
+
+/** `npm run build` (type-check, then bundle into dist/: scripts/build.ts), so a bench measures the current code as built; seconds taken. */
+export function buildServer(): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) =>
+    execFile('npm', ['run', 'build', '--silent'], { cwd: ROOT }, (err, stdout, stderr) =>
+      err ? reject(new Error(`npm run build failed: ${`${stdout}${stderr}`.trim() || err.message}`)) : resolve((performance.now() - started) / 1000),
+    ),
+  );
+}
+
+/**
+ * Start `node dist/policyguard.js <args>` as the image runs it (see {@link imageProcess}). Each
+ * line it logs is passed to `onLine`; an exit other than 0 or by signal is printed with the
+ * last lines, naming the process as `name`.
+ */
+export function spawnImageServer(name: string, args: string[], onLine: (line: string) => void = () => {}): ChildProcess {
+  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: imageProcess().env });
+  child.stderr!.setEncoding('utf8');
+  let tail = '';
+  child.stderr!.on('data', (d: string) => {
+    tail = (tail + d).slice(-2000);
+    for (const line of d.split('\n')) if (line.trim()) onLine(line.trim());
+  });
+  child.on('exit', (code) => {
+    if (code !== 0 && code !== null) printInfo(`${name} exited with ${code}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
+  });
+  return child;
+}
+
+/** Poll `check` every `everyMs` until it holds (a throw counts as not yet), or fail after `timeoutMs` naming `what`. */
+export async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean>, everyMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** Stop a server started by {@link spawnImageServer}: SIGTERM (it drains and flushes its audit log), then wait for it to exit. */
+export async function stopImageServer(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
