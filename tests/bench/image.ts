@@ -1,8 +1,8 @@
 /**
  * The server as the image runs it, for the benches that measure what users get: the bundle
  * (`npm run build`, dist/policyguard.js) in its own process, with the image's environment (the
- * Dockerfile's ENV: NODE_ENV, MALLOC_ARENA_MAX, NODE_OPTIONS) and the V8 heap Node gives it in
- * the chart's container.
+ * Dockerfile's ENV: NODE_ENV, MALLOC_ARENA_MAX, NODE_OPTIONS), the node flags of its ENTRYPOINT,
+ * and the V8 heap Node gives it in the chart's container.
  *
  * Node sizes V8's heap from the memory cgroup's limit. Measured in a real 512 MiB memory cgroup
  * (the chart's `resources.limits.memory`): a heap limit of 259 MB and a young generation of
@@ -27,14 +27,23 @@ export const MAIN = join(ROOT, 'dist', 'policyguard.js');
 /** What Node derives from the chart's 512 MiB memory limit (measured, see the header). */
 const CONTAINER_HEAP = ['--max-old-space-size=256', '--max-semi-space-size=1'];
 
+/** How the image starts the server: the Dockerfile's runtime stage (its last), as the benches read it. */
+export interface ImageCommand {
+  /** What its ENV instructions set. */
+  env: Record<string, string>;
+  /** The flags its ENTRYPOINT gives `node` before the script. */
+  nodeFlags: string[];
+}
+
 /**
- * The environment the Dockerfile's runtime stage (its last) sets with ENV, `KEY=value` pairs,
- * values optionally in double quotes; as Docker reads it, comment lines are dropped first and
- * lines are joined at a trailing backslash.
+ * Reads the runtime stage (the last) of a Dockerfile: ENV as `KEY=value` pairs, values
+ * optionally in double quotes, and an ENTRYPOINT in exec form `["node", …flags, "<script>"]`.
+ * As Docker reads it, comment lines are dropped first and lines are joined at a trailing backslash.
  *
- * @example imageEnvironment('FROM node\nENV A=1 \\\n    B="x y"\n'); // { A: '1', B: 'x y' }
+ * @example readImage('FROM node\nENV A=1 \\\n    B="x y"\nENTRYPOINT ["node", "--x", "/app/main.js"]\n');
+ *   // { env: { A: '1', B: 'x y' }, nodeFlags: ['--x'] }
  */
-export function imageEnvironment(dockerfile: string): Record<string, string> {
+export function readImage(dockerfile: string): ImageCommand {
   const lines = dockerfile
     .split(/\r?\n/)
     .filter((l) => !/^\s*#/.test(l))
@@ -44,30 +53,49 @@ export function imageEnvironment(dockerfile: string): Record<string, string> {
   const lastFrom = lines.findLastIndex((l) => /^\s*FROM\s/i.test(l));
   if (lastFrom < 0) throw new Error('the Dockerfile has no FROM line');
   const env: Record<string, string> = {};
+  let entrypoint: string | undefined;
   for (const line of lines.slice(lastFrom + 1)) {
-    const m = /^\s*ENV\s+(.*)$/i.exec(line);
+    const m = /^\s*(ENV|ENTRYPOINT)\s+(.*)$/i.exec(line);
     if (!m) continue;
-    const pairs = m[1]!.trim();
+    const rest = m[2]!.trim();
+    if (m[1]!.toUpperCase() === 'ENTRYPOINT') {
+      entrypoint = rest;
+      continue;
+    }
     const pair = /([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)\s*/gy;
     let end = 0;
-    for (let p = pair.exec(pairs); p; p = pair.exec(pairs)) {
+    for (let p = pair.exec(rest); p; p = pair.exec(rest)) {
       env[p[1]!] = p[2]!.startsWith('"') ? p[2]!.slice(1, -1).replace(/\\(.)/g, '$1') : p[2]!;
       end = pair.lastIndex;
     }
-    if (end !== pairs.length) throw new Error(`the Dockerfile's \`ENV ${pairs}\` is not in KEY=value form from "${pairs.slice(end)}"; the benches read the image's environment from it (tests/bench/image.ts)`);
+    if (end !== rest.length) throw new Error(`the Dockerfile's \`ENV ${rest}\` is not in KEY=value form from "${rest.slice(end)}"; the benches read the image's environment from it (tests/bench/image.ts)`);
   }
-  return env;
+  return { env, nodeFlags: nodeFlagsOf(entrypoint) };
 }
 
-/** The image's environment and V8 flags, as the benches run the bundle; `describe` says so in a line. */
-export function imageProcess(): { env: NodeJS.ProcessEnv; describe: string } {
-  const image = imageEnvironment(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
+/** The flags between `node` and the script in an exec-form ENTRYPOINT, or why it cannot be read. */
+function nodeFlagsOf(entrypoint: string | undefined): string[] {
+  let argv: unknown;
+  try {
+    argv = entrypoint === undefined ? undefined : JSON.parse(entrypoint);
+  } catch {
+    argv = undefined;
+  }
+  if (!Array.isArray(argv) || argv[0] !== 'node' || argv.length < 2 || !argv.every((a) => typeof a === 'string')) {
+    throw new Error(`the Dockerfile's runtime stage needs an ENTRYPOINT ["node", …flags, "<script>"] (exec form), not ${entrypoint === undefined ? 'none' : `\`${entrypoint}\``}; the benches start the server as it does (tests/bench/image.ts)`);
+  }
+  return argv.slice(1, -1) as string[];
+}
+
+/** The image's environment and node flags, as the benches run the bundle; `describe` says so in a line. */
+export function imageProcess(): { env: NodeJS.ProcessEnv; nodeFlags: string[]; describe: string } {
+  const { env: image, nodeFlags } = readImage(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
   const extra = process.env.PG_BENCH_HEAP;
   const heap = extra === 'host' ? [] : CONTAINER_HEAP;
   const nodeOptions = [...heap, image.NODE_OPTIONS ?? '', extra?.startsWith('--') ? extra : ''].filter(Boolean).join(' ');
   const env = { ...process.env, ...image, NODE_OPTIONS: nodeOptions };
   const shown = Object.entries({ ...image, NODE_OPTIONS: nodeOptions }).map(([k, v]) => `${k}=${/\s/.test(v) ? `'${v}'` : v}`);
-  return { env, describe: `${shown.join(' ')} node ${MAIN}${extra === 'host' ? " (PG_BENCH_HEAP=host: the host's heap)" : ''}` };
+  return { env, nodeFlags, describe: `${shown.join(' ')} node ${[...nodeFlags, MAIN].join(' ')}${extra === 'host' ? " (PG_BENCH_HEAP=host: the host's heap)" : ''}` };
 }
 
 /** `npm run build` (type-check, then bundle into dist/: scripts/build.ts), so a bench measures the current code as built; seconds taken. */
@@ -86,7 +114,8 @@ export function buildServer(): Promise<number> {
  * last lines, naming the process as `name`.
  */
 export function spawnImageServer(name: string, args: string[], onLine: (line: string) => void = () => {}): ChildProcess {
-  const child = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: imageProcess().env });
+  const { env, nodeFlags } = imageProcess();
+  const child = spawn(process.execPath, [...nodeFlags, MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
   child.stderr!.setEncoding('utf8');
   let tail = '';
   child.stderr!.on('data', (d: string) => {
