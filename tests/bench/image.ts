@@ -138,10 +138,19 @@ export async function waitFor(what: string, timeoutMs: number, check: () => Prom
   }
 }
 
-/** Stop a server started by {@link spawnImageServer}: SIGTERM (it drains and flushes its audit log), then wait for it to exit. */
-export async function stopImageServer(child: ChildProcess): Promise<void> {
+/**
+ * Stop a server started by {@link spawnImageServer}: SIGTERM (it drains and flushes its audit
+ * log) and wait for it to exit; one still running after `graceMs` is killed, and that is an error.
+ */
+export async function stopImageServer(child: ChildProcess, graceMs = 30_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
+  clearTimeout(timer);
+  if (!late) return;
+  child.kill('SIGKILL');
   await exited;
+  throw new Error(`the server (pid ${child.pid}) was still running ${graceMs / 1000} s after SIGTERM and was killed`);
 }

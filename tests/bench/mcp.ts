@@ -4,9 +4,12 @@
  * denied, which also writes a policy_violation incident), once as 2025-11-25 clients send it and
  * once as 2026-07-28 clients do (`_meta` envelope, `MCP-Protocol-Version`/`Mcp-Method`/`Mcp-Name`
  * headers), each against baselines measured in the same run:
- *   - ours: the real server (`startServer`, standalone mode, config-samples), also once more
- *     with the deny replaced by an allowed call, to show what the incident write costs;
- *   - raw: node:http answering the same JSON (the ceiling: parse the body, send the bytes);
+ *   - ours: the server as the image runs it (./image.ts: the bundle in its own process, with the
+ *     image's environment and the heap of the chart's container; standalone mode,
+ *     config-samples), also once more with the deny replaced by an allowed call, to show what
+ *     the incident write costs;
+ *   - raw: node:http in the bench's process answering the same JSON (the ceiling: parse the
+ *     body, send the bytes);
  *   - sdk: the MCP SDK's own per-request serving of that revision (src/mcp/revisions.ts without
  *     the fast path: a new McpServer per request, the 2025 stateless transport or the SDK's
  *     `createMcpHandler`) with the same tool over the same kind of store, audit log and
@@ -25,14 +28,14 @@ import { ANONYMOUS } from '../../src/auth/authenticate.js';
 import { openAuthorizer } from '../../src/auth/authorize.js';
 import { openFileAuditSink } from '../../src/audit/file-sink.js';
 import { openFileIncidentLog } from '../../src/audit/incident-file.js';
-import { startServer } from '../../src/cli/serve.js';
-import { parseServeConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { sdkEndpoint } from '../../src/mcp/http.js';
 import { classifyMcpRequest, LEGACY_REVISION, MODERN_REVISION } from '../../src/mcp/revisions.js';
 import { Tools } from '../../src/mcp/tools.js';
 import { StandaloneStore } from '../../src/store/standalone.js';
+import { freePort } from '../controlplane/index.js';
+import { buildServer, imageProcess, spawnImageServer, stopImageServer, waitFor } from './image.js';
 import { loadInChild, type LoadResult } from './load.js';
 import { atLeast, printFigure, printInfo } from './report.js';
 
@@ -131,21 +134,28 @@ async function countAuditRecords(dir: string): Promise<number> {
   return n;
 }
 
-/** Ours: the real server, as `policyguard serve --standalone` runs it (no per-caller rate limit). */
+/**
+ * Ours: the server as the image runs it (./image.ts: the bundle in its own process, the image's
+ * environment and node flags, the heap of the chart's container), `serve --standalone` with no
+ * per-caller rate limit.
+ */
 async function benchOurs(root: string, revision: Revision) {
   const configDir = join(root, `ours-${revision}-config`);
   const dataDir = join(root, `ours-${revision}-data`);
   await cp(SAMPLES, configDir, { recursive: true });
-  const pg = await startServer(parseServeConfig(['--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', '0', '--rate-limit', '0'], {}), silentLogger);
-  const url = `${pg.url}/mcp`;
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const server = spawnImageServer('server', ['serve', '--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'warn']);
   try {
+    await waitFor('the server to be ready', 30_000, async () => (await fetch(`${base}/readyz`)).ok, 100);
+    const url = `${base}/mcp`;
     const canned = await probe(url, revision);
     const m = await measure(url, revision);
     const allowOnly = (await measure(url, revision, 'allow-only')).result;
     // Let in-flight requests finish, then read what the server did.
     await new Promise((r) => setTimeout(r, 500));
-    const metrics = await (await fetch(`${pg.url}/metrics`)).text();
-    await pg.close(); // drains and flushes the audit sink
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    await stopImageServer(server); // SIGTERM: drains and flushes the audit sink
     const records = await countAuditRecords(join(dataDir, 'audit'));
     return {
       ...m,
@@ -157,9 +167,8 @@ async function benchOurs(root: string, revision: Revision) {
       fastWired: metrics.includes('policyguard_mcp_fast_path_requests_total'),
       records,
     };
-  } catch (err) {
-    await pg.close().catch(() => undefined);
-    throw err;
+  } finally {
+    await stopImageServer(server);
   }
 }
 
@@ -259,6 +268,7 @@ export async function runMcpBench(): Promise<void> {
     printInfo('mcp: skipped, autocannon is not installed (a devDependency; for a quick run: npm install --no-save autocannon@8)');
     return;
   }
+  printInfo(`mcp: built in ${(await buildServer()).toFixed(0)} s (npm run build); ours runs ${imageProcess().describe}`);
   const root = await mkdtemp(join(tmpdir(), 'policyguard-bench-mcp-'));
   try {
     for (const revision of REVISIONS) {
