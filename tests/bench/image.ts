@@ -18,6 +18,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../controlplane/index.js';
 import { printInfo } from './report.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -126,6 +127,26 @@ export function spawnImageServer(name: string, args: string[], onLine: (line: st
     if (code !== 0 && code !== null) printInfo(`${name} exited with ${code}: ${tail.trim().split('\n').slice(-3).join(' | ')}`);
   });
   return child;
+}
+
+/**
+ * `serve --standalone` over `configDir` as the image runs it, on a free loopback port, with no
+ * per-caller rate limit; resolves once /readyz answers. A server that exits first, or is not
+ * ready within 30 s, is an error (and is stopped).
+ */
+export async function startStandaloneImageServer(configDir: string, dataDir: string): Promise<{ child: ChildProcess; base: string }> {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const child = spawnImageServer('server', ['serve', '--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'warn']);
+  const exited = new Promise<never>((_, reject) => child.once('exit', (code, signal) => reject(new Error(`the server exited (${code ?? signal}) before it was ready`))));
+  exited.catch(() => undefined); // a normal exit later is not an error
+  try {
+    await Promise.race([waitFor('the server to be ready', 30_000, async () => (await fetch(`${base}/readyz`)).ok, 100), exited]);
+  } catch (err) {
+    await stopImageServer(child);
+    throw err;
+  }
+  return { child, base };
 }
 
 /** Poll `check` every `everyMs` until it holds (a throw counts as not yet), or fail after `timeoutMs` naming `what`. */

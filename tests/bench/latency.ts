@@ -14,8 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../controlplane/index.js';
-import { buildServer, imageProcess, spawnImageServer, stopImageServer, waitFor } from './image.js';
+import { buildServer, imageProcess, startStandaloneImageServer, stopImageServer } from './image.js';
 import { loadInChild } from './load.js';
 import { bodies, HEADERS, probe, rawServer, REVISIONS, type Revision } from './mcp.js';
 import { generatorBinary, runOpenLoop, type OpenLoopResult } from './open-loop.js';
@@ -45,12 +44,10 @@ const describe = (r: OpenLoopResult) =>
 async function benchRevision(root: string, revision: Revision): Promise<void> {
   const configDir = join(root, `latency-${revision}-config`);
   await cp(SAMPLES, configDir, { recursive: true });
-  const port = await freePort();
-  const server = spawnImageServer('server', ['serve', '--standalone', '--config-dir', configDir, '--data-dir', join(root, `latency-${revision}-data`), '--port', String(port), '--rate-limit', '0', '--log-level', 'warn']);
-  const url = `http://127.0.0.1:${port}/mcp`;
+  const server = await startStandaloneImageServer(configDir, join(root, `latency-${revision}-data`));
+  const url = `${server.base}/mcp`;
   let raw: Server | undefined;
   try {
-    await waitFor('the server to be ready', 30_000, async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).ok, 100);
     raw = rawServer(await probe(url, revision));
     await new Promise<void>((r) => raw!.listen(0, '127.0.0.1', r));
     const rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}/mcp`;
@@ -75,7 +72,7 @@ async function benchRevision(root: string, revision: Revision): Promise<void> {
   } finally {
     raw?.closeAllConnections();
     if (raw) await new Promise((r) => raw!.close(r));
-    await stopImageServer(server);
+    await stopImageServer(server.child);
   }
 }
 

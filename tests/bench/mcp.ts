@@ -34,8 +34,7 @@ import { sdkEndpoint } from '../../src/mcp/http.js';
 import { classifyMcpRequest, LEGACY_REVISION, MODERN_REVISION } from '../../src/mcp/revisions.js';
 import { Tools } from '../../src/mcp/tools.js';
 import { StandaloneStore } from '../../src/store/standalone.js';
-import { freePort } from '../controlplane/index.js';
-import { buildServer, imageProcess, spawnImageServer, stopImageServer, waitFor } from './image.js';
+import { buildServer, imageProcess, startStandaloneImageServer, stopImageServer } from './image.js';
 import { loadInChild, type LoadResult } from './load.js';
 import { atLeast, printFigure, printInfo } from './report.js';
 
@@ -143,11 +142,8 @@ async function benchOurs(root: string, revision: Revision) {
   const configDir = join(root, `ours-${revision}-config`);
   const dataDir = join(root, `ours-${revision}-data`);
   await cp(SAMPLES, configDir, { recursive: true });
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  const server = spawnImageServer('server', ['serve', '--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', String(port), '--rate-limit', '0', '--log-level', 'warn']);
+  const { child: server, base } = await startStandaloneImageServer(configDir, dataDir);
   try {
-    await waitFor('the server to be ready', 30_000, async () => (await fetch(`${base}/readyz`)).ok, 100);
     const url = `${base}/mcp`;
     const canned = await probe(url, revision);
     const m = await measure(url, revision);
