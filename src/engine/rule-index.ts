@@ -91,6 +91,8 @@ class GlobIndex {
   private readonly prefixes = trieNode();
   private readonly suffixes = trieNode();
   size = 0;
+  /** Whether a candidate with {@link Check.Rest} was filed. */
+  hasRest = false;
 
   /** File the candidate `value(key)` under each of `keys` (once per list: a lookup may still meet a rule under two keys). */
   add(keys: readonly Key[], value: (key: Key) => number): void {
@@ -104,6 +106,7 @@ class GlobIndex {
         list = node.rules ??= [];
       }
       const v = value(k);
+      if (encoded.check(v) === Check.Rest) this.hasRest = true;
       const last = list[list.length - 1];
       if (last === undefined || encoded.order(last) !== encoded.order(v)) list.push(v);
       else if (v < last) list[list.length - 1] = v; // the same rule: keep what proves more
@@ -141,8 +144,14 @@ export const Check = {
   None: 0,
   /** Every condition but those on arguments holds. */
   Arguments: 1,
+  /**
+   * The tool condition holds; the conditions on the caller, action type and upstream are to be
+   * checked, then those on arguments. Those conditions are the same for every call of one call
+   * shape, so the snapshot learns the answer once per shape and rule (src/engine/snapshot.ts).
+   */
+  Rest: 2,
   /** Nothing is known yet: match it in full. */
-  All: 2,
+  All: 3,
 } as const;
 export type Check = (typeof Check)[keyof typeof Check];
 
@@ -197,6 +206,8 @@ export class RuleIndex {
   private readonly byAgent = new GlobIndex();
   /** Rules without a usable key ({@link encoded}): looked at for every request. */
   private readonly always: number[] = [];
+  /** Whether a lookup may return a candidate with {@link Check.Rest}. */
+  readonly hasRest: boolean;
   /**
    * Every rule at its order (its place in the {@link compareMatches} order of the snapshot's
    * rules; lower is more significant), with what a decision needs of it that does not depend on
@@ -228,25 +239,31 @@ export class RuleIndex {
       const filed = this.file(this.byTool, order, rule.tools) || this.file(this.byAction, order, rule.actionTypes) || this.file(this.byAgent, order, rule.agents);
       if (!filed) this.always.push(this.bitsAt[order]! | Check.All);
     });
+    this.hasRest = this.byTool.hasRest;
+  }
+
+  /** How many rules there are: orders run from 0 to one less. */
+  get size(): number {
+    return this.rules.length;
   }
 
   /**
    * Files the rule at `order` in `index` when every one of `globs` has a literal key; whether it
-   * did. Found by tool under a key that proves its glob, a rule whose only other conditions are
-   * on arguments is known to match but for those ({@link Check}); any other is matched in full.
-   * Nothing is proven for rules filed by action type or agent id: {@link callShape} matches
-   * those once per agent and action type.
+   * did. Found by tool under a key that proves its glob, a rule is known to match but for its
+   * arguments when it has no other conditions, and but for its other conditions
+   * ({@link Check.Rest}) when it has; found under a key that does not prove, it is matched in
+   * full. Nothing is proven for rules filed by action type or agent id: {@link callShape}
+   * matches those once per agent and action type.
    */
   private file(index: GlobIndex, order: number, globs: readonly Glob[] | undefined): boolean {
     const keys = globs && keysOf(globs);
     if (!keys) return false;
     const r = this.rules[order]!;
     const onlyToolsAndArguments =
-      index === this.byTool &&
       r.scope === undefined && r.selector === undefined && r.trustBelow === undefined && r.trustAtLeast === undefined &&
       r.actionTypes === undefined && r.agents === undefined && r.upstreams === undefined;
-    const proven = r.args.length === 0 ? Check.None : Check.Arguments;
-    index.add(keys, (k) => this.bitsAt[order]! | (onlyToolsAndArguments && k.proves ? proven : Check.All));
+    const proven = onlyToolsAndArguments ? (r.args.length === 0 ? Check.None : Check.Arguments) : Check.Rest;
+    index.add(keys, (k) => this.bitsAt[order]! | (index === this.byTool && k.proves ? proven : Check.All));
     return true;
   }
 

@@ -719,10 +719,40 @@ describe('rule index', () => {
     for (let i = 0; i < 10_000; i++) expect(snap.evaluate(call(`anon-${i}`, 'read_x', { upstream: `ns/u${i % 3}` })).decision).toBe('deny');
     expect(snap.callShapeCount()).toBeGreaterThan(registered);
     expect(snap.callShapeCount()).toBeLessThanOrEqual(registered + 4096);
-    // Long keys count against the bytes budget (4 MiB): 2,000 ids of 2,000 characters do not all stay.
+    // Long keys count against the bytes budget (12 MiB): 2,000 ids of 5,000 characters do not all stay.
     snap.forgetCallShapes();
-    for (let i = 0; i < 2_000; i++) expect(snap.evaluate(call(`${'x'.repeat(1_995)}${i}`, 'read_x')).decision).toBe('deny');
+    for (let i = 0; i < 2_000; i++) expect(snap.evaluate(call(`${'x'.repeat(4_995)}${i}`, 'read_x')).decision).toBe('deny');
     expect(snap.callShapeCount()).toBeLessThan(1_100);
+  });
+
+  it('learns per call shape whether the caller conditions of a rule found by its tool hold', () => {
+    // 40 rules, each found by its own tool name and conditioned on trust, a label, an action type
+    // or arguments: what a call shape learns of one (2 bits per rule, 15 rules to a word) must
+    // neither leak to another shape nor to a neighbouring rule.
+    const conditions = [{ trustLevelBelow: 'medium' as const }, { trustLevelAtLeast: 'admin' as const }, { actionTypes: ['data_*'] }, { arguments: [{ path: 'amount', operator: 'GreaterThan' as const, values: ['100'] }] }];
+    const policies = Array.from({ length: 40 }, (_, i) =>
+      guardPolicy({ name: `p${String(i).padStart(2, '0')}` }, {
+        ...(i % 5 === 4 ? { agentSelector: { matchLabels: { team: 'data' } } } : {}),
+        rules: [{ name: 'r', match: { tools: [`tool_${i}`], ...conditions[i % 4] }, action: 'deny' }],
+      }),
+    );
+    const snap = snapshot({}, agents, policies);
+    const expected = (agentId: string, i: number, actionType: string, amount: number): string => {
+      const rank = { low: 1, medium: 2, admin: 4 }[agentId]!;
+      const holds = [rank < 2, rank >= 4, actionType.startsWith('data_'), amount > 100][i % 4]! && (i % 5 !== 4 || agentId === 'medium');
+      return holds ? 'deny' : 'allow';
+    };
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 40; i++) {
+        for (const agentId of ['low', 'medium', 'admin']) {
+          for (const actionType of ['tool_call', 'data_write']) {
+            const amount = (i + round) % 2 === 0 ? 500 : 5;
+            const d = snap.evaluate(call(agentId, `TOOL_${i}`, { actionType, parameters: { amount } }));
+            expect(`${agentId} ${actionType} tool_${i} ${amount}: ${d.decision}`).toBe(`${agentId} ${actionType} tool_${i} ${amount}: ${expected(agentId, i, actionType, amount)}`);
+          }
+        }
+      }
+    }
   });
 
   it('refuses more rules than a candidate can number, rather than misorder them', () => {

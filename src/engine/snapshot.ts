@@ -155,25 +155,48 @@ function agentCheck(agentId: string, rule: string, message: string): MatchedRule
 }
 
 /**
- * Call shapes ({@link PolicySnapshot} `callShape`) remembered under a key of two parts, within a
- * budget: at most {@link MAX_SHAPES} shapes and {@link MAX_BYTES} of shapes and keys. A shape
- * that would exceed it starts the memo afresh. Agent ids, namespaces, action types and upstreams
- * come from callers, so what callers send must not grow it.
+ * What the snapshot knows of every call of one agent (with its namespace when unknown), action
+ * type and upstream ({@link PolicySnapshot} `callShape`):
+ * - `candidates`: the rules that do not depend on the tool, matched ({@link RuleIndex.callShape});
+ * - `rest`: for the rules a tool key finds with {@link Check.Rest}, whether their other
+ *   conditions hold, learnt the first time a call of the shape meets each: 2 bits per rule, by
+ *   order, {@link REST_PER_WORD} to a small integer ({@link REST_UNKNOWN}, {@link REST_FAILS},
+ *   or {@link REST_HOLDS} plus the {@link Check} left). Everything those conditions read is
+ *   fixed by the shape. Made when a call first needs it: a plain array of small integers costs
+ *   a first call less than a typed array's separately allocated buffer.
+ */
+interface CallShape {
+  readonly candidates: Int32Array;
+  rest: number[] | undefined;
+}
+
+const REST_UNKNOWN = 0;
+const REST_FAILS = 1;
+/** Stored plus the {@link Check} left: `None` (0) or `Arguments` (1). */
+const REST_HOLDS = 2;
+/** 30 bits to a word: a small integer (V8 keeps 31-bit integers unboxed). */
+const REST_PER_WORD = 15;
+
+/**
+ * Call shapes remembered under a key of two parts, within a budget: at most {@link MAX_SHAPES}
+ * shapes and {@link MAX_BYTES} of shapes and keys. A shape that would exceed it starts the memo
+ * afresh. Agent ids, namespaces, action types and upstreams come from callers, so what callers
+ * send must not grow it.
  */
 class ShapeMemo<A, B> {
   static readonly MAX_SHAPES = 4096;
-  static readonly MAX_BYTES = 4 * 2 ** 20;
-  private readonly shapes = new Map<A, Map<B, Int32Array>>();
+  /** At 10,000 rules a shape's `rest` is 2.7 KB: 4,096 of them fit with their candidates. */
+  static readonly MAX_BYTES = 12 * 2 ** 20;
+  private readonly shapes = new Map<A, Map<B, CallShape>>();
   private count = 0;
   private bytes = 0;
 
-  get(a: A, b: B): Int32Array | undefined {
+  get(a: A, b: B): CallShape | undefined {
     return this.shapes.get(a)?.get(b);
   }
 
-  /** Remember `shape`; `keyBytes`: what its key costs, in bytes (strings: 2 per UTF-16 unit). */
-  set(a: A, b: B, shape: Int32Array, keyBytes: number): void {
-    const bytes = shape.byteLength + keyBytes;
+  /** Remember `shape`; `bytes`: what it and its key may hold (strings: 2 per UTF-16 unit). */
+  set(a: A, b: B, shape: CallShape, bytes: number): void {
     if (this.count >= ShapeMemo.MAX_SHAPES || this.bytes + bytes > ShapeMemo.MAX_BYTES) this.clear();
     let byB = this.shapes.get(a);
     if (!byB) this.shapes.set(a, (byB = new Map()));
@@ -212,6 +235,8 @@ interface ResolvedAgent {
 export class PolicySnapshot {
   private readonly agentsById: ReadonlyMap<string, CompiledAgent>;
   private readonly index: RuleIndex;
+  /** The length of a call shape's `rest`. */
+  private readonly restWords: number;
   /**
    * Call shapes ({@link callShape}): of registered agents called without an upstream (the
    * common case) by agent and action type; of the others by a key naming the agent (and, when
@@ -238,6 +263,7 @@ export class PolicySnapshot {
   ) {
     this.agentsById = agents;
     this.index = new RuleIndex(rules);
+    this.restWords = this.index.hasRest ? Math.ceil(this.index.size / REST_PER_WORD) : 0;
   }
 
   /** An empty snapshot: no agents, no policies. */
@@ -406,15 +432,40 @@ export class PolicySnapshot {
 
   /** Whether every condition of `r` but its argument conditions holds. */
   private matchesCall(r: CompiledRule, agent: ResolvedAgent, req: Pick<ActionRequest, 'upstream'>, actionLower: string, agentLower: string, targetLower: string): boolean {
+    return (!r.tools || anyMatch(r.tools, targetLower) !== undefined) && this.matchesShape(r, agent, req, actionLower, agentLower);
+  }
+
+  /**
+   * Whether the conditions of `r` on the caller, the action type and the upstream hold: all but
+   * those on the tool and the arguments, so the same for every call of one call shape.
+   */
+  private matchesShape(r: CompiledRule, agent: ResolvedAgent, req: Pick<ActionRequest, 'upstream'>, actionLower: string, agentLower: string): boolean {
     if (r.scope !== undefined && r.scope !== agent.namespace) return false;
     if (r.selector && !r.selector(agent.labels)) return false;
     if (r.trustBelow !== undefined && !(agent.rank < r.trustBelow)) return false;
     if (r.trustAtLeast !== undefined && !(agent.rank >= r.trustAtLeast)) return false;
-    if (r.tools && !anyMatch(r.tools, targetLower)) return false;
     if (r.actionTypes && !anyMatch(r.actionTypes, actionLower)) return false;
     if (r.agents && !anyMatch(r.agents, agentLower)) return false;
     if (r.upstreams && (req.upstream === undefined || !anyMatch(r.upstreams, foldCase(req.upstream)))) return false;
     return true;
+  }
+
+  /**
+   * What is left to check of the rule at `order`, found with {@link Check.Rest} by a call of
+   * `shape`: `None` or `Arguments`, or undefined when it does not match. Worked out from the
+   * rule the first time, then read from `shape.rest`.
+   */
+  private restCheck(shape: CallShape, order: number, agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string): Check | undefined {
+    const rest = (shape.rest ??= new Array<number>(this.restWords).fill(0));
+    const word = Math.floor(order / REST_PER_WORD);
+    const shift = (order - word * REST_PER_WORD) * 2;
+    let known = (rest[word]! >> shift) & 3;
+    if (known === REST_UNKNOWN) {
+      const r = this.index.at(order);
+      known = !this.matchesShape(r, agent, req, actionLower, agentLower) ? REST_FAILS : REST_HOLDS + (r.args.length === 0 ? Check.None : Check.Arguments);
+      rest[word] = rest[word]! | (known << shift);
+    }
+    return known === REST_FAILS ? undefined : ((known - REST_HOLDS) as Check);
   }
 
   /** Whether the argument conditions of `r` hold: `true`, `false`, or the reasons of those that could not be evaluated when none is false. */
@@ -435,19 +486,20 @@ export class PolicySnapshot {
    * looks at varies from call to call; one with a tool condition is left to the call.
    * Remembered in {@link agentShapes} and {@link otherShapes}.
    */
-  private callShape(agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string): Int32Array {
+  private callShape(agent: ResolvedAgent, req: ActionRequest, actionLower: string, agentLower: string): CallShape {
     const registered = req.upstream === undefined ? agent.compiled : undefined;
     const who = registered ? '' : `${agent.registered ? 'r' : `u${field(agent.namespace)}`}${field(agent.id)}${field(req.upstream === undefined ? undefined : foldCase(req.upstream))}`;
     const known = registered ? this.agentShapes.get(registered, actionLower) : this.otherShapes.get(who, actionLower);
     if (known) return known;
-    const shape = this.index.callShape(actionLower, agentLower, (r) => {
+    const candidates = this.index.callShape(actionLower, agentLower, (r) => {
       if (r.tools !== undefined) return Check.All;
-      // No tool condition, so the target is never looked at.
-      if (!this.matchesCall(r, agent, req, actionLower, agentLower, '')) return undefined;
+      if (!this.matchesShape(r, agent, req, actionLower, agentLower)) return undefined;
       return r.args.length === 0 ? Check.None : Check.Arguments;
     });
-    if (registered) this.agentShapes.set(registered, actionLower, shape, 2 * actionLower.length);
-    else this.otherShapes.set(who, actionLower, shape, 2 * (who.length + actionLower.length));
+    const shape: CallShape = { candidates, rest: undefined };
+    const bytes = candidates.byteLength + 4 * this.restWords;
+    if (registered) this.agentShapes.set(registered, actionLower, shape, bytes + 2 * actionLower.length);
+    else this.otherShapes.set(who, actionLower, shape, bytes + 2 * (who.length + actionLower.length));
     return shape;
   }
 
@@ -513,11 +565,13 @@ export class PolicySnapshot {
     let winner = -1;
     let winnerStrength = 0;
     let indeterminate: { rule: CompiledRule; reasons: string[] }[] | undefined;
-    const candidates = this.index.withTool(this.callShape(agent, req, actionLower, agentLower), targetLower);
+    const shape = this.callShape(agent, req, actionLower, agentLower);
+    const candidates = this.index.withTool(shape.candidates, targetLower);
     for (let i = 0; i < candidates.length; i++) {
       const v = candidates[i]!;
       const order = encoded.order(v);
-      const check = encoded.check(v);
+      const check = encoded.check(v) === Check.Rest ? this.restCheck(shape, order, agent, req, actionLower, agentLower) : encoded.check(v);
+      if (check === undefined) continue;
       if (check !== Check.None) {
         const rule = this.index.at(order);
         const holds = check === Check.All && !this.matchesCall(rule, agent, req, actionLower, agentLower, targetLower) ? false : this.argumentsHold(rule, req);
