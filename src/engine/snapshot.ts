@@ -570,7 +570,8 @@ export class PolicySnapshot {
     for (let i = 0; i < candidates.length; i++) {
       const v = candidates[i]!;
       const order = encoded.order(v);
-      const check = encoded.check(v) === Check.Rest ? this.restCheck(shape, order, agent, req, actionLower, agentLower) : encoded.check(v);
+      const found = encoded.check(v);
+      const check = found === Check.Rest ? this.restCheck(shape, order, agent, req, actionLower, agentLower) : found;
       if (check === undefined) continue;
       if (check !== Check.None) {
         const rule = this.index.at(order);
