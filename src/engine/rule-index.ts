@@ -12,7 +12,7 @@
  * property. Two exceptions skip work that is known to succeed: a rule found under the key of an
  * exact, `text*` or `*text` glob whose only other conditions are on arguments has only those
  * checked, and the snapshot matches the rules that do not depend on the tool once per agent and
- * action type (its call shapes, src/engine/snapshot.ts).
+ * action type (its call shapes, src/engine/snapshot.ts) and looks a tool name up once.
  *
  * Candidates are plain numbers ({@link encoded}) and what a decision needs of a rule that
  * matched is kept in arrays by order, so a lookup sorts and merges integers and reads a rule
@@ -220,7 +220,7 @@ export class RuleIndex {
   private readonly warningAt: string[] = [];
   private readonly bitsAt: number[] = [];
   /**
-   * Scratch space for one lookup's tool candidates and the merge. Evaluation is synchronous, so
+   * Scratch space for a lookup's tool candidates and for a merge. Evaluation is synchronous, so
    * one pair per snapshot is enough; they grow to the largest lookup seen.
    */
   private readonly toolScratch = new Scratch();
@@ -315,31 +315,38 @@ export class RuleIndex {
   }
 
   /**
-   * `shape` ({@link callShape}) with the rules filed by tool that `targetLower` may match
-   * merged in, each once, most significant first. The result is
-   * `shape` itself or a view of scratch space that the next call overwrites: read it at once.
+   * The rules filed by tool that `targetLower` may match, each once, most significant first,
+   * {@link encoded}: of a rule filed under two keys the value has, the entry that proves more.
+   * A new array: callers may keep it (the snapshot remembers it per tool, src/engine/snapshot.ts).
    */
-  withTool(shape: Int32Array, targetLower: string): Int32Array {
+  toolCandidates(targetLower: string): Int32Array {
     const lists: number[][] = [];
     this.byTool.collect(targetLower, lists);
-    if (lists.length === 0) return shape;
     let n = 0;
     for (const list of lists) n += list.length;
-    const tool = this.toolScratch.ensure(n);
+    const buf = this.toolScratch.ensure(n);
     let k = 0;
-    for (const list of lists) for (const v of list) tool[k++] = v;
-    const t = sortPrefix(tool, k);
-    // A rule is filed in one index only, so `shape` and `t` share no order. `t` may repeat one
-    // (filed under two keys the value has): the first, which proves the most, is kept.
-    const out = this.mergeScratch.ensure(shape.length + k);
+    for (const list of lists) for (const v of list) buf[k++] = v;
+    const sorted = sortPrefix(buf, k);
+    // One rule's entries are adjacent once sorted, the one that proves more (a lower check) first.
+    let m = 0;
+    for (let j = 0; j < k; j++) if (m === 0 || encoded.order(sorted[j]!) !== encoded.order(sorted[m - 1]!)) sorted[m++] = sorted[j]!;
+    return sorted.slice(0, m);
+  }
+
+  /**
+   * The candidates of a request: `shape` ({@link callShape}) and `tool` ({@link toolCandidates})
+   * merged, most significant first. A rule is filed in one index only, so they share no rule.
+   * The result is `shape` itself or a view of scratch space that the next call overwrites: read
+   * it at once.
+   */
+  merge(shape: Int32Array, tool: Int32Array): Int32Array {
+    if (tool.length === 0) return shape;
+    const out = this.mergeScratch.ensure(shape.length + tool.length);
     let i = 0;
     let j = 0;
     let m = 0;
-    while (j < k) {
-      if (j > 0 && encoded.order(t[j]!) === encoded.order(t[j - 1]!)) j++;
-      else if (i < shape.length && shape[i]! < t[j]!) out[m++] = shape[i++]!;
-      else out[m++] = t[j++]!;
-    }
+    while (j < tool.length) out[m++] = i < shape.length && shape[i]! < tool[j]! ? shape[i++]! : tool[j++]!;
     while (i < shape.length) out[m++] = shape[i++]!;
     return out.subarray(0, m);
   }
@@ -349,7 +356,7 @@ export class RuleIndex {
    * first. A new array.
    */
   candidates(targetLower: string, actionLower: string, agentLower: string): CompiledRule[] {
-    const merged = this.withTool(this.callShape(actionLower, agentLower, () => Check.All), targetLower);
+    const merged = this.merge(this.callShape(actionLower, agentLower, () => Check.All), this.toolCandidates(targetLower));
     const out: CompiledRule[] = [];
     for (let i = 0; i < merged.length; i++) out.push(this.rules[encoded.order(merged[i]!)]!);
     return out;

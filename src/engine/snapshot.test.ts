@@ -685,7 +685,7 @@ describe('rule index', () => {
             ...(r.upstream && { upstream: r.upstream }),
             ...(r.ns && { unknownAgentNamespace: r.ns }),
           });
-          cold.forgetCallShapes();
+          cold.forgetMemos();
           const d = warm.evaluate(req);
           expect(d).toEqual(cold.evaluate(req));
           if (d.matched[0]?.policy.startsWith('agent:')) continue; // an agent check decided
@@ -712,17 +712,35 @@ describe('rule index', () => {
       expect(snap.evaluate(call('low', 'read_x', { actionType: 'tool_call' })).decision).toBe('deny');
       expect(snap.evaluate(call('low', 'read_x', { actionType: `kind-${i}` })).decision).toBe('allow');
     }
-    const registered = snap.callShapeCount();
+    const registered = snap.memoSizes().callShapes;
     expect(registered).toBeGreaterThan(0);
     expect(registered).toBeLessThanOrEqual(4096);
     // Unknown ids (and upstreams) have their own budget: a flood of them leaves registered agents' shapes alone.
     for (let i = 0; i < 10_000; i++) expect(snap.evaluate(call(`anon-${i}`, 'read_x', { upstream: `ns/u${i % 3}` })).decision).toBe('deny');
-    expect(snap.callShapeCount()).toBeGreaterThan(registered);
-    expect(snap.callShapeCount()).toBeLessThanOrEqual(registered + 4096);
+    expect(snap.memoSizes().callShapes).toBeGreaterThan(registered);
+    expect(snap.memoSizes().callShapes).toBeLessThanOrEqual(registered + 4096);
     // Long keys count against the bytes budget (12 MiB): 2,000 ids of 5,000 characters do not all stay.
-    snap.forgetCallShapes();
+    snap.forgetMemos();
     for (let i = 0; i < 2_000; i++) expect(snap.evaluate(call(`${'x'.repeat(4_995)}${i}`, 'read_x')).decision).toBe('deny');
-    expect(snap.callShapeCount()).toBeLessThan(1_100);
+    expect(snap.memoSizes().callShapes).toBeLessThan(1_100);
+  });
+
+  it('remembers a bounded number of tool names, whatever tools callers name', () => {
+    const snap = snapshot({}, agents, [guardPolicy({ name: 'p' }, { rules: [{ match: { tools: ['drop_*'] }, action: 'deny' }, { match: { tools: ['*_x'] }, action: 'require_approval' }] })]);
+    const decide = (tool: string) => snap.evaluate(call('low', tool)).decision;
+    for (let i = 0; i < 10_000; i++) {
+      expect(decide(`drop_${i}`)).toBe('deny');
+      expect(decide(`t${i}_x`)).toBe('require_approval');
+      expect(decide(`other_${i}`)).toBe('allow');
+    }
+    expect(snap.memoSizes().tools).toBeGreaterThan(0);
+    expect(snap.memoSizes().tools).toBeLessThanOrEqual(4096);
+    // Long names count against the bytes budget (4 MiB): 1,000 names of 5,000 characters do not all stay.
+    snap.forgetMemos();
+    for (let i = 0; i < 1_000; i++) expect(decide(`drop_${'x'.repeat(4_990)}${i}`)).toBe('deny');
+    expect(snap.memoSizes().tools).toBeLessThan(500);
+    // What a name found is the same remembered or not.
+    for (const tool of ['DROP_X', 'drop_x', 'keep_x', 'keep']) expect(decide(tool)).toBe(tool === 'keep' ? 'allow' : tool === 'keep_x' ? 'require_approval' : 'deny');
   });
 
   it('learns per call shape whether the caller conditions of a rule found by its tool hold', () => {

@@ -178,31 +178,52 @@ const REST_HOLDS = 2;
 const REST_PER_WORD = 15;
 
 /**
- * Call shapes remembered under a key of two parts, within a budget: at most {@link MAX_SHAPES}
- * shapes and {@link MAX_BYTES} of shapes and keys. A shape that would exceed it starts the memo
- * afresh. Agent ids, namespaces, action types and upstreams come from callers, so what callers
- * send must not grow it.
+ * What a memo may hold: at most `maxEntries` entries and `maxBytes` of entries and keys
+ * (strings: 2 bytes per UTF-16 unit). An entry that would exceed it starts the memo afresh.
+ * Agent ids, namespaces, action types, upstreams and tool names come from callers, so what
+ * callers send must not grow a memo without bound.
  */
+class Budget {
+  private entries = 0;
+  private bytes = 0;
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** Count one more entry of `bytes`; true when it exceeds the budget, which then starts afresh with it: the memo must forget the rest. */
+  overflows(bytes: number): boolean {
+    const over = this.entries >= this.maxEntries || this.bytes + bytes > this.maxBytes;
+    if (over) this.reset();
+    this.entries++;
+    this.bytes += bytes;
+    return over;
+  }
+
+  reset(): void {
+    this.entries = 0;
+    this.bytes = 0;
+  }
+}
+
+/** Call shapes under a key of two parts, within a {@link Budget}. */
 class ShapeMemo<A, B> {
   static readonly MAX_SHAPES = 4096;
   /** At 10,000 rules a shape's `rest` is 2.7 KB: 4,096 of them fit with their candidates. */
   static readonly MAX_BYTES = 12 * 2 ** 20;
   private readonly shapes = new Map<A, Map<B, CallShape>>();
-  private count = 0;
-  private bytes = 0;
+  private readonly budget = new Budget(ShapeMemo.MAX_SHAPES, ShapeMemo.MAX_BYTES);
 
   get(a: A, b: B): CallShape | undefined {
     return this.shapes.get(a)?.get(b);
   }
 
-  /** Remember `shape`; `bytes`: what it and its key may hold (strings: 2 per UTF-16 unit). */
+  /** Remember `shape`; `bytes`: what it and its key may hold. */
   set(a: A, b: B, shape: CallShape, bytes: number): void {
-    if (this.count >= ShapeMemo.MAX_SHAPES || this.bytes + bytes > ShapeMemo.MAX_BYTES) this.clear();
+    if (this.budget.overflows(bytes)) this.shapes.clear();
     let byB = this.shapes.get(a);
     if (!byB) this.shapes.set(a, (byB = new Map()));
     byB.set(b, shape);
-    this.count++;
-    this.bytes += bytes;
   }
 
   /** Shapes held, counted in the maps themselves (for tests of the bound). */
@@ -214,8 +235,42 @@ class ShapeMemo<A, B> {
 
   clear(): void {
     this.shapes.clear();
-    this.count = 0;
-    this.bytes = 0;
+    this.budget.reset();
+  }
+}
+
+/**
+ * The tool candidates ({@link RuleIndex.toolCandidates}) of each tool name, within a
+ * {@link Budget}. Looking a name up walks a trie node by node, each a Map read from memory that
+ * other calls have pushed out of the cache; a remembered name costs one Map read.
+ */
+class ToolMemo {
+  static readonly MAX_TOOLS = 4096;
+  static readonly MAX_BYTES = 4 * 2 ** 20;
+  private readonly tools = new Map<string, Int32Array>();
+  private readonly budget = new Budget(ToolMemo.MAX_TOOLS, ToolMemo.MAX_BYTES);
+
+  constructor(private readonly index: RuleIndex) {}
+
+  /** The tool candidates of `targetLower`, looked up the first time. */
+  candidates(targetLower: string): Int32Array {
+    let found = this.tools.get(targetLower);
+    if (!found) {
+      found = this.index.toolCandidates(targetLower);
+      if (this.budget.overflows(found.byteLength + 2 * targetLower.length)) this.tools.clear();
+      this.tools.set(targetLower, found);
+    }
+    return found;
+  }
+
+  /** Tool names held (for tests of the bound). */
+  size(): number {
+    return this.tools.size;
+  }
+
+  clear(): void {
+    this.tools.clear();
+    this.budget.reset();
   }
 }
 
@@ -246,6 +301,8 @@ export class PolicySnapshot {
    */
   private readonly agentShapes = new ShapeMemo<CompiledAgent, string>();
   private readonly otherShapes = new ShapeMemo<string, string>();
+  /** Tool candidates by tool name: a cache too. */
+  private readonly tools: ToolMemo;
 
   private constructor(
     readonly revision: string,
@@ -263,6 +320,7 @@ export class PolicySnapshot {
   ) {
     this.agentsById = agents;
     this.index = new RuleIndex(rules);
+    this.tools = new ToolMemo(this.index);
     this.restWords = this.index.hasRest ? Math.ceil(this.index.size / REST_PER_WORD) : 0;
   }
 
@@ -503,15 +561,16 @@ export class PolicySnapshot {
     return shape;
   }
 
-  /** How many call shapes are remembered (for tests of the bound). */
-  callShapeCount(): number {
-    return this.agentShapes.size() + this.otherShapes.size();
+  /** How many call shapes and tool names are remembered (for tests of the bounds). */
+  memoSizes(): { callShapes: number; tools: number } {
+    return { callShapes: this.agentShapes.size() + this.otherShapes.size(), tools: this.tools.size() };
   }
 
-  /** For benchmarks and tests: forget every call shape, so the next call of each works it out afresh. */
-  forgetCallShapes(): void {
+  /** For benchmarks and tests: forget every call shape and tool name, so the next call of each works it out afresh. */
+  forgetMemos(): void {
     this.agentShapes.clear();
     this.otherShapes.clear();
+    this.tools.clear();
   }
 
   /**
@@ -566,7 +625,7 @@ export class PolicySnapshot {
     let winnerStrength = 0;
     let indeterminate: { rule: CompiledRule; reasons: string[] }[] | undefined;
     const shape = this.callShape(agent, req, actionLower, agentLower);
-    const candidates = this.index.withTool(shape.candidates, targetLower);
+    const candidates = this.index.merge(shape.candidates, this.tools.candidates(targetLower));
     for (let i = 0; i < candidates.length; i++) {
       const v = candidates[i]!;
       const order = encoded.order(v);
