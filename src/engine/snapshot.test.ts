@@ -5,7 +5,7 @@ import { fromSeedRule, SeedRuleSchema } from '../api/seed.js';
 import { LABEL_AUTO_REGISTERED, trustRank, type ArgumentCondition, type GuardAgent, type GuardPolicy } from '../api/schemas.js';
 import { compilePolicy, type CompiledRule } from './compile.js';
 import { anyMatch, foldCase } from './glob.js';
-import { RuleIndex } from './rule-index.js';
+import { Check, encoded, RuleIndex } from './rule-index.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision, type EngineOptions } from './types.js';
 
@@ -739,8 +739,43 @@ describe('rule index', () => {
     snap.forgetMemos();
     for (let i = 0; i < 1_000; i++) expect(decide(`drop_${'x'.repeat(4_990)}${i}`)).toBe('deny');
     expect(snap.memoSizes().tools).toBeLessThan(500);
-    // What a name found is the same remembered or not.
-    for (const tool of ['DROP_X', 'drop_x', 'keep_x', 'keep']) expect(decide(tool)).toBe(tool === 'keep' ? 'allow' : tool === 'keep_x' ? 'require_approval' : 'deny');
+    // A name larger than the whole budget is decided but not kept, and does not make the memo forget the others.
+    const held = snap.memoSizes().tools;
+    expect(decide(`drop_${'x'.repeat(2 ** 21)}`)).toBe('deny');
+    expect(snap.memoSizes().tools).toBe(held);
+  });
+
+  it('answers the same for a tool name remembered or not, with many candidates and rules found under two keys', () => {
+    // 40 rules under one prefix key (more than the insertion sort takes), one rule filed under a
+    // key that proves its glob and one that does not, and names looked up in turn, so each
+    // reuses the scratch space the one before it sorted in.
+    const many = Array.from({ length: 40 }, (_, i) => guardPolicy({ name: `p${String(i).padStart(2, '0')}` }, { priority: (i * 7) % 40, rules: [{ name: 'r', match: { tools: i % 3 ? ['ab*'] : ['*z'] }, action: i % 5 ? 'allow' : 'require_approval' }] }));
+    const twoKeys = guardPolicy({ name: 'two-keys' }, { priority: 50, rules: [{ name: 'big', match: { tools: ['abc*', 'ab*z'], arguments: [{ path: 'amount', operator: 'GreaterThan', values: ['100'] }] }, action: 'deny' }] });
+    const warm = snapshot({}, agents, [...many, twoKeys]);
+    const cold = snapshot({}, agents, [...many, twoKeys]);
+    for (let round = 0; round < 3; round++) {
+      for (const tool of ['abcz', 'abz', 'abc', 'xz', 'ab', 'other']) {
+        for (const amount of [5, 500]) {
+          const req = call('low', tool, { parameters: { amount } });
+          cold.forgetMemos();
+          const d = warm.evaluate(req);
+          expect(d).toEqual(cold.evaluate(req));
+          if (tool === 'abcz' || tool === 'abc') expect(d.decision).toBe(amount > 100 ? 'deny' : 'require_approval');
+        }
+      }
+    }
+    expect(warm.memoSizes().tools).toBe(6);
+  });
+
+  it('finds a rule filed under two keys of one tool name once, by the key that proves its glob', () => {
+    const res = compilePolicy(guardPolicy({ name: 'p' }, { rules: [{ name: 'r', match: { tools: ['abc*', 'ab*z'], arguments: [{ path: 'amount', operator: 'GreaterThan', values: ['100'] }] }, action: 'deny' }] }), DEFAULT_ENGINE_OPTIONS);
+    if (!res.ok) throw new Error(res.problem.message);
+    const index = new RuleIndex(res.value);
+    const found = [...index.toolCandidates('abcz')];
+    expect(found).toHaveLength(1);
+    expect(encoded.check(found[0]!)).toBe(Check.Arguments);
+    // Under the key that does not prove alone, it is matched in full.
+    expect([...index.toolCandidates('abxz')].map(encoded.check)).toEqual([Check.All]);
   });
 
   it('learns per call shape whether the caller conditions of a rule found by its tool hold', () => {

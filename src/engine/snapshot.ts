@@ -179,9 +179,10 @@ const REST_PER_WORD = 15;
 
 /**
  * What a memo may hold: at most `maxEntries` entries and `maxBytes` of entries and keys
- * (strings: 2 bytes per UTF-16 unit). An entry that would exceed it starts the memo afresh.
- * Agent ids, namespaces, action types, upstreams and tool names come from callers, so what
- * callers send must not grow a memo without bound.
+ * (strings: 2 bytes per UTF-16 unit). An entry that does not fit with the others makes the memo
+ * forget them and start afresh; one larger than the whole budget is not kept. Agent ids,
+ * namespaces, action types, upstreams and tool names come from callers, so what callers send
+ * must not grow a memo without bound.
  */
 class Budget {
   private entries = 0;
@@ -189,15 +190,20 @@ class Budget {
   constructor(
     private readonly maxEntries: number,
     private readonly maxBytes: number,
+    /** Makes the memo forget every entry. */
+    private readonly forget: () => void,
   ) {}
 
-  /** Count one more entry of `bytes`; true when it exceeds the budget, which then starts afresh with it: the memo must forget the rest. */
-  overflows(bytes: number): boolean {
-    const over = this.entries >= this.maxEntries || this.bytes + bytes > this.maxBytes;
-    if (over) this.reset();
+  /** Whether the memo may keep an entry of `bytes`; counted when it may. */
+  admit(bytes: number): boolean {
+    if (bytes > this.maxBytes) return false;
+    if (this.entries >= this.maxEntries || this.bytes + bytes > this.maxBytes) {
+      this.forget();
+      this.reset();
+    }
     this.entries++;
     this.bytes += bytes;
-    return over;
+    return true;
   }
 
   reset(): void {
@@ -212,7 +218,7 @@ class ShapeMemo<A, B> {
   /** At 10,000 rules a shape's `rest` is 2.7 KB: 4,096 of them fit with their candidates. */
   static readonly MAX_BYTES = 12 * 2 ** 20;
   private readonly shapes = new Map<A, Map<B, CallShape>>();
-  private readonly budget = new Budget(ShapeMemo.MAX_SHAPES, ShapeMemo.MAX_BYTES);
+  private readonly budget = new Budget(ShapeMemo.MAX_SHAPES, ShapeMemo.MAX_BYTES, () => this.shapes.clear());
 
   get(a: A, b: B): CallShape | undefined {
     return this.shapes.get(a)?.get(b);
@@ -220,7 +226,7 @@ class ShapeMemo<A, B> {
 
   /** Remember `shape`; `bytes`: what it and its key may hold. */
   set(a: A, b: B, shape: CallShape, bytes: number): void {
-    if (this.budget.overflows(bytes)) this.shapes.clear();
+    if (!this.budget.admit(bytes)) return;
     let byB = this.shapes.get(a);
     if (!byB) this.shapes.set(a, (byB = new Map()));
     byB.set(b, shape);
@@ -248,7 +254,7 @@ class ToolMemo {
   static readonly MAX_TOOLS = 4096;
   static readonly MAX_BYTES = 4 * 2 ** 20;
   private readonly tools = new Map<string, Int32Array>();
-  private readonly budget = new Budget(ToolMemo.MAX_TOOLS, ToolMemo.MAX_BYTES);
+  private readonly budget = new Budget(ToolMemo.MAX_TOOLS, ToolMemo.MAX_BYTES, () => this.tools.clear());
 
   constructor(private readonly index: RuleIndex) {}
 
@@ -257,8 +263,7 @@ class ToolMemo {
     let found = this.tools.get(targetLower);
     if (!found) {
       found = this.index.toolCandidates(targetLower);
-      if (this.budget.overflows(found.byteLength + 2 * targetLower.length)) this.tools.clear();
-      this.tools.set(targetLower, found);
+      if (this.budget.admit(found.byteLength + 2 * targetLower.length)) this.tools.set(targetLower, found);
     }
     return found;
   }
