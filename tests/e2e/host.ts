@@ -80,7 +80,12 @@ export interface HostState {
 }
 
 interface IptablesState {
-  /** `table chain` */
+  /**
+   * `table chain`: chains we may have made, and built-in chains that drop by default. A built-in
+   * chain that accepts by default filters nothing when it has no rules (which `rules` lists), so
+   * it is left out: the first iptables rule on a host where none was ever set creates its table
+   * with every built-in chain, and removing the rule leaves them, empty and accepting.
+   */
   chains: string[];
   /** `table -A CHAIN spec…` */
   rules: string[];
@@ -111,7 +116,10 @@ async function iptablesState(cmd: string): Promise<IptablesState> {
   let table = '';
   for (const line of r.stdout.split('\n')) {
     if (line.startsWith('*')) table = line.slice(1);
-    else if (line.startsWith(':')) state.chains.push(`${table} ${line.slice(1).split(' ')[0]}`);
+    else if (line.startsWith(':')) {
+      const [chain, policy] = line.slice(1).split(' ');
+      if (policy !== 'ACCEPT') state.chains.push(`${table} ${chain}`);
+    }
     else if (line.startsWith('-A ')) state.rules.push(`${table} ${line}`);
   }
   return state;
