@@ -197,16 +197,15 @@ class Budget {
   /** Whether the memo may keep an entry of `bytes`; counted when it may. */
   admit(bytes: number): boolean {
     if (bytes > this.maxBytes) return false;
-    if (this.entries >= this.maxEntries || this.bytes + bytes > this.maxBytes) {
-      this.forget();
-      this.reset();
-    }
+    if (this.entries >= this.maxEntries || this.bytes + bytes > this.maxBytes) this.forgetAll();
     this.entries++;
     this.bytes += bytes;
     return true;
   }
 
-  reset(): void {
+  /** Make the memo forget every entry, and count afresh. */
+  forgetAll(): void {
+    this.forget();
     this.entries = 0;
     this.bytes = 0;
   }
@@ -240,8 +239,7 @@ class ShapeMemo<A, B> {
   }
 
   clear(): void {
-    this.shapes.clear();
-    this.budget.reset();
+    this.budget.forgetAll();
   }
 }
 
@@ -274,8 +272,7 @@ class ToolMemo {
   }
 
   clear(): void {
-    this.tools.clear();
-    this.budget.reset();
+    this.budget.forgetAll();
   }
 }
 
