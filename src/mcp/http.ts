@@ -11,7 +11,7 @@
  */
 import { inexactNumber, inexactNumberText, MAX_JSON_DEPTH, nestedDeeperThan, tooDeepText } from '../json-limits.js';
 import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import express, { type IRoute, type NextFunction, type Request, type Response } from 'express';
@@ -134,7 +134,7 @@ function observeRequests(metrics: Metrics, log: Logger, tracer: Tracer | undefin
  *   const app = createHttpApp({ tools, store, metrics, log, authenticator: noAuthenticator(), allowedHosts: [], allowedOrigins: [] });
  *   const { url } = await listen(app, { host: '127.0.0.1', port: 8000 });
  */
-export function createHttpApp(opts: HttpOptions): RequestListener {
+export function createHttpApp(opts: HttpOptions): HttpApp {
   const { tools, store, metrics, log, authenticator } = opts;
   const app = express();
   app.disable('x-powered-by');
@@ -317,6 +317,19 @@ export function createHttpApp(opts: HttpOptions): RequestListener {
 /** What node:http's createServer takes; an Express app is one. */
 export type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
 
+/**
+ * The app, as a server serves it: `listener` for each request, and the request and response
+ * classes the server should make (node:http's `IncomingMessage`/`ServerResponse` options), born
+ * with Express's prototypes. Express gives each request its prototypes with
+ * `Object.setPrototypeOf` (express/lib/application.js), which costs ~5 µs a request (3–4% of a
+ * `validate_action` at saturation: docs/performance.md, "What the eleventh pass changed"); a
+ * request made by these classes needs none. The listener still serves requests of plain classes.
+ */
+export interface HttpApp {
+  listener: RequestListener;
+  classes: { IncomingMessage: typeof IncomingMessage; ServerResponse: typeof ServerResponse };
+}
+
 type Handler = (req: Request, res: Response, next: NextFunction) => unknown;
 type ErrorHandler = (err: Error, req: Request, res: Response, next: NextFunction) => unknown;
 
@@ -329,12 +342,17 @@ type ErrorHandler = (err: Error, req: Request, res: Response, next: NextFunction
  * goes this way; `/mcp?…`, `/mcp/`, `/MCP` and every other route go to the app, which answers
  * them as before.
  */
-function withDirectMcp(app: express.Express, route: IRoute, handlers: Handler[], onError: ErrorHandler): RequestListener {
-  return (incoming, outgoing) => {
+function withDirectMcp(app: express.Express, route: IRoute, handlers: Handler[], onError: ErrorHandler): HttpApp {
+  class AppRequest extends IncomingMessage {}
+  Object.setPrototypeOf(AppRequest.prototype, app.request);
+  class AppResponse<R extends IncomingMessage = IncomingMessage> extends ServerResponse<R> {}
+  Object.setPrototypeOf(AppResponse.prototype, app.response);
+  const listener: RequestListener = (incoming, outgoing) => {
     if (incoming.method !== 'POST' || incoming.url !== '/mcp') return void app(incoming, outgoing);
-    // What Express's app.handle does before routing (express/lib/application.js).
-    const req = Object.setPrototypeOf(incoming, app.request) as Request;
-    const res = Object.setPrototypeOf(outgoing, app.response) as Response;
+    // What Express's app.handle does before routing (express/lib/application.js), where the
+    // server did not make the request with the app's classes.
+    const req = (incoming instanceof AppRequest ? incoming : Object.setPrototypeOf(incoming, app.request)) as Request;
+    const res = (outgoing instanceof AppResponse ? outgoing : Object.setPrototypeOf(outgoing, app.response)) as Response;
     req.res = res;
     res.req = req;
     res.locals = Object.create(null) as Response['locals'];
@@ -372,6 +390,7 @@ function withDirectMcp(app: express.Express, route: IRoute, handlers: Handler[],
     };
     next();
   };
+  return { listener, classes: { IncomingMessage: AppRequest, ServerResponse: AppResponse } };
 }
 
 export interface RunningServer {
@@ -388,8 +407,10 @@ export interface ListenOptions {
 }
 
 /** Listen on host:port (port 0 = any free port), over TLS when cert and key are given. */
-export async function listen(app: RequestListener, opts: ListenOptions): Promise<RunningServer> {
-  const server: Server = opts.tls ? createTlsServer({ cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, app) : createServer(app);
+export async function listen(app: HttpApp, opts: ListenOptions): Promise<RunningServer> {
+  const server: Server = opts.tls
+    ? createTlsServer({ ...app.classes, cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, app.listener)
+    : createServer(app.classes, app.listener);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());

@@ -1,0 +1,111 @@
+/**
+ * The app's request and response classes (HttpApp.classes): node:http makes each request with
+ * Express's prototypes already, so POST /mcp needs no Object.setPrototypeOf; a server that makes
+ * plain ones (createServer(app.listener)) is answered the same, and so is one over TLS.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, IncomingMessage, type Server } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { Socket, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryApprovalStore } from '../approvals/memory-store-fixture.js';
+import { noAuthenticator } from '../auth/authenticate.js';
+import { openAuthorizer } from '../auth/authorize.js';
+import { openFileAuditSink } from '../audit/file-sink.js';
+import { openFileIncidentLog } from '../audit/incident-file.js';
+import type { AuditSink } from '../audit/sink.js';
+import { silentLogger } from '../log.js';
+import { Metrics } from '../metrics.js';
+import { StandaloneStore } from '../store/standalone.js';
+import { writePki } from '../../tests/controlplane/certs.js';
+import { createHttpApp, listen, type HttpApp, type RunningServer } from './http.js';
+import { Tools } from './tools.js';
+
+const SAMPLES = new URL('../../config-samples', import.meta.url).pathname;
+
+let root: string;
+let store: StandaloneStore;
+let audit: AuditSink;
+let app: HttpApp;
+let withClasses: RunningServer;
+let plain: Server;
+let plainUrl: string;
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'policyguard-http-'));
+  store = await StandaloneStore.open({ configDir: SAMPLES, dataDir: join(root, 'data'), log: silentLogger, engine: { defaultDecision: 'allow', unknownAgentTrust: 'low', clusterPolicyNamespace: null }, watch: false });
+  audit = await openFileAuditSink({ dir: join(root, 'data', 'audit'), log: () => {} });
+  const incidents = await openFileIncidentLog(join(root, 'data', 'incidents.jsonl'), { log: () => {} });
+  const metrics = new Metrics();
+  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
+  app = createHttpApp({ tools, store, metrics, log: silentLogger, authenticator: noAuthenticator(), allowedHosts: [], allowedOrigins: [], uiApprovals: { store: new MemoryApprovalStore() } });
+  withClasses = await listen(app, { host: '127.0.0.1', port: 0 });
+  plain = createServer(app.listener);
+  await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+  plainUrl = `http://127.0.0.1:${(plain.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  await withClasses?.close();
+  plain?.closeAllConnections();
+  await new Promise((resolve) => plain?.close(resolve));
+  await audit?.close();
+  await store?.close();
+  if (root) await rm(root, { recursive: true, force: true });
+});
+
+describe('the request and response classes node:http makes for the app', () => {
+  it("carry Express's request and response methods, and node:http's own", () => {
+    const req = new app.classes.IncomingMessage(new Socket());
+    const res = new app.classes.ServerResponse(req);
+    expect(req).toBeInstanceOf(IncomingMessage);
+    expect(typeof (req as unknown as { get: unknown }).get).toBe('function'); // express/lib/request.js
+    expect(typeof (res as unknown as { json: unknown }).json).toBe('function'); // express/lib/response.js
+    expect(typeof res.writeHead).toBe('function');
+  });
+
+  const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const call = (target: string) =>
+    JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'support-bot' } } });
+  const cases: Array<[name: string, method: string, path: string, body?: string]> = [
+    ['an allowed call (the fast path)', 'POST', '/mcp', call('read_customer')],
+    ['a denied call', 'POST', '/mcp', call('delete_records')],
+    ['tools/list (the SDK path)', 'POST', '/mcp', JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })],
+    ['malformed JSON', 'POST', '/mcp', '{"jsonrpc": '],
+    ['the routed path', 'POST', '/mcp?via=router', call('read_customer')],
+    ['GET /healthz', 'GET', '/healthz'],
+  ];
+  const answer = async (base: string, method: string, path: string, body?: string) => {
+    const r = await fetch(`${base}${path}`, { method, headers: HEADERS, ...(body === undefined ? {} : { body }) });
+    const text = (await r.text()).replace(/(act|inc)_[0-9a-f]+/g, '$1_…').replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, '<time>');
+    return { status: r.status, type: r.headers.get('content-type'), text };
+  };
+
+  it.each(cases)('answer %s the same when the server makes plain requests', async (_name, method, path, body) => {
+    const expected = await answer(withClasses.url, method, path, body);
+    expect(expected.status).toBeLessThan(500);
+    expect(await answer(plainUrl, method, path, body)).toEqual(expected);
+  });
+
+  it('serve over TLS (--tls-cert, --tls-key) as over plain HTTP', async () => {
+    const pki = writePki(join(root, 'pki'));
+    const tls = await listen(app, { host: '127.0.0.1', port: 0, tls: { cert: pki.servingCert, key: pki.servingKey } });
+    try {
+      expect(tls.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const body = call('read_customer');
+      const text = await new Promise<string>((resolve, reject) => {
+        const req = httpsRequest(`${tls.url}/mcp`, { method: 'POST', headers: HEADERS, ca: pki.pem.ca }, (res) => {
+          let chunks = '';
+          res.setEncoding('utf8').on('data', (c: string) => (chunks += c)).on('end', () => resolve(`${res.statusCode} ${chunks}`));
+        });
+        req.once('error', reject).end(body);
+      });
+      const expected = await answer(withClasses.url, 'POST', '/mcp', body);
+      expect(text.replace(/act_[0-9a-f]+/g, 'act_…').replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, '<time>')).toBe(`${expected.status} ${expected.text}`);
+    } finally {
+      await tls.close();
+    }
+  });
+});
