@@ -1,14 +1,14 @@
 import client from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { Histogram, Metrics } from './metrics.js';
+import { Counter, Histogram, Metrics } from './metrics.js';
 
 describe('Metrics', () => {
   it('counters keep their names and labels, and read back synchronously', async () => {
     const m = new Metrics();
     m.decisions.inc({ decision: 'deny' });
     m.decisions.inc({ decision: 'deny' }, 2);
-    expect(m.decisions.get({ decision: 'deny' })).toBe(3);
-    expect(m.decisions.get({ decision: 'allow' })).toBe(0);
+    expect(m.decisions.value({ decision: 'deny' })).toBe(3);
+    expect(m.decisions.value({ decision: 'allow' })).toBe(0);
     const text = await m.exposition();
     expect(text).toMatch(/^policyguard_decisions_total\{decision="deny"\} 3$/m);
     expect(text).toContain('# HELP policyguard_decisions_total Decisions made, by decision (allow, deny, require_approval).\n# TYPE policyguard_decisions_total counter\n');
@@ -20,9 +20,43 @@ describe('Metrics', () => {
     expect(await m.exposition()).not.toContain('policyguard_test_requests_total');
     c.inc({ method: 'tools/call', outcome: 'forwarded' });
     c.inc({ method: 'tools/call', outcome: 'denied' });
-    expect(c.get({ outcome: 'forwarded', method: 'tools/call' })).toBe(1);
+    expect(c.value({ outcome: 'forwarded', method: 'tools/call' })).toBe(1);
     expect(await m.exposition()).toMatch(/^policyguard_test_requests_total\{method="tools\/call",outcome="denied"\} 1$/m);
-    expect(() => c.inc({ other: 'x' })).toThrow(/not included in initial labelset/);
+    expect(() => c.inc({ other: 'x' })).toThrow(/does not give exactly its labels \(method, outcome\)/);
+    expect(() => c.inc({ method: 'tools/call', outcome: 'denied', other: 'x' })).toThrow(/exactly its labels/);
+    expect(() => c.inc({ method: 'tools/call' })).toThrow(/exactly its labels/);
+    expect(c.value({ method: 'tools/call' })).toBe(0);
+  });
+
+  it('a Counter is exposed exactly as prom-client exposes its own, labelled or not, in text and JSON', async () => {
+    const theirs = new client.Registry();
+    const ours = new client.Registry();
+    const plainTheirs = new client.Counter({ name: 'x_total', help: 'X.', registers: [theirs] });
+    const plainOurs = new Counter(ours, 'x_total', 'X.', []);
+    new client.Counter({ name: 'idle_total', help: 'Never incremented.', labelNames: ['kind'], registers: [theirs] });
+    new Counter(ours, 'idle_total', 'Never incremented.', ['kind']);
+    const byTheirs = new client.Counter({ name: 'y_total', help: 'Y.', labelNames: ['tool', 'outcome'], registers: [theirs] });
+    const byOurs = new Counter(ours, 'y_total', 'Y.', ['tool', 'outcome']);
+    expect(await ours.metrics()).toBe(await theirs.metrics()); // `x_total 0` before any inc()
+    for (const [labels, by] of [
+      [{ tool: 'validate_action', outcome: 'ok' }, 1],
+      [{ outcome: 'error', tool: 'a"b\\c\nd' }, 2],
+      [{ tool: 'validate_action', outcome: 'ok' }, 0.5],
+      [{ tool: '', outcome: 'ok' }, 1],
+    ] as const) {
+      byTheirs.inc(labels, by);
+      byOurs.inc(labels, by);
+      plainTheirs.inc(by);
+      plainOurs.inc({}, by);
+    }
+    expect(await ours.metrics()).toBe(await theirs.metrics());
+    const plain = (metrics: any[]) => metrics.map((m) => ({ ...m, values: m.values.map(({ labels, value }: any) => ({ labels, value })) }));
+    expect(plain(await ours.getMetricsAsJSON())).toEqual(plain(await theirs.getMetricsAsJSON()));
+    expect(byOurs.value({ outcome: 'ok', tool: 'validate_action' })).toBe(1.5);
+    for (const by of [-1, Number.NaN, Infinity]) expect(() => plainOurs.inc({}, by)).toThrow(/a counter goes up by a finite number/);
+    ours.resetMetrics();
+    theirs.resetMetrics();
+    expect(await ours.metrics()).toBe(await theirs.metrics());
   });
 
   it('gauges are read at scrape time, with or without labels', async () => {

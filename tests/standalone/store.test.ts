@@ -129,6 +129,6 @@ describe('standalone store', () => {
     await validate(s, 'read_data', 'second');
     await validate(s, 'read_data', 'second');
     expect((await validate(s, 'read_data', 'second')).agent.registered).toBe(false);
-    expect(s.pg.metrics.autoRegistrations.get({ outcome: 'limit' })).toBeGreaterThan(0);
+    expect(s.pg.metrics.autoRegistrations.value({ outcome: 'limit' })).toBeGreaterThan(0);
   });
 });
