@@ -89,6 +89,16 @@ function hostName(host: string): string {
 
 const METADATA_PATH = '/.well-known/oauth-protected-resource';
 
+/** How many Authorization lines a request has (`rawHeaders`: name, value, …); no array made, only names of its length lowercased. */
+function authorizationLines(rawHeaders: readonly string[]): number {
+  let lines = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    if (name.length === 13 && name.toLowerCase() === 'authorization') lines++;
+  }
+  return lines;
+}
+
 /** The route a request matched, as its pattern (`/upstreams/:namespace/:name/mcp`): a label of few values. */
 function routeOf(req: Request): string {
   const path: unknown = req.route?.path;
@@ -180,7 +190,7 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
 
   const authenticate = async (req: Request, res: Response, next: NextFunction) => {
     // Node keeps the first of two Authorization headers; a proxy may keep the other: refuse, not guess.
-    if (req.rawHeaders.filter((h, i) => i % 2 === 0 && h.toLowerCase() === 'authorization').length > 1) {
+    if (authorizationLines(req.rawHeaders) > 1) {
       rejected.inc({ reason: 'duplicate_authorization' });
       return jsonRpcError(res, 400, -32600, 'Invalid Request: more than one Authorization header');
     }
