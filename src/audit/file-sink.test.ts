@@ -131,6 +131,17 @@ describe('file audit sink: chain and durability', () => {
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 60, segments: names.length });
   });
 
+  it('counts a segment in UTF-8 bytes, not characters, when records are not ASCII', async () => {
+    // 3 UTF-8 bytes per character: counted in characters, the segments would overflow.
+    const sink = await open({ segmentBytes: 4_096 });
+    for (let i = 0; i < 40; i++) sink.append(input({ parameters: { note: '€'.repeat(150 + i) } }));
+    await sink.flush();
+    const names = await segmentNames();
+    expect(names.length).toBeGreaterThan(3);
+    for (const name of names) expect((await readFile(join(dir, name))).length).toBeLessThanOrEqual(4_096);
+    expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 40, segments: names.length });
+  });
+
   it('deletes the oldest segments beyond maxSegments and logs it', async () => {
     const sink = await open({ segmentBytes: 2_048, maxSegments: 3 });
     for (let i = 0; i < 80; i++) sink.append(input());

@@ -247,6 +247,10 @@ class FileAuditSink extends BatchingAuditSink {
 
   /** How many of `lines` go into `segment`: at least one, then as many as fit. */
   private linesThatFit(segment: Segment, lines: readonly string[]): number {
+    // A UTF-16 unit is at most 3 UTF-8 bytes: a batch that fits at that is not counted line by line.
+    let units = 0;
+    for (const line of lines) units += line.length + 1;
+    if (segment.size + units * 3 <= this.options.segmentBytes) return lines.length;
     let bytes = segment.size;
     let count = 0;
     for (const line of lines) {

@@ -160,12 +160,13 @@ function preview(text: string): string {
  * const size = await appendDurably('/data/audit/audit-000001.jsonl', lines.join('\n') + '\n');
  */
 export async function appendDurably(path: string, data: string): Promise<number> {
+  const bytes = Buffer.from(data); // once: appendFile would encode it, and its length is the new size
   const handle = await open(path, 'a');
   try {
     const before = (await handle.stat()).size;
     if (before === 0) await syncDirectory(dirname(path));
     try {
-      await handle.appendFile(data);
+      await handle.appendFile(bytes);
       await handle.datasync();
     } catch (error) {
       await handle.truncate(before).catch((truncateError: unknown) => {
@@ -175,7 +176,7 @@ export async function appendDurably(path: string, data: string): Promise<number>
       });
       throw error;
     }
-    return before + Buffer.byteLength(data);
+    return before + bytes.length;
   } finally {
     await handle.close();
   }
