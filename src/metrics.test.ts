@@ -28,6 +28,14 @@ describe('Metrics', () => {
     expect(c.value({ method: 'tools/call' })).toBe(0);
   });
 
+  it("a first inc() whose labels are not all strings is refused without naming the counter's labels", async () => {
+    const m = new Metrics();
+    const c = m.counter('policyguard_test_calls_total', 'Test.');
+    expect(() => c.inc({ method: undefined as unknown as string })).toThrow(/does not give exactly its labels/);
+    c.inc({ tool: 'validate_action' });
+    expect(await m.exposition()).toMatch(/^policyguard_test_calls_total\{tool="validate_action"\} 1$/m);
+  });
+
   it('a Counter is exposed exactly as prom-client exposes its own, labelled or not, in text and JSON', async () => {
     const theirs = new client.Registry();
     const ours = new client.Registry();

@@ -66,6 +66,22 @@ describe('the request and response classes node:http makes for the app', () => {
     expect(typeof res.writeHead).toBe('function');
   });
 
+  it('are what the servers listen() starts make, over HTTP and over TLS', async () => {
+    const pki = writePki(join(root, 'pki-classes'));
+    const tls = await listen(app, { host: '127.0.0.1', port: 0, tls: { cert: pki.servingCert, key: pki.servingKey } });
+    try {
+      const made: boolean[] = [];
+      for (const server of [withClasses.server, tls.server]) {
+        server.prependOnceListener('request', (req: IncomingMessage, res: unknown) => made.push(req instanceof app.classes.IncomingMessage && res instanceof app.classes.ServerResponse));
+      }
+      await fetch(`${withClasses.url}/healthz`);
+      await new Promise<void>((resolve, reject) => httpsRequest(`${tls.url}/healthz`, { ca: pki.pem.ca }, (res) => res.resume().once('end', resolve)).once('error', reject).end());
+      expect(made).toEqual([true, true]);
+    } finally {
+      await tls.close();
+    }
+  });
+
   const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
   const call = (target: string) =>
     JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'support-bot' } } });
