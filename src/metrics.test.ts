@@ -28,6 +28,18 @@ describe('Metrics', () => {
     expect(c.value({ method: 'tools/call' })).toBe(0);
   });
 
+  it('metric and label names are checked as prom-client checks them, for counters and histograms', () => {
+    const m = new Metrics();
+    expect(() => m.counter('policyguard-bad', 'Test.', [])).toThrow(/"policyguard-bad" is not a valid metric name/);
+    expect(() => m.counter('policyguard_ok_total', 'Test.', ['tool', 'bad-label'])).toThrow(/"bad-label" is not a valid label name/);
+    expect(() => new Histogram(m.registry, 'policyguard_x seconds', 'Test.', [1])).toThrow(/not a valid metric name/);
+    expect(() => new Histogram(m.registry, 'policyguard_x_seconds', 'Test.', [1], ['0route'])).toThrow(/"0route" is not a valid label name/);
+    const lazy = m.counter('policyguard_lazy_total', 'Test.');
+    expect(() => lazy.inc({ 'bad-label': 'x' })).toThrow(/not a valid label name/);
+    lazy.inc({ good: 'x' }); // the refused first inc() did not name the labels
+    expect(lazy.value({ good: 'x' })).toBe(1);
+  });
+
   it("a first inc() whose labels are not all strings is refused without naming the counter's labels", async () => {
     const m = new Metrics();
     const c = m.counter('policyguard_test_calls_total', 'Test.');

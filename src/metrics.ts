@@ -12,6 +12,15 @@ type Labels = Record<string, string>;
 /** What a callback gauge reads: one value, or one value per label set. */
 type GaugeReading = number | Array<[Labels, number]>;
 
+const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
+
+/** What prom-client checks when it makes a metric: the metric's name and its label names fit the Prometheus data model. */
+function checkNames(name: string, labelNames: readonly string[]): void {
+  if (!client.validateMetricName(name)) throw new Error(`${JSON.stringify(name)} is not a valid metric name`);
+  const bad = labelNames.find((label) => !LABEL_NAME.test(label));
+  if (bad !== undefined) throw new Error(`${name}: ${JSON.stringify(bad)} is not a valid label name`);
+}
+
 /** One series of a {@link Counter}, as prom-client's Registry reads a counter's values. */
 interface CounterSeries {
   labels: Labels;
@@ -48,6 +57,7 @@ export class Counter {
   }
 
   private start(labelNames: readonly string[]): void {
+    checkNames(this.name, labelNames);
     this.labelNames = labelNames;
     this.reset();
     this.registry.registerMetric(this as unknown as client.Metric);
@@ -172,6 +182,7 @@ export class Histogram {
     private readonly buckets: readonly number[],
     private readonly labelNames: readonly string[] = [],
   ) {
+    checkNames(name, labelNames);
     if (labelNames.length === 0) this.series.set('', this.fresh({}));
     registry.registerMetric(this as unknown as client.Metric);
   }
