@@ -6,7 +6,7 @@
  * answer with the same status, headers (but Date) and body, byte for byte. Ids are made
  * deterministic so action_id can be compared too.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,17 +15,14 @@ import express from 'express';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Client, StreamableHTTPClientTransport } from '@modelcontextprotocol/client';
 import { ANONYMOUS } from '../auth/authenticate.js';
-import { openAuthorizer } from '../auth/authorize.js';
-import { openFileAuditSink } from '../audit/file-sink.js';
-import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
 import { createLogger, silentLogger } from '../log.js';
 import { requestContext } from '../telemetry/request-context.js';
 import { Metrics } from '../metrics.js';
-import { StandaloneStore } from '../store/standalone.js';
 import { answerWriter, createFastPath, FAST_TOOLS, MAX_QUEUED_ANSWERS, type AnswerTarget, type FastPath } from './fast-path.js';
 import { sdkEndpoint } from './http.js';
 import { classifyMcpRequest, MODERN_REVISION } from './revisions.js';
+import { openSampleTools, type SampleTools } from './sample-tools-fixture.js';
 import { TOOL_SPECS } from './server.js';
 import { Tools } from './tools.js';
 
@@ -37,10 +34,7 @@ vi.mock('../audit/record.js', async (importOriginal) => {
   return { ...actual, newId: (prefix: string) => prefix + (ids.next++).toString(16).padStart(12, '0') };
 });
 
-const SAMPLES = new URL('../../config-samples', import.meta.url).pathname;
-
-let root: string;
-let store: StandaloneStore;
+let sample: SampleTools;
 let audit: AuditSink;
 let metrics: Metrics;
 let fast: FastPath;
@@ -58,13 +52,9 @@ async function serve(app: express.Express): Promise<string> {
 }
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'policyguard-fast-path-'));
-  store = await StandaloneStore.open({ configDir: SAMPLES, dataDir: join(root, 'data'), log: silentLogger, engine: { defaultDecision: 'allow', unknownAgentTrust: 'low', clusterPolicyNamespace: null }, watch: false });
-  audit = await openFileAuditSink({ dir: join(root, 'data', 'audit'), log: () => {} });
-  const incidents = await openFileIncidentLog(join(root, 'data', 'incidents.jsonl'), { log: () => {} });
-  metrics = new Metrics();
-  // Auto-registration would change the snapshot between the two requests of a pair.
-  tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
+  // No auto-registration: it would change the snapshot between the two requests of a pair.
+  sample = await openSampleTools(await mkdtemp(join(tmpdir(), 'policyguard-fast-path-')));
+  ({ audit, metrics, tools } = sample);
   fast = createFastPath({ tools, metrics, log: silentLogger });
   // http.ts's SDK path: a new McpServer per request, both revisions.
   const sdk = sdkEndpoint(tools, metrics, 'none', silentLogger);
@@ -86,9 +76,7 @@ afterAll(async () => {
     s.closeAllConnections();
     await new Promise((resolve) => s.close(resolve));
   }
-  await audit?.close();
-  await store?.close();
-  if (root) await rm(root, { recursive: true, force: true });
+  await sample?.close();
 });
 
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };

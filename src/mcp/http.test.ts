@@ -3,7 +3,7 @@
  * Express's prototypes already, so POST /mcp needs no Object.setPrototypeOf; a server that makes
  * plain ones (createServer(app.listener)) is answered the same, and so is one over TLS.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import { createServer, IncomingMessage, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { Socket, type AddressInfo } from 'node:net';
@@ -12,22 +12,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryApprovalStore } from '../approvals/memory-store-fixture.js';
 import { noAuthenticator } from '../auth/authenticate.js';
-import { openAuthorizer } from '../auth/authorize.js';
-import { openFileAuditSink } from '../audit/file-sink.js';
-import { openFileIncidentLog } from '../audit/incident-file.js';
-import type { AuditSink } from '../audit/sink.js';
 import { silentLogger } from '../log.js';
-import { Metrics } from '../metrics.js';
-import { StandaloneStore } from '../store/standalone.js';
 import { writePki } from '../../tests/controlplane/certs.js';
+import { openSampleTools, type SampleTools } from './sample-tools-fixture.js';
 import { createHttpApp, listen, type HttpApp, type RunningServer } from './http.js';
-import { Tools } from './tools.js';
-
-const SAMPLES = new URL('../../config-samples', import.meta.url).pathname;
 
 let root: string;
-let store: StandaloneStore;
-let audit: AuditSink;
+let sample: SampleTools;
 let app: HttpApp;
 let withClasses: RunningServer;
 let plain: Server;
@@ -35,11 +26,8 @@ let plainUrl: string;
 
 beforeAll(async () => {
   root = await mkdtemp(join(tmpdir(), 'policyguard-http-'));
-  store = await StandaloneStore.open({ configDir: SAMPLES, dataDir: join(root, 'data'), log: silentLogger, engine: { defaultDecision: 'allow', unknownAgentTrust: 'low', clusterPolicyNamespace: null }, watch: false });
-  audit = await openFileAuditSink({ dir: join(root, 'data', 'audit'), log: () => {} });
-  const incidents = await openFileIncidentLog(join(root, 'data', 'incidents.jsonl'), { log: () => {} });
-  const metrics = new Metrics();
-  const tools = new Tools({ store, authorizer: openAuthorizer(), audit, incidents, metrics, log: silentLogger, options: { autoRegister: false, autoRegisterLimit: 0, autoRegisterPerCaller: 1, unknownAgents: 'evaluate' } });
+  sample = await openSampleTools(root);
+  const { tools, store, metrics } = sample;
   app = createHttpApp({ tools, store, metrics, log: silentLogger, authenticator: noAuthenticator(), allowedHosts: [], allowedOrigins: [], uiApprovals: { store: new MemoryApprovalStore() } });
   withClasses = await listen(app, { host: '127.0.0.1', port: 0 });
   plain = createServer(app.listener);
@@ -51,9 +39,7 @@ afterAll(async () => {
   await withClasses?.close();
   plain?.closeAllConnections();
   await new Promise((resolve) => plain?.close(resolve));
-  await audit?.close();
-  await store?.close();
-  if (root) await rm(root, { recursive: true, force: true });
+  await sample?.close();
 });
 
 describe('the request and response classes node:http makes for the app', () => {
