@@ -70,7 +70,7 @@ describe('parseManifests: each document stands on its own', () => {
 
   it.each([
     // `before` takes lines 1-6; the bad part starts on line 7.
-    ['an alias to an anchor of another document', 'x: &b 1\n---\ny: *b\n', 9, /^invalid YAML: Unresolved alias \(the anchor must be set before the alias\): b$/],
+    ['an alias to an anchor of another document', 'apiVersion: v1\nkind: ConfigMap\ndata: &b {}\n---\ny: *b\n', 11, /^invalid YAML: Unresolved alias \(the anchor must be set before the alias\): b$/],
     ['more aliases than one document may expand', `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [${'*a, '.repeat(9)}*a]\nc: &c [${'*b, '.repeat(9)}*b]\nd: [${'*c, '.repeat(9)}*c]\n`, 7, /^invalid YAML: Excessive alias count/],
   ])('%s is an error of that document, with its line; the documents around it load', (_what, bad, line, message) => {
     const text = `${policy('before')}---\n${bad}---\n${policy('after')}`;
@@ -83,10 +83,32 @@ describe('parseManifests: each document stands on its own', () => {
     ['another group', 'apiVersion: policyguard.io/v1alpha1', 'GuardPolicy p: apiVersion is "policyguard.io/v1alpha1"; write apiVersion: policyguard.dev/v1alpha1'],
     ['no apiVersion', '', 'GuardPolicy p: apiVersion is missing; write apiVersion: policyguard.dev/v1alpha1'],
     ['a kind of ours in another case', 'apiVersion: example.com/v1\nkind: guardpolicy', 'guardpolicy p: apiVersion is "example.com/v1"; write apiVersion: policyguard.dev/v1alpha1'],
+    ['a kind of ours with a space', 'kind: "GuardPolicy "', 'GuardPolicy  p: apiVersion is missing; write apiVersion: policyguard.dev/v1alpha1'],
+    ['our group misspelt, with a kind that is not ours', 'apiVersion: policyguard/v1alpha1\nkind: GuardPolicies', 'GuardPolicies p: apiVersion is "policyguard/v1alpha1"; write apiVersion: policyguard.dev/v1alpha1'],
+    ['our group in capitals', 'apiVersion: PolicyGuard.dev/v1alpha1\nkind: GuardPolicy', 'GuardPolicy p: apiVersion is "PolicyGuard.dev/v1alpha1"; write apiVersion: policyguard.dev/v1alpha1'],
   ])('one of our kinds under %s is an error naming file:line, not a skipped document', (_what, head, message) => {
     const doc = `${head}\n${head.includes('kind:') ? '' : 'kind: GuardPolicy\n'}metadata: {name: p}\nspec: {rules: [{action: deny}]}\n`;
     const parsed = parseManifests(`# a comment\n${doc.replace(/^\n/, '')}`, 'p.yaml');
     expect(parsed).toMatchObject({ objects: [], skipped: 0, errors: [{ file: 'p.yaml', line: 2, message, object: { name: 'p' } }] });
+  });
+
+  it.each([
+    ['no apiVersion and no kind', 'metadata: {name: deny-drops}\nspec:\n  rules: [{match: {tools: ["drop_*"]}, action: deny}]\n', 'apiVersion and kind are'],
+    ['the second half of a policy split off by a stray ---', 'rules: [{match: {tools: ["drop_*"]}, action: deny}]\n', 'apiVersion and kind are'],
+    ['a kind but no apiVersion', 'kind: Guard-Policy\nmetadata: {name: p}\n', 'apiVersion is'],
+    ['an apiVersion but no kind', 'apiVersion: policyguard.dev/v1alpha1\nmetadata: {name: p}\n', 'kind is'],
+    ['a blank kind', 'apiVersion: v1\nkind: " "\n', 'kind is'],
+    ['a kind that is not a string', 'apiVersion: v1\nkind: [GuardPolicy]\n', 'kind is'],
+  ])('a document with %s is an error, not passed over: it may hold a policy', (_what, doc, missing) => {
+    const parsed = parseManifests(`${policy('before')}---\n${doc}`, 'p.yaml');
+    expect(names(parsed.objects)).toEqual(['GuardPolicy/before@1']);
+    expect(parsed.skipped).toBe(0);
+    expect(parsed.errors).toEqual([{ file: 'p.yaml', line: 7, message: expect.stringContaining(`not a Kubernetes object: ${missing} missing`) }]);
+  });
+
+  it('a GuardPolicyList item without apiVersion and kind is an error, as kubectl makes it', () => {
+    const parsed = parseManifests('apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicyList\nitems:\n  - metadata: {name: p}\n    spec: {rules: [{action: deny}]}\n', 'p.yaml');
+    expect(parsed).toMatchObject({ objects: [], skipped: 0, errors: [{ line: 4, message: expect.stringContaining('not a Kubernetes object') }] });
   });
 
   it('documents of other projects are skipped, empty ones ignored', () => {

@@ -49,7 +49,14 @@ const SCHEMAS = { GuardAgent: GuardAgentSchema, GuardPolicy: GuardPolicySchema, 
 
 /** Every kind of our group: one of them under another apiVersion is a mistake, not another project's object. */
 const OUR_KINDS = ['GuardAgent', 'GuardPolicy', 'GuardUpstream', 'GuardApproval'];
-const isOurKind = (kind: unknown) => typeof kind === 'string' && OUR_KINDS.some((k) => k.toLowerCase() === kind.toLowerCase());
+const isOurKind = (kind: unknown) => typeof kind === 'string' && OUR_KINDS.some((k) => k.toLowerCase() === kind.trim().toLowerCase());
+
+/**
+ * An apiVersion that names our group but is not written as it (`policyguard/v1alpha1`,
+ * `PolicyGuard.dev/v1alpha1`, ` policyguard.dev/v1alpha1`): a typo of ours, not another
+ * project's group, so its object is refused rather than passed over.
+ */
+const looksLikeOurGroup = (apiVersion: string) => /^\s*policy-?guard/i.test(apiVersion);
 
 /** `kind: List` (what `kubectl get -o yaml` prints) or `GuardPolicyList` (the API's own list): its items are read as documents. */
 const isListKind = (kind: unknown) => kind === 'List' || (typeof kind === 'string' && kind.endsWith('List') && OUR_KINDS.includes(kind.slice(0, -4)));
@@ -58,6 +65,7 @@ const isListKind = (kind: unknown) => kind === 'List' || (typeof kind === 'strin
 const MAX_ALIASES = 100;
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const nonBlank = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v : undefined);
 
 /**
  * The fields of Kubernetes ObjectMeta (k8s.io/apimachinery meta/v1). A metadata key outside it
@@ -157,32 +165,41 @@ function readDocument(value: unknown, at: readonly PropertyKey[], doc: Document,
   const startLine = lineOf(doc, lines, at);
   const fail = (message: string, object?: ObjectIdentity, line = startLine) => out.errors.push({ file, line, message, ...(object ? { object } : {}) });
   if (!isRecord(value)) return void fail('a document must be a mapping with apiVersion and kind');
-  const { apiVersion, kind, items } = value;
+  const apiVersion = nonBlank(value.apiVersion);
+  const kind = nonBlank(value.kind);
+  if (apiVersion === undefined || kind === undefined) {
+    // kubectl refuses such a document too. Passed over, a policy whose header lines were lost
+    // (or split off by a stray `---`) would silently stop being in force.
+    const id = identityOf(value);
+    if (isOurKind(kind)) return void fail(`${label(kind!, id)}: apiVersion is ${value.apiVersion === undefined ? 'missing' : JSON.stringify(value.apiVersion)}; write apiVersion: ${API_VERSION}`, id);
+    const missing = [apiVersion === undefined ? 'apiVersion' : '', kind === undefined ? 'kind' : ''].filter(Boolean);
+    return void fail(`not a Kubernetes object: ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing (every YAML document under the config folder must be one, as for kubectl apply; a GuardPolicy or GuardAgent starts with apiVersion: ${API_VERSION} and its kind)`);
+  }
   if (isListKind(kind)) {
-    if (!Array.isArray(items)) return void fail(`a ${String(kind)} needs items: a list of objects`);
+    const { items } = value;
+    if (!Array.isArray(items)) return void fail(`a ${kind} needs items: a list of objects`);
     items.forEach((item, i) => readDocument(item, [...at, 'items', i], doc, lines, file, out));
     return;
   }
   const id = identityOf(value);
-  if (typeof apiVersion !== 'string' || !apiVersion.startsWith(`${GROUP}/`)) {
-    if (!isOurKind(kind)) {
+  if (!apiVersion.startsWith(`${GROUP}/`)) {
+    if (!isOurKind(kind) && !looksLikeOurGroup(apiVersion)) {
       out.skipped++;
       return;
     }
-    const found = apiVersion === undefined ? 'apiVersion is missing' : `apiVersion is ${JSON.stringify(apiVersion)}`;
-    return void fail(`${label(String(kind), id)}: ${found}; write apiVersion: ${API_VERSION}`, id);
+    return void fail(`${label(kind, id)}: apiVersion is ${JSON.stringify(apiVersion)}; write apiVersion: ${API_VERSION}`, id);
   }
   if (kind === 'GuardApproval') return void fail(`${label(kind, id)}: approvals are not read from manifests; standalone mode keeps them in <data-dir>/approvals`, id);
   const schema = SCHEMAS[kind as keyof typeof SCHEMAS];
   if (!schema) return void fail(`unknown kind ${JSON.stringify(kind)} in ${apiVersion}; expected GuardAgent, GuardPolicy or GuardUpstream`, id);
   const unknownMeta = isRecord(value.metadata) ? Object.keys(value.metadata).filter((k) => !OBJECT_META_FIELDS.has(k)) : [];
   for (const key of unknownMeta) {
-    fail(`${label(kind as string, id)}: metadata: Unrecognized key: ${JSON.stringify(key)} (not a field of Kubernetes ObjectMeta)`, id, lineOfKey(doc, lines, [...at, 'metadata'], key));
+    fail(`${label(kind, id)}: metadata: Unrecognized key: ${JSON.stringify(key)} (not a field of Kubernetes ObjectMeta)`, id, lineOfKey(doc, lines, [...at, 'metadata'], key));
   }
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      const message = `${label(kind as string, id)}: ${issuePath(issue.path) || '(root)'}: ${issue.message}`;
+      const message = `${label(kind, id)}: ${issuePath(issue.path) || '(root)'}: ${issue.message}`;
       // An unknown key is pointed at where it is written, not at the mapping that holds it.
       fail(message, id, issue.code === 'unrecognized_keys' ? lineOfKey(doc, lines, [...at, ...issue.path], issue.keys[0]!) : lineOf(doc, lines, [...at, ...issue.path]));
     }

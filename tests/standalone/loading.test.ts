@@ -46,7 +46,8 @@ describe('an agent or policy that cannot be loaded, with no good version, denies
     ['a metadata key Kubernetes does not have', DENY_DROPS.replace('{name: deny-drops}', '{name: deny-drops, lables: {team: payments}}'), /deny\.yaml:3: GuardPolicy deny-drops: metadata: Unrecognized key: "lables" \(not a field of Kubernetes ObjectMeta\)/],
     ['the wrong apiVersion', DENY_DROPS.replace('policyguard.dev/', 'policyguard.io/'), /deny\.yaml:1: GuardPolicy deny-drops: apiVersion is "policyguard\.io\/v1alpha1"; write apiVersion: policyguard\.dev\/v1alpha1/],
     ['no apiVersion', DENY_DROPS.replace(/^apiVersion.*\n/, ''), /deny\.yaml:1: GuardPolicy deny-drops: apiVersion is missing/],
-    ['an alias to an anchor of another document', `base: &b {tools: ["drop_*"]}\n---\n${DENY_DROPS.replace('match: {tools: ["drop_*"]}', 'match: {<<: *b}')}`, /deny\.yaml:3: invalid YAML: Unresolved alias/],
+    ['a policy whose apiVersion and kind lines were lost', DENY_DROPS.replace(/^apiVersion.*\nkind.*\n/, ''), /deny\.yaml:1: not a Kubernetes object: apiVersion and kind are missing/],
+    ['an alias to an anchor of another document', `apiVersion: v1\nkind: ConfigMap\ndata: &b {tools: ["drop_*"]}\n---\n${DENY_DROPS.replace('match: {tools: ["drop_*"]}', 'match: {<<: *b}')}`, /deny\.yaml:5: invalid YAML: Unresolved alias/],
   ])('at start-up: %s', async (_what, text, problem) => {
     const srv = await serve({ 'deny.yaml': text, 'reads.yaml': READS });
     expect(await readyz(srv)).toBe(200); // the server answers, with denies
@@ -142,13 +143,13 @@ describe('each document stands on its own', () => {
   });
 
   it('a file whose YAML cannot be converted never stops another file from loading', async () => {
-    const srv = await serve({ 'reads.yaml': READS, 'z.yaml': 'x: 1\n' });
+    const srv = await serve({ 'reads.yaml': READS, 'z.yaml': 'apiVersion: v1\nkind: ConfigMap\n' });
     expect((await decide(srv, 'drop_table')).allowed).toBe(true);
     // In one save: a new deny, and z.yaml broken (it keeps its last good version, so nothing is missing).
     await writeFile(join(srv.configDir, 'a-deny.yaml'), DENY_DROPS);
-    await writeFile(join(srv.configDir, 'z.yaml'), 'x: &b 1\n---\ny: *b\n');
+    await writeFile(join(srv.configDir, 'z.yaml'), 'apiVersion: v1\nkind: ConfigMap\ndata: &b {}\n---\ny: *b\n');
     await eventually(() => decide(srv, 'drop_table'), (d) => d.reason === 'no drops', 'the new deny');
-    expect(await problems(srv)).toEqual([expect.stringMatching(/z\.yaml:3: invalid YAML: Unresolved alias .* \(the last good version of this file stays in force\)$/)]);
+    expect(await problems(srv)).toEqual([expect.stringMatching(/z\.yaml:5: invalid YAML: Unresolved alias .* \(the last good version of this file stays in force\)$/)]);
   });
 
   it('a List of objects (kubectl get -o yaml) is loaded item by item', async () => {
