@@ -33,33 +33,45 @@ class Blocked {
 }
 
 /**
- * Where a path's key is absent but another key that servers reading keys ignoring case take as
- * it is there (`AMOUNT` for `amount`: ./keys.ts): that key, and how many keys were followed to
- * reach its object. Read as absent, a deny on `amount` would not apply to a call such a server
- * runs with AMOUNT as its amount.
+ * Where beside a path's key (or in its place) there is another key that servers reading keys
+ * ignoring case take as it (`AMOUNT` for `amount`: ./keys.ts): that key, how many keys were
+ * followed to reach its object, and whether the path's own key is there too. Read as absent, a
+ * deny on `amount` would not apply to a call such a server runs with AMOUNT as its amount; read
+ * as `amount` when both are there, it would judge 1 in `{"amount":1,"AMOUNT":900}` where Go's
+ * encoding/json takes the last, 900.
  */
 class ReadAlike {
   constructor(
     readonly key: string,
     readonly depth: number,
+    readonly besideExact: boolean,
   ) {}
 }
 
 /** A list index as a path segment: `items.0.name`. */
 const INDEX = /^(?:0|[1-9]\d*)$/;
 
-/** Each object's keys by {@link foldKey}, made on its first absent lookup (a call's parameters live as long as the call). */
-const keysByFold = new WeakMap<object, Map<string, string>>();
+/**
+ * Each object's keys by {@link foldKey}, made on its first lookup (a call's parameters live as
+ * long as the call): for each fold, one key, or two when it has more.
+ */
+const keysByFold = new WeakMap<object, Map<string, [string] | [string, string]>>();
 
 /** A key of `node` other than `key` that folds as `key` does, or undefined. */
 function keyReadAlike(node: object, key: string): string | undefined {
   let byFold = keysByFold.get(node);
   if (!byFold) {
     byFold = new Map();
-    for (const k of Object.keys(node)) byFold.set(foldKey(k), k);
+    for (const k of Object.keys(node)) {
+      const fold = foldKey(k);
+      const seen = byFold.get(fold);
+      if (!seen) byFold.set(fold, [k]);
+      else if (seen.length === 1) seen.push(k);
+    }
     keysByFold.set(node, byFold);
   }
-  return byFold.get(foldKey(key));
+  const alike = byFold.get(foldKey(key));
+  return alike?.find((k) => k !== key);
 }
 
 /**
@@ -73,13 +85,21 @@ function lookupPath(root: unknown, path: readonly string[]): unknown {
   for (let i = 0; i < path.length; i++) {
     const key = path[i]!;
     if (node === null || typeof node !== 'object' || (Array.isArray(node) && !INDEX.test(key))) return new Blocked(node, i);
-    if (!Object.hasOwn(node, key)) {
-      const alike = Array.isArray(node) ? undefined : keyReadAlike(node, key);
-      return alike === undefined ? undefined : new ReadAlike(alike, i);
-    }
+    const exact = Object.hasOwn(node, key);
+    // An object of one key has no look-alike beside its key: the common case costs no fold.
+    const alike = Array.isArray(node) || (exact && onlyKey(node)) ? undefined : keyReadAlike(node, key);
+    if (alike !== undefined) return new ReadAlike(alike, i, exact);
+    if (!exact) return undefined;
     node = (node as Record<string, unknown>)[key];
   }
   return node;
+}
+
+/** Whether `node` has one own enumerable key (the one looked up). */
+function onlyKey(node: object): boolean {
+  let n = 0;
+  for (const k in node) if (Object.hasOwn(node, k) && ++n > 1) return false;
+  return true;
 }
 
 const PREVIEW_MAX = 64;
@@ -146,6 +166,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       }
       if (value instanceof ReadAlike) {
         const wanted = path[value.depth]!;
+        if (value.besideExact) return cannot(`${where(value.depth)} has both ${JSON.stringify(wanted)} and ${JSON.stringify(value.key)}, which a server that reads keys ignoring case may take either of as ${where(value.depth + 1)}`);
         return cannot(`${where(value.depth)} has no key ${JSON.stringify(wanted)} but has ${JSON.stringify(value.key)}, which a server that reads keys ignoring case takes as ${where(value.depth + 1)}`);
       }
       return value === undefined ? absent : present(value);

@@ -209,6 +209,10 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     [{ amount: {} }, 'require_approval', `parameters.amount is an object, not a number; GreaterThan cannot be evaluated, ${applies}`],
     [{ amount: '1e999' }, 'require_approval', `parameters.amount is "1e999", not a number; GreaterThan cannot be evaluated, ${applies}`],
     [{ AMOUNT: 900 }, 'require_approval', `parameters has no key "amount" but has "AMOUNT", which a server that reads keys ignoring case takes as parameters.amount; GreaterThan cannot be evaluated, ${applies}`],
+    // Go's encoding/json takes the last of the two: a refund of 900 judged as one of 1.
+    [{ amount: 1, Amount: 900 }, 'require_approval', `parameters has both "amount" and "Amount", which a server that reads keys ignoring case may take either of as parameters.amount; GreaterThan cannot be evaluated, ${applies}`],
+    [{ AMOUNT: 900, amount: 1 }, 'require_approval', `parameters has both "amount" and "AMOUNT", which a server that reads keys ignoring case may take either of as parameters.amount; GreaterThan cannot be evaluated, ${applies}`],
+    [{ amount: 400, order: 'o-1' }, 'allow', undefined], // other keys beside it change nothing
   ])('GreaterThan 500 on %j → %s', (parameters, decision, warning) => {
     const d = refunds('require_approval', over500).evaluate(refund(parameters));
     expect(d.decision).toBe(decision);
@@ -229,6 +233,8 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     // A key a server reading keys ignoring case takes as `force`: read as absent, the deny would not apply.
     ['Equals', ['true'], { v: { FORCE: true } }, 'parameters.v has no key "force" but has "FORCE", which a server that reads keys ignoring case takes as parameters.v.force; Equals cannot be evaluated'],
     ['DoesNotExist', undefined, { v: { '\u0192orce': 1, \u212aey: 1, forc\u017f: 1, fORCE: 2 } }, 'parameters.v has no key "force" but has "fORCE", which a server that reads keys ignoring case takes as parameters.v.force; DoesNotExist cannot be evaluated'],
+    ['Equals', ['true'], { v: { force: false, FORCE: true } }, 'parameters.v has both "force" and "FORCE", which a server that reads keys ignoring case may take either of as parameters.v.force; Equals cannot be evaluated'],
+    ['NotEquals', ['x'], { V: 1, v: { force: 'x' } }, 'parameters has both "v" and "V", which a server that reads keys ignoring case may take either of as parameters.v; NotEquals cannot be evaluated'],
     // A list is looked into by index only: read as absent, `force` would make this deny not apply.
     ['Equals', ['true'], { v: [{ force: true }] }, 'parameters.v is an array of 1 item, not an object (a list is looked into by index, as in items.0.name), so parameters.v.force cannot be looked up; Equals cannot be evaluated'],
     ['DoesNotExist', undefined, { v: [] }, 'parameters.v is an array of 0 items, not an object (a list is looked into by index, as in items.0.name), so parameters.v.force cannot be looked up; DoesNotExist cannot be evaluated'],
