@@ -58,14 +58,14 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
     // step 1: unknown agents get unknownAgentTrust (low) and are not registered
     ['unknown agent is low trust', call('nobody', 'delete_users'), 'deny', /admin/],
     ['unknown agent may read', call('nobody', 'read_data'), 'allow', /Reads are fine/],
-    // step 2: suspended
+    // step 3: suspended
     ['suspended agent is denied', call('frozen', 'read_data'), 'deny', /frozen.*suspended/],
-    // step 3: deniedTools beats allowedTools and allow rules
+    // step 4: deniedTools beats allowedTools and allow rules
     ['deniedTools', call('restricted', 'read_secrets'), 'deny', /explicitly denied/],
-    // step 4: allowedTools restricts
+    // step 5: allowedTools restricts
     ['outside allowedTools', call('restricted', 'send_email'), 'deny', /not in allowed list/],
     ['inside allowedTools', call('restricted', 'query_sales'), 'allow', /default policy/],
-    // step 5: deny > require_approval > allow > default
+    // step 6: deny > require_approval > allow > default
     ['deny rule', call('medium', 'delete_rows'), 'deny', /require admin/],
     ['deny rule does not match admin', call('admin', 'delete_rows'), 'allow', /default policy/],
     ['require_approval', call('admin', 'deploy_prod'), 'require_approval', /requires human approval/],
@@ -91,6 +91,29 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
     const d = snap.evaluate(call(agentId, target));
     expect(d.matched).toEqual([{ policy: `agent:${agentId}`, rule, action: 'deny', enforcement: 'Enforce', message: d.reason }]);
     expect(d.matched[0]).not.toHaveProperty('priority');
+  });
+
+  it.each([
+    [' delete_rows', 'tool_call', 'The target " delete_rows" has whitespace at its start or end'],
+    ['delete_rows\t', 'tool_call', 'The target "delete_rows\\t" has whitespace at its start or end'],
+    ['\u200bdelete_rows', 'tool_call', 'The target "\u200bdelete_rows" has the invisible or control character U+200B'],
+    ['\ufeffread_data', 'tool_call', 'The target "\ufeffread_data" has whitespace at its start or end'],
+    ['read\u0000_data', 'tool_call', 'The target "read\\u0000_data" has the invisible or control character U+0000'],
+    ['read_\u202edata', 'tool_call', 'The target "read_\u202edata" has the invisible or control character U+202E'],
+    ['read_data', 'tool_call ', 'The action type "tool_call " has whitespace at its start or end'],
+  ])('a target or action type a client could strip to another name (%j, %j) is denied, before any rule', (target, actionType, reason) => {
+    // read_data is allowed to everyone, and admin may delete: stripped, both would be allowed.
+    const req = { ...call('admin', target), actionType };
+    const d = snap.evaluate(req);
+    expect(d.decision).toBe('deny');
+    expect(d.reason).toBe(`${reason}; a client or tool that strips it would run another name than the one judged, so the call is denied`);
+    expect(d.matched).toEqual([{ policy: 'agent:admin', rule: 'unclearName', action: 'deny', enforcement: 'Enforce', message: d.reason }]);
+    expect(snap.possibleDecisions(req)).toEqual(new Set(['deny']));
+  });
+
+  it('names with spaces inside, or letters of any script, are judged as written', () => {
+    expect(snap.evaluate(call('admin', 'read data')).decision).toBe('allow');
+    expect(snap.evaluate(call('low', 'read_données')).decision).toBe('allow');
   });
 
   it('reports the agent as resolved', () => {

@@ -150,6 +150,25 @@ function indeterminateWarning(r: CompiledRule, reason: string): string {
 export const INCOMPLETE_POLICY_SET = 'incompletePolicySet';
 
 /** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
+/**
+ * Characters a name (target, action type) must not start or end with, or hold anywhere:
+ * whitespace at either end; control and format characters (zero-width space, byte order mark,
+ * bidi overrides, NUL, tab) anywhere. A tool server or client that trims or strips them runs
+ * `delete_records` where `" delete_records"` or `"\u200bdelete_records"` was judged, and no
+ * glob of a deny rule matches those.
+ */
+const UNCLEAR_NAME = /^\s|\s$|[\p{Cc}\p{Cf}]/u;
+
+/** Why `req`'s target or action type cannot be judged as written, or undefined. */
+function unclearName(req: Pick<ActionRequest, 'target' | 'actionType'>): string | undefined {
+  for (const [what, name] of [['target', req.target], ['action type', req.actionType]] as const) {
+    if (!UNCLEAR_NAME.test(name)) continue;
+    const where = /^\s|\s$/.test(name) ? 'whitespace at its start or end' : `the invisible or control character U+${name.match(/[\p{Cc}\p{Cf}]/u)![0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+    return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
+  }
+  return undefined;
+}
+
 function agentCheck(agentId: string, rule: string, message: string): MatchedRule {
   return { policy: `agent:${agentId}`, rule, action: 'deny', enforcement: 'Enforce', message };
 }
@@ -585,7 +604,7 @@ export class PolicySnapshot {
    */
   possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
     const agent = this.resolve(req);
-    if (this.heldReason(agent.id, agent.namespace)) return new Set(['deny']);
+    if (this.heldReason(agent.id, agent.namespace) || unclearName(req)) return new Set(['deny']);
     const targetLower = foldCase(req.target);
     const actionLower = foldCase(req.actionType);
     const a = agent.compiled;
@@ -614,6 +633,8 @@ export class PolicySnapshot {
     const agent = this.resolve(req);
     const held = this.heldReason(agent.id, agent.namespace);
     if (held !== undefined) return this.decision('deny', held, [agentCheck(agent.id, INCOMPLETE_POLICY_SET, held)], [], [], agent);
+    const unclear = unclearName(req);
+    if (unclear !== undefined) return this.decision('deny', unclear, [agentCheck(agent.id, 'unclearName', unclear)], [], [], agent);
     const targetLower = foldCase(req.target);
     const actionLower = foldCase(req.actionType);
     const agentLower = foldCase(agent.id);

@@ -134,19 +134,20 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     expect(table.stdout).toMatch(new RegExp(`^NAME +AGENT +TARGET +PHASE +DECIDED BY +EXPIRES +ARGUMENTS\\n(.*\\n)*${id} +bot +drop_table +Pending +<none> +in 60m +\\{"password":"\\[REDACTED\\]","table":"users"\\}`, 'm'));
   });
 
-  it('what an agent chose cannot disguise itself on the approver\'s terminal: control characters are shown escaped, hidden values are said to be hidden', async () => {
+  it('what an agent chose cannot disguise itself on the approver\'s terminal: a disguised target is denied outright, control characters in arguments are shown escaped, hidden values are said to be hidden', async () => {
     // On a terminal this target would erase its own line and print a harmless-looking one.
     const disguised = 'drop_table_prod\r\u001b[2Kapr-000000000000   bot   read_docs\u202e';
-    const { json } = await callAs(s.pg.url, TOKENS.bot, 'validate_action', { agent_id: 'bot', action_type: 'tool_call', target: disguised, parameters: { table: 'x\u001b[31m', api_key: 'k' } });
+    const refused = await callAs(s.pg.url, TOKENS.bot, 'validate_action', { agent_id: 'bot', action_type: 'tool_call', target: disguised });
+    expect(refused.json).toMatchObject({ decision: 'deny', matched: [{ rule: 'unclearName' }] });
+    expect(refused.json).not.toHaveProperty('approval_id');
+    const { json } = await callAs(s.pg.url, TOKENS.bot, 'validate_action', { agent_id: 'bot', action_type: 'tool_call', target: 'drop_table_prod', parameters: { table: 'x\u001b[31m\r\u001b[2K', api_key: 'k' } });
     const id = json.approval_id;
     const table = await cli(s, 'list', '--pending');
-    const row = table.stdout.split('\n').find((l) => l.startsWith(id))!;
-    expect(row).toContain('drop_table_prod\\u000d\\u001b[2Kapr-000000000000   bot   read_docs\\u202e');
+    expect(table.stdout.split('\n').find((l) => l.startsWith(id))).toContain('drop_table_prod');
     expect(table.stdout).not.toMatch(RAW_CONTROL);
     const denied = await cli(s, 'deny', id);
     expect(denied.stdout).not.toMatch(RAW_CONTROL);
-    expect(denied.stdout).toContain(`may not call 'drop_table_prod\\u000d\\u001b[2Kapr-000000000000   bot   read_docs\\u202e'`);
-    expect(denied.stdout).toContain('  arguments: {"api_key":"[REDACTED]","table":"x\\u001b[31m"}\n  (not every value is shown:');
+    expect(denied.stdout).toContain('  arguments: {"api_key":"[REDACTED]","table":"x\\u001b[31m\\r\\u001b[2K"}\n  (not every value is shown:');
   });
 
   it('approve: the same call is allowed once, naming the approval in its audit record; the next one needs a new approval', async () => {
