@@ -32,15 +32,23 @@ export function nestedDeeperThan(value: unknown, max: number): boolean {
   return false;
 }
 
-/** Text that may hold a number parsing would change: a long run of digits, or an exponent of two digits or more. */
-const MAYBE_INEXACT = /\d{16,}|[eE][+-]?\d{2,}/;
+/**
+ * Text that may hold a number parsing would change: 16 or more digits in a row (a decimal point
+ * among them counts), or an exponent. Numbers of 15 significant digits or fewer, without an
+ * exponent, read back as written and are within ±2^53, so text without either is not parsed
+ * again.
+ */
+const MAYBE_INEXACT = /\d[\d.]{15,}|\d[eE][+-]?\d/;
 
 /**
- * The source text of the first number in the JSON `text` that parsing would change — an
- * integer beyond ±2^53 in any spelling (`9007199254740993`, `9007199254740993.0`, `1e23`) or
- * one out of range (`1e400`) — or undefined. Fractions keep their usual rounding. A cheap scan
- * first: only text with a long digit run or a large exponent is parsed again. Text that is not
- * JSON is not judged here (its parser says so).
+ * The source text of the first number in the JSON `text` that parsing would change, or
+ * undefined: an integer beyond ±2^53 in any spelling (`9007199254740993`,
+ * `900719925474099.3e1`, `1e23`), one out of range (`1e400`, `1e-400`), or one whose double
+ * does not read back as written (`500.00000000000001` is 500; `0.1` and `0.30000000000000004`,
+ * what every language prints for its doubles, read back as written). A decision judges, an
+ * audit record keeps and the gateway forwards the double. A cheap scan first: only text with a
+ * long digit run or an exponent is parsed again. Text that is not JSON is not judged here (its
+ * parser says so).
  *
  * @example inexactNumber('{"id":1234567890123456789}') // '1234567890123456789'
  */
@@ -49,8 +57,9 @@ export function inexactNumber(text: string): string | undefined {
   let found: string | undefined;
   try {
     JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
-      if (found === undefined && typeof value === 'number' && (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)))) {
-        found = context?.source ?? String(value);
+      if (found === undefined && typeof value === 'number') {
+        const source = context?.source ?? String(value);
+        if (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)) || decimalOf(source) !== decimalOf(String(value))) found = source;
       }
       return value;
     });
@@ -60,5 +69,17 @@ export function inexactNumber(text: string): string | undefined {
   return found;
 }
 
+/**
+ * A JSON number's value as text that two spellings of one value share: sign, significant
+ * digits, exponent (`1.50e2`, `150` and `150.0` are all `15e1`; zero of either sign is `0`).
+ */
+function decimalOf(number: string): string {
+  const [, sign, whole, fraction = '', exponent = '0'] = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(number)!;
+  const digits = `${whole}${fraction}`.replace(/^0+/, '');
+  if (digits === '') return '0';
+  const significant = digits.replace(/0+$/, '');
+  return `${sign}${significant}e${Number(exponent) - fraction.length + (digits.length - significant.length)}`;
+}
+
 export const inexactNumberText = (source: string): string =>
-  `the number ${source.slice(0, 40)} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53); send it as a string`;
+  `the number ${source.slice(0, 40)} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53, about 16 significant digits); send it as a string`;

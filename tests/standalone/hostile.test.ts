@@ -119,12 +119,12 @@ describe('hostile input at /mcp', () => {
   });
 
   it('a number parsing would change is refused, not decided on (or forwarded) changed', async () => {
-    for (const n of ['1234567890123456789', '-9007199254740993', '9007199254740993.0', '1e23', '1e300', '1e400']) {
+    for (const n of ['1234567890123456789', '-9007199254740993', '9007199254740993.0', '900719925474099.3e1', '9.1e15', '1e23', '1e300', '1e400', '1e-400', '500.00000000000001']) {
       const r = await post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"x","target":"y","agent_id":"test-low","parameters":{"id":${n}}}}}`);
-      expect(r).toEqual({ status: 400, body: { jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: the number ${n} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53); send it as a string` } } });
+      expect(r).toEqual({ status: 400, body: { jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: the number ${n} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53, about 16 significant digits); send it as a string` } } });
     }
-    // Long digit runs in strings, exact integers and decimals pass.
-    for (const ok of ['"12345678901234567890"', '9007199254740991', '0.12345678901234567', '1e15', '1.5e-30']) {
+    // Long digit runs in strings, exact integers and decimals that read back as written pass.
+    for (const ok of ['"12345678901234567890"', '9007199254740991', '0.30000000000000004', '1e15', '1.5e-30', '150.0']) {
       const r = await post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"x","target":"y","agent_id":"test-low","parameters":{"id":${ok}}}}}`);
       expect(r.body.result.structuredContent, ok).toMatchObject({ decision: expect.any(String) });
     }
@@ -135,7 +135,7 @@ describe('hostile input at /mcp', () => {
     const deep = await call(`${'{"a":'.repeat(100)}1${'}'.repeat(100)}`);
     expect(deep.body.result).toMatchObject({ isError: true, content: [{ text: 'parameters: the JSON nests deeper than 64 levels' }] });
     const inexact = await call('{"id":1234567890123456789}');
-    expect(inexact.body.result.content[0].text).toBe('parameters: the number 1234567890123456789 cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53); send it as a string');
+    expect(inexact.body.result.content[0].text).toBe('parameters: the number 1234567890123456789 cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53, about 16 significant digits); send it as a string');
   });
 
   it('pathological globs are refused by create_policy without hanging', async () => {
