@@ -169,14 +169,22 @@ function closingBracket(cps: readonly string[], open: number): number {
   return j < cps.length ? j : -1;
 }
 
-/** The members between `[` (or `[!`) and `]`: single characters and `a-z` ranges; `-` first or last is literal. */
-function parseSet(cps: readonly string[], from: number, to: number): CharSet {
+/**
+ * The members between `[` (or `[!`) and `]`: single characters and `a-z` ranges; `-` first or
+ * last is literal. A set that could only be a mistake is refused: a range whose ends are
+ * reversed (`[z-a]`, `[a-Z]`: empty, it matches nothing) and `^` first (`[^a]` is "not a" in
+ * regular expressions and bash, but a member in fnmatch).
+ */
+function parseSet(pattern: string, cps: readonly string[], from: number, to: number): CharSet {
   const negated = cps[from] === '!';
+  if (cps[from] === '^') throw new PatternError(pattern, 'starts a set with "^", which here is a member, not "not"; write "[!…]" for the characters not in a set, or put "^" later in it for a literal "^"');
   const singles = new Set<number>();
   const ranges: number[] = [];
   for (let p = negated ? from + 1 : from; p < to; ) {
     if (p + 2 < to && cps[p + 1] === '-') {
-      ranges.push(cps[p]!.codePointAt(0)!, cps[p + 2]!.codePointAt(0)!);
+      const [lo, hi] = [cps[p]!.codePointAt(0)!, cps[p + 2]!.codePointAt(0)!];
+      if (lo > hi) throw new PatternError(pattern, `has the range "${cps[p]}-${cps[p + 2]}", whose ends are reversed (U+${hex(lo)} after U+${hex(hi)}), so it matches nothing; write the lower end first`);
+      ranges.push(lo, hi);
       p += 3;
     } else {
       for (const folded of foldCase(cps[p]!)) singles.add(folded.codePointAt(0)!);
@@ -214,7 +222,7 @@ function parse(pattern: string): Segment[] {
       case '[': {
         const close = closingBracket(cps, i);
         if (close < 0) throw new PatternError(pattern, 'has an unclosed "["; write "[[]" for a literal "["');
-        const set = parseSet(cps, i + 1, close);
+        const set = parseSet(pattern, cps, i + 1, close);
         const only = set.singles.size === 1 && set.ranges.length === 0 && !set.negated ? [...set.singles][0]! : undefined;
         if (only !== undefined) text += String.fromCodePoint(only); // `[*]` is a literal `*`
         else {
@@ -242,6 +250,9 @@ function parse(pattern: string): Segment[] {
 
 /** With the `u` flag a surrogate pair is one code point, so this finds only unpaired halves. */
 const LONE_SURROGATE = /\p{Cs}/u;
+/** Control and format characters: a name holding one is denied before any rule (docs/decisions.md, §1). */
+const INVISIBLE = /[\p{Cc}\p{Cf}]/u;
+const hex = (codePoint: number) => codePoint.toString(16).toUpperCase().padStart(4, '0');
 
 /**
  * Compile a glob with fnmatch semantics, case-insensitive: `*` any run of characters (`/`
@@ -251,8 +262,9 @@ const LONE_SURROGATE = /\p{Cs}/u;
  * rule never silently matches nothing, or more than it says: an empty pattern, a leading `!`,
  * braces, `(` `)` `|` outside a set, an unclosed `[`, more than {@link MAX_STARS} `*`, half
  * of a surrogate pair (which would match the start or end of every character that begins or
- * ends with it: `\uD83D*` would match `😀x`), and whitespace at either end (`"drop_* "` would
- * match only names ending in a space; `[ ]` writes a space that is meant).
+ * ends with it: `\uD83D*` would match `😀x`), whitespace at either end (`"drop_* "` would
+ * match only names ending in a space; `[ ]` writes a space that is meant), a control or format
+ * character (a zero-width space), a reversed range (`[z-a]`) and a set starting with `^`.
  *
  * @example
  *   compileGlob('*prod*').matchLower('svc/prod-db') // true
@@ -265,10 +277,9 @@ export function compileGlob(pattern: string): Glob {
   const edge = /^\s/u.test(pattern) ? 'starts' : /\s$/u.test(pattern) ? 'ends' : undefined;
   if (edge) throw new PatternError(pattern, `${edge} with whitespace, so it matches only names that do too; remove it, or write "[ ]" for a space you mean`);
   const lone = LONE_SURROGATE.exec(pattern);
-  if (lone) {
-    const unit = lone[0].charCodeAt(0).toString(16).toUpperCase();
-    throw new PatternError(pattern, `contains U+${unit}, half of a surrogate pair, which is not a character; write the whole character`);
-  }
+  if (lone) throw new PatternError(pattern, `contains U+${hex(lone[0].charCodeAt(0))}, half of a surrogate pair, which is not a character; write the whole character`);
+  const invisible = INVISIBLE.exec(pattern);
+  if (invisible) throw new PatternError(pattern, `contains U+${hex(invisible[0].codePointAt(0)!)}, an invisible or control character; a name holding one is always denied, so the pattern could match only what no rule decides`);
   const segments = parse(pattern);
   const head = segments[0]![0];
   const tail = segments[segments.length - 1]!.at(-1);
