@@ -31,6 +31,14 @@ describe('spec schemas are strict: a typo is an error naming the key, never a dr
   });
 
   it.each([
+    [{ trustLevelBelow: 'low' }, 'spec.rules.0.match: trustLevelBelow: low matches no agent (low is the lowest trust level); for low-trust agents write trustLevelBelow: medium'],
+    [{ trustLevelBelow: 'medium', trustLevelAtLeast: 'high' }, 'spec.rules.0.match: trustLevelBelow must be above trustLevelAtLeast, or no agent can match'],
+  ])('GuardPolicy: a trust range no agent is in (%j) is an error, not a rule that never applies', (match, message) => {
+    expect(issues(policy(rule({ match })))).toContain(message);
+    expect(policy(rule({ match: { trustLevelBelow: 'medium' } })).success).toBe(true);
+  });
+
+  it.each([
     ['agent spec', { allowedTool: ['read_*'] }, 'spec: Unrecognized key: "allowedTool"'],
     ['identity', { identities: [{ user: 'token:x', group: 'y' }] }, 'spec.identities.0: Unrecognized key: "group"'],
     ['service account', { identities: [{ serviceAccount: { namespace: 'n', name: 'x', uid: '1' } }] }, 'spec.identities.0.serviceAccount: Unrecognized key: "uid"'],

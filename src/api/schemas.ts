@@ -159,6 +159,11 @@ export const RuleMatchSchema = withRules(
         m.trustLevelAtLeast === undefined ||
         trustRank(m.trustLevelBelow) > trustRank(m.trustLevelAtLeast),
     }),
+    crossFieldRule({
+      cel: `!has(self.trustLevelBelow) || self.trustLevelBelow != 'low'`,
+      message: 'trustLevelBelow: low matches no agent (low is the lowest trust level); for low-trust agents write trustLevelBelow: medium',
+      predicate: (m) => m.trustLevelBelow !== 'low',
+    }),
   ],
 );
 export type RuleMatch = z.infer<typeof RuleMatchSchema>;

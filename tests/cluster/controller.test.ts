@@ -67,6 +67,7 @@ describe('validation is layered', () => {
     expect(await rejection({ rules: [{ action: 'deny', match: { trustLevelBelow: 'low', trustLevelAtLeast: 'high' } }] })).toMatch(
       /spec\.rules\[0\]\.match: Invalid value: trustLevelBelow must be above trustLevelAtLeast/,
     );
+    expect(await rejection({ rules: [{ action: 'deny', match: { trustLevelBelow: 'low' } }] })).toMatch(/spec\.rules\[0\]\.match: Invalid value: .*trustLevelBelow: low matches no agent/);
     expect(await rejection({ rules: [{ action: 'explode' }] })).toMatch(/spec\.rules\[0\]\.action: Unsupported value: "explode"/);
     expect(await rejection({ rules: [{ action: 'deny', match: { arguments: [{ path: 'n', operator: 'GreaterThan', values: ['lots'] }] } }] })).toMatch(
       /GreaterThan and LessThan need a number/,
