@@ -22,15 +22,21 @@ import type { CompiledRule } from './compile.js';
 import type { Glob } from './glob.js';
 import type { MatchedRule } from './types.js';
 
-/** `localeCompare` with the default locale, without its per-call cost. */
-const collator = new Intl.Collator();
+/**
+ * Names in UTF-16 code unit order, as `Array#sort` orders strings: the same on every replica,
+ * whatever its locale (`localeCompare` sorts "aa" after "z" in Danish, so two replicas could
+ * give the same call different reasons, or different agents the same id).
+ */
+export function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 /** Most significant first: priority, then namespace/policy name, then rule order. Total order. */
 export function compareMatches(a: CompiledRule, b: CompiledRule): number {
   return (
     b.priority - a.priority ||
-    collator.compare(a.namespace ?? '', b.namespace ?? '') ||
-    collator.compare(a.policy, b.policy) ||
+    compareNames(a.namespace ?? '', b.namespace ?? '') ||
+    compareNames(a.policy, b.policy) ||
     a.ruleIndex - b.ruleIndex
   );
 }

@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { guardAgent, guardPolicy } from '../api/builders.js';
@@ -8,6 +10,8 @@ import { anyMatch, foldCase } from './glob.js';
 import { Check, encoded, RuleIndex } from './rule-index.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision, type EngineOptions } from './types.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 const agents: GuardAgent[] = [
   guardAgent({ name: 'low' }, { trustLevel: 'low' }),
@@ -469,12 +473,13 @@ describe('objects that cannot be loaded (docs/decisions.md)', () => {
 
   const scoped = { clusterPolicyNamespace: 'policyguard' };
   const teamAgents = [guardAgent({ name: 'a', namespace: 'team-a' }), guardAgent({ name: 'b', namespace: 'team-b' }, { deniedTools: ['x{y}'] })];
-  const everyone = ['a', 'unknown@team-a', 'unknown@team-c', 'unknown', 'bot', 'bot@team-c'];
+  const everyone = ['a', 'unknown@team-a', 'unknown@team-c', 'unknown', 'bot', 'bot@team-c', 'BOT', 'Bot@team-c'];
   it.each([
     // [what is missing, the agents (and unknown ids with their namespace) whose decisions it denies]
     ['a policy of team-a', { kind: 'GuardPolicy' as const, namespace: 'team-a' }, ['a', 'unknown@team-a']],
     ['a policy of the cluster policy namespace', { kind: 'GuardPolicy' as const, namespace: 'policyguard' }, everyone],
-    ['a GuardAgent claiming "bot"', { kind: 'GuardAgent' as const, namespace: 'team-a', agentId: 'bot' }, ['bot', 'bot@team-c']],
+    // Its case twins too: with "bot" out of force, "BOT" would be judged by the rules written for bot.
+    ['a GuardAgent claiming "bot"', { kind: 'GuardAgent' as const, namespace: 'team-a', agentId: 'bot' }, ['bot', 'bot@team-c', 'BOT', 'Bot@team-c']],
     ['a GuardAgent whose id cannot be read', { kind: 'GuardAgent' as const, namespace: 'team-a' }, everyone],
     ['a document whose kind cannot be read', {}, everyone],
   ])('kubernetes mode: %s denies the decisions it could change, and only those', (_what, m, held) => {
@@ -553,6 +558,19 @@ describe('case folding (docs/decisions.md, Globs)', () => {
 });
 
 describe('order independence', () => {
+  it('ties between policies are broken by code unit order of their names, whatever the locale (Danish sorts "aa" after "z")', () => {
+    // Evaluated in a process whose locale is Danish: localeCompare there puts b-deny first.
+    const script = `
+      import { guardPolicy } from './src/api/builders.ts';
+      import { PolicySnapshot } from './src/engine/snapshot.ts';
+      import { DEFAULT_ENGINE_OPTIONS } from './src/engine/types.ts';
+      const deny = (name) => guardPolicy({ name }, { priority: 5, rules: [{ match: { tools: ['drop_*'] }, action: 'deny', message: 'from ' + name }] });
+      const d = PolicySnapshot.compile({ agents: [], policies: [deny('b-deny'), deny('aa-deny')] }, DEFAULT_ENGINE_OPTIONS).evaluate({ agentId: 'x', actionType: 'tool_call', target: 'drop_x', parameters: {}, context: '' });
+      console.log(JSON.stringify({ locale: Intl.DateTimeFormat().resolvedOptions().locale, reason: d.reason, matched: d.matched.map((m) => m.policy) }));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, env: { ...process.env, LC_ALL: 'da_DK.UTF-8' }, encoding: 'utf8' });
+    expect(JSON.parse(out)).toEqual({ locale: 'da-DK', reason: 'from aa-deny', matched: ['aa-deny', 'b-deny'] });
+  });
+
   const requests = ['delete_rows', 'deploy_prod', 'read_data', 'send_email', 'export_csv', 'query_x', 'other'].flatMap((t) =>
     ['low', 'medium', 'admin', 'frozen', 'restricted', 'nobody'].map((a) => call(a, t, { parameters: { to: 'a@external.com' } })),
   );

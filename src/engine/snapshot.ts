@@ -16,7 +16,7 @@ import {
   type CompileResult,
 } from './compile.js';
 import { anyMatch, foldCase } from './glob.js';
-import { Check, encoded, RuleIndex } from './rule-index.js';
+import { Check, compareNames, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS, namespacedName, objectKey } from './types.js';
 
@@ -74,8 +74,8 @@ const autoRegistered = (meta: ClaimMetadata) => meta.labels?.[LABEL_AUTO_REGISTE
 function claimOrder(a: ClaimMetadata, b: ClaimMetadata): number {
   return (
     Number(autoRegistered(a)) - Number(autoRegistered(b)) ||
-    (a.creationTimestamp ?? '').localeCompare(b.creationTimestamp ?? '') ||
-    namespacedName(a).localeCompare(namespacedName(b))
+    compareNames(a.creationTimestamp ?? '', b.creationTimestamp ?? '') ||
+    compareNames(namespacedName(a), namespacedName(b))
   );
 }
 
@@ -460,7 +460,7 @@ export class PolicySnapshot {
       const before = (winnersByFolded.get(foldCase(m.agentId)) ?? []).filter((w) => claimOrder(w.source.metadata, meta) < 0);
       return winnerOver(m.agentId, meta, before) !== undefined;
     };
-    const holds = missing.filter((m) => !outranked(m)).map((m) => holdOf(m, options)).sort((a, b) => a.problem.localeCompare(b.problem));
+    const holds = missing.filter((m) => !outranked(m)).map((m) => holdOf(m, options)).sort((a, b) => compareNames(a.problem, b.problem));
     // A missing object changes decisions, so it is part of what the revision names.
     for (const h of holds) keys.push(`missing:${JSON.stringify(h)}`);
     return new PolicySnapshot(revisionOf(keys, options), options, agents, rules, problems, {
@@ -494,9 +494,14 @@ export class PolicySnapshot {
    * Why the decisions of this agent are denied while the policy set is incomplete: the reason,
    * naming the first missing object that could change them, or undefined when none could.
    */
-  private heldReason(agentId: string, namespace: string | undefined): string | undefined {
+  private heldReason(agentId: string, namespace: string | undefined, registered: boolean): string | undefined {
     if (this.holds.length === 0) return undefined;
-    const held = this.holds.filter((h) => (h.agentId === undefined || h.agentId === agentId) && (h.namespace === undefined || h.namespace === namespace));
+    // An id no agent in force has is held by a held id it equals ignoring case, as case twins
+    // are compared (src/decide/identity.ts): else `BOT` would be judged by the rules written
+    // for a broken `bot` (agent globs ignore case). An agent in force keeps its own decisions:
+    // a broken twin must not deny it (see the squatting rule above).
+    const folded = registered ? undefined : foldCase(agentId);
+    const held = this.holds.filter((h) => (h.agentId === undefined || h.agentId === agentId || (folded !== undefined && foldCase(h.agentId) === folded)) && (h.namespace === undefined || h.namespace === namespace));
     if (held.length === 0) return undefined;
     const more = held.length > 1 ? ` (and ${held.length - 1} more)` : '';
     return `The policy set is incomplete, so this call is denied until it is fixed: ${held[0]!.problem}${more}`;
@@ -604,7 +609,7 @@ export class PolicySnapshot {
    */
   possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
     const agent = this.resolve(req);
-    if (this.heldReason(agent.id, agent.namespace) || unclearName(req)) return new Set(['deny']);
+    if (this.heldReason(agent.id, agent.namespace, agent.registered) || unclearName(req)) return new Set(['deny']);
     const targetLower = foldCase(req.target);
     const actionLower = foldCase(req.actionType);
     const a = agent.compiled;
@@ -631,7 +636,7 @@ export class PolicySnapshot {
   /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */
   evaluate(req: ActionRequest): Decision {
     const agent = this.resolve(req);
-    const held = this.heldReason(agent.id, agent.namespace);
+    const held = this.heldReason(agent.id, agent.namespace, agent.registered);
     if (held !== undefined) return this.decision('deny', held, [agentCheck(agent.id, INCOMPLETE_POLICY_SET, held)], [], [], agent);
     const unclear = unclearName(req);
     if (unclear !== undefined) return this.decision('deny', unclear, [agentCheck(agent.id, 'unclearName', unclear)], [], [], agent);
