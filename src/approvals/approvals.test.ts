@@ -83,6 +83,13 @@ describe('Approvals.settle', () => {
     expect(names).toEqual([expect.stringMatching(/:true$/), names[0]!.replace(':true', ':false'), names[0]!.replace(':true', ':false')]);
   });
 
+  it.each(['postgres://app:s3cret@db/prod', 'drop_table?token=abc123'])('asks no approval for a target that holds a secret (%s): approvers would be shown it', async (target) => {
+    const { approvals, request, store } = setup();
+    const s = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target, parameters: {} } }));
+    expect(s).toEqual({ outcome: 'unavailable', reason: expect.stringMatching(/^no approval was requested: the target holds what looks like a password or token/) });
+    expect(store.creates).toBe(0);
+  });
+
   it('allows the same call once after approval; the next one asks anew', async () => {
     const { approvals, request, store } = setup();
     const first = await approvals.settle(request());

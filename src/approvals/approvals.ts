@@ -13,7 +13,7 @@ import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { formatZodError } from '../store/manifests.js';
 import type { GuardApproval, GuardApprovalStatus } from '../api/schemas.js';
-import type { AuditEntryInput } from '../audit/record.js';
+import { redactSecretText, type AuditEntryInput } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { Logger } from '../log.js';
 import type { Counter, Metrics } from '../metrics.js';
@@ -202,6 +202,11 @@ export class Approvals {
     const key = `${agent}\u0000${req.ask.actionType}\u0000${req.ask.target}\u0000${req.ask.upstream ?? ''}\u0000${digest}\u0000${rules}`;
     const pending = this.inFlight.get(key);
     if (pending) return pending.settlement.then((s) => (s.outcome === 'pending' ? { ...s, created: false } : s));
+    // An approval shows its target to whoever lists approvals (and, in a cluster, in an Event),
+    // and is matched by it exactly: a target carrying a secret would be shown as it is.
+    if (redactSecretText(req.ask.target) !== req.ask.target) {
+      return Promise.resolve({ outcome: 'unavailable', reason: 'no approval was requested: the target holds what looks like a password or token (a URL with user:password@, or name=value), which approvers would be shown; call the tool by its name and pass the secret in the arguments, whose secret-looking values are hidden' });
+    }
     const over = this.overPendingLimit(req, agent, now);
     if (over) {
       this.events.inc({ event: 'limited' });

@@ -207,6 +207,27 @@ describe('hashRecord / createAuditRecord', () => {
     expect(record.action.target).toBe('https://bob:[REDACTED]@files.example.com/x');
   });
 
+  it('redacts secrets the reason and the matched messages quote from the call, and still re-hashes', () => {
+    const target = 'postgres://app:SEKRET1@db/x?token=SEKRET2';
+    const quoted = `Tool '${target}' is not in allowed list for agent 'agent-1'`;
+    const evaluation = {
+      ...input.evaluation,
+      allowed: false,
+      decision: 'deny',
+      reason: quoted,
+      matched: [{ policy: 'agent:agent-1', rule: 'allowedTools', action: 'deny', enforcement: 'Enforce', message: quoted }, { policy: 'p', rule: 'r', message: 'no secret here' }],
+      audit_findings: [{ policy: 'q', rule: 'r', message: 'password=SEKRET3 seen' }],
+    };
+    const sealed = sealAuditRecord({ ...input, action: { ...input.action, target }, evaluation }, GENESIS_HASH);
+    expect(sealed.line).not.toMatch(/SEKRET/);
+    const record = JSON.parse(sealed.line);
+    expect(record.evaluation.reason).toBe("Tool 'postgres://app:[REDACTED]@db/x?token=[REDACTED]' is not in allowed list for agent 'agent-1'");
+    expect(record.evaluation.matched[1]).toEqual({ policy: 'p', rule: 'r', message: 'no secret here' });
+    expect(record.evaluation.audit_findings[0].message).toBe('password=[REDACTED] seen');
+    const { hash, ...fields } = record;
+    expect(hashRecord(fields.prev_hash, fields)).toBe(hash);
+  });
+
   it('returns a record detached from the input', () => {
     const evaluation = { ...input.evaluation, matched: [{ policy: 'p' }] };
     const record = createAuditRecord({ ...input, evaluation }, GENESIS_HASH);

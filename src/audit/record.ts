@@ -413,15 +413,35 @@ function hashedText(input: AuditEntryInput, entryId: string, timestamp: string, 
   const approval = input.approval !== undefined ? `,"approval":${canonicalJson(input.approval)}` : '';
   return (
     `{"action":{"context":${canonicalJson(redactSecretText(action.context))},"parameters":${redactedCanonicalJson(action.parameters)}` +
-    `,"target":${canonicalJson(redactUrlPasswords(action.target))},"type":${canonicalJson(action.type)}${upstream}}` +
+    `,"target":${canonicalJson(redactSecretText(action.target))},"type":${canonicalJson(action.type)}${upstream}}` +
     `,"action_id":${canonicalJson(input.action_id)},"agent_id":${canonicalJson(input.agent_id)}${approval}` +
     `,"caller":${canonicalJson(input.caller)},"entry_id":${canonicalJson(entryId)}` +
-    `,"evaluation":{"allowed":${canonicalJson(evaluation.allowed)},"audit_findings":${canonicalJson(evaluation.audit_findings)}` +
-    `,"decision":${canonicalJson(evaluation.decision)},"matched":${canonicalJson(evaluation.matched)}` +
-    `,"reason":${canonicalJson(evaluation.reason)},"require_approval":${canonicalJson(evaluation.require_approval)}}` +
+    `,"evaluation":{"allowed":${canonicalJson(evaluation.allowed)},"audit_findings":${redactedMatches(evaluation.audit_findings)}` +
+    `,"decision":${canonicalJson(evaluation.decision)},"matched":${redactedMatches(evaluation.matched)}` +
+    `,"reason":${canonicalJson(redactSecretText(evaluation.reason))},"require_approval":${canonicalJson(evaluation.require_approval)}}` +
     `,"prev_hash":${canonicalJson(prevHash)},"revision":${canonicalJson(input.revision)},"timestamp":${canonicalJson(timestamp)}}`
   );
 }
+
+/**
+ * The canonical JSON of matched rules, their messages redacted: a reason quotes what the caller
+ * sent (`Tool 'postgres://app:s3cret@db' is not in allowed list …`), and the engine's shared
+ * entries carry no secret, so they keep their cached text.
+ */
+function redactedMatches(matches: readonly unknown[]): string {
+  if (!matches.some(leaks)) return canonicalJson(matches);
+  return canonicalJson(matches.map((m) => (leaks(m) ? { ...(m as object), message: redactSecretText(messageOf(m)!) } : m)));
+}
+
+const messageOf = (m: unknown): string | undefined => {
+  const message = typeof m === 'object' && m !== null ? (m as { message?: unknown }).message : undefined;
+  return typeof message === 'string' ? message : undefined;
+};
+
+const leaks = (m: unknown): boolean => {
+  const text = messageOf(m);
+  return text !== undefined && redactSecretText(text) !== text;
+};
 
 /**
  * A record id: `prefix` + 12 random hex characters.

@@ -499,7 +499,8 @@ export class Tools {
       if (check && !check.ok) notSuspended = check.reason;
       else suspended = await this.deps.store.suspendAgent(args.agent_id, {
         since: incident.timestamp,
-        reason: `critical incident ${incident.incident_id}: ${args.description}`.slice(0, 1024),
+        // The incident's own description: redacted, as the suspension reason is shown in every later decision.
+        reason: `critical incident ${incident.incident_id}: ${incident.description}`.slice(0, 1024),
         incidentId: incident.incident_id,
       });
     }

@@ -100,13 +100,15 @@ describe('standalone store', () => {
     s = await startTestServer(SEED_FIXTURE);
     await s.call('register_agent', { agent_id: 'Reporter_01', name: 'Reporter', trust_level: 'high', denied_tools: ['send_*'] });
     await s.call('create_policy', { policy_id: 'no-exports', name: 'No exports', rules: [{ match: { tools: ['export_*'] }, action: 'deny', message: 'no exports' }] });
-    await s.call('report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'x', agent_id: 'test-high' });
+    await s.call('report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'leaked password=SEKRET1 to x', agent_id: 'test-high' });
     await s.restart();
     const reporter = await validate(s, 'send_email', 'Reporter_01');
     expect(reporter.agent).toEqual({ id: 'Reporter_01', trust_level: 'high', registered: true });
     expect(reporter.reason).toMatch(/explicitly denied/);
     expect((await validate(s, 'export_csv', 'test-admin')).reason).toBe('no exports');
-    expect((await validate(s, 'read_data', 'test-high')).reason).toMatch(/suspended since .*critical incident inc_/);
+    // The reason quotes the incident as it was stored: redacted (every later decision shows it).
+    expect((await validate(s, 'read_data', 'test-high')).reason).toMatch(/suspended since .*critical incident inc_\w+: leaked password=\[REDACTED\] to x$/);
+    expect(await readFile(join(s.dataDir, 'status.json'), 'utf8')).not.toContain('SEKRET1');
     // What was written is plain YAML a human can read and commit.
     const manifest = await readFile(join(s.dataDir, 'manifests', 'guardagents', `${objectNameFor('Reporter_01')}.yaml`), 'utf8');
     expect(manifest).toContain('agentId: Reporter_01');
