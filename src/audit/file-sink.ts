@@ -13,7 +13,7 @@ import { appendDurably, readLineAt, findEntryLine, readLines, readLinesBackward,
 import { AuditChainError, checkChainOnOpen } from './open-check.js';
 import { matchesAuditQuery } from './query.js';
 import { AuditRecordSchema, GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
-import { DEFAULT_MAX_SEGMENTS, listSegments, segmentFileName } from './segments.js';
+import { DEFAULT_MAX_SEGMENTS, emptyBehindNewest, listSegments, segmentFileName } from './segments.js';
 import type { AuditFilter, AuditSink } from './sink.js';
 
 /** Anchors go to `<dir>/anchor.json` unless `anchor` says otherwise (kubernetes mode: a ConfigMap). */
@@ -83,8 +83,9 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
   if (odd) {
     throw new AuditChainError(`${odd.path} ${odd.unreadable}: the audit log writes only regular files, so it was put there; move it away (keep it: it is evidence)`);
   }
+  const padding = emptyBehindNewest(files, segmentFileName)[0];
+  if (padding) throw new AuditChainError(`${join(options.dir, segmentFileName(padding.seq))}: ${padding.reason}; \`policyguard audit verify ${options.dir}\` lists every problem`);
   const segments: Segment[] = files.map((file) => ({ ...file, size: 0, lines: 0 }));
-  await deleteBeyondRetention(segments, options);
   const newest = segments.at(-1);
   if (newest) {
     await repairTornTail(newest.path, isAuditRecord, options.log);
@@ -118,6 +119,9 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
       startOverHint: `move ${options.dir} aside (keep it: it is the evidence)${ownAnchor ? '' : ` and ${integrity.anchor.store.discardHint}`}`,
     },
   );
+  // Only a log that passed its checks is trimmed: retention must not delete the evidence of a
+  // change made while the server was stopped.
+  await deleteBeyondRetention(segments, options);
   const sink = new FileAuditSink(segments, head, options, integrity);
   await sink.start();
   return sink;

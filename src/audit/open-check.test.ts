@@ -271,6 +271,27 @@ describe('opening a log whose chain is broken where it would be continued', () =
     await (await open({ maxSegments: names.length - 2 })).close();
   });
 
+  it('refuses empty segments behind the newest (padding that hides a cut head), and deletes nothing for retention before its checks', async () => {
+    await writeLog(12, { segmentBytes: 1_500 });
+    const names = await segmentNames();
+    await rm(segment(1));
+    await rm(segment(2));
+    // Enough empty files after the newest for a cut head to look like retention's work.
+    const newest = names.length;
+    for (let seq = newest + 1; seq <= newest + 20; seq++) await writeFile(segment(seq), '');
+    await expectRefused(() => open({ maxSegments: 20 }), AuditChainError, new RegExp(`audit-${String(newest + 1).padStart(6, '0')}\\.jsonl: .*is empty but is not the newest segment`));
+    // Nothing was deleted by retention on the way.
+    expect((await segmentNames()).length).toBe(names.length - 2 + 20);
+  });
+
+  it('deletes beyond retention only once the log has passed its checks', async () => {
+    await writeLog(12, { segmentBytes: 1_500 });
+    const names = await segmentNames();
+    await appendFile(segment(names.length), 'garbage\n');
+    await expectRefused(() => open({ maxSegments: 2 }), AuditChainError, /broken at/);
+    expect(await segmentNames()).toEqual(names);
+  });
+
   it('refuses a complete line of junk at the end instead of deleting it; a torn one is still repaired', async () => {
     const records = await writeLog(3);
     await appendFile(segment(1), 'garbage\n');

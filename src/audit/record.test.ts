@@ -213,7 +213,7 @@ describe('hashRecord / createAuditRecord', () => {
     const evaluation = {
       ...input.evaluation,
       allowed: false,
-      decision: 'deny',
+      decision: 'deny' as const,
       reason: quoted,
       matched: [{ policy: 'agent:agent-1', rule: 'allowedTools', action: 'deny', enforcement: 'Enforce', message: quoted }, { policy: 'p', rule: 'r', message: 'no secret here' }],
       audit_findings: [{ policy: 'q', rule: 'r', message: 'password=SEKRET3 seen' }],

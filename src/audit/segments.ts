@@ -6,6 +6,8 @@ import { join } from 'node:path';
 export interface SegmentFile {
   seq: number;
   path: string;
+  /** Bytes (0 for an entry that is not a regular file). */
+  size: number;
   /**
    * Why the entry cannot be read as a segment (`is a FIFO, not a regular file`), when it is not
    * a regular file: the writer only ever makes regular files, and opening a FIFO would hang.
@@ -44,8 +46,9 @@ export async function listSegments(dir: string): Promise<SegmentFile[]> {
     const match = SEGMENT_NAME.exec(name);
     if (!match?.[1]) continue;
     const path = join(dir, name);
-    const unreadable = notRegularFile(await lstat(path));
-    segments.push({ seq: Number(match[1]), path, ...(unreadable ? { unreadable } : {}) });
+    const stats = await lstat(path);
+    const unreadable = notRegularFile(stats);
+    segments.push({ seq: Number(match[1]), path, size: unreadable ? 0 : stats.size, ...(unreadable ? { unreadable } : {}) });
   }
   return segments.sort((a, b) => a.seq - b.seq);
 }
@@ -112,6 +115,24 @@ export function segmentGaps(seqs: readonly number[], describe: (seq: number) => 
     }
   }
   return gaps;
+}
+
+/**
+ * Empty segments other than the newest. The writer opens a segment only to write into it and
+ * writes into an empty newest one before opening another, so an empty one behind the newest was
+ * put there by hand: padding that makes a log whose oldest segments were removed look long
+ * enough for retention to have removed them (and makes retention delete more on the next start).
+ *
+ * @example emptyBehindNewest([{ seq: 3, size: 90 }, { seq: 4, size: 0 }, { seq: 5, size: 12 }], segmentFileName); // [{ seq: 4, reason: 'audit-000004.jsonl is empty …' }]
+ */
+export function emptyBehindNewest(files: readonly Pick<SegmentFile, 'seq' | 'size' | 'unreadable'>[], describe: (seq: number) => string): SegmentGap[] {
+  return files
+    .slice(0, -1)
+    .filter((file) => file.size === 0 && file.unreadable === undefined)
+    .map((file) => ({
+      seq: file.seq,
+      reason: `${describe(file.seq)} is empty but is not the newest segment: the writer never leaves one behind, so it was put there by hand (empty segments can make records cut from the head of the log pass for retention)`,
+    }));
 }
 
 function range(from: number, to: number, describe: (seq: number) => string): string {

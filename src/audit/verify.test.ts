@@ -491,6 +491,16 @@ describe('verifyAuditChain: the segments', () => {
     expect(twice.problems[0]).toEqual({ file: segment(4), reason: 'two files hold segment 4: one of them was copied in by hand' });
   });
 
+  it('reports empty segments behind the newest: padding that makes a cut head pass for retention', async () => {
+    await writeLog(3);
+    await rm(segment(1));
+    for (let seq = 2; seq <= 21; seq++) await writeFile(segment(seq), '');
+    const result = await verifyAuditChain(dir, { anchor: false });
+    expect(result.ok).toBe(false);
+    expect(result.problems).toContainEqual({ file: segment(2), reason: expect.stringMatching(/^audit-000002\.jsonl is empty but is not the newest segment/) });
+    expect(result.problems.filter((p) => /is empty but/.test(p.reason))).toHaveLength(19);
+  });
+
   it('reports a FIFO or a folder named like a segment as unreadable, without opening it, and checks the rest', async () => {
     await writeLog(3);
     execFileSync('mkfifo', [segment(2)]);

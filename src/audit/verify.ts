@@ -20,7 +20,7 @@ import { ANNOTATION_CHAIN_HEAD, listRingSegments, recordLines, replicaLabel, rin
 import { readLines, type ForwardLine } from './jsonl.js';
 import { readAuditKeyFile } from './key.js';
 import { GENESIS_HASH } from './record.js';
-import { DEFAULT_MAX_SEGMENTS, listSegments, segmentFileName, segmentGaps, type SegmentFile } from './segments.js';
+import { DEFAULT_MAX_SEGMENTS, emptyBehindNewest, listSegments, segmentFileName, segmentGaps, type SegmentFile } from './segments.js';
 
 /** One thing wrong with an audit log. */
 export interface AuditProblem {
@@ -103,7 +103,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   const info = await stat(pathOrDir);
   if (!info.isDirectory() && !info.isFile()) throw new AuditLogNotFoundError(`${pathOrDir} is neither a folder nor a regular file`);
   const isDir = info.isDirectory();
-  const files: SegmentFile[] = isDir ? await listSegments(pathOrDir) : [{ seq: 0, path: pathOrDir }];
+  const files: SegmentFile[] = isDir ? await listSegments(pathOrDir) : [{ seq: 0, path: pathOrDir, size: info.size }];
   const store = !isDir || opts.anchor === false ? undefined : (opts.anchor ?? FileAnchorStore.inDir(pathOrDir));
   const anchor = await readAnchor(store);
   if (files.length === 0 && !anchor.unreadable && !anchor.anchor) {
@@ -114,7 +114,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   const problems = new Problems();
   if (anchor.unreadable) problems.add({ file: store?.location ?? pathOrDir, reason: anchor.unreadable });
   if (isDir) {
-    for (const gap of segmentGaps(files.map((file) => file.seq), segmentFileName, opts.retained ?? DEFAULT_MAX_SEGMENTS)) {
+    for (const gap of [...segmentGaps(files.map((file) => file.seq), segmentFileName, opts.retained ?? DEFAULT_MAX_SEGMENTS), ...emptyBehindNewest(files, segmentFileName)]) {
       problems.add({ file: join(pathOrDir, segmentFileName(gap.seq)), reason: gap.reason });
     }
   }
