@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { inexactNumber } from './json-limits.js';
+import { refusedJson } from './json-limits.js';
 
-describe('inexactNumber: a number parsing would change is found, in any spelling', () => {
+const inexact = (n: string) => `the number ${n} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53, about 16 significant digits); send it as a string`;
+
+describe('refusedJson: a number parsing would change is found, in any spelling', () => {
   it.each([
     ['9007199254740993', 'an integer beyond 2^53'],
     ['-9007199254740993', 'below -2^53'],
@@ -15,18 +17,28 @@ describe('inexactNumber: a number parsing would change is found, in any spelling
     ['500.00000000000001', 'a decimal whose double is 500'],
     ['0.12345678901234567', 'a decimal whose double reads back as 0.12345678901234566'],
   ])('%s (%s)', (n) => {
-    expect(inexactNumber(`{"a":[1,{"b":${n}}]}`)).toBe(n);
+    expect(refusedJson(`{"a":[1,{"b":${n}}]}`)).toBe(inexact(n));
   });
 
   it.each(['0.30000000000000004', '0.1', '150.0', '1.50e2', '-0', '1e15', '-1e-7', '12345678901234.5', '9007199254740991', '0.000000000000001', '"9007199254740993"', '"v1e5"'])(
     '%s reads back as written',
     (n) => {
-      expect(inexactNumber(`{"a":${n}}`)).toBeUndefined();
+      expect(refusedJson(`{"a":${n}}`)).toBeUndefined();
     },
   );
 
   it('names the first such number, and text that is not JSON is left to its parser', () => {
-    expect(inexactNumber('[1, 1e400, 9007199254740993]')).toBe('1e400');
-    expect(inexactNumber('{"a": 1e400')).toBeUndefined();
+    expect(refusedJson('[1, 1e400, 9007199254740993]')).toBe(inexact('1e400'));
+    expect(refusedJson('{"a": 1e400')).toBeUndefined();
+  });
+});
+
+describe('refusedJson: an object key "__proto__" is refused, however it is spelt', () => {
+  it.each(['{"__proto__":{"admin":true}}', '{"a":[{"__proto__":1}]}', '{"\\u005f_proto__":1}', '{"\\u005F\\u005Fproto\\u005F\\u005F":{}}'])('%s', (text) => {
+    expect(refusedJson(text)).toMatch(/^the JSON has an object key "__proto__"/);
+  });
+
+  it.each(['{"proto":1}', '{"a":"__proto__"}', '{"a":"caf\\u00e9"}', '["__proto__"]'])('%s is taken', (text) => {
+    expect(refusedJson(text)).toBeUndefined();
   });
 });

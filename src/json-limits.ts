@@ -40,33 +40,55 @@ export function nestedDeeperThan(value: unknown, max: number): boolean {
  */
 const MAYBE_INEXACT = /\d[\d.]{15,}|\d[eE][+-]?\d/;
 
+/** A key spelt `__proto__` could be, escapes included (`"\u005f_proto__"`). */
+const MAYBE_PROTO_KEY = /__proto__|\\u/;
+
 /**
- * The source text of the first number in the JSON `text` that parsing would change, or
- * undefined: an integer beyond ±2^53 in any spelling (`9007199254740993`,
- * `900719925474099.3e1`, `1e23`), one out of range (`1e400`, `1e-400`), or one whose double
- * does not read back as written (`500.00000000000001` is 500; `0.1` and `0.30000000000000004`,
- * what every language prints for its doubles, read back as written). A decision judges, an
- * audit record keeps and the gateway forwards the double. A cheap scan first: only text with a
- * long digit run or an exponent is parsed again. Text that is not JSON is not judged here (its
- * parser says so).
+ * Why PolicyGuard refuses the JSON `text`, or undefined: the first number parsing would change,
+ * or an object key `__proto__` (in any escaped spelling). Numbers parsing changes: an integer
+ * beyond ±2^53 in any spelling (`9007199254740993`, `900719925474099.3e1`, `1e23`), one out of
+ * range (`1e400`, `1e-400`), or one whose double does not read back as written
+ * (`500.00000000000001` is 500; `0.1` and `0.30000000000000004`, what every language prints
+ * for its doubles, read back as written): a decision judges, an audit record keeps and the
+ * gateway forwards the double. A cheap scan first: only text with a long digit run, an exponent,
+ * `__proto__` or a `\\u` escape is parsed again. JSON.parse
+ * keeps that key as data, but schemas drop it (zod's records skip it), so a decision, an
+ * approval's digest and the audit record would never see what a tool written in JavaScript
+ * may take as the object's prototype. Text that is not JSON is left to its parser.
  *
- * @example inexactNumber('{"id":1234567890123456789}') // '1234567890123456789'
+ * @example refusedJson('{"a":{"__proto__":{"admin":true}}}') // 'the JSON has an object key "__proto__", …'
  */
-export function inexactNumber(text: string): string | undefined {
-  if (!MAYBE_INEXACT.test(text)) return undefined;
+export function refusedJson(text: string): string | undefined {
+  const numbers = MAYBE_INEXACT.test(text);
+  const keys = MAYBE_PROTO_KEY.test(text);
+  if (!numbers && !keys) return undefined;
   let found: string | undefined;
+  walkParsed(text, (key, value, source) => {
+    if (found !== undefined) return;
+    if (keys && key === '__proto__') found = PROTO_KEY_TEXT;
+    else if (numbers && typeof value === 'number' && changedByParsing(value, source)) found = inexactNumberText(source);
+  });
+  return found;
+}
+
+const PROTO_KEY_TEXT =
+  'the JSON has an object key "__proto__", which tools written in JavaScript can take as the object\'s prototype and which PolicyGuard could neither judge nor record; rename the key';
+
+/** Parse `text`, calling `visit` with every member's key, value and (for primitives) source text; nothing when it is not JSON. */
+function walkParsed(text: string, visit: (key: string, value: unknown, source: string) => void): void {
   try {
-    JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
-      if (found === undefined && typeof value === 'number') {
-        const source = context?.source ?? String(value);
-        if (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)) || decimalOf(source) !== decimalOf(String(value))) found = source;
-      }
+    JSON.parse(text, (key, value: unknown, context?: { source?: string }) => {
+      visit(key, value, context?.source ?? String(value));
       return value;
     });
   } catch {
-    return undefined;
+    // Not JSON: its parser says so.
   }
-  return found;
+}
+
+/** Whether the double `value` parsed from `source` is not what `source` says. */
+function changedByParsing(value: number, source: string): boolean {
+  return !Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)) || decimalOf(source) !== decimalOf(String(value));
 }
 
 /**
@@ -81,5 +103,5 @@ function decimalOf(number: string): string {
   return `${sign}${significant}e${Number(exponent) - fraction.length + (digits.length - significant.length)}`;
 }
 
-export const inexactNumberText = (source: string): string =>
+const inexactNumberText = (source: string): string =>
   `the number ${source.slice(0, 40)} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53, about 16 significant digits); send it as a string`;

@@ -9,7 +9,7 @@
  * TokenReview (docs/decisions.md, "Cheap denial of service"). Only this layer writes JSON-RPC
  * errors.
  */
-import { inexactNumber, inexactNumberText, MAX_JSON_DEPTH, nestedDeeperThan, tooDeepText } from '../json-limits.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../json-limits.js';
 import { readFileSync } from 'node:fs';
 import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -156,8 +156,8 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
   const parseJson = jsonBody({
     limitBytes: sizeInBytes(bodyLimit),
     verify: (text) => {
-      const inexact = inexactNumber(text);
-      if (inexact !== undefined) throw new Error(inexactNumberText(inexact));
+      const refused = refusedJson(text);
+      if (refused !== undefined) throw new Error(refused);
     },
   });
   const depthLimit = (req: Request, res: Response, next: NextFunction) => {

@@ -3,7 +3,7 @@
  * arguments and the caller's context and returns a {@link ToolOutcome}; ./server.ts turns it
  * into an MCP result. The same handlers serve both modes: only the store behind them differs.
  */
-import { inexactNumber, inexactNumberText, MAX_JSON_DEPTH, nestedDeeperThan, tooDeepText } from '../json-limits.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../json-limits.js';
 import { z } from 'zod';
 import { agentNamed, guardAgent, guardPolicy, objectNameFor } from '../api/builders.js';
 import { SYSTEM_AGENT_ID } from '../audit/audit-incidents.js';
@@ -76,8 +76,8 @@ function decodeJson<T>(raw: unknown, field: string, schema: z.ZodType<T>, fallba
       return { ok: false, error: `${field} is not valid JSON: ${(err as Error).message}` };
     }
     // JSON inside a string gets the limits the request body got at the edge (src/json-limits.ts).
-    const inexact = inexactNumber(raw);
-    if (inexact !== undefined) return { ok: false, error: `${field}: ${inexactNumberText(inexact)}` };
+    const refused = refusedJson(raw);
+    if (refused !== undefined) return { ok: false, error: `${field}: ${refused}` };
     if (nestedDeeperThan(value, MAX_JSON_DEPTH)) return { ok: false, error: `${field}: ${tooDeepText()}` };
   }
   const parsed = schema.safeParse(value);

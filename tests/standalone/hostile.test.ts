@@ -130,6 +130,16 @@ describe('hostile input at /mcp', () => {
     }
   });
 
+  it('an object key "__proto__" is refused, not dropped unseen from what is decided, digested and audited', async () => {
+    const body = (parameters: string) => `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"x","target":"y","agent_id":"test-low","parameters":${parameters}}}}`;
+    const message = 'the JSON has an object key "__proto__", which tools written in JavaScript can take as the object\'s prototype and which PolicyGuard could neither judge nor record; rename the key';
+    for (const parameters of ['{"amount":900,"__proto__":{"amount":1}}', '{"\\u005f_proto__":{}}']) {
+      expect(await post(body(parameters))).toEqual({ status: 400, body: { jsonrpc: '2.0', id: null, error: { code: -32600, message: `Invalid Request: ${message}` } } });
+    }
+    const inString = await post(toolCall('validate_action', { action_type: 'x', target: 'y', agent_id: 'test-low', parameters: '{"amount":900,"__proto__":{}}' }));
+    expect(inString.body.result).toMatchObject({ isError: true, content: [{ text: `parameters: ${message}` }] });
+  });
+
   it('JSON text inside an argument gets the same limits: too deep or an inexact number is a specific error', async () => {
     const call = (parameters: string) => post(toolCall('validate_action', { action_type: 'x', target: 'y', agent_id: 'test-low', parameters }));
     const deep = await call(`${'{"a":'.repeat(100)}1${'}'.repeat(100)}`);
