@@ -104,6 +104,17 @@ const bad = createServer((req, res) => {
     case '/huge-event':
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       return void res.end(event(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: 'x'.repeat(2048) } })));
+    case '/foreign-id':
+      // Answers request 1 as "1": a loose client would take it as its answer, unfiltered.
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: '1', result: { tools: [{ name: 'delete_repo', inputSchema: { type: 'object' } }] } }));
+    case '/odd-stream':
+      // A byte order mark first and LF-CRLF blank lines: both are valid SSE.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      return void res.end(`\ufeffevent: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: '1', result: { tools: [] } })}\n\r\ndata: {}\n\r\n`);
+    case '/wide-event':
+      // 400 characters, 1,200 bytes: over the 1,024-byte limit in bytes only.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      return void res.end(event(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { pad: '€'.repeat(400) } })));
     case '/slow-stream':
       // A GET stream whose first message comes after the upstream's 1 s timeout.
       res.writeHead(200, { 'content-type': 'text/event-stream' }).flushHeaders();
@@ -133,7 +144,7 @@ let url: string;
 let decidingUrl: string;
 beforeAll(async () => {
   const badUrl = await listening(bad);
-  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
+  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'wide-event', 'foreign-id', 'odd-stream', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
   const recorderUrl = `${await listening(recorder)}/mcp`;
   upstreams.set('default/recorder', upstreamAt('recorder', recorderUrl));
   // The same server declared as one that matches keys exactly (GuardUpstream spec.keyMatching).
@@ -162,6 +173,12 @@ describe('the gateway refuses before any upstream is called', () => {
   it('404 for an upstream that is not there (or not usable)', async () => {
     const r = await post('default/nope', { jsonrpc: '2.0', id: 1, method: 'tools/list' });
     expect(r.status).toBe(404);
+  });
+  it.each(['PUT', 'PATCH'])('%s is refused with 405, not passed to the upstream', async (method) => {
+    const r = await fetch(`${url}/default/recorder`, { method, headers: { 'content-type': 'application/json' }, body: '{}' });
+    expect(r.status).toBe(405);
+    expect(r.headers.get('allow')).toBe('GET, POST, DELETE');
+    expect(((await r.json()) as any).error.message).toBe(`Method not allowed: ${method} (the MCP endpoint takes GET, POST and DELETE)`);
   });
   it('a batch is refused: one message per request, so nothing is smuggled past the gate', async () => {
     const r = await post('default/x', [{ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'rm' } }]);
@@ -213,6 +230,16 @@ describe('upstreams that misbehave: the call fails, saying what happened and not
     const r = await post('default/huge-event', list, { accept: 'application/json, text/event-stream' });
     expect(r.headers.get('content-type')).toBe('text/event-stream');
     await expect(r.text()).rejects.toThrow();
+  });
+  it('an event over --gateway-response-limit in UTF-8 bytes, though not in characters, ends the stream', async () => {
+    const r = await post('default/wide-event', list, { accept: 'application/json, text/event-stream' });
+    await expect(r.text()).rejects.toThrow();
+  });
+  it('an answer under another id than the request\'s becomes an error under the request\'s id, in JSON and in any valid SSE', async () => {
+    const foreign = { code: -32603, message: 'the upstream answered with id "1", not this request\'s 1; the gateway passes on no answer it cannot match to its request' };
+    expect(await (await post('default/foreign-id', list)).json()).toEqual({ jsonrpc: '2.0', id: 1, error: foreign });
+    const streamed = await (await post('default/odd-stream', list, { accept: 'application/json, text/event-stream' })).text();
+    expect(streamed).toBe(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, error: foreign })}\n\ndata: {}\n\n`);
   });
   it('a GET stream is not cut at the upstream timeout: it passes messages for as long as it lasts', async () => {
     const r = await fetch(`${url}/default/slow-stream`, { headers: { accept: 'text/event-stream' } });

@@ -169,6 +169,30 @@ type Message = { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unk
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const idOf = (m: Message): JsonRpcId => (typeof m.id === 'string' || typeof m.id === 'number' ? m.id : null);
 
+/** The JSON-RPC response (a `result` or an `error`, no `method`) that `text` holds, or undefined. */
+function responseIn(text: string): Message | undefined {
+  let m: unknown;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  return isObject(m) && !('method' in m) && ('result' in m || 'error' in m) ? (m as Message) : undefined;
+}
+
+const foreignAnswerText = (m: Message, id: JsonRpcId) =>
+  `the upstream answered with id ${JSON.stringify(m.id ?? null)}, not this request's ${JSON.stringify(id)}`;
+
+/**
+ * What the client gets for an upstream answer whose id is not its request's (`"2"` for 2): an
+ * error under the request's id. Passed on, a client that matches ids loosely would take it as
+ * the answer, unfiltered (a tools/list) or unrecorded; one that matches strictly, as the answer
+ * to another request of its own.
+ */
+function foreignAnswer(m: Message, id: JsonRpcId): string {
+  return JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `${foreignAnswerText(m, id)}; the gateway passes on no answer it cannot match to its request` } });
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers }).end(text);
@@ -255,7 +279,12 @@ export class Gateway {
     if (clientSession !== undefined && upstreamSession === undefined) return rpcError(res, 404, null, -32001, 'Session not found');
     const call = { req, res, ref, principal, upstream, upstreamSession };
 
-    if (req.method !== 'POST') return this.forward(call, undefined, { kind: 'other' });
+    // Streamable HTTP has POST (messages), GET (the server's stream) and DELETE (end a session).
+    if (req.method === 'GET' || req.method === 'DELETE') return this.forward(call, undefined, { kind: 'other' });
+    if (req.method !== 'POST') {
+      res.setHeader('allow', 'GET, POST, DELETE');
+      return rpcError(res, 405, null, -32000, `Method not allowed: ${req.method} (the MCP endpoint takes GET, POST and DELETE)`);
+    }
     if (!isObject(body)) {
       return rpcError(res, 400, null, -32600, Array.isArray(body) ? 'Invalid Request: the gateway takes one JSON-RPC message per request, not a batch' : 'Invalid Request: not a JSON-RPC message');
     }
@@ -442,8 +471,8 @@ export class Gateway {
         // answer goes on as its events, a JSON answer as one event.
         if (type.includes('text/event-stream')) await this.streamEvents(answer, kind, res, outcome);
         else {
-          const body = (await readAll(answer, limit)).toString('utf8');
-          if (kind.kind === 'tools/call') this.noteResult(kind, body, outcome);
+          const read = (await readAll(answer, limit)).toString('utf8');
+          const body = kind.kind === 'tools/call' ? this.noteResult(kind, read, outcome) : read;
           outcome.bytes = Buffer.byteLength(body);
           writeEvent(res, body);
         }
@@ -459,8 +488,11 @@ export class Gateway {
       } else {
         // A JSON answer (or any other) arrives whole: read it, look at it, send it in one write.
         let body = await readAll(answer, limit);
-        if (kind.kind === 'tools/list' && type.includes('application/json')) body = Buffer.from(this.filterToolsList(body.toString('utf8'), kind));
-        else if (kind.kind === 'tools/call' && type.includes('application/json')) this.noteResult(kind, body.toString('utf8'), outcome);
+        if (kind.kind !== 'other' && type.includes('application/json')) {
+          const text = body.toString('utf8');
+          const seen = kind.kind === 'tools/list' ? this.filterToolsList(text, kind) : this.noteResult(kind, text, outcome);
+          if (seen !== text) body = Buffer.from(seen);
+        }
         outcome.bytes = body.length;
         res.writeHead(status, { ...out, 'content-length': String(body.length) }).end(body);
       }
@@ -493,15 +525,13 @@ export class Gateway {
     answer.setEncoding('utf8');
     const limit = this.deps.options.responseLimitBytes;
     const emit = (raw: string) => {
-      if (raw.length > limit) throw tooLarge(limit);
+      if (Buffer.byteLength(raw) > limit) throw tooLarge(limit);
       let text = raw;
       if (kind.kind !== 'other') {
         const event = parseEvent(raw);
         if (event.data !== undefined) {
-          if (kind.kind === 'tools/list') {
-            const filtered = this.filterToolsList(event.data, kind);
-            if (filtered !== event.data) text = withData(event, filtered);
-          } else this.noteResult(kind, event.data, outcome);
+          const seen = kind.kind === 'tools/list' ? this.filterToolsList(event.data, kind) : this.noteResult(kind, event.data, outcome);
+          if (seen !== event.data) text = withData(event, seen);
         }
       }
       const out = `${text}\n\n`;
@@ -518,18 +548,22 @@ export class Gateway {
     for (const raw of split.end()) emit(raw);
   }
 
-  /** Record whether the tools/call answer in `text` (a JSON-RPC message, if it is ours) was an error. */
-  private noteResult(kind: Extract<ForwardKind, { kind: 'tools/call' }>, text: string, outcome: UpstreamOutcome): void {
-    let m: Message;
-    try {
-      m = JSON.parse(text) as Message;
-    } catch {
-      return;
-    }
-    if (!isObject(m) || idOf(m) !== kind.id) return;
+  /**
+   * Record whether the tools/call answer in `text` was an error; `text` as the client gets it
+   * (see {@link foreignAnswer}).
+   */
+  private noteResult(kind: Extract<ForwardKind, { kind: 'tools/call' }>, text: string, outcome: UpstreamOutcome): string {
+    const m = responseIn(text);
+    if (!m) return text;
     kind.answered = true;
+    if (idOf(m) !== kind.id) {
+      outcome.is_error = true;
+      outcome.error = foreignAnswerText(m, kind.id);
+      return foreignAnswer(m, kind.id);
+    }
     if (m.error !== undefined) outcome.is_error = true;
     else if (isObject(m.result) && m.result.isError === true) outcome.is_error = true;
+    return text;
   }
 
   /**
@@ -537,13 +571,10 @@ export class Gateway {
    * needing approval marked; `text` unchanged when it is not our answer.
    */
   private filterToolsList(text: string, kind: Extract<ForwardKind, { kind: 'tools/list' }>): string {
-    let m: Message;
-    try {
-      m = JSON.parse(text) as Message;
-    } catch {
-      return text;
-    }
-    if (!isObject(m) || idOf(m) !== kind.id || !isObject(m.result) || !Array.isArray(m.result.tools)) return text;
+    const m = responseIn(text);
+    if (!m) return text;
+    if (idOf(m) !== kind.id) return foreignAnswer(m, kind.id);
+    if (!isObject(m.result) || !Array.isArray(m.result.tools)) return text;
     const snapshot = this.deps.store.snapshot();
     const tools: unknown[] = [];
     for (const tool of m.result.tools as unknown[]) {

@@ -18,6 +18,24 @@ describe('SseSplitter', () => {
     for (let size = 1; size <= 8; size++) expect(split(stream, size), `chunks of ${size}`).toEqual(whole);
   });
 
+  it('ends an event at every blank line the SSE specification allows, and drops one byte order mark at the start', () => {
+    // LF then CRLF, CRLF then CR, LF then CR, CR then LF+LF: all blank lines (a stream a client parses into these events).
+    const mixed = '\ufeffdata: {"a":1}\n\r\ndata: {"b":2}\r\n\rdata: {"c":3}\n\rdata: {"d":4}\r\n\ndata: {"e":5}';
+    const whole = split(mixed, mixed.length);
+    expect(whole).toEqual(['data: {"a":1}', 'data: {"b":2}', 'data: {"c":3}', 'data: {"d":4}', 'data: {"e":5}']);
+    for (let size = 1; size <= 8; size++) expect(split(mixed, size), `chunks of ${size}`).toEqual(whole);
+    // A CRLF is one line end, not a CR line and an empty LF line.
+    expect(split('data: {"a":\r\ndata: 1}\r\n\r\n', 3)).toEqual(['data: {"a":\r\ndata: 1}']);
+    // Only at the very start of the stream.
+    expect(split('data: 1\n\n\ufeffdata: 2\n\n', 100)).toEqual(['data: 1', '\ufeffdata: 2']);
+  });
+
+  it('pending is what it holds of an event not yet complete, in UTF-8 bytes', () => {
+    const s = new SseSplitter();
+    expect(s.push('data: €€')).toEqual([]);
+    expect(s.pending).toBe(12);
+  });
+
   it('pending is what it holds of an event not yet complete', () => {
     const s = new SseSplitter();
     expect(s.push('data: {"a":')).toEqual([]);

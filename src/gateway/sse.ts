@@ -26,7 +26,13 @@ export function withData(event: SseEvent, data: string): string {
   return [...kept, ...data.split('\n').map((line) => `data: ${line}`)].join('\n');
 }
 
-const SEPARATOR = /\r\n\r\n|\n\n|\r\r/;
+/**
+ * A blank line: a line's end followed by an empty line's end, each CRLF, LF or CR as the SSE
+ * specification allows (so `\n\r\n` and `\r\n\r` end an event too). CRLF is one line end,
+ * never a CR ending one line and an LF ending a blank one.
+ */
+const SEPARATOR = /(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)/;
+const BOM = '\ufeff';
 
 /**
  * Splits a text stream into events. Feed it chunks; it returns the complete events seen so far
@@ -42,21 +48,27 @@ export class SseSplitter {
   private size = 0;
   /** Its last 3 characters: a separator (at most 4) may straddle a chunk's start. */
   private tail = '';
+  private started = false;
 
-  /** Characters of the event not yet complete. */
+  /** UTF-8 bytes of the event not yet complete. */
   get pending(): number {
     return this.size;
   }
 
   push(chunk: string): string[] {
     const events: string[] = [];
-    let text = chunk;
+    // The specification drops one byte order mark at the start of the stream.
+    let text = !this.started && chunk.startsWith(BOM) ? chunk.slice(1) : chunk;
+    this.started ||= chunk.length > 0;
     for (;;) {
-      const m = SEPARATOR.exec(this.tail + text);
+      const scanned = this.tail + text;
+      let m = SEPARATOR.exec(scanned);
+      // A CR at the very end may be the first half of a CRLF still to come: wait for it.
+      if (m && m.index + m[0].length === scanned.length && m[0].endsWith('\r')) m = null;
       if (!m) {
         this.parts.push(text);
-        this.size += text.length;
-        this.tail = (this.tail + text).slice(-3);
+        this.size += Buffer.byteLength(text);
+        this.tail = scanned.slice(-3);
         return events;
       }
       // Where the separator starts in `text`; negative when it starts in the tail.
