@@ -42,6 +42,10 @@ afterAll(async () => {
   await sample?.close();
 });
 
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+const call = (target: string) =>
+  JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'support-bot' } } });
+
 describe('the request and response classes node:http makes for the app', () => {
   it("carry Express's request and response methods, and node:http's own", () => {
     const req = new app.classes.IncomingMessage(new Socket());
@@ -68,9 +72,6 @@ describe('the request and response classes node:http makes for the app', () => {
     }
   });
 
-  const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
-  const call = (target: string) =>
-    JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target, agent_id: 'support-bot' } } });
   const cases: Array<[name: string, method: string, path: string, body?: string]> = [
     ['an allowed call (the fast path)', 'POST', '/mcp', call('read_customer')],
     ['a denied call', 'POST', '/mcp', call('delete_records')],
@@ -109,5 +110,22 @@ describe('the request and response classes node:http makes for the app', () => {
     } finally {
       await tls.close();
     }
+  });
+});
+
+describe('a 2025-11-25 request whose Mcp-Method or Mcp-Name header (which that revision does not define) says otherwise than its body', () => {
+  it.each([
+    [{ 'mcp-name': 'get_audit_log' }, 'the body carries params.name="validate_action" but the Mcp-Name header names "get_audit_log"'],
+    [{ 'mcp-method': 'tools/list' }, 'the body names method tools/call but the Mcp-Method header names "tools/list"'],
+    [{ 'mcp-protocol-version': '2025-11-25', 'mcp-method': 'tools/call', 'mcp-name': 'register_agent' }, 'the body carries params.name="validate_action" but the Mcp-Name header names "register_agent"'],
+  ])('%j is refused with -32020 (HTTP 400): proxies route on those headers', async (odd, mismatch) => {
+    const r = await fetch(`${withClasses.url}/mcp`, { method: 'POST', headers: { ...HEADERS, ...odd }, body: call('read_customer') });
+    expect(r.status).toBe(400);
+    expect(await r.json()).toEqual({ jsonrpc: '2.0', id: null, error: { code: -32020, message: `Bad Request: the request headers and body disagree: ${mismatch}` } });
+  });
+
+  it('headers that mirror the body are served', async () => {
+    const r = await fetch(`${withClasses.url}/mcp`, { method: 'POST', headers: { ...HEADERS, 'mcp-method': 'tools/call', 'mcp-name': 'validate_action' }, body: call('read_customer') });
+    expect(((await r.json()) as { result: { structuredContent: { decision: string } } }).result.structuredContent.decision).toBe('allow');
   });
 });

@@ -28,7 +28,7 @@ import type { PolicyStore } from '../store/store.js';
 import { mountUi, type UiApprovals } from '../ui/routes.js';
 import { createFastPath } from './fast-path.js';
 import { jsonBody } from './json-body.js';
-import { classifyMcpRequest, createMcpEndpoint, eraOf, type McpEndpoint } from './revisions.js';
+import { classifyMcpRequest, createMcpEndpoint, eraOf, HEADER_MISMATCH, legacyHeaderMismatch, type McpEndpoint } from './revisions.js';
 import { createMcpServer, listCacheScope } from './server.js';
 import type { Tools } from './tools.js';
 
@@ -89,15 +89,18 @@ function hostName(host: string): string {
 
 const METADATA_PATH = '/.well-known/oauth-protected-resource';
 
-/** How many Authorization lines a request has (`rawHeaders`: name, value, …); no array made, only names of its length lowercased. */
-function authorizationLines(rawHeaders: readonly string[]): number {
+/** How many `lowerName` lines a request has (`rawHeaders`: name, value, …); no array made, only names of its length lowercased. */
+function headerLines(rawHeaders: readonly string[], lowerName: string): number {
   let lines = 0;
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
-    if (name.length === 13 && name.toLowerCase() === 'authorization') lines++;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) lines++;
   }
   return lines;
 }
+
+/** A Host header as browsers and HTTP clients send it: a name, an IPv4 or a bracketed IPv6 address, and an optional port; nothing else (no `@`, quotes or spaces). */
+const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
 
 /** The route a request matched, as its pattern (`/upstreams/:namespace/:name/mcp`): a label of few values. */
 function routeOf(req: Request): string {
@@ -168,6 +171,12 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
 
   const guardHostAndOrigin = (req: Request, res: Response, next: NextFunction) => {
     const host = req.get('host');
+    // One Host, written as a host: it is checked against --allowed-hosts and written into the
+    // resource URLs this server announces (the WWW-Authenticate challenge, RFC 9728 metadata).
+    if ((host !== undefined && !HOST_HEADER.test(host)) || headerLines(req.rawHeaders, 'host') > 1) {
+      rejected.inc({ reason: 'host' });
+      return jsonRpcError(res, 400, -32600, `Invalid Request: the Host header ${JSON.stringify(host ?? '')} is not one host[:port]`);
+    }
     if (opts.allowedHosts.length > 0 && (!host || !opts.allowedHosts.includes(hostName(host).toLowerCase()))) {
       rejected.inc({ reason: 'host' });
       return jsonRpcError(res, 403, -32000, `Host ${JSON.stringify(host ?? '')} is not allowed (see --allowed-hosts)`);
@@ -190,7 +199,7 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
 
   const authenticate = async (req: Request, res: Response, next: NextFunction) => {
     // Node keeps the first of two Authorization headers; a proxy may keep the other: refuse, not guess.
-    if (authorizationLines(req.rawHeaders) > 1) {
+    if (headerLines(req.rawHeaders, 'authorization') > 1) {
       rejected.inc({ reason: 'duplicate_authorization' });
       return jsonRpcError(res, 400, -32600, 'Invalid Request: more than one Authorization header');
     }
@@ -249,6 +258,8 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
     if (batchOverLimit(req, res, principal)) return;
     const route = classifyMcpRequest(req, req.body);
     byEra.inc({ era: eraOf(route) });
+    const mismatch = route.kind === 'legacy' ? legacyHeaderMismatch(req.headers, req.body) : undefined;
+    if (mismatch) return jsonRpcError(res, 400, HEADER_MISMATCH, `Bad Request: the request headers and body disagree: ${mismatch}`);
     if (fast.handle(req, res, req.body, route, { principal })) return;
     try {
       await sdk.serve(req, res, req.body, route, principal);
@@ -279,7 +290,7 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
   });
   // RFC 9728. Tokens come from a token file or the cluster's ServiceAccount issuer, not from an
   // OAuth authorization server, so none is listed.
-  app.get([METADATA_PATH, `${METADATA_PATH}/mcp`], (req, res) => {
+  app.get([METADATA_PATH, `${METADATA_PATH}/mcp`], guardHostAndOrigin, (req, res) => {
     res.json({ resource: `${base(req)}/mcp`, bearer_methods_supported: ['header'], resource_name: 'PolicyGuard', resource_documentation: 'https://github.com/PrateekKumar1709/policyguard' });
   });
   mountUi(app, { tools, store, approvals: opts.uiApprovals, authenticator, guardHost: guardHostAndOrigin, authenticate, rateLimit: limit }); // the dashboard (src/ui/routes.ts)
@@ -312,8 +323,15 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
       return jsonRpcError(res, 400, -32600, 'Invalid Request: the request body was cut off');
     }
     if (err.type === 'entity.verify.failed') {
-      rejected.inc({ reason: 'inexact_number' });
+      rejected.inc({ reason: 'refused_json' });
       return jsonRpcError(res, 400, -32600, `Invalid Request: ${err.message}`);
+    }
+    if (err.status !== undefined && err.status >= 400 && err.status <= 499) {
+      // A body that cannot be read as sent (a Content-Encoding it is not in, …): the caller's
+      // mistake, answered as one, not logged as a failure of ours.
+      rejected.inc({ reason: 'unreadable_body' });
+      log.debug('request body could not be read', { error: err.message });
+      return jsonRpcError(res, 400, -32700, `Parse error: the body could not be read as sent (${err.message})`);
     }
     log.error('HTTP request failed', { error: String(err) });
     // Never throws itself: a status outside 400–599 from some error would make Express's fallback answer instead.

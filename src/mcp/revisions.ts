@@ -210,6 +210,30 @@ export function standardHeaderMismatch(headers: IncomingHttpHeaders, method: str
   return decoded === raw ? undefined : `the body carries params.${field}=${JSON.stringify(raw)} but the Mcp-Name header names ${JSON.stringify(decoded)}`;
 }
 
+/**
+ * Why a request of the 2025 revisions carries an `Mcp-Method` or `Mcp-Name` header that says
+ * something else than its body, or undefined (also when it carries neither). Those revisions
+ * define no such headers and the SDK ignores them, but proxies and gateways in front of a
+ * server route and rate-limit on them: a request must not tell them one method or tool and the
+ * server another. A batch carrying either header is refused too (one header cannot mirror many
+ * messages).
+ *
+ * @example legacyHeaderMismatch({ 'mcp-name': 'get_audit_log' }, { method: 'tools/call', params: { name: 'validate_action' } }) // 'the body carries params.name="validate_action" but …'
+ */
+export function legacyHeaderMismatch(headers: IncomingHttpHeaders, body: unknown): string | undefined {
+  const mcpMethod = header(headers, 'mcp-method');
+  const mcpName = header(headers, 'mcp-name');
+  if (mcpMethod === undefined && mcpName === undefined) return undefined;
+  if (!isPlainObject(body)) return 'a batch carries an Mcp-Method or Mcp-Name header, which cannot mirror every message in it';
+  const method = typeof body.method === 'string' ? body.method : undefined;
+  if (mcpMethod !== undefined && headerText(mcpMethod) !== method) return `the body names method ${method ?? '(none)'} but the Mcp-Method header names ${JSON.stringify(mcpMethod)}`;
+  if (mcpName === undefined) return undefined;
+  const field = method !== undefined && Object.hasOwn(NAME_SOURCE, method) ? NAME_SOURCE[method] : undefined;
+  const raw = field !== undefined && isPlainObject(body.params) ? body.params[field] : undefined;
+  if (typeof raw !== 'string') return undefined; // as for 2026-07-28 (standardHeaderMismatch): no name to mirror
+  return headerText(mcpName) === raw ? undefined : `the body carries params.${field}=${JSON.stringify(raw)} but the Mcp-Name header names ${JSON.stringify(mcpName)}`;
+}
+
 /** A server with this caller's tools; one per request (the SDK does not reuse servers across stateless requests). */
 export type McpServerFor = (principal: Principal) => McpServer;
 

@@ -25,11 +25,11 @@ afterAll(async () => {
 });
 
 /** POST raw bytes to /mcp; resolves with status and parsed body (or the raw text). */
-function post(body: Buffer | string): Promise<{ status: number; body: any }> {
+function post(body: Buffer | string, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
   const url = new URL(`${s.pg.url}/mcp`);
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: url.hostname, port: url.port, path: '/mcp', method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' } },
+      { host: url.hostname, port: url.port, path: '/mcp', method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers } },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c) => chunks.push(c));
@@ -128,6 +128,12 @@ describe('hostile input at /mcp', () => {
       const r = await post(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"validate_action","arguments":{"action_type":"x","target":"y","agent_id":"test-low","parameters":{"id":${ok}}}}}`);
       expect(r.body.result.structuredContent, ok).toMatchObject({ decision: expect.any(String) });
     }
+  });
+
+  it('a body that is not in the Content-Encoding it claims is a parse error of the caller, not an internal error', async () => {
+    const r = await post('{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'content-encoding': 'gzip' });
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ jsonrpc: '2.0', id: null, error: { code: -32700, message: expect.stringMatching(/^Parse error: the body could not be read as sent \(.+\)$/) } });
   });
 
   it('an object key "__proto__" is refused, not dropped unseen from what is decided, digested and audited', async () => {

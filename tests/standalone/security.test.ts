@@ -174,6 +174,26 @@ describe('HTTP edge', () => {
     });
     expect(status).toBe(403);
   });
+  it.each([
+    ['a Host with user information', (host: string) => [`${host}@attacker.example`]],
+    ['a Host with a quote (it is written into WWW-Authenticate)', (host: string) => [`${host}", error="x`]],
+    ['two Host lines', (host: string) => [host, host]],
+  ])('%s → 400, before anything is checked or announced', async (_what, hosts) => {
+    const { request } = await import('node:http');
+    const url = new URL(`${s.pg.url}/mcp`);
+    const r = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const headers = [...hosts(url.host).flatMap((h) => ['host', h]), 'content-type', 'application/json', 'content-length', '2'];
+      const req = request({ host: url.hostname, port: url.port, path: '/mcp', method: 'POST', headers }, (res) => {
+        let body = '';
+        res.on('data', (d) => (body += d));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.body).error.message).toMatch(/^Invalid Request: the Host header ".*" is not one host\[:port\]$/);
+  });
   it('a 2 MB body → 413', async () => {
     const r = await rawPost({ authorization: `Bearer ${TOKENS.alice}` }, JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { pad: 'x'.repeat(2 * 1024 * 1024) } }));
     expect(r.status).toBe(413);
