@@ -96,11 +96,32 @@ function changedByParsing(value: number, source: string): boolean {
  * digits, exponent (`1.50e2`, `150` and `150.0` are all `15e1`; zero of either sign is `0`).
  */
 function decimalOf(number: string): string {
-  const [, sign, whole, fraction = '', exponent = '0'] = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(number)!;
+  const [, sign, whole = '', fraction = '', exponent = '0'] = DECIMAL.exec(number) ?? [];
   const digits = `${whole}${fraction}`.replace(/^0+/, '');
   if (digits === '') return '0';
   const significant = digits.replace(/0+$/, '');
-  return `${sign}${significant}e${Number(exponent) - fraction.length + (digits.length - significant.length)}`;
+  return `${sign === '-' ? '-' : ''}${significant}e${Number(exponent) - fraction.length + (digits.length - significant.length)}`;
+}
+
+/** A plain decimal number as JSON or a person writes it: `600`, `-2.5`, `+6e2`, `.5`, `6.`; not `0x10`, `600 USD`, `Infinity`. */
+const DECIMAL = /^([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?$/;
+
+/** Whether `text` (whitespace around it allowed) is a plain decimal number, exact or not. */
+export const isPlainDecimal = (text: string): boolean => DECIMAL.test(text.trim()) && /\d/.test(text);
+
+/**
+ * The number a plain decimal `text` writes (whitespace around it allowed), when a double holds
+ * it exactly as written (see {@link refusedJson}); otherwise undefined: `"9007199254740993"` is
+ * not 9007199254740992, and a comparison with it could not be trusted.
+ *
+ * @example exactNumber(' 600 ') // 600
+ * @example exactNumber('9007199254740993') // undefined
+ */
+export function exactNumber(text: string): number | undefined {
+  if (!isPlainDecimal(text)) return undefined;
+  const trimmed = text.trim();
+  const value = Number(trimmed);
+  return changedByParsing(value, trimmed) ? undefined : value;
 }
 
 const inexactNumberText = (source: string): string =>

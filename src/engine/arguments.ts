@@ -9,6 +9,7 @@
  * error is an outcome, not an exception and not a quiet `false`.
  */
 import type { ArgumentCondition } from '../api/schemas.js';
+import { exactNumber, isPlainDecimal } from '../json-limits.js';
 import { compileGlob, foldCase, type Glob } from './glob.js';
 import { foldKey } from './keys.js';
 
@@ -131,12 +132,15 @@ function asComparable(value: unknown): string | undefined {
   }
 }
 
-/** A plain decimal number, as JSON or a person writes it: `600`, `-2.5`, `1e3`; not `0x10`, `600 USD` or `Infinity`. */
-const PLAIN_NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
-
+/**
+ * A number, or a string of a plain decimal (`"600"`, `"-2.5"`, `"1e3"`; not `"0x10"`, `"600 USD"`
+ * or `"Infinity"`) that a double holds exactly (not `"9007199254740993"`, which would be judged
+ * as 9007199254740992); else undefined. JSON numbers parsing would change never get here: the
+ * edge refuses them (src/json-limits.ts).
+ */
 function asNumber(value: unknown): number | undefined {
-  const n = typeof value === 'number' ? value : typeof value === 'string' && PLAIN_NUMBER.test(value.trim()) ? Number(value) : NaN;
-  return Number.isFinite(n) ? n : undefined;
+  if (typeof value === 'number') return Number.isFinite(value) ? value : undefined;
+  return typeof value === 'string' ? exactNumber(value) : undefined;
 }
 
 /**
@@ -206,11 +210,13 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     }
     case 'GreaterThan':
     case 'LessThan': {
-      const bound = Number(values[0]);
+      const bound = exactNumber(values[0] ?? '');
+      // A load error (InvalidSpec), as a rule that would compare with another number than written.
+      if (bound === undefined) throw new Error(`argument ${cond.path} ${op} ${JSON.stringify(values[0])}: a double cannot hold this number exactly (integers up to ±2^53, about 15 significant digits), so comparisons with it could not be trusted`);
       const greater = op === 'GreaterThan';
       return make(false, (value) => {
         const n = asNumber(value);
-        if (n === undefined) return wrongType(value, 'a number');
+        if (n === undefined) return wrongType(value, typeof value === 'string' && isPlainDecimal(value) && Number.isFinite(Number(value)) ? 'a number a double holds exactly' : 'a number');
         return greater ? n > bound : n < bound;
       });
     }

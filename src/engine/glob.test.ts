@@ -31,6 +31,11 @@ describe('glob semantics (fnmatch, case-insensitive)', () => {
     ['*ς', 'ΑΣΑ', false],
     ['aΣ*', 'AΣB', true],
     ['[Σ]', 'ς', true],
+    // İ lowercases to two code points (i and a combining dot): both sides take it as i, one character
+    ['kill_?', 'kill_İ', true],
+    ['drop_[İ]', 'drop_İ', true],
+    ['drop_i', 'DROP_İ', true],
+    ['drop_İ*', 'drop_ix', true],
     // `?` is one character: one code point, an emoji included, a `/` too
     ['?', 'a', true],
     ['?', '/', true],

@@ -302,12 +302,14 @@ export function compileGlob(pattern: string): Glob {
 /**
  * The case-insensitive form patterns and values are compared in: `toLowerCase()`, with the
  * Greek final sigma `ς` (what `toLowerCase()` makes of `Σ` at the end of a word, and only there)
- * taken as `σ`, so `*Σ` matches `ΑΣ` as it matches `ΑΣΑ`. Used for both sides, always.
+ * taken as `σ`, so `*Σ` matches `ΑΣ` as it matches `ΑΣΑ`, and the capital dotted `İ` taken as
+ * `i`: `toLowerCase()` makes it two code points (`i` and a combining dot, the one character
+ * whose lower case is longer), so `?` and `[İ]` would not match it. Used for both sides, always.
  *
  * @example foldCase('ΑΣ') // 'ασ'
  */
 export function foldCase(s: string): string {
-  const lower = s.toLowerCase();
+  const lower = (s.includes('İ') ? s.replaceAll('İ', 'i') : s).toLowerCase();
   return lower.includes('ς') ? lower.replaceAll('ς', 'σ') : lower;
 }
 

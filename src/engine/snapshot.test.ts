@@ -235,6 +235,10 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     [{ amount: [700] }, 'require_approval', `parameters.amount is an array of 1 item, not a number; GreaterThan cannot be evaluated, ${applies}`],
     [{ amount: {} }, 'require_approval', `parameters.amount is an object, not a number; GreaterThan cannot be evaluated, ${applies}`],
     [{ amount: '1e999' }, 'require_approval', `parameters.amount is "1e999", not a number; GreaterThan cannot be evaluated, ${applies}`],
+    // 9007199254740993 as a double is 9007199254740992: not greater than a bound of that.
+    [{ amount: '9007199254740993' }, 'require_approval', `parameters.amount is "9007199254740993", not a number a double holds exactly; GreaterThan cannot be evaluated, ${applies}`],
+    [{ amount: '500.00000000000001' }, 'require_approval', `parameters.amount is "500.00000000000001", not a number a double holds exactly; GreaterThan cannot be evaluated, ${applies}`],
+    [{ amount: ' +6e2 ' }, 'require_approval', undefined],
     [{ AMOUNT: 900 }, 'require_approval', `parameters has no key "amount" but has "AMOUNT", which a server that reads keys ignoring case takes as parameters.amount; GreaterThan cannot be evaluated, ${applies}`],
     // Go's encoding/json takes the last of the two: a refund of 900 judged as one of 1.
     [{ amount: 1, Amount: 900 }, 'require_approval', `parameters has both "amount" and "Amount", which a server that reads keys ignoring case may take either of as parameters.amount; GreaterThan cannot be evaluated, ${applies}`],
@@ -244,6 +248,12 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     const d = refunds('require_approval', over500).evaluate(refund(parameters));
     expect(d.decision).toBe(decision);
     expect(d.warnings).toEqual(warning === undefined ? [] : [`policy 'refunds' rule 'big-refunds': ${warning}`]);
+  });
+
+  it.each(['9007199254740993', '0.12345678901234567'])('a GreaterThan bound a double cannot hold exactly (%s) is a load error, not a rule comparing with another number', (bound) => {
+    const policy = guardPolicy({ name: 'big' }, { rules: [{ match: { tools: ['x'], arguments: [{ path: 'n', operator: 'GreaterThan', values: [bound] }] }, action: 'deny' }] });
+    const result = compilePolicy(policy, DEFAULT_ENGINE_OPTIONS);
+    expect(result).toMatchObject({ ok: false, problem: { reason: 'InvalidSpec', message: expect.stringContaining(`argument n GreaterThan "${bound}": a double cannot hold this number exactly`) } });
   });
 
   it.each([
