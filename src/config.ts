@@ -27,8 +27,15 @@ const Duration = z
 const List = z.string().transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean));
 const Dns1123 = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a lowercase DNS-1123 label');
 
+/** The decision flags `serve` and `check` share. */
+export const EngineFlags = z.object({
+  defaultDecision: z.enum(['allow', 'deny']).default('allow'),
+  unknownAgentTrust: TrustLevelSchema.default('low'),
+});
+
 export const ServeConfigSchema = z
   .object({
+    ...EngineFlags.shape,
     standalone: Bool.default(false),
     configDir: z.string().min(1).optional(),
     dataDir: z.string().min(1).optional(),
@@ -53,8 +60,6 @@ export const ServeConfigSchema = z
     logFormat: z.enum(['text', 'json']).default('text'),
     /** OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces); unset: no tracing. */
     otelEndpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL like http://otel-collector:4318' }).optional(),
-    defaultDecision: z.enum(['allow', 'deny']).default('allow'),
-    unknownAgentTrust: TrustLevelSchema.default('low'),
     autoRegister: Bool.default(true),
     autoRegisterLimit: PositiveInt.default(1000),
     autoRegisterPerCaller: PositiveInt.default(1),

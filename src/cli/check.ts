@@ -4,15 +4,21 @@
  * with a broken file should not pass CI.
  */
 import { PolicySnapshot } from '../engine/snapshot.js';
-import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision } from '../engine/types.js';
+import { DEFAULT_ENGINE_OPTIONS, type ActionRequest, type Decision, type EngineOptions } from '../engine/types.js';
 import { loadManifestDir } from '../store/standalone.js';
 
 export type CheckResult = { ok: true; decision: Decision } | { ok: false; errors: string[] };
 
-export async function checkAction(input: { configDir: string; request: ActionRequest }): Promise<CheckResult> {
+/**
+ * The policies' answer, as `serve --standalone` gives it with the same `--default-decision` and
+ * `--unknown-agent-trust`. Not the identity step (docs/decisions.md, §4): that needs a caller,
+ * so an id that differs from a registered one only in case, which serve refuses, is judged
+ * here as an unregistered agent.
+ */
+export async function checkAction(input: { configDir: string; request: ActionRequest; options?: Partial<Pick<EngineOptions, 'defaultDecision' | 'unknownAgentTrust'>> }): Promise<CheckResult> {
   const { agents, policies, errors, describe } = await loadManifestDir(input.configDir);
   if (errors.length > 0) return { ok: false, errors };
-  const snapshot = PolicySnapshot.compile({ agents, policies }, DEFAULT_ENGINE_OPTIONS);
+  const snapshot = PolicySnapshot.compile({ agents, policies }, { ...DEFAULT_ENGINE_OPTIONS, ...input.options });
   if (snapshot.problems.length > 0) return { ok: false, errors: snapshot.problems.map(describe) };
   return { ok: true, decision: snapshot.evaluate(input.request) };
 }

@@ -6,7 +6,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, parseServeConfig } from '../config.js';
+import { ConfigError, EngineFlags, parseServeConfig } from '../config.js';
+import { refusedJson } from '../json-limits.js';
 import { createLogger } from '../log.js';
 import { VERSION } from '../version.js';
 
@@ -45,8 +46,11 @@ Usage:
           object per line, what the Helm chart sets), --otel-endpoint URL (OTLP/HTTP traces, e.g.
           http://otel-collector:4318; off when unset). Metrics at /metrics.
   policyguard check --config-dir DIR --agent-id ID --target TOOL [--action-type T] [--parameters JSON]
+        [--default-decision allow|deny] [--unknown-agent-trust low]
         Evaluate one action offline against a folder of manifests and print the decision as
-        JSON. Exit 0 allowed, 1 denied or approval required, 2 error (e.g. a broken manifest).
+        JSON: the policies' answer as serve gives it with the same flags (not the identity step,
+        which needs a caller). Exit 0 allowed, 1 denied or approval required, 2 error (e.g. a
+        broken manifest).
   policyguard audit verify DIR [--key-file F] [--no-anchor] [--namespace NS --replica NAME [--kubeconfig K]]
   policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K] [--key-file F] [--no-anchor]
         Verify an audit log: the audit folder (DATA_DIR/audit) or one segment file, or the
@@ -120,6 +124,8 @@ async function check(argv: string[]): Promise<number> {
       target: { type: 'string' },
       'action-type': { type: 'string', default: 'tool_call' },
       parameters: { type: 'string', default: '{}' },
+      'default-decision': { type: 'string', default: 'allow' },
+      'unknown-agent-trust': { type: 'string', default: 'low' },
     },
     strict: true,
   });
@@ -131,10 +137,16 @@ async function check(argv: string[]): Promise<number> {
     throw new UsageError(`--parameters is not valid JSON: ${(err as Error).message}`);
   }
   if (parameters === null || typeof parameters !== 'object' || Array.isArray(parameters)) throw new UsageError('--parameters must be a JSON object');
+  const refused = refusedJson(values.parameters!);
+  if (refused) throw new UsageError(`--parameters: ${refused}`);
+  // The serve flags of the same names, checked as serve checks them (src/config.ts).
+  const options = EngineFlags.safeParse({ defaultDecision: values['default-decision'], unknownAgentTrust: values['unknown-agent-trust'] });
+  if (!options.success) throw new UsageError(options.error.issues.map((i) => `--${i.path[0] === 'defaultDecision' ? 'default-decision' : 'unknown-agent-trust'}: ${i.message}`).join('; '));
   const { checkAction } = await import('./check.js');
   const result = await checkAction({
     configDir: values['config-dir']!,
     request: { agentId: values['agent-id']!, target: values.target!, actionType: values['action-type']!, parameters: parameters as Record<string, unknown> },
+    options: options.data,
   });
   if (!result.ok) {
     for (const e of result.errors) process.stderr.write(`${e}\n`);

@@ -75,6 +75,21 @@ describe('policyguard check', () => {
     expect(approval.code).toBe(1);
     expect(JSON.parse(approval.stdout).decision).toBe('require_approval');
   });
+  it('takes serve\'s --default-decision and --unknown-agent-trust, checked as serve checks them', async () => {
+    const open = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'nobody', '--target', 'frobnicate']);
+    expect(JSON.parse(open.stdout)).toMatchObject({ decision: 'allow', reason: 'Action permitted by default policy' });
+    const strict = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'nobody', '--target', 'frobnicate', '--default-decision', 'deny']);
+    expect(strict.code).toBe(1);
+    expect(JSON.parse(strict.stdout)).toMatchObject({ decision: 'deny', reason: 'No rule allows this action; the default decision is deny' });
+    const trusted = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'nobody', '--target', 'frobnicate', '--unknown-agent-trust', 'high']);
+    expect(JSON.parse(trusted.stdout).agent).toEqual({ id: 'nobody', trust_level: 'high', registered: false });
+    const bad = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'nobody', '--target', 'x', '--default-decision', 'maybe']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--default-decision: Invalid option: expected one of "allow"\|"deny"/);
+    const inexact = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'nobody', '--target', 'x', '--parameters', '{"n": 9007199254740993}']);
+    expect(inexact.code).toBe(2);
+    expect(inexact.stderr).toMatch(/--parameters: the number 9007199254740993 cannot be kept exactly/);
+  });
   it('exits 2 with file:line when a manifest is broken', async () => {
     const dir = await tmp();
     await writeFile(join(dir, 'p.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: p}\nspec:\n  rules: []\n');
