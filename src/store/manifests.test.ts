@@ -111,6 +111,12 @@ describe('parseManifests: each document stands on its own', () => {
     expect(parsed).toMatchObject({ objects: [], skipped: 0, errors: [{ line: 4, message: expect.stringContaining('not a Kubernetes object') }] });
   });
 
+  it('an unknown YAML tag is an error of its document, not a value taken without it', () => {
+    const parsed = parseManifests(`${policy('before')}---\n${policy('tagged').replace('name: tagged', 'name: !secret tagged')}`, 'p.yaml');
+    expect(names(parsed.objects)).toEqual(['GuardPolicy/before@1']);
+    expect(parsed.errors).toEqual([{ file: 'p.yaml', line: 9, message: 'invalid YAML: Unresolved tag: !secret (PolicyGuard reads plain YAML: remove the tag)' }]);
+  });
+
   it('documents of other projects are skipped, empty ones ignored', () => {
     const parsed = parseManifests('apiVersion: kagent.dev/v1alpha2\nkind: Agent\nmetadata: {name: a}\n---\n---\n# nothing\n', 'p.yaml');
     expect(parsed).toEqual({ objects: [], errors: [], skipped: 1 });

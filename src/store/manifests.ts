@@ -140,9 +140,13 @@ export function parseManifests(text: string, file: string): ParsedManifests {
     return out;
   }
   for (const doc of docs) {
-    if (doc.errors.length > 0) {
-      for (const err of doc.errors) {
-        out.errors.push({ file, line: err.linePos?.[0]?.line ?? 1, message: `invalid YAML: ${err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}` });
+    // An unknown tag (`!secret x`) is only a warning to the parser, which keeps the plain value:
+    // whatever the author meant it to do, it would silently not happen.
+    const problems = [...doc.errors, ...doc.warnings.filter((w) => w.code === 'TAG_RESOLVE_FAILED')];
+    if (problems.length > 0) {
+      for (const err of problems) {
+        const text = err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '');
+        out.errors.push({ file, line: err.linePos?.[0]?.line ?? 1, message: `invalid YAML: ${err.code === 'TAG_RESOLVE_FAILED' ? `${text} (PolicyGuard reads plain YAML: remove the tag)` : text}` });
       }
       continue;
     }
