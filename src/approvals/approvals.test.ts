@@ -16,7 +16,9 @@ function setup(opts: { retentionMs?: number; pendingLimit?: number } = {}) {
   let now = new Date('2026-11-29T10:00:00.000Z');
   const store = new MemoryApprovalStore();
   const records: AuditEntryInput[] = [];
-  const audit = { append: (e: AuditEntryInput) => (records.push(e), { ok: true }) } as unknown as AuditSink;
+  /** While set, the audit log refuses every record with this reason. */
+  const log = { down: undefined as string | undefined };
+  const audit = { append: (e: AuditEntryInput) => (log.down ? { ok: false, reason: log.down } : (records.push(e), { ok: true })) } as unknown as AuditSink;
   const events: string[] = [];
   const metrics = new Metrics();
   const approvals = new Approvals({
@@ -42,7 +44,7 @@ function setup(opts: { retentionMs?: number; pendingLimit?: number } = {}) {
     ttlMs: 3_600_000,
     ...over,
   });
-  return { store, approvals, records, events, metrics, request, advance: (ms: number) => (now = new Date(now.getTime() + ms)), now: () => now };
+  return { store, approvals, records, log, events, metrics, request, advance: (ms: number) => (now = new Date(now.getTime() + ms)), now: () => now };
 }
 
 describe('Approvals.settle', () => {
@@ -274,6 +276,38 @@ describe('Approvals sweep and lifecycle records', () => {
     expect(store.list()).toHaveLength(0);
     expect(records.map((r) => r.action.type)).toEqual(['approval_denied', 'approval_deleted', 'approval_expired', 'approval_deleted']);
     expect(records.at(-1)!.approval).toEqual({ ref: `team-a/${b.approval.metadata.name}`, phase: 'Expired' });
+  });
+});
+
+describe('lifecycle records while the audit log is down', () => {
+  it('a decision made while the log refuses records is recorded once it takes them again, in order', async () => {
+    const { approvals, request, store, records, log } = setup();
+    const a = await approvals.settle(request());
+    const b = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target: 'truncate', parameters: {} } }));
+    if (a.outcome !== 'pending' || b.outcome !== 'pending') throw new Error('not pending');
+    log.down = 'disk full';
+    store.decide(a.approval, 'Approved', 'alice', 'ticket 7');
+    await approvals.sweep();
+    expect(records).toEqual([]);
+    log.down = undefined;
+    store.decide(b.approval, 'Denied', 'bob', 'no');
+    // The held one first, then the new one.
+    expect(records.map((r) => [r.action.type, r.caller])).toEqual([
+      ['approval_approved', 'alice'],
+      ['approval_denied', 'bob'],
+    ]);
+    expect(records[0]!.action.parameters).toMatchObject({ reason: 'ticket 7', decidedBy: 'alice' });
+  });
+
+  it('is retried at each sweep, without waiting for another lifecycle step', async () => {
+    const { approvals, request, store, records, log } = setup();
+    const a = await approvals.settle(request());
+    if (a.outcome !== 'pending') throw new Error('not pending');
+    log.down = 'read-only file system';
+    store.decide(a.approval, 'Denied', 'bob', 'no');
+    log.down = undefined;
+    await approvals.sweep();
+    expect(records.map((r) => r.action.type)).toEqual(['approval_denied']);
   });
 });
 

@@ -94,6 +94,12 @@ export class Approvals {
   private readonly inFlight = new Map<string, { settlement: Promise<Settlement>; agent: string; caller: string }>();
   /** Last phase seen per approval, to record each person's decision once (Lease holder). */
   private readonly seen = new Map<string, string>();
+  /**
+   * Lifecycle records the audit log refused while it was unavailable, oldest first: retried
+   * before the next one and at every sweep, so a decision made while the log was down is still
+   * recorded once it is back (at most {@link UNRECORDED_MAX}).
+   */
+  private readonly unrecorded: AuditEntryInput[] = [];
   private readonly events: Counter;
   private readonly unsubscribe: () => void;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -309,6 +315,7 @@ export class Approvals {
   }
 
   private async sweepOnce(): Promise<void> {
+    this.recordUnrecorded();
     const now = this.now();
     for (const approval of this.deps.store.list()) {
       const stored = approval.status?.phase ?? 'Pending';
@@ -361,10 +368,28 @@ export class Approvals {
       revision: spec.revision,
       approval: { ref: approvalRef(approval), phase: LIFECYCLE_PHASE[event] ?? status?.phase ?? 'Pending', ...(status?.decidedBy ? { decided_by: status.decidedBy } : {}) },
     };
-    const appended = this.deps.audit.append(entry);
-    if (!appended.ok) this.deps.log.error('an approval lifecycle step was not recorded in the audit log', { approval: approvalRef(approval), event, reason: appended.reason });
+    this.unrecorded.push(entry);
+    if (this.unrecorded.length > UNRECORDED_MAX) {
+      const lost = this.unrecorded.shift()!;
+      this.deps.log.error('an approval lifecycle step was dropped: the audit log has refused it and too many others', { approval: lost.approval?.ref, event: lost.action.type });
+    }
+    const refused = this.recordUnrecorded();
+    if (refused) this.deps.log.error('an approval lifecycle step is not yet recorded in the audit log; it is retried at the next sweep', { approval: approvalRef(approval), event, reason: refused });
+  }
+
+  /** Append the lifecycle records the audit log has not taken yet, oldest first; why it stopped, if it did. */
+  private recordUnrecorded(): string | undefined {
+    while (this.unrecorded.length > 0) {
+      const appended = this.deps.audit.append(this.unrecorded[0]!);
+      if (!appended.ok) return appended.reason;
+      this.unrecorded.shift();
+    }
+    return undefined;
   }
 }
+
+/** Lifecycle records held for an audit log that refuses them; beyond it the oldest is dropped, logged. */
+const UNRECORDED_MAX = 1000;
 
 /** When an approval became final (for the retention). */
 function finalAt(approval: GuardApproval): number {
