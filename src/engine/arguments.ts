@@ -52,55 +52,57 @@ class ReadAlike {
 /** A list index as a path segment: `items.0.name`. */
 const INDEX = /^(?:0|[1-9]\d*)$/;
 
-/**
- * Each object's keys by {@link foldKey}, made on its first lookup (a call's parameters live as
- * long as the call): for each fold, one key, or two when it has more.
- */
-const keysByFold = new WeakMap<object, Map<string, [string] | [string, string]>>();
+/** An object's keys by {@link foldKey}: the first key of each fold, and the folds two keys share. */
+interface KeyFolds {
+  first: Map<string, string>;
+  twice: Set<string>;
+}
 
-/** A key of `node` other than `key` that folds as `key` does, or undefined. */
-function keyReadAlike(node: object, key: string): string | undefined {
-  let byFold = keysByFold.get(node);
-  if (!byFold) {
-    byFold = new Map();
+/** Made on an object's first lookup (a call's parameters live as long as the call). */
+const keyFoldsOf = new WeakMap<object, KeyFolds>();
+
+function keyFolds(node: object): KeyFolds {
+  let folds = keyFoldsOf.get(node);
+  if (!folds) {
+    folds = { first: new Map(), twice: new Set() };
     for (const k of Object.keys(node)) {
       const fold = foldKey(k);
-      const seen = byFold.get(fold);
-      if (!seen) byFold.set(fold, [k]);
-      else if (seen.length === 1) seen.push(k);
+      if (folds.first.has(fold)) folds.twice.add(fold);
+      else folds.first.set(fold, k);
     }
-    keysByFold.set(node, byFold);
+    keyFoldsOf.set(node, folds);
   }
-  const alike = byFold.get(foldKey(key));
-  return alike?.find((k) => k !== key);
+  return folds;
+}
+
+/** A key of `node` other than `key` that folds to `fold`, as `key` does. */
+function otherKey(node: object, key: string, fold: string): string {
+  return Object.keys(node).find((k) => k !== key && foldKey(k) === fold)!;
 }
 
 /**
  * Look up `a.b.c` in own properties only (no prototype walking); undefined when absent. A list
  * is looked into by index only: `options.force` on `options: [{ force: true }]` is blocked (a
- * deny on it must not read it as absent), and so is `length`. An absent key with a look-alike
- * beside it (`AMOUNT`) is not absent either.
+ * deny on it must not read it as absent), and so is `length`. A key with a look-alike beside
+ * it or in its place (`AMOUNT`) is neither read nor absent. `folds`: the path's keys, folded.
  */
-function lookupPath(root: unknown, path: readonly string[]): unknown {
+function lookupPath(root: unknown, path: readonly string[], folds: readonly string[]): unknown {
   let node = root;
   for (let i = 0; i < path.length; i++) {
     const key = path[i]!;
     if (node === null || typeof node !== 'object' || (Array.isArray(node) && !INDEX.test(key))) return new Blocked(node, i);
     const exact = Object.hasOwn(node, key);
-    // An object of one key has no look-alike beside its key: the common case costs no fold.
-    const alike = Array.isArray(node) || (exact && onlyKey(node)) ? undefined : keyReadAlike(node, key);
-    if (alike !== undefined) return new ReadAlike(alike, i, exact);
-    if (!exact) return undefined;
+    if (!Array.isArray(node)) {
+      const fold = folds[i]!;
+      if (exact && keyFolds(node).twice.has(fold)) return new ReadAlike(otherKey(node, key, fold), i, true);
+      if (!exact) {
+        const alike = keyFolds(node).first.get(fold);
+        return alike === undefined ? undefined : new ReadAlike(alike, i, false);
+      }
+    } else if (!exact) return undefined;
     node = (node as Record<string, unknown>)[key];
   }
   return node;
-}
-
-/** Whether `node` has one own enumerable key (the one looked up). */
-function onlyKey(node: object): boolean {
-  let n = 0;
-  for (const k in node) if (Object.hasOwn(node, k) && ++n > 1) return false;
-  return true;
 }
 
 const PREVIEW_MAX = 64;
@@ -155,6 +157,7 @@ function asNumber(value: unknown): number | undefined {
  */
 export function compileArgument(cond: ArgumentCondition): ArgumentTest {
   const path = cond.path.split('.');
+  const folds = path.map(foldKey);
   const op = cond.operator;
   const where = (n: number) => ['parameters', ...path.slice(0, n)].join('.');
   const cannot = (what: string): Indeterminate => ({ indeterminate: `${what}; ${op} cannot be evaluated` });
@@ -163,7 +166,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
   /** The test on a value that is there (not undefined); `absent` is the answer when it is not. */
   const make = (absent: boolean, present: (value: unknown) => ArgumentResult): ArgumentTest => {
     return (p) => {
-      const value = lookupPath(p, path);
+      const value = lookupPath(p, path, folds);
       if (value instanceof Blocked) {
         const hint = Array.isArray(value.value) ? ' (a list is looked into by index, as in items.0.name)' : '';
         return cannot(`${where(value.depth)} is ${preview(value.value)}, not an object${hint}, so ${where(path.length)} cannot be looked up`);

@@ -115,6 +115,18 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
     expect(snap.possibleDecisions(req)).toEqual(new Set(['deny']));
   });
 
+  it('denies exactly the names with whitespace at an end or a control or format character (its ASCII shortcut included)', () => {
+    const reference = /^\s|\s$|[\p{Cc}\p{Cf}]/u;
+    const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u200b', '\ufeff', '\u007f', '\u0085', 'a', '_', '~'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
+    fc.assert(
+      fc.property(fc.string({ unit, minLength: 1, maxLength: 8 }), (target) => {
+        const d = snap.evaluate(call('admin', target));
+        expect(d.matched[0]?.rule === 'unclearName', JSON.stringify(target)).toBe(reference.test(target));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
   it('names with spaces inside, or letters of any script, are judged as written', () => {
     expect(snap.evaluate(call('admin', 'read data')).decision).toBe('allow');
     expect(snap.evaluate(call('low', 'read_données')).decision).toBe('allow');

@@ -161,12 +161,18 @@ const UNCLEAR_NAME = /^\s|\s$|[\p{Cc}\p{Cf}]/u;
 
 /** Why `req`'s target or action type cannot be judged as written, or undefined. */
 function unclearName(req: Pick<ActionRequest, 'target' | 'actionType'>): string | undefined {
-  for (const [what, name] of [['target', req.target], ['action type', req.actionType]] as const) {
-    if (!UNCLEAR_NAME.test(name)) continue;
-    const where = /^\s|\s$/.test(name) ? 'whitespace at its start or end' : `the invisible or control character U+${name.match(/[\p{Cc}\p{Cf}]/u)![0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
-    return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
-  }
-  return undefined;
+  // Nearly every call: printable ASCII without spaces, which UNCLEAR_NAME cannot object to (~20 ns a name).
+  if (!NOT_PLAIN.test(req.target) && !NOT_PLAIN.test(req.actionType)) return undefined;
+  return unclearWhy('target', req.target) ?? unclearWhy('action type', req.actionType);
+}
+
+/** A character other than printable, non-space ASCII (`!` to `~`). */
+const NOT_PLAIN = /[^!-~]/;
+
+function unclearWhy(what: string, name: string): string | undefined {
+  if (!UNCLEAR_NAME.test(name)) return undefined;
+  const where = /^\s|\s$/.test(name) ? 'whitespace at its start or end' : `the invisible or control character U+${name.match(/[\p{Cc}\p{Cf}]/u)![0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
 }
 
 function agentCheck(agentId: string, rule: string, message: string): MatchedRule {
