@@ -107,6 +107,12 @@ const bad = createServer((req, res) => {
     case '/foreign-id':
       // Answers request 1 as "1": a loose client would take it as its answer, unfiltered.
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: '1', result: { tools: [{ name: 'delete_repo', inputSchema: { type: 'object' } }] } }));
+    case '/batch-answer':
+      // An array: clients take a batch, and the list in it would pass unfiltered.
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify([{ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'delete_repo', inputSchema: { type: 'object' } }] } }]));
+    case '/upper-type':
+      // Media types ignore case: a client reads this as JSON.
+      return void res.writeHead(200, { 'content-type': 'Application/JSON' }).end(JSON.stringify({ jsonrpc: '2.0', id: '1', result: { tools: [] } }));
     case '/odd-stream':
       // A byte order mark first and LF-CRLF blank lines: both are valid SSE.
       res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -144,7 +150,7 @@ let url: string;
 let decidingUrl: string;
 beforeAll(async () => {
   const badUrl = await listening(bad);
-  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'wide-event', 'foreign-id', 'odd-stream', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
+  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'wide-event', 'foreign-id', 'batch-answer', 'upper-type', 'odd-stream', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
   const recorderUrl = `${await listening(recorder)}/mcp`;
   upstreams.set('default/recorder', upstreamAt('recorder', recorderUrl));
   // The same server declared as one that matches keys exactly (GuardUpstream spec.keyMatching).
@@ -205,11 +211,22 @@ describe('upstreams that misbehave: the call fails, saying what happened and not
   const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
   it('passes on routing headers only when they say what the body says, and its own Content-Type', async () => {
     const got = async (body: unknown, headers: Record<string, string>) => ((await (await post('default/headers', body, headers)).json()) as any).result.got;
-    const lying = { 'content-type': 'application/json; charset=utf-16le', 'mcp-method': 'tools/call', 'mcp-name': 'delete_everything' };
-    expect(await got({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, lying)).toEqual({ 'content-type': 'application/json', 'mcp-method': null, 'mcp-name': null });
-    expect(await got({ jsonrpc: '2.0', method: 'notifications/initialized' }, { ...lying, 'mcp-protocol-version': '2025-11-25' })).toMatchObject({ 'mcp-method': null, 'mcp-name': null });
+    // Headers that contradict the body are refused before this (the test below); these mirror it.
+    const mirroring = { 'content-type': 'application/json; charset=utf-16le', 'mcp-method': 'tools/list' };
+    expect(await got({ jsonrpc: '2.0', id: 1, method: 'tools/list' }, mirroring)).toEqual({ 'content-type': 'application/json', 'mcp-method': null, 'mcp-name': null });
+    expect(await got({ jsonrpc: '2.0', method: 'notifications/initialized' }, { 'mcp-protocol-version': '2025-11-25', 'mcp-method': 'notifications/initialized' })).toMatchObject({ 'mcp-method': 'notifications/initialized', 'mcp-name': null });
     const modern = { jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri: 'file:///a', _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } };
     expect(await got(modern, { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'resources/read', 'mcp-name': 'file:///a' })).toMatchObject({ 'mcp-method': 'resources/read', 'mcp-name': 'file:///a' });
+  });
+  it('a 2025 request whose Mcp-Method or Mcp-Name header contradicts its body is refused (-32020), as on /mcp', async () => {
+    for (const [body, headers] of [
+      [{ jsonrpc: '2.0', id: 1, method: 'tools/list' }, { 'mcp-method': 'tools/call', 'mcp-name': 'delete_everything' }],
+      [{ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'delete_repo', arguments: {} } }, { 'mcp-name': 'read_file' }],
+    ] as const) {
+      const r = await post('default/headers', body, headers);
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as any).error.code).toBe(-32020);
+    }
   });
   it('an unreachable upstream: 502 naming the kind of failure, not its address', async () => {
     const r = await post('default/x', list);
@@ -238,6 +255,8 @@ describe('upstreams that misbehave: the call fails, saying what happened and not
   it('an answer under another id than the request\'s becomes an error under the request\'s id, in JSON and in any valid SSE', async () => {
     const foreign = { code: -32603, message: 'the upstream answered with id "1", not this request\'s 1; the gateway passes on no answer it cannot match to its request' };
     expect(await (await post('default/foreign-id', list)).json()).toEqual({ jsonrpc: '2.0', id: 1, error: foreign });
+    expect(await (await post('default/upper-type', list)).json()).toEqual({ jsonrpc: '2.0', id: 1, error: foreign });
+    expect(((await (await post('default/batch-answer', list)).json()) as any).error.message).toBe('the upstream answered request 1 with a batch; the gateway passes on no answer it cannot match to its request');
     const streamed = await (await post('default/odd-stream', list, { accept: 'application/json, text/event-stream' })).text();
     expect(streamed).toBe(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, error: foreign })}\n\ndata: {}\n\n`);
   });

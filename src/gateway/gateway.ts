@@ -37,7 +37,7 @@ import type { AuditSink } from '../audit/sink.js';
 import type { DecisionPipeline, RecordedDecision } from '../decide/pipeline.js';
 import { parseDuration } from '../duration.js';
 import type { Logger } from '../log.js';
-import { classifyMcpRequest, HEADER_MISMATCH, standardHeaderMismatch } from '../mcp/revisions.js';
+import { classifyMcpRequest, HEADER_MISMATCH, legacyHeaderMismatch, standardHeaderMismatch } from '../mcp/revisions.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
@@ -169,19 +169,23 @@ type Message = { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unk
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const idOf = (m: Message): JsonRpcId => (typeof m.id === 'string' || typeof m.id === 'number' ? m.id : null);
 
-/** The JSON-RPC response (a `result` or an `error`, no `method`) that `text` holds, or undefined. */
-function responseIn(text: string): Message | undefined {
+/**
+ * The JSON-RPC response (a `result` or an `error`, no `method`) that `text` holds; `batch` for
+ * an array (an answer to one request is never one, though clients accept them); else undefined.
+ */
+function responseIn(text: string): Message | 'batch' | undefined {
   let m: unknown;
   try {
     m = JSON.parse(text);
   } catch {
     return undefined;
   }
+  if (Array.isArray(m)) return 'batch';
   return isObject(m) && !('method' in m) && ('result' in m || 'error' in m) ? (m as Message) : undefined;
 }
 
-const foreignAnswerText = (m: Message, id: JsonRpcId) =>
-  `the upstream answered with id ${JSON.stringify(m.id ?? null)}, not this request's ${JSON.stringify(id)}`;
+const foreignAnswerText = (m: Message | 'batch', id: JsonRpcId) =>
+  m === 'batch' ? `the upstream answered request ${JSON.stringify(id)} with a batch` : `the upstream answered with id ${JSON.stringify(m.id ?? null)}, not this request's ${JSON.stringify(id)}`;
 
 /**
  * What the client gets for an upstream answer whose id is not its request's (`"2"` for 2): an
@@ -189,7 +193,7 @@ const foreignAnswerText = (m: Message, id: JsonRpcId) =>
  * the answer, unfiltered (a tools/list) or unrecorded; one that matches strictly, as the answer
  * to another request of its own.
  */
-function foreignAnswer(m: Message, id: JsonRpcId): string {
+function foreignAnswer(m: Message | 'batch', id: JsonRpcId): string {
   return JSON.stringify({ jsonrpc: '2.0', id, error: { code: -32603, message: `${foreignAnswerText(m, id)}; the gateway passes on no answer it cannot match to its request` } });
 }
 
@@ -291,11 +295,17 @@ export class Gateway {
     const message = body as Message;
     const refusedMessage = refuseMessage(body);
     if (refusedMessage) return this.refuse(call, idOf(message), refusedMessage, 'any');
-    // A 2026-07-28 request whose Mcp-Method/Mcp-Name headers say something else than its body
-    // is refused here, as /mcp refuses it: intermediaries route on those headers, the gate on the body.
+    // A request whose Mcp-Method/Mcp-Name headers say something else than its body is refused
+    // here, as /mcp refuses it, in either revision: intermediaries route on those headers, the
+    // gate on the body.
     const route = classifyMcpRequest(req, body);
     if (route.kind === 'reject') return sendJson(res, route.httpStatus, { jsonrpc: '2.0', id: idOf(message), error: { code: route.code, message: route.message, ...(route.data !== undefined ? { data: route.data } : {}) } });
-    const mismatch = route.kind === 'modern' && typeof message.method === 'string' && message.id !== undefined ? standardHeaderMismatch(req.headers, message.method, message.params) : undefined;
+    const mismatch =
+      route.kind === 'modern' && typeof message.method === 'string' && message.id !== undefined
+        ? standardHeaderMismatch(req.headers, message.method, message.params)
+        : route.kind === 'legacy'
+          ? legacyHeaderMismatch(req.headers, body)
+          : undefined;
     if (mismatch) return rpcError(res, 400, idOf(message), HEADER_MISMATCH, `Header mismatch: ${mismatch}`);
     if (message.method === 'tools/call') return this.toolsCall(call, message, agent.agentId, route.kind === 'modern');
     if (message.method === 'tools/list') return this.forward(call, message, { kind: 'tools/list', id: idOf(message), agentId: agent.agentId, ref });
@@ -465,7 +475,8 @@ export class Gateway {
       }
       const session = answer.headers['mcp-session-id'];
       if (typeof session === 'string') out['mcp-session-id'] = sealSession(this.deps.sessionKey, call.ref, session, call.principal.subject);
-      const type = answer.headers['content-type'] ?? '';
+      // Media types are case-insensitive; clients read `Application/JSON` as JSON too.
+      const type = (answer.headers['content-type'] ?? '').toLowerCase();
       if (res.headersSent) {
         // A held call: the client's answer is already an event stream (progress); the upstream's
         // answer goes on as its events, a JSON answer as one event.
@@ -556,7 +567,7 @@ export class Gateway {
     const m = responseIn(text);
     if (!m) return text;
     kind.answered = true;
-    if (idOf(m) !== kind.id) {
+    if (m === 'batch' || idOf(m) !== kind.id) {
       outcome.is_error = true;
       outcome.error = foreignAnswerText(m, kind.id);
       return foreignAnswer(m, kind.id);
@@ -573,7 +584,7 @@ export class Gateway {
   private filterToolsList(text: string, kind: Extract<ForwardKind, { kind: 'tools/list' }>): string {
     const m = responseIn(text);
     if (!m) return text;
-    if (idOf(m) !== kind.id) return foreignAnswer(m, kind.id);
+    if (m === 'batch' || idOf(m) !== kind.id) return foreignAnswer(m, kind.id);
     if (!isObject(m.result) || !Array.isArray(m.result.tools)) return text;
     const snapshot = this.deps.store.snapshot();
     const tools: unknown[] = [];
