@@ -4,7 +4,7 @@
  * plain ones (createServer(app.listener)) is answered the same, and so is one over TLS.
  */
 import { mkdtemp } from 'node:fs/promises';
-import { createServer, IncomingMessage, type Server } from 'node:http';
+import { createServer, IncomingMessage, request as httpRequest, type Server } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -127,5 +127,15 @@ describe('a 2025-11-25 request whose Mcp-Method or Mcp-Name header (which that r
   it('headers that mirror the body are served', async () => {
     const r = await fetch(`${withClasses.url}/mcp`, { method: 'POST', headers: { ...HEADERS, 'mcp-method': 'tools/call', 'mcp-name': 'validate_action' }, body: call('read_customer') });
     expect(((await r.json()) as { result: { structuredContent: { decision: string } } }).result.structuredContent.decision).toBe('allow');
+  });
+});
+
+describe('the Host header', () => {
+  it.each(['policy_guard:8080', '[fe80::1%25eth0]:8000', 'svc.ns.svc.cluster.local.', '127.0.0.1'])('%s is a host[:port]: served (a route that checks Host)', async (host) => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const url = new URL(withClasses.url);
+      httpRequest({ host: url.hostname, port: url.port, path: '/.well-known/oauth-protected-resource', headers: { host } }, (res) => resolve(res.resume().statusCode!)).once('error', reject).end();
+    });
+    expect(status).toBe(200);
   });
 });

@@ -100,7 +100,7 @@ function headerLines(rawHeaders: readonly string[], lowerName: string): number {
 }
 
 /** A Host header as browsers and HTTP clients send it: a name, an IPv4 or a bracketed IPv6 address, and an optional port; nothing else (no `@`, quotes or spaces). */
-const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?$/;
+const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+(?:%25[A-Za-z0-9._~-]+)?\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$/;
 
 /** The route a request matched, as its pattern (`/upstreams/:namespace/:name/mcp`): a label of few values. */
 function routeOf(req: Request): string {
@@ -326,9 +326,9 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
       rejected.inc({ reason: 'refused_json' });
       return jsonRpcError(res, 400, -32600, `Invalid Request: ${err.message}`);
     }
-    if (err.status !== undefined && err.status >= 400 && err.status <= 499) {
+    if (err.type === 'entity.unreadable') {
       // A body that cannot be read as sent (a Content-Encoding it is not in, …): the caller's
-      // mistake, answered as one, not logged as a failure of ours.
+      // mistake, answered as one, not logged as a failure of ours (./json-body.ts).
       rejected.inc({ reason: 'unreadable_body' });
       log.debug('request body could not be read', { error: err.message });
       return jsonRpcError(res, 400, -32700, `Parse error: the body could not be read as sent (${err.message})`);

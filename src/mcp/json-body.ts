@@ -46,6 +46,12 @@ function charsetOf(type: string | undefined): string | undefined {
   return type === undefined ? undefined : /;[ \t]*charset[ \t]*=[ \t]*"?([^";, \t]*)/i.exec(type)?.[1]?.toLowerCase();
 }
 
+/** A client error of reading the body that body-parser gives no `type` (a gzip body that is not gzip). */
+const unreadable = (err: unknown): err is Error => {
+  const status = (err as { status?: unknown } | undefined)?.status;
+  return err instanceof Error && !('type' in err) && typeof status === 'number' && status >= 400 && status <= 499;
+};
+
 /** An error as body-parser makes them: `status` and `type` for the app's error handler. */
 function bodyError(message: string, status: number, type: string): Error {
   return Object.assign(new Error(message), { status, type });
@@ -92,7 +98,9 @@ export function jsonBody(opts: JsonBodyOptions): RequestHandler {
       if (charset !== undefined && charset !== 'utf-8' && req.is('application/json')) {
         return next(bodyError(`unsupported charset "${charset.toUpperCase()}": JSON must be UTF-8`, 415, 'charset.unsupported'));
       }
-      return general(req, res, next);
+      // body-parser's own failures all have a `type`; what reading the stream throws (a gzip
+      // body that is not gzip) has none: given one, the app answers it as the caller's mistake.
+      return general(req, res, (err?: unknown) => next(unreadable(err) ? Object.assign(err, { type: 'entity.unreadable' }) : err));
     }
     const chunks: Buffer[] = [];
     const whole = new Promise<Buffer>((resolve, reject) => {
