@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { refusedJson } from './json-limits.js';
+import { exactNumber, refusedJson } from './json-limits.js';
 
 const inexact = (n: string) => `the number ${n} cannot be kept exactly (JSON numbers here are IEEE doubles: integers up to ±2^53, about 16 significant digits); send it as a string`;
 
@@ -20,7 +20,7 @@ describe('refusedJson: a number parsing would change is found, in any spelling',
     expect(refusedJson(`{"a":[1,{"b":${n}}]}`)).toBe(inexact(n));
   });
 
-  it.each(['0.30000000000000004', '0.1', '150.0', '1.50e2', '-0', '1e15', '-1e-7', '12345678901234.5', '9007199254740991', '0.000000000000001', '"9007199254740993"', '"v1e5"'])(
+  it.each(['0.10000000000000001', '0.30000000000000004', '0.1', '150.0', '1.50e2', '-0', '1e15', '-1e-7', '12345678901234.5', '9007199254740991', '0.000000000000001', '"9007199254740993"', '"v1e5"'])(
     '%s reads back as written',
     (n) => {
       expect(refusedJson(`{"a":${n}}`)).toBeUndefined();
@@ -40,5 +40,21 @@ describe('refusedJson: an object key "__proto__" is refused, however it is spelt
 
   it.each(['{"proto":1}', '{"a":"__proto__"}', '{"a":"caf\\u00e9"}', '["__proto__"]'])('%s is taken', (text) => {
     expect(refusedJson(text)).toBeUndefined();
+  });
+});
+
+describe('exactNumber: the number a decimal string writes, when a double holds it as written', () => {
+  it.each([
+    [' 600 ', 600],
+    ['+6e2', 600],
+    ['.5', 0.5],
+    ['1e20', 1e20], // an exact double, though beyond 2^53
+    ['10000000000000000', 1e16],
+    ['0.10000000000000001', 0.1], // %.17g of 0.1
+  ])('%j is %d', (text, n) => {
+    expect(exactNumber(text)).toBe(n);
+  });
+  it.each(['9007199254740993', '500.00000000000001', '0x10', '600 USD', 'Infinity', '1e400', '', '.', '-'])('%j is not', (text) => {
+    expect(exactNumber(text)).toBeUndefined();
   });
 });

@@ -40,8 +40,8 @@ export function nestedDeeperThan(value: unknown, max: number): boolean {
  */
 const MAYBE_INEXACT = /\d[\d.]{15,}|\d[eE][+-]?\d/;
 
-/** A key spelt `__proto__` could be, escapes included (`"\u005f_proto__"`). */
-const MAYBE_PROTO_KEY = /__proto__|\\u/;
+/** A key spelt `__proto__` could be, escapes of its letters included (`"\u005f_proto__"`). */
+const MAYBE_PROTO_KEY = /__proto__|\\u00(?:5[fF]|70|72|6[fF]|74)/;
 
 /**
  * Why PolicyGuard refuses the JSON `text`, or undefined: the first number parsing would change,
@@ -86,9 +86,17 @@ function walkParsed(text: string, visit: (key: string, value: unknown, source: s
   }
 }
 
-/** Whether the double `value` parsed from `source` is not what `source` says. */
-function changedByParsing(value: number, source: string): boolean {
-  return !Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)) || decimalOf(source) !== decimalOf(String(value));
+/**
+ * Whether the double `value` parsed from `source` is not what `source` says: not finite, or
+ * read back as another number. Read back means as JavaScript prints it (the shortest text) or
+ * with 17 significant digits, as C's `%.17g` prints every double (`0.10000000000000001` is 0.1).
+ * `integers`: an integer beyond ±2^53 counts as changed even when this double is exactly it,
+ * as JSON tools that read integers into int64 or a big integer would read its neighbours too.
+ */
+function changedByParsing(value: number, source: string, integers = true): boolean {
+  if (!Number.isFinite(value) || (integers && Number.isInteger(value) && !Number.isSafeInteger(value))) return true;
+  const written = decimalOf(source);
+  return written !== decimalOf(String(value)) && written !== decimalOf(value.toPrecision(17));
 }
 
 /**
@@ -121,7 +129,8 @@ export function exactNumber(text: string): number | undefined {
   if (!isPlainDecimal(text)) return undefined;
   const trimmed = text.trim();
   const value = Number(trimmed);
-  return changedByParsing(value, trimmed) ? undefined : value;
+  // A bound or a string is compared as the double it writes: 1e20 is one exactly.
+  return changedByParsing(value, trimmed, false) ? undefined : value;
 }
 
 const inexactNumberText = (source: string): string =>
