@@ -205,7 +205,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       return scalar(true, (s) => !set.has(s));
     }
     case 'Glob': {
-      const globs: Glob[] = values.map(compileGlob);
+      const globs: Glob[] = values.map((v) => compileGlob(v, 'value'));
       return scalar(false, (s) => {
         const lower = foldCase(s);
         return globs.some((g) => g.matchLower(lower));

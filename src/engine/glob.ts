@@ -183,7 +183,7 @@ function parseSet(pattern: string, cps: readonly string[], from: number, to: num
   for (let p = negated ? from + 1 : from; p < to; ) {
     if (p + 2 < to && cps[p + 1] === '-') {
       const [lo, hi] = [cps[p]!.codePointAt(0)!, cps[p + 2]!.codePointAt(0)!];
-      if (lo > hi) throw new PatternError(pattern, `has the range "${cps[p]}-${cps[p + 2]}", whose ends are reversed (U+${hex(lo)} after U+${hex(hi)}), so it matches nothing; write the lower end first`);
+      if (lo > hi) throw new PatternError(pattern, `has the range "${cps[p]}-${cps[p + 2]}", whose ends are reversed (${codePointName(lo)} after ${codePointName(hi)}), so it matches nothing; write the lower end first`);
       ranges.push(lo, hi);
       p += 3;
     } else {
@@ -250,9 +250,14 @@ function parse(pattern: string): Segment[] {
 
 /** With the `u` flag a surrogate pair is one code point, so this finds only unpaired halves. */
 const LONE_SURROGATE = /\p{Cs}/u;
-/** Control and format characters: a name holding one is denied before any rule (docs/decisions.md, §1). */
-const INVISIBLE = /[\p{Cc}\p{Cf}]/u;
-const hex = (codePoint: number) => codePoint.toString(16).toUpperCase().padStart(4, '0');
+/**
+ * Control, format and other default-ignorable characters (a zero-width space, a byte order
+ * mark, a bidi override, a variation selector, NUL, a tab): invisible, or stripped by clients
+ * and servers. A name holding one is denied before any rule (docs/decisions.md, §1).
+ */
+export const INVISIBLE = /[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
+/** `U+200B` for a code point. */
+export const codePointName = (codePoint: number): string => `U+${codePoint.toString(16).toUpperCase().padStart(4, '0')}`;
 
 /**
  * Compile a glob with fnmatch semantics, case-insensitive: `*` any run of characters (`/`
@@ -270,16 +275,17 @@ const hex = (codePoint: number) => codePoint.toString(16).toUpperCase().padStart
  *   compileGlob('*prod*').matchLower('svc/prod-db') // true
  *   compileGlob('delete_*').matchLower('delete_users/all') // true
  */
-export function compileGlob(pattern: string): Glob {
+export function compileGlob(pattern: string, kind: 'name' | 'value' = 'name'): Glob {
   if (pattern.length === 0) throw new PatternError(pattern, 'is empty');
   if (pattern.startsWith('!')) throw new PatternError(pattern, 'starts with "!"; negation is not supported');
   // A copy-paste slip (`"drop_* "`) that would leave a deny matching nothing anyone calls.
   const edge = /^\s/u.test(pattern) ? 'starts' : /\s$/u.test(pattern) ? 'ends' : undefined;
   if (edge) throw new PatternError(pattern, `${edge} with whitespace, so it matches only names that do too; remove it, or write "[ ]" for a space you mean`);
   const lone = LONE_SURROGATE.exec(pattern);
-  if (lone) throw new PatternError(pattern, `contains U+${hex(lone[0].charCodeAt(0))}, half of a surrogate pair, which is not a character; write the whole character`);
-  const invisible = INVISIBLE.exec(pattern);
-  if (invisible) throw new PatternError(pattern, `contains U+${hex(invisible[0].codePointAt(0)!)}, an invisible or control character; a name holding one is always denied, so the pattern could match only what no rule decides`);
+  if (lone) throw new PatternError(pattern, `contains ${codePointName(lone[0].charCodeAt(0))}, half of a surrogate pair, which is not a character; write the whole character`);
+  // An argument value may well hold one, and a rule may look for it (`*\n*`).
+  const invisible = kind === 'name' ? INVISIBLE.exec(pattern) : null;
+  if (invisible) throw new PatternError(pattern, `contains ${codePointName(invisible[0].codePointAt(0)!)}, an invisible or control character; a name holding one is always denied, so the pattern could match only what no rule decides`);
   const segments = parse(pattern);
   const head = segments[0]![0];
   const tail = segments[segments.length - 1]!.at(-1);
@@ -315,7 +321,7 @@ export function foldCase(s: string): string {
 
 /** Compile several globs; the first bad one throws. */
 export function compileGlobs(patterns: readonly string[]): Glob[] {
-  return patterns.map(compileGlob);
+  return patterns.map((p) => compileGlob(p));
 }
 
 /** True when any glob matches. `valueLower` must be {@link foldCase}d by the caller (once per call). */

@@ -105,6 +105,9 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
     ['read\u0000_data', 'tool_call', 'The target "read\\u0000_data" has the invisible or control character U+0000'],
     ['read_\u202edata', 'tool_call', 'The target "read_\u202edata" has the invisible or control character U+202E'],
     ['read_data', 'tool_call ', 'The action type "tool_call " has whitespace at its start or end'],
+    // Default-ignorable, though neither control nor format: a combining grapheme joiner, a variation selector.
+    ['delete_rows\u034f', 'tool_call', 'The target "delete_rows\u034f" has the invisible or control character U+034F'],
+    ['delete\ufe0f_rows', 'tool_call', 'The target "delete\ufe0f_rows" has the invisible or control character U+FE0F'],
   ])('a target or action type a client could strip to another name (%j, %j) is denied, before any rule', (target, actionType, reason) => {
     // read_data is allowed to everyone, and admin may delete: stripped, both would be allowed.
     const req = { ...call('admin', target), actionType };
@@ -116,8 +119,8 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
   });
 
   it('denies exactly the names with whitespace at an end or a control or format character (its ASCII shortcut included)', () => {
-    const reference = /^\s|\s$|[\p{Cc}\p{Cf}]/u;
-    const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u200b', '\ufeff', '\u007f', '\u0085', 'a', '_', '~'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
+    const reference = /^\s|\s$|[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
+    const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u200b', '\ufeff', '\u007f', '\u0085', '\u034f', '\u3164', 'a', '_', '~'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
     fc.assert(
       fc.property(fc.string({ unit, minLength: 1, maxLength: 8 }), (target) => {
         const d = snap.evaluate(call('admin', target));

@@ -15,7 +15,7 @@ import {
   type CompiledRule,
   type CompileResult,
 } from './compile.js';
-import { anyMatch, foldCase } from './glob.js';
+import { anyMatch, codePointName, foldCase, INVISIBLE } from './glob.js';
 import { Check, compareNames, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS, namespacedName, objectKey } from './types.js';
@@ -149,19 +149,17 @@ function indeterminateWarning(r: CompiledRule, reason: string): string {
 /** The rule of the `matched` entry of a deny because the policy set is incomplete (docs/decisions.md §9). */
 export const INCOMPLETE_POLICY_SET = 'incompletePolicySet';
 
-/** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
 /**
- * Characters a name (target, action type) must not start or end with, or hold anywhere:
- * whitespace at either end; control and format characters (zero-width space, byte order mark,
- * bidi overrides, NUL, tab) anywhere. A tool server or client that trims or strips them runs
+ * Whitespace a name (target, action type) must not start or end with; nor may it hold an
+ * {@link INVISIBLE} character anywhere. A tool server or client that trims or strips them runs
  * `delete_records` where `" delete_records"` or `"\u200bdelete_records"` was judged, and no
  * glob of a deny rule matches those.
  */
-const UNCLEAR_NAME = /^\s|\s$|[\p{Cc}\p{Cf}]/u;
+const EDGE_SPACE = /^\s|\s$/;
 
 /** Why `req`'s target or action type cannot be judged as written, or undefined. */
 function unclearName(req: Pick<ActionRequest, 'target' | 'actionType'>): string | undefined {
-  // Nearly every call: printable ASCII without spaces, which UNCLEAR_NAME cannot object to (~20 ns a name).
+  // Nearly every call: printable ASCII without spaces, which neither check can object to (~20 ns a name).
   if (!NOT_PLAIN.test(req.target) && !NOT_PLAIN.test(req.actionType)) return undefined;
   return unclearWhy('target', req.target) ?? unclearWhy('action type', req.actionType);
 }
@@ -170,11 +168,13 @@ function unclearName(req: Pick<ActionRequest, 'target' | 'actionType'>): string 
 const NOT_PLAIN = /[^!-~]/;
 
 function unclearWhy(what: string, name: string): string | undefined {
-  if (!UNCLEAR_NAME.test(name)) return undefined;
-  const where = /^\s|\s$/.test(name) ? 'whitespace at its start or end' : `the invisible or control character U+${name.match(/[\p{Cc}\p{Cf}]/u)![0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  const invisible = INVISIBLE.exec(name);
+  if (!invisible && !EDGE_SPACE.test(name)) return undefined;
+  const where = EDGE_SPACE.test(name) ? 'whitespace at its start or end' : `the invisible or control character ${codePointName(invisible![0].codePointAt(0)!)}`;
   return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
 }
 
+/** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
 function agentCheck(agentId: string, rule: string, message: string): MatchedRule {
   return { policy: `agent:${agentId}`, rule, action: 'deny', enforcement: 'Enforce', message };
 }
