@@ -85,7 +85,12 @@ describe('Approvals.settle', () => {
     expect(names).toEqual([expect.stringMatching(/:true$/), names[0]!.replace(':true', ':false'), names[0]!.replace(':true', ':false')]);
   });
 
-  it.each(['postgres://app:s3cret@db/prod', 'drop_table?token=abc123'])('asks no approval for a target that holds a secret (%s): approvers would be shown it', async (target) => {
+  it.each(['https://shop.example.com/search?keyword=shoes', 'fetch?author=tolkien&monkey=1', 'https://user@host/path'])('asks for an approval of a target whose names only look like secrets (%s)', async (target) => {
+    const { approvals, request } = setup();
+    expect(await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target, parameters: {} } }))).toMatchObject({ outcome: 'pending' });
+  });
+
+  it.each(['postgres://app:s3cret@db/prod', 'drop_table?token=abc123', 'x;api_key=k'])('asks no approval for a target that holds a secret (%s): approvers would be shown it', async (target) => {
     const { approvals, request, store } = setup();
     const s = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target, parameters: {} } }));
     expect(s).toEqual({ outcome: 'unavailable', reason: expect.stringMatching(/^no approval was requested: the target holds what looks like a password or token/) });

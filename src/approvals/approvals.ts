@@ -13,7 +13,7 @@ import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { formatZodError } from '../store/manifests.js';
 import type { GuardApproval, GuardApprovalStatus } from '../api/schemas.js';
-import { redactSecretText, type AuditEntryInput } from '../audit/record.js';
+import type { AuditEntryInput } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { Logger } from '../log.js';
 import type { Counter, Metrics } from '../metrics.js';
@@ -122,6 +122,8 @@ export class Approvals {
 
   async close(): Promise<void> {
     clearInterval(this.sweepTimer);
+    const refused = this.recordUnrecorded();
+    for (const entry of this.unrecorded) this.deps.log.error('an approval lifecycle step was never recorded in the audit log', { approval: entry.approval?.ref, event: entry.action.type, reason: refused });
     this.unsubscribe();
     await this.sweeping;
   }
@@ -210,7 +212,7 @@ export class Approvals {
     if (pending) return pending.settlement.then((s) => (s.outcome === 'pending' ? { ...s, created: false } : s));
     // An approval shows its target to whoever lists approvals (and, in a cluster, in an Event),
     // and is matched by it exactly: a target carrying a secret would be shown as it is.
-    if (redactSecretText(req.ask.target) !== req.ask.target) {
+    if (CREDENTIAL_IN_TARGET.test(req.ask.target)) {
       return Promise.resolve({ outcome: 'unavailable', reason: 'no approval was requested: the target holds what looks like a password or token (a URL with user:password@, or name=value), which approvers would be shown; call the tool by its name and pass the secret in the arguments, whose secret-looking values are hidden' });
     }
     const over = this.overPendingLimit(req, agent, now);
@@ -387,6 +389,14 @@ export class Approvals {
     return undefined;
   }
 }
+
+/**
+ * A credential in a target an approver would be shown: a URL's password (`postgres://app:pw@db`)
+ * or a parameter named as one (`?token=…`, `api_key=…`). Narrower than the audit log's
+ * redaction, which also hides `?keyword=` and `?author=`: here a false match means no approval
+ * can ever be asked for the call.
+ */
+const CREDENTIAL_IN_TARGET = /:\/\/[^/?#@\s]*:[^/?#@\s]*@|(?:^|[?&;\s])(?:pass(?:word|wd)?|pwd|token|access_token|refresh_token|secret|client_secret|api[_-]?key|access[_-]?key)=/i;
 
 /** Lifecycle records held for an audit log that refuses them; beyond it the oldest is dropped, logged. */
 const UNRECORDED_MAX = 1000;
