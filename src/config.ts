@@ -197,6 +197,9 @@ const envName = (flag: string) => `POLICYGUARD_${flag.toUpperCase().replace(/-/g
  *
  * @example parseServeConfig(['--standalone', '--config-dir', 'config-samples', '--data-dir', '/tmp/pg'], {})
  */
+/** The flag a config key is set by: `defaultDecision` → `default-decision`. */
+export const flagOf = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
 export function parseServeConfig(argv: string[], env: Record<string, string | undefined>): ServeConfig {
   let values: Record<string, unknown>;
   try {
@@ -212,8 +215,7 @@ export function parseServeConfig(argv: string[], env: Record<string, string | un
   const parsed = ServeConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
-      const key = String(i.path[0] ?? '');
-      const flag = key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+      const flag = flagOf(String(i.path[0] ?? ''));
       return `  --${flag} (${envName(flag)}): ${i.message}`;
     });
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);

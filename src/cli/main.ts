@@ -6,7 +6,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ConfigError, EngineFlags, parseServeConfig } from '../config.js';
+import { ConfigError, EngineFlags, flagOf, parseServeConfig } from '../config.js';
 import { refusedJson } from '../json-limits.js';
 import { createLogger } from '../log.js';
 import { VERSION } from '../version.js';
@@ -124,8 +124,9 @@ async function check(argv: string[]): Promise<number> {
       target: { type: 'string' },
       'action-type': { type: 'string', default: 'tool_call' },
       parameters: { type: 'string', default: '{}' },
-      'default-decision': { type: 'string', default: 'allow' },
-      'unknown-agent-trust': { type: 'string', default: 'low' },
+      // Defaults as serve's (config.EngineFlags).
+      'default-decision': { type: 'string' },
+      'unknown-agent-trust': { type: 'string' },
     },
     strict: true,
   });
@@ -141,7 +142,7 @@ async function check(argv: string[]): Promise<number> {
   if (refused) throw new UsageError(`--parameters: ${refused}`);
   // The serve flags of the same names, checked as serve checks them (src/config.ts).
   const options = EngineFlags.safeParse({ defaultDecision: values['default-decision'], unknownAgentTrust: values['unknown-agent-trust'] });
-  if (!options.success) throw new UsageError(options.error.issues.map((i) => `--${i.path[0] === 'defaultDecision' ? 'default-decision' : 'unknown-agent-trust'}: ${i.message}`).join('; '));
+  if (!options.success) throw new UsageError(options.error.issues.map((i) => `--${flagOf(String(i.path[0]))}: ${i.message}`).join('; '));
   const { checkAction } = await import('./check.js');
   const result = await checkAction({
     configDir: values['config-dir']!,
