@@ -88,7 +88,7 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
   const segments: Segment[] = files.map((file) => ({ ...file, size: 0, lines: 0 }));
   const newest = segments.at(-1);
   if (newest) {
-    await repairTornTail(newest.path, isAuditRecord, options.log);
+    await repairTornTail(newest.path, isAuditRecord, options.log, await mayCutTornLine(newest, integrity));
     newest.lines = (await readLineAt(newest.path, 0)).lines;
   }
   for (const segment of segments) segment.size = (await stat(segment.path)).size;
@@ -125,6 +125,25 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
   const sink = new FileAuditSink(segments, head, options, integrity);
   await sink.start();
   return sink;
+}
+
+/**
+ * Whether a torn last line of the newest segment may be cut off on open. A crash tears only a
+ * write that no anchor names yet (a record is anchored once it is durable, `\n` and all), so a
+ * torn line at or before the anchored record was put there: it stays, and the anchor check
+ * refuses the log with those bytes kept as evidence. Without an anchor, only a log that is about
+ * to be accepted as it is (--audit-accept-missing-anchor) is repaired; the others are refused.
+ */
+async function mayCutTornLine(newest: Segment, integrity: ResolvedIntegrity): Promise<boolean> {
+  let anchor: AuditAnchor | undefined;
+  try {
+    anchor = await integrity.anchor.store.read();
+  } catch {
+    return false; // the anchor check names what is wrong with it
+  }
+  if (!anchor) return integrity.acceptMissingAnchor;
+  if (anchor.segment !== newest.seq) return anchor.segment < newest.seq;
+  return anchor.line < (await readLineAt(newest.path, 0)).lines;
 }
 
 /** What the log holds where `anchor` points. */

@@ -98,8 +98,10 @@ function isNotFound(error: unknown): boolean {
  *   end of the line before it.
  * A complete line (ending in `\n`) is never removed, whatever it holds: no crash writes one,
  * so it was put there, and it stays for verification to point at.
- * `isRecord` says what a complete record is (parsed JSON in, yes/no out). Every change is
- * reported through `log`. Returns the number of bytes removed.
+ * `isRecord` says what a complete record is (parsed JSON in, yes/no out). With `mayCut` false
+ * nothing is cut: a torn line that is not a record is left in place, for a check after this to
+ * refuse (the audit log passes false when its anchor names a record at or after that line, which
+ * no crash can tear). Every change is reported through `log`. Returns the number of bytes removed.
  *
  * @example
  * await repairTornTail('/data/incidents.jsonl', (v) => typeof v === 'object' && v !== null, console.warn);
@@ -108,6 +110,7 @@ export async function repairTornTail(
   path: string,
   isRecord: (value: unknown) => boolean,
   log: (msg: string) => void,
+  mayCut = true,
 ): Promise<number> {
   let last: JsonlLine | undefined;
   for await (const line of readLinesBackward(path)) {
@@ -121,6 +124,10 @@ export async function repairTornTail(
       await handle.write('\n', last.end);
       await handle.datasync();
       log(`${path}: the last record was complete but had no line end; added it`);
+      return 0;
+    }
+    if (!mayCut) {
+      log(`${path}: left an incomplete last line in place (${last.end - last.start} bytes at offset ${last.start}): a crash cannot have torn it`);
       return 0;
     }
     const removed = last.end - last.start;

@@ -304,6 +304,22 @@ describe('opening a log whose chain is broken where it would be continued', () =
     await sink.close();
   });
 
+  it('leaves a torn line at or before the anchored record in place and refuses, since no crash tears an anchored record', async () => {
+    await writeLog(3);
+    const lines = await linesOf(1);
+    // The anchored (last) record damaged: cut short, its line end gone.
+    await writeFile(segment(1), `${lines[0]}\n${lines[1]}\n${lines[2]!.slice(0, 40)}`);
+    await expectRefused(() => open(), AuditAnchorError, /does not match its anchor/);
+    expect(logs.some((m) => /left an incomplete last line in place \(40 bytes/.test(m))).toBe(true);
+    // Records after the anchored one torn, with the anchor gone: not repaired unless the log is taken as it is.
+    await writeFile(segment(1), `${lines.join('\n')}\n${lines[2]!.slice(0, 30)}`);
+    await rm(join(dir, 'anchor.json'));
+    await expectRefused(() => open(), AuditAnchorError, /has no anchor/);
+    const sink = await open({ acceptMissingAnchor: true });
+    expect(logs.some((m) => /removed an incomplete last line \(30 bytes/.test(m))).toBe(true);
+    await sink.close();
+  });
+
   it('refuses an entry named like a segment that is not a regular file, without opening it', async () => {
     await writeLog(2);
     execFileSync('mkfifo', [segment(2)]);
