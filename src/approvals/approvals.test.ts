@@ -4,7 +4,7 @@ import { guardPolicy } from '../api/builders.js';
 import type { AuditEntryInput } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { MatchedRule } from '../engine/types.js';
-import { silentLogger } from '../log.js';
+import { createLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import { Approvals, type ApprovalRequest } from './approvals.js';
 import { approvalTtlMs, argumentsDigest, argumentsPreview, digestKey, newApproval, phaseOf, PREVIEW_MAX } from './ask.js';
@@ -20,12 +20,14 @@ function setup(opts: { retentionMs?: number; pendingLimit?: number } = {}) {
   const log = { down: undefined as string | undefined };
   const audit = { append: (e: AuditEntryInput) => (log.down ? { ok: false, reason: log.down } : (records.push(e), { ok: true })) } as unknown as AuditSink;
   const events: string[] = [];
+  /** Error lines the approvals logged, JSON. */
+  const errors: string[] = [];
   const metrics = new Metrics();
   const approvals = new Approvals({
     store,
     audit,
     metrics,
-    log: silentLogger,
+    log: createLogger('error', (line) => errors.push(line), 'json'),
     isLeader: () => true,
     event: (a, reason, note) => events.push(`${reason} ${a.metadata.name}: ${note}`),
     options: { defaultTtlMs: 3_600_000, retentionMs: opts.retentionMs ?? 86_400_000, pendingLimit: opts.pendingLimit ?? 20 },
@@ -44,7 +46,7 @@ function setup(opts: { retentionMs?: number; pendingLimit?: number } = {}) {
     ttlMs: 3_600_000,
     ...over,
   });
-  return { store, approvals, records, log, events, metrics, request, advance: (ms: number) => (now = new Date(now.getTime() + ms)), now: () => now };
+  return { store, approvals, records, log, events, errors, metrics, request, advance: (ms: number) => (now = new Date(now.getTime() + ms)), now: () => now };
 }
 
 describe('Approvals.settle', () => {
@@ -313,6 +315,37 @@ describe('lifecycle records while the audit log is down', () => {
     log.down = undefined;
     await approvals.sweep();
     expect(records.map((r) => r.action.type)).toEqual(['approval_denied']);
+  });
+
+  it('gets a last try at close, and each one still refused is logged by approval and step', async () => {
+    const { approvals, request, store, records, log, errors } = setup();
+    const a = await approvals.settle(request());
+    const b = await approvals.settle(request({ ask: { agentId: 'etl-bot', actionType: 'tool_call', target: 'truncate', parameters: {} } }));
+    if (a.outcome !== 'pending' || b.outcome !== 'pending') throw new Error('not pending');
+    log.down = 'disk full';
+    store.decide(a.approval, 'Approved', 'alice', 'ticket 7');
+    store.decide(b.approval, 'Denied', 'bob', 'no');
+    errors.length = 0;
+    await approvals.close();
+    const lost = errors.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(lost.map((e) => [e.msg, e.approval, e.event, e.reason])).toEqual([
+      ['an approval lifecycle step was never recorded in the audit log', `team-a/${a.approval.metadata.name}`, 'approval_approved', 'disk full'],
+      ['an approval lifecycle step was never recorded in the audit log', `team-a/${b.approval.metadata.name}`, 'approval_denied', 'disk full'],
+    ]);
+    expect(records).toEqual([]);
+  });
+
+  it('held records the log takes again by close are appended then, not lost', async () => {
+    const { approvals, request, store, records, log, errors } = setup();
+    const a = await approvals.settle(request());
+    if (a.outcome !== 'pending') throw new Error('not pending');
+    log.down = 'disk full';
+    store.decide(a.approval, 'Approved', 'alice', 'ticket 7');
+    log.down = undefined;
+    errors.length = 0;
+    await approvals.close();
+    expect(records.map((r) => r.action.type)).toEqual(['approval_approved']);
+    expect(errors).toEqual([]);
   });
 });
 
