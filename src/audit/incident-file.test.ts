@@ -1,4 +1,5 @@
-import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -23,6 +24,14 @@ const open = () => openFileIncidentLog(path, { log: (m) => logs.push(m) });
 const incident = (overrides: Partial<IncidentInput> = {}): IncidentInput => incidentInput(overrides);
 
 describe('file incident log', () => {
+  it('refuses to open when something other than a regular file is at its path, naming what it is', async () => {
+    await mkdir(path, { recursive: true });
+    await expect(open()).rejects.toThrow(`the incident log ${path} is a folder, not a regular file: PolicyGuard writes only a regular file there`);
+    await rm(path, { recursive: true });
+    execFileSync('mkfifo', [path]);
+    await expect(open()).rejects.toThrow(`the incident log ${path} is a FIFO, not a regular file`);
+  });
+
   it('records incidents with ids, redacted evidence and open status, and lists them newest first', async () => {
     const log = await open();
     const first = await log.record(incident());

@@ -1,8 +1,9 @@
-import { mkdir } from 'node:fs/promises';
+import { lstat, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
 import { canonicalJson, newId, redactSecrets, redactSecretText } from './record.js';
+import { notRegularFile } from './segments.js';
 
 /** An incident: a line of the standalone incident log, or in kubernetes mode an entry of the audit log (audit-incidents.ts) plus an Event. */
 export interface IncidentRecord {
@@ -66,6 +67,12 @@ export async function openFileIncidentLog(
 ): Promise<IncidentLog> {
   const log = opts.log ?? ((msg: string) => console.error(`[incidents] ${msg}`));
   await mkdir(dirname(path), { recursive: true });
+  // Looked at before it is opened: reading a FIFO would hang, a folder fails with a bare EISDIR.
+  const odd = await lstat(path).then(notRegularFile, (error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return undefined;
+    throw error;
+  });
+  if (odd) throw new Error(`the incident log ${path} ${odd}: PolicyGuard writes only a regular file there, so it was put there; move it away`);
   await repairTornTail(path, isIncidentRecord, log);
   // Group commit: incidents recorded while a write is in flight go out together in the next
   // one (one append + fdatasync), in call order. One fsync per incident, one after the other,
