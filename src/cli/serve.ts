@@ -40,6 +40,7 @@ import { Metrics } from '../metrics.js';
 import { createHttpApp, listen } from '../mcp/http.js';
 import { Tools } from '../mcp/tools.js';
 import { acquireDataDirLock } from '../store/data-dir-lock.js';
+import { closeAll } from './shutdown.js';
 import { KubernetesStore } from '../store/kubernetes.js';
 import { StandaloneStore } from '../store/standalone.js';
 import type { PolicyStore } from '../store/store.js';
@@ -88,16 +89,14 @@ async function standaloneBackend(config: ServeConfig, log: Logger, metrics: Metr
       incidents,
       approvalStore,
       describe: { mode: 'standalone', configDir: config.configDir!, dataDir },
-      async close() {
-        await approvalStore.close();
-        try {
-          await audit.close();
-        } finally {
-          // Even when records could not be written: the caller reports them, the folder is let go.
-          await opened.close();
-          await lock.release();
-        }
-      },
+      // Every step runs, also when records could not be written: the caller reports them, the folder is let go.
+      close: () =>
+        closeAll(log, [
+          ['close the approvals store', () => approvalStore.close()],
+          ['flush the audit log', () => audit.close()],
+          ['close the store', () => opened.close()],
+          ['release the data-dir lock', () => lock.release()],
+        ]),
     };
   } catch (err) {
     // A refused start (a bad audit key, a log cut below its anchor) leaves nothing running.
@@ -219,20 +218,18 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
       recorder.record({ apiVersion: a.apiVersion, kind: a.kind, name, namespace: namespace!, ...(uid ? { uid } : {}) }, reason, 'Approval', note);
     },
     describe: { mode: 'kubernetes', namespace, replica, auditSink: config.auditSink, watch: config.watchNamespaces.join(',') || 'all namespaces' },
-    async close() {
-      crdCheck.stop();
-      statusWriter.stop();
-      await reports?.stop();
-      await elector?.stop();
-      await recorder.close();
-      try {
-        await audit.close();
-      } finally {
-        await approvalStore.close();
-        await store.close();
-        await dataDirLock?.release();
-      }
-    },
+    close: () =>
+      closeAll(log, [
+        ['stop the CRD check', () => crdCheck.stop()],
+        ['stop the status writer', () => statusWriter.stop()],
+        ['stop the policy reports', () => reports?.stop()],
+        ['give up the Lease', () => elector?.stop()],
+        ['send the last Events', () => recorder.close()],
+        ['flush the audit log', () => audit.close()],
+        ['close the approvals store', () => approvalStore.close()],
+        ['close the store', () => store.close()],
+        ['release the data-dir lock', () => dataDirLock?.release()],
+      ]),
   };
 }
 
@@ -357,12 +354,13 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     url: http.url,
     store,
     metrics,
-    async close() {
-      await http.close();
-      authenticator.close();
-      await approvals.close();
-      await backend.close();
-      await tracer?.shutdown();
-    },
+    close: () =>
+      closeAll(log, [
+        ['drain the HTTP server', () => http.close()],
+        ['stop the authenticator', () => authenticator.close()],
+        ['close the approvals', () => approvals.close()],
+        ['close the backend', () => backend.close()],
+        ['flush the traces', () => tracer?.shutdown()],
+      ]),
   };
 }
