@@ -10,13 +10,14 @@
  * does not need it. Whoever can write the data dir can decide (docs/decisions.md, "Approvals").
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { link, mkdir, readdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, unlink, writeFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { GuardApprovalSchema, type GuardApproval, type GuardApprovalStatus } from '../api/schemas.js';
 import { canonicalJson } from '../audit/record.js';
 import type { Logger } from '../log.js';
+import { NotRegularFileError, readRegularFile } from '../regular-file.js';
 import { writeFileAtomic } from '../store/atomic-file.js';
 import { phaseOf } from './ask.js';
 import type { ApprovalDesk, ApprovalStore, ApprovalVerdict } from './store.js';
@@ -48,16 +49,18 @@ function merge(approval: GuardApproval, decision: DecisionFile | undefined): Gua
 async function readApproval(dir: string, name: string, warn?: (msg: string) => void): Promise<{ approval: GuardApproval } | { problem: string } | undefined> {
   let text: string;
   try {
-    text = await readFile(join(dir, `${name}.json`), 'utf8');
+    text = await readRegularFile(join(dir, `${name}.json`));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (err instanceof NotRegularFileError) return { problem: `${name}.json ${err.reason}` };
     throw err;
   }
   let parsed;
   try {
     parsed = GuardApprovalSchema.safeParse(JSON.parse(text));
-  } catch (err) {
-    return { problem: `${name}.json is not JSON: ${String(err)}` };
+  } catch {
+    // Not the parser's message: it quotes the file's first bytes into the log.
+    return { problem: `${name}.json is not JSON` };
   }
   if (!parsed.success || parsed.data.metadata.name !== name) return { problem: `${name}.json is not a GuardApproval named ${name}` };
   return { approval: merge(parsed.data, await readDecision(dir, name, warn)) };
@@ -70,11 +73,12 @@ async function readApproval(dir: string, name: string, warn?: (msg: string) => v
 async function readDecision(dir: string, name: string, warn?: (msg: string) => void): Promise<DecisionFile | undefined> {
   let text: string;
   try {
-    text = await readFile(join(dir, `${name}.decision.json`), 'utf8');
+    text = await readRegularFile(join(dir, `${name}.decision.json`));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return undefined;
-    warn?.(`approval decision file ${join(dir, `${name}.decision.json`)} ignored: it cannot be read (${code ?? String(err)})`);
+    const why = err instanceof NotRegularFileError ? err.reason : `it cannot be read (${code ?? String(err)})`;
+    warn?.(`approval decision file ${join(dir, `${name}.decision.json`)} ignored: ${why}`);
     return undefined;
   }
   try {

@@ -1,11 +1,11 @@
 import type { KeyObject } from 'node:crypto';
-import { lstat, open, readFile, rename } from 'node:fs/promises';
+import { open, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
+import { NotRegularFileError, readRegularFile } from '../regular-file.js';
 import { syncDirectory } from './jsonl.js';
 import { macMatches, macOf } from './key.js';
 import { GENESIS_HASH, canonicalJson, parseAuditLine } from './record.js';
-import { notRegularFile } from './segments.js';
 
 /**
  * An anchor: the head of an audit chain written down outside the log, so records cut off its
@@ -160,12 +160,10 @@ export class FileAnchorStore implements AuditAnchorStore {
   async read(): Promise<AuditAnchor | undefined> {
     let text: string;
     try {
-      // Looked at before it is opened: reading a FIFO would hang, a folder fails with EISDIR.
-      const odd = notRegularFile(await lstat(this.path));
-      if (odd) throw new Error(`the audit anchor at ${this.location} ${odd}`);
-      text = await readFile(this.path, 'utf8');
+      text = await readRegularFile(this.path);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (error instanceof NotRegularFileError) throw new Error(`the audit anchor at ${this.location} ${error.reason}`, { cause: error });
       throw error;
     }
     return parseAnchor(text, this.location);

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import { z } from 'zod';
 import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
 import { canonicalJson, newId, redactSecrets, redactSecretText } from './record.js';
-import { notRegularFile } from './segments.js';
+import { notRegularFile } from '../regular-file.js';
 
 /** An incident: a line of the standalone incident log, or in kubernetes mode an entry of the audit log (audit-incidents.ts) plus an Event. */
 export interface IncidentRecord {

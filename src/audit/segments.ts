@@ -1,6 +1,6 @@
-import type { Stats } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { notRegularFile } from '../regular-file.js';
 
 /** A segment file of the audit log; `seq` orders them (1 is the oldest ever written). */
 export interface SegmentFile {
@@ -51,26 +51,6 @@ export async function listSegments(dir: string): Promise<SegmentFile[]> {
     segments.push({ seq: Number(match[1]), path, size: unreadable ? 0 : stats.size, ...(unreadable ? { unreadable } : {}) });
   }
   return segments.sort((a, b) => a.seq - b.seq);
-}
-
-/**
- * Why an entry is not a regular file, or undefined when it is.
- *
- * @example
- * notRegularFile(await lstat('/data/audit/anchor.json')); // 'is a folder, not a regular file'
- */
-export function notRegularFile(stats: Stats): string | undefined {
-  if (stats.isFile()) return undefined;
-  const kind = stats.isDirectory()
-    ? 'a folder'
-    : stats.isFIFO()
-      ? 'a FIFO'
-      : stats.isSymbolicLink()
-        ? 'a symbolic link'
-        : stats.isSocket()
-          ? 'a socket'
-          : 'a device';
-  return `is ${kind}, not a regular file`;
 }
 
 /** A segment that cannot be where it is, and why. */

@@ -1,0 +1,49 @@
+/**
+ * The standalone approvals folder as the server reads it: entries a person or program put
+ * there that are not approval files are ignored with a warning that says what they are, never
+ * followed, waited on or quoted.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../log.js';
+import { approvalsDir, fileApprovalDesk, FileApprovalStore } from './file-store.js';
+
+let dataDir: string;
+let warnings: string[];
+beforeEach(async () => {
+  dataDir = await mkdtemp(join(tmpdir(), 'pg-approvals-store-'));
+  await mkdir(approvalsDir(dataDir));
+  warnings = [];
+});
+afterEach(() => rm(dataDir, { recursive: true, force: true }));
+
+const open = () => FileApprovalStore.open(dataDir, createLogger('warn', (line) => warnings.push((JSON.parse(line) as { msg: string }).msg), 'json'), { rescanIntervalMs: 3_600_000 });
+const at = (file: string) => join(approvalsDir(dataDir), file);
+
+describe('FileApprovalStore reading the folder', () => {
+  it('ignores a FIFO named like an approval or a decision without waiting on it, and says so', async () => {
+    execFileSync('mkfifo', [at('apr-00000000000f.json')]);
+    execFileSync('mkfifo', [at('apr-00000000000e.decision.json')]);
+    await writeFile(at('apr-00000000000e.json'), '{}');
+    const store = await open();
+    expect(store.list()).toEqual([]);
+    expect(warnings).toContain('approval file ignored: apr-00000000000f.json is a FIFO, not a regular file');
+    // The CLI's reading lists the rest, also without waiting.
+    expect(await fileApprovalDesk(dataDir).list()).toEqual([]);
+    await store.close();
+  });
+
+  it('does not follow a symbolic link, nor quote a file that is not JSON', async () => {
+    const secret = join(dataDir, 'shadow');
+    await writeFile(secret, 'root:*:20000:0:99999:7:::\n');
+    await symlink(secret, at('apr-000000000002.json'));
+    await writeFile(at('apr-000000000003.json'), 'x\n2026-11-30T00:00:00Z ERROR forged line\n');
+    const store = await open();
+    expect(warnings).toEqual(expect.arrayContaining(['approval file ignored: apr-000000000002.json is a symbolic link, not a regular file', 'approval file ignored: apr-000000000003.json is not JSON']));
+    expect(warnings.join('\n')).not.toMatch(/root|forged/);
+    await store.close();
+  });
+});
