@@ -1,9 +1,9 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isGenesisAnchor, type AuditAnchor, type AuditAnchorStore } from './anchor.js';
 import { BatchingAuditSink, type StoredLines } from './batching-sink.js';
 import { matchesAuditQuery } from './query.js';
 import { GENESIS_HASH, parseAuditLine, type AuditEntryInput, type AuditRecord } from './record.js';
-import type { AuditFailureMode, AuditFilter } from './sink.js';
+import { AuditRecordsUnwrittenError, type AuditFailureMode, type AuditFilter } from './sink.js';
 
 /** The base class over an array: what is left to test is the buffer, the failure mode and anchoring. */
 class MemorySink extends BatchingAuditSink {
@@ -13,7 +13,7 @@ class MemorySink extends BatchingAuditSink {
   constructor(
     failureMode: AuditFailureMode,
     readonly logs: string[] = [],
-    extra: { maxLineBytes?: number; anchor?: AuditAnchorStore } = {},
+    extra: { maxLineBytes?: number; anchor?: AuditAnchorStore; stallMs?: number } = {},
   ) {
     super(GENESIS_HASH, undefined, {
       flushIntervalMs: 3_600_000,
@@ -22,6 +22,7 @@ class MemorySink extends BatchingAuditSink {
       failureMode,
       ...(extra.maxLineBytes ? { maxLineBytes: extra.maxLineBytes } : {}),
       ...(extra.anchor ? { anchor: { store: extra.anchor, intervalMs: 3_600_000 } } : {}),
+      ...(extra.stallMs ? { stallMs: extra.stallMs } : {}),
     });
   }
   protected async writeSome(lines: readonly string[]): Promise<StoredLines> {
@@ -125,6 +126,61 @@ describe('batching sink: a full buffer', () => {
     const open = new MemorySink('open');
     await open.close();
     expect(open.append(input(1))).toMatchObject({ ok: true, dropped: 'the audit sink is closed' });
+  });
+});
+
+describe('batching sink: a storage that stops answering', () => {
+  afterEach(() => vi.useRealTimers());
+
+  /** A sink whose first write hangs until `answer()`; the write has begun. */
+  async function stalledSink(failureMode: AuditFailureMode) {
+    vi.useFakeTimers();
+    const sink = new MemorySink(failureMode, [], { stallMs: 10_000 });
+    let answer = () => {};
+    sink.gate = new Promise<void>((resolve) => (answer = resolve));
+    expect(sink.append(input(1)).ok).toBe(true);
+    const flushed = sink.flush();
+    await Promise.resolve();
+    return { sink, flushed, answer: () => answer() };
+  }
+
+  it('closed mode refuses new records once a write has gone unanswered for stallMs, and takes them again when it is answered', async () => {
+    const { sink, flushed, answer } = await stalledSink('closed');
+    vi.advanceTimersByTime(9_999);
+    expect(sink.available()).toBeUndefined();
+    vi.advanceTimersByTime(1);
+    const why = 'a write to memory has not been answered for 10 s (the storage stopped answering)';
+    expect(sink.available()).toBe(why);
+    expect(sink.append(input(2))).toEqual({ ok: false, reason: why });
+    expect(sink.logs[0]).toBe(`${why}; 1 records wait in memory, new records refused (their decisions denied) until it answers`);
+    answer();
+    await flushed;
+    expect(sink.available()).toBeUndefined();
+    expect(sink.append(input(3)).ok).toBe(true);
+    expect(sink.logs.slice(2)).toEqual([expect.stringMatching(/^the stalled write to memory was answered after /), 'audit log takes records again; 1 records were refused meanwhile']);
+  });
+
+  it('open mode goes on taking records while the write hangs', async () => {
+    const { sink } = await stalledSink('open');
+    vi.advanceTimersByTime(10_000);
+    expect(sink.available()).toBeUndefined();
+    expect(sink.append(input(2))).toEqual({ ok: true });
+  });
+
+  it('close() does not wait for a stalled write: it hands back every record not stored, saying which were being written', async () => {
+    const { sink } = await stalledSink('closed');
+    vi.advanceTimersByTime(10_000);
+    const error = await sink.close().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AuditRecordsUnwrittenError);
+    expect((error as AuditRecordsUnwrittenError).lines).toHaveLength(1);
+    expect((error as Error).message).toMatch(/The last write failed: a write to memory has not been answered for 10 s .*The first 1 of these lines were being written and may still reach it/);
+  });
+
+  it('close() that began before the stall stops waiting when it begins', async () => {
+    const { sink } = await stalledSink('closed');
+    const closing = sink.close().catch((e: unknown) => e);
+    vi.advanceTimersByTime(10_000);
+    expect(await closing).toBeInstanceOf(AuditRecordsUnwrittenError);
   });
 });
 

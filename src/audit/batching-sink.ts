@@ -75,6 +75,14 @@ export async function resolveIntegrity(opts: AuditIntegrityOptions, defaultAncho
   };
 }
 
+/**
+ * How long a write may go unanswered before the storage counts as stalled. A write that never
+ * returns (a hung NFS or PVC, a FIFO put in the folder) is not a failure, so without this the
+ * closed mode would keep answering decisions whose records only memory holds, and shutdown
+ * would wait for ever. Generous: an fsync on a busy disk can take seconds.
+ */
+export const STALL_MS = 10_000;
+
 /** What every batching sink needs; each sink resolves its own defaults. */
 export interface BatchingOptions {
   /** Longest a record waits in memory before its batch is written. */
@@ -87,6 +95,11 @@ export interface BatchingOptions {
   maxLineBytes?: number;
   /** Wait before the retry after the n-th consecutive failed batch (default: flushIntervalMs). */
   retryDelayMs?: (failures: number) => number;
+  /**
+   * A write still not answered after this long counts as a stall (default {@link STALL_MS}):
+   * in closed mode new records are refused until it ends, and close() stops waiting for it.
+   */
+  stallMs?: number;
   /** Default `closed`. */
   failureMode?: AuditFailureMode;
   /** Records carry a `mac` under this key, and so do anchors. */
@@ -149,6 +162,11 @@ export abstract class BatchingAuditSink implements AuditSink {
   private failures = 0;
   /** The last write error, for refusal reasons. */
   private lastError = '';
+  /** Set while the write in progress has gone unanswered for stallMs: why, for refusals. */
+  private stalled: string | undefined;
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** What close() does when a stall begins while it waits. */
+  private onStall: (() => void) | undefined;
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
   /** Serialises batches so records reach storage in chain order. */
@@ -223,6 +241,7 @@ export abstract class BatchingAuditSink implements AuditSink {
     if (this.failureMode === 'closed' && this.failures > 0) {
       return `the last write to ${this.describeTarget()} failed ${this.failures} time(s): ${this.lastError}`;
     }
+    if (this.failureMode === 'closed' && this.stalled !== undefined) return this.stalled;
     if (this.buffered >= this.batching.maxBuffered) {
       return `the audit buffer is full: ${this.buffered} records are waiting for ${this.describeTarget()} (maxBuffered)`;
     }
@@ -362,13 +381,24 @@ export abstract class BatchingAuditSink implements AuditSink {
     this.timer = undefined;
     clearInterval(this.anchorTimer);
     this.anchorTimer = undefined;
+    // A stalled storage is not waited for: the records it has not taken go to the caller.
+    const stall = new Promise<never>((_, reject) => {
+      this.onStall = () => reject(new AuditWriteError(this.stalled));
+      if (this.stalled !== undefined) this.onStall();
+    });
     try {
-      await this.flush();
+      await Promise.race([this.flush(), stall]);
     } catch (error) {
-      throw new AuditRecordsUnwrittenError(this.describeTarget(), this.bufferedLines(), this.lastError, error);
+      const why =
+        this.stalled === undefined
+          ? this.lastError
+          : `${this.stalled}. The first ${this.inflight.length} of these lines were being written and may still reach it: compare them with the log's end before appending them`;
+      throw new AuditRecordsUnwrittenError(this.describeTarget(), this.bufferedLines(), why, error);
     } finally {
-      // Whatever the flush managed to store is anchored, even when it failed part-way.
-      await this.anchor();
+      this.onStall = undefined;
+      // Whatever the flush managed to store is anchored, even when it failed part-way; not on
+      // a storage that stopped answering (the anchor would wait on it too).
+      if (this.stalled === undefined) await this.anchor();
     }
   }
 
@@ -396,7 +426,8 @@ export abstract class BatchingAuditSink implements AuditSink {
     try {
       while (this.inflight.length > 0) {
         const started = performance.now();
-        const stored = await this.writeSome(this.inflight);
+        this.watchForStall();
+        const stored = await this.writeSome(this.inflight).finally(() => this.stallEnded(started));
         this.batching.timings?.written((performance.now() - started) / 1000);
         const { count } = stored;
         if (!Number.isSafeInteger(count) || count < 1 || count > this.inflight.length) {
@@ -431,6 +462,29 @@ export abstract class BatchingAuditSink implements AuditSink {
       this.anchorSoon = false;
       await this.anchor();
     }
+  }
+
+  /** Counts the write starting now as stalled once it has gone unanswered for stallMs. */
+  private watchForStall(): void {
+    const stallMs = this.batching.stallMs ?? STALL_MS;
+    this.stallTimer = setTimeout(() => {
+      this.stalled = `a write to ${this.describeTarget()} has not been answered for ${stallMs / 1000} s (the storage stopped answering)`;
+      this.batching.log(
+        `${this.stalled}; ${this.buffered} records wait in memory` +
+          `${this.failureMode === 'closed' ? ', new records refused (their decisions denied) until it answers' : ''}`,
+      );
+      this.onStall?.();
+    }, stallMs);
+    // Watching must not keep the process alive.
+    this.stallTimer.unref();
+  }
+
+  private stallEnded(started: number): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    if (this.stalled === undefined) return;
+    this.stalled = undefined;
+    this.batching.log(`the stalled write to ${this.describeTarget()} was answered after ${((performance.now() - started) / 1000).toFixed(1)} s`);
   }
 
   private noteSuccess(): void {
