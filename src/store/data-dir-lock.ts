@@ -7,12 +7,16 @@
  * ({@link LockHolder}). Its holder touches it every few seconds (a heartbeat) and removes it on
  * close. It is stale, and taken over with a WARN line, when its process is gone (same host and
  * pid namespace, `kill(pid, 0)` says ESRCH) or its heartbeat is older than a bound (a holder on
- * another host: a shared volume, a rescheduled pod). A take-over replaces the file in one
+ * another host: a shared volume, a rescheduled pod). On the same host a live holder whose
+ * heartbeat stopped is not taken over when it is the process that took the lock (it started
+ * before then: stopped with SIGSTOP, or hung): resumed, it would append to the chain its
+ * successor writes before its next heartbeat noticed. A live pid that started later is a reused
+ * one, and taken over. A take-over replaces the file in one
  * rename, never remove-then-create, and only the server that created the take-over marker for
  * that stale lock may do it, so of two servers racing for a stale lock exactly one wins.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readlink, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readlink, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -118,16 +122,47 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * When process `pid` of this pid namespace started (ms since the epoch), from /proc; undefined
+ * where that cannot be read (no /proc, the process just exited).
+ */
+async function processStartedAt(pid: number): Promise<number | undefined> {
+  try {
+    const [stat, system] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile('/proc/stat', 'utf8')]);
+    // Field 22, starttime in clock ticks after boot; fields are counted after the command
+    // name's closing parenthesis (the name may hold spaces and parentheses). Linux's /proc
+    // counts USER_HZ ticks, 100 per second on every architecture.
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const bootSeconds = Number(/^btime (\d+)$/m.exec(system)?.[1]);
+    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + ticks * 10 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Clock-tick rounding and the one-second resolution of the boot time. */
+const START_TIME_SLACK_MS = 2_000;
+
 const seconds = (ms: number) => Math.max(0, Math.round(ms / 1000));
 const describeHolder = (h: LockHolder) => `pid ${h.pid} on host ${h.host}, running since ${h.since}`;
 
 /** Why `lock` may be taken over, or undefined when its holder may still be running. */
-function staleReason(lock: ReadLock, me: LockHolder, staleAfterMs: number): string | undefined {
+async function staleReason(lock: ReadLock, me: LockHolder, staleAfterMs: number): Promise<string | undefined> {
   const age = Date.now() - lock.mtimeMs;
-  if (lock.holder && lock.holder.pidScope === me.pidScope && !isAlive(lock.holder.pid)) return `its process ${lock.holder.pid} is gone`;
-  // A live pid with a dead heartbeat is a reused pid or a hung server; either way not serving.
-  if (age > staleAfterMs) return lock.holder ? `its heartbeat stopped ${seconds(age)} s ago` : `it is unreadable and ${seconds(age)} s old`;
-  return undefined;
+  const local = lock.holder !== undefined && lock.holder.pidScope === me.pidScope;
+  if (local && !isAlive(lock.holder!.pid)) return `its process ${lock.holder!.pid} is gone`;
+  if (age <= staleAfterMs) return undefined;
+  if (!lock.holder) return `it is unreadable and ${seconds(age)} s old`;
+  if (local && (await isTheHolder(lock.holder))) return undefined;
+  return `its heartbeat stopped ${seconds(age)} s ago`;
+}
+
+/** Whether the live process with the holder's pid is the one that took the lock (it started before). */
+async function isTheHolder(holder: LockHolder): Promise<boolean> {
+  const started = await processStartedAt(holder.pid);
+  const since = Date.parse(holder.since);
+  // Unknown start (no /proc): the heartbeat decides, as for a holder on another host.
+  return started !== undefined && Number.isFinite(since) && started <= since + START_TIME_SLACK_MS;
 }
 
 function heldMessage(dir: string, path: string, lock: ReadLock, me: LockHolder, staleAfterMs: number): string {
@@ -136,7 +171,14 @@ function heldMessage(dir: string, path: string, lock: ReadLock, me: LockHolder, 
   if (!h) {
     return `--data-dir ${dir} is being claimed by a PolicyGuard that is starting (lock file ${path}, written ${age} s ago, not readable yet). Stop that server, or start this one with another --data-dir; an unreadable lock file is taken over once it is ${seconds(staleAfterMs)} s old.`;
   }
-  const remote = h.pidScope === me.pidScope ? '' : `; it is taken over once its heartbeat is ${seconds(staleAfterMs)} s old`;
+  const local = h.pidScope === me.pidScope;
+  if (local && age * 1000 > staleAfterMs) {
+    return (
+      `--data-dir ${dir} is held by ${describeHolder(h)} (lock file ${path}), which is alive but has not refreshed its heartbeat for ${age} s: ` +
+      `it is stopped (SIGSTOP) or hung, and resumed it would write to the same audit log. Stop it (kill ${h.pid}), then start this one.`
+    );
+  }
+  const remote = local ? '' : `; it is taken over once its heartbeat is ${seconds(staleAfterMs)} s old`;
   return `--data-dir ${dir} is in use by another PolicyGuard: ${describeHolder(h)} (lock file ${path}, last heartbeat ${age} s ago). Stop that server, or start this one with another --data-dir${remote}.`;
 }
 
@@ -151,7 +193,7 @@ async function takeOver(path: string, judged: ReadLock, me: LockHolder, staleAft
     const marker = `${path}.takeover-${id}-${n}`;
     if (!(await createExclusive(marker, me))) {
       const other = await readLock(marker);
-      if (other && staleReason(other, me, staleAfterMs) === undefined) return false; // a live server is taking it over
+      if (other && (await staleReason(other, me, staleAfterMs)) === undefined) return false; // a live server is taking it over
       continue;
     }
     try {
@@ -185,7 +227,7 @@ export async function acquireDataDirLock(opts: DataDirLockOptions): Promise<Data
     if (await createExclusive(path, me)) return new DataDirLock(dir, path, me, opts);
     const held = await readLock(path);
     if (!held) continue; // released in between: try again
-    const stale = staleReason(held, me, staleAfterMs);
+    const stale = await staleReason(held, me, staleAfterMs);
     if (stale === undefined) throw new DataDirLockedError(heldMessage(dir, path, held, me, staleAfterMs));
     if (await takeOver(path, held, me, staleAfterMs)) {
       opts.log.warn(`took over the lock on --data-dir ${dir} from ${held.holder ? describeHolder(held.holder) : 'an unreadable lock file'}: ${stale}`, { lock: path });

@@ -103,6 +103,26 @@ describe('DataDirLock', () => {
     expect(lines).toEqual([expect.stringMatching(new RegExp(`WARN +took over the lock on --data-dir ${root} from pid ${pid} on host .*: its process ${pid} is gone`))]);
   });
 
+  it('does not take over a live local holder whose heartbeat stopped (stopped or hung), but does take over a reused pid', async () => {
+    // A live process of this host, as a server stopped with SIGSTOP would be.
+    const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+    try {
+      await eventually(async () => (await readFile(`/proc/${child.pid}/stat`, 'utf8')).length, (n) => n > 0, 'the child to run');
+      // It took the lock after it started: it is the holder, only silent.
+      await writeLock({ ...(await thisProcess()), pid: child.pid!, since: new Date().toISOString(), token: 'stopped' }, 120_000);
+      await expect(acquire()).rejects.toThrow(
+        new RegExp(`is held by pid ${child.pid} on host .*, which is alive but has not refreshed its heartbeat for 120 s: it is stopped \\(SIGSTOP\\) or hung.* Stop it \\(kill ${child.pid}\\)`),
+      );
+      expect((await holderOf()).token).toBe('stopped');
+      // The lock says it was taken long before this process started: the pid was reused.
+      await writeLock({ ...(await thisProcess()), pid: child.pid!, since: '2026-01-01T00:00:00.000Z', token: 'reused' }, 120_000);
+      await acquire();
+      expect(lines).toEqual([expect.stringMatching(new RegExp(`WARN +took over .* from pid ${child.pid} on host .*: its heartbeat stopped 120 s ago`))]);
+    } finally {
+      child.kill();
+    }
+  });
+
   it('refuses a lock of another host while its heartbeat is fresh, and takes it over once it is stale', async () => {
     const other: LockHolder = { pid: 4242, host: 'node-b', pidScope: 'node-b', since: '2026-01-01T00:00:00.000Z', token: 'other' };
     await writeLock(other);
