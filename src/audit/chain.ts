@@ -50,6 +50,8 @@ export class ChainCheck {
   head: string | undefined;
   /** Entry id of that record. */
   lastEntryId: string | undefined;
+  /** The first line that was a record: what the log still holds from furthest back. */
+  first: { entryId: string; timestamp: string } | undefined;
   /** A record with a mac was seen, or {@link requireMacs} was called: from here on every record must carry one. */
   private signed = false;
   /** What the next record must link to, for messages; after that record, "the previous record's hash". */
@@ -111,6 +113,7 @@ export class ChainCheck {
     this.seen++;
     this.head = hash;
     this.lastEntryId = fields.entry_id;
+    this.first ??= { entryId: fields.entry_id, timestamp: fields.timestamp };
     const signedBefore = this.signed;
     if (mac !== undefined) {
       this.macs++;

@@ -125,7 +125,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   const site = (_anchor: AuditAnchor): AnchorSite => ({ segments: files.map((file) => file.seq), ...walked.anchored, describeSegment: segmentFileName });
   const where = (a: AuditAnchor) => ({ file: join(pathOrDir, segmentFileName(a.segment)), line: a.line });
   const skipped = isDir ? NO_ANCHOR_NOTE : 'anchor not checked: a single segment; its anchor is checked when the folder is verified';
-  return finish({ chain: walked.chain, problems, segments: files.length, store, anchor, site, where, key, skipped });
+  return finish({ chain: walked.chain, problems, segments: files.length, store, anchor, site, where, key, skipped, oldest: isDir ? files[0] : undefined, describeSegment: segmentFileName });
 }
 
 /**
@@ -180,7 +180,7 @@ export async function verifyConfigMapRing(
   );
   const site = (a: AuditAnchor): AnchorSite => ringSiteOf(a, segments, walked.chain.lastEntryId);
   const where = (a: AuditAnchor) => ({ file: `configmap/${namespace}/${nameOf(a.segment)}`, line: a.line });
-  return finish({ chain: walked.chain, problems, segments: segments.length, store, anchor, site, where, key, skipped: NO_ANCHOR_NOTE });
+  return finish({ chain: walked.chain, problems, segments: segments.length, store, anchor, site, where, key, skipped: NO_ANCHOR_NOTE, oldest: segments[0], describeSegment: nameOf });
 }
 
 /** The stored anchor, or why it cannot be read (a problem of the log, like an unreadable segment). */
@@ -284,10 +284,21 @@ function finish(walked: {
   where: (anchor: AuditAnchor) => { file: string; line: number };
   key: KeyObject | undefined;
   skipped: string;
+  /** The oldest segment of a whole log (a folder or a ring), for the retention note. */
+  oldest: { seq: number } | undefined;
+  describeSegment: (seq: number) => string;
 }): AuditVerifyResult {
-  const { chain, problems, store, key } = walked;
+  const { chain, problems, store, key, oldest } = walked;
   const { anchor } = walked.anchor;
   const notes: string[] = [];
+  if (oldest && oldest.seq > 1) {
+    // Retention deletes the oldest segments by size: a flood of calls pushes older records out.
+    const from = chain.first ? `; the oldest record kept is ${chain.first.entryId} of ${chain.first.timestamp}` : '';
+    notes.push(
+      `the log starts at ${walked.describeSegment(oldest.seq)}: segments 1 to ${oldest.seq - 1} were deleted by retention${from}. ` +
+        'Records from before then are only in copies shipped off this storage',
+    );
+  }
   if (!key && chain.macs > 0) notes.push(`${chain.macs} records carry a MAC that was not checked (no key file given)`);
   if (key && chain.unsigned > 0) {
     notes.push(`${chain.unsigned} records carry no MAC: accepted as written before the key was configured (they come before every signed record and before the anchored one)`);
