@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { INCIDENT_LIST_LIMIT, openFileIncidentLog, type IncidentInput } from './incident-file.js';
+import { INCIDENT_LIST_LIMIT, openFileIncidentLog, previousIncidentFile, type IncidentInput } from './incident-file.js';
 import { incidentInput } from './incident-fixture.js';
 
 let dir: string;
@@ -24,6 +24,22 @@ const open = () => openFileIncidentLog(path, { log: (m) => logs.push(m) });
 const incident = (overrides: Partial<IncidentInput> = {}): IncidentInput => incidentInput(overrides);
 
 describe('file incident log', () => {
+  it('rotates at maxBytes, keeping the file before, so the disk holds at most about twice that; list reads both', async () => {
+    const log = await openFileIncidentLog(path, { log: (m) => logs.push(m), maxBytes: 2_000 });
+    const recorded = [];
+    for (let i = 0; i < 13; i++) recorded.push(await log.record(incident({ description: `#${i}` })));
+    expect(previousIncidentFile(path)).toBe(join(dir, 'data', 'incidents.1.jsonl'));
+    expect((await readdir(join(dir, 'data'))).sort()).toEqual(['incidents.1.jsonl', 'incidents.jsonl']);
+    for (const file of [path, previousIncidentFile(path)]) expect((await stat(file)).size).toBeLessThan(2_000 + 1_000);
+    const listed = await log.list();
+    // Newest first, across both files, without a gap; the oldest are gone with the third file.
+    expect(listed[0]).toEqual(recorded.at(-1));
+    expect(listed.map((i) => i.description)).toEqual(recorded.slice(-listed.length).reverse().map((i) => i.description));
+    expect(listed.length).toBeGreaterThan(2);
+    expect(listed.length).toBeLessThan(13);
+    expect(await log.list(new Date(listed[1]!.timestamp))).toEqual(listed.filter((i) => i.timestamp >= listed[1]!.timestamp));
+  });
+
   it('refuses to open when something other than a regular file is at its path, naming what it is', async () => {
     await mkdir(path, { recursive: true });
     await expect(open()).rejects.toThrow(`the incident log ${path} is a folder, not a regular file: PolicyGuard writes only a regular file there`);

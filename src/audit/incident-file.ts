@@ -1,7 +1,7 @@
-import { lstat, mkdir } from 'node:fs/promises';
+import { lstat, mkdir, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
-import { appendDurably, readLinesBackward, repairTornTail } from './jsonl.js';
+import { appendDurably, readLinesBackward, repairTornTail, syncDirectory } from './jsonl.js';
 import { canonicalJson, newId, redactSecrets, redactSecretText } from './record.js';
 import { notRegularFile } from '../regular-file.js';
 
@@ -33,6 +33,18 @@ export interface IncidentLog {
 /** `list` returns at most this many incidents, however large the file has grown. */
 export const INCIDENT_LIST_LIMIT = 10_000;
 
+/**
+ * The incident file is rotated once it reaches this size: it becomes `<name>.1.jsonl`
+ * (replacing the one before) and a new file is started, so at most about twice this is on
+ * disk. Every denied call records an incident, and one caller can make thousands a second:
+ * unbounded, the file would fill the data dir and take the audit log, and every decision,
+ * down with it.
+ */
+export const INCIDENT_FILE_MAX_BYTES = 32 * 1024 * 1024;
+
+/** Where the rotated incident file goes: `incidents.jsonl` → `incidents.1.jsonl`. */
+export const previousIncidentFile = (path: string): string => path.replace(/(\.jsonl)?$/, '.1.jsonl');
+
 /** Tells a complete incident line from a torn or foreign one; tsc fails if it drifts from the type. */
 const IncidentRecordSchema: z.ZodType<IncidentRecord> = z.object({
   incident_id: z.string(),
@@ -63,9 +75,11 @@ const isIncidentRecord = (value: unknown): boolean => IncidentRecordSchema.safeP
  */
 export async function openFileIncidentLog(
   path: string,
-  opts: { log?: (msg: string) => void } = {},
+  opts: { log?: (msg: string) => void; maxBytes?: number } = {},
 ): Promise<IncidentLog> {
   const log = opts.log ?? ((msg: string) => console.error(`[incidents] ${msg}`));
+  const maxBytes = opts.maxBytes ?? INCIDENT_FILE_MAX_BYTES;
+  const previous = previousIncidentFile(path);
   await mkdir(dirname(path), { recursive: true });
   // Looked at before it is opened: reading a FIFO would hang, a folder fails with a bare EISDIR.
   const odd = await lstat(path).then(notRegularFile, (error: NodeJS.ErrnoException) => {
@@ -82,11 +96,21 @@ export async function openFileIncidentLog(
   const writeBatch = async (): Promise<void> => {
     const batch = pending;
     pending = [];
+    let size: number;
     try {
-      await appendDurably(path, batch.map((b) => `${b.line}\n`).join(''));
+      size = await appendDurably(path, batch.map((b) => `${b.line}\n`).join(''));
       for (const b of batch) b.stored();
     } catch (err) {
       for (const b of batch) b.failed(err); // appendDurably undid the partial write: none is stored
+      return;
+    }
+    if (size < maxBytes) return;
+    try {
+      await rename(path, previous);
+      await syncDirectory(dirname(path));
+    } catch (err) {
+      // The incidents are stored; the next batch tries again.
+      log(`could not rotate ${path} to ${previous}: ${String(err)}`);
     }
   };
 
@@ -116,19 +140,25 @@ export async function openFileIncidentLog(
       // Incidents whose record() was called before list() are included.
       await writes;
       const found: IncidentRecord[] = [];
-      let unreadable = 0;
-      for await (const line of readLinesBackward(path)) {
-        const incident = parseIncidentLine(line.text);
-        if (!incident) {
-          unreadable++;
-          continue;
+      // The current file, then the one rotated before it.
+      for (const file of [path, previous]) {
+        let unreadable = 0;
+        let older = false;
+        for await (const line of readLinesBackward(file)) {
+          const incident = parseIncidentLine(line.text);
+          if (!incident) {
+            unreadable++;
+            continue;
+          }
+          // Lines are appended in time order, so everything further back is older still.
+          older = since !== undefined && Date.parse(incident.timestamp) < since.getTime();
+          if (older) break;
+          found.push(incident);
+          if (found.length === INCIDENT_LIST_LIMIT) break;
         }
-        // Lines are appended in time order, so everything further back is older still.
-        if (since && Date.parse(incident.timestamp) < since.getTime()) break;
-        found.push(incident);
-        if (found.length === INCIDENT_LIST_LIMIT) break;
+        if (unreadable > 0) log(`${file}: skipped ${unreadable} unreadable line(s) while listing incidents`);
+        if (older || found.length === INCIDENT_LIST_LIMIT) break;
       }
-      if (unreadable > 0) log(`${path}: skipped ${unreadable} unreadable line(s) while listing incidents`);
       return found;
     },
   };
