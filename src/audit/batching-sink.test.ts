@@ -3,6 +3,7 @@ import { isGenesisAnchor, type AuditAnchor, type AuditAnchorStore } from './anch
 import { BatchingAuditSink, type StoredLines } from './batching-sink.js';
 import { matchesAuditQuery } from './query.js';
 import { GENESIS_HASH, parseAuditLine, type AuditEntryInput, type AuditRecord } from './record.js';
+import { requestContext, type RequestContext } from '../telemetry/request-context.js';
 import { AuditRecordsUnwrittenError, type AuditFailureMode, type AuditFilter } from './sink.js';
 
 /** The base class over an array: what is left to test is the buffer, the failure mode and anchoring. */
@@ -181,6 +182,23 @@ describe('batching sink: a storage that stops answering', () => {
     const closing = sink.close().catch((e: unknown) => e);
     vi.advanceTimersByTime(10_000);
     expect(await closing).toBeInstanceOf(AuditRecordsUnwrittenError);
+  });
+});
+
+describe('batching sink: background work', () => {
+  it("runs a batch, and logs its failure, outside the context of the request whose record started it", async () => {
+    const seen: Array<unknown> = [];
+    const sink = new MemorySink('closed');
+    // The log callback reads the request context, as the logger does for trace and action ids.
+    sink.logs.push = (...messages: string[]) => (seen.push(...messages.map(() => requestContext.getStore())), messages.length);
+    sink.gate = Promise.reject(new Error('EIO'));
+    sink.gate.catch(() => undefined);
+    await requestContext.run({ trace_id: 'a'.repeat(32) } as RequestContext, async () => {
+      for (let i = 0; i < 2; i++) sink.append(input(i)); // the high-water mark: a batch starts here
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen).toEqual(seen.map(() => undefined));
   });
 });
 

@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import type { KeyObject } from 'node:crypto';
 import { GENESIS_POINT, createAnchor, type AnchorPoint, type AuditAnchorStore } from './anchor.js';
 import { readAuditKeyFile } from './key.js';
@@ -181,6 +182,12 @@ export abstract class BatchingAuditSink implements AuditSink {
   private anchorFailures = 0;
   /** The log was empty on open (anchored at genesis): anchor right after the first write instead of an interval later. */
   private anchorSoon: boolean;
+  /**
+   * Runs batches, retries and their log lines in the context the sink was opened in, not in
+   * that of the request whose record happened to start them: their log lines must not carry
+   * that request's trace and action ids (docs/observability.md).
+   */
+  private readonly background = new AsyncResource('policyguard.audit-batches');
 
   /**
    * `head`: the chain head to continue from. `durable`: the last stored record (what a new
@@ -404,7 +411,7 @@ export abstract class BatchingAuditSink implements AuditSink {
 
   private scheduleFlush(delayMs: number): void {
     if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => {
+    this.timer = this.background.runInAsyncScope(setTimeout, undefined, () => {
       this.timer = undefined;
       this.flushNow();
     }, delayMs);
@@ -416,7 +423,7 @@ export abstract class BatchingAuditSink implements AuditSink {
     clearTimeout(this.timer);
     this.timer = undefined;
     // writePending has already logged and rescheduled a failure.
-    this.flush().catch(() => undefined);
+    this.background.runInAsyncScope(() => this.flush()).catch(() => undefined);
   }
 
   private async writePending(): Promise<void> {

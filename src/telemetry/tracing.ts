@@ -11,7 +11,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, TracerProvider, type SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Logger } from '../log.js';
 import { VERSION } from '../version.js';
-import type { SpanHandle, Tracer } from './request-context.js';
+import { requestContext, type SpanHandle, type Tracer } from './request-context.js';
 import type { TraceParent } from './trace-context.js';
 
 type Attributes = Record<string, string | number | boolean>;
@@ -55,15 +55,18 @@ function reportingExporter(url: string, log: Logger): SpanExporter {
   let failures = 0;
   return {
     export(spans, done) {
-      exporter.export(spans, (result) => {
-        if (result.code !== ExportResultCode.SUCCESS) {
-          if (failures++ === 0) log.warn('traces not exported; spans are dropped until the endpoint takes them', { url, error: String(result.error ?? 'failed') });
-        } else if (failures > 0) {
-          log.info('traces exported again', { url, failedBatches: failures });
-          failures = 0;
-        }
-        done(result);
-      });
+      // On a timer the first span of a request started: its log lines are not that request's.
+      requestContext.exit(() =>
+        exporter.export(spans, (result) => {
+          if (result.code !== ExportResultCode.SUCCESS) {
+            if (failures++ === 0) log.warn('traces not exported; spans are dropped until the endpoint takes them', { url, error: String(result.error ?? 'failed') });
+          } else if (failures > 0) {
+            log.info('traces exported again', { url, failedBatches: failures });
+            failures = 0;
+          }
+          done(result);
+        }),
+      );
     },
     shutdown: () => exporter.shutdown(),
     forceFlush: () => exporter.forceFlush(),
