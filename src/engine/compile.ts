@@ -65,14 +65,22 @@ function problemFrom(kind: ObjectProblem['kind'], meta: { namespace?: string | u
   };
 }
 
-/** An automatic suspension is over once `policyguard.dev/resume` holds a later timestamp. */
-function activeSuspension(agent: GuardAgent): string | undefined {
+/**
+ * An automatic suspension is over once `policyguard.dev/resume` holds a time later than it
+ * began and not later than `now` (when the agent is compiled). A time ahead of the clock ends
+ * nothing: written in advance (`2099-01-01T00:00:00Z`), it would void every suspension still
+ * to come, and the tenant who may annotate its agent is the one a suspension stops.
+ */
+function activeSuspension(agent: GuardAgent, now: number): string | undefined {
   if (agent.spec.suspended) return 'suspended by its spec';
   const s = agent.status?.suspension;
   if (!s) return undefined;
-  const resume = Date.parse(agent.metadata.annotations?.[ANNOTATION_RESUME] ?? '');
-  if (Number.isFinite(resume) && resume > Date.parse(s.since)) return undefined;
-  return `suspended since ${s.since}: ${s.reason}`;
+  const stamp = agent.metadata.annotations?.[ANNOTATION_RESUME];
+  const resume = Date.parse(stamp ?? '');
+  const suspended = `suspended since ${s.since}: ${s.reason}`;
+  if (!Number.isFinite(resume) || resume <= Date.parse(s.since)) return suspended;
+  if (resume <= now) return undefined;
+  return `${suspended} (its ${ANNOTATION_RESUME} ${stamp} is ahead of the server's clock, so it ends nothing: write the current time)`;
 }
 
 /** The id callers send: `spec.agentId`, else `metadata.name`. */
@@ -80,7 +88,8 @@ export function agentIdOf(agent: GuardAgent): string {
   return agent.spec.agentId ?? agent.metadata.name;
 }
 
-export function compileAgent(agent: GuardAgent): CompileResult<CompiledAgent> {
+/** `now`: the clock a resume annotation is judged against (ms since the epoch). */
+export function compileAgent(agent: GuardAgent, now: number): CompileResult<CompiledAgent> {
   try {
     const allowed = agent.spec.allowedTools;
     const unrestricted = allowed.length === 0 || (allowed.length === 1 && allowed[0] === '*');
@@ -94,7 +103,7 @@ export function compileAgent(agent: GuardAgent): CompileResult<CompiledAgent> {
         labels: agent.metadata.labels ?? {},
         trust: agent.spec.trustLevel,
         rank: trustRank(agent.spec.trustLevel),
-        suspension: activeSuspension(agent),
+        suspension: activeSuspension(agent, now),
         allowedTools: unrestricted ? undefined : compileGlobs(allowed),
         deniedTools: compileGlobs(agent.spec.deniedTools),
         source: agent,

@@ -163,6 +163,32 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
   });
 });
 
+describe('automatic suspension and the resume annotation', () => {
+  const since = '2026-11-30T10:00:00.000Z';
+  const suspendedWith = (resume: string | undefined) => ({
+    ...guardAgent({ name: 'bot', ...(resume ? { annotations: { 'policyguard.dev/resume': resume } } : {}) }, { trustLevel: 'high' }),
+    status: { suspension: { since, reason: 'critical incident inc_000000000001: exfil', incidentId: 'inc_000000000001' } },
+  });
+  const decide = (resume: string | undefined, now: string) =>
+    PolicySnapshot.compile({ agents: [suspendedWith(resume) as GuardAgent], policies: [reads] }, DEFAULT_ENGINE_OPTIONS, { now: Date.parse(now) }).evaluate(call('bot', 'read_x'));
+
+  it.each([
+    ['no annotation', undefined, '2026-11-30T11:00:00.000Z', 'deny'],
+    ['a resume before the suspension', '2026-11-30T09:00:00.000Z', '2026-11-30T11:00:00.000Z', 'deny'],
+    ['a resume after it, now past', '2026-11-30T10:30:00.000Z', '2026-11-30T11:00:00.000Z', 'allow'],
+    // Written in advance by whoever may annotate the agent, it would void every later suspension.
+    ['a resume after it but ahead of the clock', '2099-01-01T00:00:00.000Z', '2026-11-30T11:00:00.000Z', 'deny'],
+  ] as const)('%s: %s', (_what, resume, now, expected) => {
+    expect(decide(resume, now).decision).toBe(expected);
+  });
+
+  it('says why a resume ahead of the clock ends nothing', () => {
+    expect(decide('2099-01-01T00:00:00.000Z', '2026-11-30T11:00:00.000Z').reason).toMatch(
+      /suspended since 2026-11-30T10:00:00\.000Z: critical incident inc_000000000001: exfil \(its policyguard\.dev\/resume 2099-01-01T00:00:00\.000Z is ahead of the server's clock, so it ends nothing: write the current time\)/,
+    );
+  });
+});
+
 describe('Audit vs Enforce', () => {
   const snap = snapshot();
   it('an Audit match is a finding, never the decision', () => {

@@ -58,6 +58,8 @@ export interface CompileOptions {
   previous?: PolicySnapshot;
   /** How a compile problem is quoted in a deny (standalone mode prefixes `file:line:`); default {@link formatProblem}. */
   describe?: (problem: ObjectProblem) => string;
+  /** The time a resume annotation is judged against (ms since the epoch); default now. */
+  now?: number;
 }
 
 /** What the rule between GuardAgents that claim one id looks at (docs/decisions.md, "Identity"). */
@@ -374,6 +376,7 @@ export class PolicySnapshot {
     const inForce = new Map<string, GuardObject>();
     const missing: MissingObject[] = [...(input.missing ?? [])];
     const describe = opts.describe ?? formatProblem;
+    const now = opts.now ?? Date.now();
     const compileOne = <T, O extends GuardObject>(obj: O, build: (o: O) => CompileResult<T>): CompileResult<T> => {
       const once = (o: O): CompileResult<T> => {
         const key = cacheKey(o);
@@ -412,7 +415,7 @@ export class PolicySnapshot {
     // claimOrder wins; the others are reported as Conflict.
     const claimants = new Map<string, CompiledAgent[]>();
     for (const agent of input.agents) {
-      const res = compileOne(agent, compileAgent);
+      const res = compileOne(agent, (a) => compileAgent(a, now));
       if (!res.ok) continue;
       const folded = foldCase(res.value.id);
       const list = claimants.get(folded) ?? [];

@@ -151,7 +151,7 @@ describe('incidents and suspension', () => {
     await eventually(() => op.validate('read_x', 'rogue'), (v) => v.allowed === false && /suspended/.test(v.reason), 'the suspension');
     await eventually(() => events('AgentSuspended', 'rogue'), (l) => l.length === 1, 'an AgentSuspended Event');
     // A human resumes it.
-    await applyGuard(kc, 'GuardAgent', ns, 'rogue', { trustLevel: 'high' }, { annotations: { 'policyguard.dev/resume': new Date(Date.now() + 1000).toISOString() } });
+    await applyGuard(kc, 'GuardAgent', ns, 'rogue', { trustLevel: 'high' }, { annotations: { 'policyguard.dev/resume': new Date().toISOString() } });
     await eventually(() => op.validate('read_x', 'rogue'), (v) => v.allowed === true, 'the resume');
     // Incidents are also in the audit log, for compliance queries after Events expire.
     const status = await op.call('get_compliance_status', { time_range: '1h' });
