@@ -1,9 +1,11 @@
 import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../log.js';
-import { sha256, tokenFileAuthenticator } from './authenticate.js';
+import { sha256, tokenFileAuthenticator, tokenReviewAuthenticator } from './authenticate.js';
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -32,6 +34,32 @@ describe('tokenFileAuthenticator', () => {
       expect(auth.authenticateLocally!('b-token')).toMatchObject({ ok: true, principal: { subject: 'token:bob' } });
     } finally {
       auth.close?.();
+    }
+  });
+});
+
+describe('tokenReviewAuthenticator', () => {
+  it('answers 401 when the API server takes a TokenReview and never answers, instead of waiting on the connection', async () => {
+    // A peer that accepts connections and reads requests but never answers: a half-open network.
+    const sockets: Socket[] = [];
+    const server = createServer((socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const kubeConfig = new KubeConfig();
+    kubeConfig.loadFromOptions({
+      clusters: [{ name: 'c', server: `https://127.0.0.1:${port}`, skipTLSVerify: true }],
+      users: [{ name: 'u', token: 'operator-token' }],
+      contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+      currentContext: 'x',
+    });
+    const lines: string[] = [];
+    const auth = tokenReviewAuthenticator({ kubeConfig, audiences: ['policyguard'], cacheTtlMs: 10_000, reviewTimeoutMs: 300, log: createLogger('info', (l) => lines.push(l)) });
+    try {
+      expect(await auth.authenticate('agent-token')).toEqual({ ok: false, error: 'invalid_token', description: 'token could not be verified right now' });
+      expect(lines.join('\n')).toMatch(/TokenReview failed .*TokenReview: no answer from the API server within 300 ms/);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      server.close();
     }
   });
 });

@@ -12,7 +12,7 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { describeKubeError } from '../kube/client.js';
+import { describeKubeError, withTimeout } from '../kube/client.js';
 import type { Logger } from '../log.js';
 
 export interface Principal {
@@ -130,6 +130,11 @@ export interface TokenReviewOptions {
    * remembered, so a flood of requests does not become a flood of TokenReviews (default 1 s).
    */
   errorCacheTtlMs?: number;
+  /**
+   * How long a TokenReview may take (default 10 s). One that is not answered by then counts as
+   * not made: the caller gets 401, rather than waiting as long as the connection hangs.
+   */
+  reviewTimeoutMs?: number;
 }
 
 /**
@@ -153,9 +158,11 @@ export function tokenReviewAuthenticator(opts: TokenReviewOptions): Authenticato
     let result: AuthResult;
     reviews++;
     try {
-      const answer = await api.createTokenReview({
-        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(opts.audiences.length > 0 ? { audiences: opts.audiences } : {}) } },
-      });
+      const answer = await withTimeout('TokenReview', opts.reviewTimeoutMs ?? 10_000, () =>
+        api.createTokenReview({
+          body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(opts.audiences.length > 0 ? { audiences: opts.audiences } : {}) } },
+        }),
+      );
       const st = answer.status;
       if (!st?.authenticated || !st.user?.username) {
         result = invalid(st?.error ? `token rejected: ${st.error}` : 'token rejected');
