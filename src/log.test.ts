@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from './log.js';
+import { printable } from './printable.js';
 import { noteActionId, requestContext } from './telemetry/request-context.js';
 
 describe('createLogger', () => {
@@ -7,6 +8,46 @@ describe('createLogger', () => {
     const lines: string[] = [];
     createLogger('info', (l) => lines.push(l)).warn('audit sink is behind', { buffered: 1200, dir: 'a b', gone: undefined });
     expect(lines).toEqual([expect.stringMatching(/^\d{4}-\d\d-\d\dT[\d:.]+Z WARN {2}audit sink is behind buffered=1200 dir="a b"$/)]);
+  });
+
+  it('text: a message holding a newline, a carriage return, ANSI or bidirectional characters stays one line, shown as escapes', () => {
+    const lines: string[] = [];
+    // An approval file's parse error quoting the file: the newline would start a forged line.
+    createLogger('info', (l) => lines.push(l)).warn('approvals/a.yaml: bad line "x\n2026-11-29T08:12:01.120Z ERROR forged\r\u001b[2K\u0085\u202egnp.exe\u2028"');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/ WARN {2}approvals\/a\.yaml: bad line "x\\u000a2026-11-29T08:12:01\.120Z ERROR forged\\u000d\\u001b\[2K\\u0085\\u202egnp\.exe\\u2028"$/);
+  });
+
+  it('text: ordinary text, any script, and backslashes stay as they are', () => {
+    const lines: string[] = [];
+    createLogger('info', (l) => lines.push(l)).info('Tabelle löschen — 删除表 C:\\data', { path: 'C:\\data\\ü', who: 'Zoë' });
+    expect(lines[0]).toMatch(/ INFO {2}Tabelle löschen — 删除表 C:\\data path=C:\\data\\ü who=Zoë$/);
+  });
+
+  it.each([
+    ['a newline', 'x\n2026-11-29T08:12:01.120Z ERROR forged'],
+    ['ANSI without a space', '\u001b[31mred'],
+    ['C1 next line and DEL', 'a\u0085b\u007f'],
+    ['a bidirectional override', 'drop_prod\u202etxt.exe'],
+    ['a line separator and a zero-width space', 'a\u2028b\u200bc'],
+  ])('text: a field value holding %s is quoted, escaped, one line, and JSON.parse gives it back', (_what, value) => {
+    const lines: string[] = [];
+    createLogger('info', (l) => lines.push(l)).info('upstream call failed', { error: value, n: 1 });
+    expect(lines).toHaveLength(1);
+    const m = /^\S+ INFO {2}upstream call failed error=(".*") n=1$/.exec(lines[0]!);
+    expect(m).not.toBeNull();
+    expect(m![1]).toBe(printable(m![1]!));
+    expect(JSON.parse(m![1]!)).toBe(value);
+  });
+
+  it('json: a message or field holding a newline, ANSI or bidirectional characters is one line, and parses back to exactly what was logged', () => {
+    const lines: string[] = [];
+    const msg = 'bad line "x\n2026-11-29T08:12:01.120Z ERROR forged\u001b[2K"';
+    createLogger('info', (l) => lines.push(l), 'json').warn(msg, { target: 'drop\u202etxt\r\n' });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toMatch(/[\n\r]/);
+    expect(lines[0]).toContain('\\u001b[2K');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ msg, target: 'drop\u202etxt\r\n' });
   });
 
   it('json: one object per line, time, level and msg first and never overridden by a field', () => {

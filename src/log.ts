@@ -1,12 +1,15 @@
 /**
  * A small structured logger: one line per event to stderr, passed down through constructors;
  * tests pass {@link silentLogger} or collect lines. Two formats (`--log-format`):
- *   text  `time LEVEL message key=value…` (the default), for people;
+ *   text  `time LEVEL message key=value…` (the default), for people: control, bidirectional and
+ *         zero-width characters in the message and the values are shown as escapes (src/printable.ts),
+ *         so one call writes one line;
  *   json  `{"time":…,"level":…,"msg":…,…fields}` per line, for log collectors (the Helm chart
  *         sets it: docs/observability.md).
  * A line written while a request is handled also carries that request's `trace_id` and, once its
  * decision is made, `action_id` (src/telemetry/request-context.ts).
  */
+import { printable } from './printable.js';
 import { requestContext } from './telemetry/request-context.js';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -22,12 +25,19 @@ export interface Logger {
 
 const ORDER: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
+/**
+ * A field value of a text line as one word: as it is when that is plain, else a JSON string
+ * whose control, bidirectional and zero-width characters are escapes too, so `JSON.parse` gives
+ * the value back and nothing in it can end the line, recolour the terminal or reorder the text.
+ */
+function fieldValue(s: string): string {
+  return s !== '' && !/[\s"=]/.test(s) && printable(s) === s ? s : printable(JSON.stringify(s));
+}
+
 function renderText(fields: LogFields): string {
   let out = '';
   for (const [k, v] of Object.entries(fields)) {
-    if (v === undefined) continue;
-    const s = String(v);
-    out += ` ${k}=${/[\s"=]/.test(s) || s === '' ? JSON.stringify(s) : s}`;
+    if (v !== undefined) out += ` ${k}=${fieldValue(String(v))}`;
   }
   return out;
 }
@@ -40,7 +50,8 @@ function withRequest(fields: LogFields | undefined): LogFields {
 }
 
 const FORMATS: Record<LogFormat, (time: string, level: LogLevel, msg: string, fields: LogFields) => string> = {
-  text: (time, level, msg, fields) => `${time} ${level.toUpperCase().padEnd(5)} ${msg}${renderText(fields)}`,
+  // The message may quote what a caller or a file holds (a parse error): one call, one line.
+  text: (time, level, msg, fields) => `${time} ${level.toUpperCase().padEnd(5)} ${printable(msg)}${renderText(fields)}`,
   // time, level and msg first and never overridden by a field of the same name.
   json: (time, level, msg, fields) => JSON.stringify({ ...fields, time, level, msg }, ['time', 'level', 'msg', ...Object.keys(fields).filter((k) => k !== 'time' && k !== 'level' && k !== 'msg')]),
 };

@@ -1,8 +1,15 @@
 import { describe, expect, it } from 'vitest';
+import { guardAgent } from '../api/builders.js';
 import type { ApprovalPhase, GuardApproval } from '../api/schemas.js';
 import { argumentsDigest, newApproval } from '../approvals/ask.js';
-import type { AuditScope } from '../audit/sink.js';
-import { APPROVALS_MAX, pendingApprovals } from './dashboard.js';
+import type { IncidentRecord } from '../audit/incident-file.js';
+import { decisionRecord, memorySink } from '../audit/memory-sink-fixture.js';
+import type { AuditScope, AuditSink } from '../audit/sink.js';
+import { PolicySnapshot } from '../engine/snapshot.js';
+import { DEFAULT_ENGINE_OPTIONS } from '../engine/types.js';
+import type { AuditRead } from '../mcp/tools.js';
+import { printable } from '../printable.js';
+import { APPROVALS_MAX, dashboardData, pendingApprovals } from './dashboard.js';
 
 const NOW = new Date('2026-11-29T10:00:00.000Z');
 const MINUTE = 60_000;
@@ -57,11 +64,6 @@ describe('pendingApprovals', () => {
     expect(pendingApprovals(list, undefined, NOW).count).toBe(3);
   });
 
-  it('shows what the agent chose with its control and bidirectional characters escaped, so one call cannot look like another', () => {
-    const [shown] = pendingApprovals([approval({ target: 'drop_prod\u202etxt.exe', parameters: { note: 'a\u200bb\u2066' } })], undefined, NOW).pending;
-    expect(shown).toMatchObject({ target: 'drop_prod\\u202etxt.exe', arguments_preview: '{"note":"a\\u200bb\\u2066"}' });
-  });
-
   it(`lists the newest first, at most ${APPROVALS_MAX}, and counts them all`, () => {
     const list = Array.from({ length: APPROVALS_MAX + 3 }, (_, i) => approval({ ago: (i + 1) * 1000, parameters: { n: i } }));
     const shown = pendingApprovals([...list].reverse(), undefined, NOW);
@@ -94,5 +96,50 @@ describe('pendingApprovals', () => {
     expect(command('/var/lib/policyguard')).toBe(`policyguard approvals approve ${a.metadata.name} --data-dir /var/lib/policyguard`);
     expect(command("/tmp/it's mine; rm -rf ~")).toBe(`policyguard approvals approve ${a.metadata.name} --data-dir '/tmp/it'\\''s mine; rm -rf ~'`);
     expect(command()).toBe(`policyguard approvals approve ${a.metadata.name}`);
+  });
+});
+
+describe('dashboardData', () => {
+  // What callers choose, with what would make one thing look like another on the page.
+  const TARGET = 'drop_prod\u202etxt.exe';
+  const AGENT = 'etl\u001b[32m-ok';
+  const TYPE = 'tool_call\u2066';
+  const DESCRIPTION = 'Denied \u001b[31mdrop_prod\u202etxt.exe\u001b[0m\r\nall fine';
+
+  /** A read of one denied call, one incident about it and one suspended agent quoting it, as the MCP tools would see them. */
+  function read(): AuditRead {
+    const suspended = guardAgent({ name: 'etl' }, { trustLevel: 'low' });
+    suspended.status = { suspension: { since: new Date(NOW.getTime() - MINUTE).toISOString(), reason: `critical incident inc_0123456789ab: ${DESCRIPTION}` } };
+    const incident: IncidentRecord = {
+      incident_id: 'inc_0123456789ab', timestamp: NOW.toISOString(), type: 'policy_violation', severity: 'critical', description: DESCRIPTION,
+      agent_id: AGENT, evidence: {}, recommended_action: '', status: 'open', resolution: null,
+    };
+    return {
+      scope: undefined,
+      snapshot: PolicySnapshot.compile({ agents: [suspended], policies: [] }, DEFAULT_ENGINE_OPTIONS),
+      audit: memorySink([decisionRecord({ at: NOW.getTime() - MINUTE, agent: AGENT, target: TARGET, decision: 'deny', type: TYPE })]) as unknown as AuditSink,
+      incidents: { list: async () => [incident], record: async () => incident },
+    };
+  }
+
+  it('shows every string a caller chose with its control and bidirectional characters escaped, so one call cannot look like another', async () => {
+    const approvals = [approval({ agent: AGENT, target: TARGET, parameters: { note: 'a\u200bb\u2066' } })];
+    const data = await dashboardData(read(), { range: '1h', since: new Date(NOW.getTime() - 60 * MINUTE), now: NOW, problems: [`approvals/a.yaml: bad line "x\n${TARGET}"`], approvals });
+    expect(data.top_denied_tools).toEqual([{ target: 'drop_prod\\u202etxt.exe', denied: 1 }]);
+    expect(data.top_denied_agents).toEqual([{ agent_id: 'etl\\u001b[32m-ok', violations: 1 }]);
+    expect(data.metrics.top_offenders).toEqual(data.top_denied_agents);
+    expect(Object.keys(data.metrics.action_breakdown)).toEqual(['tool_call\\u2066']);
+    const escaped = 'Denied \\u001b[31mdrop_prod\\u202etxt.exe\\u001b[0m\\u000d\\u000aall fine';
+    expect(data.incidents.recent).toEqual([expect.objectContaining({ agent_id: 'etl\\u001b[32m-ok', description: escaped })]);
+    expect(data.agents[0]!.suspension).toContain(`: critical incident inc_0123456789ab: ${escaped}`);
+    expect(data.problems).toEqual(['approvals/a.yaml: bad line "x\\u000adrop_prod\\u202etxt.exe"']);
+    expect(data.approvals.pending[0]).toMatchObject({ agent_id: 'etl\\u001b[32m-ok', target: 'drop_prod\\u202etxt.exe', arguments_preview: '{"note":"a\\u200bb\\u2066"}' });
+    // And nothing anywhere, key or value, that printable would still change.
+    const unprintable: string[] = [];
+    JSON.stringify(data, (key: string, value: unknown) => {
+      for (const s of [key, value]) if (typeof s === 'string' && printable(s) !== s) unprintable.push(s);
+      return value;
+    });
+    expect(unprintable).toEqual([]);
   });
 });

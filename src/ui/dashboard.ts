@@ -91,7 +91,8 @@ function approveCommand(approval: GuardApproval, dataDir: string | undefined): s
 
 /**
  * The approvals waiting for a person (phase Pending at `now`, so an expired one never shows)
- * that `scope` may see, newest first, at most {@link APPROVALS_MAX}.
+ * that `scope` may see, newest first, at most {@link APPROVALS_MAX}: as stored, for
+ * {@link dashboardData} to make printable with everything else.
  *
  * @example pendingApprovals(approvalStore.list(), scope, new Date(), '/var/lib/policyguard')
  */
@@ -104,10 +105,10 @@ export function pendingApprovals(approvals: readonly GuardApproval[], scope: Aud
     pending: waiting.slice(0, APPROVALS_MAX).map((a) => ({
       name: a.metadata.name,
       namespace: a.metadata.namespace ?? null,
-      agent_id: printable(a.spec.agentId),
-      target: printable(a.spec.target),
+      agent_id: a.spec.agentId,
+      target: a.spec.target,
       upstream: a.spec.upstream ?? null,
-      arguments_preview: printable(clip(a.spec.argumentsPreview, PREVIEW_MAX)),
+      arguments_preview: clip(a.spec.argumentsPreview, PREVIEW_MAX),
       message: clip(a.spec.message),
       requested_at: a.spec.requestedAt,
       expires_at: a.spec.expiresAt,
@@ -117,9 +118,22 @@ export function pendingApprovals(approvals: readonly GuardApproval[], scope: Aud
 }
 
 /**
+ * `value` with every string in it, object keys too, {@link printable}. Callers choose much of
+ * what the page shows — targets, agent ids, action types (keys of `action_breakdown`), incident
+ * descriptions and the suspensions that quote them, approval arguments — and a person must see
+ * it as it is; escaping all of it covers a field added later without anyone remembering to.
+ */
+function printableData(value: unknown): unknown {
+  if (typeof value === 'string') return printable(value);
+  if (Array.isArray(value)) return value.map(printableData);
+  if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [printable(k), printableData(v)]));
+  return value;
+}
+
+/**
  * The dashboard's data from a read made through {@link Tools.readAudit}, for decisions since
  * `since`, with the approvals of `args.approvals` that are pending (`dataDir`: the standalone
- * data dir the command to approve one names).
+ * data dir the command to approve one names). Every string in it is {@link printable}.
  *
  * @example
  * await tools.readAudit(ctx, async (read) => ({ ok: true, value: await dashboardData(read, { range: '24h', since, now, problems: store.problems(), approvals: approvalStore.list() }) }));
@@ -136,7 +150,7 @@ export async function dashboardData(
   const level = complianceLevel(metrics.denial_rate);
   const recent = (await incidents.list(since)).filter((i) => agentInScope(i.agent_id, scope));
   const problemOf = (namespace: string | undefined, name: string) => snapshot.problems.find((p) => p.kind === 'GuardPolicy' && p.name === name && (p.namespace ?? '') === (namespace ?? ''));
-  return {
+  const data: DashboardData = {
     generated_at: args.now.toISOString(),
     time_range: args.range,
     scope: scope ? { all: false, agents: [...scope.agentIds].sort(), caller: scope.caller } : { all: true },
@@ -181,4 +195,5 @@ export async function dashboardData(
     problems: args.problems,
     approvals: pendingApprovals(args.approvals, scope, args.now, args.dataDir),
   };
+  return printableData(data) as DashboardData;
 }
