@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseServeConfig } from './config.js';
+import { parseServeConfig, weakenedProtections } from './config.js';
 
 describe('size flags', () => {
   const limit = (v: string) => parseServeConfig(['--gateway-response-limit', v, '--data-dir', '/tmp/x'], {}).gatewayResponseLimit;
@@ -11,5 +11,83 @@ describe('size flags', () => {
   });
   it.each(['16', '16 mb', '1.5mb', 'lots', '16tb'])('%j is refused, saying what a size looks like', (v) => {
     expect(() => limit(v)).toThrow(/--gateway-response-limit.*use a size like 512kb, 16mb or 1gb/);
+  });
+});
+
+describe('number and boolean flags', () => {
+  const parse = (env: Record<string, string>, argv: string[] = []) => parseServeConfig(['--data-dir', '/tmp/x', ...argv], env);
+
+  it.each([
+    ['port', '', 'a port number (0 to 65535)'],
+    ['port', 'eighty', 'a port number (0 to 65535)'],
+    ['port', ' 8000', 'a port number (0 to 65535)'],
+    ['port', '1e3', 'a port number (0 to 65535)'],
+    ['port', '65536', 'a port number (0 to 65535)'],
+    ['auto-register-limit', '', 'a whole number (0 or more)'],
+    ['auto-register-limit', '-1', 'a whole number (0 or more)'],
+    ['auto-register-per-caller', '1.5', 'a whole number (0 or more)'],
+    ['approval-pending-limit', '0', 'a whole number from 1 to 10000'],
+    ['auto-register', '', 'true or false'],
+    ['auto-register', 'yes', 'true or false'],
+    ['standalone', '', 'true or false'],
+  ])('--%s %j is refused, naming the flag, its variable, what it takes and what it got, as flag and as variable', (flag, value, expected) => {
+    const variable = `POLICYGUARD_${flag.toUpperCase().replaceAll('-', '_')}`;
+    const line = `  --${flag} (${variable}): expected ${expected}, got ${JSON.stringify(value)}`;
+    expect(() => parse({ [variable]: value })).toThrow(`invalid configuration:\n${line}`);
+    // --standalone takes no value on the command line: only its variable can be mistyped.
+    if (flag !== 'standalone') expect(() => parse({}, [`--${flag}=${value}`])).toThrow(line);
+  });
+
+  it('takes digits as numbers and true, false, 1 and 0 as booleans; a bare boolean flag is true', () => {
+    expect(parse({ POLICYGUARD_PORT: '0', POLICYGUARD_AUTO_REGISTER_LIMIT: '0', POLICYGUARD_APPROVAL_PENDING_LIMIT: '10000' })).toMatchObject({ port: 0, autoRegisterLimit: 0, approvalPendingLimit: 10_000 });
+    expect(parse({}, ['--port', '08000'])).toMatchObject({ port: 8000, autoRegisterLimit: 1000, approvalPendingLimit: 20 });
+    expect(parse({ POLICYGUARD_AUTO_REGISTER: 'false', POLICYGUARD_LEADER_ELECTION: '0', POLICYGUARD_ACCEPT_API_SERVER_AUDIENCE: '1' })).toMatchObject({ autoRegister: false, leaderElection: false, acceptApiServerAudience: true });
+    expect(parse({ POLICYGUARD_STANDALONE: 'true', POLICYGUARD_CONFIG_DIR: 'c' }).standalone).toBe(true);
+    expect(parse({}, ['--standalone', '--config-dir', 'c']).standalone).toBe(true);
+  });
+
+  it('an empty --token-audiences is refused: it would accept tokens minted for the API server', () => {
+    expect(() => parse({ POLICYGUARD_TOKEN_AUDIENCES: '' })).toThrow('--token-audiences (POLICYGUARD_TOKEN_AUDIENCES): name at least one audience, e.g. policyguard');
+  });
+});
+
+describe('weakenedProtections', () => {
+  const TOKEN = ['--auth', 'token', '--token-file', '/tmp/tokens'];
+  const warnings = (argv: string[], env: Record<string, string> = {}) => weakenedProtections(parseServeConfig(['--data-dir', '/tmp/x', ...argv], env));
+
+  it('none for the defaults with authentication on', () => {
+    expect(warnings(TOKEN)).toEqual([]);
+    expect(warnings(['--auth', 'kubernetes', '--host', '0.0.0.0'])).toEqual([]);
+  });
+
+  it('one line for each protection switched off, as the outside tester started it', () => {
+    expect(warnings([], { POLICYGUARD_AUDIT_FAILURE_MODE: 'open', POLICYGUARD_RATE_LIMIT: '0', POLICYGUARD_AUTH_FAILURE_LIMIT: '0', POLICYGUARD_AUTH: 'token', POLICYGUARD_TOKEN_FILE: '/tmp/t' })).toEqual([
+      '--auth-failure-limit 0: failed authentications are not limited, so tokens can be guessed as fast as the server answers',
+      '--rate-limit 0: callers are not rate-limited; one caller can take all of the server\'s capacity',
+      '--audit-failure-mode open: decisions are answered even when their audit record may be lost (a full disk or a failing audit sink drops records instead of denying)',
+    ]);
+  });
+
+  it.each([
+    [['--auth', 'none'], /^--auth none: callers are not authenticated and may act as any agent; use this only on a trusted machine$/],
+    [['--auth', 'none', '--host', '::1'], /^--auth none: callers are not authenticated/],
+    [['--auth', 'none', '--host', '0.0.0.0'], /^--auth none on --host 0\.0\.0\.0, which is not loopback: anyone who can reach the port is unauthenticated/],
+    [[...TOKEN, '--rate-limit', '0'], /^--rate-limit 0: /],
+    [[...TOKEN, '--auth-failure-limit', '0'], /^--auth-failure-limit 0: /],
+    [[...TOKEN, '--audit-failure-mode', 'open'], /^--audit-failure-mode open: decisions are answered even when their audit record may be lost/],
+    [[...TOKEN, '--unknown-agents', 'evaluate'], /^--unknown-agents evaluate: /],
+    [[...TOKEN, '--unknown-agent-trust', 'high'], /^--unknown-agent-trust high: .* at trust 'high'/],
+    [[...TOKEN, '--unknown-agent-trust', 'admin'], /^--unknown-agent-trust admin: /],
+    [['--auth', 'kubernetes', '--accept-api-server-audience', 'true'], /^--accept-api-server-audience true: tokens minted for the Kubernetes API server/],
+    [[...TOKEN, '--allowed-hosts', ''], /^--allowed-hosts is empty: /],
+  ])('%j: one line saying what is given up', (argv, line) => {
+    expect(warnings(argv)).toEqual([expect.stringMatching(line)]);
+  });
+
+  it('settings that weaken nothing in their mode are not warned of', () => {
+    // No authentication to fail, and every id is evaluated: the --auth none line says it all.
+    expect(warnings(['--auth-failure-limit', '0', '--unknown-agents', 'evaluate'])).toHaveLength(1);
+    // Audiences matter only to TokenReview.
+    expect(warnings([...TOKEN, '--accept-api-server-audience', 'true', '--unknown-agent-trust', 'medium'])).toEqual([]);
   });
 });

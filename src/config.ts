@@ -5,13 +5,30 @@
  */
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { TrustLevelSchema } from './api/schemas.js';
+import { TrustLevelSchema, trustRank } from './api/schemas.js';
 import { parseRate } from './auth/rate-limit.js';
 import { DURATION_HINT, parseDuration } from './duration.js';
 
-const Bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
-const Port = z.coerce.number().int().min(0).max(65535);
-const PositiveInt = z.coerce.number().int().min(0);
+/**
+ * A flag's text read by `read`, or an issue saying what was expected and what was given
+ * (parseServeConfig adds which flag and variable): an empty or mistyped value is refused, never
+ * taken as 0 or false.
+ */
+const flagText = <T>(expected: string, read: (text: string) => T | undefined) =>
+  z.string().transform((text, ctx) => {
+    const value = read(text);
+    if (value !== undefined) return value;
+    ctx.addIssue({ code: 'custom', message: `expected ${expected}, got ${JSON.stringify(text)}` });
+    return z.NEVER;
+  });
+/** Digits only, from `min` to `max`: `z.coerce.number()` would read "" as 0 (a random port) and accept " 1e3 ". */
+const WholeNumber = (expected: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  flagText(expected, (text) => (/^\d{1,15}$/.test(text) && Number(text) >= min && Number(text) <= max ? Number(text) : undefined));
+const BOOLEANS = new Map([['true', true], ['false', false], ['1', true], ['0', false]]);
+/** true, false, 1 or 0; a flag given bare (`--standalone`) is already a boolean. */
+const Bool = z.preprocess((v) => (typeof v === 'boolean' ? String(v) : v), flagText('true or false', (text) => BOOLEANS.get(text)));
+const Port = WholeNumber('a port number (0 to 65535)', 0, 65535);
+const Count = WholeNumber('a whole number (0 or more)', 0);
 const SIZE = /^(\d{1,9})(b|kb|mb|gb)$/i;
 const SIZE_UNITS = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 } as const;
 /** Bytes of a size like `16mb` (units of 1,024, as --body-limit's). */
@@ -44,7 +61,8 @@ export const ServeConfigSchema = z
     port: Port.default(8000),
     auth: z.enum(['none', 'token', 'kubernetes']).default('none'),
     tokenFile: z.string().min(1).optional(),
-    tokenAudiences: List.default(['policyguard']),
+    // Empty would mean the API server's own audience: that is --accept-api-server-audience's to say.
+    tokenAudiences: List.refine((l) => l.length > 0, 'name at least one audience, e.g. policyguard').default(['policyguard']),
     acceptApiServerAudience: Bool.default(false),
     authCacheTtl: Duration.default(10_000),
     allowedHosts: List.optional(),
@@ -61,8 +79,8 @@ export const ServeConfigSchema = z
     /** OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces); unset: no tracing. */
     otelEndpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL like http://otel-collector:4318' }).optional(),
     autoRegister: Bool.default(true),
-    autoRegisterLimit: PositiveInt.default(1000),
-    autoRegisterPerCaller: PositiveInt.default(1),
+    autoRegisterLimit: Count.default(1000),
+    autoRegisterPerCaller: Count.default(1),
     /** What an agent id no GuardAgent claims gets (docs/decisions.md); default: deny when auth is on. */
     unknownAgents: z.enum(['deny', 'evaluate']).optional(),
     authFailureLimit: z
@@ -95,7 +113,7 @@ export const ServeConfigSchema = z
     /** Final GuardApprovals (Denied, Expired, Used) are deleted this long after; the audit log keeps them. */
     approvalRetention: Duration.default(86_400_000),
     /** Pending GuardApprovals one agent may have at once; beyond it asks are not stored (the call stays unallowed). */
-    approvalPendingLimit: z.coerce.number().int().min(1).max(10_000).default(20),
+    approvalPendingLimit: WholeNumber('a whole number from 1 to 10000', 1, 10_000).default(20),
     /** Policy reports per GuardAgent: which API, or `auto` (whichever report CRD is installed). */
     reports: z.enum(['auto', 'openreports', 'wgpolicyk8s', 'both', 'off']).default('auto'),
     reportsWindow: Duration.default(86_400_000),
@@ -192,20 +210,20 @@ export class ConfigError extends Error {
 const camel = (flag: string) => flag.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase());
 const envName = (flag: string) => `POLICYGUARD_${flag.toUpperCase().replace(/-/g, '_')}`;
 
+/** The flag a config key is set by: `defaultDecision` → `default-decision`. */
+export const flagOf = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
 /**
  * Parse `serve` flags (argv after the command) with environment fallbacks.
  *
  * @example parseServeConfig(['--standalone', '--config-dir', 'config-samples', '--data-dir', '/tmp/pg'], {})
  */
-/** The flag a config key is set by: `defaultDecision` → `default-decision`. */
-export const flagOf = (key: string): string => key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-
 export function parseServeConfig(argv: string[], env: Record<string, string | undefined>): ServeConfig {
   let values: Record<string, unknown>;
   try {
     ({ values } = parseArgs({ args: argv, options: SERVE_FLAGS, allowPositionals: false, strict: true }));
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message}\nRun \`policyguard help\` for the flags.`);
+    throw new ConfigError((err as Error).message, { cause: err });
   }
   const raw: Record<string, unknown> = {};
   for (const flag of Object.keys(SERVE_FLAGS)) {
@@ -221,4 +239,44 @@ export function parseServeConfig(argv: string[], env: Record<string, string | un
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return { ...parsed.data, environment: env };
+}
+
+/** Host names that reach only this machine (what `--host` binds). */
+export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
+
+/**
+ * One line for each setting of `config` that turns a protection off or weakens it, saying what
+ * is given up; empty when none does. The server logs them at start (`--auth none` included),
+ * so a weakened server says so every time it starts.
+ *
+ * @example
+ *   weakenedProtections(parseServeConfig(['--data-dir', '/tmp/pg', '--rate-limit', '0'], {}));
+ *   // ['--auth none: callers are not authenticated …', '--rate-limit 0: callers are not rate-limited …']
+ */
+export function weakenedProtections(
+  config: Pick<ServeConfig, 'auth' | 'host' | 'allowedHosts' | 'rateLimit' | 'authFailureLimit' | 'auditFailureMode' | 'unknownAgents' | 'unknownAgentTrust' | 'acceptApiServerAudience'>,
+): string[] {
+  const warnings: string[] = [];
+  if (config.auth === 'none') {
+    warnings.push(
+      LOOPBACK_HOSTS.has(config.host)
+        ? '--auth none: callers are not authenticated and may act as any agent; use this only on a trusted machine'
+        : `--auth none on --host ${config.host}, which is not loopback: anyone who can reach the port is unauthenticated and may act as any agent`,
+    );
+  } else {
+    if (config.authFailureLimit === '0') warnings.push('--auth-failure-limit 0: failed authentications are not limited, so tokens can be guessed as fast as the server answers');
+    // Under --auth none every id is evaluated anyway: the line above says so.
+    if (config.unknownAgents === 'evaluate') warnings.push('--unknown-agents evaluate: an agent id no GuardAgent claims is judged by the policies instead of denied, so a caller is not held to the agents it is bound to');
+  }
+  if (config.auth === 'kubernetes' && config.acceptApiServerAudience) {
+    warnings.push('--accept-api-server-audience true: tokens minted for the Kubernetes API server (and legacy token Secrets that never expire) are accepted, not only tokens for --token-audiences');
+  }
+  if (config.allowedHosts?.length === 0) warnings.push('--allowed-hosts is empty: a request with any Host header is served (no DNS-rebinding check)');
+  if (config.rateLimit === '0') warnings.push('--rate-limit 0: callers are not rate-limited; one caller can take all of the server\'s capacity');
+  if (config.auditFailureMode === 'open') warnings.push('--audit-failure-mode open: decisions are answered even when their audit record may be lost (a full disk or a failing audit sink drops records instead of denying)');
+  // Granting high or admin trust takes a privileged caller (src/auth/authorize.ts, mayGrant); this gives it to any new id.
+  if (trustRank(config.unknownAgentTrust) >= trustRank('high')) {
+    warnings.push(`--unknown-agent-trust ${config.unknownAgentTrust}: an agent id no GuardAgent claims is judged, and auto-registered, at trust '${config.unknownAgentTrust}', which registering an agent at takes a privileged caller`);
+  }
+  return warnings;
 }

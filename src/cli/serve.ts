@@ -18,7 +18,7 @@ import { openFileAuditSink } from '../audit/file-sink.js';
 import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
 import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
-import type { ServeConfig } from '../config.js';
+import { LOOPBACK_HOSTS, weakenedProtections, type ServeConfig } from '../config.js';
 import { CrdCheck } from '../controller/crd-check.js';
 import { EventReason, EventRecorder, type EventTarget } from '../controller/events.js';
 import { LeaderElector } from '../controller/leader.js';
@@ -271,12 +271,10 @@ async function gatewayFor(config: ServeConfig, backend: Backend, tools: Tools, a
   });
 }
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1', '[::1]']);
-
 /** Bound to loopback, only loopback Host headers make sense (DNS rebinding); elsewhere any, unless set. */
 function allowedHosts(config: ServeConfig): string[] {
   if (config.allowedHosts) return config.allowedHosts.map((h) => h.toLowerCase());
-  return LOOPBACK.has(config.host) ? ['127.0.0.1', 'localhost', '[::1]'] : [];
+  return LOOPBACK_HOSTS.has(config.host) ? ['127.0.0.1', 'localhost', '[::1]'] : [];
 }
 
 export async function startServer(config: ServeConfig, log: Logger): Promise<RunningPolicyGuard> {
@@ -348,7 +346,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   });
   const http = await listen(app, { host: config.host, port: config.port, ...(config.tlsCert ? { tls: { cert: config.tlsCert, key: config.tlsKey! } } : {}) });
   log.info('PolicyGuard serving', { ...backend.describe, url: `${http.url}/mcp`, auth: config.auth });
-  if (config.auth === 'none') log.warn('--auth none: callers are not authenticated and may act as any agent; use this only on a trusted machine');
+  for (const warning of weakenedProtections(config)) log.warn(warning);
 
   return {
     url: http.url,
