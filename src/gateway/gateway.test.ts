@@ -6,7 +6,7 @@
  * forwarded, an in-memory pipeline (our own interface) that records what it decided.
  * Well-behaved upstreams are tests/standalone/gateway.test.ts's subject.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_VERSION, type GuardUpstream } from '../api/schemas.js';
@@ -18,6 +18,8 @@ import { PolicySnapshot } from '../engine/snapshot.js';
 import { createLogger, silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
+import { requestContext, type RequestContext, type SpanHandle } from '../telemetry/request-context.js';
+import { newSpanId, newTraceId, parseTraceparent } from '../telemetry/trace-context.js';
 import { Gateway } from './gateway.js';
 import { foldedDuplicate } from './message.js';
 import { sessionKey } from './session.js';
@@ -97,6 +99,11 @@ const bad = createServer((req, res) => {
       return void res
         .writeHead(200, { 'content-type': 'application/json' })
         .end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { got: { 'content-type': req.headers['content-type'] ?? null, 'mcp-method': req.headers['mcp-method'] ?? null, 'mcp-name': req.headers['mcp-name'] ?? null } } }));
+    case '/trace-headers':
+      // Answers with the trace headers it got.
+      return void res
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { got: { traceparent: req.headers.traceparent ?? null, tracestate: req.headers.tracestate ?? null } } }));
     case '/redirect':
       return void res.writeHead(307, { location: 'http://169.254.169.254/latest/meta-data/' }).end();
     case '/huge-json':
@@ -129,12 +136,19 @@ const bad = createServer((req, res) => {
   res.writeHead(404).end();
 });
 
-/** `gw` on a loopback port: `/<namespace>/<name>` is the upstream, the body is parsed as JSON. */
-async function serve(gw: Gateway): Promise<{ server: Server; url: string }> {
+/**
+ * `gw` on a loopback port: `/<namespace>/<name>` is the upstream, the body is parsed as JSON;
+ * with `contextOf`, each request is handled in the context it gives, as the HTTP edge does.
+ */
+async function serve(gw: Gateway, contextOf?: (req: IncomingMessage) => RequestContext): Promise<{ server: Server; url: string }> {
   const srv = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => void gw.handle(req, res, req.url!.slice(1), ANONYMOUS, chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined));
+    req.on('end', () => {
+      const handle = () => void gw.handle(req, res, req.url!.slice(1), ANONYMOUS, chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined);
+      if (contextOf) requestContext.run(contextOf(req), handle);
+      else handle();
+    });
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   return { server: srv, url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}` };
@@ -145,21 +159,44 @@ const listening = async (srv: Server) => {
   return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
 };
 
+/**
+ * The request contexts of the HTTP edge (src/mcp/http.ts, observeRequests): with tracing off,
+ * the trace of a valid caller `traceparent` (and that header) or a new one; with tracing on, a
+ * request span, the caller's child when it sent a valid `traceparent`, as OpenTelemetry makes it.
+ */
+const edge = {
+  off(req: IncomingMessage): RequestContext {
+    const parent = parseTraceparent(req.headers.traceparent);
+    return { trace_id: parent?.traceId ?? newTraceId(), ...(parent ? { traceparent: req.headers.traceparent as string } : {}) };
+  },
+  on(req: IncomingMessage): RequestContext {
+    const parent = parseTraceparent(req.headers.traceparent);
+    const span: SpanHandle = { traceId: parent?.traceId ?? newTraceId(), spanId: newSpanId(), sampled: parent?.sampled ?? true, setAttributes() {}, rename() {}, fail() {}, end() {}, child: () => span };
+    return { trace_id: span.traceId, span };
+  },
+};
+
 let servers: Server[] = [];
 let url: string;
 let decidingUrl: string;
+let tracingOffUrl: string;
+let tracingOnUrl: string;
 beforeAll(async () => {
   const badUrl = await listening(bad);
-  for (const name of ['headers', 'redirect', 'huge-json', 'huge-event', 'wide-event', 'foreign-id', 'batch-answer', 'upper-type', 'odd-stream', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
+  for (const name of ['headers', 'trace-headers', 'redirect', 'huge-json', 'huge-event', 'wide-event', 'foreign-id', 'batch-answer', 'upper-type', 'odd-stream', 'slow-stream']) upstreams.set(`default/${name}`, upstreamAt(name, `${badUrl}/${name}`));
   const recorderUrl = `${await listening(recorder)}/mcp`;
   upstreams.set('default/recorder', upstreamAt('recorder', recorderUrl));
   // The same server declared as one that matches keys exactly (GuardUpstream spec.keyMatching).
   upstreams.set('default/exact', { ...upstreamAt('exact', recorderUrl), spec: { ...upstreamAt('exact', recorderUrl).spec, keyMatching: 'Exact' } });
   const plain = await serve(gateway);
   const decider = await serve(deciding);
-  servers = [plain.server, decider.server, bad, recorder];
+  const tracingOff = await serve(gateway, edge.off);
+  const tracingOn = await serve(gateway, edge.on);
+  servers = [plain.server, decider.server, tracingOff.server, tracingOn.server, bad, recorder];
   url = plain.url;
   decidingUrl = decider.url;
+  tracingOffUrl = tracingOff.url;
+  tracingOnUrl = tracingOn.url;
 });
 afterAll(async () => {
   for (const srv of servers) await new Promise((r) => srv.close(r));
@@ -371,5 +408,47 @@ describe('what reaches an upstream is what was decided (docs/decisions.md, "The 
       expect(Object.keys(m.params)).toEqual(['name', 'arguments']);
       expect(foldedDuplicate(m, 'message')).toBeUndefined();
     }
+  });
+});
+
+describe('trace headers reach an upstream only as valid W3C Trace Context (docs/observability.md, "Traces")', () => {
+  const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const SPAN = '00f067aa0ba902b7';
+  const TRACEPARENT = `00-${TRACE}-${SPAN}-01`;
+  const TRACESTATE = 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7';
+  /** The trace headers the upstream got for a tools/list sent through the gateway at `base` with `headers`. */
+  const got = async (base: string, headers: Record<string, string>): Promise<{ traceparent: string | null; tracestate: string | null }> => {
+    const r = await fetch(`${base}/default/trace-headers`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' }) });
+    return ((await r.json()) as any).result.got;
+  };
+
+  it('tracing off: a valid traceparent and its tracestate go on as they came', async () => {
+    expect(await got(tracingOffUrl, { traceparent: TRACEPARENT, tracestate: TRACESTATE })).toEqual({ traceparent: TRACEPARENT, tracestate: TRACESTATE });
+  });
+
+  it('tracing off: a later version\'s traceparent goes on as version 00, without what was appended; an oversized tracestate is dropped', async () => {
+    const appended = `01-${TRACE}-${SPAN}-01-${'x'.repeat(3000)}`;
+    const oversized = Array.from({ length: 30 }, (_, i) => `k${i}=${'v'.repeat(100)}`).join(',');
+    expect(await got(tracingOffUrl, { traceparent: appended, tracestate: TRACESTATE })).toEqual({ traceparent: TRACEPARENT, tracestate: TRACESTATE });
+    expect(await got(tracingOffUrl, { traceparent: TRACEPARENT, tracestate: oversized })).toEqual({ traceparent: TRACEPARENT, tracestate: null });
+  });
+
+  it.each([
+    ['off', () => tracingOffUrl],
+    ['on', () => tracingOnUrl],
+  ])('tracing %s: an invalid traceparent starts a new trace, and the caller\'s tracestate, which says nothing about it, is dropped', async (_tracing, base) => {
+    for (const traceparent of [`00-${TRACE}-${SPAN}-01-${'x'.repeat(3000)}`, `00-${TRACE.toUpperCase()}-${SPAN}-01`]) {
+      const sent = await got(base(), { traceparent, tracestate: TRACESTATE });
+      expect(sent.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+      expect(sent.traceparent).not.toContain(TRACE);
+      expect(sent.tracestate).toBeNull();
+    }
+    expect(await got(base(), { tracestate: TRACESTATE })).toMatchObject({ tracestate: null });
+  });
+
+  it('tracing on: the request span replaces the caller\'s traceparent, in the caller\'s trace, and the caller\'s valid tracestate goes with it', async () => {
+    const sent = await got(tracingOnUrl, { traceparent: TRACEPARENT, tracestate: TRACESTATE });
+    expect(sent.traceparent).toMatch(new RegExp(`^00-${TRACE}-(?!${SPAN})[0-9a-f]{16}-01$`));
+    expect(sent.tracestate).toBe(TRACESTATE);
   });
 });

@@ -43,6 +43,7 @@ import type { PolicyStore } from '../store/store.js';
 import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { upstreamTraceparent } from '../telemetry/request-context.js';
+import { outgoingTraceHeaders } from '../telemetry/trace-context.js';
 import { CredentialError, type CredentialSource } from './credentials.js';
 import { readToolsCall, refuseMessage, type MessageRefusal } from './message.js';
 import { openSession, sealSession } from './session.js';
@@ -89,9 +90,9 @@ export interface GatewayDeps {
 /**
  * Request headers a client may send on to the upstream; everything else (its credentials first)
  * stays here. A POST body is the gateway's own serialisation of the message it decided, so its
- * Content-Type is the gateway's too.
+ * Content-Type is the gateway's too; the trace headers are checked first (outgoingTraceHeaders).
  */
-const FORWARDED_REQUEST_HEADERS = ['accept', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id', 'traceparent', 'tracestate'];
+const FORWARDED_REQUEST_HEADERS = ['accept', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id'];
 /** Response headers the upstream may send back to the client. */
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'cache-control', 'mcp-protocol-version'];
 
@@ -457,9 +458,9 @@ export class Gateway {
         delete headers['mcp-name'];
       }
       if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
-      // The upstream's spans join this request's trace (docs/observability.md).
-      const traceparent = upstreamTraceparent();
-      if (traceparent) headers.traceparent = traceparent;
+      // The upstream's spans join this request's trace (docs/observability.md); a caller's
+      // traceparent and tracestate go on only as far as they are valid W3C Trace Context.
+      Object.assign(headers, outgoingTraceHeaders(upstreamTraceparent(), req.headers));
       const answer = await send(upstream.spec.url, req.method ?? 'POST', headers, message === undefined ? undefined : JSON.stringify(message), abort.signal);
       const status = answer.statusCode ?? 502;
       outcome.status = status;
