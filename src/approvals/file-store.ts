@@ -32,7 +32,8 @@ type DecisionFile = z.infer<typeof DecisionFileSchema>;
 
 const APPROVAL_FILE = /^(apr-[0-9a-f]{12})\.json$/;
 const DECISION_FILE = /^(apr-[0-9a-f]{12})\.decision\.json$/;
-const NAME = /^apr-[0-9a-f]{12}$/;
+/** What every approval is named: `apr-` and 12 hex digits (src/approvals/ask.ts makes them). */
+export const APPROVAL_NAME = /^apr-[0-9a-f]{12}$/;
 
 /** The approvals folder of a data dir. */
 export const approvalsDir = (dataDir: string): string => join(dataDir, 'approvals');
@@ -215,11 +216,19 @@ export class FileApprovalStore implements ApprovalStore {
   }
 }
 
+/** What {@link fileApprovalDesk}'s list could not take as it is, each as a sentence naming the file. */
+export interface ListProblems {
+  /** An approval file left out of the list: not a regular file, not JSON, not a GuardApproval, or unreadable. */
+  skipped?: (why: string) => void;
+  /** A decision file that counts as none (its approval is listed as the server treats it: Pending). */
+  ignored?: (why: string) => void;
+}
+
 /**
  * The person's side in standalone mode: reads the folder and writes decision files. Acts as
  * `local:<login name>`.
  */
-export function fileApprovalDesk(dataDir: string, now: () => Date = () => new Date()): ApprovalDesk {
+export function fileApprovalDesk(dataDir: string, now: () => Date = () => new Date(), problems: ListProblems = {}): ApprovalDesk {
   const dir = approvalsDir(dataDir);
   return {
     async list() {
@@ -233,14 +242,21 @@ export function fileApprovalDesk(dataDir: string, now: () => Date = () => new Da
       const out: GuardApproval[] = [];
       for (const f of files) {
         const name = APPROVAL_FILE.exec(f)?.[1];
-        const read = name ? await readApproval(dir, name) : undefined;
-        if (read && 'approval' in read) out.push(read.approval);
+        if (!name) continue;
+        let read;
+        try {
+          read = await readApproval(dir, name, problems.ignored);
+        } catch (err) {
+          read = { problem: `${f} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})` };
+        }
+        if (read && 'problem' in read) problems.skipped?.(`approval file skipped: ${read.problem} (in ${dir})`);
+        else if (read) out.push(read.approval);
       }
       return out.sort((a, b) => b.spec.requestedAt.localeCompare(a.spec.requestedAt));
     },
 
     async decide(name, _namespace, verdict: ApprovalVerdict) {
-      if (!NAME.test(name)) throw new Error(`'${name}' is not an approval name (apr- and 12 hex characters)`);
+      if (!APPROVAL_NAME.test(name)) throw new Error(`'${name}' is not an approval name (apr- and 12 hex characters)`);
       const read = await readApproval(dir, name);
       if (!read) throw new Error(`no approval ${name} in ${dir}`);
       if ('problem' in read) throw new Error(read.problem);

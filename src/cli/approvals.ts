@@ -4,8 +4,10 @@
  * otherwise the cluster's, with the kubeconfig's credentials (the admission policy decides
  * whether they may).
  */
-import { parseArgs } from 'node:util';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { phaseOf } from '../approvals/ask.js';
+import { APPROVAL_NAME, fileApprovalDesk, type ListProblems } from '../approvals/file-store.js';
 import type { ApprovalDesk } from '../approvals/store.js';
 import type { GuardApproval } from '../api/schemas.js';
 import { printable } from '../printable.js';
@@ -50,42 +52,55 @@ function listText(approvals: readonly GuardApproval[], now: Date, namespaced: bo
 export interface ApprovalsIo {
   out: (text: string) => void;
   err: (text: string) => void;
+  /** The cluster's kubeconfig, from `--kubeconfig` (undefined: the default one). */
+  kubeConfig: (path: string | undefined) => Promise<KubeConfig>;
   now?: () => Date;
 }
 
+export const APPROVALS_FLAGS = {
+  'data-dir': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  namespace: { type: 'string', short: 'n' },
+  reason: { type: 'string' },
+  pending: { type: 'boolean' },
+  output: { type: 'string', short: 'o' },
+} as const satisfies ParseArgsOptionsConfig;
+
 /**
  * Run `policyguard approvals …`. Returns the exit code: 0 done, 1 refused (already decided,
- * expired, not permitted), 2 usage.
+ * expired, not permitted) or a list with approval files left out (each named on `io.err`);
+ * throws {@link ApprovalsUsageError} for usage (exit 2).
  *
  * @example await runApprovals(['approve', 'apr-3f9a0c1b2d4e', '-n', 'team-a', '--reason', 'ticket 42'], io)
  */
 export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: {
-      'data-dir': { type: 'string' },
-      kubeconfig: { type: 'string' },
-      namespace: { type: 'string', short: 'n' },
-      reason: { type: 'string' },
-      pending: { type: 'boolean' },
-      output: { type: 'string', short: 'o' },
-    },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals } = parseArgs({ args: argv, options: APPROVALS_FLAGS, allowPositionals: true, strict: true });
   const [sub, name, ...rest] = positionals;
   const now = io.now ?? (() => new Date());
   if (values['data-dir'] && (values.kubeconfig || values.namespace)) throw new ApprovalsUsageError('--data-dir (standalone) and --kubeconfig/-n (a cluster) do not go together');
   if (values.output !== undefined && values.output !== 'json') throw new ApprovalsUsageError(`-o ${values.output}: only -o json is supported`);
   if (values.reason !== undefined && values.reason.length > 1024) throw new ApprovalsUsageError('--reason is longer than 1024 characters');
-  const desk = await deskFor(values['data-dir'], values.kubeconfig, now);
+  const deciding = sub === 'approve' || sub === 'deny';
+  if (deciding && name !== undefined && !APPROVAL_NAME.test(name)) throw new ApprovalsUsageError(`'${printable(name)}' is not an approval name: a name is apr- and 12 hex digits (0-9, a-f), e.g. apr-3f9c2a1b7d4e`);
+  // A file left out of the list could be the approval someone is waiting for: exit 1, so a
+  // script that looks for pending approvals does not take the list as complete.
+  let skipped = 0;
+  const say = (text: string) => io.err(`policyguard: ${printable(text)}\n`);
+  const problems: ListProblems = {
+    skipped: (why) => {
+      skipped++;
+      say(why);
+    },
+    ignored: say,
+  };
+  const desk = await deskFor(values['data-dir'], values.kubeconfig, now, io, problems);
   if (sub === 'list' && name === undefined) {
     let approvals = await desk.list(values.namespace);
     if (values.pending) approvals = approvals.filter((a) => phaseOf(a, now()) === 'Pending');
     io.out(values.output === 'json' ? JSON.stringify(approvals, null, 2) + '\n' : listText(approvals, now(), !values['data-dir']));
-    return 0;
+    return skipped > 0 ? 1 : 0;
   }
-  if ((sub === 'approve' || sub === 'deny') && name !== undefined && rest.length === 0) {
+  if (deciding && name !== undefined && rest.length === 0) {
     let decided: GuardApproval;
     try {
       decided = await desk.decide(name, values.namespace, { phase: sub === 'approve' ? 'Approved' : 'Denied', ...(values.reason ? { reason: values.reason } : {}) });
@@ -107,9 +122,8 @@ export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<num
   throw new ApprovalsUsageError(APPROVALS_USAGE);
 }
 
-async function deskFor(dataDir: string | undefined, kubeconfig: string | undefined, now: () => Date): Promise<ApprovalDesk> {
-  if (dataDir) return (await import('../approvals/file-store.js')).fileApprovalDesk(dataDir, now);
-  const { loadKubeConfig } = await import('../kube/client.js');
+async function deskFor(dataDir: string | undefined, kubeconfig: string | undefined, now: () => Date, io: ApprovalsIo, problems: ListProblems): Promise<ApprovalDesk> {
+  if (dataDir) return fileApprovalDesk(dataDir, now, problems);
   const { kubeApprovalDesk } = await import('../approvals/kube-store.js');
-  return kubeApprovalDesk(loadKubeConfig(kubeconfig), now);
+  return kubeApprovalDesk(await io.kubeConfig(kubeconfig), now);
 }

@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 /**
- * `policyguard` — serve, check, audit verify, crds. Exit codes: 0 ok (allowed), 1 denied or
- * broken chain, 2 usage or input error.
+ * `policyguard` — serve, check, audit verify, approvals, crds. Exit codes: 0 ok (allowed), 1
+ * denied, broken chain, refused or incomplete, 2 usage or input error.
  */
+import type { KubeConfig } from '@kubernetes/client-node';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { ConfigError, EngineFlags, flagOf, parseServeConfig } from '../config.js';
-import { refusedJson } from '../json-limits.js';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { ConfigError, EngineFlags, flagOf, parseServeConfig, SERVE_FLAG_NAMES } from '../config.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../json-limits.js';
 import { createLogger } from '../log.js';
 import { VERSION } from '../version.js';
 
@@ -65,7 +66,8 @@ Usage:
         GuardApprovals that require_approval rules asked for: list them, or decide one. In a
         cluster as your kubeconfig's user (who needs verb approve on guardapprovals, and may not
         be the asking agent); with --data-dir, the standalone data dir's. Exit 0 done, 1
-        refused (already decided, expired, not permitted), 2 usage.
+        refused (already decided, expired, not permitted) or, for list, some approval files
+        left out (each named on stderr), 2 usage or no cluster to ask.
   policyguard crds [--write [DIR] | --admission]
         Print the CustomResourceDefinitions, or write them to DIR (default crds/).
         --admission prints instead the ValidatingAdmissionPolicy that refuses a spec field
@@ -73,6 +75,9 @@ Usage:
 `;
 
 class UsageError extends Error {}
+
+/** The line under every usage error: the full help would push the error off the screen. */
+const HELP_HINT = 'Run `policyguard help` for the flags.';
 
 async function serve(argv: string[]): Promise<number> {
   const config = parseServeConfig(argv, process.env);
@@ -115,21 +120,19 @@ async function serve(argv: string[]): Promise<number> {
   return new Promise<number>(() => {}); // runs until a signal
 }
 
+const CHECK_FLAGS = {
+  'config-dir': { type: 'string' },
+  'agent-id': { type: 'string' },
+  target: { type: 'string' },
+  'action-type': { type: 'string', default: 'tool_call' },
+  parameters: { type: 'string', default: '{}' },
+  // Defaults as serve's (config.EngineFlags).
+  'default-decision': { type: 'string' },
+  'unknown-agent-trust': { type: 'string' },
+} as const satisfies ParseArgsOptionsConfig;
+
 async function check(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      'config-dir': { type: 'string' },
-      'agent-id': { type: 'string' },
-      target: { type: 'string' },
-      'action-type': { type: 'string', default: 'tool_call' },
-      parameters: { type: 'string', default: '{}' },
-      // Defaults as serve's (config.EngineFlags).
-      'default-decision': { type: 'string' },
-      'unknown-agent-trust': { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values } = parseArgs({ args: argv, options: CHECK_FLAGS, strict: true });
   for (const f of ['config-dir', 'agent-id', 'target'] as const) if (!values[f]) throw new UsageError(`check needs --${f}`);
   let parameters: unknown;
   try {
@@ -138,7 +141,9 @@ async function check(argv: string[]): Promise<number> {
     throw new UsageError(`--parameters is not valid JSON: ${(err as Error).message}`);
   }
   if (parameters === null || typeof parameters !== 'object' || Array.isArray(parameters)) throw new UsageError('--parameters must be a JSON object');
-  const refused = refusedJson(values.parameters!);
+  // The limits validate_action puts on JSON text in its `parameters` (src/mcp/tools.ts), so
+  // check answers what serve answers.
+  const refused = refusedJson(values.parameters!) ?? (nestedDeeperThan(parameters, MAX_JSON_DEPTH) ? tooDeepText() : undefined);
   if (refused) throw new UsageError(`--parameters: ${refused}`);
   // The serve flags of the same names, checked as serve checks them (src/config.ts).
   const options = EngineFlags.safeParse({ defaultDecision: values['default-decision'], unknownAgentTrust: values['unknown-agent-trust'] });
@@ -161,27 +166,24 @@ const AUDIT_USAGE =
   'usage: policyguard audit verify DIR [--key-file F] [--no-anchor] [--namespace NS --replica NAME] | ' +
   'policyguard audit verify --configmap --namespace NS --replica NAME [--kubeconfig K] [--key-file F] [--no-anchor]';
 
+const AUDIT_FLAGS = {
+  configmap: { type: 'boolean' },
+  namespace: { type: 'string' },
+  replica: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'key-file': { type: 'string' },
+  'no-anchor': { type: 'boolean' },
+} as const satisfies ParseArgsOptionsConfig;
+
 async function audit(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: {
-      configmap: { type: 'boolean' },
-      namespace: { type: 'string' },
-      replica: { type: 'string' },
-      kubeconfig: { type: 'string' },
-      'key-file': { type: 'string' },
-      'no-anchor': { type: 'boolean' },
-    },
-    allowPositionals: true,
-    strict: true,
-  });
+  const { values, positionals } = parseArgs({ args: argv, options: AUDIT_FLAGS, allowPositionals: true, strict: true });
   const [sub, path, ...rest] = positionals;
   const { namespace, replica } = values;
   if (sub !== 'verify' || rest.length > 0 || (values.configmap ? path || !namespace || !replica : !path)) throw new UsageError(AUDIT_USAGE);
   if (!namespace !== !replica) throw new UsageError('--namespace and --replica go together: they name the anchor ConfigMap of one replica');
   const { verifyAuditChain, verifyConfigMapRing, AuditLogNotFoundError } = await import('../audit/verify.js');
   const { AuditKeyError } = await import('../audit/key.js');
-  const kubeConfig = async () => (await import('../kube/client.js')).loadKubeConfig(values.kubeconfig);
+  const kubeConfig = () => kubeConfigFor(values.kubeconfig, 'pass --kubeconfig K');
   const opts = {
     ...(values['key-file'] ? { keyFile: values['key-file'] } : {}),
     ...(values['no-anchor'] ? { anchor: false as const } : {}),
@@ -214,6 +216,9 @@ async function audit(argv: string[]): Promise<number> {
   return 1;
 }
 
+/** `--write [DIR]`: DIR is a positional, so both are booleans to parseArgs. */
+const CRDS_FLAGS = { write: { type: 'boolean' }, admission: { type: 'boolean' } } as const satisfies ParseArgsOptionsConfig;
+
 async function crds(argv: string[]): Promise<number> {
   if (argv[0] === '--admission') {
     const { specFieldsPolicyYaml } = await import('../api/spec-fields-policy.js');
@@ -238,14 +243,89 @@ async function crds(argv: string[]): Promise<number> {
 async function approvals(argv: string[]): Promise<number> {
   const { runApprovals, ApprovalsUsageError } = await import('./approvals.js');
   try {
-    return await runApprovals(argv, { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) });
+    return await runApprovals(argv, {
+      out: (t) => process.stdout.write(t),
+      err: (t) => process.stderr.write(t),
+      kubeConfig: (path) => kubeConfigFor(path, 'for standalone pass --data-dir DIR'),
+    });
   } catch (err) {
     if (err instanceof ApprovalsUsageError) throw new UsageError(err.message);
     throw err;
   }
 }
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { serve, check, audit, approvals, crds };
+/** The API server the command talks to, named when it cannot be reached ({@link describeFailure}). */
+let apiServer: { url: string; source: string } | undefined;
+
+/**
+ * The kubeconfig a command talks to the cluster with: `--kubeconfig`, else KUBECONFIG or
+ * ~/.kube/config, else the pod's. With none of them client-node falls back to
+ * http://localhost:8080 and then refuses to speak plain HTTP to it; that is refused here, saying
+ * what to do `instead`.
+ */
+async function kubeConfigFor(path: string | undefined, instead: string): Promise<KubeConfig> {
+  const kc = (await import('../kube/client.js')).loadKubeConfig(path);
+  const url = kc.getCurrentCluster()!.server; // loadKubeConfig refuses a config without one
+  if (!path && kc.getCurrentContext() === 'loaded-context' && url === 'http://localhost:8080') {
+    throw new UsageError(`no kubeconfig found (no --kubeconfig, KUBECONFIG unset, no ~/.kube/config, not in a pod); ${instead}`);
+  }
+  apiServer = { url, source: path ? '--kubeconfig' : 'KUBECONFIG or ~/.kube/config' };
+  return kc;
+}
+
+interface Command {
+  run: (argv: string[]) => Promise<number>;
+  /** Its flags, checked before it runs ({@link rejectUnknownFlag}). */
+  flags: () => Promise<ParseArgsOptionsConfig>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  // Only serve's flag names are at hand (src/config.ts); as booleans, none takes the next
+  // argument as its value, so every flag the user typed is seen.
+  serve: { run: serve, flags: async () => Object.fromEntries(SERVE_FLAG_NAMES.map((name) => [name, { type: 'boolean' }])) },
+  check: { run: check, flags: async () => CHECK_FLAGS },
+  audit: { run: audit, flags: async () => AUDIT_FLAGS },
+  approvals: { run: approvals, flags: async () => (await import('./approvals.js')).APPROVALS_FLAGS },
+  crds: { run: crds, flags: async () => CRDS_FLAGS },
+};
+
+/**
+ * Edits (insert, delete or replace one character) that turn `a` into `b`: the Levenshtein
+ * distance.
+ *
+ * @example editDistance('prot', 'port') // 2
+ */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i]!;
+      row[j] = Math.min(d[i - 1]![j]! + 1, row[j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** `; did you mean X?` for the known word nearest `typed`, when it is near enough to be a typo; else nothing. */
+function didYouMean(typed: string, known: readonly string[], prefix = ''): string {
+  let best: string | undefined;
+  let bestDistance = Math.min(2, Math.ceil(typed.length / 3)) + 1;
+  for (const word of known) {
+    const distance = editDistance(typed, word);
+    if (distance < bestDistance) [best, bestDistance] = [word, distance];
+  }
+  return best === undefined ? '' : `; did you mean ${prefix}${best}?`;
+}
+
+/** Refuse the first option of `argv` that `flags` does not declare, naming the nearest one that it does. */
+function rejectUnknownFlag(argv: string[], flags: ParseArgsOptionsConfig): void {
+  const { tokens } = parseArgs({ args: argv, options: flags, strict: false, allowPositionals: true, tokens: true });
+  for (const token of tokens) {
+    if (token.kind !== 'option' || Object.hasOwn(flags, token.name)) continue;
+    const hint = token.rawName.startsWith('--') ? didYouMean(token.name, Object.keys(flags), '--') : '';
+    throw new UsageError(`Unknown option '${token.rawName}'${hint}`);
+  }
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -257,12 +337,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`policyguard ${VERSION}\n`);
     return 0;
   }
-  const run = COMMANDS[command];
-  if (!run) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  if (!Object.hasOwn(COMMANDS, command)) throw new UsageError(`unknown command ${JSON.stringify(command)}${didYouMean(command, Object.keys(COMMANDS))}`);
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(USAGE);
     return 0;
   }
+  const { run, flags } = COMMANDS[command]!;
+  rejectUnknownFlag(rest, await flags());
   return run(rest);
 }
 
@@ -276,18 +357,35 @@ const SYSTEM_ERROR_HINTS: Record<string, (e: NodeJS.ErrnoException & { address?:
   EISDIR: (e) => `is a folder, a file was expected: ${e.path ?? e.message}`,
 };
 
+/**
+ * Why a connection failed (its cause's code, e.g. ECONNREFUSED), when `err` is or wraps the
+ * "fetch failed" TypeError undici throws for a request that got no answer; else undefined.
+ */
+function connectionFailure(err: unknown): string | undefined {
+  // Bounded: a cause chain is short, and one that loops must not hang the error path.
+  for (let e = err, depth = 0; e instanceof Error && depth < 10; e = e.cause, depth++) {
+    if (!(e instanceof TypeError && e.message === 'fetch failed')) continue;
+    const cause = e.cause as { code?: unknown; message?: unknown } | undefined;
+    return typeof cause?.code === 'string' ? cause.code : String(cause?.message ?? 'no reason given');
+  }
+  return undefined;
+}
+
 /** JavaScript's own error types: thrown by a bug, never on purpose by our code. */
 const PROGRAMMING_ERRORS = [TypeError, ReferenceError, SyntaxError, RangeError, EvalError, URIError];
 
 /**
  * What the user sees when a command fails: one line for problems they can fix (usage, config,
  * files, ports, and the errors our code throws with a full sentence, e.g. a data dir in use or
- * a bad audit key); a stack trace only for programming errors, which are bugs to report.
+ * a bad audit key, an API server that cannot be reached); a stack trace only for programming
+ * errors, which are bugs to report.
  */
 function describeFailure(err: unknown): { text: string; usage: boolean } {
   if (err instanceof UsageError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
     return { text: (err as Error).message, usage: true };
   }
+  const unreachable = connectionFailure(err);
+  if (unreachable && apiServer) return { text: `cannot reach the Kubernetes API server ${apiServer.url} (from ${apiServer.source}): ${unreachable}`, usage: false };
   const sys = err as NodeJS.ErrnoException;
   const hint = typeof sys?.code === 'string' ? SYSTEM_ERROR_HINTS[sys.code] : undefined;
   if (hint) return { text: hint(sys), usage: false };
@@ -311,6 +409,6 @@ function exitWhenWritten(code: number): void {
 
 main(process.argv.slice(2)).then(exitWhenWritten, (err: unknown) => {
   const { text, usage } = describeFailure(err);
-  process.stderr.write(`policyguard: ${text}\n${usage ? `\n${USAGE}` : ''}`);
+  process.stderr.write(`policyguard: ${text}\n${usage ? `${HELP_HINT}\n` : ''}`);
   exitWhenWritten(2);
 });

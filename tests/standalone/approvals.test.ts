@@ -238,8 +238,8 @@ describe('validate_action and GuardApprovals (standalone)', () => {
 
   it('the CLI says exactly what is wrong with a name, and refuses mixing standalone and cluster flags', async () => {
     const bad = await cli(s, 'approve', 'drop-everything');
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toBe("policyguard: 'drop-everything' is not an approval name (apr- and 12 hex characters)\n");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe("policyguard: 'drop-everything' is not an approval name: a name is apr- and 12 hex digits (0-9, a-f), e.g. apr-3f9c2a1b7d4e\nRun `policyguard help` for the flags.\n");
     const missing = await cli(s, 'approve', 'apr-000000000000');
     expect(missing.stderr).toBe(`policyguard: no approval apr-000000000000 in ${join(s.dataDir, 'approvals')}\n`);
     const mixed = await runCli(['approvals', 'list', '--data-dir', s.dataDir, '-n', 'team-a']);

@@ -2,7 +2,7 @@
  * What a user sees when the CLI cannot do what was asked: one line saying what to fix, never a
  * stack trace; and the flags a user looks for (`--help`, `--version`).
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -63,5 +63,69 @@ describe('errors a user meets get one line with a hint', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr + r.stdout).toMatch(/no such file or folder: .*no-such-audit/);
     expect(r.stderr).not.toMatch(STACK_FRAME);
+  });
+});
+
+const HINT = 'Run `policyguard help` for the flags.\n';
+
+describe('a usage error is one line and the hint, never the whole help', () => {
+  it.each([
+    ['serve --prot', ['serve', '--prot', '18301'], "Unknown option '--prot'; did you mean --port?"],
+    ['check --tagret', ['check', '--tagret', 'drop_table'], "Unknown option '--tagret'; did you mean --target?"],
+    ['approvals --data-dri', ['approvals', 'list', '--data-dri', 'x'], "Unknown option '--data-dri'; did you mean --data-dir?"],
+    ['crds --writ', ['crds', '--writ'], "Unknown option '--writ'; did you mean --write?"],
+    ['an option near no flag', ['serve', '--frobnicate'], "Unknown option '--frobnicate'"],
+    ['an unknown short option', ['approvals', 'list', '-x'], "Unknown option '-x'"],
+    ['a misspelt command', ['serv'], 'unknown command "serv"; did you mean serve?'],
+    ['a command name an object inherits', ['constructor'], 'unknown command "constructor"'],
+    ['check without --target', ['check', '--config-dir', SAMPLES, '--agent-id', 'a'], 'check needs --target'],
+    ['check with --parameters that are not JSON', ['check', '--config-dir', SAMPLES, '--agent-id', 'a', '--target', 't', '--parameters', '{oops'], "--parameters is not valid JSON: Expected property name or '}' in JSON at position 1 (line 1 column 2)"],
+    ['serve with a flag value missing (its hint not repeated)', ['serve', '--port'], "Option '--port <value>' argument missing"],
+  ])('%s', async (_what, args, message) => {
+    const r = await runCli(args);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toBe(`policyguard: ${message}\n${HINT}`);
+  });
+});
+
+describe('Kubernetes connection failures are one line', () => {
+  let port: number;
+  let kubeconfig: string;
+  beforeAll(async () => {
+    // A port nothing listens on: taken, then freed.
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    kubeconfig = join(root, 'kubeconfig');
+    await writeFile(
+      kubeconfig,
+      `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:${port}"}}]\nusers: [{name: u, user: {token: t}}]\n` +
+        'contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n',
+    );
+  });
+  /** No kubeconfig anywhere: an empty home, no KUBECONFIG. */
+  const noKubeconfig = (): NodeJS.ProcessEnv => {
+    const { KUBECONFIG: _unset, ...env } = process.env;
+    return { ...env, HOME: root };
+  };
+
+  it.each([
+    ['approvals list', ['approvals', 'list']],
+    ['audit verify --configmap', ['audit', 'verify', '--configmap', '--namespace', 'ns', '--replica', 'r']],
+  ])('%s: an API server nobody answers on names it and the cause, without a stack', async (_what, args) => {
+    const reason = `cannot reach the Kubernetes API server https://127.0.0.1:${port}`;
+    const flag = await runCli([...args, '--kubeconfig', kubeconfig]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toBe(`policyguard: ${reason} (from --kubeconfig): ECONNREFUSED\n`);
+    const env = await runCli(args, { ...noKubeconfig(), KUBECONFIG: kubeconfig });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toBe(`policyguard: ${reason} (from KUBECONFIG or ~/.kube/config): ECONNREFUSED\n`);
+  });
+  it('with no kubeconfig at all, says so and how to work standalone', async () => {
+    const r = await runCli(['approvals', 'list'], noKubeconfig());
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`policyguard: no kubeconfig found (no --kubeconfig, KUBECONFIG unset, no ~/.kube/config, not in a pod); for standalone pass --data-dir DIR\n${HINT}`);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The CLI as a newcomer uses it: `npm start`, `policyguard check`, `policyguard audit verify`,
- * `policyguard crds`.
+ * `policyguard approvals list|approve|deny --data-dir`, `policyguard crds`.
  */
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -125,6 +126,27 @@ describe('policyguard check', () => {
     expect(listed.code).toBe(1);
     expect(JSON.parse(listed.stdout).reason).toBe('listed');
   });
+  it('refuses parameters nested deeper than validate_action takes, with its message, and takes what it takes', async () => {
+    const nested = (depth: number) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`;
+    const call = { action_type: 'tool_call', agent_id: 'platform-admin', target: 'delete_rows' };
+    const check = (parameters: string) => runCli(['check', '--config-dir', SAMPLES, '--agent-id', call.agent_id, '--target', call.target, '--parameters', parameters]);
+    const s = await startTestServer(SAMPLES);
+    try {
+      const deepest = await s.call('validate_action', { ...call, parameters: nested(64) });
+      expect(deepest.json).toMatchObject({ allowed: true });
+      const taken = await check(nested(64));
+      expect(taken.code).toBe(0);
+      expect(JSON.parse(taken.stdout)).toMatchObject({ allowed: true });
+
+      const tooDeep = await s.call('validate_action', { ...call, parameters: nested(100) });
+      expect(tooDeep).toMatchObject({ isError: true, json: 'parameters: the JSON nests deeper than 64 levels' });
+      const refused = await check(nested(100));
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toBe(`policyguard: --${tooDeep.json}\nRun \`policyguard help\` for the flags.\n`);
+    } finally {
+      await s.close();
+    }
+  });
   it('exits 2 on bad flags, naming the problem', async () => {
     const r = await runCli(['check', '--config-dir', SAMPLES, '--agent-id', 'a', '--target', 't', '--parameters', '{oops']);
     expect(r.code).toBe(2);
@@ -170,10 +192,70 @@ describe('policyguard crds', () => {
     expect(r.code).toBe(0);
     for (const c of generateCrds()) expect(r.stdout).toContain(c.yaml);
   });
-  it('unknown commands exit 2 with usage', async () => {
+  it('unknown commands exit 2 with the hint, not the whole help', async () => {
     const r = await runCli(['frobnicate']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/unknown command "frobnicate"[\s\S]*Usage:/);
+    expect(r.stderr).toBe('policyguard: unknown command "frobnicate"\nRun `policyguard help` for the flags.\n');
+  });
+});
+
+describe('policyguard approvals --data-dir', () => {
+  /** A data dir holding one Pending approval; its name and the approvals folder. */
+  async function oneApproval(): Promise<{ dataDir: string; dir: string; name: string; text: string }> {
+    const dataDir = await tmp();
+    const store = await FileApprovalStore.open(dataDir, silentLogger);
+    const ask = { agentId: 'bot', actionType: 'tool_call', target: 'drop_table', parameters: {} };
+    const approval = await store.create(newApproval({ ask, digest: argumentsDigest(ask.parameters, undefined), namespace: undefined, matched: [{ policy: 'p', rule: 'r', action: 'require_approval', enforcement: 'Enforce' }], message: 'm', revision: 'r', requestedBy: 'token:bot', requesters: [], now: new Date(), ttlMs: 3_600_000 }));
+    await store.close();
+    const dir = join(dataDir, 'approvals');
+    return { dataDir, dir, name: approval.metadata.name, text: await readFile(join(dir, `${approval.metadata.name}.json`), 'utf8') };
+  }
+
+  it('list shows what it can read, names every approval file it leaves out and why, and then exits 1', async () => {
+    const { dataDir, dir, name, text } = await oneApproval();
+    const odd = (c: string) => `apr-00000000000${c}`;
+    await mkdir(join(dir, `${odd('a')}.json`));
+    await writeFile(join(dir, `${odd('b')}.json`), '{"half": ');
+    await writeFile(join(dir, `${odd('c')}.json`), '{"kind": "ConfigMap"}\n');
+    execFileSync('mkfifo', [join(dir, `${odd('d')}.json`)]);
+    // A link to a good approval of that name: listing it would follow the link.
+    const elsewhere = join(await tmp(), `${odd('e')}.json`);
+    await writeFile(elsewhere, text.replaceAll(name, odd('e')));
+    await symlink(elsewhere, join(dir, `${odd('e')}.json`));
+    // Not named like an approval file: not the CLI's business.
+    await writeFile(join(dir, 'notes.txt'), 'x');
+    // A decision file that counts as none: said, but the approval is listed (Pending, as the server has it).
+    await mkdir(join(dir, `${name}.decision.json`));
+
+    const r = await runCli(['approvals', 'list', '-o', 'json', '--data-dir', dataDir]);
+    expect(r.code).toBe(1);
+    expect((JSON.parse(r.stdout) as Array<{ metadata: { name: string } }>).map((a) => a.metadata.name)).toEqual([name]);
+    const skipped = (problem: string) => `policyguard: approval file skipped: ${problem} (in ${dir})`;
+    expect(r.stderr.split('\n').filter(Boolean).sort()).toEqual(
+      [
+        skipped(`${odd('a')}.json is a folder, not a regular file`),
+        skipped(`${odd('b')}.json is not JSON`),
+        skipped(`${odd('c')}.json is not a GuardApproval named ${odd('c')}`),
+        skipped(`${odd('d')}.json is a FIFO, not a regular file`),
+        skipped(`${odd('e')}.json is a symbolic link, not a regular file`),
+        `policyguard: approval decision file ${join(dir, `${name}.decision.json`)} ignored: is a folder, not a regular file`,
+      ].sort(),
+    );
+
+    for (const c of 'abcde') await rm(join(dir, `${odd(c)}.json`), { recursive: true });
+    const rest = await runCli(['approvals', 'list', '--pending', '--data-dir', dataDir]);
+    expect(rest.code).toBe(0);
+    expect(rest.stdout).toMatch(new RegExp(`^${name} +bot +drop_table +Pending `, 'm'));
+  });
+
+  it('a malformed approval name is a usage error that says what a name looks like, before any desk is asked', async () => {
+    const { dataDir } = await oneApproval();
+    const expected = "policyguard: 'apr-zzz' is not an approval name: a name is apr- and 12 hex digits (0-9, a-f), e.g. apr-3f9c2a1b7d4e\nRun `policyguard help` for the flags.\n";
+    for (const args of [['approve', 'apr-zzz', '--data-dir', dataDir], ['deny', 'apr-zzz', '-n', 'team-a', '--kubeconfig', join(dataDir, 'no-such-kubeconfig')]]) {
+      const r = await runCli(['approvals', ...args]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe(expected);
+    }
   });
 });
 

@@ -14,10 +14,11 @@ export function cliArgs(args: string[]): [string, string[]] {
   return [process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args]];
 }
 
-export function runCli(args: string[]): Promise<CliResult> {
+/** Run the CLI with `args`, in this process's environment or in `env`. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliResult> {
   const [cmd, argv] = cliArgs(args);
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
