@@ -6,6 +6,8 @@
  * - `dataDir/manifests/` holds what MCP tools write (register_agent, create_policy, auto-registered
  *   agents). An object there overrides one of the same kind and name in `configDir`.
  * - `dataDir/status.json` holds agent status (automatic suspensions), so a restart keeps them.
+ * - `dataDir/first-seen.json` holds when each GuardAgent was first seen: standalone's creation
+ *   time, so of two GuardAgents claiming one id the one in force keeps it, across restarts too.
  *
  * Every folder is watched on its own (see folder-watcher.ts), so every way of saving takes
  * effect within the debounce; a periodic full rescan is the safety net. Each change that takes
@@ -22,6 +24,7 @@
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
+import { z } from 'zod';
 import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
@@ -30,7 +33,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { FolderWatcher } from './folder-watcher.js';
 import { listManifestTree, readManifest, type ManifestRead } from './manifest-tree.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
-import { formatManifestError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
+import { formatManifestError, formatZodError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
 import { objectKey } from '../engine/types.js';
 import type { ApplyResult, PolicyStore } from './store.js';
 
@@ -83,6 +86,9 @@ type Source = Entry & { path: string };
 
 /** Kinds that decide nothing: a GuardUpstream not in force only makes the gateway refuse calls through it. */
 const NOT_DECIDING = new Set(['GuardUpstream', 'GuardApproval']);
+
+/** What `first-seen.json` holds: an ISO time by {@link refOf}. */
+const FirstSeenSchema = z.record(z.string(), z.iso.datetime());
 
 /** The look (see {@link readManifest}) of a path that is gone. */
 const GONE = 'gone';
@@ -162,6 +168,16 @@ function splitDuplicates(sources: readonly Source[], inForce: readonly Source[] 
   return { unique, duplicates };
 }
 
+/**
+ * `obj` without a `creationTimestamp`: a manifest's (one exported from a cluster, or one a
+ * newcomer wrote to look older) never decides which GuardAgent keeps an id; standalone mode's
+ * creation time is when it first saw the object (see `StandaloneStore.noteFirstSeen`).
+ */
+function withoutCreationTime<T extends AnyGuardObject>(obj: T): T {
+  const { creationTimestamp: _, ...metadata } = obj.metadata;
+  return { ...obj, metadata };
+}
+
 /** A file error that leaves an object its author wrote in no version. */
 function isMissing(e: FileError): boolean {
   return e.fallback === undefined && !(e.error.object && NOT_DECIDING.has(e.error.object.kind));
@@ -197,7 +213,8 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
   out.errors.push(...duplicates.map((d) => formatManifestError(d.error)));
   for (const source of unique) {
     const { object } = source;
-    if (object.kind === 'GuardAgent') out.agents.push(object);
+    // No history here: GuardAgents claiming one id are ordered as at a start without first-seen.json.
+    if (object.kind === 'GuardAgent') out.agents.push(withoutCreationTime(object));
     else if (object.kind === 'GuardPolicy') out.policies.push(object);
     sourceOf.set(refOf(object), source);
   }
@@ -208,6 +225,16 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
 function locateProblem(p: ObjectProblem, sourceOf: ReadonlyMap<string, Source>): string {
   const source = sourceOf.get(objectKey(p.kind, p.namespace, p.name));
   return source ? `${shown(source.path)}:${lineOfProblem(source.text, p, source.line)}: ${formatProblem(p)}` : formatProblem(p);
+}
+
+/** The text of a file the server keeps in the data dir; undefined when there is none yet. */
+async function readIfPresent(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
 
 async function isDirectory(path: string): Promise<boolean> {
@@ -230,6 +257,8 @@ export class StandaloneStore implements PolicyStore {
   /** Files that became empty while they held documents, and since when (see {@link reload}). */
   private readonly emptiedSince = new Map<string, number>();
   private status = new Map<string, GuardAgentStatus>();
+  /** When each GuardAgent was first seen, by {@link refOf} (see {@link noteFirstSeen}). */
+  private firstSeen = new Map<string, string>();
   private loaded = false;
   private watcher: FolderWatcher | undefined;
   private debounce: NodeJS.Timeout | undefined;
@@ -257,6 +286,7 @@ export class StandaloneStore implements PolicyStore {
     const store = new StandaloneStore(opts);
     await mkdir(store.manifestsDir, { recursive: true });
     await store.loadStatus();
+    await store.loadFirstSeen();
     if (opts.watch ?? true) store.watcher = new FolderWatcher({ onChange: () => store.scheduleReload(), log: opts.log });
     await store.reload();
     const every = opts.rescanIntervalMs ?? 10_000;
@@ -270,6 +300,10 @@ export class StandaloneStore implements PolicyStore {
 
   private get statusFile(): string {
     return join(this.opts.dataDir, 'status.json');
+  }
+
+  private get firstSeenFile(): string {
+    return join(this.opts.dataDir, 'first-seen.json');
   }
 
   snapshot(): PolicySnapshot {
@@ -374,7 +408,7 @@ export class StandaloneStore implements PolicyStore {
         changed = true;
         this.opts.log.info('manifest removed', { file: shown(path), objects: file.entries.length });
       }
-      if (changed) this.recompile();
+      if (changed) await this.recompile();
       this.loaded = true;
     });
   }
@@ -408,20 +442,23 @@ export class StandaloneStore implements PolicyStore {
     const parsed = parseRead(read, shown(path));
     const text = 'text' in read ? read.text : '';
     const entries: Entry[] = parsed.objects.map(({ object, line }) => ({ object, line, text }));
-    const defined = new Set(entries.map((e) => refOf(e.object)));
+    /** What the current text defines validly: an invalid copy of one of these is a name defined twice, with no fallback. */
+    const valid = new Set(entries.map((e) => refOf(e.object)));
+    const defined = new Set(valid);
     const keep = (e: Entry) => {
       if (defined.has(refOf(e.object))) return;
       entries.push(e);
       defined.add(refOf(e.object));
     };
     const lastGood = new Map((prev?.entries ?? []).map((e) => [refOf(e.object), e]));
-    // Errors that name their object first, so the file's fallback adds only what is left.
+    // Errors that name their object first, so the file's fallback adds only what is left. Every
+    // error of an object with a last good version says it stays in force, not only the first.
     const ordered = [...parsed.errors.filter((e) => e.object), ...parsed.errors.filter((e) => !e.object)];
     const errors = ordered.map((error): FileError => {
       if (error.object) {
         const ref = objectKey(error.object.kind, error.object.namespace, error.object.name);
         const last = lastGood.get(ref);
-        if (!last || defined.has(ref)) return { error, fallback: undefined };
+        if (!last || valid.has(ref)) return { error, fallback: undefined };
         keep(last);
         return { error, fallback: 'object' };
       }
@@ -443,8 +480,9 @@ export class StandaloneStore implements PolicyStore {
   /**
    * Objects in force: data dir over config dir (logged), then one per kind and name: a name
    * defined twice in one folder is a problem, and changes nothing in force (see {@link splitDuplicates}).
+   * Each GuardAgent carries the time it was first seen as its creation time ({@link noteFirstSeen}).
    */
-  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; sourceOf: Map<string, Source>; duplicates: FileError[]; overrides: string[] } {
+  private objects(): { agents: GuardAgent[]; policies: GuardPolicy[]; upstreams: GuardUpstream[]; sourceOf: Map<string, Source>; fileErrors: FileError[]; overrides: string[]; firstSeenChanged: boolean } {
     const layerOf = (path: string) => (path.startsWith(this.manifestsDir + sep) ? 0 : 1);
     const layers: [Source[], Source[]] = [[], []];
     for (const [path, file] of this.files) for (const e of file.entries) layers[layerOf(path)].push({ ...e, path });
@@ -458,17 +496,44 @@ export class StandaloneStore implements PolicyStore {
       if (!over) sourceOf.set(refOf(s.object), s);
       else overrides.push(`${shown(s.path)}:${s.line}: ${s.object.kind} ${s.object.metadata.name} is overridden by ${shown(over.path)}, written through MCP (delete that file to use this one)`);
     }
+    const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...data.duplicates, ...config.duplicates];
+    // A GuardAgent that cannot be loaded keeps its time too: fixed, it is as old as it was.
+    const unloaded = fileErrors.flatMap(({ error: { object: o } }) => (o?.kind === 'GuardAgent' ? [objectKey(o.kind, o.namespace, o.name)] : []));
+    const firstSeenChanged = this.noteFirstSeen(new Set([...[...sourceOf].filter(([, s]) => s.object.kind === 'GuardAgent').map(([ref]) => ref), ...unloaded]));
     const agents: GuardAgent[] = [];
     const policies: GuardPolicy[] = [];
     const upstreams: GuardUpstream[] = [];
     for (const [ref, { object }] of sourceOf) {
       if (object.kind === 'GuardAgent') {
         const status = this.status.get(ref);
-        agents.push(status ? { ...object, status: { ...object.status, ...status } } : object);
+        const metadata = { ...object.metadata, creationTimestamp: this.firstSeen.get(ref)! };
+        agents.push({ ...object, metadata, ...(status ? { status: { ...object.status, ...status } } : {}) });
       } else if (object.kind === 'GuardPolicy') policies.push(object);
       else upstreams.push(object);
     }
-    return { agents, policies, upstreams, sourceOf, duplicates: [...data.duplicates, ...config.duplicates], overrides };
+    return { agents, policies, upstreams, sourceOf, fileErrors, overrides, firstSeenChanged };
+  }
+
+  /**
+   * Record when each GuardAgent of `present` was first seen, and forget those no longer present
+   * (one deleted and written again is new, as in a cluster); true when that changed. Standalone
+   * has no creation time, so this is its own: of GuardAgents claiming one id, the one seen first
+   * keeps it, whatever their names, so a file added later cannot take over an agent's id and
+   * trust (docs/decisions.md, "Identity"). A manifest's own `creationTimestamp` is not used
+   * ({@link withoutCreationTime}). Those first seen together (at a start without
+   * `first-seen.json`, or in one reload) tie, and namespace/name decides.
+   */
+  private noteFirstSeen(present: ReadonlySet<string>): boolean {
+    const gone = [...this.firstSeen.keys()].filter((ref) => !present.has(ref));
+    for (const ref of gone) this.firstSeen.delete(ref);
+    const fresh = [...present].filter((ref) => !this.firstSeen.has(ref));
+    if (fresh.length > 0) {
+      // Never before a time already given, should the clock step back.
+      const latest = [...this.firstSeen.values()].reduce((max, t) => Math.max(max, Date.parse(t)), 0);
+      const now = new Date(Math.max(Date.now(), latest + 1)).toISOString();
+      for (const ref of fresh) this.firstSeen.set(ref, now);
+    }
+    return gone.length > 0 || fresh.length > 0;
   }
 
   /**
@@ -476,9 +541,8 @@ export class StandaloneStore implements PolicyStore {
    * objects; log each new problem once (an agent or policy not in force at ERROR, an upstream
    * the gateway cannot use and an override at WARN) and keep the lines `problems()` lists.
    */
-  private recompile(): void {
-    const { sourceOf, duplicates, overrides, upstreams, ...input } = this.objects();
-    const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...duplicates];
+  private async recompile(): Promise<void> {
+    const { sourceOf, fileErrors, overrides, upstreams, firstSeenChanged, ...input } = this.objects();
     const missing = fileErrors.filter(isMissing).map((e) => missingOf(e.error));
     const next = PolicySnapshot.compile({ ...input, missing }, this.opts.engine, { cache: this.cache, previous: this.current, describe: (p) => locateProblem(p, sourceOf) });
     const usable = new Map<string, GuardUpstream>();
@@ -507,6 +571,16 @@ export class StandaloneStore implements PolicyStore {
     if (next.revision !== this.current.revision) this.opts.log.info('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
     this.inForce = sourceOf;
+    if (firstSeenChanged) await this.saveFirstSeen();
+  }
+
+  /** Keep {@link firstSeen} for the next start; when that fails the snapshot stays in force, and the log says what a restart risks. */
+  private async saveFirstSeen(): Promise<void> {
+    try {
+      await writeFileAtomic(this.firstSeenFile, JSON.stringify(Object.fromEntries(this.firstSeen), null, 2) + '\n');
+    } catch (err) {
+      this.opts.log.error(`${this.firstSeenFile} could not be written; after a restart, namespace/name decides between GuardAgents claiming one id that are first seen together`, { error: String(err) });
+    }
   }
 
   private async write(obj: GuardObject, folder: string): Promise<ApplyResult> {
@@ -516,10 +590,11 @@ export class StandaloneStore implements PolicyStore {
       const path = join(dir, `${obj.metadata.name}.yaml`);
       const ref = refOf(obj);
       const created = ![...this.files.values()].some((f) => f.entries.some((e) => refOf(e.object) === ref));
-      const text = toManifest(obj);
+      const object = withoutCreationTime(obj);
+      const text = toManifest(object);
       await writeFileAtomic(path, text);
-      this.files.set(path, { text, refused: undefined, entries: [{ object: obj, line: 1, text }], errors: [], complete: true });
-      this.recompile();
+      this.files.set(path, { text, refused: undefined, entries: [{ object, line: 1, text }], errors: [], complete: true });
+      await this.recompile();
       return { created, location: path };
     });
   }
@@ -539,19 +614,31 @@ export class StandaloneStore implements PolicyStore {
       const ref = refOf(agent.source);
       this.status.set(ref, { ...this.status.get(ref), suspension });
       await writeFileAtomic(this.statusFile, JSON.stringify(Object.fromEntries(this.status), null, 2) + '\n');
-      this.recompile();
+      await this.recompile();
       return true;
     });
   }
 
-  private async loadStatus(): Promise<void> {
-    let text: string;
+  private async loadFirstSeen(): Promise<void> {
+    const text = await readIfPresent(this.firstSeenFile);
+    if (text === undefined) return;
+    // Refuse to start rather than let another GuardAgent take an id.
+    const refuse = (why: string, cause?: unknown) =>
+      new Error(`${this.firstSeenFile} ${why}; fix or remove it (without it, namespace/name decides between GuardAgents claiming one id)`, { cause });
+    let value: unknown;
     try {
-      text = await readFile(this.statusFile, 'utf8');
+      value = JSON.parse(text);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
+      throw refuse(`is not valid JSON (${(err as Error).message})`, err);
     }
+    const parsed = FirstSeenSchema.safeParse(value);
+    if (!parsed.success) throw refuse(`is not a map of ISO times (${formatZodError(parsed.error)})`);
+    this.firstSeen = new Map(Object.entries(parsed.data));
+  }
+
+  private async loadStatus(): Promise<void> {
+    const text = await readIfPresent(this.statusFile);
+    if (text === undefined) return;
     try {
       this.status = new Map(Object.entries(JSON.parse(text) as Record<string, GuardAgentStatus>));
     } catch (err) {

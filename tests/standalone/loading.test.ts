@@ -17,6 +17,7 @@ const serve = (files: Record<string, string>) => servers.serve(files);
 
 const decide = (srv: TestServer, target: string, agent_id = 'x') => srv.call('validate_action', { action_type: 'tool_call', target, agent_id }).then((r) => r.json);
 const problems = (srv: TestServer) => srv.call('get_compliance_status').then((r) => r.json.policies.problems as string[]);
+const recommendations = (srv: TestServer) => srv.call('get_compliance_status').then((r) => r.json.recommendations as string[]);
 const readyz = (srv: TestServer) => fetch(`${srv.pg.url}/readyz`).then((r) => r.status);
 /** The agent ids the server wrote GuardAgents for (register_agent, auto-registration). */
 async function written(srv: TestServer): Promise<string[]> {
@@ -131,6 +132,7 @@ describe('each document stands on its own', () => {
     expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
     expect((await decide(srv, 'read_x')).allowed).toBe(true);
     expect(await problems(srv)).toEqual([expect.stringMatching(/both\.yaml:4: GuardUpstream default\/gh: spec\.url: .* \(not in force\)$/)]);
+    expect(await recommendations(srv)).toContain('1 problem: a definition (policy, agent or upstream) is not fully in force — see policies.problems');
   });
 
   it('after an edit that breaks one document, the new version of the others is in force and the broken one keeps its last good version', async () => {
@@ -140,6 +142,20 @@ describe('each document stands on its own', () => {
     await eventually(() => decide(srv, 'drop_table'), (d) => d.reason === 'no more drops', 'the new version of deny-drops');
     expect((await decide(srv, 'read_x')).allowed).toBe(true);
     expect(await problems(srv)).toEqual([expect.stringMatching(/p\.yaml:13: GuardPolicy reads: spec\.rules\[0\]\.action: Invalid option.* \(the last good version stays in force\)$/)]);
+  });
+
+  it('an edit with two mistakes in one object keeps its last good version in force, and both errors say so', async () => {
+    const srv = await serve({ 'p.yaml': `${DENY_DROPS}---\n${READS}` });
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    await writeFile(join(srv.configDir, 'p.yaml'), `${DENY_DROPS.replace('spec:', 'spec:\n  enforcement: enforce').replace('action: deny', 'action: block')}---\n${READS}`);
+    const listed = await eventually(() => problems(srv), (p) => p.length === 2, 'both errors');
+    expect(listed).toEqual([
+      expect.stringMatching(/p\.yaml:5: GuardPolicy deny-drops: spec\.enforcement: Invalid option.* \(the last good version stays in force\)$/),
+      expect.stringMatching(/p\.yaml:7: GuardPolicy deny-drops: spec\.rules\[0\]\.action: Invalid option.* \(the last good version stays in force\)$/),
+    ]);
+    expect(await recommendations(srv)).toContain('2 problems: definitions (policies, agents or upstreams) are not fully in force — see policies.problems');
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    expect((await decide(srv, 'read_x')).allowed).toBe(true);
   });
 
   it('a file whose YAML cannot be converted never stops another file from loading', async () => {

@@ -2,13 +2,14 @@
  * Standalone store behaviour through the real server: watching, broken files, persistence.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { objectNameFor } from '../../src/api/builders.js';
 import { autoRegisteredName } from '../../src/decide/identity.js';
 import { eventually } from './eventually.js';
-import { SEED_FIXTURE, startTestServer, type TestServer } from './harness.js';
+import { SAMPLES, SEED_FIXTURE, startTestServer, type TestServer } from './harness.js';
 
 let s: TestServer | undefined;
 afterEach(async () => {
@@ -28,6 +29,15 @@ spec:
       action: deny
       message: No emails today
 `;
+
+/** A GuardAgent that claims support-bot's id (config-samples) with admin trust. */
+const TAKEOVER = `apiVersion: policyguard.dev/v1alpha1
+kind: GuardAgent
+metadata: {name: other}
+spec: {agentId: support-bot, trustLevel: admin}
+`;
+const CONFLICT = /other\.yaml:\d+: GuardAgent other: Conflict: agentId "support-bot" is already claimed by GuardAgent policyguard\/support-bot/;
+const problems = (srv: TestServer) => srv.call('get_compliance_status').then((r) => r.json.policies.problems as string[]);
 
 describe('standalone store', () => {
   it('recompiles when a manifest is added, and forgets it when removed', async () => {
@@ -112,6 +122,72 @@ describe('standalone store', () => {
     // What was written is plain YAML a human can read and commit.
     const manifest = await readFile(join(s.dataDir, 'manifests', 'guardagents', `${objectNameFor('Reporter_01')}.yaml`), 'utf8');
     expect(manifest).toContain('agentId: Reporter_01');
+  });
+
+  it('create_policy with the id of a policy in force updates it where it is, and enabled: false takes it out of force', async () => {
+    s = await startTestServer(SAMPLES);
+    const before = await validate(s, 'read_orders', 'support-bot');
+    expect(before.matched).toContainEqual(expect.objectContaining({ policy: 'reads-are-fine', namespace: 'policyguard' }));
+    const rules = [{ match: { tools: ['read_*'] }, action: 'allow', message: 'reads, still' }];
+    const disabled = await s.call('create_policy', { policy_id: 'reads-are-fine', name: 'Reads', rules, enabled: false });
+    expect(disabled.json).toEqual({ success: true, policy_id: 'reads-are-fine', message: "Policy 'Reads' (reads-are-fine) updated successfully with 1 rules" });
+    expect((await validate(s, 'read_orders', 'support-bot')).matched).not.toContainEqual(expect.objectContaining({ policy: 'reads-are-fine' }));
+    const listed = (await s.call('get_compliance_status')).json.policies.list.filter((p: { id: string }) => p.id === 'reads-are-fine');
+    expect(listed).toEqual([expect.objectContaining({ enabled: false, enforcement: 'Disabled' })]);
+    // Enabled again, the new rules are in force under the same namespace, and what the call does not set stays.
+    await s.call('create_policy', { policy_id: 'reads-are-fine', name: 'Reads', rules });
+    const after = await validate(s, 'read_orders', 'support-bot');
+    expect(after.matched).toContainEqual(expect.objectContaining({ policy: 'reads-are-fine', namespace: 'policyguard', message: 'reads, still', priority: 10 }));
+    const written = await readFile(join(s.dataDir, 'manifests', 'guardpolicies', 'reads-are-fine.yaml'), 'utf8');
+    expect(written).toMatch(/namespace: policyguard/);
+    expect(written).toMatch(/description: Reading and querying is allowed for every trust level\./);
+  });
+
+  it('create_policy with an id two policies in force hold is refused, naming them', async () => {
+    s = await startTestServer(SEED_FIXTURE);
+    await writeFile(join(s.configDir, 'dup.yaml'), ['a', 'b'].map((ns) => NEW_POLICY.replace('{name: no-emails}', `{name: no-emails, namespace: ${ns}}`)).join('---\n'));
+    await eventually(() => validate(s!, 'send_email', 'test-admin'), (d) => d.allowed === false, 'both policies');
+    const r = await s.call('create_policy', { policy_id: 'no-emails', name: 'No emails', rules: [{ match: { tools: ['send_*'] }, action: 'deny' }] });
+    expect(r).toMatchObject({ isError: true, json: { success: false, message: "policy id 'no-emails' names 2 policies in force (GuardPolicy a/no-emails, GuardPolicy b/no-emails); keep it on one of them, or use another id" } });
+  });
+
+  // Its name sorts first, and a creationTimestamp it carries is older than anything: neither counts.
+  it.each([
+    ['', TAKEOVER],
+    [', with an old creationTimestamp', TAKEOVER.replace('{name: other}', '{name: other, creationTimestamp: "2000-01-01T00:00:00Z"}')],
+  ])('a GuardAgent added later%s cannot take an agent id in force, nor its trust, even across a restart; the conflict names the newcomer', async (_what, takeover) => {
+    s = await startTestServer(SAMPLES);
+    expect((await validate(s, 'delete_x', 'support-bot')).agent).toEqual({ id: 'support-bot', trust_level: 'low', registered: true });
+    await writeFile(join(s.configDir, 'other.yaml'), takeover);
+    await eventually(() => problems(s!), (p) => p.some((l) => CONFLICT.test(l)), 'the conflict');
+    const kept = await validate(s, 'delete_x', 'support-bot');
+    expect(kept).toMatchObject({ allowed: false, agent: { trust_level: 'low' } });
+    await s.restart();
+    expect((await validate(s, 'delete_x', 'support-bot')).agent.trust_level).toBe('low');
+    expect(await problems(s)).toContainEqual(expect.stringMatching(CONFLICT));
+  });
+
+  it('a GuardAgent that could not be loaded at a restart keeps its age: fixed, it keeps its id from one added after it', async () => {
+    s = await startTestServer(SAMPLES);
+    await writeFile(join(s.configDir, 'other.yaml'), TAKEOVER);
+    await eventually(() => problems(s!), (p) => p.some((l) => CONFLICT.test(l)), 'the conflict');
+    const agents = join(s.configDir, 'policyguard.dev_v1alpha1_guardagent.yaml');
+    const text = await readFile(agents, 'utf8');
+    await writeFile(agents, text.replace('trustLevel: low', 'trustLevel: low\n  displayname: typo'));
+    await s.restart();
+    expect((await validate(s, 'delete_x', 'support-bot')).reason).toMatch(/^The policy set is incomplete/);
+    await writeFile(agents, text);
+    const fixed = await eventually(() => validate(s!, 'delete_x', 'support-bot'), (d) => !/incomplete/.test(d.reason), 'the fixed agent');
+    expect(fixed.agent.trust_level).toBe('low');
+  });
+
+  it('GuardAgents claiming one id at a start with no history: namespace/name decides', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'policyguard-takeover-'));
+    await cp(SAMPLES, dir, { recursive: true });
+    await writeFile(join(dir, 'other.yaml'), TAKEOVER);
+    s = await startTestServer(dir).finally(() => rm(dir, { recursive: true }));
+    expect((await validate(s, 'delete_x', 'support-bot')).agent.trust_level).toBe('admin');
+    expect(await problems(s)).toContainEqual(expect.stringMatching(/guardagent\.yaml:\d+: GuardAgent policyguard\/support-bot: Conflict: agentId "support-bot" is already claimed by GuardAgent other$/));
   });
 
   it('auto-registers unknown agents in the background, at low trust, labelled', async () => {
