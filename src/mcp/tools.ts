@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { agentNamed, guardAgent, guardPolicy, objectNameFor } from '../api/builders.js';
 import { SYSTEM_AGENT_ID } from '../audit/audit-incidents.js';
 import { isSeedRule, fromSeedRule, SeedRuleSchema } from '../api/seed.js';
-import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type Rule } from '../api/schemas.js';
+import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type GuardPolicy, type Rule } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
 import { ConcurrencyLimit } from '../auth/rate-limit.js';
 import { DURATION_HINT, parseDuration } from '../duration.js';
@@ -17,6 +17,7 @@ import { agentInScope, aggregateDecisions, complianceLevel, complianceMetrics } 
 import type { IncidentLog } from '../audit/incident-file.js';
 import type { AuditScope, AuditSink } from '../audit/sink.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
+import { namespacedName } from '../engine/types.js';
 import { DecisionPipeline, type PipelineDeps } from '../decide/pipeline.js';
 import { caseTwins } from '../decide/identity.js';
 import { formatZodError } from '../store/manifests.js';
@@ -94,6 +95,9 @@ export function parseTimeRange(range: string, now: Date): Date | undefined {
   const ms = parseDuration(range);
   return ms === undefined ? undefined : new Date(Math.max(0, now.getTime() - ms));
 }
+
+/** The id create_policy and get_compliance_status know a policy by: the one it was created with, else its name. */
+const policyIdOf = (p: GuardPolicy): string => p.metadata.annotations?.['policyguard.dev/policy-id'] ?? p.metadata.name;
 
 /** Audit reads answered at once, and queued behind them; more are refused (retry later). */
 const READS_RUNNING = 2;
@@ -212,7 +216,9 @@ export class Tools {
         return fail(msg, answer(false, msg));
       }
     }
-    const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: existing ? 'patch' : 'create', resource: 'guardagents', namespace });
+    // An object that exists but is not in force (it fails to compile) is updated too.
+    const updating = existing !== undefined || this.deps.store.holds('GuardAgent', namespace, objectNameFor(args.agent_id));
+    const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: updating ? 'patch' : 'create', resource: 'guardagents', namespace });
     if (!allowedToWrite.ok) return fail(allowedToWrite.reason, answer(false, allowedToWrite.reason));
     // Granting high or admin (creating it, or raising an agent to it) is an escalation of its
     // own, as the chart's admission policy enforces for kubectl (docs/decisions.md, "Identity").
@@ -286,18 +292,32 @@ export class Tools {
     }
 
     const snapshot = this.deps.store.snapshot();
-    const name = objectNameFor(args.policy_id);
-    const namespace = this.pipeline.namespaceFor(ctx.principal);
-    const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'create', resource: 'guardpolicies', namespace });
+    // With one policy set for every agent (standalone mode) an id names one policy whatever its
+    // namespace, so an existing one is updated where it is: written with its namespace and name,
+    // the new version replaces it (a data-dir copy overrides a config-dir one, with a WARN). In
+    // a cluster a policy's namespace is its scope: the id is looked up there by its object name,
+    // and a server-side apply keeps what other managers set.
+    const holders = snapshot.options.clusterPolicyNamespace === null ? snapshot.policies().filter((p) => policyIdOf(p) === args.policy_id) : [];
+    if (holders.length > 1) return invalid(`policy id '${args.policy_id}' names ${holders.length} policies in force (${holders.map((p) => `GuardPolicy ${namespacedName(p.metadata)}`).join(', ')}); keep it on one of them, or use another id`);
+    const existing = holders[0];
+    const namespace = existing ? existing.metadata.namespace : this.pipeline.namespaceFor(ctx.principal);
+    // Rewriting a policy that exists (in force or not) takes permission to change it: `create`
+    // alone must not let a caller replace another's deny rules.
+    const updating = existing !== undefined || this.deps.store.holds('GuardPolicy', namespace, objectNameFor(args.policy_id));
+    const allowedToWrite = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: updating ? 'patch' : 'create', resource: 'guardpolicies', namespace });
     if (!allowedToWrite.ok) return invalid(allowedToWrite.reason);
+    const annotations = { ...existing?.metadata.annotations, 'policyguard.dev/display-name': args.name, 'policyguard.dev/policy-id': args.policy_id };
     let policy;
     try {
       policy = guardPolicy(
-        { name, ...(namespace ? { namespace } : {}), annotations: { 'policyguard.dev/display-name': args.name, 'policyguard.dev/policy-id': args.policy_id } },
+        existing ? { ...existing.metadata, annotations } : { name: objectNameFor(args.policy_id), ...(namespace ? { namespace } : {}), annotations },
         {
+          // What this call does not set (agentSelector, a description) stays as it was.
+          ...existing?.spec,
           ...(args.description ? { description: args.description } : {}),
-          enforcement: args.enabled === false ? 'Disabled' : 'Enforce',
-          priority: args.priority ?? 100,
+          // Enabled means not Disabled, as get_compliance_status reports it: an Audit policy stays a dry run.
+          enforcement: args.enabled === false ? 'Disabled' : existing?.spec.enforcement === 'Audit' ? 'Audit' : 'Enforce',
+          priority: args.priority ?? existing?.spec.priority ?? 100,
           rules,
         },
       );
@@ -412,7 +432,9 @@ export class Tools {
       if (offender) recommendations.push(`Review agent '${offender.agent_id}' - ${offender.violations} violations`);
       if (policies.length === 0) recommendations.push('No security policies defined - create policies using create_policy tool');
       else if (enabled === 0) recommendations.push('No policies are enabled - enable policies to enforce security');
-      if (problems.length > 0) recommendations.push(`${problems.length} policy or agent definitions are not fully in force - see policies.problems`);
+      // Counted in problem lines: one object may have several, and the store does not say which object a line is about.
+      if (problems.length === 1) recommendations.push('1 problem: a definition (policy, agent or upstream) is not fully in force — see policies.problems');
+      else if (problems.length > 1) recommendations.push(`${problems.length} problems: definitions (policies, agents or upstreams) are not fully in force — see policies.problems`);
 
       const agents = [...snapshot.agents()].filter((a) => agentInScope(a.id, scope));
       const report: GetComplianceStatusResult = {
@@ -442,7 +464,7 @@ export class Tools {
           enabled,
           disabled: policies.length - enabled,
           list: policies.map((p) => ({
-            id: p.metadata.annotations?.['policyguard.dev/policy-id'] ?? p.metadata.name,
+            id: policyIdOf(p),
             name: p.metadata.annotations?.['policyguard.dev/display-name'] ?? p.metadata.name,
             enabled: p.spec.enforcement !== 'Disabled',
             enforcement: p.spec.enforcement,

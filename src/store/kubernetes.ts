@@ -366,6 +366,10 @@ export class KubernetesStore implements PolicyStore {
     return this.raw.get(key);
   }
 
+  holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean {
+    return this.has(kind, namespace ?? this.writeNamespace, name);
+  }
+
   private has(kind: Kind, namespace: string, name: string): boolean {
     return this.raw.has(objectKey(kind, namespace, name));
   }

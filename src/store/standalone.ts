@@ -599,6 +599,11 @@ export class StandaloneStore implements PolicyStore {
     });
   }
 
+  holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean {
+    const ref = objectKey(kind, namespace, name);
+    return [...this.files.values()].some((file) => file.entries.some((e) => refOf(e.object) === ref));
+  }
+
   applyAgent(agent: GuardAgent): Promise<ApplyResult> {
     return this.write(agent, 'guardagents');
   }

@@ -61,6 +61,11 @@ export interface PolicyStore {
   applyAgent(agent: GuardAgent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult>;
   /** Create or update a GuardPolicy (create_policy). In Kubernetes mode, throws {@link StoreConflictError} rather than take fields another manager owns. */
   applyPolicy(policy: GuardPolicy): Promise<ApplyResult>;
+  /**
+   * Whether an object of this kind, namespace and name exists, in force or not: writing it is
+   * then an update, which takes permission to change it, not only to create (RBAC `patch`).
+   */
+  holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean;
   /** The usable GuardUpstream `namespace/name` (see ./upstreams.ts), or undefined. */
   upstream(ref: string): GuardUpstream | undefined;
   /** Record an automatic suspension in the agent's status. False when no GuardAgent claims the id. */

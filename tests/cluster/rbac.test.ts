@@ -151,6 +151,31 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
     await expect(getGuard(admin, 'GuardPolicy', ns, 'sneaky')).rejects.toMatchObject({ code: 404 });
   });
 
+  it('create alone does not let a caller rewrite a policy that exists: create_policy on its id needs patch', async () => {
+    const core = admin.makeApiClient(CoreV1Api);
+    await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'creator' } } });
+    await applyObjects(admin, [
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'policy-creator', namespace: ns }, rules: [{ apiGroups: [GROUP], resources: ['guardpolicies'], verbs: ['create'] }] },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'policy-creator', namespace: ns },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'policy-creator' }, subjects: [{ kind: 'ServiceAccount', name: 'creator', namespace: ns }],
+      },
+    ] as unknown as KubernetesObject[]);
+    const creator = await connect(op.pg.url, await tokenFor('creator'));
+    try {
+      const created = await eventually(() => call(creator, 'create_policy', { policy_id: 'creator-own', name: 'c', rules: [{ condition: { tool_pattern: 'x_*' }, action: 'deny' }] }), (r) => r.success === true, 'the Role to take effect');
+      expect(created.message).toMatch(/created successfully/);
+      // 'no-email' (applied with kubectl) denies send_*: rewriting it to deny nothing is an update.
+      const before = (await getGuard(admin, 'GuardPolicy', ns, 'no-email')).spec;
+      const rewrite = await call(creator, 'create_policy', { policy_id: 'no-email', name: 'n', rules: [{ condition: { tool_pattern: 'nothing_real' }, action: 'deny' }] });
+      expect(rewrite).toMatchObject({ success: false, message: expect.stringMatching(/may not patch guardpolicies/) });
+      expect((await getGuard(admin, 'GuardPolicy', ns, 'no-email')).spec).toEqual(before);
+      expect((await validate('send_email')).allowed).toBe(false);
+    } finally {
+      await creator.close();
+    }
+  });
+
   it('agent status patch: a critical incident suspends the agent', async () => {
     const r = await call(etl, 'report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'exfil', agent_id: 'etl' });
     expect(r.agent_suspended).toBe(true);
