@@ -49,7 +49,7 @@ describe('helm lint and template', () => {
   it('renders the secure defaults: 2 replicas, non-root, read-only root, no capabilities, seccomp, probes, resources', async () => {
     const objs = parseObjects(await renderChart());
     expect(objs.map((o) => o.kind).sort()).toEqual([
-      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment',
+      'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'ClusterRoleBinding', 'Deployment',
       'PodDisruptionBudget', 'Role', 'RoleBinding', 'Secret', 'Service', 'ServiceAccount',
       'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding', 'ValidatingAdmissionPolicyBinding',
     ]);
@@ -123,6 +123,8 @@ describe('helm lint and template', () => {
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard-trust-granter-admin').rules).toEqual([
       { apiGroups: ['policyguard.dev'], resources: ['trustlevels'], resourceNames: ['high', 'admin'], verbs: ['grant'] },
     ]);
+    // Trust labels (docs/deploy.md): the role to bind cluster-wide; the server itself sets none.
+    expect(findObject(objs, 'ClusterRole', 'pg-policyguard-trust-labeler').rules).toEqual([{ apiGroups: ['policyguard.dev'], resources: ['trustlabels'], verbs: ['grant'] }]);
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard-trust-granter-high').rules).toEqual([
       { apiGroups: ['policyguard.dev'], resources: ['trustlevels'], resourceNames: ['high'], verbs: ['grant'] },
     ]);

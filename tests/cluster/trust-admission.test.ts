@@ -28,8 +28,20 @@ const as = (user: string): CustomObjectsApi => impersonating(admin, user).makeAp
 const agentBody = (name: string, spec: Record<string, unknown>) => ({ apiVersion: `${GROUP}/${VERSION}`, kind: 'GuardAgent', metadata: { name, namespace: ns }, spec });
 const plural = 'guardagents';
 
-const create = (user: string, name: string, spec: Record<string, unknown>, dryRun?: 'All') =>
-  outcome(as(user).createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, body: agentBody(name, spec), ...(dryRun ? { dryRun } : {}) }));
+const create = (user: string, name: string, spec: Record<string, unknown>, dryRun?: 'All', labels?: Record<string, string>) =>
+  outcome(
+    as(user).createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace: ns,
+      plural,
+      body: labels ? { ...agentBody(name, spec), metadata: { name, namespace: ns, labels } } : agentBody(name, spec),
+      ...(dryRun ? { dryRun } : {}),
+    }),
+  );
+/** `kubectl label guardagent NAME k=v` (a value of null removes the label). */
+const label = (user: string, name: string, labels: Record<string, string | null>) =>
+  outcome(as(user).patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, name, body: { metadata: { labels } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)));
 const mergePatch = (user: string, name: string, spec: Record<string, unknown>) =>
   outcome(as(user).patchNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, name, body: { spec } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)));
 /** `kubectl apply --server-side --force-conflicts`: field ownership is no obstacle, admission still is. */
@@ -63,14 +75,17 @@ beforeAll(async () => {
     binding,
     pick('ClusterRole', `${fullname}-trust-granter-high`),
     pick('ClusterRole', `${fullname}-trust-granter-admin`),
+    pick('ClusterRole', `${fullname}-trust-labeler`),
     // The server's own RBAC: it writes GuardAgents for register_agent and auto-registration.
     pick('ClusterRole', fullname),
     pick('ClusterRoleBinding', fullname),
     pick('ClusterRoleBinding', `${fullname}-trust-granter`),
     // ada may grant admin: bound cluster-wide, as docs/deploy.md says.
     { apiVersion: `${RBAC}/v1`, kind: 'ClusterRoleBinding', metadata: { name: `${fullname}-ada` }, roleRef: { apiGroup: RBAC, kind: 'ClusterRole', name: `${fullname}-trust-granter-admin` }, subjects: [{ apiGroup: RBAC, kind: 'User', name: 'ada' }] } as KubernetesObject,
+    // lena may set trust labels: bound cluster-wide, as docs/deploy.md says.
+    { apiVersion: `${RBAC}/v1`, kind: 'ClusterRoleBinding', metadata: { name: `${fullname}-lena` }, roleRef: { apiGroup: RBAC, kind: 'ClusterRole', name: `${fullname}-trust-labeler` }, subjects: [{ apiGroup: RBAC, kind: 'User', name: 'lena' }] } as KubernetesObject,
   );
-  const users = ['alice', 'hilda', 'nadia', 'ada'];
+  const users = ['alice', 'hilda', 'nadia', 'ada', 'lena'];
   await applyObjects(admin, [
     pick('ServiceAccount', fullname),
     ...clusterScoped,
@@ -87,6 +102,7 @@ beforeAll(async () => {
   // and until ada's grant is in force.
   await eventually(() => create('alice', 'probe', { trustLevel: 'admin' }, 'All'), (m) => m.includes('needs permission'), 'the policy to refuse alice');
   await eventually(() => create('ada', 'probe', { trustLevel: 'admin' }, 'All'), (m) => m === 'ok', "ada's grant to be in force");
+  await eventually(() => create('lena', 'probe', {}, 'All', { 'trust.policyguard.dev/team': 'payments' }), (m) => m === 'ok', "lena's grant to be in force");
 }, 20 * 60_000);
 
 afterAll(async () => {
@@ -159,5 +175,32 @@ describe('granting trustLevel high or admin needs verb grant on trustlevels/<lev
     const granter = clusterScoped.find((o) => o.metadata?.name === `${fullname}-trust-granter`)!;
     await KubernetesObjectApi.makeApiClient(admin).delete(granter);
     await eventually(() => create(server, 'probe', { trustLevel: 'admin' }, 'All'), (m) => m.includes(refusal(`creating GuardAgent ${ns}/probe at trustLevel 'admin'`, 'admin', server)), 'the server to lose its grant');
+  });
+});
+
+describe('labels under trust.policyguard.dev/ (what cluster policies may select on) need verb grant on trustlabels, cluster-wide', () => {
+  const refused = (name: string, user: string) =>
+    `setting, changing or removing a label under trust.policyguard.dev/ on GuardAgent ${ns}/${name} needs permission to 'grant' trustlabels (group policyguard.dev) cluster-wide (a ClusterRoleBinding), which ${user} does not have; see docs/deploy.md (Trust labels)`;
+
+  it('without it a user may not create an agent with one, nor add, change or remove one; other labels stay free', async () => {
+    expect(await create('alice', 'alice-payments', {}, undefined, { 'trust.policyguard.dev/team': 'payments' })).toContain(refused('alice-payments', 'alice'));
+    await expect(getGuard(admin, 'GuardAgent', ns, 'alice-payments')).rejects.toMatchObject({ code: 404 });
+    expect(await create('alice', 'alice-labelled', {}, undefined, { team: 'payments' })).toBe('ok');
+    expect(await label('alice', 'alice-labelled', { 'trust.policyguard.dev/team': 'payments' })).toContain(refused('alice-labelled', 'alice'));
+    expect(await label('alice', 'alice-labelled', { team: 'anything', tier: 'web' })).toBe('ok');
+    // One the platform team set: alice may neither change nor remove it.
+    expect(await label('lena', 'alice-labelled', { 'trust.policyguard.dev/tier': 'restricted' })).toBe('ok');
+    expect(await label('alice', 'alice-labelled', { 'trust.policyguard.dev/tier': 'open' })).toContain(refused('alice-labelled', 'alice'));
+    expect(await label('alice', 'alice-labelled', { 'trust.policyguard.dev/tier': null })).toContain(refused('alice-labelled', 'alice'));
+    expect((await getGuard(admin, 'GuardAgent', ns, 'alice-labelled')).metadata.labels).toEqual({ team: 'anything', tier: 'web', 'trust.policyguard.dev/tier': 'restricted' });
+    // Edits that leave the trust labels as they are need nothing.
+    expect(await mergePatch('alice', 'alice-labelled', { description: 'edited' })).toBe('ok');
+  });
+
+  it('with it (a ClusterRoleBinding to the trust-labeler role) every change is allowed', async () => {
+    expect(await create('lena', 'lena-payments', {}, undefined, { 'trust.policyguard.dev/team': 'payments' })).toBe('ok');
+    expect(await label('lena', 'lena-payments', { 'trust.policyguard.dev/team': 'risk' })).toBe('ok');
+    expect(await label('lena', 'lena-payments', { 'trust.policyguard.dev/team': null })).toBe('ok');
+    expect((await getGuard(admin, 'GuardAgent', ns, 'lena-payments')).metadata.labels ?? {}).toEqual({});
   });
 });
