@@ -35,6 +35,35 @@ const open = (dirs: { configDir: string; dataDir: string }) =>
   StandaloneStore.open({ ...dirs, log: silentLogger, engine: ENGINE, watch: false, rescanIntervalMs: 0 });
 
 describe('first-seen.json', () => {
+  it("keeps an agent's time while its file cannot be read as a whole (merge-conflict markers at a restart, a file moved away), so a newcomer never becomes the older", async () => {
+    const dirs = await folders(undefined);
+    let store = await open(dirs);
+    await writeFile(join(dirs.configDir, 'a-bot.yaml'), agent('a-bot', 'admin'));
+    await store.reload();
+    await store.reload();
+    expect(store.snapshot().agent('bot')).toMatchObject({ name: 'zz-bot', trust: 'low' });
+    await store.close();
+    // Restarted while zz-bot's file names no object at all.
+    await writeFile(join(dirs.configDir, 'zz-bot.yaml'), `<<<<<<< HEAD\n${agent('zz-bot', 'low')}=======\n>>>>>>> other\n`);
+    store = await open(dirs);
+    await store.close();
+    // Fixed, and also after it was gone for a while: zz-bot is still the older.
+    await writeFile(join(dirs.configDir, 'zz-bot.yaml'), agent('zz-bot', 'low'));
+    store = await open(dirs);
+    try {
+      expect(store.snapshot().agent('bot')).toMatchObject({ name: 'zz-bot', trust: 'low' });
+      await rm(join(dirs.configDir, 'zz-bot.yaml'));
+      await store.reload();
+      await store.reload();
+      await writeFile(join(dirs.configDir, 'zz-bot.yaml'), agent('zz-bot', 'low'));
+      await store.reload();
+      await store.reload();
+      expect(store.snapshot().agent('bot')).toMatchObject({ name: 'zz-bot', trust: 'low' });
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a GuardAgent added after a clock stepped back is still the newer one', async () => {
     const dirs = await folders(JSON.stringify({ 'GuardAgent//zz-bot': '2999-01-01T00:00:00.000Z' }));
     const store = await open(dirs);

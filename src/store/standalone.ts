@@ -515,17 +515,16 @@ export class StandaloneStore implements PolicyStore {
   }
 
   /**
-   * Record when each GuardAgent of `present` was first seen, and forget those no longer present
-   * (one deleted and written again is new, as in a cluster); true when that changed. Standalone
+   * Record when each GuardAgent of `present` was first seen; true when that changed. Standalone
    * has no creation time, so this is its own: of GuardAgents claiming one id, the one seen first
    * keeps it, whatever their names, so a file added later cannot take over an agent's id and
-   * trust (docs/decisions.md, "Identity"). A manifest's own `creationTimestamp` is not used
-   * ({@link withoutCreationTime}). Those first seen together (at a start without
+   * trust (docs/decisions.md, "Identity"). A time is never forgotten: a file that is gone for a
+   * while (a checkout, merge-conflict markers at a restart, a move) must not make its agent
+   * younger than a newcomer claiming the same id. A manifest's own `creationTimestamp` is not
+   * used ({@link withoutCreationTime}). Those first seen together (at a start without
    * `first-seen.json`, or in one reload) tie, and namespace/name decides.
    */
   private noteFirstSeen(present: ReadonlySet<string>): boolean {
-    const gone = [...this.firstSeen.keys()].filter((ref) => !present.has(ref));
-    for (const ref of gone) this.firstSeen.delete(ref);
     const fresh = [...present].filter((ref) => !this.firstSeen.has(ref));
     if (fresh.length > 0) {
       // Never before a time already given, should the clock step back.
@@ -533,7 +532,7 @@ export class StandaloneStore implements PolicyStore {
       const now = new Date(Math.max(Date.now(), latest + 1)).toISOString();
       for (const ref of fresh) this.firstSeen.set(ref, now);
     }
-    return gone.length > 0 || fresh.length > 0;
+    return fresh.length > 0;
   }
 
   /**
