@@ -177,6 +177,20 @@ describe('batching sink: a storage that stops answering', () => {
     expect((error as Error).message).toMatch(/The last write failed: a write to memory has not been answered for 10 s .*The first 1 of these lines were being written and may still reach it/);
   });
 
+  it('after close() gave up on a stall, only the write in progress may still land: the records queued behind it are never written', async () => {
+    const { sink, answer } = await stalledSink('closed');
+    expect(sink.append(input(2)).ok).toBe(true); // queued behind the hung write
+    vi.advanceTimersByTime(10_000);
+    const error = (await sink.close().catch((e: unknown) => e)) as AuditRecordsUnwrittenError;
+    expect(error.lines).toHaveLength(2);
+    expect(error.message).toMatch(/The first 1 of these lines were being written and may still reach it \(no other will\)/);
+    answer();
+    vi.useRealTimers();
+    await new Promise((r) => setTimeout(r, 20));
+    // The hung write landed; the second record is only in the caller's hands, so appending it is no duplicate.
+    expect(sink.stored).toEqual([error.lines[0]]);
+  });
+
   it('close() that began before the stall stops waiting when it begins', async () => {
     const { sink } = await stalledSink('closed');
     const closing = sink.close().catch((e: unknown) => e);

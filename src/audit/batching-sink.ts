@@ -168,6 +168,12 @@ export abstract class BatchingAuditSink implements AuditSink {
   private stallTimer: NodeJS.Timeout | undefined;
   /** What close() does when a stall begins while it waits. */
   private onStall: (() => void) | undefined;
+  /**
+   * close() gave up on a stalled storage and handed every unstored record to its caller: no
+   * batch may be written after that, or a record would be both in the log and in the caller's
+   * hands (appended again, a duplicate that breaks the chain).
+   */
+  private abandoned = false;
   private closed = false;
   private timer: NodeJS.Timeout | undefined;
   /** Serialises batches so records reach storage in chain order. */
@@ -399,7 +405,8 @@ export abstract class BatchingAuditSink implements AuditSink {
       const why =
         this.stalled === undefined
           ? this.lastError
-          : `${this.stalled}. The first ${this.inflight.length} of these lines were being written and may still reach it: compare them with the log's end before appending them`;
+          : `${this.stalled}. The first ${this.inflight.length} of these lines were being written and may still reach it (no other will): compare them with the log's end before appending them`;
+      if (this.stalled !== undefined) this.abandoned = true;
       throw new AuditRecordsUnwrittenError(this.describeTarget(), this.bufferedLines(), why, error);
     } finally {
       this.onStall = undefined;
@@ -427,7 +434,7 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   private async writePending(): Promise<void> {
-    if (this.pending.length === 0) return;
+    if (this.pending.length === 0 || this.abandoned) return;
     this.inflight = this.pending;
     this.pending = [];
     try {
@@ -435,6 +442,8 @@ export abstract class BatchingAuditSink implements AuditSink {
         const started = performance.now();
         this.watchForStall();
         const stored = await this.writeSome(this.inflight).finally(() => this.stallEnded(started));
+        // Given up on by close(): what that write stored is all that may reach the log.
+        if (this.abandoned) return;
         this.batching.timings?.written((performance.now() - started) / 1000);
         const { count } = stored;
         if (!Number.isSafeInteger(count) || count < 1 || count > this.inflight.length) {
