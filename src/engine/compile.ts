@@ -65,11 +65,15 @@ function problemFrom(kind: ObjectProblem['kind'], meta: { namespace?: string | u
   };
 }
 
+/** How far ahead of the server's clock a resume time may be: the clocks of people and CI drift. */
+const RESUME_CLOCK_SKEW_MS = 5 * 60_000;
+
 /**
  * An automatic suspension is over once `policyguard.dev/resume` holds a time later than it
- * began and not later than `now` (when the agent is compiled). A time ahead of the clock ends
- * nothing: written in advance (`2099-01-01T00:00:00Z`), it would void every suspension still
- * to come, and the tenant who may annotate its agent is the one a suspension stops.
+ * began and at most {@link RESUME_CLOCK_SKEW_MS} ahead of `now` (when the agent is compiled).
+ * A time further ahead ends nothing: written in advance (`2099-01-01T00:00:00Z`), it would void
+ * every suspension still to come. Compiled results are kept per object version, so such a
+ * stamp stays ignored until the agent changes; the deny says to write the current time.
  */
 function activeSuspension(agent: GuardAgent, now: number): string | undefined {
   if (agent.spec.suspended) return 'suspended by its spec';
@@ -79,8 +83,8 @@ function activeSuspension(agent: GuardAgent, now: number): string | undefined {
   const resume = Date.parse(stamp ?? '');
   const suspended = `suspended since ${s.since}: ${s.reason}`;
   if (!Number.isFinite(resume) || resume <= Date.parse(s.since)) return suspended;
-  if (resume <= now) return undefined;
-  return `${suspended} (its ${ANNOTATION_RESUME} ${stamp} is ahead of the server's clock, so it ends nothing: write the current time)`;
+  if (resume <= now + RESUME_CLOCK_SKEW_MS) return undefined;
+  return `${suspended} (its ${ANNOTATION_RESUME} ${stamp} is more than 5 minutes ahead of the server's clock, so it ends nothing: write the current time)`;
 }
 
 /** The id callers send: `spec.agentId`, else `metadata.name`. */
