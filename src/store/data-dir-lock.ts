@@ -123,18 +123,21 @@ function isAlive(pid: number): boolean {
 }
 
 /**
- * When process `pid` of this pid namespace started (ms since the epoch), from /proc; undefined
- * where that cannot be read (no /proc, the process just exited).
+ * Process `pid` of this pid namespace, from /proc: when it started (ms since the epoch) and
+ * whether it has exited (a zombie its parent has not reaped still answers kill(pid, 0));
+ * undefined where that cannot be read (no /proc, the process just went).
  */
-async function processStartedAt(pid: number): Promise<number | undefined> {
+async function processInfo(pid: number): Promise<{ startedAt: number; exited: boolean } | undefined> {
   try {
     const [stat, system] = await Promise.all([readFile(`/proc/${pid}/stat`, 'utf8'), readFile('/proc/stat', 'utf8')]);
-    // Field 22, starttime in clock ticks after boot; fields are counted after the command
-    // name's closing parenthesis (the name may hold spaces and parentheses). Linux's /proc
-    // counts USER_HZ ticks, 100 per second on every architecture.
-    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    // Fields are counted after the command name's closing parenthesis (the name may hold
+    // spaces and parentheses): field 3 the state, field 22 starttime in clock ticks after boot.
+    // Linux's /proc counts USER_HZ ticks, 100 per second on every architecture.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
     const bootSeconds = Number(/^btime (\d+)$/m.exec(system)?.[1]);
-    return Number.isFinite(ticks) && Number.isFinite(bootSeconds) ? bootSeconds * 1000 + ticks * 10 : undefined;
+    if (!Number.isFinite(ticks) || !Number.isFinite(bootSeconds)) return undefined;
+    return { startedAt: bootSeconds * 1000 + ticks * 10, exited: fields[0] === 'Z' || fields[0] === 'X' };
   } catch {
     return undefined;
   }
@@ -157,12 +160,12 @@ async function staleReason(lock: ReadLock, me: LockHolder, staleAfterMs: number)
   return `its heartbeat stopped ${seconds(age)} s ago`;
 }
 
-/** Whether the live process with the holder's pid is the one that took the lock (it started before). */
+/** Whether the running process with the holder's pid is the one that took the lock (it started before, and has not exited). */
 async function isTheHolder(holder: LockHolder): Promise<boolean> {
-  const started = await processStartedAt(holder.pid);
+  const info = await processInfo(holder.pid);
   const since = Date.parse(holder.since);
-  // Unknown start (no /proc): the heartbeat decides, as for a holder on another host.
-  return started !== undefined && Number.isFinite(since) && started <= since + START_TIME_SLACK_MS;
+  // Unknown (no /proc): the heartbeat decides, as for a holder on another host.
+  return info !== undefined && !info.exited && Number.isFinite(since) && info.startedAt <= since + START_TIME_SLACK_MS;
 }
 
 function heldMessage(dir: string, path: string, lock: ReadLock, me: LockHolder, staleAfterMs: number): string {
@@ -172,7 +175,7 @@ function heldMessage(dir: string, path: string, lock: ReadLock, me: LockHolder, 
     return `--data-dir ${dir} is being claimed by a PolicyGuard that is starting (lock file ${path}, written ${age} s ago, not readable yet). Stop that server, or start this one with another --data-dir; an unreadable lock file is taken over once it is ${seconds(staleAfterMs)} s old.`;
   }
   const local = h.pidScope === me.pidScope;
-  if (local && age * 1000 > staleAfterMs) {
+  if (local && Date.now() - lock.mtimeMs > staleAfterMs) {
     return (
       `--data-dir ${dir} is held by ${describeHolder(h)} (lock file ${path}), which is alive but has not refreshed its heartbeat for ${age} s: ` +
       `it is stopped (SIGSTOP) or hung, and resumed it would write to the same audit log. Stop it (kill ${h.pid}), then start this one.`

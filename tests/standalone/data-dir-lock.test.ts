@@ -123,6 +123,20 @@ describe('DataDirLock', () => {
     }
   });
 
+  it('takes over from a holder that exited but was never reaped (a zombie still answers kill -0) once its heartbeat is stale', async () => {
+    // sh starts a short sleep and becomes a long one, which never reaps it: a zombie.
+    const parent = spawn('sh', ['-c', 'sleep 0.1 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const pid = Number(await new Promise<string>((resolve) => parent.stdout!.once('data', (d: Buffer) => resolve(d.toString()))));
+      await eventually(async () => (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]![0], (state) => state === 'Z', 'the zombie');
+      await writeLock({ ...(await thisProcess()), pid, since: new Date().toISOString(), token: 'zombie' }, 120_000);
+      await acquire();
+      expect(lines).toEqual([expect.stringMatching(new RegExp(`WARN +took over .* from pid ${pid} on host .*: its heartbeat stopped 120 s ago`))]);
+    } finally {
+      parent.kill();
+    }
+  });
+
   it('refuses a lock of another host while its heartbeat is fresh, and takes it over once it is stale', async () => {
     const other: LockHolder = { pid: 4242, host: 'node-b', pidScope: 'node-b', since: '2026-01-01T00:00:00.000Z', token: 'other' };
     await writeLock(other);
