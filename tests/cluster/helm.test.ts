@@ -4,7 +4,8 @@
  * install, and the real kube-apiserver accepts everything it renders (server-side dry run).
  * helm comes from tests/helm/binary.ts (PATH, or built once from the Go module).
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateCrds } from '../../src/api/crd.js';
@@ -183,6 +184,21 @@ describe('helm lint and template', () => {
     expect(await strategy(['audit.sink=file', 'replicaCount=1'])).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
     expect(await strategy([])).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
     expect((await strategy(['audit.sink=file', 'replicaCount=2', 'audit.persistence.accessModes={ReadWriteMany}'])).rollingUpdate).toEqual({ maxSurge: 1, maxUnavailable: 0 });
+  });
+
+  it('large numbers from a values file reach the server as digits (a values file gives floats, which quote renders as 1e+06)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pg-helm-values-'));
+    try {
+      const file = join(dir, 'values.yaml');
+      writeFileSync(file, 'containerPort: 8000\nconfig: {autoRegisterLimit: 1000000, autoRegisterPerCaller: 2000000}\n');
+      const env = findObject(parseObjects(await renderChart({ valuesFiles: [file] })), 'Deployment').spec.template.spec.containers[0].env as Array<{ name: string; value?: string }>;
+      const value = (name: string) => env.find((e) => e.name === name)?.value;
+      expect([value('POLICYGUARD_PORT'), value('POLICYGUARD_AUTO_REGISTER_LIMIT'), value('POLICYGUARD_AUTO_REGISTER_PER_CALLER')]).toEqual(['8000', '1000000', '2000000']);
+      // And the server takes them.
+      expect(parseServeConfig(['--standalone', '--config-dir', 'c', '--data-dir', 'd'], { POLICYGUARD_AUTO_REGISTER_LIMIT: value('POLICYGUARD_AUTO_REGISTER_LIMIT') }).autoRegisterLimit).toBe(1_000_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('audit.key.create=true (the default) generates a 64-character key; create=false mounts no key', async () => {
