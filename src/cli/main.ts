@@ -220,18 +220,23 @@ async function audit(argv: string[]): Promise<number> {
 const CRDS_FLAGS = { write: { type: 'boolean' }, admission: { type: 'boolean' } } as const satisfies ParseArgsOptionsConfig;
 
 async function crds(argv: string[]): Promise<number> {
-  if (argv[0] === '--admission') {
+  // Strict: `--write=DIR` is refused (write's DIR is a positional), not taken as a bare `crds`.
+  const { values, positionals } = parseArgs({ args: argv, options: CRDS_FLAGS, allowPositionals: true, strict: true });
+  if ((values.admission && (values.write || positionals.length > 0)) || positionals.length > (values.write ? 1 : 0)) {
+    throw new UsageError('usage: policyguard crds [--write [DIR] | --admission]');
+  }
+  if (values.admission) {
     const { specFieldsPolicyYaml } = await import('../api/spec-fields-policy.js');
     process.stdout.write(specFieldsPolicyYaml());
     return 0;
   }
   const { generateCrds } = await import('../api/crd.js');
   const generated = generateCrds();
-  if (argv[0] !== '--write') {
+  if (!values.write) {
     process.stdout.write(generated.map((c) => c.yaml).join('---\n'));
     return 0;
   }
-  const dir = argv[1] ?? 'crds';
+  const dir = positionals[0] ?? 'crds';
   await mkdir(dir, { recursive: true });
   for (const c of generated) {
     await writeFile(join(dir, c.fileName), c.yaml);

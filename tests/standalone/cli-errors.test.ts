@@ -74,6 +74,8 @@ describe('a usage error is one line and the hint, never the whole help', () => {
     ['check --tagret', ['check', '--tagret', 'drop_table'], "Unknown option '--tagret'; did you mean --target?"],
     ['approvals --data-dri', ['approvals', 'list', '--data-dri', 'x'], "Unknown option '--data-dri'; did you mean --data-dir?"],
     ['crds --writ', ['crds', '--writ'], "Unknown option '--writ'; did you mean --write?"],
+    ['crds --write=DIR (DIR is a positional)', ['crds', '--write=out'], "Option '--write' does not take an argument"],
+    ['crds with two modes', ['crds', '--admission', '--write'], 'usage: policyguard crds [--write [DIR] | --admission]'],
     ['an option near no flag', ['serve', '--frobnicate'], "Unknown option '--frobnicate'"],
     ['an unknown short option', ['approvals', 'list', '-x'], "Unknown option '-x'"],
     ['a misspelt command', ['serv'], 'unknown command "serv"; did you mean serve?'],
