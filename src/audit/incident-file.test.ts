@@ -46,6 +46,10 @@ describe('file incident log', () => {
     await rm(path, { recursive: true });
     execFileSync('mkfifo', [path]);
     await expect(open()).rejects.toThrow(`the incident log ${path} is a FIFO, not a regular file`);
+    // The rotated file is read by list() too.
+    await rm(path);
+    await mkdir(previousIncidentFile(path));
+    await expect(open()).rejects.toThrow(`the incident log ${previousIncidentFile(path)} is a folder, not a regular file`);
   });
 
   it('records incidents with ids, redacted evidence and open status, and lists them newest first', async () => {

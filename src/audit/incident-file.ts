@@ -81,12 +81,14 @@ export async function openFileIncidentLog(
   const maxBytes = opts.maxBytes ?? INCIDENT_FILE_MAX_BYTES;
   const previous = previousIncidentFile(path);
   await mkdir(dirname(path), { recursive: true });
-  // Looked at before it is opened: reading a FIFO would hang, a folder fails with a bare EISDIR.
-  const odd = await lstat(path).then(notRegularFile, (error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return undefined;
-    throw error;
-  });
-  if (odd) throw new Error(`the incident log ${path} ${odd}: PolicyGuard writes only a regular file there, so it was put there; move it away`);
+  // Looked at before they are opened: reading a FIFO would hang, a folder fails with a bare EISDIR.
+  for (const file of [path, previous]) {
+    const odd = await lstat(file).then(notRegularFile, (error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    if (odd) throw new Error(`the incident log ${file} ${odd}: PolicyGuard writes only a regular file there, so it was put there; move it away`);
+  }
   await repairTornTail(path, isIncidentRecord, log);
   // Group commit: incidents recorded while a write is in flight go out together in the next
   // one (one append + fdatasync), in call order. One fsync per incident, one after the other,

@@ -127,7 +127,7 @@ export async function repairTornTail(
       return 0;
     }
     if (!mayCut) {
-      log(`${path}: left an incomplete last line in place (${last.end - last.start} bytes at offset ${last.start}): a crash cannot have torn it`);
+      log(`${path}: left an incomplete last line in place (${last.end - last.start} bytes at offset ${last.start}): it may not be a write a crash cut short`);
       return 0;
     }
     const removed = last.end - last.start;
