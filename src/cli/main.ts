@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { ConfigError, EngineFlags, flagOf, parseServeConfig, SERVE_FLAG_NAMES } from '../config.js';
 import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../json-limits.js';
+import { connectionFailure } from '../kube/connection.js';
 import { createLogger } from '../log.js';
 import { VERSION } from '../version.js';
 
@@ -361,20 +362,6 @@ const SYSTEM_ERROR_HINTS: Record<string, (e: NodeJS.ErrnoException & { address?:
   ENOTDIR: (e) => `not a folder: ${e.path ?? e.message}`,
   EISDIR: (e) => `is a folder, a file was expected: ${e.path ?? e.message}`,
 };
-
-/**
- * Why a connection failed (its cause's code, e.g. ECONNREFUSED), when `err` is or wraps the
- * "fetch failed" TypeError undici throws for a request that got no answer; else undefined.
- */
-function connectionFailure(err: unknown): string | undefined {
-  // Bounded: a cause chain is short, and one that loops must not hang the error path.
-  for (let e = err, depth = 0; e instanceof Error && depth < 10; e = e.cause, depth++) {
-    if (!(e instanceof TypeError && e.message === 'fetch failed')) continue;
-    const cause = e.cause as { code?: unknown; message?: unknown } | undefined;
-    return typeof cause?.code === 'string' ? cause.code : String(cause?.message ?? 'no reason given');
-  }
-  return undefined;
-}
 
 /** JavaScript's own error types: thrown by a bug, never on purpose by our code. */
 const PROGRAMMING_ERRORS = [TypeError, ReferenceError, SyntaxError, RangeError, EvalError, URIError];

@@ -115,6 +115,8 @@ describe('Kubernetes connection failures are one line', () => {
 
   it.each([
     ['approvals list', ['approvals', 'list']],
+    // Not a refusal (exit 1): there was no cluster to ask.
+    ['approvals approve', ['approvals', 'approve', 'apr-3f9c2a1b7d4e', '-n', 'team-a']],
     ['audit verify --configmap', ['audit', 'verify', '--configmap', '--namespace', 'ns', '--replica', 'r']],
   ])('%s: an API server nobody answers on names it and the cause, without a stack', async (_what, args) => {
     const reason = `cannot reach the Kubernetes API server https://127.0.0.1:${port}`;
