@@ -305,7 +305,7 @@ const ConditionsSchema = z
   .meta({ 'x-kubernetes-list-type': 'map', 'x-kubernetes-list-map-keys': ['type'] });
 
 export const SuspensionSchema = z.object({
-  since: z.string().describe('RFC 3339; ends when annotation policyguard.dev/resume holds a later time, at most 5 minutes ahead of the server clock.'),
+  since: z.string().describe('RFC 3339; ends when annotation policyguard.dev/resume holds a later time not ahead of the server clock (or up to 5 minutes ahead, when more than 5 minutes after this).'),
   reason: ShortText,
   incidentId: z.string().max(64).optional(),
 });

@@ -70,9 +70,11 @@ const RESUME_CLOCK_SKEW_MS = 5 * 60_000;
 
 /**
  * An automatic suspension is over once `policyguard.dev/resume` holds a time later than it
- * began and at most {@link RESUME_CLOCK_SKEW_MS} ahead of `now` (when the agent is compiled).
- * A time further ahead ends nothing: written in advance (`2099-01-01T00:00:00Z`), it would void
- * every suspension still to come. Compiled results are kept per object version, so such a
+ * began and not later than `now` (when the agent is compiled) — or, for a clock a little
+ * ahead, at most {@link RESUME_CLOCK_SKEW_MS} ahead of `now` and more than that after the
+ * suspension began, so it was written after the suspension, not before. A stamp written in
+ * advance (`2099-01-01T00:00:00Z`, or one kept a few minutes ahead by a job) would otherwise
+ * void suspensions still to come. Compiled results are kept per object version, so an ignored
  * stamp stays ignored until the agent changes; the deny says to write the current time.
  */
 function activeSuspension(agent: GuardAgent, now: number): string | undefined {
@@ -82,9 +84,10 @@ function activeSuspension(agent: GuardAgent, now: number): string | undefined {
   const stamp = agent.metadata.annotations?.[ANNOTATION_RESUME];
   const resume = Date.parse(stamp ?? '');
   const suspended = `suspended since ${s.since}: ${s.reason}`;
-  if (!Number.isFinite(resume) || resume <= Date.parse(s.since)) return suspended;
-  if (resume <= now + RESUME_CLOCK_SKEW_MS) return undefined;
-  return `${suspended} (its ${ANNOTATION_RESUME} ${stamp} is more than 5 minutes ahead of the server's clock, so it ends nothing: write the current time)`;
+  const since = Date.parse(s.since);
+  if (!Number.isFinite(resume) || resume <= since) return suspended;
+  if (resume <= now || (resume <= now + RESUME_CLOCK_SKEW_MS && resume - since > RESUME_CLOCK_SKEW_MS)) return undefined;
+  return `${suspended} (its ${ANNOTATION_RESUME} ${stamp} is ahead of the server's clock, so it ends nothing: write the current time)`;
 }
 
 /** The id callers send: `spec.agentId`, else `metadata.name`. */

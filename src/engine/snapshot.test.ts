@@ -181,13 +181,15 @@ describe('automatic suspension and the resume annotation', () => {
     ['a resume after it, ahead by more than the clock skew allowed', '2026-11-30T11:05:00.001Z', '2026-11-30T11:00:00.000Z', 'deny'],
     // A person's clock a little ahead of the server's (the stamp is their "now").
     ['a resume after it, a minute ahead of the clock', '2026-11-30T11:01:00.000Z', '2026-11-30T11:00:00.000Z', 'allow'],
+    // Kept a few minutes ahead by a job before the incident: compiled when the suspension is written.
+    ['a resume written before it, a few minutes ahead', '2026-11-30T10:04:29.000Z', '2026-11-30T10:00:00.000Z', 'deny'],
   ] as const)('%s: %s', (_what, resume, now, expected) => {
     expect(decide(resume, now).decision).toBe(expected);
   });
 
   it('says why a resume ahead of the clock ends nothing', () => {
     expect(decide('2099-01-01T00:00:00.000Z', '2026-11-30T11:00:00.000Z').reason).toMatch(
-      /suspended since 2026-11-30T10:00:00\.000Z: critical incident inc_000000000001: exfil \(its policyguard\.dev\/resume 2099-01-01T00:00:00\.000Z is more than 5 minutes ahead of the server's clock, so it ends nothing: write the current time\)/,
+      /suspended since 2026-11-30T10:00:00\.000Z: critical incident inc_000000000001: exfil \(its policyguard\.dev\/resume 2099-01-01T00:00:00\.000Z is ahead of the server's clock, so it ends nothing: write the current time\)/,
     );
   });
 });
