@@ -462,7 +462,9 @@ export abstract class BatchingAuditSink implements AuditSink {
       this.failures++;
       this.lastError = this.describeError(error);
       const retryMs = this.batching.retryDelayMs?.(this.failures) ?? this.batching.flushIntervalMs;
-      if (this.failures === 1) {
+      // After close() gave up on the stall this write ended, nothing is retried: its lines are
+      // in the caller's hands already.
+      if (this.failures === 1 && !this.abandoned) {
         this.batching.log(
           `audit write to ${this.describeTarget()} failed; ${kept} records kept in memory, retrying in ${retryMs} ms` +
             `${this.failureMode === 'closed' ? ', new records refused (their decisions denied) until a write succeeds' : ''}: ${this.lastError}`,

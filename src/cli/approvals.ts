@@ -10,7 +10,7 @@ import { phaseOf } from '../approvals/ask.js';
 import { APPROVAL_NAME, fileApprovalDesk, type ListProblems } from '../approvals/file-store.js';
 import type { ApprovalDesk } from '../approvals/store.js';
 import type { GuardApproval } from '../api/schemas.js';
-import { connectionFailure } from '../kube/connection.js';
+import { connectionFailure, neverSent } from '../kube/connection.js';
 import { printable } from '../printable.js';
 
 export const APPROVALS_USAGE =
@@ -107,8 +107,10 @@ export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<num
       decided = await desk.decide(name, values.namespace, { phase: sub === 'approve' ? 'Approved' : 'Denied', ...(values.reason ? { reason: values.reason } : {}) });
     } catch (err) {
       // No cluster to ask is not a refusal: the command's error path names the server (exit 2).
-      if (connectionFailure(err)) throw err;
-      io.err(`policyguard: ${printable(err instanceof Error ? err.message : String(err))}\n`);
+      if (neverSent(err)) throw err;
+      // A connection lost after the request went out: the decision may have been written.
+      const lost = connectionFailure(err) ? '; the answer was lost, so whether it was decided is not known: check with `policyguard approvals list`' : '';
+      io.err(`policyguard: ${printable(err instanceof Error ? err.message : String(err))}${lost}\n`);
       return 1;
     }
     const where = decided.metadata.namespace ? ` in namespace ${decided.metadata.namespace}` : '';

@@ -15,3 +15,17 @@ export function connectionFailure(err: unknown): string | undefined {
   }
   return undefined;
 }
+
+/** Connection failures that happen before a request is sent: nothing reached the API server. */
+const BEFORE_SENDING = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/**
+ * Whether `err` is a {@link connectionFailure} that happened before the request was sent, so
+ * the API server cannot have acted on it; a reset or timeout later may have lost only the answer.
+ *
+ * @example if (neverSent(err)) throw err; // "cannot reach the Kubernetes API server …"
+ */
+export function neverSent(err: unknown): boolean {
+  const code = connectionFailure(err);
+  return code !== undefined && BEFORE_SENDING.has(code);
+}
