@@ -3,7 +3,7 @@
  * `--some-flag` can also be set as `POLICYGUARD_SOME_FLAG`; a flag wins over the environment.
  * Nothing else in the code reads `process.env`.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { z } from 'zod';
 import { TrustLevelSchema, trustRank } from './api/schemas.js';
 import { parseRate } from './auth/rate-limit.js';
@@ -147,7 +147,8 @@ export type ServeConfig = z.infer<typeof ServeConfigSchema> & {
   environment: Readonly<Record<string, string | undefined>>;
 };
 
-const SERVE_FLAGS = {
+/** `serve`'s flags as parseArgs takes them (the CLI checks a command line against them first). */
+export const SERVE_FLAGS = {
   standalone: { type: 'boolean' },
   'config-dir': { type: 'string' },
   'data-dir': { type: 'string' },
@@ -198,7 +199,7 @@ const SERVE_FLAGS = {
   'lease-duration': { type: 'string' },
   'renew-deadline': { type: 'string' },
   'retry-period': { type: 'string' },
-} as const;
+} as const satisfies ParseArgsOptionsConfig;
 
 /** Every `serve` flag, without the leading `--` (help and the chart's tests check against it). */
 export const SERVE_FLAG_NAMES = Object.keys(SERVE_FLAGS);

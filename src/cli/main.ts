@@ -7,7 +7,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { ConfigError, EngineFlags, flagOf, parseServeConfig, SERVE_FLAG_NAMES } from '../config.js';
+import { ConfigError, EngineFlags, flagOf, parseServeConfig, SERVE_FLAGS } from '../config.js';
 import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../json-limits.js';
 import { connectionFailure } from '../kube/connection.js';
 import { createLogger } from '../log.js';
@@ -286,9 +286,7 @@ interface Command {
 }
 
 const COMMANDS: Record<string, Command> = {
-  // Only serve's flag names are at hand (src/config.ts); as booleans, none takes the next
-  // argument as its value, so every flag the user typed is seen.
-  serve: { run: serve, flags: async () => Object.fromEntries(SERVE_FLAG_NAMES.map((name) => [name, { type: 'boolean' }])) },
+  serve: { run: serve, flags: async () => SERVE_FLAGS },
   check: { run: check, flags: async () => CHECK_FLAGS },
   audit: { run: audit, flags: async () => AUDIT_FLAGS },
   approvals: { run: approvals, flags: async () => (await import('./approvals.js')).APPROVALS_FLAGS },

@@ -83,6 +83,8 @@ describe('a usage error is one line and the hint, never the whole help', () => {
     ['check without --target', ['check', '--config-dir', SAMPLES, '--agent-id', 'a'], 'check needs --target'],
     ['check with --parameters that are not JSON', ['check', '--config-dir', SAMPLES, '--agent-id', 'a', '--target', 't', '--parameters', '{oops'], "--parameters is not valid JSON: Expected property name or '}' in JSON at position 1 (line 1 column 2)"],
     ['serve with a flag value missing (its hint not repeated)', ['serve', '--port'], "Option '--port <value>' argument missing"],
+    // Checked against serve's own flag types: -1 is --port's value, and parseArgs says how to write it.
+    ['serve with a value that starts with a dash', ['serve', '--port', '-1'], "Option '--port' argument is ambiguous.\nDid you forget to specify the option argument for '--port'?\nTo specify an option argument starting with a dash use '--port=-XYZ'."],
   ])('%s', async (_what, args, message) => {
     const r = await runCli(args);
     expect(r.code).toBe(2);
