@@ -88,8 +88,10 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
   const segments: Segment[] = files.map((file) => ({ ...file, size: 0, lines: 0 }));
   const newest = segments.at(-1);
   if (newest) {
-    await repairTornTail(newest.path, isAuditRecord, options.log, await mayCutTornLine(newest, integrity));
-    newest.lines = (await readLineAt(newest.path, 0)).lines;
+    // Counted once (a segment is up to 16 MiB): a torn last line counts, and is gone if cut.
+    const { lines } = await readLineAt(newest.path, 0);
+    const removed = await repairTornTail(newest.path, isAuditRecord, options.log, await mayCutTornLine(newest.seq, lines, integrity));
+    newest.lines = removed > 0 ? lines - 1 : lines;
   }
   for (const segment of segments) segment.size = (await stat(segment.path)).size;
   const head = await findChainHead(segments, options.log);
@@ -134,7 +136,7 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
  * refuses the log with those bytes kept as evidence. Without an anchor, only a log that is about
  * to be accepted as it is (--audit-accept-missing-anchor) is repaired; the others are refused.
  */
-async function mayCutTornLine(newest: Segment, integrity: ResolvedIntegrity): Promise<boolean> {
+async function mayCutTornLine(newestSeq: number, newestLines: number, integrity: ResolvedIntegrity): Promise<boolean> {
   let anchor: AuditAnchor | undefined;
   try {
     anchor = await integrity.anchor.store.read();
@@ -142,8 +144,8 @@ async function mayCutTornLine(newest: Segment, integrity: ResolvedIntegrity): Pr
     return false; // the anchor check names what is wrong with it
   }
   if (!anchor) return integrity.acceptMissingAnchor;
-  if (anchor.segment !== newest.seq) return anchor.segment < newest.seq;
-  return anchor.line < (await readLineAt(newest.path, 0)).lines;
+  if (anchor.segment !== newestSeq) return anchor.segment < newestSeq;
+  return anchor.line < newestLines;
 }
 
 /** What the log holds where `anchor` points. */
