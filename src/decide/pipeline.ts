@@ -273,7 +273,7 @@ export class DecisionPipeline {
     }
     this.pendingRegistrations.set(agentId, caller);
     store
-      .applyAgent(agent)
+      .applyAgent(agent, 'create')
       .then(() => metrics.autoRegistrations.inc({ outcome: 'ok' }))
       .catch((err) => {
         metrics.autoRegistrations.inc({ outcome: 'error' });

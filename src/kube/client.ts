@@ -56,6 +56,7 @@ export function podNamespace(): string | undefined {
 
 export const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 export const serverSideApply = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
+export const jsonPatch = setHeaderOptions('Content-Type', PatchStrategy.JsonPatch);
 
 /** HTTP status of a client-node ApiException, or undefined. */
 export function statusOf(err: unknown): number | undefined {

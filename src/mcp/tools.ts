@@ -21,7 +21,7 @@ import { namespacedName } from '../engine/types.js';
 import { DecisionPipeline, type PipelineDeps } from '../decide/pipeline.js';
 import { caseTwins } from '../decide/identity.js';
 import { formatZodError } from '../store/manifests.js';
-import { StoreConflictError } from '../store/store.js';
+import { StoreChangedError, StoreConflictError } from '../store/store.js';
 import {
   INCIDENT_TYPES,
   SEVERITIES,
@@ -153,7 +153,7 @@ export class Tools {
     try {
       return { ok: true, value: await write() };
     } catch (err) {
-      if (err instanceof StoreConflictError) return { ok: false, error: err.message };
+      if (err instanceof StoreConflictError || err instanceof StoreChangedError) return { ok: false, error: err.message };
       throw err;
     }
   }
@@ -261,17 +261,16 @@ export class Tools {
 
     const unavailable = this.auditUnavailable();
     if (unavailable) return fail(unavailable, answer(false, unavailable));
-    const applied = await this.applyOrConflict(() => this.deps.store.applyAgent(agent, Object.keys(changes) as (keyof GuardAgent['spec'])[]));
+    const applied = await this.applyOrConflict(() => this.deps.store.applyAgent(agent, updating ? 'update' : 'create', Object.keys(changes) as (keyof GuardAgent['spec'])[]));
     if (!applied.ok) return fail(applied.error, answer(false, applied.error));
-    const { created } = applied.value;
-    this.auditAdmin('agent_registration', args.agent_id, { trust_level: trust.data, is_update: !created }, 'Agent registration completed', ctx);
+    this.auditAdmin('agent_registration', args.agent_id, { trust_level: trust.data, is_update: updating }, 'Agent registration completed', ctx);
 
     const warnings: string[] = [];
     if (trust.data === 'admin') warnings.push('Agent registered with ADMIN trust level - has full access');
     if (allowed.value.length === 0 && denied.value.length === 0) warnings.push('No tool restrictions defined - agent can use any tool per policies');
     return {
       ok: true,
-      value: answer(true, `Agent '${args.name}' (${args.agent_id}) ${created ? 'registered' : 'updated'} successfully with trust level '${trust.data}'`, warnings),
+      value: answer(true, `Agent '${args.name}' (${args.agent_id}) ${updating ? 'updated' : 'registered'} successfully with trust level '${trust.data}'`, warnings),
     };
   }
 
@@ -332,11 +331,10 @@ export class Tools {
 
     const unavailable = this.auditUnavailable();
     if (unavailable) return invalid(unavailable);
-    const applied = await this.applyOrConflict(() => this.deps.store.applyPolicy(policy));
+    const applied = await this.applyOrConflict(() => this.deps.store.applyPolicy(policy, updating ? 'update' : 'create'));
     if (!applied.ok) return invalid(applied.error);
-    const { created } = applied.value;
-    this.auditAdmin('policy_management', args.policy_id, { operation: created ? 'create' : 'update', rules_count: rules.length, enabled: args.enabled !== false }, 'Policy management completed', ctx);
-    return { ok: true, value: answer(true, `Policy '${args.name}' (${args.policy_id}) ${created ? 'created' : 'updated'} successfully with ${rules.length} rules`) };
+    this.auditAdmin('policy_management', args.policy_id, { operation: updating ? 'update' : 'create', rules_count: rules.length, enabled: args.enabled !== false }, 'Policy management completed', ctx);
+    return { ok: true, value: answer(true, `Policy '${args.name}' (${args.policy_id}) ${updating ? 'updated' : 'created'} successfully with ${rules.length} rules`) };
   }
 
   // ---- get_audit_log --------------------------------------------------------------------------

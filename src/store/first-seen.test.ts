@@ -83,7 +83,7 @@ describe('first-seen.json', () => {
     try {
       const source = store.snapshot().agent('bot')!.source;
       expect(source.metadata.creationTimestamp).toMatch(/^\d{4}-\d\d-\d\dT/);
-      const { location } = await store.applyAgent(source);
+      const { location } = await store.applyAgent(source, 'update');
       expect(await readFile(location, 'utf8')).not.toMatch(/creationTimestamp/);
     } finally {
       await store.close();

@@ -1,11 +1,20 @@
 /**
  * Kubernetes store: GuardAgents and GuardPolicies are custom resources, watched through
  * {@link Reflector}s and compiled into a snapshot after every change (a burst of changes at
- * most every 100 ms). Writes made by MCP tools are server-side applies with field manager
- * `policyguard`, never forced: a field Argo CD, Flux or kubectl owns is theirs, and changing it
- * is a {@link StoreConflictError} naming the field and its manager, not a takeover the GitOps
- * tool would revert on its next sync. Automatic suspensions are merge patches of the agent's
- * status subresource, which GitOps tools never own.
+ * most every 100 ms).
+ *
+ * Writes made by MCP tools have field manager `policyguard` and do exactly what the caller's
+ * permission was checked for (store.ts, WriteIntent), though the watch cache that chose it may
+ * be a moment behind:
+ * - a create is a POST, which the API server refuses when the object exists by then; its fields
+ *   are then relabelled as applied by `policyguard` ({@link KubernetesStore.ownAsApplied}), so
+ *   later updates do not conflict with the create;
+ * - an update is a server-side apply carrying the uid last seen, which the API server refuses
+ *   when the object was deleted or created again since. It is never forced: a field Argo CD,
+ *   Flux or kubectl owns is theirs, and changing it is a {@link StoreConflictError} naming the
+ *   field and its manager, not a takeover the GitOps tool would revert on its next sync.
+ * Automatic suspensions are merge patches of the agent's status subresource, which GitOps tools
+ * never own.
  */
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, ObjectMetaSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
@@ -13,12 +22,12 @@ import { Reason } from '../api/conditions.js';
 import { Reflector, type KubeObject, type WatchObserver } from '../controller/reflector.js';
 import { formatProblem, PolicySnapshot, type ClaimMetadata, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
-import { mergePatch, serverSideApply, statusOf } from '../kube/client.js';
+import { jsonPatch, mergePatch, serverSideApply, statusOf } from '../kube/client.js';
 import type { Logger } from '../log.js';
 import { releaseMemory } from '../memory.js';
 import { formatZodError, identityOf } from './manifests.js';
 import { objectKey } from '../engine/types.js';
-import { StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore } from './store.js';
+import { StoreChangedError, StoreConflictError, type ApplyResult, type FieldConflict, type PolicyStore, type WriteIntent } from './store.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 
 export const FIELD_MANAGER = 'policyguard';
@@ -155,6 +164,46 @@ function applyConflict(kind: string, namespace: string, name: string, err: unkno
     : `the API server reports a conflict (${status?.message ?? 'HTTP 409'})`;
   const message = `${object}: ${owned}; PolicyGuard never takes fields from another manager — change it where that manager's source lives (Git), or remove the field there first`;
   return new StoreConflictError(object, conflicts, message, { cause: err });
+}
+
+/** A 409 whose field conflicts are all with `policyguard` itself: fields our own create recorded (see KubernetesStore.ownAsApplied). */
+function conflictsOnlyWithOurCreate(err: unknown): boolean {
+  if (statusOf(err) !== 409) return false;
+  const causes = (statusBody(err)?.details?.causes ?? []).filter((c) => c.reason === 'FieldManagerConflict');
+  return causes.length > 0 && causes.every((c) => managerOf(c.message ?? '') === FIELD_MANAGER);
+}
+
+/** The API server's refusal of an apply whose `metadata.uid` is not the object's: deleted (409), or created again (422, uid immutable). */
+function isUidMismatch(err: unknown): boolean {
+  const status = statusBody(err);
+  if (statusOf(err) === 409) return (status?.details?.causes ?? []).length === 0 && /\buid mismatch\b/.test(status?.message ?? '');
+  return statusOf(err) === 422 && (status?.details?.causes ?? []).some((c) => c.field === 'metadata.uid');
+}
+
+interface ManagedFieldsEntry {
+  manager?: string;
+  operation?: string;
+  subresource?: string;
+  fieldsV1?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+
+/** The union of two FieldsV1 sets: nested objects whose keys name fields. */
+function unionFields(a: Record<string, unknown> = {}, b: Record<string, unknown> = {}): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [key, value] of Object.entries(b)) out[key] = unionFields(out[key] as Record<string, unknown> | undefined, value as Record<string, unknown>);
+  return out;
+}
+
+/** `managedFields` with our update records (not of a subresource) made one apply record; undefined when there are none. */
+function appliedByUs(managedFields: unknown): ManagedFieldsEntry[] | undefined {
+  const entries = Array.isArray(managedFields) ? (managedFields as ManagedFieldsEntry[]) : [];
+  const ours = (e: ManagedFieldsEntry) => e.manager === FIELD_MANAGER && e.subresource === undefined && (e.operation === 'Update' || e.operation === 'Apply');
+  const mine = entries.filter(ours);
+  const first = mine.find((e) => e.operation === 'Update');
+  if (first === undefined) return undefined;
+  const merged = mine.reduce<Record<string, unknown>>((fields, e) => unionFields(fields, e.fieldsV1), {});
+  return [...entries.filter((e) => !ours(e)), { ...first, operation: 'Apply', fieldsV1: merged }];
 }
 
 export class KubernetesStore implements PolicyStore {
@@ -374,30 +423,78 @@ export class KubernetesStore implements PolicyStore {
     return this.raw.has(objectKey(kind, namespace, name));
   }
 
-  private async apply(obj: GuardObject, specFields?: readonly string[]): Promise<ApplyResult> {
-    const kind = obj.kind;
+  private async apply(obj: GuardObject, intent: WriteIntent, specFields?: readonly string[]): Promise<ApplyResult> {
+    const { kind, metadata: { name } } = obj;
     const namespace = obj.metadata.namespace ?? this.writeNamespace;
-    const name = obj.metadata.name;
-    const created = !this.has(kind, namespace, name);
+    const body = applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject, specFields);
+    const target = { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, fieldManager: FIELD_MANAGER };
+    const changed = () => new StoreChangedError(`${kind} ${namespace}/${name}`, intent);
+    if (intent === 'create') {
+      let created: KubeObject;
+      try {
+        created = (await this.api.createNamespacedCustomObject({ ...target, body })) as KubeObject;
+      } catch (err) {
+        if (statusOf(err) === 409) throw changed();
+        throw err;
+      }
+      await this.ownAsApplied(kind, namespace, created).catch((err: unknown) =>
+        this.opts.log.warn('created, but its fields stay recorded as a create by policyguard; the next update through MCP records them as applied', { object: `${kind} ${namespace}/${name}`, error: String(err) }),
+      );
+      return { location: `${namespace}/${name}` };
+    }
+    const uid = this.raw.get(objectKey(kind, namespace, name))?.obj.metadata.uid;
+    if (uid === undefined) throw changed();
+    // The uid makes the apply a precondition: the object seen, not one created in its place.
+    const update = () => this.api.patchNamespacedCustomObject({ ...target, name, body: { ...body, metadata: { ...(body.metadata as object), uid } } }, serverSideApply);
     try {
       // No `force`: see the file comment.
-      await this.api.patchNamespacedCustomObject(
-        { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name, body: applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject, specFields), fieldManager: FIELD_MANAGER },
-        serverSideApply,
-      );
+      await update().catch(async (err: unknown) => {
+        // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel, once.
+        if (!conflictsOnlyWithOurCreate(err)) throw err;
+        await this.ownAsApplied(kind, namespace, (await this.api.getNamespacedCustomObject({ ...target, name })) as KubeObject);
+        await update();
+      });
     } catch (err) {
+      if (isUidMismatch(err)) throw changed();
       if (statusOf(err) === 409) throw applyConflict(kind, namespace, name, err);
       throw err;
     }
-    return { created, location: `${namespace}/${name}` };
+    return { location: `${namespace}/${name}` };
   }
 
-  applyAgent(agent: GuardAgent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult> {
-    return this.apply(agent, specFields);
+  /**
+   * A create (POST) records its fields as set by an update of manager `policyguard`, and a
+   * server-side apply by `policyguard` that changes them would conflict with that record. This
+   * relabels our own update record as an apply, merged with any apply record we already have
+   * (as client-go's csaupgrade does for kubectl), guarded by the resourceVersion so that no
+   * change made meanwhile is lost; on a change it reads the object again, three times at most.
+   */
+  private async ownAsApplied(kind: Kind, namespace: string, live: KubeObject): Promise<void> {
+    const target = { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name: live.metadata.name, fieldManager: FIELD_MANAGER };
+    for (let attempt = 1; ; attempt++) {
+      const relabelled = appliedByUs(live.metadata.managedFields);
+      if (relabelled === undefined) return;
+      const version = live.metadata.resourceVersion;
+      try {
+        await this.api.patchNamespacedCustomObject(
+          { ...target, body: [{ op: 'test', path: '/metadata/resourceVersion', value: version }, { op: 'replace', path: '/metadata/managedFields', value: relabelled }] },
+          jsonPatch,
+        );
+        return;
+      } catch (err) {
+        if (statusOf(err) !== 422 || attempt === 3) throw err;
+        live = (await this.api.getNamespacedCustomObject(target)) as KubeObject;
+        if (live.metadata.resourceVersion === version) throw err; // not the test that failed
+      }
+    }
   }
 
-  applyPolicy(policy: GuardPolicy): Promise<ApplyResult> {
-    return this.apply(policy);
+  applyAgent(agent: GuardAgent, intent: WriteIntent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult> {
+    return this.apply(agent, intent, specFields);
+  }
+
+  applyPolicy(policy: GuardPolicy, intent: WriteIntent): Promise<ApplyResult> {
+    return this.apply(policy, intent);
   }
 
   async suspendAgent(agentId: string, suspension: Suspension): Promise<boolean> {

@@ -34,8 +34,8 @@ import { FolderWatcher } from './folder-watcher.js';
 import { listManifestTree, readManifest, type ManifestRead } from './manifest-tree.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 import { formatManifestError, formatZodError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
-import { objectKey } from '../engine/types.js';
-import type { ApplyResult, PolicyStore } from './store.js';
+import { namespacedName, objectKey } from '../engine/types.js';
+import { StoreChangedError, type ApplyResult, type PolicyStore, type WriteIntent } from './store.js';
 
 export interface StandaloneStoreOptions {
   configDir: string;
@@ -582,19 +582,21 @@ export class StandaloneStore implements PolicyStore {
     }
   }
 
-  private async write(obj: GuardObject, folder: string): Promise<ApplyResult> {
+  private async write(obj: GuardObject, folder: string, intent: WriteIntent): Promise<ApplyResult> {
     return this.serial(async () => {
+      // Checked again here, in turn with every other write: another call may have written it since.
+      if (this.holds(obj.kind, obj.metadata.namespace, obj.metadata.name) !== (intent === 'update')) {
+        throw new StoreChangedError(`${obj.kind} ${namespacedName(obj.metadata)}`, intent);
+      }
       const dir = join(this.manifestsDir, folder);
       await mkdir(dir, { recursive: true });
       const path = join(dir, `${obj.metadata.name}.yaml`);
-      const ref = refOf(obj);
-      const created = ![...this.files.values()].some((f) => f.entries.some((e) => refOf(e.object) === ref));
       const object = withoutCreationTime(obj);
       const text = toManifest(object);
       await writeFileAtomic(path, text);
       this.files.set(path, { text, refused: undefined, entries: [{ object, line: 1, text }], errors: [], complete: true });
       await this.recompile();
-      return { created, location: path };
+      return { location: path };
     });
   }
 
@@ -603,12 +605,12 @@ export class StandaloneStore implements PolicyStore {
     return [...this.files.values()].some((file) => file.entries.some((e) => refOf(e.object) === ref));
   }
 
-  applyAgent(agent: GuardAgent): Promise<ApplyResult> {
-    return this.write(agent, 'guardagents');
+  applyAgent(agent: GuardAgent, intent: WriteIntent): Promise<ApplyResult> {
+    return this.write(agent, 'guardagents', intent);
   }
 
-  applyPolicy(policy: GuardPolicy): Promise<ApplyResult> {
-    return this.write(policy, 'guardpolicies');
+  applyPolicy(policy: GuardPolicy, intent: WriteIntent): Promise<ApplyResult> {
+    return this.write(policy, 'guardpolicies', intent);
   }
 
   async suspendAgent(agentId: string, suspension: Suspension): Promise<boolean> {

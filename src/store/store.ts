@@ -7,11 +7,17 @@ import type { PolicySnapshot } from '../engine/snapshot.js';
 
 
 export interface ApplyResult {
-  /** False when an object of that kind and name already existed and was updated. */
-  created: boolean;
   /** Where it was written: a file path or `namespace/name`. */
   location: string;
 }
+
+/**
+ * What a write may do, matching the permission the caller was checked for: `create` makes an
+ * object that does not exist (RBAC `create`), `update` changes the one that does (RBAC
+ * `patch`). Either refuses, with a {@link StoreChangedError}, when the object is no longer
+ * as the caller's check saw it, so neither permission stands in for the other.
+ */
+export type WriteIntent = 'create' | 'update';
 
 /** One field another field manager owns, as the API server reports a server-side apply conflict. */
 export interface FieldConflict {
@@ -42,6 +48,28 @@ export class StoreConflictError extends Error {
   }
 }
 
+/**
+ * A write refused because the object is not as the caller's permission check saw it: it exists
+ * for a `create` (someone created it meanwhile; in a cluster, also one in a namespace not
+ * watched), or is gone or another object for an `update` (deleted, or deleted and created
+ * again). A cluster's replicas see changes a moment late, so a retry soon after decides afresh.
+ * Nothing was written.
+ */
+export class StoreChangedError extends Error {
+  override name = 'StoreChangedError';
+  constructor(
+    /** `Kind namespace/name`, or the manifest's `Kind name` in standalone mode. */
+    readonly object: string,
+    readonly intent: WriteIntent,
+  ) {
+    super(
+      intent === 'create'
+        ? `${object} exists, though it did not when this call was checked (someone created it meanwhile, or it is in a namespace this server does not watch); a create does not overwrite it, so nothing was written. Retry to change it, which takes permission to change it (RBAC patch), not only to create`
+        : `${object} was deleted or created again while this call ran; nothing was written. Retry`,
+    );
+  }
+}
+
 export interface PolicyStore {
   /** The snapshot in force. Swapped atomically on every change; never blocks. */
   snapshot(): PolicySnapshot;
@@ -53,17 +81,18 @@ export interface PolicyStore {
   /** Human-readable lines: objects or files not (fully) in force and why. */
   problems(): readonly string[];
   /**
-   * Create or update a GuardAgent (register_agent). In Kubernetes mode, throws
-   * {@link StoreConflictError} rather than take fields another manager owns, and, when
-   * `specFields` is given, applies only those fields of the spec: the others stay with whoever
-   * set them (GitOps), instead of becoming co-owned by PolicyGuard with unchanged values.
+   * Create or update a GuardAgent (register_agent, auto-registration), as `intent` says; throws
+   * {@link StoreChangedError} when the object is not as that intent expects. In Kubernetes
+   * mode, throws {@link StoreConflictError} rather than take fields another manager owns, and,
+   * when `specFields` is given, writes only those fields of the spec: the others stay with
+   * whoever set them (GitOps), instead of becoming co-owned by PolicyGuard with unchanged values.
    */
-  applyAgent(agent: GuardAgent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult>;
-  /** Create or update a GuardPolicy (create_policy). In Kubernetes mode, throws {@link StoreConflictError} rather than take fields another manager owns. */
-  applyPolicy(policy: GuardPolicy): Promise<ApplyResult>;
+  applyAgent(agent: GuardAgent, intent: WriteIntent, specFields?: readonly (keyof GuardAgentSpec)[]): Promise<ApplyResult>;
+  /** Create or update a GuardPolicy (create_policy), as {@link applyAgent} does. */
+  applyPolicy(policy: GuardPolicy, intent: WriteIntent): Promise<ApplyResult>;
   /**
    * Whether an object of this kind, namespace and name exists, in force or not: writing it is
-   * then an update, which takes permission to change it, not only to create (RBAC `patch`).
+   * then an `update`, which takes permission to change it, not only to create (RBAC `patch`).
    */
   holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean;
   /** The usable GuardUpstream `namespace/name` (see ./upstreams.ts), or undefined. */

@@ -92,7 +92,7 @@ describe('helm lint and template', () => {
   it('grants only the verbs the server uses (the list in docs/deploy.md)', async () => {
     const objs = parseObjects(await renderChart());
     expect(findObject(objs, 'ClusterRole', 'pg-policyguard').rules).toEqual([
-      { apiGroups: ['policyguard.dev'], resources: ['guardagents', 'guardpolicies'], verbs: ['list', 'watch', 'create', 'patch'] },
+      { apiGroups: ['policyguard.dev'], resources: ['guardagents', 'guardpolicies'], verbs: ['get', 'list', 'watch', 'create', 'patch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardupstreams'], verbs: ['list', 'watch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardagents/status', 'guardpolicies/status', 'guardupstreams/status'], verbs: ['patch'] },
       { apiGroups: ['policyguard.dev'], resources: ['guardapprovals'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
@@ -274,8 +274,18 @@ describe('helm lint and template', () => {
     ['config.authFailureLimit=20', /at '\/config\/authFailureLimit'/],
     ['audit.anchorInterval=30', /at '\/audit\/anchorInterval'/],
     ['audit.key.key=a/b', /at '\/audit\/key\/key'/],
+    // What the server would refuse at start, so the pod would crash-loop.
+    ['config.rateLimit=0/1s', /at '\/config\/rateLimit'/],
+    ['config.authFailureLimit=20/0s', /at '\/config\/authFailureLimit'/],
+    ['config.bodyLimit=99999999999b', /at '\/config\/bodyLimit'/],
+    ['kagent.remoteMCPServer.enabled=true', /kagent.remoteMCPServer.enabled=true with config.auth=kubernetes: kagent would call without a token and get 401 on every call/],
   ])('bad values fail at install: --set %s', async (set, message) => {
     expect(await renderError({ set: [set] })).toMatch(message);
+  });
+
+  it('the kagent RemoteMCPServer renders without headers only where no token is needed (config.auth=none)', async () => {
+    const rendered = parseObjects(await renderChart({ set: ['kagent.remoteMCPServer.enabled=true', 'config.auth=none'] }));
+    expect(findObject(rendered, 'RemoteMCPServer').spec.headersFrom).toBeUndefined();
   });
 
   it('admission needs ValidatingAdmissionPolicy v1 (Kubernetes 1.30): on 1.29 the install fails and says what to do, unless it is turned off', async () => {

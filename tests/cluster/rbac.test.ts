@@ -280,10 +280,10 @@ describe('each rule matters: remove it and a scenario breaks', () => {
     expect(await policyEvents(ns, 'etl', 'drop_table')).toEqual([]);
   });
 
-  it('without create on guardagents/guardpolicies: patching existing objects works, but server-side apply of a new one is refused', async () => {
+  it('without create on guardagents/guardpolicies: patching existing objects works, but creating a new one is refused', async () => {
     const { ns, pg, sa } = await startWithout(withoutRule('guardagents', 'create'));
     expect(await can(sa, 'patch', 'guardagents', ns)).toBe(true);
-    // register_agent of an existing agent is a patch and goes through; of a new agent, the apply would create it.
+    // register_agent of an existing agent is a patch and goes through; of a new agent, a create.
     // (etl's trust level and denied tools are kubectl's fields: the patch keeps them as they are, so it takes none of them.)
     const register = (agent_id: string, args: Record<string, unknown> = { trust_level: 'low' }) =>
       fetch(`${pg.url}/mcp`, {

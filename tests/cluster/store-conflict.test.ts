@@ -1,7 +1,9 @@
 /**
  * MCP writes (register_agent, create_policy, auto-registration) never take fields from Argo CD,
  * Flux or kubectl: KubernetesStore's server-side applies are not forced, and the real API
- * server's 409 becomes a StoreConflictError naming the fields and their managers.
+ * server's 409 becomes a StoreConflictError naming the fields and their managers. And they do
+ * only what the caller was allowed: a create never overwrites an object someone else created
+ * meanwhile, an update never writes over an object deleted or created again since.
  */
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,9 +12,9 @@ import { GROUP, VERSION } from '../../src/api/schemas.js';
 import { DEFAULT_ENGINE_OPTIONS } from '../../src/engine/types.js';
 import { silentLogger } from '../../src/log.js';
 import { KubernetesStore } from '../../src/store/kubernetes.js';
-import { StoreConflictError } from '../../src/store/store.js';
+import { StoreChangedError, StoreConflictError } from '../../src/store/store.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
-import { createNamespace, getGuard } from './harness.js';
+import { createNamespace, eventually, getGuard } from './harness.js';
 
 let kc: KubeConfig;
 let ns: string;
@@ -27,11 +29,19 @@ async function gitopsApply(name: string, spec: Record<string, unknown>, fieldMan
 }
 
 const managers = async (name: string) => ((await getGuard(kc, 'GuardAgent', ns, name)).metadata.managedFields as Array<{ manager: string }>).map((f) => f.manager).sort();
+/** `manager/operation` of each managedFields entry. */
+const records = async (name: string) => ((await getGuard(kc, 'GuardAgent', ns, name)).metadata.managedFields as Array<{ manager: string; operation: string }>).map((f) => `${f.manager}/${f.operation}`).sort();
+
+/** An update is of the object the store has seen: wait for its watch to bring it. */
+async function seen(name: string, s = store): Promise<void> {
+  await eventually(async () => s.holds('GuardAgent', ns, name), (held) => held, `the store to see ${name}`);
+}
 
 beforeAll(async () => {
   kc = sharedKubeConfig();
   ns = await createNamespace(kc, 'pg-conflict');
   store = new KubernetesStore({ kubeConfig: kc, engine: DEFAULT_ENGINE_OPTIONS, log: silentLogger, watchNamespaces: [ns], writeNamespace: ns, isLeader: () => true });
+  store.start();
 });
 afterAll(async () => {
   await store?.close();
@@ -40,8 +50,9 @@ afterAll(async () => {
 describe('KubernetesStore applies without force', () => {
   it('changing a field Argo CD owns is a StoreConflictError naming the field and "argocd-controller"; the object is unchanged', async () => {
     await gitopsApply('etl', { trustLevel: 'low', deniedTools: ['drop_*'] });
+    await seen('etl');
     const before = await getGuard(kc, 'GuardAgent', ns, 'etl');
-    const err = await store.applyAgent(guardAgent({ name: 'etl', namespace: ns }, { trustLevel: 'admin', deniedTools: ['drop_*'] })).catch((e: unknown) => e);
+    const err = await store.applyAgent(guardAgent({ name: 'etl', namespace: ns }, { trustLevel: 'admin', deniedTools: ['drop_*'] }), 'update').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreConflictError);
     const conflict = err as StoreConflictError;
     expect(conflict.message).toBe(
@@ -61,8 +72,9 @@ describe('KubernetesStore applies without force', () => {
       { group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'multi', body: { spec: { description: 'edited by hand' } }, fieldManager: 'kubectl-edit' },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
+    await seen('multi');
     const err = (await store
-      .applyAgent(guardAgent({ name: 'multi', namespace: ns }, { trustLevel: 'high', allowedTools: ['*'], description: 'from MCP' }))
+      .applyAgent(guardAgent({ name: 'multi', namespace: ns }, { trustLevel: 'high', allowedTools: ['*'], description: 'from MCP' }), 'update')
       .catch((e: unknown) => e)) as StoreConflictError;
     expect(err).toBeInstanceOf(StoreConflictError);
     expect([...err.conflicts].sort((a, b) => a.field.localeCompare(b.field))).toEqual([
@@ -76,16 +88,75 @@ describe('KubernetesStore applies without force', () => {
 
   it('a field nobody else owns still applies, and fields it leaves as they are stay with their owner', async () => {
     await gitopsApply('reporter', { trustLevel: 'medium', deniedTools: ['send_*'] });
-    const r = await store.applyAgent(guardAgent({ name: 'reporter', namespace: ns }, { trustLevel: 'medium', deniedTools: ['send_*'], displayName: 'Reporter (via MCP)' }));
+    await seen('reporter');
+    const r = await store.applyAgent(guardAgent({ name: 'reporter', namespace: ns }, { trustLevel: 'medium', deniedTools: ['send_*'], displayName: 'Reporter (via MCP)' }), 'update');
     expect(r.location).toBe(`${ns}/reporter`);
     const obj = await getGuard(kc, 'GuardAgent', ns, 'reporter');
     expect(obj.spec).toMatchObject({ trustLevel: 'medium', deniedTools: ['send_*'], displayName: 'Reporter (via MCP)' });
     expect(await managers('reporter')).toEqual(['argocd-controller', 'policyguard']);
   });
 
-  it('a new object is created as before (auto-registration, register_agent of a new id)', async () => {
-    const r = await store.applyAgent(guardAgent({ name: 'brand-new', namespace: ns }, { trustLevel: 'low' }));
-    expect(r).toEqual({ created: true, location: `${ns}/brand-new` });
-    expect(await managers('brand-new')).toEqual(['policyguard']);
+  it('a new object is created, its fields recorded as applied by policyguard, so a later update through MCP changes them', async () => {
+    const r = await store.applyAgent(guardAgent({ name: 'brand-new', namespace: ns }, { trustLevel: 'low' }), 'create');
+    expect(r).toEqual({ location: `${ns}/brand-new` });
+    // A POST records an Update; left so, the apply below would conflict with policyguard itself.
+    expect(await records('brand-new')).toEqual(['policyguard/Apply']);
+    await seen('brand-new');
+    await store.applyAgent(guardAgent({ name: 'brand-new', namespace: ns }, { trustLevel: 'medium' }), 'update');
+    expect((await getGuard(kc, 'GuardAgent', ns, 'brand-new')).spec.trustLevel).toBe('medium');
+  });
+});
+
+describe('KubernetesStore writes only what the caller was allowed: the object as its permission check saw it', () => {
+  it('a create of an object someone else created meanwhile (not yet seen by the store) is a StoreChangedError; the object is unchanged', async () => {
+    await gitopsApply('raced', { trustLevel: 'low', deniedTools: ['drop_*'] });
+    const before = await getGuard(kc, 'GuardAgent', ns, 'raced');
+    // Values that would not conflict with the other writer's: an apply would take them.
+    const err = await store.applyAgent(guardAgent({ name: 'raced', namespace: ns }, { trustLevel: 'low', description: 'from MCP' }), 'create', ['trustLevel', 'description']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreChangedError);
+    expect((err as Error).message).toBe(
+      `GuardAgent ${ns}/raced exists, though it did not when this call was checked (someone created it meanwhile, or it is in a namespace this server does not watch); a create does not overwrite it, so nothing was written. Retry to change it, which takes permission to change it (RBAC patch), not only to create`,
+    );
+    expect((await getGuard(kc, 'GuardAgent', ns, 'raced')).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+  });
+
+  it('an update of an object deleted and created again since the store saw it is a StoreChangedError; the new object is unchanged', async () => {
+    await gitopsApply('reborn', { trustLevel: 'low' });
+    // A store that saw the first object and then stopped watching: its view stays that one.
+    const stale = new KubernetesStore({ kubeConfig: kc, engine: DEFAULT_ENGINE_OPTIONS, log: silentLogger, watchNamespaces: [ns], writeNamespace: ns, isLeader: () => true });
+    stale.start();
+    try {
+      await seen('reborn', stale);
+      await stale.close();
+      await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'reborn' });
+      // A field the new object's writer does not own, so no field conflict answers first.
+      const update = () => stale.applyAgent(guardAgent({ name: 'reborn', namespace: ns }, { trustLevel: 'low', description: 'from MCP' }), 'update', ['description']);
+      // Deleted: not created by the update.
+      const gone = await update().catch((e: unknown) => e);
+      expect(gone).toBeInstanceOf(StoreChangedError);
+      expect((gone as Error).message).toBe(`GuardAgent ${ns}/reborn was deleted or created again while this call ran; nothing was written. Retry`);
+      await expect(getGuard(kc, 'GuardAgent', ns, 'reborn')).rejects.toThrow();
+      // Created again by someone else: not changed by the update.
+      await gitopsApply('reborn', { trustLevel: 'low' });
+      const before = await getGuard(kc, 'GuardAgent', ns, 'reborn');
+      expect(await update().catch((e: unknown) => e)).toBeInstanceOf(StoreChangedError);
+      const after = await getGuard(kc, 'GuardAgent', ns, 'reborn');
+      expect(after.metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+      expect(after.spec.description).toBeUndefined();
+    } finally {
+      await stale.close();
+    }
+  });
+
+  it('fields a create recorded as an Update by policyguard (its relabelling failed) are relabelled on the next update, which then applies', async () => {
+    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+      group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', fieldManager: 'policyguard',
+      body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'GuardAgent', metadata: { name: 'posted', namespace: ns }, spec: { trustLevel: 'low', deniedTools: ['drop_*'] } },
+    });
+    expect(await records('posted')).toEqual(['policyguard/Update']);
+    await seen('posted');
+    await store.applyAgent(guardAgent({ name: 'posted', namespace: ns }, { trustLevel: 'medium', deniedTools: ['drop_*'] }), 'update');
+    expect((await getGuard(kc, 'GuardAgent', ns, 'posted')).spec.trustLevel).toBe('medium');
+    expect(await records('posted')).toEqual(['policyguard/Apply']);
   });
 });

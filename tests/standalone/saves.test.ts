@@ -273,7 +273,7 @@ describe('files being written, large files, names defined twice', () => {
     await rm(join(f.configDir, 'b.yaml'));
     await eventually(async () => decide(f).decision, (d) => d === 'allow', 'the duplicate to go');
     const p = f.store.snapshot().policies()[0]!;
-    await f.store.applyPolicy({ ...p, spec: { ...p.spec, rules: [{ match: { tools: ['x'] }, action: 'allow' }] } });
+    await f.store.applyPolicy({ ...p, spec: { ...p.spec, rules: [{ match: { tools: ['x'] }, action: 'allow' }] } }, 'update');
     await f.store.reload();
     expect(f.lines.filter((l) => / WARN /.test(l))).toEqual([expect.stringMatching(/a\.yaml:1: GuardPolicy p is overridden by \S*guardpolicies\/p\.yaml, written through MCP \(delete that file to use this one\)$/)]);
   });

@@ -143,6 +143,18 @@ describe('standalone store', () => {
     expect(written).toMatch(/description: Reading and querying is allowed for every trust level\./);
   });
 
+  it('two create_policy calls racing for one new id: one creates it, the other is refused rather than overwrite it', async () => {
+    s = await startTestServer(SEED_FIXTURE);
+    const create = (message: string) => s!.call('create_policy', { policy_id: 'raced', name: 'Raced', rules: [{ match: { tools: ['send_*'] }, action: 'deny', message }] });
+    // Both are checked as creates before either is written; the writes then run in turn.
+    const results = await Promise.all([create('first'), create('second')]);
+    expect(results.map((r) => r.json.success)).toEqual([true, false]);
+    expect(results[1]!.json.message).toBe(
+      'GuardPolicy raced exists, though it did not when this call was checked (someone created it meanwhile, or it is in a namespace this server does not watch); a create does not overwrite it, so nothing was written. Retry to change it, which takes permission to change it (RBAC patch), not only to create',
+    );
+    expect((await validate(s, 'send_email', 'test-admin')).reason).toMatch(/first/);
+  });
+
   it('create_policy with an id two policies in force hold is refused, naming them', async () => {
     s = await startTestServer(SEED_FIXTURE);
     await writeFile(join(s.configDir, 'dup.yaml'), ['a', 'b'].map((ns) => NEW_POLICY.replace('{name: no-emails}', `{name: no-emails, namespace: ${ns}}`)).join('---\n'));
