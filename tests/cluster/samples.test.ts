@@ -55,7 +55,7 @@ describe('config-samples', () => {
 
   it("the kagent RemoteMCPServer's url is the Service of the chart installed as the samples say (release policyguard, namespace policyguard)", async () => {
     await ensureHelm();
-    const chart = parseObjects(await renderChart({ release: 'policyguard', namespace: 'policyguard', set: ['kagent.remoteMCPServer.enabled=true'] }));
+    const chart = parseObjects(await renderChart({ release: 'policyguard', namespace: 'policyguard', set: ['kagent.remoteMCPServer.enabled=true', 'kagent.remoteMCPServer.headersFrom[0].name=Authorization,kagent.remoteMCPServer.headersFrom[0].valueFrom.type=Secret,kagent.remoteMCPServer.headersFrom[0].valueFrom.name=policyguard-token,kagent.remoteMCPServer.headersFrom[0].valueFrom.key=authorization'] }));
     const svc = findObject(chart, 'Service');
     const sample = findObject(objectsOf('kagent/remotemcpserver.yaml'), 'RemoteMCPServer');
     expect(sample.spec.url).toBe(`http://${svc.metadata.name}.${svc.metadata.namespace}:${svc.spec.ports[0].port}/mcp`);

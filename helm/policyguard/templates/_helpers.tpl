@@ -135,6 +135,10 @@ Host headers accepted on /mcp: config.allowedHosts, or every name of the Service
 {{- if lt (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownDelaySeconds) 5) }}
 {{- fail (printf "terminationGracePeriodSeconds (%d) must be at least shutdownDelaySeconds (%d) + 5: after the preStop delay the server still drains requests, flushes the audit log and writes its last anchor, and is killed when the grace period ends" (int .Values.terminationGracePeriodSeconds) (int .Values.shutdownDelaySeconds)) }}
 {{- end }}
+{{- $kagent := .Values.kagent.remoteMCPServer }}
+{{- if and $kagent.enabled (ne .Values.config.auth "none") (not $kagent.headersFrom) }}
+{{- fail (printf "kagent.remoteMCPServer.enabled=true with config.auth=%s: kagent would call without a token and get 401 on every call. Set kagent.remoteMCPServer.headersFrom to a Secret holding its Authorization header (docs/deploy.md, \"kagent\")" .Values.config.auth) }}
+{{- end }}
 {{- if and (include "policyguard.fileSink" .) $p.enabled (gt (int .Values.replicaCount) 1) (not $p.existingClaim) (not (has "ReadWriteMany" $p.accessModes)) }}
 {{- fail (printf "audit.sink=file with replicaCount=%d: the pods share one PersistentVolumeClaim, so audit.persistence.accessModes must include ReadWriteMany (or set audit.persistence.existingClaim, or replicaCount=1, or audit.sink=configmap)" (int .Values.replicaCount)) }}
 {{- end }}
