@@ -17,6 +17,11 @@
  *   read otherwise than the gate (keys equal ignoring case, a look-alike method) is refused.
  * - `tools/list` answers list only the tools the agent may ever call, and mark those that need
  *   approval in `_meta`.
+ * - 2026-07-28 `Mcp-Param-*` headers (./param-headers.ts): once a call is allowed, the client's
+ *   are checked against the body and never passed on; the upstream gets headers built from the
+ *   arguments decided, per the tool's `x-mcp-header` declarations, learned from tools/list
+ *   answers or by listing the upstream's tools (a call is not forwarded when they are invalid or
+ *   the upstream cannot be listed).
  * - Everything else — initialize, server/discover, resources, prompts, completions,
  *   notifications, cancellation, responses to server-to-client requests, GET streams, DELETE —
  *   is passed through, in both protocol revisions. An upstream session is carried in the
@@ -27,6 +32,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import type { KeyObject } from 'node:crypto';
+import { CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY } from '@modelcontextprotocol/server';
 import type { GuardUpstream } from '../api/schemas.js';
 import type { Principal } from '../auth/authenticate.js';
 import type { Approvals, HoldResult } from '../approvals/approvals.js';
@@ -37,15 +43,17 @@ import type { AuditSink } from '../audit/sink.js';
 import type { DecisionPipeline, RecordedDecision } from '../decide/pipeline.js';
 import { parseDuration } from '../duration.js';
 import type { Logger } from '../log.js';
-import { classifyMcpRequest, HEADER_MISMATCH, legacyHeaderMismatch, standardHeaderMismatch } from '../mcp/revisions.js';
+import { classifyMcpRequest, HEADER_MISMATCH, legacyHeaderMismatch, MODERN_REVISION, standardHeaderMismatch } from '../mcp/revisions.js';
 import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { upstreamTraceparent } from '../telemetry/request-context.js';
 import { outgoingTraceHeaders } from '../telemetry/trace-context.js';
+import { VERSION } from '../version.js';
 import { CredentialError, type CredentialSource } from './credentials.js';
 import { readToolsCall, refuseMessage, type MessageRefusal } from './message.js';
+import { paramHeaderMismatch, paramHeaders, ToolHeaderCatalog, type ToolListing } from './param-headers.js';
 import { openSession, sealSession } from './session.js';
 import { parseEvent, SseSplitter, withData } from './sse.js';
 
@@ -90,11 +98,18 @@ export interface GatewayDeps {
 /**
  * Request headers a client may send on to the upstream; everything else (its credentials first)
  * stays here. A POST body is the gateway's own serialisation of the message it decided, so its
- * Content-Type is the gateway's too; the trace headers are checked first (outgoingTraceHeaders).
+ * Content-Type is the gateway's too; the trace headers are checked first (outgoingTraceHeaders),
+ * and a tools/call's `Mcp-Param-*` headers are built from what was decided (./param-headers.ts).
  */
 const FORWARDED_REQUEST_HEADERS = ['accept', 'mcp-protocol-version', 'mcp-method', 'mcp-name', 'last-event-id'];
 /** Response headers the upstream may send back to the client. */
 const FORWARDED_RESPONSE_HEADERS = ['content-type', 'cache-control', 'mcp-protocol-version'];
+
+/** How many pages of an upstream's tools/list the gateway reads, at most, to learn its tools' `Mcp-Param-*` headers. */
+const TOOLS_LIST_PAGES_MAX = 20;
+/** The `_meta` of the gateway's own 2026-07-28 requests (its listing of an upstream's tools): no client capabilities, as it answers nothing the upstream could ask. */
+const GATEWAY_ENVELOPE = { [PROTOCOL_VERSION_META_KEY]: MODERN_REVISION, [CLIENT_INFO_META_KEY]: { name: 'policyguard-gateway', version: VERSION }, [CLIENT_CAPABILITIES_META_KEY]: {} };
+const TOOLS_CHANGED = 'notifications/tools/list_changed';
 
 /** Connections to upstreams are kept open and reused: a new one per call would cost more than the call. */
 const AGENTS = { 'http:': new HttpAgent({ keepAlive: true, maxSockets: 256 }), 'https:': new HttpsAgent({ keepAlive: true, maxSockets: 256 }) };
@@ -185,6 +200,17 @@ function responseIn(text: string): Message | 'batch' | undefined {
   return isObject(m) && !('method' in m) && ('result' in m || 'error' in m) ? (m as Message) : undefined;
 }
 
+/** Whether an event's data is the notification that an upstream's tools changed. */
+function toolsChanged(data: string | undefined): boolean {
+  if (data === undefined) return false;
+  try {
+    const m: unknown = JSON.parse(data);
+    return isObject(m) && m.method === TOOLS_CHANGED;
+  } catch {
+    return false;
+  }
+}
+
 const foreignAnswerText = (m: Message | 'batch', id: JsonRpcId) =>
   m === 'batch' ? `the upstream answered request ${JSON.stringify(id)} with a batch` : `the upstream answered with id ${JSON.stringify(m.id ?? null)}, not this request's ${JSON.stringify(id)}`;
 
@@ -254,6 +280,8 @@ function refusal(agent: CompiledAgent | undefined, upstream: GuardUpstream, ref:
 
 export class Gateway {
   private readonly calls;
+  /** Each upstream tool's `x-mcp-header` declarations, as far as they are known (./param-headers.ts). */
+  private readonly toolHeaders = new ToolHeaderCatalog();
 
   constructor(private readonly deps: GatewayDeps) {
     this.calls = deps.metrics.counter('policyguard_gateway_requests_total', 'Requests to upstreams through the gateway, by method kind and outcome.');
@@ -309,7 +337,11 @@ export class Gateway {
           : undefined;
     if (mismatch) return rpcError(res, 400, idOf(message), HEADER_MISMATCH, `Header mismatch: ${mismatch}`);
     if (message.method === 'tools/call') return this.toolsCall(call, message, agent.agentId, route.kind === 'modern');
-    if (message.method === 'tools/list') return this.forward(call, message, { kind: 'tools/list', id: idOf(message), agentId: agent.agentId, ref });
+    if (message.method === 'tools/list') {
+      // Declarations are learned from sessionless 2026-07-28 answers only: a 2025 session may list tools of its own.
+      const learnAs = route.kind === 'modern' ? catalogKey(call) : undefined;
+      return this.forward(call, message, { kind: 'tools/list', id: idOf(message), agentId: agent.agentId, ref, learnAs });
+    }
     return this.forward(call, message, { kind: 'other' });
   }
 
@@ -382,7 +414,39 @@ export class Gateway {
       return this.respond(call, id, { result: toolError(text, decision, modern) });
     }
     // What was decided, and nothing else of what the client sent (./message.ts).
-    return this.forward(call, forward, { kind: 'tools/call', id, tool: name, decision, modern });
+    const kind: Extract<ForwardKind, { kind: 'tools/call' }> = { kind: 'tools/call', id, tool: name, decision, modern, paramHeaders: {} };
+    if (modern) {
+      const headers = await this.paramHeadersFor(call, name, read.call.arguments);
+      if (!headers.ok) {
+        this.calls.inc({ method: 'tools/call', outcome: headers.outcome });
+        // Decided, but not forwarded: the decision's record is followed by an outcome that says why.
+        this.recordOutcome(call, kind, { status: 0, is_error: true, duration_ms: 0, bytes: 0, error: headers.message });
+        if (call.res.headersSent) return this.respond(call, id, { error: { code: headers.code, message: headers.message } });
+        return rpcError(call.res, headers.httpStatus, id, headers.code, headers.message);
+      }
+      kind.paramHeaders = headers.headers;
+    }
+    return this.forward(call, forward, kind);
+  }
+
+  /**
+   * The `Mcp-Param-*` headers an allowed 2026-07-28 call goes upstream with, built from the
+   * arguments decided (./param-headers.ts), or why it does not go: the client's own headers
+   * disagree with the body, which a server must refuse (400, -32020); the tool's declarations
+   * are invalid; or the upstream could not be listed to learn them. A tool the listing does not
+   * name goes with none: an upstream that does declare some refuses the call for want of them.
+   * Checked once the call is allowed, so a deny or an approval never waits on the upstream.
+   */
+  private async paramHeadersFor(call: Call, tool: string, args: Record<string, unknown>): Promise<{ ok: true; headers: Record<string, string> } | { ok: false; outcome: string; httpStatus: number; code: number; message: string }> {
+    const known = await this.toolHeaders.declarations(catalogKey(call), tool, () => this.listTools(call));
+    if (known.ok) {
+      const mismatch = paramHeaderMismatch(known.headers, args, call.req.headers);
+      if (mismatch) return { ok: false, outcome: 'header_mismatch', httpStatus: 400, code: HEADER_MISMATCH, message: `Header mismatch: ${mismatch}` };
+      return { ok: true, headers: paramHeaders(known.headers, args) };
+    }
+    if ('unknown' in known && known.unknown === 'unlisted') return { ok: true, headers: {} };
+    this.deps.log.warn('gateway: an allowed call is not forwarded, for want of its Mcp-Param headers', { upstream: call.ref, tool, reason: known.reason });
+    return { ok: false, outcome: 'param_headers_unknown', httpStatus: 200, code: -32603, message: `Tool ${JSON.stringify(tool)} of upstream ${call.ref} is not called: ${known.reason}; the gateway forwards a 2026-07-28 call only with the Mcp-Param headers its tool declares` };
   }
 
   /**
@@ -450,6 +514,7 @@ export class Gateway {
         const v = req.headers[h];
         if (typeof v === 'string') headers[h] = v;
       }
+      if (kind.kind === 'tools/call') Object.assign(headers, kind.paramHeaders);
       if (message !== undefined) headers['content-type'] = 'application/json';
       // Routing headers go on only when they say what the body says (a 2026-07-28 request was
       // checked already; a notification, an answer or a 2025 message was not).
@@ -481,7 +546,7 @@ export class Gateway {
       if (res.headersSent) {
         // A held call: the client's answer is already an event stream (progress); the upstream's
         // answer goes on as its events, a JSON answer as one event.
-        if (type.includes('text/event-stream')) await this.streamEvents(answer, kind, res, outcome);
+        if (type.includes('text/event-stream')) await this.streamEvents(call, answer, kind, outcome);
         else {
           const read = (await readAll(answer, limit)).toString('utf8');
           const body = kind.kind === 'tools/call' ? this.noteResult(kind, read, outcome) : read;
@@ -495,7 +560,7 @@ export class Gateway {
         // A GET stream carries the server's own messages for as long as the session lasts: the
         // timeout covers its start, not its end.
         if (req.method === 'GET') clearTimeout(timer);
-        await this.streamEvents(answer, kind, res, outcome);
+        await this.streamEvents(call, answer, kind, outcome);
         res.end();
       } else {
         // A JSON answer (or any other) arrives whole: read it, look at it, send it in one write.
@@ -532,12 +597,15 @@ export class Gateway {
   }
 
   /** Copy an SSE answer to the client event by event, unchanged but for the one message the kind looks at. */
-  private async streamEvents(answer: IncomingMessage, kind: ForwardKind, res: ServerResponse, outcome: UpstreamOutcome): Promise<void> {
+  private async streamEvents(call: Call, answer: IncomingMessage, kind: ForwardKind, outcome: UpstreamOutcome): Promise<void> {
+    const { res } = call;
     const split = new SseSplitter();
     answer.setEncoding('utf8');
     const limit = this.deps.options.responseLimitBytes;
     const emit = (raw: string) => {
       if (Buffer.byteLength(raw) > limit) throw tooLarge(limit);
+      // Tools that changed may declare other Mcp-Param headers: they are learned again when next called.
+      if (raw.includes(TOOLS_CHANGED) && toolsChanged(parseEvent(raw).data)) this.toolHeaders.forget(catalogKey(call));
       let text = raw;
       if (kind.kind !== 'other') {
         const event = parseEvent(raw);
@@ -587,6 +655,7 @@ export class Gateway {
     if (!m) return text;
     if (m === 'batch' || idOf(m) !== kind.id) return foreignAnswer(m, kind.id);
     if (!isObject(m.result) || !Array.isArray(m.result.tools)) return text;
+    if (kind.learnAs !== undefined) this.toolHeaders.learn(kind.learnAs, m.result.tools);
     const snapshot = this.deps.store.snapshot();
     const tools: unknown[] = [];
     for (const tool of m.result.tools as unknown[]) {
@@ -601,6 +670,66 @@ export class Gateway {
     // The list now depends on who asked: never let a shared cache serve it to someone else.
     const result = { ...m.result, tools, ...('cacheScope' in m.result ? { cacheScope: 'private' } : {}) };
     return JSON.stringify({ ...m, result });
+  }
+
+  /**
+   * The upstream's tools, listed by the gateway itself to learn their `Mcp-Param-*` headers: as a
+   * 2026-07-28 client (no session) with the upstream's URL and credentials, following nextCursor
+   * for up to {@link TOOLS_LIST_PAGES_MAX} pages within the upstream's timeout. Throws an
+   * {@link UpstreamFailure} saying what went wrong, never where.
+   */
+  private async listTools(call: Call): Promise<ToolListing> {
+    const { upstream } = call;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new Error(`no complete answer within ${upstream.spec.timeout}`)), parseDuration(upstream.spec.timeout) ?? 30_000);
+    let tools: unknown[] = [];
+    let cursor: string | undefined;
+    try {
+      for (let page = 1; page <= TOOLS_LIST_PAGES_MAX; page++) {
+        const id = `policyguard-tools-list-${page}`;
+        const headers = {
+          ...(await this.deps.credentials.headersFor(upstream)),
+          accept: 'application/json, text/event-stream',
+          'content-type': 'application/json',
+          'mcp-protocol-version': MODERN_REVISION,
+          'mcp-method': 'tools/list',
+          ...outgoingTraceHeaders(upstreamTraceparent(), call.req.headers),
+        };
+        const body = { jsonrpc: '2.0', id, method: 'tools/list', params: { ...(cursor !== undefined ? { cursor } : {}), _meta: GATEWAY_ENVELOPE } };
+        const m = await this.responseTo(await send(upstream.spec.url, 'POST', headers, JSON.stringify(body), abort.signal), id);
+        if (!isObject(m.result) || !Array.isArray(m.result.tools)) {
+          throw new UpstreamFailure(`it answered tools/list with ${isObject(m.error) ? `error ${JSON.stringify(m.error.code ?? null)}` : 'no list of tools'}`);
+        }
+        tools = tools.concat(m.result.tools);
+        cursor = typeof m.result.nextCursor === 'string' ? m.result.nextCursor : undefined;
+        if (cursor === undefined) return { tools, complete: true };
+      }
+      return { tools, complete: false };
+    } catch (err) {
+      const failure = publicReason(err, abort.signal);
+      this.deps.log.warn('gateway: listing the tools of an upstream failed', { upstream: call.ref, url: upstream.spec.url, error: failure.detail });
+      throw failure;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** The response to the gateway's own request `id` in an upstream's answer, JSON or an event stream, read whole up to the response limit. */
+  private async responseTo(answer: IncomingMessage, id: string): Promise<Message> {
+    const status = answer.statusCode ?? 502;
+    if (status >= 300) {
+      answer.destroy();
+      throw new UpstreamFailure(`it answered tools/list with HTTP ${status}`);
+    }
+    const text = (await readAll(answer, this.deps.options.responseLimitBytes)).toString('utf8');
+    const type = (answer.headers['content-type'] ?? '').toLowerCase();
+    const split = new SseSplitter();
+    const messages = type.includes('text/event-stream') ? [...split.push(text), ...split.end()].map((raw) => parseEvent(raw).data) : [text];
+    for (const data of messages) {
+      const m = data === undefined ? undefined : responseIn(data);
+      if (m !== undefined && m !== 'batch' && m.id === id) return m;
+    }
+    throw new UpstreamFailure('its answer to tools/list holds no response to it');
   }
 
   private recordOutcome(call: Call, kind: Extract<ForwardKind, { kind: 'tools/call' }>, outcome: UpstreamOutcome): void {
@@ -618,7 +747,12 @@ interface Call {
   upstreamSession: string | undefined;
 }
 
+/** What the gateway knows of an upstream's tools is keyed by its ref and URL: a GuardUpstream that points elsewhere serves other tools. */
+const catalogKey = (call: Call) => `${call.ref} ${call.upstream.spec.url}`;
+
 type ForwardKind =
-  | { kind: 'tools/call'; id: JsonRpcId; tool: string; decision: RecordedDecision; modern: boolean; answered?: boolean }
-  | { kind: 'tools/list'; id: JsonRpcId; agentId: string; ref: string }
+  /** `paramHeaders`: the `Mcp-Param-*` headers built from the decided arguments (none under 2025). */
+  | { kind: 'tools/call'; id: JsonRpcId; tool: string; decision: RecordedDecision; modern: boolean; paramHeaders: Record<string, string>; answered?: boolean }
+  /** `learnAs`: the key under which the tools' `x-mcp-header` declarations are learned (2026-07-28 answers only). */
+  | { kind: 'tools/list'; id: JsonRpcId; agentId: string; ref: string; learnAs: string | undefined }
   | { kind: 'other' };

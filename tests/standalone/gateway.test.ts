@@ -30,15 +30,22 @@ let py: Upstream;
 let everything: Upstream;
 let auditKey: string;
 
-/** Every request the recording upstream got: its headers and its body, byte for byte. */
+/**
+ * Every request the recording upstream got, but for tools/list: its headers and its body, byte
+ * for byte. It lists its tools (with no Mcp-Param headers) to the gateway, which lists them
+ * before its first 2026-07-28 call (src/gateway/param-headers.ts).
+ */
 const recorded: { headers: IncomingHttpHeaders; body: string }[] = [];
 const recorder = createServer((req, res) => {
   let body = '';
   req.setEncoding('utf8');
   req.on('data', (c: string) => (body += c));
   req.on('end', () => {
+    const message = JSON.parse(body) as { id?: unknown; method?: string };
+    const id = message.id ?? null;
+    const tools = ['echo', 'refund', 'delete_repo'].map((name) => ({ name, inputSchema: { type: 'object' } }));
+    if (message.method === 'tools/list') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id, result: { tools } }));
     recorded.push({ headers: req.headers, body });
-    const id = (JSON.parse(body) as { id?: unknown }).id ?? null;
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'ran' }] } }));
   });
 });
