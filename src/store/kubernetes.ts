@@ -9,8 +9,9 @@
  * - a create is a POST, which the API server refuses when the object exists by then; its fields
  *   are then relabelled as applied by `policyguard` ({@link KubernetesStore.ownAsApplied}), so
  *   later updates do not conflict with the create;
- * - an update is a server-side apply carrying the uid last seen, which the API server refuses
- *   when the object was deleted or created again since. It is never forced: a field Argo CD,
+ * - an update is a server-side apply carrying the uid and resourceVersion last seen, which the
+ *   API server refuses when the object was changed, deleted or created again since (the caller's
+ *   checks read it as it was: its trust level, its identities). It is never forced: a field Argo CD,
  *   Flux or kubectl owns is theirs, and changing it is a {@link StoreConflictError} naming the
  *   field and its manager, not a takeover the GitOps tool would revert on its next sync.
  * Automatic suspensions are merge patches of the agent's status subresource, which GitOps tools
@@ -173,9 +174,20 @@ function conflictsOnlyWithOurCreate(err: unknown): boolean {
   return causes.length > 0 && causes.every((c) => managerOf(c.message ?? '') === FIELD_MANAGER);
 }
 
-/** The API server's refusal of an apply whose `metadata.uid` is not the object's: deleted (409), or created again (422, uid immutable). */
-function isUidMismatch(err: unknown): boolean {
+/** The API server's refusal of an apply whose `metadata.resourceVersion` is not the object's (409, "has been modified"). */
+function isModified(err: unknown): boolean {
   const status = statusBody(err);
+  return statusOf(err) === 409 && (status?.details?.causes ?? []).length === 0 && /\bhas been modified\b/.test(status?.message ?? '');
+}
+
+/**
+ * The API server's refusal of an apply whose preconditions fail: {@link isModified}, or
+ * `metadata.uid` not the object's because it was deleted (409, "uid mismatch") or created
+ * again (422, uid immutable).
+ */
+function isPreconditionFailure(err: unknown): boolean {
+  const status = statusBody(err);
+  if (isModified(err)) return true;
   if (statusOf(err) === 409) return (status?.details?.causes ?? []).length === 0 && /\buid mismatch\b/.test(status?.message ?? '');
   return statusOf(err) === 422 && (status?.details?.causes ?? []).some((c) => c.field === 'metadata.uid');
 }
@@ -428,7 +440,7 @@ export class KubernetesStore implements PolicyStore {
     const namespace = obj.metadata.namespace ?? this.writeNamespace;
     const body = applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject, specFields);
     const target = { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, fieldManager: FIELD_MANAGER };
-    const changed = () => new StoreChangedError(`${kind} ${namespace}/${name}`, intent);
+    const changed = () => new StoreChangedError(`${kind} ${namespace}/${name}`, intent, true);
     if (intent === 'create') {
       let created: KubeObject;
       try {
@@ -437,29 +449,51 @@ export class KubernetesStore implements PolicyStore {
         if (statusOf(err) === 409) throw changed();
         throw err;
       }
-      await this.ownAsApplied(kind, namespace, created).catch((err: unknown) =>
+      await this.ownAsApplied(kind, namespace, created, 3).catch((err: unknown) =>
         this.opts.log.warn('created, but its fields stay recorded as a create by policyguard; the next update through MCP records them as applied', { object: `${kind} ${namespace}/${name}`, error: String(err) }),
       );
       return { location: `${namespace}/${name}` };
     }
-    const uid = this.raw.get(objectKey(kind, namespace, name))?.obj.metadata.uid;
-    if (uid === undefined) throw changed();
-    // The uid makes the apply a precondition: the object seen, not one created in its place.
-    const update = () => this.api.patchNamespacedCustomObject({ ...target, name, body: { ...body, metadata: { ...(body.metadata as object), uid } } }, serverSideApply);
-    try {
-      // No `force`: see the file comment.
-      await update().catch(async (err: unknown) => {
-        // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel, once.
-        if (!conflictsOnlyWithOurCreate(err)) throw err;
-        await this.ownAsApplied(kind, namespace, (await this.api.getNamespacedCustomObject({ ...target, name })) as KubeObject);
-        await update();
-      });
-    } catch (err) {
-      if (isUidMismatch(err)) throw changed();
-      if (statusOf(err) === 409) throw applyConflict(kind, namespace, name, err);
-      throw err;
+    const seen = this.raw.get(objectKey(kind, namespace, name))?.obj.metadata;
+    if (seen?.uid === undefined || seen.resourceVersion === undefined) throw changed();
+    const { uid, generation } = seen;
+    // The uid and resourceVersion make the apply conditional on the object the caller's checks
+    // saw (its trust level, its identities): not one changed since, nor one created in its place.
+    const update = (resourceVersion: string) => this.api.patchNamespacedCustomObject({ ...target, name, body: { ...body, metadata: { ...(body.metadata as object), uid, resourceVersion } } }, serverSideApply);
+    /** The object now, if its spec is still the one seen (same uid and generation: only its status or metadata changed). */
+    const unchangedSpec = async () => {
+      const live = (await this.api.getNamespacedCustomObject({ ...target, name })) as KubeObject;
+      if (live.metadata.uid !== uid || live.metadata.generation !== generation || live.metadata.resourceVersion === undefined) throw changed();
+      return live;
+    };
+    let version = seen.resourceVersion;
+    let relabelled = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // No `force`: see the file comment.
+        await update(version);
+        return { location: `${namespace}/${name}` };
+      } catch (err) {
+        if (err instanceof StoreChangedError) throw err;
+        if (attempt < 3 && !relabelled && conflictsOnlyWithOurCreate(err)) {
+          // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel them,
+          // then apply on the version the relabelling made.
+          relabelled = true;
+          const next = await this.ownAsApplied(kind, namespace, await unchangedSpec(), 1);
+          if (next === undefined) throw changed();
+          version = next;
+        } else if (attempt < 3 && isModified(err)) {
+          // A status write (our Ready condition), a label: the checks still hold; apply on it.
+          version = (await unchangedSpec()).metadata.resourceVersion!;
+        } else if (isPreconditionFailure(err)) {
+          throw changed();
+        } else if (statusOf(err) === 409) {
+          throw applyConflict(kind, namespace, name, err);
+        } else {
+          throw err;
+        }
+      }
     }
-    return { location: `${namespace}/${name}` };
   }
 
   /**
@@ -467,22 +501,23 @@ export class KubernetesStore implements PolicyStore {
    * server-side apply by `policyguard` that changes them would conflict with that record. This
    * relabels our own update record as an apply, merged with any apply record we already have
    * (as client-go's csaupgrade does for kubectl), guarded by the resourceVersion so that no
-   * change made meanwhile is lost; on a change it reads the object again, three times at most.
+   * change made meanwhile is lost; on a change it reads the object again, up to `attempts`
+   * times. Returns the resourceVersion the relabelling made (or found, with nothing to do).
    */
-  private async ownAsApplied(kind: Kind, namespace: string, live: KubeObject): Promise<void> {
+  private async ownAsApplied(kind: Kind, namespace: string, live: KubeObject, attempts: number): Promise<string | undefined> {
     const target = { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, name: live.metadata.name, fieldManager: FIELD_MANAGER };
     for (let attempt = 1; ; attempt++) {
       const relabelled = appliedByUs(live.metadata.managedFields);
-      if (relabelled === undefined) return;
       const version = live.metadata.resourceVersion;
+      if (relabelled === undefined) return version;
       try {
-        await this.api.patchNamespacedCustomObject(
+        const patched = (await this.api.patchNamespacedCustomObject(
           { ...target, body: [{ op: 'test', path: '/metadata/resourceVersion', value: version }, { op: 'replace', path: '/metadata/managedFields', value: relabelled }] },
           jsonPatch,
-        );
-        return;
+        )) as KubeObject;
+        return patched.metadata.resourceVersion;
       } catch (err) {
-        if (statusOf(err) !== 422 || attempt === 3) throw err;
+        if (statusOf(err) !== 422 || attempt >= attempts) throw err;
         live = (await this.api.getNamespacedCustomObject(target)) as KubeObject;
         if (live.metadata.resourceVersion === version) throw err; // not the test that failed
       }

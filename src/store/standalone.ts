@@ -35,7 +35,7 @@ import { listManifestTree, readManifest, type ManifestRead } from './manifest-tr
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 import { formatManifestError, formatZodError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
 import { namespacedName, objectKey } from '../engine/types.js';
-import { StoreChangedError, type ApplyResult, type PolicyStore, type WriteIntent } from './store.js';
+import { StoreChangedError, StoreConflictError, type ApplyResult, type PolicyStore, type WriteIntent } from './store.js';
 
 export interface StandaloneStoreOptions {
   configDir: string;
@@ -585,12 +585,14 @@ export class StandaloneStore implements PolicyStore {
   private async write(obj: GuardObject, folder: string, intent: WriteIntent): Promise<ApplyResult> {
     return this.serial(async () => {
       // Checked again here, in turn with every other write: another call may have written it since.
-      if (this.holds(obj.kind, obj.metadata.namespace, obj.metadata.name) !== (intent === 'update')) {
-        throw new StoreChangedError(`${obj.kind} ${namespacedName(obj.metadata)}`, intent);
-      }
+      const named = `${obj.kind} ${namespacedName(obj.metadata)}`;
+      if (this.holds(obj.kind, obj.metadata.namespace, obj.metadata.name) !== (intent === 'update')) throw new StoreChangedError(named, intent, false);
       const dir = join(this.manifestsDir, folder);
-      await mkdir(dir, { recursive: true });
       const path = join(dir, `${obj.metadata.name}.yaml`);
+      // Files here are named by object name alone: one of that name in another namespace is not overwritten.
+      const other = this.files.get(path)?.entries.find((e) => refOf(e.object) !== refOf(obj));
+      if (other) throw new StoreConflictError(named, [], `${named} cannot be written: ${path} holds ${other.object.kind} ${namespacedName(other.object.metadata)}, and objects written through MCP are kept by name alone; use another id`);
+      await mkdir(dir, { recursive: true });
       const object = withoutCreationTime(obj);
       const text = toManifest(object);
       await writeFileAtomic(path, text);

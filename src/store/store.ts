@@ -49,11 +49,11 @@ export class StoreConflictError extends Error {
 }
 
 /**
- * A write refused because the object is not as the caller's permission check saw it: it exists
- * for a `create` (someone created it meanwhile; in a cluster, also one in a namespace not
- * watched), or is gone or another object for an `update` (deleted, or deleted and created
- * again). A cluster's replicas see changes a moment late, so a retry soon after decides afresh.
- * Nothing was written.
+ * A write refused because the object is not as the caller's checks saw it: it exists for a
+ * `create` (someone created it meanwhile; in a cluster, also one in a namespace not watched),
+ * or, for an `update`, its spec changed, or it is gone or another object (deleted, or deleted
+ * and created again). A cluster's replicas see changes a moment late, so a retry soon after
+ * decides afresh. Nothing was written.
  */
 export class StoreChangedError extends Error {
   override name = 'StoreChangedError';
@@ -61,11 +61,13 @@ export class StoreChangedError extends Error {
     /** `Kind namespace/name`, or the manifest's `Kind name` in standalone mode. */
     readonly object: string,
     readonly intent: WriteIntent,
+    /** In a cluster, permissions are RBAC's and a server may watch only some namespaces. */
+    cluster: boolean,
   ) {
     super(
       intent === 'create'
-        ? `${object} exists, though it did not when this call was checked (someone created it meanwhile, or it is in a namespace this server does not watch); a create does not overwrite it, so nothing was written. Retry to change it, which takes permission to change it (RBAC patch), not only to create`
-        : `${object} was deleted or created again while this call ran; nothing was written. Retry`,
+        ? `${object} exists, though it did not when this call was checked (someone created it meanwhile${cluster ? ', or it is in a namespace this server does not watch' : ''}); a create does not overwrite it, so nothing was written. Retry to change it${cluster ? ', which takes permission to change it (RBAC patch), not only to create' : ''}`
+        : `${object} was changed, deleted or created again while this call ran; nothing was written. Retry`,
     );
   }
 }

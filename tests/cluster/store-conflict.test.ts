@@ -120,32 +120,54 @@ describe('KubernetesStore writes only what the caller was allowed: the object as
     expect((await getGuard(kc, 'GuardAgent', ns, 'raced')).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
   });
 
-  it('an update of an object deleted and created again since the store saw it is a StoreChangedError; the new object is unchanged', async () => {
-    await gitopsApply('reborn', { trustLevel: 'low' });
-    // A store that saw the first object and then stopped watching: its view stays that one.
+  /** A store that saw `name` as it is now and then stopped watching: its view stays that one. */
+  async function staleStore(name: string): Promise<KubernetesStore> {
     const stale = new KubernetesStore({ kubeConfig: kc, engine: DEFAULT_ENGINE_OPTIONS, log: silentLogger, watchNamespaces: [ns], writeNamespace: ns, isLeader: () => true });
     stale.start();
-    try {
-      await seen('reborn', stale);
-      await stale.close();
-      await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'reborn' });
-      // A field the new object's writer does not own, so no field conflict answers first.
-      const update = () => stale.applyAgent(guardAgent({ name: 'reborn', namespace: ns }, { trustLevel: 'low', description: 'from MCP' }), 'update', ['description']);
-      // Deleted: not created by the update.
-      const gone = await update().catch((e: unknown) => e);
-      expect(gone).toBeInstanceOf(StoreChangedError);
-      expect((gone as Error).message).toBe(`GuardAgent ${ns}/reborn was deleted or created again while this call ran; nothing was written. Retry`);
-      await expect(getGuard(kc, 'GuardAgent', ns, 'reborn')).rejects.toThrow();
-      // Created again by someone else: not changed by the update.
-      await gitopsApply('reborn', { trustLevel: 'low' });
-      const before = await getGuard(kc, 'GuardAgent', ns, 'reborn');
-      expect(await update().catch((e: unknown) => e)).toBeInstanceOf(StoreChangedError);
-      const after = await getGuard(kc, 'GuardAgent', ns, 'reborn');
-      expect(after.metadata.resourceVersion).toBe(before.metadata.resourceVersion);
-      expect(after.spec.description).toBeUndefined();
-    } finally {
-      await stale.close();
-    }
+    await seen(name, stale);
+    await stale.close();
+    return stale;
+  }
+  const describeAs = (name: string, description: string) => guardAgent({ name, namespace: ns }, { trustLevel: 'low', description });
+
+  it('an update of an object whose spec changed since the store saw it is a StoreChangedError (the checks read the old spec); a status write alone is not', async () => {
+    await gitopsApply('edited', { trustLevel: 'low' });
+    const stale = await staleStore('edited');
+    const objects = kc.makeApiClient(CustomObjectsApi);
+    // Our own Ready condition, written after every compile: the spec the checks read is the same.
+    await objects.patchNamespacedCustomObjectStatus(
+      { group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'edited', body: { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'Accepted', message: '', lastTransitionTime: new Date().toISOString() }] } }, fieldManager: 'policyguard' },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await stale.applyAgent(describeAs('edited', 'first'), 'update', ['description']);
+    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).spec.description).toBe('first');
+    // Its spec changed since (Git raised its trust): the checks read another spec, so nothing is written.
+    await gitopsApply('edited', { trustLevel: 'high' });
+    const before = await getGuard(kc, 'GuardAgent', ns, 'edited');
+    const err = await stale.applyAgent(describeAs('edited', 'second'), 'update', ['description']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreChangedError);
+    expect((err as Error).message).toBe(`GuardAgent ${ns}/edited was changed, deleted or created again while this call ran; nothing was written. Retry`);
+    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+  });
+
+  it('an update of an object deleted and created again since the store saw it is a StoreChangedError; the new object is unchanged', async () => {
+    await gitopsApply('reborn', { trustLevel: 'low' });
+    const stale = await staleStore('reborn');
+    await kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'reborn' });
+    // A field the new object's writer does not own, so no field conflict answers first.
+    const update = () => stale.applyAgent(guardAgent({ name: 'reborn', namespace: ns }, { trustLevel: 'low', description: 'from MCP' }), 'update', ['description']);
+    // Deleted: not created by the update.
+    const gone = await update().catch((e: unknown) => e);
+    expect(gone).toBeInstanceOf(StoreChangedError);
+    expect((gone as Error).message).toBe(`GuardAgent ${ns}/reborn was changed, deleted or created again while this call ran; nothing was written. Retry`);
+    await expect(getGuard(kc, 'GuardAgent', ns, 'reborn')).rejects.toThrow();
+    // Created again by someone else: not changed by the update.
+    await gitopsApply('reborn', { trustLevel: 'low' });
+    const before = await getGuard(kc, 'GuardAgent', ns, 'reborn');
+    expect(await update().catch((e: unknown) => e)).toBeInstanceOf(StoreChangedError);
+    const after = await getGuard(kc, 'GuardAgent', ns, 'reborn');
+    expect(after.metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+    expect(after.spec.description).toBeUndefined();
   });
 
   it('fields a create recorded as an Update by policyguard (its relabelling failed) are relabelled on the next update, which then applies', async () => {

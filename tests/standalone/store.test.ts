@@ -150,9 +150,23 @@ describe('standalone store', () => {
     const results = await Promise.all([create('first'), create('second')]);
     expect(results.map((r) => r.json.success)).toEqual([true, false]);
     expect(results[1]!.json.message).toBe(
-      'GuardPolicy raced exists, though it did not when this call was checked (someone created it meanwhile, or it is in a namespace this server does not watch); a create does not overwrite it, so nothing was written. Retry to change it, which takes permission to change it (RBAC patch), not only to create',
+      'GuardPolicy raced exists, though it did not when this call was checked (someone created it meanwhile); a create does not overwrite it, so nothing was written. Retry to change it',
     );
     expect((await validate(s, 'send_email', 'test-admin')).reason).toMatch(/first/);
+  });
+
+  it('an object written through MCP never overwrites the data-dir copy of one of the same name in another namespace', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'policyguard-same-name-'));
+    await cp(SEED_FIXTURE, dir, { recursive: true });
+    await writeFile(join(dir, 'team-a.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: bot, namespace: team-a}\nspec: {agentId: bot-a, trustLevel: low}\n');
+    s = await startTestServer(dir).finally(() => rm(dir, { recursive: true }));
+    // Restricted through MCP: its new version is the data dir's guardagents/bot.yaml.
+    expect((await s.call('register_agent', { agent_id: 'bot-a', name: 'Bot A', trust_level: 'low', denied_tools: ['delete_*'] })).json.success).toBe(true);
+    expect((await validate(s, 'delete_repo', 'bot-a')).allowed).toBe(false);
+    // A new agent whose object would be named bot too, in another namespace: refused, saying why.
+    const r = await s.call('register_agent', { agent_id: 'bot', name: 'Bot', trust_level: 'low' });
+    expect(r.json).toMatchObject({ success: false, message: expect.stringMatching(/^GuardAgent bot cannot be written: \S+guardagents\/bot\.yaml holds GuardAgent team-a\/bot, and objects written through MCP are kept by name alone; use another id$/) });
+    expect((await validate(s, 'delete_repo', 'bot-a')).allowed).toBe(false);
   });
 
   it('create_policy with an id two policies in force hold is refused, naming them', async () => {
