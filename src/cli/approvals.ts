@@ -10,6 +10,7 @@ import { phaseOf } from '../approvals/ask.js';
 import { APPROVAL_NAME, fileApprovalDesk, type ListProblems } from '../approvals/file-store.js';
 import type { ApprovalDesk } from '../approvals/store.js';
 import type { GuardApproval } from '../api/schemas.js';
+import { statusOf } from '../kube/client.js';
 import { connectionFailure, neverSent } from '../kube/connection.js';
 import { printable } from '../printable.js';
 
@@ -96,7 +97,15 @@ export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<num
   };
   const desk = await deskFor(values['data-dir'], values.kubeconfig, now, io, problems);
   if (sub === 'list' && name === undefined) {
-    let approvals = await desk.list(values.namespace);
+    let approvals: readonly GuardApproval[];
+    try {
+      approvals = await desk.list(values.namespace);
+    } catch (err) {
+      // Not permitted to list is a refusal (exit 1), like a decision RBAC does not allow.
+      if (statusOf((err as Error).cause) !== 403) throw err;
+      say((err as Error).message);
+      return 1;
+    }
     if (values.pending) approvals = approvals.filter((a) => phaseOf(a, now()) === 'Pending');
     io.out(values.output === 'json' ? JSON.stringify(approvals, null, 2) + '\n' : listText(approvals, now(), !values['data-dir']));
     return skipped > 0 ? 1 : 0;

@@ -147,6 +147,11 @@ describe('approvals on the real API server, decided with the CLI', () => {
     expect(bob.code).toBe(1);
     expect(bob.stderr).toContain(`bob may not decide GuardApproval ${ns}/${asked}: that needs verb 'approve' on guardapprovals`);
     expect((await approval(asked)).status).toEqual({ phase: 'Pending' });
+    // Someone with no role here may not even list them: a refusal too (exit 1), not a usage
+    // error or a missing cluster (exit 2).
+    const list = await runCli(['approvals', 'list', '-n', ns, '--kubeconfig', await userKubeconfig(admin, 'carol', tmp)]);
+    expect(list.code).toBe(1);
+    expect(list.stderr).toMatch(new RegExp(`^policyguard: GuardApprovals not listed in namespace ${ns}: .*forbidden`));
   });
 
   it('alice approves: the same call is allowed once, the approval is Used, and the next call asks anew', async () => {
