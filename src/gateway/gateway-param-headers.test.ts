@@ -4,7 +4,8 @@
  * a call whose headers are missing or disagree with its body) and the official SDK client, over
  * loopback HTTP, with an in-memory store and pipeline (our own interfaces) as in gateway.test.ts;
  * and a hand-written upstream for what the SDK server does not do (paged lists, a list_changed
- * notification in a call's stream, a tools/list that fails or is answered with an error).
+ * notification in a call's stream, a tools/list that fails, is answered with an error, is too
+ * large, keeps its stream open, or differs in an upstream session).
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -21,7 +22,7 @@ import { Metrics } from '../metrics.js';
 import { classifyMcpRequest, createMcpEndpoint, MODERN_REVISION } from '../mcp/revisions.js';
 import type { PolicyStore } from '../store/store.js';
 import { Gateway } from './gateway.js';
-import { sessionKey } from './session.js';
+import { sealSession, sessionKey } from './session.js';
 
 const UPSTREAM_SECRET = 'Bearer upstream-secret';
 
@@ -77,58 +78,82 @@ const sdkUpstream = recording(sdkSeen, (req, res, body) => void endpoint.serve(r
  * A hand-written upstream: tools/list in two pages (the first an event stream with a
  * notification before the answer, the second JSON), `paged_tool` declared on the second; a
  * tools/call answered as a stream that says the tools changed. `/failing` answers tools/list
- * with HTTP 500.
+ * with HTTP 500, `/erring` with an error; `/big` with endless pages of 300 kB; `/lingering`
+ * with one page as an event stream it keeps open; `/session`, in an upstream session, with a
+ * list of its own (`paged_tool` declaring nothing).
  */
 const handSeen: Seen[] = [];
 const event = (message: unknown) => `event: message\ndata: ${JSON.stringify(message)}\n\n`;
+const PAGED_TOOL = { name: 'paged_tool', inputSchema: { type: 'object', properties: { site: { type: 'string', 'x-mcp-header': 'Site' } } } };
+/** Resolves when the upstream sees the gateway close the stream `/lingering` kept open. */
+let lingeringClosed: Promise<void> | undefined;
 const handUpstream = recording(handSeen, (req, res, body) => {
   const answer = (result: unknown) => ({ jsonrpc: '2.0', id: body.id, result });
   if (req.url === '/failing') return void res.writeHead(500).end();
   if (req.url === '/erring') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: body.id, error: { code: -32601, message: 'Method not found' } }));
+  if (req.url === '/big' && body.method === 'tools/list') {
+    const tools = [{ name: 'filler', description: 'x'.repeat(300_000), inputSchema: { type: 'object' } }];
+    return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer({ tools, nextCursor: `after-${handSeen.length}` })));
+  }
+  if (req.url === '/lingering' && body.method === 'tools/list') {
+    lingeringClosed = new Promise((resolve) => res.on('close', resolve));
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    return void res.write(event({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } }) + event(answer({ tools: [PAGED_TOOL] })));
+  }
+  if (req.url === '/session' && body.method === 'tools/list' && req.headers['mcp-session-id'] === 'up-1') {
+    return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer({ tools: [{ name: 'paged_tool', inputSchema: { type: 'object' } }] })));
+  }
   if (body.method === 'tools/list' && body.params?.cursor === undefined) {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     return void res.end(event({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'listing' } }) + event(answer({ tools: [{ name: 'other', inputSchema: { type: 'object' } }], nextCursor: 'page-2' })));
   }
-  if (body.method === 'tools/list') {
-    const tools = [{ name: 'paged_tool', inputSchema: { type: 'object', properties: { site: { type: 'string', 'x-mcp-header': 'Site' } } } }];
-    return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer({ tools })));
-  }
+  if (body.method === 'tools/list') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer({ tools: [PAGED_TOOL] })));
   res.writeHead(200, { 'content-type': 'text/event-stream' });
   res.end(event({ jsonrpc: '2.0', method: 'notifications/tools/list_changed' }) + event(answer({ content: [{ type: 'text', text: 'ran' }], resultType: 'complete' })));
 });
 
 const upstreams = new Map<string, GuardUpstream>();
-const addUpstream = (name: string, url: string) =>
-  upstreams.set(`default/${name}`, { apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name, namespace: 'default' }, spec: { url, headers: [], timeout: '5s', allowedNamespaces: [], keyMatching: 'Exact' } });
+const addUpstream = (name: string, url: string, timeout = '5s') =>
+  upstreams.set(`default/${name}`, { apiVersion: API_VERSION, kind: 'GuardUpstream', metadata: { name, namespace: 'default' }, spec: { url, headers: [], timeout, allowedNamespaces: [], keyMatching: 'Exact' } });
 let sdkUrl: string;
 let handUrl: string;
 let fresh = 0;
 /** A new GuardUpstream for the upstream at `url` (the SDK's by default), of which the gateway has learned nothing yet. */
-const freshRef = (url = sdkUrl) => {
+const freshRef = (url = sdkUrl, timeout?: string) => {
   const name = `fresh-${++fresh}`;
-  addUpstream(name, url);
+  addUpstream(name, url, timeout);
   return `default/${name}`;
 };
 
-/** What the pipeline decided: a deny for a transfer over 500, else allow. */
+/**
+ * What the pipeline decided: a deny for a transfer over 500; a transfer from account `approved`
+ * as a call a person approved once (allowed the first time it is decided, its approval then
+ * used: denied after); else allow.
+ */
 const decided: DecisionInput[] = [];
+let approvalUsed = false;
 const pipeline = {
   decide: async (input: DecisionInput) => {
     decided.push(input);
-    const deny = input.target === 'transfer' && Number(input.parameters.amount) > 500;
-    return { ok: true, decision: { decision: deny ? 'deny' : 'allow', allowed: !deny, reason: deny ? 'too much' : 'fine', action_id: `act_${decided.length}`, agent: { id: 'anonymous' } } };
+    const transfer = input.target === 'transfer';
+    const used = transfer && input.parameters.account === 'approved' && approvalUsed;
+    if (transfer && input.parameters.account === 'approved') approvalUsed = true;
+    const deny = used || (transfer && Number(input.parameters.amount) > 500);
+    const reason = used ? 'its approval is used already' : deny ? 'too much' : 'fine';
+    return { ok: true, decision: { decision: deny ? 'deny' : 'allow', allowed: !deny, reason, action_id: `act_${decided.length}`, agent: { id: 'anonymous' } } };
   },
 } as unknown as DecisionPipeline;
 /** What the gateway audited besides the decisions (which the pipeline stub does not record): outcome records. */
 const audited: Array<{ action_id: string; action: { type: string; parameters: Record<string, unknown> } }> = [];
 const outcomeOf = (actionId: string) => audited.find((r) => r.action_id === actionId && r.action.type === 'upstream_outcome')?.action.parameters;
+const SESSION_KEY = sessionKey(undefined);
 const gateway = new Gateway({
   store: { notReady: () => undefined, snapshot: () => PolicySnapshot.empty(), upstream: (ref: string) => upstreams.get(ref) } as unknown as PolicyStore,
   pipeline,
   authorizer: openAuthorizer(),
   audit: { append: (entry: (typeof audited)[number]) => (audited.push(entry), { ok: true }) } as never,
   credentials: { headersFor: async () => ({ authorization: UPSTREAM_SECRET }) },
-  sessionKey: sessionKey(undefined),
+  sessionKey: SESSION_KEY,
   metrics: new Metrics(),
   log: silentLogger,
   options: { denyAs: 'tool-error', approvalHoldMs: 0, responseLimitBytes: 1 << 20 },
@@ -225,7 +250,6 @@ describe('a tool with x-mcp-header parameters, called through the gateway', () =
 
   it.each<{ shape: string; headers: Record<string, string>; message: string }>([
     { shape: 'a header that disagrees with the body', headers: { 'mcp-param-region': 'us', 'mcp-param-priority': '1' }, message: 'the Mcp-Param-Region header says "us" but the body carries arguments.region="eu"' },
-    { shape: 'a missing header', headers: { 'mcp-param-region': 'eu' }, message: 'the body carries arguments.priority=1 but the Mcp-Param-Priority header is absent' },
     { shape: 'an invalid Base64 sentinel', headers: { 'mcp-param-region': '=?base64?ZXU?=', 'mcp-param-priority': '1' }, message: 'the Mcp-Param-Region header carries an invalid Base64 sentinel value' },
     { shape: 'a nested value that disagrees', headers: { 'mcp-param-region': 'eu', 'mcp-param-priority': '1', 'mcp-param-owner': 'evil' }, message: 'the Mcp-Param-Owner header says "evil" but the body carries arguments.repo.owner="acme"' },
   ])('is refused as a server refuses it, and not forwarded: $shape (400, -32020; its outcome audited after the decision)', async ({ headers, message }) => {
@@ -236,6 +260,15 @@ describe('a tool with x-mcp-header parameters, called through the gateway', () =
     expect(decided.length).toBe(before + 1);
     expect(outcomeOf(`act_${decided.length}`)).toEqual({ status: 0, is_error: true, duration_ms: 0, bytes: 0, error: `Header mismatch: ${message}` });
     expect(requests(sdkSeen, 'tools/call')).toEqual([]);
+  });
+
+  it('a header the client did not send is no error (unlike at a server): the upstream gets every header, built by the gateway, and the call is decided once', async () => {
+    const before = decided.length;
+    const r = await call('default/sdk', 'create_issue', { region: 'eu', priority: 1, repo: { owner: 'acme' } }, { 'mcp-param-region': 'eu' });
+    expect(r.status).toBe(200);
+    expect(r.body.result.isError).toBeFalsy();
+    expect(decided.length).toBe(before + 1);
+    expect(paramHeadersOf(requests(sdkSeen, 'tools/call')[0]!)).toEqual({ 'mcp-param-region': 'eu', 'mcp-param-priority': '1', 'mcp-param-owner': 'acme' });
   });
 
   it('a header for a value the gate did not decide never reaches the upstream: none for a value not in the body, nothing on a deny', async () => {
@@ -289,22 +322,24 @@ describe('a tool whose declarations the gateway has not seen', () => {
     expect(requests(sdkSeen, 'tools/list')).toHaveLength(1);
   });
 
-  it('the SDK client, calling before it listed, sends no headers; refused with -32020, it lists and calls again, and succeeds', async () => {
+  it('the SDK client, calling before it listed, sends no headers: its call goes through at once, decided once, so an approval is not used up by a retry', async () => {
     const c = await client(freshRef());
+    const before = decided.length;
     try {
-      const result = await c.callTool({ name: 'create_issue', arguments: { region: 'Zürich', urgent: false } });
+      // Approved once (see the pipeline): a refusal for want of headers, then the client's retry, would find the approval used.
+      const result = await c.callTool({ name: 'transfer', arguments: { account: 'approved', amount: 100 } });
       expect(result.isError).toBeFalsy();
     } finally {
       await c.close();
     }
-    // The gateway's own listing, the client's after the refusal, and the one call that was forwarded.
+    expect(decided.length).toBe(before + 1);
+    // The gateway's own listing, and the call with the headers the gateway built.
     expect(sdkSeen.map((s) => [s.body.method, s.body.params?._meta?.['io.modelcontextprotocol/clientInfo']?.name])).toEqual([
       ['server/discover', 'param-tests'],
       ['tools/list', 'policyguard-gateway'],
-      ['tools/list', 'param-tests'],
       ['tools/call', 'param-tests'],
     ]);
-    expect(paramHeadersOf(sdkSeen[3]!)).toEqual({ 'mcp-param-region': '=?base64?WsO8cmljaA==?=', 'mcp-param-urgent': 'false' });
+    expect(paramHeadersOf(sdkSeen[2]!)).toEqual({ 'mcp-param-account': 'approved' });
   });
 
   it('follows nextCursor through pages, JSON or an event stream, to learn a tool listed on a later page', async () => {
@@ -334,6 +369,54 @@ describe('a tool whose declarations the gateway has not seen', () => {
     expect(r.body.error).toEqual({ code: -32603, message });
     expect(outcomeOf(`act_${decided.length}`)).toMatchObject({ is_error: true, error: message });
     expect(requests(handSeen, 'tools/call')).toEqual([]);
+  });
+
+  it('a failed listing stands for a few seconds: the calls meanwhile are told why at once, without listing again', async () => {
+    const ref = freshRef(`${handUrl}/failing`);
+    const first = await call(ref, 'paged_tool', { site: 'a' });
+    const second = await call(ref, 'paged_tool', { site: 'a' });
+    expect(first.body.error.message).toMatch(/it answered tools\/list with HTTP 500/);
+    expect(second.body.error).toEqual(first.body.error);
+    expect(requests(handSeen, 'tools/list')).toHaveLength(1);
+  });
+
+  it('reads the pages of a listing up to the response limit, all together: an upstream cannot make it read 20 large pages', async () => {
+    const ref = freshRef(`${handUrl}/big`);
+    const r = await call(ref, 'paged_tool', { site: 'a' });
+    expect(r.body.error.message).toContain('the gateway could not list the upstream\'s tools to learn which Mcp-Param headers it takes: its tools/list answers together are larger than --gateway-response-limit (1048576 bytes)');
+    // Pages of 300 kB: the fourth takes it past 1 MiB.
+    expect(requests(handSeen, 'tools/list')).toHaveLength(4);
+    expect(requests(handSeen, 'tools/call')).toEqual([]);
+  });
+
+  it('reads an event stream to the answer to its listing and closes it: an upstream that keeps the stream open costs no timeout', async () => {
+    const ref = freshRef(`${handUrl}/lingering`, '20s');
+    const started = Date.now();
+    const r = await call(ref, 'paged_tool', { site: 'b' }, { 'mcp-param-site': 'b' });
+    expect(r.body.result.content[0].text).toBe('ran');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(paramHeadersOf(requests(handSeen, 'tools/call')[0]!)).toEqual({ 'mcp-param-site': 'b' });
+    await lingeringClosed;
+  });
+
+  it('learns nothing from a tools/list answered in an upstream session (it may be the session\'s own): a call without one is checked against the upstream\'s own list', async () => {
+    const ref = freshRef(`${handUrl}/session`);
+    const listed = await fetch(`${gatewayUrl}/${ref}/mcp`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': MODERN_REVISION, 'mcp-method': 'tools/list', 'mcp-session-id': sealSession(SESSION_KEY, ref, 'up-1', ANONYMOUS.subject) },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: ENVELOPE } }),
+    });
+    // The session's list: paged_tool declares nothing there.
+    expect(((await listed.json()) as any).result.tools).toEqual([{ name: 'paged_tool', inputSchema: { type: 'object' } }]);
+    const r = await call(ref, 'paged_tool', { site: 'b' }, { 'mcp-param-site': 'b' });
+    expect(r.body.result.content[0].text).toBe('ran');
+    expect(handSeen.map((s) => [s.body.method, s.headers['mcp-session-id']])).toEqual([
+      ['tools/list', 'up-1'],
+      ['tools/list', undefined],
+      ['tools/list', undefined],
+      ['tools/call', undefined],
+    ]);
+    expect(paramHeadersOf(requests(handSeen, 'tools/call')[0]!)).toEqual({ 'mcp-param-site': 'b' });
   });
 
   it('a tool the listing does not name goes with no Mcp-Param headers (the client\'s are not passed on): the upstream answers for it', async () => {

@@ -18,10 +18,10 @@
  * - `tools/list` answers list only the tools the agent may ever call, and mark those that need
  *   approval in `_meta`.
  * - 2026-07-28 `Mcp-Param-*` headers (./param-headers.ts): once a call is allowed, the client's
- *   are checked against the body and never passed on; the upstream gets headers built from the
- *   arguments decided, per the tool's `x-mcp-header` declarations, learned from tools/list
- *   answers or by listing the upstream's tools (a call is not forwarded when they are invalid or
- *   the upstream cannot be listed).
+ *   are checked against the body (one that disagrees is refused, a missing one is not) and never
+ *   passed on; the upstream gets headers built from the arguments decided, per the tool's
+ *   `x-mcp-header` declarations, learned from tools/list answers or by listing the upstream's
+ *   tools (a call is not forwarded when they are invalid or the upstream cannot be listed).
  * - Everything else — initialize, server/discover, resources, prompts, completions,
  *   notifications, cancellation, responses to server-to-client requests, GET streams, DELETE —
  *   is passed through, in both protocol revisions. An upstream session is carried in the
@@ -76,7 +76,10 @@ export interface GatewayOptions {
    * 0 answers at once. Under kagent's 30 s and the SDK's 60 s request timeouts by default.
    */
   approvalHoldMs: number;
-  /** The largest upstream answer taken, in bytes: a JSON answer whole, or one event of a stream (--gateway-response-limit). */
+  /**
+   * The largest upstream answer taken, in bytes: a JSON answer whole, or one event of a stream;
+   * all the pages of the gateway's own listing of an upstream's tools together (--gateway-response-limit).
+   */
   responseLimitBytes: number;
 }
 
@@ -338,8 +341,10 @@ export class Gateway {
     if (mismatch) return rpcError(res, 400, idOf(message), HEADER_MISMATCH, `Header mismatch: ${mismatch}`);
     if (message.method === 'tools/call') return this.toolsCall(call, message, agent.agentId, route.kind === 'modern');
     if (message.method === 'tools/list') {
-      // Declarations are learned from sessionless 2026-07-28 answers only: a 2025 session may list tools of its own.
-      const learnAs = route.kind === 'modern' ? catalogKey(call) : undefined;
+      // Declarations are learned from sessionless 2026-07-28 answers only: what an upstream
+      // session lists (2025, or a session id a 2026-07-28 client still sends) may be that
+      // session's own, and would stand for every caller of the upstream.
+      const learnAs = route.kind === 'modern' && call.upstreamSession === undefined ? catalogKey(call) : undefined;
       return this.forward(call, message, { kind: 'tools/list', id: idOf(message), agentId: agent.agentId, ref, learnAs });
     }
     return this.forward(call, message, { kind: 'other' });
@@ -431,10 +436,11 @@ export class Gateway {
 
   /**
    * The `Mcp-Param-*` headers an allowed 2026-07-28 call goes upstream with, built from the
-   * arguments decided (./param-headers.ts), or why it does not go: the client's own headers
-   * disagree with the body, which a server must refuse (400, -32020); the tool's declarations
-   * are invalid; or the upstream could not be listed to learn them. A tool the listing does not
-   * name goes with none: an upstream that does declare some refuses the call for want of them.
+   * arguments decided (./param-headers.ts), or why it does not go: a header the client sent
+   * disagrees with the body, which a server must refuse (400, -32020; one it did not send is no
+   * error, see paramHeaderMismatch); the tool's declarations are invalid; or the upstream could
+   * not be listed to learn them. A tool the listing does not name goes with none: an upstream
+   * that does declare some refuses the call for want of them.
    * Checked once the call is allowed, so a deny or an approval never waits on the upstream.
    */
   private async paramHeadersFor(call: Call, tool: string, args: Record<string, unknown>): Promise<{ ok: true; headers: Record<string, string> } | { ok: false; outcome: string; httpStatus: number; code: number; message: string }> {
@@ -675,13 +681,15 @@ export class Gateway {
   /**
    * The upstream's tools, listed by the gateway itself to learn their `Mcp-Param-*` headers: as a
    * 2026-07-28 client (no session) with the upstream's URL and credentials, following nextCursor
-   * for up to {@link TOOLS_LIST_PAGES_MAX} pages within the upstream's timeout. Throws an
-   * {@link UpstreamFailure} saying what went wrong, never where.
+   * for up to {@link TOOLS_LIST_PAGES_MAX} pages within the upstream's timeout and, all pages
+   * together, the response limit. Throws an {@link UpstreamFailure} saying what went wrong,
+   * never where.
    */
   private async listTools(call: Call): Promise<ToolListing> {
     const { upstream } = call;
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(new Error(`no complete answer within ${upstream.spec.timeout}`)), parseDuration(upstream.spec.timeout) ?? 30_000);
+    const budget = { left: this.deps.options.responseLimitBytes };
     let tools: unknown[] = [];
     let cursor: string | undefined;
     try {
@@ -696,7 +704,7 @@ export class Gateway {
           ...outgoingTraceHeaders(upstreamTraceparent(), call.req.headers),
         };
         const body = { jsonrpc: '2.0', id, method: 'tools/list', params: { ...(cursor !== undefined ? { cursor } : {}), _meta: GATEWAY_ENVELOPE } };
-        const m = await this.responseTo(await send(upstream.spec.url, 'POST', headers, JSON.stringify(body), abort.signal), id);
+        const m = await this.responseTo(await send(upstream.spec.url, 'POST', headers, JSON.stringify(body), abort.signal), id, budget);
         if (!isObject(m.result) || !Array.isArray(m.result.tools)) {
           throw new UpstreamFailure(`it answered tools/list with ${isObject(m.error) ? `error ${JSON.stringify(m.error.code ?? null)}` : 'no list of tools'}`);
         }
@@ -714,21 +722,50 @@ export class Gateway {
     }
   }
 
-  /** The response to the gateway's own request `id` in an upstream's answer, JSON or an event stream, read whole up to the response limit. */
-  private async responseTo(answer: IncomingMessage, id: string): Promise<Message> {
+  /**
+   * The response to the gateway's own request `id` in an upstream's answer: a JSON answer read
+   * whole, an event stream read up to the event that holds it (a server may keep the stream
+   * open after it). Reads at most `budget.left` bytes, and takes them off.
+   */
+  private async responseTo(answer: IncomingMessage, id: string, budget: { left: number }): Promise<Message> {
     const status = answer.statusCode ?? 502;
     if (status >= 300) {
       answer.destroy();
       throw new UpstreamFailure(`it answered tools/list with HTTP ${status}`);
     }
-    const text = (await readAll(answer, this.deps.options.responseLimitBytes)).toString('utf8');
-    const type = (answer.headers['content-type'] ?? '').toLowerCase();
-    const split = new SseSplitter();
-    const messages = type.includes('text/event-stream') ? [...split.push(text), ...split.end()].map((raw) => parseEvent(raw).data) : [text];
-    for (const data of messages) {
+    const ours = (data: string | undefined) => {
       const m = data === undefined ? undefined : responseIn(data);
-      if (m !== undefined && m !== 'batch' && m.id === id) return m;
+      return m !== undefined && m !== 'batch' && m.id === id ? m : undefined;
+    };
+    const inEvents = (events: string[]) => {
+      for (const raw of events) {
+        const m = ours(parseEvent(raw).data);
+        if (m) return m;
+      }
+      return undefined;
+    };
+    const stream = (answer.headers['content-type'] ?? '').toLowerCase().includes('text/event-stream');
+    const split = new SseSplitter();
+    const parts: string[] = [];
+    answer.setEncoding('utf8');
+    for await (const chunk of answer as AsyncIterable<string>) {
+      budget.left -= Buffer.byteLength(chunk);
+      if (budget.left < 0) {
+        answer.destroy();
+        throw new UpstreamFailure(`its tools/list answers together are larger than --gateway-response-limit (${this.deps.options.responseLimitBytes} bytes)`);
+      }
+      if (!stream) parts.push(chunk);
+      else {
+        const m = inEvents(split.push(chunk));
+        if (m) {
+          // Answered: the rest of the stream, which a server may keep open, is not waited for.
+          answer.destroy();
+          return m;
+        }
+      }
     }
+    const m = stream ? inEvents(split.end()) : ours(parts.join(''));
+    if (m) return m;
     throw new UpstreamFailure('its answer to tools/list holds no response to it');
   }
 

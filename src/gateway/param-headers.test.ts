@@ -7,7 +7,7 @@
 import { validateHeaderValue } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DECLARATIONS_MAX_AGE_MS, encodeParamValue, paramHeaderMismatch, paramHeaders, scanParamHeaders, ToolHeaderCatalog, type ParamHeader, type ToolListing } from './param-headers.js';
+import { DECLARATIONS_MAX_AGE_MS, encodeParamValue, LISTING_FAILURE_MAX_AGE_MS, MAX_DECLARATION_DEPTH, MAX_DECLARATIONS, paramHeaderMismatch, paramHeaders, scanParamHeaders, ToolHeaderCatalog, type ParamHeader, type ToolListing } from './param-headers.js';
 
 const object = (properties: Record<string, unknown>, more: Record<string, unknown> = {}) => ({ type: 'object', properties, ...more });
 const header = (name: string, type = 'string') => ({ type, 'x-mcp-header': name });
@@ -38,6 +38,8 @@ describe('scanParamHeaders: the declarations of a tool, or why they are invalid'
     { shape: 'under properties under additionalProperties', schema: object({}, { additionalProperties: object({ x: header('X') }) }), why: '<additionalProperties>.x: x-mcp-header is allowed only on a property reached through properties alone' },
     { shape: 'in $defs (a $ref target)', schema: object({ a: { $ref: '#/$defs/A' } }, { $defs: { A: header('A') } }), why: '<$defs>: x-mcp-header is allowed only on a property reached through properties alone' },
     { shape: 'under patternProperties', schema: object({}, { patternProperties: { '^x': header('X') } }), why: '<patternProperties>: x-mcp-header is allowed only on a property reached through properties alone' },
+    // The SDK's server would read this as a property named "0"; others would not (see scanParamHeaders).
+    { shape: 'under properties that are an array', schema: object({ a: { type: 'object', properties: [header('A')] } }), why: 'a.<properties>: x-mcp-header is allowed only on a property reached through properties alone' },
     { shape: 'a number', schema: object({ amount: header('Amount', 'number') }), why: 'amount: x-mcp-header is allowed only on a string, integer or boolean property, not "number"' },
     { shape: 'an object', schema: object({ o: header('O', 'object') }), why: 'o: x-mcp-header is allowed only on a string, integer or boolean property, not "object"' },
     { shape: 'no type', schema: object({ a: { 'x-mcp-header': 'A' } }), why: 'a: x-mcp-header is allowed only on a string, integer or boolean property, not null' },
@@ -52,11 +54,48 @@ describe('scanParamHeaders: the declarations of a tool, or why they are invalid'
     expect(scanParamHeaders(schema)).toEqual({ ok: false, reason: INVALID + why });
   });
 
-  it('walks a schema of any depth without recursion', () => {
-    let schema: Record<string, unknown> = header('Deep');
+  it('properties that are an array, with no annotation in them, are no declaration', () => {
+    expect(scanParamHeaders(object({ a: { type: 'object', properties: [{ type: 'string' }] }, b: header('B') }))).toEqual({ ok: true, headers: [{ path: ['b'], name: 'B', type: 'string' }] });
+  });
+
+  /** `count` annotated properties, each one level under the one before: `p0`, `p0.p1`, … */
+  const chain = (count: number) => {
+    let schema: Record<string, unknown> = header(`H${count - 1}`);
+    for (let i = count - 2; i >= 0; i--) schema = { ...header(`H${i}`), properties: { [`p${i + 1}`]: schema } };
+    return object({ p0: schema });
+  };
+
+  it(`takes up to ${MAX_DECLARATIONS} declarations, and one up to ${MAX_DECLARATION_DEPTH} properties deep`, () => {
+    const flat = Object.fromEntries(Array.from({ length: MAX_DECLARATIONS }, (_, i) => [`p${i}`, header(`H${i}`)]));
+    expect(scanParamHeaders(object(flat))).toMatchObject({ ok: true, headers: { length: MAX_DECLARATIONS } });
+    const deep = scanParamHeaders(chain(MAX_DECLARATION_DEPTH));
+    expect(deep.ok && deep.headers.at(-1)!.path.length).toBe(MAX_DECLARATION_DEPTH);
+  });
+
+  it('a tool with more declarations is invalid, saying so', () => {
+    const flat = Object.fromEntries(Array.from({ length: MAX_DECLARATIONS + 1 }, (_, i) => [`p${i}`, header(`H${i}`)]));
+    expect(scanParamHeaders(object(flat))).toEqual({ ok: false, reason: `${INVALID}p${MAX_DECLARATIONS}: the gateway takes at most ${MAX_DECLARATIONS} x-mcp-header declarations per tool` });
+  });
+
+  it('a tool with a declaration deeper is invalid, saying so, its path cut short', () => {
+    const path = Array.from({ length: MAX_DECLARATION_DEPTH }, (_, i) => `p${i}`).join('.');
+    expect(scanParamHeaders(chain(MAX_DECLARATION_DEPTH + 1))).toEqual({ ok: false, reason: `${INVALID}${path}.…: the gateway takes x-mcp-header at most ${MAX_DECLARATION_DEPTH} properties deep` });
+  });
+
+  it('many declarations down a deep chain cost no time: the scan stops at the first one too deep', () => {
+    const started = performance.now();
+    const scan = scanParamHeaders(chain(20_000));
+    expect(scan).toMatchObject({ ok: false, reason: expect.stringMatching(/properties deep$/) });
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it('walks a schema of any depth without recursion, keeping no path it does not report', () => {
+    let schema: Record<string, unknown> = { type: 'string' };
     for (let i = 0; i < 50_000; i++) schema = object({ p: schema });
-    const scan = scanParamHeaders(schema);
-    expect(scan.ok && scan.headers[0]!.path.length).toBe(50_000);
+    expect(scanParamHeaders(schema)).toEqual({ ok: true, headers: [] });
+    let annotated: Record<string, unknown> = header('Deep');
+    for (let i = 0; i < 50_000; i++) annotated = object({ p: annotated });
+    expect(scanParamHeaders(annotated)).toEqual({ ok: false, reason: `${INVALID}${Array(MAX_DECLARATION_DEPTH).fill('p').join('.')}.…: the gateway takes x-mcp-header at most ${MAX_DECLARATION_DEPTH} properties deep` });
   });
 });
 
@@ -112,6 +151,9 @@ describe('paramHeaderMismatch: the client\'s headers checked as a server checks 
 
   it.each([
     { shape: 'all mirrored', headers: good },
+    // The gateway builds the upstream's headers itself: one the client left out loses nothing (paramHeaderMismatch).
+    { shape: 'a header missing', headers: { ...good, 'mcp-param-n': undefined } },
+    { shape: 'none at all', headers: {} },
     { shape: 'an integer as another decimal', headers: { ...good, 'mcp-param-n': '42.0' } },
     { shape: 'a plain value sent in Base64', headers: { ...good, 'mcp-param-owner': '=?base64?YWNtZQ==?=' } },
     { shape: 'headers nothing declares', headers: { ...good, 'mcp-param-other': 'x' } },
@@ -120,7 +162,6 @@ describe('paramHeaderMismatch: the client\'s headers checked as a server checks 
   });
 
   it.each([
-    { shape: 'a header missing', headers: { ...good, 'mcp-param-n': undefined }, why: 'the body carries arguments.n=42 but the Mcp-Param-N header is absent' },
     { shape: 'a value that differs', headers: { ...good, 'mcp-param-region': 'Zurich' }, why: 'the Mcp-Param-Region header says "Zurich" but the body carries arguments.region="Zürich"' },
     { shape: 'a nested value that differs', headers: { ...good, 'mcp-param-owner': 'evil' }, why: 'the Mcp-Param-Owner header says "evil" but the body carries arguments.repo.owner="acme"' },
     { shape: 'an integer in exponent form', headers: { ...good, 'mcp-param-n': '4.2e1' }, why: 'the Mcp-Param-N header says "4.2e1" but the body carries arguments.n=42' },
@@ -198,12 +239,29 @@ describe('ToolHeaderCatalog: what the gateway knows of an upstream\'s tools', ()
     expect(listed.count).toBe(1);
   });
 
-  it('a listing that fails says why, and is tried again by the next call', async () => {
-    const { catalog, listed, list } = setup(() => Promise.reject(new Error('the connection was refused')));
+  it('a listing that fails says why; the calls in the next seconds are told the same at once, and a call after that lists again', async () => {
+    let fail = true;
+    const { clock, catalog, listed, list } = setup(() => (fail ? Promise.reject(new Error('the connection was refused')) : Promise.resolve({ tools: [tool('a')], complete: true })));
     const failed = { ok: false, unknown: 'unavailable', reason: "the gateway could not list the upstream's tools to learn which Mcp-Param headers it takes: the connection was refused" };
     expect(await catalog.declarations('u', 'a', list)).toEqual(failed);
-    expect(await catalog.declarations('u', 'a', list)).toEqual(failed);
+    clock.now = LISTING_FAILURE_MAX_AGE_MS - 1;
+    expect(await catalog.declarations('u', 'b', list)).toEqual(failed);
+    expect(listed.count).toBe(1);
+    // Another upstream's listing is its own.
+    await catalog.declarations('v', 'a', list);
     expect(listed.count).toBe(2);
+    fail = false;
+    clock.now = LISTING_FAILURE_MAX_AGE_MS;
+    expect(await catalog.declarations('u', 'a', list)).toEqual({ ok: true, headers: [] });
+    expect(listed.count).toBe(3);
+  });
+
+  it('what passes through is taken even while a failed listing stands', async () => {
+    const { catalog, listed, list } = setup(() => Promise.reject(new Error('the connection was refused')));
+    await catalog.declarations('u', 'a', list);
+    catalog.learn('u', [tool('a', { r: header('R') })]);
+    expect(await catalog.declarations('u', 'a', list)).toEqual({ ok: true, headers: [{ path: ['r'], name: 'R', type: 'string' }] });
+    expect(listed.count).toBe(1);
   });
 
   it('a tool whose declarations are invalid is known as such', async () => {

@@ -9,7 +9,10 @@
  * - it learns each upstream tool's declarations from the tools/list answers it sees, or lists
  *   the upstream's tools itself ({@link ToolHeaderCatalog}); a call it allowed is not forwarded
  *   when the declarations break the specification's rules or the upstream cannot be listed;
- * - it checks the client's headers against the body as a server must ({@link paramHeaderMismatch});
+ * - it checks the client's headers against the body ({@link paramHeaderMismatch}), refusing one
+ *   that disagrees as a server must, but not one that is missing: the upstream never gets the
+ *   client's headers, so a missing one loses nothing, and a refusal would cost the call's
+ *   decision (an approval is used once);
  * - it builds the headers it sends upstream from the arguments it decided ({@link paramHeaders}),
  *   never passing on the client's own: a tool its listing does not name goes with none, so an
  *   upstream that does declare some refuses the call for want of them.
@@ -50,12 +53,22 @@ const UNREACHABLE_KEYWORDS = [
 ];
 /** Of those, the ones whose value maps names to subschemas (not one subschema, not an array of them). */
 const NAMED_SUBSCHEMAS = new Set(['patternProperties', 'dependentSchemas', '$defs', 'definitions']);
+/**
+ * The most declarations a tool may have, and the most properties deep one may be: each costs a
+ * path to keep and a value to look up on every call, and a schema's size is the upstream's to
+ * choose (thousands of declarations down one deep chain of properties would cost the gateway
+ * seconds and gigabytes). Real tools have a few, near the top.
+ */
+export const MAX_DECLARATIONS = 64;
+export const MAX_DECLARATION_DEPTH = 32;
 
 /** One schema on the walk of {@link scanParamHeaders}: its parent and the key it is under there. */
 interface Visit {
   node: unknown;
   parent: Visit | undefined;
   key: string;
+  /** How many keys down from the root. */
+  depth: number;
   /** Reached from the root through `properties` alone. */
   reachable: boolean;
 }
@@ -67,22 +80,31 @@ function pathOf(visit: Visit): string[] {
   return keys.reverse();
 }
 
+/** Where `visit` is, for a reason: its path, cut after {@link MAX_DECLARATION_DEPTH} keys (a reason is read, logged and audited). */
+function placeOf(visit: Visit): string {
+  if (!visit.parent) return 'the schema root';
+  let shown = visit;
+  while (shown.depth > MAX_DECLARATION_DEPTH) shown = shown.parent!;
+  return pathOf(shown).join('.') + (shown === visit ? '' : '.…');
+}
+
 /**
  * The `x-mcp-header` declarations of a tool's `inputSchema`, or why they are invalid: an
  * annotation not reached through `properties` alone (or on the root), a name that is empty or
  * not an RFC 9110 token, a type other than string, integer or boolean (`number` included, as
- * the specification says), or a name declared twice ignoring case.
+ * the specification says), a name declared twice ignoring case, or more declarations, or one
+ * deeper, than the gateway takes ({@link MAX_DECLARATIONS}, {@link MAX_DECLARATION_DEPTH}).
  *
  * @example scanParamHeaders({ type: 'object', properties: { region: { type: 'string', 'x-mcp-header': 'Region' } } })
  *   // { ok: true, headers: [{ path: ['region'], name: 'Region', type: 'string' }] }
  */
 export function scanParamHeaders(inputSchema: unknown): ToolParamHeaders {
   const headers: ParamHeader[] = [];
-  const invalid = (where: Visit, why: string): ToolParamHeaders => ({ ok: false, reason: `its inputSchema's x-mcp-header declarations are invalid: ${where.parent ? pathOf(where).join('.') : 'the schema root'}: ${why}` });
+  const invalid = (where: Visit, why: string): ToolParamHeaders => ({ ok: false, reason: `its inputSchema's x-mcp-header declarations are invalid: ${placeOf(where)}: ${why}` });
   const byLowerName = new Map<string, string>();
-  // Iterative, in document order, each node's path built only when needed: a schema's depth
-  // and size are the upstream's to choose.
-  const stack: Visit[] = [{ node: inputSchema, parent: undefined, key: '', reachable: true }];
+  // Iterative, in document order, each node's path built only when needed (for a declaration
+  // within the caps, or once for the reason): a schema's depth and size are the upstream's to choose.
+  const stack: Visit[] = [{ node: inputSchema, parent: undefined, key: '', depth: 0, reachable: true }];
   while (stack.length > 0) {
     const visit = stack.pop()!;
     const { node, reachable } = visit;
@@ -90,23 +112,33 @@ export function scanParamHeaders(inputSchema: unknown): ToolParamHeaders {
     if (Object.hasOwn(node, 'x-mcp-header')) {
       const name = node['x-mcp-header'];
       if (!reachable || !visit.parent) return invalid(visit, 'x-mcp-header is allowed only on a property reached through properties alone');
+      if (visit.depth > MAX_DECLARATION_DEPTH) return invalid(visit, `the gateway takes x-mcp-header at most ${MAX_DECLARATION_DEPTH} properties deep`);
       if (typeof name !== 'string' || !TOKEN.test(name)) return invalid(visit, `x-mcp-header ${JSON.stringify(name)} is not an HTTP token`);
       const type = node.type;
       if (typeof type !== 'string' || !PRIMITIVE_TYPES.has(type)) return invalid(visit, `x-mcp-header is allowed only on a string, integer or boolean property, not ${JSON.stringify(type ?? null)}`);
       const earlier = byLowerName.get(name.toLowerCase());
       if (earlier !== undefined) return invalid(visit, `x-mcp-header ${JSON.stringify(name)} is declared twice, ignoring case (also as ${JSON.stringify(earlier)})`);
+      if (headers.length === MAX_DECLARATIONS) return invalid(visit, `the gateway takes at most ${MAX_DECLARATIONS} x-mcp-header declarations per tool`);
       byLowerName.set(name.toLowerCase(), name);
       headers.push({ path: pathOf(visit), name, type: type as ParamHeader['type'] });
     }
     const children: Visit[] = [];
+    const depth = visit.depth + 1;
     if (isObject(node.properties)) {
-      for (const [key, child] of Object.entries(node.properties)) children.push({ node: child, parent: visit, key, reachable });
+      for (const [key, child] of Object.entries(node.properties)) children.push({ node: child, parent: visit, key, depth, reachable });
+    } else if (Array.isArray(node.properties)) {
+      // Not JSON Schema (`properties` is an object). The SDK's server reads the indices as
+      // property names and so wants `Mcp-Param-X` from `arguments["0"]`; another upstream may
+      // ignore the array, or refuse the tool. The gateway cannot know which reading it talks
+      // to, so an annotation in there makes the tool invalid (not called) rather than guessed
+      // at; an array with none changes nothing, as no reading finds a declaration in it.
+      for (const branch of node.properties) children.push({ node: branch, parent: visit, key: '<properties>', depth, reachable: false });
     }
     for (const keyword of UNREACHABLE_KEYWORDS) {
       const sub = node[keyword];
       if (sub === undefined) continue;
       const branches = Array.isArray(sub) ? sub : NAMED_SUBSCHEMAS.has(keyword) && isObject(sub) ? Object.values(sub) : [sub];
-      for (const branch of branches) children.push({ node: branch, parent: visit, key: `<${keyword}>`, reachable: false });
+      for (const branch of branches) children.push({ node: branch, parent: visit, key: `<${keyword}>`, depth, reachable: false });
     }
     for (let i = children.length - 1; i >= 0; i--) stack.push(children[i]!);
   }
@@ -185,11 +217,14 @@ export function paramHeaders(declared: readonly ParamHeader[], args: Record<stri
 const DECIMAL = /^-?\d+(?:\.\d+)?$/;
 
 /**
- * Why the request's `Mcp-Param-*` headers do not mirror `args`, or undefined when they do: for
- * each declaration whose value is present (not null, primitive), its header must be there and
- * decode to the value (an integer compared as a number). A header for an absent value, or one
- * no declaration names, is ignored, as a server ignores it. `headers` are Node's (names in
- * lower case).
+ * Why the request's `Mcp-Param-*` headers disagree with `args`, or undefined when they do not:
+ * for each declaration whose value is present (not null, primitive), its header, when there,
+ * must decode to the value (an integer compared as a number). A header for an absent value, or
+ * one no declaration names, is ignored, as a server ignores it. A header that is not there is
+ * no error here, though a server refuses it: the gateway sends the upstream the headers it
+ * builds, never the client's, so nothing is lost; and the SDK's client sends none until it has
+ * listed the tools, then calls again, which would be decided again (and an approval it had
+ * would be used already). `headers` are Node's (names in lower case).
  *
  * @example paramHeaderMismatch(declared, { region: 'eu' }, { 'mcp-param-region': 'us' }) // 'the Mcp-Param-Region header …'
  */
@@ -199,9 +234,10 @@ export function paramHeaderMismatch(declared: readonly ParamHeader[], args: Reco
     const text = textOf(value);
     if (text === undefined) continue;
     const header = `Mcp-Param-${d.name}`;
-    const where = `arguments.${d.path.join('.')}=${JSON.stringify(value)}`;
     const raw = headers[header.toLowerCase()];
-    if (typeof raw !== 'string') return `the body carries ${where} but the ${header} header is absent`;
+    // Not sent (Node joins a header sent twice into one string, which then disagrees).
+    if (typeof raw !== 'string') continue;
+    const where = `arguments.${d.path.join('.')}=${JSON.stringify(value)}`;
     const decoded = decodeParamValue(raw);
     if (decoded === undefined) return `the ${header} header carries an invalid Base64 sentinel value`;
     const same = d.type === 'integer' && typeof value === 'number' && DECIMAL.test(decoded) ? Number(decoded) === value : decoded === text;
@@ -218,6 +254,11 @@ export interface ToolListing {
 
 /** How long what was learned of an upstream's tools is taken as true without asking again. */
 export const DECLARATIONS_MAX_AGE_MS = 5 * 60_000;
+/**
+ * How long a failed listing stands for its upstream: the calls meanwhile fail at once with its
+ * reason, rather than each waiting out the upstream's timeout again.
+ */
+export const LISTING_FAILURE_MAX_AGE_MS = 10_000;
 
 /** When the gateway last listed an upstream's tools itself, and whether it read the whole list (a tool missing from it is not there). */
 interface Listed {
@@ -242,12 +283,15 @@ const missing = (listed: Listed): KnownParamHeaders => ({
  * What the gateway knows of each upstream's `x-mcp-header` declarations, by a key naming the
  * upstream (its ref and URL): learned from the tools/list answers that pass through, or from
  * a listing of its own when a call names a tool it knows nothing fresh about (one listing per
- * upstream at a time, however many calls wait for it). Bounded by the upstreams and the tools
- * they list; forgotten when an upstream says its list changed.
+ * upstream at a time, however many calls wait for it; after one that failed, none for
+ * {@link LISTING_FAILURE_MAX_AGE_MS}). Bounded by the upstreams and the tools they list;
+ * forgotten when an upstream says its list changed.
  */
 export class ToolHeaderCatalog {
   private readonly known = new Map<string, Known>();
   private readonly listing = new Map<string, Promise<Known & { listed: Listed }>>();
+  /** The last listing of each upstream that failed, when it did, and what the calls were told. */
+  private readonly failed = new Map<string, { at: number; known: KnownParamHeaders }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -269,11 +313,14 @@ export class ToolHeaderCatalog {
   /**
    * The declarations of `tool`, or why they are unknown: from what was learned in the last
    * {@link DECLARATIONS_MAX_AGE_MS}, else from a listing by `list` (which throws, with the
-   * reason as message, when the upstream cannot be listed).
+   * reason as message, when the upstream cannot be listed; that failure is the answer for
+   * {@link LISTING_FAILURE_MAX_AGE_MS}).
    */
   async declarations(key: string, tool: string, list: () => Promise<ToolListing>): Promise<KnownParamHeaders> {
     const fresh = this.lookup(key, tool);
     if (fresh) return fresh;
+    const failed = this.failed.get(key);
+    if (failed && failed.at > this.now() - LISTING_FAILURE_MAX_AGE_MS) return failed.known;
     let pending = this.listing.get(key);
     if (!pending) {
       pending = list()
@@ -285,7 +332,9 @@ export class ToolHeaderCatalog {
     try {
       known = await pending;
     } catch (err) {
-      return { ok: false, unknown: 'unavailable', reason: `the gateway could not list the upstream's tools to learn which Mcp-Param headers it takes: ${(err as Error).message}` };
+      const unavailable: KnownParamHeaders = { ok: false, unknown: 'unavailable', reason: `the gateway could not list the upstream's tools to learn which Mcp-Param headers it takes: ${(err as Error).message}` };
+      this.failed.set(key, { at: this.now(), known: unavailable });
+      return unavailable;
     }
     return known.tools.get(tool)?.declared ?? missing(known.listed);
   }
@@ -306,6 +355,7 @@ export class ToolHeaderCatalog {
   private replace(key: string, listing: ToolListing): Known & { listed: Listed } {
     const known = { tools: new Map(), listed: { at: this.now(), complete: listing.complete } };
     this.known.set(key, known);
+    this.failed.delete(key);
     this.learn(key, listing.tools);
     return known;
   }
