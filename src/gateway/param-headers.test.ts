@@ -99,6 +99,17 @@ describe('scanParamHeaders: the declarations of a tool, or why they are invalid'
   });
 });
 
+describe('reasons show what the upstream or the client chose cut short, with nothing that moves a cursor', () => {
+  it('a long key, a long or structured x-mcp-header value, a long header value', () => {
+    const key = `k\u001b[2J${'x'.repeat(10_000)}`;
+    const long = scanParamHeaders(object({ [key]: { type: 'string', 'x-mcp-header': { huge: 'y'.repeat(10_000) } } }));
+    expect(long).toEqual({ ok: false, reason: `${INVALID}k\\u001b[2J${'x'.repeat(59)}…: x-mcp-header {"huge":"${'y'.repeat(55)}… is not an HTTP token` });
+    const declared: ParamHeader[] = [{ path: ['region'], name: 'Region', type: 'string' }];
+    const said = paramHeaderMismatch(declared, { region: 'eu' }, { 'mcp-param-region': 'z'.repeat(8_000) });
+    expect(said).toBe(`the Mcp-Param-Region header says "${'z'.repeat(63)}… but the body carries arguments.region="eu"`);
+  });
+});
+
 describe('encodeParamValue: header text as HTTP carries it unchanged', () => {
   it.each([
     ['eu-west-1', 'eu-west-1'],

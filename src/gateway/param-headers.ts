@@ -18,6 +18,8 @@
  *   upstream that does declare some refuses the call for want of them.
  */
 
+import { printable } from '../printable.js';
+
 /** One `x-mcp-header` declaration: where its value is in the arguments, and the header's name. */
 export interface ParamHeader {
   /** Property names from the arguments object down to the value (`['repo', 'owner']`). */
@@ -80,12 +82,21 @@ function pathOf(visit: Visit): string[] {
   return keys.reverse();
 }
 
-/** Where `visit` is, for a reason: its path, cut after {@link MAX_DECLARATION_DEPTH} keys (a reason is read, logged and audited). */
+/** How much of one upstream-chosen key or value a reason shows. */
+const SHOWN_MAX = 64;
+const cut = (text: string) => (text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
+/** A value from an upstream's schema as a reason shows it: JSON, cut, with nothing that moves a cursor. */
+const shown = (value: unknown) => printable(cut(JSON.stringify(value) ?? String(value)));
+
+/**
+ * Where `visit` is, for a reason: its path, cut after {@link MAX_DECLARATION_DEPTH} keys and
+ * each key after {@link SHOWN_MAX} characters (a reason is read, logged and audited).
+ */
 function placeOf(visit: Visit): string {
   if (!visit.parent) return 'the schema root';
-  let shown = visit;
-  while (shown.depth > MAX_DECLARATION_DEPTH) shown = shown.parent!;
-  return pathOf(shown).join('.') + (shown === visit ? '' : '.…');
+  let at = visit;
+  while (at.depth > MAX_DECLARATION_DEPTH) at = at.parent!;
+  return printable(pathOf(at).map(cut).join('.')) + (at === visit ? '' : '.…');
 }
 
 /**
@@ -113,11 +124,11 @@ export function scanParamHeaders(inputSchema: unknown): ToolParamHeaders {
       const name = node['x-mcp-header'];
       if (!reachable || !visit.parent) return invalid(visit, 'x-mcp-header is allowed only on a property reached through properties alone');
       if (visit.depth > MAX_DECLARATION_DEPTH) return invalid(visit, `the gateway takes x-mcp-header at most ${MAX_DECLARATION_DEPTH} properties deep`);
-      if (typeof name !== 'string' || !TOKEN.test(name)) return invalid(visit, `x-mcp-header ${JSON.stringify(name)} is not an HTTP token`);
+      if (typeof name !== 'string' || !TOKEN.test(name)) return invalid(visit, `x-mcp-header ${shown(name)} is not an HTTP token`);
       const type = node.type;
-      if (typeof type !== 'string' || !PRIMITIVE_TYPES.has(type)) return invalid(visit, `x-mcp-header is allowed only on a string, integer or boolean property, not ${JSON.stringify(type ?? null)}`);
+      if (typeof type !== 'string' || !PRIMITIVE_TYPES.has(type)) return invalid(visit, `x-mcp-header is allowed only on a string, integer or boolean property, not ${shown(type ?? null)}`);
       const earlier = byLowerName.get(name.toLowerCase());
-      if (earlier !== undefined) return invalid(visit, `x-mcp-header ${JSON.stringify(name)} is declared twice, ignoring case (also as ${JSON.stringify(earlier)})`);
+      if (earlier !== undefined) return invalid(visit, `x-mcp-header ${shown(name)} is declared twice, ignoring case (also as ${shown(earlier)})`);
       if (headers.length === MAX_DECLARATIONS) return invalid(visit, `the gateway takes at most ${MAX_DECLARATIONS} x-mcp-header declarations per tool`);
       byLowerName.set(name.toLowerCase(), name);
       headers.push({ path: pathOf(visit), name, type: type as ParamHeader['type'] });
@@ -237,11 +248,11 @@ export function paramHeaderMismatch(declared: readonly ParamHeader[], args: Reco
     const raw = headers[header.toLowerCase()];
     // Not sent (Node joins a header sent twice into one string, which then disagrees).
     if (typeof raw !== 'string') continue;
-    const where = `arguments.${d.path.join('.')}=${JSON.stringify(value)}`;
+    const where = `arguments.${printable(d.path.map(cut).join('.'))}=${shown(value)}`;
     const decoded = decodeParamValue(raw);
     if (decoded === undefined) return `the ${header} header carries an invalid Base64 sentinel value`;
     const same = d.type === 'integer' && typeof value === 'number' && DECIMAL.test(decoded) ? Number(decoded) === value : decoded === text;
-    if (!same) return `the ${header} header says ${JSON.stringify(decoded)} but the body carries ${where}`;
+    if (!same) return `the ${header} header says ${shown(decoded)} but the body carries ${where}`;
   }
   return undefined;
 }
