@@ -9,9 +9,9 @@
  * - a create is a POST, which the API server refuses when the object exists by then; its fields
  *   are then relabelled as applied by `policyguard` ({@link KubernetesStore.ownAsApplied}), so
  *   later updates do not conflict with the create;
- * - an update is a server-side apply carrying the uid and resourceVersion last seen, which the
- *   API server refuses when the object was changed, deleted or created again since (the caller's
- *   checks read it as it was: its trust level, its identities). It is never forced: a field Argo CD,
+ * - an update is a server-side apply carrying the uid and resourceVersion of the version the
+ *   caller's checks read (its trust level, its identities), which the API server refuses when
+ *   the object was changed, deleted or created again since. It is never forced: a field Argo CD,
  *   Flux or kubectl owns is theirs, and changing it is a {@link StoreConflictError} naming the
  *   field and its manager, not a takeover the GitOps tool would revert on its next sync.
  * Automatic suspensions are merge patches of the agent's status subresource, which GitOps tools
@@ -174,21 +174,14 @@ function conflictsOnlyWithOurCreate(err: unknown): boolean {
   return causes.length > 0 && causes.every((c) => managerOf(c.message ?? '') === FIELD_MANAGER);
 }
 
-/** The API server's refusal of an apply whose `metadata.resourceVersion` is not the object's (409, "has been modified"). */
-function isModified(err: unknown): boolean {
-  const status = statusBody(err);
-  return statusOf(err) === 409 && (status?.details?.causes ?? []).length === 0 && /\bhas been modified\b/.test(status?.message ?? '');
-}
-
 /**
- * The API server's refusal of an apply whose preconditions fail: {@link isModified}, or
- * `metadata.uid` not the object's because it was deleted (409, "uid mismatch") or created
- * again (422, uid immutable).
+ * The API server's refusal of an apply whose preconditions fail: `metadata.resourceVersion` not
+ * the object's (409, "has been modified"), `metadata.uid` not the object's because it was
+ * deleted (409, "uid mismatch") or created again (422, uid immutable).
  */
 function isPreconditionFailure(err: unknown): boolean {
   const status = statusBody(err);
-  if (isModified(err)) return true;
-  if (statusOf(err) === 409) return (status?.details?.causes ?? []).length === 0 && /\buid mismatch\b/.test(status?.message ?? '');
+  if (statusOf(err) === 409) return (status?.details?.causes ?? []).length === 0 && /\b(uid mismatch|has been modified)\b/.test(status?.message ?? '');
   return statusOf(err) === 422 && (status?.details?.causes ?? []).some((c) => c.field === 'metadata.uid');
 }
 
@@ -454,46 +447,35 @@ export class KubernetesStore implements PolicyStore {
       );
       return { location: `${namespace}/${name}` };
     }
-    const seen = this.raw.get(objectKey(kind, namespace, name))?.obj.metadata;
-    if (seen?.uid === undefined || seen.resourceVersion === undefined) throw changed();
-    const { uid, generation } = seen;
-    // The uid and resourceVersion make the apply conditional on the object the caller's checks
-    // saw (its trust level, its identities): not one changed since, nor one created in its place.
-    const update = (resourceVersion: string) => this.api.patchNamespacedCustomObject({ ...target, name, body: { ...body, metadata: { ...(body.metadata as object), uid, resourceVersion } } }, serverSideApply);
-    /** The object now, if its spec is still the one seen (same uid and generation: only its status or metadata changed). */
-    const unchangedSpec = async () => {
-      const live = (await this.api.getNamespacedCustomObject({ ...target, name })) as KubeObject;
-      if (live.metadata.uid !== uid || live.metadata.generation !== generation || live.metadata.resourceVersion === undefined) throw changed();
-      return live;
-    };
-    let version = seen.resourceVersion;
-    let relabelled = false;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        // No `force`: see the file comment.
-        await update(version);
-        return { location: `${namespace}/${name}` };
-      } catch (err) {
-        if (err instanceof StoreChangedError) throw err;
-        if (attempt < 3 && !relabelled && conflictsOnlyWithOurCreate(err)) {
-          // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel them,
-          // then apply on the version the relabelling made.
-          relabelled = true;
-          const next = await this.ownAsApplied(kind, namespace, await unchangedSpec(), 1);
-          if (next === undefined) throw changed();
-          version = next;
-        } else if (attempt < 3 && isModified(err)) {
-          // A status write (our Ready condition), a label: the checks still hold; apply on it.
-          version = (await unchangedSpec()).metadata.resourceVersion!;
-        } else if (isPreconditionFailure(err)) {
-          throw changed();
-        } else if (statusOf(err) === 409) {
-          throw applyConflict(kind, namespace, name, err);
-        } else {
-          throw err;
-        }
-      }
+    // The version the caller's checks read (its trust level, its identities): the object as the
+    // snapshot in force holds it; else, when none is in force (it fails to compile), as last seen.
+    const seen = obj.metadata.uid !== undefined && obj.metadata.resourceVersion !== undefined ? obj.metadata : this.raw.get(objectKey(kind, namespace, name))?.obj.metadata;
+    const { uid, resourceVersion } = seen ?? {};
+    if (uid === undefined || resourceVersion === undefined) throw changed();
+    // The uid and resourceVersion make the apply conditional on that version: not one changed
+    // since (even its status: whether a change matters is not the store's to judge), nor one
+    // created in its place.
+    const update = (version: string) => this.api.patchNamespacedCustomObject({ ...target, name, body: { ...body, metadata: { ...(body.metadata as object), uid, resourceVersion: version } } }, serverSideApply);
+    try {
+      // No `force`: see the file comment.
+      await update(resourceVersion).catch(async (err: unknown) => {
+        // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel that
+        // very version, then apply on the version the relabelling made.
+        if (!conflictsOnlyWithOurCreate(err)) throw err;
+        const live = (await this.api.getNamespacedCustomObject({ ...target, name }).catch((e: unknown) => {
+          throw statusOf(e) === 404 ? changed() : e;
+        })) as KubeObject;
+        if (live.metadata.uid !== uid || live.metadata.resourceVersion !== resourceVersion) throw changed();
+        const relabelled = await this.ownAsApplied(kind, namespace, live, 1);
+        if (relabelled === undefined) throw changed();
+        await update(relabelled);
+      });
+    } catch (err) {
+      if (err instanceof StoreChangedError || isPreconditionFailure(err)) throw changed();
+      if (statusOf(err) === 409) throw applyConflict(kind, namespace, name, err);
+      throw err;
     }
+    return { location: `${namespace}/${name}` };
   }
 
   /**

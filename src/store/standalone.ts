@@ -22,7 +22,7 @@
  * the problem, until it is fixed (docs/decisions.md, "Objects that cannot be loaded").
  */
 import { mkdir, readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
@@ -588,10 +588,10 @@ export class StandaloneStore implements PolicyStore {
       const named = `${obj.kind} ${namespacedName(obj.metadata)}`;
       if (this.holds(obj.kind, obj.metadata.namespace, obj.metadata.name) !== (intent === 'update')) throw new StoreChangedError(named, intent, false);
       const dir = join(this.manifestsDir, folder);
-      const path = join(dir, `${obj.metadata.name}.yaml`);
-      // Files here are named by object name alone: one of that name in another namespace is not overwritten.
+      const path = this.pathFor(obj, dir);
+      // Never over a file that holds anything else (one written by hand, with several objects).
       const other = this.files.get(path)?.entries.find((e) => refOf(e.object) !== refOf(obj));
-      if (other) throw new StoreConflictError(named, [], `${named} cannot be written: ${path} holds ${other.object.kind} ${namespacedName(other.object.metadata)}, and objects written through MCP are kept by name alone; use another id`);
+      if (other) throw new StoreConflictError(named, [], `${named} cannot be written: ${path} holds ${other.object.kind} ${namespacedName(other.object.metadata)}; move that object to a file of its own`);
       await mkdir(dir, { recursive: true });
       const object = withoutCreationTime(obj);
       const text = toManifest(object);
@@ -600,6 +600,22 @@ export class StandaloneStore implements PolicyStore {
       await this.recompile();
       return { location: path };
     });
+  }
+
+  /**
+   * The data-dir file an object written through MCP goes to: the one that holds it already,
+   * else `<name>.yaml`, else, when that holds an object of the name in another namespace,
+   * `<namespace>_<name>.yaml` (`_<name>.yaml` for none; `_` is in no Kubernetes name). Files are
+   * read for what they hold, whatever they are called.
+   */
+  private pathFor(obj: GuardObject, dir: string): string {
+    const ref = refOf(obj);
+    const holds = (path: string) => this.files.get(path)?.entries.some((e) => refOf(e.object) === ref) ?? false;
+    const taken = (path: string) => this.files.get(path)?.entries.some((e) => refOf(e.object) !== ref) ?? false;
+    const where = [...this.files.keys()].find((path) => dirname(path) === dir && holds(path));
+    if (where) return where;
+    const byName = join(dir, `${obj.metadata.name}.yaml`);
+    return taken(byName) ? join(dir, `${obj.metadata.namespace ?? ''}_${obj.metadata.name}.yaml`) : byName;
   }
 
   holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean {

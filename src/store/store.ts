@@ -51,8 +51,8 @@ export class StoreConflictError extends Error {
 /**
  * A write refused because the object is not as the caller's checks saw it: it exists for a
  * `create` (someone created it meanwhile; in a cluster, also one in a namespace not watched),
- * or, for an `update`, its spec changed, or it is gone or another object (deleted, or deleted
- * and created again). A cluster's replicas see changes a moment late, so a retry soon after
+ * or, for an `update`, it changed, or it is gone or another object (deleted, or deleted and
+ * created again). A cluster's replicas see changes a moment late, so a retry soon after
  * decides afresh. Nothing was written.
  */
 export class StoreChangedError extends Error {
@@ -67,7 +67,7 @@ export class StoreChangedError extends Error {
     super(
       intent === 'create'
         ? `${object} exists, though it did not when this call was checked (someone created it meanwhile${cluster ? ', or it is in a namespace this server does not watch' : ''}); a create does not overwrite it, so nothing was written. Retry to change it${cluster ? ', which takes permission to change it (RBAC patch), not only to create' : ''}`
-        : `${object} was changed, deleted or created again while this call ran; nothing was written. Retry`,
+        : `${object} was changed, deleted or created again since ${cluster ? 'this server last saw it (replicas see changes a moment late)' : 'this call was checked'}; nothing was written. Retry`,
     );
   }
 }

@@ -128,26 +128,35 @@ describe('KubernetesStore writes only what the caller was allowed: the object as
     await stale.close();
     return stale;
   }
-  const describeAs = (name: string, description: string) => guardAgent({ name, namespace: ns }, { trustLevel: 'low', description });
 
-  it('an update of an object whose spec changed since the store saw it is a StoreChangedError (the checks read the old spec); a status write alone is not', async () => {
+  const CHANGED = (name: string) => `GuardAgent ${ns}/${name} was changed, deleted or created again since this server last saw it (replicas see changes a moment late); nothing was written. Retry`;
+
+  it('an update is of the version the caller\'s checks read: one the object has moved on from (its spec, or only its status) is a StoreChangedError', async () => {
     await gitopsApply('edited', { trustLevel: 'low' });
-    const stale = await staleStore('edited');
-    const objects = kc.makeApiClient(CustomObjectsApi);
-    // Our own Ready condition, written after every compile: the spec the checks read is the same.
-    await objects.patchNamespacedCustomObjectStatus(
+    await seen('edited');
+    // What register_agent's checks read: the object as the snapshot held it.
+    const read = await getGuard(kc, 'GuardAgent', ns, 'edited');
+    const asRead = (description: string) => guardAgent(read.metadata as never, { trustLevel: 'low', description });
+    // Git raised its trust since: the store's own view has it already, but the checks read low.
+    await gitopsApply('edited', { trustLevel: 'high' });
+    await eventually(async () => store.rawObject(`GuardAgent/${ns}/edited`)?.obj.metadata.generation, (g) => g === 2, 'the store to see the change');
+    const before = await getGuard(kc, 'GuardAgent', ns, 'edited');
+    const err = await store.applyAgent(asRead('after a spec change'), 'update', ['description']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreChangedError);
+    expect((err as Error).message).toBe(CHANGED('edited'));
+    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+    // A status write alone moves it on too.
+    const now = await getGuard(kc, 'GuardAgent', ns, 'edited');
+    await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObjectStatus(
       { group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'edited', body: { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'Accepted', message: '', lastTransitionTime: new Date().toISOString() }] } }, fieldManager: 'policyguard' },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
-    await stale.applyAgent(describeAs('edited', 'first'), 'update', ['description']);
-    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).spec.description).toBe('first');
-    // Its spec changed since (Git raised its trust): the checks read another spec, so nothing is written.
-    await gitopsApply('edited', { trustLevel: 'high' });
-    const before = await getGuard(kc, 'GuardAgent', ns, 'edited');
-    const err = await stale.applyAgent(describeAs('edited', 'second'), 'update', ['description']).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(StoreChangedError);
-    expect((err as Error).message).toBe(`GuardAgent ${ns}/edited was changed, deleted or created again while this call ran; nothing was written. Retry`);
-    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+    const stale = guardAgent(now.metadata as never, { trustLevel: 'high', description: 'after a status write' });
+    expect(await store.applyAgent(stale, 'update', ['description']).catch((e: unknown) => e)).toBeInstanceOf(StoreChangedError);
+    // The version as it is now: written.
+    const current = await getGuard(kc, 'GuardAgent', ns, 'edited');
+    await store.applyAgent(guardAgent(current.metadata as never, { trustLevel: 'high', description: 'current' }), 'update', ['description']);
+    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).spec.description).toBe('current');
   });
 
   it('an update of an object deleted and created again since the store saw it is a StoreChangedError; the new object is unchanged', async () => {
@@ -159,7 +168,7 @@ describe('KubernetesStore writes only what the caller was allowed: the object as
     // Deleted: not created by the update.
     const gone = await update().catch((e: unknown) => e);
     expect(gone).toBeInstanceOf(StoreChangedError);
-    expect((gone as Error).message).toBe(`GuardAgent ${ns}/reborn was changed, deleted or created again while this call ran; nothing was written. Retry`);
+    expect((gone as Error).message).toBe(CHANGED('reborn'));
     await expect(getGuard(kc, 'GuardAgent', ns, 'reborn')).rejects.toThrow();
     // Created again by someone else: not changed by the update.
     await gitopsApply('reborn', { trustLevel: 'low' });

@@ -2,7 +2,7 @@
  * Standalone store behaviour through the real server: watching, broken files, persistence.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFile, cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -155,18 +155,26 @@ describe('standalone store', () => {
     expect((await validate(s, 'send_email', 'test-admin')).reason).toMatch(/first/);
   });
 
-  it('an object written through MCP never overwrites the data-dir copy of one of the same name in another namespace', async () => {
+  it('objects of one name in several namespaces, written through MCP, each keep a data-dir file of their own', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'policyguard-same-name-'));
     await cp(SEED_FIXTURE, dir, { recursive: true });
-    await writeFile(join(dir, 'team-a.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: bot, namespace: team-a}\nspec: {agentId: bot-a, trustLevel: low}\n');
+    const bot = (ns: string) => `apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: bot, namespace: ${ns}}\nspec: {agentId: bot-${ns}, trustLevel: low}\n`;
+    await writeFile(join(dir, 'teams.yaml'), `${bot('team-a')}---\n${bot('team-b')}`);
     s = await startTestServer(dir).finally(() => rm(dir, { recursive: true }));
-    // Restricted through MCP: its new version is the data dir's guardagents/bot.yaml.
-    expect((await s.call('register_agent', { agent_id: 'bot-a', name: 'Bot A', trust_level: 'low', denied_tools: ['delete_*'] })).json.success).toBe(true);
-    expect((await validate(s, 'delete_repo', 'bot-a')).allowed).toBe(false);
-    // A new agent whose object would be named bot too, in another namespace: refused, saying why.
-    const r = await s.call('register_agent', { agent_id: 'bot', name: 'Bot', trust_level: 'low' });
-    expect(r.json).toMatchObject({ success: false, message: expect.stringMatching(/^GuardAgent bot cannot be written: \S+guardagents\/bot\.yaml holds GuardAgent team-a\/bot, and objects written through MCP are kept by name alone; use another id$/) });
-    expect((await validate(s, 'delete_repo', 'bot-a')).allowed).toBe(false);
+    // Each restricted through MCP, then a new agent whose object is named bot too.
+    for (const id of ['bot-team-a', 'bot-team-b']) expect((await s.call('register_agent', { agent_id: id, name: id, trust_level: 'low', denied_tools: ['delete_*'] })).json.success).toBe(true);
+    expect((await s.call('register_agent', { agent_id: 'bot', name: 'Bot', trust_level: 'low' })).json.success).toBe(true);
+    const agents = join(s.dataDir, 'manifests', 'guardagents');
+    expect((await readdir(agents)).sort()).toEqual(['_bot.yaml', 'bot.yaml', 'team-b_bot.yaml']);
+    // A file renamed by hand is where its object is written next, not a second definition of it.
+    await rename(join(agents, 'team-b_bot.yaml'), join(agents, 'b.yaml'));
+    await s.restart();
+    expect((await s.call('register_agent', { agent_id: 'bot-team-b', name: 'B', trust_level: 'low', denied_tools: ['delete_*', 'drop_*'] })).json.success).toBe(true);
+    expect((await readdir(agents)).sort()).toEqual(['_bot.yaml', 'b.yaml', 'bot.yaml']);
+    for (const srv of [s, await s.restart().then(() => s!)]) {
+      for (const id of ['bot-team-a', 'bot-team-b']) expect((await validate(srv, 'delete_repo', id)).allowed).toBe(false);
+      expect((await validate(srv, 'read_data', 'bot')).agent.registered).toBe(true);
+    }
   });
 
   it('create_policy with an id two policies in force hold is refused, naming them', async () => {
