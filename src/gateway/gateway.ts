@@ -53,7 +53,7 @@ import { outgoingTraceHeaders } from '../telemetry/trace-context.js';
 import { VERSION } from '../version.js';
 import { CredentialError, type CredentialSource } from './credentials.js';
 import { readToolsCall, refuseMessage, type MessageRefusal } from './message.js';
-import { paramHeaderMismatch, paramHeaders, ToolHeaderCatalog, type ToolListing } from './param-headers.js';
+import { paramHeaderMismatch, paramHeaders, shown, ToolHeaderCatalog, type ToolListing } from './param-headers.js';
 import { openSession, sealSession } from './session.js';
 import { parseEvent, SseSplitter, withData } from './sse.js';
 
@@ -706,7 +706,7 @@ export class Gateway {
         const body = { jsonrpc: '2.0', id, method: 'tools/list', params: { ...(cursor !== undefined ? { cursor } : {}), _meta: GATEWAY_ENVELOPE } };
         const m = await this.responseTo(await send(upstream.spec.url, 'POST', headers, JSON.stringify(body), abort.signal), id, budget);
         if (!isObject(m.result) || !Array.isArray(m.result.tools)) {
-          throw new UpstreamFailure(`it answered tools/list with ${isObject(m.error) ? `error ${JSON.stringify(m.error.code ?? null)}` : 'no list of tools'}`);
+          throw new UpstreamFailure(`it answered tools/list with ${isObject(m.error) ? `error ${shown(m.error.code ?? null)}` : 'no list of tools'}`);
         }
         tools = tools.concat(m.result.tools);
         cursor = typeof m.result.nextCursor === 'string' ? m.result.nextCursor : undefined;

@@ -7,7 +7,7 @@
 import { validateHeaderValue } from 'node:http';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DECLARATIONS_MAX_AGE_MS, encodeParamValue, LISTING_FAILURE_MAX_AGE_MS, MAX_DECLARATION_DEPTH, MAX_DECLARATIONS, paramHeaderMismatch, paramHeaders, scanParamHeaders, ToolHeaderCatalog, type ParamHeader, type ToolListing } from './param-headers.js';
+import { DECLARATIONS_MAX_AGE_MS, encodeParamValue, LISTING_FAILURE_MAX_AGE_MS, MAX_DECLARATION_DEPTH, MAX_DECLARATIONS, MAX_KNOWN_DECLARATIONS, MAX_KNOWN_TOOLS, paramHeaderMismatch, paramHeaders, scanParamHeaders, ToolHeaderCatalog, type ParamHeader, type ToolListing } from './param-headers.js';
 
 const object = (properties: Record<string, unknown>, more: Record<string, unknown> = {}) => ({ type: 'object', properties, ...more });
 const header = (name: string, type = 'string') => ({ type, 'x-mcp-header': name });
@@ -217,6 +217,25 @@ describe('ToolHeaderCatalog: what the gateway knows of an upstream\'s tools', ()
     // Another upstream's tools are its own.
     expect(await catalog.declarations('v', 'a', list)).toEqual({ ok: true, headers: [] });
     expect(listed.count).toBe(3);
+  });
+
+  it(`keeps at most ${MAX_KNOWN_TOOLS} tools and ${MAX_KNOWN_DECLARATIONS} declarations of an upstream, old ones going first; the rest are called with no headers, saying why`, async () => {
+    const many = Array.from({ length: MAX_KNOWN_TOOLS + 10 }, (_, i) => tool(`t${i}`));
+    const { clock, catalog, listed, list } = setup(async () => ({ tools: many, complete: true }));
+    const full = { ok: false, unknown: 'unlisted', reason: `the gateway keeps at most ${MAX_KNOWN_TOOLS} tools and ${MAX_KNOWN_DECLARATIONS} declarations of one upstream, and not this one` };
+    expect(await catalog.declarations('u', `t${MAX_KNOWN_TOOLS - 1}`, list)).toEqual({ ok: true, headers: [] });
+    expect(await catalog.declarations('u', `t${MAX_KNOWN_TOOLS}`, list)).toEqual(full);
+    expect(listed.count).toBe(1);
+    // Declarations count too: 64 tools of 64 fill them.
+    const heavy = (i: number) => tool(`h${i}`, Object.fromEntries(Array.from({ length: MAX_DECLARATIONS }, (_, j) => [`p${j}`, header(`H${j}`)])));
+    catalog.learn('w', Array.from({ length: MAX_KNOWN_DECLARATIONS / MAX_DECLARATIONS + 1 }, (_, i) => heavy(i)));
+    expect(await catalog.declarations('w', 'h0', list)).toMatchObject({ ok: true });
+    expect(await catalog.declarations('w', `h${MAX_KNOWN_DECLARATIONS / MAX_DECLARATIONS}`, async () => ({ tools: [], complete: true }))).toMatchObject({ ok: false, unknown: 'unlisted' });
+    // What passes through later finds room once the old is old.
+    clock.now = DECLARATIONS_MAX_AGE_MS + 1;
+    catalog.learn('u', [tool('late', { r: header('R') })]);
+    expect(await catalog.declarations('u', 'late', list)).toEqual({ ok: true, headers: [{ path: ['r'], name: 'R', type: 'string' }] });
+    expect(listed.count).toBe(1);
   });
 
   it('lists an upstream once for the calls that wait on it together', async () => {

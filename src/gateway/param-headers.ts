@@ -85,8 +85,8 @@ function pathOf(visit: Visit): string[] {
 /** How much of one upstream-chosen key or value a reason shows. */
 const SHOWN_MAX = 64;
 const cut = (text: string) => (text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
-/** A value from an upstream's schema as a reason shows it: JSON, cut, with nothing that moves a cursor. */
-const shown = (value: unknown) => printable(cut(JSON.stringify(value) ?? String(value)));
+/** A value an upstream or a client chose as a reason shows it: JSON, cut, with nothing that moves a cursor. */
+export const shown = (value: unknown) => printable(cut(JSON.stringify(value) ?? String(value)));
 
 /**
  * Where `visit` is, for a reason: its path, cut after {@link MAX_DECLARATION_DEPTH} keys and
@@ -280,14 +280,30 @@ interface Listed {
 interface Known {
   /** Declarations by tool name, each with when it was learned. */
   tools: Map<string, { at: number; declared: ToolParamHeaders }>;
+  /** The declarations those hold, together (bounded by {@link MAX_KNOWN_DECLARATIONS}). */
+  declarations: number;
+  /** Some tools were not kept: the bounds were reached. */
+  full: boolean;
   listed: Listed | undefined;
 }
 
-/** A tool missing from the gateway's own listing. */
-const missing = (listed: Listed): KnownParamHeaders => ({
+/**
+ * How much the gateway keeps of one upstream's tools: an upstream's list is its to choose, and
+ * every caller's tools/list answer passes through. Past either bound, the tools not kept are
+ * called as ones the listing does not name: with no `Mcp-Param-*` headers.
+ */
+export const MAX_KNOWN_TOOLS = 2_000;
+export const MAX_KNOWN_DECLARATIONS = 4_096;
+
+/** A tool missing from the gateway's own listing (or not kept of it). */
+const missing = (known: Known & { listed: Listed }): KnownParamHeaders => ({
   ok: false,
   unknown: 'unlisted',
-  reason: listed.complete ? "the upstream's tools/list does not name it" : "the pages of the upstream's tools/list that the gateway reads do not name it",
+  reason: known.full
+    ? `the gateway keeps at most ${MAX_KNOWN_TOOLS} tools and ${MAX_KNOWN_DECLARATIONS} declarations of one upstream, and not this one`
+    : known.listed.complete
+      ? "the upstream's tools/list does not name it"
+      : "the pages of the upstream's tools/list that the gateway reads do not name it",
 });
 
 /**
@@ -295,8 +311,8 @@ const missing = (listed: Listed): KnownParamHeaders => ({
  * upstream (its ref and URL): learned from the tools/list answers that pass through, or from
  * a listing of its own when a call names a tool it knows nothing fresh about (one listing per
  * upstream at a time, however many calls wait for it; after one that failed, none for
- * {@link LISTING_FAILURE_MAX_AGE_MS}). Bounded by the upstreams and the tools they list;
- * forgotten when an upstream says its list changed.
+ * {@link LISTING_FAILURE_MAX_AGE_MS}). Bounded per upstream ({@link MAX_KNOWN_TOOLS},
+ * {@link MAX_KNOWN_DECLARATIONS}); forgotten when an upstream says its list changed.
  */
 export class ToolHeaderCatalog {
   private readonly known = new Map<string, Known>();
@@ -306,13 +322,32 @@ export class ToolHeaderCatalog {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** Take the declarations of `tools` (a tools/list page the upstream sent). */
+  /** Take the declarations of `tools` (a tools/list page the upstream sent), within the bounds; what is old goes first. */
   learn(key: string, tools: readonly unknown[]): void {
-    const known = this.known.get(key) ?? { tools: new Map(), listed: undefined };
+    const known: Known = this.known.get(key) ?? { tools: new Map(), declarations: 0, full: false, listed: undefined };
     this.known.set(key, known);
     const at = this.now();
+    const count = (declared: ToolParamHeaders) => (declared.ok ? declared.headers.length : 0);
+    for (const [name, entry] of known.tools) {
+      if (entry.at > at - DECLARATIONS_MAX_AGE_MS) continue;
+      known.tools.delete(name);
+      known.declarations -= count(entry.declared);
+    }
     for (const tool of tools) {
-      if (isObject(tool) && typeof tool.name === 'string') known.tools.set(tool.name, { at, declared: scanParamHeaders(tool.inputSchema) });
+      if (!isObject(tool) || typeof tool.name !== 'string') continue;
+      const before = known.tools.get(tool.name);
+      if (!before && known.tools.size >= MAX_KNOWN_TOOLS) {
+        known.full = true;
+        continue;
+      }
+      const declared = scanParamHeaders(tool.inputSchema);
+      const declarations = known.declarations - (before ? count(before.declared) : 0) + count(declared);
+      if (declarations > MAX_KNOWN_DECLARATIONS) {
+        known.full = true;
+        continue;
+      }
+      known.declarations = declarations;
+      known.tools.set(tool.name, { at, declared });
     }
   }
 
@@ -347,7 +382,7 @@ export class ToolHeaderCatalog {
       this.failed.set(key, { at: this.now(), known: unavailable });
       return unavailable;
     }
-    return known.tools.get(tool)?.declared ?? missing(known.listed);
+    return known.tools.get(tool)?.declared ?? missing(known);
   }
 
   /** What is known and fresh of `tool`: its declarations, or that the gateway's own listing did not name it. */
@@ -358,13 +393,13 @@ export class ToolHeaderCatalog {
     const entry = known.tools.get(tool);
     if (entry && entry.at > oldest) return entry.declared;
     // Not listed again for every call of a tool the upstream does not list (or not on the pages read).
-    if (!entry && known.listed !== undefined && known.listed.at > oldest) return missing(known.listed);
+    if (!entry && known.listed !== undefined && known.listed.at > oldest) return missing({ ...known, listed: known.listed });
     return undefined;
   }
 
   /** Replace what is known of an upstream with a listing the gateway made itself. */
   private replace(key: string, listing: ToolListing): Known & { listed: Listed } {
-    const known = { tools: new Map(), listed: { at: this.now(), complete: listing.complete } };
+    const known = { tools: new Map(), declarations: 0, full: false, listed: { at: this.now(), complete: listing.complete } };
     this.known.set(key, known);
     this.failed.delete(key);
     this.learn(key, listing.tools);
