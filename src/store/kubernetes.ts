@@ -449,9 +449,18 @@ export class KubernetesStore implements PolicyStore {
     }
     // The version the caller's checks read (its trust level, its identities): the object as the
     // snapshot in force holds it; else, when none is in force (it fails to compile), as last seen.
-    const seen = obj.metadata.uid !== undefined && obj.metadata.resourceVersion !== undefined ? obj.metadata : this.raw.get(objectKey(kind, namespace, name))?.obj.metadata;
+    const key = objectKey(kind, namespace, name);
+    const latest = this.raw.get(key)?.obj.metadata;
+    const seen = obj.metadata.uid !== undefined && obj.metadata.resourceVersion !== undefined ? obj.metadata : latest;
     const { uid, resourceVersion } = seen ?? {};
     if (uid === undefined || resourceVersion === undefined) throw changed();
+    // A newer version that is not in force (it fails the schema or to compile) would refuse every
+    // such update, each saying to retry: say what is wrong instead.
+    const problem = latest?.resourceVersion !== resourceVersion ? this.objectProblems().get(key) : undefined;
+    if (problem) {
+      const object = `${kind} ${namespace}/${name}`;
+      throw new StoreConflictError(object, [], `${object}: its newest version is not in force (${formatProblem(problem)}), and this call was checked against the version that is; fix the newest version where it was written (kubectl, Git), then retry`);
+    }
     // The uid and resourceVersion make the apply conditional on that version: not one changed
     // since (even its status: whether a change matters is not the store's to judge), nor one
     // created in its place.
@@ -466,7 +475,10 @@ export class KubernetesStore implements PolicyStore {
           throw statusOf(e) === 404 ? changed() : e;
         })) as KubeObject;
         if (live.metadata.uid !== uid || live.metadata.resourceVersion !== resourceVersion) throw changed();
-        const relabelled = await this.ownAsApplied(kind, namespace, live, 1);
+        // A change between the read and the relabel fails its resourceVersion test (422).
+        const relabelled = await this.ownAsApplied(kind, namespace, live, 1).catch((e: unknown) => {
+          throw statusOf(e) === 422 ? changed() : e;
+        });
         if (relabelled === undefined) throw changed();
         await update(relabelled);
       });

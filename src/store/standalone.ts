@@ -588,10 +588,7 @@ export class StandaloneStore implements PolicyStore {
       const named = `${obj.kind} ${namespacedName(obj.metadata)}`;
       if (this.holds(obj.kind, obj.metadata.namespace, obj.metadata.name) !== (intent === 'update')) throw new StoreChangedError(named, intent, false);
       const dir = join(this.manifestsDir, folder);
-      const path = this.pathFor(obj, dir);
-      // Never over a file that holds anything else (one written by hand, with several objects).
-      const other = this.files.get(path)?.entries.find((e) => refOf(e.object) !== refOf(obj));
-      if (other) throw new StoreConflictError(named, [], `${named} cannot be written: ${path} holds ${other.object.kind} ${namespacedName(other.object.metadata)}; move that object to a file of its own`);
+      const path = await this.pathFor(obj, dir, named);
       await mkdir(dir, { recursive: true });
       const object = withoutCreationTime(obj);
       const text = toManifest(object);
@@ -603,19 +600,33 @@ export class StandaloneStore implements PolicyStore {
   }
 
   /**
-   * The data-dir file an object written through MCP goes to: the one that holds it already,
-   * else `<name>.yaml`, else, when that holds an object of the name in another namespace,
-   * `<namespace>_<name>.yaml` (`_<name>.yaml` for none; `_` is in no Kubernetes name). Files are
-   * read for what they hold, whatever they are called.
+   * The data-dir file an object written through MCP goes to: the one anywhere in the data dir
+   * that holds it and nothing else (a name or folder chosen by hand stays), else the first free
+   * of `<name>.yaml` and `<namespace>_<name>.yaml` (`_<name>.yaml` for none; `_` is in no
+   * Kubernetes name). Files are read for what they hold, whatever they are called; a file that
+   * holds anything else, could not be read or is not loaded yet is never written over.
    */
-  private pathFor(obj: GuardObject, dir: string): string {
+  private async pathFor(obj: GuardObject, dir: string, named: string): Promise<string> {
     const ref = refOf(obj);
-    const holds = (path: string) => this.files.get(path)?.entries.some((e) => refOf(e.object) === ref) ?? false;
-    const taken = (path: string) => this.files.get(path)?.entries.some((e) => refOf(e.object) !== ref) ?? false;
-    const where = [...this.files.keys()].find((path) => dirname(path) === dir && holds(path));
-    if (where) return where;
-    const byName = join(dir, `${obj.metadata.name}.yaml`);
-    return taken(byName) ? join(dir, `${obj.metadata.namespace ?? ''}_${obj.metadata.name}.yaml`) : byName;
+    for (const [path, file] of this.files) {
+      if (path.startsWith(this.manifestsDir + sep) && file.entries.length === 1 && refOf(file.entries[0]!.object) === ref) return path;
+    }
+    const candidates = [`${obj.metadata.name}.yaml`, `${obj.metadata.namespace ?? ''}_${obj.metadata.name}.yaml`].map((file) => join(dir, file));
+    for (const path of candidates) {
+      // A namespace with a `/` or `..` (no Kubernetes name) would put the file elsewhere.
+      if (dirname(path) === dir && !(await this.occupied(path))) return path;
+    }
+    throw new StoreConflictError(named, [], `${named} cannot be written: ${candidates.map(shown).join(' and ')} hold something else (or its namespace is no Kubernetes name); give one of them a name of its own`);
+  }
+
+  /** Whether `path` holds anything: objects, or a file that could not be read or is not loaded yet. */
+  private async occupied(path: string): Promise<boolean> {
+    const file = this.files.get(path);
+    if (file) return file.entries.length > 0 || file.errors.length > 0 || file.refused !== undefined;
+    return stat(path).then(
+      () => true,
+      () => false,
+    );
   }
 
   holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean {

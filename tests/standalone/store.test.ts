@@ -2,7 +2,7 @@
  * Standalone store behaviour through the real server: watching, broken files, persistence.
  */
 import { execFileSync } from 'node:child_process';
-import { appendFile, cp, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -166,15 +166,31 @@ describe('standalone store', () => {
     expect((await s.call('register_agent', { agent_id: 'bot', name: 'Bot', trust_level: 'low' })).json.success).toBe(true);
     const agents = join(s.dataDir, 'manifests', 'guardagents');
     expect((await readdir(agents)).sort()).toEqual(['_bot.yaml', 'bot.yaml', 'team-b_bot.yaml']);
-    // A file renamed by hand is where its object is written next, not a second definition of it.
-    await rename(join(agents, 'team-b_bot.yaml'), join(agents, 'b.yaml'));
+    // A file renamed or moved by hand is where its object is written next, not a second definition of it.
+    await mkdir(join(agents, 'team-b'));
+    await rename(join(agents, 'team-b_bot.yaml'), join(agents, 'team-b', 'b.yaml'));
     await s.restart();
     expect((await s.call('register_agent', { agent_id: 'bot-team-b', name: 'B', trust_level: 'low', denied_tools: ['delete_*', 'drop_*'] })).json.success).toBe(true);
-    expect((await readdir(agents)).sort()).toEqual(['_bot.yaml', 'b.yaml', 'bot.yaml']);
+    expect((await readdir(agents, { recursive: true })).sort()).toEqual(['_bot.yaml', 'bot.yaml', 'team-b', 'team-b/b.yaml']);
     for (const srv of [s, await s.restart().then(() => s!)]) {
       for (const id of ['bot-team-a', 'bot-team-b']) expect((await validate(srv, 'delete_repo', id)).allowed).toBe(false);
       expect((await validate(srv, 'read_data', 'bot')).agent.registered).toBe(true);
     }
+  });
+
+  it('a data-dir file that could not be read is never written over: the object goes to a file of its own', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'policyguard-broken-'));
+    await cp(SEED_FIXTURE, dir, { recursive: true });
+    await writeFile(join(dir, 'team-a.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: bot, namespace: team-a}\nspec: {agentId: bot-team-a, trustLevel: low}\n');
+    s = await startTestServer(dir).finally(() => rm(dir, { recursive: true }));
+    const agents = join(s.dataDir, 'manifests', 'guardagents');
+    const broken = '<<<<<<< HEAD\nkind: GuardAgent\n=======\n>>>>>>> theirs\n';
+    await mkdir(agents, { recursive: true });
+    await writeFile(join(agents, 'bot.yaml'), broken);
+    await s.restart();
+    expect((await s.call('register_agent', { agent_id: 'bot-team-a', name: 'A', trust_level: 'low', denied_tools: ['delete_*'] })).json.success).toBe(true);
+    expect(await readFile(join(agents, 'bot.yaml'), 'utf8')).toBe(broken);
+    expect((await readdir(agents)).sort()).toEqual(['bot.yaml', 'team-a_bot.yaml']);
   });
 
   it('create_policy with an id two policies in force hold is refused, naming them', async () => {
