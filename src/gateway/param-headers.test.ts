@@ -100,6 +100,12 @@ describe('scanParamHeaders: the declarations of a tool, or why they are invalid'
 });
 
 describe('reasons show what the upstream or the client chose cut short, with nothing that moves a cursor', () => {
+  it('header and property names past 256 characters make a tool invalid: the gateway does not keep them', () => {
+    expect(scanParamHeaders(object({ ['k'.repeat(257)]: header('K') }))).toMatchObject({ ok: false, reason: expect.stringMatching(/the gateway takes header and property names of at most 256 characters$/) });
+    expect(scanParamHeaders(object({ k: header('K'.repeat(257)) }))).toMatchObject({ ok: false, reason: expect.stringMatching(/at most 256 characters$/) });
+    expect(scanParamHeaders(object({ ['k'.repeat(256)]: header('K'.repeat(256)) }))).toMatchObject({ ok: true });
+  });
+
   it('a long key, a long or structured x-mcp-header value, a long header value', () => {
     const key = `k\u001b[2J${'x'.repeat(10_000)}`;
     const long = scanParamHeaders(object({ [key]: { type: 'string', 'x-mcp-header': { huge: 'y'.repeat(10_000) } } }));
@@ -222,7 +228,7 @@ describe('ToolHeaderCatalog: what the gateway knows of an upstream\'s tools', ()
   it(`keeps at most ${MAX_KNOWN_TOOLS} tools and ${MAX_KNOWN_DECLARATIONS} declarations of an upstream, old ones going first; the rest are called with no headers, saying why`, async () => {
     const many = Array.from({ length: MAX_KNOWN_TOOLS + 10 }, (_, i) => tool(`t${i}`));
     const { clock, catalog, listed, list } = setup(async () => ({ tools: many, complete: true }));
-    const full = { ok: false, unknown: 'unlisted', reason: `the gateway keeps at most ${MAX_KNOWN_TOOLS} tools and ${MAX_KNOWN_DECLARATIONS} declarations of one upstream, and not this one` };
+    const full = { ok: false, unknown: 'unlisted', reason: `the gateway keeps at most ${MAX_KNOWN_TOOLS} tools (named in at most 128 characters) and ${MAX_KNOWN_DECLARATIONS} declarations of one upstream, and not this one` };
     expect(await catalog.declarations('u', `t${MAX_KNOWN_TOOLS - 1}`, list)).toEqual({ ok: true, headers: [] });
     expect(await catalog.declarations('u', `t${MAX_KNOWN_TOOLS}`, list)).toEqual(full);
     expect(listed.count).toBe(1);
@@ -231,6 +237,10 @@ describe('ToolHeaderCatalog: what the gateway knows of an upstream\'s tools', ()
     catalog.learn('w', Array.from({ length: MAX_KNOWN_DECLARATIONS / MAX_DECLARATIONS + 1 }, (_, i) => heavy(i)));
     expect(await catalog.declarations('w', 'h0', list)).toMatchObject({ ok: true });
     expect(await catalog.declarations('w', `h${MAX_KNOWN_DECLARATIONS / MAX_DECLARATIONS}`, async () => ({ tools: [], complete: true }))).toMatchObject({ ok: false, unknown: 'unlisted' });
+    // A name longer than MCP allows is not kept, whatever room there is.
+    const long = 'n'.repeat(129);
+    catalog.learn('x', [tool(long, { r: header('R') })]);
+    expect(await catalog.declarations('x', long, async () => ({ tools: [tool(long, { r: header('R') })], complete: true }))).toMatchObject({ ok: false, unknown: 'unlisted' });
     // What passes through later finds room once the old is old.
     clock.now = DECLARATIONS_MAX_AGE_MS + 1;
     catalog.learn('u', [tool('late', { r: header('R') })]);

@@ -63,6 +63,8 @@ const NAMED_SUBSCHEMAS = new Set(['patternProperties', 'dependentSchemas', '$def
  */
 export const MAX_DECLARATIONS = 64;
 export const MAX_DECLARATION_DEPTH = 32;
+/** The longest header name, or property name on a declaration's path, the gateway keeps. */
+export const MAX_DECLARED_NAME = 256;
 
 /** One schema on the walk of {@link scanParamHeaders}: its parent and the key it is under there. */
 interface Visit {
@@ -130,8 +132,10 @@ export function scanParamHeaders(inputSchema: unknown): ToolParamHeaders {
       const earlier = byLowerName.get(name.toLowerCase());
       if (earlier !== undefined) return invalid(visit, `x-mcp-header ${shown(name)} is declared twice, ignoring case (also as ${shown(earlier)})`);
       if (headers.length === MAX_DECLARATIONS) return invalid(visit, `the gateway takes at most ${MAX_DECLARATIONS} x-mcp-header declarations per tool`);
+      const path = pathOf(visit);
+      if (name.length > MAX_DECLARED_NAME || path.some((key) => key.length > MAX_DECLARED_NAME)) return invalid(visit, `the gateway takes header and property names of at most ${MAX_DECLARED_NAME} characters`);
       byLowerName.set(name.toLowerCase(), name);
-      headers.push({ path: pathOf(visit), name, type: type as ParamHeader['type'] });
+      headers.push({ path, name, type: type as ParamHeader['type'] });
     }
     const children: Visit[] = [];
     const depth = visit.depth + 1;
@@ -294,13 +298,15 @@ interface Known {
  */
 export const MAX_KNOWN_TOOLS = 2_000;
 export const MAX_KNOWN_DECLARATIONS = 4_096;
+/** The longest tool name kept (MCP's own limit for a tool name is 128 characters). */
+export const MAX_KNOWN_TOOL_NAME = 128;
 
 /** A tool missing from the gateway's own listing (or not kept of it). */
 const missing = (known: Known & { listed: Listed }): KnownParamHeaders => ({
   ok: false,
   unknown: 'unlisted',
   reason: known.full
-    ? `the gateway keeps at most ${MAX_KNOWN_TOOLS} tools and ${MAX_KNOWN_DECLARATIONS} declarations of one upstream, and not this one`
+    ? `the gateway keeps at most ${MAX_KNOWN_TOOLS} tools (named in at most ${MAX_KNOWN_TOOL_NAME} characters) and ${MAX_KNOWN_DECLARATIONS} declarations of one upstream, and not this one`
     : known.listed.complete
       ? "the upstream's tools/list does not name it"
       : "the pages of the upstream's tools/list that the gateway reads do not name it",
@@ -336,13 +342,18 @@ export class ToolHeaderCatalog {
     for (const tool of tools) {
       if (!isObject(tool) || typeof tool.name !== 'string') continue;
       const before = known.tools.get(tool.name);
-      if (!before && known.tools.size >= MAX_KNOWN_TOOLS) {
+      if (tool.name.length > MAX_KNOWN_TOOL_NAME || (!before && known.tools.size >= MAX_KNOWN_TOOLS)) {
         known.full = true;
         continue;
       }
       const declared = scanParamHeaders(tool.inputSchema);
       const declarations = known.declarations - (before ? count(before.declared) : 0) + count(declared);
       if (declarations > MAX_KNOWN_DECLARATIONS) {
+        // Not the old declarations either: they are no longer the tool's.
+        if (before) {
+          known.tools.delete(tool.name);
+          known.declarations -= count(before.declared);
+        }
         known.full = true;
         continue;
       }
