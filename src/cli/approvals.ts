@@ -10,7 +10,6 @@ import { phaseOf } from '../approvals/ask.js';
 import { APPROVAL_NAME, fileApprovalDesk, type ListProblems } from '../approvals/file-store.js';
 import type { ApprovalDesk } from '../approvals/store.js';
 import type { GuardApproval } from '../api/schemas.js';
-import { statusOf } from '../kube/client.js';
 import { connectionFailure, neverSent } from '../kube/connection.js';
 import { printable } from '../printable.js';
 
@@ -101,9 +100,10 @@ export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<num
     try {
       approvals = await desk.list(values.namespace);
     } catch (err) {
-      // Not permitted to list is a refusal (exit 1), like a decision RBAC does not allow.
-      if (statusOf((err as Error).cause) !== 403) throw err;
-      say((err as Error).message);
+      // As for approve|deny: no cluster to ask is exit 2 (the command's error path names the
+      // server); a refusal or a failed answer (RBAC, a 5xx) is exit 1, saying why.
+      if (neverSent(err)) throw err;
+      say(err instanceof Error ? err.message : String(err));
       return 1;
     }
     if (values.pending) approvals = approvals.filter((a) => phaseOf(a, now()) === 'Pending');
