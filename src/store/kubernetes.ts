@@ -11,12 +11,14 @@
  *   later updates do not conflict with the create;
  * - an update is a server-side apply carrying the uid and resourceVersion of the version the
  *   caller's checks read (its trust level, its identities), which the API server refuses when
- *   the object was changed, deleted or created again since. It is never forced: a field Argo CD,
+ *   the object was changed, deleted or created again since (a change to what no check reads,
+ *   such as its status, is applied on instead). It is never forced: a field Argo CD,
  *   Flux or kubectl owns is theirs, and changing it is a {@link StoreConflictError} naming the
  *   field and its manager, not a takeover the GitOps tool would revert on its next sync.
  * Automatic suspensions are merge patches of the agent's status subresource, which GitOps tools
  * never own.
  */
+import { isDeepStrictEqual } from 'node:util';
 import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, ObjectMetaSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
@@ -174,14 +176,21 @@ function conflictsOnlyWithOurCreate(err: unknown): boolean {
   return causes.length > 0 && causes.every((c) => managerOf(c.message ?? '') === FIELD_MANAGER);
 }
 
+/** The API server's refusal of an apply whose `metadata.resourceVersion` is not the object's (409, "has been modified"). */
+function isModified(err: unknown): boolean {
+  const status = statusBody(err);
+  return statusOf(err) === 409 && (status?.details?.causes ?? []).length === 0 && /\bhas been modified\b/.test(status?.message ?? '');
+}
+
 /**
- * The API server's refusal of an apply whose preconditions fail: `metadata.resourceVersion` not
- * the object's (409, "has been modified"), `metadata.uid` not the object's because it was
- * deleted (409, "uid mismatch") or created again (422, uid immutable).
+ * The API server's refusal of an apply whose preconditions fail: {@link isModified}, or
+ * `metadata.uid` not the object's because it was deleted (409, "uid mismatch") or created
+ * again (422, uid immutable).
  */
 function isPreconditionFailure(err: unknown): boolean {
   const status = statusBody(err);
-  if (statusOf(err) === 409) return (status?.details?.causes ?? []).length === 0 && /\b(uid mismatch|has been modified)\b/.test(status?.message ?? '');
+  if (isModified(err)) return true;
+  if (statusOf(err) === 409) return (status?.details?.causes ?? []).length === 0 && /\buid mismatch\b/.test(status?.message ?? '');
   return statusOf(err) === 422 && (status?.details?.causes ?? []).some((c) => c.field === 'metadata.uid');
 }
 
@@ -461,33 +470,54 @@ export class KubernetesStore implements PolicyStore {
       const object = `${kind} ${namespace}/${name}`;
       throw new StoreConflictError(object, [], `${object}: its newest version is not in force (${formatProblem(problem)}), and this call was checked against the version that is; fix the newest version where it was written (kubectl, Git), then retry`);
     }
-    // The uid and resourceVersion make the apply conditional on that version: not one changed
-    // since (even its status: whether a change matters is not the store's to judge), nor one
-    // created in its place.
+    // The uid and resourceVersion make the apply conditional on that version, not one created in
+    // its place. A newer one that differs from it only in what no check reads (its status, such
+    // as our own Ready condition, or metadata other than our `policyguard.dev/` keys: same uid,
+    // generation, and `policyguard.dev/` labels and annotations) is applied on instead.
     const update = (version: string) => this.api.patchNamespacedCustomObject({ ...target, name, body: { ...body, metadata: { ...(body.metadata as object), uid, resourceVersion: version } } }, serverSideApply);
-    try {
-      // No `force`: see the file comment.
-      await update(resourceVersion).catch(async (err: unknown) => {
-        // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel that
-        // very version, then apply on the version the relabelling made.
-        if (!conflictsOnlyWithOurCreate(err)) throw err;
-        const live = (await this.api.getNamespacedCustomObject({ ...target, name }).catch((e: unknown) => {
-          throw statusOf(e) === 404 ? changed() : e;
-        })) as KubeObject;
-        if (live.metadata.uid !== uid || live.metadata.resourceVersion !== resourceVersion) throw changed();
-        // A change between the read and the relabel fails its resourceVersion test (422).
-        const relabelled = await this.ownAsApplied(kind, namespace, live, 1).catch((e: unknown) => {
-          throw statusOf(e) === 422 ? changed() : e;
-        });
-        if (relabelled === undefined) throw changed();
-        await update(relabelled);
-      });
-    } catch (err) {
-      if (err instanceof StoreChangedError || isPreconditionFailure(err)) throw changed();
-      if (statusOf(err) === 409) throw applyConflict(kind, namespace, name, err);
-      throw err;
+    const live = async () =>
+      (await this.api.getNamespacedCustomObject({ ...target, name }).catch((e: unknown) => {
+        throw statusOf(e) === 404 ? changed() : e;
+      })) as KubeObject;
+    const sameKeys = (a: Record<string, string> | undefined, b: Record<string, string> | undefined) => isDeepStrictEqual(ours(a) ?? {}, ours(b) ?? {});
+    const asChecked = (now: KubeObject) =>
+      now.metadata.uid === uid &&
+      now.metadata.generation === seen!.generation &&
+      // The watch cache keeps no labels or annotations: for an object not in force, no check read them.
+      (seen !== obj.metadata || (sameKeys(now.metadata.labels as Record<string, string>, obj.metadata.labels) && sameKeys(now.metadata.annotations as Record<string, string>, obj.metadata.annotations)));
+    let version = resourceVersion;
+    let relabelled = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // No `force`: see the file comment.
+        await update(version);
+        return { location: `${namespace}/${name}` };
+      } catch (err) {
+        if (attempt < 3 && !relabelled && conflictsOnlyWithOurCreate(err)) {
+          // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel that
+          // very version, then apply on the version the relabelling made.
+          relabelled = true;
+          const now = await live();
+          if (now.metadata.uid !== uid || now.metadata.resourceVersion !== version) throw changed();
+          // A change between the read and the relabel fails its resourceVersion test (422).
+          const next = await this.ownAsApplied(kind, namespace, now, 1).catch((e: unknown) => {
+            throw statusOf(e) === 422 ? changed() : e;
+          });
+          if (next === undefined) throw changed();
+          version = next;
+        } else if (attempt < 3 && isModified(err)) {
+          const now = await live();
+          if (!asChecked(now) || now.metadata.resourceVersion === undefined) throw changed();
+          version = now.metadata.resourceVersion;
+        } else if (isPreconditionFailure(err)) {
+          throw changed();
+        } else if (statusOf(err) === 409) {
+          throw applyConflict(kind, namespace, name, err);
+        } else {
+          throw err;
+        }
+      }
     }
-    return { location: `${namespace}/${name}` };
   }
 
   /**

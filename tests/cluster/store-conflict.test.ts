@@ -131,7 +131,7 @@ describe('KubernetesStore writes only what the caller was allowed: the object as
 
   const CHANGED = (name: string) => `GuardAgent ${ns}/${name} was changed, deleted or created again since this server last saw it (replicas see changes a moment late); nothing was written. Retry`;
 
-  it('an update is of the version the caller\'s checks read: one the object has moved on from (its spec, or only its status) is a StoreChangedError', async () => {
+  it('an update is of the version the caller\'s checks read: one whose spec or policyguard.dev/ keys moved on is a StoreChangedError; a status write is applied on', async () => {
     await gitopsApply('edited', { trustLevel: 'low' });
     await seen('edited');
     // What register_agent's checks read: the object as the snapshot held it.
@@ -145,14 +145,22 @@ describe('KubernetesStore writes only what the caller was allowed: the object as
     expect(err).toBeInstanceOf(StoreChangedError);
     expect((err as Error).message).toBe(CHANGED('edited'));
     expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
-    // A status write alone moves it on too.
+    // A status write (our own Ready condition) changes nothing a check read: applied on it.
     const now = await getGuard(kc, 'GuardAgent', ns, 'edited');
-    await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObjectStatus(
+    const objects = kc.makeApiClient(CustomObjectsApi);
+    await objects.patchNamespacedCustomObjectStatus(
       { group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'edited', body: { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'Accepted', message: '', lastTransitionTime: new Date().toISOString() }] } }, fieldManager: 'policyguard' },
       setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
     );
-    const stale = guardAgent(now.metadata as never, { trustLevel: 'high', description: 'after a status write' });
-    expect(await store.applyAgent(stale, 'update', ['description']).catch((e: unknown) => e)).toBeInstanceOf(StoreChangedError);
+    await store.applyAgent(guardAgent(now.metadata as never, { trustLevel: 'high', description: 'after a status write' }), 'update', ['description']);
+    expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).spec.description).toBe('after a status write');
+    // A person's change to a policyguard.dev/ annotation (a resume stamp removed) is not written over.
+    const annotated = await getGuard(kc, 'GuardAgent', ns, 'edited');
+    await objects.patchNamespacedCustomObject(
+      { group: GROUP, version: VERSION, namespace: ns, plural: 'guardagents', name: 'edited', body: { metadata: { annotations: { 'policyguard.dev/resume': '2026-01-01T00:00:00Z' } } }, fieldManager: 'kubectl-annotate' },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    expect(await store.applyAgent(guardAgent(annotated.metadata as never, { trustLevel: 'high', description: 'stale' }), 'update', ['description']).catch((e: unknown) => e)).toBeInstanceOf(StoreChangedError);
     // The version as it is now: written.
     const current = await getGuard(kc, 'GuardAgent', ns, 'edited');
     await store.applyAgent(guardAgent(current.metadata as never, { trustLevel: 'high', description: 'current' }), 'update', ['description']);
