@@ -220,6 +220,18 @@ function appliedByUs(managedFields: unknown): ManagedFieldsEntry[] | undefined {
   return [...entries.filter((e) => !ours(e)), { ...first, operation: 'Apply', fieldsV1: merged }];
 }
 
+/** One write through MCP, as KubernetesStore.apply prepares it for a create or an update. */
+interface Write {
+  obj: GuardObject;
+  namespace: string;
+  /** `Kind namespace/name`, as errors and logs name it. */
+  object: string;
+  /** What is sent: the spec (or the fields given) and our own labels and annotations (applyBody). */
+  body: Record<string, unknown>;
+  target: { group: string; version: string; namespace: string; plural: string; fieldManager: string };
+  changed: () => StoreChangedError;
+}
+
 export class KubernetesStore implements PolicyStore {
   readonly writeNamespace: string;
   private current: PolicySnapshot;
@@ -438,24 +450,36 @@ export class KubernetesStore implements PolicyStore {
   }
 
   private async apply(obj: GuardObject, intent: WriteIntent, specFields?: readonly string[]): Promise<ApplyResult> {
-    const { kind, metadata: { name } } = obj;
     const namespace = obj.metadata.namespace ?? this.writeNamespace;
-    const body = applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject, specFields);
-    const target = { group: GROUP, version: VERSION, namespace, plural: KINDS[kind].plural, fieldManager: FIELD_MANAGER };
-    const changed = () => new StoreChangedError(`${kind} ${namespace}/${name}`, intent, true);
-    if (intent === 'create') {
-      let created: KubeObject;
-      try {
-        created = (await this.api.createNamespacedCustomObject({ ...target, body })) as KubeObject;
-      } catch (err) {
-        if (statusOf(err) === 409) throw changed();
-        throw err;
-      }
-      await this.ownAsApplied(kind, namespace, created, 3).catch((err: unknown) =>
-        this.opts.log.warn('created, but its fields stay recorded as a create by policyguard; the next update through MCP records them as applied', { object: `${kind} ${namespace}/${name}`, error: String(err) }),
-      );
-      return { location: `${namespace}/${name}` };
+    const write: Write = {
+      obj,
+      namespace,
+      object: `${obj.kind} ${namespace}/${obj.metadata.name}`,
+      body: applyBody({ ...obj, metadata: { ...obj.metadata, namespace } } as GuardObject, specFields),
+      target: { group: GROUP, version: VERSION, namespace, plural: KINDS[obj.kind].plural, fieldManager: FIELD_MANAGER },
+      changed: () => new StoreChangedError(write.object, intent, true),
+    };
+    await (intent === 'create' ? this.create(write) : this.update(write));
+    return { location: `${namespace}/${obj.metadata.name}` };
+  }
+
+  /** A create: a POST, refused (409) when the object exists by then; then our fields relabelled as applied. */
+  private async create({ obj, namespace, object, body, target, changed }: Write): Promise<void> {
+    let created: KubeObject;
+    try {
+      created = (await this.api.createNamespacedCustomObject({ ...target, body })) as KubeObject;
+    } catch (err) {
+      if (statusOf(err) === 409) throw changed();
+      throw err;
     }
+    await this.ownAsApplied(obj.kind, namespace, created, 3).catch((err: unknown) =>
+      this.opts.log.warn('created, but its fields stay recorded as a create by policyguard; the next update through MCP records them as applied', { object, error: String(err) }),
+    );
+  }
+
+  /** An update: a server-side apply conditional on the version the caller's checks read (see the file comment). */
+  private async update({ obj, namespace, object, body, target, changed }: Write): Promise<void> {
+    const { kind, metadata: { name } } = obj;
     // The version the caller's checks read (its trust level, its identities): the object as the
     // snapshot in force holds it; else, when none is in force (it fails to compile), as last seen.
     const key = objectKey(kind, namespace, name);
@@ -467,7 +491,6 @@ export class KubernetesStore implements PolicyStore {
     // such update, each saying to retry: say what is wrong instead.
     const problem = latest?.resourceVersion !== resourceVersion ? this.objectProblems().get(key) : undefined;
     if (problem) {
-      const object = `${kind} ${namespace}/${name}`;
       throw new StoreConflictError(object, [], `${object}: its newest version is not in force (${formatProblem(problem)}), and this call was checked against the version that is; fix the newest version where it was written (kubectl, Git), then retry`);
     }
     // The uid and resourceVersion make the apply conditional on that version, not one created in
@@ -491,7 +514,7 @@ export class KubernetesStore implements PolicyStore {
       try {
         // No `force`: see the file comment.
         await update(version);
-        return { location: `${namespace}/${name}` };
+        return;
       } catch (err) {
         if (attempt < 3 && !relabelled && conflictsOnlyWithOurCreate(err)) {
           // Our own create's fields, not yet relabelled (ownAsApplied failed then): relabel that
