@@ -44,9 +44,9 @@ export interface ToolsCall {
 
 const isObject = (v: unknown): v is JsonObject => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** How much of a key a message or a log line shows. */
+/** How much of a key (or another value a client or an upstream chose) a message or a log line shows. */
 const SHOWN_MAX = 64;
-const cut = (text: string) => (text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
+export const cut = (text: string) => (text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
 
 /** A key or method as messages and logs show it: quoted, cut, and with nothing that moves a cursor. */
 const shown = (text: string) => printable(JSON.stringify(cut(text)));

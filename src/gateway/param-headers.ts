@@ -19,6 +19,7 @@
  */
 
 import { printable } from '../printable.js';
+import { cut } from './message.js';
 
 /** One `x-mcp-header` declaration: where its value is in the arguments, and the header's name. */
 export interface ParamHeader {
@@ -84,15 +85,12 @@ function pathOf(visit: Visit): string[] {
   return keys.reverse();
 }
 
-/** How much of one upstream-chosen key or value a reason shows. */
-const SHOWN_MAX = 64;
-const cut = (text: string) => (text.length > SHOWN_MAX ? `${text.slice(0, SHOWN_MAX)}…` : text);
 /** A value an upstream or a client chose as a reason shows it: JSON, cut, with nothing that moves a cursor. */
 export const shown = (value: unknown) => printable(cut(JSON.stringify(value) ?? String(value)));
 
 /**
  * Where `visit` is, for a reason: its path, cut after {@link MAX_DECLARATION_DEPTH} keys and
- * each key after {@link SHOWN_MAX} characters (a reason is read, logged and audited).
+ * each key {@link cut} short (a reason is read, logged and audited).
  */
 function placeOf(visit: Visit): string {
   if (!visit.parent) return 'the schema root';
