@@ -84,7 +84,9 @@ export interface PolicyStore {
   problems(): readonly string[];
   /**
    * Create or update a GuardAgent (register_agent, auto-registration), as `intent` says; throws
-   * {@link StoreChangedError} when the object is not as that intent expects. In Kubernetes
+   * {@link StoreChangedError} when the object is not as that intent expects. An update is of
+   * the version `agent.metadata` names (its uid and resourceVersion, in Kubernetes mode): pass
+   * the metadata of the object the caller's checks read, as the snapshot held it. In Kubernetes
    * mode, throws {@link StoreConflictError} rather than take fields another manager owns, and,
    * when `specFields` is given, writes only those fields of the spec: the others stay with
    * whoever set them (GitOps), instead of becoming co-owned by PolicyGuard with unchanged values.
