@@ -113,6 +113,26 @@ describe('Approvals.settle', () => {
     if (again.outcome === 'pending') expect(again.approval.metadata.name).not.toBe(first.approval.metadata.name);
   });
 
+  it('a call that cannot be made after all (readyToUse says why) is refused and leaves its approval Approved for the retry; it is asked only of an Approved one', async () => {
+    const { approvals, request, store } = setup();
+    const asked: string[] = [];
+    const notReady = async () => (asked.push('asked'), 'Header mismatch: Mcp-Param-Table');
+    const first = await approvals.settle(request({ readyToUse: notReady }));
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    expect(asked).toEqual([]); // pending: nothing to use
+    store.decide(first.approval, 'Approved', 'alice');
+    const refused = await approvals.settle(request({ readyToUse: notReady }));
+    expect(refused).toMatchObject({
+      outcome: 'refused',
+      reason: `Header mismatch: Mcp-Param-Table; approval ${first.approval.metadata.name} is not used, and allows the call once it can be made`,
+    });
+    expect(asked).toEqual(['asked']);
+    expect(store.get('team-a', first.approval.metadata.name)!.status?.phase).toBe('Approved');
+    const used = await approvals.settle(request({ readyToUse: async () => undefined }));
+    expect(used.outcome).toBe('used');
+    expect(store.get('team-a', first.approval.metadata.name)!.status?.phase).toBe('Used');
+  });
+
   it('an approval covers the rules it was given for: a rule asking since (a stricter one added) needs a new approval', async () => {
     const { approvals, request, store } = setup();
     const first = await approvals.settle(request());

@@ -60,6 +60,12 @@ export interface ApprovalRequest extends Omit<NewApproval, 'now' | 'digest'> {
   approvalId?: string;
   /** The decision that would use an Approved approval. */
   actionId: string;
+  /**
+   * Asked just before an Approved approval is used: why the call could not be made after all
+   * (the gateway's checks of its `Mcp-Param-*` headers), or undefined. A reason refuses the call
+   * and leaves the approval Approved, so a person does not have to approve the retry again.
+   */
+  readyToUse?: () => Promise<string | undefined>;
 }
 
 /**
@@ -155,6 +161,8 @@ export class Approvals {
       }
       switch (phaseOf(approval, now)) {
         case 'Approved': {
+          const unready = await req.readyToUse?.();
+          if (unready !== undefined) return { outcome: 'refused', approval, reason: `${unready}; approval ${approval.metadata.name} is not used, and allows the call once it can be made` };
           const used = await this.use(approval, req.actionId, now);
           if (used === true) return { outcome: 'used', approval };
           if (used !== false) return { outcome: 'refused', approval, reason: used };

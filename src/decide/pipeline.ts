@@ -59,6 +59,8 @@ export interface DecisionInput {
   upstream?: string;
   /** The GuardApproval the caller names for this call (validate_action's approval_id). */
   approvalId?: string;
+  /** Asked before an Approved approval is used for this call (see ApprovalRequest.readyToUse). */
+  readyToUse?: () => Promise<string | undefined>;
 }
 
 /**
@@ -212,6 +214,7 @@ export class DecisionPipeline {
       ask: { agentId, actionType: input.actionType, target: input.target, ...(input.upstream !== undefined ? { upstream: input.upstream } : {}), parameters: input.parameters },
       namespace,
       ...(input.approvalId !== undefined ? { approvalId: input.approvalId } : {}),
+      ...(input.readyToUse ? { readyToUse: input.readyToUse } : {}),
       actionId,
       matched: decision.matched,
       message: decision.reason,

@@ -40,7 +40,7 @@ import type { GuardApproval } from '../api/schemas.js';
 import type { Authorizer } from '../auth/authorize.js';
 import { outcomeEntry, type UpstreamOutcome } from '../audit/outcomes.js';
 import type { AuditSink } from '../audit/sink.js';
-import type { DecisionPipeline, RecordedDecision } from '../decide/pipeline.js';
+import type { DecisionInput, DecisionPipeline, RecordedDecision } from '../decide/pipeline.js';
 import { parseDuration } from '../duration.js';
 import type { Logger } from '../log.js';
 import { classifyMcpRequest, HEADER_MISMATCH, legacyHeaderMismatch, MODERN_REVISION, standardHeaderMismatch } from '../mcp/revisions.js';
@@ -183,6 +183,8 @@ function publicReason(err: unknown, aborted: AbortSignal): UpstreamFailure {
 }
 
 type JsonRpcId = string | number | null;
+/** The Mcp-Param headers a call goes upstream with, or why it does not go (Gateway.paramHeadersFor). */
+type ParamHeaders = { ok: true; headers: Record<string, string> } | { ok: false; outcome: string; httpStatus: number; code: number; message: string };
 type Message = { jsonrpc?: unknown; id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -381,7 +383,11 @@ export class Gateway {
     const read = readToolsCall(message as Record<string, unknown>, { exactKeys: call.upstream.spec.keyMatching === 'Exact' });
     if (!read.ok) return this.refuse(call, idOf(message), read.refusal, 'tools/call');
     const { id, name, forward } = read.call;
-    const input = {
+    // The Mcp-Param headers an allowed call goes with, worked out once: before an approval is
+    // used for it, so an approval is not spent on a call the gateway then refuses to make.
+    let prepared: Promise<ParamHeaders> | undefined;
+    const prepare = () => (prepared ??= modern ? this.paramHeadersFor(call, name, read.call.arguments) : Promise.resolve({ ok: true, headers: {} }));
+    const input: DecisionInput = {
       principal: call.principal,
       agentId,
       actionType: 'tool_call',
@@ -389,6 +395,10 @@ export class Gateway {
       parameters: read.call.arguments,
       context: '',
       upstream: call.ref,
+      readyToUse: async () => {
+        const headers = await prepare();
+        return headers.ok ? undefined : headers.message;
+      },
     };
     let out = await this.deps.pipeline.decide(input);
     if (!out.ok) return rpcError(call.res, 403, id, -32000, out.error);
@@ -404,6 +414,13 @@ export class Gateway {
       }
     }
     const decision = out.decision;
+    const unmade = prepared && (await prepared);
+    if (decision.decision === 'deny' && out.settlement?.outcome === 'refused' && unmade && !unmade.ok) {
+      // Refused before its approval was used, which the reason (and the decision's record) says:
+      // answered as an allowed call the gateway cannot make is.
+      this.calls.inc({ method: 'tools/call', outcome: unmade.outcome });
+      return this.refuseUnmade(call, id, unmade, out.settlement.reason);
+    }
     if (decision.decision === 'deny') {
       this.calls.inc({ method: 'tools/call', outcome: 'denied' });
       if (this.deps.options.denyAs === 'unknown-tool') return this.respond(call, id, { error: { code: -32602, message: `Unknown tool: ${name}` } });
@@ -419,19 +436,21 @@ export class Gateway {
       return this.respond(call, id, { result: toolError(text, decision, modern) });
     }
     // What was decided, and nothing else of what the client sent (./message.ts).
-    const kind: Extract<ForwardKind, { kind: 'tools/call' }> = { kind: 'tools/call', id, tool: name, decision, modern, paramHeaders: {} };
-    if (modern) {
-      const headers = await this.paramHeadersFor(call, name, read.call.arguments);
-      if (!headers.ok) {
-        this.calls.inc({ method: 'tools/call', outcome: headers.outcome });
-        // Decided, but not forwarded: the decision's record is followed by an outcome that says why.
-        this.recordOutcome(call, kind, { status: 0, is_error: true, duration_ms: 0, bytes: 0, error: headers.message });
-        if (call.res.headersSent) return this.respond(call, id, { error: { code: headers.code, message: headers.message } });
-        return rpcError(call.res, headers.httpStatus, id, headers.code, headers.message);
-      }
-      kind.paramHeaders = headers.headers;
+    const headers = await prepare();
+    const kind: Extract<ForwardKind, { kind: 'tools/call' }> = { kind: 'tools/call', id, tool: name, decision, modern, paramHeaders: headers.ok ? headers.headers : {} };
+    if (!headers.ok) {
+      this.calls.inc({ method: 'tools/call', outcome: headers.outcome });
+      // Decided, but not forwarded: the decision's record is followed by an outcome that says why.
+      this.recordOutcome(call, kind, { status: 0, is_error: true, duration_ms: 0, bytes: 0, error: headers.message });
+      return this.refuseUnmade(call, id, headers, headers.message);
     }
     return this.forward(call, forward, kind);
+  }
+
+  /** Answer a decided call the gateway does not make, for want of its Mcp-Param headers. */
+  private refuseUnmade(call: Call, id: JsonRpcId, refusal: Extract<ParamHeaders, { ok: false }>, message: string): void {
+    if (call.res.headersSent) return this.respond(call, id, { error: { code: refusal.code, message } });
+    return rpcError(call.res, refusal.httpStatus, id, refusal.code, message);
   }
 
   /**
@@ -441,9 +460,10 @@ export class Gateway {
    * error, see paramHeaderMismatch); the tool's declarations are invalid; or the upstream could
    * not be listed to learn them. A tool the listing does not name goes with none: an upstream
    * that does declare some refuses the call for want of them.
-   * Checked once the call is allowed, so a deny or an approval never waits on the upstream.
+   * Checked once the call is allowed, or an approval is about to be used for it (which a refusal
+   * leaves unused), so a deny or a call that waits for a person never waits on the upstream.
    */
-  private async paramHeadersFor(call: Call, tool: string, args: Record<string, unknown>): Promise<{ ok: true; headers: Record<string, string> } | { ok: false; outcome: string; httpStatus: number; code: number; message: string }> {
+  private async paramHeadersFor(call: Call, tool: string, args: Record<string, unknown>): Promise<ParamHeaders> {
     const known = await this.toolHeaders.declarations(catalogKey(call), tool, () => this.listTools(call));
     if (known.ok) {
       const mismatch = paramHeaderMismatch(known.headers, args, call.req.headers);
