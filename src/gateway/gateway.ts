@@ -384,7 +384,8 @@ export class Gateway {
     if (!read.ok) return this.refuse(call, idOf(message), read.refusal, 'tools/call');
     const { id, name, forward } = read.call;
     // The Mcp-Param headers an allowed call goes with, worked out once: before an approval is
-    // used for it, so an approval is not spent on a call the gateway then refuses to make.
+    // used for it, so an approval is not spent on a call the gateway then refuses to make, nor
+    // on one whose client went away meanwhile (the listing may take the upstream's timeout).
     let prepared: Promise<ParamHeaders> | undefined;
     const prepare = () => (prepared ??= modern ? this.paramHeadersFor(call, name, read.call.arguments) : Promise.resolve({ ok: true, headers: {} }));
     const input: DecisionInput = {
@@ -397,7 +398,8 @@ export class Gateway {
       upstream: call.ref,
       readyToUse: async () => {
         const headers = await prepare();
-        return headers.ok ? undefined : headers.message;
+        if (!headers.ok) return headers.message;
+        return call.res.destroyed ? 'the client went away before the call was made' : undefined;
       },
     };
     let out = await this.deps.pipeline.decide(input);

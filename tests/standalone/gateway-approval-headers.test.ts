@@ -16,12 +16,15 @@ import { ANONYMOUS } from '../../src/auth/authenticate.js';
 import { classifyMcpRequest, createMcpEndpoint, MODERN_REVISION } from '../../src/mcp/revisions.js';
 import { runCli } from './cli.js';
 import { readResult } from './clients.js';
+import { eventually } from './eventually.js';
 import { connect, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 
 const TOKEN = 'bot-token-0001';
 
 /** The tools/call requests the upstream got. */
 const upstreamCalls: unknown[] = [];
+/** While set, a tools/list at `/slow/mcp` waits for `slowListing.release()`, after telling `slowListing.arrived`. */
+let slowListing: { arrived: () => void; release: Promise<void> } | undefined;
 let upstream: Server;
 let root: string;
 let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
@@ -42,7 +45,12 @@ beforeAll(async () => {
     req.on('end', () => {
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { method?: string };
       if (body.method === 'tools/call') upstreamCalls.push(body);
-      void endpoint.serve(req, res, body, classifyMcpRequest(req, body), ANONYMOUS);
+      const serve = () => void endpoint.serve(req, res, body, classifyMcpRequest(req, body), ANONYMOUS);
+      if (req.url === '/slow/mcp' && body.method === 'tools/list' && slowListing) {
+        slowListing.arrived();
+        return void slowListing.release.then(serve);
+      }
+      serve();
     });
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -64,6 +72,12 @@ kind: GuardUpstream
 metadata: {name: bank}
 spec:
   url: http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp
+---
+apiVersion: policyguard.dev/v1alpha1
+kind: GuardUpstream
+metadata: {name: slow-bank}
+spec:
+  url: http://127.0.0.1:${(upstream.address() as AddressInfo).port}/slow/mcp
 ---
 apiVersion: policyguard.dev/v1alpha1
 kind: GuardPolicy
@@ -89,10 +103,11 @@ afterAll(async () => {
   if (root) await rm(root, { recursive: true, force: true });
 });
 
-/** A 2026-07-28 tools/call of transfer sent as it is, with an `Mcp-Param-Account` header. */
-async function transfer(args: Record<string, unknown>, accountHeader: string): Promise<{ status: number; body: any }> {
-  const r = await fetch(`${s.pg.url}/upstreams/default/bank/mcp`, {
+/** A 2026-07-28 tools/call of transfer sent as it is through `upstream`, with an `Mcp-Param-Account` header. */
+async function transfer(args: Record<string, unknown>, accountHeader: string, upstream = 'bank', signal?: AbortSignal): Promise<{ status: number; body: any }> {
+  const r = await fetch(`${s.pg.url}/upstreams/default/${upstream}/mcp`, {
     method: 'POST',
+    ...(signal ? { signal } : {}),
     headers: {
       authorization: `Bearer ${TOKEN}`,
       'content-type': 'application/json',
@@ -110,6 +125,12 @@ async function transfer(args: Record<string, unknown>, accountHeader: string): P
     }),
   });
   return { status: r.status, body: await r.json() };
+}
+
+/** The value of one series on /metrics (`name{labels}` as exported), or undefined. */
+async function metric(series: string): Promise<number | undefined> {
+  const line = (await (await fetch(`${s.pg.url}/metrics`)).text()).split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 const approvals = async () => JSON.parse((await runCli(['approvals', 'list', '-o', 'json', '--data-dir', s.dataDir])).stdout) as any[];
@@ -161,4 +182,32 @@ it('an approved call refused for a header that disagrees with its body does not 
     ['allow', 'Used'],
   ]);
   expect(decisions[1].evaluation.reason).toBe(`Transfers need a person; ${refused.body.error.message}`);
+});
+
+it('an approved call whose client goes away while the gateway lists the upstream does not use the approval', async () => {
+  const args = { account: 'initech', amount: 50 };
+  expect((await transfer(args, 'initech', 'slow-bank')).body.result.isError).toBe(true); // asks
+  const name = (await approvals()).find((a) => a.spec.upstream === 'default/slow-bank').metadata.name as string;
+  expect((await runCli(['approvals', 'approve', name, '--data-dir', s.dataDir])).code).toBe(0);
+
+  let release!: () => void;
+  const arrived = new Promise<void>((resolve) => (slowListing = { arrived: resolve, release: new Promise((r) => (release = r)) }));
+  const abort = new AbortController();
+  const call = transfer(args, 'initech', 'slow-bank', abort.signal).catch((err: unknown) => err);
+  await arrived; // the gateway lists the upstream to learn transfer's headers; the approval is not used yet
+  abort.abort();
+  expect(await call).toBeInstanceOf(Error);
+  const abortedRequests = 'policyguard_http_request_duration_seconds_count{route="/upstreams/:namespace/:name/mcp",method="POST",status="aborted"}';
+  await eventually(() => metric(abortedRequests), (n) => n === 1, 'the server to see the client go away');
+  release();
+  slowListing = undefined;
+  // Its decision is a deny, counted once the gateway has made it (nothing else here is denied).
+  await eventually(() => metric('policyguard_gateway_requests_total{method="tools/call",outcome="denied"}'), (n) => n === 1, 'the gateway to refuse the call');
+
+  // Still Approved, and the upstream was not called: the same call, made again, goes through on it.
+  const before = upstreamCalls.length;
+  expect((await approvals()).find((a) => a.metadata.name === name).status.phase).toBe('Approved');
+  expect((await transfer(args, 'initech', 'slow-bank')).body.result).toMatchObject({ content: [{ type: 'text', text: 'moved {"account":"initech","amount":50}' }] });
+  expect(upstreamCalls).toHaveLength(before + 1);
+  expect((await approvals()).find((a) => a.metadata.name === name).status.phase).toBe('Used');
 });
