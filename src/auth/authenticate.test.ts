@@ -36,6 +36,30 @@ describe('tokenFileAuthenticator', () => {
       auth.close?.();
     }
   });
+
+  it('a token file removed revokes every token, and its return brings them back; a broken edit keeps the previous version', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pg-tokens-'));
+    dirs.push(dir);
+    const file = join(dir, 'tokens');
+    const text = `${sha256('a-token')}  alice\n`;
+    await writeFile(file, text);
+    const lines: string[] = [];
+    const auth = await tokenFileAuthenticator(file, createLogger('info', (l) => lines.push(l)));
+    try {
+      await writeFile(file, 'not a token line\n');
+      await settle();
+      expect(auth.authenticateLocally!('a-token')).toMatchObject({ ok: true, principal: { subject: 'token:alice' } });
+      await rm(file);
+      await settle();
+      expect(auth.authenticateLocally!('a-token')).toEqual({ ok: false, error: 'invalid_token', description: 'unknown token' });
+      expect(lines.filter((l) => l.includes('token file removed: every token is refused until it is back'))).toHaveLength(1);
+      await writeFile(file, text);
+      await settle();
+      expect(auth.authenticateLocally!('a-token')).toMatchObject({ ok: true, principal: { subject: 'token:alice' } });
+    } finally {
+      auth.close?.();
+    }
+  });
 });
 
 describe('tokenReviewAuthenticator', () => {

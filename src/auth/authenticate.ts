@@ -67,7 +67,9 @@ export function parseTokenFile(text: string, path: string): Map<string, string> 
 
 /**
  * Static token file authenticator. A file that fails to parse on reload is reported and the
- * previous version stays in force; on start it is an error.
+ * previous version stays in force (an edit gone wrong locks nobody out); a file that is gone
+ * revokes every token until it is back (removing it is how one takes every token away); on
+ * start either is an error.
  *
  * @example const auth = await tokenFileAuthenticator('/etc/policyguard/tokens', log);
  */
@@ -86,6 +88,13 @@ export async function tokenFileAuthenticator(path: string, log: Logger): Promise
       text = next;
       log.info('token file reloaded', { path, subjects: tokens.size });
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (text === '' && tokens.size === 0) return;
+        tokens = new Map();
+        text = '';
+        log.error('token file removed: every token is refused until it is back', { path });
+        return;
+      }
       log.error(`token file not reloaded, the previous version stays in force: ${(err as Error).message}`);
     }
   };
