@@ -230,6 +230,11 @@ export class Tools {
       const msg = `agent '${args.agent_id}' is bound to other identities; only they, or someone RBAC allows to edit it, may change it`;
       return fail(msg, answer(false, msg));
     }
+    // Held but not in force: whom it is bound to is not known, so only RBAC may change it.
+    if (this.deps.authorizer.enforcing && !existingAgent && updating && allowedToWrite.via !== 'rbac') {
+      const msg = `agent '${args.agent_id}' is stored as GuardAgent ${namespace ? `${namespace}/` : ''}${objectNameFor(args.agent_id)} but not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)`;
+      return fail(msg, answer(false, msg));
+    }
     // What this call sets (the seed's register_agent defines trust and tool lists every time;
     // description and metadata only when given). In a cluster only these fields are applied.
     const changes: Partial<GuardAgent['spec']> = {

@@ -1,7 +1,7 @@
 /**
  * Identity, authorization and the hardened HTTP edge, with `--auth token` over real HTTP.
  */
-import { appendFile, readdir, readFile } from 'node:fs/promises';
+import { appendFile, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,8 @@ afterAll(async () => {
 });
 
 const callAs = (token: string, name: string, args: Record<string, unknown>) => callToolAs(s.pg.url, token, name, args);
+/** The value of an unlabelled series on /metrics. */
+const metric = async (name: string) => Number((await (await fetch(`${s.pg.url}/metrics`)).text()).match(new RegExp(`^${name} (\\S+)$`, 'm'))?.[1]);
 
 const rawPost = (headers: Record<string, string>, body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list' })) =>
   fetch(`${s.pg.url}/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body });
@@ -120,6 +122,21 @@ describe('admin tools', () => {
     const r = await callAs(TOKENS.root, 'register_agent', { agent_id: 'agent-a', name: 'hijack', trust_level: 'admin' });
     expect(r.json.success).toBe(false);
     expect(r.json.message).toMatch(/bound to other identities/);
+  });
+  it('not even an admin may change an agent that is stored but not in force: whom it is bound to is not known', async () => {
+    const file = join(s.configDir, 'held-agent.yaml');
+    await writeFile(file, 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: held-agent}\nspec:\n  allowedTools: ["{read,write}_*"]\n  identities: [{user: "token:alice"}]\n');
+    try {
+      await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 1, 'the broken agent to be seen');
+      const r = await callAs(TOKENS.root, 'register_agent', { agent_id: 'held-agent', name: 'hijack', trust_level: 'admin' });
+      expect(r.json.success).toBe(false);
+      expect(r.json.message).toBe(
+        "agent 'held-agent' is stored as GuardAgent held-agent but not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)",
+      );
+    } finally {
+      await rm(file);
+      await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 0, 'the broken agent to be gone');
+    }
   });
   it('non-admins cannot create policies', async () => {
     const r = await callAs(TOKENS.bob, 'create_policy', { policy_id: 'allow-all', name: 'x', rules: [{ action: 'allow' }] });
