@@ -65,9 +65,12 @@ LABEL org.opencontainers.image.title="PolicyGuard" \
 # ~16 ms → 1.4–1.8 ms right after load (after a quiet spell see --no-memory-reducer below), for
 # up to ~40 MB more RSS under load (docs/deploy.md, "Sizing for latency").
 # Setting NODE_OPTIONS replaces this value: keep the flag in yours.
+# POLICYGUARD_LOG_FORMAT=json: a container's logs go to a collector, which reads JSON lines
+# (docs/observability.md, "Logs"); `-e POLICYGUARD_LOG_FORMAT=text` for a terminal.
 ENV NODE_ENV=production \
     MALLOC_ARENA_MAX=2 \
-    NODE_OPTIONS=--max-semi-space-size=16
+    NODE_OPTIONS=--max-semi-space-size=16 \
+    POLICYGUARD_LOG_FORMAT=json
 WORKDIR /app
 COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules

@@ -43,11 +43,14 @@ describe('createLogger', () => {
   it('json: a message or field holding a newline, ANSI or bidirectional characters is one line, and parses back to exactly what was logged', () => {
     const lines: string[] = [];
     const msg = 'bad line "x\n2026-11-29T08:12:01.120Z ERROR forged\u001b[2K"';
-    createLogger('info', (l) => lines.push(l), 'json').warn(msg, { target: 'drop\u202etxt\r\n' });
+    const target = 'drop\u202etxt\r\n\u2028\u0085\u200b';
+    createLogger('info', (l) => lines.push(l), 'json').warn(msg, { target });
     expect(lines).toHaveLength(1);
-    expect(lines[0]).not.toMatch(/[\n\r]/);
+    // eslint-disable-next-line no-control-regex -- finding control characters is the point
+    expect(lines[0]).not.toMatch(/[\u0000-\u001f\u0085\u2028\u202e\u200b]/);
     expect(lines[0]).toContain('\\u001b[2K');
-    expect(JSON.parse(lines[0]!)).toMatchObject({ msg, target: 'drop\u202etxt\r\n' });
+    expect(lines[0]).toContain('drop\\u202etxt\\r\\n\\u2028\\u0085\\u200b');
+    expect(JSON.parse(lines[0]!)).toMatchObject({ msg, target });
   });
 
   it('json: one object per line, time, level and msg first and never overridden by a field', () => {

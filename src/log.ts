@@ -4,8 +4,8 @@
  *   text  `time LEVEL message key=value…` (the default), for people: control, bidirectional and
  *         zero-width characters in the message and the values are shown as escapes (src/printable.ts),
  *         so one call writes one line;
- *   json  `{"time":…,"level":…,"msg":…,…fields}` per line, for log collectors (the Helm chart
- *         sets it: docs/observability.md).
+ *   json  `{"time":…,"level":…,"msg":…,…fields}` per line, for log collectors (the container
+ *         image's default: docs/observability.md), with the same characters as escapes.
  * A line written while a request is handled also carries that request's `trace_id` and, once its
  * decision is made, `action_id` (src/telemetry/request-context.ts).
  */
@@ -52,8 +52,11 @@ function withRequest(fields: LogFields | undefined): LogFields {
 const FORMATS: Record<LogFormat, (time: string, level: LogLevel, msg: string, fields: LogFields) => string> = {
   // The message may quote what a caller or a file holds (a parse error): one call, one line.
   text: (time, level, msg, fields) => `${time} ${level.toUpperCase().padEnd(5)} ${printable(msg)}${renderText(fields)}`,
-  // time, level and msg first and never overridden by a field of the same name.
-  json: (time, level, msg, fields) => JSON.stringify({ ...fields, time, level, msg }, ['time', 'level', 'msg', ...Object.keys(fields).filter((k) => k !== 'time' && k !== 'level' && k !== 'msg')]),
+  // time, level and msg first and never overridden by a field of the same name. JSON.stringify
+  // leaves bidirectional and zero-width characters, U+2028/U+2029 and C1 controls as they are;
+  // as escapes (still JSON) they cannot break a line in a viewer or reorder what a person reads.
+  json: (time, level, msg, fields) =>
+    printable(JSON.stringify({ ...fields, time, level, msg }, ['time', 'level', 'msg', ...Object.keys(fields).filter((k) => k !== 'time' && k !== 'level' && k !== 'msg')])),
 };
 
 /**

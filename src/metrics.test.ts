@@ -92,18 +92,31 @@ describe('Metrics', () => {
 
   it('histograms observe seconds; the watch timing measures from the first change not yet compiled', async () => {
     const m = new Metrics();
+    const agents = m.watchTiming.watch('guardagents');
     m.decisionSeconds.observe(0.00003);
-    m.watchTiming.received(false); // a bookmark: alive, nothing to compile
+    agents.received(false); // a bookmark: alive, nothing to compile
     m.watchTiming.compiled();
     expect(await m.exposition()).toMatch(/^policyguard_watch_to_snapshot_duration_seconds_count 0$/m);
-    m.watchTiming.received(true);
-    m.watchTiming.received(true);
+    agents.received(true);
+    agents.received(true);
     m.watchTiming.compiled();
     m.watchTiming.compiled(); // nothing new: not observed again
     const text = await m.exposition();
     expect(text).toMatch(/^policyguard_decision_duration_seconds_bucket\{le="0\.00005"\} 1$/m);
     expect(text).toMatch(/^policyguard_watch_to_snapshot_duration_seconds_count 1$/m);
-    expect(m.watchTiming.lastEventAt).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('a resource\'s last-heard time is its stalest watch\'s: one that hangs shows however lively the others are, and 0 until each has heard', () => {
+    const timing = new Metrics().watchTiming;
+    const inA = timing.watch('guardagents');
+    const inB = timing.watch('guardagents');
+    const policies = timing.watch('guardpolicies');
+    inA.received(true);
+    policies.received(true);
+    expect(timing.lastHeard().get('guardagents')).toBe(0);
+    expect(timing.lastHeard().get('guardpolicies')).toBeGreaterThan(Date.now() - 60_000);
+    inB.received(false);
+    expect(timing.lastHeard().get('guardagents')).toBeGreaterThan(Date.now() - 60_000);
   });
 
   it('a Histogram is exposed exactly as prom-client exposes its own, labelled or not, in text and JSON', async () => {

@@ -161,6 +161,8 @@ export abstract class BatchingAuditSink implements AuditSink {
   private lossRun: { what: 'refused' | 'dropped'; before: number } | undefined;
   /** Consecutive failed batches; 0 while writes succeed. */
   private failures = 0;
+  /** Failed batches since start (AuditStats.failedWrites). */
+  private failedWrites = 0;
   /** The last write error, for refusal reasons. */
   private lastError = '';
   /** Set while the write in progress has gone unanswered for stallMs: why, for refusals. */
@@ -237,7 +239,7 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   get stats(): AuditStats {
-    return { written: this.written, dropped: this.dropped, refused: this.refused, buffered: this.buffered };
+    return { written: this.written, dropped: this.dropped, refused: this.refused, buffered: this.buffered, failedWrites: this.failedWrites };
   }
 
   private get buffered(): number {
@@ -460,6 +462,7 @@ export abstract class BatchingAuditSink implements AuditSink {
       this.pending = this.inflight.concat(this.pending);
       this.inflight = [];
       this.failures++;
+      this.failedWrites++;
       this.lastError = this.describeError(error);
       const retryMs = this.batching.retryDelayMs?.(this.failures) ?? this.batching.flushIntervalMs;
       // After close() gave up on the stall this write ended, nothing is retried: its lines are

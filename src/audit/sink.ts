@@ -72,6 +72,11 @@ export interface AuditStats {
   refused: number;
   /** Records appended but not yet durable. */
   buffered: number;
+  /**
+   * Writes to storage that failed since start, each retry counted: in open mode, where no
+   * decision is denied for it, the sign that records wait in memory for a log that refuses them.
+   */
+  failedWrites: number;
 }
 
 /** Where audit records go: the file sink (file-sink.ts) or the ConfigMap ring (configmap-sink.ts). */

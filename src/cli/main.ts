@@ -86,7 +86,15 @@ async function serve(argv: string[]): Promise<number> {
   // Each command loads only what it needs: `check` and `crds` start fast, without the
   // Kubernetes client or the HTTP stack.
   const { startServer } = await import('./serve.js');
-  const running = await startServer(config, log);
+  let running: Awaited<ReturnType<typeof startServer>>;
+  try {
+    running = await startServer(config, log);
+  } catch (err) {
+    // A log collector reads JSON lines: the one line a pod that cannot start leaves is one too.
+    if (config.logFormat !== 'json') throw err;
+    log.error(`cannot start: ${describeFailure(err).text}`);
+    return 2;
+  }
   // Loading the modules (the Kubernetes client alone parses hundreds) leaves garbage V8 keeps
   // committed for the life of the process: one memory-reducing GC now gives it back
   // (docs/performance.md, "What the second pass changed").

@@ -151,7 +151,7 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
       metrics.watchTiming.compiled();
       statusWriter.sync();
     },
-    watchObserver: metrics.watchTiming,
+    watchObserver: (resource) => metrics.watchTiming.watch(resource),
     onSuspended: (agent, s) => recorder.record(eventTarget(agent), EventReason.AgentSuspended, 'Suspend', `Agent '${agent.spec.agentId ?? agent.metadata.name}' suspended: ${s.reason}`),
   });
   const statusWriter = new StatusWriter({ kubeConfig, store, log, isLeader });
@@ -160,7 +160,12 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
     Object.entries(store.watchStats()).map(([kind, n]) => [{ kind }, n] as [Record<string, string>, number]),
     ['kind'],
   );
-  metrics.gauge('policyguard_watch_last_event_timestamp_seconds', 'When the last list or watch event (bookmarks included) arrived from the API server, in Unix seconds; 0 before the first.', () => metrics.watchTiming.lastEventAt / 1000);
+  metrics.gauge(
+    'policyguard_watch_last_event_timestamp_seconds',
+    'Per resource, when its stalest watch last heard from the API server (a list, an event, a bookmark, or a new watch connection), in Unix seconds; 0 until every watch of it has.',
+    () => [...metrics.watchTiming.lastHeard()].map(([resource, ms]) => [{ resource }, ms / 1000] as [Record<string, string>, number]),
+    ['resource'],
+  );
   const dataDirLock = config.auditSink === 'file' ? await acquireDataDirLock({ dataDir: config.dataDir!, log }) : undefined;
   const audit =
     config.auditSink === 'configmap'
@@ -283,6 +288,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const { store, audit, incidents } = backend;
   metrics.gauge('policyguard_audit_buffered_records', 'Audit records waiting to be written.', () => audit.stats.buffered);
   metrics.gauge('policyguard_audit_dropped_records', 'Audit records lost while their decisions went on (--audit-failure-mode open; should stay 0).', () => audit.stats.dropped);
+  metrics.gauge('policyguard_audit_write_failures', 'Writes of audit records to storage that failed since start, each retry counted (should stay 0; in open mode the sign that records wait in memory).', () => audit.stats.failedWrites);
   metrics.gauge('policyguard_audit_refused_records', 'Audit records refused because the log could not take them; their decisions were denied (--audit-failure-mode closed).', () => audit.stats.refused);
   metrics.gauge('policyguard_policy_rules', 'Rules in force.', () => store.snapshot().counts.rules);
   metrics.gauge('policyguard_agents', 'GuardAgents in force.', () => store.snapshot().counts.agents);

@@ -39,15 +39,16 @@ export interface ReflectorOptions {
    * and the list is retried until the resource appears.
    */
   optional?: boolean;
-  /** Told of every list and watch event (watch liveness and watch-to-snapshot latency, src/metrics.ts). */
+  /** Told of every list, watch event and watch connection (watch liveness and watch-to-snapshot latency, src/metrics.ts). */
   observer?: WatchObserver;
 }
 
 /** Watches what arrives from the API server; see {@link ReflectorOptions.observer}. */
 export interface WatchObserver {
   /**
-   * A full list or a watch event arrived now. `changed`: a new snapshot follows from it (a
-   * change, or a full list); a bookmark only proves the watch is alive.
+   * A full list, a watch event or a watch connection arrived now. `changed`: a new snapshot
+   * follows from it (a change, or a full list); a bookmark or a connection only proves the API
+   * server answers.
    */
   received(changed: boolean): void;
 }
@@ -188,6 +189,7 @@ export class Reflector {
     this.stats.watches++;
     return new Promise<void>((resolve, reject) => {
       let gone = false;
+      let ended = false;
       this.watch
         .watch(
           path,
@@ -216,6 +218,7 @@ export class Reflector {
             }
           },
           (err) => {
+            ended = true;
             this.abort = undefined;
             if (gone || (err as { statusCode?: number } | null)?.statusCode === 410) reject(new Gone());
             else if (err && !this.stopped && !isInactivityTimeout(err)) reject(err);
@@ -224,6 +227,9 @@ export class Reflector {
         )
         .then(
           (ac) => {
+            // Connected (the watch did not end at once): the API server answers, though a quiet
+            // watch may send nothing for a while.
+            if (!ended) this.opts.observer?.received(false);
             this.abort = ac;
             if (this.stopped) ac.abort();
           },

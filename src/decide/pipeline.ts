@@ -19,7 +19,7 @@ import type { Decision } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { secondsSince, type Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
-import { childSpan, noteActionId } from '../telemetry/request-context.js';
+import { childSpan, noteActionId, requestContext } from '../telemetry/request-context.js';
 import { agentNamed } from '../api/builders.js';
 import { autoRegisteredAgent, identityOf, namespaceFor, resolveIdentity, type IncidentSpec, type UnknownAgents } from './identity.js';
 
@@ -275,8 +275,9 @@ export class DecisionPipeline {
       return;
     }
     this.pendingRegistrations.set(agentId, caller);
-    store
-      .applyAgent(agent, 'create')
+    // Background work the request only sets off: its log lines carry none of the request's ids.
+    requestContext
+      .exit(() => store.applyAgent(agent, 'create'))
       .then(() => metrics.autoRegistrations.inc({ outcome: 'ok' }))
       .catch((err) => {
         metrics.autoRegistrations.inc({ outcome: 'error' });

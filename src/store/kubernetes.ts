@@ -60,8 +60,8 @@ export interface KubernetesStoreOptions {
   onCompiled?: (snapshot: PolicySnapshot) => void;
   /** Called after an automatic suspension was written. */
   onSuspended?: (agent: GuardAgent, suspension: Suspension) => void;
-  /** Told of every list and watch event of every reflector (src/metrics.ts, WatchTiming). */
-  watchObserver?: WatchObserver;
+  /** The observer of each reflector, by its resource (a plural): told of every list, watch event and connection (src/metrics.ts, WatchTiming). */
+  watchObserver?: (resource: string) => WatchObserver;
   /**
    * After a burst of at least `changes` object changes (default 500: a GitOps sync, a first
    * list of a large installation), once no compile has followed for `settleMs` (default 3 s),
@@ -280,7 +280,7 @@ export class KubernetesStore implements PolicyStore {
           plural: KINDS[kind].plural,
           optional: KINDS[kind].optional,
           ...(namespace ? { namespace } : {}),
-          ...(this.opts.watchObserver ? { observer: this.opts.watchObserver } : {}),
+          ...(this.opts.watchObserver ? { observer: this.opts.watchObserver(KINDS[kind].plural) } : {}),
           log: this.opts.log,
           onChange: (ref, obj) => this.onChange(kind, ref, obj),
           onSynced: () => {

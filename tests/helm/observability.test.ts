@@ -78,9 +78,17 @@ describe('metricNames', () => {
 });
 
 describe('the dashboard and the alerts use only metrics the server exposes', () => {
-  it('the PrometheusRule: audit loss, audit unavailable, deny spike, not ready, watch stalled, leader lost', () => {
+  it('the PrometheusRule: audit loss, audit unavailable, audit writes failing, deny spike, not ready, watch stalled, leader lost', () => {
     const rules: Array<{ alert: string; expr: string }> = rule.spec.groups.flatMap((g: any) => g.rules);
-    expect(rules.map((r) => r.alert)).toEqual(['PolicyGuardAuditRecordsLost', 'PolicyGuardAuditUnavailable', 'PolicyGuardDenyRateSpike', 'PolicyGuardNotReady', 'PolicyGuardWatchStalled', 'PolicyGuardLeaderLost']);
+    expect(rules.map((r) => r.alert)).toEqual([
+      'PolicyGuardAuditRecordsLost',
+      'PolicyGuardAuditUnavailable',
+      'PolicyGuardAuditWritesFailing',
+      'PolicyGuardDenyRateSpike',
+      'PolicyGuardNotReady',
+      'PolicyGuardWatchStalled',
+      'PolicyGuardLeaderLost',
+    ]);
     const used = rules.flatMap((r) => metricNames(r.expr).map((name) => ({ alert: r.alert, name })));
     expect(new Set(used.map((u) => u.name)).size).toBeGreaterThanOrEqual(8);
     expect(used.filter((u) => !exposed.has(u.name))).toEqual([]);
@@ -106,7 +114,10 @@ describe('the dashboard and the alerts use only metrics the server exposes', () 
     const value = (series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1]);
     // The first lists and the applied GuardPolicy, each compiled into a snapshot.
     expect(value('policyguard_watch_to_snapshot_duration_seconds_count')).toBeGreaterThanOrEqual(1);
-    expect(value('policyguard_watch_last_event_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 300);
+    // Per resource; GuardUpstreams too (their CRD is installed here).
+    for (const resource of ['guardagents', 'guardpolicies', 'guardupstreams']) {
+      expect(value(`policyguard_watch_last_event_timestamp_seconds{resource="${resource}"}`)).toBeGreaterThan(Date.now() / 1000 - 300);
+    }
     expect(value('policyguard_ready')).toBe(1);
   });
 

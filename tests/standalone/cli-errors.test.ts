@@ -58,6 +58,12 @@ describe('errors a user meets get one line with a hint', () => {
     expect(r.stderr).toMatch(/--config-dir .*nope is not a folder/);
     expect(r.stderr).not.toMatch(STACK_FRAME);
   });
+  it('with --log-format json, a server that cannot start says why in one JSON line, as its other lines are', async () => {
+    const r = await runCli(['serve', '--standalone', '--config-dir', SAMPLES, '--data-dir', join(root, 'port-json'), '--port', String(port), '--log-format', 'json']);
+    expect(r.code).toBe(2);
+    const last = r.stderr.trimEnd().split('\n').at(-1)!;
+    expect(JSON.parse(last)).toMatchObject({ level: 'error', msg: expect.stringMatching(new RegExp(`^cannot start: 127\\.0\\.0\\.1:${port} is already in use .*--port`)) });
+  });
   it('a missing file to verify says so without a stack trace', async () => {
     const r = await runCli(['audit', 'verify', join(root, 'no-such-audit')]);
     expect(r.code).not.toBe(0);

@@ -227,6 +227,15 @@ describe('logs', () => {
     expect(health).not.toHaveProperty('action_id');
   });
 
+  it('work a request only sets off logs without its ids: the auto-registration of an unknown agent, and the snapshot that follows', async () => {
+    lines.length = 0;
+    const res = await post(`${pg.url}/mcp`, JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'validate_action', arguments: { action_type: 'tool_call', target: 'read_customer', agent_id: 'brand-new-bot' } } }), { traceparent: TRACEPARENT });
+    expect(res.status).toBe(200);
+    const compiled = await eventually(async () => parsed().find((l) => l.msg === 'policy snapshot compiled'), (l) => l !== undefined, 'the registration to be compiled');
+    expect(compiled).not.toHaveProperty('trace_id');
+    expect(compiled).not.toHaveProperty('action_id');
+  });
+
   it('the gateway sends the request trace on to the upstream, so the upstream logs the same trace id', async () => {
     lines.length = 0;
     upstream.seen.length = 0;
