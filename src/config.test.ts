@@ -30,6 +30,12 @@ describe('number and boolean flags', () => {
     ['auto-register', '', 'true or false'],
     ['auto-register', 'yes', 'true or false'],
     ['standalone', '', 'true or false'],
+    ['otel-sample-ratio', '', 'a number from 0 to 1, like 0.1'],
+    ['otel-sample-ratio', '1.5', 'a number from 0 to 1, like 0.1'],
+    ['otel-sample-ratio', '-0.1', 'a number from 0 to 1, like 0.1'],
+    ['otel-sample-ratio', '10%', 'a number from 0 to 1, like 0.1'],
+    ['otel-sample-ratio', ' 0.5', 'a number from 0 to 1, like 0.1'],
+    ['otel-sample-ratio', '.5', 'a number from 0 to 1, like 0.1'],
   ])('--%s %j is refused, naming the flag, its variable, what it takes and what it got, as flag and as variable', (flag, value, expected) => {
     const variable = `POLICYGUARD_${flag.toUpperCase().replaceAll('-', '_')}`;
     const line = `  --${flag} (${variable}): expected ${expected}, got ${JSON.stringify(value)}`;
@@ -44,6 +50,13 @@ describe('number and boolean flags', () => {
     expect(parse({ POLICYGUARD_AUTO_REGISTER: 'false', POLICYGUARD_LEADER_ELECTION: '0', POLICYGUARD_ACCEPT_API_SERVER_AUDIENCE: '1' })).toMatchObject({ autoRegister: false, leaderElection: false, acceptApiServerAudience: true });
     expect(parse({ POLICYGUARD_STANDALONE: 'true', POLICYGUARD_CONFIG_DIR: 'c' }).standalone).toBe(true);
     expect(parse({}, ['--standalone', '--config-dir', 'c']).standalone).toBe(true);
+  });
+
+  it('--otel-sample-ratio is a share from 0 to 1, 1 by default; as the chart renders small ones too (1e-05)', () => {
+    expect(parse({}).otelSampleRatio).toBe(1);
+    expect(parse({ POLICYGUARD_OTEL_SAMPLE_RATIO: '0.1' }).otelSampleRatio).toBe(0.1);
+    expect(parse({ POLICYGUARD_OTEL_SAMPLE_RATIO: '0.1' }, ['--otel-sample-ratio', '0.25']).otelSampleRatio).toBe(0.25);
+    expect(['0', '1', '1.0', '0.001', '1e-05'].map((v) => parse({}, ['--otel-sample-ratio', v]).otelSampleRatio)).toEqual([0, 1, 1, 0.001, 0.00001]);
   });
 
   it('an empty --token-audiences is refused: it would accept tokens minted for the API server', () => {

@@ -42,6 +42,8 @@ const Duration = z
   .refine((v) => parseDuration(v) !== undefined, DURATION_HINT)
   .transform((v) => parseDuration(v)!);
 const List = z.string().transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean));
+/** An unsigned number as JSON writes it (and Helm renders a value: 0.1, 1, 1e-05). */
+const DECIMAL = /^(?:0|[1-9]\d{0,14})(?:\.\d{1,15})?(?:[eE][+-]?\d{1,3})?$/;
 const Dns1123 = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a lowercase DNS-1123 label');
 
 /** The decision flags `serve` and `check` share. */
@@ -78,6 +80,8 @@ export const ServeConfigSchema = z
     logFormat: z.enum(['text', 'json']).default('text'),
     /** OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces); unset: no tracing. */
     otelEndpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL like http://otel-collector:4318' }).optional(),
+    /** The share of traces recorded, chosen by trace id whatever a caller's sampled flag says (docs/observability.md); 1: every request. */
+    otelSampleRatio: flagText('a number from 0 to 1, like 0.1', (text) => (DECIMAL.test(text) && Number(text) <= 1 ? Number(text) : undefined)).default(1),
     autoRegister: Bool.default(true),
     autoRegisterLimit: Count.default(1000),
     autoRegisterPerCaller: Count.default(1),
@@ -159,6 +163,7 @@ export const SERVE_FLAGS = {
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
   'otel-endpoint': { type: 'string' },
+  'otel-sample-ratio': { type: 'string' },
   'default-decision': { type: 'string' },
   'unknown-agent-trust': { type: 'string' },
   'auto-register': { type: 'string' },

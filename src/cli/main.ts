@@ -45,8 +45,10 @@ Usage:
         Operator: --cluster-policy-namespace, --replica-id, --leader-election, --lease-duration
           15s, --renew-deadline 10s, --retry-period 2s, --data-dir (file audit sink).
         Observability: --log-level debug|info|warn|error, --log-format text|json (json: one
-          object per line, what the Helm chart sets), --otel-endpoint URL (OTLP/HTTP traces, e.g.
-          http://otel-collector:4318; off when unset). Metrics at /metrics.
+          object per line, what the image and the Helm chart set), --otel-endpoint URL (OTLP/HTTP
+          traces, e.g. http://otel-collector:4318; off when unset), --otel-sample-ratio 1 (the
+          share of traces recorded, 0 to 1, by trace id whatever a caller's traceparent says).
+          Metrics at /metrics.
   policyguard check --config-dir DIR --agent-id ID --target TOOL [--action-type T] [--parameters JSON]
         [--default-decision allow|deny] [--unknown-agent-trust low]
         Evaluate one action offline against a folder of manifests and print the decision as

@@ -296,7 +296,16 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   metrics.gauge('policyguard_leader', '1 when this replica holds the Lease (always 1 in standalone mode).', () => (store.isLeader() ? 1 : 0));
   metrics.gauge('policyguard_ready', '1 once the first full load of policies and agents is in force (what /readyz answers).', () => (store.notReady() === undefined ? 1 : 0));
   // Loaded only when asked for: without --otel-endpoint no OpenTelemetry code runs (docs/observability.md).
-  const tracer = config.otelEndpoint ? (await import('../telemetry/tracing.js')).startTracing({ endpoint: config.otelEndpoint, instance: config.replicaId ?? hostname(), log }) : undefined;
+  const droppedSpans = metrics.counter('policyguard_trace_spans_dropped_total', 'Spans lost before reaching --otel-endpoint, by reason: queue_full (the export queue was full), export_failed (the endpoint did not take their batch).', ['reason']);
+  const tracer = config.otelEndpoint
+    ? (await import('../telemetry/tracing.js')).startTracing({
+        endpoint: config.otelEndpoint,
+        instance: config.replicaId ?? hostname(),
+        sampleRatio: config.otelSampleRatio,
+        onDroppedSpans: (count, reason) => droppedSpans.inc({ reason }, count),
+        log,
+      })
+    : undefined;
 
   const authenticator = await authenticatorFor(config, backend, log);
   metrics.gauge('policyguard_token_reviews', 'TokenReviews sent to the API server since start (failed and repeated ones are cached).', () => authenticator.remoteChecks);

@@ -6,7 +6,7 @@
  * forwarded, an in-memory pipeline (our own interface) that records what it decided.
  * Well-behaved upstreams are tests/standalone/gateway.test.ts's subject.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { API_VERSION, type GuardUpstream } from '../api/schemas.js';
@@ -18,8 +18,10 @@ import { PolicySnapshot } from '../engine/snapshot.js';
 import { createLogger, silentLogger } from '../log.js';
 import { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
-import { requestContext, type RequestContext, type SpanHandle } from '../telemetry/request-context.js';
+import { attribute, spanWhere, startOtlpReceiver, type OtlpSpan } from '../telemetry/otlp-receiver-fixture.js';
+import { requestContext, type RequestContext, type SpanHandle, type Tracer } from '../telemetry/request-context.js';
 import { newSpanId, newTraceId, parseTraceparent } from '../telemetry/trace-context.js';
+import { startTracing } from '../telemetry/tracing.js';
 import { Gateway } from './gateway.js';
 import { foldedDuplicate } from './message.js';
 import { sessionKey } from './session.js';
@@ -140,13 +142,13 @@ const bad = createServer((req, res) => {
  * `gw` on a loopback port: `/<namespace>/<name>` is the upstream, the body is parsed as JSON;
  * with `contextOf`, each request is handled in the context it gives, as the HTTP edge does.
  */
-async function serve(gw: Gateway, contextOf?: (req: IncomingMessage) => RequestContext): Promise<{ server: Server; url: string }> {
+async function serve(gw: Gateway, contextOf?: (req: IncomingMessage, res: ServerResponse) => RequestContext): Promise<{ server: Server; url: string }> {
   const srv = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const handle = () => void gw.handle(req, res, req.url!.slice(1), ANONYMOUS, chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined);
-      if (contextOf) requestContext.run(contextOf(req), handle);
+      if (contextOf) requestContext.run(contextOf(req, res), handle);
       else handle();
     });
   });
@@ -172,6 +174,12 @@ const edge = {
   on(req: IncomingMessage): RequestContext {
     const parent = parseTraceparent(req.headers.traceparent);
     const span: SpanHandle = { traceId: parent?.traceId ?? newTraceId(), spanId: newSpanId(), sampled: parent?.sampled ?? true, setAttributes() {}, rename() {}, fail() {}, end() {}, child: () => span };
+    return { trace_id: span.traceId, span };
+  },
+  /** With a real tracer (./tracing.ts): the request span ends when the response does, as at the edge. */
+  traced: (tracer: Tracer) => (req: IncomingMessage, res: ServerResponse): RequestContext => {
+    const span = tracer.startRequest(`${req.method} /upstreams/:namespace/:name/mcp`, parseTraceparent(req.headers.traceparent), { 'http.request.method': req.method! });
+    res.once('close', () => span.end());
     return { trace_id: span.traceId, span };
   },
 };
@@ -450,5 +458,102 @@ describe('trace headers reach an upstream only as valid W3C Trace Context (docs/
     const sent = await got(tracingOnUrl, { traceparent: TRACEPARENT, tracestate: TRACESTATE });
     expect(sent.traceparent).toMatch(new RegExp(`^00-${TRACE}-(?!${SPAN})[0-9a-f]{16}-01$`));
     expect(sent.tracestate).toBe(TRACESTATE);
+  });
+});
+
+describe('tracing on: each request to an upstream is a CLIENT span, and the upstream is its child (docs/observability.md, "Traces")', () => {
+  let receiver: Awaited<ReturnType<typeof startOtlpReceiver>>;
+  let tracer: Tracer;
+  let base: string;
+  let badUrl: string;
+  let traced: { server: Server; url: string };
+  /** An upstream that takes requests and never answers. */
+  const silent = createServer(() => undefined);
+
+  beforeAll(async () => {
+    ready = true;
+    receiver = await startOtlpReceiver();
+    tracer = startTracing({ endpoint: receiver.url, instance: 'test', scheduledDelayMs: 10, log: silentLogger });
+    badUrl = new URL(upstreams.get('default/trace-headers')!.spec.url).origin;
+    const { hostname, port } = new URL(badUrl);
+    // Credentials, a query and a fragment in the URL: none of it may reach a span. The query makes it a 404.
+    upstreams.set('default/creds', upstreamAt('creds', `http://user:s3cret@${hostname}:${port}/trace-headers?token=t0ken#frag`));
+    const slow = upstreamAt('silent', `${await listening(silent)}/mcp`);
+    upstreams.set('default/silent', { ...slow, spec: { ...slow.spec, timeout: '300ms' } });
+    const allowing = new Gateway({
+      store,
+      pipeline: { decide: async () => ({ ok: true, decision: { decision: 'allow', allowed: true, reason: 'fine', action_id: 'act_1', agent: { id: 'anonymous' } } }) } as unknown as DecisionPipeline,
+      authorizer: openAuthorizer(),
+      audit: { append: () => ({ ok: true }) } as never,
+      credentials: { headersFor: async () => ({}) },
+      sessionKey: sessionKey(undefined),
+      metrics: new Metrics(),
+      log: silentLogger,
+      options: { denyAs: 'tool-error', approvalHoldMs: 0, responseLimitBytes: 1024 },
+    });
+    traced = await serve(allowing, edge.traced(tracer));
+    base = traced.url;
+  });
+  afterAll(async () => {
+    await tracer.shutdown();
+    await receiver.close();
+    silent.closeAllConnections();
+    await new Promise((r) => silent.close(r));
+    await new Promise((r) => traced.server.close(r));
+  });
+
+  /** Sends `body` to upstream `ref` in a new sampled trace; resolves with the trace id, the answer, and the request and CLIENT spans once exported. */
+  async function through(ref: string, body: object): Promise<{ trace: string; status: number; answer: any; request: OtlpSpan; client: OtlpSpan }> {
+    const trace = newTraceId();
+    const r = await fetch(`${base}/${ref}`, { method: 'POST', headers: { 'content-type': 'application/json', traceparent: `00-${trace}-${newSpanId()}-01` }, body: JSON.stringify(body) });
+    const text = await r.text();
+    const answer: unknown = text === '' ? undefined : JSON.parse(text);
+    const request = await spanWhere(receiver.spans, (s) => s.traceId === trace && s.kind === 2, `SERVER in ${trace}`);
+    const client = await spanWhere(receiver.spans, (s) => s.traceId === trace && s.kind === 3, `CLIENT in ${trace}`);
+    return { trace, status: r.status, answer, request, client };
+  }
+  const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' };
+  const toolCall = { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'read_file', arguments: {} } };
+
+  it('a child of the request span, with the HTTP client attributes; the upstream gets its traceparent', async () => {
+    const { trace, answer, request, client } = await through('default/trace-headers', list);
+    expect(client.name).toBe('POST upstream');
+    expect(client.parentSpanId).toBe(request.spanId);
+    expect(answer.result.got.traceparent).toBe(`00-${trace}-${client.spanId}-01`);
+    const { hostname, port } = new URL(badUrl);
+    expect(Object.fromEntries(['http.request.method', 'server.address', 'server.port', 'url.full', 'http.response.status_code', 'policyguard.upstream', 'error.type'].map((k) => [k, attribute(client, k)]))).toEqual({
+      'http.request.method': 'POST',
+      'server.address': hostname,
+      'server.port': Number(port),
+      'url.full': `${badUrl}/trace-headers`,
+      'http.response.status_code': 200,
+      'policyguard.upstream': 'default/trace-headers',
+      'error.type': undefined,
+    });
+    expect(client.status?.code ?? 0).toBe(0);
+  });
+
+  it('an upstream answering >= 400: failed, with its status; the URL without credentials, query or fragment', async () => {
+    const { status, client } = await through('default/creds', list);
+    expect(status).toBe(404);
+    expect(attribute(client, 'url.full')).toBe(`${badUrl}/trace-headers`);
+    expect(JSON.stringify(client)).not.toMatch(/s3cret|t0ken|frag/);
+    expect([attribute(client, 'http.response.status_code'), attribute(client, 'error.type')]).toEqual([404, '404']);
+    expect(client.status).toMatchObject({ code: 2, message: 'HTTP 404' });
+  });
+
+  it('an upstream that cannot be reached: the CLIENT span failed, and the request span too though the tool error is answered 200', async () => {
+    const { status, answer, request, client } = await through('default/x', toolCall);
+    expect([status, answer.result.isError]).toEqual([200, true]);
+    expect(attribute(client, 'http.response.status_code')).toBeUndefined();
+    expect(attribute(client, 'error.type')).toBe('ECONNREFUSED');
+    expect(client.status).toMatchObject({ code: 2, message: 'the connection was refused' });
+    expect(request.status).toMatchObject({ code: 2, message: 'upstream default/x failed: the connection was refused' });
+  });
+
+  it('an upstream that does not answer in time: the CLIENT span failed, saying so', async () => {
+    const { status, client } = await through('default/silent', list);
+    expect(status).toBe(502);
+    expect(client.status).toMatchObject({ code: 2, message: 'no complete answer within 300ms' });
   });
 });

@@ -48,7 +48,7 @@ import type { Metrics } from '../metrics.js';
 import type { PolicyStore } from '../store/store.js';
 import { DEFAULT_NAMESPACE } from '../store/upstreams.js';
 import type { CompiledAgent } from '../engine/compile.js';
-import { upstreamTraceparent } from '../telemetry/request-context.js';
+import { clientSpan, requestContext, upstreamTraceparent, type SpanHandle } from '../telemetry/request-context.js';
 import { outgoingTraceHeaders } from '../telemetry/trace-context.js';
 import { VERSION } from '../version.js';
 import { CredentialError, type CredentialSource } from './credentials.js';
@@ -116,6 +116,24 @@ const TOOLS_CHANGED = 'notifications/tools/list_changed';
 
 /** Connections to upstreams are kept open and reused: a new one per call would cost more than the call. */
 const AGENTS = { 'http:': new HttpAgent({ keepAlive: true, maxSockets: 256 }), 'https:': new HttpsAgent({ keepAlive: true, maxSockets: 256 }) };
+
+/**
+ * The CLIENT span of one request to an upstream, inside the current request's span (undefined
+ * with tracing off), as OpenTelemetry's HTTP client conventions name and describe it; its URL
+ * without credentials, query or fragment.
+ */
+function upstreamSpan(method: string, url: string, ref: string): SpanHandle | undefined {
+  return clientSpan(`${method} upstream`, () => {
+    const target = new URL(url);
+    return {
+      'http.request.method': method,
+      'server.address': target.hostname.replace(/^\[(.*)\]$/, '$1'),
+      'server.port': target.port ? Number(target.port) : target.protocol === 'https:' ? 443 : 80,
+      'url.full': `${target.protocol}//${target.host}${target.pathname}`,
+      'policyguard.upstream': ref,
+    };
+  });
+}
 
 /** One HTTP request to an upstream; resolves with its response (body still to read). */
 function send(url: string, method: string, headers: Record<string, string>, body: string | undefined, signal: AbortSignal): Promise<IncomingMessage> {
@@ -536,6 +554,8 @@ export class Gateway {
     const clientGone = () => abort.abort(new Error('the client went away'));
     res.once('close', clientGone);
     const outcome: UpstreamOutcome = { status: 0, is_error: false, duration_ms: 0, bytes: 0 };
+    const method = req.method ?? 'POST';
+    let span: SpanHandle | undefined;
     try {
       const headers: Record<string, string> = await this.deps.credentials.headersFor(upstream);
       for (const h of FORWARDED_REQUEST_HEADERS) {
@@ -551,12 +571,16 @@ export class Gateway {
         delete headers['mcp-name'];
       }
       if (call.upstreamSession !== undefined) headers['mcp-session-id'] = call.upstreamSession;
-      // The upstream's spans join this request's trace (docs/observability.md); a caller's
-      // traceparent and tracestate go on only as far as they are valid W3C Trace Context.
-      Object.assign(headers, outgoingTraceHeaders(upstreamTraceparent(), req.headers));
-      const answer = await send(upstream.spec.url, req.method ?? 'POST', headers, message === undefined ? undefined : JSON.stringify(message), abort.signal);
+      // The upstream's spans join this request's trace as children of the call's CLIENT span
+      // (docs/observability.md); a caller's traceparent and tracestate go on only as far as they
+      // are valid W3C Trace Context.
+      span = upstreamSpan(method, upstream.spec.url, call.ref);
+      Object.assign(headers, outgoingTraceHeaders(upstreamTraceparent(span), req.headers));
+      const answer = await send(upstream.spec.url, method, headers, message === undefined ? undefined : JSON.stringify(message), abort.signal);
       const status = answer.statusCode ?? 502;
       outcome.status = status;
+      span?.setAttributes({ 'http.response.status_code': status, ...(status >= 400 ? { 'error.type': String(status) } : {}) });
+      if (status >= 400) span?.fail(`HTTP ${status}`);
       if (status >= 300 && status < 400) {
         answer.destroy();
         throw new UpstreamFailure(`it answered HTTP ${status}, a redirect, which the gateway does not follow`, `HTTP ${status} to ${String(answer.headers.location ?? '(no Location)')}`);
@@ -610,6 +634,10 @@ export class Gateway {
       const failure = publicReason(err, abort.signal);
       outcome.error = `upstream ${call.ref} failed: ${failure.message}`;
       outcome.is_error = true;
+      // Both spans say so: the call's, and the request's, which may still answer 200 (a tool error).
+      span?.setAttributes({ 'error.type': (err as NodeJS.ErrnoException | undefined)?.code ?? (err instanceof Error ? err.name : 'Error') });
+      span?.fail(failure.message);
+      requestContext.getStore()?.span?.fail(outcome.error);
       this.calls.inc({ method: kind.kind, outcome: 'unreachable' });
       this.deps.log.warn('gateway: upstream call failed', { upstream: call.ref, url: upstream.spec.url, error: failure.detail });
       const id = kind.kind === 'other' ? idOf(message ?? {}) : kind.id;
@@ -617,6 +645,7 @@ export class Gateway {
       else if (!res.headersSent) rpcError(res, 502, id, -32603, outcome.error);
       else res.destroy();
     } finally {
+      span?.end();
       clearTimeout(timer);
       res.off('close', clientGone);
       outcome.duration_ms = Date.now() - started;

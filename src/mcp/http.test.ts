@@ -12,7 +12,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryApprovalStore } from '../approvals/memory-store-fixture.js';
 import { noAuthenticator } from '../auth/authenticate.js';
-import { silentLogger } from '../log.js';
+import { createLogger, silentLogger } from '../log.js';
+import { spanWhere, startOtlpReceiver } from '../telemetry/otlp-receiver-fixture.js';
+import { startTracing } from '../telemetry/tracing.js';
 import { writePki } from '../../tests/controlplane/certs.js';
 import { openSampleTools, type SampleTools } from './sample-tools-fixture.js';
 import { createHttpApp, listen, type HttpApp, type RunningServer } from './http.js';
@@ -137,5 +139,34 @@ describe('the Host header', () => {
       httpRequest({ host: url.hostname, port: url.port, path: '/.well-known/oauth-protected-resource', headers: { host } }, (res) => resolve(res.resume().statusCode!)).once('error', reject).end();
     });
     expect(status).toBe(200);
+  });
+});
+
+describe('tracing on (--otel-endpoint)', () => {
+  const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const TRACEPARENT = `00-${TRACE}-00f067aa0ba902b7-01`;
+
+  it('scrapes and probes (/metrics, /healthz, /readyz) make no span, and their log lines keep the caller\'s trace id; /mcp is traced', async () => {
+    const receiver = await startOtlpReceiver();
+    const traced = await openSampleTools(await mkdtemp(join(tmpdir(), 'policyguard-http-traced-')));
+    const lines: Array<Record<string, unknown>> = [];
+    const log = createLogger('debug', (line) => lines.push(JSON.parse(line) as Record<string, unknown>), 'json');
+    const tracer = startTracing({ endpoint: receiver.url, instance: 'test', scheduledDelayMs: 10, log });
+    const { tools, store, metrics } = traced;
+    const server = await listen(createHttpApp({ tools, store, metrics, log, tracer, authenticator: noAuthenticator(), allowedHosts: [], allowedOrigins: [], uiApprovals: { store: new MemoryApprovalStore() } }), { host: '127.0.0.1', port: 0 });
+    try {
+      const probes = ['/metrics', '/healthz', '/readyz', '/Metrics', '/healthz/'];
+      for (const path of probes) expect((await fetch(`${server.url}${path}`, { headers: { traceparent: TRACEPARENT } })).status, path).toBe(200);
+      await (await fetch(`${server.url}/mcp`, { method: 'POST', headers: { ...HEADERS, traceparent: TRACEPARENT }, body: call('read_customer') })).text();
+      await spanWhere(receiver.spans, (s) => s.name === 'POST /mcp', 'POST /mcp');
+      await tracer.shutdown(); // exports whatever else ended
+      expect(receiver.spans.map((s) => s.name).sort()).toEqual(['POST /mcp', 'policyguard.decide']);
+      const requests = lines.filter((l) => l.msg === 'HTTP request');
+      expect(requests.map((l) => [l.route, l.trace_id])).toEqual([...['/metrics', '/healthz', '/readyz', '/metrics', '/healthz'].map((route) => [route, TRACE]), ['/mcp', TRACE]]);
+    } finally {
+      await server.close();
+      await receiver.close();
+      await traced.close();
+    }
   });
 });

@@ -108,16 +108,21 @@ function routeOf(req: Request): string {
   return typeof path === 'string' ? path : Array.isArray(path) ? String(path[0]) : 'unmatched';
 }
 
+/** Scrapes and probes, every few seconds from every Prometheus and kubelet: no span, or they would be most of the traces. */
+const UNTRACED_PATHS = new Set(['/metrics', '/healthz', '/readyz']);
+/** Whether a request is one of {@link UNTRACED_PATHS} as Express routes it (any case, with or without a trailing slash). */
+const untraced = (path: string) => UNTRACED_PATHS.has(path.toLowerCase().replace(/(.)\/$/, '$1'));
+
 /**
  * Runs every request in its {@link RequestContext} (trace id from `traceparent` or new; a span
- * with tracing on) and, once answered, records its duration by route and status, ends its
- * span and logs it at debug level.
+ * with tracing on, but for scrapes and probes) and, once answered, records its duration by
+ * route and status, ends its span and logs it at debug level.
  */
 function observeRequests(metrics: Metrics, log: Logger, tracer: Tracer | undefined) {
   return (req: Request, res: Response, next: NextFunction) => {
     const started = performance.now();
     const parent = parseTraceparent(req.headers.traceparent);
-    const span = tracer?.startRequest(req.method, parent, { 'http.request.method': req.method, 'url.path': req.path });
+    const span = tracer && !untraced(req.path) ? tracer.startRequest(req.method, parent, { 'http.request.method': req.method, 'url.path': req.path }) : undefined;
     const ctx: RequestContext = span
       ? { trace_id: span.traceId, span }
       : { trace_id: parent?.traceId ?? newTraceId(), ...(parent ? { traceparent: req.headers.traceparent as string } : {}) };

@@ -19,8 +19,8 @@ export interface SpanHandle {
   /** Marks the span failed, with why. */
   fail(message: string): void;
   end(): void;
-  /** A span inside this one. */
-  child(name: string, attributes?: Record<string, string | number | boolean>): SpanHandle;
+  /** A span inside this one: `internal` work of this server, or a `client` request to another. */
+  child(name: string, attributes?: Record<string, string | number | boolean>, kind?: 'internal' | 'client'): SpanHandle;
 }
 
 /** Starts spans; only exists when tracing is on (`--otel-endpoint`). */
@@ -63,15 +63,29 @@ export function childSpan(name: string, attributes?: Record<string, string | num
 }
 
 /**
- * The `traceparent` the gateway sends to an upstream for the current request: the request's
- * span with tracing on; else the caller's own header, passed on as it came; else one made up
- * in the request's trace (not sampled), so the upstream's logs share the trace id.
+ * A CLIENT span inside the current request's span, for one request to another server, or
+ * undefined (tracing off, or no request). `attributes` are only worked out for a span that is
+ * recorded.
  *
- * @example headers.traceparent = upstreamTraceparent() ?? headers.traceparent;
+ * @example const span = clientSpan('POST upstream', () => ({ 'url.full': url })); …; span?.end();
  */
-export function upstreamTraceparent(): string | undefined {
+export function clientSpan(name: string, attributes: () => Record<string, string | number | boolean>): SpanHandle | undefined {
+  const span = requestContext.getStore()?.span;
+  return span?.child(name, span.sampled ? attributes() : undefined, 'client');
+}
+
+/**
+ * The `traceparent` the gateway sends to an upstream for the current request: the request's
+ * CLIENT span for that call (`client`, see {@link clientSpan}), or the request's span, with
+ * tracing on; else the caller's own header, passed on as it came; else one made up in the
+ * request's trace (not sampled), so the upstream's logs share the trace id.
+ *
+ * @example headers.traceparent = upstreamTraceparent(clientSpan('POST upstream', attributes)) ?? headers.traceparent;
+ */
+export function upstreamTraceparent(client?: SpanHandle): string | undefined {
   const ctx = requestContext.getStore();
   if (!ctx) return undefined;
-  if (ctx.span) return formatTraceparent(ctx.span.traceId, ctx.span.spanId, ctx.span.sampled);
+  const span = client ?? ctx.span;
+  if (span) return formatTraceparent(span.traceId, span.spanId, span.sampled);
   return (ctx.traceparent ??= formatTraceparent(ctx.trace_id, newSpanId(), false));
 }

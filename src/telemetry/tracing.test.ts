@@ -1,8 +1,11 @@
 import { createServer } from 'node:net';
+import { ROOT_CONTEXT } from '@opentelemetry/api';
+import { SamplingDecision, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../log.js';
+import { createLogger, silentLogger } from '../log.js';
 import { requestContext, type RequestContext } from './request-context.js';
-import { startTracing } from './tracing.js';
+import { newSpanId, newTraceId } from './trace-context.js';
+import { startTracing, type DropReason } from './tracing.js';
 
 /** A loopback port nothing listens on: the exporter's connections are refused. */
 async function closedPort(): Promise<number> {
@@ -29,5 +32,65 @@ describe('startTracing', () => {
     expect(warning).not.toHaveProperty('trace_id');
     expect(warning).not.toHaveProperty('action_id');
     await tracer.shutdown();
+  }, 40_000);
+});
+
+describe('sampling (--otel-sample-ratio)', () => {
+  const CALLER_SPAN = '00f067aa0ba902b7';
+  /** Whether a request is recorded, as the server span's sampled flag says (what upstreams are sent, and what the batch processor exports). */
+  const recorded = (ratio: number, parent?: { traceId: string; sampled: boolean }) => {
+    const tracer = startTracing({ endpoint: 'http://127.0.0.1:9', instance: 'test', sampleRatio: ratio, log: silentLogger });
+    const span = tracer.startRequest('POST /mcp', parent && { ...parent, spanId: CALLER_SPAN }, {});
+    const decide = span.child('policyguard.decide');
+    const upstream = span.child('POST upstream', {}, 'client');
+    // Spans inside a request follow it.
+    expect([decide.sampled, upstream.sampled]).toEqual([span.sampled, span.sampled]);
+    void tracer.shutdown();
+    return span.sampled;
+  };
+
+  it('a caller that says "not sampled" is recorded all the same at the default ratio: the caller does not decide', () => {
+    const traceId = newTraceId();
+    expect(recorded(1, { traceId, sampled: false })).toBe(true);
+    expect(recorded(1, { traceId, sampled: true })).toBe(true);
+    expect(recorded(1)).toBe(true);
+  });
+
+  it('at ratio 0 nothing is recorded, a caller that says "sampled" included', () => {
+    expect(recorded(0)).toBe(false);
+    expect(recorded(0, { traceId: newTraceId(), sampled: true })).toBe(false);
+  });
+
+  it("below 1, a trace is recorded when the SDK's TraceIdRatioBasedSampler at that ratio takes its trace id, whatever the caller's flag: as other services sampling by trace id decide", () => {
+    const elsewhere = new TraceIdRatioBasedSampler(0.25);
+    const outcomes = new Set<boolean>();
+    for (let i = 0; i < 200; i++) {
+      const traceId = newTraceId();
+      const expected = elsewhere.shouldSample(ROOT_CONTEXT, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED;
+      outcomes.add(expected);
+      expect(recorded(0.25, { traceId, sampled: true }), `${traceId}, caller sampled`).toBe(expected);
+      expect(recorded(0.25, { traceId, sampled: false }), `${traceId}, caller not sampled`).toBe(expected);
+    }
+    expect(outcomes).toEqual(new Set([true, false]));
+  });
+});
+
+describe('dropped spans', () => {
+  it('spans dropped because the export queue is full are told, as are spans in a batch the endpoint did not take', async () => {
+    const dropped: Record<DropReason, number> = { queue_full: 0, export_failed: 0 };
+    const tracer = startTracing({
+      endpoint: `http://127.0.0.1:${await closedPort()}`,
+      instance: 'test',
+      maxQueueSize: 2,
+      onDroppedSpans: (count, reason) => (dropped[reason] += count),
+      log: silentLogger,
+    });
+    // The first two fill a batch, which goes to the exporter at once (the connection fails
+    // later); the next two wait in the queue; the last three find it full.
+    for (let i = 0; i < 7; i++) tracer.startRequest('POST /mcp', { traceId: newTraceId(), spanId: newSpanId(), sampled: true }, {}).end();
+    expect(dropped.queue_full).toBe(3);
+    await tracer.shutdown();
+    for (let waited = 0; dropped.export_failed < 4 && waited < 30_000; waited += 50) await new Promise((r) => setTimeout(r, 50));
+    expect(dropped).toEqual({ queue_full: 3, export_failed: 4 });
   }, 40_000);
 });

@@ -4,11 +4,11 @@
  * the SDK is loaded and a request pays for no span. Spans are parented explicitly from the
  * request context (./request-context.ts) rather than through a global context manager.
  */
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Span, type Tracer as OtelTracer } from '@opentelemetry/api';
+import { createNoopMeter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type MeterProvider, type Span, type Tracer as OtelTracer } from '@opentelemetry/api';
 import { ExportResultCode } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, TracerProvider, type SpanExporter } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider, type Sampler, type SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Logger } from '../log.js';
 import { VERSION } from '../version.js';
 import { requestContext, type SpanHandle, type Tracer } from './request-context.js';
@@ -21,11 +21,19 @@ export interface TracingOptions {
   endpoint: string;
   /** `service.instance.id` of the resource (the replica). */
   instance: string;
+  /** The share of traces recorded, chosen by trace id (`--otel-sample-ratio`, 0 to 1; default 1: all). */
+  sampleRatio?: number;
   /** How long spans wait to be batched (default 1 s). */
   scheduledDelayMs?: number;
+  /** How many ended spans wait for export, at most (default 2,048, the SDK's); more are dropped. */
+  maxQueueSize?: number;
+  /** Told of spans lost: dropped because the export queue was full, or in a batch the endpoint did not take. */
+  onDroppedSpans?: (count: number, reason: DropReason) => void;
   /** Where failed exports are reported: the first of a run of failures, and the recovery. */
   log: Logger;
 }
+
+export type DropReason = 'queue_full' | 'export_failed';
 
 /** The OTLP/HTTP traces URL of an endpoint, as OTEL_EXPORTER_OTLP_ENDPOINT is read. */
 export function tracesUrl(endpoint: string): string {
@@ -42,15 +50,48 @@ function handle(tracer: OtelTracer, span: Span): SpanHandle {
     rename: (name) => void span.updateName(name),
     fail: (message) => void span.setStatus({ code: SpanStatusCode.ERROR, message }),
     end: () => span.end(),
-    child: (name, attributes) => handle(tracer, tracer.startSpan(name, { kind: SpanKind.INTERNAL, ...(attributes ? { attributes } : {}) }, trace.setSpan(ROOT_CONTEXT, span))),
+    child: (name, attributes, kind = 'internal') =>
+      handle(tracer, tracer.startSpan(name, { kind: kind === 'client' ? SpanKind.CLIENT : SpanKind.INTERNAL, ...(attributes ? { attributes } : {}) }, trace.setSpan(ROOT_CONTEXT, span))),
   };
+}
+
+/**
+ * Which requests are recorded: a share `ratio` of traces, chosen by trace id (the SDK's
+ * TraceIdRatioBasedSampler, so services sampling the same share by trace id choose the same
+ * traces), whether the request starts a trace or continues a caller's, and whatever the caller's
+ * sampled flag says: an untrusted caller can neither switch tracing off for its own calls nor
+ * force it on. Spans inside a request (the decision, the gateway's upstream call) follow it.
+ */
+export function requestSampler(ratio: number): Sampler {
+  const byTraceId = new TraceIdRatioBasedSampler(ratio);
+  return new ParentBasedSampler({ root: byTraceId, remoteParentSampled: byTraceId, remoteParentNotSampled: byTraceId });
+}
+
+/**
+ * A meter that hears only the batch processor's count of spans dropped because its queue was
+ * full: the SDK counts them as `otel.sdk.processor.span.processed` with `error.type`
+ * `queue_full` (semantic conventions, SDK self-observability), and tells nothing else of them
+ * but a diagnostics line. Every other instrument is a no-op.
+ */
+function queueFullMeter(onDropped: (count: number) => void): MeterProvider {
+  const meter = createNoopMeter();
+  const noopCounter = meter.createCounter.bind(meter);
+  meter.createCounter = (name, options) =>
+    name === 'otel.sdk.processor.span.processed'
+      ? {
+          add: (count, attributes) => {
+            if (attributes?.['error.type'] === 'queue_full') onDropped(count);
+          },
+        }
+      : noopCounter(name, options);
+  return { getMeter: () => meter };
 }
 
 /**
  * The OTLP exporter, reporting its failures: the SDK would only tell its own diagnostics
  * logger, which is silent unless configured, so a wrong endpoint would go unnoticed.
  */
-function reportingExporter(url: string, log: Logger): SpanExporter {
+function reportingExporter(url: string, log: Logger, onFailed: (count: number) => void): SpanExporter {
   const exporter = new OTLPTraceExporter({ url });
   let failures = 0;
   return {
@@ -59,6 +100,7 @@ function reportingExporter(url: string, log: Logger): SpanExporter {
       requestContext.exit(() =>
         exporter.export(spans, (result) => {
           if (result.code !== ExportResultCode.SUCCESS) {
+            onFailed(spans.length);
             if (failures++ === 0) log.warn('traces not exported; spans are dropped until the endpoint takes them', { url, error: String(result.error ?? 'failed') });
           } else if (failures > 0) {
             log.info('traces exported again', { url, failedBatches: failures });
@@ -77,14 +119,24 @@ function reportingExporter(url: string, log: Logger): SpanExporter {
  * Starts the tracer provider and its OTLP exporter.
  *
  * @example
- *   const tracer = startTracing({ endpoint: 'http://otel-collector:4318', instance: 'policyguard-0', log });
+ *   const tracer = startTracing({ endpoint: 'http://otel-collector:4318', instance: 'policyguard-0', sampleRatio: 0.1, log });
  *   const span = tracer.startRequest('POST /mcp', parseTraceparent(req.headers.traceparent), { 'http.request.method': 'POST' });
  *   span.end(); await tracer.shutdown();
  */
 export function startTracing(opts: TracingOptions): Tracer {
+  const dropped = opts.onDroppedSpans ?? (() => undefined);
+  const maxQueueSize = opts.maxQueueSize ?? 2048;
+  const processor = new BatchSpanProcessor({
+    exporter: reportingExporter(tracesUrl(opts.endpoint), opts.log, (count) => dropped(count, 'export_failed')),
+    scheduledDelayMillis: opts.scheduledDelayMs ?? 1000,
+    maxQueueSize,
+    maxExportBatchSize: Math.min(512, maxQueueSize),
+    selfObsMeterProvider: queueFullMeter((count) => dropped(count, 'queue_full')),
+  });
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': 'policyguard', 'service.version': VERSION, 'service.instance.id': opts.instance }),
-    spanProcessors: [new BatchSpanProcessor({ exporter: reportingExporter(tracesUrl(opts.endpoint), opts.log), scheduledDelayMillis: opts.scheduledDelayMs ?? 1000 })],
+    sampler: requestSampler(opts.sampleRatio ?? 1),
+    spanProcessors: [processor],
   });
   const tracer = provider.getTracer('policyguard', VERSION);
   return {

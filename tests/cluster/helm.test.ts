@@ -201,6 +201,24 @@ describe('helm lint and template', () => {
     }
   });
 
+  it('config.otelSampleRatio goes with otelEndpoint, and the server takes it as the chart renders it (a small one as 1e-05)', async () => {
+    const env = async (o: { set?: string[]; valuesFiles?: string[] }) =>
+      Object.fromEntries(findObject(parseObjects(await renderChart(o)), 'Deployment').spec.template.spec.containers[0].env.map((e: any) => [e.name, e.value]));
+    expect(await env({})).not.toHaveProperty('POLICYGUARD_OTEL_SAMPLE_RATIO');
+    expect(await env({ set: ['config.otelEndpoint=http://otel-collector:4318'] })).toMatchObject({ POLICYGUARD_OTEL_SAMPLE_RATIO: '1' });
+    // A number, so from a values file (or --set-json): --set gives Helm a string.
+    const dir = mkdtempSync(join(tmpdir(), 'pg-helm-values-'));
+    try {
+      const file = join(dir, 'values.yaml');
+      writeFileSync(file, 'config: {otelEndpoint: "http://otel-collector:4318", otelSampleRatio: 0.00001}\n');
+      const small = await env({ valuesFiles: [file] });
+      expect(small.POLICYGUARD_OTEL_SAMPLE_RATIO).toBe('1e-05');
+      expect(parseServeConfig(['--standalone', '--config-dir', 'c', '--data-dir', 'd'], { POLICYGUARD_OTEL_SAMPLE_RATIO: small.POLICYGUARD_OTEL_SAMPLE_RATIO }).otelSampleRatio).toBe(0.00001);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('audit.key.create=true (the default) generates a 64-character key; create=false mounts no key', async () => {
     const secret = findObject(parseObjects(await renderChart()), 'Secret', 'pg-policyguard-audit-key');
     expect(secret.metadata.annotations).toEqual({ 'helm.sh/resource-policy': 'keep' }); // records signed with it stay verifiable
@@ -270,6 +288,7 @@ describe('helm lint and template', () => {
     ['shutdownDelaySeconds=40', /terminationGracePeriodSeconds \(30\) must be at least shutdownDelaySeconds \(40\) \+ 5/],
     ['terminationGracePeriodSeconds=3', /terminationGracePeriodSeconds \(3\) must be at least shutdownDelaySeconds \(5\) \+ 5/],
     ['config.unknownAgents=allow', /at '\/config\/unknownAgents': value must be one of 'deny', 'evaluate'/],
+    ['config.otelSampleRatio=2', /at '\/config\/otelSampleRatio': maximum: got 2, want 1/],
     ['config.auditFailureMode=ignore', /at '\/config\/auditFailureMode': value must be one of 'closed', 'open'/],
     ['config.authFailureLimit=20', /at '\/config\/authFailureLimit'/],
     ['audit.anchorInterval=30', /at '\/audit\/anchorInterval'/],

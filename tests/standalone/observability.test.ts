@@ -310,10 +310,11 @@ describe('tracing with --otel-endpoint', () => {
     expect(about.map((l) => l.msg)).toContain('request body cut off: the caller went away');
   });
 
-  it('the gateway parents the upstream call on its own request span', () => {
+  it('the gateway calls the upstream in a CLIENT span inside its request span, and the upstream is that span\'s child', () => {
     const request = receiver.spans.find((s) => s.name === 'POST /upstreams/:namespace/:name/mcp');
-    expect(request).toBeDefined();
-    expect(upstream.seen.at(-1)!.traceparent).toBe(`00-${CALLER_TRACE}-${request!.spanId}-01`);
+    const client = receiver.spans.find((s) => s.kind === 3 && s.parentSpanId === request?.spanId);
+    expect(client?.name).toBe('POST upstream');
+    expect(upstream.seen.at(-1)!.traceparent).toBe(`00-${CALLER_TRACE}-${client!.spanId}-01`);
   });
 });
 
