@@ -114,7 +114,7 @@ describe('Approvals.settle', () => {
   });
 
   it('a call that cannot be made after all (readyToUse says why) is refused and leaves its approval Approved for the retry; it is asked only of an Approved one', async () => {
-    const { approvals, request, store } = setup();
+    const { approvals, request, store, advance } = setup();
     const asked: string[] = [];
     const notReady = async () => (asked.push('asked'), 'Header mismatch: Mcp-Param-Table');
     const first = await approvals.settle(request({ readyToUse: notReady }));
@@ -128,9 +128,23 @@ describe('Approvals.settle', () => {
     });
     expect(asked).toEqual(['asked']);
     expect(store.get('team-a', first.approval.metadata.name)!.status?.phase).toBe('Approved');
-    const used = await approvals.settle(request({ readyToUse: async () => undefined }));
+    // It may take a while (the gateway lists the upstream): the approval is used as it is then, at that time.
+    const used = await approvals.settle(request({ readyToUse: async () => void advance(60_000) }));
     expect(used.outcome).toBe('used');
-    expect(store.get('team-a', first.approval.metadata.name)!.status?.phase).toBe('Used');
+    expect(store.get('team-a', first.approval.metadata.name)!.status).toMatchObject({ phase: 'Used', usedAt: '2026-11-29T10:01:00.000Z' });
+  });
+
+  it('an approval that expires while readyToUse is asked is not used: named, the call is refused; looked up by the ask, a new one is asked for', async () => {
+    const { approvals, request, store, advance } = setup();
+    const first = await approvals.settle(request());
+    if (first.outcome !== 'pending') throw new Error(first.outcome);
+    const name = first.approval.metadata.name;
+    store.decide(first.approval, 'Approved', 'alice');
+    const named = await approvals.settle(request({ approvalId: name, readyToUse: async () => void advance(3_600_001) }));
+    expect(named).toMatchObject({ outcome: 'refused', reason: expect.stringMatching(new RegExp(`^approval ${name} expired at `)) });
+    const byAsk = await approvals.settle(request({ readyToUse: async () => void advance(1) }));
+    expect(byAsk).toMatchObject({ outcome: 'pending', created: true });
+    expect(store.get('team-a', name)!.status?.phase).toBe('Approved'); // never Used (the sweep marks it Expired)
   });
 
   it('an approval covers the rules it was given for: a rule asking since (a stricter one added) needs a new approval', async () => {

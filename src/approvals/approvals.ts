@@ -147,6 +147,7 @@ export class Approvals {
    */
   async settle(req: ApprovalRequest): Promise<Settlement> {
     const digest = argumentsDigest(req.ask.parameters, this.deps.digestKey);
+    let ready = req.readyToUse === undefined;
     for (let attempt = 0; attempt < USE_ATTEMPTS; attempt++) {
       const now = this.now();
       let approval: GuardApproval;
@@ -161,8 +162,15 @@ export class Approvals {
       }
       switch (phaseOf(approval, now)) {
         case 'Approved': {
-          const unready = await req.readyToUse?.();
-          if (unready !== undefined) return { outcome: 'refused', approval, reason: `${unready}; approval ${approval.metadata.name} is not used, and allows the call once it can be made` };
+          if (!ready) {
+            const unready = await req.readyToUse!();
+            if (unready !== undefined) return { outcome: 'refused', approval, reason: `${unready}; approval ${approval.metadata.name} is not used, and allows the call once it can be made` };
+            // That may have taken the upstream's timeout: look again, now (it may have expired,
+            // been used or deleted), without counting it as a lost race.
+            ready = true;
+            attempt--;
+            continue;
+          }
           const used = await this.use(approval, req.actionId, now);
           if (used === true) return { outcome: 'used', approval };
           if (used !== false) return { outcome: 'refused', approval, reason: used };

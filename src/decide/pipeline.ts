@@ -214,7 +214,10 @@ export class DecisionPipeline {
       ask: { agentId, actionType: input.actionType, target: input.target, ...(input.upstream !== undefined ? { upstream: input.upstream } : {}), parameters: input.parameters },
       namespace,
       ...(input.approvalId !== undefined ? { approvalId: input.approvalId } : {}),
-      ...(input.readyToUse ? { readyToUse: input.readyToUse } : {}),
+      // Checked again just before an approval is used: the caller's own check may have waited
+      // (the gateway lists an upstream), and a log that cannot take the decision's record would
+      // leave the approval spent on a denied call.
+      readyToUse: async () => (input.readyToUse ? await input.readyToUse() : undefined) ?? auditRefuses(this.deps.audit),
       actionId,
       matched: decision.matched,
       message: decision.reason,
@@ -290,6 +293,12 @@ export class DecisionPipeline {
 /** The Kubernetes username of an identity bound to an agent. */
 function usernameOf(identity: AgentIdentity): string {
   return identity.serviceAccount ? `system:serviceaccount:${identity.serviceAccount.namespace}:${identity.serviceAccount.name}` : identity.user!;
+}
+
+/** Why the audit log would refuse a record now, as a refusal says it; undefined when it takes them. */
+function auditRefuses(audit: AuditSink): string | undefined {
+  const why = audit.available();
+  return why === undefined ? undefined : `the audit log cannot take the decision's record (${why})`;
 }
 
 /** What the approvals make of a require_approval decision. */
