@@ -51,6 +51,8 @@ export interface Authorizer {
   mayGrant(principal: Principal, snapshot: PolicySnapshot, level: TrustLevel, namespace: string | undefined): Promise<Check>;
   /** True when `principal` may read every agent's audit records (admin trust, or RBAC `get auditlogs`). */
   mayReadAll(principal: Principal, snapshot: PolicySnapshot): Promise<boolean>;
+  /** Whether RBAC itself (a SubjectAccessReview; kubernetes mode) allows `action`, whatever trust the caller has. */
+  rbacAllows(principal: Principal, action: AdminAction): Promise<boolean>;
 }
 
 function identityMatches(principal: Principal, agent: CompiledAgent): boolean {
@@ -69,6 +71,7 @@ export function openAuthorizer(): Authorizer {
     admin: async () => ({ ok: true, trust: 'admin', via: 'none' }),
     mayGrant: async () => ({ ok: true }),
     mayReadAll: async () => true,
+    rbacAllows: async () => false,
   };
 }
 
@@ -162,6 +165,7 @@ export function identityAuthorizer(opts: IdentityAuthorizerOptions): Authorizer 
           `${sar ? ` and RBAC does not let it 'grant' trustlevels '${level}' (group ${GROUP})` : ''}`,
       };
     },
+    rbacAllows,
     async mayReadAll(principal, snapshot) {
       return bestTrust(principal, snapshot) === 'admin' || (await rbacAllows(principal, { verb: 'get', resource: 'auditlogs' }));
     },

@@ -226,13 +226,16 @@ export class Tools {
       const grant = await this.deps.authorizer.mayGrant(ctx.principal, snapshot, trust.data, namespace);
       if (!grant.ok) return fail(grant.reason, answer(false, grant.reason));
     }
-    if (this.deps.authorizer.enforcing && existingAgent && allowedToWrite.via !== 'rbac' && (existing?.spec.identities ?? []).length > 0 && !this.deps.authorizer.mayActAs(ctx.principal, existingAgent)) {
+    // An agent bound to someone else, or one held but not in force (whom it is bound to is not
+    // known), is changed only by its own identities or by someone RBAC allows to edit it; asked
+    // of RBAC only then, as a caller with admin trust was never asked.
+    const rbacMayEdit = async () => allowedToWrite.via === 'rbac' || (await this.deps.authorizer.rbacAllows(ctx.principal, { verb: 'patch', resource: 'guardagents', namespace }));
+    if (this.deps.authorizer.enforcing && existingAgent && (existing?.spec.identities ?? []).length > 0 && !this.deps.authorizer.mayActAs(ctx.principal, existingAgent) && !(await rbacMayEdit())) {
       const msg = `agent '${args.agent_id}' is bound to other identities; only they, or someone RBAC allows to edit it, may change it`;
       return fail(msg, answer(false, msg));
     }
-    // Held but not in force: whom it is bound to is not known, so only RBAC may change it.
-    if (this.deps.authorizer.enforcing && !existingAgent && updating && allowedToWrite.via !== 'rbac') {
-      const msg = `agent '${args.agent_id}' is stored as GuardAgent ${namespace ? `${namespace}/` : ''}${objectNameFor(args.agent_id)} but not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)`;
+    if (this.deps.authorizer.enforcing && !existingAgent && (updating || this.deps.store.holdsAgent(args.agent_id)) && !(await rbacMayEdit())) {
+      const msg = `agent '${args.agent_id}' is stored as a GuardAgent that is not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)`;
       return fail(msg, answer(false, msg));
     }
     // What this call sets (the seed's register_agent defines trust and tool lists every time;

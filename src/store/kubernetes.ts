@@ -445,6 +445,15 @@ export class KubernetesStore implements PolicyStore {
     return this.has(kind, namespace ?? this.writeNamespace, name);
   }
 
+  holdsAgent(agentId: string): boolean {
+    for (const { kind, obj } of this.raw.values()) {
+      if (kind !== 'GuardAgent') continue;
+      const claimed = (obj as { spec?: { agentId?: unknown } }).spec?.agentId;
+      if ((typeof claimed === 'string' ? claimed : obj.metadata.name) === agentId) return true;
+    }
+    return false;
+  }
+
   private has(kind: Kind, namespace: string, name: string): boolean {
     return this.raw.has(objectKey(kind, namespace, name));
   }

@@ -27,6 +27,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
+import { agentIdOf } from '../engine/compile.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -632,6 +633,10 @@ export class StandaloneStore implements PolicyStore {
   holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean {
     const ref = objectKey(kind, namespace, name);
     return [...this.files.values()].some((file) => file.entries.some((e) => refOf(e.object) === ref));
+  }
+
+  holdsAgent(agentId: string): boolean {
+    return [...this.files.values()].some((file) => file.entries.some((e) => e.object.kind === 'GuardAgent' && agentIdOf(e.object) === agentId));
   }
 
   applyAgent(agent: GuardAgent, intent: WriteIntent): Promise<ApplyResult> {

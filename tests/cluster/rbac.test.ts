@@ -176,6 +176,33 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
     }
   });
 
+  it('an agent bound to someone else: a caller with admin trust may not change it, one that RBAC also allows to patch it may', async () => {
+    const core = admin.makeApiClient(CoreV1Api);
+    for (const name of ['ops', 'ops-rbac']) {
+      await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name } } });
+      await applyGuard(admin, 'GuardAgent', ns, `${name}-agent`, { trustLevel: 'admin', identities: [{ serviceAccount: { namespace: ns, name } }] });
+    }
+    await applyObjects(admin, [
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'policy-writer-ops', namespace: ns },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'policy-writer' }, subjects: [{ kind: 'ServiceAccount', name: 'ops-rbac', namespace: ns }],
+      },
+    ] as unknown as KubernetesObject[]);
+    // kubectl sets only its identities: the fields register_agent writes are nobody's.
+    await applyGuard(admin, 'GuardAgent', ns, 'owned-bot', { identities: [{ user: 'someone-else' }] });
+    const [ops, opsRbac] = [await connect(op.pg.url, await tokenFor('ops')), await connect(op.pg.url, await tokenFor('ops-rbac'))];
+    try {
+      const change = { agent_id: 'owned-bot', name: 'o', trust_level: 'low' };
+      const refused = await eventually(() => call(ops, 'register_agent', change), (r) => /bound to other identities/.test(r.message ?? ''), 'the admin-trust agents in force');
+      expect(refused.success).toBe(false);
+      expect((await eventually(() => call(opsRbac, 'register_agent', change), (r) => r.success === true, 'the RoleBinding to take effect')).message).toMatch(/updated successfully/);
+      expect((await getGuard(admin, 'GuardAgent', ns, 'owned-bot')).spec).toMatchObject({ trustLevel: 'low', identities: [{ user: 'someone-else' }] });
+    } finally {
+      await ops.close();
+      await opsRbac.close();
+    }
+  });
+
   it('agent status patch: a critical incident suspends the agent', async () => {
     const r = await call(etl, 'report_incident', { incident_type: 'data_exfiltration', severity: 'critical', description: 'exfil', agent_id: 'etl' });
     expect(r.agent_suspended).toBe(true);

@@ -123,19 +123,24 @@ describe('admin tools', () => {
     expect(r.json.success).toBe(false);
     expect(r.json.message).toMatch(/bound to other identities/);
   });
-  it('not even an admin may change an agent that is stored but not in force: whom it is bound to is not known', async () => {
-    const file = join(s.configDir, 'held-agent.yaml');
-    await writeFile(file, 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: held-agent}\nspec:\n  allowedTools: ["{read,write}_*"]\n  identities: [{user: "token:alice"}]\n');
+  it('not even an admin may change an agent that is stored but not in force, under its name or another: whom it is bound to is not known', async () => {
+    const broken = (name: string, agentId?: string) =>
+      `apiVersion: policyguard.dev/v1alpha1\nkind: GuardAgent\nmetadata: {name: ${name}}\nspec:\n${agentId ? `  agentId: ${agentId}\n` : ''}  allowedTools: ["{read,write}_*"]\n  identities: [{user: "token:alice"}]\n`;
+    const files = [join(s.configDir, 'held-agent.yaml'), join(s.configDir, 'held-x.yaml')];
+    await writeFile(files[0]!, broken('held-agent'));
+    await writeFile(files[1]!, broken('held-x', 'other-held'));
     try {
-      await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 1, 'the broken agent to be seen');
-      const r = await callAs(TOKENS.root, 'register_agent', { agent_id: 'held-agent', name: 'hijack', trust_level: 'admin' });
-      expect(r.json.success).toBe(false);
-      expect(r.json.message).toBe(
-        "agent 'held-agent' is stored as GuardAgent held-agent but not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)",
-      );
+      await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 2, 'the broken agents to be seen');
+      for (const id of ['held-agent', 'other-held']) {
+        const r = await callAs(TOKENS.root, 'register_agent', { agent_id: id, name: 'hijack', trust_level: 'admin' });
+        expect(r.json.success).toBe(false);
+        expect(r.json.message).toBe(
+          `agent '${id}' is stored as a GuardAgent that is not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)`,
+        );
+      }
     } finally {
-      await rm(file);
-      await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 0, 'the broken agent to be gone');
+      await Promise.all(files.map((f) => rm(f)));
+      await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 0, 'the broken agents to be gone');
     }
   });
   it('non-admins cannot create policies', async () => {
