@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,15 @@ afterEach(async () => {
 });
 
 const settle = () => new Promise((r) => setTimeout(r, 400));
+
+/** Poll until `ok()` holds; the bound only turns "never" into a failure naming `what`. */
+async function until(ok: () => boolean, what: string, boundMs = 15_000): Promise<void> {
+  const deadline = Date.now() + boundMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 describe('tokenFileAuthenticator', () => {
   it('reloads when the token file changes, and only then: other files in its folder (a log beside it) change nothing', async () => {
@@ -56,6 +65,27 @@ describe('tokenFileAuthenticator', () => {
       await writeFile(file, text);
       await settle();
       expect(auth.authenticateLocally!('a-token')).toMatchObject({ ok: true, principal: { subject: 'token:alice' } });
+    } finally {
+      auth.close?.();
+    }
+  });
+
+  it('a token file whose folder is removed and made again is still followed: revoked while gone, back when it is', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'pg-tokens-'));
+    dirs.push(root);
+    const dir = join(root, 'secret');
+    const file = join(dir, 'tokens');
+    const text = `${sha256('a-token')}  alice\n`;
+    await mkdir(dir);
+    await writeFile(file, text);
+    const auth = await tokenFileAuthenticator(file, createLogger('error', () => undefined));
+    const accepted = () => auth.authenticateLocally!('a-token')?.ok === true;
+    try {
+      await rm(dir, { recursive: true });
+      await until(() => !accepted(), 'the removal to revoke the token');
+      await mkdir(dir);
+      await writeFile(file, text);
+      await until(accepted, 'the token to be accepted again');
     } finally {
       auth.close?.();
     }

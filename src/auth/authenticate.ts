@@ -8,7 +8,7 @@
  * Tokens are never logged or stored; only their sha256 is used as a cache key.
  */
 import { createHash } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
+import { unwatchFile, watch, watchFile, type FSWatcher } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
@@ -98,16 +98,21 @@ export async function tokenFileAuthenticator(path: string, log: Logger): Promise
       log.error(`token file not reloaded, the previous version stays in force: ${(err as Error).message}`);
     }
   };
+  const soon = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => void reload(), 100);
+  };
   try {
     // Watch the folder, not the file: a Kubernetes Secret volume updates by swapping a symlink,
     // which a watch on the old file never sees.
-    watcher = watch(dirname(path), () => {
-      clearTimeout(timer);
-      timer = setTimeout(() => void reload(), 100);
-    });
+    watcher = watch(dirname(path), soon);
+    watcher.on('error', (err) => log.warn('the token file\'s folder is no longer watched; its changes are seen within 2 s', { path, error: String(err) }));
   } catch (err) {
-    log.warn('cannot watch the token file; changes need a restart', { path, error: String(err) });
+    log.warn('cannot watch the token file\'s folder; its changes are seen within 2 s', { path, error: String(err) });
   }
+  // And poll it: a folder removed and made again (or a symlinked one swapped) ends the watch
+  // above for good, and a revoked file must not stay in force until a restart.
+  watchFile(path, { interval: TOKEN_FILE_POLL_MS, persistent: false }, soon);
   const lookup = (token: string | undefined): AuthResult => {
     if (!token) return missing;
     const name = tokens.get(sha256(token));
@@ -121,9 +126,13 @@ export async function tokenFileAuthenticator(path: string, log: Logger): Promise
     close() {
       clearTimeout(timer);
       watcher?.close();
+      unwatchFile(path, soon);
     },
   };
 }
+
+/** How often the token file is also polled (fs.watchFile), whatever happens to its folder. */
+const TOKEN_FILE_POLL_MS = 2000;
 
 export interface TokenReviewOptions {
   kubeConfig: KubeConfig;
