@@ -82,8 +82,24 @@ class UsageError extends Error {}
 /** The line under every usage error: the full help would push the error off the screen. */
 const HELP_HINT = 'Run `policyguard help` for the flags.';
 
+/** Whether `serve` was asked for JSON logs (`--log-format`, else POLICYGUARD_LOG_FORMAT), read before the flags are checked. */
+function jsonLogsAsked(argv: string[], env: NodeJS.ProcessEnv): boolean {
+  const at = argv.findIndex((a) => a === '--log-format' || a.startsWith('--log-format='));
+  const value = at < 0 ? env.POLICYGUARD_LOG_FORMAT : argv[at]!.includes('=') ? argv[at]!.slice('--log-format='.length) : argv[at + 1];
+  return value === 'json';
+}
+
 async function serve(argv: string[]): Promise<number> {
-  const config = parseServeConfig(argv, process.env);
+  let config: ReturnType<typeof parseServeConfig>;
+  try {
+    config = parseServeConfig(argv, process.env);
+  } catch (err) {
+    // A log collector reads JSON lines (the image's default): the one line a pod that cannot
+    // start leaves is one too.
+    if (!jsonLogsAsked(argv, process.env)) throw err;
+    createLogger('error', undefined, 'json').error(`cannot start: ${describeFailure(err).text}`);
+    return 2;
+  }
   const log = createLogger(config.logLevel, undefined, config.logFormat);
   // Each command loads only what it needs: `check` and `crds` start fast, without the
   // Kubernetes client or the HTTP stack.
@@ -92,7 +108,6 @@ async function serve(argv: string[]): Promise<number> {
   try {
     running = await startServer(config, log);
   } catch (err) {
-    // A log collector reads JSON lines: the one line a pod that cannot start leaves is one too.
     if (config.logFormat !== 'json') throw err;
     log.error(`cannot start: ${describeFailure(err).text}`);
     return 2;

@@ -63,6 +63,11 @@ describe('errors a user meets get one line with a hint', () => {
     expect(r.code).toBe(2);
     const last = r.stderr.trimEnd().split('\n').at(-1)!;
     expect(JSON.parse(last)).toMatchObject({ level: 'error', msg: expect.stringMatching(new RegExp(`^cannot start: 127\\.0\\.0\\.1:${port} is already in use .*--port`)) });
+    // A flag the server refuses, with JSON asked for by the environment (as the image does): one JSON line too.
+    const bad = await runCli(['serve', '--standalone', '--config-dir', SAMPLES, '--data-dir', join(root, 'port-json'), '--port', 'nope'], { ...process.env, POLICYGUARD_LOG_FORMAT: 'json' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(JSON.parse(bad.stderr)).toMatchObject({ level: 'error', msg: expect.stringMatching(/^cannot start: invalid configuration:\n +--port \(POLICYGUARD_PORT\): expected a port number/) });
   });
   it('a missing file to verify says so without a stack trace', async () => {
     const r = await runCli(['audit', 'verify', join(root, 'no-such-audit')]);
