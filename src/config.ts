@@ -80,7 +80,7 @@ export const ServeConfigSchema = z
     logFormat: z.enum(['text', 'json']).default('text'),
     /** OTLP/HTTP endpoint for traces, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces); unset: no tracing. */
     otelEndpoint: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL like http://otel-collector:4318' }).optional(),
-    /** The share of traces recorded, chosen by trace id whatever a caller's sampled flag says (docs/observability.md); 1: every request. */
+    /** The share of requests traced, drawn at random whatever a caller's traceparent says (docs/observability.md); 1: every request. */
     otelSampleRatio: flagText('a number from 0 to 1, like 0.1', (text) => (DECIMAL.test(text) && Number(text) <= 1 ? Number(text) : undefined)).default(1),
     autoRegister: Bool.default(true),
     autoRegisterLimit: Count.default(1000),

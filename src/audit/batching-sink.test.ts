@@ -78,7 +78,7 @@ describe('batching sink: a full buffer', () => {
     expect(refused).toEqual({ ok: false, reason: why });
     expect(refused.record.entry_id).toMatch(/^aud_/);
     expect(sink.available()).toBe(why);
-    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 4, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 4, failedWrites: 0, writesFailing: 0 });
     expect(sink.logs).toEqual([expect.stringMatching(/^REFUSING audit records \(their decisions are denied\): the audit buffer is full/)]);
 
     const drained = new MemorySink('closed', sink.logs);
@@ -104,7 +104,7 @@ describe('batching sink: a full buffer', () => {
       'the audit buffer is full: 4 records are waiting for memory (maxBuffered)',
     ]);
     expect(sink.available()).toBeUndefined();
-    expect(sink.stats).toEqual({ written: 0, dropped: 2, refused: 0, buffered: 4, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 2, refused: 0, buffered: 4, failedWrites: 0, writesFailing: 0 });
   });
 
   it('open mode counts failed writes, the one sign that records wait in memory while decisions go on', async () => {
@@ -113,10 +113,10 @@ describe('batching sink: a full buffer', () => {
     expect(sink.append(input(1)).ok).toBe(true);
     await expect(sink.flush()).rejects.toThrow('could not write audit records to memory');
     expect(sink.available()).toBeUndefined();
-    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 1, failedWrites: 1 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 1, failedWrites: 1, writesFailing: 1 });
     sink.gate = undefined;
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 1 });
+    expect(sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 1, writesFailing: 0 });
   });
 
   it.each([

@@ -239,7 +239,7 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   get stats(): AuditStats {
-    return { written: this.written, dropped: this.dropped, refused: this.refused, buffered: this.buffered, failedWrites: this.failedWrites };
+    return { written: this.written, dropped: this.dropped, refused: this.refused, buffered: this.buffered, failedWrites: this.failedWrites, writesFailing: this.failures };
   }
 
   private get buffered(): number {

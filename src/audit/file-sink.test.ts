@@ -86,16 +86,16 @@ describe('file audit sink: chain and durability', () => {
     const sink = await open({ flushIntervalMs: 10 });
     sink.append(input());
     await vi.waitFor(async () => expect(await allLines()).toHaveLength(1));
-    expect(sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 0, writesFailing: 0 });
   });
 
   it('writes 10,000 appends as exactly 10,000 lines', async () => {
     const sink = await open();
     for (let i = 0; i < 10_000; i++) sink.append(input({ parameters: { i } }));
-    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 10_000, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 10_000, failedWrites: 0, writesFailing: 0 });
     await sink.flush();
     expect(await allLines()).toHaveLength(10_000);
-    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, refused: 0, buffered: 0, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, refused: 0, buffered: 0, failedWrites: 0, writesFailing: 0 });
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 10_000 });
   });
 
@@ -203,7 +203,7 @@ describe('file audit sink: chain and durability', () => {
     const results = Array.from({ length: 8 }, () => sink.append(input()));
     expect(results.map((r) => r.ok)).toEqual(Array(8).fill(true));
     expect(results[5]).toMatchObject({ dropped: 'the audit buffer is full: 5 records are waiting for ' + dir + ' (maxBuffered)' });
-    expect(sink.stats).toEqual({ written: 0, dropped: 3, refused: 0, buffered: 5, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 3, refused: 0, buffered: 5, failedWrites: 0, writesFailing: 0 });
     expect(logs.filter((m) => m.startsWith('DROPPING'))).toHaveLength(1);
     expect(logs[0]).toContain(results[5]?.record.entry_id);
     await sink.flush();
@@ -359,7 +359,7 @@ describe('file audit sink: when writes fail', () => {
     expect(refused.record.entry_id).toMatch(/^aud_/);
     expect(sink.available()).toBe(refused.ok ? undefined : refused.reason);
     // Not buffered: the log never holds a decision that was denied for want of it.
-    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 1, failedWrites: 1 });
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 1, failedWrites: 1, writesFailing: 1 });
     expect(logs.some((m) => /^REFUSING audit records \(their decisions are denied\): the last write/.test(m))).toBe(true);
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
     expect(sink.append(input()).ok ? '' : 'refused').toBe('refused');
@@ -389,13 +389,14 @@ describe('file audit sink: when writes fail', () => {
     const full = sink.append(input());
     expect(full).toMatchObject({ ok: true, dropped: `the audit buffer is full: 3 records are waiting for ${join(dir, 'audit-000001.jsonl')} (maxBuffered)` });
     // Failed writes: the flush's, and any retry its timer made meanwhile.
-    expect(sink.stats).toEqual({ written: 0, dropped: 1, refused: 0, buffered: 3, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 0, dropped: 1, refused: 0, buffered: 3, failedWrites: expect.any(Number), writesFailing: expect.any(Number) });
     const failed = sink.stats.failedWrites;
     expect(failed).toBeGreaterThanOrEqual(1);
+    expect(sink.stats.writesFailing).toBe(failed);
 
     await unblockSegment(1);
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 3, dropped: 1, refused: 0, buffered: 0, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 3, dropped: 1, refused: 0, buffered: 0, failedWrites: expect.any(Number), writesFailing: 0 });
     expect(sink.stats.failedWrites).toBeGreaterThanOrEqual(failed);
     expect(logs).toContain('audit log takes records again; 1 records were dropped meanwhile');
   });

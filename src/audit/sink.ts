@@ -77,6 +77,8 @@ export interface AuditStats {
    * decision is denied for it, the sign that records wait in memory for a log that refuses them.
    */
   failedWrites: number;
+  /** Writes that failed in a row, up to now: 0 once one succeeds (what an alert on a lasting failure reads). */
+  writesFailing: number;
 }
 
 /** Where audit records go: the file sink (file-sink.ts) or the ConfigMap ring (configmap-sink.ts). */

@@ -47,7 +47,7 @@ Usage:
         Observability: --log-level debug|info|warn|error, --log-format text|json (json: one
           object per line, what the image and the Helm chart set), --otel-endpoint URL (OTLP/HTTP
           traces, e.g. http://otel-collector:4318; off when unset), --otel-sample-ratio 1 (the
-          share of traces recorded, 0 to 1, by trace id whatever a caller's traceparent says).
+          share of requests traced, 0 to 1, drawn at random whatever a caller's traceparent says).
           Metrics at /metrics.
   policyguard check --config-dir DIR --agent-id ID --target TOOL [--action-type T] [--parameters JSON]
         [--default-decision allow|deny] [--unknown-agent-trust low]
@@ -90,28 +90,12 @@ function jsonLogsAsked(argv: string[], env: NodeJS.ProcessEnv): boolean {
 }
 
 async function serve(argv: string[]): Promise<number> {
-  let config: ReturnType<typeof parseServeConfig>;
-  try {
-    config = parseServeConfig(argv, process.env);
-  } catch (err) {
-    // A log collector reads JSON lines (the image's default): the one line a pod that cannot
-    // start leaves is one too.
-    if (!jsonLogsAsked(argv, process.env)) throw err;
-    createLogger('error', undefined, 'json').error(`cannot start: ${describeFailure(err).text}`);
-    return 2;
-  }
+  const config = parseServeConfig(argv, process.env);
   const log = createLogger(config.logLevel, undefined, config.logFormat);
   // Each command loads only what it needs: `check` and `crds` start fast, without the
   // Kubernetes client or the HTTP stack.
   const { startServer } = await import('./serve.js');
-  let running: Awaited<ReturnType<typeof startServer>>;
-  try {
-    running = await startServer(config, log);
-  } catch (err) {
-    if (config.logFormat !== 'json') throw err;
-    log.error(`cannot start: ${describeFailure(err).text}`);
-    return 2;
-  }
+  const running = await startServer(config, log);
   // Loading the modules (the Kubernetes client alone parses hundreds) leaves garbage V8 keeps
   // committed for the life of the process: one memory-reducing GC now gives it back
   // (docs/performance.md, "What the second pass changed").
@@ -422,8 +406,12 @@ function exitWhenWritten(code: number): void {
   process.stderr.write('', done);
 }
 
-main(process.argv.slice(2)).then(exitWhenWritten, (err: unknown) => {
+const argv = process.argv.slice(2);
+main(argv).then(exitWhenWritten, (err: unknown) => {
   const { text, usage } = describeFailure(err);
-  process.stderr.write(`policyguard: ${text}\n${usage ? `${HELP_HINT}\n` : ''}`);
+  // A log collector reads JSON lines (the image's default): the one line a server that cannot
+  // start leaves is one too, whatever stopped it (a flag, the config, the port, the cluster).
+  if (argv[0] === 'serve' && jsonLogsAsked(argv.slice(1), process.env)) createLogger('error', undefined, 'json').error(`cannot start: ${text}`);
+  else process.stderr.write(`policyguard: ${text}\n${usage ? `${HELP_HINT}\n` : ''}`);
   exitWhenWritten(2);
 });

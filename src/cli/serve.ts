@@ -289,6 +289,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   metrics.gauge('policyguard_audit_buffered_records', 'Audit records waiting to be written.', () => audit.stats.buffered);
   metrics.gauge('policyguard_audit_dropped_records', 'Audit records lost while their decisions went on (--audit-failure-mode open; should stay 0).', () => audit.stats.dropped);
   metrics.gauge('policyguard_audit_write_failures', 'Writes of audit records to storage that failed since start, each retry counted (should stay 0; in open mode the sign that records wait in memory).', () => audit.stats.failedWrites);
+  metrics.gauge('policyguard_audit_writes_failing', 'Writes of audit records to storage that failed in a row, up to now; 0 once one succeeds.', () => audit.stats.writesFailing);
   metrics.gauge('policyguard_audit_refused_records', 'Audit records refused because the log could not take them; their decisions were denied (--audit-failure-mode closed).', () => audit.stats.refused);
   metrics.gauge('policyguard_policy_rules', 'Rules in force.', () => store.snapshot().counts.rules);
   metrics.gauge('policyguard_agents', 'GuardAgents in force.', () => store.snapshot().counts.agents);

@@ -227,14 +227,25 @@ export class Tools {
       if (!grant.ok) return fail(grant.reason, answer(false, grant.reason));
     }
     // An agent bound to someone else, or one held but not in force (whom it is bound to is not
-    // known), is changed only by its own identities or by someone RBAC allows to edit it; asked
-    // of RBAC only then, as a caller with admin trust was never asked.
-    const rbacMayEdit = async () => allowedToWrite.via === 'rbac' || (await this.deps.authorizer.rbacAllows(ctx.principal, { verb: 'patch', resource: 'guardagents', namespace }));
-    if (this.deps.authorizer.enforcing && existingAgent && (existing?.spec.identities ?? []).length > 0 && !this.deps.authorizer.mayActAs(ctx.principal, existingAgent) && !(await rbacMayEdit())) {
+    // known), is changed only by its own identities or by someone RBAC allows to patch it where
+    // it is; asked of RBAC only then, as a caller with admin trust was never asked.
+    const rbacMayPatch = async (namespaces: Array<string | undefined>) => {
+      for (const ns of new Set(namespaces)) if (!(await this.deps.authorizer.rbacAllows(ctx.principal, { verb: 'patch', resource: 'guardagents', namespace: ns }))) return false;
+      return true;
+    };
+    if (
+      this.deps.authorizer.enforcing &&
+      existingAgent &&
+      (existing?.spec.identities ?? []).length > 0 &&
+      !this.deps.authorizer.mayActAs(ctx.principal, existingAgent) &&
+      allowedToWrite.via !== 'rbac' && // asked for patch where it is: updating
+      !(await rbacMayPatch([namespace]))
+    ) {
       const msg = `agent '${args.agent_id}' is bound to other identities; only they, or someone RBAC allows to edit it, may change it`;
       return fail(msg, answer(false, msg));
     }
-    if (this.deps.authorizer.enforcing && !existingAgent && (updating || this.deps.store.holdsAgent(args.agent_id)) && !(await rbacMayEdit())) {
+    const heldIn = existingAgent ? [] : [...this.deps.store.agentHolders(args.agent_id), ...(updating ? [namespace] : [])];
+    if (this.deps.authorizer.enforcing && heldIn.length > 0 && !(await rbacMayPatch(heldIn))) {
       const msg = `agent '${args.agent_id}' is stored as a GuardAgent that is not in force (it fails to load), so whom it is bound to is not known; fix it where it was written (in a cluster, someone RBAC allows to patch guardagents may also change it here)`;
       return fail(msg, answer(false, msg));
     }

@@ -23,6 +23,8 @@ import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { GROUP, GuardAgentSchema, GuardPolicySchema, GuardUpstreamSchema, ObjectMetaSchema, VERSION, type AnyGuardObject, type GuardAgent, type GuardAgentSpec, type GuardObject, type GuardPolicy, type GuardUpstream, type Suspension } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import { Reflector, type KubeObject, type WatchObserver } from '../controller/reflector.js';
+import { agentIdOf } from '../engine/compile.js';
+import { foldCase } from '../engine/glob.js';
 import { formatProblem, PolicySnapshot, type ClaimMetadata, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import { jsonPatch, mergePatch, serverSideApply, statusOf } from '../kube/client.js';
@@ -445,13 +447,14 @@ export class KubernetesStore implements PolicyStore {
     return this.has(kind, namespace ?? this.writeNamespace, name);
   }
 
-  holdsAgent(agentId: string): boolean {
-    for (const { kind, obj } of this.raw.values()) {
-      if (kind !== 'GuardAgent') continue;
-      const claimed = (obj as { spec?: { agentId?: unknown } }).spec?.agentId;
-      if ((typeof claimed === 'string' ? claimed : obj.metadata.name) === agentId) return true;
-    }
-    return false;
+  agentHolders(agentId: string): Array<string | undefined> {
+    const id = foldCase(agentId);
+    const holders: Array<string | undefined> = [];
+    // The raw cache keeps no spec: the schema-valid versions (in force or failing to compile), and
+    // the ids read of those that fail the schema.
+    for (const obj of this.valid.values()) if (obj.kind === 'GuardAgent' && foldCase(agentIdOf(obj)) === id) holders.push(obj.metadata.namespace);
+    for (const { missing } of this.invalid.values()) if (missing?.kind === 'GuardAgent' && missing.agentId !== undefined && foldCase(missing.agentId) === id) holders.push(missing.namespace);
+    return holders;
   }
 
   private has(kind: Kind, namespace: string, name: string): boolean {

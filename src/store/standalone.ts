@@ -28,6 +28,7 @@ import { z } from 'zod';
 import type { AnyGuardObject, GuardAgent, GuardAgentStatus, GuardObject, GuardPolicy, GuardUpstream, Suspension } from '../api/schemas.js';
 import { formatProblem, PolicySnapshot, type CompileCache, type MissingObject } from '../engine/snapshot.js';
 import { agentIdOf } from '../engine/compile.js';
+import { foldCase } from '../engine/glob.js';
 import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -635,8 +636,9 @@ export class StandaloneStore implements PolicyStore {
     return [...this.files.values()].some((file) => file.entries.some((e) => refOf(e.object) === ref));
   }
 
-  holdsAgent(agentId: string): boolean {
-    return [...this.files.values()].some((file) => file.entries.some((e) => e.object.kind === 'GuardAgent' && agentIdOf(e.object) === agentId));
+  agentHolders(agentId: string): Array<string | undefined> {
+    const id = foldCase(agentId);
+    return [...this.files.values()].flatMap((file) => file.entries.filter((e) => e.object.kind === 'GuardAgent' && foldCase(agentIdOf(e.object)) === id).map((e) => e.object.metadata.namespace));
   }
 
   applyAgent(agent: GuardAgent, intent: WriteIntent): Promise<ApplyResult> {

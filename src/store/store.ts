@@ -99,8 +99,12 @@ export interface PolicyStore {
    * then an `update`, which takes permission to change it, not only to create (RBAC `patch`).
    */
   holds(kind: 'GuardAgent' | 'GuardPolicy', namespace: string | undefined, name: string): boolean;
-  /** Whether a GuardAgent held, in force or not, in any namespace, is the agent `agentId` (its spec.agentId, else its name). */
-  holdsAgent(agentId: string): boolean;
+  /**
+   * The namespaces of the GuardAgents held, in force or not, that are the agent `agentId` (their
+   * spec.agentId, else their name) ignoring case, as agent ids clash; `undefined` for standalone's
+   * objects without one.
+   */
+  agentHolders(agentId: string): Array<string | undefined>;
   /** The usable GuardUpstream `namespace/name` (see ./upstreams.ts), or undefined. */
   upstream(ref: string): GuardUpstream | undefined;
   /** Record an automatic suspension in the agent's status. False when no GuardAgent claims the id. */

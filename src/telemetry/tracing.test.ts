@@ -1,11 +1,11 @@
 import { createServer } from 'node:net';
-import { ROOT_CONTEXT } from '@opentelemetry/api';
+import { createNoopMeter, ROOT_CONTEXT, SpanKind, trace, TraceFlags } from '@opentelemetry/api';
 import { SamplingDecision, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
 import { describe, expect, it } from 'vitest';
 import { createLogger, silentLogger } from '../log.js';
 import { requestContext, type RequestContext } from './request-context.js';
 import { newSpanId, newTraceId } from './trace-context.js';
-import { startTracing, type DropReason } from './tracing.js';
+import { requestSampler, startTracing, type DropReason } from './tracing.js';
 
 /** A loopback port nothing listens on: the exporter's connections are refused. */
 async function closedPort(): Promise<number> {
@@ -61,17 +61,24 @@ describe('sampling (--otel-sample-ratio)', () => {
     expect(recorded(0, { traceId: newTraceId(), sampled: true })).toBe(false);
   });
 
-  it("below 1, a trace is recorded when the SDK's TraceIdRatioBasedSampler at that ratio takes its trace id, whatever the caller's flag: as other services sampling by trace id decide", () => {
-    const elsewhere = new TraceIdRatioBasedSampler(0.25);
-    const outcomes = new Set<boolean>();
-    for (let i = 0; i < 200; i++) {
-      const traceId = newTraceId();
-      const expected = elsewhere.shouldSample(ROOT_CONTEXT, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED;
-      outcomes.add(expected);
-      expect(recorded(0.25, { traceId, sampled: true }), `${traceId}, caller sampled`).toBe(expected);
-      expect(recorded(0.25, { traceId, sampled: false }), `${traceId}, caller not sampled`).toBe(expected);
+  it('below 1, each request is drawn at random, whatever trace id and flag the caller chose: none the caller can pick is always or never recorded', () => {
+    // Trace ids a sampler that decides by trace id (OpenTelemetry's TraceIdRatioBased) always,
+    // or never, records: a caller could choose them.
+    const always = '00000000000000000000000000000001';
+    const never = 'ffffffff000000000000000000000000';
+    const byTraceId = new TraceIdRatioBasedSampler(0.25);
+    expect([always, never].map((id) => byTraceId.shouldSample(ROOT_CONTEXT, id).decision)).toEqual([SamplingDecision.RECORD_AND_SAMPLED, SamplingDecision.NOT_RECORD]);
+    const decide = (draw: number, traceId: string, sampled: boolean) => {
+      const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: CALLER_SPAN, traceFlags: sampled ? TraceFlags.SAMPLED : TraceFlags.NONE, isRemote: true });
+      return requestSampler(0.25, () => draw).shouldSample(parent, traceId, 'POST /mcp', SpanKind.SERVER, {}, []).decision;
+    };
+    for (const sampled of [true, false]) {
+      expect(decide(0.9, always, sampled)).toBe(SamplingDecision.NOT_RECORD);
+      expect(decide(0.1, never, sampled)).toBe(SamplingDecision.RECORD_AND_SAMPLED);
     }
-    expect(outcomes).toEqual(new Set([true, false]));
+    // A new trace too.
+    expect(requestSampler(0.25, () => 0.1).shouldSample(ROOT_CONTEXT, never, 'POST /mcp', SpanKind.SERVER, {}, []).decision).toBe(SamplingDecision.RECORD_AND_SAMPLED);
+    expect(requestSampler(0.25, () => 0.9).shouldSample(ROOT_CONTEXT, always, 'POST /mcp', SpanKind.SERVER, {}, []).decision).toBe(SamplingDecision.NOT_RECORD);
   });
 });
 
@@ -88,6 +95,9 @@ describe('dropped spans', () => {
     // The first two fill a batch, which goes to the exporter at once (the connection fails
     // later); the next two wait in the queue; the last three find it full.
     for (let i = 0; i < 7; i++) tracer.startRequest('POST /mcp', { traceId: newTraceId(), spanId: newSpanId(), sampled: true }, {}).end();
+    expect(dropped.queue_full).toBe(3);
+    // Heard through a meter of its own: the API's shared no-op meter, which anything in the process may use, is untouched.
+    createNoopMeter().createCounter('otel.sdk.processor.span.processed').add(5, { 'error.type': 'queue_full' });
     expect(dropped.queue_full).toBe(3);
     await tracer.shutdown();
     for (let waited = 0; dropped.export_failed < 4 && waited < 30_000; waited += 50) await new Promise((r) => setTimeout(r, 50));

@@ -4,11 +4,11 @@
  * the SDK is loaded and a request pays for no span. Spans are parented explicitly from the
  * request context (./request-context.ts) rather than through a global context manager.
  */
-import { createNoopMeter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type MeterProvider, type Span, type Tracer as OtelTracer } from '@opentelemetry/api';
+import { createNoopMeter, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags, type Meter, type MeterProvider, type Span, type Tracer as OtelTracer } from '@opentelemetry/api';
 import { ExportResultCode } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider, type Sampler, type SpanExporter } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, ParentBasedSampler, SamplingDecision, TracerProvider, type Sampler, type SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Logger } from '../log.js';
 import { VERSION } from '../version.js';
 import { requestContext, type SpanHandle, type Tracer } from './request-context.js';
@@ -21,7 +21,7 @@ export interface TracingOptions {
   endpoint: string;
   /** `service.instance.id` of the resource (the replica). */
   instance: string;
-  /** The share of traces recorded, chosen by trace id (`--otel-sample-ratio`, 0 to 1; default 1: all). */
+  /** The share of requests recorded, drawn at random (`--otel-sample-ratio`, 0 to 1; default 1: all). */
   sampleRatio?: number;
   /** How long spans wait to be batched (default 1 s). */
   scheduledDelayMs?: number;
@@ -56,15 +56,19 @@ function handle(tracer: OtelTracer, span: Span): SpanHandle {
 }
 
 /**
- * Which requests are recorded: a share `ratio` of traces, chosen by trace id (the SDK's
- * TraceIdRatioBasedSampler, so services sampling the same share by trace id choose the same
- * traces), whether the request starts a trace or continues a caller's, and whatever the caller's
- * sampled flag says: an untrusted caller can neither switch tracing off for its own calls nor
- * force it on. Spans inside a request (the decision, the gateway's upstream call) follow it.
+ * Which requests are recorded: each with probability `ratio`, drawn at random here, whether it
+ * starts a trace or continues a caller's, and whatever the caller's trace id and sampled flag
+ * say: an untrusted caller can neither switch tracing off for its own calls nor force it on
+ * (a sampler that decides by trace id, as OpenTelemetry's TraceIdRatioBased does, lets the
+ * caller choose one that is always or never recorded). Spans inside a request (the decision,
+ * the gateway's upstream call) follow it.
  */
-export function requestSampler(ratio: number): Sampler {
-  const byTraceId = new TraceIdRatioBasedSampler(ratio);
-  return new ParentBasedSampler({ root: byTraceId, remoteParentSampled: byTraceId, remoteParentNotSampled: byTraceId });
+export function requestSampler(ratio: number, draw: () => number = Math.random): Sampler {
+  const drawn: Sampler = {
+    shouldSample: () => ({ decision: ratio >= 1 || draw() < ratio ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD }),
+    toString: () => `PolicyGuardDrawn{${ratio}}`,
+  };
+  return new ParentBasedSampler({ root: drawn, remoteParentSampled: drawn, remoteParentNotSampled: drawn });
 }
 
 /**
@@ -74,8 +78,10 @@ export function requestSampler(ratio: number): Sampler {
  * but a diagnostics line. Every other instrument is a no-op.
  */
 function queueFullMeter(onDropped: (count: number) => void): MeterProvider {
-  const meter = createNoopMeter();
-  const noopCounter = meter.createCounter.bind(meter);
+  // A meter of its own over the API's shared no-op one: that one is process-wide.
+  const noop = createNoopMeter();
+  const meter: Meter = Object.create(noop) as Meter;
+  const noopCounter = noop.createCounter.bind(noop);
   meter.createCounter = (name, options) =>
     name === 'otel.sdk.processor.span.processed'
       ? {

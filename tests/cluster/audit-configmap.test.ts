@@ -154,7 +154,7 @@ describe('ConfigMap audit sink', () => {
     const c = second.sink.append(input()).record;
     expect(c.prev_hash).toBe(b.hash);
     await second.sink.flush();
-    expect(second.sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 0 });
+    expect(second.sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 0, writesFailing: 0 });
     expect(await verifyConfigMapRing(kc, namespace, 'policyguard-0')).toMatchObject({ ok: true, records: 3, segments: 1 });
   });
 
@@ -194,7 +194,7 @@ describe('ConfigMap audit sink', () => {
       if (i % 37 === 0) await first.sink.flush();
     }
     await first.sink.close();
-    expect(first.sink.stats).toEqual({ written: 300, dropped: 0, refused: 0, buffered: 0, failedWrites: 0 });
+    expect(first.sink.stats).toEqual({ written: 300, dropped: 0, refused: 0, buffered: 0, failedWrites: 0, writesFailing: 0 });
 
     const check = async () => {
       const cms = await ringOf(namespace, replica);
@@ -274,14 +274,14 @@ describe('ConfigMap audit sink', () => {
     const appended = Array.from({ length: 3 }, () => sink.append(input()).record);
     lose.add('createNamespacedConfigMap');
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
-    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 3, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 0, buffered: 3, failedWrites: expect.any(Number), writesFailing: expect.any(Number) });
     expect(sink.stats.failedWrites).toBeGreaterThanOrEqual(1);
     await sink.flush();
     appended.push(...Array.from({ length: 3 }, () => sink.append(input()).record));
     lose.add('replaceNamespacedConfigMap');
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 6, dropped: 0, refused: 0, buffered: 0, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 6, dropped: 0, refused: 0, buffered: 0, failedWrites: expect.any(Number), writesFailing: 0 });
     expect(chainOf(await ringOf(namespace, 'pod-l'))).toEqual(appended);
     expect(await verifyConfigMapRing(kc, namespace, 'pod-l')).toMatchObject({ ok: true, records: 6, segments: 1 });
   });
@@ -332,7 +332,7 @@ describe('ConfigMap audit sink', () => {
     const huge = sink.append(input({ parameters: { blob: 'z'.repeat(21 * KIB) } })).record;
     const after = sink.append(input()).record;
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 2, dropped: 1, refused: 0, buffered: 0, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 2, dropped: 1, refused: 0, buffered: 0, failedWrites: 0, writesFailing: 0 });
     expect(logs.find((m) => m.startsWith('DROPPED'))).toContain(huge.entry_id);
     expect(after.prev_hash).toBe(before.hash);
     const cms = await ringOf(namespace, 'pod-big');
@@ -348,7 +348,7 @@ describe('ConfigMap audit sink', () => {
       ids.add(sink.append(input({ agent: `agent-${i % 7}`, allowed: i % 5 !== 0, parameters: { i, sql: `SELECT * FROM t WHERE id = ${i}` } })).record.entry_id);
     }
     await sink.flush();
-    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, refused: 0, buffered: 0, failedWrites: 0 });
+    expect(sink.stats).toEqual({ written: 10_000, dropped: 0, refused: 0, buffered: 0, failedWrites: 0, writesFailing: 0 });
 
     const cms = await ringOf(namespace, 'pod-10k');
     const stored = chainOf(cms);
@@ -466,7 +466,7 @@ describe('ConfigMap audit sink', () => {
     cm = await core.readNamespacedConfigMap({ name, namespace });
     expect(recordsOf(cm)).toEqual(appended);
     expect(cm.metadata?.labels?.['team.example.com/owner']).toBe('compliance');
-    expect(sink.stats).toEqual({ written: 206, dropped: 0, refused: 0, buffered: 0, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 206, dropped: 0, refused: 0, buffered: 0, failedWrites: expect.any(Number), writesFailing: 0 });
     expect(await verifyConfigMapRing(kc, namespace, replica)).toMatchObject({ ok: true, records: 206, segments: 1 });
   });
 });
@@ -676,7 +676,7 @@ describe('ConfigMap audit sink while the API server is away', () => {
     await cp.stopApiServer();
     for (let i = 0; i < 350; i++) sink.append(input());
     await expect(sink.flush()).rejects.toBeInstanceOf(AuditWriteError);
-    expect(sink.stats).toEqual({ written: 100, dropped: 50, refused: 0, buffered: 300, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 100, dropped: 50, refused: 0, buffered: 300, failedWrites: expect.any(Number), writesFailing: expect.any(Number) });
     expect(sink.stats.failedWrites).toBeGreaterThanOrEqual(1);
     expect(logs.filter((m) => m.startsWith('DROPPING'))).toHaveLength(1);
     expect(logs.some((m) => /failed; 300 records kept in memory, retrying in \d+ ms/.test(m))).toBe(true);
@@ -695,12 +695,12 @@ describe('ConfigMap audit sink while the API server is away', () => {
     // No flush(): the backoff timer retries by itself.
     const deadline = Date.now() + 30_000;
     while ((sink.stats.buffered > 0 || closed.stats.buffered > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    expect(sink.stats).toEqual({ written: 400, dropped: 50, refused: 0, buffered: 0, failedWrites: expect.any(Number) });
+    expect(sink.stats).toEqual({ written: 400, dropped: 50, refused: 0, buffered: 0, failedWrites: expect.any(Number), writesFailing: 0 });
     expect(logs.some((m) => m.startsWith('audit writes recovered'))).toBe(true);
     expect(logs).toContain('audit log takes records again; 50 records were dropped meanwhile');
     expect(await verifyConfigMapRing(kubeConfig, namespace, 'pod-down')).toMatchObject({ ok: true, records: 400, segments: 1 });
 
-    expect(closed.stats).toEqual({ written: 2, dropped: 0, refused: 1, buffered: 0, failedWrites: expect.any(Number) });
+    expect(closed.stats).toEqual({ written: 2, dropped: 0, refused: 1, buffered: 0, failedWrites: expect.any(Number), writesFailing: 0 });
     expect(closed.stats.failedWrites).toBeGreaterThanOrEqual(1);
     expect(closed.available()).toBeUndefined();
     expect(closed.append(input()).ok).toBe(true);

@@ -20,7 +20,7 @@ import { applyObjects } from '../controlplane/index.js';
 import { sharedKubeConfig } from '../controlplane/test-context.js';
 import { ensureHelm } from '../helm/binary.js';
 import { connect } from '../standalone/harness.js';
-import { applyGuard, createNamespace, eventually, getGuard, installChartRbac as installChartRbacIn, startOperator, validateOverHttp, type Operator } from './harness.js';
+import { applyGuard, createNamespace, deleteGuard, eventually, getGuard, installChartRbac as installChartRbacIn, startOperator, validateOverHttp, type Operator } from './harness.js';
 
 const readyOf = (obj: any) => obj?.status?.conditions?.find((c: any) => c.type === 'Ready');
 
@@ -200,6 +200,31 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
     } finally {
       await ops.close();
       await opsRbac.close();
+    }
+  });
+
+  it('an agent held but not in force under another name: RBAC create alone does not let a caller take its id', async () => {
+    const core = admin.makeApiClient(CoreV1Api);
+    await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'agent-creator' } } });
+    await applyObjects(admin, [
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'agent-creator', namespace: ns }, rules: [{ apiGroups: [GROUP], resources: ['guardagents'], verbs: ['create'] }] },
+      {
+        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'agent-creator', namespace: ns },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'agent-creator' }, subjects: [{ kind: 'ServiceAccount', name: 'agent-creator', namespace: ns }],
+      },
+    ] as unknown as KubernetesObject[]);
+    // Braces are no glob here: it never compiles, so whom it is bound to is not known.
+    await applyGuard(admin, 'GuardAgent', ns, 'held-y', { agentId: 'held-id', allowedTools: ['{read,write}_*'], identities: [{ user: 'someone-else' }] });
+    const creator = await connect(op.pg.url, await tokenFor('agent-creator'));
+    try {
+      // Its Ready=False condition is written once the operator has compiled it.
+      await eventually(() => getGuard(admin, 'GuardAgent', ns, 'held-y'), (a) => readyOf(a)?.reason === 'InvalidPattern', 'the broken agent to be seen');
+      const refused = await call(creator, 'register_agent', { agent_id: 'held-id', name: 'h', trust_level: 'low' });
+      expect(refused).toMatchObject({ success: false, message: expect.stringMatching(/^agent 'held-id' is stored as a GuardAgent that is not in force/) });
+      await expect(getGuard(admin, 'GuardAgent', ns, 'held-id')).rejects.toMatchObject({ code: 404 });
+    } finally {
+      await creator.close();
+      await deleteGuard(admin, 'GuardAgent', ns, 'held-y');
     }
   });
 

@@ -68,6 +68,10 @@ describe('errors a user meets get one line with a hint', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(JSON.parse(bad.stderr)).toMatchObject({ level: 'error', msg: expect.stringMatching(/^cannot start: invalid configuration:\n +--port \(POLICYGUARD_PORT\): expected a port number/) });
+    // A flag serve does not know (a typo in the chart's extraArgs), JSON asked for by the flag.
+    const unknown = await runCli(['serve', '--log-format=json', '--prot', '8000']);
+    expect(unknown.code).toBe(2);
+    expect(JSON.parse(unknown.stderr)).toMatchObject({ level: 'error', msg: "cannot start: Unknown option '--prot'; did you mean --port?" });
   });
   it('a missing file to verify says so without a stack trace', async () => {
     const r = await runCli(['audit', 'verify', join(root, 'no-such-audit')]);

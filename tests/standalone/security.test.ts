@@ -131,7 +131,7 @@ describe('admin tools', () => {
     await writeFile(files[1]!, broken('held-x', 'other-held'));
     try {
       await eventually(() => metric('policyguard_invalid_objects'), (n) => n === 2, 'the broken agents to be seen');
-      for (const id of ['held-agent', 'other-held']) {
+      for (const id of ['held-agent', 'other-held', 'Other-Held']) {
         const r = await callAs(TOKENS.root, 'register_agent', { agent_id: id, name: 'hijack', trust_level: 'admin' });
         expect(r.json.success).toBe(false);
         expect(r.json.message).toBe(
