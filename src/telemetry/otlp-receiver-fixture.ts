@@ -1,6 +1,7 @@
 /**
  * For tests: an OTLP/HTTP trace receiver on loopback (JSON encoding, what ./tracing.ts's
- * exporter sends), keeping every span it is sent, as tests/standalone/observability.test.ts's.
+ * exporter sends), keeping every span it is sent, the resource each came with, and each
+ * request's method, path and content type.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,14 +24,20 @@ export function attribute(span: OtlpSpan, key: string): string | number | undefi
   return v?.stringValue ?? (v?.intValue !== undefined ? Number(v.intValue) : undefined);
 }
 
-export async function startOtlpReceiver(): Promise<{ url: string; spans: OtlpSpan[]; server: Server; close(): Promise<void> }> {
+export async function startOtlpReceiver(): Promise<{ url: string; spans: OtlpSpan[]; resources: unknown[]; paths: string[]; server: Server; close(): Promise<void> }> {
   const spans: OtlpSpan[] = [];
+  const resources: unknown[] = [];
+  const paths: string[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
-      for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+      paths.push(`${req.method} ${req.url} ${req.headers['content-type']}`);
+      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { resourceSpans: Array<{ resource: unknown; scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
+      for (const rs of body.resourceSpans) {
+        resources.push(rs.resource);
+        for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+      }
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
@@ -38,6 +45,8 @@ export async function startOtlpReceiver(): Promise<{ url: string; spans: OtlpSpa
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     spans,
+    resources,
+    paths,
     server,
     close: () =>
       new Promise<void>((resolve) => {

@@ -20,6 +20,7 @@ import { createLogger } from '../../src/log.js';
 import { eventually } from './eventually.js';
 import { SAMPLES } from './harness.js';
 import { freePort } from './upstreams.js';
+import { attribute, startOtlpReceiver } from '../../src/telemetry/otlp-receiver-fixture.js';
 
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
 const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -51,41 +52,6 @@ async function startUpstream(): Promise<{ url: string; seen: IncomingHttpHeaders
   });
   return { url: `${await listen(server)}/mcp`, seen, server };
 }
-
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  attributes: Array<{ key: string; value: { stringValue?: string; intValue?: string | number } }>;
-}
-
-/** An OTLP/HTTP receiver (JSON encoding, what the exporter sends): keeps every span and the resource it came with. */
-async function startOtlpReceiver(): Promise<{ url: string; spans: OtlpSpan[]; resources: unknown[]; paths: string[]; server: Server }> {
-  const spans: OtlpSpan[] = [];
-  const resources: unknown[] = [];
-  const paths: string[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      paths.push(`${req.method} ${req.url} ${req.headers['content-type']}`);
-      const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { resourceSpans: Array<{ resource: unknown; scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
-      for (const rs of body.resourceSpans) {
-        resources.push(rs.resource);
-        for (const ss of rs.scopeSpans) spans.push(...ss.spans);
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  return { url: await listen(server), spans, resources, paths, server };
-}
-
-const attribute = (span: OtlpSpan, key: string) => {
-  const v = span.attributes.find((a) => a.key === key)?.value;
-  return v?.stringValue ?? (v?.intValue !== undefined ? Number(v.intValue) : undefined);
-};
 
 /** The value of one sample line of the Prometheus text (`name{labels} value`). */
 function sample(text: string, series: string): number {
