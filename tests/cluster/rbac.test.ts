@@ -41,6 +41,18 @@ async function metric(pg: RunningPolicyGuard, name: string): Promise<number> {
   return Number(m[1]);
 }
 
+/** A new ServiceAccount `name` in `ns`, with a Role (named after it) of `verbs` on `resource` (group policyguard.dev). */
+async function serviceAccountMay(ns: string, name: string, resource: string, verbs: string[]): Promise<void> {
+  await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name } } });
+  await applyObjects(admin, [
+    { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name, namespace: ns }, rules: [{ apiGroups: [GROUP], resources: [resource], verbs }] },
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name, namespace: ns },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name }, subjects: [{ kind: 'ServiceAccount', name, namespace: ns }],
+    },
+  ] as unknown as KubernetesObject[]);
+}
+
 const policyEvents = async (ns: string, agent: string, target: string) =>
   (await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: ns })).items.filter(
     (e) => e.reason === 'PolicyViolation' && e.regarding?.name === agent && e.note?.includes(`'${target}'`),
@@ -152,15 +164,7 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
   });
 
   it('create alone does not let a caller rewrite a policy that exists: create_policy on its id needs patch', async () => {
-    const core = admin.makeApiClient(CoreV1Api);
-    await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'creator' } } });
-    await applyObjects(admin, [
-      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'policy-creator', namespace: ns }, rules: [{ apiGroups: [GROUP], resources: ['guardpolicies'], verbs: ['create'] }] },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'policy-creator', namespace: ns },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'policy-creator' }, subjects: [{ kind: 'ServiceAccount', name: 'creator', namespace: ns }],
-      },
-    ] as unknown as KubernetesObject[]);
+    await serviceAccountMay(ns, 'creator', 'guardpolicies', ['create']);
     const creator = await connect(op.pg.url, await tokenFor('creator'));
     try {
       const created = await eventually(() => call(creator, 'create_policy', { policy_id: 'creator-own', name: 'c', rules: [{ condition: { tool_pattern: 'x_*' }, action: 'deny' }] }), (r) => r.success === true, 'the Role to take effect');
@@ -204,15 +208,7 @@ describe("the operator runs as the chart's ServiceAccount, with the chart's --au
   });
 
   it('an agent held but not in force under another name: RBAC create alone does not let a caller take its id', async () => {
-    const core = admin.makeApiClient(CoreV1Api);
-    await core.createNamespacedServiceAccount({ namespace: ns, body: { metadata: { name: 'agent-creator' } } });
-    await applyObjects(admin, [
-      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'agent-creator', namespace: ns }, rules: [{ apiGroups: [GROUP], resources: ['guardagents'], verbs: ['create'] }] },
-      {
-        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'agent-creator', namespace: ns },
-        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'agent-creator' }, subjects: [{ kind: 'ServiceAccount', name: 'agent-creator', namespace: ns }],
-      },
-    ] as unknown as KubernetesObject[]);
+    await serviceAccountMay(ns, 'agent-creator', 'guardagents', ['create']);
     // Braces are no glob here: it never compiles, so whom it is bound to is not known.
     await applyGuard(admin, 'GuardAgent', ns, 'held-y', { agentId: 'held-id', allowedTools: ['{read,write}_*'], identities: [{ user: 'someone-else' }] });
     const creator = await connect(op.pg.url, await tokenFor('agent-creator'));
