@@ -1,7 +1,9 @@
 /**
  * Argument conditions: compare a value found at a dot path in the call's parameters.
  * Comparisons are on strings (Kubernetes label-selector style); NotEquals and NotIn also match
- * when the path is absent, as NotIn does in a label selector.
+ * when the path is absent, as NotIn does in a label selector. A value that is not a listed one
+ * as written but is one as a tool may read it (`"Users"` for `users`, `"1e6"` for `1000000`:
+ * {@link nearMatcher}) is indeterminate, not a plain mismatch.
  *
  * A condition on a value of the wrong type or shape (`GreaterThan 500` on `"600 USD"`, `Equals`
  * on an object, a path through a string) is neither true nor false but indeterminate, and says
@@ -134,6 +136,49 @@ function asComparable(value: unknown): string | undefined {
   }
 }
 
+// eslint-disable-next-line no-control-regex -- all of ASCII, controls included
+const ASCII = /^[\u0000-\u007f]*$/;
+/** Characters that show as nothing (zero-width spaces and joiners, soft hyphens, variation selectors, a BOM). */
+const INVISIBLE = /\p{Default_Ignorable_Code_Point}/gu;
+
+/**
+ * `s` as a tool that compares loosely may read it: case folded as globs fold it (./glob.ts),
+ * in Unicode compatibility form (NFKC: fullwidth `ｕｓｅｒｓ` is `users`), without invisible
+ * characters and without whitespace at either end.
+ *
+ * @example looseText(' Users\u200b') // 'users'
+ */
+function looseText(s: string): string {
+  if (ASCII.test(s)) return s.toLowerCase().trim();
+  return foldCase(s.replace(INVISIBLE, '').normalize('NFKC')).trim();
+}
+
+/**
+ * For the values of an Equals, NotEquals, In or NotIn: which of them a value that is none of
+ * them as written still equals as a tool may read it, or undefined. Alike as text by
+ * {@link looseText} (`Users`, `users `, `ＵＳＥＲＳ` for `users`; `True` for `true`), or as
+ * numbers (`1e6`, `1000000.00` for `1000000`). Such a value is neither a match nor a mismatch: a
+ * deny on `table In [users]` must not let `Users` through to a database that ignores case, and an
+ * allow on `env NotIn [prod]` must not let `Prod` through.
+ *
+ * @example nearMatcher(['users'])('USERS') // 'users'
+ */
+function nearMatcher(values: readonly string[]): (s: string) => string | undefined {
+  const byText = new Map<string, string>();
+  const byNumber = new Map<number, string>();
+  for (const v of values) {
+    if (!byText.has(looseText(v))) byText.set(looseText(v), v);
+    const n = exactNumber(v);
+    if (n !== undefined && !byNumber.has(n)) byNumber.set(n, v);
+  }
+  return (s) => {
+    const alike = byText.get(looseText(s));
+    if (alike !== undefined || byNumber.size === 0) return alike;
+    const n = exactNumber(s);
+    return n === undefined ? undefined : byNumber.get(n);
+  };
+}
+
 /**
  * A number, or a string of a plain decimal (`"600"`, `"-2.5"`, `"1e3"`; not `"0x10"`, `"600 USD"`
  * or `"Infinity"`) that a double holds exactly (not `"9007199254740993"`, which would be judged
@@ -180,11 +225,14 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     };
   };
   /** A comparison on the string form of a scalar. */
-  const scalar = (absent: boolean, test: (s: string) => boolean) =>
+  const scalar = (absent: boolean, test: (s: string, value: unknown) => ArgumentResult) =>
     make(absent, (value) => {
       const s = asComparable(value);
-      return s === undefined ? wrongType(value, 'a string, number, boolean or null') : test(s);
+      return s === undefined ? wrongType(value, 'a string, number, boolean or null') : test(s, value);
     });
+  /** A value that only a loose reading takes as a listed value, or as one a glob matches: `how` says which. */
+  const nearly = (value: unknown, how: string) =>
+    cannot(`${where(path.length)} is ${preview(value)}, ${how} as a tool may read it (ignoring case, Unicode form, invisible characters and spaces at the ends, or how a number is written) but not as written`);
 
   const values = cond.values ?? [];
   switch (op) {
@@ -193,22 +241,27 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     case 'DoesNotExist':
       return make(true, () => false);
     case 'Equals':
-      return scalar(false, (s) => s === values[0]);
     case 'NotEquals':
-      return scalar(true, (s) => s !== values[0]);
-    case 'In': {
-      const set = new Set(values);
-      return scalar(false, (s) => set.has(s));
-    }
+    case 'In':
     case 'NotIn': {
-      const set = new Set(values);
-      return scalar(true, (s) => !set.has(s));
+      const listed = op === 'Equals' || op === 'NotEquals' ? values.slice(0, 1) : values;
+      const set = new Set(listed);
+      const near = nearMatcher(listed);
+      const negated = op === 'NotEquals' || op === 'NotIn';
+      return scalar(negated, (s, value) => {
+        if (set.has(s)) return !negated;
+        const like = near(s);
+        return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);
+      });
     }
     case 'Glob': {
       const globs: Glob[] = values.map((v) => compileGlob(v, 'value'));
-      return scalar(false, (s) => {
-        const lower = foldCase(s);
-        return globs.some((g) => g.matchLower(lower));
+      const matched = (lower: string) => globs.find((g) => g.matchLower(lower));
+      return scalar(false, (s, value) => {
+        if (matched(foldCase(s))) return true;
+        const loose = looseText(s);
+        const like = loose === foldCase(s) ? undefined : matched(loose);
+        return like === undefined ? false : nearly(value, `which ${JSON.stringify(like.pattern)} matches`);
       });
     }
     case 'GreaterThan':

@@ -257,6 +257,9 @@ describe('argument operators', () => {
   });
 });
 
+/** How a near match's reason says it (src/engine/arguments.ts). */
+const LOOSELY = 'as a tool may read it (ignoring case, Unicode form, invisible characters and spaces at the ends, or how a number is written) but not as written';
+
 describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
   const refunds = (action: 'deny' | 'require_approval' | 'allow', conditions: ArgumentCondition[], enforcement: 'Enforce' | 'Audit' = 'Enforce') =>
     snapshot({ defaultDecision: action === 'allow' ? 'deny' : 'allow' }, agents, [
@@ -321,6 +324,16 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     // A list is looked into by index only: read as absent, `force` would make this deny not apply.
     ['Equals', ['true'], { v: [{ force: true }] }, 'parameters.v is an array of 1 item, not an object (a list is looked into by index, as in items.0.name), so parameters.v.force cannot be looked up; Equals cannot be evaluated'],
     ['DoesNotExist', undefined, { v: [] }, 'parameters.v is an array of 0 items, not an object (a list is looked into by index, as in items.0.name), so parameters.v.force cannot be looked up; DoesNotExist cannot be evaluated'],
+    // A listed value as a tool may read it, but not as written: not a plain mismatch.
+    ['In', ['users', 'payments'], { v: 'Users' }, `parameters.v is "Users", which is "users" ${LOOSELY}; In cannot be evaluated`],
+    ['In', ['users'], { v: '\uff35SERS' }, `parameters.v is "\uff35SERS", which is "users" ${LOOSELY}; In cannot be evaluated`],
+    ['Equals', ['users'], { v: 'us\u200bers ' }, `parameters.v is "us\u200bers ", which is "users" ${LOOSELY}; Equals cannot be evaluated`],
+    ['Equals', ['true'], { v: 'True' }, `parameters.v is "True", which is "true" ${LOOSELY}; Equals cannot be evaluated`],
+    ['NotIn', ['prod', 'production'], { v: 'PRODUCTION' }, `parameters.v is "PRODUCTION", which is "production" ${LOOSELY}; NotIn cannot be evaluated`],
+    ['NotEquals', ['prod'], { v: ' prod' }, `parameters.v is " prod", which is "prod" ${LOOSELY}; NotEquals cannot be evaluated`],
+    ['In', ['1000000'], { v: '1e6' }, `parameters.v is "1e6", which is "1000000" ${LOOSELY}; In cannot be evaluated`],
+    ['Equals', ['500.00'], { v: 500 }, `parameters.v is 500 (a number), which is "500.00" ${LOOSELY}; Equals cannot be evaluated`],
+    ['Glob', ['prod_*'], { v: ' prod_db' }, `parameters.v is " prod_db", which "prod_*" matches ${LOOSELY}; Glob cannot be evaluated`],
   ] as const)('%s %j on %j is indeterminate: a deny applies, an allow does not', (operator, values, parameters, reason) => {
     const path = reason.includes('v.force') ? 'v.force' : 'v';
     const cond = { path, operator, ...(values ? { values: [...values] } : {}) } as ArgumentCondition;
@@ -346,6 +359,17 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
       const d = refunds('deny', cond(op, 'x')).evaluate(refund({}));
       expect([d.decision, d.warnings]).toEqual(['allow', []]);
     }
+  });
+
+  it.each([
+    ['In', ['users'], 'orders'],
+    ['In', ['1000000'], '1000001'],
+    ['Equals', ['users'], 'user'],
+    ['Equals', ['prod'], 'pr od'],
+    ['Glob', ['prod_*'], 'dev_prod_db'],
+  ] as const)('%s %j on %j, not alike in any reading, is a plain mismatch: no warning', (operator, values, v) => {
+    const d = refunds('deny', [{ path: 'v', operator, values: [...values] }]).evaluate(refund({ v }));
+    expect([d.decision, d.warnings]).toEqual(['allow', []]);
   });
 
   it('a rule with a definitely false condition does not match, and says nothing', () => {
