@@ -23,7 +23,7 @@ import { requestContext, type RequestContext, type SpanHandle, type Tracer } fro
 import { newSpanId, newTraceId, parseTraceparent } from '../telemetry/trace-context.js';
 import { startTracing } from '../telemetry/tracing.js';
 import { Gateway } from './gateway.js';
-import { foldedDuplicate } from './message.js';
+import { foldedDuplicate, TASKS_REFUSED } from './message.js';
 import { sessionKey } from './session.js';
 
 let ready = false;
@@ -262,6 +262,11 @@ describe('upstreams that misbehave: the call fails, saying what happened and not
     expect(await got({ jsonrpc: '2.0', method: 'notifications/initialized' }, { 'mcp-protocol-version': '2025-11-25', 'mcp-method': 'notifications/initialized' })).toMatchObject({ 'mcp-method': 'notifications/initialized', 'mcp-name': null });
     const modern = { jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri: 'file:///a', _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } };
     expect(await got(modern, { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'resources/read', 'mcp-name': 'file:///a' })).toMatchObject({ 'mcp-method': 'resources/read', 'mcp-name': 'file:///a' });
+    // A GET or DELETE has no body for them to say.
+    for (const method of ['GET', 'DELETE']) {
+      const r = await fetch(`${url}/default/headers`, { method, headers: { accept: 'application/json, text/event-stream', 'mcp-method': 'tools/call', 'mcp-name': 'delete_everything' } });
+      expect(((await r.json()) as any).result.got).toMatchObject({ 'mcp-method': null, 'mcp-name': null });
+    }
   });
   it('a 2025 request whose Mcp-Method or Mcp-Name header contradicts its body is refused (-32020), as on /mcp', async () => {
     for (const [body, headers] of [
@@ -323,12 +328,25 @@ describe('what reaches an upstream is what was decided (docs/decisions.md, "The 
   };
   const call = (params: string, id = 1) => `{"jsonrpc":"2.0","id":${id},"method":"tools/call","params":${params}}`;
 
-  it('an allowed call reaches the upstream as the message the gateway built: the decided name and arguments, and the _meta and task sent', async () => {
+  it('an allowed call reaches the upstream as the message the gateway built: the decided name and arguments, and the _meta sent', async () => {
     received.length = 0;
-    const r = await send(call('{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"},"task":{"ttl":60000}}', 41));
+    const r = await send(call('{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"}}', 41));
     expect(r.body.result.content[0].text).toBe('ran');
-    expect(received).toEqual(['{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"},"task":{"ttl":60000}}}']);
+    expect(received).toEqual(['{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"issue_refund","arguments":{"amount":100,"to":"acct-1"},"_meta":{"progressToken":"p1"}}}']);
     expect(decided.at(-1)).toMatchObject({ target: 'issue_refund', parameters: { amount: 100, to: 'acct-1' } });
+  });
+
+  it('MCP tasks are refused, never passed through: a task-augmented call, and every tasks/* request', async () => {
+    received.length = 0;
+    const before = decided.length;
+    const asTask = await send(call('{"name":"issue_refund","arguments":{"amount":100},"task":{"ttl":60000}}', 46));
+    expect(asTask.body.error).toEqual({ code: -32602, message: `Invalid params: ${TASKS_REFUSED}` });
+    for (const method of ['tasks/list', 'tasks/get', 'tasks/result', 'tasks/cancel']) {
+      const r = await send(`{"jsonrpc":"2.0","id":47,"method":"${method}","params":{"taskId":"t-1"}}`);
+      expect(r.body.error).toEqual({ code: -32601, message: `Method not found: ${method}: ${TASKS_REFUSED}` });
+    }
+    expect(decided.length).toBe(before);
+    expect(received).toEqual([]);
   });
 
   it('an upstream that matches keys exactly (keyMatching: Exact) gets arguments whose keys differ only in case; params\' own keys are still checked', async () => {
@@ -365,7 +383,7 @@ describe('what reaches an upstream is what was decided (docs/decisions.md, "The 
   it.each([
     { shape: 'params.NAME alone', params: '{"NAME":"delete_repo","arguments":{}}', text: 'params holds the key "NAME", which is not "name" but equals it ignoring case' },
     { shape: 'params.Arguments alone', params: '{"name":"issue_refund","Arguments":{"amount":900}}', text: 'params holds the key "Arguments", which is not "arguments" but equals it ignoring case' },
-    { shape: 'a key the gateway does not decide', params: '{"name":"issue_refund","arguments":{"amount":100},"input":{"amount":900}}', text: 'tools/call params hold only name, arguments, _meta and task; "input" would reach the upstream undecided' },
+    { shape: 'a key the gateway does not decide', params: '{"name":"issue_refund","arguments":{"amount":100},"input":{"amount":900}}', text: 'tools/call params hold only name, arguments and _meta; "input" would reach the upstream undecided' },
   ])('a params key the gateway does not decide is refused, not forwarded: $shape', async ({ params, text }) => {
     received.length = 0;
     const r = await send(call(params));

@@ -565,8 +565,9 @@ export class Gateway {
       if (kind.kind === 'tools/call') Object.assign(headers, kind.paramHeaders);
       if (message !== undefined) headers['content-type'] = 'application/json';
       // Routing headers go on only when they say what the body says (a 2026-07-28 request was
-      // checked already; a notification, an answer or a 2025 message was not).
-      if (message !== undefined && (typeof message.method !== 'string' || standardHeaderMismatch(req.headers, message.method, message.params) !== undefined)) {
+      // checked already; a notification, an answer or a 2025 message was not); a GET or DELETE
+      // has no body for them to say.
+      if (message === undefined || typeof message.method !== 'string' || standardHeaderMismatch(req.headers, message.method, message.params) !== undefined) {
         delete headers['mcp-method'];
         delete headers['mcp-name'];
       }

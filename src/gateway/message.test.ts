@@ -4,7 +4,7 @@
  * tests/standalone/gateway.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { foldedDuplicate, readToolsCall, refuseMessage } from './message.js';
+import { foldedDuplicate, readToolsCall, refuseMessage, TASKS_REFUSED } from './message.js';
 
 describe('foldedDuplicate', () => {
   it('finds two keys equal under folding at any depth, in arrays too, and says where', () => {
@@ -28,6 +28,9 @@ describe('refuseMessage: every message, whatever its method', () => {
   it.each(['Tools/Call', 'TOOLS/CALL', 'tools/call ', ' tools/call', 'tools/call\n', 'tools/call\u0000', 'tool\u017f/call', 'tools/\u200bcall', 'Tools/List'])('a look-alike method: %j', (method) => {
     expect(refuseMessage({ jsonrpc: '2.0', id: 1, method })).toMatchObject({ httpStatus: 400, code: -32600, outcome: 'lookalike_method' });
   });
+  it.each(['tasks/get', 'tasks/result', 'tasks/list', 'tasks/cancel', 'tasks/update', 'Tasks/Get'])('a task method (%j) is refused: an upstream keeps one set of tasks for every agent', (method) => {
+    expect(refuseMessage({ jsonrpc: '2.0', id: 1, method, params: { taskId: 't-1' } })).toEqual({ httpStatus: 200, code: -32601, message: `Method not found: ${method}: ${TASKS_REFUSED}`, outcome: 'tasks_unsupported' });
+  });
   it('leaves everything else alone: the methods as spelled, other methods in any case, responses', () => {
     for (const method of ['tools/call', 'tools/list', 'logging/setLevel', 'Resources/Read', 'notifications/initialized']) expect(refuseMessage({ jsonrpc: '2.0', id: 1, method })).toBeUndefined();
     expect(refuseMessage({ jsonrpc: '2.0', id: 1, result: { Result: 1, result: 2 } })).toBeUndefined();
@@ -37,9 +40,9 @@ describe('refuseMessage: every message, whatever its method', () => {
 describe('readToolsCall', () => {
   const call = (params: unknown, extra: object = {}) => readToolsCall({ jsonrpc: '2.0', id: 7, method: 'tools/call', params, ...extra });
 
-  it('forwards the decided name and arguments, and the _meta and task the client sent, nothing else', () => {
-    const read = call({ name: 'add', arguments: { a: 1 }, _meta: { progressToken: 't' }, task: { ttl: 1000 } });
-    expect(read.ok && JSON.stringify(read.call.forward)).toBe('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1},"_meta":{"progressToken":"t"},"task":{"ttl":1000}}}');
+  it('forwards the decided name and arguments, and the _meta the client sent, nothing else', () => {
+    const read = call({ name: 'add', arguments: { a: 1 }, _meta: { progressToken: 't' } });
+    expect(read.ok && JSON.stringify(read.call.forward)).toBe('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{"a":1},"_meta":{"progressToken":"t"}}}');
     const bare = call({ name: 'ping' });
     expect(bare.ok && bare.call.forward).toEqual({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'ping', arguments: {} } });
   });
@@ -60,6 +63,10 @@ describe('readToolsCall', () => {
     expect(!misspelled.ok && misspelled.refusal).toMatchObject({ code: -32602, outcome: 'ambiguous_key', message: expect.stringContaining('params holds the key "NAME", which is not "name"') });
     const extra = call({ name: 'add', arguments: {}, input: { a: 1 } });
     expect(!extra.ok && extra.refusal).toMatchObject({ code: -32602, outcome: 'invalid_params', message: expect.stringContaining('"input" would reach the upstream undecided') });
+  });
+  it.each([{ ttl: 1000 }, {}, null])('a task-augmented call (params.task %j) is refused: its task would be every agent\'s, its result unaudited', (task) => {
+    const read = call({ name: 'add', arguments: {}, task });
+    expect(!read.ok && read.refusal).toEqual({ httpStatus: 200, code: -32602, message: `Invalid params: ${TASKS_REFUSED}`, outcome: 'tasks_unsupported' });
   });
   it('a tools/call without an id (a notification) is refused: a call is decided and answered', () => {
     const read = readToolsCall({ jsonrpc: '2.0', method: 'tools/call', params: { name: 'add' } });

@@ -27,9 +27,10 @@ export interface MessageRefusal {
   /**
    * `ambiguous_key` (keys equal under case folding, or a member spelled another way) and
    * `lookalike_method` are what an attack or a broken client sends; `invalid_request` and
-   * `invalid_params` a client that does not follow the tools/call schema.
+   * `invalid_params` a client that does not follow the tools/call schema; `tasks_unsupported`
+   * a task-augmented call or a `tasks/*` request ({@link TASKS_REFUSED}).
    */
-  outcome: 'ambiguous_key' | 'lookalike_method' | 'invalid_request' | 'invalid_params';
+  outcome: 'ambiguous_key' | 'lookalike_method' | 'invalid_request' | 'invalid_params' | 'tasks_unsupported';
 }
 
 type JsonObject = Record<string, unknown>;
@@ -107,6 +108,8 @@ const JSON_RPC_MEMBERS = ['jsonrpc', 'id', 'method', 'params', 'result', 'error'
 const TOOLS_CALL_PARAMS = ['name', 'arguments', '_meta', 'task'];
 /** Methods the gateway acts on (decides, filters): any other spelling of them would pass it by. */
 const GATED_METHODS = ['tools/call', 'tools/list'];
+/** The methods of MCP tasks, folded (./keys.ts): `tasks/get`, `Tasks/Result`, … */
+const TASKS_PREFIX = foldKey('tasks/');
 /** Every MCP method is visible ASCII: a space, a control or a non-ASCII character is how a look-alike is spelled. */
 const VISIBLE_ASCII = /^[\u0021-\u007e]*$/;
 
@@ -132,10 +135,20 @@ function misspelledMember(obj: JsonObject, members: ReadonlyMap<string, string>)
 }
 
 /**
+ * Why the gateway serves no MCP tasks (a tools/call with `params.task`, and `tasks/get`,
+ * `tasks/result`, `tasks/list`, `tasks/cancel`, `tasks/update`): every agent reaches an upstream
+ * with the upstream's credentials, so the upstream keeps one set of tasks for all of them, and
+ * any agent could list, read or cancel another's, results of tools it is denied included; and a
+ * task's result comes later than the call, past the outcome the audit log records.
+ */
+export const TASKS_REFUSED =
+  'the gateway does not pass MCP tasks through: every agent reaches the upstream with the same credentials, so any of them could read or cancel the tasks of another, and a task\'s result would not be audited; call the tool without params.task';
+
+/**
  * Why the gateway refuses `message`, whatever its method, or undefined: a top-level key that
- * folds to a JSON-RPC member without being it (`Method`, `ID`, `paramſ`), or a method that is
- * not visible ASCII or spells `tools/call` or `tools/list` another way (`Tools/Call`).
- * Unknown top-level keys are the SDK classifier's to refuse.
+ * folds to a JSON-RPC member without being it (`Method`, `ID`, `paramſ`), a method that is
+ * not visible ASCII or spells `tools/call` or `tools/list` another way (`Tools/Call`), or a
+ * `tasks/*` method ({@link TASKS_REFUSED}). Unknown top-level keys are the SDK classifier's to refuse.
  *
  * @example refuseMessage({ jsonrpc: '2.0', id: 1, method: 'ping', Method: 'tools/call' })?.outcome // 'ambiguous_key'
  */
@@ -148,14 +161,15 @@ export function refuseMessage(message: JsonObject): MessageRefusal | undefined {
   if (!VISIBLE_ASCII.test(method)) return lookalike('has a space, a control or a non-ASCII character, which no MCP method has; an upstream that trims or normalizes it could run a method the gateway did not decide');
   const gated = GATED_BY_FOLD.get(foldKey(method));
   if (gated !== undefined && gated !== method) return lookalike(`is not "${gated}" but equals it ignoring case; the gateway decides "${gated}" spelled exactly so, and an upstream that ignores case would run this one undecided`);
+  if (foldKey(method).startsWith(TASKS_PREFIX)) return { httpStatus: 200, code: -32601, message: `Method not found: ${method}: ${TASKS_REFUSED}`, outcome: 'tasks_unsupported' };
   return undefined;
 }
 
 /**
  * A tools/call as the gateway decides and forwards it, or why it is refused: an id (a tools/call
  * is a request), params with no two keys equal under case folding at any depth (only in params'
- * own keys when the upstream matches keys exactly: `exactKeys`) and no key but name, arguments,
- * `_meta` and task, a tool name, and arguments that are an object.
+ * own keys when the upstream matches keys exactly: `exactKeys`) and no key but name, arguments
+ * and `_meta` (`task` is refused: {@link TASKS_REFUSED}), a tool name, and arguments that are an object.
  *
  * @example
  *   const read = readToolsCall({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'add', arguments: { a: 1 } } });
@@ -176,13 +190,13 @@ export function readToolsCall(message: JsonObject, opts: { exactKeys: boolean } 
   const misspelled = misspelledMember(params, PARAMS_BY_FOLD);
   if (misspelled) return refuse(ambiguous(200, -32602, `params holds the key ${shown(misspelled.key)}, which is not "${misspelled.member}" but equals it ignoring case`));
   const unknown = Object.keys(params).find((k) => !TOOLS_CALL_PARAMS.includes(k));
-  if (unknown !== undefined) return invalidParams(`tools/call params hold only name, arguments, _meta and task; ${shown(unknown)} would reach the upstream undecided, so the call is refused`);
+  if (unknown !== undefined) return invalidParams(`tools/call params hold only name, arguments and _meta; ${shown(unknown)} would reach the upstream undecided, so the call is refused`);
   const name = params.name;
   if (typeof name !== 'string' || name === '') return invalidParams('tools/call needs params.name, the tool to call');
   if (params.arguments !== undefined && !isObject(params.arguments)) return invalidParams('tools/call params.arguments must be an object');
+  if (Object.hasOwn(params, 'task')) return refuse({ httpStatus: 200, code: -32602, message: `Invalid params: ${TASKS_REFUSED}`, outcome: 'tasks_unsupported' });
   const args = isObject(params.arguments) ? params.arguments : {};
   const forwarded: JsonObject = { name, arguments: args };
   if (Object.hasOwn(params, '_meta')) forwarded._meta = params._meta;
-  if (Object.hasOwn(params, 'task')) forwarded.task = params.task;
   return { ok: true, call: { id, name, arguments: args, forward: { jsonrpc: '2.0', id, method: 'tools/call', params: forwarded } } };
 }
