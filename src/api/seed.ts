@@ -4,7 +4,7 @@
  * `{"condition": {"tool_pattern": "delete_*", "trust_level_below": "admin"}, "action": "deny", "message": "…"}`.
  */
 import { z } from 'zod';
-import { RuleActionSchema, TrustLevelSchema, type Rule } from './schemas.js';
+import { RuleActionSchema, TrustLevelSchema, trustRank, type Rule } from './schemas.js';
 
 /**
  * Every key is checked, at both levels: a key PolicyGuard does not read would otherwise be
@@ -18,7 +18,7 @@ import { RuleActionSchema, TrustLevelSchema, type Rule } from './schemas.js';
 export const SeedRuleSchema = z.strictObject({
   condition: z
     .strictObject({
-      tool_pattern: z.string().min(1).optional(),
+      tool_pattern: z.string().min(1).refine((p) => regexOnly(p) === undefined, { error: (i) => regexOnly(i.input as string) }).optional(),
       action_type: z.string().min(1).optional(),
       trust_level_below: TrustLevelSchema.optional(),
       trust_level_at_least: TrustLevelSchema.optional(),
@@ -33,6 +33,21 @@ export const SeedRuleSchema = z.strictObject({
   enabled: z.literal(true, { error: 'a rule cannot be disabled here (enabled: false); leave the rule out instead' }).optional(),
 });
 export type SeedRule = z.infer<typeof SeedRuleSchema>;
+
+/**
+ * Why a seed `tool_pattern` reads otherwise as a glob than the earlier project read it, or
+ * undefined. It turned `*` into `.*` and matched a regular expression, so `drop_.*`,
+ * `^delete_` or `delete_records?` meant what a regular expression means; read as globs they
+ * match nothing the author meant (a literal dot or caret, one more character), and a deny
+ * written so would deny nothing. Refused, naming what to write.
+ *
+ * @example regexOnly('drop_.*') // 'tool_pattern "drop_.*" has ".*", …'
+ */
+function regexOnly(pattern: string): string | undefined {
+  const token = /\.[*+?]|[\^$+?(){}|\\]/.exec(pattern)?.[0];
+  if (token === undefined) return undefined;
+  return `tool_pattern ${JSON.stringify(pattern)} has ${JSON.stringify(token)}, which the earlier project's regular expressions read otherwise than PolicyGuard's globs (* any run of characters, [abc] one of them, everything else literal); write it as a glob, e.g. "delete_*"`;
+}
 
 /** True when a raw rule object is in the seed's format rather than ours. */
 export function isSeedRule(raw: unknown): boolean {
@@ -56,8 +71,8 @@ export function fromSeedRule(seed: SeedRule): Rule {
   if (c.trust_level_below) match.trustLevelBelow = c.trust_level_below;
   if (c.trust_level_at_least) {
     if (seed.action === 'allow') match.trustLevelAtLeast = c.trust_level_at_least;
-    // A seed rule with both: the stricter "below" wins; the two said the same thing.
-    else match.trustLevelBelow ??= c.trust_level_at_least;
+    // A deny or require_approval rule with both fires for agents below either: below the higher.
+    else if (match.trustLevelBelow === undefined || trustRank(c.trust_level_at_least) > trustRank(match.trustLevelBelow)) match.trustLevelBelow = c.trust_level_at_least;
   }
   return { action: seed.action, match, ...(seed.message !== undefined ? { message: seed.message } : {}) };
 }

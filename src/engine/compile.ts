@@ -142,6 +142,16 @@ function compileSelector(sel: LabelSelector | undefined): CompiledRule['selector
     });
 }
 
+/**
+ * An `upstreams` pattern, refused when it could never match: it is matched against
+ * `namespace/name`, so one with no `/` and no wildcard (`github`) would leave its rule matching
+ * no call at all, a deny included.
+ */
+function upstreamPattern(pattern: string): string {
+  if (!/[/*?[]/.test(pattern)) throw new PatternError(pattern, `in upstreams has no "/": upstreams are matched as namespace/name, so it matches none; write "default/${pattern}", or "*/${pattern}" for any namespace`);
+  return pattern;
+}
+
 /** Compile a policy's rules. Disabled policies compile to no rules. */
 export function compilePolicy(policy: GuardPolicy, options: EngineOptions): CompileResult<CompiledRule[]> {
   const { metadata, spec } = policy;
@@ -171,7 +181,7 @@ export function compilePolicy(policy: GuardPolicy, options: EngineOptions): Comp
         tools: m.tools && compileGlobs(m.tools),
         actionTypes: m.actionTypes && compileGlobs(m.actionTypes),
         agents: m.agents && compileGlobs(m.agents),
-        upstreams: m.upstreams && compileGlobs(m.upstreams),
+        upstreams: m.upstreams && compileGlobs(m.upstreams.map(upstreamPattern)),
         trustBelow: rank(m.trustLevelBelow),
         trustAtLeast: rank(m.trustLevelAtLeast),
         args: (m.arguments ?? []).map(compileArgument),

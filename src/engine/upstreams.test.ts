@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { guardAgent, guardPolicy } from '../api/builders.js';
 import type { GuardPolicy } from '../api/schemas.js';
+import { compilePolicy } from './compile.js';
 import { PolicySnapshot } from './snapshot.js';
 import { DEFAULT_ENGINE_OPTIONS, type DecisionKind, type EngineOptions } from './types.js';
 
@@ -34,6 +35,14 @@ describe('the upstreams condition', () => {
   it('does not match another upstream, nor a call through none (validate_action)', () => {
     expect(decide('tools/gitlab')).toBe('allow');
     expect(decide(undefined)).toBe('allow');
+  });
+  it('a pattern with no "/" and no wildcard, which no namespace/name can match, is refused at load (InvalidPattern)', () => {
+    const policy = (upstreams: string[]) => guardPolicy({ name: 'gh' }, { rules: [{ match: { tools: ['push_*'], upstreams }, action: 'deny' }] });
+    expect(compilePolicy(policy(['github']), DEFAULT_ENGINE_OPTIONS)).toMatchObject({
+      ok: false,
+      problem: { reason: 'InvalidPattern', message: 'pattern "github" in upstreams has no "/": upstreams are matched as namespace/name, so it matches none; write "default/github", or "*/github" for any namespace' },
+    });
+    for (const ok of [['*/github'], ['tools/github'], ['*github'], ['tools?github'], ['tools[/]github']]) expect(compilePolicy(policy(ok), DEFAULT_ENGINE_OPTIONS).ok).toBe(true);
   });
 });
 
