@@ -95,6 +95,18 @@ describe('redactSecrets', () => {
     });
   });
 
+  it('a secret name is a word of the key, not any substring of it: approvers see author, bypass_checks, max_tokens', () => {
+    const shown = { author: 'mallory', bypass_branch_protection: 'yes', monkey_patch: 'on', max_tokens: 512, is_private: 'no', keyboard: 'us', compass: 'n', designer: 'x' };
+    expect(redactSecrets(shown)).toEqual(shown);
+    const hidden = { apiKey: 'a', 'X-Auth-Token': 'b', accesstoken: 'c', dbpassword: 'd', sessionid: 'e', private_key: 'f', PrivateKey: 'g', JWT: 'h', key: 'i', creds: 'j', passwordHash: 'k', client_secrets: 'l' };
+    expect(redactSecrets(hidden)).toEqual(Object.fromEntries(Object.keys(hidden).map((k) => [k, '[REDACTED]'])));
+  });
+
+  it('true, false and null under a secret name are kept: no secret is in them, and a person approving the call must see them', () => {
+    expect(redactSecrets({ skip_auth: true, token: null, password_set: false, pin: 1234, secret: 'x' })).toEqual({ skip_auth: true, token: null, password_set: false, pin: '[REDACTED]', secret: '[REDACTED]' });
+    expect(redactSecrets({ name: 'AUTH_REQUIRED', value: false })).toEqual({ name: 'AUTH_REQUIRED', value: false });
+  });
+
   it('redacts the password of a URL in any string value, and only that', () => {
     const value = { dsn: 'postgres://app:S3cr3t@db:5432/x', at: 'redis://:p@ss@cache', wide: `${'a'.repeat(100_000)}://${'b'.repeat(100_000)}`, list: ['see https://u:p@h/a?b=1 and ftp://anon@h'], plain: 'http://example.com/a:b@c' };
     expect(redactSecrets(value)).toEqual({
@@ -165,6 +177,7 @@ describe('redactSecretText', () => {
     ['deploy the frontend to staging', 'deploy the frontend to staging'],
     ['connect to mysql://root:hunter2@db:3306 now', 'connect to mysql://root:[REDACTED]@db:3306 now'],
     ['{"token":"abc","user":"bob"}', '{"token":"[REDACTED]","user":"bob"}'],
+    ['author=mallory bypass=1', 'author=mallory bypass=1'],
     // Identities are written name:value without a space: caller 'token:bot' is not a secret.
     ["caller 'token:bot' is not bound; system:serviceaccount:ns:auth-proxy", "caller 'token:bot' is not bound; system:serviceaccount:ns:auth-proxy"],
   ])('%j → %j', (text, expected) => {
@@ -284,10 +297,10 @@ describe('sealAuditRecord', () => {
   });
 
   it('redacts a frozen object in the parameters even after canonicalJson has seen it', () => {
-    const creds = Object.freeze({ password: 'hunter2', user: 'bob' });
-    expect(canonicalJson({ creds })).toBe('{"creds":{"password":"hunter2","user":"bob"}}');
-    const line = sealAuditRecord({ ...input, action: { ...input.action, parameters: { creds } } }, GENESIS_HASH).line;
-    expect(line).toContain('"creds":{"password":"[REDACTED]","user":"bob"}');
+    const login = Object.freeze({ password: 'hunter2', user: 'bob' });
+    expect(canonicalJson({ login })).toBe('{"login":{"password":"hunter2","user":"bob"}}');
+    const line = sealAuditRecord({ ...input, action: { ...input.action, parameters: { login } } }, GENESIS_HASH).line;
+    expect(line).toContain('"login":{"password":"[REDACTED]","user":"bob"}');
     expect(line).not.toContain('hunter2');
   });
 

@@ -210,7 +210,8 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     text = '{';
     for (const key of keys) {
       const member = object[key];
-      const secret = inner !== undefined && (SECRET_KEY.test(key) || (namedSecret && key === 'value'));
+      // true, false and null hold no secret: shown, as a person approving `bypass_review: true` must see it.
+      const secret = inner !== undefined && typeof member !== 'boolean' && member !== null && (secretKey(key) || (namedSecret && key === 'value'));
       const serialized = secret ? REDACTED_JSON : serialize(member, ancestors, inner);
       if (serialized === undefined) continue;
       if (text.length > 1) text += ',';
@@ -227,7 +228,7 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
 /** Whether `object`'s `name` (or `key`) is a string that names a secret. */
 function namesSecret(object: Record<string, unknown>): boolean {
   const name = Object.hasOwn(object, 'name') ? object.name : object.key;
-  return typeof name === 'string' && SECRET_KEY.test(name);
+  return typeof name === 'string' && secretKey(name);
 }
 
 /** A record without the fields derived from it: what the chain hash covers. */
@@ -250,13 +251,37 @@ function chainHash(prevHash: string, canonicalRecord: string): string {
   return cryptoHash('sha256', prevHash + canonicalRecord, 'hex');
 }
 
+/** A first look: a key with none of these in it holds no secret word (most keys: `amount`, `table`). */
+const SECRET_HINT = /pass|pwd|token|secret|key|cred|auth|cookie|bearer|session|sig|jwt|otp|pin|ssn|cvv/i;
 /**
- * Keys whose values are never written. Deliberately broad ("key" also hits "monkey", "auth"
- * also hits "author"): an over-redacted audit field costs little, a leaked credential a lot.
- * Short names (otp, pin, ssn, cvv, sig) only as a whole word of a key (`card_pin`, not
- * `mapping`).
+ * The words of a key: runs of ASCII letters or digits, split where a lower-case letter meets
+ * an upper-case one (`apiKey`: api, Key; `DB_PASSWORD`: DB, PASSWORD; `XAuthToken`: X, Auth, Token).
  */
-const SECRET_KEY = /pass(?:word|wd)?|pwd|token|secret|key|credential|auth|cookie|bearer|session|signature|private|(?:^|[^a-z])(?:otp|pin|ssn|cvv|sig)(?:$|[^a-z])/i;
+const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+/g;
+const SECRET_WORDS = new Set(['pass', 'passwd', 'password', 'passphrase', 'pwd', 'token', 'secret', 'secrets', 'key', 'credential', 'credentials', 'creds', 'auth', 'authorization', 'cookie', 'cookies', 'bearer', 'session', 'signature', 'jwt', 'otp', 'pin', 'ssn', 'cvv', 'sig']);
+/** A word run together from several that holds a secret one (`accesstoken`, `dbpassword`, `apikey`, `sessionid`). */
+const SECRET_COMPOUND = /(?:password|passwd|passphrase|token|secrets?|credentials?|cookie|signature|apikey|accesskey|secretkey|privatekey|signingkey)$|^(?:password|passwd|passphrase|secret|session|credential|privatekey|apikey|accesskey)/;
+
+/**
+ * Whether the value under `key` is never written: a word of the key is a secret's name
+ * ({@link SECRET_WORDS}, any case: `api_key`, `accessToken`, `DB_PASSWORD`, `card_pin`,
+ * `X-Auth-Token`), or is several run together around one ({@link SECRET_COMPOUND}). Words, not
+ * substrings: `author`, `bypass_checks`, `monkey_patch` and `max_tokens` are not secrets, and
+ * a person approving a call sees them (docs/decisions.md, "Approvals"). Still broad where a
+ * word is ambiguous (`key`, `session_id`, `sort_key`): an over-redacted field costs a look at
+ * the caller, a leaked credential a lot.
+ *
+ * @example secretKey('clientSecret') // true
+ * @example secretKey('author') // false
+ */
+export function secretKey(key: string): boolean {
+  if (!SECRET_HINT.test(key)) return false;
+  for (const word of key.match(KEY_WORD) ?? []) {
+    const lower = word.toLowerCase();
+    if (SECRET_WORDS.has(lower) || SECRET_COMPOUND.test(lower)) return true;
+  }
+  return false;
+}
 
 /**
  * `text` with the password of every URL's user information redacted (a connection string):
@@ -291,9 +316,9 @@ const TRUNCATED_JSON = JSON.stringify(TRUNCATED);
 const MAX_DEPTH = 32;
 
 /**
- * Deep copy of `value` with the value of every object key that looks like a secret
- * (password, token, secret, key, credential, auth … — any case, anywhere in the key; see
- * SECRET_KEY) replaced by `'[REDACTED]'`, as is the `value` of a name/value pair whose `name`
+ * Deep copy of `value` with the value of every object key that names a secret
+ * (password, token, secret, key, credential, auth … as a word of the key, any case; see
+ * {@link secretKey}; true, false and null are kept) replaced by `'[REDACTED]'`, as is the `value` of a name/value pair whose `name`
  * looks like one, and secrets inside strings as {@link redactSecretText} finds them. Values nested deeper than 32 levels become `'[TRUNCATED]'`, cycles become
  * `'[CIRCULAR]'`; it never throws. The copy is plain JSON, what an audit record or incident
  * stores: arrays stay arrays, Dates become their ISO text, any other object a plain object of
@@ -338,7 +363,7 @@ export function redactSecretText(input: string): string {
   let result = '';
   let copied = 0;
   for (let name = names.exec(text); name; name = names.exec(text)) {
-    if (!SECRET_KEY.test(name[1] ?? '')) continue;
+    if (!secretKey(name[1] ?? '')) continue;
     values.lastIndex = names.lastIndex;
     const value = values.exec(text);
     if (!value) continue;
