@@ -1,7 +1,7 @@
 /**
  * Argument conditions: compare a value found at a dot path in the call's parameters.
- * Comparisons are on strings (Kubernetes label-selector style); NotEquals and NotIn also match
- * when the path is absent, as NotIn does in a label selector. A value that is not a listed one
+ * Comparisons are on strings (Kubernetes label-selector style). NotEquals and NotIn on an
+ * absent path are indeterminate: a tool's default for it may be a listed value. A value that is not a listed one
  * as written but is one as a tool may read it (`"Users"` for `users`, `"1e6"` for `1000000`:
  * {@link nearMatcher}) is indeterminate, not a plain mismatch.
  *
@@ -192,8 +192,9 @@ function asNumber(value: unknown): number | undefined {
 
 /**
  * Compile one condition into a test giving `true`, `false` or {@link Indeterminate}. Globs in
- * `Glob` values are compiled here, once. An absent path is never indeterminate: Exists is false,
- * DoesNotExist, NotEquals and NotIn are true, the others false.
+ * `Glob` values are compiled here, once. An absent path: Exists is false, DoesNotExist true,
+ * NotEquals and NotIn indeterminate (what the tool does without it is not known: its default
+ * may be a listed value, `env NotIn [prod]` on a deploy that defaults to prod), the others false.
  *
  * @example
  *   compileArgument({ path: 'table', operator: 'In', values: ['users'] })({ table: 'users' }) // true
@@ -209,7 +210,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
   const wrongType = (value: unknown, expected: string) => cannot(`${where(path.length)} is ${preview(value)}, not ${expected}`);
 
   /** The test on a value that is there (not undefined); `absent` is the answer when it is not. */
-  const make = (absent: boolean, present: (value: unknown) => ArgumentResult): ArgumentTest => {
+  const make = (absent: ArgumentResult, present: (value: unknown) => ArgumentResult): ArgumentTest => {
     return (p) => {
       const value = lookupPath(p, path, folds);
       if (value instanceof Blocked) {
@@ -225,7 +226,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     };
   };
   /** A comparison on the string form of a scalar. */
-  const scalar = (absent: boolean, test: (s: string, value: unknown) => ArgumentResult) =>
+  const scalar = (absent: ArgumentResult, test: (s: string, value: unknown) => ArgumentResult) =>
     make(absent, (value) => {
       const s = asComparable(value);
       return s === undefined ? wrongType(value, 'a string, number, boolean or null') : test(s, value);
@@ -248,7 +249,8 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       const set = new Set(listed);
       const near = nearMatcher(listed);
       const negated = op === 'NotEquals' || op === 'NotIn';
-      return scalar(negated, (s, value) => {
+      const absent = negated ? cannot(`${where(path.length)} is absent, and the tool's default for it may be ${listed.length === 1 ? 'the listed value' : 'a listed value'} (a rule for calls without it says DoesNotExist)`) : false;
+      return scalar(absent, (s, value) => {
         if (set.has(s)) return !negated;
         const like = near(s);
         return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);

@@ -347,18 +347,29 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     expect(allow.warnings).toEqual([`policy 'refunds' rule 'big-refunds': ${reason}, so this allow rule does not apply`]);
   });
 
-  it('scalars still compare by their string form, null as "null"; an absent path keeps its old answers', () => {
+  it('scalars still compare by their string form, null as "null"; on an absent path Equals and In are false', () => {
     const cond = (operator: 'Equals' | 'NotEquals' | 'NotIn' | 'In', v: string): ArgumentCondition[] => [{ path: 'v', operator, values: [v] }];
     expect(refunds('deny', cond('Equals', 'null')).evaluate(refund({ v: null })).decision).toBe('deny');
     expect(refunds('deny', cond('Equals', 'true')).evaluate(refund({ v: true })).decision).toBe('deny');
-    for (const op of ['NotEquals', 'NotIn'] as const) {
-      const d = refunds('deny', cond(op, 'x')).evaluate(refund({}));
-      expect([d.decision, d.warnings]).toEqual(['deny', []]);
-    }
     for (const op of ['Equals', 'In'] as const) {
       const d = refunds('deny', cond(op, 'x')).evaluate(refund({}));
       expect([d.decision, d.warnings]).toEqual(['allow', []]);
     }
+  });
+
+  it.each(['NotEquals', 'NotIn'] as const)('%s on an absent path is indeterminate: the tool\'s default may be the listed value, so a deny applies and an allow does not', (op) => {
+    const cond: ArgumentCondition[] = [{ path: 'env', operator: op, values: ['prod'] }];
+    const reason = `parameters.env is absent, and the tool's default for it may be the listed value (a rule for calls without it says DoesNotExist); ${op} cannot be evaluated`;
+    const deny = refunds('deny', cond).evaluate(refund({}));
+    expect([deny.decision, deny.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': ${reason}, so this deny rule applies`]]);
+    const allow = refunds('allow', cond).evaluate(refund({}));
+    expect([allow.decision, allow.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': ${reason}, so this allow rule does not apply`]]);
+    // Present and not listed: a plain match, no warning.
+    const staging = refunds('allow', cond).evaluate(refund({ env: 'staging' }));
+    expect([staging.decision, staging.warnings]).toEqual(['allow', []]);
+    // A rule for the absent case says so.
+    const absent = refunds('allow', [{ path: 'env', operator: 'DoesNotExist' }]).evaluate(refund({}));
+    expect([absent.decision, absent.warnings]).toEqual(['allow', []]);
   });
 
   it.each([
