@@ -12,6 +12,8 @@ import { isAnchoredLine, segmentToSearch, type AnchorSite, type AuditAnchor } fr
 
 /** Key in `data` holding the records, one JSON record per line, each line ending in `\n`. */
 export const RECORDS_KEY = 'records.jsonl';
+/** ConfigMaps in a replica's ring: segments kept, the oldest overwritten by the next. */
+export const DEFAULT_RING_SIZE = 16;
 
 export const LABEL_APP = 'app.kubernetes.io/name';
 export const LABEL_AUDIT = 'policyguard.dev/audit';

@@ -14,6 +14,7 @@ import { checkChainOnOpen } from './open-check.js';
 import {
   ANNOTATION_CHAIN_HEAD,
   ANNOTATION_SEQUENCE,
+  DEFAULT_RING_SIZE,
   LABEL_APP,
   LABEL_AUDIT,
   LABEL_REPLICA,
@@ -61,7 +62,7 @@ export interface ConfigMapAuditSinkOptions extends AuditIntegrityOptions {
 type ResolvedOptions = Required<Omit<ConfigMapAuditSinkOptions, keyof AuditIntegrityOptions>>;
 
 const DEFAULTS = {
-  ringSize: 16,
+  ringSize: DEFAULT_RING_SIZE,
   maxBytes: 900 * 1024,
   flushIntervalMs: 1000,
   maxBuffered: 50_000,
@@ -130,6 +131,7 @@ export async function openConfigMapAuditSink(opts: ConfigMapAuditSinkOptions): P
     {
       key: integrity.key,
       anchor,
+      retained: options.ringSize,
       describeSegment,
       startOverHint:
         `copy the audit ConfigMaps of replica ${ring.label} (label ${LABEL_REPLICA}=${ring.label}) in ${options.namespace} somewhere safe ` +

@@ -13,7 +13,7 @@ import { appendDurably, readLineAt, findEntryLine, readLines, readLinesBackward,
 import { AuditChainError, checkChainOnOpen } from './open-check.js';
 import { matchesAuditQuery } from './query.js';
 import { AuditRecordSchema, GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
-import { DEFAULT_MAX_SEGMENTS, emptyBehindNewest, listSegments, segmentFileName } from './segments.js';
+import { DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_BYTES, emptyBehindNewest, listSegments, segmentFileName, unfilledBehindNewest } from './segments.js';
 import type { AuditFilter, AuditSink } from './sink.js';
 
 /** Anchors go to `<dir>/anchor.json` unless `anchor` says otherwise (kubernetes mode: a ConfigMap). */
@@ -35,7 +35,7 @@ export interface FileAuditSinkOptions extends AuditIntegrityOptions {
 type ResolvedOptions = Required<Omit<FileAuditSinkOptions, keyof AuditIntegrityOptions>>;
 
 const DEFAULTS = {
-  segmentBytes: 16 * 1024 * 1024,
+  segmentBytes: DEFAULT_SEGMENT_BYTES,
   maxSegments: DEFAULT_MAX_SEGMENTS,
   flushIntervalMs: 100,
   maxBuffered: 50_000,
@@ -121,6 +121,9 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
       startOverHint: `move ${options.dir} aside (keep it: it is the evidence)${ownAnchor ? '' : ` and ${integrity.anchor.store.discardHint}`}`,
     },
   );
+  // A log without segment 1 has as many segments as retention keeps (checked above): full ones.
+  const rearranged = (await unfilledBehindNewest(files, options.segmentBytes, segmentFileName))[0];
+  if (rearranged) throw new AuditChainError(`${join(options.dir, segmentFileName(rearranged.seq))}: ${rearranged.reason}; \`policyguard audit verify ${options.dir}\` lists every problem`);
   // Only a log that passed its checks is trimmed: retention must not delete the evidence of a
   // change made while the server was stopped.
   await deleteBeyondRetention(segments, options);

@@ -268,7 +268,20 @@ describe('opening a log whose chain is broken where it would be continued', () =
       new RegExp(`broken at audit-000003\\.jsonl: segments audit-000001\\.jsonl to audit-000002\\.jsonl are missing, but only ${names.length - 2} segment\\(s\\) remain: retention deletes`),
     );
     // With as many segments as retention keeps, a log that lacks segment 1 is what retention leaves.
-    await (await open({ maxSegments: names.length - 2 })).close();
+    await (await open({ maxSegments: names.length - 2, segmentBytes: 1_500 })).close();
+  });
+
+  it('refuses records cut from both ends and the rest spread over as many files as retention keeps, even with a key and the anchor untouched', async () => {
+    await writeLog(12, { keyFile: key });
+    const lines = await linesOf(1);
+    await rm(segment(1));
+    // Records 3 to 10, one per file as segments 2 to 9: the anchor (segment 1, line 12) looks deleted by retention.
+    for (const [i, line] of lines.slice(2, 10).entries()) await writeLines(i + 2, [line]);
+    const refusal = /audit-000002\.jsonl: audit-000002\.jsonl is not full \(\d+ bytes, and the \d+-byte first record of audit-000003\.jsonl would have fit in its 16777216\): the writer starts a segment only when a record does not fit/;
+    await expectRefused(() => open({ keyFile: key, maxSegments: 8 }), AuditChainError, refusal);
+    const verified = await verifyAuditChain(dir, { keyFile: key, retained: 8 });
+    expect(verified.ok).toBe(false);
+    expect(verified.problems.map((p) => p.reason)).toEqual(Array.from({ length: 7 }, () => expect.stringMatching(/is not full/)));
   });
 
   it('refuses empty segments behind the newest (padding that hides a cut head), and deletes nothing for retention before its checks', async () => {

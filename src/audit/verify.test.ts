@@ -218,7 +218,8 @@ describe('verifyAuditChain: the anchor', () => {
     await writeFile(segment(7), jsonl(records.slice(0, 3)));
     await writeFile(segment(8), jsonl(records.slice(3)));
     await new FileAnchorStore(anchorPath()).write(createAnchor({ entry_id: 'aud_000000000000', hash: 'a'.repeat(64), segment: 5, line: 9 }));
-    const result = await verifyAuditChain(dir, { retained: 2 });
+    // As a writer of segments this size left them: segment 7 full.
+    const result = await verifyAuditChain(dir, { retained: 2, segmentBytes: Buffer.byteLength(jsonl(records.slice(0, 3))) });
     expect(result).toMatchObject({
       ok: true,
       records: 6,
@@ -486,17 +487,17 @@ describe('verifyAuditChain: the segments', () => {
     const names = (await readdir(dir)).filter((n) => n.startsWith('audit-')).sort();
     await rm(segment(1));
     await rm(segment(2));
-    const result = await verifyAuditChain(dir);
+    const result = await verifyAuditChain(dir, { segmentBytes: 2_048 });
     expect(result.problems).toEqual([
       {
         file: segment(3),
         reason: `segments audit-000001.jsonl to audit-000002.jsonl are missing, but only ${names.length - 2} segment(s) remain: retention deletes the oldest segments only once more than 20 exist, so these were removed by hand (records cut from the head of the log)`,
       },
     ]);
-    expect((await verifyAuditChain(dir, { retained: names.length - 2 })).ok).toBe(true);
+    expect((await verifyAuditChain(dir, { retained: names.length - 2, segmentBytes: 2_048 })).ok).toBe(true);
 
     await copyFile(segment(4), join(dir, 'audit-0000004.jsonl'));
-    const twice = await verifyAuditChain(dir, { retained: names.length - 2 });
+    const twice = await verifyAuditChain(dir, { retained: names.length - 2, segmentBytes: 2_048 });
     expect(twice.problems[0]).toEqual({ file: segment(4), reason: 'two files hold segment 4: one of them was copied in by hand' });
   });
 

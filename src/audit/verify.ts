@@ -16,11 +16,11 @@ import {
 } from './anchor.js';
 import { ChainCheck } from './chain.js';
 import { ConfigMapAnchorStore } from './configmap-anchor.js';
-import { ANNOTATION_CHAIN_HEAD, listRingSegments, recordLines, replicaLabel, ringSiteOf } from './configmap-ring.js';
+import { ANNOTATION_CHAIN_HEAD, DEFAULT_RING_SIZE, listRingSegments, recordLines, replicaLabel, ringSiteOf } from './configmap-ring.js';
 import { readLines, type ForwardLine } from './jsonl.js';
 import { readAuditKeyFile } from './key.js';
 import { GENESIS_HASH } from './record.js';
-import { DEFAULT_MAX_SEGMENTS, emptyBehindNewest, listSegments, segmentFileName, segmentGaps, type SegmentFile } from './segments.js';
+import { DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_BYTES, emptyBehindNewest, listSegments, segmentFileName, segmentGaps, unfilledBehindNewest, type SegmentFile } from './segments.js';
 
 /** One thing wrong with an audit log. */
 export interface AuditProblem {
@@ -58,8 +58,10 @@ export interface AuditVerifyOptions {
    * ConfigMapAnchorStore. `false` checks the chain alone.
    */
   anchor?: AuditAnchorStore | false;
-  /** Segments the writer keeps (its maxSegments, default 20): a folder without segment 1 must hold as many. */
+  /** Segments the writer keeps (a folder: its maxSegments, default 20; a ring: its size, default 16): a log without segment 1 must hold as many. */
   retained?: number;
+  /** The writer's segment size (default 16 MiB): in a folder without segment 1, each segment behind the newest must be full. */
+  segmentBytes?: number;
 }
 
 /** There is no audit log where verification was pointed (no segments and no anchor): a usage error. */
@@ -72,7 +74,8 @@ export class AuditLogNotFoundError extends Error {
  * all counted):
  * - the segments (folders): each must be a regular file that can be read, numbered without
  *   gaps or repeats, and a folder without segment 1 must hold as many segments as retention
- *   keeps (`retained`) — fewer, and the oldest were removed by hand;
+ *   keeps (`retained`) — fewer, and the oldest were removed by hand — each full but the newest
+ *   (`segmentBytes`; {@link unfilledBehindNewest});
  * - the hash chain, line by line ({@link ChainCheck}): each line exactly as the writer stores
  *   it, its hash matching its content, its prev_hash the previous record's hash; with a key,
  *   the MACs (a record may lack one only before the first signed record and before the record
@@ -114,7 +117,8 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   const problems = new Problems();
   if (anchor.unreadable) problems.add({ file: store?.location ?? pathOrDir, reason: anchor.unreadable });
   if (isDir) {
-    for (const gap of [...segmentGaps(files.map((file) => file.seq), segmentFileName, opts.retained ?? DEFAULT_MAX_SEGMENTS), ...emptyBehindNewest(files, segmentFileName)]) {
+    const unfilled = await unfilledBehindNewest(files, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES, segmentFileName);
+    for (const gap of [...segmentGaps(files.map((file) => file.seq), segmentFileName, opts.retained ?? DEFAULT_MAX_SEGMENTS), ...emptyBehindNewest(files, segmentFileName), ...unfilled]) {
       problems.add({ file: join(pathOrDir, segmentFileName(gap.seq)), reason: gap.reason });
     }
   }
@@ -159,7 +163,7 @@ export async function verifyConfigMapRing(
   const problems = new Problems();
   if (anchor.unreadable) problems.add({ file: store?.location ?? namespace, reason: anchor.unreadable });
   const nameOf = (seq: number) => segments.find((segment) => segment.seq === seq)?.name ?? `segment ${seq}`;
-  for (const gap of segmentGaps(segments.map((segment) => segment.seq), nameOf)) {
+  for (const gap of segmentGaps(segments.map((segment) => segment.seq), nameOf, opts.retained ?? DEFAULT_RING_SIZE)) {
     problems.add({ file: `configmap/${namespace}/${nameOf(gap.seq)}`, reason: gap.reason });
   }
   const walked = await walk(

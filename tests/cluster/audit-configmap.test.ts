@@ -214,7 +214,7 @@ describe('ConfigMap audit sink', () => {
     expect(kept.length).toBeGreaterThan(40);
     expect(kept).toEqual(appended.slice(-kept.length));
     expect(first.logs.some((m) => /^retention: segment \d+ overwrote policyguard-audit-pod-r-\d \(segment \d+\)/.test(m))).toBe(true);
-    const verified = await verifyConfigMapRing(kc, namespace, replica);
+    const verified = await verifyConfigMapRing(kc, namespace, replica, { retained: 4 });
     expect(verified).toMatchObject({ ok: true, records: kept.length, segments: 4 });
 
     // The newest segment sits somewhere in the middle of the ring now; a new sink must continue there.
@@ -230,7 +230,15 @@ describe('ConfigMap audit sink', () => {
     await second.sink.flush();
     const after = await check();
     expect(after.seqs.at(-1)).toBeGreaterThan(seqs.at(-1)!);
-    expect((await verifyConfigMapRing(kc, namespace, replica)).ok).toBe(true);
+    expect((await verifyConfigMapRing(kc, namespace, replica, { retained: 4 })).ok).toBe(true);
+    await second.sink.close();
+
+    // Records cut from the head by deleting the oldest ConfigMap: a wrapped ring holds all of its.
+    const oldest = after.cms.find((cm) => seqOf(cm) === after.seqs[0])!;
+    await core.deleteNamespacedConfigMap({ namespace, name: oldest.metadata!.name! });
+    const cut = await verifyConfigMapRing(kc, namespace, replica, { retained: 4 });
+    expect(cut.problems[0]?.reason).toMatch(/^segments? .* missing, but only 3 segment\(s\) remain: retention deletes the oldest segments only once more than 4 exist/);
+    await expect(open(opts)).rejects.toThrow(/only 3 segment\(s\) remain/);
   });
 
   it('resumes at the segment with the highest sequence, wherever it sits in the ring', async () => {
@@ -253,7 +261,7 @@ describe('ConfigMap audit sink', () => {
         },
       });
     }
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-w', { anchor: false })).toMatchObject({ ok: true, records: 8, segments: 4 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-w', { anchor: false, retained: 4 })).toMatchObject({ ok: true, records: 8, segments: 4 });
 
     // Laid out without an anchor: accepted as the operator of a ring from before anchors would.
     const { sink, logs } = await open({ namespace, replica: 'pod-w', ringSize: 4, acceptMissingAnchor: true });
@@ -264,7 +272,7 @@ describe('ConfigMap audit sink', () => {
     expect(recordsOf(newest)).toEqual([...chain.slice(6), next]);
     expect(seqOf(newest)).toBe(5);
     expect(logs).toEqual([expect.stringMatching(/^the audit log holds records up to aud_\w+ \(policyguard-audit-pod-w-0:2\) but has no anchor .*; accepted with --audit-accept-missing-anchor/)]);
-    expect(await verifyConfigMapRing(kc, namespace, 'pod-w')).toMatchObject({ ok: true, records: 9, segments: 4 });
+    expect(await verifyConfigMapRing(kc, namespace, 'pod-w', { retained: 4 })).toMatchObject({ ok: true, records: 9, segments: 4 });
   });
 
   it('does not store a batch twice when the answer to its write was lost', async () => {
@@ -314,14 +322,14 @@ describe('ConfigMap audit sink', () => {
     const small = await open({ ...opts, ringSize: 2 });
     expect((await ringOf(namespace, 'pod-s')).map(seqOf).sort((a, b) => a - b)).toEqual(seqs.slice(2));
     expect(small.logs.filter((m) => m.startsWith('retention: deleted'))).toHaveLength(2);
-    expect((await verifyConfigMapRing(kc, namespace, 'pod-s')).ok).toBe(true);
+    expect((await verifyConfigMapRing(kc, namespace, 'pod-s', { retained: 2 })).ok).toBe(true);
     for (let round = 0; round < 4; round++) {
       for (let i = 0; i < 25; i++) small.sink.append(record());
       await small.sink.flush();
       const now = (await ringOf(namespace, 'pod-s')).map(seqOf).sort((a, b) => a - b);
       expect(now).toHaveLength(2);
       expect(now[1]! - now[0]!).toBe(1);
-      expect((await verifyConfigMapRing(kc, namespace, 'pod-s')).ok).toBe(true);
+      expect((await verifyConfigMapRing(kc, namespace, 'pod-s', { retained: 2 })).ok).toBe(true);
     }
   });
 
