@@ -73,13 +73,15 @@ describe('batching sink: a full buffer', () => {
     sink.gate = new Promise(() => undefined); // the first batch never finishes: the buffer stays full
     const taken = [1, 2, 3, 4].map((i) => sink.append(input(i)));
     expect(taken.map((r) => r.ok)).toEqual([true, true, true, true]);
-    const refused = sink.append(input(5));
+    const refused = sink.append({ ...input(5), action: { ...input(5).action, target: 'postgres://app:S3CRET@db/x' } });
     const why = 'the audit buffer is full: 4 records are waiting for memory (maxBuffered)';
     expect(refused).toEqual({ ok: false, reason: why });
     expect(refused.record.entry_id).toMatch(/^aud_/);
     expect(sink.available()).toBe(why);
     expect(sink.stats).toEqual({ written: 0, dropped: 0, refused: 1, buffered: 4, failedWrites: 0, writesFailing: 0 });
     expect(sink.logs).toEqual([expect.stringMatching(/^REFUSING audit records \(their decisions are denied\): the audit buffer is full/)]);
+    // The record's target as the record would store it: redacted.
+    expect(sink.logs[0]).toContain('tool_call postgres://app:[REDACTED]@db/x)');
 
     const drained = new MemorySink('closed', sink.logs);
     [1, 2, 3, 4].forEach((i) => drained.append(input(i)));

@@ -3,7 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { GENESIS_POINT, createAnchor, type AnchorPoint, type AuditAnchorStore } from './anchor.js';
 import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
-import { sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
+import { redactSecretText, sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
 import {
   AuditRecordsUnwrittenError,
   AuditWriteError,
@@ -300,7 +300,8 @@ export abstract class BatchingAuditSink implements AuditSink {
     const refuse = this.failureMode === 'closed';
     const what = refuse ? 'refused' : 'dropped';
     const count = refuse ? ++this.refused : ++this.dropped;
-    const about = `${sealed.entry_id} (agent ${input.agent_id}, ${input.action.type} ${input.action.target})`;
+    // The target as the record stores it: a connection string's password is not logged either.
+    const about = `${sealed.entry_id} (agent ${input.agent_id}, ${input.action.type} ${redactSecretText(input.action.target)})`;
     const consequence = refuse ? 'its decision is denied' : 'its decision went on';
     if (!lasting) {
       this.batching.log(`${what.toUpperCase()} audit record ${about}: ${why}; ${consequence}. Counted in stats.${what}; the chain continues without it.`);
