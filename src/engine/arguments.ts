@@ -206,6 +206,9 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
   const folds = path.map(foldKey);
   const op = cond.operator;
   const where = (n: number) => ['parameters', ...path.slice(0, n)].join('.');
+  /** The path without a leading `parameters.` that a policy author may have written by mistake. */
+  const unprefixed = path.length > 1 && path[0] === 'parameters' ? path.slice(1) : undefined;
+  const unprefixedFolds = folds.slice(1);
   const cannot = (what: string): Indeterminate => ({ indeterminate: `${what}; ${op} cannot be evaluated` });
   const wrongType = (value: unknown, expected: string) => cannot(`${where(path.length)} is ${preview(value)}, not ${expected}`);
 
@@ -222,7 +225,13 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
         if (value.besideExact) return cannot(`${where(value.depth)} has both ${JSON.stringify(wanted)} and ${JSON.stringify(value.key)}, which a server that reads keys ignoring case may take either of as ${where(value.depth + 1)}`);
         return cannot(`${where(value.depth)} has no key ${JSON.stringify(wanted)} but has ${JSON.stringify(value.key)}, which a server that reads keys ignoring case takes as ${where(value.depth + 1)}`);
       }
-      return value === undefined ? absent : present(value);
+      if (value !== undefined) return present(value);
+      // `parameters.amount` looks up parameters.parameters.amount: a path is written from inside
+      // the parameters. Read as absent, a deny on it would apply to no call.
+      if (unprefixed && lookupPath(p, unprefixed, unprefixedFolds) !== undefined) {
+        return cannot(`${where(path.length)} is absent, but ${where(path.length).replace('parameters.parameters.', 'parameters.')} is there: a path is written from inside the parameters (${unprefixed.join('.')}, not ${cond.path})`);
+      }
+      return absent;
     };
   };
   /** A comparison on the string form of a scalar. */

@@ -334,8 +334,10 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     ['In', ['1000000'], { v: '1e6' }, `parameters.v is "1e6", which is "1000000" ${LOOSELY}; In cannot be evaluated`],
     ['Equals', ['500.00'], { v: 500 }, `parameters.v is 500 (a number), which is "500.00" ${LOOSELY}; Equals cannot be evaluated`],
     ['Glob', ['prod_*'], { v: ' prod_db' }, `parameters.v is " prod_db", which "prod_*" matches ${LOOSELY}; Glob cannot be evaluated`],
+    // A path written with the `parameters.` the warnings print: read as absent, the deny would apply to no call.
+    ['Equals', ['x'], { v: 'x' }, 'parameters.parameters.v is absent, but parameters.v is there: a path is written from inside the parameters (v, not parameters.v); Equals cannot be evaluated'],
   ] as const)('%s %j on %j is indeterminate: a deny applies, an allow does not', (operator, values, parameters, reason) => {
-    const path = reason.includes('v.force') ? 'v.force' : 'v';
+    const path = reason.includes('v.force') ? 'v.force' : reason.startsWith('parameters.parameters.') ? 'parameters.v' : 'v';
     const cond = { path, operator, ...(values ? { values: [...values] } : {}) } as ArgumentCondition;
     const deny = refunds('deny', [cond]).evaluate(refund(parameters));
     expect(deny.decision).toBe('deny');
