@@ -13,7 +13,7 @@ import { appendDurably, readLineAt, findEntryLine, readLines, readLinesBackward,
 import { AuditChainError, checkChainOnOpen } from './open-check.js';
 import { matchesAuditQuery } from './query.js';
 import { AuditRecordSchema, GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
-import { DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_BYTES, emptyBehindNewest, listSegments, segmentFileName, unfilledBehindNewest } from './segments.js';
+import { DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_BYTES, emptyBehindNewest, listSegments, segmentFileName, unfilledBehindNewest } from './segments.js';
 import type { AuditFilter, AuditSink } from './sink.js';
 
 /** Anchors go to `<dir>/anchor.json` unless `anchor` says otherwise (kubernetes mode: a ConfigMap). */
@@ -24,6 +24,12 @@ export interface FileAuditSinkOptions extends AuditIntegrityOptions {
   segmentBytes?: number;
   /** Segments kept; older ones are deleted (default 20). A log that lacks segment 1 but holds fewer is refused on open. */
   maxSegments?: number;
+  /**
+   * The longest record line stored (default 4 MiB, a quarter of a segment); a longer record is
+   * refused (closed mode: its decision is denied) or dropped (open). So every segment behind the
+   * newest holds at least segmentBytes - maxLineBytes, which opening checks (unfilledBehindNewest).
+   */
+  maxLineBytes?: number;
   /** Longest a record waits in memory before its batch is written (default 100). */
   flushIntervalMs?: number;
   /** Records waiting for the disk beyond which new ones are refused or dropped (default 50 000). */
@@ -37,6 +43,7 @@ type ResolvedOptions = Required<Omit<FileAuditSinkOptions, keyof AuditIntegrityO
 const DEFAULTS = {
   segmentBytes: DEFAULT_SEGMENT_BYTES,
   maxSegments: DEFAULT_MAX_SEGMENTS,
+  maxLineBytes: DEFAULT_MAX_LINE_BYTES,
   flushIntervalMs: 100,
   maxBuffered: 50_000,
   log: (msg: string) => console.error(`[audit] ${msg}`),
@@ -122,7 +129,7 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
     },
   );
   // A log without segment 1 has as many segments as retention keeps (checked above): full ones.
-  const rearranged = (await unfilledBehindNewest(files, options.segmentBytes, segmentFileName))[0];
+  const rearranged = unfilledBehindNewest(files, options.segmentBytes, options.maxLineBytes, segmentFileName)[0];
   if (rearranged) throw new AuditChainError(`${join(options.dir, segmentFileName(rearranged.seq))}: ${rearranged.reason}; \`policyguard audit verify ${options.dir}\` lists every problem`);
   // Only a log that passed its checks is trimmed: retention must not delete the evidence of a
   // change made while the server was stopped.
@@ -173,11 +180,12 @@ function resolveOptions(opts: FileAuditSinkOptions): ResolvedOptions {
     dir: opts.dir,
     segmentBytes: opts.segmentBytes ?? DEFAULTS.segmentBytes,
     maxSegments: opts.maxSegments ?? DEFAULTS.maxSegments,
+    maxLineBytes: opts.maxLineBytes ?? DEFAULTS.maxLineBytes,
     flushIntervalMs: opts.flushIntervalMs ?? DEFAULTS.flushIntervalMs,
     maxBuffered: opts.maxBuffered ?? DEFAULTS.maxBuffered,
     log: opts.log ?? DEFAULTS.log,
   };
-  for (const name of ['segmentBytes', 'maxSegments', 'flushIntervalMs', 'maxBuffered'] as const) {
+  for (const name of ['segmentBytes', 'maxSegments', 'maxLineBytes', 'flushIntervalMs', 'maxBuffered'] as const) {
     const value = options[name];
     if (!Number.isSafeInteger(value) || value < 1) {
       throw new RangeError(`openFileAuditSink: ${name} must be a positive integer, got ${value}`);

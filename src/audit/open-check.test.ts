@@ -277,11 +277,50 @@ describe('opening a log whose chain is broken where it would be continued', () =
     await rm(segment(1));
     // Records 3 to 10, one per file as segments 2 to 9: the anchor (segment 1, line 12) looks deleted by retention.
     for (const [i, line] of lines.slice(2, 10).entries()) await writeLines(i + 2, [line]);
-    const refusal = /audit-000002\.jsonl: audit-000002\.jsonl is not full \(\d+ bytes, and the \d+-byte first record of audit-000003\.jsonl would have fit in its 16777216\): the writer starts a segment only when a record does not fit/;
+    const refusal = /audit-000002\.jsonl: audit-000002\.jsonl holds \d+ bytes, but a segment behind the newest holds at least 12582912: the writer starts a segment only when a record \(at most 4194304 bytes\) does not fit in 16777216/;
     await expectRefused(() => open({ keyFile: key, maxSegments: 8 }), AuditChainError, refusal);
     const verified = await verifyAuditChain(dir, { keyFile: key, retained: 8 });
     expect(verified.ok).toBe(false);
-    expect(verified.problems.map((p) => p.reason)).toEqual(Array.from({ length: 7 }, () => expect.stringMatching(/is not full/)));
+    expect(verified.problems.map((p) => p.reason)).toEqual(Array.from({ length: 7 }, () => expect.stringMatching(/but a segment behind the newest holds at least/)));
+  });
+
+  it('a crash right after rotation (the new segment empty, its first batch lost) leaves a log that opens, and opens again after the next record', async () => {
+    // Records here are ~513 bytes: a segment takes three, or two and then no record of 973 bytes or more.
+    const opts = { segmentBytes: 2_000, maxLineBytes: 1_000, maxSegments: 3 };
+    const sink = await open(opts);
+    const newest = async () => Number(/\d+/.exec((await segmentNames()).at(-1) ?? '0')![0]);
+    let i = 0;
+    // Up to a segment that holds two records, once retention has deleted segment 1.
+    do {
+      sink.append(input(i++));
+      await sink.flush();
+    } while ((await segmentNames()).includes('audit-000001.jsonl') || (await linesOf(await newest())).length !== 2);
+    const full = await newest();
+    const kept = JSON.parse((await linesOf(full)).at(-1)!) as AuditRecord;
+    // A record that does not fit opens the next segment; the crash loses it (and its anchor).
+    sink.append({ ...input(i), action: { ...input(i).action, parameters: { blob: 'x'.repeat(480) } } });
+    await sink.flush();
+    expect(await newest()).toBe(full + 1);
+    await sink.close();
+    await writeFile(segment(full + 1), '');
+    await new FileAnchorStore(join(dir, 'anchor.json')).write(createAnchor({ entry_id: kept.entry_id, hash: kept.hash, segment: full, line: 2 }));
+    // The next record would have fitted in the segment before: the log must open all the same.
+    const size = (await lstat(segment(full))).size;
+    expect(size + 514).toBeLessThanOrEqual(2_000);
+    const resumed = await open(opts);
+    resumed.append(input(99));
+    await resumed.close();
+    expect((await linesOf(full + 1)).length).toBe(1);
+    await (await open(opts)).close();
+    expect((await verifyAuditChain(dir, { retained: 3, ...opts })).ok).toBe(true);
+  });
+
+  it('refuses a record longer than maxLineBytes, as too large: what keeps every segment behind the newest full', async () => {
+    const sink = await open({ segmentBytes: 1_500, maxLineBytes: 700 });
+    const big = sink.append({ ...input(1), action: { ...input(1).action, parameters: { blob: 'x'.repeat(800) } } });
+    expect(big).toMatchObject({ ok: false, reason: expect.stringMatching(/^the record is too large: \d+ bytes, more than the 700 one record may take in /) });
+    expect(sink.append(input(2)).ok).toBe(true);
+    await sink.close();
   });
 
   it('refuses empty segments behind the newest (padding that hides a cut head), and deletes nothing for retention before its checks', async () => {

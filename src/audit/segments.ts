@@ -1,4 +1,4 @@
-import { lstat, open, readdir } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { notRegularFile } from '../regular-file.js';
 
@@ -19,6 +19,8 @@ export interface SegmentFile {
 export const DEFAULT_MAX_SEGMENTS = 20;
 /** The size at which the file sink starts a new segment. */
 export const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
+/** The longest record line the file sink stores; a longer record is refused (closed mode) or dropped (open). */
+export const DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024;
 
 // Six digits sort nicely in `ls`; more digits are accepted once a log outgrows them.
 const SEGMENT_NAME = /^audit-(\d{6,})\.jsonl$/;
@@ -120,53 +122,30 @@ export function emptyBehindNewest(files: readonly Pick<SegmentFile, 'seq' | 'siz
 /**
  * Segments behind the newest that are not full, in a log whose oldest segments are gone. The
  * writer starts a new segment only when the next record does not fit in the current one (its
- * size, the record's line and a newline would pass `segmentBytes`), so every segment behind the
- * newest is full but for less than the next one's first line. A log without segment 1 is taken
- * as trimmed by retention only when it holds as many segments as retention keeps
+ * size, the record's line and a newline would pass `segmentBytes`), and no record's line is
+ * longer than `maxLineBytes` (a longer one is refused), so every segment behind the newest holds
+ * at least `segmentBytes - maxLineBytes` bytes, whatever crashed when. A log without segment 1
+ * is taken as trimmed by retention only when it holds as many segments as retention keeps
  * ({@link segmentGaps}); without this check, records cut from the head or the end of a log and
  * the rest spread over that many files (a segment's number is in no record, so files can be
- * renamed at will) would pass for retention, and an anchor whose segment all the renamed files
- * are above would pass for one retention deleted (docs/decisions.md, "The audit log").
- * A segment followed by an empty newest one (a crash right after rotation) is not judged.
+ * renamed at will) would pass for retention, and so would an anchor whose segment all the
+ * renamed files are above (docs/decisions.md, "The audit log").
  *
- * @example await unfilledBehindNewest(await listSegments(dir), 16 * 1024 * 1024, segmentFileName); // [] for a log retention trimmed
+ * @example unfilledBehindNewest(await listSegments(dir), 16 * 2 ** 20, 4 * 2 ** 20, segmentFileName); // [] for a log retention trimmed
  */
-export async function unfilledBehindNewest(files: readonly SegmentFile[], segmentBytes: number, describe: (seq: number) => string): Promise<SegmentGap[]> {
+export function unfilledBehindNewest(files: readonly SegmentFile[], segmentBytes: number, maxLineBytes: number, describe: (seq: number) => string): SegmentGap[] {
   if ((files[0]?.seq ?? 1) === 1) return [];
-  const gaps: SegmentGap[] = [];
-  for (let i = 0; i + 1 < files.length; i++) {
-    const file = files[i]!;
-    const next = files[i + 1]!;
-    if (file.unreadable !== undefined || next.unreadable !== undefined || next.size === 0) continue;
-    const nextLine = await firstLineBytes(next.path, segmentBytes);
-    if (file.size + nextLine + 1 > segmentBytes) continue;
-    gaps.push({
+  const least = segmentBytes - maxLineBytes;
+  return files
+    .slice(0, -1)
+    .filter((file) => file.unreadable === undefined && file.size < least)
+    .map((file) => ({
       seq: file.seq,
       reason:
-        `${describe(file.seq)} is not full (${file.size} bytes, and the ${nextLine}-byte first record of ${describe(next.seq)} would have fit in its ${segmentBytes}): ` +
-        `the writer starts a segment only when a record does not fit in the one before, so segments were rearranged by hand (records cut from the log can pass for retention's deletions that way)`,
-    });
-  }
-  return gaps;
-}
-
-/** Bytes of the first line of `path` (without its newline; the whole file when it has none), at most `limit` + 1. */
-async function firstLineBytes(path: string, limit: number): Promise<number> {
-  const handle = await open(path, 'r');
-  try {
-    const chunk = Buffer.alloc(64 * 1024);
-    let read = 0;
-    while (read <= limit) {
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, read);
-      if (bytesRead === 0) return read;
-      const newline = chunk.subarray(0, bytesRead).indexOf(0x0a);
-      if (newline >= 0) return read + newline;
-      read += bytesRead;
-    }
-    return read;
-  } finally {
-    await handle.close();
-  }
+        `${describe(file.seq)} holds ${file.size} bytes, but a segment behind the newest holds at least ${least}: the writer starts a segment ` +
+        `only when a record (at most ${maxLineBytes} bytes) does not fit in ${segmentBytes}; segments were removed, renamed or emptied ` +
+        `(records cut from the log can pass for retention's deletions that way)`,
+    }));
 }
 
 function range(from: number, to: number, describe: (seq: number) => string): string {

@@ -20,7 +20,7 @@ import { ANNOTATION_CHAIN_HEAD, DEFAULT_RING_SIZE, listRingSegments, recordLines
 import { readLines, type ForwardLine } from './jsonl.js';
 import { readAuditKeyFile } from './key.js';
 import { GENESIS_HASH } from './record.js';
-import { DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_BYTES, emptyBehindNewest, listSegments, segmentFileName, segmentGaps, unfilledBehindNewest, type SegmentFile } from './segments.js';
+import { DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_SEGMENTS, DEFAULT_SEGMENT_BYTES, emptyBehindNewest, listSegments, segmentFileName, segmentGaps, unfilledBehindNewest, type SegmentFile } from './segments.js';
 
 /** One thing wrong with an audit log. */
 export interface AuditProblem {
@@ -60,8 +60,9 @@ export interface AuditVerifyOptions {
   anchor?: AuditAnchorStore | false;
   /** Segments the writer keeps (a folder: its maxSegments, default 20; a ring: its size, default 16): a log without segment 1 must hold as many. */
   retained?: number;
-  /** The writer's segment size (default 16 MiB): in a folder without segment 1, each segment behind the newest must be full. */
+  /** The writer's segment size and longest line (default 16 and 4 MiB): in a folder without segment 1, each segment behind the newest must be full. */
   segmentBytes?: number;
+  maxLineBytes?: number;
 }
 
 /** There is no audit log where verification was pointed (no segments and no anchor): a usage error. */
@@ -75,7 +76,7 @@ export class AuditLogNotFoundError extends Error {
  * - the segments (folders): each must be a regular file that can be read, numbered without
  *   gaps or repeats, and a folder without segment 1 must hold as many segments as retention
  *   keeps (`retained`) — fewer, and the oldest were removed by hand — each full but the newest
- *   (`segmentBytes`; {@link unfilledBehindNewest});
+ *   (`segmentBytes`, `maxLineBytes`; {@link unfilledBehindNewest});
  * - the hash chain, line by line ({@link ChainCheck}): each line exactly as the writer stores
  *   it, its hash matching its content, its prev_hash the previous record's hash; with a key,
  *   the MACs (a record may lack one only before the first signed record and before the record
@@ -117,7 +118,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   const problems = new Problems();
   if (anchor.unreadable) problems.add({ file: store?.location ?? pathOrDir, reason: anchor.unreadable });
   if (isDir) {
-    const unfilled = await unfilledBehindNewest(files, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES, segmentFileName);
+    const unfilled = unfilledBehindNewest(files, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES, opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES, segmentFileName);
     for (const gap of [...segmentGaps(files.map((file) => file.seq), segmentFileName, opts.retained ?? DEFAULT_MAX_SEGMENTS), ...emptyBehindNewest(files, segmentFileName), ...unfilled]) {
       problems.add({ file: join(pathOrDir, segmentFileName(gap.seq)), reason: gap.reason });
     }
