@@ -95,11 +95,21 @@ describe('redactSecrets', () => {
     });
   });
 
-  it('a secret name is a word of the key, not any substring of it: approvers see author, bypass_checks, max_tokens', () => {
-    const shown = { author: 'mallory', bypass_branch_protection: 'yes', monkey_patch: 'on', max_tokens: 512, is_private: 'no', keyboard: 'us', compass: 'n', designer: 'x' };
+  it('words known to name no secret are shown (author, bypass_checks, monkey_patch), however they hold one', () => {
+    const shown = { author: 'mallory', bypass_branch_protection: 'yes', monkey_patch: 'on', keyboard: 'us', compass: 'n', designer: 'x', passenger_count: 3, tokenizer: 'bpe' };
     expect(redactSecrets(shown)).toEqual(shown);
-    const hidden = { apiKey: 'a', 'X-Auth-Token': 'b', accesstoken: 'c', dbpassword: 'd', sessionid: 'e', private_key: 'f', PrivateKey: 'g', JWT: 'h', key: 'i', creds: 'j', passwordHash: 'k', client_secrets: 'l' };
-    expect(redactSecrets(hidden)).toEqual(Object.fromEntries(Object.keys(hidden).map((k) => [k, '[REDACTED]'])));
+  });
+
+  it('any other word that holds a secret\'s name is taken as one: plurals, run-together and camel-case names', () => {
+    const names = [
+      'apiKey', 'X-Auth-Token', 'accesstoken', 'dbpassword', 'sessionid', 'private_key', 'PrivateKey', 'JWT', 'key', 'creds', 'passwordHash', 'client_secrets',
+      'api_keys', 'apiKeys', 'keys', 'access_keys', 'tokens', 'refresh_tokens', 'signatures', 'authkey', 'TS_AUTHKEY', 'privkey', 'ssh_privkey', 'sshkey', 'tlskey',
+      'masterkey', 'hmackey', 'licensekey', 'dbpass', 'PGPASS', 'rootpass', 'smtppass', 'dbpwd', 'mysqlpwd', 'oauth', 'oauth2', 'basicauth', 'proxyauth', 'private',
+      'private_pem', 'JSESSIONID', 'APIkey', 'max_tokens', 'cardPin',
+    ];
+    const hidden = Object.fromEntries(names.map((k) => [k, 'v']));
+    expect(redactSecrets(hidden)).toEqual(Object.fromEntries(names.map((k) => [k, '[REDACTED]'])));
+    expect(redactSecretText('TS_AUTHKEY=tskey-auth-abc dbpass=hunter2 --privkey=xxx api_keys=zz')).toBe('TS_AUTHKEY=[REDACTED] dbpass=[REDACTED] --privkey=[REDACTED] api_keys=[REDACTED]');
   });
 
   it('true, false and null under a secret name are kept: no secret is in them, and a person approving the call must see them', () => {

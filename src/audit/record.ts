@@ -251,34 +251,46 @@ function chainHash(prevHash: string, canonicalRecord: string): string {
   return cryptoHash('sha256', prevHash + canonicalRecord, 'hex');
 }
 
-/** A first look: a key with none of these in it holds no secret word (most keys: `amount`, `table`). */
-const SECRET_HINT = /pass|pwd|token|secret|key|cred|auth|cookie|bearer|session|sig|jwt|otp|pin|ssn|cvv/i;
+/**
+ * What names a secret, in a word of a key: any of these anywhere in the word (`dbpass`,
+ * `TS_AUTHKEY`, `refresh_tokens`, `privkey`), or the short names otp, pin, ssn, cvv and sig as
+ * the whole word (`card_pin`, not `mapping`).
+ */
+const SECRET_WORD = /pass(?:word|wd)?|pwd|token|secret|key|cred|auth|cookie|bearer|session|signature|priv|jwt|^(?:otp|pin|ssn|cvv|sig)$/i;
+/**
+ * Words that hold one of those but name no secret, which a person approving a call must see
+ * (`author`, `bypass_review`, `monkey_patch`). Only these are let through: any other word that
+ * holds a secret's name is taken as one.
+ */
+const NOT_SECRET_WORDS = new Set([
+  'author', 'authors', 'authored', 'authoring', 'authority', 'authorities',
+  'bypass', 'bypassed', 'compass', 'encompass', 'surpass', 'trespass', 'overpass', 'underpass',
+  'passenger', 'passengers', 'passport', 'passage', 'passages', 'passive', 'passthrough',
+  'monkey', 'donkey', 'turkey', 'hockey', 'jockey', 'whiskey', 'keyboard', 'keyword', 'keywords', 'keynote', 'keystone', 'keyframe', 'keyframes',
+  'tokenizer', 'tokenize', 'tokenized', 'tokenization', 'possession', 'obsession', 'secretary', 'privilege', 'privileges', 'privileged',
+]);
 /**
  * The words of a key: runs of ASCII letters or digits, split where a lower-case letter meets
  * an upper-case one (`apiKey`: api, Key; `DB_PASSWORD`: DB, PASSWORD; `XAuthToken`: X, Auth, Token).
  */
 const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+/g;
-const SECRET_WORDS = new Set(['pass', 'passwd', 'password', 'passphrase', 'pwd', 'token', 'secret', 'secrets', 'key', 'credential', 'credentials', 'creds', 'auth', 'authorization', 'cookie', 'cookies', 'bearer', 'session', 'signature', 'jwt', 'otp', 'pin', 'ssn', 'cvv', 'sig']);
-/** A word run together from several that holds a secret one (`accesstoken`, `dbpassword`, `apikey`, `sessionid`). */
-const SECRET_COMPOUND = /(?:password|passwd|passphrase|token|secrets?|credentials?|cookie|signature|apikey|accesskey|secretkey|privatekey|signingkey)$|^(?:password|passwd|passphrase|secret|session|credential|privatekey|apikey|accesskey)/;
 
 /**
- * Whether the value under `key` is never written: a word of the key is a secret's name
- * ({@link SECRET_WORDS}, any case: `api_key`, `accessToken`, `DB_PASSWORD`, `card_pin`,
- * `X-Auth-Token`), or is several run together around one ({@link SECRET_COMPOUND}). Words, not
- * substrings: `author`, `bypass_checks`, `monkey_patch` and `max_tokens` are not secrets, and
- * a person approving a call sees them (docs/decisions.md, "Approvals"). Still broad where a
- * word is ambiguous (`key`, `session_id`, `sort_key`): an over-redacted field costs a look at
- * the caller, a leaked credential a lot.
+ * Whether the value under `key` is never written: a word of the key holds a secret's name
+ * ({@link SECRET_WORD}: `api_key`, `accessToken`, `DB_PASSWORD`, `dbpass`, `card_pin`,
+ * `X-Auth-Token`) and is not one of the few words known to name none ({@link NOT_SECRET_WORDS}:
+ * `author`, `bypass`, `monkey`), which approvers must see. Broad on purpose: an over-redacted
+ * field costs a look at the caller, a leaked credential a lot; ambiguous names (`key`,
+ * `session_id`, `sort_key`, `max_tokens`) are redacted too.
  *
  * @example secretKey('clientSecret') // true
  * @example secretKey('author') // false
  */
 export function secretKey(key: string): boolean {
-  if (!SECRET_HINT.test(key)) return false;
+  // A key that holds no secret's name at all (most: `amount`, `table`) is not split.
+  if (!SECRET_WORD.test(key) && !/otp|pin|ssn|cvv|sig/i.test(key)) return false;
   for (const word of key.match(KEY_WORD) ?? []) {
-    const lower = word.toLowerCase();
-    if (SECRET_WORDS.has(lower) || SECRET_COMPOUND.test(lower)) return true;
+    if (SECRET_WORD.test(word) && !NOT_SECRET_WORDS.has(word.toLowerCase())) return true;
   }
   return false;
 }
