@@ -138,20 +138,26 @@ function asComparable(value: unknown): string | undefined {
 
 // eslint-disable-next-line no-control-regex -- all of ASCII, controls included
 const ASCII = /^[\u0000-\u007f]*$/;
-/** Characters that show as nothing (zero-width spaces and joiners, soft hyphens, variation selectors, a BOM). */
-const INVISIBLE = /\p{Default_Ignorable_Code_Point}/gu;
+// eslint-disable-next-line no-control-regex -- controls are what it finds
+const ASCII_CONTROL = /[\u0000-\u0008\u000e-\u001f\u007f]/g;
+/** Characters that show as nothing: controls, zero-width spaces and joiners, soft hyphens, variation selectors, a BOM. */
+const INVISIBLE = /[\p{Cc}\p{Default_Ignorable_Code_Point}]/gu;
 
 /**
  * `s` as a tool that compares loosely may read it: case folded as globs fold it (./glob.ts),
- * in Unicode compatibility form (NFKC: fullwidth `ｕｓｅｒｓ` is `users`), without invisible
- * characters and without whitespace at either end.
+ * in Unicode compatibility form (NFKC: fullwidth `ｕｓｅｒｓ` is `users`), without controls or
+ * other invisible characters and without whitespace at either end. The last answer is kept: the
+ * conditions of a call on one value (a megabyte, say) pay for it once.
  *
  * @example looseText(' Users\u200b') // 'users'
  */
 function looseText(s: string): string {
-  if (ASCII.test(s)) return s.toLowerCase().trim();
-  return foldCase(s.replace(INVISIBLE, '').normalize('NFKC')).trim();
+  if (s === lastLoose.of) return lastLoose.text;
+  const text = ASCII.test(s) ? s.replace(ASCII_CONTROL, '').toLowerCase().trim() : foldCase(s.replace(INVISIBLE, '').normalize('NFKC')).trim();
+  lastLoose = { of: s, text };
+  return text;
 }
+let lastLoose = { of: '', text: '' };
 
 /**
  * For the values of an Equals, NotEquals, In or NotIn: which of them a value that is none of
@@ -258,9 +264,12 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       const set = new Set(listed);
       const near = nearMatcher(listed);
       const negated = op === 'NotEquals' || op === 'NotIn';
-      const absent = negated ? cannot(`${where(path.length)} is absent, and the tool's default for it may be ${listed.length === 1 ? 'the listed value' : 'a listed value'} (a rule for calls without it says DoesNotExist)`) : false;
+      const theListed = listed.length === 1 ? 'the listed value' : 'a listed value';
+      const absent = negated ? cannot(`${where(path.length)} is absent, and the tool's default for it may be ${theListed} (a rule for calls without it says DoesNotExist)`) : false;
       return scalar(absent, (s, value) => {
         if (set.has(s)) return !negated;
+        // null, "" or only spaces: what many tools take as not given, so their default, as when absent.
+        if (negated && (value === null || looseText(s) === '')) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
         const like = near(s);
         return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);
       });
@@ -269,9 +278,10 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       const globs: Glob[] = values.map((v) => compileGlob(v, 'value'));
       const matched = (lower: string) => globs.find((g) => g.matchLower(lower));
       return scalar(false, (s, value) => {
-        if (matched(foldCase(s))) return true;
+        const folded = foldCase(s);
+        if (matched(folded)) return true;
         const loose = looseText(s);
-        const like = loose === foldCase(s) ? undefined : matched(loose);
+        const like = loose === folded ? undefined : matched(loose);
         return like === undefined ? false : nearly(value, `which ${JSON.stringify(like.pattern)} matches`);
       });
     }

@@ -334,6 +334,7 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     ['In', ['1000000'], { v: '1e6' }, `parameters.v is "1e6", which is "1000000" ${LOOSELY}; In cannot be evaluated`],
     ['Equals', ['500.00'], { v: 500 }, `parameters.v is 500 (a number), which is "500.00" ${LOOSELY}; Equals cannot be evaluated`],
     ['Glob', ['prod_*'], { v: ' prod_db' }, `parameters.v is " prod_db", which "prod_*" matches ${LOOSELY}; Glob cannot be evaluated`],
+    ['NotIn', ['prod'], { v: 'prod\u0000' }, `parameters.v is "prod\\u0000", which is "prod" ${LOOSELY}; NotIn cannot be evaluated`],
     // A path written with the `parameters.` the warnings print: read as absent, the deny would apply to no call.
     ['Equals', ['x'], { v: 'x' }, 'parameters.parameters.v is absent, but parameters.v is there: a path is written from inside the parameters (v, not parameters.v); Equals cannot be evaluated'],
   ] as const)('%s %j on %j is indeterminate: a deny applies, an allow does not', (operator, values, parameters, reason) => {
@@ -366,6 +367,15 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     expect([deny.decision, deny.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': ${reason}, so this deny rule applies`]]);
     const allow = refunds('allow', cond).evaluate(refund({}));
     expect([allow.decision, allow.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': ${reason}, so this allow rule does not apply`]]);
+    // null, "" or only spaces: not given, to many tools, so their default.
+    for (const env of [null, '', '  ', '\u200b']) {
+      const blank = refunds('allow', cond).evaluate(refund({ env }));
+      expect([blank.decision, blank.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': parameters.env is ${env === null ? 'null' : JSON.stringify(env)}, which a tool may take as not given, and its default may be the listed value; ${op} cannot be evaluated, so this allow rule does not apply`]]);
+    }
+    // Unless that is what is listed.
+    const listedNull = refunds('allow', [{ path: 'env', operator: op, values: ['null'] }]).evaluate(refund({ env: null }));
+    expect(listedNull.decision).toBe('deny');
+    expect(listedNull.warnings).toEqual([]);
     // Present and not listed: a plain match, no warning.
     const staging = refunds('allow', cond).evaluate(refund({ env: 'staging' }));
     expect([staging.decision, staging.warnings]).toEqual(['allow', []]);
