@@ -143,7 +143,7 @@ describe('seed rules', () => {
     ['purge_.+', '".+"'],
   ])('a tool_pattern written as the earlier project\'s regular expression (%s) is refused, not read as a glob that matches nothing meant', (pattern, token) => {
     expect(issues(SeedRuleSchema.safeParse({ condition: { tool_pattern: pattern }, action: 'deny' }))).toEqual([
-      `condition.tool_pattern: tool_pattern ${JSON.stringify(pattern)} has ${token}, which the earlier project's regular expressions read otherwise than PolicyGuard's globs (* any run of characters, [abc] one of them, everything else literal); write it as a glob, e.g. "delete_*"`,
+      `condition.tool_pattern: tool_pattern ${JSON.stringify(pattern)} has ${token}, which the earlier project's regular expressions read otherwise than PolicyGuard's globs (* any run of characters, [abc] one of them, everything else literal); write it as a glob, e.g. "delete_*", and a dot you mean as [.] ("fs[.]*")`,
     ]);
   });
 
@@ -153,9 +153,9 @@ describe('seed rules', () => {
 
   it.each([
     [{ trust_level_below: 'medium', trust_level_at_least: 'admin' }, 'admin'],
+    [{ trust_level_below: 'medium', trust_level_at_least: 'high' }, 'high'],
     [{ trust_level_below: 'admin', trust_level_at_least: 'medium' }, 'admin'],
     [{ trust_level_at_least: 'high' }, 'high'],
-    [{ trust_level_below: 'high' }, 'high'],
   ] as const)('a deny rule with trust conditions %j fires for agents below the higher: %s', (condition, below) => {
     for (const action of ['deny', 'require_approval'] as const) {
       expect(fromSeedRule(SeedRuleSchema.parse({ condition: { tool_pattern: 'purge_*', ...condition }, action }))).toEqual({ action, match: { tools: ['purge_*'], trustLevelBelow: below } });

@@ -46,7 +46,7 @@ export type SeedRule = z.infer<typeof SeedRuleSchema>;
 function regexOnly(pattern: string): string | undefined {
   const token = /\.[*+?]|[\^$+?(){}|\\]/.exec(pattern)?.[0];
   if (token === undefined) return undefined;
-  return `tool_pattern ${JSON.stringify(pattern)} has ${JSON.stringify(token)}, which the earlier project's regular expressions read otherwise than PolicyGuard's globs (* any run of characters, [abc] one of them, everything else literal); write it as a glob, e.g. "delete_*"`;
+  return `tool_pattern ${JSON.stringify(pattern)} has ${JSON.stringify(token)}, which the earlier project's regular expressions read otherwise than PolicyGuard's globs (* any run of characters, [abc] one of them, everything else literal); write it as a glob, e.g. "delete_*", and a dot you mean as [.] ("fs[.]*")`;
 }
 
 /** True when a raw rule object is in the seed's format rather than ours. */

@@ -11,7 +11,7 @@ import type { Principal } from '../auth/authenticate.js';
 import type { Authorizer } from '../auth/authorize.js';
 import { parseRate, RateLimiter } from '../auth/rate-limit.js';
 import type { IncidentInput, IncidentLog, IncidentRecord } from '../audit/incident-file.js';
-import { newId, type AuditApproval } from '../audit/record.js';
+import { newId, redactSecretText, type AuditApproval } from '../audit/record.js';
 import type { AuditSink } from '../audit/sink.js';
 import type { CompiledAgent } from '../engine/compile.js';
 import { INCOMPLETE_POLICY_SET, type PolicySnapshot } from '../engine/snapshot.js';
@@ -112,7 +112,8 @@ export class DecisionPipeline {
     const identity = resolveIdentity({ authorizer, snapshot, principal: input.principal, agentId: input.agentId, unknownAgents: options.unknownAgents, writeNamespace: store.writeNamespace });
     if (!identity.ok && 'error' in identity) return { ok: false, error: identity.error };
     const agentId = identity.agentId;
-    const span = childSpan('policyguard.decide', { 'policyguard.agent_id': agentId, 'policyguard.target': input.target });
+    // The target as the audit record keeps it (a connection string's password redacted).
+    const span = childSpan('policyguard.decide', { 'policyguard.agent_id': agentId, 'policyguard.target': redactSecretText(input.target) });
     const evaluating = performance.now();
     let decision = snapshot.evaluate({
       agentId,

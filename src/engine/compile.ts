@@ -144,11 +144,15 @@ function compileSelector(sel: LabelSelector | undefined): CompiledRule['selector
 
 /**
  * An `upstreams` pattern, refused when it could never match: it is matched against
- * `namespace/name`, so one with no `/` and no wildcard (`github`) would leave its rule matching
- * no call at all, a deny included.
+ * `namespace/name`, so one with neither a `*` nor a `/` between two parts (`github`, `github?`,
+ * `default/`) would leave its rule matching no call at all, a deny included.
  */
 function upstreamPattern(pattern: string): string {
-  if (!/[/*?[]/.test(pattern)) throw new PatternError(pattern, `in upstreams has no "/": upstreams are matched as namespace/name, so it matches none; write "default/${pattern}", or "*/${pattern}" for any namespace`);
+  const shaped = pattern.includes('*') || (pattern.includes('/') && !pattern.startsWith('/') && !pattern.endsWith('/'));
+  if (!shaped) {
+    const name = pattern.replace(/^\/+|\/+$/g, '') || 'NAME';
+    throw new PatternError(pattern, `in upstreams matches no namespace/name, which is what upstreams are matched as; write "default/${name}", or "*/${name}" for any namespace`);
+  }
   return pattern;
 }
 

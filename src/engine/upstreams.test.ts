@@ -36,13 +36,17 @@ describe('the upstreams condition', () => {
     expect(decide('tools/gitlab')).toBe('allow');
     expect(decide(undefined)).toBe('allow');
   });
-  it('a pattern with no "/" and no wildcard, which no namespace/name can match, is refused at load (InvalidPattern)', () => {
-    const policy = (upstreams: string[]) => guardPolicy({ name: 'gh' }, { rules: [{ match: { tools: ['push_*'], upstreams }, action: 'deny' }] });
-    expect(compilePolicy(policy(['github']), DEFAULT_ENGINE_OPTIONS)).toMatchObject({
+  it.each(['github', 'github?', 'git[h]ub', 'default/', '/github'])('a pattern no namespace/name can match (%s) is refused at load (InvalidPattern)', (pattern) => {
+    const policy = guardPolicy({ name: 'gh' }, { rules: [{ match: { tools: ['push_*'], upstreams: [pattern] }, action: 'deny' }] });
+    const name = pattern.replace(/^\/+|\/+$/g, '');
+    expect(compilePolicy(policy, DEFAULT_ENGINE_OPTIONS)).toMatchObject({
       ok: false,
-      problem: { reason: 'InvalidPattern', message: 'pattern "github" in upstreams has no "/": upstreams are matched as namespace/name, so it matches none; write "default/github", or "*/github" for any namespace' },
+      problem: { reason: 'InvalidPattern', message: `pattern ${JSON.stringify(pattern)} in upstreams matches no namespace/name, which is what upstreams are matched as; write "default/${name}", or "*/${name}" for any namespace` },
     });
-    for (const ok of [['*/github'], ['tools/github'], ['*github'], ['tools?github'], ['tools[/]github']]) expect(compilePolicy(policy(ok), DEFAULT_ENGINE_OPTIONS).ok).toBe(true);
+  });
+  it('patterns that can match a namespace/name load', () => {
+    const policy = (upstreams: string[]) => guardPolicy({ name: 'gh' }, { rules: [{ match: { tools: ['push_*'], upstreams }, action: 'deny' }] });
+    for (const ok of [['*/github'], ['tools/github'], ['*github'], ['tools/git?ub'], ['*']]) expect(compilePolicy(policy(ok), DEFAULT_ENGINE_OPTIONS).ok).toBe(true);
   });
 });
 

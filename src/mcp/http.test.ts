@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryApprovalStore } from '../approvals/memory-store-fixture.js';
 import { noAuthenticator } from '../auth/authenticate.js';
 import { createLogger, silentLogger } from '../log.js';
-import { spanWhere, startOtlpReceiver } from '../telemetry/otlp-receiver-fixture.js';
+import { attribute, spanWhere, startOtlpReceiver } from '../telemetry/otlp-receiver-fixture.js';
 import { startTracing } from '../telemetry/tracing.js';
 import { writePki } from '../../tests/controlplane/certs.js';
 import { openSampleTools, type SampleTools } from './sample-tools-fixture.js';
@@ -157,10 +157,12 @@ describe('tracing on (--otel-endpoint)', () => {
     try {
       const probes = ['/metrics', '/healthz', '/readyz', '/Metrics', '/healthz/'];
       for (const path of probes) expect((await fetch(`${server.url}${path}`, { headers: { traceparent: TRACEPARENT } })).status, path).toBe(200);
-      await (await fetch(`${server.url}/mcp`, { method: 'POST', headers: { ...HEADERS, traceparent: TRACEPARENT }, body: call('read_customer') })).text();
+      await (await fetch(`${server.url}/mcp`, { method: 'POST', headers: { ...HEADERS, traceparent: TRACEPARENT }, body: call('postgres://app:S3CRET@db/x') })).text();
       await spanWhere(receiver.spans, (s) => s.name === 'POST /mcp', 'POST /mcp');
       await tracer.shutdown(); // exports whatever else ended
       expect(receiver.spans.map((s) => s.name).sort()).toEqual(['POST /mcp', 'policyguard.decide']);
+      // The target as the audit record keeps it.
+      expect(attribute(receiver.spans.find((s) => s.name === 'policyguard.decide')!, 'policyguard.target')).toBe('postgres://app:[REDACTED]@db/x');
       const requests = lines.filter((l) => l.msg === 'HTTP request');
       expect(requests.map((l) => [l.route, l.trace_id])).toEqual([...['/metrics', '/healthz', '/readyz', '/metrics', '/healthz'].map((route) => [route, TRACE]), ['/mcp', TRACE]]);
     } finally {
