@@ -1,10 +1,12 @@
 import { AsyncResource } from 'node:async_hooks';
 import type { KeyObject } from 'node:crypto';
 import { GENESIS_POINT, createAnchor, type AnchorPoint, type AuditAnchorStore } from './anchor.js';
+import { recordTampered } from './chain.js';
 import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
 import { redactSecretText, sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
 import {
+  AuditRecordTamperedError,
   AuditRecordsUnwrittenError,
   AuditWriteError,
   type AuditAppendResult,
@@ -223,6 +225,16 @@ export abstract class BatchingAuditSink implements AuditSink {
   protected abstract describeTarget(): string;
 
   abstract scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void): Promise<{ scanned: number; matched: number }>;
+
+  /**
+   * A stored record a scan is about to serve, checked ({@link recordTampered}); `where` names
+   * its segment. Throws an {@link AuditRecordTamperedError} for one changed on disk.
+   */
+  protected checkedRecord(record: AuditRecord, where: string): AuditRecord {
+    const why = recordTampered(record, this.batching.key);
+    if (why !== undefined) throw new AuditRecordTamperedError(record.entry_id, where, why);
+    return record;
+  }
 
   query(q: AuditQuery): Promise<AuditQueryResult> {
     return queryByScan(this, q);

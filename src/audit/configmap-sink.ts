@@ -515,7 +515,8 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       this.ring.call('list the audit ConfigMaps', send),
     );
     const since = filter.since?.getTime();
-    const sources = [buffered.reverse()[Symbol.iterator](), ...chainsNewestFirst(segments, since)].map(peekable);
+    const checked = (record: AuditRecord, segment: RingSegment) => this.checkedRecord(record, `configmap/${this.options.namespace}/${segment.name}`);
+    const sources = [buffered.reverse()[Symbol.iterator](), ...chainsNewestFirst(segments, since, checked)].map(peekable);
     const counts = { scanned: 0, matched: 0 };
     for (;;) {
       let newest: Peekable | undefined;
@@ -536,28 +537,28 @@ class ConfigMapAuditSink extends BatchingAuditSink {
 
 /**
  * The records of each replica's ring, newest first, one iterator per replica in listing order
- * (`segments` come sorted by replica, then sequence). A segment whose newest record is older
- * than `since` is skipped: records are appended in time order.
+ * (`segments` come sorted by replica, then sequence), each passed through `checked`. A segment
+ * whose newest record is older than `since` is skipped: records are appended in time order.
  */
-function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined): Array<Iterator<AuditRecord>> {
+function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, segment: RingSegment) => AuditRecord): Array<Iterator<AuditRecord>> {
   const byReplica = new Map<string, RingSegment[]>();
   for (const segment of segments) {
     const list = byReplica.get(segment.replica) ?? [];
     list.push(segment);
     byReplica.set(segment.replica, list);
   }
-  return [...byReplica.values()].map((list) => recordsNewestFirst(list, since));
+  return [...byReplica.values()].map((list) => recordsNewestFirst(list, since, checked));
 }
 
-function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined): Generator<AuditRecord> {
+function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, segment: RingSegment) => AuditRecord): Generator<AuditRecord> {
   for (const segment of [...segments].reverse()) {
     const newest = lastRecord(segment.text)?.record;
     if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;
     const lines = recordLines(segment.text);
     for (let i = lines.length - 1; i >= 0; i--) {
-      // An unreadable line is verifyConfigMapRing's business; a scan shows what can be read.
+      // An unreadable line is verifyConfigMapRing's business; a scan shows what can be read, checked.
       const record = parseAuditLine(lines[i] ?? '');
-      if (record) yield record;
+      if (record) yield checked(record, segment);
     }
   }
 }

@@ -318,9 +318,10 @@ class FileAuditSink extends BatchingAuditSink {
       // A segment deleted by retention since the snapshot reads as empty: its records aged out.
       // Lines are read backward a chunk at a time: memory stays bounded by what `visit` keeps.
       for await (const line of readLinesBackward(segment.path, { end: segment.size })) {
-        // An unreadable line is verifyAuditChain's business; a scan shows what can be read.
-        const record = parseAuditLine(line.text);
-        if (!record) continue;
+        // An unreadable line is verifyAuditChain's business; a scan shows what can be read, checked.
+        const parsed = parseAuditLine(line.text);
+        if (!parsed) continue;
+        const record = this.checkedRecord(parsed, basename(segment.path));
         if (newestInSegment) {
           newestInSegment = false;
           // Records are appended in time order, so this segment and all older ones are out of range.

@@ -117,6 +117,17 @@ export interface AuditSink {
   readonly stats: AuditStats;
 }
 
+/**
+ * A read of the log met a record that fails its own check ({@link recordTampered} in
+ * ./chain.ts): the read is refused, naming it, rather than serving a record changed on disk.
+ */
+export class AuditRecordTamperedError extends Error {
+  override readonly name = 'AuditRecordTamperedError';
+  constructor(entryId: string, where: string, why: string) {
+    super(`the audit log holds a record that was changed after it was written: ${entryId} in ${where} (${why}); nothing is read from it until \`policyguard audit verify\` has been run and the log put right`);
+  }
+}
+
 /** A sink could not persist records; they stay buffered and are retried. */
 export class AuditWriteError extends Error {
   override readonly name: string = 'AuditWriteError';

@@ -15,7 +15,7 @@ import { DURATION_HINT, parseDuration } from '../duration.js';
 import type { AuditEntryInput, AuditEvaluation } from '../audit/record.js';
 import { agentInScope, aggregateDecisions, complianceLevel, complianceMetrics } from '../audit/compliance.js';
 import type { IncidentLog } from '../audit/incident-file.js';
-import type { AuditScope, AuditSink } from '../audit/sink.js';
+import { AuditRecordTamperedError, type AuditScope, type AuditSink } from '../audit/sink.js';
 import { PolicySnapshot } from '../engine/snapshot.js';
 import { namespacedName } from '../engine/types.js';
 import { DecisionPipeline, type PipelineDeps } from '../decide/pipeline.js';
@@ -372,7 +372,9 @@ export class Tools {
 
   /** Runs an audit read under the read limit (docs/decisions.md, "Cheap denial of service"). */
   private async boundedRead<T>(read: () => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
-    const done = await this.reads.run(read);
+    // A record changed on disk refuses the read, naming it (docs/decisions.md, "The audit log").
+    const refusingTampered = () => read().catch((err: unknown) => (err instanceof AuditRecordTamperedError ? fail<T>(err.message) : Promise.reject(err)));
+    const done = await this.reads.run(refusingTampered);
     return done?.value ?? fail(`the server is answering ${READS_RUNNING + READS_WAITING} audit queries already; retry in a few seconds`);
   }
 

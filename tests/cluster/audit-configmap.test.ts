@@ -172,6 +172,10 @@ describe('ConfigMap audit sink', () => {
     expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({
       ok: false, records: 3, problems: [{ file: `configmap/${namespace}/${name}`, line: 1, entryId: records[0]!.entry_id, reason: expect.stringMatching(/^hash mismatch/) }],
     });
+    // A read of the log (get_audit_log, compliance) does not serve the edited record either.
+    await expect(sink.query({ limit: 10 })).rejects.toThrow(
+      `the audit log holds a record that was changed after it was written: ${records[0]!.entry_id} in configmap/${namespace}/${name} (hash mismatch: the record was changed after it was written)`,
+    );
 
     await meddle(namespace, name, (cm) => {
       cm.data!['records.jsonl'] = records.slice(0, 3).map((r) => `${JSON.stringify(r)}\n`).join('');

@@ -4,7 +4,7 @@
  * records, a decision the audit log cannot take is a deny, and unauthenticated floods cost
  * neither a body parse nor a token check.
  */
-import { mkdir, readdir, rm, rmdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { autoRegisteredName } from '../../src/decide/identity.js';
@@ -147,6 +147,30 @@ describe('who may read the audit log', () => {
     expect(log.entries.map((e: any) => e.action.target).sort()).toEqual(['read_alice', 'read_bot', 'send_bot']);
     const status = (await callAs(s.pg.url, TOKENS.root, 'get_compliance_status', {})).json;
     expect(status.metrics).toMatchObject({ total_actions: 3, denied_actions: 1 });
+  });
+
+  it('a record changed on disk while the server runs is not served: the reads fail, naming it', async () => {
+    const dir = join(s.dataDir, 'audit');
+    // Once the record is on disk (a batch goes every 100 ms).
+    const { segment, text } = await eventually(
+      async () => {
+        const segment = join(dir, (await readdir(dir)).find((f) => /^audit-\d+\.jsonl$/.test(f)) ?? 'none');
+        return { segment, text: await readFile(segment, 'utf8').catch(() => '') };
+      },
+      ({ text }) => text.includes('"target":"send_bot"'),
+      'the record on disk',
+    );
+    const lines = text.split('\n');
+    const at = lines.findIndex((l) => l.includes('"target":"send_bot"'));
+    const edited = JSON.parse(lines[at]!) as { entry_id: string };
+    // The deny made an allow, in as many bytes: what someone with the volume would write.
+    lines[at] = lines[at]!.replace('"allowed":false', '"allowed":true ');
+    await writeFile(segment, lines.join('\n'));
+    for (const tool of ['get_audit_log', 'get_compliance_status']) {
+      const answer = await callAs(s.pg.url, TOKENS.root, tool, {});
+      expect(answer.isError).toBe(true);
+      expect(answer.json).toMatch(new RegExp(`^the audit log holds a record that was changed after it was written: ${edited.entry_id} in audit-\\d+\\.jsonl \\(hash mismatch`));
+    }
   });
 });
 
