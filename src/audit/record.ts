@@ -259,15 +259,16 @@ function chainHash(prevHash: string, canonicalRecord: string): string {
 const SECRET_WORD = /pass(?:word|wd)?|pwd|token|secret|key|cred|auth|cookie|bearer|session|signature|priv|jwt|^(?:otp|pin|ssn|cvv|sig)$/i;
 /**
  * Words that hold one of those but name no secret, which a person approving a call must see
- * (`author`, `bypass_review`, `monkey_patch`). Only these are let through: any other word that
- * holds a secret's name is taken as one.
+ * (`author`, `monkey_patch`, `keyboard`). Only these are let through: any other word that holds
+ * a secret's name is taken as one. Not here, though they look harmless: `bypass`
+ * (`x-vercel-protection-bypass` is a secret), `authority` (a URI authority holds user:password),
+ * `passport`, `tokenized` (a payment token), `passthrough`.
  */
 const NOT_SECRET_WORDS = new Set([
-  'author', 'authors', 'authored', 'authoring', 'authority', 'authorities',
-  'bypass', 'bypassed', 'compass', 'encompass', 'surpass', 'trespass', 'overpass', 'underpass',
-  'passenger', 'passengers', 'passport', 'passage', 'passages', 'passive', 'passthrough',
+  'author', 'authors', 'authored', 'authoring',
+  'compass', 'encompass', 'surpass', 'trespass', 'overpass', 'underpass', 'passenger', 'passengers', 'passage', 'passages', 'passive',
   'monkey', 'donkey', 'turkey', 'hockey', 'jockey', 'whiskey', 'keyboard', 'keyword', 'keywords', 'keynote', 'keystone', 'keyframe', 'keyframes',
-  'tokenizer', 'tokenize', 'tokenized', 'tokenization', 'possession', 'obsession', 'secretary', 'privilege', 'privileges', 'privileged',
+  'tokenizer', 'tokenize', 'tokenization', 'possession', 'obsession', 'secretary', 'privilege', 'privileges', 'privileged',
 ]);
 /**
  * The words of a key: runs of ASCII letters or digits, split where a lower-case letter meets
@@ -279,7 +280,8 @@ const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+/g;
  * Whether the value under `key` is never written: a word of the key holds a secret's name
  * ({@link SECRET_WORD}: `api_key`, `accessToken`, `DB_PASSWORD`, `dbpass`, `card_pin`,
  * `X-Auth-Token`) and is not one of the few words known to name none ({@link NOT_SECRET_WORDS}:
- * `author`, `bypass`, `monkey`), which approvers must see. Broad on purpose: an over-redacted
+ * `author`, `monkey`, `keyboard`), which approvers must see; `true`, `false` and `null` are kept
+ * under any key (`bypass_review: true`). Broad on purpose: an over-redacted
  * field costs a look at the caller, a leaked credential a lot; ambiguous names (`key`,
  * `session_id`, `sort_key`, `max_tokens`) are redacted too.
  *
