@@ -4,7 +4,7 @@ import { GENESIS_POINT, createAnchor, type AnchorPoint, type AuditAnchorStore } 
 import { recordTampered } from './chain.js';
 import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
-import { redactSecretText, sealAuditRecord, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
+import { redactSecretText, sealAuditRecord, withParametersOmitted, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
 import {
   AuditRecordTamperedError,
   AuditRecordsUnwrittenError,
@@ -285,16 +285,20 @@ export abstract class BatchingAuditSink implements AuditSink {
   }
 
   private take(input: AuditEntryInput): AuditAppendResult {
-    const sealed = sealAuditRecord(input, this.head, this.batching.key);
+    let sealed = sealAuditRecord(input, this.head, this.batching.key);
     const why = this.cannotTake();
     if (why !== undefined) return this.lose(sealed, input, why, true);
-    const { line } = sealed;
     const max = this.batching.maxLineBytes;
     // A UTF-16 unit is at most 3 UTF-8 bytes: only long lines pay for byteLength.
-    if (max !== undefined && line.length * 3 > max && Buffer.byteLength(line) > max) {
-      const bytes = Buffer.byteLength(line);
-      return this.lose(sealed, input, `the record is too large: ${bytes} bytes, more than the ${max} one record may take in ${this.describeTarget()}`, false);
+    const tooLong = (line: string) => max !== undefined && line.length * 3 > max && Buffer.byteLength(line) > max;
+    if (tooLong(sealed.line)) {
+      // The parameters made it so (the rest is bounded): kept without them, not lost.
+      sealed = sealAuditRecord(withParametersOmitted(input, Buffer.byteLength(sealed.line), max!), this.head, this.batching.key);
+      if (tooLong(sealed.line)) {
+        return this.lose(sealed, input, `the record is too large even without its parameters: ${Buffer.byteLength(sealed.line)} bytes, more than the ${max} one record may take`, false);
+      }
     }
+    const { line } = sealed;
     // Only a record that will be written moves the head, so losses never break the chain.
     this.pending.push(line);
     this.head = sealed.hash;

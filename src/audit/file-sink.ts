@@ -25,9 +25,10 @@ export interface FileAuditSinkOptions extends AuditIntegrityOptions {
   /** Segments kept; older ones are deleted (default 20). A log that lacks segment 1 but holds fewer is refused on open. */
   maxSegments?: number;
   /**
-   * The longest record line stored (default 4 MiB, a quarter of a segment); a longer record is
-   * refused (closed mode: its decision is denied) or dropped (open). So every segment behind the
-   * newest holds at least segmentBytes - maxLineBytes, which opening checks (unfilledBehindNewest).
+   * The longest record line stored (default 4 MiB, a quarter of a segment); a longer record goes
+   * without its parameters (withParametersOmitted), and, still longer, is refused (closed mode:
+   * its decision is denied) or dropped (open). So every segment behind the newest holds at least
+   * segmentBytes - maxLineBytes, which opening checks (unfilledBehindNewest).
    */
   maxLineBytes?: number;
   /** Longest a record waits in memory before its batch is written (default 100). */
@@ -129,7 +130,7 @@ export async function openFileAuditSink(opts: FileAuditSinkOptions): Promise<Aud
     },
   );
   // A log without segment 1 has as many segments as retention keeps (checked above): full ones.
-  const rearranged = unfilledBehindNewest(files, options.segmentBytes, options.maxLineBytes, segmentFileName)[0];
+  const rearranged = (await unfilledBehindNewest(files, options.segmentBytes, options.maxLineBytes, segmentFileName))[0];
   if (rearranged) throw new AuditChainError(`${join(options.dir, segmentFileName(rearranged.seq))}: ${rearranged.reason}; \`policyguard audit verify ${options.dir}\` lists every problem`);
   // Only a log that passed its checks is trimmed: retention must not delete the evidence of a
   // change made while the server was stopped.

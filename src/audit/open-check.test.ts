@@ -315,12 +315,31 @@ describe('opening a log whose chain is broken where it would be continued', () =
     expect((await verifyAuditChain(dir, { retained: 3, ...opts })).ok).toBe(true);
   });
 
-  it('refuses a record longer than maxLineBytes, as too large: what keeps every segment behind the newest full', async () => {
-    const sink = await open({ segmentBytes: 1_500, maxLineBytes: 700 });
-    const big = sink.append({ ...input(1), action: { ...input(1).action, parameters: { blob: 'x'.repeat(800) } } });
-    expect(big).toMatchObject({ ok: false, reason: expect.stringMatching(/^the record is too large: \d+ bytes, more than the 700 one record may take in /) });
+  it('a log written before the line limit opens: a segment short because the next record was longer than the limit passes', async () => {
+    const before = { segmentBytes: 4_000, maxLineBytes: 1_000_000, maxSegments: 3 };
+    const sink = await open(before);
+    for (let i = 0; i < 30; i++) {
+      sink.append(i === 26 ? { ...input(i), action: { ...input(i).action, parameters: { blob: 'x'.repeat(1_200) } } } : input(i));
+      await sink.flush();
+    }
+    await sink.close();
+    const now = { segmentBytes: 4_000, maxLineBytes: 1_000, maxSegments: 3 };
+    const names = await segmentNames();
+    expect(names).not.toContain('audit-000001.jsonl');
+    const sizes = await Promise.all(names.map(async (n) => (await lstat(join(dir, n))).size));
+    expect(sizes.slice(0, -1).some((size) => size < 3_000)).toBe(true); // the short one
+    await (await open(now)).close();
+    expect((await verifyAuditChain(dir, { retained: 3, ...now })).ok).toBe(true);
+  });
+
+  it('stores no line longer than maxLineBytes, what keeps every segment behind the newest full: a larger record goes without its parameters', async () => {
+    const sink = await open({ segmentBytes: 2_000, maxLineBytes: 900 });
+    expect(sink.append({ ...input(1), action: { ...input(1).action, parameters: { blob: 'x'.repeat(1_000) } } }).ok).toBe(true);
     expect(sink.append(input(2)).ok).toBe(true);
     await sink.close();
+    const lines = await linesOf(1);
+    expect(lines.map((l) => Buffer.byteLength(l) <= 900)).toEqual([true, true]);
+    expect((JSON.parse(lines[0]!) as AuditRecord).action.parameters).toEqual({ '[OMITTED]': expect.stringMatching(/^the record would have been \d+ bytes, more than the 900 one record may take/) });
   });
 
   it('refuses empty segments behind the newest (padding that hides a cut head), and deletes nothing for retention before its checks', async () => {

@@ -388,6 +388,22 @@ export function redactSecretText(input: string): string {
   return result + text.slice(copied);
 }
 
+/**
+ * `input` with its parameters replaced by what they were, for a record they would make longer
+ * than `maxBytes` (`bytes`): the size and sha256 of their redacted canonical JSON, the text the
+ * record would have held. A call is never left unrecorded for its size, and who holds the
+ * arguments can show these were they.
+ *
+ * @example withParametersOmitted(input, 6_860_569, 4_194_304).action.parameters
+ *   // { '[OMITTED]': 'the record would have been 6860569 bytes, …; the parameters were 6859104 bytes of canonical JSON, sha256 …' }
+ */
+export function withParametersOmitted(input: AuditEntryInput, bytes: number, maxBytes: number): AuditEntryInput {
+  const text = redactedCanonicalJson(input.action.parameters);
+  const omitted = `the record would have been ${bytes} bytes, more than the ${maxBytes} one record may take; the parameters were ${Buffer.byteLength(text)} bytes of canonical JSON (secrets redacted), sha256 ${cryptoHash('sha256', text, 'hex')}`;
+  return { ...input, action: { ...input.action, parameters: { [OMITTED]: omitted } } };
+}
+const OMITTED = '[OMITTED]';
+
 /** A record ready to store: its line, and what the chain and the log messages need of it. */
 export interface SealedAuditRecord {
   readonly entry_id: string;

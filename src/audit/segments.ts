@@ -1,4 +1,4 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { notRegularFile } from '../regular-file.js';
 
@@ -50,7 +50,9 @@ export async function listSegments(dir: string): Promise<SegmentFile[]> {
     const match = SEGMENT_NAME.exec(name);
     if (!match?.[1]) continue;
     const path = join(dir, name);
-    const stats = await lstat(path);
+    // Retention may delete one between the listing and here (a verify of a live log): gone, not an error.
+    const stats = await lstat(path).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+    if (!stats) continue;
     const unreadable = notRegularFile(stats);
     segments.push({ seq: Number(match[1]), path, size: unreadable ? 0 : stats.size, ...(unreadable ? { unreadable } : {}) });
   }
@@ -122,30 +124,55 @@ export function emptyBehindNewest(files: readonly Pick<SegmentFile, 'seq' | 'siz
 /**
  * Segments behind the newest that are not full, in a log whose oldest segments are gone. The
  * writer starts a new segment only when the next record does not fit in the current one (its
- * size, the record's line and a newline would pass `segmentBytes`), and no record's line is
- * longer than `maxLineBytes` (a longer one is refused), so every segment behind the newest holds
- * at least `segmentBytes - maxLineBytes` bytes, whatever crashed when. A log without segment 1
- * is taken as trimmed by retention only when it holds as many segments as retention keeps
- * ({@link segmentGaps}); without this check, records cut from the head or the end of a log and
- * the rest spread over that many files (a segment's number is in no record, so files can be
+ * size, the record's line and a newline would pass `segmentBytes`), and stores no line longer
+ * than `maxLineBytes`, so every segment behind the newest holds at least
+ * `segmentBytes - maxLineBytes` bytes, whatever crashed when. (A writer before that limit stored
+ * longer lines: a segment followed by one whose first line is longer passes too.) A log without
+ * segment 1 is taken as trimmed by retention only when it holds as many segments as retention
+ * keeps ({@link segmentGaps}); without this check, records cut from the head or the end of a log
+ * and the rest spread over that many files (a segment's number is in no record, so files can be
  * renamed at will) would pass for retention, and so would an anchor whose segment all the
  * renamed files are above (docs/decisions.md, "The audit log").
  *
- * @example unfilledBehindNewest(await listSegments(dir), 16 * 2 ** 20, 4 * 2 ** 20, segmentFileName); // [] for a log retention trimmed
+ * @example await unfilledBehindNewest(await listSegments(dir), 16 * 2 ** 20, 4 * 2 ** 20, segmentFileName); // [] for a log retention trimmed
  */
-export function unfilledBehindNewest(files: readonly SegmentFile[], segmentBytes: number, maxLineBytes: number, describe: (seq: number) => string): SegmentGap[] {
+export async function unfilledBehindNewest(files: readonly SegmentFile[], segmentBytes: number, maxLineBytes: number, describe: (seq: number) => string): Promise<SegmentGap[]> {
   if ((files[0]?.seq ?? 1) === 1) return [];
   const least = segmentBytes - maxLineBytes;
-  return files
-    .slice(0, -1)
-    .filter((file) => file.unreadable === undefined && file.size < least)
-    .map((file) => ({
+  const gaps: SegmentGap[] = [];
+  for (let i = 0; i + 1 < files.length; i++) {
+    const file = files[i]!;
+    if (file.unreadable !== undefined || file.size >= least) continue;
+    const next = files[i + 1]!;
+    if (next.unreadable === undefined && (await firstLineBytes(next.path, maxLineBytes)) > maxLineBytes) continue;
+    gaps.push({
       seq: file.seq,
       reason:
         `${describe(file.seq)} holds ${file.size} bytes, but a segment behind the newest holds at least ${least}: the writer starts a segment ` +
         `only when a record (at most ${maxLineBytes} bytes) does not fit in ${segmentBytes}; segments were removed, renamed or emptied ` +
         `(records cut from the log can pass for retention's deletions that way)`,
-    }));
+    });
+  }
+  return gaps;
+}
+
+/** Bytes of the first line of `path` (without its newline; the whole file when it has none), read up to `limit` + 1. */
+async function firstLineBytes(path: string, limit: number): Promise<number> {
+  const handle = await open(path, 'r');
+  try {
+    const chunk = Buffer.alloc(64 * 1024);
+    let read = 0;
+    while (read <= limit) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, read);
+      if (bytesRead === 0) return read;
+      const newline = chunk.subarray(0, bytesRead).indexOf(0x0a);
+      if (newline >= 0) return read + newline;
+      read += bytesRead;
+    }
+    return read;
+  } finally {
+    await handle.close();
+  }
 }
 
 function range(from: number, to: number, describe: (seq: number) => string): string {

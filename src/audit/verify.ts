@@ -118,7 +118,7 @@ export async function verifyAuditChain(pathOrDir: string, opts: AuditVerifyOptio
   const problems = new Problems();
   if (anchor.unreadable) problems.add({ file: store?.location ?? pathOrDir, reason: anchor.unreadable });
   if (isDir) {
-    const unfilled = unfilledBehindNewest(files, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES, opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES, segmentFileName);
+    const unfilled = await unfilledBehindNewest(files, opts.segmentBytes ?? DEFAULT_SEGMENT_BYTES, opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES, segmentFileName);
     for (const gap of [...segmentGaps(files.map((file) => file.seq), segmentFileName, opts.retained ?? DEFAULT_MAX_SEGMENTS), ...emptyBehindNewest(files, segmentFileName), ...unfilled]) {
       problems.add({ file: join(pathOrDir, segmentFileName(gap.seq)), reason: gap.reason });
     }
