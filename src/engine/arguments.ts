@@ -139,7 +139,7 @@ function asComparable(value: unknown): string | undefined {
 // eslint-disable-next-line no-control-regex -- all of ASCII, controls included
 const ASCII = /^[\u0000-\u007f]*$/;
 // eslint-disable-next-line no-control-regex -- controls are what it finds
-const ASCII_CONTROL = /[\u0000-\u0008\u000e-\u001f\u007f]/g;
+const ASCII_CONTROL = /[\u0000-\u001f\u007f]/g;
 /** Characters that show as nothing: controls, zero-width spaces and joiners, soft hyphens, variation selectors, a BOM. */
 const INVISIBLE = /[\p{Cc}\p{Default_Ignorable_Code_Point}]/gu;
 
@@ -163,7 +163,7 @@ let lastLoose = { of: '', text: '' };
  * For the values of an Equals, NotEquals, In or NotIn: which of them a value that is none of
  * them as written still equals as a tool may read it, or undefined. Alike as text by
  * {@link looseText} (`Users`, `users `, `ＵＳＥＲＳ` for `users`; `True` for `true`), or as
- * numbers (`1e6`, `1000000.00` for `1000000`). Such a value is neither a match nor a mismatch: a
+ * numbers (`1e6`, `1000000.00` for `1000000`), whole or up to its first NUL (`users\0x`). Such a value is neither a match nor a mismatch: a
  * deny on `table In [users]` must not let `Users` through to a database that ignores case, and an
  * allow on `env NotIn [prod]` must not let `Prod` through.
  *
@@ -177,11 +177,16 @@ function nearMatcher(values: readonly string[]): (s: string) => string | undefin
     const n = exactNumber(v);
     if (n !== undefined && !byNumber.has(n)) byNumber.set(n, v);
   }
-  return (s) => {
+  const alikeOf = (s: string) => {
     const alike = byText.get(looseText(s));
     if (alike !== undefined || byNumber.size === 0) return alike;
     const n = exactNumber(s);
     return n === undefined ? undefined : byNumber.get(n);
+  };
+  // A tool written in C, or passing the value to one, reads it up to its first NUL.
+  return (s) => {
+    const nul = s.indexOf('\u0000');
+    return alikeOf(s) ?? (nul >= 0 ? alikeOf(s.slice(0, nul)) : undefined);
   };
 }
 
@@ -268,8 +273,8 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       const absent = negated ? cannot(`${where(path.length)} is absent, and the tool's default for it may be ${theListed} (a rule for calls without it says DoesNotExist)`) : false;
       return scalar(absent, (s, value) => {
         if (set.has(s)) return !negated;
-        // null, "" or only spaces: what many tools take as not given, so their default, as when absent.
-        if (negated && (value === null || looseText(s) === '')) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
+        // null, false, 0, "" or only spaces: what many tools take as not given (`env || 'prod'`), so their default, as when absent.
+        if (negated && (value === null || value === false || value === 0 || looseText(s) === '')) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
         const like = near(s);
         return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);
       });
