@@ -8,7 +8,7 @@ import { ANNOTATION_RESUME, trustRank } from '../api/schemas.js';
 import type { GuardAgent, GuardPolicy, LabelSelector, RuleAction, TrustLevel } from '../api/schemas.js';
 import { Reason } from '../api/conditions.js';
 import { compileArgument, type ArgumentTest } from './arguments.js';
-import { compileGlobs, PatternError, type Glob } from './glob.js';
+import { compileGlobs, matchesSomeNamespacedName, PatternError, type Glob } from './glob.js';
 import { namespacedName, type EngineOptions, type ObjectProblem } from './types.js';
 
 export interface CompiledAgent {
@@ -143,15 +143,12 @@ function compileSelector(sel: LabelSelector | undefined): CompiledRule['selector
 }
 
 /**
- * An `upstreams` pattern, refused when it could never match: it is matched against
- * `namespace/name`, so one with neither a `*` nor a `/` between two parts (`github`, `github?`,
- * `default/`) would leave its rule matching no call at all, a deny included.
+ * An `upstreams` pattern, refused when no `namespace/name` can match it (`github`, `github?`,
+ * `default/`, `*\/`, `a//b`): its rule would match no call at all, a deny included.
  */
 function upstreamPattern(pattern: string): string {
-  const shaped = pattern.includes('*') || (pattern.includes('/') && !pattern.startsWith('/') && !pattern.endsWith('/'));
-  if (!shaped) {
-    const name = pattern.replace(/^\/+|\/+$/g, '') || 'NAME';
-    throw new PatternError(pattern, `in upstreams matches no namespace/name, which is what upstreams are matched as; write "default/${name}", or "*/${name}" for any namespace`);
+  if (!matchesSomeNamespacedName(pattern)) {
+    throw new PatternError(pattern, 'in upstreams matches no namespace/name, which is what upstreams are matched as (one "/" between two non-empty parts); write e.g. "default/github", or "*/github" for any namespace');
   }
   return pattern;
 }

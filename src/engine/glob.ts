@@ -319,6 +319,34 @@ export function foldCase(s: string): string {
   return lower.includes('ς') ? lower.replaceAll('ς', 'σ') : lower;
 }
 
+/**
+ * Whether some `namespace/name` (two non-empty parts, one `/` between them) can match `pattern`:
+ * an `upstreams` pattern that none can would leave its rule matching nothing. Worked out over the
+ * pattern's atoms with four states — no `/` yet (nothing, or something before it), one `/`
+ * (nothing, or something after it) — a `*` taking any run of characters.
+ *
+ * @example matchesSomeNamespacedName('tools?github') // true: `?` may be the `/`
+ * @example matchesSomeNamespacedName('*\/') // false
+ */
+export function matchesSomeNamespacedName(pattern: string): boolean {
+  // States: 0 nothing yet, 1 a namespace, 2 a namespace and `/`, 3 and a name; a bit each.
+  const step = (states: number, slash: boolean, other: boolean): number =>
+    (other ? (states & 0b0011 ? 0b0010 : 0) | (states & 0b1100 ? 0b1000 : 0) : 0) | (slash && states & 0b0010 ? 0b0100 : 0);
+  let states = 0b0001;
+  for (const [i, segment] of parse(pattern).entries()) {
+    // A `*` before this segment: any run of characters, so whatever more of them reach.
+    for (let before = i > 0 ? -1 : states; before !== states; ) {
+      before = states;
+      states |= step(states, true, true);
+    }
+    for (const atom of segment) {
+      if ('text' in atom) for (const c of atom.text) states = step(states, c === '/', c !== '/');
+      else states = step(states, atom.set === undefined || atom.set.negated !== (atom.set.singles.has(0x2f) || inRanges(atom.set.ranges, 0x2f)), true);
+    }
+  }
+  return (states & 0b1000) !== 0;
+}
+
 /** Compile several globs; the first bad one throws. */
 export function compileGlobs(patterns: readonly string[]): Glob[] {
   return patterns.map((p) => compileGlob(p));
