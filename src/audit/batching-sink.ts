@@ -1,10 +1,9 @@
 import { AsyncResource } from 'node:async_hooks';
 import type { KeyObject } from 'node:crypto';
 import { GENESIS_POINT, createAnchor, type AnchorPoint, type AuditAnchorStore } from './anchor.js';
-import { recordTampered } from './chain.js';
 import { readAuditKeyFile } from './key.js';
 import { queryByScan } from './query.js';
-import { redactSecretText, sealAuditRecord, withParametersOmitted, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
+import { redactSecretText, sealAuditRecord, storedLineHashMatches, withParametersOmitted, type AuditEntryInput, type AuditRecord, type SealedAuditRecord } from './record.js';
 import {
   AuditRecordTamperedError,
   AuditRecordsUnwrittenError,
@@ -227,13 +226,24 @@ export abstract class BatchingAuditSink implements AuditSink {
   abstract scan(filter: AuditFilter, visit: (record: AuditRecord) => boolean | void): Promise<{ scanned: number; matched: number }>;
 
   /**
-   * A stored record a scan is about to serve, checked ({@link recordTampered}); `where` names
-   * its segment. Throws an {@link AuditRecordTamperedError} for one changed on disk.
+   * A stored record a scan is about to serve, read from `line` in `where`, checked: its hash
+   * must be its line's ({@link storedLineHashMatches}), and, when `linksTo` is given (the
+   * prev_hash of the record after it, read newest first), it must be the record that one links
+   * to. Throws an {@link AuditRecordTamperedError} for a record changed on disk, or one removed,
+   * inserted or rewritten beside it. MACs are left to `policyguard audit verify`: the replicas
+   * whose rings a scan also reads may have had another key.
    */
-  protected checkedRecord(record: AuditRecord, where: string): AuditRecord {
-    const why = recordTampered(record, this.batching.key);
-    if (why !== undefined) throw new AuditRecordTamperedError(record.entry_id, where, why);
+  protected checkedRecord(record: AuditRecord, line: string, where: string, linksTo?: string): AuditRecord {
+    if (!storedLineHashMatches(line, record)) throw new AuditRecordTamperedError(record.entry_id, where, 'hash mismatch: the record was changed after it was written');
+    if (linksTo !== undefined && record.hash !== linksTo) {
+      throw new AuditRecordTamperedError(record.entry_id, where, 'the record after it does not link to it: records were removed, inserted or rewritten there');
+    }
     return record;
+  }
+
+  /** The hash the next record links to: the newest taken, stored or still buffered. */
+  protected get chainHead(): string {
+    return this.head;
   }
 
   query(q: AuditQuery): Promise<AuditQueryResult> {

@@ -155,21 +155,6 @@ export class ChainCheck {
   }
 }
 
-/**
- * Why a stored record fails the check it carries in itself, or undefined: its hash over its
- * content, and with `key` its MAC when it has one. What a read of the log (get_audit_log, the
- * compliance counts) checks of each record it serves; the links between records, and records
- * removed, are `policyguard audit verify`'s (a {@link ChainCheck} over the whole log).
- *
- * @example recordTampered(parseAuditLine(line)!, key) // undefined, or 'hash mismatch: …'
- */
-export function recordTampered(record: AuditRecord, key: KeyObject | undefined): string | undefined {
-  const { hash, mac, ...fields } = record;
-  if (hashRecord(fields.prev_hash, fields) !== hash) return 'hash mismatch: the record was changed after it was written';
-  if (key && mac !== undefined && !macMatches(key, hash, mac)) return 'mac mismatch: its hash was not authenticated with this key';
-  return undefined;
-}
-
 function entryIdOf(value: unknown): string | undefined {
   const id = (value as { entry_id?: unknown } | null)?.entry_id;
   return typeof id === 'string' ? id : undefined;

@@ -517,7 +517,8 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       this.ring.call('list the audit ConfigMaps', send),
     );
     const since = filter.since?.getTime();
-    const checked = (record: AuditRecord, segment: RingSegment) => this.checkedRecord(record, `configmap/${this.options.namespace}/${segment.name}`);
+    // Each record against its own line; links are not checked across what one listing of several writers' rings shows.
+    const checked = (record: AuditRecord, line: string, segment: RingSegment) => this.checkedRecord(record, line, `configmap/${this.options.namespace}/${segment.name}`);
     const sources = [buffered.reverse()[Symbol.iterator](), ...chainsNewestFirst(segments, since, checked)].map(peekable);
     const counts = { scanned: 0, matched: 0 };
     for (;;) {
@@ -542,7 +543,7 @@ class ConfigMapAuditSink extends BatchingAuditSink {
  * (`segments` come sorted by replica, then sequence), each passed through `checked`. A segment
  * whose newest record is older than `since` is skipped: records are appended in time order.
  */
-function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, segment: RingSegment) => AuditRecord): Array<Iterator<AuditRecord>> {
+function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, line: string, segment: RingSegment) => AuditRecord): Array<Iterator<AuditRecord>> {
   const byReplica = new Map<string, RingSegment[]>();
   for (const segment of segments) {
     const list = byReplica.get(segment.replica) ?? [];
@@ -552,15 +553,16 @@ function chainsNewestFirst(segments: readonly RingSegment[], since: number | und
   return [...byReplica.values()].map((list) => recordsNewestFirst(list, since, checked));
 }
 
-function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, segment: RingSegment) => AuditRecord): Generator<AuditRecord> {
+function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, line: string, segment: RingSegment) => AuditRecord): Generator<AuditRecord> {
   for (const segment of [...segments].reverse()) {
     const newest = lastRecord(segment.text)?.record;
     if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;
     const lines = recordLines(segment.text);
     for (let i = lines.length - 1; i >= 0; i--) {
       // An unreadable line is verifyConfigMapRing's business; a scan shows what can be read, checked.
-      const record = parseAuditLine(lines[i] ?? '');
-      if (record) yield checked(record, segment);
+      const line = lines[i] ?? '';
+      const record = parseAuditLine(line);
+      if (record) yield checked(record, line, segment);
     }
   }
 }

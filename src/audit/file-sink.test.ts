@@ -6,7 +6,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { openFileAuditSink, type FileAuditSinkOptions } from './file-sink.js';
-import { GENESIS_HASH, createAuditRecord, canonicalJson, type AuditEntryInput, type AuditRecord } from './record.js';
+import { GENESIS_HASH, createAuditRecord, canonicalJson, hashRecord, type AuditEntryInput, type AuditRecord } from './record.js';
 import { AuditRecordsUnwrittenError, AuditWriteError, type AuditSink } from './sink.js';
 import { verifyAuditChain } from './verify.js';
 
@@ -445,6 +445,48 @@ describe('file audit sink: scan', () => {
     (runInNewContext('gc') as () => void)();
     return process.memoryUsage().heapUsed;
   };
+
+  describe('a log changed on disk while the sink runs is not served', () => {
+    const segment = () => join(dir, 'audit-000001.jsonl');
+    /** Three stored records and one still buffered; `change` rewrites the stored lines. */
+    const changed = async (change: (lines: string[]) => string[]) => {
+      const sink = await open();
+      const records = [1, 2, 3].map((n) => sink.append(input({ parameters: { n } })).record);
+      await sink.flush();
+      sink.append(input({ parameters: { n: 4 } }));
+      const lines = (await readFile(segment(), 'utf8')).split('\n').filter(Boolean);
+      await writeFile(segment(), `${change(lines).join('\n')}\n`);
+      return { sink, records };
+    };
+
+    it('a record edited: its hash is not its line\'s', async () => {
+      const { sink, records } = await changed((lines) => lines.map((l, i) => (i === 1 ? l.replace('"allowed":true', '"allowed":false') : l)));
+      await expect(sink.query({ limit: 10 })).rejects.toThrow(
+        `the audit log holds a record that was changed after it was written: ${records[1]!.entry_id} in audit-000001.jsonl (hash mismatch: the record was changed after it was written)`,
+      );
+    });
+
+    it('a record edited and its hash recomputed (no key needed): the record after it does not link to it', async () => {
+      const recomputed = await changed((lines) =>
+        lines.map((l, i) => {
+          if (i !== 1) return l;
+          const { hash: _hash, mac: _mac, ...fields } = { ...(JSON.parse(l) as AuditRecord), agent_id: 'someone-else' };
+          return `${canonicalJson(fields).slice(0, -1)},"hash":"${hashRecord(fields.prev_hash, fields)}"}`;
+        }),
+      );
+      await expect(recomputed.sink.query({ limit: 10 })).rejects.toThrow(`${recomputed.records[1]!.entry_id} in audit-000001.jsonl (the record after it does not link to it`);
+    });
+
+    it('a record removed: the record after the gap does not link to the one before it', async () => {
+      const removed = await changed((lines) => [lines[0]!, lines[2]!]);
+      await expect(removed.sink.query({ limit: 10 })).rejects.toThrow(`${removed.records[0]!.entry_id} in audit-000001.jsonl (the record after it does not link to it`);
+    });
+
+    it('the log as written is served whole, the buffered record first', async () => {
+      const { sink } = await changed((lines) => lines);
+      expect((await sink.query({ limit: 10 })).entries.map((r) => r.action.parameters.n)).toEqual([4, 3, 2, 1]);
+    });
+  });
 
   it('visits every record of a sink filled to its retention in bounded memory, where query with no limit holds them all', async () => {
     const MiB = 1024 * 1024;

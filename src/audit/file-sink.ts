@@ -302,6 +302,8 @@ class FileAuditSink extends BatchingAuditSink {
     // Snapshot in one synchronous step: durable sizes plus everything still in memory.
     const segments = this.segments.map(({ path, size }) => ({ path, size }));
     const buffered = this.bufferedLines();
+    // The newest stored record is the one the oldest buffered links to, or the chain's head.
+    let linksTo = buffered.length > 0 ? (JSON.parse(buffered[0]!) as AuditRecord).prev_hash : this.chainHead;
     const since = filter.since?.getTime();
     const counts = { scanned: 0, matched: 0 };
     /** False once `visit` asks to stop. */
@@ -319,10 +321,11 @@ class FileAuditSink extends BatchingAuditSink {
       // A segment deleted by retention since the snapshot reads as empty: its records aged out.
       // Lines are read backward a chunk at a time: memory stays bounded by what `visit` keeps.
       for await (const line of readLinesBackward(segment.path, { end: segment.size })) {
-        // An unreadable line is verifyAuditChain's business; a scan shows what can be read, checked.
+        // An unreadable line is verifyAuditChain's to describe; here the record before it does not link.
         const parsed = parseAuditLine(line.text);
         if (!parsed) continue;
-        const record = this.checkedRecord(parsed, basename(segment.path));
+        const record = this.checkedRecord(parsed, line.text, basename(segment.path), linksTo);
+        linksTo = record.prev_hash;
         if (newestInSegment) {
           newestInSegment = false;
           // Records are appended in time order, so this segment and all older ones are out of range.

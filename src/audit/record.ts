@@ -246,6 +246,20 @@ export function hashRecord(prevHash: string, fields: HashedAuditFields): string 
   return chainHash(prevHash, canonicalJson(fields));
 }
 
+/**
+ * Whether a stored line's `hash` is the hash of the line itself: sha256 over its `prev_hash`
+ * and its text up to `,"hash":"`, closed with `}`, which is the canonical JSON the writer hashed
+ * ({@link sealAuditRecord}). No re-serialisation, so a read of the log checks every record it
+ * serves at little more than the parse (docs/decisions.md, "The audit log"). A line whose text
+ * differs from what the writer stored (a field edited, keys moved) fails.
+ *
+ * @example storedLineHashMatches(line, parseAuditLine(line)!) // true for a line as written
+ */
+export function storedLineHashMatches(line: string, record: AuditRecord): boolean {
+  const at = line.lastIndexOf(',"hash":"');
+  return at >= 0 && chainHash(record.prev_hash, `${line.slice(0, at)}}`) === record.hash;
+}
+
 function chainHash(prevHash: string, canonicalRecord: string): string {
   // One-shot hash: ~0.5 µs less than createHash().update().digest() for a record's size.
   return cryptoHash('sha256', prevHash + canonicalRecord, 'hex');

@@ -118,8 +118,9 @@ export interface AuditSink {
 }
 
 /**
- * A read of the log met a record that fails its own check ({@link recordTampered} in
- * ./chain.ts): the read is refused, naming it, rather than serving a record changed on disk.
+ * A read of the log met a record whose hash is not its text's, or that does not link to the
+ * record after it (./batching-sink.ts, checkedRecord): the read is refused, naming it, rather
+ * than serving a log changed on disk.
  */
 export class AuditRecordTamperedError extends Error {
   override readonly name = 'AuditRecordTamperedError';
