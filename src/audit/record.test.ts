@@ -96,7 +96,7 @@ describe('redactSecrets', () => {
   });
 
   it('words known to name no secret are shown (author, monkey_patch, keyboard), however they hold one', () => {
-    const shown = { author: 'mallory', monkey_patch: 'on', keyboard: 'us', compass: 'n', designer: 'x', passenger_count: 3, tokenizer: 'bpe', bypass_branch_protection: true };
+    const shown = { author: 'mallory', monkey_patch: 'on', keyboard: 'us', compass: 'n', designer: 'x', passenger_count: 3, tokenizer: 'bpe', privacy_policy: 'v2', footprint: 'x', bypass_branch_protection: true };
     expect(redactSecrets(shown)).toEqual(shown);
   });
 
@@ -108,6 +108,7 @@ describe('redactSecrets', () => {
       'private_pem', 'JSESSIONID', 'APIkey', 'max_tokens', 'cardPin',
       // Harmless-looking, but: Vercel's bypass secret, a URI authority's user:password, PII, a payment token.
       'x-vercel-protection-bypass', '__prerender_bypass', 'bypass_branch_protection', 'authority', 'passport_number', 'tokenized_card', 'passthrough',
+      'totp', 'mfa_code', 'cvc', 'card_cvc', 'pincode', 'cardpin', 'mnemonic', 'code_verifier', 'sentry_dsn',
     ];
     const hidden = Object.fromEntries(names.map((k) => [k, 'v']));
     expect(redactSecrets(hidden)).toEqual(Object.fromEntries(names.map((k) => [k, '[REDACTED]'])));
@@ -120,9 +121,9 @@ describe('redactSecrets', () => {
   });
 
   it('redacts the password of a URL in any string value, and only that', () => {
-    const value = { dsn: 'postgres://app:S3cr3t@db:5432/x', at: 'redis://:p@ss@cache', wide: `${'a'.repeat(100_000)}://${'b'.repeat(100_000)}`, list: ['see https://u:p@h/a?b=1 and ftp://anon@h'], plain: 'http://example.com/a:b@c' };
+    const value = { url: 'postgres://app:S3cr3t@db:5432/x', at: 'redis://:p@ss@cache', wide: `${'a'.repeat(100_000)}://${'b'.repeat(100_000)}`, list: ['see https://u:p@h/a?b=1 and ftp://anon@h'], plain: 'http://example.com/a:b@c' };
     expect(redactSecrets(value)).toEqual({
-      dsn: 'postgres://app:[REDACTED]@db:5432/x',
+      url: 'postgres://app:[REDACTED]@db:5432/x',
       at: 'redis://:[REDACTED]@cache',
       wide: value.wide,
       list: ['see https://u:[REDACTED]@h/a?b=1 and ftp://anon@h'],

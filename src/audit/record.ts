@@ -267,10 +267,11 @@ function chainHash(prevHash: string, canonicalRecord: string): string {
 
 /**
  * What names a secret, in a word of a key: any of these anywhere in the word (`dbpass`,
- * `TS_AUTHKEY`, `refresh_tokens`, `privkey`), or the short names otp, pin, ssn, cvv and sig as
- * the whole word (`card_pin`, not `mapping`).
+ * `TS_AUTHKEY`, `refresh_tokens`, `privkey`, `code_verifier`), or the short names otp, totp,
+ * hotp, mfa, pin, pincode, cardpin, ssn, cvv, cvc, sig and dsn as the whole word (`card_pin`,
+ * not `mapping`; `sentry_dsn`).
  */
-const SECRET_WORD = /pass(?:word|wd)?|pwd|token|secret|key|cred|auth|cookie|bearer|session|signature|priv|jwt|^(?:otp|pin|ssn|cvv|sig)$/i;
+const SECRET_WORD = /pass(?:word|wd)?|pwd|token|secret|key|cred|auth|cookie|bearer|session|signature|priv|jwt|mnemonic|verifier|^(?:otp|totp|hotp|mfa|pin|pincode|cardpin|ssn|cvv|cvv2|cvc|sig|dsn)$/i;
 /**
  * Words that hold one of those but name no secret, which a person approving a call must see
  * (`author`, `monkey_patch`, `keyboard`). Only these are let through: any other word that holds
@@ -282,7 +283,7 @@ const NOT_SECRET_WORDS = new Set([
   'author', 'authors', 'authored', 'authoring',
   'compass', 'encompass', 'surpass', 'trespass', 'overpass', 'underpass', 'passenger', 'passengers', 'passage', 'passages', 'passive',
   'monkey', 'donkey', 'turkey', 'hockey', 'jockey', 'whiskey', 'keyboard', 'keyword', 'keywords', 'keynote', 'keystone', 'keyframe', 'keyframes',
-  'tokenizer', 'tokenize', 'tokenization', 'possession', 'obsession', 'secretary', 'privilege', 'privileges', 'privileged',
+  'tokenizer', 'tokenize', 'tokenization', 'possession', 'obsession', 'secretary', 'privilege', 'privileges', 'privileged', 'privacy',
 ]);
 /**
  * The words of a key: runs of ASCII letters or digits, split where a lower-case letter meets
@@ -304,7 +305,7 @@ const KEY_WORD = /[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+/g;
  */
 export function secretKey(key: string): boolean {
   // A key that holds no secret's name at all (most: `amount`, `table`) is not split.
-  if (!SECRET_WORD.test(key) && !/otp|pin|ssn|cvv|sig/i.test(key)) return false;
+  if (!SECRET_WORD.test(key) && !/otp|mfa|pin|ssn|cvv|cvc|sig|dsn/i.test(key)) return false;
   for (const word of key.match(KEY_WORD) ?? []) {
     if (SECRET_WORD.test(word) && !NOT_SECRET_WORDS.has(word.toLowerCase())) return true;
   }

@@ -270,11 +270,13 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       const near = nearMatcher(listed);
       const negated = op === 'NotEquals' || op === 'NotIn';
       const theListed = listed.length === 1 ? 'the listed value' : 'a listed value';
+      // false and 0 stand for "not given" only where no boolean or number is listed: `force NotEquals true` reads false as false.
+      const falsyIsUnset = !listed.some((v) => v === 'true' || v === 'false' || exactNumber(v) !== undefined);
       const absent = negated ? cannot(`${where(path.length)} is absent, and the tool's default for it may be ${theListed} (a rule for calls without it says DoesNotExist)`) : false;
       return scalar(absent, (s, value) => {
         if (set.has(s)) return !negated;
-        // null, false, 0, "" or only spaces: what many tools take as not given (`env || 'prod'`), so their default, as when absent.
-        if (negated && (value === null || value === false || value === 0 || looseText(s) === '')) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
+        // null, "" or only spaces (and false or 0, see above): what many tools take as not given (`env || 'prod'`), so their default, as when absent.
+        if (negated && (value === null || looseText(s) === '' || (falsyIsUnset && (value === false || value === 0)))) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
         const like = near(s);
         return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);
       });

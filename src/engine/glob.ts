@@ -341,11 +341,15 @@ export function matchesSomeNamespacedName(pattern: string): boolean {
     }
     for (const atom of segment) {
       if ('text' in atom) for (const c of atom.text) states = step(states, c === '/', c !== '/');
-      else states = step(states, atom.set === undefined || atom.set.negated !== (atom.set.singles.has(0x2f) || inRanges(atom.set.ranges, 0x2f)), true);
+      else states = step(states, atom.set === undefined || setHas(atom.set, 0x2f), atom.set === undefined || !onlySlash(atom.set));
     }
   }
   return (states & 0b1000) !== 0;
 }
+
+const setHas = (set: CharSet, cp: number): boolean => set.negated !== (set.singles.has(cp) || inRanges(set.ranges, cp));
+/** A set whose one member is `/` (`[/-/]`; `[/]` alone is parsed as literal text; a reversed range is refused). */
+const onlySlash = (set: CharSet): boolean => !set.negated && [...set.singles].every((cp) => cp === 0x2f) && set.ranges.every((cp) => cp === 0x2f);
 
 /** Compile several globs; the first bad one throws. */
 export function compileGlobs(patterns: readonly string[]): Glob[] {

@@ -379,6 +379,11 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     const listedNull = refunds('allow', [{ path: 'env', operator: op, values: ['null'] }]).evaluate(refund({ env: null }));
     expect(listedNull.decision).toBe('deny');
     expect(listedNull.warnings).toEqual([]);
+    // Where a boolean or a number is listed, false and 0 are values: `force NotEquals true` allows force: false.
+    for (const [values, v] of [[['true'], false], [['-1'], 0]] as const) {
+      const plain = refunds('allow', [{ path: 'env', operator: op, values: [...values] }]).evaluate(refund({ env: v }));
+      expect([plain.decision, plain.warnings]).toEqual(['allow', []]);
+    }
     // Present and not listed: a plain match, no warning.
     const staging = refunds('allow', cond).evaluate(refund({ env: 'staging' }));
     expect([staging.decision, staging.warnings]).toEqual(['allow', []]);

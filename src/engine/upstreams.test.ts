@@ -36,7 +36,7 @@ describe('the upstreams condition', () => {
     expect(decide('tools/gitlab')).toBe('allow');
     expect(decide(undefined)).toBe('allow');
   });
-  it.each(['github', 'github?', 'git[h]ub', 'default/', '/github', '*/', '/*', 'default//github', 'tools/git/hub', '?github', 'a[!/]b'])('a pattern no namespace/name can match (%s) is refused at load (InvalidPattern)', (pattern) => {
+  it.each(['github', 'github?', 'git[h]ub', 'default/', '/github', '*/', '/*', 'default//github', 'tools/git/hub', '?github', 'a[!/]b', 'default/git[/-/]hub'])('a pattern no namespace/name can match (%s) is refused at load (InvalidPattern)', (pattern) => {
     const policy = guardPolicy({ name: 'gh' }, { rules: [{ match: { tools: ['push_*'], upstreams: [pattern] }, action: 'deny' }] });
     expect(compilePolicy(policy, DEFAULT_ENGINE_OPTIONS)).toMatchObject({
       ok: false,
