@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isGenesisAnchor, type AuditAnchor, type AuditAnchorStore } from './anchor.js';
 import { BatchingAuditSink, type StoredLines } from './batching-sink.js';
 import { matchesAuditQuery } from './query.js';
-import { GENESIS_HASH, parseAuditLine, redactedCanonicalJson, sealAuditRecord, type AuditEntryInput, type AuditRecord } from './record.js';
+import { GENESIS_HASH, parseAuditLine, type AuditEntryInput, type AuditRecord } from './record.js';
 import { requestContext, type RequestContext } from '../telemetry/request-context.js';
 import { AuditRecordsUnwrittenError, type AuditFailureMode, type AuditFilter } from './sink.js';
 
@@ -122,25 +122,30 @@ describe('batching sink: a full buffer', () => {
     expect(sink.stats).toEqual({ written: 1, dropped: 0, refused: 0, buffered: 0, failedWrites: 1, writesFailing: 0 });
   });
 
-  it('a record its parameters make too large is kept without them: their size and sha256 in their place', async () => {
-    const sink = new MemorySink('closed', [], { maxLineBytes: 1_200 });
-    const parameters = { blob: 'x'.repeat(2_000), token: 'secret' };
-    const taken = sink.append({ ...input(1), action: { ...input(1).action, parameters } });
-    expect(taken.ok).toBe(true);
+  it('a record its parameters make too large is kept without the largest: their size and sha256 in their place, the small ones as they were', async () => {
+    const sink = new MemorySink('closed', [], { maxLineBytes: 1_500 });
+    // Too large by a little more than the largest: the next largest goes too.
+    const tighter = new MemorySink('closed', [], { maxLineBytes: 1_100 });
+    const parameters = { sql: 'DELETE FROM customers', pad: ['x'.repeat(1_500), 'y'.repeat(300)], blob: 'z'.repeat(600), token: 'secret' };
+    expect(sink.append({ ...input(1), action: { ...input(1).action, parameters } }).ok).toBe(true);
     await sink.flush();
-    const stored = parseAuditLine(sink.stored.at(-1)!)!;
-    expect(Buffer.byteLength(sink.stored.at(-1)!)).toBeLessThanOrEqual(1_200);
-    const text = redactedCanonicalJson(parameters);
-    expect(stored.action.parameters).toEqual({
-      '[OMITTED]': `the record would have been ${Buffer.byteLength(sealAuditRecord({ ...input(1), action: { ...input(1).action, parameters } }, GENESIS_HASH).line)} bytes, more than the 1200 one record may take; the parameters were ${Buffer.byteLength(text)} bytes of canonical JSON (secrets redacted), sha256 ${createHash('sha256').update(text).digest('hex')}`,
-    });
+    expect(Buffer.byteLength(sink.stored.at(-1)!)).toBeLessThanOrEqual(1_500);
+    const omitted = (value: unknown) => {
+      const text = JSON.stringify(value);
+      return `[OMITTED: ${Buffer.byteLength(text)} bytes of canonical JSON (secrets redacted), sha256 ${createHash('sha256').update(text).digest('hex')}]`;
+    };
+    // pad (the largest) goes, which is enough; sql and blob stay, the token stays redacted.
+    expect(parseAuditLine(sink.stored.at(-1)!)!.action.parameters).toEqual({ sql: 'DELETE FROM customers', pad: omitted(parameters.pad), blob: parameters.blob, token: '[REDACTED]' });
     expect(sink.stats).toMatchObject({ written: 1, dropped: 0, refused: 0 });
+    expect(tighter.append({ ...input(1), action: { ...input(1).action, parameters } }).ok).toBe(true);
+    await tighter.flush();
+    expect(parseAuditLine(tighter.stored.at(-1)!)!.action.parameters).toEqual({ sql: 'DELETE FROM customers', pad: omitted(parameters.pad), blob: omitted(parameters.blob), token: '[REDACTED]' });
   });
 
   it.each([
-    ['closed', { ok: false, reason: expect.stringMatching(/^the record is too large even without its parameters: \d+ bytes, more than the 600 one record may take$/) }, 'refused'],
+    ['closed', { ok: false, reason: expect.stringMatching(/^the record is too large even with its largest parameters omitted: \d+ bytes, more than the 600 one record may take$/) }, 'refused'],
     ['open', { ok: true, dropped: expect.stringMatching(/^the record is too large/) }, 'dropped'],
-  ] as const)('%s mode: a record too large to store even without its parameters is %j, counted and logged', (mode, expected, what) => {
+  ] as const)('%s mode: a record too large to store even with its largest parameters omitted is %j, counted and logged', (mode, expected, what) => {
     const sink = new MemorySink(mode, [], { maxLineBytes: 600 });
     expect(sink.append({ ...input(1), action: { ...input(1).action, context: 'x'.repeat(1_000) } })).toMatchObject(expected);
     expect(sink.stats[what]).toBe(1);

@@ -302,10 +302,10 @@ export abstract class BatchingAuditSink implements AuditSink {
     // A UTF-16 unit is at most 3 UTF-8 bytes: only long lines pay for byteLength.
     const tooLong = (line: string) => max !== undefined && line.length * 3 > max && Buffer.byteLength(line) > max;
     if (tooLong(sealed.line)) {
-      // The parameters made it so (the rest is bounded): kept without them, not lost.
+      // The parameters made it so (the rest is bounded): kept without the largest, not lost.
       sealed = sealAuditRecord(withParametersOmitted(input, Buffer.byteLength(sealed.line), max!), this.head, this.batching.key);
       if (tooLong(sealed.line)) {
-        return this.lose(sealed, input, `the record is too large even without its parameters: ${Buffer.byteLength(sealed.line)} bytes, more than the ${max} one record may take`, false);
+        return this.lose(sealed, input, `the record is too large even with its largest parameters omitted: ${Buffer.byteLength(sealed.line)} bytes, more than the ${max} one record may take`, false);
       }
     }
     const { line } = sealed;

@@ -43,8 +43,8 @@ export interface ConfigMapAuditSinkOptions extends AuditIntegrityOptions {
   /**
    * Hard bound on a ConfigMap's data (every key + value, UTF-8 bytes), default 900 KiB. The
    * data always stays below it: a batch that would reach it is split across ConfigMaps, and a
-   * single record too large for an empty one goes without its parameters (their size and sha256
-   * in their place: withParametersOmitted), or, still too large, is refused or dropped (counted,
+   * single record too large for an empty one goes without its largest parameters (their size and
+   * sha256 in their place: withParametersOmitted), or, still too large, is refused or dropped (counted,
    * logged). At most 1 MiB, the
    * API server's own limit.
    */

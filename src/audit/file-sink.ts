@@ -26,7 +26,7 @@ export interface FileAuditSinkOptions extends AuditIntegrityOptions {
   maxSegments?: number;
   /**
    * The longest record line stored (default 4 MiB, a quarter of a segment); a longer record goes
-   * without its parameters (withParametersOmitted), and, still longer, is refused (closed mode:
+   * without its largest parameters (withParametersOmitted), and, still longer, is refused (closed mode:
    * its decision is denied) or dropped (open). So every segment behind the newest holds at least
    * segmentBytes - maxLineBytes, which opening checks (unfilledBehindNewest).
    */

@@ -404,20 +404,32 @@ export function redactSecretText(input: string): string {
 }
 
 /**
- * `input` with its parameters replaced by what they were, for a record they would make longer
- * than `maxBytes` (`bytes`): the size and sha256 of their redacted canonical JSON, the text the
- * record would have held. A call is never left unrecorded for its size, and who holds the
- * arguments can show these were they.
+ * `input` with its largest parameters replaced by what they were, for a record they would make
+ * `bytes` long, more than `maxBytes`: each such argument's value becomes
+ * `[OMITTED: N bytes of canonical JSON (secrets redacted), sha256 …]`, the text the record would
+ * have held and its digest, largest first until the rest fits; the small ones (the query, the
+ * table) stay. A call is never left unrecorded for its size, and who holds the arguments can
+ * show these were they.
  *
- * @example withParametersOmitted(input, 6_860_569, 4_194_304).action.parameters
- *   // { '[OMITTED]': 'the record would have been 6860569 bytes, …; the parameters were 6859104 bytes of canonical JSON, sha256 …' }
+ * @example withParametersOmitted({ …input, action: { …, parameters: { sql: 'DELETE …', pad: hugeList } } }, 6_860_569, 4_194_304).action.parameters
+ *   // { sql: 'DELETE …', pad: '[OMITTED: 6859104 bytes of canonical JSON (secrets redacted), sha256 …]' }
  */
 export function withParametersOmitted(input: AuditEntryInput, bytes: number, maxBytes: number): AuditEntryInput {
-  const text = redactedCanonicalJson(input.action.parameters);
-  const omitted = `the record would have been ${bytes} bytes, more than the ${maxBytes} one record may take; the parameters were ${Buffer.byteLength(text)} bytes of canonical JSON (secrets redacted), sha256 ${cryptoHash('sha256', text, 'hex')}`;
-  return { ...input, action: { ...input.action, parameters: { [OMITTED]: omitted } } };
+  const parameters: Record<string, unknown> = { ...input.action.parameters };
+  const members = Object.entries(parameters)
+    // Each as the record would hold it (a secret already "[REDACTED]"): `{"key":…}` without the key.
+    .map(([key, value]) => ({ key, text: redactedCanonicalJson({ [key]: value }).slice(JSON.stringify(key).length + 2, -1) }))
+    .sort((a, b) => b.text.length - a.text.length);
+  // Each replacement is ~150 bytes; a UTF-16 unit is at most 3 UTF-8 bytes.
+  let over = bytes - maxBytes;
+  for (const { key, text } of members) {
+    if (over <= 0) break;
+    const size = Buffer.byteLength(text);
+    parameters[key] = `[OMITTED: ${size} bytes of canonical JSON (secrets redacted), sha256 ${cryptoHash('sha256', text, 'hex')}]`;
+    over -= size - 160;
+  }
+  return { ...input, action: { ...input.action, parameters } };
 }
-const OMITTED = '[OMITTED]';
 
 /** A record ready to store: its line, and what the chain and the log messages need of it. */
 export interface SealedAuditRecord {

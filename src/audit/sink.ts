@@ -66,9 +66,9 @@ export type AuditAppendResult =
 export interface AuditStats {
   /** Records stored. */
   written: number;
-  /** Open mode: records lost (buffer full, closed, too large even without their parameters); their decisions went on. */
+  /** Open mode: records lost (buffer full, closed, too large even with their largest parameters omitted); their decisions went on. */
   dropped: number;
-  /** Closed mode: records refused (writes failing, buffer full, closed, too large even without their parameters); their decisions were denied. */
+  /** Closed mode: records refused (writes failing, buffer full, closed, too large even with their largest parameters omitted); their decisions were denied. */
   refused: number;
   /** Records appended but not yet durable. */
   buffered: number;
