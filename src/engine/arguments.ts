@@ -159,6 +159,12 @@ function looseText(s: string): string {
 }
 let lastLoose = { of: '', text: '' };
 
+/** `s` as a tool written in C (or passing it to one) reads it, up to its first NUL, when it has one. */
+function beforeNul(s: string): string | undefined {
+  const nul = s.indexOf('\u0000');
+  return nul < 0 ? undefined : s.slice(0, nul);
+}
+
 /**
  * For the values of an Equals, NotEquals, In or NotIn: which of them a value that is none of
  * them as written still equals as a tool may read it, or undefined. Alike as text by
@@ -183,10 +189,9 @@ function nearMatcher(values: readonly string[]): (s: string) => string | undefin
     const n = exactNumber(s);
     return n === undefined ? undefined : byNumber.get(n);
   };
-  // A tool written in C, or passing the value to one, reads it up to its first NUL.
   return (s) => {
-    const nul = s.indexOf('\u0000');
-    return alikeOf(s) ?? (nul >= 0 ? alikeOf(s.slice(0, nul)) : undefined);
+    const cut = beforeNul(s);
+    return alikeOf(s) ?? (cut === undefined ? undefined : alikeOf(cut));
   };
 }
 
@@ -276,7 +281,8 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       return scalar(absent, (s, value) => {
         if (set.has(s)) return !negated;
         // null, "" or only spaces (and false or 0, see above): what many tools take as not given (`env || 'prod'`), so their default, as when absent.
-        if (negated && (value === null || looseText(s) === '' || (falsyIsUnset && (value === false || value === 0)))) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
+        const blank = looseText(s) === '' || looseText(beforeNul(s) ?? s) === '';
+        if (negated && (value === null || blank || (falsyIsUnset && (value === false || value === 0)))) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
         const like = near(s);
         return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);
       });
@@ -288,7 +294,8 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
         const folded = foldCase(s);
         if (matched(folded)) return true;
         const loose = looseText(s);
-        const like = loose === folded ? undefined : matched(loose);
+        const cut = beforeNul(s);
+        const like = (loose === folded ? undefined : matched(loose)) ?? (cut === undefined ? undefined : matched(looseText(cut)));
         return like === undefined ? false : nearly(value, `which ${JSON.stringify(like.pattern)} matches`);
       });
     }

@@ -338,6 +338,7 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     ['NotIn', ['prod'], { v: 'prod\u0000staging' }, `parameters.v is "prod\\u0000staging", which is "prod" ${LOOSELY}; NotIn cannot be evaluated`],
     ['In', ['users'], { v: 'users\u0000x' }, `parameters.v is "users\\u0000x", which is "users" ${LOOSELY}; In cannot be evaluated`],
     ['NotIn', ['prod'], { v: 'pro\nd' }, `parameters.v is "pro\\nd", which is "prod" ${LOOSELY}; NotIn cannot be evaluated`],
+    ['Glob', ['*.sh'], { v: 'x.sh\u0000.txt' }, `parameters.v is "x.sh\\u0000.txt", which "*.sh" matches ${LOOSELY}; Glob cannot be evaluated`],
     // A path written with the `parameters.` the warnings print: read as absent, the deny would apply to no call.
     ['Equals', ['x'], { v: 'x' }, 'parameters.parameters.v is absent, but parameters.v is there: a path is written from inside the parameters (v, not parameters.v); Equals cannot be evaluated'],
   ] as const)('%s %j on %j is indeterminate: a deny applies, an allow does not', (operator, values, parameters, reason) => {
@@ -371,7 +372,7 @@ describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
     const allow = refunds('allow', cond).evaluate(refund({}));
     expect([allow.decision, allow.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': ${reason}, so this allow rule does not apply`]]);
     // null, "" or only spaces: not given, to many tools, so their default.
-    for (const [env, shown] of [[null, 'null'], [false, 'false (a boolean)'], [0, '0 (a number)'], ['', '""'], ['  ', '"  "'], ['\u200b', '"\u200b"'], ['\n', '"\\n"']] as const) {
+    for (const [env, shown] of [[null, 'null'], [false, 'false (a boolean)'], [0, '0 (a number)'], ['', '""'], ['  ', '"  "'], ['\u200b', '"\u200b"'], ['\n', '"\\n"'], ['\u0000staging', '"\\u0000staging"']] as const) {
       const blank = refunds('allow', cond).evaluate(refund({ env }));
       expect([blank.decision, blank.warnings]).toEqual(['deny', [`policy 'refunds' rule 'big-refunds': parameters.env is ${shown}, which a tool may take as not given, and its default may be the listed value; ${op} cannot be evaluated, so this allow rule does not apply`]]);
     }
