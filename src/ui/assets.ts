@@ -91,7 +91,9 @@ h2 { font-size: 15px; margin: 0 0 8px; }
 .bar-count { font-variant-numeric: tabular-nums; min-width: 3ch; text-align: right; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-td { overflow-wrap: break-word; }
+td { overflow-wrap: break-word; unicode-bidi: isolate; }
+/* The whole preview, in the order it is stored: right-to-left letters do not reorder what is around them. */
+.preview { display: block; max-height: 16em; overflow: auto; direction: ltr; unicode-bidi: bidi-override; }
 .wrap { overflow-wrap: anywhere; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; }
 .good { color: var(--good); font-weight: 600; }
@@ -201,8 +203,8 @@ export const DASHBOARD_JS = String.raw`// PolicyGuard dashboard: fetches /ui/api
     ], { title: (p) => p.message });
     const ap = d.approvals;
     $('approval-count').textContent = '(' + (ap.count > ap.pending.length ? ap.pending.length + ' newest of ' + fmt(ap.count) : fmt(ap.count)) + ')';
-    table('approval-list', ['Approval', 'Agent', 'Target', 'Arguments', 'Why', 'Requested', 'Expires'], ap.pending, (a) => [
-      named(a.name, a.namespace), a.agent_id, a.upstream ? a.upstream + ': ' + a.target : a.target, el('code', a.arguments_preview, 'wrap'), el('span', a.message, 'wrap'),
+    table('approval-list', ['Approval', 'Agent', 'Action', 'Target', 'Arguments', 'Why', 'Requested', 'Expires'], ap.pending, (a) => [
+      named(a.name, a.namespace), a.agent_id, a.action_type, a.upstream ? a.upstream + ': ' + a.target : a.target, el('code', a.arguments_preview, 'wrap preview'), el('span', a.message, 'wrap'),
       relative(a.requested_at, d.generated_at), relative(a.expires_at, d.generated_at),
     ], {
       title: (a) => 'Requested ' + when(a.requested_at) + ', expires ' + when(a.expires_at),

@@ -78,16 +78,17 @@ describe('pendingApprovals', () => {
       name: a.metadata.name,
       namespace: 'team-a',
       agent_id: 'etl-bot',
+      action_type: 'tool_call',
       target: 'create_issue',
       upstream: 'tools/github',
-      arguments_preview: `${a.spec.argumentsPreview.slice(0, 119)}…`,
+      arguments_preview: a.spec.argumentsPreview,
       message: `${'m'.repeat(499)}…`,
       requested_at: a.spec.requestedAt,
       expires_at: a.spec.expiresAt,
       approve_command: `policyguard approvals approve ${a.metadata.name} -n team-a`,
     });
-    // The stored preview, secrets redacted when the approval was asked for.
-    expect(shown!.arguments_preview).toMatch(/^\{"password":"\[REDACTED\]","title":"x{85}…$/);
+    // The stored preview, whole (an agent cannot push what matters past a cut), secrets redacted when the approval was asked for.
+    expect(shown!.arguments_preview).toBe(`{"password":"[REDACTED]","title":"${'x'.repeat(300)}"}`);
   });
 
   it('names the data dir in standalone mode, as one shell word whatever it contains', () => {

@@ -18,8 +18,6 @@ import type { AuditRead } from '../mcp/tools.js';
 
 /** The longest incident description or approval message the page gets. */
 const DESCRIPTION_MAX = 500;
-/** The longest approval argumentsPreview the page gets: enough to recognise the call; `policyguard approvals list -o json` has all of it. */
-const PREVIEW_MAX = 120;
 const clip = (text: string, max = DESCRIPTION_MAX) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /** Points on the decisions-over-time plot, whatever the range. */
@@ -35,10 +33,15 @@ export interface PendingApproval {
   /** Its namespace in a cluster; null in standalone mode. */
   namespace: string | null;
   agent_id: string;
+  /** What the approval binds besides agent, target and arguments (`tool_call`, …). */
+  action_type: string;
   target: string;
   /** namespace/name of the GuardUpstream of a gateway call; null otherwise. */
   upstream: string | null;
-  /** The redacted argumentsPreview, cut to {@link PREVIEW_MAX} characters. */
+  /**
+   * The redacted argumentsPreview as stored, whole (at most 4 KiB, with its own mark where it
+   * was cut): a person sees everything they approve, not a head an agent can pad.
+   */
   arguments_preview: string;
   /** Why approval is needed: the deciding rule's message. */
   message: string;
@@ -106,9 +109,10 @@ export function pendingApprovals(approvals: readonly GuardApproval[], scope: Aud
       name: a.metadata.name,
       namespace: a.metadata.namespace ?? null,
       agent_id: a.spec.agentId,
+      action_type: a.spec.actionType,
       target: a.spec.target,
       upstream: a.spec.upstream ?? null,
-      arguments_preview: clip(a.spec.argumentsPreview, PREVIEW_MAX),
+      arguments_preview: a.spec.argumentsPreview,
       message: clip(a.spec.message),
       requested_at: a.spec.requestedAt,
       expires_at: a.spec.expiresAt,

@@ -134,6 +134,7 @@ function approvalRow(name: string, agent: string, preview: string): unknown[] {
   return [
     name, // no namespace in standalone mode
     agent,
+    'tool_call',
     'issue_refund',
     preview,
     'A person approves refunds above 500',
@@ -276,8 +277,8 @@ describe('the dashboard in Chromium', () => {
     expect(r.approvalRows).toEqual([
       // Secrets redacted; the caller's markup shown as the text it is.
       approvalRow(asked.bot, 'bot', `{"amount":700,"note":"${HTML_NOTE}","password":"[REDACTED]"}`),
-      // Cut to 120 characters.
-      approvalRow(asked.aliceLong, 'agent-a', `${memoHead}${'m'.repeat(119 - memoHead.length)}…`),
+      // Whole: an agent cannot push what matters past a cut.
+      approvalRow(asked.aliceLong, 'agent-a', `${memoHead}${LONG_MEMO}"}`),
       approvalRow(asked.alice, 'agent-a', '{"amount":900}'),
     ]);
     expect(r.approvalCommands).toEqual([asked.bot, asked.aliceLong, asked.alice].map(approveCommand));
