@@ -44,7 +44,8 @@ function listText(approvals: readonly GuardApproval[], now: Date, namespaced: bo
   if (approvals.length === 0) return 'No approvals.\n';
   const head = [...(namespaced ? ['NAMESPACE'] : []), 'NAME', 'AGENT', 'TARGET', 'PHASE', 'DECIDED BY', 'EXPIRES', 'ARGUMENTS'];
   const rows = approvals.map((a) => {
-    const args = a.spec.argumentsPreview.length > 60 ? `${a.spec.argumentsPreview.slice(0, 57)}...` : a.spec.argumentsPreview;
+    // A head only: say so, and where the whole is (an agent can pad what comes first).
+    const args = a.spec.argumentsPreview.length > 60 ? `${a.spec.argumentsPreview.slice(0, 57)}... (${a.spec.argumentsPreview.length} characters: -o json shows all)` : a.spec.argumentsPreview;
     return [...(namespaced ? [a.metadata.namespace ?? ''] : []), a.metadata.name, a.spec.agentId, a.spec.upstream ? `${a.spec.upstream}: ${a.spec.target}` : a.spec.target, phaseOf(a, now), a.status?.decidedBy ?? '<none>', relative(a.spec.expiresAt, now), args];
   });
   return table([head, ...rows]);

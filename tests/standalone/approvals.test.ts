@@ -132,6 +132,10 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     expect(approval.status).toEqual({ phase: 'Pending' });
     const table = await cli(s, 'list', '--pending');
     expect(table.stdout).toMatch(new RegExp(`^NAME +AGENT +TARGET +PHASE +DECIDED BY +EXPIRES +ARGUMENTS\\n(.*\\n)*${id} +bot +drop_table +Pending +<none> +in 60m +\\{"password":"\\[REDACTED\\]","table":"users"\\}`, 'm'));
+    // A long preview shows its head, and says it is one.
+    const long = (await validate(s, { table: 'orders', a_summary: 'x'.repeat(80) })).json.approval_id;
+    const longTable = await cli(s, 'list', '--pending');
+    expect(longTable.stdout).toMatch(new RegExp(`^${long} .*\\{"a_summary":"x{43}\\.\\.\\. \\(\\d+ characters: -o json shows all\\)$`, 'm'));
   });
 
   it('what an agent chose cannot disguise itself on the approver\'s terminal: a disguised target is denied outright, control characters in arguments are shown escaped, hidden values are said to be hidden', async () => {
