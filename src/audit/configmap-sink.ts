@@ -538,12 +538,15 @@ class ConfigMapAuditSink extends BatchingAuditSink {
   }
 }
 
+/** A record as a scan may serve it, read from `line` of `segment` (ConfigMapAuditSink: checkedRecord). */
+type Checked = (record: AuditRecord, line: string, segment: RingSegment) => AuditRecord;
+
 /**
  * The records of each replica's ring, newest first, one iterator per replica in listing order
  * (`segments` come sorted by replica, then sequence), each passed through `checked`. A segment
  * whose newest record is older than `since` is skipped: records are appended in time order.
  */
-function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, line: string, segment: RingSegment) => AuditRecord): Array<Iterator<AuditRecord>> {
+function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: Checked): Array<Iterator<AuditRecord>> {
   const byReplica = new Map<string, RingSegment[]>();
   for (const segment of segments) {
     const list = byReplica.get(segment.replica) ?? [];
@@ -553,7 +556,7 @@ function chainsNewestFirst(segments: readonly RingSegment[], since: number | und
   return [...byReplica.values()].map((list) => recordsNewestFirst(list, since, checked));
 }
 
-function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: (record: AuditRecord, line: string, segment: RingSegment) => AuditRecord): Generator<AuditRecord> {
+function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: Checked): Generator<AuditRecord> {
   for (const segment of [...segments].reverse()) {
     const newest = lastRecord(segment.text)?.record;
     if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;

@@ -165,6 +165,12 @@ function beforeNul(s: string): string | undefined {
   return nul < 0 ? undefined : s.slice(0, nul);
 }
 
+/** Whether `s` reads as nothing, whole or up to its first NUL. */
+function isBlank(s: string): boolean {
+  const cut = beforeNul(s);
+  return looseText(s) === '' || (cut !== undefined && looseText(cut) === '');
+}
+
 /**
  * For the values of an Equals, NotEquals, In or NotIn: which of them a value that is none of
  * them as written still equals as a tool may read it, or undefined. Alike as text by
@@ -281,8 +287,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
       return scalar(absent, (s, value) => {
         if (set.has(s)) return !negated;
         // null, "" or only spaces (and false or 0, see above): what many tools take as not given (`env || 'prod'`), so their default, as when absent.
-        const blank = looseText(s) === '' || looseText(beforeNul(s) ?? s) === '';
-        if (negated && (value === null || blank || (falsyIsUnset && (value === false || value === 0)))) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
+        if (negated && (value === null || isBlank(s) || (falsyIsUnset && (value === false || value === 0)))) return cannot(`${where(path.length)} is ${preview(value)}, which a tool may take as not given, and its default may be ${theListed}`);
         const like = near(s);
         return like === undefined ? negated : nearly(value, `which is ${JSON.stringify(like)}`);
       });
