@@ -264,7 +264,7 @@ export function compileArgument(cond: ArgumentCondition): ArgumentTest {
     });
   /** A value that only a loose reading takes as a listed value, or as one a glob matches: `how` says which. */
   const nearly = (value: unknown, how: string) =>
-    cannot(`${where(path.length)} is ${preview(value)}, ${how} as a tool may read it (ignoring case, Unicode form, invisible characters and spaces at the ends, or how a number is written) but not as written`);
+    cannot(`${where(path.length)} is ${preview(value)}, ${how} as a tool may read it (ignoring case, Unicode form, control and invisible characters, spaces at the ends, what follows a NUL, or how a number is written) but not as written`);
 
   const values = cond.values ?? [];
   switch (op) {

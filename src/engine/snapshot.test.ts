@@ -258,7 +258,7 @@ describe('argument operators', () => {
 });
 
 /** How a near match's reason says it (src/engine/arguments.ts). */
-const LOOSELY = 'as a tool may read it (ignoring case, Unicode form, invisible characters and spaces at the ends, or how a number is written) but not as written';
+const LOOSELY = 'as a tool may read it (ignoring case, Unicode form, control and invisible characters, spaces at the ends, what follows a NUL, or how a number is written) but not as written';
 
 describe('conditions that cannot be evaluated (docs/decisions.md)', () => {
   const refunds = (action: 'deny' | 'require_approval' | 'allow', conditions: ArgumentCondition[], enforcement: 'Enforce' | 'Audit' = 'Enforce') =>
