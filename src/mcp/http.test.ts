@@ -142,6 +142,36 @@ describe('the Host header', () => {
   });
 });
 
+describe('scrapes and probes under --allowed-hosts (DNS rebinding)', () => {
+  let guarded: RunningServer;
+  let own: SampleTools;
+  beforeAll(async () => {
+    own = await openSampleTools(await mkdtemp(join(tmpdir(), 'policyguard-http-hosts-')));
+    const { tools, store, metrics } = own;
+    guarded = await listen(createHttpApp({ tools, store, metrics, log: silentLogger, authenticator: noAuthenticator(), allowedHosts: ['policyguard.team-a'], allowedOrigins: [], uiApprovals: { store: new MemoryApprovalStore() } }), { host: '127.0.0.1', port: 0 });
+  });
+  afterAll(async () => {
+    await guarded?.close();
+    await own?.close();
+  });
+  const get = (path: string, headers: Record<string, string>) =>
+    new Promise<number>((resolve, reject) => {
+      const url = new URL(guarded.url);
+      httpRequest({ host: url.hostname, port: url.port, path, headers }, (res) => resolve(res.resume().statusCode!)).once('error', reject).end();
+    });
+  const ROUTES = ['/metrics', '/healthz', '/readyz'];
+
+  it.each(ROUTES)('%s: a page\'s DNS name is refused; an allowed name, and a Pod IP as Prometheus and the kubelet send it, are served', async (path) => {
+    expect(await get(path, { host: 'rebind.attacker.example:8000' })).toBe(403);
+    expect(await get(path, { host: 'policyguard.team-a:8000' })).toBe(200);
+    for (const host of ['10.244.1.7:8000', '10.244.1.7', '[fd00::7]:8000']) expect(await get(path, { host })).toBe(200);
+    expect(await get(path, { host: '10.244.1.7:8000', origin: 'https://attacker.example' })).toBe(403);
+  });
+  it('/mcp takes only the allowed names: an IP address is no exception there', async () => {
+    expect(await get('/mcp', { host: '10.244.1.7:8000' })).toBe(403);
+  });
+});
+
 describe('tracing on (--otel-endpoint)', () => {
   const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
   const TRACEPARENT = `00-${TRACE}-00f067aa0ba902b7-01`;

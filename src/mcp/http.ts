@@ -13,7 +13,7 @@ import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../j
 import { readFileSync } from 'node:fs';
 import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import express, { type IRoute, type NextFunction, type Request, type Response } from 'express';
 import { ProtocolError } from '@modelcontextprotocol/server';
 import type { Authenticator, Principal } from '../auth/authenticate.js';
@@ -80,6 +80,11 @@ export function sdkEndpoint(tools: Tools, metrics: Metrics, authMode: Authentica
       log[refused ? 'debug' : 'warn']('MCP request not served', { error: error.message });
     },
   );
+}
+
+/** `10.0.0.7` or `[fd00::7]`, as hostName() returns them; a DNS name is not one. */
+function isIpAddress(name: string): boolean {
+  return isIP(name.startsWith('[') ? name.slice(1, -1).replace(/%25.*$/, '') : name) !== 0;
 }
 
 /** Host header without the port; `[::1]:8000` → `[::1]`. */
@@ -174,7 +179,8 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
     jsonRpcError(res, 400, -32600, `Invalid Request: ${tooDeepText()}`);
   };
 
-  const guardHostAndOrigin = (req: Request, res: Response, next: NextFunction) => {
+  /** Host and Origin checks (DNS rebinding); `ipHosts`: also any IP address as Host (see scrapes below). */
+  const hostAndOriginGuard = (ipHosts: boolean) => (req: Request, res: Response, next: NextFunction) => {
     const host = req.get('host');
     // One Host, written as a host: it is checked against --allowed-hosts and written into the
     // resource URLs this server announces (the WWW-Authenticate challenge, RFC 9728 metadata).
@@ -182,7 +188,8 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
       rejected.inc({ reason: 'host' });
       return jsonRpcError(res, 400, -32600, `Invalid Request: the Host header ${JSON.stringify(host ?? '')} is not one host[:port]`);
     }
-    if (opts.allowedHosts.length > 0 && (!host || !opts.allowedHosts.includes(hostName(host).toLowerCase()))) {
+    const name = host === undefined ? undefined : hostName(host).toLowerCase();
+    if (opts.allowedHosts.length > 0 && (!name || !(opts.allowedHosts.includes(name) || (ipHosts && isIpAddress(name))))) {
       rejected.inc({ reason: 'host' });
       return jsonRpcError(res, 403, -32000, `Host ${JSON.stringify(host ?? '')} is not allowed (see --allowed-hosts)`);
     }
@@ -193,6 +200,11 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
     }
     next();
   };
+  const guardHostAndOrigin = hostAndOriginGuard(false);
+  // Prometheus and the kubelet address a Pod by its IP, so its scrapes and probes carry an IP as
+  // Host, in no --allowed-hosts list. A rebinding page's requests carry the page's DNS name:
+  // an IP address is never one, so scrapes and probes accept any IP besides the allowed names.
+  const guardScrape = hostAndOriginGuard(true);
 
   const tooMany = (res: Response, reason: string, retryAfterMs: number, message: string) => {
     rejected.inc({ reason });
@@ -282,15 +294,15 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
     jsonRpcError(res, 405, -32000, 'Method not allowed: this server is stateless; use POST /mcp');
   });
   // The other routes come after /mcp: Express tries routes in order, and /mcp is nearly every request.
-  app.get('/healthz', (_req, res) => {
+  app.get('/healthz', guardScrape, (_req, res) => {
     res.type('text/plain').send('ok');
   });
-  app.get('/readyz', (_req, res) => {
+  app.get('/readyz', guardScrape, (_req, res) => {
     const notReady = store.notReady();
     if (notReady === undefined) res.type('text/plain').send('ok');
     else res.status(503).type('text/plain').send(`not ready: ${notReady}`);
   });
-  app.get('/metrics', async (_req, res) => {
+  app.get('/metrics', guardScrape, async (_req, res) => {
     res.type(metrics.contentType).send(await metrics.exposition());
   });
   // RFC 9728. Tokens come from a token file or the cluster's ServiceAccount issuer, not from an
