@@ -29,7 +29,7 @@ import {
 } from './configmap-ring.js';
 import { matchesAuditQuery } from './query.js';
 import { GENESIS_HASH, parseAuditLine, type AuditRecord } from './record.js';
-import type { AuditFilter, AuditSink } from './sink.js';
+import { AuditRecordTamperedError, type AuditFilter, type AuditSink } from './sink.js';
 
 /** Anchors go to the ConfigMap `policyguard-audit-anchor-<replica>` unless `anchor` says otherwise. */
 export interface ConfigMapAuditSinkOptions extends AuditIntegrityOptions {
@@ -517,9 +517,8 @@ class ConfigMapAuditSink extends BatchingAuditSink {
       this.ring.call('list the audit ConfigMaps', send),
     );
     const since = filter.since?.getTime();
-    // Each record against its own line; links are not checked across what one listing of several writers' rings shows.
-    const checked = (record: AuditRecord, line: string, segment: RingSegment) => this.checkedRecord(record, line, `configmap/${this.options.namespace}/${segment.name}`);
-    const sources = [buffered.reverse()[Symbol.iterator](), ...chainsNewestFirst(segments, since, checked)].map(peekable);
+    const checked: Checked = (record, line, segment, linksTo) => this.checkedRecord(record, line, ringSegmentPath(this.options.namespace, segment), linksTo);
+    const sources = [buffered.reverse()[Symbol.iterator](), ...chainsNewestFirst(segments, since, this.options.namespace, checked)].map(peekable);
     const counts = { scanned: 0, matched: 0 };
     for (;;) {
       let newest: Peekable | undefined;
@@ -538,34 +537,63 @@ class ConfigMapAuditSink extends BatchingAuditSink {
   }
 }
 
-/** A record as a scan may serve it, read from `line` of `segment` (ConfigMapAuditSink: checkedRecord). */
-type Checked = (record: AuditRecord, line: string, segment: RingSegment) => AuditRecord;
+/** A record as a scan may serve it, read from `line` of `segment`, linking to `linksTo` when given (ConfigMapAuditSink: checkedRecord). */
+type Checked = (record: AuditRecord, line: string, segment: RingSegment, linksTo: string | undefined) => AuditRecord;
+
+const ringSegmentPath = (namespace: string, segment: RingSegment) => `configmap/${namespace}/${segment.name}`;
+
+/** What a record before an unreadable line is expected to link to: no hash, so it does not. */
+const UNREADABLE_LINE = 'an unreadable line';
 
 /**
  * The records of each replica's ring, newest first, one iterator per replica in listing order
  * (`segments` come sorted by replica, then sequence), each passed through `checked`. A segment
  * whose newest record is older than `since` is skipped: records are appended in time order.
  */
-function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: Checked): Array<Iterator<AuditRecord>> {
+function chainsNewestFirst(segments: readonly RingSegment[], since: number | undefined, namespace: string, checked: Checked): Array<Iterator<AuditRecord>> {
   const byReplica = new Map<string, RingSegment[]>();
   for (const segment of segments) {
     const list = byReplica.get(segment.replica) ?? [];
     list.push(segment);
     byReplica.set(segment.replica, list);
   }
-  return [...byReplica.values()].map((list) => recordsNewestFirst(list, since, checked));
+  return [...byReplica.values()].map((list) => recordsNewestFirst(list, since, namespace, checked));
 }
 
-function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, checked: Checked): Generator<AuditRecord> {
+/**
+ * One replica's records, newest first, each checked against its line and against the record
+ * after it: the listing is one snapshot of the ring (a LIST and its continuations read one
+ * resourceVersion), so the chain holds across the segments of consecutive sequence numbers, and
+ * a segment's newest record is the one its chain-head annotation names.
+ */
+function* recordsNewestFirst(segments: readonly RingSegment[], since: number | undefined, namespace: string, checked: Checked): Generator<AuditRecord> {
+  let linksTo: string | undefined;
+  let newerSeq: number | undefined;
   for (const segment of [...segments].reverse()) {
     const newest = lastRecord(segment.text)?.record;
     if (since !== undefined && newest && Date.parse(newest.timestamp) < since) continue;
+    // A gap in the sequence (a segment retention has not deleted yet, one missing) starts the chain again, as verify does.
+    if (newerSeq === undefined || segment.seq !== newerSeq - 1) linksTo = undefined;
+    newerSeq = segment.seq;
     const lines = recordLines(segment.text);
+    let newestInSegment = true;
     for (let i = lines.length - 1; i >= 0; i--) {
-      // An unreadable line is verifyConfigMapRing's business; a scan shows what can be read, checked.
       const line = lines[i] ?? '';
-      const record = parseAuditLine(line);
-      if (record) yield checked(record, line, segment);
+      const parsed = parseAuditLine(line);
+      if (!parsed) {
+        // An unreadable line is verifyConfigMapRing's to describe; here the record before it does not link.
+        linksTo = UNREADABLE_LINE;
+        newestInSegment = false;
+        continue;
+      }
+      if (newestInSegment && parsed.hash !== segment.chainHead) {
+        const annotation = `its chain-head annotation ${ANNOTATION_CHAIN_HEAD}=${segment.chainHead ?? '(missing)'} names another record`;
+        throw new AuditRecordTamperedError(parsed.entry_id, ringSegmentPath(namespace, segment), `the newest record of the segment, but ${annotation}: records were removed from its end, or the annotation was edited`);
+      }
+      newestInSegment = false;
+      const record = checked(parsed, line, segment, linksTo);
+      linksTo = record.prev_hash;
+      yield record;
     }
   }
 }

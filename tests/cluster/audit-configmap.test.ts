@@ -16,7 +16,7 @@ import { ConfigMapAnchorStore } from '../../src/audit/configmap-anchor.js';
 import { openConfigMapAuditSink, type ConfigMapAuditSinkOptions } from '../../src/audit/configmap-sink.js';
 import { openFileAuditSink } from '../../src/audit/file-sink.js';
 import { incidentInput } from '../../src/audit/incident-fixture.js';
-import { createAuditRecord, hashRecord, type AuditEntryInput, type AuditRecord } from '../../src/audit/record.js';
+import { canonicalJson, createAuditRecord, hashRecord, type AuditEntryInput, type AuditRecord } from '../../src/audit/record.js';
 import type { AuditSink } from '../../src/audit/sink.js';
 import { AuditWriteError } from '../../src/audit/sink.js';
 import { verifyAuditChain, verifyConfigMapRing } from '../../src/audit/verify.js';
@@ -182,6 +182,60 @@ describe('ConfigMap audit sink', () => {
     });
     expect(await verifyConfigMapRing(kc, namespace, 'pod-v')).toMatchObject({
       ok: false, records: 3, problems: [{ line: 3, reason: expect.stringMatching(/^chain-head annotation .* does not match/) }, { line: 4, reason: expect.stringMatching(/^truncated/) }],
+    });
+    await expect(sink.query({ limit: 10 })).rejects.toThrow(
+      `${records[2]!.entry_id} in configmap/${namespace}/${name} (the newest record of the segment, but its chain-head annotation policyguard.dev/audit-chain-head=${records[3]!.hash} names another record`,
+    );
+  });
+
+  describe('a ring changed in the API server is not served by reads', () => {
+    /** Records over three segments of at least two each; `change` rewrites the segments' lines (oldest segment first) and annotations. */
+    const changed = async (change: (segments: string[][], cms: V1ConfigMap[]) => void) => {
+      const namespace = await newNamespace();
+      const size = Buffer.byteLength(`${JSON.stringify(createAuditRecord(input({ parameters: { n: 1 } }), '0'.repeat(64)))}\n`);
+      const { sink } = await open({ namespace, replica: 'pod-t', ringSize: 4, maxBytes: Math.floor(size * 2.5) });
+      const records: AuditRecord[] = [];
+      for (let n = 1; n <= 6; n++) records.push(sink.append(input({ parameters: { n } })).record);
+      await sink.flush();
+      const cms = [...(await ringOf(namespace, 'pod-t'))].sort((a, b) => seqOf(a) - seqOf(b));
+      const segments = cms.map((cm) => (cm.data?.['records.jsonl'] ?? '').split('\n').filter(Boolean));
+      expect(segments.map((lines) => lines.length)).toEqual([2, 2, 2]);
+      change(segments, cms);
+      for (const [i, cm] of cms.entries()) {
+        await meddle(namespace, cm.metadata!.name!, (now) => {
+          now.data = { 'records.jsonl': segments[i]!.map((l) => `${l}\n`).join('') };
+          now.metadata!.annotations = cm.metadata!.annotations;
+        });
+      }
+      return { sink, records, where: (i: number) => `configmap/${namespace}/${cms[i]!.metadata!.name}` };
+    };
+    const rehashed = (line: string, change: Partial<AuditRecord>): string => {
+      const { hash: _hash, mac: _mac, ...fields } = { ...(JSON.parse(line) as AuditRecord), ...change };
+      return `${canonicalJson(fields).slice(0, -1)},"hash":"${hashRecord(fields.prev_hash, fields)}"}`;
+    };
+
+    it('as written, the ring is served whole across its segments', async () => {
+      const { sink, records } = await changed(() => {});
+      expect((await sink.query({ limit: 10 })).entries.map((r) => r.entry_id)).toEqual(records.map((r) => r.entry_id).reverse());
+    });
+    it('a record edited and its hash recomputed (no key needed): the record after it does not link to it', async () => {
+      const { sink, records, where } = await changed((segments) => {
+        segments[1]![0] = rehashed(segments[1]![0]!, { agent_id: 'someone-else' });
+      });
+      await expect(sink.query({ limit: 10 })).rejects.toThrow(`${records[2]!.entry_id} in ${where(1)} (the record after it does not link to it`);
+    });
+    it('the newest record of a segment removed and its annotation made to match: the next segment does not link to it', async () => {
+      const { sink, records, where } = await changed((segments, cms) => {
+        segments[0]!.pop();
+        cms[0]!.metadata!.annotations!['policyguard.dev/audit-chain-head'] = (JSON.parse(segments[0]![0]!) as AuditRecord).hash;
+      });
+      await expect(sink.query({ limit: 10 })).rejects.toThrow(`${records[0]!.entry_id} in ${where(0)} (the record after it does not link to it`);
+    });
+    it('an unreadable line: the record before it does not link', async () => {
+      const { sink, records, where } = await changed((segments) => {
+        segments[2]!.splice(1, 0, '{"not":"a record"');
+      });
+      await expect(sink.query({ limit: 10 })).rejects.toThrow(`${records[4]!.entry_id} in ${where(2)} (the record after it does not link to it`);
     });
   });
 
