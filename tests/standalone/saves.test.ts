@@ -4,7 +4,8 @@
  * Each waits with a generous bound and prints the latency it saw (docs/decisions.md).
  */
 import { execFileSync } from 'node:child_process';
-import { appendFile, mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -223,11 +224,12 @@ describe('files being written, large files, names defined twice', () => {
   it('a file written in several steps is taken in once it stopped changing, never half-way', async () => {
     // The writer appends a document every 20 ms for about a second: far longer than the debounce,
     // with pauses 50 times shorter than it (a margin, not a measurement: nothing here is timed).
+    // Synchronously, so each append lands before a reload whose timer falls due later (see below).
     const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { debounceMs: 1000 });
     const file = join(f.configDir, 'growing.yaml');
     const t0 = performance.now();
     for (let i = 0; i < 50; i++) {
-      await appendFile(file, policy(`p${i}`));
+      appendFileSync(file, policy(`p${i}`));
       await new Promise((r) => setTimeout(r, 20));
     }
     await eventually(async () => f.store.snapshot().counts.policies, (n) => n === 50, 'the whole file');
@@ -238,12 +240,14 @@ describe('files being written, large files, names defined twice', () => {
 
   it('a file that never stops changing holds back the other changes of its reloads for a bounded time only, and says so', async () => {
     // At a 50 ms debounce the bound is 1 s; the writer appends every 10 ms until the revocation is in force.
+    // Synchronously: its 10 ms timer always falls due before the next reload's 50 ms one, so however
+    // slow the machine, every look finds the file changed (an append left to the thread pool could land late).
     const f = await open({ 'agents.yaml': agent('boss', 'admin') }, { debounceMs: 50 });
     const file = join(f.configDir, 'growing.yaml');
     let writing = true;
     const writer = (async () => {
       for (let i = 0; writing; i++) {
-        await appendFile(file, policy(`p${i}`));
+        appendFileSync(file, policy(`p${i}`));
         await new Promise((r) => setTimeout(r, 10));
       }
     })();
