@@ -55,6 +55,14 @@ const KINDS: KindInfo[] = [
       { name: 'Suspended', type: 'boolean', jsonPath: '.spec.suspended', priority: 1 },
       ...commonColumns,
     ],
+    // An id goes to the oldest GuardAgent claiming it (docs/decisions.md §4): an older object
+    // given a new id would take it from a live agent. Another id is another GuardAgent.
+    objectRules: [
+      {
+        rule: '(has(self.spec.agentId) ? self.spec.agentId : self.metadata.name) == (has(oldSelf.spec.agentId) ? oldSelf.spec.agentId : oldSelf.metadata.name)',
+        message: 'the agent id (spec.agentId, else metadata.name) cannot change: the oldest GuardAgent claiming an id holds it, so create a new GuardAgent for another id',
+      },
+    ],
   },
   {
     kind: 'GuardPolicy',

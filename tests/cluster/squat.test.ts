@@ -61,3 +61,19 @@ describe('an agent id claimed before a person defines it', () => {
     expect((await getGuard(kc, 'GuardAgent', ns, id)).metadata.labels?.['policyguard.dev/auto-registered']).toBeUndefined();
   });
 });
+
+describe('an older GuardAgent given the id of a live agent', () => {
+  it('is refused by the API server: an agent id never changes, so no object takes a live id by its age', async () => {
+    await applyGuard(kc, 'GuardAgent', team, 'decoy', { trustLevel: 'low' });
+    await applyGuard(kc, 'GuardAgent', ns, 'payments-bot', { trustLevel: 'low' });
+    const refusal = await applyGuard(kc, 'GuardAgent', team, 'decoy', { trustLevel: 'low', agentId: 'payments-bot' }).then(
+      () => 'accepted',
+      (err: { code?: number; body?: string }) => `${err.code}: ${err.body}`,
+    );
+    expect(refusal).toMatch(/^422: .*the agent id \(spec\.agentId, else metadata\.name\) cannot change/);
+    expect((await getGuard(kc, 'GuardAgent', team, 'decoy')).spec.agentId).toBeUndefined();
+    // Writing the id it has, or changing anything else, is an update like any other.
+    await applyGuard(kc, 'GuardAgent', team, 'decoy', { trustLevel: 'medium', agentId: 'decoy' });
+    expect((await getGuard(kc, 'GuardAgent', team, 'decoy')).spec).toMatchObject({ trustLevel: 'medium', agentId: 'decoy' });
+  });
+});
