@@ -20,6 +20,8 @@ const RBAC = 'rbac.authorization.k8s.io';
 let admin: KubeConfig;
 let ns: string;
 let fullname: string;
+/** A namespace whose GuardAgents only otto (of the users here) may create. */
+let other: string;
 const clusterScoped: KubernetesObject[] = [];
 
 /** The admin client impersonating `user` (kubectl --as). */
@@ -85,7 +87,8 @@ beforeAll(async () => {
     // lena may set trust labels: bound cluster-wide, as docs/deploy.md says.
     { apiVersion: `${RBAC}/v1`, kind: 'ClusterRoleBinding', metadata: { name: `${fullname}-lena` }, roleRef: { apiGroup: RBAC, kind: 'ClusterRole', name: `${fullname}-trust-labeler` }, subjects: [{ apiGroup: RBAC, kind: 'User', name: 'lena' }] } as KubernetesObject,
   );
-  const users = ['alice', 'hilda', 'nadia', 'ada', 'lena'];
+  const users = ['alice', 'hilda', 'nadia', 'ada', 'lena', 'otto'];
+  other = await createNamespace(admin, 'pg-trust-other');
   await applyObjects(admin, [
     pick('ServiceAccount', fullname),
     ...clusterScoped,
@@ -94,6 +97,9 @@ beforeAll(async () => {
     // hilda may grant high here; nadia has the admin granter role, but only through a RoleBinding.
     roleBinding('hilda-grants-high', { kind: 'ClusterRole', name: `${fullname}-trust-granter-high` }, 'hilda'),
     roleBinding('nadia-grants-admin-here', { kind: 'ClusterRole', name: `${fullname}-trust-granter-admin` }, 'nadia'),
+    // otto also writes GuardAgents in the other namespace.
+    { apiVersion: `${RBAC}/v1`, kind: 'Role', metadata: { name: 'agent-writer', namespace: other }, rules: [{ apiGroups: [GROUP], resources: [plural], verbs: ['create'] }] } as KubernetesObject,
+    { ...roleBinding('agent-writer-otto', { kind: 'Role', name: 'agent-writer' }, 'otto'), metadata: { name: 'agent-writer-otto', namespace: other } } as KubernetesObject,
   ]);
   // An admin agent someone else is bound to, made by the cluster admin.
   await admin.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural, body: agentBody('root', { trustLevel: 'admin', identities: [{ user: 'token:root' }] }) });
@@ -103,6 +109,7 @@ beforeAll(async () => {
   await eventually(() => create('alice', 'probe', { trustLevel: 'admin' }, 'All'), (m) => m.includes('needs permission'), 'the policy to refuse alice');
   await eventually(() => create('ada', 'probe', { trustLevel: 'admin' }, 'All'), (m) => m === 'ok', "ada's grant to be in force");
   await eventually(() => create('lena', 'probe', {}, 'All', { 'trust.policyguard.dev/team': 'payments' }), (m) => m === 'ok', "lena's grant to be in force");
+  await eventually(() => create('otto', 'probe', { identities: [{ serviceAccount: { namespace: other, name: 'bot-b' } }] }, 'All'), (m) => m === 'ok', "otto's role in the other namespace to be in force");
 }, 20 * 60_000);
 
 afterAll(async () => {
@@ -175,6 +182,26 @@ describe('granting trustLevel high or admin needs verb grant on trustlevels/<lev
     const granter = clusterScoped.find((o) => o.metadata?.name === `${fullname}-trust-granter`)!;
     await KubernetesObjectApi.makeApiClient(admin).delete(granter);
     await eventually(() => create(server, 'probe', { trustLevel: 'admin' }, 'All'), (m) => m.includes(refusal(`creating GuardAgent ${ns}/probe at trustLevel 'admin'`, 'admin', server)), 'the server to lose its grant');
+  });
+});
+
+describe("binding another namespace's ServiceAccount needs permission to create GuardAgents there", () => {
+  const refused = (name: string, user: string) =>
+    `binding a ServiceAccount of namespace ${other} to GuardAgent ${ns}/${name} needs permission to create GuardAgents (group policyguard.dev) there, which ${user} does not have; see docs/deploy.md (Identities of other namespaces)`;
+
+  it('without it, neither as serviceAccount nor as its username, on create or update; its own namespace, and users, stay free', async () => {
+    expect(await create('alice', 'alice-borrow', { identities: [{ serviceAccount: { namespace: other, name: 'bot-b' } }] })).toContain(refused('alice-borrow', 'alice'));
+    await expect(getGuard(admin, 'GuardAgent', ns, 'alice-borrow')).rejects.toMatchObject({ code: 404 });
+    expect(await create('alice', 'alice-own', { identities: [{ serviceAccount: { namespace: ns, name: 'bot-a' } }, { user: 'token:ci-bot' }] })).toBe('ok');
+    expect(await mergePatch('alice', 'alice-own', { identities: [{ serviceAccount: { namespace: ns, name: 'bot-a' } }, { user: `system:serviceaccount:${other}:bot-b` }] })).toContain(refused('alice-own', 'alice'));
+    expect((await getGuard(admin, 'GuardAgent', ns, 'alice-own')).spec.identities).toEqual([{ serviceAccount: { namespace: ns, name: 'bot-a' } }, { user: 'token:ci-bot' }]);
+  });
+
+  it('with it the binding is made, and stays through edits of those without it', async () => {
+    expect(await create('otto', 'otto-borrow', { identities: [{ serviceAccount: { namespace: other, name: 'bot-b' } }] })).toBe('ok');
+    expect(await mergePatch('alice', 'otto-borrow', { description: 'edited by alice' })).toBe('ok');
+    expect(await mergePatch('alice', 'otto-borrow', { identities: [{ serviceAccount: { namespace: other, name: 'bot-b' } }, { serviceAccount: { namespace: ns, name: 'bot-a' } }] })).toBe('ok');
+    expect(await mergePatch('alice', 'otto-borrow', { identities: [{ serviceAccount: { namespace: other, name: 'bot-c' } }] })).toContain(refused('otto-borrow', 'alice'));
   });
 });
 
