@@ -20,7 +20,7 @@ import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
 import { LOOPBACK_HOSTS, weakenedProtections, type ServeConfig } from '../config.js';
 import { CrdCheck } from '../controller/crd-check.js';
-import { EventReason, EventRecorder, type EventTarget } from '../controller/events.js';
+import { EventReason, EventRecorder, incidentEvent, type EventTarget } from '../controller/events.js';
 import { LeaderElector } from '../controller/leader.js';
 import { ReportWriter } from '../controller/reports.js';
 import { StatusWriter } from '../controller/status.js';
@@ -105,8 +105,6 @@ async function standaloneBackend(config: ServeConfig, log: Logger, metrics: Metr
     throw err;
   }
 }
-
-const INCIDENT_EVENT: Record<string, EventReason> = { policy_violation: EventReason.PolicyViolation, identity_mismatch: EventReason.IdentityMismatch };
 
 function eventTarget(agent: GuardAgent): EventTarget {
   const { name, namespace, uid } = agent.metadata;
@@ -204,7 +202,8 @@ async function kubernetesBackend(config: ServeConfig, log: Logger, metrics: Metr
   const incidents = createAuditIncidentLog(audit, (i: IncidentRecord) => {
     const agent = i.agent_id ? store.snapshot().agent(i.agent_id)?.source : undefined;
     if (!agent?.metadata.namespace) return; // no GuardAgent to regard (yet): the audit log has it
-    recorder.record(eventTarget(agent), INCIDENT_EVENT[i.type] ?? EventReason.IncidentReported, i.type, `${i.severity}: ${i.description}`);
+    const { reason, note } = incidentEvent(i);
+    recorder.record(eventTarget(agent), reason, i.type, note);
   });
   const approvalStore = new KubeApprovalStore({ kubeConfig, watchNamespaces: config.watchNamespaces, log });
   await crdCheck.start();

@@ -4,7 +4,7 @@
  * one in tests/cluster/events.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { truncateUtf8 } from './events.js';
+import { incidentEvent, truncateUtf8 } from './events.js';
 
 const bytes = (s: string) => Buffer.byteLength(s);
 /** True when `s` has no lone surrogate: a cut inside a pair would leave one. */
@@ -42,5 +42,19 @@ describe('truncateUtf8', () => {
     const lone = '\uD83D';
     expect(truncateUtf8(`${lone}${'a'.repeat(1021)}`, 1024)).toBe(`${lone}${'a'.repeat(1021)}`);
     expect(truncateUtf8(`${lone}${'a'.repeat(1022)}`, 1024)).toBe(`${lone}${'a'.repeat(1021)}`);
+  });
+});
+
+describe('incidentEvent', () => {
+  it("PolicyGuard's own findings keep their reason; one a caller filed is IncidentReported and names who filed it, whatever type it claims", () => {
+    expect(incidentEvent({ type: 'identity_mismatch', severity: 'high', description: 'Caller x is not bound to agent y', evidence: { claimed_agent: 'y' } })).toEqual({
+      reason: 'IdentityMismatch',
+      note: 'high: Caller x is not bound to agent y',
+    });
+    expect(incidentEvent({ type: 'identity_mismatch', severity: 'high', description: 'Caller x is not bound to agent y', evidence: { reported_by: 'system:serviceaccount:team-b:bot-b' } })).toEqual({
+      reason: 'IncidentReported',
+      note: 'high: reported by system:serviceaccount:team-b:bot-b: Caller x is not bound to agent y',
+    });
+    expect(incidentEvent({ type: 'data_exfiltration', severity: 'critical', description: 'exfil', evidence: {} }).reason).toBe('IncidentReported');
   });
 });

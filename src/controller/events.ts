@@ -19,8 +19,10 @@
 import { EventsV1Api, V1MicroTime, type EventsV1Event, type KubeConfig } from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
 import { RateLimiter } from '../auth/rate-limit.js';
+import type { IncidentRecord } from '../audit/incident-file.js';
 import type { Logger } from '../log.js';
 import { describeKubeError, mergePatch, statusOf } from '../kube/client.js';
+import { printable } from '../printable.js';
 
 export interface EventTarget {
   apiVersion: string;
@@ -41,6 +43,22 @@ export const EventReason = {
   ApprovalExpired: 'ApprovalExpired',
 } as const;
 export type EventReason = (typeof EventReason)[keyof typeof EventReason];
+
+const INCIDENT_REASONS: Readonly<Record<string, EventReason>> = { policy_violation: EventReason.PolicyViolation, identity_mismatch: EventReason.IdentityMismatch };
+
+/**
+ * The reason and note of the Event an incident becomes. One a caller filed (`report_incident`,
+ * whose evidence names `reported_by`) is `IncidentReported` and says who filed it, whatever
+ * type it claims: an agent must not write an Event that reads as one of PolicyGuard's findings.
+ *
+ * @example incidentEvent({ type: 'identity_mismatch', severity: 'high', description: 'x', evidence: { reported_by: 'system:serviceaccount:a:b' } })
+ *   // { reason: 'IncidentReported', note: 'high: reported by system:serviceaccount:a:b: x' }
+ */
+export function incidentEvent(i: Pick<IncidentRecord, 'type' | 'severity' | 'description' | 'evidence'>): { reason: EventReason; note: string } {
+  const reportedBy = i.evidence['reported_by'];
+  if (typeof reportedBy === 'string') return { reason: EventReason.IncidentReported, note: `${i.severity}: reported by ${reportedBy}: ${i.description}` };
+  return { reason: INCIDENT_REASONS[i.type] ?? EventReason.IncidentReported, note: `${i.severity}: ${i.description}` };
+}
 
 /** Events of the expected flow are Normal; everything else is a Warning. */
 const NORMAL_REASONS: ReadonlySet<EventReason> = new Set([EventReason.ApprovalRequested, EventReason.ApprovalApproved]);
@@ -232,7 +250,8 @@ export class EventRecorder {
         reportingInstance: truncateUtf8(this.opts.instance, INSTANCE_MAX_BYTES),
         action: truncateUtf8(action, ACTION_MAX_BYTES),
         reason,
-        note: truncateUtf8(note, NOTE_MAX_BYTES, CUT_MARKER),
+        // Escaped: kubectl prints notes as they are, and an agent's text must not drive the terminal.
+        note: truncateUtf8(printable(note), NOTE_MAX_BYTES, CUT_MARKER),
         type: NORMAL_REASONS.has(reason) ? 'Normal' : 'Warning',
         regarding: { apiVersion: target.apiVersion, kind: target.kind, name: target.name, namespace: target.namespace, ...(target.uid ? { uid: target.uid } : {}) },
       },

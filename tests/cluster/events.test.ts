@@ -104,6 +104,13 @@ describe('Event fields within the limits the API server counts in bytes', () => 
     for (const e of events) expect(Buffer.byteLength(e.note!)).toBeLessThanOrEqual(1024);
   });
 
+  it('a note holding terminal escapes and invisible characters (an agent wrote it) is stored escaped: kubectl prints notes as they are', async () => {
+    const r = recorder('escapes');
+    r.record(agent('escapes'), EventReason.IncidentReported, 'report_incident', 'low: \u001b[1A\u001b[2Kok\u202e\u200b');
+    await r.close();
+    expect((await eventsOf('escapes')).map((e) => e.note)).toEqual(['low: \\u001b[1A\\u001b[2Kok\\u202e\\u200b']);
+  });
+
   it('an object with a 253-character name gets an Event per note, each with its own valid name', async () => {
     const name = `${'a'.repeat(235)}.${'b'.repeat(17)}`; // the cut leaves "a…a." before the suffix
     const r = recorder('long-name');
