@@ -414,6 +414,13 @@ describe('what an approval covers', () => {
     expect(digestKey(undefined)).toBeUndefined();
   });
 
+  it('the preview writes control and invisible characters as JSON escapes: the same JSON, shown as it is by kubectl', () => {
+    const args = { note: 'ok\u200b\u2066', table: 'tmp_\u202eelbat\u202c', typed: '\\u202e' };
+    const preview = argumentsPreview(args);
+    expect(preview).toBe('{"note":"ok\\u200b\\u2066","table":"tmp_\\u202eelbat\\u202c","typed":"\\\\u202e"}');
+    expect(JSON.parse(preview)).toEqual(args);
+  });
+
   it('the preview is redacted and bounded, saying how much was cut', () => {
     const preview = argumentsPreview({ sql: 'x'.repeat(10_000) });
     expect(preview.length).toBeLessThanOrEqual(PREVIEW_MAX);

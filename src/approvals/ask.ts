@@ -8,6 +8,7 @@ import { createHmac, createSecretKey, hash, type KeyObject } from 'node:crypto';
 import { API_VERSION, type ApprovalPhase, type GuardApproval, type GuardApprovalSpec, type GuardPolicy } from '../api/schemas.js';
 import { canonicalJson, newId, redactedCanonicalJson } from '../audit/record.js';
 import { parseDuration } from '../duration.js';
+import { printable } from '../printable.js';
 import { namespacedName, type MatchedRule } from '../engine/types.js';
 
 /** One call an agent wants to make, as far as an approval is concerned (context is not part of it). */
@@ -49,13 +50,16 @@ export function argumentsDigest(parameters: Readonly<Record<string, unknown>>, k
 }
 
 /**
- * The arguments an approver reads: canonical JSON with secret-looking keys redacted, cut to
- * {@link PREVIEW_MAX} characters with a note of how much was left out.
+ * The arguments an approver reads: canonical JSON with secret-looking keys redacted, control
+ * and invisible characters written as JSON escapes (`kubectl get -o yaml` shows the stored
+ * text as it is: a right-to-left override must not reorder what a person reads, and the text
+ * is still the same JSON), cut to {@link PREVIEW_MAX} characters with a note of how much was
+ * left out.
  *
  * @example argumentsPreview({ table: 'users', password: 'x' }) // '{"password":"[REDACTED]","table":"users"}'
  */
 export function argumentsPreview(parameters: Readonly<Record<string, unknown>>): string {
-  const text = redactedCanonicalJson(parameters);
+  const text = printable(redactedCanonicalJson(parameters));
   if (text.length <= PREVIEW_MAX) return text;
   const note = ` … (${text.length} characters in all; the digest covers every one)`;
   return text.slice(0, PREVIEW_MAX - note.length) + note;
