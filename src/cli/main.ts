@@ -11,6 +11,7 @@ import { ConfigError, EngineFlags, flagOf, parseServeConfig, SERVE_FLAGS } from 
 import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../json-limits.js';
 import { connectionFailure } from '../kube/connection.js';
 import { createLogger } from '../log.js';
+import { printable } from '../printable.js';
 import { VERSION } from '../version.js';
 
 const USAGE = `policyguard — govern what AI agents may do
@@ -214,12 +215,13 @@ async function audit(argv: string[]): Promise<number> {
     process.stderr.write(`policyguard: ${err.message}\n`);
     return 2;
   }
-  const notes = result.notes.map((note) => `note: ${note}\n`).join('');
+  // What a log holds is whoever wrote it's text: escaped, so it cannot drive the terminal (a forged "ok").
+  const notes = result.notes.map((note) => `${printable(`note: ${note}`)}\n`).join('');
   if (result.ok) {
     process.stdout.write(`ok: ${result.records} records in ${result.segments} segment(s), chain intact\n${notes}`);
     return 0;
   }
-  const problems = result.problems.map((p) => `BROKEN at ${p.line === undefined ? p.file : `${p.file}:${p.line}`}${p.entryId ? ` (${p.entryId})` : ''}: ${p.reason}\n`);
+  const problems = result.problems.map((p) => `${printable(`BROKEN at ${p.line === undefined ? p.file : `${p.file}:${p.line}`}${p.entryId ? ` (${p.entryId})` : ''}: ${p.reason}`)}\n`);
   const unlisted = result.problemCount - result.problems.length;
   if (unlisted > 0) problems.push(`… and ${unlisted} more problem(s): only the first ${result.problems.length} are listed\n`);
   process.stdout.write(`${problems.join('')}${result.problemCount} problem(s) found; ${result.records} records verified intact\n${notes}`);

@@ -76,6 +76,18 @@ describe('policyguard audit verify: anchors and the audit key', () => {
     expect(serve.stderr).toMatch(/the audit log does not match its anchor \(file .*anchor\.json\): truncated: at least 2 records/);
   });
 
+  it('what the log holds is printed escaped: an edited entry_id cannot move the cursor and print a false "ok"', async () => {
+    await restore();
+    const lines = original.split('\n').filter(Boolean);
+    const forged = '\u001b[1A\u001b[2K\rok: 9 records in 1 segment(s), chain intact\u001b[8m';
+    lines[1] = lines[1]!.replace(/"entry_id":"[^"]*"/, `"entry_id":${JSON.stringify(forged)}`);
+    await writeFile(segment, `${lines.join('\n')}\n`);
+    const r = await runCli(['audit', 'verify', auditDir, '--key-file', key]);
+    expect(r.code).toBe(1);
+    expect([...r.stdout].filter((c) => c !== '\n' && c < ' ')).toEqual([]);
+    expect(r.stdout).toContain('(\\u001b[1A\\u001b[2K\\u000dok: 9 records in 1 segment(s), chain intact\\u001b[8m): hash mismatch');
+  });
+
   it('a chain recomputed without the key passes without the key and fails with it', async () => {
     await restore();
     const forged: AuditRecord[] = [];
