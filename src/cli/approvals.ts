@@ -5,6 +5,7 @@
  * whether they may).
  */
 import type { KubeConfig } from '@kubernetes/client-node';
+import { readdir, stat } from 'node:fs/promises';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { phaseOf } from '../approvals/ask.js';
 import { APPROVAL_NAME, fileApprovalDesk, type ListProblems } from '../approvals/file-store.js';
@@ -12,6 +13,7 @@ import type { ApprovalDesk } from '../approvals/store.js';
 import type { GuardApproval } from '../api/schemas.js';
 import { connectionFailure, neverSent } from '../kube/connection.js';
 import { printable } from '../printable.js';
+import { LOCK_FILE } from '../store/data-dir-lock.js';
 
 export const APPROVALS_USAGE =
   'usage: policyguard approvals list [--pending] [-o json] [--data-dir DIR | [--kubeconfig K] [-n NS]]\n' +
@@ -138,7 +140,29 @@ export async function runApprovals(argv: string[], io: ApprovalsIo): Promise<num
 }
 
 async function deskFor(dataDir: string | undefined, kubeconfig: string | undefined, now: () => Date, io: ApprovalsIo, problems: ListProblems): Promise<ApprovalDesk> {
-  if (dataDir) return fileApprovalDesk(dataDir, now, problems);
+  if (dataDir) {
+    await checkDataDir(dataDir);
+    return fileApprovalDesk(dataDir, now, problems);
+  }
   const { kubeApprovalDesk } = await import('../approvals/kube-store.js');
   return kubeApprovalDesk(await io.kubeConfig(kubeconfig), now);
+}
+
+/**
+ * A mistyped --data-dir must not read as "No approvals." (a script polling for pending ones
+ * would take the empty list as complete): the folder must be one a server has used, which
+ * holds its lock file or its audit log.
+ */
+async function checkDataDir(dataDir: string): Promise<void> {
+  const shown = printable(dataDir);
+  const kind = await stat(dataDir).then(
+    (s) => (s.isDirectory() ? 'folder' : 'file'),
+    (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? 'missing' : Promise.reject(err)),
+  );
+  if (kind === 'missing') throw new ApprovalsUsageError(`--data-dir ${shown} does not exist: pass the folder the server runs with (its --data-dir)`);
+  if (kind === 'file') throw new ApprovalsUsageError(`--data-dir ${shown} is not a folder: pass the folder the server runs with (its --data-dir)`);
+  const entries = await readdir(dataDir);
+  if (!entries.includes(LOCK_FILE) && !entries.includes('audit')) {
+    throw new ApprovalsUsageError(`--data-dir ${shown} holds no PolicyGuard data (no ${LOCK_FILE}, no audit/): pass the folder the server runs with (its --data-dir)`);
+  }
 }

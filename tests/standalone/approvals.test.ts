@@ -250,6 +250,21 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     expect(mixed.code).toBe(2);
     expect(mixed.stderr).toMatch(/^policyguard: --data-dir \(standalone\) and --kubeconfig\/-n \(a cluster\) do not go together\n/);
   });
+
+  it('a --data-dir no server uses is a usage error, never an empty list a script would take as complete', async () => {
+    const empty = await mkdtemp(join(tmpdir(), 'policyguard-not-data-'));
+    const cases: Array<[string, string]> = [
+      [join(empty, 'nowhere'), 'does not exist'],
+      [join(s.dataDir, 'audit', 'audit-000001.jsonl'), 'is not a folder'],
+      [empty, 'holds no PolicyGuard data (no policyguard.lock, no audit/)'],
+    ];
+    for (const [dir, why] of cases) {
+      const r = await runCli(['approvals', 'list', '--data-dir', dir]);
+      expect([r.code, r.stdout]).toEqual([2, '']);
+      expect(r.stderr).toContain(`policyguard: --data-dir ${dir} ${why}: pass the folder the server runs with (its --data-dir)`);
+    }
+    expect((await runCli(['approvals', 'list', '--data-dir', s.dataDir])).code).toBe(0);
+  });
 });
 
 describe.skipIf(!python.ok)(`the gateway holds a call that needs approval${python.ok ? '' : ` (skipped: ${python.reason})`}`, () => {
