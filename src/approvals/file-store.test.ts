@@ -4,11 +4,12 @@
  * followed, waited on or quoted.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../log.js';
+import { newApproval } from './ask.js';
 import { approvalsDir, fileApprovalDesk, FileApprovalStore } from './file-store.js';
 
 let dataDir: string;
@@ -44,6 +45,27 @@ describe('FileApprovalStore reading the folder', () => {
     const store = await open();
     expect(warnings).toEqual(expect.arrayContaining(['approval file ignored: apr-000000000002.json is a symbolic link, not a regular file', 'approval file ignored: apr-000000000003.json is not JSON']));
     expect(warnings.join('\n')).not.toMatch(/root|forged/);
+    await store.close();
+  });
+});
+
+describe('FileApprovalStore keeping a use', () => {
+  it('a read older than its own write (the file as it was before the use) never undoes the use: the approval is not used twice', async () => {
+    const store = await open();
+    const asked = newApproval({
+      ask: { agentId: 'etl', actionType: 'tool_call', target: 'drop_table', parameters: { table: 'users' } },
+      namespace: undefined, digest: `sha256:${'0'.repeat(64)}`, matched: [{ policy: 'dba', rule: 'drops', action: 'require_approval', enforcement: 'Enforce' }], message: 'needs a DBA', revision: 'r1', requestedBy: 'token:etl', requesters: [], now: new Date(), ttlMs: 3_600_000,
+    });
+    const approved = await store.create({ ...asked, status: { phase: 'Approved', decidedBy: 'local:alice', decidedAt: new Date().toISOString() } });
+    const file = at(`${approved.metadata.name}.json`);
+    const before = await readFile(file, 'utf8');
+    expect(await store.updateStatus(approved, { ...approved.status, phase: 'Used', usedAt: new Date().toISOString(), actionId: 'act_000000000001' })).toBe(true);
+    // What a reload that read the file just before the write would bring back (put there whole, as the server writes).
+    await writeFile(`${file}.old`, before);
+    await rename(`${file}.old`, file);
+    await (store as unknown as { reloadAll(): Promise<void> }).reloadAll();
+    expect(store.get(undefined, approved.metadata.name)?.status?.phase).toBe('Used');
+    expect(await store.updateStatus(approved, { ...approved.status, phase: 'Used', usedAt: new Date().toISOString(), actionId: 'act_000000000002' })).toBe(false);
     await store.close();
   });
 });

@@ -92,6 +92,15 @@ async function readDecision(dir: string, name: string, warn?: (msg: string) => v
   return undefined;
 }
 
+/**
+ * How far an approval has come: asked (0), decided (1), used or expired (2). It only ever moves
+ * forward, so a read showing less than the cache is older than the cache.
+ */
+function stage(approval: GuardApproval | undefined): number {
+  const phase = approval?.status?.phase ?? 'Pending';
+  return phase === 'Pending' ? 0 : phase === 'Approved' || phase === 'Denied' ? 1 : 2;
+}
+
 /** The server's side: a cache of the folder, kept current by a watch. */
 export class FileApprovalStore implements ApprovalStore {
   private readonly cache = new Map<string, GuardApproval>();
@@ -188,6 +197,9 @@ export class FileApprovalStore implements ApprovalStore {
       if (read && 'problem' in read) {
         this.warnOnce(`approval file ignored: ${read.problem}`);
         this.set(name, undefined);
+      } else if (read && stage(read.approval) < stage(this.cache.get(name))) {
+        // Read before a write of ours landed (a use, an expiry): taking it would undo that
+        // write, and a used approval would allow a second call. The watch reads it again.
       } else {
         this.set(name, read?.approval);
       }
