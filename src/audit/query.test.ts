@@ -107,3 +107,18 @@ describe('audit entry kinds', () => {
     expect(await ids({ scope: { agentIds: new Set(), caller: 'sa:ops' }, status: 'denied' })).toEqual([r.deniedOps!.entry_id]);
   });
 });
+
+describe('an answer bounded in bytes (maxBytes)', () => {
+  it('keeps the newest entries that fit, the first always; the rest within the limit are counted as left out, total counts every match', async () => {
+    const big = (n: number) => ({ ...decision('etl', true), action: { type: 'tool_call', target: 'db.query', parameters: { n, blob: 'x'.repeat(10_000) }, context: '' } });
+    for (let n = 1; n <= 5; n++) sink.append(big(n));
+    await sink.flush();
+    const size = Buffer.byteLength(JSON.stringify((await sink.query({ limit: 1 })).entries[0]));
+    const answer = await sink.query({ limit: 4, maxBytes: size * 2 + 10 });
+    expect(answer.entries.map((r) => r.action.parameters['n'])).toEqual([5, 4]);
+    expect([answer.leftOut, answer.total]).toEqual([2, 5]);
+    // One entry larger than the bound is still answered, alone.
+    expect(await sink.query({ limit: 4, maxBytes: 10 })).toMatchObject({ entries: [{ action: { parameters: { n: 5 } } }], leftOut: 3, total: 5 });
+    expect((await sink.query({ limit: 4 })).leftOut).toBe(0);
+  });
+});

@@ -42,8 +42,10 @@ export function matchesAuditQuery(record: AuditRecord, filter: AuditFilter): boo
 }
 
 /**
- * `query` on top of `scan`: the newest `limit` matches and the count of all of them. Both sinks
- * answer queries this way, so ordering and filtering live in one place (their scans).
+ * `query` on top of `scan`: the newest `limit` matches, as many as fit in `maxBytes`, and the
+ * count of all of them. Both sinks answer queries this way, so ordering and filtering live in
+ * one place (their scans). The byte bound keeps an answer's memory bounded whatever records
+ * callers made large (a record may hold up to ~4 MiB of arguments).
  *
  * @example
  * query(q) { return queryByScan(this, q); }
@@ -51,8 +53,19 @@ export function matchesAuditQuery(record: AuditRecord, filter: AuditFilter): boo
 export async function queryByScan(sink: Pick<AuditSink, 'scan'>, q: AuditQuery): Promise<AuditQueryResult> {
   const limit = Math.max(0, Math.floor(q.limit));
   const entries: AuditRecord[] = [];
+  let bytes = 0;
+  let leftOut = 0;
   const { matched } = await sink.scan(q, (record) => {
-    if (entries.length < limit) entries.push(record);
+    if (entries.length + leftOut >= limit) return;
+    if (q.maxBytes !== undefined) {
+      const size = leftOut > 0 ? Infinity : Buffer.byteLength(JSON.stringify(record));
+      if (entries.length > 0 && bytes + size > q.maxBytes) {
+        leftOut++;
+        return;
+      }
+      bytes += size;
+    }
+    entries.push(record);
   });
-  return { entries, total: matched };
+  return { entries, total: matched, leftOut };
 }

@@ -36,6 +36,8 @@ export interface AuditFilter {
 export interface AuditQuery extends AuditFilter {
   /** Most entries to return; `total` still counts every match. */
   limit: number;
+  /** Most bytes of entries (as JSON) to return, the first entry always; undefined: no bound. */
+  maxBytes?: number;
 }
 
 export interface AuditQueryResult {
@@ -43,6 +45,8 @@ export interface AuditQueryResult {
   entries: AuditRecord[];
   /** Matches before `limit` was applied. */
   total: number;
+  /** Entries within `limit` left out because they would have passed `maxBytes`. */
+  leftOut: number;
 }
 
 /**

@@ -148,6 +148,7 @@ export const GetAuditLogOutput = {
   total: z.number().int(),
   time_range: z.string(),
   filters_applied: z.array(z.string()),
+  note: z.string().optional().describe('Present when entries within the limit were left out to keep the answer small.'),
 };
 
 export const GetComplianceStatusOutput = {

@@ -102,6 +102,11 @@ const policyIdOf = (p: GuardPolicy): string => p.metadata.annotations?.['policyg
 /** Audit reads answered at once, and queued behind them; more are refused (retry later). */
 const READS_RUNNING = 2;
 const READS_WAITING = 16;
+/**
+ * Most bytes of entries one get_audit_log answer holds (the first entry always: one record is
+ * at most 4 MiB). Up to 1,000 entries of ~1 MB arguments each ran the server out of memory.
+ */
+const AUDIT_ANSWER_MAX_BYTES = 8 * 1024 * 1024;
 
 /** How a scoped read describes its scope in `filters_applied`. */
 const scopeFilter = (scope: AuditScope) => `scope=own agents (${[...scope.agentIds].join(', ') || 'none'}) and own calls`;
@@ -402,7 +407,7 @@ export class Tools {
     }
     const scope = await this.readScope(ctx, this.deps.store.snapshot());
     return this.boundedRead(async () => {
-      const { entries, total } = await this.deps.audit.query({
+      const { entries, total, leftOut } = await this.deps.audit.query({
         since,
         // Incidents are read with get_compliance_status, as in standalone mode where they have a log of their own.
         kinds: ['decision', 'outcome', 'admin'],
@@ -411,6 +416,7 @@ export class Tools {
         ...(status ? { status } : {}),
         ...(scope ? { scope } : {}),
         limit: args.limit ?? 100,
+        maxBytes: AUDIT_ANSWER_MAX_BYTES,
       });
       const filters = [
         ...(args.agent_id ? [`agent_id=${args.agent_id}`] : []),
@@ -426,6 +432,9 @@ export class Tools {
           total,
           time_range: range,
           filters_applied: filters.length > 0 ? filters : ['none'],
+          ...(leftOut > 0
+            ? { note: `${leftOut} more entries within the limit were left out: an answer holds at most ${AUDIT_ANSWER_MAX_BYTES / 1024 / 1024} MiB of entries; ask for fewer, a shorter time_range or narrower filters` }
+            : {}),
         },
       };
     });

@@ -162,6 +162,22 @@ describe('hostile input at /mcp', () => {
     }
   });
 
+  it('get_audit_log answers at most 8 MiB of entries, saying how many it left out: large records cannot make it hold them all', async () => {
+    // Twelve decisions of ~900 KB of arguments each: 1,000 of them in one answer ran the server out of memory.
+    const blob = 'b'.repeat(900_000);
+    for (let i = 0; i < 12; i++) {
+      const r = await post(toolCall('validate_action', { action_type: 'bulk_import', target: 'import_rows', agent_id: 'test-low', parameters: JSON.stringify({ i, blob }) }));
+      expect(r.body.result.structuredContent, `call ${i}`).toMatchObject({ decision: expect.any(String) });
+    }
+    const read = await post(toolCall('get_audit_log', { action_type: 'bulk_import', limit: 1000 }));
+    const answer = read.body.result.structuredContent;
+    expect(answer.total).toBe(12);
+    expect(answer.count).toBeGreaterThan(0);
+    expect(answer.count).toBeLessThan(10);
+    expect(answer.entries.map((e: { action: { parameters: { i: number } } }) => e.action.parameters.i)).toEqual([11, 10, 9, 8, 7, 6, 5, 4, 3].slice(0, answer.count));
+    expect(answer.note).toBe(`${12 - answer.count} more entries within the limit were left out: an answer holds at most 8 MiB of entries; ask for fewer, a shorter time_range or narrower filters`);
+  });
+
   it('the server is still healthy, memory is bounded, and the audit chain verifies', async () => {
     expect((await fetch(`${s.pg.url}/healthz`)).status).toBe(200);
     const ok = await post(toolCall('validate_action', { action_type: 'tool_call', target: 'read_data', agent_id: 'test-low' }));
