@@ -151,7 +151,7 @@ async function deskFor(dataDir: string | undefined, kubeconfig: string | undefin
 /**
  * A mistyped --data-dir must not read as "No approvals." (a script polling for pending ones
  * would take the empty list as complete): the folder must be one a server has used, which
- * holds its lock file or its audit log.
+ * holds its lock file, its audit log or its approvals.
  */
 async function checkDataDir(dataDir: string): Promise<void> {
   const shown = printable(dataDir);
@@ -162,7 +162,7 @@ async function checkDataDir(dataDir: string): Promise<void> {
   if (kind === 'missing') throw new ApprovalsUsageError(`--data-dir ${shown} does not exist: pass the folder the server runs with (its --data-dir)`);
   if (kind === 'file') throw new ApprovalsUsageError(`--data-dir ${shown} is not a folder: pass the folder the server runs with (its --data-dir)`);
   const entries = await readdir(dataDir);
-  if (!entries.includes(LOCK_FILE) && !entries.includes('audit')) {
-    throw new ApprovalsUsageError(`--data-dir ${shown} holds no PolicyGuard data (no ${LOCK_FILE}, no audit/): pass the folder the server runs with (its --data-dir)`);
+  if (![LOCK_FILE, 'audit', 'approvals'].some((entry) => entries.includes(entry))) {
+    throw new ApprovalsUsageError(`--data-dir ${shown} holds no PolicyGuard data (no ${LOCK_FILE}, audit/ or approvals/): pass the folder the server runs with (its --data-dir)`);
   }
 }

@@ -256,7 +256,7 @@ describe('validate_action and GuardApprovals (standalone)', () => {
     const cases: Array<[string, string]> = [
       [join(empty, 'nowhere'), 'does not exist'],
       [join(s.dataDir, 'audit', 'audit-000001.jsonl'), 'is not a folder'],
-      [empty, 'holds no PolicyGuard data (no policyguard.lock, no audit/)'],
+      [empty, 'holds no PolicyGuard data (no policyguard.lock, audit/ or approvals/)'],
     ];
     for (const [dir, why] of cases) {
       const r = await runCli(['approvals', 'list', '--data-dir', dir]);
