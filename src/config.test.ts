@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseServeConfig, weakenedProtections } from './config.js';
+import { parseServeConfig, unknownEnvironment, weakenedProtections } from './config.js';
 
 describe('size flags', () => {
   const limit = (v: string) => parseServeConfig(['--gateway-response-limit', v, '--data-dir', '/tmp/x'], {}).gatewayResponseLimit;
@@ -27,6 +27,7 @@ describe('number and boolean flags', () => {
     ['auto-register-limit', '-1', 'a whole number (0 or more)'],
     ['auto-register-per-caller', '1.5', 'a whole number (0 or more)'],
     ['approval-pending-limit', '0', 'a whole number from 1 to 10000'],
+    ['max-connections', '0', 'a whole number from 1 to 1000000'],
     ['auto-register', '', 'true or false'],
     ['auto-register', 'yes', 'true or false'],
     ['standalone', '', 'true or false'],
@@ -46,7 +47,7 @@ describe('number and boolean flags', () => {
 
   it('takes digits as numbers and true, false, 1 and 0 as booleans; a bare boolean flag is true', () => {
     expect(parse({ POLICYGUARD_PORT: '0', POLICYGUARD_AUTO_REGISTER_LIMIT: '0', POLICYGUARD_APPROVAL_PENDING_LIMIT: '10000' })).toMatchObject({ port: 0, autoRegisterLimit: 0, approvalPendingLimit: 10_000 });
-    expect(parse({}, ['--port', '08000'])).toMatchObject({ port: 8000, autoRegisterLimit: 1000, approvalPendingLimit: 20 });
+    expect(parse({}, ['--port', '08000'])).toMatchObject({ port: 8000, autoRegisterLimit: 1000, approvalPendingLimit: 20, maxConnections: 4096 });
     expect(parse({ POLICYGUARD_AUTO_REGISTER: 'false', POLICYGUARD_LEADER_ELECTION: '0', POLICYGUARD_ACCEPT_API_SERVER_AUDIENCE: '1' })).toMatchObject({ autoRegister: false, leaderElection: false, acceptApiServerAudience: true });
     expect(parse({ POLICYGUARD_STANDALONE: 'true', POLICYGUARD_CONFIG_DIR: 'c' }).standalone).toBe(true);
     expect(parse({}, ['--standalone', '--config-dir', 'c']).standalone).toBe(true);
@@ -102,5 +103,14 @@ describe('weakenedProtections', () => {
     expect(warnings(['--auth-failure-limit', '0', '--unknown-agents', 'evaluate'])).toHaveLength(1);
     // Audiences matter only to TokenReview.
     expect(warnings([...TOKEN, '--accept-api-server-audience', 'true', '--unknown-agent-trust', 'medium'])).toEqual([]);
+  });
+});
+
+describe('unknownEnvironment', () => {
+  it('names each POLICYGUARD_ variable that sets no flag, with the nearest one that does; others are not its business', () => {
+    expect(unknownEnvironment({ POLICYGUARD_DEFAULT_DECISON: 'deny', POLICYGUARD_PORT: '9000', POLICYGUARD_GITHUB_TOKEN: 'x', GITHUB_TOKEN: 'y' })).toEqual([
+      'POLICYGUARD_DEFAULT_DECISON sets no flag; did you mean POLICYGUARD_DEFAULT_DECISION? (ignored as a setting)',
+      'POLICYGUARD_GITHUB_TOKEN sets no flag (ignored as a setting)',
+    ]);
   });
 });

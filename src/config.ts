@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { z } from 'zod';
 import { TrustLevelSchema, trustRank } from './api/schemas.js';
 import { parseRate } from './auth/rate-limit.js';
+import { didYouMean } from './did-you-mean.js';
 import { DURATION_HINT, parseDuration } from './duration.js';
 
 /**
@@ -92,6 +93,8 @@ export const ServeConfigSchema = z
       .refine((v) => v === '0' || parseRate(v) !== undefined, 'use failures/window like 20/1s, or 0 for no limit')
       .default('20/1s'),
     bodyLimit: z.string().regex(SIZE, 'use at most 9 digits and a unit b, kb, mb or gb, e.g. 512kb or 1mb').default('1mb'),
+    /** Connections served at once; beyond it new ones are closed at once (unauthenticated clients holding sockets open cannot exhaust file descriptors). */
+    maxConnections: WholeNumber('a whole number from 1 to 1000000', 1, 1_000_000).default(4096),
     // kubernetes mode
     namespace: Dns1123.optional(),
     watchNamespaces: List.default([]),
@@ -172,6 +175,7 @@ export const SERVE_FLAGS = {
   'unknown-agents': { type: 'string' },
   'auth-failure-limit': { type: 'string' },
   'body-limit': { type: 'string' },
+  'max-connections': { type: 'string' },
   'token-file': { type: 'string' },
   'token-audiences': { type: 'string' },
   'accept-api-server-audience': { type: 'string' },
@@ -245,6 +249,21 @@ export function parseServeConfig(argv: string[], env: Record<string, string | un
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   return { ...parsed.data, environment: env };
+}
+
+/**
+ * One line for each `POLICYGUARD_*` variable in `env` that sets no flag: a typo there would
+ * otherwise leave the default in force without a word. Warned, not refused: a GuardUpstream
+ * header may be read from any variable (`valueFrom.env`), whatever its name.
+ *
+ * @example unknownEnvironment({ POLICYGUARD_DEFAULT_DECISON: 'deny' })
+ *   // ['POLICYGUARD_DEFAULT_DECISON sets no flag; did you mean POLICYGUARD_DEFAULT_DECISION? (ignored as a setting)']
+ */
+export function unknownEnvironment(env: Record<string, string | undefined>): string[] {
+  const known = Object.keys(SERVE_FLAGS).map(envName);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('POLICYGUARD_') && !known.includes(name))
+    .map((name) => `${name} sets no flag${didYouMean(name, known)} (ignored as a setting)`);
 }
 
 /** Host names that reach only this machine (what `--host` binds). */

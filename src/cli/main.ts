@@ -12,6 +12,7 @@ import { MAX_JSON_DEPTH, nestedDeeperThan, refusedJson, tooDeepText } from '../j
 import { connectionFailure } from '../kube/connection.js';
 import { createLogger } from '../log.js';
 import { printable } from '../printable.js';
+import { didYouMean } from '../did-you-mean.js';
 import { VERSION } from '../version.js';
 
 const USAGE = `policyguard — govern what AI agents may do
@@ -27,7 +28,7 @@ Usage:
           --accept-api-server-audience true|false, --auth-cache-ttl 10s,
           --unknown-agents deny|evaluate (default deny when auth is on).
         Edge: --allowed-hosts, --allowed-origins, --rate-limit 1000/1s|0, --auth-failure-limit
-          20/1s|0 (per address), --body-limit 1mb, --tls-cert, --tls-key.
+          20/1s|0 (per address), --body-limit 1mb, --max-connections 4096, --tls-cert, --tls-key.
         Decisions: --default-decision allow|deny, --unknown-agent-trust low, --auto-register
           true|false, --auto-register-limit 1000, --auto-register-per-caller 1.
         Audit: --audit-sink file|configmap, --audit-failure-mode closed|open, --audit-key-file F,
@@ -303,34 +304,6 @@ const COMMANDS: Record<string, Command> = {
   approvals: { run: approvals, flags: async () => (await import('./approvals.js')).APPROVALS_FLAGS },
   crds: { run: crds, flags: async () => CRDS_FLAGS },
 };
-
-/**
- * Edits (insert, delete or replace one character) that turn `a` into `b`: the Levenshtein
- * distance.
- *
- * @example editDistance('prot', 'port') // 2
- */
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const row = d[i]!;
-      row[j] = Math.min(d[i - 1]![j]! + 1, row[j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-  }
-  return d[a.length]![b.length]!;
-}
-
-/** `; did you mean X?` for the known word nearest `typed`, when it is near enough to be a typo; else nothing. */
-function didYouMean(typed: string, known: readonly string[], prefix = ''): string {
-  let best: string | undefined;
-  let bestDistance = Math.min(2, Math.ceil(typed.length / 3)) + 1;
-  for (const word of known) {
-    const distance = editDistance(typed, word);
-    if (distance < bestDistance) [best, bestDistance] = [word, distance];
-  }
-  return best === undefined ? '' : `; did you mean ${prefix}${best}?`;
-}
 
 /** Refuse the first option of `argv` that `flags` does not declare, naming the nearest one that it does. */
 function rejectUnknownFlag(argv: string[], flags: ParseArgsOptionsConfig): void {

@@ -18,7 +18,7 @@ import { openFileAuditSink } from '../audit/file-sink.js';
 import type { IncidentLog, IncidentRecord } from '../audit/incident-file.js';
 import { openFileIncidentLog } from '../audit/incident-file.js';
 import type { AuditSink } from '../audit/sink.js';
-import { LOOPBACK_HOSTS, weakenedProtections, type ServeConfig } from '../config.js';
+import { LOOPBACK_HOSTS, unknownEnvironment, weakenedProtections, type ServeConfig } from '../config.js';
 import { CrdCheck } from '../controller/crd-check.js';
 import { EventReason, EventRecorder, incidentEvent, type EventTarget } from '../controller/events.js';
 import { LeaderElector } from '../controller/leader.js';
@@ -359,9 +359,9 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     ...(tracer ? { tracer } : {}),
     uiApprovals: { store: backend.approvalStore, ...(config.standalone ? { dataDir: config.dataDir! } : {}) },
   });
-  const http = await listen(app, { host: config.host, port: config.port, ...(config.tlsCert ? { tls: { cert: config.tlsCert, key: config.tlsKey! } } : {}) });
+  const http = await listen(app, { host: config.host, port: config.port, maxConnections: config.maxConnections, ...(config.tlsCert ? { tls: { cert: config.tlsCert, key: config.tlsKey! } } : {}) });
   log.info('PolicyGuard serving', { ...backend.describe, url: `${http.url}/mcp`, auth: config.auth });
-  for (const warning of weakenedProtections(config)) log.warn(warning);
+  for (const warning of [...weakenedProtections(config), ...unknownEnvironment(config.environment)]) log.warn(warning);
 
   return {
     url: http.url,

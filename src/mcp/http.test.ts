@@ -172,6 +172,47 @@ describe('scrapes and probes under --allowed-hosts (DNS rebinding)', () => {
   });
 });
 
+describe('clients that hold connections (listen options)', () => {
+  /** A socket to `server`, resolved once connected; `closed` settles when the server closes it. */
+  const connect = (server: RunningServer) => {
+    const url = new URL(server.url);
+    const socket = new Socket();
+    const closed = new Promise<string>((resolve) => {
+      let data = '';
+      socket.on('data', (d) => (data += d));
+      socket.once('close', () => resolve(data));
+    });
+    return new Promise<{ socket: Socket; closed: Promise<string> }>((resolve, reject) => {
+      socket.once('error', reject).connect(Number(url.port), url.hostname, () => resolve({ socket, closed }));
+    });
+  };
+
+  it('a connection beyond --max-connections is closed at once; those within it are served', async () => {
+    const server = await listen(app, { host: '127.0.0.1', port: 0, maxConnections: 2 });
+    try {
+      const held = [await connect(server), await connect(server)];
+      const third = await connect(server);
+      expect(await third.closed).toBe('');
+      held[0]!.socket.end('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+      expect(await held[0]!.closed).toMatch(/^HTTP\/1\.1 200 OK/);
+      held[1]!.socket.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a client that trickles its headers past the headers timeout gets 408 and loses the connection', async () => {
+    const server = await listen(app, { host: '127.0.0.1', port: 0, timeouts: { headersMs: 300, requestMs: 600 } });
+    try {
+      const slow = await connect(server);
+      slow.socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // and never the blank line
+      expect(await slow.closed).toMatch(/^HTTP\/1\.1 408 /);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('tracing on (--otel-endpoint)', () => {
   const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
   const TRACEPARENT = `00-${TRACE}-00f067aa0ba902b7-01`;

@@ -449,13 +449,28 @@ export interface ListenOptions {
   port: number;
   /** PEM files; both or neither. */
   tls?: { cert: string; key: string };
+  /** Connections served at once (--max-connections); beyond it new ones are closed. Default: no bound. */
+  maxConnections?: number;
+  /** How long a client may take to send a request's headers, and the whole request (defaults below). */
+  timeouts?: { headersMs: number; requestMs: number };
 }
+
+/**
+ * A client has this long to send a request's headers, and this long for the whole request
+ * (Node's defaults, 60 s and 300 s, let a client that trickles a header hold a socket for a
+ * minute). Answers are not bounded by these: a call held for an approval waits longer.
+ */
+const CLIENT_TIMEOUTS = { headersMs: 10_000, requestMs: 30_000 };
 
 /** Listen on host:port (port 0 = any free port), over TLS when cert and key are given. */
 export async function listen(app: HttpApp, opts: ListenOptions): Promise<RunningServer> {
+  const { headersMs, requestMs } = opts.timeouts ?? CLIENT_TIMEOUTS;
+  // Node looks for late clients every connectionsCheckingInterval (30 s by default): a tenth of the bound.
+  const timeouts = { headersTimeout: headersMs, requestTimeout: requestMs, connectionsCheckingInterval: Math.max(100, Math.round(headersMs / 10)) };
   const server: Server = opts.tls
-    ? createTlsServer({ ...app.classes, cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, app.listener)
-    : createServer(app.classes, app.listener);
+    ? createTlsServer({ ...app.classes, ...timeouts, cert: readFileSync(opts.tls.cert), key: readFileSync(opts.tls.key) }, app.listener)
+    : createServer({ ...app.classes, ...timeouts }, app.listener);
+  if (opts.maxConnections !== undefined) server.maxConnections = opts.maxConnections;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => resolve());
