@@ -102,6 +102,8 @@ const policyIdOf = (p: GuardPolicy): string => p.metadata.annotations?.['policyg
 /** Audit reads answered at once, and queued behind them; more are refused (retry later). */
 const READS_RUNNING = 2;
 const READS_WAITING = 16;
+/** Audit reads one caller may have running or waiting: one caller cannot fill the queue everyone waits in. */
+const READS_PER_CALLER = 2;
 /**
  * Most bytes of entries one get_audit_log answer holds (the first entry always: one record is
  * at most 4 MiB). Up to 1,000 entries of ~1 MB arguments each ran the server out of memory.
@@ -126,6 +128,8 @@ export class Tools {
   /** The decision pipeline validate_action calls (and, through serve.ts, every other adapter). */
   readonly pipeline: DecisionPipeline;
   private readonly reads = new ConcurrencyLimit(READS_RUNNING, READS_WAITING);
+  /** Audit reads running or waiting, by caller (READS_PER_CALLER). */
+  private readonly readsByCaller = new Map<string, number>();
   private readonly now: () => Date;
 
   constructor(private readonly deps: ToolDeps) {
@@ -375,12 +379,21 @@ export class Tools {
     return { agentIds: new Set(authorizer.boundAgents(ctx.principal, snapshot).map((a) => a.id)), caller: ctx.principal.subject };
   }
 
-  /** Runs an audit read under the read limit (docs/decisions.md, "Cheap denial of service"). */
-  private async boundedRead<T>(read: () => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
-    // A record changed on disk refuses the read, naming it (docs/decisions.md, "The audit log").
-    const refusingTampered = () => read().catch((err: unknown) => (err instanceof AuditRecordTamperedError ? fail<T>(err.message) : Promise.reject(err)));
-    const done = await this.reads.run(refusingTampered);
-    return done?.value ?? fail(`the server is answering ${READS_RUNNING + READS_WAITING} audit queries already; retry in a few seconds`);
+  /** Runs an audit read of `caller` under the read limits (docs/decisions.md, "Cheap denial of service"). */
+  private async boundedRead<T>(caller: string, read: () => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
+    const mine = this.readsByCaller.get(caller) ?? 0;
+    if (mine >= READS_PER_CALLER) return fail(`caller '${caller}' has ${mine} audit queries running or waiting already; retry once they are answered`);
+    this.readsByCaller.set(caller, mine + 1);
+    try {
+      // A record changed on disk refuses the read, naming it (docs/decisions.md, "The audit log").
+      const refusingTampered = () => read().catch((err: unknown) => (err instanceof AuditRecordTamperedError ? fail<T>(err.message) : Promise.reject(err)));
+      const done = await this.reads.run(refusingTampered);
+      return done?.value ?? fail(`the server is answering ${READS_RUNNING + READS_WAITING} audit queries already; retry in a few seconds`);
+    } finally {
+      const left = (this.readsByCaller.get(caller) ?? 1) - 1;
+      if (left > 0) this.readsByCaller.set(caller, left);
+      else this.readsByCaller.delete(caller);
+    }
   }
 
   /**
@@ -394,7 +407,7 @@ export class Tools {
   async readAudit<T>(ctx: CallContext, read: (r: AuditRead) => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
     const snapshot = this.deps.store.snapshot();
     const scope = await this.readScope(ctx, snapshot);
-    return this.boundedRead(() => read({ scope, snapshot, audit: this.deps.audit, incidents: this.deps.incidents }));
+    return this.boundedRead(ctx.principal.subject, () => read({ scope, snapshot, audit: this.deps.audit, incidents: this.deps.incidents }));
   }
 
   async getAuditLog(args: GetAuditLogArgs, ctx: CallContext): Promise<ToolOutcome<GetAuditLogResult>> {
@@ -406,7 +419,7 @@ export class Tools {
       return fail(`status ${JSON.stringify(status)} is not understood; use "allowed", "denied" or leave it empty`);
     }
     const scope = await this.readScope(ctx, this.deps.store.snapshot());
-    return this.boundedRead(async () => {
+    return this.boundedRead(ctx.principal.subject, async () => {
       const { entries, total, leftOut } = await this.deps.audit.query({
         since,
         // Incidents are read with get_compliance_status, as in standalone mode where they have a log of their own.
