@@ -118,9 +118,26 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
     expect(snap.possibleDecisions(req)).toEqual(new Set(['deny']));
   });
 
-  it('denies exactly the names with whitespace at an end or a control or format character (its ASCII shortcut included)', () => {
-    const reference = /^\s|\s$|[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
-    const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u200b', '\ufeff', '\u007f', '\u0085', '\u034f', '\u3164', 'a', '_', '~'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
+  it.each([
+    ['ｄｅｌｅｔｅ_rows', 'delete_rows'],
+    ['delete＿rows', 'delete_rows'],
+    ['ⅾelete_rows', 'delete_rows'],
+    ['ᵈelete_rows', 'delete_rows'],
+    ['ﬁle_delete', 'file_delete'],
+    ['cafe\u0301_delete', 'café_delete'],
+  ])('a target that reads as another name in Unicode compatibility form (%j reads as %j) is denied, before any rule', (target, normal) => {
+    const d = snap.evaluate(call('admin', target));
+    expect(d.decision).toBe('deny');
+    expect(d.reason).toBe(`The target ${JSON.stringify(target)} reads as ${JSON.stringify(normal)} in Unicode's compatibility form (NFKC); a client or tool that normalizes it would run another name than the one judged, so the call is denied`);
+    expect(d.matched[0]).toMatchObject({ rule: 'unclearName' });
+    // Names already in that form, ASCII or not, are judged as written.
+    for (const plain of ['delete_rows', 'café_delete', '削除_rows']) expect(snap.evaluate(call('admin', plain)).matched[0]?.rule).not.toBe('unclearName');
+  });
+
+  it('denies exactly the names with whitespace at an end, a control or format character, or another NFKC form (its ASCII shortcut included)', () => {
+    const strip = /^\s|\s$|[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
+    const reference = { test: (name: string) => strip.test(name) || name.normalize('NFKC') !== name };
+    const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u200b', '\ufeff', '\u007f', '\u0085', '\u034f', '\u3164', 'a', '_', '~', 'ｄ', 'ﬁ', '\u0301'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
     fc.assert(
       fc.property(fc.string({ unit, minLength: 1, maxLength: 8 }), (target) => {
         const d = snap.evaluate(call('admin', target));

@@ -153,9 +153,10 @@ export const INCOMPLETE_POLICY_SET = 'incompletePolicySet';
 
 /**
  * Whitespace a name (target, action type) must not start or end with; nor may it hold an
- * {@link INVISIBLE} character anywhere. A tool server or client that trims or strips them runs
- * `delete_records` where `" delete_records"` or `"\u200bdelete_records"` was judged, and no
- * glob of a deny rule matches those.
+ * {@link INVISIBLE} character anywhere, or differ from its NFKC form. A tool server or client
+ * that trims, strips or normalizes them runs `delete_records` where `" delete_records"`,
+ * `"\u200bdelete_records"` or `"ｄｅｌｅｔｅ_records"` was judged, and no glob of a deny rule
+ * matches those.
  */
 const EDGE_SPACE = /^\s|\s$/;
 
@@ -171,9 +172,15 @@ const NOT_PLAIN = /[^!-~]/;
 
 function unclearWhy(what: string, name: string): string | undefined {
   const invisible = INVISIBLE.exec(name);
-  if (!invisible && !EDGE_SPACE.test(name)) return undefined;
-  const where = EDGE_SPACE.test(name) ? 'whitespace at its start or end' : `the invisible or control character ${codePointName(invisible![0].codePointAt(0)!)}`;
-  return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
+  if (invisible || EDGE_SPACE.test(name)) {
+    const where = EDGE_SPACE.test(name) ? 'whitespace at its start or end' : `the invisible or control character ${codePointName(invisible![0].codePointAt(0)!)}`;
+    return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
+  }
+  // Fullwidth letters, ligatures, superscripts, decomposed accents: no glob matches
+  // `ｄｅｌｅｔｅ_records` as it matches `delete_records`, which is what a tool that normalizes runs.
+  const normal = name.normalize('NFKC');
+  if (normal === name) return undefined;
+  return `The ${what} ${JSON.stringify(name)} reads as ${JSON.stringify(normal)} in Unicode's compatibility form (NFKC); a client or tool that normalizes it would run another name than the one judged, so the call is denied`;
 }
 
 /** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
