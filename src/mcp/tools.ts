@@ -329,6 +329,12 @@ export class Tools {
     if (holders.length > 1) return invalid(`policy id '${args.policy_id}' names ${holders.length} policies in force (${holders.map((p) => `GuardPolicy ${namespacedName(p.metadata)}`).join(', ')}); keep it on one of them, or use another id`);
     const existing = holders[0];
     const namespace = existing ? existing.metadata.namespace : this.pipeline.namespaceFor(ctx.principal);
+    // Distinct ids can meet on one object name (an id may be another's name): writing there
+    // would replace that policy and its id (src/api/builders.ts, objectNameFor).
+    const named = existing ? undefined : snapshot.policies().find((p) => p.metadata.name === objectNameFor(args.policy_id) && (p.metadata.namespace ?? '') === (namespace ?? ''));
+    if (named && policyIdOf(named) !== args.policy_id) {
+      return invalid(`policy id '${args.policy_id}' would be stored as GuardPolicy ${namespacedName(named.metadata)}, which holds policy '${policyIdOf(named)}'; use that id to change it, or choose another`);
+    }
     // Rewriting a policy that exists (in force or not) takes permission to change it: `create`
     // alone must not let a caller replace another's deny rules.
     const updating = existing !== undefined || this.deps.store.holds('GuardPolicy', namespace, objectNameFor(args.policy_id));

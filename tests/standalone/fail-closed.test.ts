@@ -7,6 +7,7 @@
 import { mkdir, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { objectNameFor } from '../../src/api/builders.js';
 import { autoRegisteredName } from '../../src/decide/identity.js';
 import { eventually } from './eventually.js';
 import { callAs, startTestServer, writeTokenFile, type TestServer } from './harness.js';
@@ -98,6 +99,16 @@ describe('--unknown-agents evaluate', () => {
     expect(await registered(s)).toContain(`${autoRegisteredName('ops-bot')}.yaml`);
     expect(await registered(s)).not.toContain('ops-bot.yaml');
     expect((await validate(s, TOKENS.root, 'read_x', 'Ops_Bot')).reason).toBe("Caller 'token:root' is not bound to agent 'Ops_Bot' (identity mismatch)");
+  });
+
+  it("a policy id that is another policy's object name never replaces that policy", async () => {
+    const rules = JSON.stringify([{ condition: { tool_pattern: 'purge_*' }, action: 'deny' }]);
+    const first = await callAs(s.pg.url, TOKENS.root, 'create_policy', { policy_id: 'Audit_Only', name: 'audit only', rules });
+    expect(first.json).toMatchObject({ success: true });
+    const name = objectNameFor('Audit_Only');
+    const over = await callAs(s.pg.url, TOKENS.root, 'create_policy', { policy_id: name, name: 'impostor', rules: JSON.stringify([{ condition: { tool_pattern: 'purge_*' }, action: 'allow' }]) });
+    expect(over.isError).toBe(true);
+    expect(over.json).toMatchObject({ success: false, message: `policy id '${name}' would be stored as GuardPolicy ${name}, which holds policy 'Audit_Only'; use that id to change it, or choose another` });
   });
 
   it(`nobody acts as 'policyguard-system', PolicyGuard's own id for its administrative records`, async () => {
