@@ -114,3 +114,13 @@ describe('unknownEnvironment', () => {
     ]);
   });
 });
+
+describe('folders', () => {
+  it('a data dir inside the config dir is refused: its own files would be read as manifests', () => {
+    const line = "  --data-dir (POLICYGUARD_DATA_DIR): is inside --config-dir policies: the server's own files (its audit anchor, first-seen.json) would be read as manifests, and every decision denied; put it elsewhere";
+    expect(() => parseServeConfig(['--standalone', '--config-dir', 'policies', '--data-dir', 'policies/data'], {})).toThrow(line);
+    expect(() => parseServeConfig(['--standalone', '--config-dir', 'policies/', '--data-dir', './policies'], {})).toThrow('is inside --config-dir');
+    expect(parseServeConfig(['--standalone', '--config-dir', 'policies', '--data-dir', 'policies-data'], {})).toMatchObject({ dataDir: 'policies-data' });
+    expect(parseServeConfig(['--standalone', '--config-dir', 'config/policies', '--data-dir', 'config/data'], {})).toMatchObject({ dataDir: 'config/data' });
+  });
+});

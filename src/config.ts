@@ -3,6 +3,7 @@
  * `--some-flag` can also be set as `POLICYGUARD_SOME_FLAG`; a flag wins over the environment.
  * Nothing else in the code reads `process.env`.
  */
+import { isAbsolute, relative, resolve } from 'node:path';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { z } from 'zod';
 import { TrustLevelSchema, trustRank } from './api/schemas.js';
@@ -140,12 +141,21 @@ export const ServeConfigSchema = z
     if (c.standalone) {
       if (!c.configDir) ctx.addIssue({ code: 'custom', path: ['configDir'], message: '--standalone needs --config-dir, a folder of GuardAgent/GuardPolicy YAML' });
       if (!c.dataDir) ctx.addIssue({ code: 'custom', path: ['dataDir'], message: '--standalone needs --data-dir, where audit logs and written objects go' });
+      else if (c.configDir && within(c.dataDir, c.configDir)) {
+        ctx.addIssue({ code: 'custom', path: ['dataDir'], message: `is inside --config-dir ${c.configDir}: the server's own files (its audit anchor, first-seen.json) would be read as manifests, and every decision denied; put it elsewhere` });
+      }
     } else {
       if (c.configDir) ctx.addIssue({ code: 'custom', path: ['configDir'], message: 'is for --standalone; in kubernetes mode the GuardAgent/GuardPolicy objects in the cluster are the source' });
       if (c.auditSink === 'file' && !c.dataDir) ctx.addIssue({ code: 'custom', path: ['dataDir'], message: '--audit-sink file needs --data-dir (e.g. a PersistentVolume mount); or use --audit-sink configmap' });
       if (c.renewDeadline >= c.leaseDuration) ctx.addIssue({ code: 'custom', path: ['renewDeadline'], message: 'must be shorter than --lease-duration' });
     }
   });
+/** Whether `path` is `folder` or inside it, as written (symbolic links are not followed). */
+function within(path: string, folder: string): boolean {
+  const rel = relative(resolve(folder), resolve(path));
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
+}
+
 export type ServeConfig = z.infer<typeof ServeConfigSchema> & {
   /**
    * The environment the server was started with: where a standalone GuardUpstream's `env`
