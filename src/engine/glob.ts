@@ -249,7 +249,7 @@ function parse(pattern: string): Segment[] {
 }
 
 /** With the `u` flag a surrogate pair is one code point, so this finds only unpaired halves. */
-const LONE_SURROGATE = /\p{Cs}/u;
+export const LONE_SURROGATE = /\p{Cs}/u;
 /**
  * Control, format and other default-ignorable characters (a zero-width space, a byte order
  * mark, a bidi override, a variation selector, NUL, a tab): invisible, or stripped by clients

@@ -134,9 +134,15 @@ describe('decision semantics (docs/decisions.md), step by step', () => {
     for (const plain of ['delete_rows', 'café_delete', '削除_rows']) expect(snap.evaluate(call('admin', plain)).matched[0]?.rule).not.toBe('unclearName');
   });
 
-  it('denies exactly the names with whitespace at an end, a control or format character, or another NFKC form (its ASCII shortcut included)', () => {
+  it('a target holding half of a surrogate pair is denied, before any rule', () => {
+    const d = snap.evaluate(call('admin', 'read_notes\ud800'));
+    expect(d).toMatchObject({ decision: 'deny', reason: 'The target "read_notes\\ud800" holds half of a surrogate pair, which is not a character (strict JSON readers refuse it); the call is denied' });
+    expect(snap.evaluate(call('admin', 'read_notes_😀')).matched[0]?.rule).not.toBe('unclearName');
+  });
+
+  it('denies exactly the names with whitespace at an end, a control or format character, half a surrogate pair, or another NFKC form (its ASCII shortcut included)', () => {
     const strip = /^\s|\s$|[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
-    const reference = { test: (name: string) => strip.test(name) || name.normalize('NFKC') !== name };
+    const reference = { test: (name: string) => strip.test(name) || /\p{Cs}/u.test(name) || name.normalize('NFKC') !== name };
     const unit = fc.oneof(fc.constantFrom(' ', '\t', '\u00a0', '\u200b', '\ufeff', '\u007f', '\u0085', '\u034f', '\u3164', 'a', '_', '~', 'ｄ', 'ﬁ', '\u0301'), fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }));
     fc.assert(
       fc.property(fc.string({ unit, minLength: 1, maxLength: 8 }), (target) => {

@@ -15,7 +15,7 @@ import {
   type CompiledRule,
   type CompileResult,
 } from './compile.js';
-import { anyMatch, codePointName, foldCase, INVISIBLE } from './glob.js';
+import { anyMatch, codePointName, foldCase, INVISIBLE, LONE_SURROGATE } from './glob.js';
 import { Check, compareNames, encoded, RuleIndex } from './rule-index.js';
 import type { ActionRequest, Decision, DecisionKind, EngineOptions, MatchedRule, ObjectProblem } from './types.js';
 import { DEFAULT_ENGINE_OPTIONS, namespacedName, objectKey } from './types.js';
@@ -175,6 +175,9 @@ function unclearWhy(what: string, name: string): string | undefined {
   if (invisible || EDGE_SPACE.test(name)) {
     const where = EDGE_SPACE.test(name) ? 'whitespace at its start or end' : `the invisible or control character ${codePointName(invisible![0].codePointAt(0)!)}`;
     return `The ${what} ${JSON.stringify(name)} has ${where}; a client or tool that strips it would run another name than the one judged, so the call is denied`;
+  }
+  if (LONE_SURROGATE.test(name)) {
+    return `The ${what} ${JSON.stringify(name)} holds half of a surrogate pair, which is not a character (strict JSON readers refuse it); the call is denied`;
   }
   // Fullwidth letters, ligatures, superscripts, decomposed accents: no glob matches
   // `ｄｅｌｅｔｅ_records` as it matches `delete_records`, which is what a tool that normalizes runs.
