@@ -310,16 +310,19 @@ export class KubernetesStore implements PolicyStore {
         this.invalid.delete(key);
       } else {
         // A field the CRD does not declare (the CRD keeps unknown spec fields so that this
-        // refusal sees them, see src/api/crd.ts), or a version skew or hand-edited CRD.
+        // refusal sees them, see src/api/crd.ts), or a version skew or hand-edited CRD. The
+        // newest generation is what counts, as it is for a replica that starts now: an older
+        // valid one does not stay in force (docs/decisions.md §9).
+        this.valid.delete(key);
         const problem: ObjectProblem = {
           kind,
           ...(raw.metadata.namespace ? { namespace: raw.metadata.namespace } : {}),
           name: raw.metadata.name,
           reason: Reason.InvalidSpec,
-          message: `${formatZodError(parsed.error)}${this.valid.has(key) ? '; the last valid generation stays in force' : ''}`,
+          message: formatZodError(parsed.error),
         };
         // A GuardUpstream decides nothing: the gateway refuses calls through one not in force.
-        this.invalid.set(key, { problem, missing: this.valid.has(key) || kind === 'GuardUpstream' ? undefined : missingObject(problem, raw) });
+        this.invalid.set(key, { problem, missing: kind === 'GuardUpstream' ? undefined : missingObject(problem, raw) });
       }
     }
     this.scheduleCompile();
@@ -380,7 +383,9 @@ export class KubernetesStore implements PolicyStore {
     this.upstreamProblems = upstreamProblems;
     const missing = [...this.invalid.values()].flatMap((i) => (i.missing ? [i.missing] : []));
     for (const problem of this.opts.crdProblems?.() ?? []) missing.push({ problem });
-    const next = PolicySnapshot.compile({ agents, policies, missing }, this.opts.engine, { cache: this.cache, previous: this.current });
+    // No `previous`: a generation that fails to compile is not replaced by the one before it,
+    // which a replica started since never saw; every replica decides alike (docs/decisions.md §9).
+    const next = PolicySnapshot.compile({ agents, policies, missing }, this.opts.engine, { cache: this.cache });
     if (next.revision !== this.current.revision) this.opts.log.debug('policy snapshot compiled', { revision: next.revision, ...next.counts });
     this.current = next;
     if (this.reflectors.length > 0 && this.reflectors.every((r) => r.synced)) this.compiledAfterSync = true;

@@ -142,12 +142,13 @@ describe('a spec field the CRD does not declare is refused at admission, named',
     const binding = clusterScoped[1] as any;
     await KubernetesObjectApi.makeApiClient(admin).delete(binding);
     await eventually(() => create('GuardAgent', 'probe', { agentID: 'x' }, 'All'), (m) => m === 'ok', 'the binding to be gone');
-    expect(await create('GuardAgent', 'old', { agentID: 'etl' })).toBe('ok');
+    expect(await create('GuardAgent', 'etl', { agentID: 'etl' })).toBe('ok');
     delete binding.metadata.resourceVersion;
     await applyObjects(admin, [binding]);
     await eventually(() => create('GuardAgent', 'probe', { agentID: 'x' }, 'All'), (m) => m.includes(policyName), 'the binding to be back');
-    expect(await mergePatch('GuardAgent', 'old', { metadata: { labels: { team: 'a' } } })).toBe('ok');
-    expect(await mergePatch('GuardAgent', 'old', { spec: { trustLevel: 'medium' } })).toEqual(refused('GuardAgent', 'spec', 'agentID'));
-    expect(await mergePatch('GuardAgent', 'old', { spec: { agentID: null, agentId: 'etl' } })).toBe('ok');
+    expect(await mergePatch('GuardAgent', 'etl', { metadata: { labels: { team: 'a' } } })).toBe('ok');
+    expect(await mergePatch('GuardAgent', 'etl', { spec: { trustLevel: 'medium' } })).toEqual(refused('GuardAgent', 'spec', 'agentID'));
+    // (Spelt right, an id other than the name the object stood for takes a new object: ids never change.)
+    expect(await mergePatch('GuardAgent', 'etl', { spec: { agentID: null, agentId: 'etl' } })).toBe('ok');
   });
 });

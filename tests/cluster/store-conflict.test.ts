@@ -167,12 +167,13 @@ describe('KubernetesStore writes only what the caller was allowed: the object as
     expect((await getGuard(kc, 'GuardAgent', ns, 'edited')).spec.description).toBe('current');
   });
 
-  it('an update checked against the version in force, while a newer one fails to compile, says what is wrong instead of "retry"', async () => {
+  it('an update checked against the version that was in force, when a newer one fails to compile, says what is wrong instead of "retry"', async () => {
     await gitopsApply('broken', { trustLevel: 'low', allowedTools: ['read_*'] });
     const inForce = await eventually(async () => store.snapshot().agent('broken')?.source, (a) => a !== undefined, 'the agent in force');
     await gitopsApply('broken', { trustLevel: 'low', allowedTools: ['read_[z-a]'] });
     await eventually(async () => store.objectProblems().get(`GuardAgent/${ns}/broken`)?.message, (m) => m !== undefined, 'the compile problem');
-    expect(store.snapshot().agent('broken')?.source.metadata.resourceVersion).toBe(inForce!.metadata.resourceVersion);
+    // The newest generation counts: the one the check read is out of force too (docs/decisions.md §9).
+    await eventually(async () => store.snapshot().agent('broken'), (a) => a === undefined, 'the agent out of force');
     const err = await store.applyAgent(guardAgent(inForce!.metadata, { trustLevel: 'low', description: 'from MCP' }), 'update', ['description']).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreConflictError);
     expect((err as Error).message).toMatch(new RegExp(`^GuardAgent ${ns}/broken: its newest version is not in force \\(.*InvalidPattern.*\\), and this call was checked against the version that is; fix the newest version where it was written \\(kubectl, Git\\), then retry$`));
