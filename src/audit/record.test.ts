@@ -149,6 +149,20 @@ describe('redactSecrets', () => {
     });
   });
 
+  it('a pair is a pair in any case, and as CloudFormation writes it', () => {
+    expect(
+      redactSecrets({
+        ssm: { Name: '/prod/db/password', Value: 's3cret', Type: 'SecureString' },
+        tags: [{ Key: 'team', Value: 'payments' }],
+        stack: [{ ParameterKey: 'DbPassword', ParameterValue: 'hunter2' }, { ParameterKey: 'InstanceType', ParameterValue: 't3.micro' }],
+      }),
+    ).toEqual({
+      ssm: { Name: '/prod/db/password', Value: '[REDACTED]', Type: 'SecureString' },
+      tags: [{ Key: '[REDACTED]', Value: 'payments' }],
+      stack: [{ ParameterKey: '[REDACTED]', ParameterValue: '[REDACTED]' }, { ParameterKey: '[REDACTED]', ParameterValue: 't3.micro' }],
+    });
+  });
+
   it('does not mutate its input and returns a deep copy', () => {
     const value = { a: { token: 't', b: [1, { c: 2 }] } };
     const before = structuredClone(value);

@@ -205,13 +205,13 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     const keys = Object.keys(object);
     if (keys.length > 1) keys.sort();
     // A name/value pair that names a secret (`{"name": "Authorization", "value": "Bearer …"}`,
-    // as headers and environment variables are often listed): its value is the secret.
-    const namedSecret = inner !== undefined && Object.hasOwn(object, 'value') && namesSecret(object);
+    // as headers, environment variables, tags and parameters are often listed): its value is the secret.
+    const namedSecret = inner !== undefined && keys.some((k) => PAIR_VALUE.test(k)) && namesSecret(object, keys);
     text = '{';
     for (const key of keys) {
       const member = object[key];
       // true, false and null hold no secret: shown, as a person approving `bypass_review: true` must see it.
-      const secret = inner !== undefined && typeof member !== 'boolean' && member !== null && (secretKey(key) || (namedSecret && key === 'value'));
+      const secret = inner !== undefined && typeof member !== 'boolean' && member !== null && (secretKey(key) || (namedSecret && PAIR_VALUE.test(key)));
       const serialized = secret ? REDACTED_JSON : serialize(member, ancestors, inner);
       if (serialized === undefined) continue;
       if (text.length > 1) text += ',';
@@ -225,10 +225,17 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
   return text;
 }
 
-/** Whether `object`'s `name` (or `key`) is a string that names a secret. */
-function namesSecret(object: Record<string, unknown>): boolean {
-  const name = Object.hasOwn(object, 'name') ? object.name : object.key;
-  return typeof name === 'string' && secretKey(name);
+/**
+ * The members of a pair, in any case: `name`/`key` and `value` (headers, environment
+ * variables; `Name`/`Value` in AWS SSM, `Key`/`Value` in tags), CloudFormation's
+ * `ParameterKey`/`ParameterValue`.
+ */
+const PAIR_NAME = /^(?:parameter)?(?:name|key)$/i;
+const PAIR_VALUE = /^(?:parameter)?value$/i;
+
+/** Whether a name member of `object` (of `keys`, see {@link PAIR_NAME}) is a string that names a secret. */
+function namesSecret(object: Record<string, unknown>, keys: readonly string[]): boolean {
+  return keys.some((k) => PAIR_NAME.test(k) && typeof object[k] === 'string' && secretKey(object[k]));
 }
 
 /** A record without the fields derived from it: what the chain hash covers. */
