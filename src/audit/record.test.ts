@@ -149,6 +149,20 @@ describe('redactSecrets', () => {
     });
   });
 
+  it('a command line: the value after a flag naming a secret, in a string or as the next item of an argv', () => {
+    expect(
+      redactSecrets({
+        cmd: 'vault login --password hunter2 --user bob',
+        argv: ['psql', '--password', 'hunter2', '--host', 'db', '--api-key', 'k-123'],
+        prose: 'see --help for options; --token=abc',
+      }),
+    ).toEqual({
+      cmd: 'vault login --password [REDACTED] --user bob',
+      argv: ['psql', '--password', '[REDACTED]', '--host', 'db', '--api-key', '[REDACTED]'],
+      prose: 'see --help for options; --token=[REDACTED]',
+    });
+  });
+
   it('a pair is a pair in any case, and as CloudFormation writes it', () => {
     expect(
       redactSecrets({

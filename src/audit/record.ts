@@ -196,7 +196,9 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     text = '[';
     for (let i = 0; i < value.length; i++) {
       if (i > 0) text += ',';
-      text += serialize(value[i], ancestors, inner) ?? 'null';
+      // An argv: the item after `--password` is its value.
+      const flagged = inner !== undefined && i > 0 && typeof value[i] === 'string' && secretFlag(value[i - 1]);
+      text += flagged ? REDACTED_JSON : (serialize(value[i], ancestors, inner) ?? 'null');
     }
     text += ']';
     flat = false;
@@ -232,6 +234,11 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
  */
 const PAIR_NAME = /^(?:parameter)?(?:name|key)$/i;
 const PAIR_VALUE = /^(?:parameter)?value$/i;
+
+/** Whether `item` is a command-line flag naming a secret, whose value is the next item: `--password`, `--api-key`. */
+function secretFlag(item: unknown): boolean {
+  return typeof item === 'string' && item.startsWith('--') && !item.includes('=') && secretKey(item);
+}
 
 /** Whether a name member of `object` (of `keys`, see {@link PAIR_NAME}) is a string that names a secret. */
 function namesSecret(object: Record<string, unknown>, keys: readonly string[]): boolean {
@@ -372,14 +379,14 @@ export function redactSecrets<T>(value: T): T {
 }
 
 /**
- * `name=`, `name: `, `"name":` … found token by token (the lookbehind anchors each match at
- * the start of a name, which keeps the scan linear on hostile input). A colon separates a name
+ * `name=`, `name: `, `"name":`, `--name value` … found token by token (the lookbehind anchors
+ * each match at the start of a name, which keeps the scan linear on hostile input). A colon separates a name
  * from its value only when a space or a quote follows it or the name is quoted: `token:bot`
  * and `system:serviceaccount:ns:sa` are how identities are written, not assignments. The value
  * after it may be quoted (an unclosed quote runs to the end of the text) or carry a
  * `Bearer`/`Basic` scheme; unquoted it runs to whitespace or one of `,;&}`.
  */
-const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)(?:["']?\s*=|["']\s*:|\s*:(?=[\s"']))\s*/g;
+const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)(?:["']?\s*=|["']\s*:|\s*:(?=[\s"'])|(?<=(?<![\w.-])--[\w.-]+)\s+(?=[^\s-]))\s*/g;
 const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)/iy;
 
 /**
@@ -392,8 +399,8 @@ const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)
  * redactSecretText('retry with token=abc123 please'); // 'retry with token=[REDACTED] please'
  */
 export function redactSecretText(input: string): string {
-  // Every assignment has a separator; most contexts have none (and many are empty).
-  if (!input.includes('=') && !input.includes(':')) return input;
+  // Every assignment has a separator, or is a `--flag value`; most contexts have none (and many are empty).
+  if (!input.includes('=') && !input.includes(':') && !input.includes('--')) return input;
   const text = redactUrlPasswords(input);
   // Fresh copies: both regexes carry lastIndex state.
   const names = new RegExp(NAME_AND_SEPARATOR);
