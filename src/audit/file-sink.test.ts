@@ -260,7 +260,7 @@ describe('file audit sink: query', () => {
     expect(ids((await sink.query({ status: 'denied', agentId: 'a', limit: 100 })).entries)).toEqual(pick(4, 3, 1));
     const limited = await sink.query({ status: 'denied', limit: 2 });
     expect([ids(limited.entries), limited.total]).toEqual([pick(4, 3), 4]);
-    expect(await sink.query({ limit: 0 })).toEqual({ entries: [], total: 6 });
+    expect(await sink.query({ limit: 0 })).toEqual({ entries: [], total: 6, leftOut: 0 });
   });
 
   it('applies since, and stops at a segment that is entirely older', async () => {
