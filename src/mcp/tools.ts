@@ -545,6 +545,11 @@ export class Tools {
     const snapshot = this.deps.store.snapshot();
     const target = args.agent_id ? snapshot.agent(args.agent_id) : undefined;
     const aboutSelf = target !== undefined && this.deps.authorizer.mayActAs(ctx.principal, target);
+    // A caller that is no agent, where unknown agents are denied, decides nothing and reports
+    // nothing of its own: else any token could fill the incident log and push out what matters.
+    if (!args.agent_id && this.deps.authorizer.enforcing && this.deps.options.unknownAgents === 'deny' && this.deps.authorizer.boundAgents(ctx.principal, snapshot).length === 0) {
+      return fail(`caller '${ctx.principal.subject}' is bound to no agent, and unknown agents are denied (--unknown-agents deny): it may report incidents about an agent only with permission to administer it`);
+    }
     if (args.agent_id && this.deps.authorizer.enforcing && !aboutSelf) {
       const check = await this.deps.authorizer.admin(ctx.principal, snapshot, { verb: 'patch', resource: 'guardagents/status', namespace: target?.namespace });
       if (!check.ok) return fail(`caller '${ctx.principal.subject}' may report incidents about the agents it acts as, or about none; about agent '${args.agent_id}': ${check.reason}`);

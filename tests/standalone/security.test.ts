@@ -10,7 +10,7 @@ import { eventually } from './eventually.js';
 import { callAs as callToolAs, connect, startTestServer, writeTokenFile, type TestServer } from './harness.js';
 
 const FIXTURE = new URL('../fixtures/auth', import.meta.url).pathname;
-const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5', batcher: 'batcher-secret-token-6' };
+const TOKENS = { alice: 'alice-secret-token-1', bob: 'bob-secret-token-2', root: 'root-secret-token-3', carol: 'carol-secret-token-4', chatty: 'chatty-secret-token-5', batcher: 'batcher-secret-token-6', stranger: 'stranger-secret-token-7' };
 
 let s: TestServer;
 let tokens: Awaited<ReturnType<typeof writeTokenFile>>;
@@ -161,6 +161,14 @@ describe('admin tools', () => {
     expect(recent.find((i) => i.description === 'seen in the SIEM').evidence.reported_by).toBe('token:root');
     const huge = await callAs(TOKENS.bob, 'report_incident', { incident_type: 'other', severity: 'low', description: 'x', evidence: JSON.stringify({ blob: 'x'.repeat(20_000) }) });
     expect(huge.json).toMatch(/^evidence is \d+ bytes of JSON; at most 16384 are kept with an incident$/);
+  });
+
+  it('a caller bound to no agent, where unknown agents are denied, files no incident of its own: it could only fill the log', async () => {
+    const r = await callAs(TOKENS.stranger, 'report_incident', { incident_type: 'identity_mismatch', severity: 'critical', description: 'token:data misbehaved' });
+    expect(r.isError).toBe(true);
+    expect(r.json).toBe("caller 'token:stranger' is bound to no agent, and unknown agents are denied (--unknown-agents deny): it may report incidents about an agent only with permission to administer it");
+    const status = await callAs(TOKENS.root, 'get_compliance_status', {});
+    expect((status.json.incidents.recent as any[]).some((i) => i.description === 'token:data misbehaved')).toBe(false);
   });
 });
 
