@@ -124,3 +124,17 @@ describe('folders', () => {
     expect(parseServeConfig(['--standalone', '--config-dir', 'config/policies', '--data-dir', 'config/data'], {})).toMatchObject({ dataDir: 'config/data' });
   });
 });
+
+describe('values that parse but cannot work', () => {
+  it.each([
+    ['approval-ttl', '0s', 'must be at least 1s (an approval that expires at once can never be used)'],
+    ['rescan-interval', '1ms', 'must be at least 100ms (a re-read of every manifest more often only burns CPU), or 0s for off'],
+    ['body-limit', '0kb', 'must be at least 1kb (no MCP request fits in less)'],
+  ])('--%s %s is refused: %s', (flag, value, why) => {
+    const variable = `POLICYGUARD_${flag.toUpperCase().replaceAll('-', '_')}`;
+    expect(() => parseServeConfig(['--data-dir', '/tmp/x', `--${flag}`, value], {})).toThrow(`invalid configuration:\n  --${flag} (${variable}): ${why}`);
+  });
+  it('the smallest that work, and 0s for no rescan, are taken', () => {
+    expect(parseServeConfig(['--data-dir', '/tmp/x', '--approval-ttl', '1s', '--rescan-interval', '0s', '--body-limit', '1kb'], {})).toMatchObject({ approvalTtl: 1000, rescanInterval: 0, bodyLimit: '1kb' });
+  });
+});

@@ -43,6 +43,9 @@ const Duration = z
   .string()
   .refine((v) => parseDuration(v) !== undefined, DURATION_HINT)
   .transform((v) => parseDuration(v)!);
+/** A duration of at least `minMs` (or 0 when `zeroOff`: off), as `minText` says. */
+const DurationAtLeast = (minMs: number, minText: string, zeroOff = false) =>
+  Duration.refine((ms) => ms >= minMs || (zeroOff && ms === 0), `must be at least ${minText}${zeroOff ? ', or 0s for off' : ''}`);
 const List = z.string().transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean));
 /** An unsigned number as JSON writes it (and Helm renders a value: 0.1, 1, 1e-05). */
 const DECIMAL = /^(?:0|[1-9]\d{0,14})(?:\.\d{1,15})?(?:[eE][+-]?\d{1,3})?$/;
@@ -93,7 +96,11 @@ export const ServeConfigSchema = z
       .string()
       .refine((v) => v === '0' || parseRate(v) !== undefined, 'use failures/window like 20/1s, or 0 for no limit')
       .default('20/1s'),
-    bodyLimit: z.string().regex(SIZE, 'use at most 9 digits and a unit b, kb, mb or gb, e.g. 512kb or 1mb').default('1mb'),
+    bodyLimit: z
+      .string()
+      .regex(SIZE, 'use at most 9 digits and a unit b, kb, mb or gb, e.g. 512kb or 1mb')
+      .refine((v) => sizeInBytes(v) >= 1024, 'must be at least 1kb (no MCP request fits in less)')
+      .default('1mb'),
     /** Connections served at once; beyond it new ones are closed at once (unauthenticated clients holding sockets open cannot exhaust file descriptors). */
     maxConnections: WholeNumber('a whole number from 1 to 1000000', 1, 1_000_000).default(4096),
     // kubernetes mode
@@ -115,7 +122,7 @@ export const ServeConfigSchema = z
       .default('16mb')
       .transform((v) => sizeInBytes(v)),
     /** How long a GuardApproval stays valid when its rule sets no approval.ttl. */
-    approvalTtl: Duration.default(3_600_000),
+    approvalTtl: DurationAtLeast(1_000, '1s (an approval that expires at once can never be used)').default(3_600_000),
     /** How long the gateway holds a call that needs approval for a person's decision (0: not at all). */
     approvalHold: Duration.default(20_000),
     /** Final GuardApprovals (Denied, Expired, Used) are deleted this long after; the audit log keeps them. */
@@ -126,7 +133,7 @@ export const ServeConfigSchema = z
     reports: z.enum(['auto', 'openreports', 'wgpolicyk8s', 'both', 'off']).default('auto'),
     reportsWindow: Duration.default(86_400_000),
     reportsInterval: Duration.default(30_000),
-    rescanInterval: Duration.default(10_000),
+    rescanInterval: DurationAtLeast(100, '100ms (a re-read of every manifest more often only burns CPU)', true).default(10_000),
     replicaId: z.string().min(1).max(63).optional(),
     leaderElection: Bool.default(true),
     leaseDuration: Duration.default(15_000),
