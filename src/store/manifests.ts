@@ -20,8 +20,9 @@ export interface ObjectIdentity {
 }
 
 export interface ManifestError {
+  /** The file, or a folder that could not be listed (then there is no line). */
   file: string;
-  line: number;
+  line?: number;
   message: string;
   /** The object the failing document defines, when its kind and name can be read. */
   object?: ObjectIdentity;
@@ -40,9 +41,9 @@ export interface ParsedManifests {
   skipped: number;
 }
 
-/** `file:line: message`, the format editors and CI logs link from. */
+/** `file:line: message`, the format editors and CI logs link from (`folder: message` for a folder). */
 export function formatManifestError(e: ManifestError): string {
-  return `${e.file}:${e.line}: ${e.message}`;
+  return `${e.file}${e.line === undefined ? '' : `:${e.line}`}: ${e.message}`;
 }
 
 const SCHEMAS = { GuardAgent: GuardAgentSchema, GuardPolicy: GuardPolicySchema, GuardUpstream: GuardUpstreamSchema } as const;

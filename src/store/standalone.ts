@@ -19,7 +19,10 @@
  * Each document stands on its own. One that cannot be read, validated or compiled is reported
  * with its file and line; its last good version stays in force, and when it has none (a new
  * object, or after a restart) the policy set is incomplete: every decision is denied, naming
- * the problem, until it is fixed (docs/decisions.md, "Objects that cannot be loaded").
+ * the problem, until it is fixed (docs/decisions.md, "Objects that cannot be loaded"). A file
+ * that cannot be read at all (no permission, a dangling symlink, not UTF-8) is one such
+ * problem; a folder that cannot be listed (one of the two roots when it is gone) keeps what was
+ * loaded from it in force, as a file keeps its last good version.
  */
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
@@ -33,7 +36,7 @@ import type { EngineOptions, ObjectProblem } from '../engine/types.js';
 import type { Logger } from '../log.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { FolderWatcher } from './folder-watcher.js';
-import { listManifestTree, readManifest, type ManifestRead } from './manifest-tree.js';
+import { listManifestTree, readManifest, type ManifestRead, type UnlistedFolder } from './manifest-tree.js';
 import { upstreamProblem, upstreamRef } from './upstreams.js';
 import { formatManifestError, formatZodError, identityOf, lineOfProblem, parseManifests, toManifest, type ManifestError, type ParsedManifests } from './manifests.js';
 import { namespacedName, objectKey } from '../engine/types.js';
@@ -67,9 +70,10 @@ interface FileError {
   /**
    * `object`: the last good version of the object the error concerns; `file`: the last good
    * version of the whole file (an error that names no object, such as invalid YAML); `copy`: one
-   * of the identical copies of a name defined twice; undefined: nothing.
+   * of the identical copies of a name defined twice; `folder`: what was loaded from a folder
+   * that cannot be listed; undefined: nothing.
    */
-  fallback: 'object' | 'file' | 'copy' | undefined;
+  fallback: 'object' | 'file' | 'copy' | 'folder' | undefined;
 }
 
 interface LoadedFile {
@@ -108,6 +112,7 @@ const IN_FORCE = {
   object: ' (the last good version stays in force)',
   file: ' (the last good version of this file stays in force)',
   copy: ' (the copies are identical, so that version is in force)',
+  folder: ' (what was loaded from this folder stays in force)',
   none: ' (not in force)',
 } as const;
 
@@ -121,9 +126,14 @@ function shown(path: string): string {
   return rel && !rel.startsWith('..') && !isAbsolute(rel) ? rel : path;
 }
 
-/** Parse what {@link readManifest} found; a refused file is one error on line 1. */
+/** Parse what {@link readManifest} found; a refused file is one error, on the line it is about. */
 function parseRead(read: ManifestRead, file: string): ParsedManifests {
-  return 'text' in read ? parseManifests(read.text, file) : { objects: [], errors: [{ file, line: 1, message: read.refused }], skipped: 0 };
+  return 'text' in read ? parseManifests(read.text, file) : { objects: [], errors: [{ file, line: read.line, message: read.refused }], skipped: 0 };
+}
+
+/** The error of a folder that cannot be listed (a root folder that is gone, a subfolder without permission). */
+function unlistedError({ path, error }: UnlistedFolder): ManifestError {
+  return { file: shown(path), message: error };
 }
 
 /**
@@ -193,8 +203,9 @@ function missingOf(e: ManifestError): MissingObject {
 
 /**
  * Read every manifest under `dir` once (no watching): what `policyguard check` uses.
- * Errors are `file:line: message` strings, a name defined twice among them; a missing folder
- * is an error too. The valid objects of a file with errors are returned all the same.
+ * Errors are `file:line: message` strings, a name defined twice among them; a missing folder,
+ * and a subfolder that cannot be listed, are errors too. The valid objects of a file with
+ * errors are returned all the same.
  *
  * @example
  *   const { agents, policies, errors } = await loadManifestDir('config-samples');
@@ -204,7 +215,9 @@ export async function loadManifestDir(dir: string): Promise<{ agents: GuardAgent
   const out = { agents: [] as GuardAgent[], policies: [] as GuardPolicy[], errors: [] as string[], describe: (p: ObjectProblem) => locateProblem(p, sourceOf) };
   if (!(await isDirectory(dir))) return { ...out, errors: [`${dir}: not a folder of manifests`] };
   const sources: Source[] = [];
-  for (const path of (await listManifestTree(dir)).files) {
+  const tree = await listManifestTree(dir);
+  out.errors.push(...tree.unlisted.map((u) => formatManifestError(unlistedError(u))));
+  for (const path of tree.files) {
     const read = await readManifest(path);
     if (!read) continue;
     const parsed = parseRead(read, shown(path));
@@ -258,6 +271,10 @@ export class StandaloneStore implements PolicyStore {
   private unsettledSince: number | undefined;
   /** Files that became empty while they held documents, and since when (see {@link reload}). */
   private readonly emptiedSince = new Map<string, number>();
+  /** Folders that could not be listed at the last reload applied, as errors (see {@link reload}). */
+  private folderErrors: FileError[] = [];
+  /** Folders listed once, by the reloads applied, and not gone since: one that cannot be listed now keeps what was loaded from it. */
+  private listed = new Set<string>();
   private status = new Map<string, GuardAgentStatus>();
   /** When each GuardAgent was first seen, by {@link refOf} (see {@link noteFirstSeen}). */
   private firstSeen = new Map<string, string>();
@@ -366,12 +383,23 @@ export class StandaloneStore implements PolicyStore {
    * waited {@link SETTLE_LIMIT_DEBOUNCES} debounces are applied without the paths still
    * changing (logged), so a folder that never stops changing cannot starve a revocation. At
    * start-up there is nothing older to keep, so everything is taken in.
+   *
+   * A folder that cannot be listed (a root that was removed or moved away, a subfolder without
+   * permission) is an error, never an empty folder: the files known under it are not looked
+   * at, so what was loaded from it stays in force, as a file keeps its last good version; one
+   * never listed (at start-up, or a new subfolder) denies every decision, as a new file that
+   * cannot be read. A root that cannot be listed has no watch to report its return, so it is
+   * listed again every debounce until it can be.
    */
   reload(): Promise<void> {
     return this.serial(async () => {
-      const trees = [await listManifestTree(this.opts.configDir), await listManifestTree(this.manifestsDir)];
+      const roots = [this.opts.configDir, this.manifestsDir];
+      const trees = await Promise.all(roots.map((root) => listManifestTree(root)));
       // Files may have landed in a folder between its listing and the start of its watch.
       if (this.watcher && this.watcher.sync(trees.flatMap((t) => t.folders)) > 0) this.scheduleReload();
+      const unlisted = trees.flatMap((t) => t.unlisted);
+      // A root that is gone has no watch to say it is back (`mv live live.old; mv live.old live`).
+      if (unlisted.some((u) => roots.includes(u.path))) this.scheduleReload();
       const reads = new Map<string, ManifestRead>();
       for (const path of new Set(trees.flatMap((t) => t.files))) {
         const read = await readManifest(path);
@@ -381,6 +409,7 @@ export class StandaloneStore implements PolicyStore {
       const unsettled: string[] = [];
       const now = performance.now();
       for (const path of new Set([...this.files.keys(), ...this.looks.keys(), ...reads.keys()])) {
+        if (unlisted.some((u) => path.startsWith(u.path + sep))) continue;
         const read = reads.get(path);
         const look = read?.look ?? GONE;
         const same = this.looks.get(path) === look;
@@ -397,7 +426,12 @@ export class StandaloneStore implements PolicyStore {
         this.opts.log.warn('manifests keep changing; applying the changes that settled, without these files', { waitedMs, files: unsettled.join(',') });
         this.unsettledSince = now;
       } else this.unsettledSince = undefined;
-      let changed = !this.loaded;
+      const listedBefore = this.listed;
+      const folderErrors = unlisted.map((u): FileError => ({ error: unlistedError(u), fallback: listedBefore.has(u.path) ? 'folder' : undefined }));
+      let changed = !this.loaded || !isDeepStrictEqual(folderErrors, this.folderErrors);
+      this.folderErrors = folderErrors;
+      // One that cannot be listed now was listed once if it was before.
+      this.listed = new Set([...trees.flatMap((t) => t.folders), ...unlisted].map((f) => f.path).filter((path) => !unlisted.some((u) => u.path === path) || listedBefore.has(path)));
       for (const [path, read] of settled) {
         if (read) {
           changed = this.load(path, read) || changed;
@@ -498,7 +532,7 @@ export class StandaloneStore implements PolicyStore {
       if (!over) sourceOf.set(refOf(s.object), s);
       else overrides.push(`${shown(s.path)}:${s.line}: ${s.object.kind} ${s.object.metadata.name} is overridden by ${shown(over.path)}, written through MCP (delete that file to use this one)`);
     }
-    const fileErrors = [...[...this.files.values()].flatMap((f) => f.errors), ...data.duplicates, ...config.duplicates];
+    const fileErrors = [...this.folderErrors, ...[...this.files.values()].flatMap((f) => f.errors), ...data.duplicates, ...config.duplicates];
     // A GuardAgent that cannot be loaded keeps its time too: fixed, it is as old as it was.
     const unloaded = fileErrors.flatMap(({ error: { object: o } }) => (o?.kind === 'GuardAgent' ? [objectKey(o.kind, o.namespace, o.name)] : []));
     const firstSeenChanged = this.noteFirstSeen(new Set([...[...sourceOf].filter(([, s]) => s.object.kind === 'GuardAgent').map(([ref]) => ref), ...unloaded]));

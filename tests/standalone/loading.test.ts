@@ -4,12 +4,14 @@
  * loaded and has no good version in force denies every decision, naming its file and line,
  * until it is fixed; each document stands on its own; no file stops the others from loading.
  */
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runCli } from './cli.js';
+import { cliArgs, ROOT, runCli, startProcess } from './cli.js';
 import { eventually } from './eventually.js';
-import { folderServers, type TestServer } from './harness.js';
+import { callAs, folderServers, type TestServer } from './harness.js';
 
 const servers = folderServers('policyguard-loading-');
 afterEach(() => servers.closeAll());
@@ -36,6 +38,7 @@ spec:${extra}
   rules:
 ${rules}`;
 const DENY_DROPS = policy('deny-drops', '    - {name: no-drops, match: {tools: ["drop_*"]}, action: deny, message: no drops}\n');
+const DENY_SENDS = policy('deny-sends', '    - {match: {tools: ["send_*"]}, action: deny, message: no sends}\n');
 const READS = policy('reads', '    - {match: {tools: ["read_*"]}, action: allow}\n');
 
 describe('an agent or policy that cannot be loaded, with no good version, denies every decision until it is fixed', () => {
@@ -173,5 +176,108 @@ describe('each document stands on its own', () => {
     const srv = await serve({ 'list.yaml': `apiVersion: v1\nkind: List\nitems:\n${items}` });
     expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
     expect((await decide(srv, 'read_x')).allowed).toBe(true);
+  });
+});
+
+describe('a file named like a manifest that cannot be read is a file that cannot be loaded, never passed over', () => {
+  const check = (srv: TestServer) => runCli(['check', '--config-dir', srv.configDir, '--agent-id', 'x', '--target', 'read_x']);
+  const latin1 = Buffer.from(policy('deny-deletes', '    - {match: {tools: ["suppréssion_*"]}, action: deny}\n'), 'latin1');
+
+  it.each<[string, (file: string) => Promise<unknown> | void, RegExp]>([
+    ['a dangling symlink', (file) => symlink('missing.yaml', file), /deny\.yaml:1: the file cannot be read: it is a symbolic link to missing\.yaml, which does not exist/],
+    ['a FIFO', (file) => void execFileSync('mkfifo', [file]), /deny\.yaml:1: the file cannot be read: it is a FIFO, not a regular file/],
+    ['a symlink loop', (file) => symlink('deny.yaml', file), /deny\.yaml:1: the file cannot be read: too many symbolic links encountered \(ELOOP\)/],
+    ['Latin-1 text', (file) => writeFile(file, latin1), /deny\.yaml:6: the file is not UTF-8 text: byte 130 \(0xE9, column 30\) is not UTF-8 \(Latin-1\?\); save it as UTF-8/],
+    ['UTF-16 text', (file) => writeFile(file, Buffer.from(`\uFEFF${DENY_DROPS}`, 'utf16le')), /deny\.yaml:1: the file is not UTF-8 text: it is UTF-16 \(it starts with a UTF-16 byte order mark\); save it as UTF-8/],
+  ])('%s denies every decision, naming it, until it is fixed; `policyguard check` exits 2', async (_what, make, problem) => {
+    const srv = await serve({ 'reads.yaml': READS });
+    expect((await decide(srv, 'read_x')).allowed).toBe(true);
+    const file = join(srv.configDir, 'deny.yaml');
+    await make(file);
+    const d = await eventually(() => decide(srv, 'read_x'), (v) => v.allowed === false, 'the file to be refused');
+    expect(d).toMatchObject({ decision: 'deny', matched: [{ rule: 'incompletePolicySet' }], reason: expect.stringMatching(INCOMPLETE) });
+    expect(d.reason).toMatch(problem);
+    expect(await problems(srv)).toEqual([expect.stringMatching(problem)]);
+    expect((await problems(srv))[0]!.endsWith(NOT_IN_FORCE)).toBe(true);
+    const checked = await check(srv);
+    expect({ code: checked.code, stdout: checked.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(checked.stderr).toMatch(problem);
+    await rm(file);
+    await writeFile(file, DENY_DROPS);
+    await eventually(() => decide(srv, 'read_x'), (v) => v.allowed === true, 'decisions to resume');
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+  });
+
+  it('a UTF-8 byte order mark is taken', async () => {
+    const srv = await serve({ 'deny.yaml': `\uFEFF${DENY_DROPS}` });
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    expect(await problems(srv)).toEqual([]);
+  });
+
+  it('a file that stops being readable keeps its last good version in force, and never stops another file from loading', async () => {
+    const srv = await serve({ 'deny.yaml': DENY_DROPS, 'reads.yaml': READS });
+    // Renamed over it in one step: a symlink to itself, which no one can read.
+    await symlink('deny.yaml', join(srv.configDir, 'loop.tmp'));
+    await rename(join(srv.configDir, 'loop.tmp'), join(srv.configDir, 'deny.yaml'));
+    await writeFile(join(srv.configDir, 'sends.yaml'), DENY_SENDS);
+    await eventually(() => decide(srv, 'send_mail'), (d) => d.reason === 'no sends', 'the new deny beside the unreadable file');
+    expect((await decide(srv, 'drop_table')).reason).toBe('no drops');
+    expect((await decide(srv, 'read_x')).allowed).toBe(true);
+    expect(await problems(srv)).toEqual([expect.stringMatching(/deny\.yaml:1: the file cannot be read: too many symbolic links encountered \(ELOOP\) \(the last good version of this file stays in force\)$/)]);
+  });
+});
+
+/**
+ * Node flags that drop root's privileges before the CLI starts (uid and gid 65534, `nobody`),
+ * so that file permissions hold for it as for a server that does not run as root; none when
+ * the tests do not run as root, as permissions hold for them already.
+ */
+const AS_NOBODY = process.getuid?.() === 0 ? ['--import=data:text/javascript,process.setgroups([]);process.setgid(65534);process.setuid(65534)'] : [];
+const cliAsNobody = (args: string[]): [string, string[]] => {
+  const [cmd, argv] = cliArgs(args);
+  return [cmd, [...AS_NOBODY, ...argv]];
+};
+
+describe('a file or folder the server has no permission to read (EACCES), with a server that does not run as root', () => {
+  it('keeps what was loaded from it in force, lets the other files load, and makes `policyguard check` exit 2 naming it', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'policyguard-eacces-'));
+    const configDir = join(root, 'config');
+    const dataDir = join(root, 'data');
+    await chmod(root, 0o755);
+    await mkdir(join(configDir, 'team'), { recursive: true });
+    await mkdir(dataDir);
+    await chmod(dataDir, 0o777);
+    await writeFile(join(configDir, 'reads.yaml'), READS);
+    await writeFile(join(configDir, 'secret.yaml'), DENY_SENDS);
+    await writeFile(join(configDir, 'team', 'drops.yaml'), DENY_DROPS);
+    const [cmd, argv] = cliAsNobody(['serve', '--standalone', '--config-dir', configDir, '--data-dir', dataDir, '--port', '0', '--rescan-interval', '0s']);
+    const server = await startProcess(cmd, argv, /PolicyGuard serving .*url=(\S+)\/mcp/);
+    try {
+      const call = (name: string, args: Record<string, unknown> = {}) => callAs(server.match[1]!, undefined, name, args).then((r) => r.json);
+      const ask = (target: string) => call('validate_action', { action_type: 'tool_call', target, agent_id: 'x' });
+      expect((await ask('send_mail')).reason).toBe('no sends');
+      await chmod(join(configDir, 'secret.yaml'), 0o000);
+      await chmod(join(configDir, 'team'), 0o000);
+      await writeFile(join(configDir, 'a-deny.yaml'), policy('deny-wires', '    - {match: {tools: ["wire_*"]}, action: deny, message: no wires}\n'));
+      await eventually(() => ask('wire_money'), (d) => d.reason === 'no wires', 'the new deny beside the unreadable file');
+      expect((await ask('send_mail')).reason).toBe('no sends');
+      expect((await ask('drop_table')).reason).toBe('no drops');
+      expect((await ask('read_x')).allowed).toBe(true);
+      expect((await call('get_compliance_status')).policies.problems).toEqual([
+        `${join(configDir, 'team')}: the folder cannot be listed: permission denied (EACCES) (what was loaded from this folder stays in force)`,
+        `${join(configDir, 'secret.yaml')}:1: the file cannot be read: permission denied (EACCES) (the last good version of this file stays in force)`,
+      ]);
+      const checked = await new Promise<{ code: number | string | undefined; stdout: string; stderr: string }>((resolve) => {
+        const [checkCmd, checkArgv] = cliAsNobody(['check', '--config-dir', configDir, '--agent-id', 'x', '--target', 'read_x']);
+        execFile(checkCmd, checkArgv, { cwd: ROOT }, (err, stdout, stderr) => resolve({ code: err?.code ?? 0, stdout, stderr }));
+      });
+      expect({ code: checked.code, stdout: checked.stdout }).toEqual({ code: 2, stdout: '' });
+      expect(checked.stderr).toContain(`${join(configDir, 'team')}: the folder cannot be listed: permission denied (EACCES)`);
+      expect(checked.stderr).toContain(`${join(configDir, 'secret.yaml')}:1: the file cannot be read: permission denied (EACCES)`);
+    } finally {
+      await server.stop();
+      await chmod(join(configDir, 'team'), 0o755); // else only root could remove it
+      await rm(root, { recursive: true, force: true });
+    }
   });
 });

@@ -191,6 +191,19 @@ describe('safety nets and broken files', () => {
     expect(f.store.problems()).toEqual([]);
   });
 
+  it('a dangling symlink named like a manifest is refused, naming its target; the target created, it is read', async () => {
+    const f = await open({});
+    const target = join(f.configDir, '..', 'elsewhere', 'agents.yaml');
+    await mkdir(join(target, '..'));
+    await symlink(target, join(f.configDir, 'agents.yaml'));
+    await eventually(async () => f.store.problems(), (p) => p.length > 0, 'the dangling symlink');
+    expect(f.store.problems()).toEqual([`${join(f.configDir, 'agents.yaml')}:1: the file cannot be read: it is a symbolic link to ${target}, which does not exist (not in force: every decision is denied until this is fixed)`]);
+    // The folder the target would be in is watched.
+    await writeFile(target, agent('boss', 'admin'));
+    await trustBecomes(f, 'boss', 'admin', 'the target of a dangling symlink created');
+    expect(f.store.problems()).toEqual([]);
+  });
+
   it('a pattern the engine rejects is one ERROR line with file:line of the pattern, not repeated on later reloads', async () => {
     const policy = `# rules for the data team
 apiVersion: policyguard.dev/v1alpha1
@@ -214,6 +227,58 @@ spec:
     await trustBecomes(f, 'boss', 'low', 'an unrelated change');
     expect(errors()).toHaveLength(1);
     expect(f.store.problems()).toEqual([expect.stringMatching(expected)]);
+  });
+});
+
+describe('a folder that cannot be listed is an error, never an empty folder (periodic rescan off)', () => {
+  const denyDrops = `apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: deny-drops}\nspec:\n  rules: [{match: {tools: ["drop_*"]}, action: deny, message: no drops}]\n`;
+  const decide = (f: Fixture) => f.store.snapshot().evaluate({ agentId: 'x', actionType: 'tool_call', target: 'drop_table', parameters: {} });
+  const gone = (root: string) => `${root}: the folder cannot be listed: no such file or directory (ENOENT) (what was loaded from this folder stays in force)`;
+
+  it.each([
+    ['the config folder', (f: Fixture) => f.configDir],
+    ["the data dir's manifests/ folder", (f: Fixture) => join(f.dataDir, 'manifests')],
+  ])('%s removed (rm -rf): what was loaded from it stays in force, logged at ERROR; created again, it is read at once', async (_what, rootOf) => {
+    const f = await open({});
+    const root = rootOf(f);
+    await writeFile(join(root, 'deny.yaml'), denyDrops);
+    await writeFile(join(root, 'agents.yaml'), agent('boss', 'admin'));
+    await trustBecomes(f, 'boss', 'admin', 'the files written');
+    await rm(root, { recursive: true });
+    await eventually(async () => f.store.problems(), (p) => p.length > 0, 'the folder to be missed');
+    expect(f.store.problems()).toEqual([gone(root)]);
+    expect(f.lines.filter((l) => / ERROR /.test(l))).toEqual([expect.stringContaining(`ERROR ${gone(root)}`)]);
+    expect(f.lines.filter((l) => /manifest removed/.test(l))).toEqual([]);
+    expect(decide(f)).toMatchObject({ decision: 'deny', reason: 'no drops' });
+    expect(f.store.snapshot().agent('boss')?.trust).toBe('admin');
+    await mkdir(root);
+    await writeFile(join(root, 'agents.yaml'), agent('boss', 'low'));
+    await trustBecomes(f, 'boss', 'low', 'the folder created again');
+    expect(f.store.problems()).toEqual([]);
+    expect(decide(f).decision).toBe('allow');
+  });
+
+  it('the config folder moved away and back (mv): what was loaded stays in force all along; back, it is watched again', async () => {
+    const f = await open({ 'deny.yaml': denyDrops, 'agents.yaml': agent('boss', 'admin') });
+    await rename(f.configDir, `${f.configDir}.old`);
+    await eventually(async () => f.store.problems(), (p) => p.length > 0, 'the folder to be missed');
+    expect(f.store.problems()).toEqual([gone(f.configDir)]);
+    expect(decide(f)).toMatchObject({ decision: 'deny', reason: 'no drops' });
+    await rename(`${f.configDir}.old`, f.configDir);
+    await eventually(async () => f.store.problems(), (p) => p.length === 0, 'the folder to be back');
+    expect(decide(f)).toMatchObject({ decision: 'deny', reason: 'no drops' });
+    sed('s/admin/low/', join(f.configDir, 'agents.yaml'));
+    await trustBecomes(f, 'boss', 'low', 'an edit in the folder moved back');
+  });
+
+  it('one never listed (here a symlink loop, which may be a folder of manifests) denies every decision until it can be', async () => {
+    const f = await open({ 'deny.yaml': denyDrops });
+    await symlink('team', join(f.configDir, 'team'));
+    await eventually(async () => f.store.problems(), (p) => p.length > 0, 'the entry that cannot be examined');
+    expect(f.store.problems()).toEqual([`${join(f.configDir, 'team')}: cannot be examined, and may be a folder of manifests: too many symbolic links encountered (ELOOP) (not in force: every decision is denied until this is fixed)`]);
+    expect(decide(f)).toMatchObject({ decision: 'deny', reason: expect.stringMatching(/^The policy set is incomplete, so this call is denied until it is fixed: \S*team: cannot be examined/) });
+    await rm(join(f.configDir, 'team'));
+    await eventually(async () => decide(f).reason, (r) => r === 'no drops', 'the loop removed');
   });
 });
 
