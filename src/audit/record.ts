@@ -208,12 +208,12 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     if (keys.length > 1) keys.sort();
     // A name/value pair that names a secret (`{"name": "Authorization", "value": "Bearer …"}`,
     // as headers, environment variables, tags and parameters are often listed): its value is the secret.
-    const namedSecret = inner !== undefined && keys.some((k) => PAIR_VALUE.test(k)) && namesSecret(object, keys);
+    const namedSecret = inner !== undefined && keys.some(isPairValue) && namesSecret(object, keys);
     text = '{';
     for (const key of keys) {
       const member = object[key];
       // true, false and null hold no secret: shown, as a person approving `bypass_review: true` must see it.
-      const secret = inner !== undefined && typeof member !== 'boolean' && member !== null && (secretKey(key) || (namedSecret && PAIR_VALUE.test(key)));
+      const secret = inner !== undefined && typeof member !== 'boolean' && member !== null && (secretKey(key) || (namedSecret && isPairValue(key)));
       const serialized = secret ? REDACTED_JSON : serialize(member, ancestors, inner);
       if (serialized === undefined) continue;
       if (text.length > 1) text += ',';
@@ -234,6 +234,8 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
  */
 const PAIR_NAME = /^(?:parameter)?(?:name|key)$/i;
 const PAIR_VALUE = /^(?:parameter)?value$/i;
+/** {@link PAIR_VALUE}, its regex run only for the two lengths it can match: every object of every record asks. */
+const isPairValue = (key: string): boolean => (key.length === 5 || key.length === 14) && PAIR_VALUE.test(key);
 
 /** Whether `item` is a command-line flag naming a secret, whose value is the next item: `--password`, `--api-key`. */
 function secretFlag(item: unknown): boolean {
@@ -379,14 +381,16 @@ export function redactSecrets<T>(value: T): T {
 }
 
 /**
- * `name=`, `name: `, `"name":`, `--name value` … found token by token (the lookbehind anchors
- * each match at the start of a name, which keeps the scan linear on hostile input). A colon separates a name
+ * `name=`, `name: `, `"name":` … found token by token (the lookbehind anchors each match at
+ * the start of a name, which keeps the scan linear on hostile input). A colon separates a name
  * from its value only when a space or a quote follows it or the name is quoted: `token:bot`
  * and `system:serviceaccount:ns:sa` are how identities are written, not assignments. The value
  * after it may be quoted (an unclosed quote runs to the end of the text) or carry a
  * `Bearer`/`Basic` scheme; unquoted it runs to whitespace or one of `,;&}`.
  */
-const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)(?:["']?\s*=|["']\s*:|\s*:(?=[\s"'])|(?<=(?<![\w.-])--[\w.-]+)\s+(?=[^\s-]))\s*/g;
+const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)(?:["']?\s*=|["']\s*:|\s*:(?=[\s"']))\s*/g;
+/** `--name value`: a command line's flag and the value after it (a second pass, only for texts holding `--`). */
+const FLAG_AND_SPACE = /(?<![\w.-])--([\w.-]+)\s+(?=[^\s-])/g;
 const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)/iy;
 
 /**
@@ -400,10 +404,16 @@ const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)
  */
 export function redactSecretText(input: string): string {
   // Every assignment has a separator, or is a `--flag value`; most contexts have none (and many are empty).
-  if (!input.includes('=') && !input.includes(':') && !input.includes('--')) return input;
-  const text = redactUrlPasswords(input);
+  const flags = input.includes('--');
+  if (!input.includes('=') && !input.includes(':') && !flags) return input;
+  const text = redactAssignments(redactUrlPasswords(input), NAME_AND_SEPARATOR);
+  return flags ? redactAssignments(text, FLAG_AND_SPACE) : text;
+}
+
+/** `text` with the value after each name `pattern` finds (its group 1) that names a secret redacted. */
+function redactAssignments(text: string, pattern: RegExp): string {
   // Fresh copies: both regexes carry lastIndex state.
-  const names = new RegExp(NAME_AND_SEPARATOR);
+  const names = new RegExp(pattern);
   const values = new RegExp(ASSIGNED_VALUE);
   let result = '';
   let copied = 0;
