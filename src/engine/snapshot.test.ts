@@ -669,6 +669,18 @@ describe('objects that cannot be loaded (docs/decisions.md)', () => {
     }
   });
 
+  it('kubernetes mode: a broken GuardAgent that would win keeps its id from a younger claimant, which is Conflict and bound to nothing', () => {
+    const decoy = guardAgent({ name: 'decoy', namespace: 'team-b', creationTimestamp: FEB }, { agentId: 'etl', identities: [{ user: 'token:squatter' }] });
+    const broken = guardAgent({ name: 'etl', namespace: 'team-a', creationTimestamp: JAN }, { deniedTools: ['bad[z-a'], identities: [{ user: 'token:etl' }] });
+    const snap = PolicySnapshot.compile({ agents: [broken, decoy], policies: [] }, { ...DEFAULT_ENGINE_OPTIONS, ...scoped });
+    expect(snap.agent('etl')).toBeUndefined();
+    expect(snap.problems).toContainEqual(expect.objectContaining({ namespace: 'team-b', name: 'decoy', reason: 'Conflict', message: 'agentId "etl" is already claimed by GuardAgent team-a/etl, which cannot be loaded: it holds the id until it is fixed' }));
+    expect(snap.evaluate(call('etl', 'read_x'))).toMatchObject({ decision: 'deny', reason: expect.stringMatching(/^The policy set is incomplete/) });
+    // Fixed, it is the agent again; the decoy stays Conflict.
+    const fixed = PolicySnapshot.compile({ agents: [guardAgent(broken.metadata, { identities: [{ user: 'token:etl' }] }), decoy], policies: [] }, { ...DEFAULT_ENGINE_OPTIONS, ...scoped });
+    expect(fixed.agent('etl')?.ref).toBe('team-a/etl');
+  });
+
   it('a broken GuardAgent whose metadata the store could not read holds its id, as does one that would lose in standalone mode', () => {
     const valid = guardAgent({ name: 'bot', namespace: 'team', creationTimestamp: JAN });
     const unread = PolicySnapshot.compile({ agents: [valid], policies: [], missing: [{ kind: 'GuardAgent', namespace: 'agents', agentId: 'bot', problem: 'the problem' }] }, { ...DEFAULT_ENGINE_OPTIONS, ...scoped });

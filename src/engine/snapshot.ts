@@ -86,8 +86,17 @@ function claimOrder(a: ClaimMetadata, b: ClaimMetadata): number {
  * a GuardAgent claiming `id` loses to: one with the same id; for an auto-registered one also one
  * whose id differs only in case, since `agents:` globs match both alike.
  */
-function winnerOver(id: string, meta: ClaimMetadata, winners: readonly CompiledAgent[]): CompiledAgent | undefined {
+function winnerOver<W extends { id: string }>(id: string, meta: ClaimMetadata, winners: readonly W[]): W | undefined {
   return winners.find((w) => w.id === id) ?? (autoRegistered(meta) ? winners[0] : undefined);
+}
+
+/** A GuardAgent's claim on its id: one in force (`agent`), or one that cannot be loaded (`missing`). */
+interface Claim {
+  id: string;
+  meta: ClaimMetadata;
+  ref: string;
+  agent?: CompiledAgent;
+  missing?: MissingObject;
 }
 
 /**
@@ -422,39 +431,54 @@ export class PolicySnapshot {
     };
 
     // Agents: one id, one agent (docs/decisions.md, "Identity"). On a clash the first in
-    // claimOrder wins; the others are reported as Conflict.
-    const claimants = new Map<string, CompiledAgent[]>();
+    // claimOrder wins; the others are reported as Conflict. In kubernetes mode a GuardAgent that
+    // cannot be loaded claims its id too: one that would win keeps the id from younger claimants
+    // (they are Conflict, bound to nothing, while it holds the id's decisions), so a broken edit
+    // of an agent does not hand its identity binding to a squatter (docs/decisions.md §9).
+    const claimants = new Map<string, Claim[]>();
+    const claim = (c: Claim) => {
+      const folded = foldCase(c.id);
+      const list = claimants.get(folded) ?? [];
+      list.push(c);
+      claimants.set(folded, list);
+    };
     for (const agent of input.agents) {
       const res = compileOne(agent, (a) => compileAgent(a, now));
-      if (!res.ok) continue;
-      const folded = foldCase(res.value.id);
-      const list = claimants.get(folded) ?? [];
-      list.push(res.value);
-      claimants.set(folded, list);
+      if (res.ok) claim({ id: res.value.id, meta: res.value.source.metadata, ref: res.value.ref, agent: res.value });
+    }
+    const scoped = options.clusterPolicyNamespace !== null;
+    for (const m of missing) {
+      if (scoped && m.kind === 'GuardAgent' && m.agentId !== undefined && m.metadata !== undefined) claim({ id: m.agentId, meta: m.metadata, ref: namespacedName(m.metadata), missing: m });
     }
     const agents = new Map<string, CompiledAgent>();
-    /** The agents in force, in claimOrder, by folded id. */
-    const winnersByFolded = new Map<string, CompiledAgent[]>();
-    for (const [folded, list] of claimants) {
-      list.sort((a, b) => claimOrder(a.source.metadata, b.source.metadata));
-      const winners: CompiledAgent[] = [];
-      winnersByFolded.set(folded, winners);
-      for (const agent of list) {
-        const winner = winnerOver(agent.id, agent.source.metadata, winners);
+    /** Missing GuardAgents that would lose their id to one in force, had they been valid: they hold nothing. */
+    const outranked = new Set<MissingObject>();
+    for (const list of claimants.values()) {
+      list.sort((a, b) => claimOrder(a.meta, b.meta));
+      const winners: Claim[] = [];
+      for (const c of list) {
+        const winner = winnerOver(c.id, c.meta, winners);
         if (!winner) {
-          winners.push(agent);
-          agents.set(agent.id, agent);
+          winners.push(c);
+          if (c.agent) agents.set(c.agent.id, c.agent);
           continue;
         }
-        const byPerson = autoRegistered(agent.source.metadata) && !autoRegistered(winner.source.metadata) ? ', which a person wrote: it wins over this auto-registered agent whatever their ages' : '';
+        if (c.missing) {
+          // Only a claimant in force outranks a missing one (two broken claimants both hold).
+          if (winner.agent) outranked.add(c.missing);
+          continue;
+        }
+        const agent = c.agent!;
+        const byPerson = autoRegistered(agent.source.metadata) && !autoRegistered(winner.meta) ? ', which a person wrote: it wins over this auto-registered agent whatever their ages' : '';
+        const broken = winner.missing ? ', which cannot be loaded: it holds the id until it is fixed' : '';
         problems.push({
           kind: 'GuardAgent',
           ...(agent.namespace ? { namespace: agent.namespace } : {}),
           name: agent.name,
           reason: Reason.Conflict,
           message: winner.id === agent.id
-            ? `agentId "${agent.id}" is already claimed by GuardAgent ${winner.ref}${byPerson}`
-            : `agentId "${agent.id}" differs only in case from "${winner.id}" of GuardAgent ${winner.ref}${byPerson}; agents: globs would match both`,
+            ? `agentId "${agent.id}" is already claimed by GuardAgent ${winner.ref}${broken}${byPerson}`
+            : `agentId "${agent.id}" differs only in case from "${winner.id}" of GuardAgent ${winner.ref}${broken}${byPerson}; agents: globs would match both`,
         });
       }
     }
@@ -473,13 +497,7 @@ export class PolicySnapshot {
     // by claiming its id with a broken object (docs/decisions.md §9). One that would win, or one
     // whose metadata cannot be read, holds them (its deniedTools might have restricted the agent).
     // Standalone mode holds every decision for any missing object (holdOf).
-    const outranked = (m: MissingObject): boolean => {
-      if (options.clusterPolicyNamespace === null || m.kind !== 'GuardAgent' || m.agentId === undefined || m.metadata === undefined) return false;
-      const meta = m.metadata;
-      const before = (winnersByFolded.get(foldCase(m.agentId)) ?? []).filter((w) => claimOrder(w.source.metadata, meta) < 0);
-      return winnerOver(m.agentId, meta, before) !== undefined;
-    };
-    const holds = missing.filter((m) => !outranked(m)).map((m) => holdOf(m, options)).sort((a, b) => compareNames(a.problem, b.problem));
+    const holds = missing.filter((m) => !outranked.has(m)).map((m) => holdOf(m, options)).sort((a, b) => compareNames(a.problem, b.problem));
     // A missing object changes decisions, so it is part of what the revision names.
     for (const h of holds) keys.push(`missing:${JSON.stringify(h)}`);
     return new PolicySnapshot(revisionOf(keys, options), options, agents, rules, problems, {

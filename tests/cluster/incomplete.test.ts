@@ -115,12 +115,16 @@ describe('a broken GuardAgent claiming the id of a valid GuardAgent in another n
     await deleteGuard(kc, 'GuardAgent', teamA, id);
   });
 
-  it('older than the valid one, it still denies the id: its deniedTools might have restricted the agent', async () => {
+  it('older than the valid one, it still denies the id (its deniedTools might have restricted the agent), and keeps the id: the younger one is Conflict', async () => {
     await applyGuard(kc, 'GuardAgent', teamB, 'first-bot', { agentId: 'post-bot', displayname: 'Post' });
     await readyAs(teamB, 'first-bot', 'False');
     await after(teamB, 'first-bot');
     await applyGuard(kc, 'GuardAgent', teamA, 'post-bot', {});
-    await readyAs(teamA, 'post-bot', 'True');
+    await readyAs(teamA, 'post-bot', 'False');
+    expect((await getGuard(kc, 'GuardAgent', teamA, 'post-bot')).status.conditions.find((c: { type: string }) => c.type === 'Ready')).toMatchObject({
+      reason: 'Conflict',
+      message: `agentId "post-bot" is already claimed by GuardAgent ${teamB}/first-bot, which cannot be loaded: it holds the id until it is fixed`,
+    });
     const d = await op.validate('read_x', 'post-bot');
     expect(d).toMatchObject({ allowed: false, matched: [expect.objectContaining({ rule: 'incompletePolicySet' })] });
     expect(d.reason).toMatch(new RegExp(`GuardAgent ${teamB}/first-bot: InvalidSpec: spec: Unrecognized key: "displayname"`));
