@@ -162,10 +162,10 @@ export const INCOMPLETE_POLICY_SET = 'incompletePolicySet';
 
 /**
  * Whitespace a name (target, action type) must not start or end with; nor may it hold an
- * {@link INVISIBLE} character anywhere, or differ from its NFKC form. A tool server or client
- * that trims, strips or normalizes them runs `delete_records` where `" delete_records"`,
- * `"\u200bdelete_records"` or `"ｄｅｌｅｔｅ_records"` was judged, and no glob of a deny rule
- * matches those.
+ * {@link INVISIBLE} character anywhere. A tool server or client that trims or strips them runs
+ * `delete_records` where `" delete_records"` or `"\u200bdelete_records"` was judged, and no
+ * glob of a deny rule matches those. (A name that differs from its NFKC form is judged both
+ * ways: {@link compatibilityForm}.)
  */
 const EDGE_SPACE = /^\s|\s$/;
 
@@ -188,12 +188,26 @@ function unclearWhy(what: string, name: string): string | undefined {
   if (LONE_SURROGATE.test(name)) {
     return `The ${what} ${JSON.stringify(name)} holds half of a surrogate pair, which is not a character (strict JSON readers refuse it); the call is denied`;
   }
-  // Fullwidth letters, ligatures, superscripts, decomposed accents: no glob matches
-  // `ｄｅｌｅｔｅ_records` as it matches `delete_records`, which is what a tool that normalizes runs.
-  const normal = name.normalize('NFKC');
-  if (normal === name) return undefined;
-  return `The ${what} ${JSON.stringify(name)} reads as ${JSON.stringify(normal)} in Unicode's compatibility form (NFKC); a client or tool that normalizes it would run another name than the one judged, so the call is denied`;
+  return undefined;
 }
+
+/**
+ * `req` with its target and action type in Unicode's compatibility form (NFKC), when that
+ * differs from what was sent: fullwidth letters, ligatures, superscripts, decomposed accents.
+ * No glob matches `ｄｅｌｅｔｅ_records` as it matches `delete_records`, which is what a tool
+ * that normalizes runs; so a call is judged as written and as it reads, the stricter decision
+ * standing ({@link PolicySnapshot.evaluate}).
+ */
+function compatibilityForm<R extends Pick<ActionRequest, 'target' | 'actionType'>>(req: R): R | undefined {
+  // Nearly every call: printable ASCII, which NFKC leaves as it is.
+  if (!NOT_PLAIN.test(req.target) && !NOT_PLAIN.test(req.actionType)) return undefined;
+  const target = req.target.normalize('NFKC');
+  const actionType = req.actionType.normalize('NFKC');
+  return target === req.target && actionType === req.actionType ? undefined : { ...req, target, actionType };
+}
+
+/** How strict a decision is: the stricter of two readings of a call stands. */
+const STRICTNESS: Readonly<Record<DecisionKind, number>> = { allow: 0, require_approval: 1, deny: 2 };
 
 /** The `matched` entry of a deny by the agent's own settings (suspended, deniedTools, allowedTools) or of an incomplete policy set. */
 function agentCheck(agentId: string, rule: string, message: string): MatchedRule {
@@ -645,6 +659,12 @@ export class PolicySnapshot {
    * @example snap.possibleDecisions({ agentId: 'etl', actionType: 'tool_call', target: 'drop_table' }) // Set { 'deny' }
    */
   possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
+    const written = this.possibleAsWritten(req);
+    const normal = compatibilityForm(req);
+    return normal ? new Set([...written, ...this.possibleAsWritten(normal)]) : written;
+  }
+
+  private possibleAsWritten(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
     const agent = this.resolve(req);
     if (this.heldReason(agent.id, agent.namespace, agent.registered) || unclearName(req)) return new Set(['deny']);
     const targetLower = foldCase(req.target);
@@ -672,6 +692,16 @@ export class PolicySnapshot {
 
   /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */
   evaluate(req: ActionRequest): Decision {
+    const written = this.evaluateAsWritten(req);
+    const normal = compatibilityForm(req);
+    if (!normal) return written;
+    const read = this.evaluateAsWritten(normal);
+    if (STRICTNESS[read.decision] <= STRICTNESS[written.decision]) return written;
+    const warning = `The ${normal.target === req.target ? 'action type' : 'target'} was judged as it reads in Unicode's compatibility form (NFKC), ${JSON.stringify(normal.target === req.target ? normal.actionType : normal.target)}, as a client or tool that normalizes it would run it: that reading is the stricter`;
+    return { ...read, warnings: [...read.warnings, warning] };
+  }
+
+  private evaluateAsWritten(req: ActionRequest): Decision {
     const agent = this.resolve(req);
     const held = this.heldReason(agent.id, agent.namespace, agent.registered);
     if (held !== undefined) return this.decision('deny', held, [agentCheck(agent.id, INCOMPLETE_POLICY_SET, held)], [], [], agent);
