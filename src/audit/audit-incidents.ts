@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { INCIDENT_LIST_LIMIT, type IncidentInput, type IncidentLog, type IncidentRecord } from './incident-file.js';
+import { INCIDENT_LIST_LIMIT, INCIDENT_LIST_MAX_BYTES, type IncidentInput, type IncidentLog, type IncidentRecord } from './incident-file.js';
 import { newId, type AuditEvaluation, type AuditRecord } from './record.js';
 import { AuditWriteError, type AuditSink } from './sink.js';
 
@@ -103,7 +103,10 @@ export function createAuditIncidentLog(audit: AuditSink, onIncident?: (i: Incide
       const { entries } = await audit.query({
         ...(since ? { since } : {}),
         actionType: INCIDENT_ACTION_TYPE,
+        // Incidents only: a decision an agent asked for with action_type "incident" (and large arguments) is not one.
+        kinds: ['incident'],
         limit: INCIDENT_LIST_LIMIT,
+        maxBytes: INCIDENT_LIST_MAX_BYTES,
       });
       return entries.map(incidentFromAudit).filter((incident) => incident !== undefined);
     },

@@ -32,6 +32,8 @@ export interface IncidentLog {
 
 /** `list` returns at most this many incidents, however large the file has grown. */
 export const INCIDENT_LIST_LIMIT = 10_000;
+/** Most bytes of incidents one list reads from the audit log (each holds at most 16 KiB of evidence and 8,192 characters of description). */
+export const INCIDENT_LIST_MAX_BYTES = 32 * 1024 * 1024;
 
 /**
  * The incident file is rotated once it reaches this size: it becomes `<name>.1.jsonl`
