@@ -164,7 +164,7 @@ describe('scrapes and probes under --allowed-hosts (DNS rebinding)', () => {
   it.each(ROUTES)('%s: a page\'s DNS name is refused; an allowed name, and a Pod IP as Prometheus and the kubelet send it, are served', async (path) => {
     expect(await get(path, { host: 'rebind.attacker.example:8000' })).toBe(403);
     expect(await get(path, { host: 'policyguard.team-a:8000' })).toBe(200);
-    for (const host of ['10.244.1.7:8000', '10.244.1.7', '[fd00::7]:8000']) expect(await get(path, { host })).toBe(200);
+    for (const host of ['10.244.1.7:8000', '10.244.1.7', '[fd00::7]:8000', 'localhost:8000']) expect(await get(path, { host })).toBe(200);
     expect(await get(path, { host: '10.244.1.7:8000', origin: 'https://attacker.example' })).toBe(403);
   });
   it('/mcp takes only the allowed names: an IP address is no exception there', async () => {

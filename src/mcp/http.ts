@@ -189,7 +189,7 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
       return jsonRpcError(res, 400, -32600, `Invalid Request: the Host header ${JSON.stringify(host ?? '')} is not one host[:port]`);
     }
     const name = host === undefined ? undefined : hostName(host).toLowerCase();
-    if (opts.allowedHosts.length > 0 && (!name || !(opts.allowedHosts.includes(name) || (ipHosts && isIpAddress(name))))) {
+    if (opts.allowedHosts.length > 0 && (!name || !(opts.allowedHosts.includes(name) || (ipHosts && (isIpAddress(name) || name === 'localhost'))))) {
       rejected.inc({ reason: 'host' });
       return jsonRpcError(res, 403, -32000, `Host ${JSON.stringify(host ?? '')} is not allowed (see --allowed-hosts)`);
     }
@@ -203,7 +203,8 @@ export function createHttpApp(opts: HttpOptions): HttpApp {
   const guardHostAndOrigin = hostAndOriginGuard(false);
   // Prometheus and the kubelet address a Pod by its IP, so its scrapes and probes carry an IP as
   // Host, in no --allowed-hosts list. A rebinding page's requests carry the page's DNS name:
-  // an IP address is never one, so scrapes and probes accept any IP besides the allowed names.
+  // an IP address is never one, nor is `localhost` (a health check on the machine itself), so
+  // scrapes and probes accept those besides the allowed names.
   const guardScrape = hostAndOriginGuard(true);
 
   const tooMany = (res: Response, reason: string, retryAfterMs: number, message: string) => {

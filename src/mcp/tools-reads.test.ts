@@ -36,4 +36,12 @@ describe('audit reads under the read limit', () => {
     // Its share is back once they are answered.
     expect(await sample.tools.readAudit(as('token:greedy'), blocked)).toEqual({ ok: true, value: 'read' });
   });
+
+  it('under --auth none every caller is "anonymous": they share no per-caller limit, only the server\'s', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const reads = Array.from({ length: 5 }, () => sample.tools.readAudit(as('anonymous'), async () => (await gate, { ok: true as const, value: 'read' })));
+    release();
+    expect((await Promise.all(reads)).every((r) => r.ok)).toBe(true);
+  });
 });

@@ -9,7 +9,7 @@ import { agentNamed, guardAgent, guardPolicy, objectNameFor } from '../api/build
 import { SYSTEM_AGENT_ID } from '../audit/audit-incidents.js';
 import { isSeedRule, fromSeedRule, SeedRuleSchema } from '../api/seed.js';
 import { LABEL_AUTO_REGISTERED, RuleSchema, TRUST_LEVELS, trustRank, TrustLevelSchema, type GuardAgent, type GuardPolicy, type Rule } from '../api/schemas.js';
-import type { Principal } from '../auth/authenticate.js';
+import { ANONYMOUS, type Principal } from '../auth/authenticate.js';
 import { ConcurrencyLimit } from '../auth/rate-limit.js';
 import { DURATION_HINT, parseDuration } from '../duration.js';
 import type { AuditEntryInput, AuditEvaluation } from '../audit/record.js';
@@ -388,7 +388,8 @@ export class Tools {
   /** Runs an audit read of `caller` under the read limits (docs/decisions.md, "Cheap denial of service"). */
   private async boundedRead<T>(caller: string, read: () => Promise<ToolOutcome<T>>): Promise<ToolOutcome<T>> {
     const mine = this.readsByCaller.get(caller) ?? 0;
-    if (mine >= READS_PER_CALLER) return fail(`caller '${caller}' has ${mine} audit queries running or waiting already; retry once they are answered`);
+    // Under --auth none every caller is "anonymous": one share for all would leave the dashboard and one agent refusing each other.
+    if (caller !== ANONYMOUS.subject && mine >= READS_PER_CALLER) return fail(`caller '${caller}' has ${mine} audit queries running or waiting already; retry once they are answered`);
     this.readsByCaller.set(caller, mine + 1);
     try {
       // A record changed on disk refuses the read, naming it (docs/decisions.md, "The audit log").
