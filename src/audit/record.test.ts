@@ -153,12 +153,16 @@ describe('redactSecrets', () => {
     expect(
       redactSecrets({
         cmd: 'vault login --password hunter2 --user bob',
-        argv: ['psql', '--password', 'hunter2', '--host', 'db', '--api-key', 'k-123'],
+        argv: ['psql', '--password', 'hunter2', '--host', 'db', '--api-key', 'k-123', '--pin', 1234, '-verbose', true],
+        go: ['app', '-password', 'x', '-p', '5432'],
+        goLine: 'app -password x -p 5432',
         prose: 'see --help for options; --token=abc',
       }),
     ).toEqual({
       cmd: 'vault login --password [REDACTED] --user bob',
-      argv: ['psql', '--password', '[REDACTED]', '--host', 'db', '--api-key', '[REDACTED]'],
+      argv: ['psql', '--password', '[REDACTED]', '--host', 'db', '--api-key', '[REDACTED]', '--pin', '[REDACTED]', '-verbose', true],
+      go: ['app', '-password', '[REDACTED]', '-p', '5432'],
+      goLine: 'app -password [REDACTED] -p 5432',
       prose: 'see --help for options; --token=[REDACTED]',
     });
   });

@@ -197,8 +197,9 @@ function serialize(input: unknown, seen: Set<object> | undefined, redactDepth: n
     for (let i = 0; i < value.length; i++) {
       if (i > 0) text += ',';
       // An argv: the item after `--password` is its value.
-      const flagged = inner !== undefined && i > 0 && typeof value[i] === 'string' && secretFlag(value[i - 1]);
-      text += flagged ? REDACTED_JSON : (serialize(value[i], ancestors, inner) ?? 'null');
+      const item = value[i];
+      const flagged = inner !== undefined && i > 0 && typeof item !== 'boolean' && item !== null && typeof item !== 'object' && secretFlag(value[i - 1]);
+      text += flagged ? REDACTED_JSON : (serialize(item, ancestors, inner) ?? 'null');
     }
     text += ']';
     flat = false;
@@ -237,9 +238,11 @@ const PAIR_VALUE = /^(?:parameter)?value$/i;
 /** {@link PAIR_VALUE}, its regex run only for the two lengths it can match: every object of every record asks. */
 const isPairValue = (key: string): boolean => (key.length === 5 || key.length === 14) && PAIR_VALUE.test(key);
 
-/** Whether `item` is a command-line flag naming a secret, whose value is the next item: `--password`, `--api-key`. */
+const FLAG_ITEM = /^--?[A-Za-z][\w.-]+$/;
+
+/** Whether `item` is a command-line flag naming a secret, whose value is the next item: `--password`, `--api-key`, `-password`. */
 function secretFlag(item: unknown): boolean {
-  return typeof item === 'string' && item.startsWith('--') && !item.includes('=') && secretKey(item);
+  return typeof item === 'string' && item.charCodeAt(0) === 45 /* - */ && FLAG_ITEM.test(item) && secretKey(item);
 }
 
 /** Whether a name member of `object` (of `keys`, see {@link PAIR_NAME}) is a string that names a secret. */
@@ -389,8 +392,8 @@ export function redactSecrets<T>(value: T): T {
  * `Bearer`/`Basic` scheme; unquoted it runs to whitespace or one of `,;&}`.
  */
 const NAME_AND_SEPARATOR = /(?<![\w.-])([\w.-]+)(?:["']?\s*=|["']\s*:|\s*:(?=[\s"']))\s*/g;
-/** `--name value`: a command line's flag and the value after it (a second pass, only for texts holding `--`). */
-const FLAG_AND_SPACE = /(?<![\w.-])--([\w.-]+)\s+(?=[^\s-])/g;
+/** `--name value`, `-name value`: a command line's flag (a word, not a letter) and the value after it (a second pass, only for texts holding ` -`). */
+const FLAG_AND_SPACE = /(?<![\w.-])--?([A-Za-z][\w.-]+)\s+(?=[^\s-])/g;
 const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)/iy;
 
 /**
@@ -404,7 +407,7 @@ const ASSIGNED_VALUE = /(?:(?:bearer|basic)\s+)?("[^"]*"?|'[^']*'?|[^\s,;&"'}]+)
  */
 export function redactSecretText(input: string): string {
   // Every assignment has a separator, or is a `--flag value`; most contexts have none (and many are empty).
-  const flags = input.includes('--');
+  const flags = input.includes(' -') || input.startsWith('-');
   if (!input.includes('=') && !input.includes(':') && !flags) return input;
   const text = redactAssignments(redactUrlPasswords(input), NAME_AND_SEPARATOR);
   return flags ? redactAssignments(text, FLAG_AND_SPACE) : text;
