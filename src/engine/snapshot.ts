@@ -172,8 +172,13 @@ const EDGE_SPACE = /^\s|\s$/;
 /** Why `req`'s target or action type cannot be judged as written, or undefined. */
 function unclearName(req: Pick<ActionRequest, 'target' | 'actionType'>): string | undefined {
   // Nearly every call: printable ASCII without spaces, which neither check can object to (~20 ns a name).
-  if (!NOT_PLAIN.test(req.target) && !NOT_PLAIN.test(req.actionType)) return undefined;
+  if (plainNames(req)) return undefined;
   return unclearWhy('target', req.target) ?? unclearWhy('action type', req.actionType);
+}
+
+/** Whether both names are printable ASCII without spaces: nothing to strip, and NFKC leaves them as they are. */
+function plainNames(req: Pick<ActionRequest, 'target' | 'actionType'>): boolean {
+  return !NOT_PLAIN.test(req.target) && !NOT_PLAIN.test(req.actionType);
 }
 
 /** A character other than printable, non-space ASCII (`!` to `~`). */
@@ -199,8 +204,6 @@ function unclearWhy(what: string, name: string): string | undefined {
  * standing ({@link PolicySnapshot.evaluate}).
  */
 function compatibilityForm<R extends Pick<ActionRequest, 'target' | 'actionType'>>(req: R): R | undefined {
-  // Nearly every call: printable ASCII, which NFKC leaves as it is.
-  if (!NOT_PLAIN.test(req.target) && !NOT_PLAIN.test(req.actionType)) return undefined;
   const target = req.target.normalize('NFKC');
   const actionType = req.actionType.normalize('NFKC');
   return target === req.target && actionType === req.actionType ? undefined : { ...req, target, actionType };
@@ -660,7 +663,7 @@ export class PolicySnapshot {
    */
   possibleDecisions(req: Omit<ActionRequest, 'parameters' | 'context'>): ReadonlySet<DecisionKind> {
     const written = this.possibleAsWritten(req);
-    const normal = compatibilityForm(req);
+    const normal = plainNames(req) ? undefined : compatibilityForm(req);
     return normal ? new Set([...written, ...this.possibleAsWritten(normal)]) : written;
   }
 
@@ -692,20 +695,23 @@ export class PolicySnapshot {
 
   /** Evaluate one action (docs/decisions.md). Pure: no I/O, no clock, no randomness. */
   evaluate(req: ActionRequest): Decision {
-    const written = this.evaluateAsWritten(req);
+    // Nearly every call: plain names, judged once, as written.
+    if (plainNames(req)) return this.evaluateAsWritten(req, true);
+    const written = this.evaluateAsWritten(req, false);
     const normal = compatibilityForm(req);
     if (!normal) return written;
-    const read = this.evaluateAsWritten(normal);
+    const read = this.evaluateAsWritten(normal, false);
     if (STRICTNESS[read.decision] <= STRICTNESS[written.decision]) return written;
     const warning = `The ${normal.target === req.target ? 'action type' : 'target'} was judged as it reads in Unicode's compatibility form (NFKC), ${JSON.stringify(normal.target === req.target ? normal.actionType : normal.target)}, as a client or tool that normalizes it would run it: that reading is the stricter`;
     return { ...read, warnings: [...read.warnings, warning] };
   }
 
-  private evaluateAsWritten(req: ActionRequest): Decision {
+  /** `plain`: {@link plainNames} holds, so there is nothing unclear to look for. */
+  private evaluateAsWritten(req: ActionRequest, plain: boolean): Decision {
     const agent = this.resolve(req);
     const held = this.heldReason(agent.id, agent.namespace, agent.registered);
     if (held !== undefined) return this.decision('deny', held, [agentCheck(agent.id, INCOMPLETE_POLICY_SET, held)], [], [], agent);
-    const unclear = unclearName(req);
+    const unclear = plain ? undefined : unclearName(req);
     if (unclear !== undefined) return this.decision('deny', unclear, [agentCheck(agent.id, 'unclearName', unclear)], [], [], agent);
     const targetLower = foldCase(req.target);
     const actionLower = foldCase(req.actionType);
