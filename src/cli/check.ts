@@ -18,6 +18,10 @@ export type CheckResult = { ok: true; decision: Decision } | { ok: false; errors
 export async function checkAction(input: { configDir: string; request: ActionRequest; options?: Partial<Pick<EngineOptions, 'defaultDecision' | 'unknownAgentTrust'>> }): Promise<CheckResult> {
   const { agents, policies, errors, describe } = await loadManifestDir(input.configDir);
   if (errors.length > 0) return { ok: false, errors };
+  // A CI job pointed at the wrong folder (or one whose files are all hidden) would pass on the default alone.
+  if (agents.length === 0 && policies.length === 0) {
+    return { ok: false, errors: [`${input.configDir}: no GuardPolicy or GuardAgent in this folder (hidden names and other projects' kinds are skipped), so only --default-decision would decide; point --config-dir at the manifests`] };
+  }
   const snapshot = PolicySnapshot.compile({ agents, policies }, { ...DEFAULT_ENGINE_OPTIONS, ...input.options });
   if (snapshot.problems.length > 0) return { ok: false, errors: snapshot.problems.map(describe) };
   return { ok: true, decision: snapshot.evaluate(input.request) };

@@ -91,6 +91,14 @@ describe('policyguard check', () => {
     expect(inexact.code).toBe(2);
     expect(inexact.stderr).toMatch(/--parameters: the number 9007199254740993 cannot be kept exactly/);
   });
+  it('exits 2 when the folder holds no GuardPolicy or GuardAgent: a CI job pointed at the wrong folder does not pass', async () => {
+    const dir = await tmp();
+    await writeFile(join(dir, '.hidden.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: h}\nspec:\n  rules: [{action: deny}]\n');
+    await writeFile(join(dir, 'cm.yaml'), 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n');
+    const r = await runCli(['check', '--config-dir', dir, '--agent-id', 'a', '--target', 't']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`${dir}: no GuardPolicy or GuardAgent in this folder (hidden names and other projects' kinds are skipped), so only --default-decision would decide; point --config-dir at the manifests\n`);
+  });
   it('exits 2 with file:line when a manifest is broken', async () => {
     const dir = await tmp();
     await writeFile(join(dir, 'p.yaml'), 'apiVersion: policyguard.dev/v1alpha1\nkind: GuardPolicy\nmetadata: {name: p}\nspec:\n  rules: []\n');
