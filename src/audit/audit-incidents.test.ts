@@ -116,6 +116,35 @@ describe('incident log in the audit log', () => {
     expect(await verifyAuditChain(dir)).toMatchObject({ ok: true, records: 3, segments: 1 });
   });
 
+  it('asks the log for incidents only, bounded in bytes: decisions an agent called "incident", however large, are never gathered', async () => {
+    const audit = await openSink();
+    const log = createAuditIncidentLog(audit);
+    const real = await log.record(incident({ description: 'real' }));
+    for (let i = 0; i < 3; i++) {
+      audit.append({
+        action_id: null,
+        agent_id: 'agent-1',
+        caller: 'token:agent-1',
+        action: { type: 'incident', target: 'inc_000000000000', parameters: { blob: 'x'.repeat(200_000), i }, context: '' },
+        evaluation: { allowed: false, decision: 'deny', require_approval: false, reason: 'no', matched: [], audit_findings: [] },
+        revision: 'rev-1',
+      });
+    }
+    const gathered: number[] = [];
+    const query = audit.query.bind(audit);
+    const watched: AuditSink = Object.assign(Object.create(audit) as AuditSink, {
+      query: async (q: Parameters<AuditSink['query']>[0]) => {
+        expect(q.maxBytes).toBeGreaterThan(0);
+        const result = await query(q);
+        gathered.push(result.entries.length);
+        return result;
+      },
+    });
+    expect(await createAuditIncidentLog(watched).list()).toEqual([real]);
+    expect(gathered).toEqual([1]);
+    await audit.close();
+  });
+
   it.each([
     ['closed', 'refused'],
     ['open', 'dropped'],
