@@ -698,7 +698,8 @@ export class PolicySnapshot {
     // Nearly every call: plain names, judged once, as written.
     if (plainNames(req)) return this.evaluateAsWritten(req, true);
     const written = this.evaluateAsWritten(req, false);
-    const normal = compatibilityForm(req);
+    // Nothing is stricter than a deny: the reading need not be judged.
+    const normal = written.decision === 'deny' ? undefined : compatibilityForm(req);
     if (!normal) return written;
     const read = this.evaluateAsWritten(normal, false);
     if (STRICTNESS[read.decision] <= STRICTNESS[written.decision]) return written;
